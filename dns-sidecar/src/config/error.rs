@@ -1,0 +1,77 @@
+//! Config errors name the file, the line and what to write instead.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A config that cannot be used. Displayed as `file:line:column: message`,
+/// followed by the offending line and a hint where we have one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Located),
+}
+
+/// One problem at one place in the file.
+#[derive(Debug)]
+pub struct Located {
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub line: Option<(usize, usize)>,
+    /// The source line, shown under the message.
+    pub snippet: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Located {
+    /// Builds an error at byte `span` of `source`.
+    pub fn at(path: &std::path::Path, source: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> Self {
+        let (line, snippet) = match span {
+            Some(span) => {
+                let start = span.start.min(source.len());
+                let before = &source[..start];
+                let line_no = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let col = source[line_start..start].chars().count() + 1;
+                let text = source[line_start..].lines().next().unwrap_or("").to_string();
+                (Some((line_no, col)), Some(text))
+            }
+            None => (None, None),
+        };
+        Located { path: path.to_path_buf(), line, snippet, message: message.into(), hint: None }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, col)) = self.line {
+            write!(f, ":{line}:{col}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let (Some((line, _)), Some(snippet)) = (self.line, &self.snippet) {
+            write!(f, "\n  {line:>4} | {snippet}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Located> for ConfigError {
+    fn from(l: Located) -> Self {
+        ConfigError::Invalid(l)
+    }
+}

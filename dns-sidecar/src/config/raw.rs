@@ -1,0 +1,211 @@
+//! The TOML file as written. Every table denies unknown fields, so a typo is an
+//! error with its line, not a silently ignored setting. Values that can be
+//! checked on their own (names, durations, addresses, enums) are parsed here;
+//! cross-references are checked in `validate`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::{DnsAddr, HumanDuration, Ttl};
+use super::{NoMatchPolicy, Role, SslMode};
+use crate::name::DnsName;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the DNS server listens.
+    pub dns: RawDns,
+    /// Where queries outside the sidecar's zones go.
+    #[serde(default)]
+    pub upstream: Option<RawUpstream>,
+    /// Zones the sidecar is authoritative for (the aliases live in them).
+    #[serde(default)]
+    pub zones: Vec<RawZone>,
+    /// Probe timing and damping, and connection defaults for every server.
+    #[serde(default)]
+    pub probe: RawProbe,
+    /// PostgreSQL servers, keyed by an id that aliases refer to.
+    #[serde(default)]
+    pub servers: BTreeMap<String, Spanned<RawServer>>,
+    /// The stable names that follow a server of the chosen role.
+    #[serde(default)]
+    pub aliases: Vec<RawAlias>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Addresses to serve on, UDP and TCP each (`"0.0.0.0:53"`, `"127.0.0.1:5353"`).
+    pub listen: Spanned<Vec<DnsAddr>>,
+    /// Largest UDP answer we send to EDNS clients (bytes, 512..=4096).
+    #[serde(default)]
+    pub max_udp_payload: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Resolvers tried in order (Azure: `"168.63.129.16"`).
+    pub servers: Spanned<Vec<DnsAddr>>,
+    /// How long to wait for one upstream before trying the next.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    /// The zone apex, e.g. `"db.internal."`.
+    pub name: Spanned<DnsName>,
+    /// NS records served at the apex (default `ns.<zone>`).
+    #[serde(default)]
+    pub nameservers: Vec<DnsName>,
+    /// SOA RNAME, the mailbox as a name (default `hostmaster.<zone>`).
+    #[serde(default)]
+    pub hostmaster: Option<DnsName>,
+    /// TTL of the SOA and NS records.
+    #[serde(default)]
+    pub ttl: Option<Ttl>,
+    /// How long resolvers may cache NXDOMAIN/NODATA (SOA MINIMUM).
+    #[serde(default)]
+    pub negative_ttl: Option<Ttl>,
+    /// SOA serial (default 1).
+    #[serde(default)]
+    pub serial: Option<u32>,
+}
+
+/// Declares a raw table that also carries the connection settings, because
+/// serde's `flatten` cannot be combined with `deny_unknown_fields`.
+macro_rules! with_conn_fields {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident: $t:ty,)* }) => {
+        $(#[$m])*
+        pub struct $name {
+            $($(#[$fm])* pub $f: $t,)*
+            /// TCP port (default 5432).
+            pub port: Option<u16>,
+            /// Role the probe logs in as.
+            pub user: Option<String>,
+            /// Database to connect to (default `postgres`).
+            pub dbname: Option<String>,
+            /// libpq-style sslmode (default `verify-full`).
+            pub sslmode: Option<SslMode>,
+            /// CA bundle (PEM) to verify the server with, or `"system"` for the OS store.
+            pub sslrootcert: Option<Spanned<String>>,
+            /// Environment variable that holds the password.
+            pub password_env: Option<Spanned<String>>,
+            /// File that holds the password (trailing newline ignored).
+            pub password_file: Option<Spanned<PathBuf>>,
+            /// Not supported: accepted by the parser only to explain why.
+            pub password: Option<Spanned<toml::Value>>,
+            /// `application_name` shown in pg_stat_activity (default `dns-sidecar`).
+            pub application_name: Option<String>,
+        }
+
+        impl $name {
+            /// The connection settings of this table.
+            pub fn conn(&self) -> RawConn {
+                RawConn {
+                    port: self.port,
+                    user: self.user.clone(),
+                    dbname: self.dbname.clone(),
+                    sslmode: self.sslmode,
+                    sslrootcert: self.sslrootcert.clone(),
+                    password_env: self.password_env.clone(),
+                    password_file: self.password_file.clone(),
+                    password: self.password.clone(),
+                    application_name: self.application_name.clone(),
+                }
+            }
+        }
+    };
+}
+
+/// Connection settings: `[probe]` gives defaults, each server may override.
+#[derive(Debug, Default, Clone)]
+pub struct RawConn {
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub dbname: Option<String>,
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub password: Option<Spanned<toml::Value>>,
+    pub application_name: Option<String>,
+}
+
+impl RawConn {
+    /// Fields set here win over `defaults`.
+    pub fn or(self, defaults: RawConn) -> RawConn {
+        // A server that names its own password source replaces both defaults.
+        let own_password = self.password_env.is_some() || self.password_file.is_some();
+        let (password_env, password_file) = if own_password {
+            (self.password_env, self.password_file)
+        } else {
+            (defaults.password_env, defaults.password_file)
+        };
+        RawConn {
+            port: self.port.or(defaults.port),
+            user: self.user.or(defaults.user),
+            dbname: self.dbname.or(defaults.dbname),
+            sslmode: self.sslmode.or(defaults.sslmode),
+            sslrootcert: self.sslrootcert.or(defaults.sslrootcert),
+            password_env,
+            password_file,
+            password: self.password.or(defaults.password),
+            application_name: self.application_name.or(defaults.application_name),
+        }
+    }
+}
+
+with_conn_fields! {
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawProbe {
+        /// Time between probes of one server.
+        pub interval: Option<HumanDuration>,
+        /// Hard limit on one probe (connect + TLS + auth + query).
+        pub deadline: Option<HumanDuration>,
+        /// How often a probe uses a brand-new connection instead of the kept one.
+        pub fresh_connection_interval: Option<HumanDuration>,
+        /// Consecutive failed probes before a server counts as down.
+        pub fall: Option<Spanned<u32>>,
+        /// Consecutive good probes before a server that was down counts as up.
+        pub rise: Option<Spanned<u32>>,
+    }
+}
+
+with_conn_fields! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawServer {
+        /// The DNS name the alias's CNAME points at.
+        pub target: DnsName,
+        /// Host name the probe connects to and verifies the certificate against
+        /// (default: `target` without the trailing dot).
+        pub host: Option<String>,
+        /// IP address to connect to instead of resolving `host` (libpq `hostaddr`).
+        pub hostaddr: Option<std::net::IpAddr>,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlias {
+    /// The stable name applications use, e.g. `"prod.db.internal."`.
+    pub name: Spanned<DnsName>,
+    /// Which server to follow, named like libpq's `target_session_attrs`.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// TTL of the CNAME answer (default 5s).
+    #[serde(default)]
+    pub ttl: Option<Ttl>,
+    /// Candidate server ids, in order of preference for ties.
+    pub servers: Spanned<Vec<Spanned<String>>>,
+    /// What to answer when no server matches the role.
+    #[serde(default)]
+    pub on_no_match: Option<NoMatchPolicy>,
+}

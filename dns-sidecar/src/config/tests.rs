@@ -1,0 +1,135 @@
+//! Table tests: TOML text in, typed config or the expected error out.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const BASE: &str = r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+
+[upstream]
+servers = ["127.0.0.1:5300"]
+
+[[zones]]
+name = "db.internal"
+
+[probe]
+user = "probe"
+sslmode = "require"
+
+[servers.a]
+target = "pg-a.example.com"
+
+[servers.b]
+target = "pg-b.example.com"
+port = 6432
+
+[[aliases]]
+name = "prod.db.internal"
+servers = ["a", "b"]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(Path::new("test.toml"), text)
+}
+
+#[test]
+fn base_config_and_defaults() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.dns.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+    assert_eq!(c.dns.max_udp_payload, 1232);
+    let up = c.upstream.as_ref().unwrap();
+    assert_eq!(up.timeout, Duration::from_millis(1500));
+    assert_eq!(c.zones[0].name.as_str(), "db.internal.");
+    assert_eq!(c.zones[0].negative_ttl, 5);
+    assert_eq!(c.zones[0].nameservers[0].as_str(), "ns.db.internal.");
+    assert_eq!(c.probe, ProbeTiming::default());
+    assert_eq!(c.servers.len(), 2);
+    let a = &c.servers[0];
+    assert_eq!(a.id, "a");
+    assert_eq!(a.conn.host, "pg-a.example.com");
+    assert_eq!(a.conn.port, 5432);
+    assert_eq!(a.conn.dbname, "postgres");
+    assert_eq!(c.servers[1].conn.port, 6432);
+    let alias = &c.aliases[0];
+    assert_eq!(alias.ttl, 5);
+    assert_eq!(alias.role, Role::ReadWrite);
+    assert_eq!(alias.on_no_match, NoMatchPolicy::KeepLast);
+    assert_eq!(alias.servers, vec![0, 1]);
+}
+
+#[test]
+fn overrides() {
+    let text = BASE.replace("[probe]\n", "[probe]\ninterval = \"150ms\"\ndeadline = \"2s\"\nfall = 5\n").replace(
+        "servers = [\"a\", \"b\"]",
+        "servers = [\"b\", \"a\"]\nrole = \"prefer-standby\"\nttl = \"10s\"\non_no_match = \"servfail\"",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.probe.interval, Duration::from_millis(150));
+    assert_eq!(c.probe.deadline, Duration::from_secs(2));
+    assert_eq!(c.probe.fall, 5);
+    let a = &c.aliases[0];
+    assert_eq!((a.role, a.ttl, a.on_no_match, a.servers.clone()), (Role::PreferStandby, 10, NoMatchPolicy::Servfail, vec![1, 0]));
+}
+
+#[test]
+fn password_sources_never_show_in_debug() {
+    std::env::set_var("DNS_SIDECAR_TEST_PW", "s3cret");
+    let text = BASE.replace("[probe]\n", "[probe]\npassword_env = \"DNS_SIDECAR_TEST_PW\"\n");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.servers[0].conn.password.as_ref().unwrap().expose(), "s3cret");
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+/// Each bad config, the line the error must point at, and words the message must contain.
+#[test]
+fn bad_configs_name_line_and_fix() {
+    let cases: &[(&str, &str, &str, usize, &[&str])] = &[
+        ("unknown key", "[probe]\n", "[probe]\nintervall = \"1s\"\n", 12, &["unknown field `intervall`", "hint"]),
+        ("duration without unit", "[probe]\n", "[probe]\ninterval = \"100\"\n", 12, &["no unit", "100ms"]),
+        ("bare number duration", "[probe]\n", "[probe]\ninterval = 100\n", 12, &["ambiguous"]),
+        ("bad role", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"writer\"", 25, &["unknown variant `writer`", "read-write"]),
+        ("unknown server", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"c\"]", 24, &["server `c`", "defined: a, b"]),
+        ("alias outside zones", "name = \"prod.db.internal\"", "name = \"prod.other.internal\"", 23, &["not inside any zone", "name = \"other.internal.\""]),
+        ("alias at apex", "name = \"prod.db.internal\"", "name = \"db.internal\"", 23, &["apex"]),
+        ("inline password", "[probe]\n", "[probe]\npassword = \"hunter2\"\n", 12, &["inline passwords", "password_env"]),
+        ("missing env password", "[probe]\n", "[probe]\npassword_env = \"DNS_SIDECAR_SURELY_UNSET\"\n", 12, &["DNS_SIDECAR_SURELY_UNSET", "not set"]),
+        ("loop to self", "servers = [\"127.0.0.1:5300\"]", "servers = [\"127.0.0.1:5353\"]", 6, &["loop"]),
+        ("bad address", "listen = [\"127.0.0.1:5353\"]", "listen = [\"localhost:53\"]", 3, &["not an IP address"]),
+        ("bad name", "target = \"pg-a.example.com\"", "target = \"pg a.example.com\"", 16, &["contains ` `"]),
+        ("fractional ttl", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nttl = \"1500ms\"", 25, &["whole seconds"]),
+        ("zero fall", "[probe]\n", "[probe]\nfall = 0\n", 12, &["at least 1"]),
+        ("missing target", "target = \"pg-b.example.com\"\n", "", 18, &["missing field `target`"]),
+        ("verify-full without file", "sslmode = \"require\"", "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"", 14, &["not a readable file"]),
+    ];
+    for (what, from, to, line, needles) in cases {
+        assert!(BASE.contains(from), "{what}: base lacks {from:?}");
+        let text = BASE.replacen(from, to, 1);
+        let err = match parse(&text) {
+            Ok(_) => panic!("{what}: config was accepted"),
+            Err(e) => e,
+        };
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("test.toml:{line}:")), "{what}: wrong place in {msg:?}");
+        for n in *needles {
+            assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
+        }
+    }
+}
+
+#[test]
+fn example_configs_parse() {
+    std::env::set_var("PGPROBE_PASSWORD", "example");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = Config::from_toml(&path, &text) {
+                panic!("{e}");
+            }
+        }
+    }
+}

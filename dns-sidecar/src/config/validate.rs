@@ -1,0 +1,239 @@
+//! Cross-field checks and defaults: raw TOML tables -> [`Config`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawConn};
+use super::*;
+
+/// A place-aware error builder for one file.
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&self, span: Option<std::ops::Range<usize>>, msg: impl Into<String>, hint: impl Into<String>) -> Result<T, ConfigError> {
+        let hint: String = hint.into();
+        let l = Located::at(self.path, self.text, span, msg);
+        Err(if hint.is_empty() { l } else { l.hint(hint) }.into())
+    }
+}
+
+pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+    let cx = Ctx { path, text };
+
+    // [dns]
+    let listen: Vec<SocketAddr> = raw.dns.listen.get_ref().iter().map(|a| a.0).collect();
+    if listen.is_empty() {
+        return cx.err(Some(raw.dns.listen.span()), "`dns.listen` is empty", "add at least one address, e.g. listen = [\"127.0.0.1:53\"]");
+    }
+    for (i, a) in listen.iter().enumerate() {
+        if listen[..i].contains(a) {
+            return cx.err(Some(raw.dns.listen.span()), format!("`dns.listen` names {a} twice"), "remove the duplicate");
+        }
+    }
+    let max_udp_payload = match &raw.dns.max_udp_payload {
+        None => 1232,
+        Some(v) if (512..=4096).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            return cx.err(Some(v.span()), format!("`max_udp_payload = {}` is outside 512..=4096", v.get_ref()), "1232 (the DNS flag day value) avoids IP fragmentation")
+        }
+    };
+
+    // [upstream]
+    let upstream = match raw.upstream {
+        None => None,
+        Some(u) => {
+            let servers: Vec<SocketAddr> = u.servers.get_ref().iter().map(|a| a.0).collect();
+            if servers.is_empty() {
+                return cx.err(Some(u.servers.span()), "`upstream.servers` is empty", "name at least one resolver (Azure: \"168.63.129.16\"), or remove [upstream] to refuse other names");
+            }
+            if let Some(s) = servers.iter().find(|s| listen.iter().any(|l| forwards_to_self(*l, **s))) {
+                return cx.err(
+                    Some(u.servers.span()),
+                    format!("upstream {s} is one of this sidecar's own listeners; forwarding to it would loop"),
+                    "point upstream at the resolver the sidecar itself should use (Azure: \"168.63.129.16\")",
+                );
+            }
+            let timeout = u.timeout.map_or(Duration::from_millis(1500), |d| d.0);
+            if timeout.is_zero() {
+                return cx.err(None, "`upstream.timeout` must be more than zero", "e.g. timeout = \"1500ms\"");
+            }
+            Some(UpstreamSettings { servers, timeout })
+        }
+    };
+
+    // [[zones]]
+    let mut zones = Vec::new();
+    for z in raw.zones {
+        let name = z.name.get_ref().clone();
+        if zones.iter().any(|other: &Zone| other.name == name) {
+            return cx.err(Some(z.name.span()), format!("zone `{name}` is declared twice"), "merge the two [[zones]] tables");
+        }
+        let child = |label: &str| DnsName::parse(&format!("{label}.{}", name.as_str())).expect("a valid zone plus a short label is valid");
+        zones.push(Zone {
+            nameservers: if z.nameservers.is_empty() { vec![child("ns")] } else { z.nameservers },
+            hostmaster: z.hostmaster.unwrap_or_else(|| child("hostmaster")),
+            ttl: z.ttl.map_or(300, |t| t.0),
+            negative_ttl: z.negative_ttl.map_or(5, |t| t.0),
+            serial: z.serial.unwrap_or(1),
+            name,
+        });
+    }
+
+    // [probe]
+    let d = ProbeTiming::default();
+    let p = &raw.probe;
+    let probe = ProbeTiming {
+        interval: p.interval.map_or(d.interval, |v| v.0),
+        deadline: p.deadline.map_or(d.deadline, |v| v.0),
+        fresh_connection_interval: p.fresh_connection_interval.map_or(d.fresh_connection_interval, |v| v.0),
+        fall: positive(&cx, p.fall.as_ref(), "fall", d.fall)?,
+        rise: positive(&cx, p.rise.as_ref(), "rise", d.rise)?,
+    };
+    if probe.interval < Duration::from_millis(10) {
+        return cx.err(None, format!("`probe.interval` of {:?} is too short", probe.interval), "use 10ms or more; 100ms follows a promote within ~150ms");
+    }
+    if probe.deadline < Duration::from_millis(10) {
+        return cx.err(None, format!("`probe.deadline` of {:?} is too short", probe.deadline), "a fresh TLS probe needs a few round trips; use e.g. \"1s\"");
+    }
+    let defaults = raw.probe.conn();
+
+    // [servers.<id>]
+    let mut ids: Vec<String> = Vec::new();
+    let mut servers = Vec::new();
+    for (id, s) in raw.servers {
+        let span = s.span();
+        let s = s.into_inner();
+        let conn = conn_settings(&cx, &id, span, &s.target, s.host.clone(), s.hostaddr, s.conn().or(defaults.clone()))?;
+        ids.push(id.clone());
+        servers.push(Server { id, target: s.target, conn });
+    }
+
+    // [[aliases]]
+    let mut aliases: Vec<Alias> = Vec::new();
+    for a in raw.aliases {
+        let name = a.name.get_ref().clone();
+        let span = Some(a.name.span());
+        if aliases.iter().any(|o| o.name == name) {
+            return cx.err(span, format!("alias `{name}` is declared twice"), "each alias name may appear once");
+        }
+        match zones.iter().filter(|z| name.is_within(&z.name)).max_by_key(|z| z.name.label_count()) {
+            None => {
+                let parent = name.as_str().split_once('.').map_or(".", |(_, p)| p).to_string();
+                return cx.err(
+                    span,
+                    format!("alias `{name}` is not inside any zone, so the sidecar would not be authoritative for it"),
+                    format!("add a zone: [[zones]] name = \"{parent}\""),
+                );
+            }
+            Some(z) if z.name == name => {
+                return cx.err(span, format!("alias `{name}` is the apex of its zone; the apex holds SOA and NS and cannot be a CNAME"), format!("use a name below the zone, e.g. \"prod.{name}\""));
+            }
+            Some(_) => {}
+        }
+        if a.servers.get_ref().is_empty() {
+            return cx.err(Some(a.servers.span()), format!("alias `{name}` has no servers"), "list the ids of its candidate [servers.<id>] tables");
+        }
+        let mut refs = Vec::new();
+        for sref in a.servers.get_ref() {
+            let Some(idx) = ids.iter().position(|id| id == sref.get_ref()) else {
+                let known = if ids.is_empty() { "none are defined".to_string() } else { format!("defined: {}", ids.join(", ")) };
+                return cx.err(Some(sref.span()), format!("alias `{name}` names server `{}`, which has no [servers.{}] table", sref.get_ref(), sref.get_ref()), known);
+            };
+            if refs.contains(&idx) {
+                return cx.err(Some(sref.span()), format!("alias `{name}` lists server `{}` twice", sref.get_ref()), "remove the duplicate");
+            }
+            refs.push(idx);
+        }
+        aliases.push(Alias {
+            name,
+            ttl: a.ttl.map_or(5, |t| t.0),
+            role: a.role.unwrap_or(Role::ReadWrite),
+            servers: refs,
+            on_no_match: a.on_no_match.unwrap_or(NoMatchPolicy::KeepLast),
+        });
+    }
+
+    Ok(Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases })
+}
+
+fn positive(cx: &Ctx<'_>, v: Option<&Spanned<u32>>, key: &str, default: u32) -> Result<u32, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(v) if *v.get_ref() >= 1 => Ok(*v.get_ref()),
+        Some(v) => cx.err(Some(v.span()), format!("`probe.{key}` must be at least 1"), format!("{key} = {default} is the default")),
+    }
+}
+
+/// True when a query sent to `upstream` would arrive at listener `listen`.
+pub(crate) fn forwards_to_self(listen: SocketAddr, upstream: SocketAddr) -> bool {
+    listen.port() == upstream.port()
+        && (listen.ip() == upstream.ip() || (listen.ip().is_unspecified() && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))
+}
+
+fn conn_settings(
+    cx: &Ctx<'_>,
+    id: &str,
+    span: std::ops::Range<usize>,
+    target: &DnsName,
+    host: Option<String>,
+    hostaddr: Option<std::net::IpAddr>,
+    c: RawConn,
+) -> Result<ConnSettings, ConfigError> {
+    if let Some(p) = &c.password {
+        return cx.err(
+            Some(p.span()),
+            "inline passwords are not accepted, so they never end up in a repository or a ConfigMap",
+            "use password_env = \"PGPROBE_PASSWORD\" or password_file = \"/run/secrets/pgprobe\"",
+        );
+    }
+    let Some(user) = c.user else {
+        return cx.err(Some(span), format!("server `{id}` has no `user`"), "set user = \"...\" in [probe] (for all servers) or in this server's table");
+    };
+    let sslmode = c.sslmode.unwrap_or(SslMode::VerifyFull);
+    let sslrootcert = match &c.sslrootcert {
+        None => RootCert::System,
+        Some(s) if s.get_ref() == "system" => RootCert::System,
+        Some(s) => {
+            let p = PathBuf::from(s.get_ref());
+            if matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) && !p.is_file() {
+                return cx.err(Some(s.span()), format!("sslrootcert `{}` is not a readable file", p.display()), "give the CA bundle's path, or \"system\" for the OS trust store");
+            }
+            RootCert::File(p)
+        }
+    };
+    let password = match (&c.password_env, &c.password_file) {
+        (Some(_), Some(f)) => {
+            return cx.err(Some(f.span()), format!("server `{id}` has both password_env and password_file"), "keep one of them");
+        }
+        (Some(var), None) => match std::env::var(var.get_ref()) {
+            Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+            _ => {
+                return cx.err(Some(var.span()), format!("environment variable `{}` (password for server `{id}`) is not set or empty", var.get_ref()), format!("export {}=... before starting, or use password_file", var.get_ref()));
+            }
+        },
+        (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
+            Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']).to_string())),
+            Err(e) => {
+                return cx.err(Some(file.span()), format!("cannot read password_file `{}`: {e}", file.get_ref().display()), "check the path and that this user may read it");
+            }
+        },
+        (None, None) => None,
+    };
+    Ok(ConnSettings {
+        host: host.unwrap_or_else(|| target.without_dot().to_string()),
+        hostaddr,
+        port: c.port.unwrap_or(5432),
+        user,
+        dbname: c.dbname.unwrap_or_else(|| "postgres".into()),
+        sslmode,
+        sslrootcert,
+        password,
+        application_name: c.application_name.unwrap_or_else(|| "dns-sidecar".into()),
+    })
+}

@@ -1,0 +1,132 @@
+//! Value types that parse themselves during deserialization, so a bad value is
+//! reported by the TOML parser with its exact line and column.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+/// A duration written with a unit: `150ms`, `5s`, `2m`, `1h` (fractions allowed:
+/// `1.5s`). A bare number is refused because `interval = 100` is ambiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration; write a number with a unit, e.g. \"150ms\", \"5s\", \"2m\""))?;
+        let scale = match unit.trim() {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(format!("`{s}` has no unit; write e.g. \"{s}ms\" or \"{s}s\"")),
+            other => return Err(format!("unknown unit `{other}` in `{s}`; use ms, s, m or h")),
+        };
+        let secs = value * scale;
+        if !secs.is_finite() || secs > 1e9 {
+            return Err(format!("`{s}` is out of range"));
+        }
+        Ok(HumanDuration(Duration::from_secs_f64(secs)))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string with a unit, e.g. \"150ms\" or \"5s\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a bare number is ambiguous; write \"{n}s\" or \"{n}ms\"")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A TTL in whole seconds, written like a duration (`"5s"`, `"1m"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ttl(pub u32);
+
+/// The largest TTL we accept; anything longer defeats the point of the sidecar.
+pub const MAX_TTL: u32 = 86_400;
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanDuration(dur) = HumanDuration::deserialize(d)?;
+        if dur.subsec_nanos() != 0 {
+            return Err(D::Error::custom(format!(
+                "a TTL is whole seconds; {dur:?} is not (write e.g. \"5s\")"
+            )));
+        }
+        if dur.as_secs() > MAX_TTL as u64 {
+            return Err(D::Error::custom(format!("a TTL of {}s is longer than one day", dur.as_secs())));
+        }
+        Ok(Ttl(dur.as_secs() as u32))
+    }
+}
+
+/// A socket address where the port may be left out (`"168.63.129.16"` means
+/// port 53). IPv6 addresses with a port are written `"[::1]:5353"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsAddr(pub SocketAddr);
+
+impl FromStr for DnsAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(DnsAddr(addr));
+        }
+        if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            return Ok(DnsAddr(SocketAddr::new(ip, 53)));
+        }
+        Err(format!(
+            "`{s}` is not an IP address with an optional port; write e.g. \"127.0.0.1:5353\", \"[::1]:53\" or \"168.63.129.16\" (host names are not allowed here)"
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!("150ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(150));
+        assert_eq!("1.5s".parse::<HumanDuration>().unwrap().0, Duration::from_millis(1500));
+        assert_eq!("2m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(120));
+        assert!("100".parse::<HumanDuration>().unwrap_err().contains("no unit"));
+        assert!("5 days".parse::<HumanDuration>().unwrap_err().contains("unknown unit"));
+        assert!("fast".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!("10.0.0.1".parse::<DnsAddr>().unwrap().0, "10.0.0.1:53".parse().unwrap());
+        assert_eq!("[::1]:5353".parse::<DnsAddr>().unwrap().0, "[::1]:5353".parse().unwrap());
+        assert_eq!("::1".parse::<DnsAddr>().unwrap().0, "[::1]:53".parse().unwrap());
+        assert!("dns.example.com".parse::<DnsAddr>().is_err());
+    }
+}
