@@ -1,0 +1,225 @@
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::observation::{FailureKind, ProbeFailure};
+
+fn config(role: &str, policy: &str) -> Config {
+    let text = format!(
+        r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+[[zones]]
+name = "db.internal"
+[probe]
+user = "probe"
+sslmode = "require"
+interval = "100ms"
+deadline = "1s"
+fall = 3
+rise = 2
+[servers.a]
+target = "pg-a.test"
+[servers.b]
+target = "pg-b.test"
+[[aliases]]
+name = "prod.db.internal"
+role = "{role}"
+on_no_match = "{policy}"
+servers = ["a", "b"]
+"#
+    );
+    Config::from_toml(Path::new("t.toml"), &text).unwrap()
+}
+
+const A: ServerId = 0;
+const B: ServerId = 1;
+
+fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
+    Ok(ServerState { in_recovery: false, read_only: false, timeline: tl, replay_lag_bytes: None, fresh_connection: false })
+}
+fn read_only_primary() -> Result<ServerState, ProbeFailure> {
+    Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, fresh_connection: false })
+}
+fn standby() -> Result<ServerState, ProbeFailure> {
+    Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), fresh_connection: false })
+}
+fn fail(kind: FailureKind) -> Result<ServerState, ProbeFailure> {
+    Err(ProbeFailure { kind, message: format!("{kind:?} failure") })
+}
+
+/// Drives the decision with a simulated clock.
+struct Sim {
+    config: Config,
+    state: State,
+    now: Instant,
+    events: Vec<Event>,
+}
+
+impl Sim {
+    fn new(role: &str, policy: &str) -> Sim {
+        let config = config(role, policy);
+        let now = Instant::now();
+        Sim { state: State::new(&config, now), config, now, events: Vec::new() }
+    }
+    fn step(&mut self, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
+        self.now += Duration::from_millis(100);
+        let obs: Vec<Observation> =
+            obs.iter().map(|(s, o)| Observation { server: *s, at: self.now, latency: Duration::from_millis(1), outcome: o.clone() }).collect();
+        let (state, events) = decide(&self.state, &obs, &self.config, self.now);
+        self.state = state;
+        self.events = events;
+        self.state.answer(&self.config, 0)
+    }
+    fn changed(&self) -> Option<(Option<ServerId>, ServerId, String)> {
+        self.events.iter().find_map(|e| match e {
+            Event::TargetChanged { old, new, reason, .. } => Some((*old, *new, reason.clone())),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn pending_until_every_server_reported() {
+    let mut s = Sim::new("read-write", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1)))]), Answer::Pending);
+    assert_eq!(s.step(&[(B, standby())]), Answer::Target(A));
+    let (old, new, reason) = s.changed().unwrap();
+    assert_eq!((old, new), (None, A));
+    assert!(reason.contains("first decision"), "{reason}");
+}
+
+#[test]
+fn first_round_closes_at_the_deadline_without_a_frozen_server() {
+    let mut s = Sim::new("read-write", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1)))]), Answer::Pending);
+    for _ in 0..8 {
+        assert_eq!(s.step(&[]), Answer::Pending);
+    }
+    assert_eq!(s.step(&[]), Answer::Target(A), "1s after start the first round is closed");
+    assert!(s.events.contains(&Event::FirstRound { complete: false }));
+}
+
+#[test]
+fn nothing_matches_at_start_is_servfail_even_with_keep_last() {
+    let mut s = Sim::new("read-write", "keep-last");
+    assert_eq!(s.step(&[(A, standby()), (B, standby())]), Answer::NoTarget);
+    assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { kept: None, .. })));
+}
+
+#[test]
+fn promote_while_old_primary_runs_newest_timeline_wins() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    let (old, new, reason) = s.changed().unwrap();
+    assert_eq!((old, new), (Some(A), B));
+    assert!(reason.contains("newer timeline"), "{reason}");
+    assert!(s.events.iter().any(|e| matches!(e, Event::SplitBrain { chosen: B, by_timeline: true, .. })));
+    // Stays, and the split brain is not reported again while it lasts.
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert!(s.events.is_empty());
+}
+
+#[test]
+fn split_brain_without_timelines_keeps_current() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, standby()), (B, primary(None))]);
+    assert_eq!(s.step(&[(A, primary(None)), (B, primary(None))]), Answer::Target(B));
+    assert!(s.changed().is_none());
+    assert!(s.events.iter().any(|e| matches!(e, Event::SplitBrain { chosen: B, by_timeline: false, .. })));
+}
+
+#[test]
+fn split_brain_with_equal_timelines_keeps_current() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, standby()), (B, primary(Some(3)))]);
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, primary(Some(3)))]), Answer::Target(B));
+}
+
+#[test]
+fn split_brain_at_start_without_timelines_picks_list_order() {
+    let mut s = Sim::new("read-write", "keep-last");
+    assert_eq!(s.step(&[(A, primary(None)), (B, primary(None))]), Answer::Target(A));
+}
+
+#[test]
+fn read_only_primary_is_left_for_a_writable_one() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(s.step(&[(A, read_only_primary()), (B, primary(Some(2)))]), Answer::Target(B));
+    let (_, _, reason) = s.changed().unwrap();
+    assert!(reason.contains("no longer read-write"), "{reason}");
+}
+
+#[test]
+fn none_writable_keeps_last_or_servfails() {
+    for (policy, expected) in [("keep-last", Answer::Target(A)), ("servfail", Answer::NoTarget)] {
+        let mut s = Sim::new("read-write", policy);
+        s.step(&[(A, primary(Some(1))), (B, standby())]);
+        assert_eq!(s.step(&[(A, read_only_primary()), (B, standby())]), expected, "{policy}");
+        assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { kept: Some(A), .. })), "{policy}");
+        // Logged once, not on every probe.
+        assert_eq!(s.step(&[(A, read_only_primary()), (B, standby())]), expected);
+        assert!(!s.events.iter().any(|e| matches!(e, Event::NoMatch { .. })));
+        // Writable again: answered again.
+        assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(A));
+    }
+}
+
+#[test]
+fn ambiguous_failures_are_damped_definite_ones_are_not() {
+    // Timeouts (fall = 3): A keeps its last known state, so an equally new writable B
+    // (a newer timeline would win the split brain at once) is not chosen yet.
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(1)))]), Answer::Target(A));
+    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(1)))]), Answer::Target(A));
+    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(1)))]), Answer::Target(B), "third timeout: down");
+    assert!(s.changed().unwrap().2.contains("a is down"));
+
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, primary(Some(1)))]), Answer::Target(B), "refused: at once");
+}
+
+#[test]
+fn a_recovered_server_needs_rise_good_probes() {
+    let mut s = Sim::new("standby", "servfail");
+    s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]);
+    assert_eq!(s.state.answer(&s.config, 0), Answer::NoTarget);
+    assert_eq!(s.step(&[(B, standby())]), Answer::NoTarget, "one good probe is not enough after being down");
+    assert_eq!(s.step(&[(B, standby())]), Answer::Target(B));
+}
+
+#[test]
+fn standby_alias_points_at_the_replica() {
+    let mut s = Sim::new("standby", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(B));
+}
+
+#[test]
+fn prefer_standby_falls_back_and_returns() {
+    let mut s = Sim::new("prefer-standby", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(B));
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]), Answer::Target(A));
+    assert_eq!(s.step(&[(B, standby())]), Answer::Target(A), "damped: one good probe");
+    assert_eq!(s.step(&[(B, standby())]), Answer::Target(B), "back to the standby");
+}
+
+#[test]
+fn primary_role_accepts_a_read_only_primary() {
+    let mut s = Sim::new("primary", "keep-last");
+    assert_eq!(s.step(&[(A, read_only_primary()), (B, standby())]), Answer::Target(A));
+    let mut s = Sim::new("read-only", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(B));
+}
+
+#[test]
+fn same_observations_same_answer() {
+    let run = || {
+        let mut s = Sim::new("read-write", "keep-last");
+        s.step(&[(A, primary(None)), (B, primary(None))])
+    };
+    assert_eq!(run(), run());
+}
