@@ -65,7 +65,8 @@ pub struct AliasState {
 /// Something worth a log line (and, later, a metric).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    FirstRound { complete: bool },
+    /// The first round closed; `missing` lists servers that had not reported.
+    FirstRound { missing: Vec<ServerId> },
     TargetChanged { alias: usize, old: Option<ServerId>, new: ServerId, reason: String },
     NoMatch { alias: usize, kept: Option<ServerId>, policy: NoMatchPolicy },
     SplitBrain { alias: usize, writable: Vec<ServerId>, chosen: ServerId, by_timeline: bool },
@@ -115,7 +116,8 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
         let all = state.servers.iter().all(|s| s.reported);
         if all || now.duration_since(state.started) >= config.probe.deadline {
             state.first_round_done = true;
-            events.push(Event::FirstRound { complete: all });
+            let missing = (0..state.servers.len()).filter(|&s| !state.servers[s].reported).collect();
+            events.push(Event::FirstRound { missing });
         } else {
             return (state, events);
         }

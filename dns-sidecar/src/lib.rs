@@ -2,4 +2,7 @@
 pub mod config;
 pub mod decision;
 pub mod observation;
+pub mod probe;
+pub mod routes;
+pub mod engine;
 pub mod name;

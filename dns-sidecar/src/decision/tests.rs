@@ -97,7 +97,7 @@ fn first_round_closes_at_the_deadline_without_a_frozen_server() {
         assert_eq!(s.step(&[]), Answer::Pending);
     }
     assert_eq!(s.step(&[]), Answer::Target(A), "1s after start the first round is closed");
-    assert!(s.events.contains(&Event::FirstRound { complete: false }));
+    assert!(s.events.contains(&Event::FirstRound { missing: vec![B] }));
 }
 
 #[test]

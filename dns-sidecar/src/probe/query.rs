@@ -1,0 +1,70 @@
+//! The probe query and how its answer (or error) becomes an observation.
+
+use std::error::Error as _;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::observation::{FailureKind, ProbeFailure, ServerState};
+
+/// One round trip, no grants needed beyond LOGIN and CONNECT:
+/// * `pg_is_in_recovery()` and `transaction_read_only` are libpq's
+///   `target_session_attrs=read-write` test, so a primary with
+///   `default_transaction_read_only = on` counts as read-only;
+/// * the timeline is the first 8 hex digits of the current WAL file name,
+///   which changes the moment a standby is promoted (unlike
+///   `pg_control_checkpoint()`, which lags until the next checkpoint and is
+///   not executable by ordinary roles);
+/// * the replay lag is WAL received but not yet replayed, in bytes.
+pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
+     CASE WHEN pg_is_in_recovery() THEN NULL \
+          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+     CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END";
+
+/// Fallback when the WAL functions are not allowed for the probe role (some
+/// managed services revoke them): everything but the timeline and lag.
+pub const BASIC: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL";
+
+/// Runs `sql` (one of the above) and parses its single row.
+pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgres::Error> {
+    let msgs = client.simple_query(sql).await?;
+    let row = msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    let get = |i: usize| row.and_then(|r| r.get(i));
+    Ok(ServerState {
+        in_recovery: get(0) == Some("t"),
+        read_only: get(1) != Some("off"),
+        timeline: get(2).and_then(|s| s.parse().ok()),
+        replay_lag_bytes: get(3).and_then(|s| s.parse().ok()),
+        fresh_connection: false,
+    })
+}
+
+/// Whether the error says the probe role may not call a function.
+pub fn is_permission_denied(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+}
+
+/// Turns a driver error into a failure, deciding whether the server is
+/// certainly gone (refused, closed, shutting down) or it might be a blip.
+pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
+    let definite_sql = [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW];
+    let mut definite = e.is_closed() || e.code().is_some_and(|c| definite_sql.contains(c));
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            definite |= matches!(io.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe);
+        }
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    ProbeFailure { kind: if definite { FailureKind::Definite } else { FailureKind::Ambiguous }, message }
+}
