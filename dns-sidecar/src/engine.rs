@@ -24,7 +24,7 @@ pub async fn run(config: Arc<Config>, mut rx: mpsc::Receiver<Observation>, route
         tokio::select! {
             n = rx.recv_many(&mut batch, 64) => if n == 0 { break },
             _ = &mut first_round, if !state.first_round_done => {}
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
         }
         let (next, events) = decide(&state, &batch, &config, Instant::now());
         state = next;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Located};
+pub use validate::forwards_to_self;
 pub use values::{DnsAddr, HumanDuration, Ttl, MAX_TTL};
 
 use crate::name::DnsName;

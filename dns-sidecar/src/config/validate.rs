@@ -171,7 +171,7 @@ fn positive(cx: &Ctx<'_>, v: Option<&Spanned<u32>>, key: &str, default: u32) -> 
 }
 
 /// True when a query sent to `upstream` would arrive at listener `listen`.
-pub(crate) fn forwards_to_self(listen: SocketAddr, upstream: SocketAddr) -> bool {
+pub fn forwards_to_self(listen: SocketAddr, upstream: SocketAddr) -> bool {
     listen.port() == upstream.port()
         && (listen.ip() == upstream.ip() || (listen.ip().is_unspecified() && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))
 }

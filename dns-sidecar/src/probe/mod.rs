@@ -82,12 +82,12 @@ impl Prober {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = shutdown.wait_for(|s| *s) => break,
+                _ = crate::shutdown::stopped(&mut shutdown) => break,
             }
             let started = Instant::now();
             let outcome = tokio::select! {
                 r = tokio::time::timeout(self.timing.deadline, self.probe_once()) => r,
-                _ = shutdown.wait_for(|s| *s) => break,
+                _ = crate::shutdown::stopped(&mut shutdown) => break,
             };
             let outcome = match outcome {
                 Ok(Ok(state)) => Ok(state),

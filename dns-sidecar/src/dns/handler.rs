@@ -1,0 +1,230 @@
+//! What to answer. [`Handler::plan`] decides synchronously from the routes
+//! snapshot and the zones; only forwarding and resolving an alias target's
+//! addresses wait on the network, and they never wait on a probe.
+
+use std::collections::HashMap;
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+use super::forward::Forwarder;
+use super::message::{self, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to};
+use super::zone::{cname, wire_name, NameConversion, ZoneData};
+use super::Transport;
+use crate::config::Config;
+use crate::routes::{RouteAnswer, SharedRoutes};
+
+/// The next step for one query.
+pub enum Plan {
+    /// Send these bytes.
+    Reply(Vec<u8>),
+    /// Send nothing (not a query we may answer).
+    Drop,
+    /// Relay to the upstream resolvers.
+    Forward(Box<Message>),
+    /// Answer the alias's CNAME plus the target's records of the asked type.
+    Chase { req: Box<Message>, resp: Box<Message>, target: Name, qtype: RecordType },
+}
+
+/// One alias as the DNS side knows it.
+struct AliasEntry {
+    index: usize,
+    ttl: u32,
+}
+
+pub struct Handler {
+    zones: Vec<ZoneData>,
+    aliases: HashMap<String, AliasEntry>,
+    /// Wire names of every possible CNAME target, converted once.
+    targets: HashMap<String, Name>,
+    routes: SharedRoutes,
+    forwarder: Option<Forwarder>,
+    max_udp: u16,
+}
+
+impl Handler {
+    pub fn new(config: &Config, routes: SharedRoutes) -> Result<Handler, NameConversion> {
+        let zones = config.zones.iter().map(|z| ZoneData::build(z, config)).collect::<Result<Vec<_>, _>>()?;
+        let aliases = config
+            .aliases
+            .iter()
+            .enumerate()
+            .map(|(index, a)| (a.name.as_str().to_string(), AliasEntry { index, ttl: a.ttl }))
+            .collect();
+        let targets = config
+            .servers
+            .iter()
+            .map(|s| Ok((s.target.as_str().to_string(), wire_name(s.target.as_str())?)))
+            .collect::<Result<HashMap<_, _>, NameConversion>>()?;
+        let forwarder = config.upstream.as_ref().map(|u| Forwarder::new(u.servers.clone(), u.timeout));
+        Ok(Handler { zones, aliases, targets, routes, forwarder, max_udp: config.dns.max_udp_payload })
+    }
+
+    /// Answers one query end to end.
+    pub async fn handle(&self, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let plan = self.plan(raw, transport);
+        self.complete(plan, raw, transport).await
+    }
+
+    /// Finishes a plan that may need the network.
+    pub async fn complete(&self, plan: Plan, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        match plan {
+            Plan::Reply(bytes) => Some(bytes),
+            Plan::Drop => None,
+            Plan::Forward(req) => self.forward(&req, raw, transport).await,
+            Plan::Chase { req, resp, target, qtype } => self.chase(&req, *resp, target, qtype, transport).await,
+        }
+    }
+
+    /// Decides without waiting.
+    pub fn plan(&self, raw: &[u8], transport: Transport) -> Plan {
+        if must_drop(raw) {
+            return Plan::Drop;
+        }
+        let req = match Message::from_vec(raw) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed query");
+                return Plan::Reply(formerr_from_raw(raw));
+            }
+        };
+        if !message::is_query(&req) {
+            return self.reply(&req, ResponseCode::NotImp, transport);
+        }
+        if req.queries.len() != 1 {
+            return self.reply(&req, ResponseCode::FormErr, transport);
+        }
+        if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return self.reply(&req, ResponseCode::BADVERS, transport);
+        }
+        let q = &req.queries[0];
+        if q.query_class != DNSClass::IN {
+            return self.reply(&req, ResponseCode::Refused, transport);
+        }
+        let qname = canonical(&q.name);
+        let Some(zone) = self.zones.iter().filter(|z| within(&qname, &z.apex_text)).max_by_key(|z| z.apex_text.len()) else {
+            return match self.forwarder {
+                Some(_) => Plan::Forward(Box::new(req)),
+                None => self.reply(&req, ResponseCode::Refused, transport),
+            };
+        };
+        if let Some(alias) = self.aliases.get(&qname) {
+            return self.alias(req, alias, transport);
+        }
+        let mut resp = response_to(&req, ResponseCode::NoError, self.forwarder.is_some());
+        resp.metadata.authoritative = true;
+        let qtype = q.query_type;
+        if qname == zone.apex_text {
+            match qtype {
+                RecordType::SOA => resp.answers.push(zone.soa.clone()),
+                RecordType::NS => resp.answers.extend(zone.ns.iter().cloned()),
+                RecordType::ANY => {
+                    resp.answers.push(zone.soa.clone());
+                    resp.answers.extend(zone.ns.iter().cloned());
+                }
+                _ => resp.authorities.push(zone.negative_soa()),
+            }
+        } else {
+            if !zone.empty_non_terminals.contains(&qname) {
+                resp.metadata.response_code = ResponseCode::NXDomain;
+            }
+            resp.authorities.push(zone.negative_soa());
+        }
+        self.finish(&req, resp, transport)
+    }
+
+    fn alias(&self, req: Message, alias: &AliasEntry, transport: Transport) -> Plan {
+        let routes = self.routes.load();
+        let target = match &routes.aliases[alias.index] {
+            RouteAnswer::Cname(t) => self.targets.get(t.as_str()),
+            RouteAnswer::Pending | RouteAnswer::Servfail => None,
+        };
+        let Some(target) = target else {
+            return self.reply(&req, ResponseCode::ServFail, transport);
+        };
+        let q = &req.queries[0];
+        let mut resp = response_to(&req, ResponseCode::NoError, self.forwarder.is_some());
+        resp.metadata.authoritative = true;
+        resp.answers.push(cname(&q.name, target, alias.ttl));
+        let qtype = q.query_type;
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) || self.forwarder.is_none() || self.in_own_zone(target) {
+            return self.finish(&req, resp, transport);
+        }
+        Plan::Chase { target: target.clone(), qtype, req: Box::new(req), resp: Box::new(resp) }
+    }
+
+    fn in_own_zone(&self, name: &Name) -> bool {
+        let n = canonical(name);
+        self.zones.iter().any(|z| within(&n, &z.apex_text))
+    }
+
+    /// Relays a query to the upstreams; SERVFAIL when none answers.
+    async fn forward(&self, req: &Message, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let fwd = self.forwarder.as_ref()?;
+        match fwd.forward(raw, transport).await {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                tracing::debug!(error = %e, "forwarding failed");
+                self.reply_bytes(req, ResponseCode::ServFail, transport)
+            }
+        }
+    }
+
+    /// Adds the target's records of type `qtype` (resolved upstream) to an
+    /// alias answer, so a stub resolver gets an address in one answer.
+    async fn chase(&self, req: &Message, mut resp: Message, target: Name, qtype: RecordType, transport: Transport) -> Option<Vec<u8>> {
+        let fwd = self.forwarder.as_ref()?;
+        let mut q = Message::query();
+        q.metadata.recursion_desired = true;
+        q.queries.push(Query::query(target, qtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        q.set_edns(edns);
+        let answer = match q.to_vec() {
+            // `Tcp` here means: retry over TCP if the UDP answer is truncated.
+            Ok(bytes) => fwd.forward(&bytes, Transport::Tcp).await.ok().and_then(|a| Message::from_vec(&a).ok()),
+            Err(_) => None,
+        };
+        match answer {
+            Some(a) if matches!(a.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
+                resp.metadata.response_code = a.metadata.response_code;
+                resp.answers.extend(a.answers);
+            }
+            _ => resp.metadata.response_code = ResponseCode::ServFail,
+        }
+        match self.finish(req, resp, transport) {
+            Plan::Reply(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn reply(&self, req: &Message, code: ResponseCode, transport: Transport) -> Plan {
+        self.reply_bytes(req, code, transport).map_or(Plan::Drop, Plan::Reply)
+    }
+
+    fn reply_bytes(&self, req: &Message, code: ResponseCode, transport: Transport) -> Option<Vec<u8>> {
+        let resp = response_to(req, code, self.forwarder.is_some());
+        match self.finish(req, resp, transport) {
+            Plan::Reply(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn finish(&self, req: &Message, mut resp: Message, transport: Transport) -> Plan {
+        echo_edns(req, &mut resp, self.max_udp);
+        encode(&resp, limit_for(transport, req, self.max_udp)).map_or(Plan::Drop, Plan::Reply)
+    }
+}
+
+/// Lower-case text with the trailing dot, comparable with config names.
+fn canonical(name: &Name) -> String {
+    let mut s = name.to_lowercase().to_ascii();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+fn within(name: &str, zone: &str) -> bool {
+    name == zone || (name.len() > zone.len() && name.ends_with(zone) && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
+}

@@ -1,0 +1,146 @@
+//! The DNS side: UDP and TCP listeners and the query handler.
+//!
+//! Built on hickory-proto's wire codec rather than hickory-server's request
+//! pipeline, because the stock server answers QR-set datagrams, does not echo
+//! the question exactly and mishandles other classes (measured); owning the
+//! loop also lets the hot path stay free of per-query task spawns for
+//! anything answered from the snapshot. Hickory types do not leave this module.
+
+mod forward;
+mod handler;
+mod message;
+mod zone;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::debug;
+
+pub use forward::ForwardError;
+pub use handler::Handler;
+pub use zone::NameConversion;
+
+use handler::Plan;
+
+/// How the query arrived, which bounds the answer size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// At most this many queries wait on upstreams at once; more are dropped
+/// (the client retries) rather than growing memory without bound.
+const MAX_IN_FLIGHT: usize = 4096;
+/// At most this many open TCP connections.
+const MAX_TCP_CONNECTIONS: usize = 512;
+/// A TCP connection idle for this long is closed (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` is true; returns after in-flight work on the
+/// listeners has stopped.
+pub async fn serve(handler: Arc<Handler>, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut tasks = JoinSet::new();
+    for s in udp {
+        tasks.spawn(udp_loop(Arc::new(s), handler.clone(), in_flight.clone(), shutdown.clone()));
+    }
+    for l in tcp {
+        tasks.spawn(tcp_loop(l, handler.clone(), conns.clone(), shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            },
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
+        };
+        let raw = &buf[..n];
+        match handler.plan(raw, Transport::Udp) {
+            Plan::Reply(bytes) => {
+                if let Err(e) = sock.send_to(&bytes, peer).await {
+                    debug!(error = %e, %peer, "udp send error");
+                }
+            }
+            Plan::Drop => {}
+            plan => {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    debug!("too many queries waiting on upstreams; dropping one");
+                    continue;
+                };
+                let (sock, handler, raw) = (sock.clone(), handler.clone(), raw.to_vec());
+                tokio::spawn(async move {
+                    if let Some(bytes) = handler.complete(plan, &raw, Transport::Udp).await {
+                        let _ = sock.send_to(&bytes, peer).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn tcp_loop(listener: TcpListener, handler: Arc<Handler>, conns: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    debug!(error = %e, "tcp accept error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            debug!("too many tcp connections; closing a new one");
+            continue;
+        };
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tcp_connection(stream, handler, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Answers length-prefixed queries on one connection, in order, until the
+/// client closes, goes idle, or we shut down.
+async fn tcp_connection(mut stream: TcpStream, handler: Arc<Handler>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let len = tokio::select! {
+            r = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => match r {
+                Ok(Ok(len)) => len as usize,
+                _ => return,
+            },
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        };
+        let mut buf = vec![0u8; len];
+        if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await.map_or(true, |r| r.is_err()) {
+            return;
+        }
+        if let Some(resp) = handler.handle(&buf, Transport::Tcp).await {
+            let mut out = Vec::with_capacity(resp.len() + 2);
+            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
+            out.extend_from_slice(&resp);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+}

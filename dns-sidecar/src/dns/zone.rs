@@ -1,0 +1,76 @@
+//! Authoritative data: the zones' SOA and NS records, and which names exist.
+
+use hickory_proto::rr::rdata::{CNAME, NS, SOA};
+use hickory_proto::rr::{Name, RData, Record};
+
+use crate::config::{Config, Zone};
+
+/// Errors turning config names into wire names (cannot happen for names that
+/// passed config validation, but we do not panic on it).
+#[derive(Debug, thiserror::Error)]
+#[error("`{name}` is not a valid DNS name: {source}")]
+pub struct NameConversion {
+    name: String,
+    #[source]
+    source: hickory_proto::ProtoError,
+}
+
+pub fn wire_name(s: &str) -> Result<Name, NameConversion> {
+    Name::from_ascii(s).map_err(|source| NameConversion { name: s.to_string(), source })
+}
+
+/// One zone, ready to answer from.
+#[derive(Debug)]
+pub struct ZoneData {
+    /// Canonical text (`db.internal.`), for suffix matching.
+    pub apex_text: String,
+    pub soa: Record,
+    pub ns: Vec<Record>,
+    /// Names that exist in the zone only because an alias lies below them
+    /// (empty non-terminals): they answer NODATA, not NXDOMAIN.
+    pub empty_non_terminals: Vec<String>,
+    negative_ttl: u32,
+}
+
+impl ZoneData {
+    pub fn build(zone: &Zone, config: &Config) -> Result<ZoneData, NameConversion> {
+        let apex = wire_name(zone.name.as_str())?;
+        let mname = wire_name(zone.nameservers[0].as_str())?;
+        let rname = wire_name(zone.hostmaster.as_str())?;
+        let soa = SOA::new(mname, rname, zone.serial, 3600, 600, 86400 * 7, zone.negative_ttl);
+        let soa = Record::from_rdata(apex.clone(), zone.ttl, RData::SOA(soa));
+        let ns = zone
+            .nameservers
+            .iter()
+            .map(|n| Ok(Record::from_rdata(apex.clone(), zone.ttl, RData::NS(NS(wire_name(n.as_str())?)))))
+            .collect::<Result<Vec<_>, NameConversion>>()?;
+        let mut ents = Vec::new();
+        for a in config.aliases.iter().filter(|a| a.name.is_within(&zone.name)) {
+            let mut rest = a.name.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                if parent.len() <= zone.name.as_str().len() {
+                    break;
+                }
+                if !ents.iter().any(|e| e == parent) {
+                    ents.push(parent.to_string());
+                }
+                rest = parent;
+            }
+        }
+        Ok(ZoneData { apex_text: zone.name.as_str().to_string(), soa, ns, empty_non_terminals: ents, negative_ttl: zone.ttl.min(zone.negative_ttl) })
+    }
+
+    /// The SOA as it appears in the authority section of a negative answer:
+    /// its TTL is min(SOA TTL, MINIMUM), which resolvers use as the negative
+    /// caching time (RFC 2308).
+    pub fn negative_soa(&self) -> Record {
+        let mut r = self.soa.clone();
+        r.ttl = self.negative_ttl;
+        r
+    }
+}
+
+/// A CNAME record from `owner` (as the client asked it) to `target`.
+pub fn cname(owner: &Name, target: &Name, ttl: u32) -> Record {
+    Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target.clone())))
+}
