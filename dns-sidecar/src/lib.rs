@@ -11,7 +11,7 @@
 
 pub mod config;
 pub mod decision;
-// pub mod demo;
+pub mod demo;
 pub mod dns;
 pub mod engine;
 pub mod name;
@@ -19,7 +19,7 @@ pub mod observation;
 pub mod probe;
 pub mod routes;
 pub mod shutdown;
-// pub mod testbed;
+pub mod testbed;
 
 use std::future::Future;
 use std::net::SocketAddr;

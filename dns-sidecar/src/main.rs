@@ -32,7 +32,7 @@ enum Command {
         file: PathBuf,
     },
     /// Start a throwaway primary + replica and serve an alias for them.
-    Demo,
+    Demo(dns_sidecar::demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(dns_sidecar::run(config, listeners, shutdown_signal()))?;
             Ok(())
         }
-        Command::Demo => todo!(),
+        Command::Demo(args) => tokio::runtime::Runtime::new()?.block_on(dns_sidecar::demo::run(args)),
     }
 }
 

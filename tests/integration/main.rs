@@ -1,1 +1,10 @@
+//! Integration tests: the real server on loopback ports, real PostgreSQL
+//! primary + streaming replica pairs (TLS, SCRAM passwords), a real dnsmasq as
+//! the upstream, and real DNS clients (`dig`, plus a raw UDP client for
+//! malformed packets and precise timing).
 
+mod config_cli;
+mod failover;
+mod forwarding;
+mod protocol;
+mod support;

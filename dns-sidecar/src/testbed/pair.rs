@@ -1,0 +1,438 @@
+//! A primary + streaming-replica pair ([`PgPair`]) on loopback, with TLS and
+//! SCRAM passwords: the smallest real setup in which "which server is
+//! writable" can change.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::error::{Result, TestbedError};
+use super::pki::Ca;
+use super::postgres::{Cluster, PgBinaries, PG_HINT};
+use super::process::{self, run, RunAs, Watchdog, SH_PG_CRASH};
+use super::scratch;
+
+/// Set to `1` to keep a pair's directory (logs, data) after it is dropped;
+/// the servers are still stopped.
+pub const KEEP_ENV: &str = "DNS_SIDECAR_TESTBED_KEEP";
+
+/// How to set up a [`PgPair`]. `Default` gives the values documented on
+/// each field.
+#[derive(Clone, Debug)]
+pub struct PairOptions {
+    /// Address of the initial primary. Default `127.0.0.2`. Must be loopback.
+    pub primary_ip: Ipv4Addr,
+    /// Address of the initial replica. Default `127.0.0.3`. Must be loopback
+    /// and differ from `primary_ip` (both servers use the same port).
+    pub replica_ip: Ipv4Addr,
+    /// DNS name in the primary's certificate. Default `pg-a.test`.
+    pub primary_name: String,
+    /// DNS name in the replica's certificate. Default `pg-b.test`.
+    pub replica_name: String,
+    /// Login role for the sidecar's probes, created with no grants at all.
+    /// Default `probe`.
+    pub probe_user: String,
+    /// Password of `probe_user` and of the `postgres` superuser. Empty
+    /// (the default) means a random 24-character one.
+    pub password: String,
+}
+
+impl Default for PairOptions {
+    fn default() -> Self {
+        PairOptions {
+            primary_ip: Ipv4Addr::new(127, 0, 0, 2),
+            replica_ip: Ipv4Addr::new(127, 0, 0, 3),
+            primary_name: "pg-a.test".into(),
+            replica_name: "pg-b.test".into(),
+            probe_user: "probe".into(),
+            password: String::new(),
+        }
+    }
+}
+
+impl PairOptions {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TestbedError::InvalidOptions(m));
+        for ip in [self.primary_ip, self.replica_ip] {
+            if !ip.is_loopback() {
+                return bad(format!(
+                    "{ip} is not a loopback address; the testbed never listens elsewhere"
+                ));
+            }
+        }
+        if self.primary_ip == self.replica_ip {
+            return bad("primary_ip and replica_ip must differ (both use the same port)".into());
+        }
+        for name in [&self.primary_name, &self.replica_name] {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            {
+                return bad(format!("{name:?} is not a plain DNS name"));
+            }
+        }
+        if self.probe_user.is_empty() || self.probe_user == "postgres" {
+            return bad(format!(
+                "probe_user {:?} must be a new, non-empty role name",
+                self.probe_user
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A running PostgreSQL 15 primary and its streaming replica, both on the
+/// same port on two loopback addresses, reachable over TCP only with TLS
+/// and a SCRAM password. Dropping it stops both servers and deletes
+/// everything.
+#[derive(Debug)]
+pub struct PgPair {
+    /// Scratch directory holding everything (`pki/`, `a/`, `b/`).
+    pub dir: PathBuf,
+    /// CA certificate (PEM) to verify both servers: use as `sslrootcert`
+    /// with `sslmode=verify-full`.
+    pub ca_cert: PathBuf,
+    /// The port both servers listen on (each on its own IP).
+    pub port: u16,
+    /// Initially the primary. The field names do not follow promotions.
+    pub primary: Cluster,
+    /// Initially the streaming replica.
+    pub replica: Cluster,
+    /// Role for the sidecar's probes (`LOGIN`, no grants).
+    pub probe_user: String,
+    /// Password of `probe_user` and of the `postgres` superuser.
+    pub password: String,
+    _watchdog: Option<Watchdog>,
+}
+
+impl PgPair {
+    /// Create, start and connect a primary/replica pair. **Blocking**
+    /// (spawns `initdb`, `openssl`, `pg_ctl`, `pg_basebackup`, `psql` with
+    /// `std::process`; ~0.5-1 s on `/dev/shm`): call it before entering a
+    /// runtime or from `tokio::task::spawn_blocking`.
+    ///
+    /// Steps: scratch dir and a port free on both IPs; CA and per-server
+    /// certificates (in parallel with `initdb` of the primary); configure and
+    /// start the primary; create the probe role; `pg_basebackup -R` the
+    /// replica, give it its own address/socket/certificate, start it and wait
+    /// until the primary reports it as streaming. On failure everything
+    /// started so far is torn down and the error carries the log tail.
+    pub fn start(bins: &PgBinaries, opts: PairOptions) -> Result<Self> {
+        opts.validate()?;
+        let t0 = Instant::now();
+        let run_as = RunAs::for_postgres()?;
+        let dir = scratch::unique_dir("dns-sidecar-testbed")?;
+        let port = match scratch::free_port(
+            &[IpAddr::V4(opts.primary_ip), IpAddr::V4(opts.replica_ip)],
+            false,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let password = if opts.password.is_empty() {
+            random_password()
+        } else {
+            opts.password.clone()
+        };
+        let pki = dir.join("pki");
+        let cluster = |sub: &str, name: &str, ip: Ipv4Addr| {
+            let cdir = dir.join(sub);
+            Cluster {
+                name: name.to_string(),
+                ip,
+                port,
+                data_dir: cdir.join("data"),
+                socket_dir: cdir.join("sock"),
+                log_file: cdir.join("postgres.log"),
+                ca_cert: pki.join("ca.crt"),
+                cert_file: pki.join(format!("{name}.crt")),
+                key_file: pki.join(format!("{name}.key")),
+                bins: bins.clone(),
+                run_as: run_as.clone(),
+            }
+        };
+        let primary = cluster("a", &opts.primary_name, opts.primary_ip);
+        let replica = cluster("b", &opts.replica_name, opts.replica_ip);
+        // Constructed before anything runs, so that an early `?` return
+        // drops it and Drop tears down whatever was already started.
+        let mut pair = PgPair {
+            ca_cert: pki.join("ca.crt"),
+            dir,
+            port,
+            primary,
+            replica,
+            probe_user: opts.probe_user.clone(),
+            password,
+            _watchdog: None,
+        };
+        pair._watchdog = Some(Watchdog::spawn(
+            &format!("{SH_PG_CRASH}\ndir=$1; shift\nfor d in \"$@\"; do pg_crash \"$d\"; done\nrm -rf \"$dir\"\n"),
+            &[
+                OsString::from(&pair.dir),
+                OsString::from(&pair.primary.data_dir),
+                OsString::from(&pair.replica.data_dir),
+            ],
+        )?);
+        pair.setup(&pki)?;
+        tracing::info!(
+            dir = %pair.dir.display(),
+            port = pair.port,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "testbed: PostgreSQL pair started"
+        );
+        Ok(pair)
+    }
+
+    fn setup(&self, pki: &Path) -> Result<()> {
+        let (p, r) = (&self.primary, &self.replica);
+        let t0 = Instant::now();
+        let step = |what: &str| {
+            tracing::debug!(
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "testbed: {what}"
+            )
+        };
+        for c in [p, r] {
+            let cdir = c.log_file.parent().expect("cluster dir");
+            mkdir(cdir)?;
+            mkdir(&c.socket_dir)?;
+            c.run_as.chown(cdir)?;
+            c.run_as.chown(&c.socket_dir)?;
+            check_socket_path(c)?;
+        }
+        let pwfile = p.log_file.with_file_name("pwfile");
+        write_file(&pwfile, &format!("{}\n", self.password), 0o600)?;
+        p.run_as.chown(&pwfile)?;
+
+        // PKI and initdb are independent; run them concurrently.
+        let (ca_result, initdb_result) = std::thread::scope(|s| {
+            let ca = s.spawn(|| -> Result<()> {
+                let ca = Ca::create(pki)?;
+                for c in [p, r] {
+                    let sc = ca.issue_server(&c.name, &c.name, IpAddr::V4(c.ip))?;
+                    c.run_as.chown(&sc.key)?;
+                }
+                Ok(())
+            });
+            let init = self.initdb(&pwfile);
+            (ca.join().expect("pki thread panicked"), init)
+        });
+        let _ = fs::remove_file(&pwfile);
+        initdb_result?;
+        ca_result?;
+        step("initdb and certificates done");
+
+        write_file(&p.data_dir.join("pg_hba.conf"), PG_HBA, 0o600)?;
+        let mut conf = fs::read_to_string(p.data_dir.join("postgresql.conf"))
+            .map_err(|e| TestbedError::io("reading postgresql.conf", e))?;
+        conf.push_str(&common_conf(self.port));
+        write_file(&p.data_dir.join("postgresql.conf"), &conf, 0o600)?;
+        write_cluster_conf(p)?;
+        for f in ["pg_hba.conf", "postgresql.conf", "testbed-cluster.conf"] {
+            p.run_as.chown(&p.data_dir.join(f))?;
+        }
+        p.start()?;
+        step("primary started");
+
+        p.sql(&format!(
+            "CREATE ROLE {} LOGIN PASSWORD {}",
+            sql_ident(&self.probe_user),
+            sql_literal(&self.password)
+        ))
+        .map_err(|e| e.with_log("creating the probe role", &p.log_file))?;
+
+        self.basebackup()?;
+        step("base backup done");
+        write_cluster_conf(r)?;
+        r.run_as.chown(&r.data_dir.join("testbed-cluster.conf"))?;
+        r.start()?;
+        step("replica started");
+
+        process::poll(
+            &format!("replica {} to stream from {}", r.name, p.name),
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || {
+                let n =
+                    p.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?;
+                Ok((n != "0").then_some(()))
+            },
+        )
+        .map_err(|e| e.with_log("waiting for streaming replication", &r.log_file))
+    }
+
+    fn initdb(&self, pwfile: &Path) -> Result<()> {
+        let p = &self.primary;
+        let mut cmd = p.pg_command("initdb");
+        cmd.arg("-D")
+            .arg(&p.data_dir)
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-U",
+                "postgres",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            // C locale / UTF8: independent of the host's locales. -N: no
+            // fsync (tmpfs anyway). 1 MiB WAL segments: a smaller data dir,
+            // which matters when /dev/shm is small.
+            .args([
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "-N",
+                "--no-instructions",
+                "--wal-segsize=1",
+            ]);
+        let what = format!("initdb for {}", p.name);
+        run(&mut cmd, &what, Duration::from_secs(120), PG_HINT)?;
+        Ok(())
+    }
+
+    fn basebackup(&self) -> Result<()> {
+        let (p, r) = (&self.primary, &self.replica);
+        let mut cmd = r.pg_command("pg_basebackup");
+        cmd.arg("-D")
+            .arg(&r.data_dir)
+            // -R: write standby.signal + primary_conninfo (via the primary's
+            // unix socket); -c fast: do not wait for a spread checkpoint.
+            .args([
+                "-R", "-X", "stream", "-c", "fast", "-N", "-w", "-U", "postgres",
+            ])
+            .arg("-h")
+            .arg(&p.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string());
+        let what = format!("pg_basebackup of {} into {}", p.name, r.name);
+        run(&mut cmd, &what, Duration::from_secs(120), PG_HINT)
+            .map_err(|e| e.with_log(what, &p.log_file))?;
+        Ok(())
+    }
+
+    /// Both clusters, primary first.
+    pub fn clusters(&self) -> [&Cluster; 2] {
+        [&self.primary, &self.replica]
+    }
+}
+
+impl Drop for PgPair {
+    /// Thaw and crash-stop both servers, then delete the directory. Never
+    /// panics; failures are logged with `tracing::warn!`.
+    fn drop(&mut self) {
+        for c in [&self.replica, &self.primary] {
+            if let Err(e) = c.stop_immediate() {
+                tracing::warn!(cluster = %c.name, error = %e, "testbed: stop failed; killing");
+                if let Some(pm) = c.pid() {
+                    let mut pids = process::children_of(pm);
+                    pids.push(pm);
+                    let _ = process::signal(&pids, "CONT");
+                    let _ = process::signal(&pids, "KILL");
+                }
+            }
+        }
+        if std::env::var_os(KEEP_ENV).is_some_and(|v| v == "1") {
+            tracing::info!(dir = %self.dir.display(), "testbed: keeping pair directory");
+            return;
+        }
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "testbed: cannot remove pair directory");
+        }
+    }
+}
+
+/// Only local (unix socket, `trust`: the harness itself, replication) and
+/// TLS-with-password TCP from loopback. No `host` lines, so a plaintext TCP
+/// client is rejected ("no pg_hba.conf entry ... no encryption").
+const PG_HBA: &str = "\
+# dns-sidecar testbed: TCP clients must use TLS and a SCRAM password.
+local   all          all                  trust
+local   replication  all                  trust
+hostssl all          all   127.0.0.0/8    scram-sha-256
+hostssl all          all   ::1/128        scram-sha-256
+";
+
+/// Settings shared by both servers (the replica inherits postgresql.conf
+/// through pg_basebackup). Durability is off because the data is
+/// throwaway and tmpfs-backed; replication is on; TLS is mandatory via
+/// pg_hba.conf. Per-server settings live in `testbed-cluster.conf`.
+fn common_conf(port: u16) -> String {
+    format!(
+        "
+# ---- dns-sidecar testbed ----
+port = {port}
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 16MB
+max_connections = 30
+wal_level = replica
+max_wal_senders = 5
+wal_keep_size = 64MB
+hot_standby = on
+ssl = on
+password_encryption = 'scram-sha-256'
+dynamic_shared_memory_type = mmap
+log_line_prefix = '%m [%p] %q%u@%d '
+include 'testbed-cluster.conf'
+"
+    )
+}
+
+/// Per-server settings: its own address, socket directory and certificate.
+fn write_cluster_conf(c: &Cluster) -> Result<()> {
+    let mut s = String::new();
+    let q = |p: &Path| sql_literal(&p.to_string_lossy());
+    let _ = writeln!(s, "cluster_name = {}", sql_literal(&c.name));
+    let _ = writeln!(s, "listen_addresses = '{}'", c.ip);
+    let _ = writeln!(s, "unix_socket_directories = {}", q(&c.socket_dir));
+    let _ = writeln!(s, "ssl_cert_file = {}", q(&c.cert_file));
+    let _ = writeln!(s, "ssl_key_file = {}", q(&c.key_file));
+    write_file(&c.data_dir.join("testbed-cluster.conf"), &s, 0o600)
+}
+
+/// Unix socket paths are limited to 107 bytes.
+fn check_socket_path(c: &Cluster) -> Result<()> {
+    let len = c.socket_dir.as_os_str().len() + format!("/.s.PGSQL.{}", c.port).len();
+    if len > 107 {
+        return Err(TestbedError::InvalidOptions(format!(
+            "socket path under {} is {len} bytes (max 107); set {} to a shorter directory",
+            c.socket_dir.display(),
+            scratch::DIR_ENV
+        )));
+    }
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    fs::create_dir_all(p).map_err(|e| TestbedError::io(format!("creating {}", p.display()), e))
+}
+
+fn write_file(p: &Path, contents: &str, mode: u32) -> Result<()> {
+    fs::write(p, contents).map_err(|e| TestbedError::io(format!("writing {}", p.display()), e))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .map_err(|e| TestbedError::io(format!("chmod {}", p.display()), e))
+}
+
+fn random_password() -> String {
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..24)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// SQL string literal (also valid in postgresql.conf).
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn sql_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}

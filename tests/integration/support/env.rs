@@ -1,0 +1,214 @@
+//! A running sidecar with (optionally) a real primary + replica pair behind it
+//! and a real dnsmasq as its upstream.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dns_sidecar::testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
+
+use super::sidecar::Sidecar;
+use super::{dig, raw};
+
+/// Probe timing used by the tests (the defaults, spelled out).
+pub const INTERVAL: Duration = Duration::from_millis(100);
+pub const DEADLINE: Duration = Duration::from_millis(500);
+
+pub struct Env {
+    pub dns: SocketAddr,
+    pub sidecar: Sidecar,
+    pub pair: Option<PgPair>,
+    pub upstream: Dnsmasq,
+    pub config_text: String,
+    _dir: tempdir::Dir,
+}
+
+/// The upstream every test uses: the servers' names, a forwarded name, a
+/// name with an answer too big for UDP, and NXDOMAIN below example.test.
+pub fn upstream() -> Dnsmasq {
+    let mut txt = Vec::new();
+    for i in 0..40 {
+        txt.push(("big.example.test".to_string(), format!("{i:02}-{}", "x".repeat(180))));
+    }
+    Dnsmasq::start(DnsmasqOptions {
+        hosts: vec![
+            ("pg-a.test".into(), "127.0.0.2".parse().unwrap()),
+            ("pg-b.test".into(), "127.0.0.3".parse().unwrap()),
+            ("www.example.test".into(), "127.0.0.9".parse().unwrap()),
+        ],
+        local_domains: vec!["test".into()],
+        txt_records: txt,
+        local_ttl: Some(30),
+    })
+    .expect("starting dnsmasq")
+}
+
+/// The sidecar config for a pair (or none), with extra TOML appended.
+pub fn config_text(pair: Option<&PgPair>, upstream: SocketAddr, pw_file: &Path, extra: &str) -> String {
+    let mut t = format!(
+        r#"
+[dns]
+listen = ["127.0.0.1:0"]
+
+[upstream]
+servers = ["{upstream}"]
+timeout = "500ms"
+
+[[zones]]
+name = "db.test"
+
+[probe]
+interval = "{}ms"
+deadline = "{}ms"
+user = "probe"
+password_file = "{}"
+"#,
+        INTERVAL.as_millis(),
+        DEADLINE.as_millis(),
+        pw_file.display()
+    );
+    if let Some(p) = pair {
+        t.push_str(&format!(
+            r#"sslmode = "verify-full"
+sslrootcert = "{ca}"
+port = {port}
+
+[servers.a]
+target = "pg-a.test"
+hostaddr = "{a}"
+
+[servers.b]
+target = "pg-b.test"
+hostaddr = "{b}"
+
+[[aliases]]
+name = "prod.db.test"
+servers = ["a", "b"]
+
+[[aliases]]
+name = "ro.db.test"
+role = "standby"
+servers = ["a", "b"]
+
+[[aliases]]
+name = "strict.db.test"
+on_no_match = "servfail"
+servers = ["a", "b"]
+"#,
+            ca = p.ca_cert.display(),
+            port = p.port,
+            a = p.primary.ip,
+            b = p.replica.ip,
+        ));
+    }
+    t.push_str(extra);
+    t
+}
+
+impl Env {
+    /// Starts dnsmasq, the pair (when `with_pg`) and the sidecar.
+    pub async fn start(with_pg: bool, extra: &str) -> Env {
+        let pair = if with_pg {
+            Some(
+                tokio::task::spawn_blocking(|| {
+                    let bins = PgBinaries::locate().expect("PostgreSQL server binaries");
+                    PgPair::start(&bins, PairOptions::default()).expect("starting a primary + replica pair")
+                })
+                .await
+                .unwrap(),
+            )
+        } else {
+            None
+        };
+        let upstream = tokio::task::spawn_blocking(upstream).await.unwrap();
+        let dir = tempdir::Dir::new();
+        let pw_file = dir.path().join("probe.pw");
+        std::fs::write(&pw_file, format!("{}\n", pair.as_ref().map_or("unused", |p| p.password.as_str()))).unwrap();
+        let config_text = config_text(pair.as_ref(), upstream.addr, &pw_file, extra);
+        let sidecar = Sidecar::start(&config_text).expect("starting the sidecar");
+        Env { dns: sidecar.dns, sidecar, pair, upstream, config_text, _dir: dir }
+    }
+
+    pub fn pair(&self) -> &PgPair {
+        self.pair.as_ref().expect("this env has a PostgreSQL pair")
+    }
+
+    /// Waits until `alias` answers a CNAME to `target`; returns how long it took.
+    pub async fn wait_for_target(&self, alias: &str, target: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let got = raw::cname_of(self.dns, alias);
+            if got.as_deref() == Some(target) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "{alias} did not point at {target} within {within:?} (last answer: {got:?})");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Asserts that `alias` keeps answering `target` for `period`.
+    pub async fn assert_stays(&self, alias: &str, target: &str, period: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < period {
+            assert_eq!(raw::cname_of(self.dns, alias).as_deref(), Some(target), "{alias} moved away from {target}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Connects like an application: resolves `alias` through the sidecar
+    /// (CNAME + A in one answer), then opens a TLS (verify-full against the
+    /// CNAME target, which is what the certificate names) + SCRAM connection
+    /// and proves it can write. Returns the server address it reached.
+    pub async fn app_connect(&self, alias: &str) -> Result<IpAddr, String> {
+        let pair = self.pair();
+        let d = dig(self.dns, alias, "A", &[]);
+        let target = d.answers("CNAME").first().cloned().ok_or_else(|| format!("no CNAME in {}", d.raw))?;
+        let ip: IpAddr = d.answers("A").first().ok_or_else(|| format!("no A in {}", d.raw))?.parse().unwrap();
+        let pem = std::fs::read(&pair.ca_cert).unwrap();
+        let tls = native_tls::TlsConnector::builder()
+            .add_root_certificate(native_tls::Certificate::from_pem(&pem).unwrap())
+            .disable_built_in_roots(true)
+            .build()
+            .unwrap();
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(target.trim_end_matches('.'))
+            .hostaddr(ip)
+            .port(pair.port)
+            .user(&pair.probe_user)
+            .password(&pair.password)
+            .dbname("postgres")
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .connect_timeout(Duration::from_secs(5));
+        let (client, conn) = cfg.connect(postgres_native_tls::MakeTlsConnector::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        // txid_current() assigns a transaction id: it fails on a standby and
+        // on a read-only primary, so it proves the connection can write.
+        let row = client.query_one("SELECT inet_server_addr()::text, txid_current()", &[]).await.map_err(|e| e.to_string())?;
+        let server: String = row.get(0);
+        Ok(server.trim_end_matches("/32").parse().unwrap())
+    }
+}
+
+/// A private scratch directory, removed on drop.
+pub mod tempdir {
+    use super::*;
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let p = std::env::temp_dir().join(format!("dns-sidecar-test-{}-{}", std::process::id(), rand::random::<u64>()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

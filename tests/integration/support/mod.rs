@@ -1,0 +1,10 @@
+//! Shared test fixtures.
+
+#![allow(dead_code)]
+
+pub mod dig;
+pub mod env;
+pub mod raw;
+pub mod sidecar;
+
+pub use dig::dig;
