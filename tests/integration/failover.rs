@@ -125,3 +125,29 @@ async fn a_read_only_primary_is_not_read_write() {
     env.wait_for_target("prod.db.test.", "pg-b.test.", Duration::from_secs(1)).await;
     assert!(follow < follow_bound(), "followed after {follow:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wal_functions_two_writable_servers_keep_the_current_target() {
+    // A hardened server that revokes the WAL functions from PUBLIC: the probe
+    // falls back to a query without timelines (and says so in the log).
+    let env = Env::start_with(true, "", |pair| {
+        pair.primary.sql("REVOKE EXECUTE ON FUNCTION pg_walfile_name(pg_lsn) FROM PUBLIC").unwrap();
+        // Wait until the replica has replayed the REVOKE.
+        let lsn = pair.primary.sql("SELECT pg_current_wal_lsn()").unwrap();
+        let start = Instant::now();
+        while pair.replica.sql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'")).unwrap() != "t" {
+            assert!(start.elapsed() < Duration::from_secs(10), "replica did not replay the REVOKE");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    let replica = env.pair().replica.clone();
+    tokio::task::spawn_blocking(move || replica.promote(true)).await.unwrap().unwrap();
+    // Both writable, no timelines: no basis to move, so the alias stays put...
+    env.assert_stays("prod.db.test.", "pg-a.test.", INTERVAL * 5).await;
+    // ...until the old primary goes away: then the only writable server wins.
+    let primary = env.pair().primary.clone();
+    tokio::task::spawn_blocking(move || primary.stop_immediate()).await.unwrap().unwrap();
+    env.wait_for_target("prod.db.test.", "pg-b.test.", follow_bound()).await;
+}

@@ -108,11 +108,18 @@ servers = ["a", "b"]
 impl Env {
     /// Starts dnsmasq, the pair (when `with_pg`) and the sidecar.
     pub async fn start(with_pg: bool, extra: &str) -> Env {
+        Self::start_with(with_pg, extra, |_| {}).await
+    }
+
+    /// Like [`Env::start`], running `setup` on the pair before the sidecar starts.
+    pub async fn start_with(with_pg: bool, extra: &str, setup: impl FnOnce(&PgPair) + Send + 'static) -> Env {
         let pair = if with_pg {
             Some(
                 tokio::task::spawn_blocking(|| {
                     let bins = PgBinaries::locate().expect("PostgreSQL server binaries");
-                    PgPair::start(&bins, PairOptions::default()).expect("starting a primary + replica pair")
+                    let pair = PgPair::start(&bins, PairOptions::default()).expect("starting a primary + replica pair");
+                    setup(&pair);
+                    pair
                 })
                 .await
                 .unwrap(),
