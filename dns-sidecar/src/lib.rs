@@ -9,16 +9,21 @@
 //! [`run`] starts all of it on listeners the caller bound, so tests run the
 //! real server on port 0 and the binary stays a thin wrapper.
 
+pub mod admin;
 pub mod config;
+pub mod control;
 pub mod decision;
 pub mod demo;
 pub mod dns;
 pub mod engine;
+pub mod metrics;
 pub mod name;
 pub mod observation;
 pub mod probe;
 pub mod routes;
+pub mod shared;
 pub mod shutdown;
+pub mod status;
 pub mod testbed;
 
 use std::future::Future;

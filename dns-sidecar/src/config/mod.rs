@@ -40,7 +40,21 @@ pub struct Config {
     /// Index in this vector is the server's [`ServerId`].
     pub servers: Vec<Server>,
     pub aliases: Vec<Alias>,
+    pub admin: AdminSettings,
 }
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    /// `None`: no admin listener.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token required for overrides. Without one, overrides are
+    /// accepted from loopback peers only.
+    pub token: Option<Secret>,
+}
+
+/// The admin listener's default address: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9153";
 
 /// Index of a server in [`Config::servers`].
 pub type ServerId = usize;
@@ -155,6 +169,15 @@ pub struct Alias {
     /// Candidates in preference order for ties.
     pub servers: Vec<ServerId>,
     pub on_no_match: NoMatchPolicy,
+    pub on_change: Option<Hook>,
+}
+
+/// A command run when an alias changes target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    /// Program and arguments; no shell is involved.
+    pub argv: Vec<String>,
+    pub timeout: Duration,
 }
 
 /// Which server an alias follows, with libpq's `target_session_attrs` meanings.

@@ -33,6 +33,22 @@ pub struct RawConfig {
     /// The stable names that follow a server of the chosen role.
     #[serde(default)]
     pub aliases: Vec<RawAlias>,
+    /// The admin HTTP listener (metrics, health, status, overrides).
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Serve the admin endpoints (default true).
+    pub enabled: Option<bool>,
+    /// Address of the admin HTTP listener (default 127.0.0.1:9153).
+    pub listen: Option<Spanned<String>>,
+    /// Environment variable holding the bearer token for overrides.
+    pub token_env: Option<Spanned<String>>,
+    /// File holding the bearer token for overrides.
+    pub token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,4 +224,10 @@ pub struct RawAlias {
     /// What to answer when no server matches the role.
     #[serde(default)]
     pub on_no_match: Option<NoMatchPolicy>,
+    /// Command (argv, no shell) run when the alias changes target.
+    #[serde(default)]
+    pub on_change: Option<Spanned<Vec<String>>>,
+    /// Time limit for `on_change` (default 30s).
+    #[serde(default)]
+    pub on_change_timeout: Option<HumanDuration>,
 }

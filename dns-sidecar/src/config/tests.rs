@@ -58,6 +58,21 @@ fn base_config_and_defaults() {
     assert_eq!(alias.role, Role::ReadWrite);
     assert_eq!(alias.on_no_match, NoMatchPolicy::KeepLast);
     assert_eq!(alias.servers, vec![0, 1]);
+    assert_eq!(alias.on_change, None);
+    assert_eq!(c.admin.listen, Some("127.0.0.1:9153".parse().unwrap()));
+    assert_eq!(c.admin.token, None);
+}
+
+#[test]
+fn admin_and_hooks() {
+    let text = format!(
+        "{BASE}on_change = [\"/bin/echo\", \"changed\"]\non_change_timeout = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.aliases[0].on_change, Some(Hook { argv: vec!["/bin/echo".into(), "changed".into()], timeout: Duration::from_secs(5) }));
+    assert_eq!(c.admin.listen, Some("127.0.0.1:0".parse().unwrap()));
+    let c = parse(&format!("{BASE}[admin]\nenabled = false\n")).unwrap();
+    assert_eq!(c.admin.listen, None);
 }
 
 #[test]
@@ -102,6 +117,7 @@ fn bad_configs_name_line_and_fix() {
         ("fractional ttl", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nttl = \"1500ms\"", 25, &["whole seconds"]),
         ("zero fall", "[probe]\n", "[probe]\nfall = 0\n", 12, &["at least 1"]),
         ("missing target", "target = \"pg-b.example.com\"\n", "", 18, &["missing field `target`"]),
+        ("empty hook", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = []", 25, &["empty on_change"]),
         ("verify-full without file", "sslmode = \"require\"", "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"", 14, &["not a readable file"]),
     ];
     for (what, from, to, line, needles) in cases {

@@ -150,7 +150,15 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             }
             refs.push(idx);
         }
+        let on_change = match a.on_change {
+            None => None,
+            Some(argv) if argv.get_ref().is_empty() || argv.get_ref()[0].is_empty() => {
+                return cx.err(Some(argv.span()), format!("alias `{name}` has an empty on_change"), "give the program and its arguments, e.g. on_change = [\"/usr/local/bin/sync-dns\", \"--zone\", \"db.internal\"]");
+            }
+            Some(argv) => Some(Hook { argv: argv.into_inner(), timeout: a.on_change_timeout.map_or(Duration::from_secs(30), |d| d.0) }),
+        };
         aliases.push(Alias {
+            on_change,
             name,
             ttl: a.ttl.map_or(5, |t| t.0),
             role: a.role.unwrap_or(Role::ReadWrite),
@@ -159,7 +167,41 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         });
     }
 
-    Ok(Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases })
+    let admin = admin_settings(&cx, raw.admin)?;
+    Ok(Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases, admin })
+}
+
+fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<AdminSettings, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(AdminSettings { listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")), token: None });
+    };
+    let listen = match (&raw.enabled, &raw.listen) {
+        (Some(false), _) => None,
+        (_, None) => Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")),
+        (_, Some(l)) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => return cx.err(Some(l.span()), format!("`{}` is not an address with a port", l.get_ref()), format!("e.g. listen = \"{DEFAULT_ADMIN_LISTEN}\"")),
+        },
+    };
+    let token = match (&raw.token_env, &raw.token_file) {
+        (Some(_), Some(f)) => return cx.err(Some(f.span()), "[admin] has both token_env and token_file", "keep one of them"),
+        (Some(var), None) => match std::env::var(var.get_ref()) {
+            Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
+            _ => return cx.err(Some(var.span()), format!("environment variable `{}` (admin token) is not set or empty", var.get_ref()), format!("export {}=... or remove token_env", var.get_ref())),
+        },
+        (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
+            Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
+            Ok(_) => return cx.err(Some(file.span()), format!("token_file `{}` is empty", file.get_ref().display()), "write a long random token into it"),
+            Err(e) => return cx.err(Some(file.span()), format!("cannot read token_file `{}`: {e}", file.get_ref().display()), "check the path and permissions"),
+        },
+        (None, None) => None,
+    };
+    if let (Some(l), None) = (listen, &token) {
+        if !l.ip().is_loopback() {
+            tracing::warn!(listen = %l, "admin listener is not on loopback and has no token: overrides are only accepted from loopback peers");
+        }
+    }
+    Ok(AdminSettings { listen, token })
 }
 
 fn positive(cx: &Ctx<'_>, v: Option<&Spanned<u32>>, key: &str, default: u32) -> Result<u32, ConfigError> {

@@ -1,0 +1,31 @@
+//! State shared between the parts of a running sidecar. Every field is either
+//! an `ArcSwap` snapshot (one writer, lock-free readers) or a metrics handle
+//! (atomics), so sharing it never makes a reader wait.
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::routes::Routes;
+use crate::status::Status;
+
+pub struct Shared {
+    /// The config in force (replaced on reload).
+    pub config: ArcSwap<Config>,
+    /// What aliases answer; written by the engine, read by the DNS handler.
+    pub routes: ArcSwap<Routes>,
+    /// The `/status` document; written by the engine, read by the admin listener.
+    pub status: ArcSwap<Status>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        Shared {
+            routes: ArcSwap::from_pointee(Routes::pending(&config)),
+            status: ArcSwap::from_pointee(Status::default()),
+            config: ArcSwap::from_pointee(config),
+            metrics: Metrics::new(),
+        }
+    }
+}

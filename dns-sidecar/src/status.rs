@@ -1,0 +1,71 @@
+//! The `/status` document: what every alias answers and why, what every
+//! server last looked like, and the recent decisions. Built by the engine
+//! after each decision round and published through `ArcSwap`, so the admin
+//! listener only reads it.
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch (fractional), for JSON.
+pub type UnixTime = f64;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// Listeners bound and the first probe round done.
+    pub ready: bool,
+    pub generated_at: UnixTime,
+    pub aliases: Vec<AliasStatus>,
+    pub servers: Vec<ServerStatus>,
+    /// Newest last; at most [`HISTORY_LEN`] entries.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// How many decision events `/status` keeps.
+pub const HISTORY_LEN: usize = 100;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AliasStatus {
+    pub name: String,
+    pub role: String,
+    pub ttl: u32,
+    /// `cname`, `servfail` or `pending`.
+    pub answer: String,
+    /// Server id the alias points at (kept even while answering SERVFAIL).
+    pub target: Option<String>,
+    /// The CNAME target name.
+    pub target_name: Option<String>,
+    pub since: Option<UnixTime>,
+    pub reason: String,
+    /// Manual pin, if any.
+    pub pinned: Option<String>,
+    pub candidates: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerStatus {
+    pub id: String,
+    pub target: String,
+    pub host: String,
+    pub port: u16,
+    pub up: bool,
+    pub drained: bool,
+    pub writable: Option<bool>,
+    pub in_recovery: Option<bool>,
+    pub read_only: Option<bool>,
+    pub timeline: Option<u32>,
+    pub replay_lag_bytes: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_success: Option<UnixTime>,
+    pub last_probe_ms: Option<f64>,
+    pub consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEntry {
+    pub at: UnixTime,
+    /// `target_changed`, `no_match`, `split_brain`, `server_up`, `server_down`,
+    /// `first_round`, `override`, `reload`.
+    pub kind: String,
+    pub alias: Option<String>,
+    pub server: Option<String>,
+    pub message: String,
+}
