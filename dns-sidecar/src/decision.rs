@@ -25,6 +25,8 @@
 use std::time::Instant;
 
 use crate::config::{Config, NoMatchPolicy, Role, ServerId};
+use crate::control::{ControlError, Override};
+use crate::name::DnsName;
 use crate::observation::{FailureKind, Observation, ServerState};
 
 /// Everything the decision remembers between calls.
@@ -34,6 +36,10 @@ pub struct State {
     pub first_round_done: bool,
     pub servers: Vec<ServerHealth>,
     pub aliases: Vec<AliasState>,
+    /// Manual pins, per alias (see [`apply_override`]).
+    pub pins: Vec<Option<ServerId>>,
+    /// Manually drained servers: never chosen.
+    pub drained: Vec<bool>,
 }
 
 /// One server as the decision sees it.
@@ -72,6 +78,8 @@ pub enum Event {
     SplitBrain { alias: usize, writable: Vec<ServerId>, chosen: ServerId, by_timeline: bool },
     ServerUp { server: ServerId, state: String },
     ServerDown { server: ServerId, error: String },
+    /// A manual override was applied; `summary` says what it did.
+    Override { summary: String },
 }
 
 /// What the DNS side should answer for an alias right now.
@@ -91,14 +99,20 @@ impl State {
             first_round_done: false,
             servers: vec![ServerHealth::default(); config.servers.len()],
             aliases: vec![AliasState::default(); config.aliases.len()],
+            pins: vec![None; config.aliases.len()],
+            drained: vec![false; config.servers.len()],
         }
     }
 
     /// The answer for alias `i` under `config`'s policy.
     pub fn answer(&self, config: &Config, i: usize) -> Answer {
         let a = &self.aliases[i];
+        if let Some(p) = self.pins[i] {
+            return Answer::Target(p);
+        }
         match a.target {
             _ if !self.first_round_done => Answer::Pending,
+            Some(t) if self.drained[t] => Answer::NoTarget,
             Some(t) if a.matched || config.aliases[i].on_no_match == NoMatchPolicy::KeepLast => Answer::Target(t),
             _ => Answer::NoTarget,
         }
@@ -171,7 +185,20 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     let alias = &config.aliases[i];
     let servers = &state.servers;
     let current = state.aliases[i].target;
-    let cands: Vec<ServerId> = alias.servers.iter().copied().filter(|&s| matches(&servers[s], alias.role)).collect();
+    if let Some(pin) = state.pins[i] {
+        let a = &mut state.aliases[i];
+        a.matched = true;
+        if current != Some(pin) {
+            let reason = format!("pinned to {} by an operator", config.servers[pin].id);
+            events.push(Event::TargetChanged { alias: i, old: current, new: pin, reason: reason.clone() });
+            a.target = Some(pin);
+            a.since = Some(now);
+            a.reason = reason;
+        }
+        return;
+    }
+    let drained = &state.drained;
+    let cands: Vec<ServerId> = alias.servers.iter().copied().filter(|&s| !drained[s] && matches(&servers[s], alias.role)).collect();
     let keep_or_first = |set: &[ServerId]| match current {
         Some(c) if set.contains(&c) => c,
         _ => set[0],
@@ -237,6 +264,9 @@ fn change_reason(state: &State, config: &Config, i: usize, old: Option<ServerId>
         return format!("first decision: {new_part}");
     };
     let h = &state.servers[old];
+    if state.drained[old] {
+        return format!("{} was drained by an operator; {new_part}", id(old));
+    }
     if by_timeline && matches(h, alias.role) {
         return format!("split brain: {} and {} are both writable; {new_part} (newer timeline wins)", id(old), id(new));
     }
@@ -247,6 +277,85 @@ fn change_reason(state: &State, config: &Config, i: usize, old: Option<ServerId>
         return format!("{} is no longer {} (now {}); {new_part}", id(old), alias.role.as_str(), desc(old));
     }
     format!("{new_part}, preferred for {}", alias.role.as_str())
+}
+
+/// Applies a manual override and re-decides at once, so the change is
+/// visible in the next published snapshot. Returns the new state, the events
+/// and a one-line summary for the operator.
+pub fn apply_override(prev: &State, config: &Config, op: &Override, now: Instant) -> Result<(State, Vec<Event>, String), ControlError> {
+    let alias_index = |name: &str| {
+        let canon = DnsName::parse(name).map_err(|_| ControlError::UnknownAlias(name.to_string()))?;
+        config.aliases.iter().position(|a| a.name == canon).ok_or_else(|| ControlError::UnknownAlias(name.to_string()))
+    };
+    let server_index = |id: &str| config.servers.iter().position(|s| s.id == id).ok_or_else(|| ControlError::UnknownServer(id.to_string()));
+    let mut state = prev.clone();
+    let summary = match op {
+        Override::Pin { alias, server } => {
+            let (a, s) = (alias_index(alias)?, server_index(server)?);
+            if !config.aliases[a].servers.contains(&s) {
+                return Err(ControlError::NotACandidate { alias: alias.clone(), server: server.clone() });
+            }
+            state.pins[a] = Some(s);
+            format!("alias {} pinned to {}", config.aliases[a].name, config.servers[s].id)
+        }
+        Override::Unpin { alias } => {
+            let a = alias_index(alias)?;
+            let was = state.pins[a].take();
+            match was {
+                Some(s) => format!("alias {} unpinned (was pinned to {})", config.aliases[a].name, config.servers[s].id),
+                None => format!("alias {} was not pinned", config.aliases[a].name),
+            }
+        }
+        Override::Drain { server } => {
+            let s = server_index(server)?;
+            state.drained[s] = true;
+            format!("server {} drained: it will not be chosen until undrained", config.servers[s].id)
+        }
+        Override::Undrain { server } => {
+            let s = server_index(server)?;
+            state.drained[s] = false;
+            format!("server {} undrained", config.servers[s].id)
+        }
+    };
+    let mut events = vec![Event::Override { summary: summary.clone() }];
+    let (state, more) = decide(&state, &[], config, now);
+    events.extend(more);
+    Ok((state, events, summary))
+}
+
+/// Carries the decision state over a config reload: servers with the same id
+/// and the same settings keep their health; aliases with the same name keep
+/// their target while it is still a candidate; pins and drains follow their
+/// names. Everything new starts fresh (a new server is chosen only once it
+/// has reported).
+pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
+    let mut state = State { started: prev.started, first_round_done: prev.first_round_done, ..State::new(new, prev.started) };
+    let old_index = |id: &str| old.servers.iter().position(|s| s.id == id);
+    let map: Vec<Option<ServerId>> = old
+        .servers
+        .iter()
+        .map(|os| new.servers.iter().position(|ns| ns.id == os.id))
+        .collect();
+    for (i, ns) in new.servers.iter().enumerate() {
+        if let Some(o) = old_index(&ns.id) {
+            if old.servers[o] == *ns {
+                state.servers[i] = prev.servers[o].clone();
+            }
+            state.drained[i] = prev.drained[o];
+        }
+    }
+    for (i, na) in new.aliases.iter().enumerate() {
+        let Some(o) = old.aliases.iter().position(|a| a.name == na.name) else { continue };
+        let mut a = prev.aliases[o].clone();
+        a.target = a.target.and_then(|t| map[t]).filter(|t| na.servers.contains(t));
+        a.split_brain = a.split_brain.iter().filter_map(|&t| map[t]).collect();
+        if a.target.is_none() {
+            a.matched = false;
+        }
+        state.aliases[i] = a;
+        state.pins[i] = prev.pins[o].and_then(|p| map[p]).filter(|p| na.servers.contains(p));
+    }
+    state
 }
 
 #[cfg(test)]

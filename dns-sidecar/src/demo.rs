@@ -100,7 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config_path = pair.dir.join("demo.toml");
     std::fs::write(&config_path, &text).context("writing the demo config")?;
     let config = Config::load(&config_path)?;
-    let listeners = Listeners::bind(&config.dns.listen).with_context(|| format!("port {} is taken; try --port 15353", args.port))?;
+    let listeners = Listeners::bind(&config).with_context(|| format!("port {} is taken; try --port 15353", args.port))?;
     let running = crate::start(config, listeners)?;
 
     println!("\nServing DNS on {listen} with config {}", config_path.display());
@@ -113,7 +113,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => println!("Press Enter to promote the replica (pg-west). Ctrl-C stops the demo and removes everything."),
     }
 
-    let shown = tokio::spawn(show_routes(running.routes.clone(), running.config.clone()));
+    let shown = tokio::spawn(show_routes(running.shared.clone()));
     let promote_at = async {
         match args.promote_after {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -151,22 +151,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Prints one line per alias whenever the published answer changes.
-async fn show_routes(routes: crate::routes::SharedRoutes, config: Arc<Config>) {
+async fn show_routes(shared: Arc<crate::shared::Shared>) {
     let mut last: Option<Arc<Routes>> = None;
     let start = Instant::now();
+    let config = shared.config.load_full();
     loop {
-        let now = routes.load_full();
+        let now = shared.routes.load_full();
         if last.as_ref() != Some(&now) {
-            for (i, a) in now.aliases.iter().enumerate() {
-                if last.as_ref().is_some_and(|l| &l.aliases[i] == a) {
+            for a in &config.aliases {
+                let name = a.name.as_str();
+                let Some(route) = now.get(name) else { continue };
+                if last.as_ref().is_some_and(|l| l.get(name) == Some(route)) {
                     continue;
                 }
-                let shown = match a {
+                let shown = match &route.answer {
                     RouteAnswer::Pending => "(waiting for the first probe round)".to_string(),
                     RouteAnswer::Cname(t) => format!("CNAME {t}"),
                     RouteAnswer::Servfail => "SERVFAIL (no server matches)".to_string(),
                 };
-                println!("[{:>7.3}s] {} -> {shown}", start.elapsed().as_secs_f64(), config.aliases[i].name);
+                println!("[{:>7.3}s] {name} -> {shown}", start.elapsed().as_secs_f64());
             }
             last = Some(now);
         }

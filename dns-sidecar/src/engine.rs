@@ -1,75 +1,303 @@
-//! Glue between the probers and the snapshot: receives observations, runs the
-//! pure decision, logs its events and publishes a new [`Routes`] when an
-//! answer changes. It is the only writer of the snapshot.
+//! Glue between the probers and the snapshots: receives observations,
+//! overrides and reloads, runs the pure decision, and publishes the results.
+//! It is the only writer of the routes and status snapshots; its events become
+//! log lines, metrics, `/status` history and on-change hooks.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::decision::{decide, Event, State};
-use crate::observation::Observation;
-use crate::routes::{Routes, SharedRoutes};
+use crate::control::ControlRequest;
+use crate::decision::{apply_override, decide, reconfigure, Event, State};
+use crate::hook::HookRun;
+use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ServerLabel};
+use crate::observation::{FailureKind, Observation, Tagged};
+use crate::routes::Routes;
+use crate::shared::Shared;
+use crate::status::{AliasStatus, HistoryEntry, ServerStatus, Status, HISTORY_LEN};
 
-/// Runs until `shutdown` is true or every prober is gone.
-pub async fn run(config: Arc<Config>, mut rx: mpsc::Receiver<Observation>, routes: SharedRoutes, mut shutdown: watch::Receiver<bool>) {
-    let mut state = State::new(&config, Instant::now());
-    let first_round = tokio::time::sleep(config.probe.deadline);
+/// A new config for the engine; the sender learns when it is in force.
+pub struct Reconfigure {
+    pub config: Arc<Config>,
+    pub done: oneshot::Sender<()>,
+}
+
+/// The engine's inputs.
+pub struct Inputs {
+    pub observations: mpsc::Receiver<Tagged>,
+    pub control: mpsc::Receiver<ControlRequest>,
+    pub reconfigure: mpsc::Receiver<Reconfigure>,
+    pub hooks: mpsc::Sender<HookRun>,
+}
+
+struct Engine {
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    state: State,
+    index: HashMap<Arc<str>, usize>,
+    last_latency: Vec<Option<Duration>>,
+    history: VecDeque<HistoryEntry>,
+    hooks: mpsc::Sender<HookRun>,
+    /// `Instant` -> wall clock, for `/status`.
+    epoch: (Instant, SystemTime),
+}
+
+/// Runs until `shutdown` is true.
+pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
+    let config = shared.config.load_full();
+    let now = Instant::now();
+    let mut e = Engine {
+        state: State::new(&config, now),
+        index: index(&config),
+        last_latency: vec![None; config.servers.len()],
+        history: VecDeque::new(),
+        hooks: inputs.hooks.clone(),
+        epoch: (now, SystemTime::now()),
+        config,
+        shared,
+    };
+    e.publish();
+    let first_round = tokio::time::sleep(e.config.probe.deadline);
     tokio::pin!(first_round);
     let mut batch = Vec::new();
     loop {
         batch.clear();
         tokio::select! {
-            n = rx.recv_many(&mut batch, 64) => if n == 0 { break },
-            _ = &mut first_round, if !state.first_round_done => {}
+            n = inputs.observations.recv_many(&mut batch, 64) => {
+                if n == 0 { break }
+                let obs: Vec<Observation> = batch.drain(..).filter_map(|t| e.untag(t)).collect();
+                let (next, events) = decide(&e.state, &obs, &e.config, Instant::now());
+                e.state = next;
+                e.handle(&events);
+            }
+            _ = &mut first_round, if !e.state.first_round_done => {
+                let (next, events) = decide(&e.state, &[], &e.config, Instant::now());
+                e.state = next;
+                e.handle(&events);
+            }
+            Some(req) = inputs.control.recv() => {
+                let result = apply_override(&e.state, &e.config, &req.op, Instant::now());
+                let reply = match result {
+                    Ok((next, events, summary)) => {
+                        e.state = next;
+                        e.handle(&events);
+                        Ok(summary)
+                    }
+                    Err(err) => Err(err),
+                };
+                let _ = req.reply.send(reply);
+            }
+            Some(r) = inputs.reconfigure.recv() => {
+                e.state = reconfigure(&e.state, &e.config, &r.config);
+                e.config = r.config;
+                e.index = index(&e.config);
+                e.last_latency = vec![None; e.config.servers.len()];
+                e.record(None, None, "reload", "configuration reloaded".to_string());
+                let (next, events) = decide(&e.state, &[], &e.config, Instant::now());
+                e.state = next;
+                e.handle(&events);
+                let _ = r.done.send(());
+            }
             _ = crate::shutdown::stopped(&mut shutdown) => break,
-        }
-        let (next, events) = decide(&state, &batch, &config, Instant::now());
-        state = next;
-        for e in &events {
-            log_event(&config, e);
-        }
-        let new = Routes::from_state(&config, &state);
-        if **routes.load() != new {
-            routes.store(Arc::new(new));
         }
     }
 }
 
-fn log_event(config: &Config, e: &Event) {
-    let server = |s: usize| config.servers[s].id.as_str();
-    let alias = |a: usize| config.aliases[a].name.as_str();
-    match e {
-        Event::FirstRound { missing } if missing.is_empty() => info!("first probe round complete; answering aliases"),
-        Event::FirstRound { missing } => warn!(
-            servers = ?missing.iter().map(|s| server(*s)).collect::<Vec<_>>(),
-            "first probe round closed at the probe deadline without these servers reporting; answering with what is known"
-        ),
-        Event::TargetChanged { alias: a, old, new, reason } => warn!(
-            alias = alias(*a),
-            old = old.map_or("-", server),
-            new = server(*new),
-            target = config.servers[*new].target.as_str(),
-            reason = reason.as_str(),
-            "alias target changed"
-        ),
-        Event::NoMatch { alias: a, kept, policy } => error!(
-            alias = alias(*a),
-            role = config.aliases[*a].role.as_str(),
-            kept = kept.map_or("-", server),
-            policy = ?policy,
-            "no candidate server matches the alias's role"
-        ),
-        Event::SplitBrain { alias: a, writable, chosen, by_timeline } => error!(
-            alias = alias(*a),
-            writable = ?writable.iter().map(|s| server(*s)).collect::<Vec<_>>(),
-            chosen = server(*chosen),
-            by = if *by_timeline { "newest timeline" } else { "no timeline data: kept the current target" },
-            "SPLIT BRAIN: more than one candidate is writable"
-        ),
-        Event::ServerUp { server: s, state } => info!(server = server(*s), state = state.as_str(), "server up"),
-        Event::ServerDown { server: s, error } => warn!(server = server(*s), error = error.as_str(), "server down"),
+fn index(config: &Config) -> HashMap<Arc<str>, usize> {
+    config.servers.iter().enumerate().map(|(i, s)| (Arc::from(s.id.as_str()), i)).collect()
+}
+
+impl Engine {
+    /// Maps a tagged observation to the current config's server index and
+    /// records its metrics. Observations from a server no longer configured
+    /// (a prober being stopped by a reload) are dropped.
+    fn untag(&mut self, t: Tagged) -> Option<Observation> {
+        let &i = self.index.get(&t.server)?;
+        let m = &self.shared.metrics;
+        let result = match &t.obs.outcome {
+            Ok(_) => "ok",
+            Err(f) if f.kind == FailureKind::Ambiguous && f.message.starts_with("no answer within") => "timeout",
+            Err(_) => "error",
+        };
+        m.probes.get_or_create(&ProbeResult { server: t.server.to_string(), result: result.into() }).inc();
+        m.probe_latency.get_or_create(&ServerLabel { server: t.server.to_string() }).observe(t.obs.latency.as_secs_f64());
+        self.last_latency[i] = Some(t.obs.latency);
+        Some(Observation { server: i, ..t.obs })
+    }
+
+    fn handle(&mut self, events: &[Event]) {
+        for ev in events {
+            self.log_event(ev);
+        }
+        self.publish();
+    }
+
+    /// Publishes routes (when changed), status and gauges.
+    fn publish(&mut self) {
+        let routes = Routes::from_state(&self.config, &self.state);
+        let status = self.status(&routes);
+        if **self.shared.routes.load() != routes {
+            self.shared.routes.store(Arc::new(routes));
+        }
+        let m = &self.shared.metrics;
+        for (i, s) in self.config.servers.iter().enumerate() {
+            let h = &self.state.servers[i];
+            let l = ServerLabel { server: s.id.clone() };
+            m.server_up.get_or_create(&l).set(h.up as i64);
+            m.server_writable.get_or_create(&l).set(h.last_state.as_ref().is_some_and(|st| st.writable()) as i64);
+        }
+        for (i, a) in self.config.aliases.iter().enumerate() {
+            for &s in &a.servers {
+                let current = self.state.aliases[i].target == Some(s);
+                m.alias_target.get_or_create(&AliasServer { alias: a.name.to_string(), server: self.config.servers[s].id.clone() }).set(current as i64);
+            }
+        }
+        let overrides = self.state.pins.iter().filter(|p| p.is_some()).count() + self.state.drained.iter().filter(|d| **d).count();
+        m.overrides.set(overrides as i64);
+        m.ready.set(self.state.first_round_done as i64);
+        self.shared.status.store(Arc::new(status));
+    }
+
+    fn unix(&self, at: Instant) -> f64 {
+        let (i0, s0) = self.epoch;
+        let wall = if at >= i0 { s0 + (at - i0) } else { s0 - (i0 - at) };
+        wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    fn status(&self, routes: &Routes) -> Status {
+        let c = &self.config;
+        let st = &self.state;
+        let aliases = c
+            .aliases
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let s = &st.aliases[i];
+                let answer = match routes.get(a.name.as_str()).map(|r| &r.answer) {
+                    Some(crate::routes::RouteAnswer::Cname(_)) => "cname",
+                    Some(crate::routes::RouteAnswer::Servfail) => "servfail",
+                    _ => "pending",
+                };
+                AliasStatus {
+                    name: a.name.to_string(),
+                    role: a.role.as_str().into(),
+                    ttl: a.ttl,
+                    answer: answer.into(),
+                    target: s.target.map(|t| c.servers[t].id.clone()),
+                    target_name: s.target.map(|t| c.servers[t].target.to_string()),
+                    since: s.since.map(|t| self.unix(t)),
+                    reason: s.reason.clone(),
+                    pinned: st.pins[i].map(|p| c.servers[p].id.clone()),
+                    candidates: a.servers.iter().map(|&x| c.servers[x].id.clone()).collect(),
+                }
+            })
+            .collect();
+        let servers = c
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let h = &st.servers[i];
+                let ls = h.last_state.as_ref();
+                ServerStatus {
+                    id: s.id.clone(),
+                    target: s.target.to_string(),
+                    host: s.conn.host.clone(),
+                    port: s.conn.port,
+                    up: h.up,
+                    drained: st.drained[i],
+                    writable: ls.map(|x| x.writable()),
+                    in_recovery: ls.map(|x| x.in_recovery),
+                    read_only: ls.map(|x| x.read_only),
+                    timeline: ls.and_then(|x| x.timeline),
+                    replay_lag_bytes: ls.and_then(|x| x.replay_lag_bytes),
+                    last_error: h.last_error.clone(),
+                    last_success: h.last_success.map(|t| self.unix(t)),
+                    last_probe_ms: self.last_latency[i].map(|d| d.as_secs_f64() * 1000.0),
+                    consecutive_failures: h.consecutive_fail,
+                }
+            })
+            .collect();
+        Status {
+            ready: st.first_round_done,
+            generated_at: self.unix(Instant::now()),
+            aliases,
+            servers,
+            history: self.history.iter().cloned().collect(),
+        }
+    }
+
+    fn record(&mut self, alias: Option<String>, server: Option<String>, kind: &str, message: String) {
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        let at = self.unix(Instant::now());
+        self.history.push_back(HistoryEntry { at, kind: kind.into(), alias, server, message });
+    }
+
+    fn log_event(&mut self, e: &Event) {
+        let c = self.config.clone();
+        let server = |s: usize| c.servers[s].id.as_str();
+        let alias = |a: usize| c.aliases[a].name.as_str();
+        let m = &self.shared.metrics;
+        match e {
+            Event::FirstRound { missing } if missing.is_empty() => {
+                info!("first probe round complete; answering aliases");
+                self.record(None, None, "first_round", "first probe round complete".into());
+            }
+            Event::FirstRound { missing } => {
+                let names: Vec<&str> = missing.iter().map(|s| server(*s)).collect();
+                warn!(servers = ?names, "first probe round closed at the probe deadline without these servers reporting; answering with what is known");
+                self.record(None, None, "first_round", format!("first round closed at the deadline; not reported: {}", names.join(", ")));
+            }
+            Event::TargetChanged { alias: a, old, new, reason } => {
+                let target = c.servers[*new].target.as_str();
+                warn!(alias = alias(*a), old = old.map_or("-", server), new = server(*new), target, reason = reason.as_str(), "alias target changed");
+                m.target_changes.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
+                self.record(Some(alias(*a).into()), Some(server(*new).into()), "target_changed", format!("{} -> {}: {reason}", old.map_or("-", server), server(*new)));
+                if let Some(hook) = &c.aliases[*a].on_change {
+                    let run = HookRun {
+                        hook: hook.clone(),
+                        alias: alias(*a).into(),
+                        old_server: old.map(|o| server(o).to_string()),
+                        old_target: old.map(|o| c.servers[o].target.to_string()),
+                        new_server: server(*new).into(),
+                        new_target: target.into(),
+                        reason: reason.clone(),
+                    };
+                    if self.hooks.try_send(run).is_err() {
+                        error!(alias = alias(*a), "on_change hook queue is full; this change's hook is skipped");
+                    }
+                }
+            }
+            Event::NoMatch { alias: a, kept, policy } => {
+                error!(alias = alias(*a), role = c.aliases[*a].role.as_str(), kept = kept.map_or("-", server), policy = ?policy, "no candidate server matches the alias's role");
+                m.no_match.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
+                self.record(Some(alias(*a).into()), kept.map(|k| server(k).into()), "no_match", format!("no candidate is {}; policy {policy:?}", c.aliases[*a].role.as_str()));
+            }
+            Event::SplitBrain { alias: a, writable, chosen, by_timeline } => {
+                let names: Vec<&str> = writable.iter().map(|s| server(*s)).collect();
+                let by = if *by_timeline { "newest timeline" } else { "no timeline data: kept the current target" };
+                error!(alias = alias(*a), writable = ?names, chosen = server(*chosen), by, "SPLIT BRAIN: more than one candidate is writable");
+                m.split_brain.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
+                self.record(Some(alias(*a).into()), Some(server(*chosen).into()), "split_brain", format!("writable: {}; chose {} by {by}", names.join(", "), server(*chosen)));
+            }
+            Event::ServerUp { server: s, state } => {
+                info!(server = server(*s), state = state.as_str(), "server up");
+                self.record(None, Some(server(*s).into()), "server_up", state.clone());
+            }
+            Event::ServerDown { server: s, error } => {
+                warn!(server = server(*s), error = error.as_str(), "server down");
+                self.record(None, Some(server(*s).into()), "server_down", error.clone());
+            }
+            Event::Override { summary } => {
+                warn!(summary = summary.as_str(), "manual override");
+                self.record(None, None, "override", summary.clone());
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! Data flows one way:
 //! config -> one [`probe::Prober`] task per server -> [`engine`] running the
 //! pure [`decision::decide`] -> an immutable [`routes::Routes`] snapshot in an
-//! `ArcSwap` -> the [`dns`] handler, which only reads the snapshot.
+//! `ArcSwap` -> the [`dns`] handler, which only reads the snapshot. The admin
+//! listener reads the status snapshot and sends overrides to the engine.
 //!
 //! [`run`] starts all of it on listeners the caller bound, so tests run the
 //! real server on port 0 and the binary stays a thin wrapper.
@@ -12,10 +13,12 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod decision;
 pub mod demo;
 pub mod dns;
 pub mod engine;
+pub mod hook;
 pub mod metrics;
 pub mod name;
 pub mod observation;
@@ -32,17 +35,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::routes::{Routes, SharedRoutes};
+use crate::control::Control;
+use crate::metrics::ResultLabel;
+use crate::probe::supervisor::{Probers, SetupError};
+use crate::shared::Shared;
 
 /// Sockets bound before the server starts (so a port 0 can be learned, and
 /// privileged ports bound before dropping privileges).
 pub struct Listeners {
     udp: Vec<std::net::UdpSocket>,
     tcp: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
 }
 
 /// Why the server could not start.
@@ -55,23 +62,40 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("server `{server}`: {source}")]
-    Tls {
-        server: String,
-        #[source]
-        source: probe::TlsSetupError,
-    },
+    #[error(transparent)]
+    Probe(#[from] SetupError),
     #[error(transparent)]
     Names(#[from] dns::NameConversion),
     #[error("upstream {upstream} is this sidecar's own listener {listener}; forwarding to it would loop")]
     ForwardLoop { upstream: SocketAddr, listener: SocketAddr },
 }
 
+/// Why a reload was rejected (the old config keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
 impl Listeners {
-    /// Binds UDP and TCP on each address. Port 0 picks one free port that is
-    /// free for both protocols.
-    pub fn bind(addrs: &[SocketAddr]) -> Result<Listeners, RunError> {
-        let mut l = Listeners { udp: Vec::new(), tcp: Vec::new() };
+    /// Binds the DNS listeners (UDP and TCP on each address) and the admin
+    /// listener of `config`. Port 0 picks a free port (one port for UDP and
+    /// TCP together).
+    pub fn bind(config: &Config) -> Result<Listeners, RunError> {
+        let mut l = Listeners::bind_dns(&config.dns.listen)?;
+        if let Some(addr) = config.admin.listen {
+            l.admin = Some(std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, proto: "tcp (admin)", source })?);
+        }
+        Ok(l)
+    }
+
+    /// Binds DNS listeners only (no admin listener).
+    pub fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners, RunError> {
+        let mut l = Listeners { udp: Vec::new(), tcp: Vec::new(), admin: None };
         for &addr in addrs {
             let (u, t) = bind_pair(addr)?;
             l.udp.push(u);
@@ -80,7 +104,7 @@ impl Listeners {
         Ok(l)
     }
 
-    /// The addresses actually bound (UDP and TCP share them).
+    /// The DNS addresses actually bound (UDP and TCP share them).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
     }
@@ -100,8 +124,7 @@ fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpList
     Err(last.expect("at least one attempt"))
 }
 
-/// Runs the sidecar until `shutdown` resolves, then stops probes and
-/// listeners and returns.
+/// Runs the sidecar until `shutdown` resolves, then stops gracefully.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let running = start(config, listeners)?;
     shutdown.await;
@@ -109,65 +132,130 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     Ok(())
 }
 
-/// A started sidecar; see [`run`]. Exposed so callers (the demo, tests) can
-/// watch the routes snapshot while it runs.
+/// A started sidecar; see [`start`].
 pub struct Running {
-    pub routes: SharedRoutes,
-    pub config: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub control: Control,
+    /// The DNS addresses bound.
     pub local_addrs: Vec<SocketAddr>,
+    /// The admin listener's address, when enabled.
+    pub admin_addr: Option<SocketAddr>,
+    handler: dns::SharedHandler,
+    probers: Probers,
+    observations: mpsc::Sender<observation::Tagged>,
+    reconfigure: mpsc::Sender<engine::Reconfigure>,
     stop: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
 
-/// Starts probes, the engine and the DNS listeners; must be called inside a
-/// tokio runtime.
-pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> {
-    let local_addrs = listeners.local_addrs();
-    if let Some(up) = &config.upstream {
-        for &u in &up.servers {
-            if let Some(&l) = local_addrs.iter().find(|&&l| crate::config::forwards_to_self(l, u)) {
-                return Err(RunError::ForwardLoop { upstream: u, listener: l });
-            }
-        }
-    }
-    let config = Arc::new(config);
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::pending(&config)));
-    let handler = Arc::new(dns::Handler::new(&config, routes.clone())?);
-    let mut probers = Vec::new();
-    for (id, server) in config.servers.iter().enumerate() {
-        let p = probe::Prober::new(id, server, config.probe).map_err(|source| RunError::Tls { server: server.id.clone(), source })?;
-        probers.push(p);
+fn to_tokio(listeners: Listeners) -> Result<(Vec<tokio::net::UdpSocket>, Vec<tokio::net::TcpListener>, Option<tokio::net::TcpListener>), RunError> {
+    fn err(addr: std::io::Result<SocketAddr>, proto: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
+        let addr = addr.unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        move |source| RunError::Bind { addr, proto, source }
     }
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     for (u, t) in listeners.udp.into_iter().zip(listeners.tcp) {
-        let addr = u.local_addr().ok();
-        let bind_err = |proto, source| RunError::Bind { addr: addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()), proto, source };
-        u.set_nonblocking(true).map_err(|e| bind_err("udp", e))?;
-        t.set_nonblocking(true).map_err(|e| bind_err("tcp", e))?;
-        udp.push(tokio::net::UdpSocket::from_std(u).map_err(|e| bind_err("udp", e))?);
-        tcp.push(tokio::net::TcpListener::from_std(t).map_err(|e| bind_err("tcp", e))?);
+        u.set_nonblocking(true).map_err(err(u.local_addr(), "udp"))?;
+        t.set_nonblocking(true).map_err(err(t.local_addr(), "tcp"))?;
+        let (ua, ta) = (u.local_addr(), t.local_addr());
+        udp.push(tokio::net::UdpSocket::from_std(u).map_err(err(ua, "udp"))?);
+        tcp.push(tokio::net::TcpListener::from_std(t).map_err(err(ta, "tcp"))?);
     }
+    let admin = match listeners.admin {
+        None => None,
+        Some(a) => {
+            let addr = a.local_addr();
+            a.set_nonblocking(true).map_err(err(a.local_addr(), "tcp (admin)"))?;
+            Some(tokio::net::TcpListener::from_std(a).map_err(err(addr, "tcp (admin)"))?)
+        }
+    };
+    Ok((udp, tcp, admin))
+}
+
+fn check_loop(config: &Config, local: &[SocketAddr]) -> Result<(), RunError> {
+    if let Some(up) = &config.upstream {
+        for &u in &up.servers {
+            if let Some(&l) = local.iter().find(|&&l| config::forwards_to_self(l, u)) {
+                return Err(RunError::ForwardLoop { upstream: u, listener: l });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts probes, the engine, the DNS listeners and the admin listener; must
+/// be called inside a tokio runtime.
+pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> {
+    let local_addrs = listeners.local_addrs();
+    check_loop(&config, &local_addrs)?;
+    let admin_addr = listeners.admin.as_ref().and_then(|a| a.local_addr().ok());
+    let shared = Arc::new(Shared::new(config));
+    let config = shared.config.load_full();
+    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone())?));
+    let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
     let (obs_tx, obs_rx) = mpsc::channel(1024);
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (reconf_tx, reconf_rx) = mpsc::channel(1);
+    let (hook_tx, hook_rx) = mpsc::channel(64);
+    let mut probers = Probers::default();
+    probers.sync(&config, &obs_tx)?;
+    let control = Control::new(control_tx);
     let mut tasks = tokio::task::JoinSet::new();
-    for p in probers {
-        tasks.spawn(p.run(obs_tx.clone(), stop_rx.clone()));
+    let inputs = engine::Inputs { observations: obs_rx, control: control_rx, reconfigure: reconf_rx, hooks: hook_tx };
+    tasks.spawn(engine::run(shared.clone(), inputs, stop_rx.clone()));
+    tasks.spawn(hook::runner(hook_rx, shared.clone()));
+    tasks.spawn(dns::serve(handler.clone(), udp, tcp, stop_rx.clone()));
+    if let Some(a) = admin {
+        tasks.spawn(admin::serve(a, shared.clone(), control.clone(), stop_rx));
     }
-    drop(obs_tx);
-    tasks.spawn(engine::run(config.clone(), obs_rx, routes.clone(), stop_rx.clone()));
-    tasks.spawn(dns::serve(handler, udp, tcp, stop_rx));
-    info!(listen = ?local_addrs, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
-    Ok(Running { routes, config, local_addrs, stop, tasks })
+    info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
+    Ok(Running { shared, control, local_addrs, admin_addr, handler, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
 }
 
 impl Running {
-    /// Stops everything; waits at most a few seconds for tasks to finish.
+    /// Swaps in a new config without dropping answers: the new DNS handler
+    /// and probers are built first (any failure rejects the reload and the old
+    /// config keeps serving), then the engine carries its state over (servers
+    /// whose settings are unchanged keep their connections and probe state),
+    /// then the handler is swapped. Listener addresses cannot change without
+    /// a restart; a reload that changes them is applied except for that, with
+    /// a warning.
+    pub async fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
+        let result = self.try_reload(config).await;
+        let label = if result.is_ok() { "ok" } else { "rejected" };
+        self.shared.metrics.reloads.get_or_create(&ResultLabel { result: label.into() }).inc();
+        result
+    }
+
+    async fn try_reload(&mut self, config: Config) -> Result<(), ReloadError> {
+        check_loop(&config, &self.local_addrs)?;
+        let old = self.shared.config.load_full();
+        if config.dns.listen != old.dns.listen || config.admin.listen != old.admin.listen {
+            warn!("listener addresses changed in the config; they apply at the next restart");
+        }
+        let handler = dns::Handler::new(&config, self.shared.clone()).map_err(RunError::from)?;
+        let config = Arc::new(config);
+        let report = self.probers.sync(&config, &self.observations).map_err(RunError::from)?;
+        let (done, wait) = oneshot::channel();
+        self.reconfigure.send(engine::Reconfigure { config: config.clone(), done }).await.map_err(|_| ReloadError::Stopped)?;
+        wait.await.map_err(|_| ReloadError::Stopped)?;
+        self.handler.store(Arc::new(handler));
+        self.shared.config.store(config);
+        info!(started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped, "configuration reloaded");
+        Ok(())
+    }
+
+    /// Stops gracefully: listeners stop accepting, queries in progress are
+    /// answered, probe connections are closed; waits at most ten seconds.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
+        self.probers.stop_all().await;
+        drop(self.observations);
         let all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
             self.tasks.abort_all();
         }
         info!("dns-sidecar stopped");

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dns_sidecar::config::Config;
-use dns_sidecar::Listeners;
 
 #[derive(Parser)]
 #[command(version, about = "Authoritative DNS alias that follows the writable PostgreSQL server")]
@@ -14,13 +13,22 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `dns_sidecar=debug`.
     #[arg(long, env = "DNS_SIDECAR_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log format: `human` (default) or `json` (one JSON object per line).
+    #[arg(long, env = "DNS_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DNS with the given config until SIGTERM or Ctrl-C.
+    /// Serve DNS with the given config until SIGTERM or Ctrl-C; SIGHUP reloads the config.
     Run {
         /// Config file (TOML).
         #[arg(short, long, env = "DNS_SIDECAR_CONFIG")]
@@ -37,12 +45,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
@@ -60,28 +68,14 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         },
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    std::process::exit(2);
-                }
-            };
-            let listeners = Listeners::bind(&config.dns.listen)?;
-            tokio::runtime::Runtime::new()?.block_on(dns_sidecar::run(config, listeners, shutdown_signal()))?;
-            Ok(())
-        }
+        Command::Run { config } => match tokio::runtime::Runtime::new()?.block_on(dns_sidecar::daemon::run(&config)) {
+            Ok(()) => Ok(()),
+            Err(dns_sidecar::daemon::DaemonError::Config(e)) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::Demo(args) => tokio::runtime::Runtime::new()?.block_on(dns_sidecar::demo::run(args)),
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

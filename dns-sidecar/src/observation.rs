@@ -16,6 +16,15 @@ pub struct Observation {
     pub outcome: Result<ServerState, ProbeFailure>,
 }
 
+/// An observation as a prober sends it: tagged with the server's id rather
+/// than its position, because positions change when the config is reloaded
+/// while the prober keeps running.
+#[derive(Debug, Clone)]
+pub struct Tagged {
+    pub server: std::sync::Arc<str>,
+    pub obs: Observation,
+}
+
 /// A server's state as its probe query saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerState {

@@ -137,7 +137,7 @@ async fn tcp_answers_like_udp() {
 
 #[tokio::test]
 async fn forwarding_to_itself_is_refused_at_start() {
-    let listeners = dns_sidecar::Listeners::bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let listeners = dns_sidecar::Listeners::bind_dns(&["127.0.0.1:0".parse().unwrap()]).unwrap();
     let own = listeners.local_addrs()[0];
     let text = format!("[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{own}\"]\n");
     let config = dns_sidecar::config::Config::from_toml(std::path::Path::new("t.toml"), &text).unwrap();

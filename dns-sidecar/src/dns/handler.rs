@@ -3,6 +3,7 @@
 //! addresses wait on the network, and they never wait on a probe.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -12,12 +13,27 @@ use super::message::{self, echo_edns, encode, formerr_from_raw, limit_for, must_
 use super::zone::{cname, wire_name, NameConversion, ZoneData};
 use super::Transport;
 use crate::config::Config;
-use crate::routes::{RouteAnswer, SharedRoutes};
+use crate::metrics::QueryKind;
+use crate::routes::RouteAnswer;
+use crate::shared::Shared;
+
+/// Bytes to send, and what kind of query they answer (for metrics).
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub kind: QueryKind,
+}
+
+impl Reply {
+    /// The rcode in the answer's header (low 4 bits; enough for metrics).
+    pub fn rcode(&self) -> u16 {
+        self.bytes.get(3).map_or(0, |b| (b & 0x0F) as u16)
+    }
+}
 
 /// The next step for one query.
 pub enum Plan {
-    /// Send these bytes.
-    Reply(Vec<u8>),
+    /// Send this.
+    Reply(Reply),
     /// Send nothing (not a query we may answer).
     Drop,
     /// Relay to the upstream resolvers.
@@ -26,54 +42,49 @@ pub enum Plan {
     Chase { req: Box<Message>, resp: Box<Message>, target: Name, qtype: RecordType },
 }
 
-/// One alias as the DNS side knows it.
-struct AliasEntry {
-    index: usize,
-    ttl: u32,
-}
-
 pub struct Handler {
     zones: Vec<ZoneData>,
-    aliases: HashMap<String, AliasEntry>,
     /// Wire names of every possible CNAME target, converted once.
     targets: HashMap<String, Name>,
-    routes: SharedRoutes,
+    shared: Arc<Shared>,
     forwarder: Option<Forwarder>,
     max_udp: u16,
 }
 
 impl Handler {
-    pub fn new(config: &Config, routes: SharedRoutes) -> Result<Handler, NameConversion> {
+    pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Handler, NameConversion> {
         let zones = config.zones.iter().map(|z| ZoneData::build(z, config)).collect::<Result<Vec<_>, _>>()?;
-        let aliases = config
-            .aliases
-            .iter()
-            .enumerate()
-            .map(|(index, a)| (a.name.as_str().to_string(), AliasEntry { index, ttl: a.ttl }))
-            .collect();
         let targets = config
             .servers
             .iter()
             .map(|s| Ok((s.target.as_str().to_string(), wire_name(s.target.as_str())?)))
             .collect::<Result<HashMap<_, _>, NameConversion>>()?;
         let forwarder = config.upstream.as_ref().map(|u| Forwarder::new(u.servers.clone(), u.timeout));
-        Ok(Handler { zones, aliases, targets, routes, forwarder, max_udp: config.dns.max_udp_payload })
+        Ok(Handler { zones, targets, shared, forwarder, max_udp: config.dns.max_udp_payload })
     }
 
     /// Answers one query end to end.
-    pub async fn handle(&self, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    pub async fn handle(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
         let plan = self.plan(raw, transport);
         self.complete(plan, raw, transport).await
     }
 
     /// Finishes a plan that may need the network.
-    pub async fn complete(&self, plan: Plan, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    pub async fn complete(&self, plan: Plan, raw: &[u8], transport: Transport) -> Option<Reply> {
         match plan {
-            Plan::Reply(bytes) => Some(bytes),
+            Plan::Reply(r) => Some(r),
             Plan::Drop => None,
-            Plan::Forward(req) => self.forward(&req, raw, transport).await,
-            Plan::Chase { req, resp, target, qtype } => self.chase(&req, *resp, target, qtype, transport).await,
+            Plan::Forward(req) => self.forward(&req, raw, transport).await.map(|bytes| Reply { bytes, kind: QueryKind::Forwarded }),
+            Plan::Chase { req, resp, target, qtype } => {
+                self.chase(&req, *resp, target, qtype, transport).await.map(|bytes| Reply { bytes, kind: QueryKind::Alias })
+            }
         }
+    }
+
+    /// Counts an answer sent (query path: atomics only).
+    pub fn count(&self, reply: &Reply, seconds: f64) {
+        self.shared.metrics.answered(reply.kind, reply.rcode());
+        self.shared.metrics.latency(reply.kind, seconds);
     }
 
     /// Decides without waiting.
@@ -85,7 +96,7 @@ impl Handler {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "malformed query");
-                return Plan::Reply(formerr_from_raw(raw));
+                return Plan::Reply(Reply { bytes: formerr_from_raw(raw), kind: QueryKind::Other });
             }
         };
         if !message::is_query(&req) {
@@ -108,8 +119,9 @@ impl Handler {
                 None => self.reply(&req, ResponseCode::Refused, transport),
             };
         };
-        if let Some(alias) = self.aliases.get(&qname) {
-            return self.alias(req, alias, transport);
+        let routes = self.shared.routes.load();
+        if let Some(route) = routes.get(&qname) {
+            return self.alias(req, &route.answer, route.ttl, transport);
         }
         let mut resp = response_to(&req, ResponseCode::NoError, self.forwarder.is_some());
         resp.metadata.authoritative = true;
@@ -130,27 +142,28 @@ impl Handler {
             }
             resp.authorities.push(zone.negative_soa());
         }
-        self.finish(&req, resp, transport)
+        self.finish(&req, resp, transport, QueryKind::Authoritative)
     }
 
-    fn alias(&self, req: Message, alias: &AliasEntry, transport: Transport) -> Plan {
-        let routes = self.routes.load();
-        let target = match &routes.aliases[alias.index] {
-            RouteAnswer::Cname(t) => self.targets.get(t.as_str()),
+    fn alias(&self, req: Message, answer: &RouteAnswer, ttl: u32, transport: Transport) -> Plan {
+        let target = match answer {
+            // A target added by a reload whose handler is not swapped in yet
+            // is converted on the spot.
+            RouteAnswer::Cname(t) => self.targets.get(t.as_str()).cloned().or_else(|| wire_name(t.as_str()).ok()),
             RouteAnswer::Pending | RouteAnswer::Servfail => None,
         };
         let Some(target) = target else {
-            return self.reply(&req, ResponseCode::ServFail, transport);
+            return self.reply_kind(&req, ResponseCode::ServFail, transport, QueryKind::Alias);
         };
         let q = &req.queries[0];
         let mut resp = response_to(&req, ResponseCode::NoError, self.forwarder.is_some());
         resp.metadata.authoritative = true;
-        resp.answers.push(cname(&q.name, target, alias.ttl));
+        resp.answers.push(cname(&q.name, &target, ttl));
         let qtype = q.query_type;
-        if matches!(qtype, RecordType::CNAME | RecordType::ANY) || self.forwarder.is_none() || self.in_own_zone(target) {
-            return self.finish(&req, resp, transport);
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) || self.forwarder.is_none() || self.in_own_zone(&target) {
+            return self.finish(&req, resp, transport, QueryKind::Alias);
         }
-        Plan::Chase { target: target.clone(), qtype, req: Box::new(req), resp: Box::new(resp) }
+        Plan::Chase { target, qtype, req: Box::new(req), resp: Box::new(resp) }
     }
 
     fn in_own_zone(&self, name: &Name) -> bool {
@@ -165,7 +178,8 @@ impl Handler {
             Ok(answer) => Some(answer),
             Err(e) => {
                 tracing::debug!(error = %e, "forwarding failed");
-                self.reply_bytes(req, ResponseCode::ServFail, transport)
+                self.count_upstream_error(&e);
+                self.reply_bytes(req, ResponseCode::ServFail, transport, QueryKind::Forwarded)
             }
         }
     }
@@ -182,7 +196,13 @@ impl Handler {
         q.set_edns(edns);
         let answer = match q.to_vec() {
             // `Tcp` here means: retry over TCP if the UDP answer is truncated.
-            Ok(bytes) => fwd.forward(&bytes, Transport::Tcp).await.ok().and_then(|a| Message::from_vec(&a).ok()),
+            Ok(bytes) => match fwd.forward(&bytes, Transport::Tcp).await {
+                Ok(a) => Message::from_vec(&a).ok(),
+                Err(e) => {
+                    self.count_upstream_error(&e);
+                    None
+                }
+            },
             Err(_) => None,
         };
         match answer {
@@ -192,27 +212,41 @@ impl Handler {
             }
             _ => resp.metadata.response_code = ResponseCode::ServFail,
         }
-        match self.finish(req, resp, transport) {
-            Plan::Reply(b) => Some(b),
+        match self.finish(req, resp, transport, QueryKind::Alias) {
+            Plan::Reply(r) => Some(r.bytes),
             _ => None,
         }
+    }
+
+    fn count_upstream_error(&self, e: &super::ForwardError) {
+        use crate::metrics::UpstreamLabel;
+        let (upstream, kind) = match e {
+            super::ForwardError::Timeout { addr, .. } => (addr.to_string(), "timeout"),
+            super::ForwardError::Io { addr, .. } => (addr.to_string(), "error"),
+            super::ForwardError::NoUpstream => ("none".to_string(), "error"),
+        };
+        self.shared.metrics.upstream_errors.get_or_create(&UpstreamLabel { upstream, kind: kind.into() }).inc();
     }
 
     fn reply(&self, req: &Message, code: ResponseCode, transport: Transport) -> Plan {
-        self.reply_bytes(req, code, transport).map_or(Plan::Drop, Plan::Reply)
+        self.reply_kind(req, code, transport, QueryKind::Other)
     }
 
-    fn reply_bytes(&self, req: &Message, code: ResponseCode, transport: Transport) -> Option<Vec<u8>> {
+    fn reply_kind(&self, req: &Message, code: ResponseCode, transport: Transport, kind: QueryKind) -> Plan {
+        self.reply_bytes(req, code, transport, kind).map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
+    }
+
+    fn reply_bytes(&self, req: &Message, code: ResponseCode, transport: Transport, kind: QueryKind) -> Option<Vec<u8>> {
         let resp = response_to(req, code, self.forwarder.is_some());
-        match self.finish(req, resp, transport) {
-            Plan::Reply(b) => Some(b),
+        match self.finish(req, resp, transport, kind) {
+            Plan::Reply(r) => Some(r.bytes),
             _ => None,
         }
     }
 
-    fn finish(&self, req: &Message, mut resp: Message, transport: Transport) -> Plan {
+    fn finish(&self, req: &Message, mut resp: Message, transport: Transport, kind: QueryKind) -> Plan {
         echo_edns(req, &mut resp, self.max_udp);
-        encode(&resp, limit_for(transport, req, self.max_udp)).map_or(Plan::Drop, Plan::Reply)
+        encode(&resp, limit_for(transport, req, self.max_udp)).map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
     }
 }
 

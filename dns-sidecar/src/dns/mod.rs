@@ -12,7 +12,9 @@ mod message;
 mod zone;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -21,7 +23,7 @@ use tokio::task::JoinSet;
 use tracing::debug;
 
 pub use forward::ForwardError;
-pub use handler::Handler;
+pub use handler::{Handler, Reply};
 pub use zone::NameConversion;
 
 use handler::Plan;
@@ -41,9 +43,16 @@ const MAX_TCP_CONNECTIONS: usize = 512;
 /// A TCP connection idle for this long is closed (RFC 7766 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// Serves until `shutdown` is true; returns after in-flight work on the
-/// listeners has stopped.
-pub async fn serve(handler: Arc<Handler>, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+/// The handler in force; swapped whole on a config reload.
+pub type SharedHandler = Arc<ArcSwap<Handler>>;
+
+/// How long shutdown waits for queries that are already being answered.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` is true, then stops accepting and waits (at most
+/// [`DRAIN`]) for queries already in progress (upstream waits, open TCP
+/// exchanges) to be answered.
+pub async fn serve(handler: SharedHandler, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     let mut tasks = JoinSet::new();
@@ -54,9 +63,16 @@ pub async fn serve(handler: Arc<Handler>, udp: Vec<UdpSocket>, tcp: Vec<TcpListe
         tasks.spawn(tcp_loop(l, handler.clone(), conns.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+    let drained = async {
+        let _a = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+        let _b = conns.acquire_many(MAX_TCP_CONNECTIONS as u32).await;
+    };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        tracing::warn!("shutdown: some queries were still waiting on upstreams after {DRAIN:?}; dropping them");
+    }
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+async fn udp_loop(sock: Arc<UdpSocket>, handler: SharedHandler, in_flight: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = tokio::select! {
@@ -69,12 +85,15 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc<Se
             },
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
+        let started = Instant::now();
         let raw = &buf[..n];
-        match handler.plan(raw, Transport::Udp) {
-            Plan::Reply(bytes) => {
-                if let Err(e) = sock.send_to(&bytes, peer).await {
+        let h = handler.load();
+        match h.plan(raw, Transport::Udp) {
+            Plan::Reply(reply) => {
+                if let Err(e) = sock.send_to(&reply.bytes, peer).await {
                     debug!(error = %e, %peer, "udp send error");
                 }
+                h.count(&reply, started.elapsed().as_secs_f64());
             }
             Plan::Drop => {}
             plan => {
@@ -82,10 +101,11 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc<Se
                     debug!("too many queries waiting on upstreams; dropping one");
                     continue;
                 };
-                let (sock, handler, raw) = (sock.clone(), handler.clone(), raw.to_vec());
+                let (sock, handler, raw) = (sock.clone(), h.clone(), raw.to_vec());
                 tokio::spawn(async move {
-                    if let Some(bytes) = handler.complete(plan, &raw, Transport::Udp).await {
-                        let _ = sock.send_to(&bytes, peer).await;
+                    if let Some(reply) = handler.complete(plan, &raw, Transport::Udp).await {
+                        let _ = sock.send_to(&reply.bytes, peer).await;
+                        handler.count(&reply, started.elapsed().as_secs_f64());
                     }
                     drop(permit);
                 });
@@ -94,7 +114,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc<Se
     }
 }
 
-async fn tcp_loop(listener: TcpListener, handler: Arc<Handler>, conns: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+async fn tcp_loop(listener: TcpListener, handler: SharedHandler, conns: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -121,7 +141,7 @@ async fn tcp_loop(listener: TcpListener, handler: Arc<Handler>, conns: Arc<Semap
 
 /// Answers length-prefixed queries on one connection, in order, until the
 /// client closes, goes idle, or we shut down.
-async fn tcp_connection(mut stream: TcpStream, handler: Arc<Handler>, mut shutdown: watch::Receiver<bool>) {
+async fn tcp_connection(mut stream: TcpStream, handler: SharedHandler, mut shutdown: watch::Receiver<bool>) {
     loop {
         let len = tokio::select! {
             r = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => match r {
@@ -134,13 +154,17 @@ async fn tcp_connection(mut stream: TcpStream, handler: Arc<Handler>, mut shutdo
         if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await.map_or(true, |r| r.is_err()) {
             return;
         }
-        if let Some(resp) = handler.handle(&buf, Transport::Tcp).await {
+        let started = Instant::now();
+        let h = handler.load_full();
+        if let Some(reply) = h.handle(&buf, Transport::Tcp).await {
+            let resp = &reply.bytes;
             let mut out = Vec::with_capacity(resp.len() + 2);
             out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-            out.extend_from_slice(&resp);
+            out.extend_from_slice(resp);
             if stream.write_all(&out).await.is_err() {
                 return;
             }
+            h.count(&reply, started.elapsed().as_secs_f64());
         }
     }
 }

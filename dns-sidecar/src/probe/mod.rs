@@ -13,6 +13,7 @@
 //! its own observations.
 
 mod query;
+pub mod supervisor;
 pub mod tls;
 
 use std::time::{Duration, Instant};
@@ -23,8 +24,10 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tracing::{debug, warn};
 
-use crate::config::{ProbeTiming, Server, ServerId};
-use crate::observation::{FailureKind, Observation, ProbeFailure, ServerState};
+use std::sync::Arc;
+
+use crate::config::{ProbeTiming, Server};
+use crate::observation::{FailureKind, Observation, ProbeFailure, ServerState, Tagged};
 
 pub use tls::TlsSetupError;
 
@@ -35,22 +38,25 @@ struct Kept {
 }
 
 impl Kept {
-    /// Closes politely (Terminate message) but never waits on a stuck server.
-    fn close(self) {
+    /// Closes politely (Terminate message), waiting at most a second for a
+    /// stuck server.
+    async fn close(self) {
         let Kept { client, mut driver } = self;
         drop(client);
-        tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(1), &mut driver).await.is_err() {
-                driver.abort();
-            }
-        });
+        if tokio::time::timeout(Duration::from_secs(1), &mut driver).await.is_err() {
+            driver.abort();
+        }
+    }
+
+    /// Closes in the background (used when replacing the kept connection).
+    fn close_later(self) {
+        tokio::spawn(self.close());
     }
 }
 
 /// Probes one server until `shutdown` flips to true.
 pub struct Prober {
-    id: ServerId,
-    name: String,
+    name: Arc<str>,
     pg: tokio_postgres::Config,
     tls: MakeTlsConnector,
     timing: ProbeTiming,
@@ -60,7 +66,7 @@ pub struct Prober {
 }
 
 impl Prober {
-    pub fn new(id: ServerId, server: &Server, timing: ProbeTiming) -> Result<Prober, TlsSetupError> {
+    pub fn new(server: &Server, timing: ProbeTiming) -> Result<Prober, TlsSetupError> {
         let c = &server.conn;
         let (tls, mode) = tls::connector(c)?;
         let mut pg = tokio_postgres::Config::new();
@@ -71,12 +77,12 @@ impl Prober {
         if let Some(p) = &c.password {
             pg.password(p.expose());
         }
-        Ok(Prober { id, name: server.id.clone(), pg, tls, timing, kept: None, last_fresh: None, sql: query::FULL })
+        Ok(Prober { name: Arc::from(server.id.as_str()), pg, tls, timing, kept: None, last_fresh: None, sql: query::FULL })
     }
 
     /// The probe loop. Observations go to `tx`; stops when `shutdown` is true
     /// or the receiver is gone.
-    pub async fn run(mut self, tx: mpsc::Sender<Observation>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, tx: mpsc::Sender<Tagged>, mut shutdown: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.timing.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -106,13 +112,13 @@ impl Prober {
             if let Err(f) = &outcome {
                 debug!(server = %self.name, error = %f.message, "probe failed");
             }
-            let obs = Observation { server: self.id, at: Instant::now(), latency: started.elapsed(), outcome };
-            if tx.send(obs).await.is_err() {
+            let obs = Observation { server: 0, at: Instant::now(), latency: started.elapsed(), outcome };
+            if tx.send(Tagged { server: self.name.clone(), obs }).await.is_err() {
                 break;
             }
         }
         if let Some(k) = self.kept.take() {
-            k.close();
+            k.close().await;
         }
     }
 
@@ -134,7 +140,7 @@ impl Prober {
                 }
             });
             if let Some(old) = self.kept.replace(Kept { client, driver }) {
-                old.close();
+                old.close_later();
             }
             self.last_fresh = Some(Instant::now());
         }

@@ -6,21 +6,27 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use dns_sidecar::config::Config;
-use dns_sidecar::routes::SharedRoutes;
+use std::sync::Arc;
+
+use dns_sidecar::shared::Shared;
 use dns_sidecar::{Listeners, RunError};
 
 pub struct Sidecar {
     pub dns: SocketAddr,
-    pub routes: SharedRoutes,
+    pub admin: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sidecar {
-    /// Parses `text`, binds 127.0.0.1:0 and starts serving.
+    /// Parses `text`, binds its listeners and starts serving. Without an
+    /// `[admin]` table the admin listener goes on 127.0.0.1:0 (the default
+    /// port would collide between tests running in parallel).
     pub fn start(text: &str) -> Result<Sidecar, RunError> {
-        let config = Config::from_toml(Path::new("test.toml"), text).unwrap_or_else(|e| panic!("{e}"));
-        let listeners = Listeners::bind(&config.dns.listen)?;
+        let text = if text.contains("[admin]") { text.to_string() } else { format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\n") };
+        let config = Config::from_toml(Path::new("test.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let listeners = Listeners::bind(&config)?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -28,7 +34,7 @@ impl Sidecar {
             rt.block_on(async move {
                 match dns_sidecar::start(config, listeners) {
                     Ok(running) => {
-                        let _ = ready_tx.send(Ok((running.local_addrs[0], running.routes.clone())));
+                        let _ = ready_tx.send(Ok((running.local_addrs[0], running.admin_addr, running.shared.clone())));
                         let _ = stop_rx.await;
                         running.stop().await;
                     }
@@ -38,8 +44,8 @@ impl Sidecar {
                 }
             });
         });
-        let (dns, routes) = ready_rx.recv().expect("sidecar thread")?;
-        Ok(Sidecar { dns, routes, stop: Some(stop), thread: Some(thread) })
+        let (dns, admin, shared) = ready_rx.recv().expect("sidecar thread")?;
+        Ok(Sidecar { dns, admin, shared, stop: Some(stop), thread: Some(thread) })
     }
 }
 
