@@ -6,5 +6,6 @@
 mod config_cli;
 mod failover;
 mod forwarding;
+mod operations;
 mod protocol;
 mod support;

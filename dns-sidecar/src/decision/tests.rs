@@ -2,6 +2,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::control::{ControlError, Override};
 use crate::observation::{FailureKind, ProbeFailure};
 
 fn config(role: &str, policy: &str) -> Config {
@@ -222,4 +223,93 @@ fn same_observations_same_answer() {
         s.step(&[(A, primary(None)), (B, primary(None))])
     };
     assert_eq!(run(), run());
+}
+
+fn pin(alias: &str, server: &str) -> Override {
+    Override::Pin { alias: alias.into(), server: server.into() }
+}
+
+impl Sim {
+    fn apply(&mut self, op: Override) -> Result<String, ControlError> {
+        let (state, events, summary) = apply_override(&self.state, &self.config, &op, self.now)?;
+        self.state = state;
+        self.events = events;
+        Ok(summary)
+    }
+    fn answer(&self) -> Answer {
+        self.state.answer(&self.config, 0)
+    }
+}
+
+#[test]
+fn a_pin_wins_over_probes_until_undone() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    let summary = s.apply(pin("PROD.db.internal", "b")).unwrap();
+    assert!(summary.contains("pinned to b"), "{summary}");
+    assert_eq!(s.answer(), Answer::Target(B), "at once, without waiting for a probe");
+    assert!(s.changed().unwrap().2.contains("pinned"));
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]), Answer::Target(B), "even while down");
+    s.apply(Override::Unpin { alias: "prod.db.internal.".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::Target(A));
+}
+
+#[test]
+fn a_drained_server_is_never_chosen() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.apply(Override::Drain { server: "a".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::NoTarget, "keep-last does not keep a drained server");
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert!(s.changed().unwrap().2.contains("drained"), "{:?}", s.changed());
+    s.apply(Override::Undrain { server: "a".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::Target(B), "undraining does not move the alias back");
+}
+
+#[test]
+fn overrides_name_real_aliases_and_candidates() {
+    let mut s = Sim::new("read-write", "keep-last");
+    assert_eq!(s.apply(pin("nope.db.internal", "a")), Err(ControlError::UnknownAlias("nope.db.internal".into())));
+    assert_eq!(s.apply(pin("prod.db.internal", "c")), Err(ControlError::UnknownServer("c".into())));
+    assert_eq!(s.apply(Override::Drain { server: "zz".into() }), Err(ControlError::UnknownServer("zz".into())));
+}
+
+#[test]
+fn reconfigure_keeps_unchanged_servers_and_targets() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.apply(Override::Drain { server: "b".into() }).unwrap();
+    // The new config lists b before a, drops nothing, and changes b's port.
+    let text = r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+[[zones]]
+name = "db.internal"
+[probe]
+user = "probe"
+sslmode = "require"
+[servers.b]
+target = "pg-b.test"
+port = 6543
+[servers.a]
+target = "pg-a.test"
+[[aliases]]
+name = "other.db.internal"
+servers = ["b"]
+[[aliases]]
+name = "prod.db.internal"
+servers = ["b", "a"]
+"#;
+    let new = Config::from_toml(Path::new("t.toml"), text).unwrap();
+    // Servers are sorted by id in the config, so a stays 0 and b stays 1; the
+    // aliases swap places.
+    let next = reconfigure(&s.state, &s.config, &new);
+    assert!(next.first_round_done);
+    assert!(next.servers[A].up, "a is unchanged: keeps its health");
+    assert!(!next.servers[B].reported, "b changed: starts fresh");
+    assert!(next.drained[B], "drains follow the server id");
+    assert_eq!(next.aliases[1].target, Some(A), "prod keeps its target");
+    assert_eq!(next.aliases[0].target, None, "the new alias starts without one");
+    let (next, _) = decide(&next, &[], &new, s.now);
+    assert_eq!(next.answer(&new, 1), Answer::Target(A));
 }

@@ -1,0 +1,118 @@
+//! Running it as a service: SIGHUP reload, SIGTERM shutdown, on-change hooks.
+//! These start the real binary.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dns_sidecar::testbed::{PairOptions, PgBinaries, PgPair};
+
+use crate::support::env::{config_text, tempdir, upstream, Env};
+use crate::support::{dig, raw};
+
+fn free_port() -> u16 {
+    // UDP and TCP both free; a small race with other processes is acceptable in tests.
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig}");
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn probe_backends(pair: &PgPair) -> String {
+    pair.primary.sql("SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE application_name = 'dns-sidecar'").unwrap()
+}
+
+#[test]
+fn sighup_reloads_keeps_connections_rejects_bad_configs_and_sigterm_exits_cleanly() {
+    let pair = PgPair::start(&PgBinaries::locate().unwrap(), PairOptions::default()).unwrap();
+    let up = upstream();
+    let dir = tempdir::Dir::new();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, &pair.password).unwrap();
+    let port = free_port();
+    let dns = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let base = config_text(Some(&pair), up.addr, &pw, "[admin]\nenabled = false\n")
+        .replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [\"{dns}\"]"))
+        .replace("[probe]\n", "[probe]\nfresh_connection_interval = \"1h\"\n");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, &base).unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("the alias answers", Duration::from_secs(10), || raw::cname_of(dns, "prod.db.test.").as_deref() == Some("pg-a.test."));
+    let backends = probe_backends(&pair);
+    assert!(!backends.is_empty(), "the probe holds a connection to the primary");
+
+    // An invalid file is rejected with its reason; the old config keeps serving.
+    std::fs::write(&cfg, base.replace("[probe]\n", "[probe]\nintervall = \"1s\"\n")).unwrap();
+    signal(&child, "HUP");
+    wait_until("the rejection is logged", Duration::from_secs(5), || read_log().contains("reload rejected"));
+    let l = read_log();
+    assert!(l.contains("unknown field `intervall`") && l.contains("config.toml:"), "{l}");
+    assert_eq!(raw::cname_of(dns, "prod.db.test.").as_deref(), Some("pg-a.test."));
+
+    // A valid change (a new alias) is swapped in; the unchanged servers keep
+    // their probe connections.
+    let extra = "\n[[aliases]]\nname = \"reporting.db.test\"\nrole = \"standby\"\nservers = [\"a\", \"b\"]\n";
+    std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
+    signal(&child, "HUP");
+    wait_until("the new alias answers", Duration::from_secs(5), || raw::cname_of(dns, "reporting.db.test.").as_deref() == Some("pg-b.test."));
+    assert_eq!(probe_backends(&pair), backends, "probe connections survived the reload");
+    assert_eq!(dig(dns, "prod.db.test", "A", &[]).answers("A"), ["127.0.0.2"]);
+
+    // SIGTERM: exit 0, probe connections closed.
+    signal(&child, "TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}; log:\n{}", read_log());
+    wait_until("probe connections are closed", Duration::from_secs(3), || probe_backends(&pair).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_change_hook_runs_with_old_and_new_target() {
+    let dir = tempdir::Dir::new();
+    let out = dir.path().join("hook.env");
+    let hook = format!(
+        "\n[[aliases]]\nname = \"hooked.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"env | grep ^DNS_SIDECAR_ | sort > {}\"]\non_change_timeout = \"5s\"\n",
+        out.display()
+    );
+    let env = Env::start(true, &hook).await;
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_until("the first decision's hook", Duration::from_secs(5), || read().contains("DNS_SIDECAR_NEW_SERVER=a"));
+    assert!(read().contains("DNS_SIDECAR_OLD_SERVER=\n"), "{}", read());
+    assert!(read().contains("DNS_SIDECAR_ALIAS=hooked.db.test\n"), "{}", read());
+    let replica = env.pair().replica.clone();
+    tokio::task::spawn_blocking(move || replica.promote(true)).await.unwrap().unwrap();
+    wait_until("the failover's hook", Duration::from_secs(5), || read().contains("DNS_SIDECAR_NEW_SERVER=b"));
+    let env_text = read();
+    for line in ["DNS_SIDECAR_OLD_SERVER=a", "DNS_SIDECAR_OLD_TARGET=pg-a.test", "DNS_SIDECAR_NEW_TARGET=pg-b.test", "DNS_SIDECAR_REASON=split brain"] {
+        assert!(env_text.contains(line), "{line} missing in:\n{env_text}");
+    }
+}
