@@ -53,25 +53,30 @@ pub enum AdminCommand {
     },
     /// Make ALIAS answer SERVER whatever the probes say (until `unpin`).
     Pin {
+        /// Alias name, e.g. prod.db.internal (any case, trailing dot optional).
         alias: String,
+        /// Server id, the key of its [servers.<id>] table.
         server: String,
         #[command(flatten)]
         conn: Conn,
     },
     /// Remove the pin of ALIAS; it follows the probes again.
     Unpin {
+        /// Alias name, e.g. prod.db.internal.
         alias: String,
         #[command(flatten)]
         conn: Conn,
     },
     /// Never choose SERVER for any alias (until `undrain`).
     Drain {
+        /// Server id, the key of its [servers.<id>] table.
         server: String,
         #[command(flatten)]
         conn: Conn,
     },
     /// Let SERVER be chosen again.
     Undrain {
+        /// Server id, the key of its [servers.<id>] table.
         server: String,
         #[command(flatten)]
         conn: Conn,
@@ -525,7 +530,7 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
             .iter()
             .map(|h: &HistoryEntry| {
                 let subject = match (&h.alias, &h.server) {
-                    (Some(a), Some(v)) => format!("{a} {v}"),
+                    (Some(a), Some(v)) => format!("{a} ({v})"),
                     (Some(a), None) => a.clone(),
                     (None, Some(v)) => v.clone(),
                     (None, None) => "-".into(),

@@ -11,6 +11,7 @@
 //! real server on port 0 and the binary stays a thin wrapper.
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -141,6 +142,7 @@ pub struct Running {
     /// The admin listener's address, when enabled.
     pub admin_addr: Option<SocketAddr>,
     handler: dns::SharedHandler,
+    targets: dns::targets::SharedTargets,
     probers: Probers,
     observations: mpsc::Sender<observation::Tagged>,
     reconfigure: mpsc::Sender<engine::Reconfigure>,
@@ -192,7 +194,8 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let admin_addr = listeners.admin.as_ref().and_then(|a| a.local_addr().ok());
     let shared = Arc::new(Shared::new(config));
     let config = shared.config.load_full();
-    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone())?));
+    let targets: dns::targets::SharedTargets = Arc::default();
+    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone(), targets.clone())?));
     let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
@@ -207,12 +210,13 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let inputs = engine::Inputs { observations: obs_rx, control: control_rx, reconfigure: reconf_rx, hooks: hook_tx };
     tasks.spawn(engine::run(shared.clone(), inputs, stop_rx.clone()));
     tasks.spawn(hook::runner(hook_rx, shared.clone()));
+    tasks.spawn(dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()));
     tasks.spawn(dns::serve(handler.clone(), udp, tcp, stop_rx.clone()));
     if let Some(a) = admin {
         tasks.spawn(admin::serve(a, shared.clone(), control.clone(), stop_rx));
     }
     info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
-    Ok(Running { shared, control, local_addrs, admin_addr, handler, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
+    Ok(Running { shared, control, local_addrs, admin_addr, handler, targets, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
 }
 
 impl Running {
@@ -236,7 +240,7 @@ impl Running {
         if config.dns.listen != old.dns.listen || config.admin.listen != old.admin.listen {
             warn!("listener addresses changed in the config; they apply at the next restart");
         }
-        let handler = dns::Handler::new(&config, self.shared.clone()).map_err(RunError::from)?;
+        let handler = dns::Handler::new(&config, self.shared.clone(), self.targets.clone()).map_err(RunError::from)?;
         let config = Arc::new(config);
         let report = self.probers.sync(&config, &self.observations).map_err(RunError::from)?;
         let (done, wait) = oneshot::channel();

@@ -41,10 +41,25 @@ enum Command {
     },
     /// Start a throwaway primary + replica and serve an alias for them.
     Demo(dns_sidecar::demo::DemoArgs),
+    /// Talk to a running sidecar's admin listener.
+    #[command(flatten)]
+    Admin(dns_sidecar::client::AdminCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Admin(cmd) = &cli.command {
+        // A client of the admin listener: no logging, exit 0 / 1.
+        let code = match dns_sidecar::client::run(cmd, &mut std::io::stdout()) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?;
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
     match cli.log_format {
@@ -77,5 +92,6 @@ fn main() -> anyhow::Result<()> {
             Err(e) => Err(e.into()),
         },
         Command::Demo(args) => tokio::runtime::Runtime::new()?.block_on(dns_sidecar::demo::run(args)),
+        Command::Admin(_) => unreachable!("handled above"),
     }
 }

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::forward::Forwarder;
+use super::targets::{self, SharedTargets};
 use super::message::{self, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to};
 use super::zone::{cname, wire_name, NameConversion, ZoneData};
 use super::Transport;
@@ -47,20 +48,22 @@ pub struct Handler {
     /// Wire names of every possible CNAME target, converted once.
     targets: HashMap<String, Name>,
     shared: Arc<Shared>,
+    /// Target addresses kept fresh in the background.
+    targets_cache: SharedTargets,
     forwarder: Option<Forwarder>,
     max_udp: u16,
 }
 
 impl Handler {
-    pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Handler, NameConversion> {
+    pub fn new(config: &Config, shared: Arc<Shared>, targets: SharedTargets) -> Result<Handler, NameConversion> {
         let zones = config.zones.iter().map(|z| ZoneData::build(z, config)).collect::<Result<Vec<_>, _>>()?;
-        let targets = config
+        let names = config
             .servers
             .iter()
             .map(|s| Ok((s.target.as_str().to_string(), wire_name(s.target.as_str())?)))
             .collect::<Result<HashMap<_, _>, NameConversion>>()?;
         let forwarder = config.upstream.as_ref().map(|u| Forwarder::new(u.servers.clone(), u.timeout));
-        Ok(Handler { zones, targets, shared, forwarder, max_udp: config.dns.max_udp_payload })
+        Ok(Handler { zones, targets: names, shared, targets_cache: targets, forwarder, max_udp: config.dns.max_udp_payload })
     }
 
     /// Answers one query end to end.
@@ -163,6 +166,13 @@ impl Handler {
         if matches!(qtype, RecordType::CNAME | RecordType::ANY) || self.forwarder.is_none() || self.in_own_zone(&target) {
             return self.finish(&req, resp, transport, QueryKind::Alias);
         }
+        if let RouteAnswer::Cname(t) = answer {
+            if let Some(c) = self.targets_cache.load().entries.get(&(t.as_str().to_string(), qtype)) {
+                resp.metadata.response_code = c.rcode;
+                resp.answers.extend(c.answers.iter().cloned());
+                return self.finish(&req, resp, transport, QueryKind::Alias);
+            }
+        }
         Plan::Chase { target, qtype, req: Box::new(req), resp: Box::new(resp) }
     }
 
@@ -188,22 +198,12 @@ impl Handler {
     /// alias answer, so a stub resolver gets an address in one answer.
     async fn chase(&self, req: &Message, mut resp: Message, target: Name, qtype: RecordType, transport: Transport) -> Option<Vec<u8>> {
         let fwd = self.forwarder.as_ref()?;
-        let mut q = Message::query();
-        q.metadata.recursion_desired = true;
-        q.queries.push(Query::query(target, qtype));
-        let mut edns = Edns::new();
-        edns.set_max_payload(1232);
-        q.set_edns(edns);
-        let answer = match q.to_vec() {
-            // `Tcp` here means: retry over TCP if the UDP answer is truncated.
-            Ok(bytes) => match fwd.forward(&bytes, Transport::Tcp).await {
-                Ok(a) => Message::from_vec(&a).ok(),
-                Err(e) => {
-                    self.count_upstream_error(&e);
-                    None
-                }
-            },
-            Err(_) => None,
+        let answer = match targets::resolve(fwd, &target, qtype).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.count_upstream_error(&e);
+                None
+            }
         };
         match answer {
             Some(a) if matches!(a.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {

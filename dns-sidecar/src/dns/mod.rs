@@ -9,6 +9,7 @@
 mod forward;
 mod handler;
 mod message;
+pub mod targets;
 mod zone;
 
 use std::sync::Arc;

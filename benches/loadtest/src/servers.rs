@@ -1,0 +1,385 @@
+//! The servers under test and the upstream: their zone files, config files
+//! and command lines, all on 127.0.0.1 and in the scratch directory.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hickory_proto::rr::RecordType;
+
+use crate::dns;
+use crate::sys::{self, Proc};
+
+/// The alias every authoritative server answers, and its initial target.
+pub const ZONE: &str = "db.test.";
+pub const ALIAS: &str = "prod.db.test.";
+pub const TARGET_A: &str = "pg-a.test.";
+pub const TARGET_B: &str = "pg-b.test.";
+/// The zone the upstream serves for forwarded-name tests.
+pub const FWD_ZONE: &str = "fwd.test.";
+
+/// Which servers exist. `Sidecar` forwards (like a real deployment: alias
+/// answers carry the CNAME plus the target's address, resolved upstream);
+/// `SidecarCname` has no `[upstream]`, so alias answers are the CNAME only,
+/// exactly like Knot, NSD and the floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Knot,
+    Nsd,
+    Floor,
+    Sidecar,
+    SidecarCname,
+    Dnsmasq,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [Kind::Knot, Kind::Nsd, Kind::Floor, Kind::Sidecar, Kind::SidecarCname, Kind::Dnsmasq];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::Knot => "knot",
+            Kind::Nsd => "nsd",
+            Kind::Floor => "floor",
+            Kind::Sidecar => "sidecar",
+            Kind::SidecarCname => "sidecar-cname",
+            Kind::Dnsmasq => "dnsmasq",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.id() == s)
+    }
+
+    /// Serves `db.test.` (mixes a and b).
+    pub fn authoritative(self) -> bool {
+        !matches!(self, Kind::Dnsmasq)
+    }
+
+    /// Forwards other names to the upstream (mix c).
+    pub fn forwards(self) -> bool {
+        matches!(self, Kind::Sidecar | Kind::Dnsmasq)
+    }
+
+    pub fn is_sidecar(self) -> bool {
+        matches!(self, Kind::Sidecar | Kind::SidecarCname)
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub kind: Kind,
+    /// e.g. "Knot DNS 3.2.6".
+    pub label: String,
+    pub addr: SocketAddr,
+    pub proc_: Proc,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.proc_.pid()
+    }
+}
+
+/// Everything the servers need to know, gathered once.
+pub struct Setup<'a> {
+    pub dir: &'a Path,
+    pub server_cpu: usize,
+    pub upstream: SocketAddr,
+    pub sidecar_bin: &'a Path,
+    pub floor_bin: &'a Path,
+    pub dnsmasq_cache: u32,
+    /// Seconds after which the floor exits by itself.
+    pub floor_exit_after: u64,
+    /// For the sidecar: the pair's port, CA and password file.
+    pub pg: Option<PgInfo>,
+}
+
+pub struct PgInfo {
+    pub port: u16,
+    pub ca_cert: PathBuf,
+    pub password_file: PathBuf,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn taskset(cpu: usize, program: &Path) -> Command {
+    let mut c = Command::new("taskset");
+    c.arg("-c").arg(cpu.to_string()).arg(program);
+    c
+}
+
+fn soa_zone(origin: &str, body: &str) -> String {
+    format!(
+        "$ORIGIN {origin}\n$TTL 300\n@ IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 5\n@ IN NS ns.{origin}\n{body}"
+    )
+}
+
+/// `db.test.`: SOA, NS and the alias as a static CNAME; the same file for
+/// Knot and NSD, and the same records dns-sidecar synthesises.
+pub fn db_zone() -> String {
+    soa_zone(ZONE, &format!("prod 5 IN CNAME {TARGET_A}\n"))
+}
+
+/// Name `i` under `fwd.test.` and its address (loopback addresses: this is
+/// only data, nothing ever connects to them).
+pub fn fwd_name(i: usize) -> (String, String) {
+    (format!("h{i}.{FWD_ZONE}"), format!("127.1.{}.{}", i / 256, i % 256))
+}
+
+fn fwd_zone(names: usize) -> String {
+    let mut body = String::from("ns IN A 127.0.0.1\n");
+    for i in 0..names {
+        let (n, a) = fwd_name(i);
+        let _ = writeln!(body, "{n} IN A {a}");
+    }
+    soa_zone(FWD_ZONE, &body)
+}
+
+/// `test.`: the alias targets' addresses, which dns-sidecar resolves
+/// upstream to complete its alias answers.
+fn targets_zone() -> String {
+    soa_zone("test.", "ns IN A 127.0.0.1\npg-a IN A 127.0.0.2\npg-b IN A 127.0.0.3\n")
+}
+
+fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)]) -> String {
+    let mut c = String::new();
+    let _ = writeln!(c, "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{}\"", dir.display());
+    if is_root() {
+        c.push_str("    user: root:root\n");
+    }
+    // One worker of each kind: the server gets one core anyway.
+    c.push_str("    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n");
+    c.push_str("log:\n  - target: stderr\n    any: warning\n");
+    let _ = writeln!(c, "database:\n    storage: \"{}\"", dir.join("db").display());
+    let _ = writeln!(
+        c,
+        "template:\n  - id: default\n    storage: \"{}\"\n    semantic-checks: off\n    journal-content: none\n    zonefile-sync: -1",
+        dir.display()
+    );
+    c.push_str("zone:\n");
+    for (domain, file) in zones {
+        let _ = writeln!(c, "  - domain: {domain}\n    file: \"{file}\"");
+    }
+    c
+}
+
+/// Starts a Knot instance serving `zones` (name, zone text) on a free port.
+fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)]) -> Result<(SocketAddr, Proc)> {
+    fs::create_dir_all(dir.join("db"))?;
+    let port = sys::free_port()?;
+    let mut files = Vec::new();
+    for (domain, text) in zones {
+        let file = format!("{}zone", domain);
+        fs::write(dir.join(&file), text)?;
+        files.push((*domain, file));
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(d, f)| (*d, f.as_str())).collect();
+    let conf = dir.join("knot.conf");
+    fs::write(&conf, knot_conf(dir, port, &refs))?;
+    let knotd = sys::which("knotd").context("knotd not found (apt-get install -y knot)")?;
+    let mut cmd = taskset(cpu, &knotd);
+    cmd.arg("-c").arg(&conf);
+    let p = Proc::spawn(name, cmd, &dir.join("knotd.log"))?;
+    Ok((SocketAddr::from(([127, 0, 0, 1], port)), p))
+}
+
+/// The upstream for forwarded names and alias targets: Knot, authoritative
+/// for `fwd.test.` (`names` A records) and `test.` (pg-a, pg-b).
+pub fn start_upstream(dir: &Path, cpu: usize, names: usize) -> Result<(SocketAddr, Proc)> {
+    let dir = dir.join("upstream");
+    fs::create_dir_all(&dir)?;
+    let (addr, mut p) = start_knot("upstream knotd", &dir, cpu, &[(FWD_ZONE, fwd_zone(names)), ("test.", targets_zone())])?;
+    let probe = fwd_name(0);
+    wait_ready(&mut p, addr, &probe.0, |a| a.addrs == [probe.1.clone()])?;
+    Ok((addr, p))
+}
+
+/// Starts one server under test, pinned to `setup.server_cpu`, and waits
+/// until it answers correctly.
+pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
+    let dir = s.dir.join(kind.id());
+    fs::create_dir_all(&dir)?;
+    let cpu = s.server_cpu;
+    let (addr, label, mut p) = match kind {
+        Kind::Knot => {
+            let (addr, p) = start_knot("knotd", &dir, cpu, &[(ZONE, db_zone())])?;
+            (addr, sys::version_of("knotd", "--version").replace("knotd (Knot DNS), version", "Knot DNS"), p)
+        }
+        Kind::Nsd => {
+            let port = sys::free_port()?;
+            fs::write(dir.join("db.test.zone"), db_zone())?;
+            let conf = dir.join("nsd.conf");
+            fs::write(&conf, nsd_conf(&dir, port))?;
+            let nsd = sys::which("nsd").context("nsd not found (apt-get install -y nsd)")?;
+            let mut cmd = taskset(cpu, &nsd);
+            cmd.arg("-d").arg("-c").arg(&conf);
+            let p = Proc::spawn("nsd", cmd, &dir.join("nsd.out"))?;
+            (SocketAddr::from(([127, 0, 0, 1], port)), sys::version_of(nsd.to_str().unwrap_or("nsd"), "-v").replace("version ", ""), p)
+        }
+        Kind::Floor => {
+            let port = sys::free_port()?;
+            let mut cmd = taskset(cpu, s.floor_bin);
+            cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--target", TARGET_A, "--ttl", "5", "--exit-after", &s.floor_exit_after.to_string()]);
+            let p = Proc::spawn("floor", cmd, &dir.join("floor.log"))?;
+            (SocketAddr::from(([127, 0, 0, 1], port)), "floor (recvmmsg/sendmmsg)".to_string(), p)
+        }
+        Kind::Sidecar | Kind::SidecarCname => {
+            let pg = s.pg.as_ref().context("dns-sidecar needs the PostgreSQL pair")?;
+            let port = sys::free_port()?;
+            let conf = dir.join("config.toml");
+            let upstream = (kind == Kind::Sidecar).then_some(s.upstream);
+            fs::write(&conf, sidecar_conf(port, upstream, pg))?;
+            let mut cmd = taskset(cpu, s.sidecar_bin);
+            cmd.arg("run").arg("--config").arg(&conf).env("DNS_SIDECAR_LOG", "info");
+            let p = Proc::spawn(kind.id(), cmd, &dir.join("sidecar.log"))?;
+            let version = sys::version_of(s.sidecar_bin.to_str().unwrap_or("dns-sidecar"), "--version");
+            let label = if kind == Kind::Sidecar { format!("{version} (forwarding)") } else { format!("{version} (no upstream)") };
+            (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
+        }
+        Kind::Dnsmasq => {
+            let port = sys::free_port()?;
+            let empty = dir.join("dnsmasq.conf");
+            fs::write(&empty, "# all settings are on the command line\n")?;
+            let prog = sys::which("dnsmasq").context("dnsmasq not found (apt-get install -y dnsmasq-base)")?;
+            let mut cmd = taskset(cpu, &prog);
+            cmd.args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--pid-file=",
+                "--log-facility=-",
+                "--dns-forward-max=4096",
+            ]);
+            cmd.arg(format!("--conf-file={}", empty.display()));
+            cmd.arg(format!("--port={port}"));
+            cmd.arg(format!("--server={}#{}", s.upstream.ip(), s.upstream.port()));
+            cmd.arg(format!("--cache-size={}", s.dnsmasq_cache));
+            if is_root() {
+                cmd.args(["--user=root", "--group=root"]);
+            }
+            let p = Proc::spawn("dnsmasq", cmd, &dir.join("dnsmasq.log"))?;
+            let label = sys::version_of(prog.to_str().unwrap_or("dnsmasq"), "--version").split("  ").next().unwrap_or("dnsmasq").to_string();
+            let label = if s.dnsmasq_cache == 0 { format!("{label} (no cache)") } else { format!("{label} (cache {})", s.dnsmasq_cache) };
+            (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
+        }
+    };
+    match kind {
+        Kind::Dnsmasq => {
+            let probe = fwd_name(1);
+            wait_ready(&mut p, addr, &probe.0, |a| a.addrs == [probe.1.clone()])?;
+        }
+        // The sidecar answers SERVFAIL until its first probe round; wait for
+        // the real CNAME.
+        _ => wait_ready(&mut p, addr, ALIAS, |a| a.rcode == "NOERROR" && a.cnames.first().map(String::as_str) == Some(TARGET_A))?,
+    }
+    Ok(Server { kind, label, addr, proc_: p })
+}
+
+/// Polls `name`/A every 20 ms until `ok` (at most 20 s); fails early if the
+/// process exited.
+fn wait_ready(p: &mut Proc, addr: SocketAddr, name: &str, ok: impl Fn(&dns::Answer) -> bool) -> Result<()> {
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        p.check_running()?;
+        sys::check_interrupted()?;
+        if let Some(a) = dns::ask(addr, name, RecordType::A, Duration::from_millis(200)) {
+            if ok(&a) {
+                return Ok(());
+            }
+            last = Some(a);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "{} on {addr} did not answer {name} A as expected within 20 s (last answer: {:?}); command: {}\n--- {} (tail) ---\n{}",
+                p.name,
+                last.map(|a| a.summary()),
+                p.command,
+                p.log.display(),
+                sys::log_tail(&p.log, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn nsd_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"server:
+    ip-address: 127.0.0.1
+    port: {port}
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "{d}"
+    pidfile: "{d}/nsd.pid"
+    xfrdfile: "{d}/xfrd.state"
+    zonelistfile: "{d}/zone.list"
+    database: ""
+    server-count: 1
+    verbosity: 0
+    hide-version: yes
+    logfile: "{d}/nsd.log"
+remote-control:
+    control-enable: no
+zone:
+    name: {ZONE}
+    zonefile: db.test.zone
+"#
+    )
+}
+
+/// The sidecar config: as the integration tests write it (zone db.test,
+/// servers a/b on 127.0.0.2/.3 with TLS verify-full, alias prod.db.test
+/// read-write, probes every 100 ms), admin listener off.
+pub fn sidecar_conf(port: u16, upstream: Option<SocketAddr>, pg: &PgInfo) -> String {
+    let mut t = format!("[dns]\nlisten = [\"127.0.0.1:{port}\"]\n\n");
+    if let Some(u) = upstream {
+        let _ = write!(t, "[upstream]\nservers = [\"{u}\"]\ntimeout = \"500ms\"\n\n");
+    }
+    let _ = write!(
+        t,
+        r#"[[zones]]
+name = "db.test"
+
+[probe]
+interval = "100ms"
+user = "probe"
+password_file = "{pw}"
+sslmode = "verify-full"
+sslrootcert = "{ca}"
+port = {pgport}
+
+[servers.a]
+target = "pg-a.test"
+hostaddr = "127.0.0.2"
+
+[servers.b]
+target = "pg-b.test"
+hostaddr = "127.0.0.3"
+
+[[aliases]]
+name = "prod.db.test"
+role = "read-write"
+servers = ["a", "b"]
+
+[admin]
+enabled = false
+"#,
+        pw = pg.password_file.display(),
+        ca = pg.ca_cert.display(),
+        pgport = pg.port,
+    );
+    t
+}

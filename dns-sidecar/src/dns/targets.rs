@@ -1,0 +1,118 @@
+//! Addresses of the CNAME targets, resolved through the upstream off the
+//! query path.
+//!
+//! An alias answer for A or AAAA carries the target's records so that a stub
+//! resolver gets an address in one answer. Resolving them per query would put
+//! an upstream round trip on every alias answer; instead a background task
+//! keeps every configured target's A and AAAA answers fresh (refreshed when
+//! their TTL runs out, at most every 30 s, at least every second) and
+//! publishes them as an immutable snapshot. When the upstream fails, the last
+//! good answer is kept (stale, like a resolver's serve-stale) rather than
+//! failing alias queries. A target with no usable entry yet falls back to a
+//! per-query lookup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, Record, RecordType};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::forward::Forwarder;
+use super::zone::wire_name;
+use super::Transport;
+use crate::shared::Shared;
+
+/// One cached upstream answer for (target, type).
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// NOERROR or NXDOMAIN.
+    pub rcode: ResponseCode,
+    /// The answer section as the upstream sent it (may hold a CNAME chain).
+    pub answers: Vec<Record>,
+    /// When it should be refreshed.
+    pub refresh_at: Instant,
+}
+
+/// The snapshot: (lower-case target with dot, type) -> answer.
+#[derive(Debug, Default)]
+pub struct Targets {
+    pub entries: HashMap<(String, RecordType), Cached>,
+}
+
+pub type SharedTargets = Arc<ArcSwap<Targets>>;
+
+const MAX_REFRESH: Duration = Duration::from_secs(30);
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+const TYPES: [RecordType; 2] = [RecordType::A, RecordType::AAAA];
+
+/// Resolves `name`/`qtype` through `fwd` (retrying over TCP when truncated).
+pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<Message, super::ForwardError> {
+    let mut q = Message::query();
+    q.metadata.recursion_desired = true;
+    q.queries.push(Query::query(name.clone(), qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    q.set_edns(edns);
+    let bytes = q.to_vec().map_err(|_| super::ForwardError::NoUpstream)?;
+    // `Tcp` here means: retry over TCP if the UDP answer is truncated.
+    let answer = fwd.forward(&bytes, Transport::Tcp).await?;
+    Message::from_vec(&answer).map_err(|_| super::ForwardError::NoUpstream)
+}
+
+/// Keeps `targets` fresh for every target in the current config until
+/// shutdown.
+pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let config = shared.config.load_full();
+        let fwd = config.upstream.as_ref().map(|u| Forwarder::new(u.servers.clone(), u.timeout));
+        let mut next = MIN_REFRESH;
+        if let Some(fwd) = fwd {
+            let now = Instant::now();
+            let current = targets.load_full();
+            let mut fresh = HashMap::new();
+            let mut changed = false;
+            let mut names: Vec<&str> = config.servers.iter().map(|s| s.target.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                for qtype in TYPES {
+                    let key = (name.to_string(), qtype);
+                    match current.entries.get(&key) {
+                        Some(c) if c.refresh_at > now => {
+                            fresh.insert(key, c.clone());
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let Ok(wire) = wire_name(name) else { continue };
+                    match resolve(&fwd, &wire, qtype).await {
+                        Ok(m) if matches!(m.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
+                            let ttl = m.answers.iter().map(|r| r.ttl).min().unwrap_or(5);
+                            let refresh = Duration::from_secs(ttl.into()).clamp(MIN_REFRESH, MAX_REFRESH);
+                            fresh.insert(key, Cached { rcode: m.metadata.response_code, answers: m.answers, refresh_at: now + refresh });
+                            changed = true;
+                        }
+                        other => {
+                            debug!(target = name, ?qtype, result = ?other.map(|m| m.metadata.response_code), "refreshing a target's records failed; keeping the last answer");
+                            if let Some(c) = current.entries.get(&key) {
+                                fresh.insert(key, Cached { refresh_at: now + MIN_REFRESH, ..c.clone() });
+                            }
+                        }
+                    }
+                }
+            }
+            if changed || fresh.len() != current.entries.len() {
+                targets.store(Arc::new(Targets { entries: fresh }));
+            }
+            next = targets.load().entries.values().map(|c| c.refresh_at.saturating_duration_since(Instant::now())).min().unwrap_or(MIN_REFRESH).clamp(Duration::from_millis(100), MIN_REFRESH);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The admin listener over real HTTP on loopback, and the CLI that talks to it.
+//!
+//! Most tests run [`admin::serve`] alone, with a stand-in engine that answers
+//! the override requests, so every answer (auth, bad input, readiness) can be
+//! driven exactly; the last test runs the whole sidecar against a real
+//! primary + replica and follows a pin through to the DNS answer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dns_sidecar::admin;
+use dns_sidecar::client::{Client, Response};
+use dns_sidecar::config::{Config, Secret};
+use dns_sidecar::control::{Control, ControlError, ControlRequest, Override};
+use dns_sidecar::shared::Shared;
+use dns_sidecar::status::{AliasStatus, HistoryEntry, ServerStatus, Status};
+use tokio::sync::{mpsc, watch};
+
+use crate::support::env::{tempdir, Env};
+use crate::support::raw;
+
+const CONFIG: &str = r#"
+[dns]
+listen = ["127.0.0.1:0"]
+
+[[zones]]
+name = "db.internal"
+
+[probe]
+user = "probe"
+sslmode = "disable"
+
+[servers.eastus]
+target = "pg-eastus.example.test"
+
+[servers.westus2]
+target = "pg-westus2.example.test"
+
+[servers.other]
+target = "pg-other.example.test"
+
+[[aliases]]
+name = "prod.db.internal"
+servers = ["eastus", "westus2"]
+
+[admin]
+listen = "127.0.0.1:0"
+"#;
+
+/// `admin::serve` on 127.0.0.1:0 on its own thread and runtime, with a
+/// stand-in engine that checks names against the config and records what
+/// it was sent.
+struct Admin {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    seen: Arc<Mutex<Vec<Override>>>,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Admin {
+    fn start() -> Admin {
+        let config = Config::from_toml(Path::new("admin-test.toml"), CONFIG).unwrap_or_else(|e| panic!("{e}"));
+        let shared = Arc::new(Shared::new(config));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<ControlRequest>(8);
+        let (stop, stop_rx) = watch::channel(false);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sh, sn) = (shared.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                tokio::spawn(fake_engine(sh.clone(), sn, rx));
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                admin::serve(listener, sh, Control::new(tx), stop_rx).await;
+            });
+        });
+        Admin { addr, shared, seen, stop, thread: Some(thread) }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.addr.to_string(), None).with_timeout(Duration::from_secs(5))
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.client().get(path).unwrap()
+    }
+
+    fn post(&self, path: &str, body: &str, auth: Option<&str>) -> Response {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+        self.client().request("POST", path, &headers, Some(body.as_bytes())).unwrap()
+    }
+
+    fn set_token(&self, token: Option<&str>) {
+        let mut c = (**self.shared.config.load()).clone();
+        c.admin.token = token.map(|t| Secret::new(t.to_string()));
+        self.shared.config.store(Arc::new(c));
+    }
+
+    fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        cli(self.addr, args, env)
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers overrides like the engine does, from the config alone.
+async fn fake_engine(shared: Arc<Shared>, seen: Arc<Mutex<Vec<Override>>>, mut rx: mpsc::Receiver<ControlRequest>) {
+    while let Some(req) = rx.recv().await {
+        seen.lock().unwrap().push(req.op.clone());
+        let config = shared.config.load();
+        let alias = |name: &str| config.aliases.iter().find(|a| a.name.as_str() == name).ok_or_else(|| ControlError::UnknownAlias(name.to_string()));
+        let server = |id: &str| config.servers.iter().position(|s| s.id == id).ok_or_else(|| ControlError::UnknownServer(id.to_string()));
+        let result = match &req.op {
+            Override::Pin { alias: a, server: s } => alias(a).and_then(|al| {
+                let i = server(s)?;
+                if al.servers.contains(&i) {
+                    Ok(format!("alias {a} pinned to {s}"))
+                } else {
+                    Err(ControlError::NotACandidate { alias: a.clone(), server: s.clone() })
+                }
+            }),
+            Override::Unpin { alias: a } => alias(a).map(|_| format!("alias {a} unpinned")),
+            Override::Drain { server: s } => server(s).map(|_| format!("server {s} drained")),
+            Override::Undrain { server: s } => server(s).map(|_| format!("server {s} undrained")),
+        };
+        let _ = req.reply.send(result);
+    }
+}
+
+/// Runs the `dns-sidecar` binary with `--admin addr` after the subcommand.
+fn cli(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"));
+    cmd.args(args).arg("--admin").arg(addr.to_string()).env_remove("DNS_SIDECAR_ADMIN_TOKEN").env_remove("DNS_SIDECAR_ADMIN_TOKEN_FILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sample_status(ready: bool) -> Status {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    Status {
+        ready,
+        generated_at: now,
+        aliases: vec![AliasStatus {
+            name: "prod.db.internal.".into(),
+            role: "read-write".into(),
+            ttl: 5,
+            answer: "cname".into(),
+            target: Some("eastus".into()),
+            target_name: Some("pg-eastus.example.test.".into()),
+            since: Some(now - 12.0),
+            reason: "eastus is writable".into(),
+            pinned: None,
+            candidates: vec!["eastus".into(), "westus2".into()],
+        }],
+        servers: vec![
+            ServerStatus {
+                id: "eastus".into(),
+                target: "pg-eastus.example.test.".into(),
+                up: true,
+                writable: Some(true),
+                in_recovery: Some(false),
+                read_only: Some(false),
+                timeline: Some(1),
+                last_success: Some(now - 0.05),
+                ..Default::default()
+            },
+            ServerStatus {
+                id: "westus2".into(),
+                target: "pg-westus2.example.test.".into(),
+                up: true,
+                writable: Some(false),
+                in_recovery: Some(true),
+                timeline: Some(1),
+                replay_lag_bytes: Some(0),
+                last_success: Some(now - 0.05),
+                ..Default::default()
+            },
+        ],
+        history: vec![HistoryEntry { at: now - 12.0, kind: "first_round".into(), message: "every server has reported".into(), ..Default::default() }],
+    }
+}
+
+#[test]
+fn health_readiness_metrics_and_status() {
+    let a = Admin::start();
+    let r = a.get("/healthz");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+
+    let r = a.get("/readyz");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.starts_with("not ready"), "{}", r.body);
+
+    let r = a.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"), "{r:?}");
+    assert!(r.body.contains("dns_sidecar_queries_total"), "{}", r.body);
+    assert!(r.body.contains("# HELP dns_sidecar_ready"), "{}", r.body);
+
+    let status = sample_status(true);
+    a.shared.status.store(Arc::new(status.clone()));
+    let r = a.get("/readyz");
+    assert_eq!((r.status, r.body.as_str()), (200, "ready\n"));
+    let r = a.get("/status");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.body.contains("\n  \"ready\": true"), "not pretty: {}", r.body);
+    let back: Status = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(back, status);
+
+    // Not ready again (e.g. a reload that has not finished its first round).
+    a.shared.status.store(Arc::new(sample_status(false)));
+    assert_eq!(a.get("/readyz").status, 503);
+
+    let r = a.get("/nope");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("/status"), "{}", r.body);
+    assert_eq!(a.get("/pin").status, 405);
+    assert_eq!(a.post("/healthz", "", None).status, 405);
+}
+
+#[test]
+fn overrides_from_loopback_without_a_token() {
+    let a = Admin::start();
+    let r = a.post("/pin", r#"{"alias":"PROD.db.internal","server":"westus2"}"#, None);
+    assert_eq!((r.status, r.body.as_str()), (200, "alias prod.db.internal. pinned to westus2\n"));
+    let r = a.post("/unpin", r#"{"alias":"prod.db.internal."}"#, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(a.post("/drain", r#"{"server":"eastus"}"#, None).status, 200);
+    assert_eq!(a.post("/undrain", r#"{"server":"eastus"}"#, None).status, 200);
+    let r = a.post("/override", r#"{"op":"pin","alias":"prod.db.internal","server":"eastus"}"#, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        *a.seen.lock().unwrap(),
+        vec![
+            Override::Pin { alias: "prod.db.internal.".into(), server: "westus2".into() },
+            Override::Unpin { alias: "prod.db.internal.".into() },
+            Override::Drain { server: "eastus".into() },
+            Override::Undrain { server: "eastus".into() },
+            Override::Pin { alias: "prod.db.internal.".into(), server: "eastus".into() },
+        ]
+    );
+
+    // The engine's refusals.
+    let r = a.post("/pin", r#"{"alias":"nope.db.internal","server":"eastus"}"#, None);
+    assert_eq!((r.status, r.body.as_str()), (404, "no alias named `nope.db.internal.`\n"));
+    let r = a.post("/drain", r#"{"server":"southpole"}"#, None);
+    assert_eq!((r.status, r.body.as_str()), (404, "no server with id `southpole`\n"));
+    let r = a.post("/pin", r#"{"alias":"prod.db.internal","server":"other"}"#, None);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("not a candidate"), "{}", r.body);
+
+    // Bad input never reaches the engine and never kills the listener.
+    let before = a.seen.lock().unwrap().len();
+    for (path, body, needle) in [
+        ("/pin", "", "bad request body"),
+        ("/pin", "{", "bad request body"),
+        ("/pin", r#"{"alias":"prod.db.internal"}"#, "missing field `server`"),
+        ("/pin", r#"{"alias":"prod.db.internal","server":"eastus","force":true}"#, "unknown field `force`"),
+        ("/unpin", r#"{"alias":"a b"}"#, "bad alias name"),
+        ("/unpin", r#"{"alias":""}"#, "bad alias name"),
+        ("/drain", r#"{"server":7}"#, "bad request body"),
+        ("/override", r#"{"op":"explode"}"#, "unknown variant"),
+        ("/drain", "\u{fffd}\u{0}", "bad request body"),
+    ] {
+        let r = a.post(path, body, None);
+        assert_eq!(r.status, 400, "{path} {body:?}: {r:?}");
+        assert!(r.body.contains(needle), "{path} {body:?}: {}", r.body);
+    }
+    let big = format!(r#"{{"server":"{}"}}"#, "x".repeat(100_000));
+    assert_eq!(a.post("/drain", &big, None).status, 413);
+    assert_eq!(a.seen.lock().unwrap().len(), before);
+    assert_eq!(a.get("/healthz").status, 200);
+}
+
+#[test]
+fn a_configured_token_is_required_from_everyone() {
+    let a = Admin::start();
+    a.set_token(Some("correct-horse-battery-staple"));
+    let body = r#"{"server":"eastus"}"#;
+    let r = a.post("/drain", body, None);
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert!(r.body.contains("Authorization: Bearer"), "{}", r.body);
+    let r = a.post("/drain", body, Some("Bearer wrong"));
+    assert_eq!((r.status, r.body.as_str()), (401, "wrong admin token\n"));
+    assert_eq!(a.post("/drain", body, Some("Bearer correct-horse-battery-stapl")).status, 401);
+    assert_eq!(a.post("/drain", body, Some("Basic correct-horse-battery-staple")).status, 401);
+    assert!(a.seen.lock().unwrap().is_empty(), "refused overrides reached the engine");
+    let r = a.post("/drain", body, Some("Bearer correct-horse-battery-staple"));
+    assert_eq!((r.status, r.body.as_str()), (200, "server eastus drained\n"));
+    // Reads stay open.
+    assert_eq!(a.get("/metrics").status, 200);
+    assert_eq!(a.get("/status").status, 200);
+
+    // The CLI: the token from a file or the environment.
+    let o = a.cli(&["undrain", "eastus"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("401") && stderr(&o).contains("--token-file"), "{}", stderr(&o));
+    let dir = tempdir::Dir::new();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "correct-horse-battery-staple\n").unwrap();
+    let o = a.cli(&["undrain", "eastus", "--token-file", file.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "server eastus undrained\n");
+    let o = a.cli(&["drain", "westus2"], &[("DNS_SIDECAR_ADMIN_TOKEN", "correct-horse-battery-staple")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = a.cli(&["drain", "westus2", "--token-file", "/nonexistent/token"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read the admin token file /nonexistent/token"), "{}", stderr(&o));
+
+    // Removing the token (a reload) falls back to the loopback rule.
+    a.set_token(None);
+    assert_eq!(a.post("/undrain", r#"{"server":"westus2"}"#, None).status, 200);
+}
+
+#[test]
+fn cli_status_health_and_overrides() {
+    let a = Admin::start();
+    // Not ready: health exits 1 and says why.
+    let o = a.cli(&["health"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("not ready"), "{}", stdout(&o));
+
+    a.shared.status.store(Arc::new(sample_status(true)));
+    let o = a.cli(&["health"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "ready\n");
+    let o = a.cli(&["health", "--quiet"], &[]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
+
+    let o = a.cli(&["status"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    eprintln!("{out}");
+    for needle in ["ready", "prod.db.internal.", "eastus (pg-eastus.example.test.)", "12s ago", "writable", "standby", "first_round", "History (last 1 of 1)"] {
+        assert!(out.contains(needle), "status output lacks {needle:?}:\n{out}");
+    }
+    let o = a.cli(&["status", "--json"], &[]);
+    let back: Status = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(back.aliases[0].name, "prod.db.internal.");
+
+    let o = a.cli(&["pin", "prod.db.internal", "westus2"], &[]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "alias prod.db.internal. pinned to westus2\n"), "{}", stderr(&o));
+    let o = a.cli(&["unpin", "nope.db.internal"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("404") && stderr(&o).contains("no alias named `nope.db.internal.`"), "{}", stderr(&o));
+
+    // Nothing listening: a clear message and exit 1, for health too.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for args in [&["health"][..], &["status"][..], &["drain", "eastus"][..]] {
+        let o = cli(closed, args, &[]);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.contains(&format!("cannot reach the admin listener at {closed}: connection refused")), "{err}");
+        assert!(err.contains("[admin] enabled"), "{err}");
+    }
+}
+
+#[test]
+fn shutdown_closes_idle_keep_alive_connections() {
+    let mut a = Admin::start();
+    let mut s = TcpStream::connect(a.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    // The connection stays open (keep-alive) while we stop the listener.
+    let start = Instant::now();
+    a.stop.send(true).unwrap();
+    a.thread.take().unwrap().join().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3), "serve took {:?} to stop", start.elapsed());
+    assert!(TcpStream::connect(a.addr).is_err(), "still accepting after shutdown");
+}
+
+#[test]
+fn garbage_on_the_socket_does_not_hurt() {
+    let a = Admin::start();
+    for junk in [&b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..], b"GET / HTTP/9.9\r\n\r\n", b"\r\n\r\n\r\n", b"POST /pin HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"] {
+        let mut s = TcpStream::connect(a.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+    }
+    assert_eq!(a.get("/healthz").status, 200);
+}
+
+/// The whole sidecar, a real primary + replica: a pin through the CLI moves
+/// the DNS answer, `status` shows it, unpin moves it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_through_the_real_engine_moves_the_dns_answer() {
+    let env = Env::start(true, "").await;
+    let admin = env.sidecar.admin.expect("the test sidecar has an admin listener");
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    let run = move |args: &'static [&'static str]| tokio::task::spawn_blocking(move || cli(admin, args, &[]));
+
+    let o = run(&["health"]).await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = run(&["status"]).await.unwrap();
+    let out = stdout(&o);
+    eprintln!("{out}");
+    for needle in ["prod.db.test.", "ro.db.test.", "strict.db.test.", "a (pg-a.test.)", "writable", "standby"] {
+        assert!(out.contains(needle), "status output lacks {needle:?}:\n{out}");
+    }
+
+    let o = run(&["pin", "PROD.db.test", "b"]).await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("pinned to b"), "{}", stdout(&o));
+    env.wait_for_target("prod.db.test.", "pg-b.test.", Duration::from_secs(2)).await;
+    assert_eq!(raw::cname_of(env.dns, "prod.db.test."), Some("pg-b.test.".into()));
+    let c = Client::new(&admin.to_string(), None);
+    let (status, _) = tokio::task::spawn_blocking(move || c.status()).await.unwrap().unwrap();
+    let prod = status.aliases.iter().find(|a| a.name == "prod.db.test.").unwrap();
+    assert_eq!(prod.pinned.as_deref(), Some("b"), "{prod:?}");
+    assert!(status.history.iter().any(|h| h.kind == "override"), "{:?}", status.history);
+    let metrics = tokio::task::spawn_blocking(move || Client::new(&admin.to_string(), None).get("/metrics").unwrap()).await.unwrap();
+    assert!(metrics.body.contains("dns_sidecar_overrides 1"), "{}", metrics.body);
+
+    let o = run(&["unpin", "nope.db.test"]).await.unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("404") && stderr(&o).contains("no alias named"), "{}", stderr(&o));
+
+    let o = run(&["unpin", "prod.db.test."]).await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(2)).await;
+}
