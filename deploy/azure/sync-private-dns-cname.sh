@@ -66,7 +66,9 @@ attempts=3
 dry_run=0
 
 need_value() {
-    [ "$#" -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"
+    if [ "$#" -lt 2 ] || [ -z "$2" ]; then
+        die "$1 needs a value (see --help)"
+    fi
 }
 
 while [ "$#" -gt 0 ]; do
@@ -111,13 +113,16 @@ fi
 log "alias $alias_name: ${DNS_SIDECAR_OLD_SERVER:-(none)} -> ${DNS_SIDECAR_NEW_SERVER:-?} (${DNS_SIDECAR_REASON:-no reason given})"
 log "setting CNAME $record in Private DNS zone $zone (resource group $resource_group) to $new_target"
 
-az_common=(--resource-group "$resource_group" --zone-name "$zone" --record-set-name "$record")
-[ -z "$subscription" ] || az_common+=(--subscription "$subscription")
+# `set-record` names the record set --record-set-name, `show` names it --name.
+az_zone=(--resource-group "$resource_group" --zone-name "$zone")
+[ -z "$subscription" ] || az_zone+=(--subscription "$subscription")
+set_args=(network private-dns record-set cname set-record "${az_zone[@]}" --record-set-name "$record" --cname "$new_target" --output none)
+show_args=(network private-dns record-set cname show "${az_zone[@]}" --name "$record" --query cnameRecord.cname --output tsv)
 
 if [ "$dry_run" -eq 1 ]; then
     [ "$login_identity" -eq 0 ] || printf 'az login --identity --output none\n'
-    printf 'az network private-dns record-set cname set-record'
-    printf ' %q' "${az_common[@]}" --cname "$new_target" --output none
+    printf 'az'
+    printf ' %q' "${set_args[@]}"
     printf '\n'
     exit 0
 fi
@@ -131,7 +136,6 @@ fi
 # Already right (another instance got there first, or a restart repeated the
 # first decision)? Then nothing to do. A failed lookup (no record set yet)
 # falls through to the update, which creates the record set.
-show_args=(network private-dns record-set cname show "${az_common[@]/--record-set-name/--name}" --query cnameRecord.cname --output tsv)
 if current=$(az "${show_args[@]}" 2>/dev/null); then
     current=$(lower "${current%.}")
     if [ "$current" = "$new_target" ]; then
@@ -143,7 +147,7 @@ fi
 
 try=1
 while :; do
-    if az network private-dns record-set cname set-record "${az_common[@]}" --cname "$new_target" --output none; then
+    if az "${set_args[@]}"; then
         log "CNAME $record.$zone now points at $new_target"
         exit 0
     fi

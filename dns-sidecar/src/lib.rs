@@ -94,12 +94,13 @@ impl Listeners {
         Ok(l)
     }
 
-    /// Binds DNS listeners only (no admin listener).
+    /// Binds DNS listeners only (no admin listener), with one UDP socket
+    /// per worker thread on each address (see [`udp_workers`]).
     pub fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners, RunError> {
         let mut l = Listeners { udp: Vec::new(), tcp: Vec::new(), admin: None };
         for &addr in addrs {
-            let (u, t) = bind_pair(addr)?;
-            l.udp.push(u);
+            let (mut u, t) = bind_group(addr, udp_workers())?;
+            l.udp.append(&mut u);
             l.tcp.push(t);
         }
         Ok(l)
@@ -107,20 +108,49 @@ impl Listeners {
 
     /// The DNS addresses actually bound (UDP and TCP share them).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.tcp.iter().filter_map(|s| s.local_addr().ok()).collect()
     }
 }
 
-fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), RunError> {
+/// UDP worker threads (and sockets) per listen address: one per CPU this
+/// process may run on (so `taskset -c 1` gives one), at most 8.
+pub fn udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    // Room for bursts; the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Binds `n` UDP sockets sharing one port (SO_REUSEPORT) and a TCP listener
+/// on the same port. Port 0 picks a port free for both.
+fn bind_group(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), RunError> {
     let attempts = if addr.port() == 0 { 50 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = std::net::UdpSocket::bind(addr).map_err(|source| RunError::Bind { addr, proto: "udp", source })?;
-        let bound = udp.local_addr().map_err(|source| RunError::Bind { addr, proto: "udp", source })?;
-        match std::net::TcpListener::bind(bound) {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(source) => last = Some(RunError::Bind { addr: bound, proto: "tcp", source }),
+        let first = udp_socket(addr).map_err(|source| RunError::Bind { addr, proto: "udp", source })?;
+        let bound = first.local_addr().map_err(|source| RunError::Bind { addr, proto: "udp", source })?;
+        let tcp = match std::net::TcpListener::bind(bound) {
+            Ok(t) => t,
+            Err(source) => {
+                last = Some(RunError::Bind { addr: bound, proto: "tcp", source });
+                continue;
+            }
+        };
+        let mut udp = vec![first];
+        for _ in 1..n {
+            udp.push(udp_socket(bound).map_err(|source| RunError::Bind { addr: bound, proto: "udp", source })?);
         }
+        return Ok((udp, tcp));
     }
     Err(last.expect("at least one attempt"))
 }
@@ -150,29 +180,19 @@ pub struct Running {
     tasks: tokio::task::JoinSet<()>,
 }
 
-fn to_tokio(listeners: Listeners) -> Result<(Vec<tokio::net::UdpSocket>, Vec<tokio::net::TcpListener>, Option<tokio::net::TcpListener>), RunError> {
-    fn err(addr: std::io::Result<SocketAddr>, proto: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
-        let addr = addr.unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-        move |source| RunError::Bind { addr, proto, source }
+type Bound = (Vec<std::net::UdpSocket>, Vec<tokio::net::TcpListener>, Option<tokio::net::TcpListener>);
+
+/// Hands the TCP listeners to tokio; UDP sockets stay with the worker threads.
+fn to_tokio(listeners: Listeners) -> Result<Bound, RunError> {
+    fn convert(t: std::net::TcpListener, proto: &'static str) -> Result<tokio::net::TcpListener, RunError> {
+        let addr = t.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let err = |source| RunError::Bind { addr, proto, source };
+        t.set_nonblocking(true).map_err(err)?;
+        tokio::net::TcpListener::from_std(t).map_err(err)
     }
-    let mut udp = Vec::new();
-    let mut tcp = Vec::new();
-    for (u, t) in listeners.udp.into_iter().zip(listeners.tcp) {
-        u.set_nonblocking(true).map_err(err(u.local_addr(), "udp"))?;
-        t.set_nonblocking(true).map_err(err(t.local_addr(), "tcp"))?;
-        let (ua, ta) = (u.local_addr(), t.local_addr());
-        udp.push(tokio::net::UdpSocket::from_std(u).map_err(err(ua, "udp"))?);
-        tcp.push(tokio::net::TcpListener::from_std(t).map_err(err(ta, "tcp"))?);
-    }
-    let admin = match listeners.admin {
-        None => None,
-        Some(a) => {
-            let addr = a.local_addr();
-            a.set_nonblocking(true).map_err(err(a.local_addr(), "tcp (admin)"))?;
-            Some(tokio::net::TcpListener::from_std(a).map_err(err(addr, "tcp (admin)"))?)
-        }
-    };
-    Ok((udp, tcp, admin))
+    let tcp = listeners.tcp.into_iter().map(|t| convert(t, "tcp")).collect::<Result<Vec<_>, _>>()?;
+    let admin = listeners.admin.map(|a| convert(a, "tcp (admin)")).transpose()?;
+    Ok((listeners.udp, tcp, admin))
 }
 
 fn check_loop(config: &Config, local: &[SocketAddr]) -> Result<(), RunError> {
@@ -211,7 +231,7 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     tasks.spawn(engine::run(shared.clone(), inputs, stop_rx.clone()));
     tasks.spawn(hook::runner(hook_rx, shared.clone()));
     tasks.spawn(dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()));
-    tasks.spawn(dns::serve(handler.clone(), udp, tcp, stop_rx.clone()));
+    tasks.spawn(dns::serve(handler.clone(), shared.clone(), udp, tcp, stop_rx.clone()));
     if let Some(a) = admin {
         tasks.spawn(admin::serve(a, shared.clone(), control.clone(), stop_rx));
     }

@@ -166,6 +166,12 @@ impl Metrics {
         self.queries[kind as usize][rcode_index(rcode)].inc();
     }
 
+    /// Counts `n` answers of one kind and rcode index (see [`rcode_index`]).
+    #[inline]
+    pub fn answered_n(&self, kind: QueryKind, rcode_index: usize, n: u64) {
+        self.queries[kind as usize][rcode_index].inc_by(n);
+    }
+
     /// Records how long an answer took.
     #[inline]
     pub fn latency(&self, kind: QueryKind, seconds: f64) {

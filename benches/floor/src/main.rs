@@ -42,6 +42,10 @@ fn usage(msg: &str) -> ! {
     exit(2)
 }
 
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    value.parse().unwrap_or_else(|_| usage(&format!("bad value for {flag}: {value:?}")))
+}
+
 fn parse_args() -> Args {
     let mut a = Args { listen: "127.0.0.1:5300".parse().expect("literal"), target: "pg-a.test.".into(), ttl: 5, exit_after: 3600, rcvbuf: 0 };
     let mut it = std::env::args().skip(1);
@@ -50,13 +54,12 @@ fn parse_args() -> Args {
             usage("a do-nothing UDP DNS responder (one fixed CNAME for every query)");
         }
         let value = it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let bad = |_| usage(&format!("bad value for {flag}: {value:?}"));
         match flag.as_str() {
-            "--listen" => a.listen = value.parse().unwrap_or_else(bad),
+            "--listen" => a.listen = parse(&flag, &value),
             "--target" => a.target = value.clone(),
-            "--ttl" => a.ttl = value.parse().unwrap_or_else(bad),
-            "--exit-after" => a.exit_after = value.parse().unwrap_or_else(bad),
-            "--rcvbuf" => a.rcvbuf = value.parse().unwrap_or_else(bad),
+            "--ttl" => a.ttl = parse(&flag, &value),
+            "--exit-after" => a.exit_after = parse(&flag, &value),
+            "--rcvbuf" => a.rcvbuf = parse(&flag, &value),
             _ => usage(&format!("unknown option {flag}")),
         }
     }

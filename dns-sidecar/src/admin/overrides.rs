@@ -127,11 +127,11 @@ async fn handle(
     };
     match st.control.apply(op).await {
         Ok(summary) => {
-            warn!(op = name, ?alias, ?server, %peer, result = %summary, "override applied");
+            warn!(op = name, alias = alias.as_deref(), server = server.as_deref(), %peer, result = %summary, "override applied");
             text(StatusCode::OK, summary)
         }
         Err(e) => {
-            warn!(op = name, ?alias, ?server, %peer, result = %e, "override refused");
+            warn!(op = name, alias = alias.as_deref(), server = server.as_deref(), %peer, result = %e, "override refused");
             text(control_status(&e), e.to_string())
         }
     }

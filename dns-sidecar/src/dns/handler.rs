@@ -66,6 +66,27 @@ impl Handler {
         Ok(Handler { zones, targets: names, shared, targets_cache: targets, forwarder, max_udp: config.dns.max_udp_payload })
     }
 
+    /// The target-address snapshot this handler answers from.
+    pub fn targets_snapshot(&self) -> Arc<super::targets::Targets> {
+        self.targets_cache.load_full()
+    }
+
+    /// Largest UDP answer for EDNS clients.
+    pub fn max_udp(&self) -> u16 {
+        self.max_udp
+    }
+
+    /// The zone apexes (canonical text).
+    pub fn zone_apexes(&self) -> impl Iterator<Item = &str> {
+        self.zones.iter().map(|z| z.apex_text.as_str())
+    }
+
+    /// The names a zone's own records use (SOA, NS) and its empty non-terminals.
+    pub fn zone_names(&self, apex: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let z = self.zones.iter().find(|z| z.apex_text == apex)?;
+        Some((z.own_names.clone(), z.empty_non_terminals.clone()))
+    }
+
     /// Answers one query end to end.
     pub async fn handle(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
         let plan = self.plan(raw, transport);

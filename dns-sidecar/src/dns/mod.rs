@@ -6,10 +6,14 @@
 //! loop also lets the hot path stay free of per-query task spawns for
 //! anything answered from the snapshot. Hickory types do not leave this module.
 
+pub mod fast;
+#[cfg(test)]
+mod fast_tests;
 mod forward;
 mod handler;
 mod message;
 pub mod targets;
+mod udp;
 mod zone;
 
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::debug;
@@ -27,7 +31,6 @@ pub use forward::ForwardError;
 pub use handler::{Handler, Reply};
 pub use zone::NameConversion;
 
-use handler::Plan;
 
 /// How the query arrived, which bounds the answer size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +55,32 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves until `shutdown` is true, then stops accepting and waits (at most
 /// [`DRAIN`]) for queries already in progress (upstream waits, open TCP
-/// exchanges) to be answered.
-pub async fn serve(handler: SharedHandler, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+/// exchanges) to be answered. UDP sockets are served by batched worker
+/// threads (see `udp`); TCP by the runtime.
+pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, udp: Vec<std::net::UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads = match udp::spawn(udp, handler.clone(), shared, in_flight.clone(), stop.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the UDP workers; serving TCP only");
+            Vec::new()
+        }
+    };
     let mut tasks = JoinSet::new();
-    for s in udp {
-        tasks.spawn(udp_loop(Arc::new(s), handler.clone(), in_flight.clone(), shutdown.clone()));
-    }
     for l in tcp {
         tasks.spawn(tcp_loop(l, handler.clone(), conns.clone(), shutdown.clone()));
     }
+    let mut rx = shutdown.clone();
+    crate::shutdown::stopped(&mut rx).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
     while tasks.join_next().await.is_some() {}
     let drained = async {
         let _a = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
@@ -70,48 +88,6 @@ pub async fn serve(handler: SharedHandler, udp: Vec<UdpSocket>, tcp: Vec<TcpList
     };
     if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("shutdown: some queries were still waiting on upstreams after {DRAIN:?}; dropping them");
-    }
-}
-
-async fn udp_loop(sock: Arc<UdpSocket>, handler: SharedHandler, in_flight: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, peer) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "udp receive error");
-                    continue;
-                }
-            },
-            _ = crate::shutdown::stopped(&mut shutdown) => break,
-        };
-        let started = Instant::now();
-        let raw = &buf[..n];
-        let h = handler.load();
-        match h.plan(raw, Transport::Udp) {
-            Plan::Reply(reply) => {
-                if let Err(e) = sock.send_to(&reply.bytes, peer).await {
-                    debug!(error = %e, %peer, "udp send error");
-                }
-                h.count(&reply, started.elapsed().as_secs_f64());
-            }
-            Plan::Drop => {}
-            plan => {
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                    debug!("too many queries waiting on upstreams; dropping one");
-                    continue;
-                };
-                let (sock, handler, raw) = (sock.clone(), h.clone(), raw.to_vec());
-                tokio::spawn(async move {
-                    if let Some(reply) = handler.complete(plan, &raw, Transport::Udp).await {
-                        let _ = sock.send_to(&reply.bytes, peer).await;
-                        handler.count(&reply, started.elapsed().as_secs_f64());
-                    }
-                    drop(permit);
-                });
-            }
-        }
     }
 }
 

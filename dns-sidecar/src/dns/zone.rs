@@ -29,6 +29,8 @@ pub struct ZoneData {
     /// Names that exist in the zone only because an alias lies below them
     /// (empty non-terminals): they answer NODATA, not NXDOMAIN.
     pub empty_non_terminals: Vec<String>,
+    /// The SOA MNAME, RNAME and NS names (canonical text).
+    pub own_names: Vec<String>,
     negative_ttl: u32,
 }
 
@@ -57,7 +59,9 @@ impl ZoneData {
                 rest = parent;
             }
         }
-        Ok(ZoneData { apex_text: zone.name.as_str().to_string(), soa, ns, empty_non_terminals: ents, negative_ttl: zone.ttl.min(zone.negative_ttl) })
+        let mut own_names: Vec<String> = zone.nameservers.iter().map(|n| n.to_string()).collect();
+        own_names.push(zone.hostmaster.to_string());
+        Ok(ZoneData { own_names, apex_text: zone.name.as_str().to_string(), soa, ns, empty_non_terminals: ents, negative_ttl: zone.ttl.min(zone.negative_ttl) })
     }
 
     /// The SOA as it appears in the authority section of a negative answer:

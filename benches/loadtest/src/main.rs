@@ -1,0 +1,593 @@
+//! `loadtest`: dns-sidecar against Knot, NSD, dnsmasq and a do-nothing floor
+//! under `dnsperf`, on loopback, in interleaved rounds. See benches/README.md.
+//!
+//! What it does, in order:
+//! 1. pins itself to the client CPU (so everything it starts that is not a
+//!    server under test -- PostgreSQL, the upstream, dnsperf -- runs there);
+//! 2. starts the upstream Knot (`fwd.test.` + `test.`), a PostgreSQL
+//!    primary and streaming replica (dns-sidecar's testbed), and the servers
+//!    under test pinned to the server CPU with `taskset`;
+//! 3. checks every server's answers with raw queries;
+//! 4. per query mix, runs dnsperf against each server in turn, round after
+//!    round, reading each server's CPU time from /proc before and after;
+//! 5. optionally promotes the replica in the middle of an extra dns-sidecar
+//!    round and checks the alias followed;
+//! 6. prints a Markdown report and writes it (plus every round as CSV).
+//!
+//! Every child is in its own process group with `PR_SET_PDEATHSIG`, and
+//! SIGINT/SIGTERM unwind through `Drop`, so nothing outlives the harness.
+
+mod dns;
+mod dnsperf;
+mod report;
+mod servers;
+mod sys;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use dns_sidecar::testbed::{PairOptions, PgBinaries, PgPair};
+use hickory_proto::rr::RecordType;
+
+use servers::{Kind, Server};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "DNS load test: dns-sidecar vs Knot, NSD, dnsmasq and a do-nothing floor (loopback only)")]
+pub struct Args {
+    /// 1 round x 2 s per server and mix: checks the harness end to end in about a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per server and mix (default 3; 1 with --quick).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Seconds per round (default 10; 2 with --quick).
+    #[arg(long)]
+    duration: Option<u32>,
+    /// Servers to measure, comma-separated: knot, nsd, floor, sidecar,
+    /// sidecar-cname, dnsmasq.
+    #[arg(long, value_delimiter = ',', default_value = "knot,nsd,floor,sidecar,sidecar-cname,dnsmasq")]
+    servers: Vec<String>,
+    /// Query mixes, comma-separated: a (alias only), b (90% alias, 10%
+    /// nonexistent names), c (forwarded names).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    mixes: Vec<String>,
+    /// Promote the replica in the middle of an extra dns-sidecar round (mix a)
+    /// and check that the alias follows.
+    #[arg(long)]
+    failover: bool,
+    /// dnsperf -c: clients (sockets).
+    #[arg(long, default_value_t = 1)]
+    clients: u32,
+    /// dnsperf -q: queries outstanding. Several values (comma-separated)
+    /// measure each server at each value, as separate rows.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    outstanding: Vec<u32>,
+    /// dnsperf -T: threads.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// dnsperf -t: seconds before a query counts as lost.
+    #[arg(long, default_value_t = 2)]
+    timeout: u32,
+    /// CPU the servers under test are pinned to.
+    #[arg(long, default_value_t = 1)]
+    server_cpu: usize,
+    /// CPU dnsperf (and the harness, PostgreSQL) are pinned to.
+    #[arg(long, default_value_t = 0)]
+    client_cpu: usize,
+    /// CPU the upstream Knot (forwarded names, alias targets) is pinned to.
+    #[arg(long, default_value_t = 0)]
+    upstream_cpu: usize,
+    /// Names under fwd.test. in the upstream (mix c cycles through them).
+    #[arg(long, default_value_t = 300)]
+    fwd_names: usize,
+    /// dnsmasq --cache-size (0: every query is forwarded, like dns-sidecar).
+    #[arg(long, default_value_t = 0)]
+    dnsmasq_cache: u32,
+    /// Markdown report (rounds.csv is written next to it).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// dns-sidecar binary (default: next to this one, i.e. target/release).
+    #[arg(long)]
+    sidecar_bin: Option<PathBuf>,
+    /// floor binary (default: next to this one).
+    #[arg(long)]
+    floor_bin: Option<PathBuf>,
+    /// Keep the scratch directory (configs, zone files, logs).
+    #[arg(long)]
+    keep: bool,
+}
+
+impl Args {
+    pub fn rounds(&self) -> u32 {
+        self.rounds.unwrap_or(if self.quick { 1 } else { 3 }).max(1)
+    }
+    pub fn duration(&self) -> u32 {
+        self.duration.unwrap_or(if self.quick { 2 } else { 10 }).max(1)
+    }
+}
+
+/// A query mix: which queries, and which servers take part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    A,
+    B,
+    C,
+}
+
+impl Mix {
+    fn parse(s: &str) -> Option<Mix> {
+        match s {
+            "a" => Some(Mix::A),
+            "b" => Some(Mix::B),
+            "c" => Some(Mix::C),
+            _ => None,
+        }
+    }
+    pub fn id(self) -> &'static str {
+        match self {
+            Mix::A => "a",
+            Mix::B => "b",
+            Mix::C => "c",
+        }
+    }
+    pub fn title(self) -> &'static str {
+        match self {
+            Mix::A => "alias only (`prod.db.test A`)",
+            Mix::B => "90% alias, 10% nonexistent names in the zone (NXDOMAIN)",
+            Mix::C => "forwarded names (`hN.fwd.test A`, answered by the upstream Knot)",
+        }
+    }
+    fn takes_part(self, k: Kind) -> bool {
+        match self {
+            Mix::A | Mix::B => k.authoritative(),
+            Mix::C => k.forwards(),
+        }
+    }
+    /// dnsperf's input (dnsperf loops over it).
+    fn data(self, fwd_names: usize) -> String {
+        let mut s = String::new();
+        match self {
+            Mix::A => s.push_str(&format!("{} A\n", servers::ALIAS)),
+            Mix::B => {
+                for i in 0..1000 {
+                    if i % 10 == 9 {
+                        s.push_str(&format!("nx{i}.{} A\n", servers::ZONE));
+                    } else {
+                        s.push_str(&format!("{} A\n", servers::ALIAS));
+                    }
+                }
+            }
+            Mix::C => {
+                for i in 0..fwd_names.max(1) {
+                    s.push_str(&format!("{} A\n", servers::fwd_name(i).0));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// One measured round.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub mix: Mix,
+    /// Row label, e.g. "knot" or "knot -q 200".
+    pub row: String,
+    pub round: u32,
+    pub stats: dnsperf::Stats,
+    pub wall: f64,
+    pub server_cpu: f64,
+    pub client_cpu: f64,
+    pub upstream_cpu: f64,
+    /// CPU seconds used by everything else (other processes, unattributed
+    /// kernel work), summed over all CPUs.
+    pub other_cpu: f64,
+}
+
+impl Round {
+    pub fn us_per_query(&self) -> f64 {
+        if self.stats.completed == 0 {
+            f64::NAN
+        } else {
+            self.server_cpu / self.stats.completed as f64 * 1e6
+        }
+    }
+    pub fn pct(&self, cpu_s: f64) -> f64 {
+        100.0 * cpu_s / self.wall
+    }
+}
+
+pub struct FailoverResult {
+    pub server: String,
+    pub round: Round,
+    pub promoted_at: f64,
+    pub followed_after: Option<f64>,
+    pub after: Option<dns::Answer>,
+    pub ok: bool,
+}
+
+pub struct Memory {
+    pub server: String,
+    pub idle_rss_kib: Option<u64>,
+    pub peak_hwm_kib: Option<u64>,
+}
+
+/// Everything the report needs.
+pub struct Outcome {
+    pub args: Args,
+    pub command: String,
+    pub started: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub labels: Vec<(String, String)>,
+    pub answers: Vec<(String, Vec<(String, String)>)>,
+    pub rows: Vec<(Mix, Vec<String>)>,
+    pub rounds: Vec<Round>,
+    pub failover: Option<FailoverResult>,
+    pub memory: Vec<Memory>,
+    pub dnsperf_version: String,
+}
+
+fn main() {
+    sys::install_signal_handlers();
+    let args = Args::parse();
+    match run(args) {
+        Ok(ok) => std::process::exit(if ok { 0 } else { 1 }),
+        Err(e) => {
+            if sys::interrupted() {
+                eprintln!("loadtest: interrupted; everything stopped and removed");
+                std::process::exit(130);
+            }
+            eprintln!("loadtest: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn exe_sibling(name: &str) -> PathBuf {
+    std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name))).unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.join("../..").canonicalize().unwrap_or_else(|_| std::env::current_dir().unwrap_or_default())
+}
+
+fn run(args: Args) -> Result<bool> {
+    let ncpu = sys::online_cpus();
+    for (what, cpu) in [("--server-cpu", args.server_cpu), ("--client-cpu", args.client_cpu), ("--upstream-cpu", args.upstream_cpu)] {
+        if cpu >= ncpu {
+            bail!("{what} {cpu}: this machine has CPUs 0..{}", ncpu - 1);
+        }
+    }
+    if args.server_cpu == args.client_cpu {
+        eprintln!("loadtest: warning: server and dnsperf share CPU {}; results measure both together", args.server_cpu);
+    }
+    let mut kinds = Vec::new();
+    for s in &args.servers {
+        let k = Kind::parse(s.trim()).with_context(|| format!("unknown server {s:?}; use knot, nsd, floor, sidecar, sidecar-cname, dnsmasq"))?;
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    let mut mixes = Vec::new();
+    for m in &args.mixes {
+        let mix = Mix::parse(m.trim()).with_context(|| format!("unknown mix {m:?}; use a, b, c"))?;
+        if !mixes.contains(&mix) {
+            mixes.push(mix);
+        }
+    }
+    if args.failover && !kinds.iter().any(|k| k.is_sidecar()) {
+        bail!("--failover needs the sidecar (or sidecar-cname) among --servers");
+    }
+    if args.outstanding.is_empty() || args.outstanding.contains(&0) {
+        bail!("--outstanding needs positive values");
+    }
+    let sidecar_bin = args.sidecar_bin.clone().unwrap_or_else(|| exe_sibling("dns-sidecar"));
+    let floor_bin = args.floor_bin.clone().unwrap_or_else(|| exe_sibling("floor"));
+    for (k, bin, hint) in [(Kind::Floor, &floor_bin, "cargo build --release -p floor")] {
+        if kinds.contains(&k) && !bin.is_file() {
+            bail!("{} not found; build it first: {hint}", bin.display());
+        }
+    }
+    if kinds.iter().any(|k| k.is_sidecar()) && !sidecar_bin.is_file() {
+        bail!("{} not found; build it first: cargo build --release -p dns-sidecar", sidecar_bin.display());
+    }
+    for prog in ["dnsperf", "taskset", "knotd"] {
+        sys::which(prog).with_context(|| format!("{prog} not found; run benches/loadtest.sh, which installs what is missing"))?;
+    }
+
+    let command = std::env::var("LOADTEST_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    let results = args.results.clone().unwrap_or_else(|| workspace_root().join("target/loadtest/results.md"));
+    let started = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M:%S UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let loadavg_start = sys::loadavg();
+
+    sys::pin_self(args.client_cpu)?;
+    let mut scratch = sys::Scratch::new()?;
+    scratch.keep = args.keep;
+    let dir = scratch.path.clone();
+    eprintln!("loadtest: scratch directory {}", dir.display());
+
+    // dnsperf inputs.
+    let mut data_files = Vec::new();
+    for &m in &mixes {
+        let f = dir.join(format!("mix-{}.txt", m.id()));
+        fs::write(&f, m.data(args.fwd_names))?;
+        data_files.push((m, f));
+    }
+
+    // The upstream: forwarded names for mix c, and the alias targets'
+    // addresses that the forwarding sidecar adds to its alias answers.
+    let need_upstream = kinds.iter().any(|k| matches!(k, Kind::Sidecar | Kind::Dnsmasq));
+    let (upstream_addr, upstream) = if need_upstream {
+        let (a, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names)?;
+        eprintln!("loadtest: upstream Knot on {a} (CPU {})", args.upstream_cpu);
+        (a, Some(p))
+    } else {
+        ("127.0.0.1:9".parse().expect("literal"), None)
+    };
+
+    let pair = if kinds.iter().any(|k| k.is_sidecar()) {
+        eprintln!("loadtest: starting a PostgreSQL primary + streaming replica (testbed)");
+        let bins = PgBinaries::locate().context("PostgreSQL server binaries (apt-get install -y postgresql-15)")?;
+        let pair = PgPair::start(&bins, PairOptions::default()).context("starting the PostgreSQL pair")?;
+        sys::check_interrupted()?;
+        Some(pair)
+    } else {
+        None
+    };
+    let pg = match &pair {
+        Some(p) => {
+            let pw = dir.join("probe.pw");
+            fs::write(&pw, format!("{}\n", p.password))?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&pw, fs::Permissions::from_mode(0o600))?;
+            }
+            Some(servers::PgInfo { port: p.port, ca_cert: p.ca_cert.clone(), password_file: pw })
+        }
+        None => None,
+    };
+
+    let rounds = args.rounds();
+    let dur = args.duration();
+    let n_targets = kinds.len() * args.outstanding.len();
+    let planned = (rounds as u64 * mixes.len() as u64 * n_targets as u64 + 1) * (dur as u64 + args.timeout as u64 + 5);
+    let setup = servers::Setup {
+        dir: &dir,
+        server_cpu: args.server_cpu,
+        upstream: upstream_addr,
+        sidecar_bin: &sidecar_bin,
+        floor_bin: &floor_bin,
+        dnsmasq_cache: args.dnsmasq_cache,
+        floor_exit_after: planned * 2 + 600,
+        pg,
+    };
+    let mut running: Vec<Server> = Vec::new();
+    for &k in &kinds {
+        let needed = mixes.iter().any(|m| m.takes_part(k)) || (args.failover && k.is_sidecar());
+        if !needed {
+            continue;
+        }
+        let s = servers::start(k, &setup)?;
+        eprintln!("loadtest: {:<14} {} on {} (CPU {}, pid {})", k.id(), s.label, s.addr, args.server_cpu, s.pid());
+        running.push(s);
+    }
+
+    // What each server answers, before any load.
+    let mut answers = Vec::new();
+    let mut answers_ok = true;
+    for s in &running {
+        let mut row = Vec::new();
+        let mut check = |q: &str, expect: &dyn Fn(&dns::Answer) -> bool| {
+            let a = dns::ask(s.addr, q, RecordType::A, Duration::from_secs(2));
+            let text = a.as_ref().map_or("(no answer)".to_string(), |a| a.summary());
+            let good = a.as_ref().is_some_and(expect);
+            if !good && s.kind != Kind::Floor {
+                answers_ok = false;
+            }
+            row.push((q.to_string(), text));
+        };
+        if s.kind.authoritative() {
+            let chase = s.kind == Kind::Sidecar;
+            check(servers::ALIAS, &|a| a.rcode == "NOERROR" && a.cnames == [servers::TARGET_A] && (!chase || a.addrs == ["127.0.0.2"]));
+            check(&format!("nx9.{}", servers::ZONE), &|a| a.rcode == "NXDOMAIN");
+        }
+        if s.kind.forwards() {
+            let (n, ip) = servers::fwd_name(1);
+            check(&n, &|a| a.rcode == "NOERROR" && a.addrs == [ip.clone()]);
+        }
+        answers.push((s.kind.id().to_string(), row));
+    }
+    if !answers_ok {
+        eprintln!("loadtest: warning: some answers are not as expected (see the report's answer table)");
+    }
+
+    // Idle memory of the sidecars, after a moment of probing.
+    sys::sleep(Duration::from_secs(1))?;
+    let mut memory: Vec<Memory> = running
+        .iter()
+        .filter(|s| s.kind.is_sidecar())
+        .map(|s| Memory { server: s.kind.id().to_string(), idle_rss_kib: sys::status_kib(s.pid(), "VmRSS"), peak_hwm_kib: None })
+        .collect();
+
+    let upstream_pid = upstream.as_ref().map(|p| p.pid());
+    let mut all_rounds = Vec::new();
+    let mut rows = Vec::new();
+    for (mix, file) in &data_files {
+        let targets: Vec<(&Server, u32)> = running.iter().filter(|s| mix.takes_part(s.kind)).flat_map(|s| args.outstanding.iter().map(move |&q| (s, q))).collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let label = |s: &Server, q: u32| if args.outstanding.len() > 1 { format!("{} -q {q}", s.kind.id()) } else { s.kind.id().to_string() };
+        rows.push((*mix, targets.iter().map(|&(s, q)| label(s, q)).collect()));
+        for r in 1..=rounds {
+            for &(s, q) in &targets {
+                let row = label(s, q);
+                eprint!("loadtest: mix {} round {r}/{rounds} {row:<22} ", mix.id());
+                let round = measure(&args, s, q, *mix, file, upstream_pid, &dir, r, &row, |_| Ok(()))?;
+                eprintln!(
+                    "{:>9.0} q/s  lost {:>6}  avg {:>7.3} ms  max {:>7.2} ms  {:>6.2} µs/q  server {:>3.0}%  dnsperf {:>3.0}%  other {:>3.0}%",
+                    round.stats.qps,
+                    round.stats.lost,
+                    round.stats.avg_latency * 1e3,
+                    round.stats.max_latency * 1e3,
+                    round.us_per_query(),
+                    round.pct(round.server_cpu),
+                    round.pct(round.client_cpu),
+                    round.pct(round.other_cpu),
+                );
+                all_rounds.push(round);
+                sys::sleep(Duration::from_millis(300))?;
+            }
+        }
+    }
+
+    let failover = if args.failover {
+        let pair = pair.as_ref().context("failover needs the PostgreSQL pair")?;
+        let s = running.iter().find(|s| s.kind == Kind::Sidecar).or_else(|| running.iter().find(|s| s.kind == Kind::SidecarCname)).context("no sidecar running")?;
+        let file = dir.join("mix-a.txt");
+        fs::write(&file, Mix::A.data(args.fwd_names))?;
+        Some(failover_round(&args, s, pair, &file, upstream_pid, &dir)?)
+    } else {
+        None
+    };
+
+    for m in memory.iter_mut() {
+        if let Some(s) = running.iter().find(|s| s.kind.id() == m.server) {
+            m.peak_hwm_kib = sys::status_kib(s.pid(), "VmHWM");
+        }
+    }
+    for s in running.iter_mut() {
+        if let Err(e) = s.proc_.check_running() {
+            eprintln!("loadtest: warning: {e:#}");
+        }
+    }
+
+    let outcome = Outcome {
+        labels: running.iter().map(|s| (s.kind.id().to_string(), s.label.clone())).collect(),
+        command,
+        started,
+        loadavg_start,
+        loadavg_end: sys::loadavg(),
+        answers,
+        rows,
+        rounds: all_rounds,
+        failover,
+        memory,
+        dnsperf_version: sys::version_of("dnsperf", "-h").replace("Usage: dnsperf", "").trim().to_string(),
+        args,
+    };
+    let md = report::markdown(&outcome);
+    println!("{md}");
+    if let Some(parent) = results.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    fs::write(&results, &md).with_context(|| format!("writing {}", results.display()))?;
+    let csv = results.with_file_name("rounds.csv");
+    fs::write(&csv, report::csv(&outcome))?;
+    eprintln!("loadtest: wrote {} and {}", results.display(), csv.display());
+
+    // Stop the servers before the pair they probe.
+    drop(running);
+    drop(upstream);
+    drop(pair);
+    let failover_ok = outcome.failover.as_ref().map_or(true, |f| f.ok);
+    Ok(answers_ok && failover_ok)
+}
+
+/// One dnsperf run against `s`, with CPU accounting around it. `tick` is
+/// called every few milliseconds while dnsperf runs, with the seconds since
+/// it started.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    args: &Args,
+    s: &Server,
+    q: u32,
+    mix: Mix,
+    file: &Path,
+    upstream_pid: Option<u32>,
+    dir: &Path,
+    round: u32,
+    row: &str,
+    mut tick: impl FnMut(f64) -> Result<()>,
+) -> Result<Round> {
+    let tck = sys::clock_ticks();
+    let dur = args.duration();
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(args.client_cpu.to_string()).arg("dnsperf");
+    cmd.args(["-s", &s.addr.ip().to_string(), "-p", &s.addr.port().to_string()]);
+    cmd.arg("-d").arg(file);
+    cmd.args(["-l", &dur.to_string(), "-c", &args.clients.to_string(), "-q", &q.to_string(), "-T", &args.threads.to_string(), "-t", &args.timeout.to_string()]);
+    let log = dir.join(format!("dnsperf-{}-{}-{}.log", mix.id(), row.replace(' ', ""), round));
+
+    let srv0 = sys::tree_ticks(s.pid());
+    let up0 = upstream_pid.map_or(0, sys::tree_ticks);
+    let cpu0 = sys::cpu_ticks();
+    let start = Instant::now();
+    let limit = Duration::from_secs((dur + args.timeout + 15) as u64);
+    let (ok, out, client_cpu) = sys::run_bounded(cmd, limit, &log, || tick(start.elapsed().as_secs_f64()))?;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu1 = sys::cpu_ticks();
+    let srv1 = sys::tree_ticks(s.pid());
+    let up1 = upstream_pid.map_or(0, sys::tree_ticks);
+    if !ok {
+        bail!("dnsperf failed against {row}:\n{out}\n{}", sys::log_tail(&log, 20));
+    }
+    let stats = dnsperf::parse(&out)?;
+    let busy: u64 = cpu1.iter().zip(cpu0.iter().chain(std::iter::repeat(&(0, 0)))).map(|(a, b)| a.0.saturating_sub(b.0)).sum();
+    let server_cpu = srv1.saturating_sub(srv0) as f64 / tck;
+    let upstream_cpu = up1.saturating_sub(up0) as f64 / tck;
+    let other_cpu = (busy as f64 / tck - server_cpu - client_cpu - upstream_cpu).max(0.0);
+    Ok(Round { mix, row: row.to_string(), round, stats, wall, server_cpu, client_cpu, upstream_cpu, other_cpu })
+}
+
+/// An extra mix-a round against the sidecar: the replica is promoted at
+/// half time; the alias is polled every 5 ms until it names the new target.
+fn failover_round(args: &Args, s: &Server, pair: &PgPair, file: &Path, upstream_pid: Option<u32>, dir: &Path) -> Result<FailoverResult> {
+    let half = args.duration() as f64 / 2.0;
+    let mut promoted_at: Option<(f64, Instant)> = None;
+    let mut followed_after = None;
+    let mut last_poll = Instant::now();
+    let q = args.outstanding[0];
+    eprint!("loadtest: failover round: {} mix a, promoting {} at {half:.1} s ", s.kind.id(), pair.replica.name);
+    let round = measure(args, s, q, Mix::A, file, upstream_pid, dir, 1, &format!("{} (failover)", s.kind.id()), |t| {
+        match promoted_at {
+            None if t >= half => {
+                pair.replica.promote(false).context("promoting the replica")?;
+                promoted_at = Some((t, Instant::now()));
+            }
+            Some((_, at)) if followed_after.is_none() && last_poll.elapsed() >= Duration::from_millis(5) => {
+                last_poll = Instant::now();
+                if dns::cname_of(s.addr, servers::ALIAS).as_deref() == Some(servers::TARGET_B) {
+                    followed_after = Some(at.elapsed().as_secs_f64());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    // A raw query after the round: the alias must name the new primary.
+    let after = dns::ask(s.addr, servers::ALIAS, RecordType::A, Duration::from_secs(2));
+    let chase = s.kind == Kind::Sidecar;
+    let ok = after.as_ref().is_some_and(|a| a.rcode == "NOERROR" && a.cnames == [servers::TARGET_B] && (!chase || a.addrs == ["127.0.0.3"]));
+    eprintln!(
+        "{:.0} q/s, lost {}, followed after {}, now: {}",
+        round.stats.qps,
+        round.stats.lost,
+        followed_after.map_or("(not seen)".into(), |f| format!("{:.0} ms", f * 1e3)),
+        after.as_ref().map_or("(no answer)".into(), |a| a.summary())
+    );
+    Ok(FailoverResult {
+        server: s.kind.id().to_string(),
+        round,
+        promoted_at: promoted_at.map_or(f64::NAN, |p| p.0),
+        followed_after,
+        after,
+        ok,
+    })
+}

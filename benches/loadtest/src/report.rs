@@ -1,0 +1,306 @@
+//! The Markdown report and the per-round CSV.
+
+use std::fmt::Write as _;
+
+use crate::{sys, Outcome, Round};
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn fmt_f(x: f64, prec: usize) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else {
+        format!("{x:.prec$}")
+    }
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("–".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+/// What limited the rate: the server's core (its process used >= 90 % of
+/// it), the load generator's core (dnsperf, plus the upstream when it shares
+/// that core), or neither (latency-bound: waiting on the upstream).
+pub fn bound_by(server_pct: f64, client_core_pct: f64) -> &'static str {
+    if server_pct >= 90.0 {
+        "server"
+    } else if client_core_pct >= 90.0 {
+        "load generator"
+    } else {
+        "neither (waiting)"
+    }
+}
+
+struct Agg {
+    qps: f64,
+    qps_min: f64,
+    qps_max: f64,
+    lost: u64,
+    sent: u64,
+    avg_ms: f64,
+    max_ms: f64,
+    us_q: f64,
+    srv_pct: f64,
+    cli_pct: f64,
+    up_pct: f64,
+    other_pct: f64,
+    rcodes: String,
+}
+
+fn aggregate(rs: &[&Round]) -> Agg {
+    let m = |f: &dyn Fn(&Round) -> f64| median(rs.iter().map(|r| f(r)).collect());
+    let qps: Vec<f64> = rs.iter().map(|r| r.stats.qps).collect();
+    let srv_pct = m(&|r| r.pct(r.server_cpu));
+    let cli_pct = m(&|r| r.pct(r.client_cpu));
+    let up_pct = m(&|r| r.pct(r.upstream_cpu));
+    Agg {
+        qps: median(qps.clone()),
+        qps_min: qps.iter().copied().fold(f64::INFINITY, f64::min),
+        qps_max: qps.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        lost: rs.iter().map(|r| r.stats.lost).sum(),
+        sent: rs.iter().map(|r| r.stats.sent).sum(),
+        avg_ms: m(&|r| r.stats.avg_latency * 1e3),
+        max_ms: rs.iter().map(|r| r.stats.max_latency * 1e3).fold(f64::NAN, f64::max),
+        us_q: m(&|r| r.us_per_query()),
+        srv_pct,
+        cli_pct,
+        up_pct,
+        other_pct: m(&|r| r.pct(r.other_cpu)),
+        rcodes: rs.last().map(|r| r.stats.rcodes.clone()).unwrap_or_default(),
+    }
+}
+
+fn lost_cell(lost: u64, sent: u64) -> String {
+    if sent == 0 {
+        return "–".into();
+    }
+    format!("{lost} / {sent} ({:.3}%)", 100.0 * lost as f64 / sent as f64)
+}
+
+pub fn markdown(o: &Outcome) -> String {
+    let a = &o.args;
+    let mut s = String::new();
+    let _ = writeln!(s, "# dns-sidecar load test\n");
+    let _ = writeln!(s, "- Command: `{}`", o.command);
+    let _ = writeln!(s, "- Started: {}", o.started);
+    let _ = writeln!(s, "- Machine: {} CPUs (nproc), {}, {}", sys::online_cpus(), sys::cpu_model(), sys::kernel());
+    let _ = writeln!(s, "- Load average: {} at start, {} at end (other work on the machine shows in the \"other CPU\" column)", o.loadavg_start, o.loadavg_end);
+    let _ = writeln!(
+        s,
+        "- Pinning: servers under test on CPU {}; dnsperf on CPU {}; upstream Knot on CPU {}; PostgreSQL and the harness on CPU {}",
+        a.server_cpu, a.client_cpu, a.upstream_cpu, a.client_cpu
+    );
+    let _ = writeln!(
+        s,
+        "- dnsperf {}: `-c {} -q {} -T {} -t {}`, {} round(s) x {} s per server and mix, interleaved (A B C A B C ...); medians across rounds",
+        o.dnsperf_version,
+        a.clients,
+        a.outstanding.iter().map(u32::to_string).collect::<Vec<_>>().join("|"),
+        a.threads,
+        a.timeout,
+        a.rounds(),
+        a.duration()
+    );
+    let _ = writeln!(s, "- Servers:");
+    for (id, label) in &o.labels {
+        let _ = writeln!(s, "  - `{id}`: {label}");
+    }
+    let _ = writeln!(s);
+
+    for (mix, rows) in &o.rows {
+        let _ = writeln!(s, "## Mix {}: {}\n", mix.id(), mix.title());
+        let _ = writeln!(
+            s,
+            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU | bound by | responses |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        for row in rows {
+            let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let g = aggregate(&rs);
+            let client_core = g.cli_pct + if a.upstream_cpu == a.client_cpu { g.up_pct } else { 0.0 };
+            let _ = writeln!(
+                s,
+                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {} | {} |",
+                fmt_f(g.qps, 0),
+                fmt_f(g.qps_min, 0),
+                fmt_f(g.qps_max, 0),
+                lost_cell(g.lost, g.sent),
+                fmt_f(g.avg_ms, 3),
+                fmt_f(g.max_ms, 2),
+                fmt_f(g.us_q, 2),
+                fmt_f(g.srv_pct, 0),
+                fmt_f(g.cli_pct, 0),
+                fmt_f(g.up_pct, 0),
+                fmt_f(g.other_pct, 0),
+                bound_by(g.srv_pct, client_core),
+                g.rcodes
+            );
+        }
+        let _ = writeln!(s);
+    }
+
+    if !o.memory.is_empty() {
+        let _ = writeln!(s, "## dns-sidecar memory\n");
+        let _ = writeln!(s, "| server | idle VmRSS (before load) | peak VmHWM (after the run) |");
+        let _ = writeln!(s, "|---|---:|---:|");
+        for m in &o.memory {
+            let _ = writeln!(s, "| {} | {} | {} |", m.server, mib(m.idle_rss_kib), mib(m.peak_hwm_kib));
+        }
+        let _ = writeln!(s);
+    }
+
+    if let Some(f) = &o.failover {
+        let r = &f.round;
+        let _ = writeln!(s, "## Failover during load\n");
+        let _ = writeln!(
+            s,
+            "One extra mix-a round of {} s against `{}`; the replica (pg-b) was promoted {:.1} s into it (the old primary keeps running; the newer timeline wins).\n",
+            a.duration(),
+            f.server,
+            f.promoted_at
+        );
+        let _ = writeln!(s, "| q/s | lost / sent | avg latency ms | max latency ms | alias followed after | answer after the round | responses | result |");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_f(r.stats.qps, 0),
+            lost_cell(r.stats.lost, r.stats.sent),
+            fmt_f(r.stats.avg_latency * 1e3, 3),
+            fmt_f(r.stats.max_latency * 1e3, 2),
+            f.followed_after.map_or("not seen during the round".into(), |x| format!("{:.0} ms after the promote request", x * 1e3)),
+            f.after.as_ref().map_or("(no answer)".into(), |x| format!("`{}`", x.summary())),
+            r.stats.rcodes,
+            if f.ok { "OK: alias names pg-b.test." } else { "FAILED: alias does not name pg-b.test." }
+        );
+        let _ = writeln!(s);
+    }
+
+    let _ = writeln!(s, "## Answers checked before the load\n");
+    let _ = writeln!(s, "| server | query (A) | answer |");
+    let _ = writeln!(s, "|---|---|---|");
+    for (id, checks) in &o.answers {
+        for (q, ans) in checks {
+            let _ = writeln!(s, "| {id} | `{q}` | `{ans}` |");
+        }
+    }
+    let _ = writeln!(s);
+
+    let _ = writeln!(s, "## Every round\n");
+    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &o.rounds {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% | {}% |",
+            r.mix.id(),
+            r.row,
+            r.round,
+            fmt_f(r.stats.qps, 0),
+            r.stats.lost,
+            fmt_f(r.stats.avg_latency * 1e3, 3),
+            fmt_f(r.stats.max_latency * 1e3, 2),
+            fmt_f(r.us_per_query(), 2),
+            fmt_f(r.pct(r.server_cpu), 0),
+            fmt_f(r.pct(r.client_cpu), 0),
+            fmt_f(r.pct(r.upstream_cpu), 0),
+            fmt_f(r.pct(r.other_cpu), 0),
+        );
+    }
+    let _ = writeln!(s);
+    s.push_str(LEGEND);
+    s
+}
+
+const LEGEND: &str = "\
+## How to read this
+
+- **q/s, lost, latency**: dnsperf's own summary (\"Queries per second\", \"Queries lost\",
+  \"Average Latency (s): X (min Y, max Z)\"). Lost = no answer within `-t` seconds.
+- **server CPU µs/query**: the server's user + system CPU time (utime + stime from
+  `/proc/<pid>/stat` of the process and its children, in clock ticks) over the round,
+  divided by the answered queries. Kernel work done in softirq context on behalf of
+  the server may be charged to another process or to nobody, so this is a lower bound
+  that is comparable across servers, not an absolute cost.
+- **server / dnsperf / upstream CPU**: that process's CPU time as a percentage of one
+  core over the round's wall time. A server near 100% is saturated.
+- **other CPU**: busy time of all CPUs (`/proc/stat`, including irq, softirq and steal)
+  minus the three processes above, as a percentage of one core: unattributed kernel
+  work plus anything else running on the machine. Large values mean a noisy round.
+- **bound by**: `server` if the server used >= 90% of its core; `load generator` if
+  not, but dnsperf (plus the upstream, when it shares dnsperf's CPU) did; otherwise
+  `neither (waiting)`: the rate was limited by latency (e.g. waiting on the upstream).
+- **sidecar** forwards (its alias answers carry the CNAME plus the target's address,
+  resolved from the upstream per query); **sidecar-cname** is the same binary and
+  config without `[upstream]`, so its alias answers are the CNAME only, like Knot,
+  NSD and the floor. **floor** answers every query with the same CNAME (also for
+  nonexistent names).
+";
+
+pub fn csv(o: &Outcome) -> String {
+    let mut s = String::from("mix,server,round,sent,completed,lost,qps,avg_latency_s,min_latency_s,max_latency_s,wall_s,server_cpu_s,dnsperf_cpu_s,upstream_cpu_s,other_cpu_s,us_per_query,rcodes\n");
+    let mut all: Vec<&Round> = o.rounds.iter().collect();
+    if let Some(f) = &o.failover {
+        all.push(&f.round);
+    }
+    for r in all {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{:.1},{:.6},{:.6},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},\"{}\"",
+            r.mix.id(),
+            r.row,
+            r.round,
+            r.stats.sent,
+            r.stats.completed,
+            r.stats.lost,
+            r.stats.qps,
+            r.stats.avg_latency,
+            r.stats.min_latency,
+            r.stats.max_latency,
+            r.wall,
+            r.server_cpu,
+            r.client_cpu,
+            r.upstream_cpu,
+            r.other_cpu,
+            r.us_per_query(),
+            r.stats.rcodes
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_nan() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        assert_eq!(median(vec![f64::NAN, 5.0]), 5.0);
+    }
+
+    #[test]
+    fn bound_by_prefers_the_server() {
+        assert_eq!(bound_by(95.0, 99.0), "server");
+        assert_eq!(bound_by(40.0, 99.0), "load generator");
+        assert_eq!(bound_by(40.0, 50.0), "neither (waiting)");
+    }
+
+}

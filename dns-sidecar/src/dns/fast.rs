@@ -1,0 +1,288 @@
+//! The fast path: answers for the common queries, precomputed.
+//!
+//! For each routes/targets snapshot, [`FastTable::build`] asks the full
+//! handler (the hickory-based path, [`Handler::plan`]) for the complete answer
+//! to a synthetic query per alias and type (A, AAAA, CNAME, ANY) and per EDNS
+//! variant (none, EDNS, EDNS with DO), and for a NXDOMAIN in each zone. At
+//! query time [`FastTable::answer`] checks that the query is ordinary, looks
+//! the name up without allocating, copies the stored answer and patches the
+//! ID, RD and CD (and, for NXDOMAIN, the question and the compression
+//! pointers into it). Anything unusual (upper-case letters, which change
+//! hickory's name compression; other types or classes; EDNS versions other
+//! than 0; TC/Z/RA bits; trailing data; answers that would not fit) returns
+//! `None` and goes through the full path. Because the stored bytes come from
+//! the full path itself, both paths give byte-identical answers; a test checks
+//! that over a table of queries.
+
+use std::collections::HashMap;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+use super::handler::{Handler, Plan};
+use super::message::{CLASSIC_UDP_LIMIT, HEADER_LEN};
+use super::Transport;
+use crate::metrics::QueryKind;
+use crate::routes::Routes;
+
+const TYPES: [RecordType; 4] = [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY];
+
+/// Answers for no EDNS, EDNS without DO, EDNS with DO.
+#[derive(Debug, Default, Clone)]
+struct Variants([Option<Vec<u8>>; 3]);
+
+#[derive(Debug)]
+struct NxTemplate {
+    /// Apex in wire form (lower case), e.g. `\x02db\x04test\x00`.
+    apex: Vec<u8>,
+    /// Per EDNS variant: the header as the full path wrote it (ID 0, RD
+    /// set), the bytes after the question (authority SOA, OPT), and the
+    /// offsets in them that hold the low byte of a pointer to the apex.
+    tails: [Option<NxTail>; 3],
+    /// Names directly below the apex that must not take this path (the SOA's
+    /// own names, which the full path compresses differently).
+    excluded: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct NxTail {
+    header: [u8; HEADER_LEN],
+    tail: Vec<u8>,
+    pointers: Vec<usize>,
+}
+
+/// What the fast path can answer for one snapshot generation.
+#[derive(Debug, Default)]
+pub struct FastTable {
+    /// Wire-form lower-case alias name -> answers by type index.
+    aliases: HashMap<Box<[u8]>, [Variants; 4]>,
+    nx: Vec<NxTemplate>,
+    max_udp: u16,
+}
+
+/// A query's shape, as far as the fast path needs it.
+struct Parsed {
+    qname_end: usize,
+    qtype: u16,
+    /// 0 = no EDNS, 1 = EDNS, 2 = EDNS with DO.
+    edns: usize,
+    udp_limit: usize,
+}
+
+fn synthetic(name: &Name, qtype: RecordType, edns: usize) -> Option<Vec<u8>> {
+    let mut m = Message::query();
+    m.metadata.id = 0;
+    m.metadata.recursion_desired = true;
+    m.queries.push(Query::query(name.clone(), qtype));
+    if edns > 0 {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.set_dnssec_ok(edns == 2);
+        m.set_edns(e);
+    }
+    m.to_vec().ok()
+}
+
+/// The full path's UDP answer for `query`, when it needs no upstream.
+fn full_answer(handler: &Handler, query: &[u8]) -> Option<Vec<u8>> {
+    match handler.plan(query, Transport::Tcp) {
+        Plan::Reply(r) => Some(r.bytes),
+        _ => None,
+    }
+}
+
+impl FastTable {
+    /// Precomputes answers with the full path of `handler`, which reads the
+    /// current routes and targets snapshots.
+    pub fn build(handler: &Handler, routes: &Routes) -> FastTable {
+        let mut t = FastTable { max_udp: handler.max_udp(), ..Default::default() };
+        let alias_names: Vec<String> = routes.aliases.keys().cloned().collect();
+        for alias in &alias_names {
+            let Ok(name) = Name::from_ascii(alias) else { continue };
+            let mut per_type: [Variants; 4] = Default::default();
+            for (ti, qtype) in TYPES.iter().enumerate() {
+                for v in 0..3 {
+                    per_type[ti].0[v] = synthetic(&name, *qtype, v).and_then(|q| full_answer(handler, &q));
+                }
+            }
+            let key: Box<[u8]> = wire(alias).into();
+            t.aliases.insert(key, per_type);
+        }
+        for zone in handler.zone_apexes() {
+            if let Some(nx) = nx_template(handler, zone, &alias_names) {
+                t.nx.push(nx);
+            }
+        }
+        t
+    }
+
+    /// Answers `q` into `out` when it is an ordinary query this table covers.
+    /// Returns the answer's length and kind.
+    pub fn answer(&self, q: &[u8], out: &mut [u8]) -> Option<(usize, QueryKind)> {
+        let p = self.parse(q)?;
+        let name = &q[HEADER_LEN..p.qname_end];
+        if let Some(types) = self.aliases.get(name) {
+            let ti = match p.qtype {
+                1 => 0,
+                28 => 1,
+                5 => 2,
+                255 => 3,
+                _ => return None,
+            };
+            let a = types[ti].0[p.edns].as_deref()?;
+            if a.len() > p.udp_limit || a.len() > out.len() {
+                return None;
+            }
+            out[..a.len()].copy_from_slice(a);
+            patch_header(out, q);
+            return Some((a.len(), QueryKind::Alias));
+        }
+        // NXDOMAIN for one label directly below a zone apex.
+        let first = q[HEADER_LEN] as usize;
+        let below = &q[HEADER_LEN + 1 + first..p.qname_end];
+        let nx = self.nx.iter().find(|z| z.apex == below)?;
+        if nx.excluded.iter().any(|e| e.as_slice() == name) {
+            return None;
+        }
+        let t = nx.tails[p.edns].as_ref()?;
+        let qend = p.qname_end + 4;
+        let len = qend + t.tail.len();
+        if len > p.udp_limit || len > out.len() {
+            return None;
+        }
+        out[..HEADER_LEN].copy_from_slice(&t.header);
+        out[HEADER_LEN..qend].copy_from_slice(&q[HEADER_LEN..qend]);
+        out[qend..len].copy_from_slice(&t.tail);
+        let apex_at = (HEADER_LEN + 1 + first) as u8;
+        for &i in &t.pointers {
+            out[qend + i] = apex_at;
+        }
+        patch_header(out, q);
+        Some((len, QueryKind::Authoritative))
+    }
+
+    fn parse(&self, q: &[u8]) -> Option<Parsed> {
+        if q.len() < HEADER_LEN + 5 {
+            return None;
+        }
+        // QR, opcode, AA, TC must be 0 (RD may be set); RA, Z and the rcode
+        // must be 0 (AD and CD may be set).
+        if q[2] & 0xFE != 0 || q[3] & 0xCF != 0 {
+            return None;
+        }
+        if q[4..10] != [0, 1, 0, 0, 0, 0] || q[10] != 0 || q[11] > 1 {
+            return None;
+        }
+        let mut i = HEADER_LEN;
+        loop {
+            let len = *q.get(i)? as usize;
+            if len == 0 {
+                break;
+            }
+            if len > 63 {
+                return None;
+            }
+            let label = q.get(i + 1..i + 1 + len)?;
+            if label.iter().any(|b| b.is_ascii_uppercase() || *b == b'.') {
+                return None;
+            }
+            i += 1 + len;
+        }
+        let qname_end = i + 1;
+        let fixed = q.get(qname_end..qname_end + 4)?;
+        let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        if fixed[2..4] != [0, 1] {
+            return None;
+        }
+        let mut end = qname_end + 4;
+        let (edns, udp_limit) = if q[11] == 1 {
+            // OPT: root name, type 41, class = payload, ttl = ext-rcode, version, flags.
+            let opt = q.get(end..end + 11)?;
+            if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
+                return None;
+            }
+            let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(self.max_udp) as usize;
+            let dnssec_ok = opt[7] & 0x80 != 0;
+            let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
+            end += 11 + rdlen;
+            (if dnssec_ok { 2 } else { 1 }, payload)
+        } else {
+            (0, CLASSIC_UDP_LIMIT)
+        };
+        if end != q.len() {
+            return None;
+        }
+        Some(Parsed { qname_end, qtype, edns, udp_limit })
+    }
+}
+
+/// ID from the query; RD and CD as the query had them.
+fn patch_header(out: &mut [u8], q: &[u8]) {
+    out[0] = q[0];
+    out[1] = q[1];
+    out[2] = (out[2] & !0x01) | (q[2] & 0x01);
+    out[3] = (out[3] & !0x10) | (q[3] & 0x10);
+}
+
+/// `db.test.` -> `\x02db\x04test\x00`.
+pub fn wire(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+/// Builds the NXDOMAIN template of `zone` from two synthetic names of
+/// different lengths: the bytes that differ between their tails are the
+/// pointers into the question.
+fn nx_template(handler: &Handler, zone: &str, aliases: &[String]) -> Option<NxTemplate> {
+    let probe = |label: &str, edns: usize| -> Option<(Vec<u8>, usize)> {
+        let name = Name::from_ascii(format!("{label}.{zone}")).ok()?;
+        let q = synthetic(&name, RecordType::A, edns)?;
+        let a = full_answer(handler, &q)?;
+        let qend = HEADER_LEN + wire(&format!("{label}.{zone}")).len() + 4;
+        (a.len() > qend && a[3] & 0x0F == 3).then_some((a, qend))
+    };
+    let mut tails: [Option<NxTail>; 3] = Default::default();
+    for (v, slot) in tails.iter_mut().enumerate() {
+        let (a1, e1) = probe("fast-path-probe-a", v)?;
+        let (a2, e2) = probe("fast-path-probe-ab", v)?;
+        let (t1, t2) = (&a1[e1..], &a2[e2..]);
+        if t1.len() != t2.len() || a1[..HEADER_LEN] != a2[..HEADER_LEN] {
+            return None;
+        }
+        let apex_at = (HEADER_LEN + 1 + "fast-path-probe-a".len()) as u8;
+        let mut ptrs = Vec::new();
+        for (i, (x, y)) in t1.iter().zip(t2).enumerate() {
+            if x != y {
+                // Only a pointer's low byte may differ, and by exactly one.
+                if *x != apex_at || *y != apex_at + 1 || i == 0 || t1[i - 1] != 0xC0 {
+                    return None;
+                }
+                ptrs.push(i);
+            }
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&a1[..HEADER_LEN]);
+        *slot = Some(NxTail { header, tail: t1.to_vec(), pointers: ptrs });
+    }
+    // Names directly below the apex that are not plain NXDOMAINs (ancestors
+    // of aliases), or that the SOA's own names could be compressed against
+    // differently: those take the full path.
+    let apex_labels = zone.trim_end_matches('.').split('.').count();
+    let (names, _) = handler.zone_names(zone)?;
+    let mut excluded: Vec<Vec<u8>> = names
+        .iter()
+        .chain(aliases.iter())
+        .filter_map(|n| {
+            let labels: Vec<&str> = n.trim_end_matches('.').split('.').collect();
+            (labels.len() > apex_labels && n.ends_with(zone)).then(|| wire(&labels[labels.len() - apex_labels - 1..].join(".")))
+        })
+        .collect();
+    excluded.sort();
+    excluded.dedup();
+    Some(NxTemplate { apex: wire(zone), tails, excluded })
+}

@@ -1,0 +1,155 @@
+//! The fast path gives the full path's bytes, or declines.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use super::fast::FastTable;
+use super::handler::{Handler, Plan};
+use super::targets::{Cached, Targets};
+use super::Transport;
+use crate::config::Config;
+use crate::name::DnsName;
+use crate::routes::{AliasRoute, RouteAnswer, Routes};
+use crate::shared::Shared;
+
+const CONFIG: &str = r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+[upstream]
+servers = ["127.0.0.1:5300"]
+[[zones]]
+name = "db.test"
+[probe]
+user = "probe"
+sslmode = "disable"
+[servers.a]
+target = "pg-a.test"
+[[aliases]]
+name = "prod.db.test"
+servers = ["a"]
+[[aliases]]
+name = "ro.eu.db.test"
+servers = ["a"]
+"#;
+
+fn setup() -> (Handler, FastTable) {
+    let config = Config::from_toml(Path::new("t.toml"), CONFIG).unwrap();
+    let shared = Arc::new(Shared::new(config.clone()));
+    let mut routes = Routes::default();
+    routes.aliases.insert("prod.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Cname(DnsName::parse("pg-a.test").unwrap()) });
+    routes.aliases.insert("ro.eu.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Servfail });
+    shared.routes.store(Arc::new(routes.clone()));
+    let mut targets = Targets::default();
+    let a = Record::from_rdata(Name::from_ascii("pg-a.test.").unwrap(), 30, RData::A(A::new(127, 0, 0, 2)));
+    let later = Instant::now() + Duration::from_secs(60);
+    targets.entries.insert(("pg-a.test.".into(), RecordType::A), Cached { rcode: ResponseCode::NoError, answers: vec![a], refresh_at: later });
+    targets.entries.insert(("pg-a.test.".into(), RecordType::AAAA), Cached { rcode: ResponseCode::NoError, answers: vec![], refresh_at: later });
+    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets))).unwrap();
+    let table = FastTable::build(&handler, &routes);
+    (handler, table)
+}
+
+struct Q {
+    name: &'static str,
+    qtype: RecordType,
+    class: DNSClass,
+    edns: Option<(u16, bool, u8)>,
+    rd: bool,
+    cd: bool,
+    id: u16,
+}
+
+fn q(name: &'static str, qtype: RecordType) -> Q {
+    Q { name, qtype, class: DNSClass::IN, edns: None, rd: true, cd: false, id: 0x4242 }
+}
+
+impl Q {
+    fn bytes(&self) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = self.id;
+        m.metadata.recursion_desired = self.rd;
+        m.metadata.checking_disabled = self.cd;
+        let mut query = Query::query(Name::from_ascii(self.name).unwrap(), self.qtype);
+        query.set_query_class(self.class);
+        m.queries.push(query);
+        if let Some((payload, dnssec_ok, version)) = self.edns {
+            let mut e = Edns::new();
+            e.set_max_payload(payload);
+            e.set_dnssec_ok(dnssec_ok);
+            e.set_version(version);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+}
+
+fn full(h: &Handler, raw: &[u8]) -> Vec<u8> {
+    match h.plan(raw, Transport::Udp) {
+        Plan::Reply(r) => r.bytes,
+        _ => panic!("the full path needs the network for this query"),
+    }
+}
+
+#[test]
+fn fast_answers_equal_full_answers_byte_for_byte() {
+    let (h, t) = setup();
+    let mut cases = Vec::new();
+    for name in ["prod.db.test.", "ro.eu.db.test.", "nope.db.test.", "x.db.test.", "a-much-longer-label-for-nxdomain.db.test."] {
+        for qtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY] {
+            for edns in [None, Some((1232, false, 0)), Some((4096, true, 0)), Some((512, false, 0))] {
+                for (rd, cd) in [(true, false), (false, true)] {
+                    cases.push(Q { edns, rd, cd, id: 0xBEEF, ..q(name, qtype) });
+                }
+            }
+        }
+    }
+    cases.push(Q { qtype: RecordType::MX, ..q("nope.db.test.", RecordType::MX) });
+    let mut out = vec![0u8; 4096];
+    for c in &cases {
+        let raw = c.bytes();
+        let (n, _) = t.answer(&raw, &mut out).unwrap_or_else(|| panic!("fast path declined {} {:?} {:?}", c.name, c.qtype, c.edns));
+        assert_eq!(out[..n], full(&h, &raw)[..], "{} {:?} edns {:?} rd {} cd {}", c.name, c.qtype, c.edns, c.rd, c.cd);
+    }
+    // The alias answer really is CNAME + address.
+    let raw = q("prod.db.test.", RecordType::A).bytes();
+    let (n, _) = t.answer(&raw, &mut out).unwrap();
+    let m = Message::from_vec(&out[..n]).unwrap();
+    assert_eq!(m.answers.len(), 2);
+    assert!(m.metadata.authoritative);
+}
+
+#[test]
+fn unusual_queries_take_the_full_path() {
+    let (_, t) = setup();
+    let mut out = vec![0u8; 4096];
+    let declined = [
+        q("Prod.DB.test.", RecordType::A),             // upper case changes compression
+        q("prod.db.test.", RecordType::TXT),           // needs the upstream
+        Q { class: DNSClass::CH, ..q("prod.db.test.", RecordType::A) },
+        Q { edns: Some((1232, false, 1)), ..q("prod.db.test.", RecordType::A) }, // BADVERS
+        q("eu.db.test.", RecordType::A),               // empty non-terminal: NODATA
+        q("db.test.", RecordType::SOA),                // apex
+        q("ns.db.test.", RecordType::A),               // the SOA's own name
+        q("a.b.db.test.", RecordType::A),              // deeper than one label
+        q("www.example.com.", RecordType::A),          // forwarded
+    ];
+    for c in &declined {
+        assert!(t.answer(&c.bytes(), &mut out).is_none(), "{} {:?} {:?}", c.name, c.qtype, c.class);
+    }
+    let good = q("prod.db.test.", RecordType::A).bytes();
+    let mut trailing = good.clone();
+    trailing.push(0);
+    let mut tc = good.clone();
+    tc[2] |= 0x02;
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    for (what, raw) in [("trailing byte", trailing), ("TC set", tc), ("QR set", response), ("short", good[..15].to_vec())] {
+        assert!(t.answer(&raw, &mut out).is_none(), "{what}");
+    }
+    assert!(t.answer(&good, &mut out[..20]).is_none(), "does not fit the buffer");
+}

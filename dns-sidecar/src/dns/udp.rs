@@ -1,0 +1,297 @@
+//! Batched UDP serving, off the async runtime.
+//!
+//! Each UDP socket (several per address, bound with SO_REUSEPORT so the
+//! kernel spreads clients over them) gets a thread that receives up to
+//! [`BATCH`] datagrams with one `recvmmsg`, answers what it can from the
+//! precomputed [`FastTable`] or synchronously through the full handler, and
+//! sends all answers with one `sendmmsg`. No task is spawned and nothing is
+//! allocated per query on that path. Queries that must wait on an upstream
+//! (forwarding, an alias target not yet cached) are handed to the tokio
+//! runtime, which answers them through its own handle on the same socket.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+use super::fast::FastTable;
+use super::handler::{Handler, Plan};
+use super::{SharedHandler, Transport};
+use crate::metrics::{rcode_index, QueryKind};
+use crate::shared::Shared;
+
+/// Datagrams per `recvmmsg`.
+pub const BATCH: usize = 32;
+/// Receive buffer per datagram (queries are small; EDNS caps answers lower).
+const BUF: usize = 4096;
+/// How often a worker checks for shutdown while idle.
+const POLL_MS: i32 = 100;
+
+/// A query handed to the runtime because it waits on an upstream.
+struct SlowJob {
+    plan: Plan,
+    raw: Vec<u8>,
+    peer: SocketAddr,
+    started: Instant,
+    handler: Arc<Handler>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Starts one worker thread per socket, and the runtime tasks that answer
+/// their slow queries. Must be called inside the tokio runtime.
+pub fn spawn(
+    sockets: Vec<UdpSocket>,
+    handler: SharedHandler,
+    shared: Arc<Shared>,
+    in_flight: Arc<Semaphore>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (i, sock) in sockets.into_iter().enumerate() {
+        // The runtime's handle on the same socket, for slow answers. The
+        // file description becomes non-blocking for both; the worker polls.
+        let clone = sock.try_clone()?;
+        clone.set_nonblocking(true)?;
+        let async_sock = Arc::new(tokio::net::UdpSocket::from_std(clone)?);
+        let (tx, rx) = mpsc::channel::<SlowJob>(1024);
+        tokio::spawn(slow_answers(rx, async_sock));
+        let (handler, shared, in_flight, stop) = (handler.clone(), shared.clone(), in_flight.clone(), stop.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || Worker::new(sock, handler, shared, in_flight, tx).run(&stop))?;
+        threads.push(t);
+    }
+    Ok(threads)
+}
+
+async fn slow_answers(mut rx: mpsc::Receiver<SlowJob>, sock: Arc<tokio::net::UdpSocket>) {
+    while let Some(job) = rx.recv().await {
+        let sock = sock.clone();
+        tokio::spawn(async move {
+            if let Some(reply) = job.handler.complete(job.plan, &job.raw, Transport::Udp).await {
+                let _ = sock.send_to(&reply.bytes, job.peer).await;
+                job.handler.count(&reply, job.started.elapsed().as_secs_f64());
+            }
+        });
+    }
+}
+
+/// The snapshots a fast table was built from. Holding them (not just their
+/// addresses) keeps a freed snapshot's address from being reused by a new one
+/// while we compare.
+struct Generation(Arc<Handler>, Arc<crate::routes::Routes>, Arc<super::targets::Targets>);
+
+impl Generation {
+    fn same(&self, other: &Generation) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) && Arc::ptr_eq(&self.1, &other.1) && Arc::ptr_eq(&self.2, &other.2)
+    }
+}
+
+struct Worker {
+    sock: UdpSocket,
+    handler: SharedHandler,
+    shared: Arc<Shared>,
+    in_flight: Arc<Semaphore>,
+    slow: mpsc::Sender<SlowJob>,
+    table: Option<(Generation, FastTable)>,
+    rx_bufs: Vec<[u8; BUF]>,
+    tx_bufs: Vec<[u8; BUF]>,
+    rx_addrs: Vec<libc::sockaddr_storage>,
+    tx_addrs: Vec<libc::sockaddr_storage>,
+    rx_iov: Vec<libc::iovec>,
+    tx_iov: Vec<libc::iovec>,
+    rx_msgs: Vec<libc::mmsghdr>,
+    tx_msgs: Vec<libc::mmsghdr>,
+    /// Answers per [kind][rcode] in this batch, added to the metrics once.
+    counts: [[u64; 8]; 4],
+}
+
+// The raw pointers inside the iovec/mmsghdr arrays point into this struct's
+// own heap buffers, which never move (the Vecs are never resized), and the
+// worker stays on one thread.
+unsafe impl Send for Worker {}
+
+impl Worker {
+    fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, in_flight: Arc<Semaphore>, slow: mpsc::Sender<SlowJob>) -> Worker {
+        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for
+        // which all-zero is a valid value.
+        let zero_addr: libc::sockaddr_storage = unsafe { zeroed() };
+        let zero_iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let zero_msg: libc::mmsghdr = unsafe { zeroed() };
+        let mut w = Worker {
+            sock,
+            handler,
+            shared,
+            in_flight,
+            slow,
+            table: None,
+            rx_bufs: vec![[0; BUF]; BATCH],
+            tx_bufs: vec![[0; BUF]; BATCH],
+            rx_addrs: vec![zero_addr; BATCH],
+            tx_addrs: vec![zero_addr; BATCH],
+            rx_iov: vec![zero_iov; BATCH],
+            tx_iov: vec![zero_iov; BATCH],
+            rx_msgs: vec![zero_msg; BATCH],
+            tx_msgs: vec![zero_msg; BATCH],
+            counts: [[0; 8]; 4],
+        };
+        for i in 0..BATCH {
+            w.rx_iov[i] = libc::iovec { iov_base: w.rx_bufs[i].as_mut_ptr().cast(), iov_len: BUF };
+            w.rx_msgs[i].msg_hdr.msg_iov = &mut w.rx_iov[i];
+            w.rx_msgs[i].msg_hdr.msg_iovlen = 1;
+            w.rx_msgs[i].msg_hdr.msg_name = (&mut w.rx_addrs[i] as *mut libc::sockaddr_storage).cast();
+            w.tx_iov[i] = libc::iovec { iov_base: w.tx_bufs[i].as_mut_ptr().cast(), iov_len: 0 };
+            w.tx_msgs[i].msg_hdr.msg_iov = &mut w.tx_iov[i];
+            w.tx_msgs[i].msg_hdr.msg_iovlen = 1;
+            w.tx_msgs[i].msg_hdr.msg_name = (&mut w.tx_addrs[i] as *mut libc::sockaddr_storage).cast();
+        }
+        w
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        let fd = self.sock.as_raw_fd();
+        while !stop.load(Ordering::Relaxed) {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+            if ready <= 0 {
+                continue;
+            }
+            for i in 0..BATCH {
+                self.rx_msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                self.rx_msgs[i].msg_hdr.msg_flags = 0;
+            }
+            // SAFETY: the mmsghdr array and everything it points to live in
+            // `self` and are valid for BATCH entries.
+            let n = unsafe { libc::recvmmsg(fd, self.rx_msgs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+            if n <= 0 {
+                continue;
+            }
+            self.batch(n as usize);
+        }
+    }
+
+    fn refresh_table(&mut self) {
+        let h = self.handler.load_full();
+        let gen = Generation(h.clone(), self.shared.routes.load_full(), h.targets_snapshot());
+        if self.table.as_ref().is_some_and(|(g, _)| g.same(&gen)) {
+            return;
+        }
+        let table = FastTable::build(&gen.0, &gen.1);
+        self.table = Some((gen, table));
+    }
+
+    fn batch(&mut self, n: usize) {
+        self.refresh_table();
+        let started = Instant::now();
+        let (gen, table) = self.table.as_ref().expect("built above");
+        let handler = gen.0.clone();
+        let mut out = 0;
+        for i in 0..n {
+            let len = self.rx_msgs[i].msg_len as usize;
+            if self.rx_msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue; // larger than any query we accept
+            }
+            let q = &self.rx_bufs[i][..len];
+            let answer = match table.answer(q, &mut self.tx_bufs[out]) {
+                Some((alen, kind)) => Some((alen, kind)),
+                None => match handler.plan(q, Transport::Udp) {
+                    Plan::Reply(r) if r.bytes.len() <= BUF => {
+                        self.tx_bufs[out][..r.bytes.len()].copy_from_slice(&r.bytes);
+                        Some((r.bytes.len(), r.kind))
+                    }
+                    Plan::Reply(_) | Plan::Drop => None,
+                    plan => {
+                        match (sockaddr_to_std(&self.rx_addrs[i]), self.in_flight.clone().try_acquire_owned()) {
+                            (Some(peer), Ok(permit)) => {
+                                let job = SlowJob { plan, raw: q.to_vec(), peer, started, handler: handler.clone(), _permit: permit };
+                                if self.slow.try_send(job).is_err() {
+                                    debug!("slow-path queue full; dropping a query");
+                                }
+                            }
+                            _ => debug!("too many queries waiting on upstreams; dropping one"),
+                        }
+                        None
+                    }
+                },
+            };
+            if let Some((alen, kind)) = answer {
+                self.tx_iov[out].iov_len = alen;
+                self.tx_addrs[out] = self.rx_addrs[i];
+                self.tx_msgs[out].msg_hdr.msg_namelen = self.rx_msgs[i].msg_hdr.msg_namelen;
+                let rcode = (self.tx_bufs[out][3] & 0x0F) as u16;
+                self.counts[kind as usize][rcode_index(rcode)] += 1;
+                out += 1;
+            }
+        }
+        self.send(out);
+        let m = &self.shared.metrics;
+        let elapsed = started.elapsed().as_secs_f64();
+        for (k, kind) in [QueryKind::Alias, QueryKind::Authoritative, QueryKind::Forwarded, QueryKind::Other].into_iter().enumerate() {
+            let total: u64 = self.counts[k].iter().sum();
+            if total == 0 {
+                continue;
+            }
+            for (r, c) in self.counts[k].iter_mut().enumerate() {
+                if *c > 0 {
+                    m.answered_n(kind, r, *c);
+                    *c = 0;
+                }
+            }
+            // One observation per batch and kind: the time the batch took.
+            m.latency(kind, elapsed);
+        }
+    }
+
+    fn send(&mut self, count: usize) {
+        let fd = self.sock.as_raw_fd();
+        let mut sent = 0;
+        let mut retries = 0;
+        while sent < count {
+            // SAFETY: entries sent..count are initialised above and point into `self`.
+            let r = unsafe { libc::sendmmsg(fd, self.tx_msgs[sent..].as_mut_ptr(), (count - sent) as u32, 0) };
+            if r > 0 {
+                sent += r as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock && retries < 100 {
+                retries += 1;
+                let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 10) };
+                continue;
+            }
+            if err.kind() != io::ErrorKind::WouldBlock {
+                // One bad destination (e.g. unreachable) must not block the rest.
+                debug!(error = %err, "udp send error");
+                sent += 1;
+                continue;
+            }
+            debug!("udp send buffer full; dropping {} answers", count - sent);
+            return;
+        }
+    }
+}
+
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::from((u32::from_be(a.sin_addr.s_addr).to_be_bytes(), u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::from((a.sin6_addr.s6_addr, u16::from_be(a.sin6_port))))
+        }
+        _ => None,
+    }
+}
