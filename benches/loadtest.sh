@@ -78,6 +78,7 @@ quoted=""
 if [ "$#" -gt 0 ]; then quoted=$(printf ' %q' "$@"); fi
 export LOADTEST_COMMAND="benches/loadtest.sh${quoted}"
 pid=""
+# shellcheck disable=SC2317  # invoked by the trap below
 forward() {
     if [ -n "$pid" ]; then
         kill -TERM "$pid" 2>/dev/null || true

@@ -67,7 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pair = tokio::task::spawn_blocking(move || {
         PgPair::start(
             &bins,
-            PairOptions { primary_name: "pg-east.demo.internal".into(), replica_name: "pg-west.demo.internal".into(), ..PairOptions::default() },
+            PairOptions { primary_name: "pg-east.servers.demo".into(), replica_name: "pg-west.servers.demo".into(), ..PairOptions::default() },
         )
     })
     .await??;
@@ -76,10 +76,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let upstream = tokio::task::spawn_blocking(|| {
         Dnsmasq::start(DnsmasqOptions {
             hosts: vec![
-                ("pg-east.demo.internal".into(), "127.0.0.2".parse().expect("literal")),
-                ("pg-west.demo.internal".into(), "127.0.0.3".parse().expect("literal")),
+                ("pg-east.servers.demo".into(), "127.0.0.2".parse().expect("literal")),
+                ("pg-west.servers.demo".into(), "127.0.0.3".parse().expect("literal")),
             ],
-            local_domains: vec!["demo.internal".into()],
+            local_domains: vec!["servers.demo".into()],
             local_ttl: Some(30),
             ..Default::default()
         })

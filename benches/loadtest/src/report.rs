@@ -33,8 +33,10 @@ fn mib(kib: Option<u64>) -> String {
 /// What limited the rate: the server's core (its process used >= 90 % of
 /// it), the load generator's core (dnsperf, plus the upstream when it shares
 /// that core), or neither (latency-bound: waiting on the upstream).
-pub fn bound_by(server_pct: f64, client_core_pct: f64) -> &'static str {
-    if server_pct >= 90.0 {
+pub fn bound_by(server_pct: f64, client_core_pct: f64, noisy: bool) -> &'static str {
+    if noisy {
+        "unclear (noisy)"
+    } else if server_pct >= 90.0 {
         "server"
     } else if client_core_pct >= 90.0 {
         "load generator"
@@ -57,9 +59,10 @@ struct Agg {
     up_pct: f64,
     other_pct: f64,
     rcodes: String,
+    noisy: usize,
 }
 
-fn aggregate(rs: &[&Round]) -> Agg {
+fn aggregate(rs: &[&Round], max_other: f64) -> Agg {
     let m = |f: &dyn Fn(&Round) -> f64| median(rs.iter().map(|r| f(r)).collect());
     let qps: Vec<f64> = rs.iter().map(|r| r.stats.qps).collect();
     let srv_pct = m(&|r| r.pct(r.server_cpu));
@@ -79,6 +82,7 @@ fn aggregate(rs: &[&Round]) -> Agg {
         up_pct,
         other_pct: m(&|r| r.pct(r.other_cpu)),
         rcodes: rs.last().map(|r| r.stats.rcodes.clone()).unwrap_or_default(),
+        noisy: rs.iter().filter(|r| r.noisy(max_other)).count(),
     }
 }
 
@@ -104,14 +108,16 @@ pub fn markdown(o: &Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "- dnsperf {}: `-c {} -q {} -T {} -t {}`, {} round(s) x {} s per server and mix, interleaved (A B C A B C ...); medians across rounds",
+        "- dnsperf {}: `-c {} -q {} -T {} -t {}`, {} round(s) x {} s per server and mix, interleaved (A B C A B C ...); medians across rounds; a round with other CPU > {}% is repeated up to {} time(s)",
         o.dnsperf_version,
         a.clients,
         a.outstanding.iter().map(u32::to_string).collect::<Vec<_>>().join("|"),
         a.threads,
         a.timeout,
         a.rounds(),
-        a.duration()
+        a.duration(),
+        a.max_other,
+        a.retries
     );
     let _ = writeln!(s, "- Servers:");
     for (id, label) in &o.labels {
@@ -123,19 +129,19 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "## Mix {}: {}\n", mix.id(), mix.title());
         let _ = writeln!(
             s,
-            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU | bound by | responses |"
+            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU | noisy rounds | bound by | responses |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
         for row in rows {
             let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
             if rs.is_empty() {
                 continue;
             }
-            let g = aggregate(&rs);
+            let g = aggregate(&rs, a.max_other);
             let client_core = g.cli_pct + if a.upstream_cpu == a.client_cpu { g.up_pct } else { 0.0 };
             let _ = writeln!(
                 s,
-                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {} | {} |",
+                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}/{} | {} | {} |",
                 fmt_f(g.qps, 0),
                 fmt_f(g.qps_min, 0),
                 fmt_f(g.qps_max, 0),
@@ -147,7 +153,9 @@ pub fn markdown(o: &Outcome) -> String {
                 fmt_f(g.cli_pct, 0),
                 fmt_f(g.up_pct, 0),
                 fmt_f(g.other_pct, 0),
-                bound_by(g.srv_pct, client_core),
+                g.noisy,
+                rs.len(),
+                bound_by(g.srv_pct, client_core, g.other_pct > a.max_other),
                 g.rcodes
             );
         }
@@ -202,12 +210,12 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(s);
 
     let _ = writeln!(s, "## Every round\n");
-    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU | tries |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &o.rounds {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% | {}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% | {}%{} | {} |",
             r.mix.id(),
             r.row,
             r.round,
@@ -220,6 +228,8 @@ pub fn markdown(o: &Outcome) -> String {
             fmt_f(r.pct(r.client_cpu), 0),
             fmt_f(r.pct(r.upstream_cpu), 0),
             fmt_f(r.pct(r.other_cpu), 0),
+            if r.noisy(a.max_other) { " (noisy)" } else { "" },
+            r.attempts,
         );
     }
     let _ = writeln!(s);
@@ -241,8 +251,11 @@ const LEGEND: &str = "\
   core over the round's wall time. A server near 100% is saturated.
 - **other CPU**: busy time of all CPUs (`/proc/stat`, including irq, softirq and steal)
   minus the three processes above, as a percentage of one core: unattributed kernel
-  work plus anything else running on the machine. Large values mean a noisy round.
-- **bound by**: `server` if the server used >= 90% of its core; `load generator` if
+  work plus anything else running on the machine (a compile, another test). A round
+  above `--max-other` is *noisy*: it is repeated up to `--retries` times, and kept
+  (flagged) if it stays noisy. Medians are over the kept rounds.
+- **bound by**: `unclear (noisy)` if the median other CPU is above `--max-other`;
+  else `server` if the server used >= 90% of its core; `load generator` if
   not, but dnsperf (plus the upstream, when it shares dnsperf's CPU) did; otherwise
   `neither (waiting)`: the rate was limited by latency (e.g. waiting on the upstream).
 - **sidecar** forwards (its alias answers carry the CNAME plus the target's address,
@@ -298,9 +311,10 @@ mod tests {
 
     #[test]
     fn bound_by_prefers_the_server() {
-        assert_eq!(bound_by(95.0, 99.0), "server");
-        assert_eq!(bound_by(40.0, 99.0), "load generator");
-        assert_eq!(bound_by(40.0, 50.0), "neither (waiting)");
+        assert_eq!(bound_by(95.0, 99.0, false), "server");
+        assert_eq!(bound_by(40.0, 99.0, false), "load generator");
+        assert_eq!(bound_by(40.0, 50.0, false), "neither (waiting)");
+        assert_eq!(bound_by(95.0, 50.0, true), "unclear (noisy)");
     }
 
 }

@@ -327,6 +327,13 @@ pub fn version_of(program: &str, flag: &str) -> String {
     }
 }
 
+/// "2.10.0", from the banner `dnsperf -h` prints.
+pub fn dnsperf_version() -> String {
+    let out = Command::new("dnsperf").arg("-h").stdin(Stdio::null()).output();
+    let text = out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_default();
+    text.lines().find_map(|l| l.trim().strip_prefix("Version ")).unwrap_or("?").trim().to_string()
+}
+
 /// `program` on PATH or in the sbin directories (not on a non-root PATH).
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -31,7 +31,7 @@ pub const BATCH: usize = 32;
 /// Receive buffer per datagram (queries are small; EDNS caps answers lower).
 const BUF: usize = 4096;
 /// How often a worker checks for shutdown while idle.
-const POLL_MS: i32 = 100;
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A query handed to the runtime because it waits on an upstream.
 struct SlowJob {
@@ -54,13 +54,15 @@ pub fn spawn(
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
     for (i, sock) in sockets.into_iter().enumerate() {
-        // The runtime's handle on the same socket, for slow answers. The
-        // file description becomes non-blocking for both; the worker polls.
-        let clone = sock.try_clone()?;
-        clone.set_nonblocking(true)?;
-        let async_sock = Arc::new(tokio::net::UdpSocket::from_std(clone)?);
+        // The worker blocks in recvmmsg (waking every IDLE_CHECK to look for
+        // shutdown), so the socket stays in blocking mode; slow answers are
+        // sent from the runtime with a plain sendto on a duplicate of it,
+        // which does not block in practice for UDP.
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(Some(IDLE_CHECK))?;
+        let sender = Arc::new(sock.try_clone()?);
         let (tx, rx) = mpsc::channel::<SlowJob>(1024);
-        tokio::spawn(slow_answers(rx, async_sock));
+        tokio::spawn(slow_answers(rx, sender));
         let (handler, shared, in_flight, stop) = (handler.clone(), shared.clone(), in_flight.clone(), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
@@ -70,12 +72,12 @@ pub fn spawn(
     Ok(threads)
 }
 
-async fn slow_answers(mut rx: mpsc::Receiver<SlowJob>, sock: Arc<tokio::net::UdpSocket>) {
+async fn slow_answers(mut rx: mpsc::Receiver<SlowJob>, sock: Arc<UdpSocket>) {
     while let Some(job) = rx.recv().await {
         let sock = sock.clone();
         tokio::spawn(async move {
             if let Some(reply) = job.handler.complete(job.plan, &job.raw, Transport::Udp).await {
-                let _ = sock.send_to(&reply.bytes, job.peer).await;
+                let _ = sock.send_to(&reply.bytes, job.peer);
                 job.handler.count(&reply, job.started.elapsed().as_secs_f64());
             }
         });
@@ -157,19 +159,15 @@ impl Worker {
     fn run(mut self, stop: &AtomicBool) {
         let fd = self.sock.as_raw_fd();
         while !stop.load(Ordering::Relaxed) {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-            if ready <= 0 {
-                continue;
-            }
             for i in 0..BATCH {
                 self.rx_msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 self.rx_msgs[i].msg_hdr.msg_flags = 0;
             }
             // SAFETY: the mmsghdr array and everything it points to live in
             // `self` and are valid for BATCH entries.
-            let n = unsafe { libc::recvmmsg(fd, self.rx_msgs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+            // MSG_WAITFORONE: block for the first datagram (up to the read
+            // timeout), then take whatever else is already queued.
+            let n = unsafe { libc::recvmmsg(fd, self.rx_msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
             if n <= 0 {
                 continue;
             }
