@@ -275,9 +275,9 @@ impl Engine {
                 }
             }
             Event::NoMatch { alias: a, kept, policy } => {
-                error!(alias = alias(*a), role = c.aliases[*a].role.as_str(), kept = kept.map_or("-", server), policy = ?policy, "no candidate server matches the alias's role");
+                error!(alias = alias(*a), role = c.aliases[*a].role.as_str(), kept = kept.map_or("-", server), policy = policy.as_str(), "no candidate server matches the alias's role");
                 m.no_match.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
-                self.record(Some(alias(*a).into()), kept.map(|k| server(k).into()), "no_match", format!("no candidate is {}; policy {policy:?}", c.aliases[*a].role.as_str()));
+                self.record(Some(alias(*a).into()), kept.map(|k| server(k).into()), "no_match", format!("no candidate is {}; policy {}", c.aliases[*a].role.as_str(), policy.as_str()));
             }
             Event::SplitBrain { alias: a, writable, chosen, by_timeline } => {
                 let names: Vec<&str> = writable.iter().map(|s| server(*s)).collect();

@@ -96,9 +96,9 @@ pub struct Args {
     /// floor binary (default: next to this one).
     #[arg(long)]
     floor_bin: Option<PathBuf>,
-    /// A round whose "other CPU" (work of anything but the server, dnsperf
-    /// and the upstream, in % of one core) exceeds this is noisy: it is
-    /// repeated (see --retries) and flagged in the report.
+    /// A round whose "other CPU" (processes other than the server, dnsperf
+    /// and the upstream, e.g. a compile; in % of one core) exceeds this is
+    /// noisy: it is repeated (see --retries) and flagged in the report.
     #[arg(long, default_value_t = 60.0)]
     max_other: f64,
     /// How often a noisy round is repeated before it is kept anyway.
@@ -191,8 +191,12 @@ pub struct Round {
     pub server_cpu: f64,
     pub client_cpu: f64,
     pub upstream_cpu: f64,
-    /// CPU seconds used by everything else (other processes, unattributed
-    /// kernel work), summed over all CPUs.
+    /// CPU seconds of kernel work charged to no process: irq and softirq
+    /// time (where the loopback's packet processing mostly lands) plus
+    /// kernel threads, summed over all CPUs.
+    pub kernel_cpu: f64,
+    /// CPU seconds of everything else: other processes on the machine,
+    /// steal; summed over all CPUs.
     pub other_cpu: f64,
     /// 1 + how often it was repeated because it was noisy.
     pub attempts: u32,
@@ -448,7 +452,7 @@ fn run(args: Args) -> Result<bool> {
                     round.attempts = attempt;
                     let noisy = round.noisy(args.max_other);
                     eprintln!(
-                        "{:>9.0} q/s  lost {:>6}  avg {:>7.3} ms  max {:>7.2} ms  {:>6.2} µs/q  server {:>3.0}%  dnsperf {:>3.0}%  other {:>3.0}%{}",
+                        "{:>7.0} q/s  lost {:>5}  avg {:>6.3} ms  max {:>6.2} ms  {:>5.2} µs/q  server {:>3.0}%  dnsperf {:>3.0}%  upstream {:>3.0}%  kernel {:>3.0}%  other {:>3.0}%{}",
                         round.stats.qps,
                         round.stats.lost,
                         round.stats.avg_latency * 1e3,
@@ -456,6 +460,8 @@ fn run(args: Args) -> Result<bool> {
                         round.us_per_query(),
                         round.pct(round.server_cpu),
                         round.pct(round.client_cpu),
+                        round.pct(round.upstream_cpu),
+                        round.pct(round.kernel_cpu),
                         round.pct(round.other_cpu),
                         if noisy { "  (noisy)" } else { "" }
                     );
@@ -552,22 +558,25 @@ fn measure(
     let srv0 = sys::tree_ticks(s.pid());
     let up0 = upstream_pid.map_or(0, sys::tree_ticks);
     let cpu0 = sys::cpu_ticks();
+    let kthreads0 = sys::tree_ticks(2);
     let start = Instant::now();
     let limit = Duration::from_secs((dur + args.timeout + 15) as u64);
     let (ok, out, client_cpu) = sys::run_bounded(cmd, limit, &log, || tick(start.elapsed().as_secs_f64()))?;
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = sys::cpu_ticks();
+    let kthreads1 = sys::tree_ticks(2);
     let srv1 = sys::tree_ticks(s.pid());
     let up1 = upstream_pid.map_or(0, sys::tree_ticks);
     if !ok {
         bail!("dnsperf failed against {row}:\n{out}\n{}", sys::log_tail(&log, 20));
     }
     let stats = dnsperf::parse(&out)?;
-    let busy: u64 = cpu1.iter().zip(cpu0.iter().chain(std::iter::repeat(&(0, 0)))).map(|(a, b)| a.0.saturating_sub(b.0)).sum();
+    let (busy, irq) = sys::cpu_delta(&cpu0, &cpu1);
     let server_cpu = srv1.saturating_sub(srv0) as f64 / tck;
     let upstream_cpu = up1.saturating_sub(up0) as f64 / tck;
-    let other_cpu = (busy as f64 / tck - server_cpu - client_cpu - upstream_cpu).max(0.0);
-    Ok(Round { mix, row: row.to_string(), round, stats, wall, server_cpu, client_cpu, upstream_cpu, other_cpu, attempts: 1 })
+    let kernel_cpu = (irq + kthreads1.saturating_sub(kthreads0)) as f64 / tck;
+    let other_cpu = (busy as f64 / tck - server_cpu - client_cpu - upstream_cpu - kernel_cpu).max(0.0);
+    Ok(Round { mix, row: row.to_string(), round, stats, wall, server_cpu, client_cpu, upstream_cpu, kernel_cpu, other_cpu, attempts: 1 })
 }
 
 /// An extra mix-a round against the sidecar: the replica is promoted at

@@ -57,6 +57,7 @@ struct Agg {
     srv_pct: f64,
     cli_pct: f64,
     up_pct: f64,
+    kernel_pct: f64,
     other_pct: f64,
     rcodes: String,
     noisy: usize,
@@ -80,6 +81,7 @@ fn aggregate(rs: &[&Round], max_other: f64) -> Agg {
         srv_pct,
         cli_pct,
         up_pct,
+        kernel_pct: m(&|r| r.pct(r.kernel_cpu)),
         other_pct: m(&|r| r.pct(r.other_cpu)),
         rcodes: rs.last().map(|r| r.stats.rcodes.clone()).unwrap_or_default(),
         noisy: rs.iter().filter(|r| r.noisy(max_other)).count(),
@@ -129,9 +131,9 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "## Mix {}: {}\n", mix.id(), mix.title());
         let _ = writeln!(
             s,
-            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU | noisy rounds | bound by | responses |"
+            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | noisy rounds | bound by | responses |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
         for row in rows {
             let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
             if rs.is_empty() {
@@ -141,7 +143,7 @@ pub fn markdown(o: &Outcome) -> String {
             let client_core = g.cli_pct + if a.upstream_cpu == a.client_cpu { g.up_pct } else { 0.0 };
             let _ = writeln!(
                 s,
-                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}/{} | {} | {} |",
+                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}% | {}/{} | {} | {} |",
                 fmt_f(g.qps, 0),
                 fmt_f(g.qps_min, 0),
                 fmt_f(g.qps_max, 0),
@@ -152,6 +154,7 @@ pub fn markdown(o: &Outcome) -> String {
                 fmt_f(g.srv_pct, 0),
                 fmt_f(g.cli_pct, 0),
                 fmt_f(g.up_pct, 0),
+                fmt_f(g.kernel_pct, 0),
                 fmt_f(g.other_pct, 0),
                 g.noisy,
                 rs.len(),
@@ -210,12 +213,12 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(s);
 
     let _ = writeln!(s, "## Every round\n");
-    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | other CPU | tries |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | tries |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &o.rounds {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% | {}%{} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}%{} | {} |",
             r.mix.id(),
             r.row,
             r.round,
@@ -227,6 +230,7 @@ pub fn markdown(o: &Outcome) -> String {
             fmt_f(r.pct(r.server_cpu), 0),
             fmt_f(r.pct(r.client_cpu), 0),
             fmt_f(r.pct(r.upstream_cpu), 0),
+            fmt_f(r.pct(r.kernel_cpu), 0),
             fmt_f(r.pct(r.other_cpu), 0),
             if r.noisy(a.max_other) { " (noisy)" } else { "" },
             r.attempts,
@@ -249,11 +253,15 @@ const LEGEND: &str = "\
   that is comparable across servers, not an absolute cost.
 - **server / dnsperf / upstream CPU**: that process's CPU time as a percentage of one
   core over the round's wall time. A server near 100% is saturated.
-- **other CPU**: busy time of all CPUs (`/proc/stat`, including irq, softirq and steal)
-  minus the three processes above, as a percentage of one core: unattributed kernel
-  work plus anything else running on the machine (a compile, another test). A round
-  above `--max-other` is *noisy*: it is repeated up to `--retries` times, and kept
-  (flagged) if it stays noisy. Medians are over the kept rounds.
+- **kernel CPU**: irq + softirq time (`/proc/stat`) plus kernel threads, over all
+  CPUs, as a percentage of one core: work charged to no process, mostly the loopback
+  packet path. It belongs to the whole setup (dnsperf, the server and the upstream
+  alike), so it is reported, not attributed.
+- **other CPU**: busy time of all CPUs (including steal) minus everything above, as a
+  percentage of one core: other processes on the machine (a compile, another test),
+  plus the idle servers' and PostgreSQL's background work (a few %). A round above
+  `--max-other` is *noisy*: it is repeated up to `--retries` times, and kept (flagged)
+  if it stays noisy. Medians are over the kept rounds.
 - **bound by**: `unclear (noisy)` if the median other CPU is above `--max-other`;
   else `server` if the server used >= 90% of its core; `load generator` if
   not, but dnsperf (plus the upstream, when it shares dnsperf's CPU) did; otherwise
@@ -266,7 +274,7 @@ const LEGEND: &str = "\
 ";
 
 pub fn csv(o: &Outcome) -> String {
-    let mut s = String::from("mix,server,round,sent,completed,lost,qps,avg_latency_s,min_latency_s,max_latency_s,wall_s,server_cpu_s,dnsperf_cpu_s,upstream_cpu_s,other_cpu_s,us_per_query,rcodes\n");
+    let mut s = String::from("mix,server,round,sent,completed,lost,qps,avg_latency_s,min_latency_s,max_latency_s,wall_s,server_cpu_s,dnsperf_cpu_s,upstream_cpu_s,kernel_cpu_s,other_cpu_s,us_per_query,rcodes\n");
     let mut all: Vec<&Round> = o.rounds.iter().collect();
     if let Some(f) = &o.failover {
         all.push(&f.round);
@@ -274,7 +282,7 @@ pub fn csv(o: &Outcome) -> String {
     for r in all {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{:.1},{:.6},{:.6},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},\"{}\"",
+            "{},{},{},{},{},{},{:.1},{:.6},{:.6},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},\"{}\"",
             r.mix.id(),
             r.row,
             r.round,
@@ -289,6 +297,7 @@ pub fn csv(o: &Outcome) -> String {
             r.server_cpu,
             r.client_cpu,
             r.upstream_cpu,
+            r.kernel_cpu,
             r.other_cpu,
             r.us_per_query(),
             r.stats.rcodes

@@ -267,9 +267,17 @@ pub fn tree_ticks(root: u32) -> u64 {
     ticks.iter().filter(|(&p, _)| in_tree(p)).map(|(_, &t)| t).sum()
 }
 
-/// Per-CPU (busy, total) ticks from `/proc/stat`; busy counts user, nice,
-/// system, irq, softirq and steal; total adds idle and iowait.
-pub fn cpu_ticks() -> Vec<(u64, u64)> {
+/// One CPU's counters from `/proc/stat`, in clock ticks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTicks {
+    /// user + nice + system + irq + softirq + steal.
+    pub busy: u64,
+    /// irq + softirq (time not charged to any process).
+    pub irq: u64,
+}
+
+/// Per-CPU counters from `/proc/stat`, indexed by CPU number.
+pub fn cpu_ticks() -> Vec<CpuTicks> {
     let s = fs::read_to_string("/proc/stat").unwrap_or_default();
     let mut out = Vec::new();
     for l in s.lines() {
@@ -281,14 +289,24 @@ pub fn cpu_ticks() -> Vec<(u64, u64)> {
         let Ok(idx) = name[3..].parse::<usize>() else { continue };
         let v: Vec<u64> = f.map(|x| x.parse().unwrap_or(0)).collect();
         let g = |i: usize| v.get(i).copied().unwrap_or(0);
-        let busy = g(0) + g(1) + g(2) + g(5) + g(6) + g(7);
-        let total = busy + g(3) + g(4);
         if out.len() <= idx {
-            out.resize(idx + 1, (0, 0));
+            out.resize(idx + 1, CpuTicks::default());
         }
-        out[idx] = (busy, total);
+        out[idx] = CpuTicks { busy: g(0) + g(1) + g(2) + g(5) + g(6) + g(7), irq: g(5) + g(6) };
     }
     out
+}
+
+/// (busy, irq) ticks summed over all CPUs between two readings.
+pub fn cpu_delta(before: &[CpuTicks], after: &[CpuTicks]) -> (u64, u64) {
+    let mut busy = 0;
+    let mut irq = 0;
+    for (i, a) in after.iter().enumerate() {
+        let b = before.get(i).copied().unwrap_or_default();
+        busy += a.busy.saturating_sub(b.busy);
+        irq += a.irq.saturating_sub(b.irq);
+    }
+    (busy, irq)
 }
 
 /// `VmRSS` / `VmHWM` style fields of `/proc/<pid>/status`, in KiB.

@@ -221,6 +221,15 @@ pub enum NoMatchPolicy {
     Servfail,
 }
 
+impl NoMatchPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoMatchPolicy::KeepLast => "keep-last",
+            NoMatchPolicy::Servfail => "servfail",
+        }
+    }
+}
+
 /// libpq's sslmode values that make sense for a health probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

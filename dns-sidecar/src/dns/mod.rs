@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tracing::debug;
 
 pub use forward::ForwardError;
-pub use handler::{Handler, Reply};
+pub use handler::{Handler, Plan, Reply};
 pub use zone::NameConversion;
 
 
