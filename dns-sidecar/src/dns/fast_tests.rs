@@ -1,56 +1,14 @@
 //! The fast path gives the full path's bytes, or declines.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::fast::FastTable;
 use super::handler::{Handler, Plan};
-use super::targets::{Cached, Targets};
 use super::Transport;
-use crate::config::Config;
-use crate::name::DnsName;
-use crate::routes::{AliasRoute, RouteAnswer, Routes};
-use crate::shared::Shared;
-
-const CONFIG: &str = r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[upstream]
-servers = ["127.0.0.1:5300"]
-[[zones]]
-name = "db.test"
-[probe]
-user = "probe"
-sslmode = "disable"
-[servers.a]
-target = "pg-a.test"
-[[aliases]]
-name = "prod.db.test"
-servers = ["a"]
-[[aliases]]
-name = "ro.eu.db.test"
-servers = ["a"]
-"#;
 
 fn setup() -> (Handler, FastTable) {
-    let config = Config::from_toml(Path::new("t.toml"), CONFIG).unwrap();
-    let shared = Arc::new(Shared::new(config.clone()));
-    let mut routes = Routes::default();
-    routes.aliases.insert("prod.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Cname(DnsName::parse("pg-a.test").unwrap()) });
-    routes.aliases.insert("ro.eu.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Servfail });
-    shared.routes.store(Arc::new(routes.clone()));
-    let mut targets = Targets::default();
-    let a = Record::from_rdata(Name::from_ascii("pg-a.test.").unwrap(), 30, RData::A(A::new(127, 0, 0, 2)));
-    let later = Instant::now() + Duration::from_secs(60);
-    targets.entries.insert(("pg-a.test.".into(), RecordType::A), Cached { rcode: ResponseCode::NoError, answers: vec![a], refresh_at: later });
-    targets.entries.insert(("pg-a.test.".into(), RecordType::AAAA), Cached { rcode: ResponseCode::NoError, answers: vec![], refresh_at: later });
-    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets))).unwrap();
-    let table = FastTable::build(&handler, &routes);
+    let (_, handler, table) = super::fixture::fixture();
     (handler, table)
 }
 

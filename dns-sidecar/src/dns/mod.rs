@@ -7,6 +7,8 @@
 //! anything answered from the snapshot. Hickory types do not leave this module.
 
 pub mod fast;
+#[doc(hidden)]
+pub mod fixture;
 #[cfg(test)]
 mod fast_tests;
 mod forward;

@@ -1,0 +1,61 @@
+//! A ready handler and fast table over a fixed config, with the alias
+//! decided and its target's address cached: shared by the fast-path tests
+//! and the micro-benchmarks so both measure and check the same thing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::fast::FastTable;
+use super::targets::{Cached, Targets};
+use super::Handler;
+use crate::config::Config;
+use crate::name::DnsName;
+use crate::routes::{AliasRoute, RouteAnswer, Routes};
+use crate::shared::Shared;
+
+/// Zone `db.test.`; `prod.db.test.` -> `pg-a.test.` (A 127.0.0.2, no AAAA);
+/// `ro.eu.db.test.` answers SERVFAIL (nothing matches).
+pub const CONFIG: &str = r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+[upstream]
+servers = ["127.0.0.1:5300"]
+[[zones]]
+name = "db.test"
+[probe]
+user = "probe"
+sslmode = "disable"
+[servers.a]
+target = "pg-a.test"
+[servers.b]
+target = "pg-b.test"
+[[aliases]]
+name = "prod.db.test"
+servers = ["a", "b"]
+[[aliases]]
+name = "ro.eu.db.test"
+servers = ["a"]
+"#;
+
+pub fn fixture() -> (Config, Handler, FastTable) {
+    let config = Config::from_toml(Path::new("fixture.toml"), CONFIG).expect("the fixture config is valid");
+    let shared = Arc::new(Shared::new(config.clone()));
+    let mut routes = Routes::default();
+    let target = DnsName::parse("pg-a.test").expect("valid name");
+    routes.aliases.insert("prod.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Cname(target) });
+    routes.aliases.insert("ro.eu.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Servfail });
+    shared.routes.store(Arc::new(routes.clone()));
+    let mut targets = Targets::default();
+    let a = Record::from_rdata(Name::from_ascii("pg-a.test.").expect("valid name"), 30, RData::A(A::new(127, 0, 0, 2)));
+    let later = Instant::now() + Duration::from_secs(3600);
+    targets.entries.insert(("pg-a.test.".into(), RecordType::A), Cached { rcode: ResponseCode::NoError, answers: vec![a], refresh_at: later });
+    targets.entries.insert(("pg-a.test.".into(), RecordType::AAAA), Cached { rcode: ResponseCode::NoError, answers: vec![], refresh_at: later });
+    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets))).expect("valid names");
+    let table = FastTable::build(&handler, &routes);
+    (config, handler, table)
+}
