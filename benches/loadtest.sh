@@ -74,6 +74,11 @@ cargo build --release -p dns-sidecar -p floor -p loadtest
 
 # Run the harness in the background so that a signal to this script is
 # handled at once: forward it, then wait for the harness to clean up.
+# The harness keeps its configs, zone files and logs under here; removing
+# it on exit covers even a harness killed with SIGKILL.
+LOADTEST_TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/dns-sidecar-loadtest.XXXXXX")
+export LOADTEST_TMPDIR
+trap 'rm -rf "$LOADTEST_TMPDIR"' EXIT
 quoted=""
 if [ "$#" -gt 0 ]; then quoted=$(printf ' %q' "$@"); fi
 export LOADTEST_COMMAND="benches/loadtest.sh${quoted}"

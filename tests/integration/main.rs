@@ -5,6 +5,7 @@
 
 mod admin;
 mod config_cli;
+mod deploy;
 mod failover;
 mod forwarding;
 mod operations;

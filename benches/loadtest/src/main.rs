@@ -324,8 +324,7 @@ fn run(args: Args) -> Result<bool> {
     let loadavg_start = sys::loadavg();
 
     sys::pin_self(args.client_cpu)?;
-    let mut scratch = sys::Scratch::new()?;
-    scratch.keep = args.keep;
+    let scratch = sys::Scratch::new(args.keep)?;
     let dir = scratch.path.clone();
     eprintln!("loadtest: scratch directory {}", dir.display());
 
@@ -390,7 +389,9 @@ fn run(args: Args) -> Result<bool> {
         if !needed {
             continue;
         }
-        let s = servers::start(k, &setup)?;
+        let mut s = servers::start(k, &setup)?;
+        let (procs, threads) = sys::tree_size(s.pid());
+        s.label = format!("{}; {procs} process{}, {threads} thread{}", s.label, if procs == 1 { "" } else { "es" }, if threads == 1 { "" } else { "s" });
         eprintln!("loadtest: {:<14} {} on {} (CPU {}, pid {})", k.id(), s.label, s.addr, args.server_cpu, s.pid());
         running.push(s);
     }
@@ -526,7 +527,7 @@ fn run(args: Args) -> Result<bool> {
     drop(running);
     drop(upstream);
     drop(pair);
-    let failover_ok = outcome.failover.as_ref().map_or(true, |f| f.ok);
+    let failover_ok = outcome.failover.as_ref().is_none_or(|f| f.ok);
     Ok(answers_ok && failover_ok)
 }
 

@@ -237,6 +237,39 @@ fn stat_of(pid: u32) -> Option<(u32, u64)> {
     Some((ppid, ut + st))
 }
 
+/// (processes, threads) in `root`'s process tree.
+pub fn tree_size(root: u32) -> (usize, u64) {
+    let pids = tree_pids(root);
+    let threads = pids.iter().filter_map(|&p| status_kib(p, "Threads")).sum();
+    (pids.len(), threads)
+}
+
+fn tree_pids(root: u32) -> Vec<u32> {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some((ppid, _)) = stat_of(pid) {
+                parent.insert(pid, ppid);
+            }
+        }
+    }
+    parent.keys().copied().filter(|&p| descends(&parent, p, root)).collect()
+}
+
+fn descends(parent: &HashMap<u32, u32>, mut p: u32, root: u32) -> bool {
+    for _ in 0..64 {
+        if p == root {
+            return true;
+        }
+        match parent.get(&p) {
+            Some(&pp) if pp != 0 && pp != p => p = pp,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// CPU ticks (utime + stime) of `root` and all its live descendants: NSD
 /// answers from forked child processes, the others from threads (which
 /// the process's own line already includes).
@@ -252,19 +285,7 @@ pub fn tree_ticks(root: u32) -> u64 {
             }
         }
     }
-    let in_tree = |mut p: u32| {
-        for _ in 0..64 {
-            if p == root {
-                return true;
-            }
-            match parent.get(&p) {
-                Some(&pp) if pp != 0 && pp != p => p = pp,
-                _ => return false,
-            }
-        }
-        false
-    };
-    ticks.iter().filter(|(&p, _)| in_tree(p)).map(|(_, &t)| t).sum()
+    ticks.iter().filter(|(&p, _)| descends(&parent, p, root)).map(|(_, &t)| t).sum()
 }
 
 /// One CPU's counters from `/proc/stat`, in clock ticks.
@@ -380,13 +401,17 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub fn new() -> Result<Scratch> {
-        let base = std::env::temp_dir();
+    /// Under `$LOADTEST_TMPDIR` (the wrapper script's own temporary
+    /// directory, which it removes even if the harness is SIGKILLed), else
+    /// (or to keep it) under the system temp dir.
+    pub fn new(keep: bool) -> Result<Scratch> {
+        let wrapper_dir = std::env::var_os("LOADTEST_TMPDIR").filter(|_| !keep).map(PathBuf::from);
+        let base = wrapper_dir.unwrap_or_else(std::env::temp_dir);
         let pid = std::process::id();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = base.join(format!("dns-sidecar-loadtest-{pid}-{nanos:x}"));
         fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Scratch { path, keep: false })
+        Ok(Scratch { path, keep })
     }
 }
 
