@@ -397,7 +397,8 @@ fn shutdown_closes_idle_keep_alive_connections() {
     a.stop.send(true).unwrap();
     a.thread.take().unwrap().join().unwrap();
     assert!(start.elapsed() < Duration::from_secs(3), "serve took {:?} to stop", start.elapsed());
-    assert!(TcpStream::connect(a.addr).is_err(), "still accepting after shutdown");
+    // (Not checked: that connecting now fails. Tests run in parallel, and
+    // another one may already have been given the freed port.)
 }
 
 #[test]

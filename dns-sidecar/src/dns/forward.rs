@@ -42,6 +42,14 @@ impl Forwarder {
         Forwarder { upstreams, timeout }
     }
 
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        &self.upstreams
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends `query` to each upstream in turn until one answers; returns the
     /// raw answer with the query's own ID. Over UDP a truncated answer is
     /// returned as is when the client asked over UDP (it will retry over TCP),
@@ -123,9 +131,14 @@ impl Forwarder {
 /// Whether `answer` is the response to `query`: same ID, QR set, and the same
 /// question (names compared without regard to case).
 fn answers(query: &[u8], answer: &[u8]) -> bool {
+    answer.len() >= 2 && answer[..2] == query[..2] && same_question(query, answer)
+}
+
+/// Whether `answer` is a response (QR set) to the question of `query`
+/// (names compared without regard to case); IDs are not compared.
+pub(super) fn same_question(query: &[u8], answer: &[u8]) -> bool {
     let Some(end) = question_end(query) else { return false };
     answer.len() >= end
-        && answer[..2] == query[..2]
         && answer[2] & 0x80 != 0
         && answer[4..6] == query[4..6]
         && answer[12..end].eq_ignore_ascii_case(&query[12..end])

@@ -71,6 +71,18 @@ impl Handler {
         self.targets_cache.load_full()
     }
 
+    /// The upstream client, when upstreams are configured.
+    pub fn forwarder(&self) -> Option<&Forwarder> {
+        self.forwarder.as_ref()
+    }
+
+    /// SERVFAIL for a query whose forwarding failed (counted as such).
+    pub fn forward_failed(&self, raw: &[u8], error: &super::ForwardError) -> Option<Vec<u8>> {
+        self.count_upstream_error(error);
+        let req = Message::from_vec(raw).ok()?;
+        self.reply_bytes(&req, ResponseCode::ServFail, Transport::Udp, QueryKind::Forwarded)
+    }
+
     /// Largest UDP answer for EDNS clients.
     pub fn max_udp(&self) -> u16 {
         self.max_udp
@@ -239,7 +251,7 @@ impl Handler {
         }
     }
 
-    fn count_upstream_error(&self, e: &super::ForwardError) {
+    pub(super) fn count_upstream_error(&self, e: &super::ForwardError) {
         use crate::metrics::UpstreamLabel;
         let (upstream, kind) = match e {
             super::ForwardError::Timeout { addr, .. } => (addr.to_string(), "timeout"),

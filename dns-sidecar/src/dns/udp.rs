@@ -22,6 +22,7 @@ use tracing::debug;
 
 use super::fast::FastTable;
 use super::handler::{Handler, Plan};
+use super::relay::Relay;
 use super::{SharedHandler, Transport};
 use crate::metrics::{rcode_index, QueryKind};
 use crate::shared::Shared;
@@ -63,10 +64,13 @@ pub fn spawn(
         let sender = Arc::new(sock.try_clone()?);
         let (tx, rx) = mpsc::channel::<SlowJob>(1024);
         tokio::spawn(slow_answers(rx, sender));
+        let relay = Relay::new(sock.try_clone()?, sock.local_addr()?.is_ipv6(), shared.clone())?;
+        let (r, relay_stop) = (relay.clone(), stop.clone());
+        threads.push(std::thread::Builder::new().name(format!("dns-relay-{i}")).spawn(move || r.run(relay_stop))?);
         let (handler, shared, in_flight, stop) = (handler.clone(), shared.clone(), in_flight.clone(), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || Worker::new(sock, handler, shared, in_flight, tx).run(&stop))?;
+            .spawn(move || Worker::new(sock, handler, shared, in_flight, tx, relay).run(&stop))?;
         threads.push(t);
     }
     Ok(threads)
@@ -101,6 +105,7 @@ struct Worker {
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
     slow: mpsc::Sender<SlowJob>,
+    relay: Arc<Relay>,
     table: Option<(Generation, FastTable)>,
     rx_bufs: Vec<[u8; BUF]>,
     tx_bufs: Vec<[u8; BUF]>,
@@ -120,7 +125,7 @@ struct Worker {
 unsafe impl Send for Worker {}
 
 impl Worker {
-    fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, in_flight: Arc<Semaphore>, slow: mpsc::Sender<SlowJob>) -> Worker {
+    fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, in_flight: Arc<Semaphore>, slow: mpsc::Sender<SlowJob>, relay: Arc<Relay>) -> Worker {
         // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for
         // which all-zero is a valid value.
         let zero_addr: libc::sockaddr_storage = unsafe { zeroed() };
@@ -132,6 +137,7 @@ impl Worker {
             shared,
             in_flight,
             slow,
+            relay,
             table: None,
             rx_bufs: vec![[0; BUF]; BATCH],
             tx_bufs: vec![[0; BUF]; BATCH],
@@ -205,6 +211,7 @@ impl Worker {
                         Some((r.bytes.len(), r.kind))
                     }
                     Plan::Reply(_) | Plan::Drop => None,
+                    Plan::Forward(_) if sockaddr_to_std(&self.rx_addrs[i]).is_some_and(|peer| self.relay.submit(&handler, q, peer, started)) => None,
                     plan => {
                         match (sockaddr_to_std(&self.rx_addrs[i]), self.in_flight.clone().try_acquire_owned()) {
                             (Some(peer), Ok(permit)) => {
@@ -278,7 +285,7 @@ impl Worker {
     }
 }
 
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(super) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
