@@ -198,6 +198,10 @@ pub struct Round {
     /// CPU seconds of everything else: other processes on the machine,
     /// steal; summed over all CPUs.
     pub other_cpu: f64,
+    /// Busy share (0-100 %) of the server's CPU and of dnsperf's CPU, all
+    /// causes included (`/proc/stat`).
+    pub server_core_pct: f64,
+    pub client_core_pct: f64,
     /// 1 + how often it was repeated because it was noisy.
     pub attempts: u32,
 }
@@ -223,6 +227,11 @@ pub struct FailoverResult {
     pub round: Round,
     pub promoted_at: f64,
     pub followed_after: Option<f64>,
+    /// From the logs, seconds after the promote request: the new primary
+    /// accepting connections (PostgreSQL's log), and the sidecar switching
+    /// the alias (its log).
+    pub pg_ready_after: Option<f64>,
+    pub sidecar_switched_after: Option<f64>,
     pub after: Option<dns::Answer>,
     pub ok: bool,
 }
@@ -341,6 +350,7 @@ fn run(args: Args) -> Result<bool> {
     let need_upstream = kinds.iter().any(|k| matches!(k, Kind::Sidecar | Kind::Dnsmasq));
     let (upstream_addr, upstream) = if need_upstream {
         let (a, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names)?;
+        sys::pin_tree(p.pid(), args.upstream_cpu)?;
         eprintln!("loadtest: upstream Knot on {a} (CPU {})", args.upstream_cpu);
         (a, Some(p))
     } else {
@@ -390,6 +400,10 @@ fn run(args: Args) -> Result<bool> {
             continue;
         }
         let mut s = servers::start(k, &setup)?;
+        let moved = sys::pin_tree(s.pid(), args.server_cpu)?;
+        if moved > 0 {
+            eprintln!("loadtest: {}: moved {moved} thread(s) that had pinned themselves elsewhere back to CPU {}", k.id(), args.server_cpu);
+        }
         let (procs, threads) = sys::tree_size(s.pid());
         s.label = format!("{}; {procs} process{}, {threads} thread{}", s.label, if procs == 1 { "" } else { "es" }, if threads == 1 { "" } else { "s" });
         eprintln!("loadtest: {:<14} {} on {} (CPU {}, pid {})", k.id(), s.label, s.addr, args.server_cpu, s.pid());
@@ -471,7 +485,7 @@ fn run(args: Args) -> Result<bool> {
                         break round;
                     }
                     attempt += 1;
-                    sys::sleep(Duration::from_secs(1))?;
+                    wait_for_quiet(args.max_other)?;
                 };
                 all_rounds.push(round);
             }
@@ -531,6 +545,39 @@ fn run(args: Args) -> Result<bool> {
     Ok(answers_ok && failover_ok)
 }
 
+/// Before repeating a noisy round: waits (at most 30 s) until the machine's
+/// busy time, with no load running, is below `max_other` % of one core.
+fn wait_for_quiet(max_other: f64) -> Result<()> {
+    let tck = sys::clock_ticks();
+    let start = Instant::now();
+    loop {
+        let a = sys::cpu_ticks();
+        let t = Instant::now();
+        sys::sleep(Duration::from_millis(500))?;
+        let (busy, _) = sys::cpu_delta(&a, &sys::cpu_ticks());
+        let pct = 100.0 * busy as f64 / tck / t.elapsed().as_secs_f64();
+        if pct < max_other || start.elapsed() > Duration::from_secs(30) {
+            return Ok(());
+        }
+    }
+}
+
+/// Fails if the server under test is gone (crashed, or killed by someone
+/// else: the results would be meaningless).
+fn ensure_alive(s: &Server) -> Result<()> {
+    if !sys::alive(s.pid()) {
+        bail!(
+            "{} (pid {}) is no longer running; command: {}\n--- {} (tail) ---\n{}",
+            s.kind.id(),
+            s.pid(),
+            s.proc_.command,
+            s.proc_.log.display(),
+            sys::log_tail(&s.proc_.log, 15)
+        );
+    }
+    Ok(())
+}
+
 /// One dnsperf run against `s`, with CPU accounting around it. `tick` is
 /// called every few milliseconds while dnsperf runs, with the seconds since
 /// it started.
@@ -547,6 +594,15 @@ fn measure(
     row: &str,
     mut tick: impl FnMut(f64) -> Result<()>,
 ) -> Result<Round> {
+    ensure_alive(s)?;
+    if upstream_pid.is_some_and(|u| !sys::alive(u)) {
+        bail!("the upstream Knot is no longer running");
+    }
+    // Threads started since (or re-pinned by the server itself) go back too.
+    sys::pin_tree(s.pid(), args.server_cpu)?;
+    if let Some(u) = upstream_pid {
+        sys::pin_tree(u, args.upstream_cpu)?;
+    }
     let tck = sys::clock_ticks();
     let dur = args.duration();
     let mut cmd = Command::new("taskset");
@@ -572,12 +628,31 @@ fn measure(
         bail!("dnsperf failed against {row}:\n{out}\n{}", sys::log_tail(&log, 20));
     }
     let stats = dnsperf::parse(&out)?;
+    ensure_alive(s)?;
     let (busy, irq) = sys::cpu_delta(&cpu0, &cpu1);
     let server_cpu = srv1.saturating_sub(srv0) as f64 / tck;
     let upstream_cpu = up1.saturating_sub(up0) as f64 / tck;
     let kernel_cpu = (irq + kthreads1.saturating_sub(kthreads0)) as f64 / tck;
     let other_cpu = (busy as f64 / tck - server_cpu - client_cpu - upstream_cpu - kernel_cpu).max(0.0);
-    Ok(Round { mix, row: row.to_string(), round, stats, wall, server_cpu, client_cpu, upstream_cpu, kernel_cpu, other_cpu, attempts: 1 })
+    let core_pct = |i: usize| {
+        let (a, b) = (cpu1.get(i).copied().unwrap_or_default(), cpu0.get(i).copied().unwrap_or_default());
+        100.0 * a.busy.saturating_sub(b.busy) as f64 / tck / wall
+    };
+    Ok(Round {
+        mix,
+        row: row.to_string(),
+        round,
+        stats,
+        wall,
+        server_cpu,
+        client_cpu,
+        upstream_cpu,
+        kernel_cpu,
+        other_cpu,
+        server_core_pct: core_pct(args.server_cpu).min(100.0),
+        client_core_pct: core_pct(args.client_cpu).min(100.0),
+        attempts: 1,
+    })
 }
 
 /// An extra mix-a round against the sidecar: the replica is promoted at
@@ -587,13 +662,16 @@ fn failover_round(args: &Args, s: &Server, pair: &PgPair, file: &Path, upstream_
     let mut promoted_at: Option<(f64, Instant)> = None;
     let mut followed_after = None;
     let mut last_poll = Instant::now();
+    let mut promoted_wall = None;
     let q = args.outstanding[0];
     eprint!("loadtest: failover round: {} mix a, promoting {} at {half:.1} s ", s.kind.id(), pair.replica.name);
     let round = measure(args, s, q, Mix::A, file, upstream_pid, dir, 1, &format!("{} (failover)", s.kind.id()), |t| {
         match promoted_at {
             None if t >= half => {
+                let (at, wall) = (Instant::now(), std::time::SystemTime::now());
                 pair.replica.promote(false).context("promoting the replica")?;
-                promoted_at = Some((t, Instant::now()));
+                promoted_at = Some((t, at));
+                promoted_wall = Some(wall);
             }
             Some((_, at)) if followed_after.is_none() && last_poll.elapsed() >= Duration::from_millis(5) => {
                 last_poll = Instant::now();
@@ -609,11 +687,22 @@ fn failover_round(args: &Args, s: &Server, pair: &PgPair, file: &Path, upstream_
     let after = dns::ask(s.addr, servers::ALIAS, RecordType::A, Duration::from_secs(2));
     let chase = s.kind == Kind::Sidecar;
     let ok = after.as_ref().is_some_and(|a| a.rcode == "NOERROR" && a.cnames == [servers::TARGET_B] && (!chase || a.addrs == ["127.0.0.3"]));
+    // When things happened, from the logs (UTC time of day, ms precision).
+    let since = |log: &Path, needle: &str| -> Option<f64> {
+        let wall = promoted_wall?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64() % 86400.0;
+        let text = fs::read_to_string(log).ok()?;
+        text.lines().filter(|l| l.contains(needle)).filter_map(report::time_of_day).map(|t| t - wall).find(|d| *d >= -0.002)
+    };
+    let pg_ready_after = since(&pair.replica.log_file, "database system is ready to accept connections");
+    let sidecar_switched_after = since(&s.proc_.log, "pg-b.test");
+    let ms = |x: Option<f64>| x.map_or("?".to_string(), |f| format!("{:.0} ms", f * 1e3));
     eprintln!(
-        "{:.0} q/s, lost {}, followed after {}, now: {}",
+        "{:.0} q/s, lost {}; after the promote request: PostgreSQL ready {}, sidecar switched {} (logs), first answer naming pg-b {}; now: {}",
         round.stats.qps,
         round.stats.lost,
-        followed_after.map_or("(not seen)".into(), |f| format!("{:.0} ms", f * 1e3)),
+        ms(pg_ready_after),
+        ms(sidecar_switched_after),
+        ms(followed_after),
         after.as_ref().map_or("(no answer)".into(), |a| a.summary())
     );
     Ok(FailoverResult {
@@ -621,6 +710,8 @@ fn failover_round(args: &Args, s: &Server, pair: &PgPair, file: &Path, upstream_
         round,
         promoted_at: promoted_at.map_or(f64::NAN, |p| p.0),
         followed_after,
+        pg_ready_after,
+        sidecar_switched_after,
         after,
         ok,
     })

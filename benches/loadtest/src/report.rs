@@ -4,6 +4,29 @@ use std::fmt::Write as _;
 
 use crate::{sys, Outcome, Round};
 
+/// Seconds since midnight of the first `HH:MM:SS[.frac]` in a log line's
+/// first 40 characters (PostgreSQL's `2026-11-26 01:22:18.942 UTC` and the
+/// sidecar's `2026-11-26T01:22:19.263006Z`, both UTC).
+pub fn time_of_day(line: &str) -> Option<f64> {
+    let head: String = line.chars().take(40).collect();
+    let b = head.as_bytes();
+    for i in 0..b.len().saturating_sub(7) {
+        let d = |j: usize| b.get(i + j).is_some_and(|c| c.is_ascii_digit());
+        if d(0) && d(1) && b[i + 2] == b':' && d(3) && d(4) && b[i + 5] == b':' && d(6) && d(7) {
+            let num = |a: usize, n: usize| head[i + a..i + a + n].parse::<f64>().ok();
+            let mut secs = num(0, 2)? * 3600.0 + num(3, 2)? * 60.0 + num(6, 2)?;
+            if b.get(i + 8) == Some(&b'.') {
+                let frac: String = head[i + 9..].chars().take_while(char::is_ascii_digit).collect();
+                if !frac.is_empty() {
+                    secs += format!("0.{frac}").parse::<f64>().ok()?;
+                }
+            }
+            return Some(secs);
+        }
+    }
+    None
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| !x.is_nan());
     if v.is_empty() {
@@ -33,10 +56,10 @@ fn mib(kib: Option<u64>) -> String {
 /// What limited the rate: the server's core (its process used >= 90 % of
 /// it), the load generator's core (dnsperf, plus the upstream when it shares
 /// that core), or neither (latency-bound: waiting on the upstream).
-pub fn bound_by(server_pct: f64, client_core_pct: f64, noisy: bool) -> &'static str {
+pub fn bound_by(server_core_pct: f64, client_core_pct: f64, noisy: bool) -> &'static str {
     if noisy {
         "unclear (noisy)"
-    } else if server_pct >= 90.0 {
+    } else if server_core_pct >= 90.0 {
         "server"
     } else if client_core_pct >= 90.0 {
         "load generator"
@@ -59,6 +82,8 @@ struct Agg {
     up_pct: f64,
     kernel_pct: f64,
     other_pct: f64,
+    srv_core: f64,
+    cli_core: f64,
     rcodes: String,
     noisy: usize,
 }
@@ -83,6 +108,8 @@ fn aggregate(rs: &[&Round], max_other: f64) -> Agg {
         up_pct,
         kernel_pct: m(&|r| r.pct(r.kernel_cpu)),
         other_pct: m(&|r| r.pct(r.other_cpu)),
+        srv_core: m(&|r| r.server_core_pct),
+        cli_core: m(&|r| r.client_core_pct),
         rcodes: rs.last().map(|r| r.stats.rcodes.clone()).unwrap_or_default(),
         noisy: rs.iter().filter(|r| r.noisy(max_other)).count(),
     }
@@ -131,19 +158,18 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "## Mix {}: {}\n", mix.id(), mix.title());
         let _ = writeln!(
             s,
-            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | noisy rounds | bound by | responses |"
+            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy (server / dnsperf) | noisy rounds | bound by | responses |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
         for row in rows {
             let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
             if rs.is_empty() {
                 continue;
             }
             let g = aggregate(&rs, a.max_other);
-            let client_core = g.cli_pct + if a.upstream_cpu == a.client_cpu { g.up_pct } else { 0.0 };
             let _ = writeln!(
                 s,
-                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}% | {}/{} | {} | {} |",
+                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}% | {}% / {}% | {}/{} | {} | {} |",
                 fmt_f(g.qps, 0),
                 fmt_f(g.qps_min, 0),
                 fmt_f(g.qps_max, 0),
@@ -156,9 +182,11 @@ pub fn markdown(o: &Outcome) -> String {
                 fmt_f(g.up_pct, 0),
                 fmt_f(g.kernel_pct, 0),
                 fmt_f(g.other_pct, 0),
+                fmt_f(g.srv_core, 0),
+                fmt_f(g.cli_core, 0),
                 g.noisy,
                 rs.len(),
-                bound_by(g.srv_pct, client_core, g.other_pct > a.max_other),
+                bound_by(g.srv_core, g.cli_core, g.other_pct > a.max_other),
                 g.rcodes
             );
         }
@@ -180,21 +208,24 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "## Failover during load\n");
         let _ = writeln!(
             s,
-            "One extra mix-a round of {} s against `{}`; the replica (pg-b) was promoted {:.1} s into it (the old primary keeps running; the newer timeline wins).\n",
+            "One extra mix-a round of {} s against `{}`; the replica (pg-b) was promoted {:.1} s into it (the old primary keeps running; the newer timeline wins). Times are counted from the `pg_ctl promote` request: PostgreSQL's \"ready to accept connections\" and the sidecar's \"alias target changed\" come from their logs, the first answer naming pg-b from polling the alias every 5 ms. PostgreSQL runs on dnsperf's saturated CPU, so these are upper bounds (the integration tests measure following unloaded).\n",
             a.duration(),
             f.server,
             f.promoted_at
         );
-        let _ = writeln!(s, "| q/s | lost / sent | avg latency ms | max latency ms | alias followed after | answer after the round | responses | result |");
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---|---|---|");
+        let _ = writeln!(s, "| q/s | lost / sent | avg latency ms | max latency ms | PostgreSQL ready | sidecar switched | first answer naming pg-b | answer after the round | responses | result |");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---|---|---|");
+        let ms = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{:.0} ms", v * 1e3));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             fmt_f(r.stats.qps, 0),
             lost_cell(r.stats.lost, r.stats.sent),
             fmt_f(r.stats.avg_latency * 1e3, 3),
             fmt_f(r.stats.max_latency * 1e3, 2),
-            f.followed_after.map_or("not seen during the round".into(), |x| format!("{:.0} ms after the promote request", x * 1e3)),
+            ms(f.pg_ready_after),
+            ms(f.sidecar_switched_after),
+            f.followed_after.map_or("not seen during the round".into(), |x| format!("{:.0} ms", x * 1e3)),
             f.after.as_ref().map_or("(no answer)".into(), |x| format!("`{}`", x.summary())),
             r.stats.rcodes,
             if f.ok { "OK: alias names pg-b.test." } else { "FAILED: alias does not name pg-b.test." }
@@ -213,12 +244,12 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(s);
 
     let _ = writeln!(s, "## Every round\n");
-    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | tries |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy | tries |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &o.rounds {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}%{} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}%{} | {}% / {}% | {} |",
             r.mix.id(),
             r.row,
             r.round,
@@ -233,6 +264,8 @@ pub fn markdown(o: &Outcome) -> String {
             fmt_f(r.pct(r.kernel_cpu), 0),
             fmt_f(r.pct(r.other_cpu), 0),
             if r.noisy(a.max_other) { " (noisy)" } else { "" },
+            fmt_f(r.server_core_pct, 0),
+            fmt_f(r.client_core_pct, 0),
             r.attempts,
         );
     }
@@ -262,10 +295,14 @@ const LEGEND: &str = "\
   plus the idle servers' and PostgreSQL's background work (a few %). A round above
   `--max-other` is *noisy*: it is repeated up to `--retries` times, and kept (flagged)
   if it stays noisy. Medians are over the kept rounds.
+- **cores busy**: how busy the server's CPU and dnsperf's CPU were, all causes
+  included (`/proc/stat`: user, system, irq, softirq, steal).
 - **bound by**: `unclear (noisy)` if the median other CPU is above `--max-other`;
-  else `server` if the server used >= 90% of its core; `load generator` if
-  not, but dnsperf (plus the upstream, when it shares dnsperf's CPU) did; otherwise
-  `neither (waiting)`: the rate was limited by latency (e.g. waiting on the upstream).
+  else `server` if the server's CPU was >= 90% busy; else `load generator` if
+  dnsperf's CPU was (dnsperf, the upstream when it shares that CPU, and packet
+  processing); otherwise `neither (waiting)`: both CPUs had idle time, the rate was
+  limited by latency (the client and the server taking turns to sleep and wake up,
+  or waiting on the upstream).
 - **sidecar** forwards (its alias answers carry the CNAME plus the target's address,
   resolved from the upstream per query); **sidecar-cname** is the same binary and
   config without `[upstream]`, so its alias answers are the CNAME only, like Knot,
@@ -274,7 +311,7 @@ const LEGEND: &str = "\
 ";
 
 pub fn csv(o: &Outcome) -> String {
-    let mut s = String::from("mix,server,round,sent,completed,lost,qps,avg_latency_s,min_latency_s,max_latency_s,wall_s,server_cpu_s,dnsperf_cpu_s,upstream_cpu_s,kernel_cpu_s,other_cpu_s,us_per_query,rcodes\n");
+    let mut s = String::from("mix,server,round,sent,completed,lost,qps,avg_latency_s,min_latency_s,max_latency_s,wall_s,server_cpu_s,dnsperf_cpu_s,upstream_cpu_s,kernel_cpu_s,other_cpu_s,server_core_pct,client_core_pct,attempts,us_per_query,rcodes\n");
     let mut all: Vec<&Round> = o.rounds.iter().collect();
     if let Some(f) = &o.failover {
         all.push(&f.round);
@@ -282,7 +319,7 @@ pub fn csv(o: &Outcome) -> String {
     for r in all {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{:.1},{:.6},{:.6},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},\"{}\"",
+            "{},{},{},{},{},{},{:.1},{:.6},{:.6},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.1},{:.1},{},{:.3},\"{}\"",
             r.mix.id(),
             r.row,
             r.round,
@@ -299,6 +336,9 @@ pub fn csv(o: &Outcome) -> String {
             r.upstream_cpu,
             r.kernel_cpu,
             r.other_cpu,
+            r.server_core_pct,
+            r.client_core_pct,
+            r.attempts,
             r.us_per_query(),
             r.stats.rcodes
         );
@@ -319,8 +359,18 @@ mod tests {
     }
 
     #[test]
+    fn reads_log_times() {
+        let pg = "2026-11-26 01:22:18.942 UTC [22871] LOG:  database system is ready to accept connections";
+        let sc = "2026-11-26T01:22:19.263006Z  WARN alias target changed alias=\"prod.db.test.\"";
+        assert!((time_of_day(pg).unwrap() - (3600.0 + 22.0 * 60.0 + 18.942)).abs() < 1e-6);
+        assert!((time_of_day(sc).unwrap() - (3600.0 + 22.0 * 60.0 + 19.263006)).abs() < 1e-6);
+        assert_eq!(time_of_day("no time here"), None);
+    }
+
+    #[test]
     fn bound_by_prefers_the_server() {
         assert_eq!(bound_by(95.0, 99.0, false), "server");
+        assert_eq!(bound_by(85.0, 95.0, false), "load generator");
         assert_eq!(bound_by(40.0, 99.0, false), "load generator");
         assert_eq!(bound_by(40.0, 50.0, false), "neither (waiting)");
         assert_eq!(bound_by(95.0, 50.0, true), "unclear (noisy)");

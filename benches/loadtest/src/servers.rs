@@ -154,10 +154,10 @@ fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)]) -> String {
     if is_root() {
         c.push_str("    user: root:root\n");
     }
-    // Worker counts stay at Knot's defaults (one UDP worker per online CPU,
-    // even when pinned to one): with `udp-workers: 1` Knot 3.2 stalls at
-    // ~105k q/s with its core half idle (measured), with 2 it is limited by
-    // the load generator like NSD and the floor.
+    // Worker counts stay at Knot's defaults (one UDP worker per online CPU).
+    // Knot pins each UDP worker to a CPU of its own choosing over `taskset`;
+    // the harness moves every thread back to the server CPU after start-up
+    // (sys::pin_tree).
     c.push_str("log:\n  - target: stderr\n    any: warning\n");
     let _ = writeln!(c, "database:\n    storage: \"{}\"", dir.join("db").display());
     let _ = writeln!(

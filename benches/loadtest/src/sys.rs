@@ -64,6 +64,37 @@ pub fn pin_self(cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Pins every thread of every process in `root`'s tree to `cpu`; returns
+/// how many threads had been elsewhere. Needed because some servers pin
+/// their own threads at start-up over `taskset` (Knot 3.2 binds its UDP
+/// workers to CPUs 0, 1, ... in turn, so one of them would share dnsperf's
+/// CPU).
+pub fn pin_tree(root: u32, cpu: usize) -> Result<usize> {
+    let mut moved = 0;
+    for pid in tree_pids(root) {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else { continue };
+            let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(str::trim).unwrap_or("");
+            if allowed == cpu.to_string() {
+                continue;
+            }
+            // SAFETY: as in pin_self, for another thread of our own child.
+            let r = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning thread {tid} of pid {pid} to CPU {cpu}"));
+            }
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
 pub fn online_cpus() -> usize {
     // SAFETY: sysconf has no memory effects.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
@@ -235,6 +266,13 @@ fn stat_of(pid: u32) -> Option<(u32, u64)> {
     let ut: u64 = f.get(11)?.parse().ok()?;
     let st: u64 = f.get(12)?.parse().ok()?;
     Some((ppid, ut + st))
+}
+
+/// Whether `pid` still runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
 }
 
 /// (processes, threads) in `root`'s process tree.
