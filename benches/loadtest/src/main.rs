@@ -48,8 +48,8 @@ pub struct Args {
     #[arg(long)]
     duration: Option<u32>,
     /// Servers to measure, comma-separated: knot, nsd, floor, sidecar,
-    /// sidecar-cname, dnsmasq.
-    #[arg(long, value_delimiter = ',', default_value = "knot,nsd,floor,sidecar,sidecar-cname,dnsmasq")]
+    /// sidecar-cname, sidecar-noprobe, dnsmasq.
+    #[arg(long, value_delimiter = ',', default_value = "knot,nsd,floor,sidecar,sidecar-cname,sidecar-noprobe,dnsmasq")]
     servers: Vec<String>,
     /// Query mixes, comma-separated: a (alias only), b (90% alias, 10%
     /// nonexistent names), c (forwarded names).
@@ -295,7 +295,7 @@ fn run(args: Args) -> Result<bool> {
     }
     let mut kinds = Vec::new();
     for s in &args.servers {
-        let k = Kind::parse(s.trim()).with_context(|| format!("unknown server {s:?}; use knot, nsd, floor, sidecar, sidecar-cname, dnsmasq"))?;
+        let k = Kind::parse(s.trim()).with_context(|| format!("unknown server {s:?}; use knot, nsd, floor, sidecar, sidecar-cname, sidecar-noprobe, dnsmasq"))?;
         if !kinds.contains(&k) {
             kinds.push(k);
         }
@@ -347,7 +347,7 @@ fn run(args: Args) -> Result<bool> {
 
     // The upstream: forwarded names for mix c, and the alias targets'
     // addresses that the forwarding sidecar adds to its alias answers.
-    let need_upstream = kinds.iter().any(|k| matches!(k, Kind::Sidecar | Kind::Dnsmasq));
+    let need_upstream = kinds.iter().any(|k| k.chases() || matches!(k, Kind::Dnsmasq));
     let (upstream_addr, upstream) = if need_upstream {
         let (a, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names)?;
         sys::pin_tree(p.pid(), args.upstream_cpu)?;
@@ -425,7 +425,7 @@ fn run(args: Args) -> Result<bool> {
             row.push((q.to_string(), text));
         };
         if s.kind.authoritative() {
-            let chase = s.kind == Kind::Sidecar;
+            let chase = s.kind.chases();
             check(servers::ALIAS, &|a| a.rcode == "NOERROR" && a.cnames == [servers::TARGET_A] && (!chase || a.addrs == ["127.0.0.2"]));
             check(&format!("nx9.{}", servers::ZONE), &|a| a.rcode == "NXDOMAIN");
         }
@@ -685,7 +685,7 @@ fn failover_round(args: &Args, s: &Server, pair: &PgPair, file: &Path, upstream_
     })?;
     // A raw query after the round: the alias must name the new primary.
     let after = dns::ask(s.addr, servers::ALIAS, RecordType::A, Duration::from_secs(2));
-    let chase = s.kind == Kind::Sidecar;
+    let chase = s.kind.chases();
     let ok = after.as_ref().is_some_and(|a| a.rcode == "NOERROR" && a.cnames == [servers::TARGET_B] && (!chase || a.addrs == ["127.0.0.3"]));
     // When things happened, from the logs (UTC time of day, ms precision).
     let since = |log: &Path, needle: &str| -> Option<f64> {

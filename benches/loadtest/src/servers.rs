@@ -25,7 +25,9 @@ pub const FWD_ZONE: &str = "fwd.test.";
 /// Which servers exist. `Sidecar` forwards (like a real deployment: alias
 /// answers carry the CNAME plus the target's address, resolved upstream);
 /// `SidecarCname` has no `[upstream]`, so alias answers are the CNAME only,
-/// exactly like Knot, NSD and the floor.
+/// exactly like Knot, NSD and the floor. `SidecarNoProbe` is `Sidecar` with
+/// probes every hour (one probe round at start, then none): comparing it with
+/// `Sidecar` shows what the probes at their default interval cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Knot,
@@ -33,11 +35,12 @@ pub enum Kind {
     Floor,
     Sidecar,
     SidecarCname,
+    SidecarNoProbe,
     Dnsmasq,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [Kind::Knot, Kind::Nsd, Kind::Floor, Kind::Sidecar, Kind::SidecarCname, Kind::Dnsmasq];
+    pub const ALL: [Kind; 7] = [Kind::Knot, Kind::Nsd, Kind::Floor, Kind::Sidecar, Kind::SidecarCname, Kind::SidecarNoProbe, Kind::Dnsmasq];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Floor => "floor",
             Kind::Sidecar => "sidecar",
             Kind::SidecarCname => "sidecar-cname",
+            Kind::SidecarNoProbe => "sidecar-noprobe",
             Kind::Dnsmasq => "dnsmasq",
         }
     }
@@ -65,7 +69,12 @@ impl Kind {
     }
 
     pub fn is_sidecar(self) -> bool {
-        matches!(self, Kind::Sidecar | Kind::SidecarCname)
+        matches!(self, Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe)
+    }
+
+    /// Alias answers carry the target's address (the sidecar has an upstream).
+    pub fn chases(self) -> bool {
+        matches!(self, Kind::Sidecar | Kind::SidecarNoProbe)
     }
 }
 
@@ -232,17 +241,22 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             let p = Proc::spawn("floor", cmd, &dir.join("floor.log"))?;
             (SocketAddr::from(([127, 0, 0, 1], port)), "floor (recvmmsg/sendmmsg)".to_string(), p)
         }
-        Kind::Sidecar | Kind::SidecarCname => {
+        Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe => {
             let pg = s.pg.as_ref().context("dns-sidecar needs the PostgreSQL pair")?;
             let port = sys::free_port()?;
             let conf = dir.join("config.toml");
-            let upstream = (kind == Kind::Sidecar).then_some(s.upstream);
-            fs::write(&conf, sidecar_conf(port, upstream, pg))?;
+            let upstream = kind.chases().then_some(s.upstream);
+            let interval = if kind == Kind::SidecarNoProbe { "1h" } else { "100ms" };
+            fs::write(&conf, sidecar_conf(port, upstream, pg, interval))?;
             let mut cmd = taskset(cpu, s.sidecar_bin);
             cmd.arg("run").arg("--config").arg(&conf).env("DNS_SIDECAR_LOG", "info");
             let p = Proc::spawn(kind.id(), cmd, &dir.join("sidecar.log"))?;
             let version = sys::version_of(s.sidecar_bin.to_str().unwrap_or("dns-sidecar"), "--version");
-            let label = if kind == Kind::Sidecar { format!("{version} (forwarding)") } else { format!("{version} (no upstream)") };
+            let label = match kind {
+                Kind::Sidecar => format!("{version} (forwarding)"),
+                Kind::SidecarNoProbe => format!("{version} (forwarding, probes every hour)"),
+                _ => format!("{version} (no upstream)"),
+            };
             (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
         }
         Kind::Dnsmasq => {
@@ -349,8 +363,9 @@ zone:
 
 /// The sidecar config: as the integration tests write it (zone db.test,
 /// servers a/b on 127.0.0.2/.3 with TLS verify-full, alias prod.db.test
-/// read-write, probes every 100 ms), admin listener off.
-pub fn sidecar_conf(port: u16, upstream: Option<SocketAddr>, pg: &PgInfo) -> String {
+/// read-write, probes every `interval`), plus nine more aliases of various
+/// roles (the memory target is stated for ten aliases), admin listener off.
+pub fn sidecar_conf(port: u16, upstream: Option<SocketAddr>, pg: &PgInfo, interval: &str) -> String {
     let mut t = format!("[dns]\nlisten = [\"127.0.0.1:{port}\"]\n\n");
     if let Some(u) = upstream {
         let _ = write!(t, "[upstream]\nservers = [\"{u}\"]\ntimeout = \"500ms\"\n\n");
@@ -361,7 +376,8 @@ pub fn sidecar_conf(port: u16, upstream: Option<SocketAddr>, pg: &PgInfo) -> Str
 name = "db.test"
 
 [probe]
-interval = "100ms"
+interval = "{interval}"
+fresh_connection_interval = "{fresh}"
 user = "probe"
 password_file = "{pw}"
 sslmode = "verify-full"
@@ -387,6 +403,11 @@ enabled = false
         pw = pg.password_file.display(),
         ca = pg.ca_cert.display(),
         pgport = pg.port,
+        fresh = if interval == "100ms" { "10s" } else { interval },
     );
+    let roles = ["read-write", "standby", "prefer-standby", "any", "read-only", "primary"];
+    for i in 2..=10 {
+        let _ = write!(t, "\n[[aliases]]\nname = \"alias{i}.db.test\"\nrole = \"{}\"\nservers = [\"a\", \"b\"]\n", roles[i % roles.len()]);
+    }
     t
 }

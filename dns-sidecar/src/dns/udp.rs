@@ -107,8 +107,8 @@ struct Worker {
     slow: mpsc::Sender<SlowJob>,
     relay: Arc<Relay>,
     table: Option<(Generation, FastTable)>,
-    rx_bufs: Vec<[u8; BUF]>,
-    tx_bufs: Vec<[u8; BUF]>,
+    rx_bufs: Vec<Box<[u8]>>,
+    tx_bufs: Vec<Box<[u8]>>,
     rx_addrs: Vec<libc::sockaddr_storage>,
     tx_addrs: Vec<libc::sockaddr_storage>,
     rx_iov: Vec<libc::iovec>,
@@ -139,8 +139,10 @@ impl Worker {
             slow,
             relay,
             table: None,
-            rx_bufs: vec![[0; BUF]; BATCH],
-            tx_bufs: vec![[0; BUF]; BATCH],
+            // One zeroed allocation each (not clones), so pages are only
+            // resident once a datagram has used them.
+            rx_bufs: (0..BATCH).map(|_| vec![0u8; BUF].into_boxed_slice()).collect(),
+            tx_bufs: (0..BATCH).map(|_| vec![0u8; BUF].into_boxed_slice()).collect(),
             rx_addrs: vec![zero_addr; BATCH],
             tx_addrs: vec![zero_addr; BATCH],
             rx_iov: vec![zero_iov; BATCH],
