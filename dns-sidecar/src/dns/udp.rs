@@ -28,7 +28,7 @@ use crate::metrics::{rcode_index, QueryKind};
 use crate::shared::Shared;
 
 /// Datagrams per `recvmmsg`.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = 64;
 /// Receive buffer per datagram (queries are small; EDNS caps answers lower).
 const BUF: usize = 4096;
 /// How often a worker checks for shutdown while idle.
