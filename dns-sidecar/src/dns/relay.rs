@@ -48,6 +48,9 @@ struct Pending {
 
 pub struct Relay {
     upstream: UdpSocket,
+    /// The upstream socket's family; upstreams of the other family are left
+    /// to the runtime's forwarder.
+    v6: bool,
     client: UdpSocket,
     pending: Mutex<HashMap<u16, Pending>>,
     shared: Arc<Shared>,
@@ -55,18 +58,21 @@ pub struct Relay {
 
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
-    pub fn new(client: UdpSocket, family_v6: bool, shared: Arc<Shared>) -> io::Result<Arc<Relay>> {
-        let local: SocketAddr = if family_v6 { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
+    /// Its upstream socket has the family of the first configured upstream
+    /// (IPv4 when there is none).
+    pub fn new(client: UdpSocket, shared: Arc<Shared>) -> io::Result<Arc<Relay>> {
+        let v6 = shared.config.load().upstream.as_ref().and_then(|u| u.servers.first()).is_some_and(|a| a.is_ipv6());
+        let local: SocketAddr = if v6 { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
         let upstream = UdpSocket::bind(local)?;
         upstream.set_read_timeout(Some(SWEEP))?;
-        Ok(Arc::new(Relay { upstream, client, pending: Mutex::new(HashMap::new()), shared }))
+        Ok(Arc::new(Relay { upstream, v6, client, pending: Mutex::new(HashMap::new()), shared }))
     }
 
     /// Sends `query` from `client` to the first upstream of `handler`.
     /// Returns false when it cannot be taken (no upstream, table full).
     pub fn submit(&self, handler: &Arc<Handler>, query: &[u8], client: SocketAddr, started: Instant) -> bool {
         let Some(fwd) = handler.forwarder() else { return false };
-        let upstreams: Arc<[SocketAddr]> = fwd.upstreams().into();
+        let upstreams: Arc<[SocketAddr]> = fwd.upstreams().iter().filter(|u| u.is_ipv6() == self.v6).copied().collect();
         let Some(&first) = upstreams.first() else { return false };
         let mut out = query.to_vec();
         let id = {

@@ -64,7 +64,7 @@ pub fn spawn(
         let sender = Arc::new(sock.try_clone()?);
         let (tx, rx) = mpsc::channel::<SlowJob>(1024);
         tokio::spawn(slow_answers(rx, sender));
-        let relay = Relay::new(sock.try_clone()?, sock.local_addr()?.is_ipv6(), shared.clone())?;
+        let relay = Relay::new(sock.try_clone()?, shared.clone())?;
         let (r, relay_stop) = (relay.clone(), stop.clone());
         threads.push(std::thread::Builder::new().name(format!("dns-relay-{i}")).spawn(move || r.run(relay_stop))?);
         let (handler, shared, in_flight, stop) = (handler.clone(), shared.clone(), in_flight.clone(), stop.clone());
