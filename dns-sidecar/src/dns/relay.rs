@@ -6,7 +6,10 @@
 //! their query (ID, source address and question), restores the client's ID and
 //! sends them back in batches (`sendmmsg`) from the client-facing socket. A
 //! query that gets no answer within the upstream timeout moves on to the next
-//! upstream; after the last, the client gets SERVFAIL. Compared with a socket
+//! upstream; after the last, the client gets SERVFAIL. The socket has the
+//! family of the first configured upstream, and only upstreams of that
+//! family are tried here (a list of only the other family is left to the
+//! runtime's per-query forwarder). Compared with a socket
 //! and a task per query, this saves most system calls and all cross-thread
 //! task wake-ups per forwarded query.
 
