@@ -122,18 +122,23 @@ pub struct Proc {
     pub command: String,
 }
 
+/// Makes the child get SIGKILL when the harness dies, however it dies.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Proc> {
         let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let command = describe(&cmd);
         let child = cmd.spawn().with_context(|| format!("starting {name}: {command}"))?;
         Ok(Proc { name: name.to_string(), child, log: log.to_path_buf(), command })
@@ -204,13 +209,7 @@ pub fn run_bounded(mut cmd: Command, limit: Duration, stderr_log: &Path, mut tic
     let out = fs::File::create(&out_path)?;
     let err = fs::File::create(stderr_log)?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-    // SAFETY: as in Proc::spawn.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd);
     let command = describe(&cmd);
     let child = cmd.spawn().with_context(|| format!("starting {command}"))?;
     let pid = child.id() as libc::pid_t;
