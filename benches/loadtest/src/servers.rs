@@ -265,17 +265,7 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             fs::write(&empty, "# all settings are on the command line\n")?;
             let prog = sys::which("dnsmasq").context("dnsmasq not found (apt-get install -y dnsmasq-base)")?;
             let mut cmd = taskset(cpu, &prog);
-            cmd.args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--no-poll",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--pid-file=",
-                "--log-facility=-",
-                "--dns-forward-max=4096",
-            ]);
+            cmd.args(dns_sidecar::testbed::DNSMASQ_LOOPBACK_ARGS).arg("--dns-forward-max=4096");
             cmd.arg(format!("--conf-file={}", empty.display()));
             cmd.arg(format!("--port={port}"));
             cmd.arg(format!("--server={}#{}", s.upstream.ip(), s.upstream.port()));

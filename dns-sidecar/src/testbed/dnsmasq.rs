@@ -214,6 +214,20 @@ fn validate(opts: &DnsmasqOptions) -> Result<()> {
     Ok(())
 }
 
+/// Flags for a dnsmasq in the foreground on 127.0.0.1 only, configured from
+/// the command line alone and logging to stderr: shared by the test upstream
+/// here and the load test's forwarding dnsmasq.
+pub const LOOPBACK_ARGS: &[&str] = &[
+    "--keep-in-foreground",
+    "--no-resolv",
+    "--no-hosts",
+    "--no-poll",
+    "--bind-interfaces",
+    "--listen-address=127.0.0.1",
+    "--pid-file=",
+    "--log-facility=-",
+];
+
 /// The command line. Flags that matter:
 /// - `--keep-in-foreground`: stay our child (so `Drop` can kill it) without
 ///   `-d`'s debug mode;
@@ -229,20 +243,7 @@ fn validate(opts: &DnsmasqOptions) -> Result<()> {
 ///   switch to `nobody` / `dip` after binding;
 /// - `--log-facility=-`: log to stderr, which goes to the log file.
 fn args(conf_file: &Path, port: u16) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--no-poll",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        "--pid-file=",
-        "--log-facility=-",
-        "--log-queries",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut a: Vec<String> = LOOPBACK_ARGS.iter().chain(&["--log-queries"]).map(|s| s.to_string()).collect();
     a.push(format!("--conf-file={}", conf_file.display()));
     a.push(format!("--port={port}"));
     if let Some(uid) = process::effective_uid() {

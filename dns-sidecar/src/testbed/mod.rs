@@ -96,7 +96,7 @@ mod scratch;
 #[cfg(test)]
 mod tests;
 
-pub use dnsmasq::{Dnsmasq, DnsmasqOptions};
+pub use dnsmasq::{Dnsmasq, DnsmasqOptions, LOOPBACK_ARGS as DNSMASQ_LOOPBACK_ARGS};
 pub use error::{Result, TestbedError};
 pub use pair::{PairOptions, PgPair, KEEP_ENV};
 pub use postgres::{Cluster, PgBinaries};
