@@ -14,6 +14,7 @@ mod fast_tests;
 mod forward;
 mod handler;
 mod message;
+mod mmsg;
 mod relay;
 pub mod targets;
 mod udp;

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +25,7 @@ use tracing::debug;
 
 use super::forward::{same_question, ForwardError};
 use super::handler::Handler;
+use super::mmsg::Batch;
 use crate::metrics::{rcode_index, QueryKind};
 use crate::shared::Shared;
 
@@ -104,18 +104,7 @@ impl Relay {
     /// (or five seconds have passed since `stop`).
     pub fn run(self: Arc<Relay>, stop: Arc<AtomicBool>) {
         let fd = self.upstream.as_raw_fd();
-        // Allocated one by one (not cloned) so untouched pages stay unmapped:
-        // 32 x 64 KiB would otherwise be 2 MiB of resident memory.
-        let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
-        // SAFETY: plain C structs; all-zero is valid.
-        let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { zeroed() }; BATCH];
-        let mut iov: Vec<libc::iovec> = bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: BUF }).collect();
-        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; BATCH];
-        for i in 0..BATCH {
-            msgs[i].msg_hdr.msg_iov = &mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-        }
+        let mut batch = Batch::new(BATCH, BUF);
         let mut stopping_since: Option<Instant> = None;
         let mut last_sweep = Instant::now();
         loop {
@@ -126,16 +115,12 @@ impl Relay {
                     return;
                 }
             }
-            for m in msgs.iter_mut() {
-                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            }
-            // SAFETY: the arrays are valid for BATCH entries and outlive the call.
-            let n = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+            let n = batch.recv(fd);
             let mut counts = [0u64; 8];
-            for i in 0..n.max(0) as usize {
-                let len = msgs[i].msg_len as usize;
-                let Some(from) = super::udp::sockaddr_to_std(&addrs[i]) else { continue };
-                let answer = &mut bufs[i][..len];
+            for i in 0..n {
+                let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else { continue };
+                let Some(answer) = batch.received(i) else { continue };
+                let len = answer.len();
                 if len < 12 {
                     continue;
                 }

@@ -10,7 +10,6 @@
 //! runtime, which answers them through its own handle on the same socket.
 
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +21,7 @@ use tracing::debug;
 
 use super::fast::FastTable;
 use super::handler::{Handler, Plan};
+use super::mmsg::Batch;
 use super::relay::Relay;
 use super::{SharedHandler, Transport};
 use crate::metrics::{rcode_index, QueryKind};
@@ -107,79 +107,24 @@ struct Worker {
     slow: mpsc::Sender<SlowJob>,
     relay: Arc<Relay>,
     table: Option<(Generation, FastTable)>,
-    rx_bufs: Vec<Box<[u8]>>,
-    tx_bufs: Vec<Box<[u8]>>,
-    rx_addrs: Vec<libc::sockaddr_storage>,
-    tx_addrs: Vec<libc::sockaddr_storage>,
-    rx_iov: Vec<libc::iovec>,
-    tx_iov: Vec<libc::iovec>,
-    rx_msgs: Vec<libc::mmsghdr>,
-    tx_msgs: Vec<libc::mmsghdr>,
+    rx: Batch,
+    tx: Batch,
     /// Answers per [kind][rcode] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
 }
 
-// The raw pointers inside the iovec/mmsghdr arrays point into this struct's
-// own heap buffers, which never move (the Vecs are never resized), and the
-// worker stays on one thread.
-unsafe impl Send for Worker {}
-
 impl Worker {
     fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, in_flight: Arc<Semaphore>, slow: mpsc::Sender<SlowJob>, relay: Arc<Relay>) -> Worker {
-        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for
-        // which all-zero is a valid value.
-        let zero_addr: libc::sockaddr_storage = unsafe { zeroed() };
-        let zero_iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
-        let zero_msg: libc::mmsghdr = unsafe { zeroed() };
-        let mut w = Worker {
-            sock,
-            handler,
-            shared,
-            in_flight,
-            slow,
-            relay,
-            table: None,
-            // One zeroed allocation each (not clones), so pages are only
-            // resident once a datagram has used them.
-            rx_bufs: (0..BATCH).map(|_| vec![0u8; BUF].into_boxed_slice()).collect(),
-            tx_bufs: (0..BATCH).map(|_| vec![0u8; BUF].into_boxed_slice()).collect(),
-            rx_addrs: vec![zero_addr; BATCH],
-            tx_addrs: vec![zero_addr; BATCH],
-            rx_iov: vec![zero_iov; BATCH],
-            tx_iov: vec![zero_iov; BATCH],
-            rx_msgs: vec![zero_msg; BATCH],
-            tx_msgs: vec![zero_msg; BATCH],
-            counts: [[0; 8]; 4],
-        };
-        for i in 0..BATCH {
-            w.rx_iov[i] = libc::iovec { iov_base: w.rx_bufs[i].as_mut_ptr().cast(), iov_len: BUF };
-            w.rx_msgs[i].msg_hdr.msg_iov = &mut w.rx_iov[i];
-            w.rx_msgs[i].msg_hdr.msg_iovlen = 1;
-            w.rx_msgs[i].msg_hdr.msg_name = (&mut w.rx_addrs[i] as *mut libc::sockaddr_storage).cast();
-            w.tx_iov[i] = libc::iovec { iov_base: w.tx_bufs[i].as_mut_ptr().cast(), iov_len: 0 };
-            w.tx_msgs[i].msg_hdr.msg_iov = &mut w.tx_iov[i];
-            w.tx_msgs[i].msg_hdr.msg_iovlen = 1;
-            w.tx_msgs[i].msg_hdr.msg_name = (&mut w.tx_addrs[i] as *mut libc::sockaddr_storage).cast();
-        }
-        w
+        Worker { sock, handler, shared, in_flight, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4] }
     }
 
     fn run(mut self, stop: &AtomicBool) {
         let fd = self.sock.as_raw_fd();
         while !stop.load(Ordering::Relaxed) {
-            for i in 0..BATCH {
-                self.rx_msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                self.rx_msgs[i].msg_hdr.msg_flags = 0;
+            let n = self.rx.recv(fd);
+            if n > 0 {
+                self.batch(n);
             }
-            // SAFETY: the mmsghdr array and everything it points to live in
-            // `self` and are valid for BATCH entries.
-            // MSG_WAITFORONE: block for the first datagram (up to the read
-            // timeout), then take whatever else is already queued.
-            let n = unsafe { libc::recvmmsg(fd, self.rx_msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
-            if n <= 0 {
-                continue;
-            }
-            self.batch(n as usize);
         }
     }
 
@@ -200,22 +145,21 @@ impl Worker {
         let handler = gen.0.clone();
         let mut out = 0;
         for i in 0..n {
-            let len = self.rx_msgs[i].msg_len as usize;
-            if self.rx_msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                continue; // larger than any query we accept
-            }
-            let q = &self.rx_bufs[i][..len];
-            let answer = match table.answer(q, &mut self.tx_bufs[out]) {
+            let peer_addr = *self.rx.addr(i);
+            // A datagram larger than its slot is larger than any query we accept.
+            let Some(q) = self.rx.received(i) else { continue };
+            let q: &[u8] = q;
+            let answer = match table.answer(q, self.tx.buf_mut(out)) {
                 Some((alen, kind)) => Some((alen, kind)),
                 None => match handler.plan(q, Transport::Udp) {
                     Plan::Reply(r) if r.bytes.len() <= BUF => {
-                        self.tx_bufs[out][..r.bytes.len()].copy_from_slice(&r.bytes);
+                        self.tx.buf_mut(out)[..r.bytes.len()].copy_from_slice(&r.bytes);
                         Some((r.bytes.len(), r.kind))
                     }
                     Plan::Reply(_) | Plan::Drop => None,
-                    Plan::Forward(_) if sockaddr_to_std(&self.rx_addrs[i]).is_some_and(|peer| self.relay.submit(&handler, q, peer, started)) => None,
+                    Plan::Forward(_) if sockaddr_to_std(&peer_addr).is_some_and(|peer| self.relay.submit(&handler, q, peer, started)) => None,
                     plan => {
-                        match (sockaddr_to_std(&self.rx_addrs[i]), self.in_flight.clone().try_acquire_owned()) {
+                        match (sockaddr_to_std(&peer_addr), self.in_flight.clone().try_acquire_owned()) {
                             (Some(peer), Ok(permit)) => {
                                 let job = SlowJob { plan, raw: q.to_vec(), peer, started, handler: handler.clone(), _permit: permit };
                                 if self.slow.try_send(job).is_err() {
@@ -229,15 +173,13 @@ impl Worker {
                 },
             };
             if let Some((alen, kind)) = answer {
-                self.tx_iov[out].iov_len = alen;
-                self.tx_addrs[out] = self.rx_addrs[i];
-                self.tx_msgs[out].msg_hdr.msg_namelen = self.rx_msgs[i].msg_hdr.msg_namelen;
-                let rcode = (self.tx_bufs[out][3] & 0x0F) as u16;
+                self.tx.address_reply(out, alen, &self.rx, i);
+                let rcode = (self.tx.buf_mut(out)[3] & 0x0F) as u16;
                 self.counts[kind as usize][rcode_index(rcode)] += 1;
                 out += 1;
             }
         }
-        self.send(out);
+        self.tx.send(self.sock.as_raw_fd(), out);
         let m = &self.shared.metrics;
         let elapsed = started.elapsed().as_secs_f64();
         for (k, kind) in [QueryKind::Alias, QueryKind::Authoritative, QueryKind::Forwarded, QueryKind::Other].into_iter().enumerate() {
@@ -253,36 +195,6 @@ impl Worker {
             }
             // One observation per batch and kind: the time the batch took.
             m.latency(kind, elapsed);
-        }
-    }
-
-    fn send(&mut self, count: usize) {
-        let fd = self.sock.as_raw_fd();
-        let mut sent = 0;
-        let mut retries = 0;
-        while sent < count {
-            // SAFETY: entries sent..count are initialised above and point into `self`.
-            let r = unsafe { libc::sendmmsg(fd, self.tx_msgs[sent..].as_mut_ptr(), (count - sent) as u32, 0) };
-            if r > 0 {
-                sent += r as usize;
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::WouldBlock && retries < 100 {
-                retries += 1;
-                let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 10) };
-                continue;
-            }
-            if err.kind() != io::ErrorKind::WouldBlock {
-                // One bad destination (e.g. unreachable) must not block the rest.
-                debug!(error = %err, "udp send error");
-                sent += 1;
-                continue;
-            }
-            debug!("udp send buffer full; dropping {} answers", count - sent);
-            return;
         }
     }
 }

@@ -1,0 +1,114 @@
+//! Buffers for batched datagram I/O (`recvmmsg`/`sendmmsg`), shared by the
+//! UDP workers and the forwarding relay.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::RawFd;
+
+use tracing::debug;
+
+/// `count` datagram slots of `size` bytes each, with the C structures that
+/// point into them. The pointers target the Vecs' heap storage, which never
+/// moves (nothing is pushed or resized after `new`), so a `Batch` may itself
+/// be moved.
+pub struct Batch {
+    bufs: Vec<Box<[u8]>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// The raw pointers only point into the Batch's own heap buffers.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    pub fn new(count: usize, size: usize) -> Batch {
+        // One zeroed allocation each (not clones), so pages only become
+        // resident once a datagram has used them.
+        let mut bufs: Vec<Box<[u8]>> = (0..count).map(|_| vec![0u8; size].into_boxed_slice()).collect();
+        // SAFETY: sockaddr_storage and mmsghdr are plain C structs for which
+        // all-zero is a valid value.
+        let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { zeroed() }; count];
+        let mut iov: Vec<libc::iovec> = bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: size }).collect();
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; count];
+        for i in 0..count {
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+        }
+        Batch { bufs, addrs, iov, msgs }
+    }
+
+    /// Receives up to a batch of datagrams: blocks for the first (up to the
+    /// socket's read timeout), then takes whatever else is already queued
+    /// (`MSG_WAITFORONE`). Returns how many arrived (0 on timeout or error).
+    pub fn recv(&mut self, fd: RawFd) -> usize {
+        for (m, iov) in self.msgs.iter_mut().zip(&mut self.iov) {
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_flags = 0;
+            iov.iov_len = self.bufs[0].len();
+        }
+        // SAFETY: the arrays are valid for `len()` entries and live in `self`.
+        let n = unsafe { libc::recvmmsg(fd, self.msgs.as_mut_ptr(), self.msgs.len() as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        n.max(0) as usize
+    }
+
+    /// The `i`-th received datagram; `None` if it did not fit its slot.
+    pub fn received(&mut self, i: usize) -> Option<&mut [u8]> {
+        let m = &self.msgs[i];
+        if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let len = m.msg_len as usize;
+        Some(&mut self.bufs[i][..len])
+    }
+
+    /// The sender of the `i`-th datagram.
+    pub fn addr(&self, i: usize) -> &libc::sockaddr_storage {
+        &self.addrs[i]
+    }
+
+    /// Slot `i`'s whole buffer, to write an answer into.
+    pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i]
+    }
+
+    /// Makes slot `i` an outgoing datagram of `len` bytes to the sender of
+    /// datagram `j` of `from`.
+    pub fn address_reply(&mut self, i: usize, len: usize, from: &Batch, j: usize) {
+        self.iov[i].iov_len = len;
+        self.addrs[i] = from.addrs[j];
+        self.msgs[i].msg_hdr.msg_namelen = from.msgs[j].msg_hdr.msg_namelen;
+    }
+
+    /// Sends slots `0..count` with `sendmmsg`, retrying briefly while the
+    /// send buffer is full and skipping a destination that errors.
+    pub fn send(&mut self, fd: RawFd, count: usize) {
+        let mut sent = 0;
+        let mut retries = 0;
+        while sent < count {
+            // SAFETY: entries sent..count were set up by `address_reply` and point into `self`.
+            let r = unsafe { libc::sendmmsg(fd, self.msgs[sent..].as_mut_ptr(), (count - sent) as u32, 0) };
+            if r > 0 {
+                sent += r as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock && retries < 100 {
+                retries += 1;
+                let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 10) };
+                continue;
+            }
+            if err.kind() != io::ErrorKind::WouldBlock {
+                // One bad destination (e.g. unreachable) must not block the rest.
+                debug!(error = %err, "udp send error");
+                sent += 1;
+                continue;
+            }
+            debug!("udp send buffer full; dropping {} answers", count - sent);
+            return;
+        }
+    }
+}
