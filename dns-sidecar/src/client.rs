@@ -1,5 +1,5 @@
 //! The CLI side of the admin listener: `dns-sidecar status | pin | unpin |
-//! drain | undrain | health`.
+//! drain | undrain | unfence | health`.
 //!
 //! A deliberately tiny HTTP/1.1 client over `std::net::TcpStream` (one
 //! request per connection, `Connection: close`): the admin listener is on
@@ -78,6 +78,17 @@ pub enum AdminCommand {
     Undrain {
         /// Server id, the key of its [servers.<id>] table.
         server: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Lift ALIAS's fence on SERVER (and lower its timeline floor to SERVER's
+    /// timeline), or every fence of ALIAS and its floor. Only once the server
+    /// was rebuilt, or the cluster recreated: a fenced server has diverged.
+    Unfence {
+        /// Alias name, e.g. prod.db.internal.
+        alias: String,
+        /// Server id; omit to lift every fence of the alias.
+        server: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -287,6 +298,7 @@ impl Client {
             Override::Unpin { .. } => "/unpin",
             Override::Drain { .. } => "/drain",
             Override::Undrain { .. } => "/undrain",
+            Override::Unfence { .. } => "/unfence",
         };
         let mut body = body;
         if let Some(m) = body.as_object_mut() {
@@ -376,6 +388,7 @@ pub fn run(cmd: &AdminCommand, out: &mut dyn Write) -> Result<bool, ClientError>
         AdminCommand::Unpin { alias, conn } => (conn, Override::Unpin { alias: alias.clone() }),
         AdminCommand::Drain { server, conn } => (conn, Override::Drain { server: server.clone() }),
         AdminCommand::Undrain { server, conn } => (conn, Override::Undrain { server: server.clone() }),
+        AdminCommand::Unfence { alias, server, conn } => (conn, Override::Unfence { alias: alias.clone(), server: server.clone() }),
     };
     let summary = Client::from_conn(conn)?.apply(&op)?;
     let _ = writeln!(out, "{}", summary.trim_end());
@@ -483,6 +496,26 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
             })
             .collect();
         table(&mut out, &["NAME", "ROLE", "ANSWER", "TARGET", "SINCE", "PINNED", "REASON"], &rows);
+    }
+    let fences: Vec<Vec<String>> = s
+        .aliases
+        .iter()
+        .flat_map(|a| {
+            a.fences.iter().map(|f| {
+                vec![
+                    a.name.clone(),
+                    f.server.clone(),
+                    f.kind.clone(),
+                    if f.holding { "HOLDING" } else { "-" }.into(),
+                    f.since.map_or("-".into(), |t| ago(Some(t), now)),
+                    f.reason.clone(),
+                ]
+            })
+        })
+        .collect();
+    if !fences.is_empty() {
+        out.push_str("\nFences (the alias will not move to these servers; see `dns-sidecar unfence --help`)\n");
+        table(&mut out, &["ALIAS", "SERVER", "KIND", "HOLDING", "SINCE", "REASON"], &fences);
     }
     out.push_str("\nServers\n");
     if s.servers.is_empty() {

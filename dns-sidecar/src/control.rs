@@ -2,7 +2,9 @@
 //!
 //! A pin makes an alias answer one server whatever the probes say (the
 //! operator knows something the probes do not). A drained server is never
-//! chosen, not even by `keep-last`. Both last until undone or until a config
+//! chosen, not even by `keep-last`. Unfencing lifts the fences that keep a
+//! writer alias off servers it left or that lost a split brain (see
+//! [`crate::decision::fence`]). Pins and drains last until undone or until a config
 //! reload removes the alias or server; every change is logged and shown in
 //! `/status`.
 
@@ -16,6 +18,14 @@ pub enum Override {
     Unpin { alias: String },
     Drain { server: String },
     Undrain { server: String },
+    /// Lifts `alias`'s fence on `server` (and lowers its timeline floor to
+    /// that server's timeline), or every fence and the floor when `server`
+    /// is absent.
+    Unfence {
+        alias: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+    },
 }
 
 /// Why an override was refused.

@@ -2,8 +2,14 @@
 //! overrides and reloads, runs the pure decision, and publishes the results.
 //! It is the only writer of the routes and status snapshots; its events become
 //! log lines, metrics, `/status` history and on-change hooks.
+//!
+//! It also keeps the state file: the state is restored from it before the
+//! first decision, and every decision that changes what must survive a
+//! restart (targets, fences, timeline floors, pins, drains) is written to it
+//! *before* the routes that depend on it are published.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,13 +18,15 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::ControlRequest;
-use crate::decision::{apply_override, decide, reconfigure, Event, State};
+use crate::decision::snapshot::{capture, restore};
+use crate::decision::{apply_override, decide, fence, reconfigure, Bar, Event, State};
 use crate::hook::HookRun;
-use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ServerLabel};
+use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
 use crate::observation::{FailureKind, Observation, Tagged};
 use crate::routes::Routes;
 use crate::shared::Shared;
-use crate::status::{AliasStatus, HistoryEntry, ServerStatus, Status, HISTORY_LEN};
+use crate::statefile;
+use crate::status::{AliasStatus, FenceStatus, HistoryEntry, ServerStatus, Status, HISTORY_LEN};
 
 /// A new config for the engine; the sender learns when it is in force.
 pub struct Reconfigure {
@@ -42,9 +50,17 @@ struct Engine {
     last_latency: Vec<Option<Duration>>,
     history: VecDeque<HistoryEntry>,
     hooks: mpsc::Sender<HookRun>,
-    /// `Instant` -> wall clock, for `/status`.
+    /// `Instant` -> wall clock, for `/status` and the state file.
     epoch: (Instant, SystemTime),
+    /// Where to persist the state, while that is allowed (not a stranger's file).
+    state_file: Option<PathBuf>,
+    /// The last write failed (logged once per episode).
+    state_file_failing: bool,
 }
+
+/// How long a decision waits for its state-file write before publishing
+/// anyway (a hung disk must not stop the alias from following a failover).
+const STATE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs until `shutdown` is true.
 pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
@@ -57,9 +73,12 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
         history: VecDeque::new(),
         hooks: inputs.hooks.clone(),
         epoch: (now, SystemTime::now()),
+        state_file: config.state.path.clone(),
+        state_file_failing: false,
         config,
         shared,
     };
+    e.restore(now);
     e.publish();
     let first_round = tokio::time::sleep(e.config.probe.deadline);
     tokio::pin!(first_round);
@@ -71,20 +90,17 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 if n == 0 { break }
                 let obs: Vec<Observation> = batch.drain(..).filter_map(|t| e.untag(t)).collect();
                 let (next, events) = decide(&e.state, &obs, &e.config, Instant::now());
-                e.state = next;
-                e.handle(&events);
+                e.commit(next, events).await;
             }
             _ = &mut first_round, if !e.state.first_round_done => {
                 let (next, events) = decide(&e.state, &[], &e.config, Instant::now());
-                e.state = next;
-                e.handle(&events);
+                e.commit(next, events).await;
             }
             Some(req) = inputs.control.recv() => {
                 let result = apply_override(&e.state, &e.config, &req.op, Instant::now());
                 let reply = match result {
                     Ok((next, events, summary)) => {
-                        e.state = next;
-                        e.handle(&events);
+                        e.commit(next, events).await;
                         Ok(summary)
                     }
                     Err(err) => Err(err),
@@ -92,19 +108,30 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 let _ = req.reply.send(reply);
             }
             Some(r) = inputs.reconfigure.recv() => {
-                e.state = reconfigure(&e.state, &e.config, &r.config);
+                let carried = reconfigure(&e.state, &e.config, &r.config);
                 e.config = r.config;
                 e.index = index(&e.config);
                 e.last_latency = vec![None; e.config.servers.len()];
                 e.record(None, None, "reload", "configuration reloaded".to_string());
-                let (next, events) = decide(&e.state, &[], &e.config, Instant::now());
-                e.state = next;
-                e.handle(&events);
+                if e.config.state.path != e.state_file {
+                    warn!("state file path changed in the config; it applies at the next restart");
+                }
+                let (next, events) = decide(&carried, &[], &e.config, Instant::now());
+                e.state = carried;
+                e.commit(next, events).await;
                 let _ = r.done.send(());
             }
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         }
     }
+}
+
+/// Whether two states differ in what the state file keeps.
+fn remembered_differs(a: &State, b: &State) -> bool {
+    a.pins != b.pins
+        || a.drained != b.drained
+        || a.aliases.len() != b.aliases.len()
+        || a.aliases.iter().zip(&b.aliases).any(|(x, y)| x.target != y.target || x.timeline_floor != y.timeline_floor || x.fences != y.fences)
 }
 
 fn index(config: &Config) -> HashMap<Arc<str>, usize> {
@@ -127,6 +154,103 @@ impl Engine {
         m.probe_latency.get_or_create(&ServerLabel { server: t.server.to_string() }).observe(t.obs.latency.as_secs_f64());
         self.last_latency[i] = Some(t.obs.latency);
         Some(Observation { server: i, ..t.obs })
+    }
+
+    /// Restores the state file's content, if there is one, before anything
+    /// is decided.
+    fn restore(&mut self, now: Instant) {
+        let Some(path) = self.state_file.clone() else {
+            warn!("no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a restart (see README: state file)");
+            return;
+        };
+        match statefile::load(&path) {
+            Ok(None) => info!(path = %path.display(), "no state file yet; starting fresh"),
+            Ok(Some(remembered)) => {
+                let (state, notes) = restore(&self.config, &remembered, now, |u| self.instant(u));
+                for note in &notes {
+                    warn!(path = %path.display(), "state file: {note}");
+                }
+                let fences: usize = state.aliases.iter().map(|a| a.fences.len()).sum();
+                info!(path = %path.display(), fences, "state restored from the state file");
+                self.record(None, None, "state_file", format!("restored from {} ({fences} fences)", path.display()));
+                self.state = state;
+            }
+            Err(err) => {
+                error!(error = %err, "state file ignored");
+                self.record(None, None, "state_file", err.to_string());
+                if !err.may_overwrite() {
+                    self.state_file = None;
+                }
+            }
+        }
+    }
+
+    /// Takes a decision's result: persists what must survive a restart (when
+    /// it changed), then logs, records and publishes.
+    async fn commit(&mut self, next: State, events: Vec<Event>) {
+        let changed = remembered_differs(&self.state, &next);
+        self.state = next;
+        if changed {
+            self.persist().await;
+        }
+        self.handle(&events);
+    }
+
+    async fn persist(&mut self) {
+        let Some(path) = self.state_file.clone() else { return };
+        let remembered = capture(&self.state, &self.config, |t| self.unix(t));
+        let at = self.unix(Instant::now());
+        let write = tokio::task::spawn_blocking(move || statefile::store(&path, &remembered, at));
+        let result = match tokio::time::timeout(STATE_WRITE_TIMEOUT, write).await {
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+            Ok(Err(join)) => Err(format!("state file writer failed: {join}")),
+            Err(_) => Err(format!("state file write did not finish within {STATE_WRITE_TIMEOUT:?}; answering anyway")),
+        };
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.shared.metrics.state_writes.get_or_create(&ResultLabel { result: label.into() }).inc();
+        match result {
+            Ok(()) if self.state_file_failing => {
+                self.state_file_failing = false;
+                info!("state file written again");
+            }
+            Ok(()) => {}
+            Err(msg) if !self.state_file_failing => {
+                self.state_file_failing = true;
+                error!(error = %msg, "cannot persist the decision state; a restart would forget fences and timelines");
+                self.record(None, None, "state_file", msg);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn instant(&self, unix: f64) -> Instant {
+        let (i0, s0) = self.epoch;
+        let s0 = s0.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let delta = Duration::try_from_secs_f64((unix - s0).abs()).unwrap_or_default();
+        if unix >= s0 {
+            i0 + delta
+        } else {
+            i0.checked_sub(delta).unwrap_or(i0)
+        }
+    }
+
+    /// The servers to probe at the incident interval: every candidate of an
+    /// alias that has no matching candidate, or whose target's last probe
+    /// failed.
+    fn incident_servers(&self) -> BTreeSet<String> {
+        let st = &self.state;
+        let mut set = BTreeSet::new();
+        if !st.first_round_done {
+            return set;
+        }
+        for (i, a) in self.config.aliases.iter().enumerate() {
+            let s = &st.aliases[i];
+            let target_failing = s.target.is_some_and(|t| !st.servers[t].up || st.servers[t].consecutive_fail > 0);
+            if st.pins[i].is_none() && (!s.matched || target_failing) {
+                set.extend(a.servers.iter().map(|&x| self.config.servers[x].id.clone()));
+            }
+        }
+        set
     }
 
     fn handle(&mut self, events: &[Event]) {
@@ -156,6 +280,20 @@ impl Engine {
                 m.alias_target.get_or_create(&AliasServer { alias: a.name.to_string(), server: self.config.servers[s].id.clone() }).set(current as i64);
             }
         }
+        for (i, a) in self.config.aliases.iter().enumerate() {
+            for &s in &a.servers {
+                let fenced = fence::is_writer(a.role) && self.state.aliases[i].bar(s, &self.state.servers).is_some();
+                m.fenced.get_or_create(&AliasServer { alias: a.name.to_string(), server: self.config.servers[s].id.clone() }).set(fenced as i64);
+            }
+        }
+        let incident = self.incident_servers();
+        self.shared.incident.send_if_modified(|cur| {
+            let differs = **cur != incident;
+            if differs {
+                *cur = Arc::new(incident);
+            }
+            differs
+        });
         let overrides = self.state.pins.iter().filter(|p| p.is_some()).count() + self.state.drained.iter().filter(|d| **d).count();
         m.overrides.set(overrides as i64);
         m.ready.set(self.state.first_round_done as i64);
@@ -193,6 +331,8 @@ impl Engine {
                     reason: s.reason.clone(),
                     pinned: st.pins[i].map(|p| c.servers[p].id.clone()),
                     candidates: a.servers.iter().map(|&x| c.servers[x].id.clone()).collect(),
+                    timeline_floor: s.timeline_floor,
+                    fences: self.fence_status(i),
                 }
             })
             .collect();
@@ -229,6 +369,27 @@ impl Engine {
             servers,
             history: self.history.iter().cloned().collect(),
         }
+    }
+
+    /// Alias `i`'s fences and floor-barred servers, for `/status`.
+    fn fence_status(&self, i: usize) -> Vec<FenceStatus> {
+        let (c, st) = (&self.config, &self.state);
+        if !fence::is_writer(c.aliases[i].role) {
+            return Vec::new();
+        }
+        let a = &st.aliases[i];
+        c.aliases[i]
+            .servers
+            .iter()
+            .filter_map(|&s| {
+                let bar = a.bar(s, &st.servers)?;
+                let (kind, timeline, since) = match bar {
+                    Bar::Fenced(f) => (f.reason.kind(), f.timeline, Some(self.unix(f.since))),
+                    Bar::OlderTimeline { timeline, .. } => ("older-timeline", Some(timeline), None),
+                };
+                Some(FenceStatus { server: c.servers[s].id.clone(), kind: kind.into(), reason: bar.describe(c), timeline, since, holding: a.held.contains(&s) })
+            })
+            .collect()
     }
 
     fn record(&mut self, alias: Option<String>, server: Option<String>, kind: &str, message: String) {
@@ -293,6 +454,20 @@ impl Engine {
             Event::ServerDown { server: s, error } => {
                 warn!(server = server(*s), error = error.as_str(), "server down");
                 self.record(None, Some(server(*s).into()), "server_down", error.clone());
+            }
+            Event::Fenced { alias: a, server: s, reason } => {
+                warn!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "server fenced: the alias will not move to it");
+                m.fences.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
+                self.record(Some(alias(*a).into()), Some(server(*s).into()), "fenced", reason.clone());
+            }
+            Event::FenceHeld { alias: a, server: s, reason } => {
+                error!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "FENCED: the alias is kept off a server that matches its role, because it has diverged; run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated");
+                m.fence_holds.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
+                self.record(Some(alias(*a).into()), Some(server(*s).into()), "fence_held", reason.clone());
+            }
+            Event::Unfenced { alias: a, server: s, reason } => {
+                info!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "fence lifted");
+                self.record(Some(alias(*a).into()), Some(server(*s).into()), "unfenced", reason.clone());
             }
             Event::Override { summary } => {
                 warn!(summary = summary.as_str(), "manual override");

@@ -27,6 +27,7 @@ pub mod probe;
 pub mod routes;
 pub mod shared;
 pub mod shutdown;
+pub mod statefile;
 pub mod status;
 pub mod testbed;
 

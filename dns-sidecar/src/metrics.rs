@@ -104,6 +104,10 @@ pub struct Metrics {
     pub hook_runs: Family<ResultLabel, Counter>,
     pub overrides: Gauge,
     pub ready: Gauge,
+    pub fenced: Family<AliasServer, Gauge>,
+    pub fences: Family<AliasLabel, Counter>,
+    pub fence_holds: Family<AliasLabel, Counter>,
+    pub state_writes: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -140,6 +144,10 @@ impl Metrics {
             hook_runs: Family::default(),
             overrides: Gauge::default(),
             ready: Gauge::default(),
+            fenced: Family::default(),
+            fences: Family::default(),
+            fence_holds: Family::default(),
+            state_writes: Family::default(),
             registry: Registry::default(),
         };
         let mut m = m;
@@ -156,6 +164,10 @@ impl Metrics {
         registry.register("hook_runs", "On-change hook runs by result (ok, failed, timeout)", m.hook_runs.clone());
         registry.register("overrides", "Active manual overrides (pins + drains)", m.overrides.clone());
         registry.register("ready", "1 once listeners are bound and the first probe round is done", m.ready.clone());
+        registry.register("fenced", "1 while a writer alias will not move to the server (a fence, or a timeline older than one already seen)", m.fenced.clone());
+        registry.register("fences", "Fences set on writer aliases (a server left after a promote, or a split brain lost)", m.fences.clone());
+        registry.register("fence_holds", "Episodes in which a fence kept an alias off a server that otherwise matched its role", m.fence_holds.clone());
+        registry.register("state_writes", "State file writes by result (ok, error)", m.state_writes.clone());
         m.registry = registry;
         m
     }

@@ -17,6 +17,9 @@ pub struct Shared {
     /// The `/status` document; written by the engine, read by the admin listener.
     pub status: ArcSwap<Status>,
     pub metrics: Metrics,
+    /// Server ids to probe at the incident interval (written by the engine
+    /// while an alias has no matching candidate, read by the probers).
+    pub incident: tokio::sync::watch::Sender<std::sync::Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Shared {
@@ -26,6 +29,7 @@ impl Shared {
             status: ArcSwap::from_pointee(Status::default()),
             config: ArcSwap::from_pointee(config),
             metrics: Metrics::new(),
+            incident: tokio::sync::watch::Sender::new(std::sync::Arc::default()),
         }
     }
 }

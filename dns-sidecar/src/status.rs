@@ -38,6 +38,31 @@ pub struct AliasStatus {
     /// Manual pin, if any.
     pub pinned: Option<String>,
     pub candidates: Vec<String>,
+    /// Writer aliases: the newest timeline seen on a candidate; candidates on
+    /// an older one are never chosen.
+    #[serde(default)]
+    pub timeline_floor: Option<u32>,
+    /// Writer aliases: servers the alias will not move to, and why.
+    #[serde(default)]
+    pub fences: Vec<FenceStatus>,
+}
+
+/// One server a writer alias will not move to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FenceStatus {
+    pub server: String,
+    /// `superseded`, `lost-split-brain`, `inherited` (a fence whose other
+    /// server is no longer configured) or `older-timeline` (below the floor).
+    pub kind: String,
+    /// One line for humans.
+    pub reason: String,
+    /// The server's timeline when fenced (or now, for `older-timeline`).
+    pub timeline: Option<u32>,
+    /// When the fence was set (absent for `older-timeline`).
+    pub since: Option<UnixTime>,
+    /// Whether it is keeping the alias off a server that matches its role
+    /// right now.
+    pub holding: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -63,7 +88,8 @@ pub struct ServerStatus {
 pub struct HistoryEntry {
     pub at: UnixTime,
     /// `target_changed`, `no_match`, `split_brain`, `server_up`, `server_down`,
-    /// `first_round`, `override`, `reload`.
+    /// `first_round`, `override`, `reload`, `fenced`, `fence_held`, `unfenced`,
+    /// `state_file`.
     pub kind: String,
     pub alias: Option<String>,
     pub server: Option<String>,

@@ -12,7 +12,8 @@
 //! | POST | `/unpin` `{"alias":..}` | remove a pin |
 //! | POST | `/drain` `{"server":..}` | never choose this server |
 //! | POST | `/undrain` `{"server":..}` | undo a drain |
-//! | POST | `/override` `{"op":"pin",..}` | any of the four, as a tagged [`Override`] |
+//! | POST | `/unfence` `{"alias":..,"server":..}` | lift a writer alias's fence on a server (or all, without `server`) |
+//! | POST | `/override` `{"op":"pin",..}` | any of the above, as a tagged [`Override`] |
 //!
 //! Overrides are guarded by [`guard`]: with `[admin] token_file`/`token_env`
 //! set, every caller needs `Authorization: Bearer <token>`; without a token,
@@ -62,6 +63,7 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
         .route("/unpin", post(overrides::unpin))
         .route("/drain", post(overrides::drain))
         .route("/undrain", post(overrides::undrain))
+        .route("/unfence", post(overrides::unfence))
         .route("/override", post(overrides::any))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

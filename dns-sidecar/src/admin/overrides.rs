@@ -1,4 +1,4 @@
-//! `POST /pin`, `/unpin`, `/drain`, `/undrain` and `/override`.
+//! `POST /pin`, `/unpin`, `/drain`, `/undrain`, `/unfence` and `/override`.
 //!
 //! Each request is checked by [`super::guard`], parsed, its alias name
 //! canonicalised (any case, with or without the trailing dot), and handed to
@@ -38,6 +38,14 @@ struct ServerBody {
     server: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnfenceBody {
+    alias: String,
+    #[serde(default)]
+    server: Option<String>,
+}
+
 pub(super) async fn pin(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
     handle(st, peer, headers, "pin", || {
         parse::<PinBody>(&body, r#"{"alias":"prod.db.internal","server":"westus2"}"#).map(|b| Override::Pin { alias: b.alias, server: b.server })
@@ -57,6 +65,13 @@ pub(super) async fn undrain(st: State<AppState>, peer: ConnectInfo<SocketAddr>, 
     handle(st, peer, headers, "undrain", || parse::<ServerBody>(&body, r#"{"server":"eastus"}"#).map(|b| Override::Undrain { server: b.server })).await
 }
 
+pub(super) async fn unfence(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(st, peer, headers, "unfence", || {
+        parse::<UnfenceBody>(&body, r#"{"alias":"prod.db.internal","server":"eastus"}"#).map(|b| Override::Unfence { alias: b.alias, server: b.server })
+    })
+    .await
+}
+
 /// `POST /override` with a tagged [`Override`]: `{"op":"pin","alias":..,"server":..}`.
 pub(super) async fn any(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
     handle(st, peer, headers, "override", || parse::<Override>(&body, r#"{"op":"pin","alias":"prod.db.internal","server":"westus2"}"#)).await
@@ -73,6 +88,7 @@ fn op_name(op: &Override) -> &'static str {
         Override::Unpin { .. } => "unpin",
         Override::Drain { .. } => "drain",
         Override::Undrain { .. } => "undrain",
+        Override::Unfence { .. } => "unfence",
     }
 }
 
@@ -84,6 +100,7 @@ fn canonical(op: Override) -> Result<Override, String> {
         Override::Unpin { alias: a } => Override::Unpin { alias: alias(a)? },
         Override::Drain { server } => Override::Drain { server: server.trim().to_string() },
         Override::Undrain { server } => Override::Undrain { server: server.trim().to_string() },
+        Override::Unfence { alias: a, server } => Override::Unfence { alias: alias(a)?, server: server.map(|s| s.trim().to_string()) },
     })
 }
 
@@ -124,6 +141,7 @@ async fn handle(
         Override::Pin { alias, server } => (Some(alias.clone()), Some(server.clone())),
         Override::Unpin { alias } => (Some(alias.clone()), None),
         Override::Drain { server } | Override::Undrain { server } => (None, Some(server.clone())),
+        Override::Unfence { alias, server } => (Some(alias.clone()), server.clone()),
     };
     match st.control.apply(op).await {
         Ok(summary) => {
@@ -161,5 +179,11 @@ mod tests {
         assert!(parse::<Override>(br#"{"op":"explode"}"#, "").is_err());
         assert_eq!(parse::<Override>(br#"{"op":"drain","server":"a"}"#, "").unwrap(), Override::Drain { server: "a".into() });
         assert!(parse::<AliasBody>(b"\xff\xfe", "").is_err());
+        let u: UnfenceBody = parse(br#"{"alias":"x"}"#, "").unwrap();
+        assert_eq!((u.alias.as_str(), u.server), ("x", None));
+        assert_eq!(
+            parse::<Override>(br#"{"op":"unfence","alias":"x","server":"a"}"#, "").unwrap(),
+            Override::Unfence { alias: "x".into(), server: Some("a".into()) }
+        );
     }
 }

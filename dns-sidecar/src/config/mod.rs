@@ -41,6 +41,15 @@ pub struct Config {
     pub servers: Vec<Server>,
     pub aliases: Vec<Alias>,
     pub admin: AdminSettings,
+    pub state: StateSettings,
+}
+
+/// Where the decision state that safety depends on (fences, timeline
+/// floors, targets, pins and drains) is kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// `None`: kept in memory only (a restart forgets it; logged at start).
+    pub path: Option<PathBuf>,
 }
 
 /// The admin HTTP listener.

@@ -36,6 +36,16 @@ pub struct RawConfig {
     /// The admin HTTP listener (metrics, health, status, overrides).
     #[serde(default)]
     pub admin: Option<RawAdmin>,
+    /// Where the decision's safety state (fences, timelines) is kept across restarts.
+    #[serde(default)]
+    pub state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// The state file (absolute path; its directory must be writable).
+    pub path: Spanned<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -168,7 +168,23 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     }
 
     let admin = admin_settings(&cx, raw.admin)?;
-    Ok(Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases, admin })
+    let state = state_settings(&cx, raw.state)?;
+    Ok(Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases, admin, state })
+}
+
+fn state_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawState>) -> Result<StateSettings, ConfigError> {
+    let Some(raw) = raw else { return Ok(StateSettings { path: None }) };
+    let p = raw.path.get_ref();
+    if p.as_os_str().is_empty() {
+        return cx.err(Some(raw.path.span()), "`state.path` is empty", "give a file in a writable directory, e.g. path = \"/var/lib/dns-sidecar/state.json\", or remove [state]");
+    }
+    if !p.is_absolute() {
+        return cx.err(Some(raw.path.span()), format!("`state.path` {} is relative", p.display()), "use an absolute path, e.g. \"/var/lib/dns-sidecar/state.json\"");
+    }
+    if p.file_name().is_none() {
+        return cx.err(Some(raw.path.span()), format!("`state.path` {} names a directory", p.display()), "name a file in it, e.g. \"/var/lib/dns-sidecar/state.json\"");
+    }
+    Ok(StateSettings { path: Some(p.clone()) })
 }
 
 fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<AdminSettings, ConfigError> {

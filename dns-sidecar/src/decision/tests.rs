@@ -306,7 +306,7 @@ servers = ["b", "a"]
     let next = reconfigure(&s.state, &s.config, &new);
     assert!(next.first_round_done);
     assert!(next.servers[A].up, "a is unchanged: keeps its health");
-    assert!(!next.servers[B].reported, "b changed: starts fresh");
+    assert!(next.servers[B].up, "b changed: keeps its health until its new prober reports");
     assert!(next.drained[B], "drains follow the server id");
     assert_eq!(next.aliases[1].target, Some(A), "prod keeps its target");
     assert_eq!(next.aliases[0].target, None, "the new alias starts without one");

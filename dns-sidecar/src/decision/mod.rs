@@ -14,23 +14,36 @@
 //! * The alias keeps its current target while that target still matches the
 //!   role; otherwise it switches to the first matching candidate in the alias's
 //!   list order, at the first observation that shows it (one probe interval).
+//! * Writer aliases (`read-write`, `primary`) are *fenced* (see [`fence`]):
+//!   never a server on an older timeline than the newest one seen on a
+//!   candidate, never back to a server they left or that lost a split brain
+//!   until it has been seen in recovery (rebuilt as a standby).
 //! * Two writable servers (split brain): the one on the newest timeline wins
 //!   when every candidate's timeline is known and one is strictly newest;
 //!   otherwise the current target is kept (or the first in list order).
 //! * No candidate matches: keep the last target (policy `keep-last`) or answer
-//!   SERVFAIL (`servfail`). Either way an event is emitted.
+//!   SERVFAIL (`servfail`). Either way an event is emitted. `keep-last` never
+//!   keeps a drained or fenced target.
 //! * Before the first round (every server reported once, or `deadline` after
 //!   start) nothing is decided: the alias is not answered from a guess.
+//! * A pin overrides all of the above.
+
+pub mod fence;
+mod overrides;
+mod reload;
+pub mod snapshot;
 
 use std::time::Instant;
 
 use crate::config::{Config, NoMatchPolicy, Role, ServerId};
-use crate::control::{ControlError, Override};
-use crate::name::DnsName;
 use crate::observation::{FailureKind, Observation, ServerState};
 
+pub use fence::{Bar, Fence, FenceReason};
+pub use overrides::apply_override;
+pub use reload::reconfigure;
+
 /// Everything the decision remembers between calls.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct State {
     pub started: Instant,
     pub first_round_done: bool,
@@ -43,7 +56,7 @@ pub struct State {
 }
 
 /// One server as the decision sees it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerHealth {
     /// Whether it may be chosen (see the module rules).
     pub up: bool,
@@ -56,7 +69,7 @@ pub struct ServerHealth {
     pub consecutive_fail: u32,
 }
 
-/// One alias's current choice.
+/// One alias's current choice, and what it must remember to stay safe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AliasState {
     pub target: Option<ServerId>,
@@ -66,6 +79,14 @@ pub struct AliasState {
     pub reason: String,
     /// The writable servers seen together at the last decision (split brain).
     pub split_brain: Vec<ServerId>,
+    /// Writer aliases: the newest timeline seen on any candidate (served or
+    /// not). Candidates on an older timeline are never chosen.
+    pub timeline_floor: Option<u32>,
+    /// Writer aliases: servers the alias must not move to (sorted by server).
+    pub fences: Vec<Fence>,
+    /// Servers that match the role but are kept off by a fence or the floor
+    /// right now (so the episode is reported once, not on every probe).
+    pub held: Vec<ServerId>,
 }
 
 /// Something worth a log line (and, later, a metric).
@@ -80,6 +101,13 @@ pub enum Event {
     ServerDown { server: ServerId, error: String },
     /// A manual override was applied; `summary` says what it did.
     Override { summary: String },
+    /// A writer alias fenced `server` (it will not move there).
+    Fenced { alias: usize, server: ServerId, reason: String },
+    /// A fence or the timeline floor kept the alias off `server`, which
+    /// otherwise matched its role. Once per episode.
+    FenceHeld { alias: usize, server: ServerId, reason: String },
+    /// A fence was lifted (server seen in recovery, or by an operator).
+    Unfenced { alias: usize, server: ServerId, reason: String },
 }
 
 /// What the DNS side should answer for an alias right now.
@@ -110,9 +138,10 @@ impl State {
         if let Some(p) = self.pins[i] {
             return Answer::Target(p);
         }
+        let barred = |t: ServerId| fence::is_writer(config.aliases[i].role) && a.bar(t, &self.servers).is_some();
         match a.target {
             _ if !self.first_round_done => Answer::Pending,
-            Some(t) if self.drained[t] => Answer::NoTarget,
+            Some(t) if self.drained[t] || barred(t) => Answer::NoTarget,
             Some(t) if a.matched || config.aliases[i].on_no_match == NoMatchPolicy::KeepLast => Answer::Target(t),
             _ => Answer::NoTarget,
         }
@@ -126,6 +155,7 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     for o in observations {
         observe(&mut state.servers[o.server], o, config, &mut events);
     }
+    fence::learn(&mut state, observations, config, now, &mut events);
     if !state.first_round_done {
         let all = state.servers.iter().all(|s| s.reported);
         if all || now.duration_since(state.started) >= config.probe.deadline {
@@ -181,13 +211,18 @@ fn matches(h: &ServerHealth, role: Role) -> bool {
     }
 }
 
+fn timeline(h: &ServerHealth) -> Option<u32> {
+    h.last_state.as_ref().and_then(|s| s.timeline)
+}
+
 fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
     let alias = &config.aliases[i];
-    let servers = &state.servers;
+    let writer = fence::is_writer(alias.role);
     let current = state.aliases[i].target;
     if let Some(pin) = state.pins[i] {
         let a = &mut state.aliases[i];
         a.matched = true;
+        a.held.clear();
         if current != Some(pin) {
             let reason = format!("pinned to {} by an operator", config.servers[pin].id);
             events.push(Event::TargetChanged { alias: i, old: current, new: pin, reason: reason.clone() });
@@ -197,8 +232,15 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         }
         return;
     }
+    let servers = &state.servers;
     let drained = &state.drained;
-    let cands: Vec<ServerId> = alias.servers.iter().copied().filter(|&s| !drained[s] && matches(&servers[s], alias.role)).collect();
+    // Every candidate that matches the role (split brains are judged on these)...
+    let matching: Vec<ServerId> = alias.servers.iter().copied().filter(|&s| !drained[s] && matches(&servers[s], alias.role)).collect();
+    // ... and those the fences allow.
+    let a = &state.aliases[i];
+    let cands: Vec<ServerId> = matching.iter().copied().filter(|&s| !writer || a.bar(s, servers).is_none()).collect();
+    fence::report_held(state, config, i, &matching, &cands, events);
+
     let keep_or_first = |set: &[ServerId]| match current {
         Some(c) if set.contains(&c) => c,
         _ => set[0],
@@ -217,24 +259,33 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         return;
     }
 
+    let servers = &state.servers;
     let mut by_timeline = false;
     let chosen = match alias.role {
-        Role::ReadWrite | Role::Primary if cands.len() > 1 => {
-            let timelines: Option<Vec<u32>> = cands.iter().map(|&s| servers[s].last_state.as_ref().and_then(|st| st.timeline)).collect();
+        Role::ReadWrite | Role::Primary if matching.len() > 1 => {
+            // Fenced servers lost already; among the rest the newest timeline wins.
+            let timelines: Option<Vec<u32>> = cands.iter().map(|&s| timeline(&servers[s])).collect();
             let newest = timelines.as_ref().and_then(|t| {
                 let max = *t.iter().max()?;
                 (t.iter().filter(|&&x| x == max).count() == 1).then(|| cands[t.iter().position(|&x| x == max).unwrap_or(0)])
             });
-            by_timeline = newest.is_some();
             let chosen = newest.unwrap_or_else(|| keep_or_first(&cands));
-            if state.aliases[i].split_brain != cands {
-                events.push(Event::SplitBrain { alias: i, writable: cands.clone(), chosen, by_timeline });
+            // Chosen for its timeline: every other writable one is known to be older.
+            by_timeline = timeline(&servers[chosen])
+                .is_some_and(|t| matching.iter().all(|&s| s == chosen || timeline(&servers[s]).is_some_and(|x| x < t)));
+            if state.aliases[i].split_brain != matching {
+                events.push(Event::SplitBrain { alias: i, writable: matching.clone(), chosen, by_timeline });
             }
+            fence::split_brain_losers(state, config, i, &matching, chosen, now, events);
             chosen
         }
         Role::PreferStandby => {
             let standbys: Vec<ServerId> = cands.iter().copied().filter(|&s| servers[s].last_state.as_ref().is_some_and(|st| st.in_recovery)).collect();
-            if standbys.is_empty() { keep_or_first(&cands) } else { keep_or_first(&standbys) }
+            if standbys.is_empty() {
+                keep_or_first(&cands)
+            } else {
+                keep_or_first(&standbys)
+            }
         }
         _ => keep_or_first(&cands),
     };
@@ -244,9 +295,12 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     } else {
         Some(change_reason(state, config, i, current, chosen, by_timeline))
     };
+    if let (Some(old), true) = (current.filter(|&c| c != chosen), writer) {
+        fence::superseded(state, config, i, old, chosen, now, events);
+    }
     let a = &mut state.aliases[i];
     a.matched = true;
-    a.split_brain = if cands.len() > 1 && matches!(alias.role, Role::ReadWrite | Role::Primary) { cands } else { Vec::new() };
+    a.split_brain = if matching.len() > 1 && writer { matching } else { Vec::new() };
     if let Some(reason) = reason {
         events.push(Event::TargetChanged { alias: i, old: current, new: chosen, reason: reason.clone() });
         a.target = Some(chosen);
@@ -276,87 +330,14 @@ fn change_reason(state: &State, config: &Config, i: usize, old: Option<ServerId>
     if !matches(h, alias.role) {
         return format!("{} is no longer {} (now {}); {new_part}", id(old), alias.role.as_str(), desc(old));
     }
+    if fence::is_writer(alias.role) {
+        if let Some(bar) = state.aliases[i].bar(old, &state.servers) {
+            return format!("{} is fenced: {}; {new_part}", id(old), bar.describe(config));
+        }
+    }
     format!("{new_part}, preferred for {}", alias.role.as_str())
-}
-
-/// Applies a manual override and re-decides at once, so the change is
-/// visible in the next published snapshot. Returns the new state, the events
-/// and a one-line summary for the operator.
-pub fn apply_override(prev: &State, config: &Config, op: &Override, now: Instant) -> Result<(State, Vec<Event>, String), ControlError> {
-    let alias_index = |name: &str| {
-        let canon = DnsName::parse(name).map_err(|_| ControlError::UnknownAlias(name.to_string()))?;
-        config.aliases.iter().position(|a| a.name == canon).ok_or_else(|| ControlError::UnknownAlias(name.to_string()))
-    };
-    let server_index = |id: &str| config.servers.iter().position(|s| s.id == id).ok_or_else(|| ControlError::UnknownServer(id.to_string()));
-    let mut state = prev.clone();
-    let summary = match op {
-        Override::Pin { alias, server } => {
-            let (a, s) = (alias_index(alias)?, server_index(server)?);
-            if !config.aliases[a].servers.contains(&s) {
-                return Err(ControlError::NotACandidate { alias: alias.clone(), server: server.clone() });
-            }
-            state.pins[a] = Some(s);
-            format!("alias {} pinned to {}", config.aliases[a].name, config.servers[s].id)
-        }
-        Override::Unpin { alias } => {
-            let a = alias_index(alias)?;
-            let was = state.pins[a].take();
-            match was {
-                Some(s) => format!("alias {} unpinned (was pinned to {})", config.aliases[a].name, config.servers[s].id),
-                None => format!("alias {} was not pinned", config.aliases[a].name),
-            }
-        }
-        Override::Drain { server } => {
-            let s = server_index(server)?;
-            state.drained[s] = true;
-            format!("server {} drained: it will not be chosen until undrained", config.servers[s].id)
-        }
-        Override::Undrain { server } => {
-            let s = server_index(server)?;
-            state.drained[s] = false;
-            format!("server {} undrained", config.servers[s].id)
-        }
-    };
-    let mut events = vec![Event::Override { summary: summary.clone() }];
-    let (state, more) = decide(&state, &[], config, now);
-    events.extend(more);
-    Ok((state, events, summary))
-}
-
-/// Carries the decision state over a config reload: servers with the same id
-/// and the same settings keep their health; aliases with the same name keep
-/// their target while it is still a candidate; pins and drains follow their
-/// names. Everything new starts fresh (a new server is chosen only once it
-/// has reported).
-pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
-    let mut state = State { started: prev.started, first_round_done: prev.first_round_done, ..State::new(new, prev.started) };
-    let old_index = |id: &str| old.servers.iter().position(|s| s.id == id);
-    let map: Vec<Option<ServerId>> = old
-        .servers
-        .iter()
-        .map(|os| new.servers.iter().position(|ns| ns.id == os.id))
-        .collect();
-    for (i, ns) in new.servers.iter().enumerate() {
-        if let Some(o) = old_index(&ns.id) {
-            if old.servers[o] == *ns {
-                state.servers[i] = prev.servers[o].clone();
-            }
-            state.drained[i] = prev.drained[o];
-        }
-    }
-    for (i, na) in new.aliases.iter().enumerate() {
-        let Some(o) = old.aliases.iter().position(|a| a.name == na.name) else { continue };
-        let mut a = prev.aliases[o].clone();
-        a.target = a.target.and_then(|t| map[t]).filter(|t| na.servers.contains(t));
-        a.split_brain = a.split_brain.iter().filter_map(|&t| map[t]).collect();
-        if a.target.is_none() {
-            a.matched = false;
-        }
-        state.aliases[i] = a;
-        state.pins[i] = prev.pins[o].and_then(|p| map[p]).filter(|p| na.servers.contains(p));
-    }
-    state
 }
 
 #[cfg(test)]
 mod tests;
+

@@ -1,0 +1,231 @@
+//! Fencing: a writer alias never sends writes to a server that has diverged.
+//!
+//! Timelines only grow within one lineage. When a standby is promoted it
+//! starts a new timeline, and the old primary, if it keeps running or comes
+//! back, is left on the old one: its data has diverged from the new primary's
+//! and it must be rebuilt (pg_rewind, a new base backup) before it may take
+//! writes again. The rules, for `read-write` and `primary` aliases only:
+//!
+//! 1. **Timeline floor.** Every good probe of a candidate that is not in
+//!    recovery raises the alias's floor to that server's timeline. A candidate
+//!    whose known timeline is older than the floor is never chosen; if it is
+//!    the current target, the alias stops answering it (SERVFAIL, whatever
+//!    `on_no_match` says): "never an older timeline while a newer one has been
+//!    seen".
+//! 2. **Succession fence.** When the alias moves from server X to server Y
+//!    (not by a pin), X is fenced for that alias: Y became the writer, so X,
+//!    if it ever takes writes again without having been rebuilt, has diverged.
+//! 3. **Split-brain fence.** When several candidates match at once and the
+//!    chosen one's latest probe succeeded, the others are fenced: whichever
+//!    the alias serves, the others lack its writes. This is what keeps the
+//!    alias safe when timelines are unknown (WAL functions revoked).
+//! 4. **Lifting.** A fence is lifted when its server is seen in recovery (it
+//!    was rebuilt as a standby), when it is seen on a newer timeline than when
+//!    it was fenced (only the end of a recovery, a promote, makes a timeline),
+//!    or by an operator (`dns-sidecar unfence`), who may also lower the floor
+//!    (a cluster rebuilt from scratch starts again at timeline 1).
+//! 5. A pin overrides fences, as it overrides everything else.
+//!
+//! Fences only ever remove candidates; `on_no_match` then applies as usual,
+//! except that `keep-last` never keeps a target below the floor.
+
+use std::time::Instant;
+
+use super::{timeline, AliasState, Event, ServerHealth, State};
+use crate::config::{Config, Role, ServerId};
+use crate::observation::Observation;
+
+/// Why a writer alias will not move to a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub server: ServerId,
+    pub reason: FenceReason,
+    pub since: Instant,
+    /// The server's timeline when it was fenced, if known: a newer one later
+    /// proves it has been through recovery and a promote since.
+    pub timeline: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceReason {
+    /// The alias moved from this server to `by` (a promote, a failover).
+    Superseded { by: ServerId },
+    /// This server was writable at the same time as `winner`, which was chosen.
+    LostSplitBrain { winner: ServerId },
+    /// Fenced earlier; the server it lost to is no longer configured.
+    Inherited,
+}
+
+impl FenceReason {
+    /// Short machine-friendly name, for `/status` and the state file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FenceReason::Superseded { .. } => "superseded",
+            FenceReason::LostSplitBrain { .. } => "lost-split-brain",
+            FenceReason::Inherited => "inherited",
+        }
+    }
+
+    /// The other server involved, if any.
+    pub fn other(&self) -> Option<ServerId> {
+        match *self {
+            FenceReason::Superseded { by } => Some(by),
+            FenceReason::LostSplitBrain { winner } => Some(winner),
+            FenceReason::Inherited => None,
+        }
+    }
+}
+
+/// Why a server is barred from a writer alias right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bar<'a> {
+    Fenced(&'a Fence),
+    /// Its timeline is older than the newest one seen on a candidate.
+    OlderTimeline { timeline: u32, floor: u32 },
+}
+
+impl Bar<'_> {
+    /// One line for logs and `/status`.
+    pub fn describe(&self, config: &Config) -> String {
+        let id = |s: ServerId| config.servers[s].id.as_str();
+        match self {
+            Bar::Fenced(f) => {
+                let tl = f.timeline.map_or_else(String::new, |t| format!(" on timeline {t}"));
+                match f.reason {
+                    FenceReason::Superseded { by } => {
+                        format!("the alias left it{tl} for {}; it must be seen in recovery (rebuilt as a standby) or unfenced", id(by))
+                    }
+                    FenceReason::LostSplitBrain { winner } => {
+                        format!("it lost a split brain{tl} to {}; it must be seen in recovery (rebuilt as a standby) or unfenced", id(winner))
+                    }
+                    FenceReason::Inherited => format!("it was fenced{tl} (the server it lost to is no longer configured); it must be seen in recovery (rebuilt as a standby) or unfenced"),
+                }
+            }
+            Bar::OlderTimeline { timeline, floor } => {
+                format!("its timeline {timeline} is older than timeline {floor} already seen on a candidate (diverged: rebuild it, or unfence if the cluster was recreated)")
+            }
+        }
+    }
+}
+
+/// Whether fencing applies to aliases of `role`: the ones that send writes.
+pub fn is_writer(role: Role) -> bool {
+    matches!(role, Role::ReadWrite | Role::Primary)
+}
+
+impl AliasState {
+    /// Why `server` may not be chosen by this (writer) alias, if it may not.
+    pub fn bar<'a>(&'a self, server: ServerId, servers: &[ServerHealth]) -> Option<Bar<'a>> {
+        if let Some(f) = self.fence(server) {
+            return Some(Bar::Fenced(f));
+        }
+        let h = &servers[server];
+        let in_recovery = h.last_state.as_ref().is_some_and(|s| s.in_recovery);
+        match (timeline(h).filter(|_| !in_recovery), self.timeline_floor) {
+            (Some(timeline), Some(floor)) if timeline < floor => Some(Bar::OlderTimeline { timeline, floor }),
+            _ => None,
+        }
+    }
+
+    pub fn fence(&self, server: ServerId) -> Option<&Fence> {
+        self.fences.iter().find(|f| f.server == server)
+    }
+
+    /// Adds a fence unless `server` already has one; returns whether it did.
+    fn add_fence(&mut self, fence: Fence) -> bool {
+        if self.fence(fence.server).is_some() {
+            return false;
+        }
+        let at = self.fences.partition_point(|f| f.server < fence.server);
+        self.fences.insert(at, fence);
+        true
+    }
+}
+
+/// What the probes teach the fences, before any alias is decided: timelines
+/// seen raise the floors, and servers seen in recovery (or promoted again)
+/// are released.
+pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Config, _now: Instant, events: &mut Vec<Event>) {
+    for o in observations {
+        let Ok(s) = &o.outcome else { continue };
+        for (i, alias) in config.aliases.iter().enumerate() {
+            if !is_writer(alias.role) || !alias.servers.contains(&o.server) {
+                continue;
+            }
+            let a = &mut state.aliases[i];
+            if let Some(t) = s.timeline.filter(|_| !s.in_recovery) {
+                a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
+            }
+            let Some(pos) = a.fences.iter().position(|f| f.server == o.server) else { continue };
+            let newer = match (s.timeline, a.fences[pos].timeline) {
+                (Some(now), Some(then)) if !s.in_recovery => now > then,
+                _ => false,
+            };
+            if s.in_recovery || newer {
+                a.fences.remove(pos);
+                let reason = if s.in_recovery {
+                    "seen in recovery (rebuilt as a standby)".to_string()
+                } else {
+                    format!("promoted again since it was fenced (now {})", s.describe())
+                };
+                events.push(Event::Unfenced { alias: i, server: o.server, reason });
+            }
+        }
+    }
+}
+
+/// The newest timeline any candidate of alias `i` is known to be on (used
+/// when an alias starts with no history, e.g. added by a reload).
+pub(super) fn initial_floor(state: &State, config: &Config, i: usize) -> Option<u32> {
+    let alias = &config.aliases[i];
+    if !is_writer(alias.role) {
+        return None;
+    }
+    alias
+        .servers
+        .iter()
+        .filter_map(|&s| state.servers[s].last_state.as_ref().filter(|st| !st.in_recovery).and_then(|st| st.timeline))
+        .max()
+}
+
+/// Records (and reports once per episode) the servers that match the role
+/// but are kept off by a fence or the floor.
+pub(super) fn report_held(state: &mut State, config: &Config, i: usize, matching: &[ServerId], allowed: &[ServerId], events: &mut Vec<Event>) {
+    let held: Vec<ServerId> = matching.iter().copied().filter(|s| !allowed.contains(s)).collect();
+    let a = &state.aliases[i];
+    for &s in held.iter().filter(|s| !a.held.contains(s)) {
+        if let Some(bar) = a.bar(s, &state.servers) {
+            events.push(Event::FenceHeld { alias: i, server: s, reason: bar.describe(config) });
+        }
+    }
+    state.aliases[i].held = held;
+}
+
+/// Rule 3: when several candidates match and `chosen` is freshly confirmed,
+/// the others are fenced.
+pub(super) fn split_brain_losers(state: &mut State, config: &Config, i: usize, matching: &[ServerId], chosen: ServerId, now: Instant, events: &mut Vec<Event>) {
+    if state.servers[chosen].consecutive_fail > 0 {
+        // The chosen server's state is only remembered (damping): it has not
+        // been seen writable alongside the others, so nobody lost anything.
+        return;
+    }
+    for &s in matching.iter().filter(|&&s| s != chosen) {
+        let fence = Fence { server: s, reason: FenceReason::LostSplitBrain { winner: chosen }, since: now, timeline: timeline(&state.servers[s]) };
+        add(state, config, i, fence, events);
+    }
+}
+
+/// Rule 2: the alias moved from `old` to `new`.
+pub(super) fn superseded(state: &mut State, config: &Config, i: usize, old: ServerId, new: ServerId, now: Instant, events: &mut Vec<Event>) {
+    let fence = Fence { server: old, reason: FenceReason::Superseded { by: new }, since: now, timeline: timeline(&state.servers[old]) };
+    add(state, config, i, fence, events);
+}
+
+fn add(state: &mut State, config: &Config, i: usize, fence: Fence, events: &mut Vec<Event>) {
+    let server = fence.server;
+    if state.aliases[i].add_fence(fence) {
+        let a = &state.aliases[i];
+        let reason = a.fence(server).map(|f| Bar::Fenced(f).describe(config)).unwrap_or_default();
+        events.push(Event::Fenced { alias: i, server, reason });
+    }
+}

@@ -1,0 +1,146 @@
+//! The part of the decision state that safety depends on, in a form that
+//! outlives the process: fences, timeline floors, each alias's target, and
+//! the operator's pins and drains. Everything is keyed by name (alias names,
+//! server ids), not by position, so a restart with an edited config still
+//! applies what it can. Server health is not kept: it is re-learned from
+//! probes, and nothing is answered before the first round.
+//!
+//! Pure conversion only; reading and writing the file is [`crate::statefile`].
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::fence::{Fence, FenceReason};
+use super::{AliasState, State};
+use crate::config::{Config, ServerId};
+use crate::name::DnsName;
+
+/// What the state file holds (besides its format header).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remembered {
+    /// By canonical alias name (`prod.db.internal.`).
+    pub aliases: BTreeMap<String, RememberedAlias>,
+    /// Drained server ids.
+    #[serde(default)]
+    pub drained: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RememberedAlias {
+    /// Server id the alias answered.
+    pub target: Option<String>,
+    /// Unix time (seconds) since when.
+    pub since: Option<f64>,
+    pub timeline_floor: Option<u32>,
+    #[serde(default)]
+    pub fences: Vec<RememberedFence>,
+    pub pinned: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RememberedFence {
+    pub server: String,
+    /// `superseded`, `lost-split-brain` or `inherited`.
+    pub reason: String,
+    /// The server it was superseded by / lost to.
+    pub other: Option<String>,
+    pub timeline: Option<u32>,
+    /// Unix time (seconds).
+    pub since: f64,
+}
+
+/// Captures what must survive a restart. `unix` maps the decision's clock to
+/// wall-clock seconds.
+pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) -> Remembered {
+    let id = |s: ServerId| config.servers[s].id.clone();
+    let aliases = config
+        .aliases
+        .iter()
+        .zip(&state.aliases)
+        .zip(&state.pins)
+        .map(|((c, a), pin)| {
+            let fences = a
+                .fences
+                .iter()
+                .map(|f| RememberedFence {
+                    server: id(f.server),
+                    reason: f.reason.kind().to_string(),
+                    other: f.reason.other().map(id),
+                    timeline: f.timeline,
+                    since: unix(f.since),
+                })
+                .collect();
+            let r = RememberedAlias { target: a.target.map(id), since: a.since.map(&unix), timeline_floor: a.timeline_floor, fences, pinned: pin.map(id) };
+            (c.name.as_str().to_string(), r)
+        })
+        .collect();
+    let drained = state.drained.iter().enumerate().filter(|(_, d)| **d).map(|(s, _)| id(s)).collect();
+    Remembered { aliases, drained }
+}
+
+/// A fresh state for `config` (first round not done, no server health) with
+/// what `remembered` says restored. Names the config no longer has are
+/// skipped and listed in the returned notes. `instant` maps wall-clock
+/// seconds back to the decision's clock.
+pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: impl Fn(f64) -> Instant) -> (State, Vec<String>) {
+    let mut state = State::new(config, now);
+    let mut notes = Vec::new();
+    let server = |id: &str| config.servers.iter().position(|s| s.id == id);
+    for id in &remembered.drained {
+        match server(id) {
+            Some(s) => state.drained[s] = true,
+            None => notes.push(format!("drained server `{id}` is no longer configured")),
+        }
+    }
+    for (name, r) in &remembered.aliases {
+        let Some(i) = DnsName::parse(name).ok().and_then(|n| config.aliases.iter().position(|a| a.name == n)) else {
+            notes.push(format!("alias `{name}` is no longer configured"));
+            continue;
+        };
+        let alias = &config.aliases[i];
+        let mut candidate = |id: &str, what: &str| {
+            let s = server(id).filter(|s| alias.servers.contains(s));
+            if s.is_none() {
+                notes.push(format!("alias `{name}`: {what} `{id}` is no longer one of its servers"));
+            }
+            s
+        };
+        let target = r.target.as_deref().and_then(|t| candidate(t, "target"));
+        let pinned = r.pinned.as_deref().and_then(|p| candidate(p, "pinned server"));
+        let mut fences: Vec<Fence> = Vec::new();
+        for f in &r.fences {
+            let Some(s) = candidate(&f.server, "fenced server") else { continue };
+            let other = f.other.as_deref().and_then(server).filter(|o| alias.servers.contains(o));
+            let reason = match (f.reason.as_str(), other) {
+                ("superseded", Some(by)) => FenceReason::Superseded { by },
+                ("lost-split-brain", Some(winner)) => FenceReason::LostSplitBrain { winner },
+                _ => FenceReason::Inherited,
+            };
+            if !fences.iter().any(|x| x.server == s) {
+                fences.push(Fence { server: s, reason, since: instant(f.since), timeline: f.timeline });
+            }
+        }
+        fences.sort_by_key(|f| f.server);
+        let writer = super::fence::is_writer(alias.role);
+        if !writer {
+            fences.clear();
+        }
+        state.aliases[i] = AliasState {
+            target,
+            // Reported if nothing matches at the first decision.
+            matched: target.is_some(),
+            since: target.and(r.since.map(&instant)),
+            reason: target.map_or_else(String::new, |_| "kept from before the restart (state file)".to_string()),
+            timeline_floor: r.timeline_floor.filter(|_| writer),
+            fences,
+            ..AliasState::default()
+        };
+        state.pins[i] = pinned;
+    }
+    (state, notes)
+}
