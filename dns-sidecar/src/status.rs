@@ -60,8 +60,8 @@ pub struct FenceStatus {
     pub timeline: Option<u32>,
     /// When the fence was set (absent for `older-timeline`).
     pub since: Option<UnixTime>,
-    /// Whether it is keeping the alias off a server that matches its role
-    /// right now.
+    /// Whether this fence is what keeps the alias from answering right now
+    /// (the server matches the role and no other candidate is allowed).
     pub holding: bool,
 }
 

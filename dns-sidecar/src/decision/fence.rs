@@ -189,9 +189,10 @@ pub(super) fn initial_floor(state: &State, config: &Config, i: usize) -> Option<
 }
 
 /// Records (and reports once per episode) the servers that match the role
-/// but are kept off by a fence or the floor.
+/// but are kept off by a fence or the floor while nothing else is allowed:
+/// the fences are then what keeps the alias from answering.
 pub(super) fn report_held(state: &mut State, config: &Config, i: usize, matching: &[ServerId], allowed: &[ServerId], events: &mut Vec<Event>) {
-    let held: Vec<ServerId> = matching.iter().copied().filter(|s| !allowed.contains(s)).collect();
+    let held: Vec<ServerId> = if allowed.is_empty() { matching.to_vec() } else { Vec::new() };
     let a = &state.aliases[i];
     for &s in held.iter().filter(|s| !a.held.contains(s)) {
         if let Some(bar) = a.bar(s, &state.servers) {

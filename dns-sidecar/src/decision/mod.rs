@@ -85,7 +85,8 @@ pub struct AliasState {
     /// Writer aliases: servers the alias must not move to (sorted by server).
     pub fences: Vec<Fence>,
     /// Servers that match the role but are kept off by a fence or the floor
-    /// right now (so the episode is reported once, not on every probe).
+    /// while no other candidate is allowed (so the episode is reported once,
+    /// not on every probe).
     pub held: Vec<ServerId>,
 }
 
@@ -340,4 +341,7 @@ fn change_reason(state: &State, config: &Config, i: usize, old: Option<ServerId>
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fence_tests;
 

@@ -33,37 +33,37 @@ servers = ["a", "b"]
     Config::from_toml(Path::new("t.toml"), &text).unwrap()
 }
 
-const A: ServerId = 0;
-const B: ServerId = 1;
+pub(super) const A: ServerId = 0;
+pub(super) const B: ServerId = 1;
 
-fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
+pub(super) fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
     Ok(ServerState { in_recovery: false, read_only: false, timeline: tl, replay_lag_bytes: None, fresh_connection: false })
 }
-fn read_only_primary() -> Result<ServerState, ProbeFailure> {
+pub(super) fn read_only_primary() -> Result<ServerState, ProbeFailure> {
     Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, fresh_connection: false })
 }
-fn standby() -> Result<ServerState, ProbeFailure> {
+pub(super) fn standby() -> Result<ServerState, ProbeFailure> {
     Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), fresh_connection: false })
 }
-fn fail(kind: FailureKind) -> Result<ServerState, ProbeFailure> {
+pub(super) fn fail(kind: FailureKind) -> Result<ServerState, ProbeFailure> {
     Err(ProbeFailure { kind, message: format!("{kind:?} failure") })
 }
 
 /// Drives the decision with a simulated clock.
-struct Sim {
-    config: Config,
-    state: State,
-    now: Instant,
-    events: Vec<Event>,
+pub(super) struct Sim {
+    pub config: Config,
+    pub state: State,
+    pub now: Instant,
+    pub events: Vec<Event>,
 }
 
 impl Sim {
-    fn new(role: &str, policy: &str) -> Sim {
+    pub fn new(role: &str, policy: &str) -> Sim {
         let config = config(role, policy);
         let now = Instant::now();
         Sim { state: State::new(&config, now), config, now, events: Vec::new() }
     }
-    fn step(&mut self, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
+    pub fn step(&mut self, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
         self.now += Duration::from_millis(100);
         let obs: Vec<Observation> =
             obs.iter().map(|(s, o)| Observation { server: *s, at: self.now, latency: Duration::from_millis(1), outcome: o.clone() }).collect();
@@ -72,7 +72,7 @@ impl Sim {
         self.events = events;
         self.state.answer(&self.config, 0)
     }
-    fn changed(&self) -> Option<(Option<ServerId>, ServerId, String)> {
+    pub fn changed(&self) -> Option<(Option<ServerId>, ServerId, String)> {
         self.events.iter().find_map(|e| match e {
             Event::TargetChanged { old, new, reason, .. } => Some((*old, *new, reason.clone())),
             _ => None,
@@ -230,13 +230,13 @@ fn pin(alias: &str, server: &str) -> Override {
 }
 
 impl Sim {
-    fn apply(&mut self, op: Override) -> Result<String, ControlError> {
+    pub fn apply(&mut self, op: Override) -> Result<String, ControlError> {
         let (state, events, summary) = apply_override(&self.state, &self.config, &op, self.now)?;
         self.state = state;
         self.events = events;
         Ok(summary)
     }
-    fn answer(&self) -> Answer {
+    pub fn answer(&self) -> Answer {
         self.state.answer(&self.config, 0)
     }
 }

@@ -1,0 +1,281 @@
+//! Fencing, as sequences of faults (see `fence.rs` for the rules).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::snapshot::{capture, restore};
+use super::tests::{fail, primary, read_only_primary, standby, Sim, A, B};
+use super::*;
+use crate::control::Override;
+use crate::observation::FailureKind;
+
+const DOWN: FailureKind = FailureKind::Definite;
+
+fn held(s: &Sim) -> Option<(ServerId, String)> {
+    s.events.iter().find_map(|e| match e {
+        Event::FenceHeld { server, reason, .. } => Some((*server, reason.clone())),
+        _ => None,
+    })
+}
+
+fn fenced(s: &Sim, server: ServerId) -> bool {
+    s.state.aliases[0].fence(server).is_some()
+}
+
+/// The issue's sequence: B promoted while A runs, then B dies. The alias must
+/// not go back to A, whose data diverged at the promote.
+#[test]
+fn split_brain_then_the_new_primary_dies() {
+    for (policy, expected) in [("keep-last", Answer::Target(B)), ("servfail", Answer::NoTarget)] {
+        let mut s = Sim::new("read-write", policy);
+        assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(A));
+        assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+        assert!(fenced(&s, A), "A lost the split brain");
+        assert_eq!(s.state.aliases[0].timeline_floor, Some(2));
+        assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]), expected, "{policy}: never back to A");
+        let (server, reason) = held(&s).expect("the fence holding is reported");
+        assert_eq!(server, A);
+        assert!(reason.contains("timeline 2") || reason.contains("split brain"), "{reason}");
+        for _ in 0..5 {
+            assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]), expected);
+            assert!(held(&s).is_none(), "reported once per episode");
+        }
+    }
+}
+
+#[test]
+fn old_primary_restarted_writable_after_kill_and_promote() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(s.step(&[(A, fail(DOWN)), (B, standby())]), Answer::Target(A), "keep-last");
+    assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]), Answer::Target(B));
+    assert!(s.changed().unwrap().2.contains("a is down"), "{:?}", s.changed());
+    assert!(fenced(&s, A), "A was superseded");
+    // A comes back as it was: writable, on timeline 1.
+    for _ in 0..3 {
+        assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    }
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]), Answer::Target(B), "keep-last keeps the dead new primary");
+}
+
+#[test]
+fn without_timelines_the_fences_remember() {
+    // WAL functions revoked: no timelines at all.
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(None)), (B, standby())]);
+    s.step(&[(A, fail(DOWN)), (B, standby())]);
+    assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(None))]), Answer::Target(B));
+    assert!(fenced(&s, A));
+    // A restarted writable: a split brain the sidecar cannot order by
+    // timeline; the alias stays and A stays fenced.
+    assert_eq!(s.step(&[(A, primary(None)), (B, primary(None))]), Answer::Target(B));
+    assert_eq!(s.step(&[(A, primary(None)), (B, fail(DOWN))]), Answer::Target(B));
+    assert_eq!(held(&s).map(|h| h.0), Some(A));
+}
+
+#[test]
+fn without_timelines_a_split_brain_loser_is_fenced() {
+    let mut s = Sim::new("read-write", "servfail");
+    s.step(&[(A, primary(None)), (B, standby())]);
+    assert_eq!(s.step(&[(A, primary(None)), (B, primary(None))]), Answer::Target(A), "current kept");
+    assert!(fenced(&s, B), "B was writable beside A: it lacks A's writes since");
+    assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(None))]), Answer::NoTarget, "not to B");
+}
+
+#[test]
+fn a_frozen_primary_does_not_fence_its_promoted_replica() {
+    // A frozen: its state is only remembered (damping), it is not seen
+    // writable beside B, so B is its successor, not a split-brain loser.
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(None)), (B, standby())]);
+    let timeout = || fail(FailureKind::Ambiguous);
+    assert_eq!(s.step(&[(A, timeout()), (B, primary(None))]), Answer::Target(A), "damped");
+    assert!(!fenced(&s, B));
+    assert_eq!(s.step(&[(A, timeout()), (B, primary(None))]), Answer::Target(A));
+    assert_eq!(s.step(&[(A, timeout()), (B, primary(None))]), Answer::Target(B), "A down after fall");
+    assert!(fenced(&s, A));
+    // With timelines the newer one wins at once, even while A is damped.
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(s.step(&[(A, timeout()), (B, primary(Some(2)))]), Answer::Target(B));
+}
+
+#[test]
+fn seen_in_recovery_lifts_the_fence() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
+    assert!(fenced(&s, A));
+    // Rebuilt as a standby of B: the fence is lifted...
+    s.step(&[(A, standby()), (B, primary(Some(2)))]);
+    assert!(!fenced(&s, A));
+    assert!(s.events.iter().any(|e| matches!(e, Event::Unfenced { server: A, .. })));
+    // ... and when B dies and A is promoted (timeline 3), the alias follows.
+    assert_eq!(s.step(&[(A, standby()), (B, fail(DOWN))]), Answer::Target(B));
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
+}
+
+#[test]
+fn a_newer_timeline_than_when_fenced_lifts_the_fence() {
+    // The recovery phase was not seen (the sidecar was down meanwhile), but a
+    // newer timeline proves A went through recovery and a promote.
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::NoTarget, "A needs `rise` good probes; B is older now");
+    assert!(!fenced(&s, A));
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
+}
+
+#[test]
+fn an_older_timeline_is_never_answered_while_a_newer_one_was_seen() {
+    // A fresh instance: B promoted but read-only (not writable), A writable
+    // on the old timeline. A read-write alias must not answer A.
+    let mut s = Sim::new("read-write", "keep-last");
+    let b_read_only = || Ok(ServerState { timeline: Some(2), ..read_only_primary().unwrap() });
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, b_read_only())]), Answer::NoTarget);
+    // The current target falls below the floor: not kept, even by keep-last.
+    let mut s = Sim::new("read-write", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(A));
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, b_read_only())]), Answer::NoTarget);
+    // A primary-role alias takes the read-only primary on the newer timeline.
+    let mut s = Sim::new("primary", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, b_read_only())]), Answer::Target(B));
+}
+
+#[test]
+fn a_drain_does_not_send_the_alias_back_to_the_old_primary() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]);
+    s.apply(Override::Drain { server: "b".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::NoTarget);
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::NoTarget);
+}
+
+#[test]
+fn a_pin_overrides_fences() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]);
+    s.apply(Override::Pin { alias: "prod.db.internal".into(), server: "a".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::Target(A));
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(A));
+    s.apply(Override::Unpin { alias: "prod.db.internal".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::Target(B), "the fences and floor still stand after the pin");
+}
+
+#[test]
+fn unfence_after_the_cluster_was_recreated() {
+    let mut s = Sim::new("read-write", "servfail");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, primary(Some(4))), (B, standby())]);
+    // Rebuilt from scratch: timelines restart at 1.
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::NoTarget, "timeline 1 < 4");
+    let summary = s.apply(Override::Unfence { alias: "prod.db.internal".into(), server: Some("a".into()) }).unwrap();
+    assert!(summary.contains("lowered from 4 to 1"), "{summary}");
+    assert_eq!(s.answer(), Answer::Target(A));
+    // Unfencing the whole alias lifts fences too.
+    let mut s = Sim::new("read-write", "servfail");
+    s.step(&[(A, primary(None)), (B, standby())]);
+    s.step(&[(A, primary(None)), (B, primary(None))]);
+    s.step(&[(A, fail(DOWN)), (B, primary(None))]);
+    assert_eq!(s.answer(), Answer::NoTarget);
+    let summary = s.apply(Override::Unfence { alias: "prod.db.internal".into(), server: None }).unwrap();
+    assert!(summary.contains("fences lifted (b)"), "{summary}");
+    assert_eq!(s.answer(), Answer::Target(B));
+    assert!(s.events.iter().any(|e| matches!(e, Event::Unfenced { server: B, .. })));
+}
+
+#[test]
+fn unfence_names_real_aliases_and_candidates() {
+    let mut s = Sim::new("read-write", "keep-last");
+    let e = s.apply(Override::Unfence { alias: "x.db.internal".into(), server: None }).unwrap_err();
+    assert!(matches!(e, crate::control::ControlError::UnknownAlias(_)));
+    let summary = s.apply(Override::Unfence { alias: "prod.db.internal".into(), server: Some("a".into()) }).unwrap();
+    assert!(summary.contains("was not fenced"), "{summary}");
+}
+
+/// A restart with the state file: the restored state keeps the alias off A
+/// even when the first round closes before B reports.
+#[test]
+fn restart_mid_failover_remembers_fences_and_the_floor() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]);
+    let t0 = s.now;
+    let unix = |t: Instant| 1000.0 + t.duration_since(t0).as_secs_f64();
+    let remembered = capture(&s.state, &s.config, unix);
+    // Through JSON, as the state file stores it.
+    let remembered = serde_json::from_str(&serde_json::to_string(&remembered).unwrap()).unwrap();
+    let start = s.now + Duration::from_secs(60);
+    let (state, notes) = restore(&s.config, &remembered, start, |u| t0 + Duration::from_secs_f64(u - 1000.0));
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(state.aliases[0].fences, s.state.aliases[0].fences);
+    assert_eq!(state.aliases[0].timeline_floor, Some(2));
+    assert_eq!(state.aliases[0].target, Some(B));
+    s.state = state;
+    s.now = start;
+    assert_eq!(s.step(&[(A, primary(Some(1)))]), Answer::Pending, "never an answer before the first round");
+    for _ in 0..20 {
+        assert_ne!(s.step(&[(A, primary(Some(1)))]), Answer::Target(A));
+    }
+    assert!(s.state.first_round_done);
+    assert_eq!(s.answer(), Answer::Target(B), "keep-last keeps B, which has not reported");
+    // B reports as a writable primary: answered again.
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+}
+
+#[test]
+fn restore_skips_what_the_config_no_longer_has() {
+    let s = Sim::new("read-write", "keep-last");
+    let mut r = super::snapshot::Remembered::default();
+    r.drained = vec!["a".into(), "gone".into()];
+    r.aliases.insert("old.db.internal.".into(), Default::default());
+    r.aliases.insert(
+        "prod.db.internal.".into(),
+        super::snapshot::RememberedAlias { target: Some("zz".into()), pinned: Some("b".into()), ..Default::default() },
+    );
+    let (state, notes) = restore(&s.config, &r, s.now, |_| s.now);
+    assert!(state.drained[A]);
+    assert_eq!(state.pins[0], Some(B));
+    assert_eq!(state.aliases[0].target, None);
+    assert_eq!(notes.len(), 3, "{notes:?}");
+}
+
+#[test]
+fn a_reload_keeps_fences_floors_and_health() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]);
+    let text = r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+[[zones]]
+name = "db.internal"
+[probe]
+user = "probe"
+sslmode = "require"
+[servers.a]
+target = "pg-a.test"
+port = 6000
+[servers.b]
+target = "pg-b.test"
+port = 6001
+[[aliases]]
+name = "prod.db.internal"
+servers = ["b", "a"]
+[[aliases]]
+name = "new.db.internal"
+servers = ["a", "b"]
+"#;
+    let new = Config::from_toml(Path::new("t.toml"), text).unwrap();
+    let next = reconfigure(&s.state, &s.config, &new);
+    assert_eq!(next.aliases[0].fences, s.state.aliases[0].fences);
+    assert_eq!(next.aliases[0].timeline_floor, Some(2));
+    assert_eq!(next.aliases[1].timeline_floor, Some(2), "a new alias starts with what is known");
+    assert!(next.servers[A].up && next.servers[B].up, "settings changed: health kept until the new probers report");
+    let (next, _) = decide(&next, &[], &new, s.now);
+    assert_eq!(next.answer(&new, 0), Answer::Target(B));
+    assert_eq!(next.answer(&new, 1), Answer::Target(B), "the new alias does not pick the older timeline");
+}
