@@ -125,6 +125,7 @@ mod tests {
             "prod.db.internal.".into(),
             RememberedAlias {
                 target: Some("b".into()),
+                decided: Some("b".into()),
                 since: Some(1.5),
                 timeline_floor: Some(2),
                 fences: vec![RememberedFence { server: "a".into(), reason: "superseded".into(), other: Some("b".into()), timeline: Some(1), since: 1.5 }],

@@ -72,7 +72,11 @@ pub struct ServerHealth {
 /// One alias's current choice, and what it must remember to stay safe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AliasState {
+    /// What the alias answers (the pin's server while pinned).
     pub target: Option<ServerId>,
+    /// The last target the decision itself chose (not a pin). Writer aliases
+    /// fence it when they move on, pinned or not in between.
+    pub decided: Option<ServerId>,
     /// Whether `target` matched the role at the last decision.
     pub matched: bool,
     pub since: Option<Instant>,
@@ -219,14 +223,18 @@ fn timeline(h: &ServerHealth) -> Option<u32> {
 fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
     let alias = &config.aliases[i];
     let writer = fence::is_writer(alias.role);
-    let current = state.aliases[i].target;
+    // What clients are told now (a pin's server while pinned) and what the
+    // decision itself chose last: after an unpin the decision resumes from
+    // its own choice, and `keep-last` never keeps a server only a pin chose.
+    let answered = state.aliases[i].target;
+    let current = state.aliases[i].decided;
     if let Some(pin) = state.pins[i] {
         let a = &mut state.aliases[i];
         a.matched = true;
         a.held.clear();
-        if current != Some(pin) {
+        if answered != Some(pin) {
             let reason = format!("pinned to {} by an operator", config.servers[pin].id);
-            events.push(Event::TargetChanged { alias: i, old: current, new: pin, reason: reason.clone() });
+            events.push(Event::TargetChanged { alias: i, old: answered, new: pin, reason: reason.clone() });
             a.target = Some(pin);
             a.since = Some(now);
             a.reason = reason;
@@ -249,6 +257,18 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
 
     if cands.is_empty() {
         let a = &mut state.aliases[i];
+        if a.target != current {
+            // Unpinned while nothing matches: back to the decision's own
+            // last choice (which `keep-last` keeps), not the pin's server.
+            a.target = current;
+            a.since = Some(now);
+            a.reason.clear();
+            if let Some(c) = current {
+                let reason = format!("unpinned; no candidate is {}, keeping {} ({})", alias.role.as_str(), config.servers[c].id, alias.on_no_match.as_str());
+                events.push(Event::TargetChanged { alias: i, old: answered, new: c, reason: reason.clone() });
+                a.reason = reason;
+            }
+        }
         if a.matched || current.is_none() && a.reason.is_empty() {
             events.push(Event::NoMatch { alias: i, kept: current, policy: alias.on_no_match });
         }
@@ -291,19 +311,20 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         _ => keep_or_first(&cands),
     };
 
-    let reason = if current == Some(chosen) {
+    let reason = if answered == Some(chosen) {
         None
     } else {
-        Some(change_reason(state, config, i, current, chosen, by_timeline))
+        Some(change_reason(state, config, i, answered, chosen, by_timeline))
     };
-    if let (Some(old), true) = (current.filter(|&c| c != chosen), writer) {
+    if let (Some(old), true) = (state.aliases[i].decided.filter(|&d| d != chosen), writer) {
         fence::superseded(state, config, i, old, chosen, now, events);
     }
     let a = &mut state.aliases[i];
+    a.decided = Some(chosen);
     a.matched = true;
     a.split_brain = if matching.len() > 1 && writer { matching } else { Vec::new() };
     if let Some(reason) = reason {
-        events.push(Event::TargetChanged { alias: i, old: current, new: chosen, reason: reason.clone() });
+        events.push(Event::TargetChanged { alias: i, old: answered, new: chosen, reason: reason.clone() });
         a.target = Some(chosen);
         a.since = Some(now);
         a.reason = reason;
@@ -344,4 +365,7 @@ mod tests;
 
 #[cfg(test)]
 mod fence_tests;
+
+#[cfg(test)]
+mod properties;
 

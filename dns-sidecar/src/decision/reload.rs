@@ -27,6 +27,7 @@ pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
         let keep = |t: &ServerId| map[*t].filter(|t| na.servers.contains(t));
         let mut a = prev.aliases[o].clone();
         a.target = a.target.as_ref().and_then(keep);
+        a.decided = a.decided.as_ref().and_then(keep);
         a.split_brain = a.split_brain.iter().filter_map(keep).collect();
         a.held = a.held.iter().filter_map(keep).collect();
         a.fences = a

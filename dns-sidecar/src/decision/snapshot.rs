@@ -33,6 +33,9 @@ pub struct Remembered {
 pub struct RememberedAlias {
     /// Server id the alias answered.
     pub target: Option<String>,
+    /// Server id the decision last chose itself (differs from `target` while pinned).
+    #[serde(default)]
+    pub decided: Option<String>,
     /// Unix time (seconds) since when.
     pub since: Option<f64>,
     pub timeline_floor: Option<u32>,
@@ -75,7 +78,7 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
                     since: unix(f.since),
                 })
                 .collect();
-            let r = RememberedAlias { target: a.target.map(id), since: a.since.map(&unix), timeline_floor: a.timeline_floor, fences, pinned: pin.map(id) };
+            let r = RememberedAlias { target: a.target.map(id), decided: a.decided.map(id), since: a.since.map(&unix), timeline_floor: a.timeline_floor, fences, pinned: pin.map(id) };
             (c.name.as_str().to_string(), r)
         })
         .collect();
@@ -111,6 +114,7 @@ pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: 
             s
         };
         let target = r.target.as_deref().and_then(|t| candidate(t, "target"));
+        let decided = r.decided.as_deref().and_then(|t| candidate(t, "decided target"));
         let pinned = r.pinned.as_deref().and_then(|p| candidate(p, "pinned server"));
         let mut fences: Vec<Fence> = Vec::new();
         for f in &r.fences {
@@ -132,6 +136,7 @@ pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: 
         }
         state.aliases[i] = AliasState {
             target,
+            decided,
             // Reported if nothing matches at the first decision.
             matched: target.is_some(),
             since: target.and(r.since.map(&instant)),

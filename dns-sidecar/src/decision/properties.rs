@@ -1,0 +1,504 @@
+//! Property tests: random sequences of faults, overrides, reloads and
+//! restarts (the state saved and loaded through JSON, as the state file
+//! does) against a model of a real cluster, checking the decision's
+//! invariants after every step.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::snapshot::{capture, restore, Remembered};
+use super::*;
+use crate::control::Override;
+use crate::observation::{ProbeFailure, ServerState};
+
+const SERVERS: [&str; 3] = ["a", "b", "c"];
+const ALIASES: [&str; 3] = ["rw.db.internal.", "pri.db.internal.", "ro.db.internal."];
+const STEP: Duration = Duration::from_millis(100);
+
+fn config(order: usize) -> Config {
+    let lists = [["a", "b", "c"], ["c", "a", "b"]];
+    let l = |i: usize| lists[(order + i) % 2].map(|s| format!("\"{s}\"")).join(", ");
+    let text = format!(
+        r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+[[zones]]
+name = "db.internal"
+[probe]
+user = "probe"
+sslmode = "require"
+interval = "100ms"
+deadline = "1s"
+fall = 3
+rise = 2
+[servers.a]
+target = "pg-a.test"
+[servers.b]
+target = "pg-b.test"
+[servers.c]
+target = "pg-c.test"
+[[aliases]]
+name = "rw.db.internal"
+role = "read-write"
+on_no_match = "keep-last"
+servers = [{}]
+[[aliases]]
+name = "pri.db.internal"
+role = "primary"
+on_no_match = "servfail"
+servers = [{}]
+[[aliases]]
+name = "ro.db.internal"
+role = "standby"
+servers = [{}]
+"#,
+        l(0),
+        l(1),
+        l(0)
+    );
+    Config::from_toml(Path::new("prop.toml"), &text).unwrap()
+}
+
+/// What a server really is (the model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Truth {
+    Primary { tl: u32, read_only: bool },
+    Standby { tl: u32 },
+    Down,
+    Frozen,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A probe round; the mask says which servers' probes finish now.
+    Probe(u8),
+    Promote(usize),
+    Kill(usize),
+    /// A killed server starts again as it was (an old primary stays one).
+    Restart(usize),
+    Freeze(usize),
+    Thaw(usize),
+    ReadOnly(usize, bool),
+    /// Rebuilt as a standby of the newest primary.
+    Rebuild(usize),
+    Pin(usize, usize),
+    Unpin(usize),
+    Drain(usize),
+    Undrain(usize),
+    Unfence(usize, Option<usize>),
+    Reload,
+    RestartSidecar,
+    Wait,
+}
+
+fn op(overrides: bool) -> impl Strategy<Value = Op> {
+    let s = 0..3usize;
+    let faults = prop_oneof![
+        6 => (1u8..8).prop_map(Op::Probe),
+        1 => s.clone().prop_map(Op::Promote),
+        1 => s.clone().prop_map(Op::Kill),
+        1 => s.clone().prop_map(Op::Restart),
+        1 => s.clone().prop_map(Op::Freeze),
+        1 => s.clone().prop_map(Op::Thaw),
+        1 => (s.clone(), any::<bool>()).prop_map(|(s, b)| Op::ReadOnly(s, b)),
+        1 => s.clone().prop_map(Op::Rebuild),
+        1 => Just(Op::Wait),
+    ];
+    if !overrides {
+        return faults.boxed();
+    }
+    let a = 0..3usize;
+    prop_oneof![
+        12 => faults,
+        1 => (a.clone(), s.clone()).prop_map(|(a, s)| Op::Pin(a, s)),
+        1 => a.clone().prop_map(Op::Unpin),
+        1 => s.clone().prop_map(Op::Drain),
+        1 => s.clone().prop_map(Op::Undrain),
+        1 => (a.clone(), proptest::option::of(s.clone())).prop_map(|(a, s)| Op::Unfence(a, s)),
+        1 => Just(Op::Reload),
+        1 => Just(Op::RestartSidecar),
+    ]
+    .boxed()
+}
+
+/// The cluster: server 0 primary on timeline 1, the others its standbys.
+#[derive(Debug, Clone)]
+struct Cluster {
+    truth: Vec<Truth>,
+    before_down: Vec<Truth>,
+    /// Promotes take `max + 1` (unique timelines) or `own + 1` (two
+    /// standbys of one primary promoted both land on the same timeline).
+    unique: bool,
+    max_tl: u32,
+    /// WAL functions revoked: no timelines observed.
+    revoked: bool,
+}
+
+impl Cluster {
+    fn new(unique: bool, revoked: bool) -> Cluster {
+        let truth = vec![Truth::Primary { tl: 1, read_only: false }, Truth::Standby { tl: 1 }, Truth::Standby { tl: 1 }];
+        Cluster { before_down: truth.clone(), truth, unique, max_tl: 1, revoked }
+    }
+
+    /// Applies a fault; returns false for ops that are not faults.
+    fn apply(&mut self, op: &Op) -> bool {
+        match *op {
+            Op::Promote(s) => {
+                if let Truth::Standby { tl } = self.truth[s] {
+                    let tl = if self.unique { self.max_tl + 1 } else { tl + 1 };
+                    self.max_tl = self.max_tl.max(tl);
+                    self.truth[s] = Truth::Primary { tl, read_only: false };
+                }
+            }
+            Op::Kill(s) if self.truth[s] != Truth::Down => {
+                self.before_down[s] = self.truth[s];
+                self.truth[s] = Truth::Down;
+            }
+            Op::Restart(s) if self.truth[s] == Truth::Down => self.truth[s] = self.before_down[s],
+            Op::Freeze(s) if self.truth[s] != Truth::Down => {
+                self.before_down[s] = self.truth[s];
+                self.truth[s] = Truth::Frozen;
+            }
+            Op::Thaw(s) if self.truth[s] == Truth::Frozen => self.truth[s] = self.before_down[s],
+            Op::ReadOnly(s, ro) => {
+                if let Truth::Primary { tl, .. } = self.truth[s] {
+                    self.truth[s] = Truth::Primary { tl, read_only: ro };
+                }
+            }
+            Op::Rebuild(s) => {
+                let newest = (0..3).filter(|&x| x != s).filter_map(|x| match self.truth[x] {
+                    Truth::Primary { tl, .. } => Some(tl),
+                    _ => None,
+                });
+                if let Some(tl) = newest.max() {
+                    // Only from the newest lineage (rebuilding towards an
+                    // older one would discard newer writes on purpose).
+                    let own = match self.truth[s] {
+                        Truth::Primary { tl, .. } | Truth::Standby { tl } => tl,
+                        _ => 0,
+                    };
+                    if tl >= own || !self.unique {
+                        self.truth[s] = Truth::Standby { tl };
+                    }
+                }
+            }
+            Op::Kill(_) | Op::Restart(_) | Op::Freeze(_) | Op::Thaw(_) | Op::Probe(_) | Op::Wait => {}
+            _ => return false,
+        }
+        true
+    }
+
+    fn observe(&self, s: usize, at: Instant) -> Observation {
+        let outcome = match self.truth[s] {
+            Truth::Primary { tl, read_only } => Ok(ServerState {
+                in_recovery: false,
+                read_only,
+                timeline: (!self.revoked).then_some(tl),
+                replay_lag_bytes: None,
+                fresh_connection: false,
+            }),
+            Truth::Standby { .. } => Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), fresh_connection: false }),
+            Truth::Down => Err(ProbeFailure { kind: FailureKind::Definite, message: "refused".into() }),
+            Truth::Frozen => Err(ProbeFailure { kind: FailureKind::Ambiguous, message: "timeout".into() }),
+        };
+        Observation { server: s, at, latency: Duration::from_millis(1), outcome }
+    }
+}
+
+/// One sidecar instance driven through a sequence.
+struct Instance {
+    config: Config,
+    order: usize,
+    state: State,
+    now: Instant,
+    epoch: Instant,
+}
+
+impl Instance {
+    fn new(now: Instant) -> Instance {
+        let config = config(0);
+        Instance { state: State::new(&config, now), config, order: 0, now, epoch: now }
+    }
+
+    fn tick(&mut self) {
+        self.now += STEP;
+    }
+
+    fn decide(&mut self, obs: &[Observation]) {
+        let (s, _) = decide(&self.state, obs, &self.config, self.now);
+        self.state = s;
+    }
+
+    fn apply(&mut self, op: &Override) {
+        match apply_override(&self.state, &self.config, op, self.now) {
+            Ok((s, _, _)) => self.state = s,
+            Err(e) => panic!("{op:?}: {e}"),
+        }
+    }
+
+    fn reload(&mut self) {
+        self.order ^= 1;
+        let new = config(self.order);
+        self.state = reconfigure(&self.state, &self.config, &new);
+        self.config = new;
+        self.decide(&[]);
+    }
+
+    /// Saved to JSON and loaded into a fresh process.
+    fn restart(&mut self) {
+        let unix = |t: Instant| t.duration_since(self.epoch).as_secs_f64();
+        let json = serde_json::to_string(&capture(&self.state, &self.config, unix)).unwrap();
+        let remembered: Remembered = serde_json::from_str(&json).unwrap();
+        let epoch = self.epoch;
+        let (state, notes) = restore(&self.config, &remembered, self.now, |u| epoch + Duration::from_secs_f64(u));
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(capture(&state, &self.config, unix).aliases.iter().map(|(k, v)| (k.clone(), v.fences.len())).collect::<Vec<_>>(),
+            capture(&self.state, &self.config, unix).aliases.iter().map(|(k, v)| (k.clone(), v.fences.len())).collect::<Vec<_>>());
+        self.state = state;
+    }
+
+    /// Answers by alias name (positions are stable here, but be explicit).
+    fn answers(&self) -> Vec<Answer> {
+        ALIASES.iter().map(|n| {
+            let i = self.config.aliases.iter().position(|a| a.name.as_str() == *n).unwrap();
+            self.state.answer(&self.config, i)
+        }).collect()
+    }
+}
+
+/// What the checker knows independently of the decision's internals.
+#[derive(Default, Clone)]
+struct Oracle {
+    pins: [Option<usize>; 3],
+    drained: [bool; 3],
+    /// Writer aliases: newest timeline observed on a candidate since the
+    /// last unfence.
+    max_seen: [Option<u32>; 3],
+    /// Writer aliases: the last server answered by the decision (unpinned).
+    last: [Option<usize>; 3],
+    /// Writer aliases: servers left behind, with their timeline then.
+    left: [BTreeMap<usize, Option<u32>>; 3],
+    /// Since the (re)start: servers that reported, and when it started.
+    reported: [bool; 3],
+    started: Option<Instant>,
+}
+
+fn writer(alias: usize) -> bool {
+    alias < 2
+}
+
+impl Oracle {
+    fn observed(&mut self, o: &Observation) {
+        self.reported[o.server] = true;
+        let Ok(s) = &o.outcome else { return };
+        for a in 0..3 {
+            if !writer(a) {
+                continue;
+            }
+            if let Some(tl) = s.timeline.filter(|_| !s.in_recovery) {
+                self.max_seen[a] = Some(self.max_seen[a].map_or(tl, |m| m.max(tl)));
+            }
+            let lifted = match self.left[a].get(&o.server) {
+                Some(_) if s.in_recovery => true,
+                Some(Some(then)) => s.timeline.is_some_and(|now| now > *then),
+                _ => false,
+            };
+            if lifted {
+                self.left[a].remove(&o.server);
+            }
+        }
+    }
+
+    fn unfence(&mut self, a: usize, server: Option<usize>, state: &State) {
+        match server {
+            None => {
+                self.left[a].clear();
+                self.max_seen[a] = None;
+            }
+            Some(s) => {
+                self.left[a].remove(&s);
+                let tl = state.servers[s].last_state.as_ref().filter(|x| !x.in_recovery).and_then(|x| x.timeline);
+                if let (Some(t), Some(m)) = (tl, self.max_seen[a]) {
+                    self.max_seen[a] = Some(m.min(t));
+                }
+            }
+        }
+    }
+
+    /// Checks every invariant against `answers`, then learns from them.
+    fn check(&mut self, inst: &Instance, answers: &[Answer], deadline: Duration) -> Result<(), TestCaseError> {
+        let first_round = self.reported.iter().all(|r| *r) || self.started.is_some_and(|t| inst.now.duration_since(t) >= deadline);
+        for (a, ans) in answers.iter().enumerate() {
+            if let Some(p) = self.pins[a] {
+                prop_assert_eq!(ans, &Answer::Target(p), "a pin is always honoured (alias {})", a);
+                continue;
+            }
+            if !first_round {
+                prop_assert_eq!(ans, &Answer::Pending, "no answer before the first round (alias {})", a);
+                continue;
+            }
+            let Answer::Target(s) = *ans else { continue };
+            prop_assert!(!self.drained[s], "drained server {} answered by alias {}", s, a);
+            if !writer(a) {
+                continue;
+            }
+            let tl = inst.state.servers[s].last_state.as_ref().filter(|x| !x.in_recovery).and_then(|x| x.timeline);
+            if let (Some(t), Some(m)) = (tl, self.max_seen[a]) {
+                prop_assert!(t >= m, "alias {} answers {} on timeline {} after timeline {} was seen", a, s, t, m);
+            }
+            prop_assert!(!self.left[a].contains_key(&s), "alias {} went back to {}, which it left (left: {:?})", a, s, self.left[a]);
+            // Servers writable beside the answered one lost a split brain
+            // (when both were just seen, not merely remembered).
+            let role_ok = |x: usize| {
+                let h = &inst.state.servers[x];
+                h.up && h.consecutive_fail == 0 && h.last_state.as_ref().is_some_and(|st| if a == 0 { st.writable() } else { !st.in_recovery })
+            };
+            if role_ok(s) && !inst.state.drained[s] {
+                for x in (0..3).filter(|&x| x != s && role_ok(x) && !inst.state.drained[x]) {
+                    let tl_then = inst.state.servers[x].last_state.as_ref().and_then(|st| st.timeline);
+                    self.left[a].entry(x).or_insert(tl_then);
+                }
+            }
+            if let Some(prev) = self.last[a].filter(|&p| p != s) {
+                let tl_then = inst.state.servers[prev].last_state.as_ref().filter(|x| !x.in_recovery).and_then(|x| x.timeline);
+                self.left[a].insert(prev, tl_then);
+            }
+            self.last[a] = Some(s);
+        }
+        Ok(())
+    }
+}
+
+/// Runs a sequence; returns every step's answers.
+fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, TestCaseError> {
+    let mut cluster = Cluster::new(unique, revoked);
+    let mut inst = Instance::new(Instant::now());
+    let deadline = inst.config.probe.deadline;
+    let mut oracle = Oracle { started: Some(inst.now), ..Oracle::default() };
+    let mut all = Vec::new();
+    for op in ops {
+        inst.tick();
+        if cluster.apply(op) {
+            let obs: Vec<Observation> = match op {
+                Op::Probe(mask) => (0..3).filter(|s| mask & (1 << s) != 0).map(|s| cluster.observe(s, inst.now)).collect(),
+                _ => Vec::new(),
+            };
+            for o in &obs {
+                oracle.observed(o);
+            }
+            inst.decide(&obs);
+        } else {
+            let alias = |a: usize| ALIASES[a].to_string();
+            let server = |s: usize| SERVERS[s].to_string();
+            match *op {
+                Op::Pin(a, s) => {
+                    inst.apply(&Override::Pin { alias: alias(a), server: server(s) });
+                    oracle.pins[a] = Some(s);
+                }
+                Op::Unpin(a) => {
+                    inst.apply(&Override::Unpin { alias: alias(a) });
+                    oracle.pins[a] = None;
+                }
+                Op::Drain(s) => {
+                    inst.apply(&Override::Drain { server: server(s) });
+                    oracle.drained[s] = true;
+                }
+                Op::Undrain(s) => {
+                    inst.apply(&Override::Undrain { server: server(s) });
+                    oracle.drained[s] = false;
+                }
+                Op::Unfence(a, s) => {
+                    if writer(a) {
+                        oracle.unfence(a, s, &inst.state);
+                    }
+                    inst.apply(&Override::Unfence { alias: alias(a), server: s.map(server) });
+                }
+                Op::Reload => inst.reload(),
+                Op::RestartSidecar => {
+                    inst.restart();
+                    oracle.reported = [false; 3];
+                    oracle.started = Some(inst.now);
+                }
+                _ => unreachable!(),
+            }
+        }
+        let answers = inst.answers();
+        oracle.check(&inst, &answers, deadline)?;
+        all.push(answers);
+    }
+    Ok(all)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, max_shrink_iters: 4000, ..ProptestConfig::default() })]
+
+    /// Safety invariants over faults, overrides, reloads and restarts, with
+    /// and without timelines; and the same inputs give the same answers.
+    #[test]
+    fn invariants_hold_over_random_sequences(
+        ops in proptest::collection::vec(op(true), 1..160),
+        unique in any::<bool>(),
+        revoked in prop::bool::weighted(0.25),
+    ) {
+        let first = run(&ops, unique, revoked)?;
+        let second = run(&ops, unique, revoked)?;
+        prop_assert_eq!(first, second, "the same inputs must give the same answers");
+    }
+
+    /// Two instances started at different times agree once they have seen
+    /// the same, stable picture: every server reporting, no frozen server,
+    /// and one writable server on the newest timeline ever seen.
+    #[test]
+    fn instances_started_at_different_times_agree(
+        ops in proptest::collection::vec(op(false), 1..160),
+        late in 0usize..120,
+    ) {
+        let mut cluster = Cluster::new(true, false);
+        let start = Instant::now();
+        let mut one = Instance::new(start);
+        let mut two: Option<Instance> = None;
+        let mut stable = 0u32;
+        let mut max_seen = 1;
+        for (step, op) in ops.iter().enumerate() {
+            one.tick();
+            if let Some(t) = two.as_mut() { t.tick() }
+            if step == late {
+                two = Some(Instance { now: one.now, ..Instance::new(one.now) });
+            }
+            cluster.apply(op);
+            let obs: Vec<Observation> = match op {
+                Op::Probe(mask) => (0..3).filter(|s| mask & (1 << s) != 0).map(|s| cluster.observe(s, one.now)).collect(),
+                _ => Vec::new(),
+            };
+            let full = matches!(op, Op::Probe(7)) && !cluster.truth.contains(&Truth::Frozen);
+            stable = if full { stable + 1 } else if matches!(op, Op::Probe(_) | Op::Wait) { 0 } else { 0 };
+            for o in &obs {
+                if let Ok(ServerState { in_recovery: false, timeline: Some(t), .. }) = &o.outcome {
+                    max_seen = max_seen.max(*t);
+                }
+            }
+            one.decide(&obs);
+            let Some(two) = two.as_mut() else { continue };
+            two.decide(&obs);
+            if stable < 3 || !one.state.first_round_done || !two.state.first_round_done {
+                continue;
+            }
+            // alias 0: read-write; alias 1: primary.
+            for (alias, ok) in [(0usize, true), (1usize, false)] {
+                let newest: Vec<usize> = (0..3).filter(|&s| match cluster.truth[s] {
+                    Truth::Primary { tl, read_only } => tl == max_seen && (!ok || !read_only),
+                    _ => false,
+                }).collect();
+                let on_newest = (0..3).filter(|&s| matches!(cluster.truth[s], Truth::Primary { tl, .. } if tl == max_seen)).count();
+                if newest.len() == 1 && on_newest == 1 {
+                    let expected = Answer::Target(newest[0]);
+                    prop_assert_eq!(&one.answers()[alias], &expected, "instance started first, alias {}", alias);
+                    prop_assert_eq!(&two.answers()[alias], &expected, "instance started at step {}, alias {}", late, alias);
+                }
+            }
+        }
+    }
+}
