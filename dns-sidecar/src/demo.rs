@@ -44,6 +44,7 @@ pub struct DemoValues<'a> {
     pub password_file: &'a Path,
     pub ca: &'a Path,
     pub port: u16,
+    pub state_file: &'a Path,
 }
 
 /// Renders the demo config.
@@ -58,6 +59,7 @@ pub fn render(v: &DemoValues<'_>) -> String {
         .replace("{password_file}", &v.password_file.display().to_string())
         .replace("{ca}", &v.ca.display().to_string())
         .replace("{port}", &v.port.to_string())
+        .replace("{state_file}", &v.state_file.display().to_string())
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -96,7 +98,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pw_file = pair.dir.join("probe.password");
     std::fs::write(&pw_file, &pair.password).context("writing the probe password file")?;
     let listen: SocketAddr = ([127, 0, 0, 1], args.port).into();
-    let text = render(&DemoValues { listen, upstream: upstream.as_ref().map(|u| u.addr), password_file: &pw_file, ca: &pair.ca_cert, port: pair.port });
+    let text = render(&DemoValues { listen, upstream: upstream.as_ref().map(|u| u.addr), password_file: &pw_file, ca: &pair.ca_cert, port: pair.port, state_file: &pair.dir.join("sidecar-state.json") });
     let config_path = pair.dir.join("demo.toml");
     std::fs::write(&config_path, &text).context("writing the demo config")?;
     let config = Config::load(&config_path)?;
@@ -189,7 +191,7 @@ mod tests {
         let pw = dir.join(format!("demo-pw-{}", std::process::id()));
         std::fs::write(&pw, "pw").unwrap();
         for upstream in [None, Some("127.0.0.1:5354".parse().unwrap())] {
-            let text = render(&DemoValues { listen: "127.0.0.1:5353".parse().unwrap(), upstream, password_file: &pw, ca: &ca, port: 5432 });
+            let text = render(&DemoValues { listen: "127.0.0.1:5353".parse().unwrap(), upstream, password_file: &pw, ca: &ca, port: 5432, state_file: Path::new("/tmp/state.json") });
             let c = Config::from_toml(Path::new("demo.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(c.aliases.len(), 2);
             assert_eq!(c.upstream.is_some(), upstream.is_some());

@@ -17,7 +17,7 @@ use dns_sidecar::client::{Client, Response};
 use dns_sidecar::config::{Config, Secret};
 use dns_sidecar::control::{Control, ControlError, ControlRequest, Override};
 use dns_sidecar::shared::Shared;
-use dns_sidecar::status::{AliasStatus, HistoryEntry, ServerStatus, Status};
+use dns_sidecar::status::{AliasStatus, FenceStatus, HistoryEntry, ServerStatus, Status};
 use tokio::sync::{mpsc, watch};
 
 use crate::support::env::{tempdir, Env};
@@ -136,6 +136,8 @@ async fn fake_engine(shared: Arc<Shared>, seen: Arc<Mutex<Vec<Override>>>, mut r
             Override::Unpin { alias: a } => alias(a).map(|_| format!("alias {a} unpinned")),
             Override::Drain { server: s } => server(s).map(|_| format!("server {s} drained")),
             Override::Undrain { server: s } => server(s).map(|_| format!("server {s} undrained")),
+            Override::Unfence { alias: a, server: None } => alias(a).map(|_| format!("alias {a}: fences lifted")),
+            Override::Unfence { alias: a, server: Some(s) } => alias(a).and_then(|_| server(s)).map(|_| format!("alias {a}: fence on {s} lifted")),
         };
         let _ = req.reply.send(result);
     }
@@ -175,6 +177,15 @@ fn sample_status(ready: bool) -> Status {
             reason: "eastus is writable".into(),
             pinned: None,
             candidates: vec!["eastus".into(), "westus2".into()],
+            timeline_floor: Some(2),
+            fences: vec![FenceStatus {
+                server: "westus2".into(),
+                kind: "lost-split-brain".into(),
+                reason: "it lost a split brain on timeline 1 to eastus".into(),
+                timeline: Some(1),
+                since: Some(now - 30.0),
+                holding: true,
+            }],
         }],
         servers: vec![
             ServerStatus {
@@ -356,7 +367,7 @@ fn cli_status_health_and_overrides() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     eprintln!("{out}");
-    for needle in ["ready", "prod.db.internal.", "eastus (pg-eastus.example.test.)", "12s ago", "writable", "standby", "first_round", "History (last 1 of 1)"] {
+    for needle in ["ready", "prod.db.internal.", "eastus (pg-eastus.example.test.)", "12s ago", "writable", "standby", "first_round", "History (last 1 of 1)", "Fences", "lost-split-brain", "HOLDING"] {
         assert!(out.contains(needle), "status output lacks {needle:?}:\n{out}");
     }
     let o = a.cli(&["status", "--json"], &[]);
@@ -365,6 +376,17 @@ fn cli_status_health_and_overrides() {
 
     let o = a.cli(&["pin", "prod.db.internal", "westus2"], &[]);
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "alias prod.db.internal. pinned to westus2\n"), "{}", stderr(&o));
+    let o = a.cli(&["unfence", "prod.db.internal", "eastus"], &[]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "alias prod.db.internal.: fence on eastus lifted\n"), "{}", stderr(&o));
+    let o = a.cli(&["unfence", "Prod.DB.internal."], &[]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "alias prod.db.internal.: fences lifted\n"), "{}", stderr(&o));
+    assert_eq!(
+        a.seen.lock().unwrap()[1..],
+        [
+            Override::Unfence { alias: "prod.db.internal.".into(), server: Some("eastus".into()) },
+            Override::Unfence { alias: "prod.db.internal.".into(), server: None }
+        ]
+    );
     let o = a.cli(&["unpin", "nope.db.internal"], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("404") && stderr(&o).contains("no alias named `nope.db.internal.`"), "{}", stderr(&o));
@@ -420,7 +442,7 @@ fn garbage_on_the_socket_does_not_hurt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_through_the_real_engine_moves_the_dns_answer() {
     let env = Env::start(true, "").await;
-    let admin = env.sidecar.admin.expect("the test sidecar has an admin listener");
+    let admin = env.sidecar().admin.expect("the test sidecar has an admin listener");
     env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
     let run = move |args: &'static [&'static str]| tokio::task::spawn_blocking(move || cli(admin, args, &[]));
 

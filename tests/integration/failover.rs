@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::support::env::{Env, DEADLINE, INTERVAL};
+use dns_sidecar::control::Override;
+
 use crate::support::{dig, raw};
 
 const A_IP: &str = "127.0.0.2";
@@ -144,10 +146,20 @@ async fn without_wal_functions_two_writable_servers_keep_the_current_target() {
     env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
     let replica = env.pair().replica.clone();
     tokio::task::spawn_blocking(move || replica.promote(true)).await.unwrap().unwrap();
-    // Both writable, no timelines: no basis to move, so the alias stays put...
+    // Both writable, no timelines: no basis to move, so the alias stays put,
+    // and b, writable beside a while the alias served a, lost the split brain.
     env.assert_stays("prod.db.test.", "pg-a.test.", INTERVAL * 5).await;
-    // ...until the old primary goes away: then the only writable server wins.
+    // The old primary goes away: b lacks a's writes since the promote, so the
+    // alias does not move there (keep-last keeps a; the strict alias fails).
     let primary = env.pair().primary.clone();
     tokio::task::spawn_blocking(move || primary.stop_immediate()).await.unwrap().unwrap();
+    env.assert_stays("prod.db.test.", "pg-a.test.", INTERVAL * 5).await;
+    assert_eq!(dig(env.dns, "strict.db.test", "A", &[]).status, "SERVFAIL");
+    let status = env.status();
+    let prod = status.aliases.iter().find(|a| a.name == "prod.db.test.").unwrap();
+    assert!(prod.fences.iter().any(|f| f.server == "b" && f.kind == "lost-split-brain" && f.holding), "{:?}", prod.fences);
+    // An operator who knows better lifts the fence: b is answered.
+    let summary = env.apply(Override::Unfence { alias: "prod.db.test".into(), server: Some("b".into()) });
+    assert!(summary.contains("fence on b lifted"), "{summary}");
     env.wait_for_target("prod.db.test.", "pg-b.test.", follow_bound()).await;
 }

@@ -16,7 +16,7 @@ pub const DEADLINE: Duration = Duration::from_millis(500);
 
 pub struct Env {
     pub dns: SocketAddr,
-    pub sidecar: Sidecar,
+    pub sidecar: Option<Sidecar>,
     pub pair: Option<PgPair>,
     pub upstream: Dnsmasq,
     pub config_text: String,
@@ -43,12 +43,17 @@ pub fn upstream() -> Dnsmasq {
     .expect("starting dnsmasq")
 }
 
-/// The sidecar config for a pair (or none), with extra TOML appended.
+/// The sidecar config for a pair (or none), with extra TOML appended. The
+/// state file goes next to the password file.
 pub fn config_text(pair: Option<&PgPair>, upstream: SocketAddr, pw_file: &Path, extra: &str) -> String {
+    let state = pw_file.with_file_name("sidecar-state.json");
     let mut t = format!(
         r#"
 [dns]
 listen = ["127.0.0.1:0"]
+
+[state]
+path = "{}"
 
 [upstream]
 servers = ["{upstream}"]
@@ -63,6 +68,7 @@ deadline = "{}ms"
 user = "probe"
 password_file = "{}"
 "#,
+        state.display(),
         INTERVAL.as_millis(),
         DEADLINE.as_millis(),
         pw_file.display()
@@ -133,7 +139,54 @@ impl Env {
         std::fs::write(&pw_file, format!("{}\n", pair.as_ref().map_or("unused", |p| p.password.as_str()))).unwrap();
         let config_text = config_text(pair.as_ref(), upstream.addr, &pw_file, extra);
         let sidecar = Sidecar::start(&config_text).expect("starting the sidecar");
-        Env { dns: sidecar.dns, sidecar, pair, upstream, config_text, _dir: dir }
+        Env { dns: sidecar.dns, sidecar: Some(sidecar), pair, upstream, config_text, _dir: dir }
+    }
+
+    /// Stops the sidecar (as a crash or a rolling update would); see
+    /// [`Env::start_sidecar`].
+    pub fn stop_sidecar(&mut self) {
+        self.sidecar = None;
+    }
+
+    /// Starts the sidecar again on the same config, and so the same state
+    /// file, as a process restart does.
+    pub fn start_sidecar(&mut self) {
+        self.sidecar = None;
+        let s = Sidecar::start(&self.config_text).expect("starting the sidecar again");
+        self.dns = s.dns;
+        self.sidecar = Some(s);
+    }
+
+    /// The running sidecar.
+    pub fn sidecar(&self) -> &Sidecar {
+        self.sidecar.as_ref().expect("the sidecar is running")
+    }
+
+    /// Another sidecar instance on the same servers, with its own state file
+    /// (a second pod, started later).
+    pub fn another_sidecar(&self, name: &str) -> Sidecar {
+        let text = self.config_text.replace("sidecar-state.json", &format!("{name}-state.json"));
+        Sidecar::start(&text).expect("starting another sidecar")
+    }
+
+    /// The `/status` document of the running sidecar.
+    pub fn status(&self) -> dns_sidecar::status::Status {
+        self.client().status().expect("GET /status").0
+    }
+
+    /// Sends an override through the admin listener, as the CLI does.
+    pub fn apply(&self, op: dns_sidecar::control::Override) -> String {
+        self.client().apply(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"))
+    }
+
+    fn client(&self) -> dns_sidecar::client::Client {
+        let admin = self.sidecar().admin.expect("the test sidecar has an admin listener");
+        dns_sidecar::client::Client::new(&admin.to_string(), None)
+    }
+
+    /// The state file of this env's sidecar.
+    pub fn state_file(&self) -> PathBuf {
+        self._dir.path().join("sidecar-state.json")
     }
 
     pub fn pair(&self) -> &PgPair {

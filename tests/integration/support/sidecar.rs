@@ -16,26 +16,32 @@ pub struct Sidecar {
     pub admin: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    reload: tokio::sync::mpsc::UnboundedSender<(Config, mpsc::Sender<Result<(), String>>)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sidecar {
-    /// Parses `text`, binds its listeners and starts serving. Without an
-    /// `[admin]` table the admin listener goes on 127.0.0.1:0 (the default
-    /// port would collide between tests running in parallel).
+    /// Parses `text`, binds its listeners and starts serving.
     pub fn start(text: &str) -> Result<Sidecar, RunError> {
-        let text = if text.contains("[admin]") { text.to_string() } else { format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\n") };
-        let config = Config::from_toml(Path::new("test.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let config = parse(text);
         let listeners = Listeners::bind(&config)?;
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (reload, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<(Config, mpsc::Sender<Result<(), String>>)>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 match dns_sidecar::start(config, listeners) {
-                    Ok(running) => {
+                    Ok(mut running) => {
                         let _ = ready_tx.send(Ok((running.local_addrs[0], running.admin_addr, running.shared.clone())));
-                        let _ = stop_rx.await;
+                        loop {
+                            tokio::select! {
+                                _ = &mut stop_rx => break,
+                                Some((config, done)) = reload_rx.recv() => {
+                                    let _ = done.send(running.reload(config).await.map_err(|e| e.to_string()));
+                                }
+                            }
+                        }
                         running.stop().await;
                     }
                     Err(e) => {
@@ -45,8 +51,22 @@ impl Sidecar {
             });
         });
         let (dns, admin, shared) = ready_rx.recv().expect("sidecar thread")?;
-        Ok(Sidecar { dns, admin, shared, stop: Some(stop), thread: Some(thread) })
+        Ok(Sidecar { dns, admin, shared, stop: Some(stop), reload, thread: Some(thread) })
     }
+
+    /// Reloads with `text`, as a SIGHUP does (listener addresses stay).
+    pub fn reload(&self, text: &str) -> Result<(), String> {
+        let (done, wait) = mpsc::channel();
+        self.reload.send((parse(text), done)).expect("sidecar thread");
+        wait.recv().expect("sidecar thread")
+    }
+}
+
+/// Without an `[admin]` table the admin listener goes on 127.0.0.1:0 (the
+/// default port would collide between tests running in parallel).
+fn parse(text: &str) -> Config {
+    let text = if text.contains("[admin]") { text.to_string() } else { format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\n") };
+    Config::from_toml(Path::new("test.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Drop for Sidecar {
