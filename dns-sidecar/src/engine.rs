@@ -131,7 +131,7 @@ fn remembered_differs(a: &State, b: &State) -> bool {
     a.pins != b.pins
         || a.drained != b.drained
         || a.aliases.len() != b.aliases.len()
-        || a.aliases.iter().zip(&b.aliases).any(|(x, y)| x.target != y.target || x.decided != y.decided || x.timeline_floor != y.timeline_floor || x.fences != y.fences)
+        || a.aliases.iter().zip(&b.aliases).any(|(x, y)| x.target != y.target || x.decided != y.decided || x.decided_timeline != y.decided_timeline || x.timeline_floor != y.timeline_floor || x.fences != y.fences)
 }
 
 fn index(config: &Config) -> HashMap<Arc<str>, usize> {

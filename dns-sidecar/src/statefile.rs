@@ -126,6 +126,7 @@ mod tests {
             RememberedAlias {
                 target: Some("b".into()),
                 decided: Some("b".into()),
+                decided_timeline: Some(2),
                 since: Some(1.5),
                 timeline_floor: Some(2),
                 fences: vec![RememberedFence { server: "a".into(), reason: "superseded".into(), other: Some("b".into()), timeline: Some(1), since: 1.5 }],

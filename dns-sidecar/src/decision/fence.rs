@@ -19,12 +19,17 @@
 //!    chosen one's latest probe succeeded, the others are fenced: whichever
 //!    the alias serves, the others lack its writes. This is what keeps the
 //!    alias safe when timelines are unknown (WAL functions revoked).
-//! 4. **Lifting.** A fence is lifted when its server is seen in recovery (it
+//! 4. **Same-timeline fence.** A server other than the alias's own that
+//!    becomes writable on the very timeline the alias's server is on is
+//!    fenced: a promote always starts a newer timeline than the one it
+//!    continues, so two servers on one timeline are two forks (typically a
+//!    standby that kept following the old primary, promoted later).
+//! 5. **Lifting.** A fence is lifted when its server is seen in recovery (it
 //!    was rebuilt as a standby), when it is seen on a newer timeline than when
 //!    it was fenced (only the end of a recovery, a promote, makes a timeline),
 //!    or by an operator (`dns-sidecar unfence`), who may also lower the floor
 //!    (a cluster rebuilt from scratch starts again at timeline 1).
-//! 5. A pin overrides fences, as it overrides everything else.
+//! 6. A pin overrides fences, as it overrides everything else.
 //!
 //! Fences only ever remove candidates; `on_no_match` then applies as usual,
 //! except that `keep-last` never keeps a target below the floor.
@@ -52,6 +57,11 @@ pub enum FenceReason {
     Superseded { by: ServerId },
     /// This server was writable at the same time as `winner`, which was chosen.
     LostSplitBrain { winner: ServerId },
+    /// This server became writable on the timeline `holder`, the alias's
+    /// server, is already on: a second server cannot continue one timeline,
+    /// so it forked from an older primary (a standby that kept following the
+    /// old primary and was promoted later).
+    SameTimeline { holder: ServerId },
     /// Fenced earlier; the server it lost to is no longer configured.
     Inherited,
 }
@@ -62,6 +72,7 @@ impl FenceReason {
         match self {
             FenceReason::Superseded { .. } => "superseded",
             FenceReason::LostSplitBrain { .. } => "lost-split-brain",
+            FenceReason::SameTimeline { .. } => "same-timeline",
             FenceReason::Inherited => "inherited",
         }
     }
@@ -71,6 +82,7 @@ impl FenceReason {
         match *self {
             FenceReason::Superseded { by } => Some(by),
             FenceReason::LostSplitBrain { winner } => Some(winner),
+            FenceReason::SameTimeline { holder } => Some(holder),
             FenceReason::Inherited => None,
         }
     }
@@ -97,6 +109,9 @@ impl Bar<'_> {
                     }
                     FenceReason::LostSplitBrain { winner } => {
                         format!("it lost a split brain{tl} to {}; it must be seen in recovery (rebuilt as a standby) or unfenced", id(winner))
+                    }
+                    FenceReason::SameTimeline { holder } => {
+                        format!("it became writable{tl}, which {} already holds: it forked from an older primary; it must be seen in recovery (rebuilt as a standby) or unfenced", id(holder))
                     }
                     FenceReason::Inherited => format!("it was fenced{tl} (the server it lost to is no longer configured); it must be seen in recovery (rebuilt as a standby) or unfenced"),
                 }
@@ -145,7 +160,7 @@ impl AliasState {
 /// What the probes teach the fences, before any alias is decided: timelines
 /// seen raise the floors, and servers seen in recovery (or promoted again)
 /// are released.
-pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Config, _now: Instant, events: &mut Vec<Event>) {
+pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Config, now: Instant, events: &mut Vec<Event>) {
     for o in observations {
         let Ok(s) = &o.outcome else { continue };
         for (i, alias) in config.aliases.iter().enumerate() {
@@ -153,9 +168,22 @@ pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Co
                 continue;
             }
             let a = &mut state.aliases[i];
+            let holder = a.decided.filter(|&d| d != o.server);
+            let holder_tl = a.decided_timeline;
             if let Some(t) = s.timeline.filter(|_| !s.in_recovery) {
                 a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
+                if a.decided == Some(o.server) {
+                    a.decided_timeline = Some(t);
+                }
+                if let (Some(holder), Some(ht)) = (holder, holder_tl) {
+                    if t == ht && a.fence(o.server).is_none() {
+                        let fence = Fence { server: o.server, reason: FenceReason::SameTimeline { holder }, since: now, timeline: Some(t) };
+                        add(state, config, i, fence, events);
+                        continue;
+                    }
+                }
             }
+            let a = &mut state.aliases[i];
             let Some(pos) = a.fences.iter().position(|f| f.server == o.server) else { continue };
             let newer = match (s.timeline, a.fences[pos].timeline) {
                 (Some(now), Some(then)) if !s.in_recovery => now > then,

@@ -279,3 +279,21 @@ servers = ["a", "b"]
     assert_eq!(next.answer(&new, 0), Answer::Target(B));
     assert_eq!(next.answer(&new, 1), Answer::Target(B), "the new alias does not pick the older timeline");
 }
+
+/// Three servers: A primary, B and C its standbys. B is promoted (timeline
+/// 2) and C keeps following A. B dies; C is promoted later and lands on
+/// timeline 2 as well, a fork that lacks B's writes.
+#[test]
+fn a_standby_promoted_later_onto_the_same_timeline_is_a_fork() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]), Answer::Target(B));
+    // "A" now plays C: rebuilt? No: a standby of the old lineage, promoted.
+    s.step(&[(A, standby()), (B, primary(Some(2)))]);
+    assert_eq!(s.step(&[(A, standby()), (B, fail(DOWN))]), Answer::Target(B));
+    assert_eq!(s.step(&[(A, primary(Some(2))), (B, fail(DOWN))]), Answer::Target(B), "not to the fork");
+    assert!(matches!(s.state.aliases[0].fence(A).map(|f| f.reason), Some(FenceReason::SameTimeline { holder: B })));
+    assert!(s.events.iter().any(|e| matches!(e, Event::FenceHeld { server: A, .. })), "{:?}", s.events);
+    // A legitimate successor is on a newer timeline.
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
+}

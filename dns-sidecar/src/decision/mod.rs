@@ -77,6 +77,9 @@ pub struct AliasState {
     /// The last target the decision itself chose (not a pin). Writer aliases
     /// fence it when they move on, pinned or not in between.
     pub decided: Option<ServerId>,
+    /// The timeline `decided` was last seen on (kept across restarts, when
+    /// the server itself may not have reported yet).
+    pub decided_timeline: Option<u32>,
     /// Whether `target` matched the role at the last decision.
     pub matched: bool,
     pub since: Option<Instant>,
@@ -320,7 +323,16 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         fence::superseded(state, config, i, old, chosen, now, events);
     }
     let a = &mut state.aliases[i];
+    if a.decided != Some(chosen) {
+        a.decided_timeline = None;
+    }
     a.decided = Some(chosen);
+    a.decided_timeline = timeline(&state.servers[chosen]).or(a.decided_timeline);
+    if writer {
+        // What the alias serves is part of what it has seen (an unfence may
+        // have reset the floor since this server last reported).
+        a.timeline_floor = a.timeline_floor.max(a.decided_timeline);
+    }
     a.matched = true;
     a.split_brain = if matching.len() > 1 && writer { matching } else { Vec::new() };
     if let Some(reason) = reason {

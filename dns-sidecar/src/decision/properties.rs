@@ -281,6 +281,10 @@ struct Oracle {
     last: [Option<usize>; 3],
     /// Writer aliases: servers left behind, with their timeline then.
     left: [BTreeMap<usize, Option<u32>>; 3],
+    /// Writer aliases: the timeline of the last server answered, when known.
+    last_tl: [Option<u32>; 3],
+    /// Writer aliases: an operator unfenced since the last move.
+    unfenced: [bool; 3],
     /// Since the (re)start: servers that reported, and when it started.
     reported: [bool; 3],
     started: Option<Instant>,
@@ -313,6 +317,7 @@ impl Oracle {
     }
 
     fn unfence(&mut self, a: usize, server: Option<usize>, state: &State) {
+        self.unfenced[a] = true;
         match server {
             None => {
                 self.left[a].clear();
@@ -361,6 +366,15 @@ impl Oracle {
                     let tl_then = inst.state.servers[x].last_state.as_ref().and_then(|st| st.timeline);
                     self.left[a].entry(x).or_insert(tl_then);
                 }
+            }
+            if let (Some(_), Some(then), Some(now), false) = (self.last[a].filter(|&p| p != s), self.last_tl[a], tl, self.unfenced[a]) {
+                prop_assert!(now > then, "alias {} moved to {} on timeline {}, not newer than {} of the server it left", a, s, now, then);
+            }
+            if self.last[a] != Some(s) {
+                self.unfenced[a] = false;
+            }
+            if tl.is_some() {
+                self.last_tl[a] = tl;
             }
             if let Some(prev) = self.last[a].filter(|&p| p != s) {
                 let tl_then = inst.state.servers[prev].last_state.as_ref().filter(|x| !x.in_recovery).and_then(|x| x.timeline);

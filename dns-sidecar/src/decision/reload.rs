@@ -28,6 +28,9 @@ pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
         let mut a = prev.aliases[o].clone();
         a.target = a.target.as_ref().and_then(keep);
         a.decided = a.decided.as_ref().and_then(keep);
+        if a.decided.is_none() {
+            a.decided_timeline = None;
+        }
         a.split_brain = a.split_brain.iter().filter_map(keep).collect();
         a.held = a.held.iter().filter_map(keep).collect();
         a.fences = a
@@ -64,6 +67,7 @@ fn remap(r: fence::FenceReason, map: impl Fn(ServerId) -> Option<ServerId>) -> f
     match r {
         Superseded { by } => map(by).map_or(Inherited, |by| Superseded { by }),
         LostSplitBrain { winner } => map(winner).map_or(Inherited, |winner| LostSplitBrain { winner }),
+        SameTimeline { holder } => map(holder).map_or(Inherited, |holder| SameTimeline { holder }),
         Inherited => Inherited,
     }
 }

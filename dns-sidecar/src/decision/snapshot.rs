@@ -36,6 +36,9 @@ pub struct RememberedAlias {
     /// Server id the decision last chose itself (differs from `target` while pinned).
     #[serde(default)]
     pub decided: Option<String>,
+    /// The timeline `decided` was last seen on.
+    #[serde(default)]
+    pub decided_timeline: Option<u32>,
     /// Unix time (seconds) since when.
     pub since: Option<f64>,
     pub timeline_floor: Option<u32>,
@@ -48,7 +51,7 @@ pub struct RememberedAlias {
 #[serde(deny_unknown_fields)]
 pub struct RememberedFence {
     pub server: String,
-    /// `superseded`, `lost-split-brain` or `inherited`.
+    /// `superseded`, `lost-split-brain`, `same-timeline` or `inherited`.
     pub reason: String,
     /// The server it was superseded by / lost to.
     pub other: Option<String>,
@@ -78,7 +81,7 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
                     since: unix(f.since),
                 })
                 .collect();
-            let r = RememberedAlias { target: a.target.map(id), decided: a.decided.map(id), since: a.since.map(&unix), timeline_floor: a.timeline_floor, fences, pinned: pin.map(id) };
+            let r = RememberedAlias { target: a.target.map(id), decided: a.decided.map(id), decided_timeline: a.decided_timeline, since: a.since.map(&unix), timeline_floor: a.timeline_floor, fences, pinned: pin.map(id) };
             (c.name.as_str().to_string(), r)
         })
         .collect();
@@ -123,6 +126,7 @@ pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: 
             let reason = match (f.reason.as_str(), other) {
                 ("superseded", Some(by)) => FenceReason::Superseded { by },
                 ("lost-split-brain", Some(winner)) => FenceReason::LostSplitBrain { winner },
+                ("same-timeline", Some(holder)) => FenceReason::SameTimeline { holder },
                 _ => FenceReason::Inherited,
             };
             if !fences.iter().any(|x| x.server == s) {
@@ -137,6 +141,7 @@ pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: 
         state.aliases[i] = AliasState {
             target,
             decided,
+            decided_timeline: decided.and(r.decided_timeline).filter(|_| writer),
             // Reported if nothing matches at the first decision.
             matched: target.is_some(),
             since: target.and(r.since.map(&instant)),

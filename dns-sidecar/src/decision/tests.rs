@@ -170,18 +170,19 @@ fn none_writable_keeps_last_or_servfails() {
 
 #[test]
 fn ambiguous_failures_are_damped_definite_ones_are_not() {
-    // Timeouts (fall = 3): A keeps its last known state, so an equally new writable B
-    // (a newer timeline would win the split brain at once) is not chosen yet.
+    // Timeouts (fall = 3): A keeps its last known state, so a writable B
+    // whose timeline cannot be compared (a newer timeline would win the split
+    // brain at once) is not chosen yet.
     let mut s = Sim::new("read-write", "keep-last");
-    s.step(&[(A, primary(Some(1))), (B, standby())]);
-    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(1)))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(1)))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(1)))]), Answer::Target(B), "third timeout: down");
+    s.step(&[(A, primary(None)), (B, standby())]);
+    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]), Answer::Target(A));
+    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]), Answer::Target(A));
+    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]), Answer::Target(B), "third timeout: down");
     assert!(s.changed().unwrap().2.contains("a is down"));
 
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
-    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, primary(Some(1)))]), Answer::Target(B), "refused: at once");
+    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, primary(Some(2)))]), Answer::Target(B), "refused: at once");
 }
 
 #[test]
