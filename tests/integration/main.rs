@@ -10,4 +10,5 @@ mod failover;
 mod forwarding;
 mod operations;
 mod protocol;
+mod sequences;
 mod support;

@@ -215,6 +215,16 @@ impl Env {
         }
     }
 
+    /// Asserts that `alias` never answers `target` during `period` (other
+    /// answers, SERVFAIL included, are fine).
+    pub async fn assert_never(&self, alias: &str, target: &str, period: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < period {
+            assert_ne!(raw::cname_of(self.dns, alias).as_deref(), Some(target), "{alias} answered {target}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Connects like an application: resolves `alias` through the sidecar
     /// (CNAME + A in one answer), then opens a TLS (verify-full against the
     /// CNAME target, which is what the certificate names) + SCRAM connection

@@ -1,0 +1,217 @@
+//! Sequences of faults on real PostgreSQL servers: what the sidecar does when
+//! the second thing goes wrong. The rule under test (README: "Fencing"): a
+//! writer alias never goes back to a server whose data diverged at a
+//! promote, across restarts, reloads and later instances.
+
+use std::time::{Duration, Instant};
+
+use dns_sidecar::status::Status;
+
+use crate::support::env::{Env, INTERVAL};
+use crate::support::{dig, raw};
+
+const PROD: &str = "prod.db.test.";
+const A: &str = "pg-a.test.";
+const B: &str = "pg-b.test.";
+
+/// Runs a blocking testbed operation (pg_ctl, psql) off the runtime.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn promote_b(env: &Env) {
+    let b = env.pair().replica.clone();
+    blocking(move || b.promote(true)).await.expect("promote b");
+}
+
+async fn kill_a(env: &Env) {
+    let a = env.pair().primary.clone();
+    blocking(move || a.stop_immediate()).await.expect("stop a");
+}
+
+async fn kill_b(env: &Env) {
+    let b = env.pair().replica.clone();
+    blocking(move || b.stop_immediate()).await.expect("stop b");
+}
+
+/// Starts the old primary again as it was: writable, on its old timeline.
+async fn restart_a_writable(env: &Env) {
+    let a = env.pair().primary.clone();
+    blocking(move || {
+        a.start()?;
+        assert!(!a.is_in_recovery()?, "the old primary came back writable");
+        Ok::<_, dns_sidecar::testbed::TestbedError>(())
+    })
+    .await
+    .expect("start a");
+}
+
+/// The fence `alias` has on `server`, if any.
+fn fence<'a>(status: &'a Status, alias: &str, server: &str) -> Option<&'a dns_sidecar::status::FenceStatus> {
+    status.aliases.iter().find(|a| a.name == alias)?.fences.iter().find(|f| f.server == server)
+}
+
+/// After the new primary died: keep-last keeps answering it, the strict alias
+/// fails, and neither ever answers the diverged old primary.
+async fn holds_off_a(env: &Env) {
+    env.assert_never(PROD, A, INTERVAL * 10).await;
+    assert_eq!(raw::cname_of(env.dns, PROD).as_deref(), Some(B), "keep-last keeps the dead new primary");
+    assert_eq!(dig(env.dns, "strict.db.test", "A", &[]).status, "SERVFAIL");
+    let status = env.status();
+    let f = fence(&status, PROD, "a").unwrap_or_else(|| panic!("a is fenced: {:?}", status.aliases));
+    assert!(f.holding, "the fence is what holds the alias: {f:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_then_the_new_primary_dies() {
+    let env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    // A DR drill: the replica is promoted while the primary keeps running.
+    promote_b(&env).await;
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    assert!(fence(&env.status(), PROD, "a").is_some(), "a lost the split brain");
+    // Then the new primary dies; a is still writable, on timeline 1.
+    kill_b(&env).await;
+    holds_off_a(&env).await;
+    // An application fails rather than writing to the wrong database.
+    assert!(env.app_connect("prod.db.test").await.is_err());
+    let history = env.status().history;
+    assert!(history.iter().any(|h| h.kind == "fence_held" && h.server.as_deref() == Some("a")), "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_primary_restarted_writable_after_a_kill_and_a_promote() {
+    let env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    kill_a(&env).await;
+    promote_b(&env).await;
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    restart_a_writable(&env).await;
+    env.assert_stays(PROD, B, INTERVAL * 10).await;
+    kill_b(&env).await;
+    holds_off_a(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_restarted_mid_failover_remembers() {
+    let mut env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    kill_a(&env).await;
+    tokio::time::sleep(INTERVAL * 3).await;
+    assert_eq!(raw::cname_of(env.dns, PROD).as_deref(), Some(A), "keep-last while nothing is writable");
+    // The sidecar restarts while the replica is promoted.
+    env.stop_sidecar();
+    promote_b(&env).await;
+    env.start_sidecar();
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    restart_a_writable(&env).await;
+    env.assert_stays(PROD, B, INTERVAL * 5).await;
+    // And again after the new primary died: the state file says a was left
+    // for b on an older timeline, though a is the only writable server now.
+    env.stop_sidecar();
+    kill_b(&env).await;
+    env.start_sidecar();
+    let start = Instant::now();
+    while !env.status().ready {
+        assert!(start.elapsed() < Duration::from_secs(5), "not ready");
+        assert_ne!(raw::cname_of(env.dns, PROD).as_deref(), Some(A));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    holds_off_a(&env).await;
+    let file = std::fs::read_to_string(env.state_file()).expect("the state file");
+    assert!(file.contains("\"format\": \"dns-sidecar-state\""), "{file}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_failover_keeps_the_fences() {
+    let env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    kill_a(&env).await;
+    tokio::time::sleep(INTERVAL * 2).await;
+    // Reload mid-failover (a new alias; prod's candidates reordered).
+    let reordered = env.config_text.replace("name = \"prod.db.test\"\nservers = [\"a\", \"b\"]", "name = \"prod.db.test\"\nservers = [\"b\", \"a\"]");
+    assert_ne!(reordered, env.config_text);
+    let text = format!("{reordered}\n[[aliases]]\nname = \"new.db.test\"\nservers = [\"a\", \"b\"]\n");
+    tokio::task::block_in_place(|| env.sidecar().reload(&text)).expect("reload");
+    promote_b(&env).await;
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    env.wait_for_target("new.db.test.", B, Duration::from_secs(5)).await;
+    restart_a_writable(&env).await;
+    // Reload back: fences and floors follow the alias names.
+    tokio::task::block_in_place(|| env.sidecar().reload(&env.config_text)).expect("reload");
+    env.assert_stays(PROD, B, INTERVAL * 5).await;
+    kill_b(&env).await;
+    holds_off_a(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_started_at_different_times_during_a_split_brain_agree() {
+    let env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    promote_b(&env).await;
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    // A second instance (its own state file) starts during the split brain.
+    let second = env.another_sidecar("second");
+    let start = Instant::now();
+    loop {
+        let got = raw::cname_of(second.dns, PROD);
+        if got.as_deref() == Some(B) {
+            break;
+        }
+        assert_ne!(got.as_deref(), Some(A), "the second instance answered the older timeline");
+        assert!(start.elapsed() < Duration::from_secs(5), "second instance: {got:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    kill_b(&env).await;
+    let start = Instant::now();
+    while start.elapsed() < INTERVAL * 10 {
+        for dns in [env.dns, second.dns] {
+            assert_eq!(raw::cname_of(dns, PROD).as_deref(), Some(B), "both keep the dead new primary, never a");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What a brand-new instance cannot know (README: "The state file"): one
+    // started after b died never saw timeline 2, and answers a.
+    let third = env.another_sidecar("third");
+    let start = Instant::now();
+    while raw::cname_of(third.dns, PROD).as_deref() != Some(A) {
+        assert!(start.elapsed() < Duration::from_secs(5), "third instance");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_servers_settings_keeps_its_health() {
+    let env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    env.wait_for_target("ro.db.test.", B, Duration::from_secs(5)).await;
+    // Both servers' settings change: their probers restart with new connections.
+    let text = env.config_text.replace("hostaddr = \"127.0.0.2\"", "hostaddr = \"127.0.0.2\"\napplication_name = \"reloaded\"");
+    let text = text.replace("hostaddr = \"127.0.0.3\"", "hostaddr = \"127.0.0.3\"\napplication_name = \"reloaded\"");
+    assert_ne!(text, env.config_text);
+    let dns = env.dns;
+    let watch = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut answers = Vec::new();
+        while start.elapsed() < Duration::from_secs(1) {
+            answers.push((raw::cname_of(dns, PROD), raw::cname_of(dns, "ro.db.test.")));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        answers
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = env.status();
+    tokio::task::block_in_place(|| env.sidecar().reload(&text)).expect("reload");
+    for (prod, ro) in watch.await.unwrap() {
+        assert_eq!(prod.as_deref(), Some(A), "prod blipped during the reload");
+        assert_eq!(ro.as_deref(), Some(B), "ro blipped during the reload");
+    }
+    let status = env.status();
+    assert!(status.servers.iter().all(|s| s.up), "{:?}", status.servers);
+    let changes = |s: &Status| s.history.iter().filter(|h| h.kind == "target_changed" || h.kind == "server_down").count();
+    assert_eq!(changes(&status), changes(&before), "{:?}", status.history);
+    // The new probers are the ones reporting now.
+    let a = env.pair().primary.clone();
+    let names = blocking(move || a.sql("SELECT string_agg(application_name, ',') FROM pg_stat_activity WHERE usename = 'probe'")).await.unwrap();
+    assert!(names.contains("reloaded"), "{names}");
+}
