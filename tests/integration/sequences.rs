@@ -215,3 +215,32 @@ async fn a_reload_that_changes_a_servers_settings_keeps_its_health() {
     let names = blocking(move || a.sql("SELECT string_agg(application_name, ',') FROM pg_stat_activity WHERE usename = 'probe'")).await.unwrap();
     assert!(names.contains("reloaded"), "{names}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_foreign_state_file_is_reported_not_fatal() {
+    let mut env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    let path = env.state_file();
+    // Not ours (a mistyped path pointing at some other file): reported,
+    // ignored, and never overwritten.
+    env.stop_sidecar();
+    let foreign = "root:x:0:0:root:/root:/bin/bash\n";
+    std::fs::write(&path, foreign).unwrap();
+    env.start_sidecar();
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    promote_b(&env).await;
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), foreign, "a stranger's file is never overwritten");
+    let history = env.status().history;
+    assert!(history.iter().any(|h| h.kind == "state_file" && h.message.contains("not a dns-sidecar state file")), "{history:?}");
+    // Ours but unusable (another version, or damaged): replaced.
+    env.stop_sidecar();
+    std::fs::write(&path, "{\"format\": \"dns-sidecar-state\", \"version\": 99}").unwrap();
+    env.start_sidecar();
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    let start = Instant::now();
+    while !std::fs::read_to_string(&path).unwrap().contains("\"version\": 1") {
+        assert!(start.elapsed() < Duration::from_secs(5), "the unusable file was not replaced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
