@@ -409,6 +409,9 @@ synchronous_commit = off
 # hint-bit WAL records to find every page that diverged.
 full_page_writes = on
 wal_log_hints = on
+# A standby that found no WAL (its primary restarted, a timeline switch
+# after a rebuild) tries again after this long instead of 5 s.
+wal_retrieve_retry_interval = '100ms'
 shared_buffers = 16MB
 max_connections = 30
 wal_level = replica

@@ -189,6 +189,10 @@ impl Cluster {
     /// `pg_rewind -R` of this (stopped) server's data directory from the
     /// running `primary`.
     fn rewind_from(&self, primary: &Cluster) -> Result<()> {
+        // pg_rewind reads the source's timeline from its control file, which
+        // a freshly promoted server only updates at its next checkpoint;
+        // without one it sees "the same timeline" and rewinds nothing.
+        primary.sql("CHECKPOINT")?;
         let source = format!(
             "host={} port={} user=postgres dbname=postgres",
             super::postgres::conn_quote(&primary.socket_dir.to_string_lossy()),
@@ -203,7 +207,12 @@ impl Cluster {
             // -N: no fsync (tmpfs).
             .args(["-R", "-N"]);
         let what = format!("pg_rewind of {} from {}", self.name, primary.name);
-        run(&mut cmd, &what, COPY_TIMEOUT, PG_HINT)?;
+        let out = run(&mut cmd, &what, COPY_TIMEOUT, PG_HINT)?;
+        // What it did (or that no rewind was needed), for whoever reads the
+        // kept directory of a failed test.
+        let log = self.log_file.with_file_name("pg_rewind.log");
+        fs::write(&log, format!("{}{}", out.stderr, out.stdout))
+            .map_err(|e| TestbedError::io(format!("writing {}", log.display()), e))?;
         Ok(())
     }
 
