@@ -177,8 +177,10 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
     assert_eq!(failed_probes(&env, "b"), b_failed0);
 
     // The black hole ends: `a` is back after `rise` good probes.
+    let a_ok = env.probes("a", "ok");
     env.proxy("a").set_mode(Mode::Pass);
     let back = wait_until("a back up", Duration::from_secs(3), || server_up(&env, "a")).await;
+    assert!(env.probes("a", "ok") - a_ok >= 2, "up again before `rise` good probes");
     eprintln!("MEASURED black hole ends -> server up: {:.0} ms (rise 2, interval {INTERVAL:?}, deadline {DEADLINE:?})", back.as_secs_f64() * 1000.0);
     assert!(!history(&env, "server_up", "a").is_empty());
     env.wait_for_target("strict.db.test.", "pg-a.test.", Duration::from_secs(1)).await;
