@@ -276,3 +276,17 @@ async fn servers_in_the_incident_set_are_probed_at_the_incident_interval() {
     assert!((5..=15).contains(&fast.1), "b (not in the set): {} probes/s", fast.1);
     assert_eq!(sessions, "1", "probe sessions on a while probing fast");
 }
+
+/// The three-server environment the fault sequences build on: every server
+/// probed through its own address and certificate, every alias listing all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trio_environment_probes_three_servers() {
+    let env = Env::start_opts(Options { trio: true, ..Default::default() }).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    wait_until("three servers up", Duration::from_secs(5), || ["a", "b", "c"].iter().all(|id| server_up(&env, id))).await;
+    let status = env.sidecar.shared.status.load();
+    let c = status.servers.iter().find(|s| s.id == "c").expect("server c");
+    assert_eq!((c.target.as_str(), c.in_recovery, c.writable), ("pg-c.test.", Some(true), Some(false)));
+    assert_eq!(status.aliases[0].candidates, ["a", "b", "c"]);
+    assert_eq!(env.pair().extra[0].timeline().unwrap(), 1);
+}
