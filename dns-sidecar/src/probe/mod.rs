@@ -127,9 +127,9 @@ impl Prober {
             };
             let outcome = match outcome {
                 Ok(Ok(state)) => Ok(state),
-                Ok(Err(e)) => {
+                Ok(Err(f)) => {
                     self.reset();
-                    Err(query::classify(&e))
+                    Err(f)
                 }
                 Err(_) => {
                     self.reset();
@@ -170,11 +170,15 @@ impl Prober {
     /// failing (`pg_terminate_backend`, an idle-session timeout, a proxy or
     /// NAT dropping an idle connection), and a healthy server must not be
     /// reported down for that. A server that really is going away refuses the
-    /// new connection or says it is shutting down, which is reported as usual.
-    async fn probe_once(&mut self) -> Result<ServerState, tokio_postgres::Error> {
+    /// new connection or says it is shutting down, which is reported as usual;
+    /// a retry whose session is ended again counts as ambiguous (see
+    /// [`query::classify_retry`]).
+    async fn probe_once(&mut self) -> Result<ServerState, ProbeFailure> {
+        let mut retry = false;
         if self.kept.as_ref().is_some_and(|k| k.driver.is_finished()) {
-            // The server already closed it; no need to find out by querying.
+            // The server already ended it; no need to find out by querying.
             self.kept = None;
+            retry = true;
         }
         let fresh_due = self.last_fresh.is_none_or(|t| t.elapsed() >= self.timing.fresh_connection_interval);
         if self.kept.is_some() && !fresh_due {
@@ -183,11 +187,13 @@ impl Prober {
                 Err(e) => {
                     debug!(server = %self.name, error = %e, "probe on the kept connection failed; retrying on a new connection");
                     self.reset();
+                    retry = true;
                 }
             }
         }
-        self.connect().await?;
-        let mut state = self.query().await?;
+        let classify = if retry { query::classify_retry } else { query::classify };
+        self.connect().await.map_err(|e| classify(&e))?;
+        let mut state = self.query().await.map_err(|e| classify(&e))?;
         state.fresh_connection = true;
         Ok(state)
     }

@@ -196,15 +196,21 @@ async fn a_killed_probe_session_is_not_a_failure() {
     let fresh = obs.iter().filter(|o| o.outcome.as_ref().is_ok_and(|s| s.fresh_connection)).count();
     assert!(fresh >= killed as usize / 2, "{fresh} fresh connections for {killed} killed sessions");
 
-    // A crash is still a definite failure (the retry is refused too).
+    // A crash is still a definite failure: the retry is refused (or told the
+    // server is shutting down). A retry that races the shutdown and sees its
+    // new session closed is ambiguous; the next probe is refused.
     tokio::task::spawn_blocking(move || p.stop_immediate()).await.unwrap().unwrap();
-    let failed = loop {
+    let mut seen = Vec::new();
+    loop {
         let o = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an observation").unwrap().obs;
         if let Err(f) = o.outcome {
-            break f;
+            if f.kind == FailureKind::Definite {
+                break;
+            }
+            seen.push(f);
+            assert!(seen.len() <= 1, "more than one ambiguous failure after a crash: {seen:?}");
         }
-    };
-    assert_eq!(failed.kind, FailureKind::Definite, "{failed:?}");
+    }
     let _ = stop.send(true);
     task.await.unwrap();
 }
