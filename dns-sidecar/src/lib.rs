@@ -224,7 +224,7 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let (control_tx, control_rx) = mpsc::channel(16);
     let (reconf_tx, reconf_rx) = mpsc::channel(1);
     let (hook_tx, hook_rx) = mpsc::channel(64);
-    let mut probers = Probers::default();
+    let mut probers = Probers::new(shared.incident.subscribe());
     probers.sync(&config, &obs_tx)?;
     let control = Control::new(control_tx);
     let mut tasks = tokio::task::JoinSet::new();

@@ -1,8 +1,13 @@
 //! State shared between the parts of a running sidecar. Every field is either
-//! an `ArcSwap` snapshot (one writer, lock-free readers) or a metrics handle
-//! (atomics), so sharing it never makes a reader wait.
+//! an `ArcSwap` snapshot (one writer, lock-free readers), a `watch` channel
+//! (one writer, readers that wake on change) or a metrics handle (atomics), so
+//! sharing it never makes a reader wait.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -17,9 +22,11 @@ pub struct Shared {
     /// The `/status` document; written by the engine, read by the admin listener.
     pub status: ArcSwap<Status>,
     pub metrics: Metrics,
-    /// Server ids to probe at the incident interval (written by the engine
-    /// while an alias has no matching candidate, read by the probers).
-    pub incident: tokio::sync::watch::Sender<std::sync::Arc<std::collections::BTreeSet<String>>>,
+    /// Ids of the servers to probe at `probe.incident_interval` instead of
+    /// `probe.interval` (initially none). Written by the engine while an alias
+    /// has no matching target; each prober subscribes and switches cadence
+    /// when its own id enters or leaves the set.
+    pub incident: watch::Sender<Arc<BTreeSet<String>>>,
 }
 
 impl Shared {
@@ -29,7 +36,7 @@ impl Shared {
             status: ArcSwap::from_pointee(Status::default()),
             config: ArcSwap::from_pointee(config),
             metrics: Metrics::new(),
-            incident: tokio::sync::watch::Sender::new(std::sync::Arc::default()),
+            incident: watch::Sender::new(Arc::default()),
         }
     }
 }

@@ -7,6 +7,7 @@ mod admin;
 mod config_cli;
 mod deploy;
 mod failover;
+mod faults;
 mod forwarding;
 mod operations;
 mod protocol;

@@ -97,6 +97,11 @@ pub struct Zone {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeTiming {
     pub interval: Duration,
+    /// Time between probes of a server while it is in the incident set
+    /// ([`crate::shared::Shared::incident`]): an alias that lost its target
+    /// wants the next writable server seen within milliseconds, not within a
+    /// full `interval`. At most `interval`.
+    pub incident_interval: Duration,
     pub deadline: Duration,
     pub fresh_connection_interval: Duration,
     /// Consecutive ambiguous failures (timeouts, TLS or auth errors) before a
@@ -110,6 +115,7 @@ impl Default for ProbeTiming {
     fn default() -> Self {
         ProbeTiming {
             interval: Duration::from_millis(100),
+            incident_interval: Duration::from_millis(10),
             deadline: Duration::from_secs(1),
             fresh_connection_interval: Duration::from_secs(10),
             fall: 3,

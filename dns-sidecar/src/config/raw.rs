@@ -192,9 +192,12 @@ with_conn_fields! {
     #[serde(deny_unknown_fields)]
     pub struct RawProbe {
         /// Time between probes of one server.
-        pub interval: Option<HumanDuration>,
+        pub interval: Option<Spanned<HumanDuration>>,
+        /// Time between probes of a server while an alias that may use it has
+        /// no matching target (an incident).
+        pub incident_interval: Option<Spanned<HumanDuration>>,
         /// Hard limit on one probe (connect + TLS + auth + query).
-        pub deadline: Option<HumanDuration>,
+        pub deadline: Option<Spanned<HumanDuration>>,
         /// How often a probe uses a brand-new connection instead of the kept one.
         pub fresh_connection_interval: Option<HumanDuration>,
         /// Consecutive failed probes before a server counts as down.

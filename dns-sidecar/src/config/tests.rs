@@ -85,8 +85,22 @@ fn overrides() {
     assert_eq!(c.probe.interval, Duration::from_millis(150));
     assert_eq!(c.probe.deadline, Duration::from_secs(2));
     assert_eq!(c.probe.fall, 5);
+    assert_eq!(c.probe.incident_interval, Duration::from_millis(10), "default");
     let a = &c.aliases[0];
     assert_eq!((a.role, a.ttl, a.on_no_match, a.servers.clone()), (Role::PreferStandby, 10, NoMatchPolicy::Servfail, vec![1, 0]));
+}
+
+#[test]
+fn incident_interval() {
+    let with = |probe: &str| parse(&BASE.replace("[probe]\n", &format!("[probe]\n{probe}\n")));
+    let c = with("incident_interval = \"25ms\"").unwrap();
+    assert_eq!((c.probe.interval, c.probe.incident_interval), (Duration::from_millis(100), Duration::from_millis(25)));
+    // The bounds are inclusive: 1ms, and the interval itself.
+    assert_eq!(with("incident_interval = \"1ms\"").unwrap().probe.incident_interval, Duration::from_millis(1));
+    let c = with("interval = \"10ms\"\nincident_interval = \"10ms\"").unwrap();
+    assert_eq!(c.probe.incident_interval, c.probe.interval);
+    // The default (10ms) fits under the shortest allowed interval.
+    assert_eq!(with("interval = \"10ms\"").unwrap().probe.incident_interval, Duration::from_millis(10));
 }
 
 #[test]
@@ -116,6 +130,18 @@ fn bad_configs_name_line_and_fix() {
         ("bad name", "target = \"pg-a.example.com\"", "target = \"pg a.example.com\"", 16, &["contains ` `"]),
         ("fractional ttl", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nttl = \"1500ms\"", 25, &["whole seconds"]),
         ("zero fall", "[probe]\n", "[probe]\nfall = 0\n", 12, &["at least 1"]),
+        ("interval too short", "[probe]\n", "[probe]\ninterval = \"5ms\"\n", 12, &["`probe.interval`", "too short", "hint: use 10ms or more"]),
+        ("deadline too short", "[probe]\n", "[probe]\ndeadline = \"1ms\"\n", 12, &["`probe.deadline`", "too short", "hint"]),
+        ("incident interval too short", "[probe]\n", "[probe]\nincident_interval = \"0.5ms\"\n", 12, &["`probe.incident_interval`", "too short", "hint: use 1ms or more"]),
+        ("incident interval zero", "[probe]\n", "[probe]\nincident_interval = \"0s\"\n", 12, &["`probe.incident_interval`", "too short"]),
+        (
+            "incident interval above interval",
+            "[probe]\n",
+            "[probe]\ninterval = \"50ms\"\nincident_interval = \"60ms\"\n",
+            13,
+            &["`probe.incident_interval` (60ms) is longer than `probe.interval` (50ms)", "hint: ", "at most `interval`"],
+        ),
+        ("incident interval without unit", "[probe]\n", "[probe]\nincident_interval = \"10\"\n", 12, &["no unit", "10ms"]),
         ("missing target", "target = \"pg-b.example.com\"\n", "", 18, &["missing field `target`"]),
         ("empty hook", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = []", 25, &["empty on_change"]),
         ("verify-full without file", "sslmode = \"require\"", "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"", 14, &["not a readable file"]),

@@ -88,18 +88,33 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     // [probe]
     let d = ProbeTiming::default();
     let p = &raw.probe;
+    let duration = |v: &Option<Spanned<HumanDuration>>, default: Duration| v.as_ref().map_or(default, |v| v.get_ref().0);
+    let span = |v: &Option<Spanned<HumanDuration>>| v.as_ref().map(|v| v.span());
     let probe = ProbeTiming {
-        interval: p.interval.map_or(d.interval, |v| v.0),
-        deadline: p.deadline.map_or(d.deadline, |v| v.0),
+        interval: duration(&p.interval, d.interval),
+        incident_interval: duration(&p.incident_interval, d.incident_interval),
+        deadline: duration(&p.deadline, d.deadline),
         fresh_connection_interval: p.fresh_connection_interval.map_or(d.fresh_connection_interval, |v| v.0),
         fall: positive(&cx, p.fall.as_ref(), "fall", d.fall)?,
         rise: positive(&cx, p.rise.as_ref(), "rise", d.rise)?,
     };
     if probe.interval < Duration::from_millis(10) {
-        return cx.err(None, format!("`probe.interval` of {:?} is too short", probe.interval), "use 10ms or more; 100ms follows a promote within ~150ms");
+        return cx.err(span(&p.interval), format!("`probe.interval` of {:?} is too short", probe.interval), "use 10ms or more; 100ms follows a promote within ~150ms");
     }
     if probe.deadline < Duration::from_millis(10) {
-        return cx.err(None, format!("`probe.deadline` of {:?} is too short", probe.deadline), "a fresh TLS probe needs a few round trips; use e.g. \"1s\"");
+        return cx.err(span(&p.deadline), format!("`probe.deadline` of {:?} is too short", probe.deadline), "a fresh TLS probe needs a few round trips; use e.g. \"1s\"");
+    }
+    if probe.incident_interval < Duration::from_millis(1) {
+        return cx.err(span(&p.incident_interval), format!("`probe.incident_interval` of {:?} is too short", probe.incident_interval), "use 1ms or more; the default 10ms sees a promote within ~10ms");
+    }
+    if probe.incident_interval > probe.interval {
+        // Without an explicit incident_interval the default (10ms) can only
+        // exceed an interval that is itself too short, which was rejected above.
+        return cx.err(
+            span(&p.incident_interval).or(span(&p.interval)),
+            format!("`probe.incident_interval` ({:?}) is longer than `probe.interval` ({:?})", probe.incident_interval, probe.interval),
+            "it is the faster cadence used during an incident: make it at most `interval`, e.g. incident_interval = \"10ms\"",
+        );
     }
     let defaults = raw.probe.conn();
 

@@ -11,11 +11,19 @@
 //! that misses the deadline is dropped with its connection, so a late answer
 //! can never be reported. Tasks are independent: a stuck server delays only
 //! its own observations.
+//!
+//! A probe that fails on the kept connection is retried once on a new
+//! connection within the same deadline, so a session ended by someone else
+//! (`pg_terminate_backend`, an idle timeout, a proxy) does not count against a
+//! healthy server. While a server is in the incident set
+//! ([`crate::shared::Shared::incident`]) its task probes every
+//! `incident_interval` instead of every `interval`.
 
 mod query;
 pub mod supervisor;
 pub mod tls;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use postgres_native_tls::MakeTlsConnector;
@@ -54,6 +62,10 @@ impl Kept {
     }
 }
 
+/// The servers to probe at the incident interval; see
+/// [`crate::shared::Shared::incident`].
+pub type IncidentSet = watch::Receiver<Arc<BTreeSet<String>>>;
+
 /// Probes one server until `shutdown` flips to true.
 pub struct Prober {
     name: Arc<str>,
@@ -81,13 +93,31 @@ impl Prober {
     }
 
     /// The probe loop. Observations go to `tx`; stops when `shutdown` is true
-    /// or the receiver is gone.
-    pub async fn run(mut self, tx: mpsc::Sender<Tagged>, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.timing.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// or the receiver is gone. While `incident` contains this server's id it
+    /// probes every `incident_interval` (starting at once) instead of every
+    /// `interval`. Probes never overlap: the next one starts after the last
+    /// one finished or hit its deadline.
+    pub async fn run(mut self, tx: mpsc::Sender<Tagged>, mut shutdown: watch::Receiver<bool>, mut incident: IncidentSet) {
+        let mut cadence = Cadence::new(&self.timing, Instant::now());
+        cadence.set_fast(incident.borrow_and_update().contains(&*self.name), Instant::now());
+        let mut incident_open = true;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = tokio::time::sleep_until(cadence.next.into()) => {}
+                changed = incident.changed(), if incident_open => {
+                    match changed {
+                        Ok(()) => {
+                            let fast = incident.borrow_and_update().contains(&*self.name);
+                            if fast != cadence.fast {
+                                debug!(server = %self.name, incident = fast, "probe cadence changed");
+                            }
+                            cadence.set_fast(fast, Instant::now());
+                        }
+                        // Nobody can change the set any more: keep the cadence.
+                        Err(_) => incident_open = false,
+                    }
+                    continue;
+                }
                 _ = crate::shutdown::stopped(&mut shutdown) => break,
             }
             let started = Instant::now();
@@ -97,9 +127,9 @@ impl Prober {
             };
             let outcome = match outcome {
                 Ok(Ok(state)) => Ok(state),
-                Ok(Err(e)) => {
+                Ok(Err(f)) => {
                     self.reset();
-                    Err(query::classify(&e))
+                    Err(f)
                 }
                 Err(_) => {
                     self.reset();
@@ -112,7 +142,9 @@ impl Prober {
             if let Err(f) = &outcome {
                 debug!(server = %self.name, error = %f.message, "probe failed");
             }
-            let obs = Observation { server: 0, at: Instant::now(), latency: started.elapsed(), outcome };
+            let now = Instant::now();
+            cadence.probed(started, now);
+            let obs = Observation { server: 0, at: now, latency: now - started, outcome };
             if tx.send(Tagged { server: self.name.clone(), obs }).await.is_err() {
                 break;
             }
@@ -129,33 +161,121 @@ impl Prober {
         }
     }
 
-    async fn probe_once(&mut self) -> Result<ServerState, tokio_postgres::Error> {
-        let fresh = self.kept.is_none() || self.last_fresh.is_none_or(|t| t.elapsed() >= self.timing.fresh_connection_interval);
-        if fresh {
-            let (client, connection) = self.pg.connect(self.tls.clone()).await?;
-            let name = self.name.clone();
-            let driver = tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    debug!(server = %name, error = %e, "probe connection ended");
-                }
-            });
-            if let Some(old) = self.kept.replace(Kept { client, driver }) {
-                old.close_later();
-            }
-            self.last_fresh = Some(Instant::now());
+    /// One probe: on the kept connection when there is one and a fresh
+    /// connection is not due, else on a new connection.
+    ///
+    /// A failure on the kept connection is retried once on a new connection
+    /// (still under the caller's deadline) and only the retry's result counts:
+    /// the session may have been ended by something other than the server
+    /// failing (`pg_terminate_backend`, an idle-session timeout, a proxy or
+    /// NAT dropping an idle connection), and a healthy server must not be
+    /// reported down for that. A server that really is going away refuses the
+    /// new connection or says it is shutting down, which is reported as usual;
+    /// a retry whose session is ended again counts as ambiguous (see
+    /// [`query::classify_retry`]).
+    async fn probe_once(&mut self) -> Result<ServerState, ProbeFailure> {
+        let mut retry = false;
+        if self.kept.as_ref().is_some_and(|k| k.driver.is_finished()) {
+            // The server already ended it; no need to find out by querying.
+            self.kept = None;
+            retry = true;
         }
-        let client = &self.kept.as_ref().expect("connected above").client;
-        let result = match query::run(client, self.sql).await {
+        let fresh_due = self.last_fresh.is_none_or(|t| t.elapsed() >= self.timing.fresh_connection_interval);
+        if self.kept.is_some() && !fresh_due {
+            match self.query().await {
+                Ok(state) => return Ok(state),
+                Err(e) => {
+                    debug!(server = %self.name, error = %e, "probe on the kept connection failed; retrying on a new connection");
+                    self.reset();
+                    retry = true;
+                }
+            }
+        }
+        let classify = if retry { query::classify_retry } else { query::classify };
+        self.connect().await.map_err(|e| classify(&e))?;
+        let mut state = self.query().await.map_err(|e| classify(&e))?;
+        state.fresh_connection = true;
+        Ok(state)
+    }
+
+    /// Opens a new connection and keeps it (the old one is closed politely
+    /// in the background).
+    async fn connect(&mut self) -> Result<(), tokio_postgres::Error> {
+        let (client, connection) = self.pg.connect(self.tls.clone()).await?;
+        let name = self.name.clone();
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(server = %name, error = %e, "probe connection ended");
+            }
+        });
+        if let Some(old) = self.kept.replace(Kept { client, driver }) {
+            old.close_later();
+        }
+        self.last_fresh = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Runs the probe query on the kept connection.
+    async fn query(&mut self) -> Result<ServerState, tokio_postgres::Error> {
+        let client = &self.kept.as_ref().expect("a kept connection").client;
+        match query::run(client, self.sql).await {
             Err(e) if query::is_permission_denied(&e) && self.sql == query::FULL => {
                 warn!(server = %self.name, error = %e, "probe role may not read the WAL position; timelines and replay lag are unknown, so two writable servers cannot be ordered (see README: probe grants)");
                 self.sql = query::BASIC;
                 query::run(client, self.sql).await
             }
             r => r,
-        };
-        result.map(|mut s| {
-            s.fresh_connection = fresh;
-            s
-        })
+        }
     }
 }
+
+/// When the next probe of one server is due: `interval` after the last one
+/// started, or `incident_interval` while the server is in the incident set.
+/// A probe that overran its period is followed at once (never two at a time).
+#[derive(Debug, Clone)]
+struct Cadence {
+    interval: Duration,
+    incident_interval: Duration,
+    /// In the incident set.
+    fast: bool,
+    last_start: Option<Instant>,
+    next: Instant,
+}
+
+impl Cadence {
+    /// The first probe is due at once.
+    fn new(timing: &ProbeTiming, now: Instant) -> Cadence {
+        Cadence { interval: timing.interval, incident_interval: timing.incident_interval, fast: false, last_start: None, next: now }
+    }
+
+    fn period(&self) -> Duration {
+        if self.fast {
+            self.incident_interval
+        } else {
+            self.interval
+        }
+    }
+
+    /// A probe that started at `started` has finished at `now`.
+    fn probed(&mut self, started: Instant, now: Instant) {
+        self.last_start = Some(started);
+        self.next = (started + self.period()).max(now);
+    }
+
+    /// The server is (`true`) or is not in the incident set, as of `now`.
+    /// Entering it makes a probe due at once; leaving it returns to
+    /// `interval` counted from the last probe's start.
+    fn set_fast(&mut self, fast: bool, now: Instant) {
+        if fast == self.fast {
+            return;
+        }
+        self.fast = fast;
+        self.next = match (fast, self.last_start) {
+            (true, _) | (false, None) => self.next.min(now),
+            (false, Some(s)) => (s + self.interval).max(now),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -68,3 +68,17 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
     }
     ProbeFailure { kind: if definite { FailureKind::Definite } else { FailureKind::Ambiguous }, message }
 }
+
+/// [`classify`] for the new connection that replaces a kept one the server
+/// ended: if this session is ended as well (closed, or "terminating
+/// connection due to administrator command") the failure is ambiguous, not
+/// definite. Someone is ending sessions (an operator, an idle timeout), which
+/// does not prove the server is down; a server that is going away refuses
+/// the next connection or says it is shutting down, which stays definite.
+pub fn classify_retry(e: &tokio_postgres::Error) -> ProbeFailure {
+    let mut f = classify(e);
+    if e.is_closed() || e.code() == Some(&SqlState::ADMIN_SHUTDOWN) {
+        f.kind = FailureKind::Ambiguous;
+    }
+    f
+}

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Prober, TlsSetupError};
+use super::{IncidentSet, Prober, TlsSetupError};
 use crate::config::{Config, ProbeTiming, Server};
 use crate::observation::Tagged;
 
@@ -28,12 +28,18 @@ pub struct SetupError {
     pub source: TlsSetupError,
 }
 
-#[derive(Default)]
 pub struct Probers {
     running: HashMap<String, Running>,
+    /// Handed (cloned) to every prober; see [`crate::shared::Shared::incident`].
+    incident: IncidentSet,
 }
 
 impl Probers {
+    /// No probers yet; each one started later follows `incident`.
+    pub fn new(incident: IncidentSet) -> Probers {
+        Probers { running: HashMap::new(), incident }
+    }
+
     /// Builds probers for every server in `config` that lacks an identical
     /// running one. Fails without changing anything if one cannot be built.
     pub fn sync(&mut self, config: &Config, tx: &mpsc::Sender<Tagged>) -> Result<SyncReport, SetupError> {
@@ -56,7 +62,7 @@ impl Probers {
         }
         for (server, p) in fresh {
             let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(p.run(tx.clone(), stop_rx));
+            let task = tokio::spawn(p.run(tx.clone(), stop_rx, self.incident.clone()));
             let id = server.id.clone();
             if let Some(old) = self.running.insert(id.clone(), Running { server, timing: config.probe, stop, task }) {
                 let _ = old.stop.send(true);

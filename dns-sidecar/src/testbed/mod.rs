@@ -23,6 +23,14 @@
 //!   ([`Cluster::promote`]), crashed ([`Cluster::stop_immediate`]), hung
 //!   ([`Cluster::freeze`] / [`Cluster::thaw`]) or made read-only
 //!   ([`Cluster::set_default_read_only`]).
+//!   [`PairOptions::trio`] adds a second replica (`127.0.0.4`, `pg-c.test`).
+//!   For fault sequences a cluster can also come back writable on its old
+//!   timeline after a crash ([`Cluster::start_writable`]), be rebuilt as a
+//!   standby of another ([`Cluster::rebuild_as_standby_of`], with
+//!   `pg_rewind` or a fresh base backup), pause and resume WAL replay
+//!   ([`Cluster::pause_replay`]), end the probe's sessions from the server
+//!   side ([`Cluster::terminate_backends`]) and report its timeline
+//!   ([`Cluster::timeline`]).
 //! * [`Dnsmasq`]: an upstream DNS resolver on `127.0.0.1:<port>` with given
 //!   host, TXT and local-domain records and no upstream of its own.
 //!
@@ -92,6 +100,7 @@ mod pki;
 mod postgres;
 mod process;
 mod scratch;
+mod standby;
 
 #[cfg(test)]
 mod tests;
@@ -101,3 +110,4 @@ pub use error::{Result, TestbedError};
 pub use pair::{PairOptions, PgPair, KEEP_ENV};
 pub use postgres::{Cluster, PgBinaries};
 pub use scratch::DIR_ENV;
+pub use standby::Rebuild;

@@ -1,9 +1,9 @@
 //! A primary + streaming-replica pair ([`PgPair`]) on loopback, with TLS and
 //! SCRAM passwords: the smallest real setup in which "which server is
-//! writable" can change.
+//! writable" can change. [`PairOptions::trio`] adds a second replica, for
+//! fault sequences where the new primary fails too.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::error::{Result, TestbedError};
 use super::pki::Ca;
-use super::postgres::{Cluster, PgBinaries, PG_HINT};
+use super::postgres::{sql_literal, Cluster, PgBinaries, PG_HINT};
 use super::process::{self, run, RunAs, Watchdog, SH_PG_CRASH};
 use super::scratch;
 
@@ -39,6 +39,10 @@ pub struct PairOptions {
     /// Password of `probe_user` and of the `postgres` superuser. Empty
     /// (the default) means a random 24-character one.
     pub password: String,
+    /// More streaming replicas of the primary, as (loopback address, DNS name
+    /// in its certificate); they become [`PgPair::extra`]. Default none;
+    /// [`PairOptions::trio`] adds `127.0.0.4` / `pg-c.test`.
+    pub extra_replicas: Vec<(Ipv4Addr, String)>,
 }
 
 impl Default for PairOptions {
@@ -50,24 +54,50 @@ impl Default for PairOptions {
             replica_name: "pg-b.test".into(),
             probe_user: "probe".into(),
             password: String::new(),
+            extra_replicas: Vec::new(),
         }
     }
 }
 
 impl PairOptions {
+    /// The defaults plus a second replica on `127.0.0.4` (`pg-c.test`): a
+    /// primary and two streaming replicas.
+    pub fn trio() -> Self {
+        PairOptions {
+            extra_replicas: vec![(Ipv4Addr::new(127, 0, 0, 4), "pg-c.test".into())],
+            ..Default::default()
+        }
+    }
+
+    /// Every server's (address, name), the primary first.
+    fn servers(&self) -> Vec<(Ipv4Addr, &str)> {
+        let mut all = vec![
+            (self.primary_ip, self.primary_name.as_str()),
+            (self.replica_ip, self.replica_name.as_str()),
+        ];
+        all.extend(self.extra_replicas.iter().map(|(ip, n)| (*ip, n.as_str())));
+        all
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TestbedError::InvalidOptions(m));
-        for ip in [self.primary_ip, self.replica_ip] {
+        let servers = self.servers();
+        for (i, (ip, name)) in servers.iter().enumerate() {
             if !ip.is_loopback() {
                 return bad(format!(
                     "{ip} is not a loopback address; the testbed never listens elsewhere"
                 ));
             }
+            if servers[..i].iter().any(|(other, _)| other == ip) {
+                return bad(format!(
+                    "{ip} is used by two servers; each needs its own address (all use the same port)"
+                ));
+            }
+            if servers[..i].iter().any(|(_, other)| other == name) {
+                return bad(format!("{name:?} names two servers"));
+            }
         }
-        if self.primary_ip == self.replica_ip {
-            return bad("primary_ip and replica_ip must differ (both use the same port)".into());
-        }
-        for name in [&self.primary_name, &self.replica_name] {
+        for (_, name) in servers {
             if name.is_empty()
                 || !name
                     .chars()
@@ -103,6 +133,10 @@ pub struct PgPair {
     pub primary: Cluster,
     /// Initially the streaming replica.
     pub replica: Cluster,
+    /// Further streaming replicas of the primary
+    /// ([`PairOptions::extra_replicas`], in order; with
+    /// [`PairOptions::trio`], `extra[0]` is `pg-c.test` on `127.0.0.4`).
+    pub extra: Vec<Cluster>,
     /// Role for the sidecar's probes (`LOGIN`, no grants).
     pub probe_user: String,
     /// Password of `probe_user` and of the `postgres` superuser.
@@ -127,10 +161,12 @@ impl PgPair {
         let t0 = Instant::now();
         let run_as = RunAs::for_postgres()?;
         let dir = scratch::unique_dir("dns-sidecar-testbed")?;
-        let port = match scratch::free_port(
-            &[IpAddr::V4(opts.primary_ip), IpAddr::V4(opts.replica_ip)],
-            false,
-        ) {
+        let ips: Vec<IpAddr> = opts
+            .servers()
+            .iter()
+            .map(|(ip, _)| IpAddr::V4(*ip))
+            .collect();
+        let port = match scratch::free_port(&ips, false) {
             Ok(p) => p,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -161,6 +197,9 @@ impl PgPair {
         };
         let primary = cluster("a", &opts.primary_name, opts.primary_ip);
         let replica = cluster("b", &opts.replica_name, opts.replica_ip);
+        let extra = (opts.extra_replicas.iter().enumerate())
+            .map(|(i, (ip, name))| cluster(&format!("r{}", i + 2), name, *ip))
+            .collect();
         // Constructed before anything runs, so that an early `?` return
         // drops it and Drop tears down whatever was already started.
         let mut pair = PgPair {
@@ -169,22 +208,22 @@ impl PgPair {
             port,
             primary,
             replica,
+            extra,
             probe_user: opts.probe_user.clone(),
             password,
             _watchdog: None,
         };
         pair._watchdog = Some(Watchdog::spawn(
             &format!("{SH_PG_CRASH}\ndir=$1; shift\nfor d in \"$@\"; do pg_crash \"$d\"; done\nrm -rf \"$dir\"\n"),
-            &[
-                OsString::from(&pair.dir),
-                OsString::from(&pair.primary.data_dir),
-                OsString::from(&pair.replica.data_dir),
-            ],
+            &std::iter::once(OsString::from(&pair.dir))
+                .chain(pair.clusters().iter().map(|c| OsString::from(&c.data_dir)))
+                .collect::<Vec<_>>(),
         )?);
         pair.setup(&pki)?;
         tracing::info!(
             dir = %pair.dir.display(),
             port = pair.port,
+            servers = pair.clusters().len(),
             elapsed_ms = t0.elapsed().as_millis() as u64,
             "testbed: PostgreSQL pair started"
         );
@@ -192,7 +231,9 @@ impl PgPair {
     }
 
     fn setup(&self, pki: &Path) -> Result<()> {
-        let (p, r) = (&self.primary, &self.replica);
+        let p = &self.primary;
+        let all = self.clusters();
+        let replicas = &all[1..];
         let t0 = Instant::now();
         let step = |what: &str| {
             tracing::debug!(
@@ -200,7 +241,7 @@ impl PgPair {
                 "testbed: {what}"
             )
         };
-        for c in [p, r] {
+        for &c in &all {
             let cdir = c.log_file.parent().expect("cluster dir");
             mkdir(cdir)?;
             mkdir(&c.socket_dir)?;
@@ -216,7 +257,7 @@ impl PgPair {
         let (ca_result, initdb_result) = std::thread::scope(|s| {
             let ca = s.spawn(|| -> Result<()> {
                 let ca = Ca::create(pki)?;
-                for c in [p, r] {
+                for &c in &all {
                     let sc = ca.issue_server(&c.name, &c.name, IpAddr::V4(c.ip))?;
                     c.run_as.chown(&sc.key)?;
                 }
@@ -235,8 +276,8 @@ impl PgPair {
             .map_err(|e| TestbedError::io("reading postgresql.conf", e))?;
         conf.push_str(&common_conf(self.port));
         write_file(&p.data_dir.join("postgresql.conf"), &conf, 0o600)?;
-        write_cluster_conf(p)?;
-        for f in ["pg_hba.conf", "postgresql.conf", "testbed-cluster.conf"] {
+        p.write_cluster_conf()?;
+        for f in ["pg_hba.conf", "postgresql.conf"] {
             p.run_as.chown(&p.data_dir.join(f))?;
         }
         p.start()?;
@@ -249,24 +290,36 @@ impl PgPair {
         ))
         .map_err(|e| e.with_log("creating the probe role", &p.log_file))?;
 
-        self.basebackup()?;
-        step("base backup done");
-        write_cluster_conf(r)?;
-        r.run_as.chown(&r.data_dir.join("testbed-cluster.conf"))?;
-        r.start()?;
-        step("replica started");
+        // Replicas are independent of each other: base backups in parallel.
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (replicas.iter())
+                .map(|&r| {
+                    s.spawn(move || {
+                        r.basebackup_from(p)?;
+                        r.write_cluster_conf()?;
+                        r.start()
+                    })
+                })
+                .collect();
+            (threads.into_iter())
+                .map(|t| t.join().expect("replica setup thread panicked"))
+                .collect()
+        });
+        results.into_iter().collect::<Result<()>>()?;
+        step("replicas started");
 
+        let want = replicas.len().to_string();
         process::poll(
-            &format!("replica {} to stream from {}", r.name, p.name),
+            &format!("{want} replica(s) to stream from {}", p.name),
             Duration::from_secs(30),
             Duration::from_millis(5),
             || {
                 let n =
                     p.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?;
-                Ok((n != "0").then_some(()))
+                Ok((n == want).then_some(()))
             },
         )
-        .map_err(|e| e.with_log("waiting for streaming replication", &r.log_file))
+        .map_err(|e| e.with_log("waiting for streaming replication", &p.log_file))
     }
 
     fn initdb(&self, pwfile: &Path) -> Result<()> {
@@ -297,37 +350,19 @@ impl PgPair {
         Ok(())
     }
 
-    fn basebackup(&self) -> Result<()> {
-        let (p, r) = (&self.primary, &self.replica);
-        let mut cmd = r.pg_command("pg_basebackup");
-        cmd.arg("-D")
-            .arg(&r.data_dir)
-            // -R: write standby.signal + primary_conninfo (via the primary's
-            // unix socket); -c fast: do not wait for a spread checkpoint.
-            .args([
-                "-R", "-X", "stream", "-c", "fast", "-N", "-w", "-U", "postgres",
-            ])
-            .arg("-h")
-            .arg(&p.socket_dir)
-            .arg("-p")
-            .arg(self.port.to_string());
-        let what = format!("pg_basebackup of {} into {}", p.name, r.name);
-        run(&mut cmd, &what, Duration::from_secs(120), PG_HINT)
-            .map_err(|e| e.with_log(what, &p.log_file))?;
-        Ok(())
-    }
-
-    /// Both clusters, primary first.
-    pub fn clusters(&self) -> [&Cluster; 2] {
-        [&self.primary, &self.replica]
+    /// Every cluster: the primary, the replica, then [`PgPair::extra`].
+    pub fn clusters(&self) -> Vec<&Cluster> {
+        let mut all = vec![&self.primary, &self.replica];
+        all.extend(&self.extra);
+        all
     }
 }
 
 impl Drop for PgPair {
-    /// Thaw and crash-stop both servers, then delete the directory. Never
+    /// Thaw and crash-stop every server, then delete the directory. Never
     /// panics; failures are logged with `tracing::warn!`.
     fn drop(&mut self) {
-        for c in [&self.replica, &self.primary] {
+        for c in self.clusters().into_iter().rev() {
             if let Err(e) = c.stop_immediate() {
                 tracing::warn!(cluster = %c.name, error = %e, "testbed: stop failed; killing");
                 if let Some(pm) = c.pid() {
@@ -370,11 +405,17 @@ fn common_conf(port: u16) -> String {
 port = {port}
 fsync = off
 synchronous_commit = off
-full_page_writes = off
+# pg_rewind (Cluster::rebuild_as_standby_of) needs full-page images and
+# hint-bit WAL records to find every page that diverged.
+full_page_writes = on
+wal_log_hints = on
+# A standby that found no WAL (its primary restarted, a timeline switch
+# after a rebuild) tries again after this long instead of 5 s.
+wal_retrieve_retry_interval = '100ms'
 shared_buffers = 16MB
 max_connections = 30
 wal_level = replica
-max_wal_senders = 5
+max_wal_senders = 10
 wal_keep_size = 64MB
 hot_standby = on
 ssl = on
@@ -384,18 +425,6 @@ log_line_prefix = '%m [%p] %q%u@%d '
 include 'testbed-cluster.conf'
 "
     )
-}
-
-/// Per-server settings: its own address, socket directory and certificate.
-fn write_cluster_conf(c: &Cluster) -> Result<()> {
-    let mut s = String::new();
-    let q = |p: &Path| sql_literal(&p.to_string_lossy());
-    let _ = writeln!(s, "cluster_name = {}", sql_literal(&c.name));
-    let _ = writeln!(s, "listen_addresses = '{}'", c.ip);
-    let _ = writeln!(s, "unix_socket_directories = {}", q(&c.socket_dir));
-    let _ = writeln!(s, "ssl_cert_file = {}", q(&c.cert_file));
-    let _ = writeln!(s, "ssl_key_file = {}", q(&c.key_file));
-    write_file(&c.data_dir.join("testbed-cluster.conf"), &s, 0o600)
 }
 
 /// Unix socket paths are limited to 107 bytes.
@@ -415,7 +444,7 @@ fn mkdir(p: &Path) -> Result<()> {
     fs::create_dir_all(p).map_err(|e| TestbedError::io(format!("creating {}", p.display()), e))
 }
 
-fn write_file(p: &Path, contents: &str, mode: u32) -> Result<()> {
+pub(crate) fn write_file(p: &Path, contents: &str, mode: u32) -> Result<()> {
     fs::write(p, contents).map_err(|e| TestbedError::io(format!("writing {}", p.display()), e))?;
     fs::set_permissions(p, fs::Permissions::from_mode(mode))
         .map_err(|e| TestbedError::io(format!("chmod {}", p.display()), e))
@@ -426,11 +455,6 @@ fn random_password() -> String {
     (0..24)
         .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
         .collect()
-}
-
-/// SQL string literal (also valid in postgresql.conf).
-fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn sql_ident(s: &str) -> String {

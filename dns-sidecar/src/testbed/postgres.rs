@@ -23,7 +23,7 @@ const SQL_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the PostgreSQL server binaries (`initdb`, `pg_ctl`, `pg_basebackup`,
-/// `postgres`, `psql`) live.
+/// `pg_rewind`, `postgres`, `psql`) live.
 #[derive(Clone, Debug)]
 pub struct PgBinaries {
     pub bindir: PathBuf,
@@ -65,7 +65,14 @@ impl PgBinaries {
     /// Use the binaries in `dir`, checking that all needed programs exist.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Result<Self> {
         let bins = PgBinaries { bindir: dir.into() };
-        for name in ["initdb", "pg_ctl", "pg_basebackup", "postgres", "psql"] {
+        for name in [
+            "initdb",
+            "pg_ctl",
+            "pg_basebackup",
+            "pg_rewind",
+            "postgres",
+            "psql",
+        ] {
             let p = bins.path(name);
             if !process::is_executable(&p) {
                 return Err(TestbedError::MissingBinary {
@@ -443,4 +450,9 @@ pub(crate) fn conn_quote(v: &str) -> String {
         return v.to_string();
     }
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// SQL string literal (also valid in postgresql.conf).
+pub(crate) fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }

@@ -194,6 +194,7 @@ impl RunAs {
 /// Captured result of a successful [`run`].
 pub(crate) struct Output {
     pub stdout: String,
+    pub stderr: String,
 }
 
 /// Run `cmd` to completion with stdin closed, capturing stdout and stderr,
@@ -237,7 +238,7 @@ pub(crate) fn run(cmd: &mut Command, what: &str, timeout: Duration, hint: &str) 
             output,
         });
     }
-    Ok(Output { stdout })
+    Ok(Output { stdout, stderr })
 }
 
 /// Spawn, mapping "program not found" to [`TestbedError::MissingBinary`].

@@ -23,7 +23,7 @@ pub(crate) fn base_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() && shm_free_kib(shm).map_or(true, |kib| kib >= MIN_SHM_FREE_KIB) {
+    if shm.is_dir() && shm_free_kib(shm).is_none_or(|kib| kib >= MIN_SHM_FREE_KIB) {
         return shm.to_path_buf();
     }
     std::env::temp_dir()

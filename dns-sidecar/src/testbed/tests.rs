@@ -264,3 +264,129 @@ fn dnsmasq_records_nxdomain_truncation() {
     assert!(!dir.exists());
     assert!(!process::alive(pid));
 }
+
+/// Waits until `c` has replayed everything `primary` wrote so far.
+fn caught_up(primary: &Cluster, c: &Cluster) {
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()").unwrap();
+    process::poll("replay to catch up", T, Duration::from_millis(5), || {
+        Ok((c.sql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"))? == "t").then_some(()))
+    })
+    .unwrap();
+}
+
+fn has_table(c: &Cluster, table: &str) -> bool {
+    c.sql(&format!("SELECT to_regclass('{table}') IS NOT NULL")).unwrap() == "t"
+}
+
+/// The fault-sequence operations on a primary and two replicas: replay
+/// paused and resumed, the probe's sessions ended from the server, then the
+/// classic split-brain lineage: primary killed, replica promoted (timeline
+/// 2), old primary back writable on timeline 1 with a diverged write,
+/// rewound as a standby of the new primary, third server rebuilt from a
+/// fresh base backup.
+#[test]
+fn trio_replay_pause_terminate_diverge_rewind_rebuild() {
+    let bins = PgBinaries::locate().expect("PostgreSQL binaries");
+    let t0 = Instant::now();
+    let pair = PgPair::start(&bins, PairOptions::trio()).expect("start trio");
+    eprintln!("PgPair::start (trio) took {:?}", t0.elapsed());
+    let (a, b, c) = (&pair.primary, &pair.replica, &pair.extra[0]);
+    assert_eq!((c.name.as_str(), c.ip), ("pg-c.test", Ipv4Addr::new(127, 0, 0, 4)));
+    assert_eq!(pair.clusters().len(), 3);
+    for s in [b, c] {
+        assert!(s.is_in_recovery().unwrap());
+        // TLS with its own name, SCRAM, the probe role.
+        let out = bins
+            .psql_client(&s.conninfo(&pair.probe_user), Some(&pair.password), "SELECT pg_is_in_recovery()", T)
+            .unwrap();
+        assert_eq!(out, "t", "{}", s.name);
+    }
+    for s in pair.clusters() {
+        assert_eq!(s.timeline().unwrap(), 1, "{}", s.name);
+    }
+
+    // Replay paused on c: it receives WAL but does not apply it.
+    c.pause_replay().unwrap();
+    a.sql("CREATE TABLE while_paused (x int)").unwrap();
+    caught_up(a, b);
+    assert!(has_table(b, "while_paused"));
+    process::poll("c to receive WAL it does not replay", T, Duration::from_millis(5), || {
+        let lag = c.sql("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())")?;
+        Ok((lag.parse::<f64>().unwrap() > 0.0).then_some(()))
+    })
+    .unwrap();
+    assert!(!has_table(c, "while_paused"));
+    c.resume_replay().unwrap();
+    caught_up(a, c);
+    assert!(has_table(c, "while_paused"));
+    assert!(a.pause_replay().is_err(), "a primary has no replay to pause");
+
+    // A client session ended from the server side.
+    let conninfo = format!("{} application_name=holder", a.conninfo(&pair.probe_user));
+    let (bins2, pw) = (bins.clone(), pair.password.clone());
+    let holder = std::thread::spawn(move || {
+        bins2.psql_client(&conninfo, Some(&pw), "SELECT pg_sleep(60)", Duration::from_secs(90))
+    });
+    process::poll("the holder session", T, Duration::from_millis(5), || {
+        Ok((a.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'holder'")? == "1").then_some(()))
+    })
+    .unwrap();
+    assert_eq!(a.terminate_backends("holder").unwrap(), 1);
+    let err = holder.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains("terminating connection due to administrator command"), "{err}");
+    assert_eq!(a.terminate_backends("holder").unwrap(), 0);
+
+    // Kill the primary, promote b: timeline 2.
+    a.stop_immediate().unwrap();
+    b.promote(true).unwrap();
+    assert_eq!(b.timeline().unwrap(), 2);
+    b.sql("CREATE TABLE on_b (x int)").unwrap();
+    // The old primary comes back as it was: writable, on timeline 1.
+    assert!(b.start_writable().is_err(), "start_writable refuses a running server");
+    a.start_writable().unwrap();
+    assert!(!a.is_in_recovery().unwrap());
+    assert_eq!(a.timeline().unwrap(), 1);
+    a.sql("CREATE TABLE diverged (x int)").unwrap();
+    assert!(!has_table(a, "on_b"));
+
+    // Rewound as a standby of b: b's history, not its own diverged write.
+    let t1 = Instant::now();
+    a.rebuild_as_standby_of(b, Rebuild::Rewind).unwrap();
+    eprintln!("rebuild_as_standby_of(Rewind) took {:?}", t1.elapsed());
+    assert!(a.is_in_recovery().unwrap());
+    assert_eq!(a.timeline().unwrap(), 2);
+    assert!(has_table(a, "on_b"));
+    assert!(!has_table(a, "diverged"));
+    // It still answers on its own address with its own certificate.
+    let out = bins
+        .psql_client(&a.conninfo(&pair.probe_user), Some(&pair.password), "SELECT pg_is_in_recovery()", T)
+        .unwrap();
+    assert_eq!(out, "t");
+
+    // c followed a's timeline 1 (and its diverged write); a fresh base
+    // backup of b makes it b's standby.
+    let t1 = Instant::now();
+    c.rebuild_as_standby_of(b, Rebuild::BaseBackup).unwrap();
+    eprintln!("rebuild_as_standby_of(BaseBackup) took {:?}", t1.elapsed());
+    assert_eq!(c.timeline().unwrap(), 2);
+    b.sql("CREATE TABLE after_rebuild (x int)").unwrap();
+    for s in [a, c] {
+        caught_up(b, s);
+        assert!(has_table(s, "after_rebuild"), "{}", s.name);
+        assert!(!has_table(s, "diverged"), "{}", s.name);
+    }
+    assert_eq!(
+        b.sql("SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_replication WHERE state = 'streaming'")
+            .unwrap(),
+        "pg-a.test,pg-c.test"
+    );
+
+    let dir = pair.dir.clone();
+    let pids: Vec<u32> = pair.clusters().iter().filter_map(|c| c.pid()).collect();
+    assert_eq!(pids.len(), 3);
+    drop(pair);
+    assert!(!dir.exists());
+    for pid in pids {
+        assert!(!process::alive(pid), "postmaster {pid} still alive");
+    }
+}

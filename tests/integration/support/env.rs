@@ -1,5 +1,6 @@
-//! A running sidecar with (optionally) a real primary + replica pair behind it
-//! and a real dnsmasq as its upstream.
+//! A running sidecar with (optionally) a real primary + replica pair (or a
+//! primary + two replicas) behind it, optionally reached through controllable
+//! proxies, and a real dnsmasq as its upstream.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use dns_sidecar::testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 
+use super::proxy::Proxy;
 use super::sidecar::Sidecar;
 use super::{dig, raw};
 
@@ -20,8 +22,28 @@ pub struct Env {
     pub pair: Option<PgPair>,
     pub upstream: Dnsmasq,
     pub config_text: String,
+    /// `(server id, proxy)` for the servers in [`Options::proxied`].
+    pub proxies: Vec<(String, Proxy)>,
     _dir: tempdir::Dir,
 }
+
+/// What [`Env::start_opts`] sets up beyond the defaults of [`Env::start`].
+#[derive(Default)]
+pub struct Options {
+    /// A primary and two replicas (servers `a`, `b`, `c`; `c` is
+    /// `pg-c.test` on 127.0.0.4) instead of a pair. Every alias lists all.
+    pub trio: bool,
+    /// Ids of servers the sidecar reaches through a [`Proxy`] (see
+    /// [`Env::proxy`]) instead of directly.
+    pub proxied: Vec<&'static str>,
+    /// Lines added to the `[probe]` table, e.g. `"fall = 5"`.
+    pub probe: String,
+    /// TOML appended to the generated config.
+    pub extra: String,
+}
+
+/// The server ids of a pair's clusters, in [`PgPair::clusters`] order.
+pub const IDS: [&str; 4] = ["a", "b", "c", "d"];
 
 /// The upstream every test uses: the servers' names, a forwarded name, a
 /// name with an answer too big for UDP, and NXDOMAIN below example.test.
@@ -34,6 +56,7 @@ pub fn upstream() -> Dnsmasq {
         hosts: vec![
             ("pg-a.test".into(), "127.0.0.2".parse().unwrap()),
             ("pg-b.test".into(), "127.0.0.3".parse().unwrap()),
+            ("pg-c.test".into(), "127.0.0.4".parse().unwrap()),
             ("www.example.test".into(), "127.0.0.9".parse().unwrap()),
         ],
         local_domains: vec!["test".into()],
@@ -46,6 +69,12 @@ pub fn upstream() -> Dnsmasq {
 /// The sidecar config for a pair (or none), with extra TOML appended. The
 /// state file goes next to the password file.
 pub fn config_text(pair: Option<&PgPair>, upstream: SocketAddr, pw_file: &Path, extra: &str) -> String {
+    render(pair, upstream, pw_file, "", &[], extra)
+}
+
+/// [`config_text`] with `probe` lines in the `[probe]` table and the servers
+/// in `via` reached at the given (proxy) address instead of their own.
+pub fn render(pair: Option<&PgPair>, upstream: SocketAddr, pw_file: &Path, probe: &str, via: &[(String, SocketAddr)], extra: &str) -> String {
     let state = pw_file.with_file_name("sidecar-state.json");
     let mut t = format!(
         r#"
@@ -67,6 +96,7 @@ interval = "{}ms"
 deadline = "{}ms"
 user = "probe"
 password_file = "{}"
+{probe}
 "#,
         state.display(),
         INTERVAL.as_millis(),
@@ -74,37 +104,35 @@ password_file = "{}"
         pw_file.display()
     );
     if let Some(p) = pair {
+        t.push_str(&format!("sslmode = \"verify-full\"\nsslrootcert = \"{}\"\nport = {}\n", p.ca_cert.display(), p.port));
+        let clusters = p.clusters();
+        let ids = &IDS[..clusters.len()];
+        for (id, c) in ids.iter().zip(&clusters) {
+            // `host` stays the certificate's name, so TLS is verified against
+            // the real server even when the bytes go through a proxy.
+            t.push_str(&format!("\n[servers.{id}]\ntarget = \"{}\"\n", c.name));
+            match via.iter().find(|(v, _)| v == id) {
+                Some((_, addr)) => t.push_str(&format!("hostaddr = \"{}\"\nport = {}\n", addr.ip(), addr.port())),
+                None => t.push_str(&format!("hostaddr = \"{}\"\n", c.ip)),
+            }
+        }
+        let list = ids.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
         t.push_str(&format!(
-            r#"sslmode = "verify-full"
-sslrootcert = "{ca}"
-port = {port}
-
-[servers.a]
-target = "pg-a.test"
-hostaddr = "{a}"
-
-[servers.b]
-target = "pg-b.test"
-hostaddr = "{b}"
-
+            r#"
 [[aliases]]
 name = "prod.db.test"
-servers = ["a", "b"]
+servers = [{list}]
 
 [[aliases]]
 name = "ro.db.test"
 role = "standby"
-servers = ["a", "b"]
+servers = [{list}]
 
 [[aliases]]
 name = "strict.db.test"
 on_no_match = "servfail"
-servers = ["a", "b"]
-"#,
-            ca = p.ca_cert.display(),
-            port = p.port,
-            a = p.primary.ip,
-            b = p.replica.ip,
+servers = [{list}]
+"#
         ));
     }
     t.push_str(extra);
@@ -119,11 +147,27 @@ impl Env {
 
     /// Like [`Env::start`], running `setup` on the pair before the sidecar starts.
     pub async fn start_with(with_pg: bool, extra: &str, setup: impl FnOnce(&PgPair) + Send + 'static) -> Env {
+        Self::build(with_pg, Options { extra: extra.into(), ..Default::default() }, setup).await
+    }
+
+    /// A pair (or trio) with the sidecar configured as `opts` says.
+    pub async fn start_opts(opts: Options) -> Env {
+        Self::build(true, opts, |_| {}).await
+    }
+
+    /// [`Env::start_opts`], running `setup` on the servers before the sidecar starts.
+    pub async fn start_opts_with(opts: Options, setup: impl FnOnce(&PgPair) + Send + 'static) -> Env {
+        Self::build(true, opts, setup).await
+    }
+
+    async fn build(with_pg: bool, opts: Options, setup: impl FnOnce(&PgPair) + Send + 'static) -> Env {
+        let trio = opts.trio;
         let pair = if with_pg {
             Some(
-                tokio::task::spawn_blocking(|| {
+                tokio::task::spawn_blocking(move || {
                     let bins = PgBinaries::locate().expect("PostgreSQL server binaries");
-                    let pair = PgPair::start(&bins, PairOptions::default()).expect("starting a primary + replica pair");
+                    let pair_opts = if trio { PairOptions::trio() } else { PairOptions::default() };
+                    let pair = PgPair::start(&bins, pair_opts).expect("starting PostgreSQL servers");
                     setup(&pair);
                     pair
                 })
@@ -137,9 +181,17 @@ impl Env {
         let dir = tempdir::Dir::new();
         let pw_file = dir.path().join("probe.pw");
         std::fs::write(&pw_file, format!("{}\n", pair.as_ref().map_or("unused", |p| p.password.as_str()))).unwrap();
-        let config_text = config_text(pair.as_ref(), upstream.addr, &pw_file, extra);
+        let mut proxies = Vec::new();
+        if let Some(p) = &pair {
+            for id in &opts.proxied {
+                let i = IDS.iter().position(|x| x == id).unwrap_or_else(|| panic!("no server {id}"));
+                proxies.push((id.to_string(), Proxy::start(p.clusters()[i].addr())));
+            }
+        }
+        let via: Vec<(String, SocketAddr)> = proxies.iter().map(|(id, p)| (id.clone(), p.addr)).collect();
+        let config_text = render(pair.as_ref(), upstream.addr, &pw_file, &opts.probe, &via, &opts.extra);
         let sidecar = Sidecar::start(&config_text).expect("starting the sidecar");
-        Env { dns: sidecar.dns, sidecar: Some(sidecar), pair, upstream, config_text, _dir: dir }
+        Env { dns: sidecar.dns, sidecar: Some(sidecar), pair, upstream, config_text, proxies, _dir: dir }
     }
 
     /// Stops the sidecar (as a crash or a rolling update would); see
@@ -187,6 +239,25 @@ impl Env {
     /// The state file of this env's sidecar.
     pub fn state_file(&self) -> PathBuf {
         self._dir.path().join("sidecar-state.json")
+    }
+
+    /// The proxy in front of server `id` (see [`Options::proxied`]).
+    pub fn proxy(&self, id: &str) -> &Proxy {
+        self.proxies.iter().find(|(i, _)| i == id).map(|(_, p)| p).unwrap_or_else(|| panic!("server {id} has no proxy"))
+    }
+
+    /// The value of one sample in the sidecar's `/metrics` text, e.g.
+    /// `dns_sidecar_probes_total{server="a",result="ok"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = self.sidecar().shared.metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// `dns_sidecar_probes_total` of server `id` with `result` (ok, timeout, error).
+    pub fn probes(&self, id: &str, result: &str) -> u64 {
+        self.metric(&format!("dns_sidecar_probes_total{{server=\"{id}\",result=\"{result}\"}}")) as u64
     }
 
     pub fn pair(&self) -> &PgPair {

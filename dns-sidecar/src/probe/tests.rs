@@ -1,0 +1,216 @@
+//! The probe cadence (pure), and the prober loop against real sockets: a
+//! listener that hangs up on every connection (no PostgreSQL needed) and a
+//! real primary whose probe session is killed.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::config::Config;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn timing(interval_ms: u64, incident_ms: u64) -> ProbeTiming {
+    ProbeTiming { interval: MS * interval_ms as u32, incident_interval: MS * incident_ms as u32, ..ProbeTiming::default() }
+}
+
+#[test]
+fn cadence_follows_interval_and_never_overlaps() {
+    let t0 = Instant::now();
+    let mut c = Cadence::new(&timing(100, 10), t0);
+    assert_eq!(c.next, t0, "the first probe is due at once");
+    c.probed(t0, t0 + MS * 3);
+    assert_eq!(c.next, t0 + MS * 100, "counted from the start of the last probe");
+    // A probe that overran its period (a deadline) is followed at once, not
+    // by a burst of catch-up probes.
+    c.probed(t0 + MS * 100, t0 + MS * 1100);
+    assert_eq!(c.next, t0 + MS * 1100);
+}
+
+#[test]
+fn cadence_speeds_up_at_once_and_slows_down_from_the_last_probe() {
+    let t0 = Instant::now();
+    let mut c = Cadence::new(&timing(100, 10), t0);
+    c.probed(t0, t0 + MS);
+    // Entering the incident set: a probe is due now, not at t0 + 100ms.
+    c.set_fast(true, t0 + MS * 20);
+    assert_eq!(c.next, t0 + MS * 20);
+    c.probed(t0 + MS * 20, t0 + MS * 21);
+    assert_eq!(c.next, t0 + MS * 30);
+    // Repeating the same membership changes nothing.
+    c.set_fast(true, t0 + MS * 25);
+    assert_eq!(c.next, t0 + MS * 30);
+    // Leaving it: the normal interval, counted from the last probe's start.
+    c.set_fast(false, t0 + MS * 25);
+    assert_eq!(c.next, t0 + MS * 120);
+    // ...or at once if that is already past.
+    c.probed(t0 + MS * 120, t0 + MS * 121);
+    c.set_fast(true, t0 + MS * 122);
+    c.probed(t0 + MS * 122, t0 + MS * 123);
+    c.set_fast(false, t0 + MS * 300);
+    assert_eq!(c.next, t0 + MS * 300);
+}
+
+/// A TCP listener that accepts and at once closes every connection, counting
+/// them: each probe against it fails quickly with one connect.
+fn hang_up_listener() -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let n = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, accepted)
+}
+
+fn config(server_table: &str, probe: &str) -> Config {
+    let text = format!(
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n[probe]\nuser = \"probe\"\n{probe}\n[servers.a]\n{server_table}\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
+    );
+    Config::from_toml(Path::new("probe-test.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Observations received within `window`.
+async fn collect(rx: &mut mpsc::Receiver<Tagged>, window: Duration) -> Vec<Observation> {
+    let end = tokio::time::Instant::now() + window;
+    let mut got = Vec::new();
+    while let Ok(Some(t)) = tokio::time::timeout_at(end, rx.recv()).await {
+        got.push(t.obs);
+    }
+    got
+}
+
+#[tokio::test]
+async fn incident_set_switches_the_cadence() {
+    let (port, accepted) = hang_up_listener();
+    let cfg = config(&format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""), "interval = \"1s\"\nincident_interval = \"10ms\"\ndeadline = \"500ms\"");
+    let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let (stop, stop_rx) = watch::channel(false);
+    let incident = watch::Sender::new(Arc::new(BTreeSet::<String>::new()));
+    let task = tokio::spawn(prober.run(tx, stop_rx, incident.subscribe()));
+
+    // Normal cadence: the first probe at once, then nothing for a second.
+    let normal = collect(&mut rx, MS * 400).await;
+    assert_eq!(normal.len(), 1, "{normal:?}");
+    assert!(normal[0].outcome.is_err());
+
+    // Another server's incident changes nothing here.
+    incident.send_replace(Arc::new(BTreeSet::from(["b".to_string()])));
+    assert!(collect(&mut rx, MS * 200).await.is_empty());
+
+    // In the set: a probe at once (the normal one is ~400ms away), then
+    // every 10ms (generous bound: a loaded 2-core machine).
+    let entered = Instant::now();
+    incident.send_replace(Arc::new(BTreeSet::from(["a".to_string(), "b".to_string()])));
+    let first = tokio::time::timeout(MS * 300, rx.recv()).await.expect("a probe at once").unwrap();
+    assert!(first.obs.at >= entered);
+    let fast = collect(&mut rx, MS * 500).await;
+    eprintln!("MEASURED incident cadence: {} probes in 500 ms at incident_interval 10ms (first after {:?})", fast.len(), first.obs.at - entered);
+    assert!(fast.len() >= 15, "only {} probes in 500ms at a 10ms cadence", fast.len());
+    assert!(fast.len() <= 51, "{} probes in 500ms: faster than the cadence", fast.len());
+
+    // Out of the set: back to one probe per second, counted from the last.
+    incident.send_replace(Arc::default());
+    let slow = collect(&mut rx, MS * 600).await;
+    assert!(slow.len() <= 1, "{} probes in 600ms after leaving the incident set", slow.len());
+
+    let _ = stop.send(true);
+    task.await.unwrap();
+    // One connection per probe: never more than one attempt per probe (no
+    // kept connection to retry on here).
+    let probes = 1 + 1 + fast.len() + slow.len();
+    assert_eq!(accepted.load(Ordering::SeqCst), probes);
+}
+
+/// Closing the sender of the incident set must not make the loop spin.
+#[tokio::test]
+async fn a_dropped_incident_sender_keeps_the_cadence() {
+    let (port, _) = hang_up_listener();
+    let cfg = config(&format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""), "interval = \"200ms\"");
+    let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let (stop, stop_rx) = watch::channel(false);
+    let incident = watch::Sender::new(Arc::new(BTreeSet::<String>::new()));
+    let task = tokio::spawn(prober.run(tx, stop_rx, incident.subscribe()));
+    drop(incident);
+    let got = collect(&mut rx, MS * 700).await;
+    assert!((3..=5).contains(&got.len()), "{} probes in 700ms at a 200ms interval", got.len());
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
+
+/// A real primary that kills the probe's session over and over: the
+/// server is healthy, so every observation must be a success (the prober
+/// retries on a new connection within the deadline). A server that really
+/// goes away is still reported, as a definite failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_probe_session_is_not_a_failure() {
+    use crate::testbed::{PairOptions, PgBinaries, PgPair};
+    let pair = tokio::task::spawn_blocking(|| PgPair::start(&PgBinaries::locate().unwrap(), PairOptions::default()).unwrap()).await.unwrap();
+    let p = pair.primary.clone();
+    let dir = std::env::temp_dir().join(format!("dns-sidecar-probe-test-{}-{}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::File::create(&pw).unwrap().write_all(pair.password.as_bytes()).unwrap();
+    let cfg = config(
+        &format!("target = \"{}\"\nhostaddr = \"{}\"\nport = {}\napplication_name = \"probe-retry-test\"", p.name, p.ip, p.port),
+        &format!("interval = \"20ms\"\nsslmode = \"verify-full\"\nsslrootcert = \"{}\"\npassword_file = \"{}\"", pair.ca_cert.display(), pw.display()),
+    );
+    let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
+    let (tx, mut rx) = mpsc::channel(4096);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(prober.run(tx, stop_rx, watch::Sender::new(Arc::default()).subscribe()));
+    let first = rx.recv().await.unwrap().obs;
+    assert!(first.outcome.is_ok(), "{first:?}");
+
+    // Kill the session 15 times, at various points of the 20ms cycle.
+    let killer = p.clone();
+    let killed = tokio::task::spawn_blocking(move || {
+        let mut killed = 0;
+        for i in 0..15 {
+            killed += killer.terminate_backends("probe-retry-test").unwrap();
+            std::thread::sleep(MS * (37 + 3 * i));
+        }
+        killed
+    })
+    .await
+    .unwrap();
+    let obs = collect(&mut rx, MS * 100).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(killed >= 10, "only {killed} probe sessions were terminated; the test proves nothing");
+    assert!(obs.len() >= 20, "{} observations", obs.len());
+    let failures: Vec<_> = obs.iter().filter_map(|o| o.outcome.as_ref().err()).collect();
+    assert!(failures.is_empty(), "a healthy server was reported failing: {failures:?}");
+    let fresh = obs.iter().filter(|o| o.outcome.as_ref().is_ok_and(|s| s.fresh_connection)).count();
+    assert!(fresh >= killed as usize / 2, "{fresh} fresh connections for {killed} killed sessions");
+
+    // A crash is still a definite failure: the retry is refused (or told the
+    // server is shutting down). A retry that races the shutdown and sees its
+    // new session closed is ambiguous; the next probe is refused.
+    tokio::task::spawn_blocking(move || p.stop_immediate()).await.unwrap().unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let o = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an observation").unwrap().obs;
+        if let Err(f) = o.outcome {
+            if f.kind == FailureKind::Definite {
+                break;
+            }
+            seen.push(f);
+            assert!(seen.len() <= 1, "more than one ambiguous failure after a crash: {seen:?}");
+        }
+    }
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
