@@ -5,9 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use dns_sidecar::control::Override;
 use dns_sidecar::status::Status;
+use dns_sidecar::testbed::Rebuild;
 
-use crate::support::env::{Env, INTERVAL};
+use crate::support::env::{Env, Options, INTERVAL};
 use crate::support::{dig, raw};
 
 const PROD: &str = "prod.db.test.";
@@ -243,4 +245,62 @@ async fn a_corrupt_or_foreign_state_file_is_reported_not_fatal() {
         assert!(start.elapsed() < Duration::from_secs(5), "the unusable file was not replaced");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The normal way back: the old primary, back writable on its old timeline,
+/// is rebuilt as a standby of the new one (seen in recovery: fence lifted),
+/// and is followed once it is promoted in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_old_primary_is_followed_after_its_own_promote() {
+    let env = Env::start(true, "").await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    kill_a(&env).await;
+    promote_b(&env).await;
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    restart_a_writable(&env).await;
+    env.assert_stays(PROD, B, INTERVAL * 3).await;
+    assert!(fence(&env.status(), PROD, "a").is_some());
+    let (a, b) = (env.pair().primary.clone(), env.pair().replica.clone());
+    blocking(move || a.rebuild_as_standby_of(&b, Rebuild::Rewind)).await.expect("pg_rewind a from b");
+    let start = Instant::now();
+    while fence(&env.status(), PROD, "a").is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "a seen in recovery: the fence is lifted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_b(&env).await;
+    let a = env.pair().primary.clone();
+    blocking(move || a.promote(true)).await.expect("promote a");
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    assert_eq!(env.app_connect("prod.db.test").await.unwrap(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+}
+
+/// Three servers: A primary, B and C its standbys. A dies, B is promoted
+/// (timeline 2) while C keeps waiting for A. B dies, and C is promoted: also
+/// timeline 2, but a fork without B's writes. The alias does not follow it
+/// until an operator says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_promoted_later_onto_the_same_timeline_is_not_followed() {
+    let env = Env::start_opts(Options { trio: true, ..Default::default() }).await;
+    env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
+    kill_a(&env).await;
+    promote_b(&env).await;
+    env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
+    kill_b(&env).await;
+    let c = env.pair().extra[0].clone();
+    let tl = blocking(move || {
+        c.promote(true)?;
+        c.timeline()
+    })
+    .await
+    .expect("promote c");
+    assert_eq!(tl, 2, "the fork lands on the same timeline as b");
+    env.assert_never(PROD, "pg-c.test.", INTERVAL * 10).await;
+    assert_eq!(raw::cname_of(env.dns, PROD).as_deref(), Some(B));
+    let status = env.status();
+    let f = fence(&status, PROD, "c").unwrap_or_else(|| panic!("c is fenced: {:?}", status.aliases));
+    assert_eq!((f.kind.as_str(), f.holding), ("same-timeline", true), "{f:?}");
+    // The operator knows b is gone for good and c is to carry on.
+    let summary = env.apply(Override::Unfence { alias: "prod.db.test".into(), server: Some("c".into()) });
+    assert!(summary.contains("fence on c lifted"), "{summary}");
+    env.wait_for_target(PROD, "pg-c.test.", Duration::from_secs(2)).await;
 }
