@@ -229,8 +229,7 @@ fn restart_mid_failover_remembers_fences_and_the_floor() {
 #[test]
 fn restore_skips_what_the_config_no_longer_has() {
     let s = Sim::new("read-write", "keep-last");
-    let mut r = super::snapshot::Remembered::default();
-    r.drained = vec!["a".into(), "gone".into()];
+    let mut r = super::snapshot::Remembered { drained: vec!["a".into(), "gone".into()], ..Default::default() };
     r.aliases.insert("old.db.internal.".into(), Default::default());
     r.aliases.insert(
         "prod.db.internal.".into(),

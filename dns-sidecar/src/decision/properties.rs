@@ -488,7 +488,8 @@ proptest! {
                 _ => Vec::new(),
             };
             let full = matches!(op, Op::Probe(7)) && !cluster.truth.contains(&Truth::Frozen);
-            stable = if full { stable + 1 } else if matches!(op, Op::Probe(_) | Op::Wait) { 0 } else { 0 };
+            // Anything but a full, clean probe round starts the count again.
+            stable = if full { stable + 1 } else { 0 };
             for o in &obs {
                 if let Ok(ServerState { in_recovery: false, timeline: Some(t), .. }) = &o.outcome {
                     max_seen = max_seen.max(*t);
