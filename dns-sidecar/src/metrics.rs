@@ -3,6 +3,16 @@
 //! The registry is owned (no global recorder). Counters touched on the DNS
 //! query path are created up front and kept as plain handles (an atomic add
 //! each), so the query path never takes the label-map lock of a `Family`.
+//!
+//! Every series whose labels are known from the config (each server, alias,
+//! upstream, and each result) exists from start-up at 0 ([`Metrics::prepare`]):
+//! Prometheus's `increase()` needs a sample before the first event, or the
+//! first split brain after a start would never raise an alert.
+//!
+//! The exposition is OpenMetrics 1.0 text (what prometheus-client writes:
+//! `# TYPE x counter` above `x_total` samples, `# EOF` at the end), served as
+//! [`CONTENT_TYPE`]. Prometheus asks for OpenMetrics first in its `Accept`
+//! header and parses by the answer's content type.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +20,22 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Probe results (`dns_sidecar_probes_total{result}`).
+pub const PROBE_RESULTS: [&str; 3] = ["ok", "timeout", "error"];
+/// Upstream failure kinds (`dns_sidecar_upstream_errors_total{kind}`).
+pub const UPSTREAM_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
+/// Reload results (`dns_sidecar_config_reloads_total{result}`).
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+/// Hook results (`dns_sidecar_hook_runs_total{result}`).
+pub const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
+/// State file write results (`dns_sidecar_state_writes_total{result}`).
+pub const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// What kind of query an answer was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +216,89 @@ impl Metrics {
         self.answer_latency[kind as usize].observe(seconds);
     }
 
-    /// The Prometheus text exposition.
+    /// Creates, at 0, every series whose labels `config` determines, so that
+    /// alerts see them before their first event. Idempotent (existing series
+    /// keep their values); call at start and after each reload.
+    pub fn prepare(&self, config: &Config) {
+        let result = |r: &str| ResultLabel { result: r.into() };
+        for r in RELOAD_RESULTS {
+            let _ = self.reloads.get_or_create(&result(r));
+        }
+        for r in HOOK_RESULTS {
+            let _ = self.hook_runs.get_or_create(&result(r));
+        }
+        for r in STATE_WRITE_RESULTS {
+            let _ = self.state_writes.get_or_create(&result(r));
+        }
+        for s in &config.servers {
+            let l = ServerLabel { server: s.id.clone() };
+            for r in PROBE_RESULTS {
+                let _ = self.probes.get_or_create(&ProbeResult { server: s.id.clone(), result: r.into() });
+            }
+            let _ = self.probe_latency.get_or_create(&l);
+            let _ = self.server_up.get_or_create(&l);
+            let _ = self.server_writable.get_or_create(&l);
+        }
+        for a in &config.aliases {
+            let l = AliasLabel { alias: a.name.to_string() };
+            for f in [&self.target_changes, &self.split_brain, &self.no_match, &self.fences, &self.fence_holds] {
+                let _ = f.get_or_create(&l);
+            }
+            for &s in &a.servers {
+                let l = AliasServer { alias: a.name.to_string(), server: config.servers[s].id.clone() };
+                let _ = self.alias_target.get_or_create(&l);
+                let _ = self.fenced.get_or_create(&l);
+            }
+        }
+        for u in config.upstream.iter().flat_map(|u| &u.servers) {
+            for k in UPSTREAM_ERROR_KINDS {
+                // The label is the address as the DNS side writes it.
+                let _ = self.upstream_errors.get_or_create(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
+            }
+        }
+    }
+
+    /// Removes the series of servers, aliases and upstreams that `old` had
+    /// and `new` does not (after a reload), so no alert fires on a name that
+    /// is gone, and a gauge never keeps a value nobody updates.
+    pub fn forget(&self, old: &Config, new: &Config) {
+        for s in old.servers.iter().filter(|s| !new.servers.iter().any(|n| n.id == s.id)) {
+            let l = ServerLabel { server: s.id.clone() };
+            for r in PROBE_RESULTS {
+                self.probes.remove(&ProbeResult { server: s.id.clone(), result: r.into() });
+            }
+            self.probe_latency.remove(&l);
+            self.server_up.remove(&l);
+            self.server_writable.remove(&l);
+        }
+        for a in &old.aliases {
+            let kept = new.aliases.iter().find(|n| n.name == a.name);
+            if kept.is_none() {
+                let l = AliasLabel { alias: a.name.to_string() };
+                for f in [&self.target_changes, &self.split_brain, &self.no_match, &self.fences, &self.fence_holds] {
+                    f.remove(&l);
+                }
+            }
+            for &s in &a.servers {
+                let id = &old.servers[s].id;
+                let still = kept.is_some_and(|n| n.servers.iter().any(|&x| new.servers[x].id == *id));
+                if !still {
+                    let l = AliasServer { alias: a.name.to_string(), server: id.clone() };
+                    self.alias_target.remove(&l);
+                    self.fenced.remove(&l);
+                }
+            }
+        }
+        let upstreams = |c: &Config| c.upstream.iter().flat_map(|u| u.servers.clone()).collect::<Vec<_>>();
+        let keep = upstreams(new);
+        for u in upstreams(old).into_iter().filter(|u| !keep.contains(u)) {
+            for k in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.remove(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
+            }
+        }
+    }
+
+    /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

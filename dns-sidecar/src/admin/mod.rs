@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | GET | `/healthz` | 200 `ok` while the process runs |
 //! | GET | `/readyz` | 200 `ready` once the first probe round is done, else 503 with the reason |
-//! | GET | `/metrics` | Prometheus text format |
+//! | GET | `/metrics` | OpenMetrics text format |
 //! | GET | `/status` | [`Status`](crate::status::Status) as pretty JSON |
 //! | POST | `/pin` `{"alias":..,"server":..}` | pin an alias to a server |
 //! | POST | `/unpin` `{"alias":..}` | remove a pin |
@@ -39,8 +39,9 @@ use crate::shared::Shared;
 
 pub use guard::{authorize, Denied};
 
-/// The content type Prometheus expects for the text format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of `/metrics`: the body is OpenMetrics 1.0 text (see
+/// [`crate::metrics`]), which Prometheus asks for first.
+pub const METRICS_CONTENT_TYPE: &str = crate::metrics::CONTENT_TYPE;
 
 /// Largest override body accepted (they are a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
