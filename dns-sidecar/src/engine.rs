@@ -430,18 +430,23 @@ impl Engine {
             .enumerate()
             .map(|(i, a)| {
                 let s = &st.aliases[i];
-                let answer = match routes.get(a.name.as_str()).map(|r| &r.answer) {
-                    Some(crate::routes::RouteAnswer::Cname(_)) => "cname",
-                    Some(crate::routes::RouteAnswer::Servfail) => "servfail",
-                    _ => "pending",
+                // Exactly what the published routes answer.
+                let (answer, served) = match routes.get(a.name.as_str()).map(|r| &r.answer) {
+                    Some(crate::routes::RouteAnswer::Cname(_)) => ("cname", match st.answer(c, i) {
+                        Answer::Target(t) => Some(t),
+                        _ => None,
+                    }),
+                    Some(crate::routes::RouteAnswer::Servfail) => ("servfail", None),
+                    _ => ("pending", None),
                 };
                 AliasStatus {
                     name: a.name.to_string(),
                     role: a.role.as_str().into(),
                     ttl: a.ttl,
                     answer: answer.into(),
-                    target: s.target.map(|t| c.servers[t].id.clone()),
-                    target_name: s.target.map(|t| c.servers[t].target.to_string()),
+                    server: served.map(|t| c.servers[t].id.clone()),
+                    target: served.map(|t| c.servers[t].target.to_string()),
+                    last_server: s.target.filter(|_| answer == "servfail").map(|t| c.servers[t].id.clone()),
                     since: s.since.map(|t| self.unix(t)),
                     reason: s.reason.clone(),
                     pinned: st.pins[i].map(|p| c.servers[p].id.clone()),
@@ -459,7 +464,7 @@ impl Engine {
                 let h = &st.servers[i];
                 let ls = h.last_state.as_ref();
                 ServerStatus {
-                    id: s.id.clone(),
+                    server: s.id.clone(),
                     target: s.target.to_string(),
                     host: s.conn.host.clone(),
                     port: s.conn.port,
