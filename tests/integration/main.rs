@@ -9,6 +9,7 @@ mod deploy;
 mod failover;
 mod faults;
 mod forwarding;
+mod logs;
 mod observability;
 mod operations;
 mod protocol;
