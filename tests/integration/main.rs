@@ -13,5 +13,6 @@ mod logs;
 mod observability;
 mod operations;
 mod protocol;
+mod readme;
 mod sequences;
 mod support;
