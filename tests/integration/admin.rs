@@ -228,9 +228,16 @@ fn health_readiness_metrics_and_status() {
 
     let r = a.get("/metrics");
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), "{r:?}");
-    assert!(r.body.ends_with("# EOF\n"), "{}", r.body);
+    // curl, promtool and older scrapers: the classic text format, which
+    // names counters like their samples.
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"), "{r:?}");
+    assert!(!r.body.contains("# EOF"), "{}", r.body);
+    assert!(r.body.contains("# TYPE dns_sidecar_split_brain_total counter\n"), "{}", r.body);
     assert!(r.body.contains("dns_sidecar_queries_total"), "{}", r.body);
+    // Prometheus asks for OpenMetrics first, and gets it.
+    let om = a.client().request("GET", "/metrics", &[("Accept", crate::support::metrics::PROMETHEUS_ACCEPT)], None).unwrap();
+    assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), "{om:?}");
+    assert!(om.body.ends_with("# EOF\n") && om.body.contains("# TYPE dns_sidecar_split_brain counter\n"), "{}", om.body);
     // Known series exist before any event, so alerts see their first one.
     for sample in [
         "dns_sidecar_split_brain_total{alias=\"prod.db.internal.\"} 0",

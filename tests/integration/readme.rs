@@ -367,6 +367,8 @@ fn check_output(w: &World, cmd: &str, out: &str) {
     } else if cmd.starts_with("dig ") {
         has("CNAME");
         has(&w.pair.clusters()[0].name);
+    } else if cmd.contains("/metrics") {
+        has("dns_sidecar_alias_target{alias=\"prod.db.internal.\",server=\"eastus\"} 1");
     } else if cmd.contains("/readyz") {
         has("ready");
     } else if cmd.contains("jq ") {
