@@ -218,7 +218,7 @@ impl Metrics {
         registry.register("probe_duration_seconds", "Probe latency by server", m.probe_latency.clone());
         registry.register("server_up", "1 if the server counts as up", m.server_up.clone());
         registry.register("server_writable", "1 if the server's last probe saw it writable", m.server_writable.clone());
-        registry.register("alias_target", "1 for the server an alias currently points at", m.alias_target.clone());
+        registry.register("alias_target", "1 for the server whose CNAME DNS answers for the alias; all 0 while it answers SERVFAIL", m.alias_target.clone());
         registry.register("target_changes", "Alias target changes", m.target_changes.clone());
         registry.register("split_brain", "Times more than one candidate of a read-write/primary alias was writable", m.split_brain.clone());
         registry.register("no_match", "Times no candidate matched an alias's role", m.no_match.clone());
