@@ -16,6 +16,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
+# --help prints and does nothing else: no installs, no builds. The options
+# are benches/README.md's table (a test keeps it equal to the harness's own
+# --help).
+usage() {
+    cat <<'EOF'
+Usage: benches/loadtest.sh [OPTIONS]
+
+DNS load test: dns-sidecar vs Knot, NSD, dnsmasq and a do-nothing floor under
+dnsperf, all on 127.0.0.1, with a real PostgreSQL primary + replica behind the
+sidecar. Installs what is missing (apt-get: knot, nsd, dnsperf, dnsmasq-base,
+postgresql-15, bind9-dnsutils, openssl, util-linux), builds dns-sidecar, floor
+and loadtest in release mode, then runs target/release/loadtest with OPTIONS.
+The report goes to target/loadtest/results.md. See benches/README.md.
+
+Options (passed to the harness):
+EOF
+    awk '/^## Options/ { on = 1; next } /^## / { on = 0 } on' benches/README.md
+}
+for arg in "$@"; do
+    case "$arg" in
+        -h|--help) usage; exit 0 ;;
+    esac
+done
+
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 have_pg() {
     [ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/pg_ctl" ] && return 0

@@ -478,11 +478,12 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
             .aliases
             .iter()
             .map(|a| {
-                let target = match (&a.target, &a.target_name) {
-                    (Some(t), Some(n)) => format!("{t} ({n})"),
-                    (Some(t), None) => t.clone(),
-                    (None, Some(n)) => n.clone(),
-                    (None, None) => "-".into(),
+                let target = match (&a.server, &a.target, &a.last_server) {
+                    (Some(s), Some(t), _) => format!("{s} ({t})"),
+                    (Some(s), None, _) => s.clone(),
+                    (None, Some(t), _) => t.clone(),
+                    (None, None, Some(last)) => format!("- (last: {last})"),
+                    (None, None, None) => "-".into(),
                 };
                 vec![
                     a.name.clone(),
@@ -495,7 +496,7 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                 ]
             })
             .collect();
-        table(&mut out, &["NAME", "ROLE", "ANSWER", "TARGET", "SINCE", "PINNED", "REASON"], &rows);
+        table(&mut out, &["ALIAS", "ROLE", "ANSWER", "SERVER (TARGET)", "SINCE", "PINNED", "REASON"], &rows);
     }
     let fences: Vec<Vec<String>> = s
         .aliases
@@ -541,7 +542,7 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                     (None, _) => "-".into(),
                 };
                 vec![
-                    v.id.clone(),
+                    v.server.clone(),
                     if v.up { "up" } else { "DOWN" }.into(),
                     if v.drained { "drained" } else { "-" }.into(),
                     state.into(),
@@ -552,7 +553,7 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                 ]
             })
             .collect();
-        table(&mut out, &["ID", "UP", "DRAINED", "STATE", "TIMELINE", "LAG", "LAST OK", "LAST ERROR"], &rows);
+        table(&mut out, &["SERVER", "UP", "DRAINED", "STATE", "TIMELINE", "LAG", "LAST OK", "LAST ERROR"], &rows);
     }
     let shown = s.history.len().min(HISTORY_SHOWN);
     let _ = writeln!(out, "\nHistory (last {shown} of {})", s.history.len());
@@ -618,16 +619,16 @@ mod tests {
                 name: "prod.db.internal.".into(),
                 role: "read-write".into(),
                 answer: "cname".into(),
-                target: Some("westus2".into()),
-                target_name: Some("pg-westus2.example.".into()),
+                server: Some("westus2".into()),
+                target: Some("pg-westus2.example.".into()),
                 since: Some(988.0),
                 reason: "westus2 is writable".into(),
                 pinned: Some("westus2".into()),
                 ..Default::default()
             }],
             servers: vec![
-                ServerStatus { id: "eastus".into(), up: false, drained: true, last_error: Some("connection refused".into()), consecutive_failures: 4, ..Default::default() },
-                ServerStatus { id: "westus2".into(), up: true, writable: Some(false), in_recovery: Some(true), timeline: Some(2), replay_lag_bytes: Some(2048), last_success: Some(999.5), ..Default::default() },
+                ServerStatus { server: "eastus".into(), up: false, drained: true, last_error: Some("connection refused".into()), consecutive_failures: 4, ..Default::default() },
+                ServerStatus { server: "westus2".into(), up: true, writable: Some(false), in_recovery: Some(true), timeline: Some(2), replay_lag_bytes: Some(2048), last_success: Some(999.5), ..Default::default() },
             ],
             history: (0..15).map(|i| HistoryEntry { at: 900.0 + i as f64, kind: "server_up".into(), server: Some(format!("s{i}")), message: format!("m{i}"), ..Default::default() }).collect(),
         };

@@ -19,7 +19,8 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::control::ControlRequest;
 use crate::decision::snapshot::{capture, restore};
-use crate::decision::{apply_override, decide, fence, reconfigure, Bar, Event, State};
+use crate::decision::{apply_override, decide, fence, reconfigure, Answer, Bar, Event, State};
+use crate::episodes::{Episodes, Line};
 use crate::hook::HookRun;
 use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
 use crate::observation::{FailureKind, Observation, Tagged};
@@ -56,6 +57,20 @@ struct Engine {
     state_file: Option<PathBuf>,
     /// The last write failed (logged once per episode).
     state_file_failing: bool,
+    /// Rate limit of the "server down" / "server up" lines.
+    episodes: Episodes,
+    /// What each alias answered at the last publish, by alias name: a change
+    /// no decision event explains (a drain of the target kept by keep-last,
+    /// an undrain) still gets its log line.
+    served: HashMap<String, Served>,
+}
+
+/// What DNS answers for an alias, by server id (stable across reloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Served {
+    Pending,
+    Server(String),
+    Servfail,
 }
 
 /// How long a decision waits for its state-file write before publishing
@@ -75,6 +90,8 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
         epoch: (now, SystemTime::now()),
         state_file: config.state.path.clone(),
         state_file_failing: false,
+        episodes: Episodes::default(),
+        served: HashMap::new(),
         config,
         shared,
     };
@@ -109,6 +126,10 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
             }
             Some(r) = inputs.reconfigure.recv() => {
                 let carried = reconfigure(&e.state, &e.config, &r.config);
+                e.shared.metrics.prepare(&r.config);
+                e.shared.metrics.forget(&e.config, &r.config);
+                e.episodes.retain(|id| r.config.servers.iter().any(|s| s.id == id));
+                e.served.retain(|name, _| r.config.aliases.iter().any(|a| a.name.as_str() == name));
                 e.config = r.config;
                 e.index = index(&e.config);
                 e.last_latency = vec![None; e.config.servers.len()];
@@ -254,10 +275,98 @@ impl Engine {
     }
 
     fn handle(&mut self, events: &[Event]) {
+        let now = Instant::now();
         for ev in events {
-            self.log_event(ev);
+            self.log_event(ev, now);
         }
+        for line in self.episodes.tick(now) {
+            self.log_episode(line);
+        }
+        self.log_unexplained_answers(events);
         self.publish();
+    }
+
+    /// What alias `i` answers now.
+    fn served(&self, i: usize) -> Served {
+        match self.state.answer(&self.config, i) {
+            Answer::Pending => Served::Pending,
+            Answer::Target(s) => Served::Server(self.config.servers[s].id.clone()),
+            Answer::NoTarget => Served::Servfail,
+        }
+    }
+
+    /// Logs every alias whose answer changed without a decision event of
+    /// this round saying so (a target changed to what is served, a no-match
+    /// or fence line, which carry the answer), and remembers every answer.
+    fn log_unexplained_answers(&mut self, events: &[Event]) {
+        let c = self.config.clone();
+        for (i, a) in c.aliases.iter().enumerate() {
+            let now = self.served(i);
+            let before = self.served.insert(a.name.to_string(), now.clone()).unwrap_or(Served::Pending);
+            if now == before || now == Served::Pending {
+                continue;
+            }
+            let explained = events.iter().any(|e| match e {
+                Event::TargetChanged { alias, new, .. } => *alias == i && now == Served::Server(c.servers[*new].id.clone()),
+                Event::NoMatch { alias, .. } | Event::FenceHeld { alias, .. } => *alias == i,
+                _ => false,
+            });
+            if explained {
+                continue;
+            }
+            let name = a.name.as_str();
+            match &now {
+                Served::Servfail => {
+                    let reason = self.state.servfail_reason(&c, i);
+                    error!(alias = name, answer = "servfail", reason = reason.as_str(), "alias answers SERVFAIL");
+                    self.record(Some(name.into()), None, "answer_changed", format!("answers SERVFAIL: {reason}"));
+                }
+                Served::Server(id) => {
+                    let target = c.servers.iter().find(|s| &s.id == id).map_or("", |s| s.target.as_str());
+                    let reason = format!("answering {id} again; candidates: {}", self.state.candidates_summary(&c, i));
+                    warn!(alias = name, answer = "cname", server = id.as_str(), target, reason = reason.as_str(), "alias answers again");
+                    self.record(Some(name.into()), Some(id.clone()), "answer_changed", reason);
+                }
+                Served::Pending => {}
+            }
+        }
+    }
+
+    /// One rate-limited line about a server's health.
+    fn log_episode(&mut self, line: Line) {
+        match line {
+            Line::Down { server, reason, was_up, flaps, .. } => {
+                let what = if was_up { "server down" } else { "server down (not up since the start)" };
+                if flaps > 0 {
+                    warn!(server = server.as_str(), error = reason.as_str(), flaps, "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged one by one)");
+                } else {
+                    warn!(server = server.as_str(), error = reason.as_str(), "{what}");
+                }
+                self.record(None, Some(server), "server_down", reason);
+            }
+            Line::Up { server, state, down_for: Some(d) } => {
+                let down_for = format!("{:.1}s", d.as_secs_f64());
+                info!(server = server.as_str(), state = state.as_str(), down_for = down_for.as_str(), "server up");
+                self.record(None, Some(server), "server_up", format!("{state} (down for {down_for})"));
+            }
+            Line::Up { server, state, down_for: None } => {
+                info!(server = server.as_str(), state = state.as_str(), "server up");
+                self.record(None, Some(server), "server_up", state);
+            }
+            Line::Flapped { server, flaps, window } => {
+                warn!(server = server.as_str(), flaps, "server flapped: {flaps} short down episode(s) in the last {}s, not logged one by one; it is up now", window.as_secs());
+                self.record(None, Some(server), "server_flapped", format!("{flaps} short down episodes in {}s", window.as_secs()));
+            }
+        }
+    }
+
+    /// The `answer`, `server` and `target` of alias `i` for a log line.
+    fn answer_fields(&self, i: usize) -> (&'static str, String, String) {
+        match self.state.answer(&self.config, i) {
+            Answer::Target(s) => ("cname", self.config.servers[s].id.clone(), self.config.servers[s].target.to_string()),
+            Answer::NoTarget => ("servfail", "-".into(), "-".into()),
+            Answer::Pending => ("pending", "-".into(), "-".into()),
+        }
     }
 
     /// Publishes routes (when changed), status and gauges.
@@ -275,9 +384,15 @@ impl Engine {
             m.server_writable.get_or_create(&l).set(h.last_state.as_ref().is_some_and(|st| st.writable()) as i64);
         }
         for (i, a) in self.config.aliases.iter().enumerate() {
+            // What DNS answers: an alias answering SERVFAIL (drained or
+            // fenced target, `servfail` policy, before the first round) has
+            // no target, so `sum by (alias) (dns_sidecar_alias_target) == 0`.
+            let answered = match self.state.answer(&self.config, i) {
+                Answer::Target(s) => Some(s),
+                Answer::Pending | Answer::NoTarget => None,
+            };
             for &s in &a.servers {
-                let current = self.state.aliases[i].target == Some(s);
-                m.alias_target.get_or_create(&AliasServer { alias: a.name.to_string(), server: self.config.servers[s].id.clone() }).set(current as i64);
+                m.alias_target.get_or_create(&AliasServer { alias: a.name.to_string(), server: self.config.servers[s].id.clone() }).set((answered == Some(s)) as i64);
             }
         }
         for (i, a) in self.config.aliases.iter().enumerate() {
@@ -315,18 +430,23 @@ impl Engine {
             .enumerate()
             .map(|(i, a)| {
                 let s = &st.aliases[i];
-                let answer = match routes.get(a.name.as_str()).map(|r| &r.answer) {
-                    Some(crate::routes::RouteAnswer::Cname(_)) => "cname",
-                    Some(crate::routes::RouteAnswer::Servfail) => "servfail",
-                    _ => "pending",
+                // Exactly what the published routes answer.
+                let (answer, served) = match routes.get(a.name.as_str()).map(|r| &r.answer) {
+                    Some(crate::routes::RouteAnswer::Cname(_)) => ("cname", match st.answer(c, i) {
+                        Answer::Target(t) => Some(t),
+                        _ => None,
+                    }),
+                    Some(crate::routes::RouteAnswer::Servfail) => ("servfail", None),
+                    _ => ("pending", None),
                 };
                 AliasStatus {
                     name: a.name.to_string(),
                     role: a.role.as_str().into(),
                     ttl: a.ttl,
                     answer: answer.into(),
-                    target: s.target.map(|t| c.servers[t].id.clone()),
-                    target_name: s.target.map(|t| c.servers[t].target.to_string()),
+                    server: served.map(|t| c.servers[t].id.clone()),
+                    target: served.map(|t| c.servers[t].target.to_string()),
+                    last_server: s.target.filter(|_| answer == "servfail").map(|t| c.servers[t].id.clone()),
                     since: s.since.map(|t| self.unix(t)),
                     reason: s.reason.clone(),
                     pinned: st.pins[i].map(|p| c.servers[p].id.clone()),
@@ -344,7 +464,7 @@ impl Engine {
                 let h = &st.servers[i];
                 let ls = h.last_state.as_ref();
                 ServerStatus {
-                    id: s.id.clone(),
+                    server: s.id.clone(),
                     target: s.target.to_string(),
                     host: s.conn.host.clone(),
                     port: s.conn.port,
@@ -400,7 +520,7 @@ impl Engine {
         self.history.push_back(HistoryEntry { at, kind: kind.into(), alias, server, message });
     }
 
-    fn log_event(&mut self, e: &Event) {
+    fn log_event(&mut self, e: &Event, now: Instant) {
         let c = self.config.clone();
         let server = |s: usize| c.servers[s].id.as_str();
         let alias = |a: usize| c.aliases[a].name.as_str();
@@ -417,7 +537,8 @@ impl Engine {
             }
             Event::TargetChanged { alias: a, old, new, reason } => {
                 let target = c.servers[*new].target.as_str();
-                warn!(alias = alias(*a), old = old.map_or("-", server), new = server(*new), target, reason = reason.as_str(), "alias target changed");
+                let old_target = old.map_or("-", |o| c.servers[o].target.as_str());
+                warn!(alias = alias(*a), server = server(*new), target, old_server = old.map_or("-", server), old_target, reason = reason.as_str(), "alias target changed");
                 m.target_changes.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
                 self.record(Some(alias(*a).into()), Some(server(*new).into()), "target_changed", format!("{} -> {}: {reason}", old.map_or("-", server), server(*new)));
                 if let Some(hook) = &c.aliases[*a].on_change {
@@ -435,10 +556,17 @@ impl Engine {
                     }
                 }
             }
-            Event::NoMatch { alias: a, kept, policy } => {
-                error!(alias = alias(*a), role = c.aliases[*a].role.as_str(), kept = kept.map_or("-", server), policy = policy.as_str(), "no candidate server matches the alias's role");
+            Event::NoMatch { alias: a, policy, .. } => {
+                // Says what DNS answers now, not what the policy would like.
+                let (answer, srv, target) = self.answer_fields(*a);
+                let reason = match answer {
+                    "servfail" => self.state.servfail_reason(&c, *a),
+                    _ => format!("keep-last keeps {srv}; candidates: {}", self.state.candidates_summary(&c, *a)),
+                };
+                error!(alias = alias(*a), role = c.aliases[*a].role.as_str(), answer, server = srv.as_str(), target = target.as_str(), policy = policy.as_str(), reason = reason.as_str(), "no candidate server matches the alias's role");
                 m.no_match.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
-                self.record(Some(alias(*a).into()), kept.map(|k| server(k).into()), "no_match", format!("no candidate is {}; policy {}", c.aliases[*a].role.as_str(), policy.as_str()));
+                let said = if answer == "servfail" { "answering SERVFAIL".to_string() } else { format!("answering {srv}") };
+                self.record(Some(alias(*a).into()), (srv != "-").then_some(srv), "no_match", format!("no candidate is {}; {said}: {reason}", c.aliases[*a].role.as_str()));
             }
             Event::SplitBrain { alias: a, writable, chosen, by_timeline } => {
                 let names: Vec<&str> = writable.iter().map(|s| server(*s)).collect();
@@ -447,13 +575,15 @@ impl Engine {
                 m.split_brain.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
                 self.record(Some(alias(*a).into()), Some(server(*chosen).into()), "split_brain", format!("writable: {}; chose {} by {by}", names.join(", "), server(*chosen)));
             }
-            Event::ServerUp { server: s, state } => {
-                info!(server = server(*s), state = state.as_str(), "server up");
-                self.record(None, Some(server(*s).into()), "server_up", state.clone());
+            Event::ServerUp { server: s, state, down_for } => {
+                if let Some(line) = self.episodes.up(server(*s), state, *down_for) {
+                    self.log_episode(line);
+                }
             }
-            Event::ServerDown { server: s, error } => {
-                warn!(server = server(*s), error = error.as_str(), "server down");
-                self.record(None, Some(server(*s).into()), "server_down", error.clone());
+            Event::ServerDown { server: s, error, was_up } => {
+                if let Some(line) = self.episodes.down(server(*s), error, *was_up, now) {
+                    self.log_episode(line);
+                }
             }
             Event::Fenced { alias: a, server: s, reason } => {
                 warn!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "server fenced: the alias will not move to it");
@@ -461,7 +591,9 @@ impl Engine {
                 self.record(Some(alias(*a).into()), Some(server(*s).into()), "fenced", reason.clone());
             }
             Event::FenceHeld { alias: a, server: s, reason } => {
-                error!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "FENCED: the alias is kept off a server that matches its role, because it has diverged; run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated");
+                // `server` is the fenced one; `serving` what DNS answers instead.
+                let (answer, serving, _) = self.answer_fields(*a);
+                error!(alias = alias(*a), server = server(*s), reason = reason.as_str(), answer, serving = serving.as_str(), "FENCED: the alias is kept off a server that matches its role, because it has diverged; run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated");
                 m.fence_holds.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
                 self.record(Some(alias(*a).into()), Some(server(*s).into()), "fence_held", reason.clone());
             }

@@ -19,6 +19,7 @@ pub mod decision;
 pub mod demo;
 pub mod dns;
 pub mod engine;
+pub mod episodes;
 pub mod hook;
 pub mod metrics;
 pub mod name;

@@ -3,6 +3,19 @@
 //! The registry is owned (no global recorder). Counters touched on the DNS
 //! query path are created up front and kept as plain handles (an atomic add
 //! each), so the query path never takes the label-map lock of a `Family`.
+//!
+//! Every series whose labels are known from the config (each server, alias,
+//! upstream, and each result) exists from start-up at 0 ([`Metrics::prepare`]):
+//! Prometheus's `increase()` needs a sample before the first event, or the
+//! first split brain after a start would never raise an alert.
+//!
+//! The exposition is negotiated, and its content type always says which
+//! one the body is ([`Exposition`]): OpenMetrics 1.0 text (what
+//! prometheus-client writes: `# TYPE x counter` above `x_total` samples,
+//! `# EOF` at the end) for clients whose `Accept` names
+//! `application/openmetrics-text` (Prometheus does, first), and the classic
+//! Prometheus text format 0.0.4 for everyone else (curl, `promtool check
+//! metrics`, older scrapers), converted from the same encoding.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +23,56 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::encode_classic`]'s output.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The two text formats `/metrics` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    OpenMetrics,
+    Classic,
+}
+
+impl Exposition {
+    /// OpenMetrics when the `Accept` header names it (with a non-zero
+    /// quality), else the classic format.
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        let wants = accept.is_some_and(|a| {
+            a.split(',').any(|part| {
+                let mut params = part.split(';').map(str::trim);
+                params.next().is_some_and(|m| m.eq_ignore_ascii_case("application/openmetrics-text")) && !params.any(|p| p.replace(' ', "") == "q=0")
+            })
+        });
+        if wants {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Classic
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => CONTENT_TYPE,
+            Exposition::Classic => CLASSIC_CONTENT_TYPE,
+        }
+    }
+}
+
+/// Probe results (`dns_sidecar_probes_total{result}`).
+pub const PROBE_RESULTS: [&str; 3] = ["ok", "timeout", "error"];
+/// Upstream failure kinds (`dns_sidecar_upstream_errors_total{kind}`).
+pub const UPSTREAM_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
+/// Reload results (`dns_sidecar_config_reloads_total{result}`).
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+/// Hook results (`dns_sidecar_hook_runs_total{result}`).
+pub const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
+/// State file write results (`dns_sidecar_state_writes_total{result}`).
+pub const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// What kind of query an answer was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +218,7 @@ impl Metrics {
         registry.register("probe_duration_seconds", "Probe latency by server", m.probe_latency.clone());
         registry.register("server_up", "1 if the server counts as up", m.server_up.clone());
         registry.register("server_writable", "1 if the server's last probe saw it writable", m.server_writable.clone());
-        registry.register("alias_target", "1 for the server an alias currently points at", m.alias_target.clone());
+        registry.register("alias_target", "1 for the server whose CNAME DNS answers for the alias; all 0 while it answers SERVFAIL", m.alias_target.clone());
         registry.register("target_changes", "Alias target changes", m.target_changes.clone());
         registry.register("split_brain", "Times more than one candidate of a read-write/primary alias was writable", m.split_brain.clone());
         registry.register("no_match", "Times no candidate matched an alias's role", m.no_match.clone());
@@ -190,7 +253,121 @@ impl Metrics {
         self.answer_latency[kind as usize].observe(seconds);
     }
 
-    /// The Prometheus text exposition.
+    /// Creates, at 0, every series whose labels `config` determines, so that
+    /// alerts see them before their first event. Idempotent (existing series
+    /// keep their values); call at start and after each reload.
+    pub fn prepare(&self, config: &Config) {
+        let result = |r: &str| ResultLabel { result: r.into() };
+        for r in RELOAD_RESULTS {
+            let _ = self.reloads.get_or_create(&result(r));
+        }
+        for r in HOOK_RESULTS {
+            let _ = self.hook_runs.get_or_create(&result(r));
+        }
+        for r in STATE_WRITE_RESULTS {
+            let _ = self.state_writes.get_or_create(&result(r));
+        }
+        for s in &config.servers {
+            let l = ServerLabel { server: s.id.clone() };
+            for r in PROBE_RESULTS {
+                let _ = self.probes.get_or_create(&ProbeResult { server: s.id.clone(), result: r.into() });
+            }
+            let _ = self.probe_latency.get_or_create(&l);
+            let _ = self.server_up.get_or_create(&l);
+            let _ = self.server_writable.get_or_create(&l);
+        }
+        for a in &config.aliases {
+            let l = AliasLabel { alias: a.name.to_string() };
+            for f in [&self.target_changes, &self.split_brain, &self.no_match, &self.fences, &self.fence_holds] {
+                let _ = f.get_or_create(&l);
+            }
+            for &s in &a.servers {
+                let l = AliasServer { alias: a.name.to_string(), server: config.servers[s].id.clone() };
+                let _ = self.alias_target.get_or_create(&l);
+                let _ = self.fenced.get_or_create(&l);
+            }
+        }
+        for u in config.upstream.iter().flat_map(|u| &u.servers) {
+            for k in UPSTREAM_ERROR_KINDS {
+                // The label is the address as the DNS side writes it.
+                let _ = self.upstream_errors.get_or_create(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
+            }
+        }
+    }
+
+    /// Removes the series of servers, aliases and upstreams that `old` had
+    /// and `new` does not (after a reload), so no alert fires on a name that
+    /// is gone, and a gauge never keeps a value nobody updates.
+    pub fn forget(&self, old: &Config, new: &Config) {
+        for s in old.servers.iter().filter(|s| !new.servers.iter().any(|n| n.id == s.id)) {
+            let l = ServerLabel { server: s.id.clone() };
+            for r in PROBE_RESULTS {
+                self.probes.remove(&ProbeResult { server: s.id.clone(), result: r.into() });
+            }
+            self.probe_latency.remove(&l);
+            self.server_up.remove(&l);
+            self.server_writable.remove(&l);
+        }
+        for a in &old.aliases {
+            let kept = new.aliases.iter().find(|n| n.name == a.name);
+            if kept.is_none() {
+                let l = AliasLabel { alias: a.name.to_string() };
+                for f in [&self.target_changes, &self.split_brain, &self.no_match, &self.fences, &self.fence_holds] {
+                    f.remove(&l);
+                }
+            }
+            for &s in &a.servers {
+                let id = &old.servers[s].id;
+                let still = kept.is_some_and(|n| n.servers.iter().any(|&x| new.servers[x].id == *id));
+                if !still {
+                    let l = AliasServer { alias: a.name.to_string(), server: id.clone() };
+                    self.alias_target.remove(&l);
+                    self.fenced.remove(&l);
+                }
+            }
+        }
+        let upstreams = |c: &Config| c.upstream.iter().flat_map(|u| u.servers.clone()).collect::<Vec<_>>();
+        let keep = upstreams(new);
+        for u in upstreams(old).into_iter().filter(|u| !keep.contains(u)) {
+            for k in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.remove(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
+            }
+        }
+    }
+
+    /// The exposition in `format`.
+    pub fn render(&self, format: Exposition) -> String {
+        match format {
+            Exposition::OpenMetrics => self.encode(),
+            Exposition::Classic => self.encode_classic(),
+        }
+    }
+
+    /// The classic Prometheus text format (0.0.4): the OpenMetrics text
+    /// with counters' `# HELP`/`# TYPE` named like their `_total` samples,
+    /// and without `# UNIT` and `# EOF` lines. Gauges and histograms are
+    /// written alike in both formats.
+    pub fn encode_classic(&self) -> String {
+        let om = self.encode();
+        let counters: std::collections::HashSet<&str> =
+            om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|r| r.strip_suffix(" counter")).collect();
+        let mut out = String::with_capacity(om.len());
+        for line in om.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -214,5 +391,31 @@ mod tests {
         assert!(text.contains(r#"dns_sidecar_queries_total{kind="forwarded",rcode="SERVFAIL"} 1"#), "{text}");
         assert!(text.contains(r#"dns_sidecar_probes_total{server="a",result="ok"} 1"#), "{text}");
         assert_eq!(rcode_index(16), 6);
+    }
+
+    #[test]
+    fn classic_format_names_counters_like_their_samples() {
+        let m = Metrics::new();
+        m.answered(QueryKind::Alias, 0);
+        m.ready.set(1);
+        let text = m.encode_classic();
+        assert!(text.contains("# HELP dns_sidecar_queries_total DNS queries answered, by kind and rcode.\n# TYPE dns_sidecar_queries_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE dns_sidecar_ready gauge\ndns_sidecar_ready 1\n"), "{text}");
+        assert!(text.contains("# TYPE dns_sidecar_answer_duration_seconds histogram\n"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# TYPE dns_sidecar_queries counter"), "{text}");
+        // Every sample line is the same as in OpenMetrics.
+        let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(samples(&text), samples(&m.encode()));
+    }
+
+    #[test]
+    fn negotiation() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Exposition::negotiate(Some(prometheus)), Exposition::OpenMetrics);
+        assert_eq!(Exposition::negotiate(Some("application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")), Exposition::OpenMetrics);
+        assert_eq!(Exposition::negotiate(Some("text/plain;version=0.0.4")), Exposition::Classic);
+        assert_eq!(Exposition::negotiate(Some("*/*")), Exposition::Classic);
+        assert_eq!(Exposition::negotiate(Some("application/openmetrics-text;q=0, text/plain")), Exposition::Classic);
+        assert_eq!(Exposition::negotiate(None), Exposition::Classic);
     }
 }

@@ -31,11 +31,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config) -> Shared {
+        let metrics = Metrics::new();
+        metrics.prepare(&config);
         Shared {
             routes: ArcSwap::from_pointee(Routes::pending(&config)),
             status: ArcSwap::from_pointee(Status::default()),
             config: ArcSwap::from_pointee(config),
-            metrics: Metrics::new(),
+            metrics,
             incident: watch::Sender::new(Arc::default()),
         }
     }

@@ -2,6 +2,10 @@
 //! server last looked like, and the recent decisions. Built by the engine
 //! after each decision round and published through `ArcSwap`, so the admin
 //! listener only reads it.
+//!
+//! Field names agree with the log lines: `server` is always a server's id
+//! (the key of its `[servers.<id>]` table), `target` always a DNS name (what
+//! an alias's CNAME points at), `alias` an alias's name.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,12 +31,17 @@ pub struct AliasStatus {
     pub name: String,
     pub role: String,
     pub ttl: u32,
-    /// `cname`, `servfail` or `pending`.
+    /// What DNS answers: `cname`, `servfail` or `pending` (before the
+    /// first probe round).
     pub answer: String,
-    /// Server id the alias points at (kept even while answering SERVFAIL).
+    /// Id of the server DNS answers (only with `answer` = `cname`).
+    pub server: Option<String>,
+    /// The CNAME target DNS answers (only with `answer` = `cname`).
     pub target: Option<String>,
-    /// The CNAME target name.
-    pub target_name: Option<String>,
+    /// While the alias answers SERVFAIL: the id of the server it answered
+    /// last (drained, fenced, or no longer matching with `servfail`).
+    #[serde(default)]
+    pub last_server: Option<String>,
     pub since: Option<UnixTime>,
     pub reason: String,
     /// Manual pin, if any.
@@ -67,7 +76,9 @@ pub struct FenceStatus {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ServerStatus {
-    pub id: String,
+    /// The server's id.
+    pub server: String,
+    /// Its DNS name (what an alias answering it points at).
     pub target: String,
     pub host: String,
     pub port: u16,
@@ -87,9 +98,9 @@ pub struct ServerStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct HistoryEntry {
     pub at: UnixTime,
-    /// `target_changed`, `no_match`, `split_brain`, `server_up`, `server_down`,
-    /// `first_round`, `override`, `reload`, `fenced`, `fence_held`, `unfenced`,
-    /// `state_file`.
+    /// `target_changed`, `answer_changed`, `no_match`, `split_brain`,
+    /// `server_up`, `server_down`, `server_flapped`, `first_round`,
+    /// `override`, `reload`, `fenced`, `fence_held`, `unfenced`, `state_file`.
     pub kind: String,
     pub alias: Option<String>,
     pub server: Option<String>,

@@ -171,8 +171,9 @@ fn sample_status(ready: bool) -> Status {
             role: "read-write".into(),
             ttl: 5,
             answer: "cname".into(),
-            target: Some("eastus".into()),
-            target_name: Some("pg-eastus.example.test.".into()),
+            server: Some("eastus".into()),
+            target: Some("pg-eastus.example.test.".into()),
+            last_server: None,
             since: Some(now - 12.0),
             reason: "eastus is writable".into(),
             pinned: None,
@@ -189,7 +190,7 @@ fn sample_status(ready: bool) -> Status {
         }],
         servers: vec![
             ServerStatus {
-                id: "eastus".into(),
+                server: "eastus".into(),
                 target: "pg-eastus.example.test.".into(),
                 up: true,
                 writable: Some(true),
@@ -200,7 +201,7 @@ fn sample_status(ready: bool) -> Status {
                 ..Default::default()
             },
             ServerStatus {
-                id: "westus2".into(),
+                server: "westus2".into(),
                 target: "pg-westus2.example.test.".into(),
                 up: true,
                 writable: Some(false),
@@ -227,8 +228,26 @@ fn health_readiness_metrics_and_status() {
 
     let r = a.get("/metrics");
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"), "{r:?}");
+    // curl, promtool and older scrapers: the classic text format, which
+    // names counters like their samples.
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"), "{r:?}");
+    assert!(!r.body.contains("# EOF"), "{}", r.body);
+    assert!(r.body.contains("# TYPE dns_sidecar_split_brain_total counter\n"), "{}", r.body);
     assert!(r.body.contains("dns_sidecar_queries_total"), "{}", r.body);
+    // Prometheus asks for OpenMetrics first, and gets it.
+    let om = a.client().request("GET", "/metrics", &[("Accept", crate::support::metrics::PROMETHEUS_ACCEPT)], None).unwrap();
+    assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), "{om:?}");
+    assert!(om.body.ends_with("# EOF\n") && om.body.contains("# TYPE dns_sidecar_split_brain counter\n"), "{}", om.body);
+    // Known series exist before any event, so alerts see their first one.
+    for sample in [
+        "dns_sidecar_split_brain_total{alias=\"prod.db.internal.\"} 0",
+        "dns_sidecar_probes_total{server=\"other\",result=\"timeout\"} 0",
+        "dns_sidecar_config_reloads_total{result=\"rejected\"} 0",
+        "dns_sidecar_hook_runs_total{result=\"failed\"} 0",
+        "dns_sidecar_state_writes_total{result=\"error\"} 0",
+    ] {
+        assert!(r.body.contains(sample), "{sample} missing:\n{}", r.body);
+    }
     assert!(r.body.contains("# HELP dns_sidecar_ready"), "{}", r.body);
 
     let status = sample_status(true);

@@ -287,7 +287,7 @@ async fn a_trio_environment_probes_three_servers() {
     env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
     wait_until("three servers up", Duration::from_secs(5), || ["a", "b", "c"].iter().all(|id| server_up(&env, id))).await;
     let status = env.sidecar().shared.status.load();
-    let c = status.servers.iter().find(|s| s.id == "c").expect("server c");
+    let c = status.servers.iter().find(|s| s.server == "c").expect("server c");
     assert_eq!((c.target.as_str(), c.in_recovery, c.writable), ("pg-c.test.", Some(true), Some(false)));
     assert_eq!(status.aliases[0].candidates, ["a", "b", "c"]);
     assert_eq!(env.pair().extra[0].timeline().unwrap(), 1);

@@ -17,6 +17,8 @@
 //! Every child is in its own process group with `PR_SET_PDEATHSIG`, and
 //! SIGINT/SIGTERM unwind through `Drop`, so nothing outlives the harness.
 
+#[cfg(test)]
+mod docs_tests;
 mod dns;
 mod dnsperf;
 mod report;
@@ -38,7 +40,7 @@ use servers::{Kind, Server};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "DNS load test: dns-sidecar vs Knot, NSD, dnsmasq and a do-nothing floor (loopback only)")]
 pub struct Args {
-    /// 1 round x 2 s per server and mix: checks the harness end to end in about a minute.
+    /// 1 round x 2 s per server and mix: checks the harness end to end in about 2 minutes.
     #[arg(long)]
     quick: bool,
     /// Rounds per server and mix (default 3; 1 with --quick).

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | GET | `/healthz` | 200 `ok` while the process runs |
 //! | GET | `/readyz` | 200 `ready` once the first probe round is done, else 503 with the reason |
-//! | GET | `/metrics` | Prometheus text format |
+//! | GET | `/metrics` | OpenMetrics or classic Prometheus text, as the `Accept` header asks |
 //! | GET | `/status` | [`Status`](crate::status::Status) as pretty JSON |
 //! | POST | `/pin` `{"alias":..,"server":..}` | pin an alias to a server |
 //! | POST | `/unpin` `{"alias":..}` | remove a pin |
@@ -39,8 +39,10 @@ use crate::shared::Shared;
 
 pub use guard::{authorize, Denied};
 
-/// The content type Prometheus expects for the text format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of `/metrics` for clients that ask for OpenMetrics
+/// (Prometheus does); others get the classic text format (see
+/// [`crate::metrics::Exposition`]).
+pub const METRICS_CONTENT_TYPE: &str = crate::metrics::CONTENT_TYPE;
 
 /// Largest override body accepted (they are a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -105,8 +107,11 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], st.shared.metrics.encode()).into_response()
+async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    // Several Accept headers mean the same as one with the values joined.
+    let accept: Vec<&str> = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect();
+    let format = crate::metrics::Exposition::negotiate((!accept.is_empty()).then(|| accept.join(",")).as_deref());
+    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], st.shared.metrics.render(format)).into_response()
 }
 
 async fn status(State(st): State<AppState>) -> Response {

@@ -78,7 +78,7 @@ pub struct RawUpstream {
     pub servers: Spanned<Vec<DnsAddr>>,
     /// How long to wait for one upstream before trying the next.
     #[serde(default)]
-    pub timeout: Option<HumanDuration>,
+    pub timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,9 +86,10 @@ pub struct RawUpstream {
 pub struct RawZone {
     /// The zone apex, e.g. `"db.internal."`.
     pub name: Spanned<DnsName>,
-    /// NS records served at the apex (default `ns.<zone>`).
+    /// NS records served at the apex (default `ns.<zone>`; an empty list is
+    /// rejected rather than silently replaced by the default).
     #[serde(default)]
-    pub nameservers: Vec<DnsName>,
+    pub nameservers: Option<Spanned<Vec<DnsName>>>,
     /// SOA RNAME, the mailbox as a name (default `hostmaster.<zone>`).
     #[serde(default)]
     pub hostmaster: Option<DnsName>,
@@ -212,7 +213,7 @@ with_conn_fields! {
     #[serde(deny_unknown_fields)]
     pub struct RawServer {
         /// The DNS name the alias's CNAME points at.
-        pub target: DnsName,
+        pub target: Spanned<DnsName>,
         /// Host name the probe connects to and verifies the certificate against
         /// (default: `target` without the trailing dot).
         pub host: Option<String>,
@@ -242,5 +243,5 @@ pub struct RawAlias {
     pub on_change: Option<Spanned<Vec<String>>>,
     /// Time limit for `on_change` (default 30s).
     #[serde(default)]
-    pub on_change_timeout: Option<HumanDuration>,
+    pub on_change_timeout: Option<Spanned<HumanDuration>>,
 }

@@ -145,6 +145,20 @@ fn bad_configs_name_line_and_fix() {
         ("missing target", "target = \"pg-b.example.com\"\n", "", 18, &["missing field `target`"]),
         ("empty hook", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = []", 25, &["empty on_change"]),
         ("verify-full without file", "sslmode = \"require\"", "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"", 14, &["not a readable file"]),
+        ("interval 9ms", "[probe]\n", "[probe]\ninterval = \"9ms\"\n", 12, &["`probe.interval` of 9ms is too short", "hint: use 10ms or more"]),
+        ("deadline zero", "[probe]\n", "[probe]\ndeadline = \"0s\"\n", 12, &["`probe.deadline` of 0s is too short", "hint: "]),
+        ("upstream timeout zero", "servers = [\"127.0.0.1:5300\"]", "servers = [\"127.0.0.1:5300\"]\ntimeout = \"0s\"", 7, &["`upstream.timeout` must be more than zero", "hint: ", "1500ms"]),
+        ("upstream timeout without unit", "servers = [\"127.0.0.1:5300\"]", "servers = [\"127.0.0.1:5300\"]\ntimeout = 2", 7, &["ambiguous", "hint: durations are strings with a unit"]),
+        ("empty nameservers", "name = \"db.internal\"\n", "name = \"db.internal\"\nnameservers = []\n", 10, &["empty `nameservers`", "hint: remove the key", "ns.db.internal."]),
+        ("target is the alias", "target = \"pg-a.example.com\"", "target = \"prod.db.internal\"", 16, &["server `a` has target `prod.db.internal.`, which is an alias", "hint: `target` is the server's own DNS name"]),
+        ("hook timeout zero", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = [\"/bin/true\"]\non_change_timeout = \"0s\"", 26, &["on_change_timeout", "0s", "hint: "]),
+        ("admin listen host name", "[probe]\n", "[admin]\nlisten = \"localhost:9153\"\n[probe]\n", 12, &["not an IP address with an optional port", "hint: ", "default port 9153"]),
+        ("password in admin", "[probe]\n", "[admin]\npassword = \"x\"\n[probe]\n", 12, &["unknown field `password`", "hint: passwords are never written", "token_file"]),
+        ("single-bracket list", "[[zones]]", "[zones]", 8, &["hint: a list of tables is written with double brackets"]),
+        ("wrong type", "port = 6432", "port = \"6432\"", 20, &["invalid type", "hint: this key takes a whole number from 0 to 65535"]),
+        ("toml syntax", "[probe]\n", "[probe]\nuser = probe\n", 12, &["hint: "]),
+        ("duplicate key", "[probe]\n", "[probe]\nfall = 2\nfall = 3\n", 13, &["duplicate key", "hint: each key may appear once"]),
+        ("bad hostaddr", "port = 6432", "port = 6432\nhostaddr = \"db.example.com\"", 21, &["hint: addresses are IP literals"]),
     ];
     for (what, from, to, line, needles) in cases {
         assert!(BASE.contains(from), "{what}: base lacks {from:?}");
@@ -155,6 +169,12 @@ fn bad_configs_name_line_and_fix() {
         };
         let msg = err.to_string();
         assert!(msg.starts_with(&format!("test.toml:{line}:")), "{what}: wrong place in {msg:?}");
+        // Every error: file:line:col, the line itself, and a hint.
+        let col = msg.split(':').nth(2).and_then(|c| c.parse::<usize>().ok());
+        assert!(col.is_some_and(|c| c >= 1), "{what}: no column in {msg:?}");
+        assert!(msg.contains(&format!("\n  {line:>4} | ")), "{what}: no source line in {msg:?}");
+        let hint = msg.split_once("\n  hint: ").map(|(_, h)| h.trim());
+        assert!(hint.is_some_and(|h| h.len() > 10), "{what}: no hint in {msg:?}");
         for n in *needles {
             assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
         }
@@ -174,4 +194,36 @@ fn example_configs_parse() {
             }
         }
     }
+}
+
+#[test]
+fn expected_keys_name_only_accepted_keys() {
+    let err = parse(&BASE.replacen("[probe]\n", "[probe]\npasswrd = \"x\"\n", 1)).unwrap_err().to_string();
+    assert!(err.contains("unknown field `passwrd`, expected one of"), "{err}");
+    assert!(err.contains("`password_env`") && err.contains("`password_file`") && err.contains("`application_name`"), "{err}");
+    assert!(!err.contains("`password`"), "`password` is always rejected, so it is not offered: {err}");
+    let err = parse(&BASE.replacen("port = 6432", "port = 6432\nsecret = 1", 1)).unwrap_err().to_string();
+    assert!(err.contains("unknown field `secret`") && !err.contains("`password`,") && err.contains("`application_name`"), "{err}");
+}
+
+#[test]
+fn admin_listen_port_is_optional() {
+    for (listen, want) in [("127.0.0.1", "127.0.0.1:9153"), ("127.0.0.1:9000", "127.0.0.1:9000"), ("::1", "[::1]:9153"), ("[::1]", "[::1]:9153"), ("[::1]:9001", "[::1]:9001")] {
+        let c = parse(&format!("{BASE}[admin]\nlisten = \"{listen}\"\n")).unwrap_or_else(|e| panic!("{listen}: {e}"));
+        assert_eq!(c.admin.listen, Some(want.parse().unwrap()), "{listen}");
+    }
+}
+
+#[test]
+fn explicit_nameservers_are_kept() {
+    let c = parse(&BASE.replacen("name = \"db.internal\"\n", "name = \"db.internal\"\nnameservers = [\"ns1.example.com\", \"ns2.example.com.\"]\n", 1)).unwrap();
+    let ns: Vec<&str> = c.zones[0].nameservers.iter().map(|n| n.as_str()).collect();
+    assert_eq!(ns, ["ns1.example.com.", "ns2.example.com."]);
+}
+
+#[test]
+fn unreadable_file_says_what_to_check() {
+    let err = Config::load(Path::new("/nonexistent/dns-sidecar.toml")).unwrap_err().to_string();
+    assert!(err.starts_with("cannot read config file /nonexistent/dns-sidecar.toml: "), "{err}");
+    assert!(err.contains("\n  hint: check the path"), "{err}");
 }

@@ -59,9 +59,13 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
                     "point upstream at the resolver the sidecar itself should use (Azure: \"168.63.129.16\")",
                 );
             }
-            let timeout = u.timeout.map_or(Duration::from_millis(1500), |d| d.0);
+            let timeout = u.timeout.as_ref().map_or(Duration::from_millis(1500), |d| d.get_ref().0);
             if timeout.is_zero() {
-                return cx.err(None, "`upstream.timeout` must be more than zero", "e.g. timeout = \"1500ms\"");
+                return cx.err(
+                    u.timeout.as_ref().map(|t| t.span()),
+                    "`upstream.timeout` must be more than zero",
+                    "it is how long each upstream gets before the next is tried; e.g. timeout = \"1500ms\" (the default)",
+                );
             }
             Some(UpstreamSettings { servers, timeout })
         }
@@ -75,8 +79,19 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             return cx.err(Some(z.name.span()), format!("zone `{name}` is declared twice"), "merge the two [[zones]] tables");
         }
         let child = |label: &str| DnsName::parse(&format!("{label}.{}", name.as_str())).expect("a valid zone plus a short label is valid");
+        let nameservers = match z.nameservers {
+            None => vec![child("ns")],
+            Some(ns) if ns.get_ref().is_empty() => {
+                return cx.err(
+                    Some(ns.span()),
+                    format!("zone `{name}` has an empty `nameservers` list; the apex would have no NS records"),
+                    format!("remove the key to serve the default [\"{}\"], or list the names of the servers that answer for this zone", child("ns")),
+                );
+            }
+            Some(ns) => ns.into_inner(),
+        };
         zones.push(Zone {
-            nameservers: if z.nameservers.is_empty() { vec![child("ns")] } else { z.nameservers },
+            nameservers,
             hostmaster: z.hostmaster.unwrap_or_else(|| child("hostmaster")),
             ttl: z.ttl.map_or(300, |t| t.0),
             negative_ttl: z.negative_ttl.map_or(5, |t| t.0),
@@ -99,20 +114,20 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         rise: positive(&cx, p.rise.as_ref(), "rise", d.rise)?,
     };
     if probe.interval < Duration::from_millis(10) {
-        return cx.err(span(&p.interval), format!("`probe.interval` of {:?} is too short", probe.interval), "use 10ms or more; 100ms follows a promote within ~150ms");
+        return cx.err(span(&p.interval), format!("`probe.interval` of {} is too short", human(probe.interval)), "use 10ms or more; 100ms follows a promote within ~150ms");
     }
     if probe.deadline < Duration::from_millis(10) {
-        return cx.err(span(&p.deadline), format!("`probe.deadline` of {:?} is too short", probe.deadline), "a fresh TLS probe needs a few round trips; use e.g. \"1s\"");
+        return cx.err(span(&p.deadline), format!("`probe.deadline` of {} is too short", human(probe.deadline)), "a fresh TLS probe needs a few round trips; use e.g. \"1s\"");
     }
     if probe.incident_interval < Duration::from_millis(1) {
-        return cx.err(span(&p.incident_interval), format!("`probe.incident_interval` of {:?} is too short", probe.incident_interval), "use 1ms or more; the default 10ms sees a promote within ~10ms");
+        return cx.err(span(&p.incident_interval), format!("`probe.incident_interval` of {} is too short", human(probe.incident_interval)), "use 1ms or more; the default 10ms sees a promote within ~10ms");
     }
     if probe.incident_interval > probe.interval {
         // Without an explicit incident_interval the default (10ms) can only
         // exceed an interval that is itself too short, which was rejected above.
         return cx.err(
             span(&p.incident_interval).or(span(&p.interval)),
-            format!("`probe.incident_interval` ({:?}) is longer than `probe.interval` ({:?})", probe.incident_interval, probe.interval),
+            format!("`probe.incident_interval` ({}) is longer than `probe.interval` ({})", human(probe.incident_interval), human(probe.interval)),
             "it is the faster cadence used during an incident: make it at most `interval`, e.g. incident_interval = \"10ms\"",
         );
     }
@@ -121,12 +136,15 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     // [servers.<id>]
     let mut ids: Vec<String> = Vec::new();
     let mut servers = Vec::new();
+    let mut target_spans = Vec::new();
     for (id, s) in raw.servers {
         let span = s.span();
         let s = s.into_inner();
-        let conn = conn_settings(&cx, &id, span, &s.target, s.host.clone(), s.hostaddr, s.conn().or(defaults.clone()))?;
+        let target = s.target.get_ref().clone();
+        let conn = conn_settings(&cx, &id, span, &target, s.host.clone(), s.hostaddr, s.conn().or(defaults.clone()))?;
         ids.push(id.clone());
-        servers.push(Server { id, target: s.target, conn });
+        target_spans.push(s.target.span());
+        servers.push(Server { id, target, conn });
     }
 
     // [[aliases]]
@@ -170,7 +188,17 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             Some(argv) if argv.get_ref().is_empty() || argv.get_ref()[0].is_empty() => {
                 return cx.err(Some(argv.span()), format!("alias `{name}` has an empty on_change"), "give the program and its arguments, e.g. on_change = [\"/usr/local/bin/sync-dns\", \"--zone\", \"db.internal\"]");
             }
-            Some(argv) => Some(Hook { argv: argv.into_inner(), timeout: a.on_change_timeout.map_or(Duration::from_secs(30), |d| d.0) }),
+            Some(argv) => {
+                let timeout = a.on_change_timeout.as_ref().map_or(Duration::from_secs(30), |d| d.get_ref().0);
+                if timeout.is_zero() {
+                    return cx.err(
+                        a.on_change_timeout.as_ref().map(|t| t.span()),
+                        format!("alias `{name}` has `on_change_timeout` of 0s; the hook would be killed before it starts"),
+                        "give it time to finish, e.g. on_change_timeout = \"30s\" (the default)",
+                    );
+                }
+                Some(Hook { argv: argv.into_inner(), timeout })
+            }
         };
         aliases.push(Alias {
             on_change,
@@ -180,6 +208,18 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             servers: refs,
             on_no_match: a.on_no_match.unwrap_or(NoMatchPolicy::KeepLast),
         });
+    }
+
+    // A CNAME from an alias to itself (or to another alias) is a loop, or a
+    // chain no client expects: a server's target is its own DNS name.
+    for (i, s) in servers.iter().enumerate() {
+        if let Some(a) = aliases.iter().find(|a| a.name == s.target) {
+            return cx.err(
+                Some(target_spans[i].clone()),
+                format!("server `{}` has target `{}`, which is an alias; the alias would answer a CNAME to an alias", s.id, a.name),
+                "`target` is the server's own DNS name (e.g. \"pg-prod-eastus.privatelink.postgres.database.azure.com\"); the alias is the name applications use",
+            );
+        }
     }
 
     let admin = admin_settings(&cx, raw.admin)?;
@@ -209,9 +249,15 @@ fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<Adm
     let listen = match (&raw.enabled, &raw.listen) {
         (Some(false), _) => None,
         (_, None) => Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")),
-        (_, Some(l)) => match l.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => return cx.err(Some(l.span()), format!("`{}` is not an address with a port", l.get_ref()), format!("e.g. listen = \"{DEFAULT_ADMIN_LISTEN}\"")),
+        (_, Some(l)) => match admin_addr(l.get_ref()) {
+            Some(a) => Some(a),
+            None => {
+                return cx.err(
+                    Some(l.span()),
+                    format!("`{}` is not an IP address with an optional port", l.get_ref()),
+                    format!("e.g. listen = \"{DEFAULT_ADMIN_LISTEN}\", or \"127.0.0.1\" for the default port {DEFAULT_ADMIN_PORT}; host names are not accepted"),
+                )
+            }
         },
     };
     let token = match (&raw.token_env, &raw.token_file) {
@@ -233,6 +279,24 @@ fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<Adm
         }
     }
     Ok(AdminSettings { listen, token })
+}
+
+/// `"127.0.0.1:9153"`, `"127.0.0.1"` (default port), `"[::1]:9153"`, `"::1"`.
+fn admin_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let ip = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    ip.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, DEFAULT_ADMIN_PORT))
+}
+
+/// A duration as people write it in the config (`0s` rather than `0ns`).
+fn human(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".into()
+    } else {
+        format!("{d:?}")
+    }
 }
 
 fn positive(cx: &Ctx<'_>, v: Option<&Spanned<u32>>, key: &str, default: u32) -> Result<u32, ConfigError> {

@@ -67,6 +67,10 @@ pub struct ServerHealth {
     pub reported: bool,
     pub consecutive_ok: u32,
     pub consecutive_fail: u32,
+    /// When the current *down episode* began: set (and reported, once) at
+    /// the first failure that leaves the server not up, cleared when it is
+    /// up again. A server never up counts as down from its first failure.
+    pub down_since: Option<Instant>,
 }
 
 /// One alias's current choice, and what it must remember to stay safe.
@@ -103,10 +107,18 @@ pub enum Event {
     /// The first round closed; `missing` lists servers that had not reported.
     FirstRound { missing: Vec<ServerId> },
     TargetChanged { alias: usize, old: Option<ServerId>, new: ServerId, reason: String },
-    NoMatch { alias: usize, kept: Option<ServerId>, policy: NoMatchPolicy },
+    /// No candidate matches (or may be chosen). `last` is the decision's own
+    /// last choice; whether DNS still answers it (`keep-last`) or SERVFAIL
+    /// is [`State::answer`]'s to say, after the decision.
+    NoMatch { alias: usize, last: Option<ServerId>, policy: NoMatchPolicy },
     SplitBrain { alias: usize, writable: Vec<ServerId>, chosen: ServerId, by_timeline: bool },
-    ServerUp { server: ServerId, state: String },
-    ServerDown { server: ServerId, error: String },
+    /// The server may be chosen: its first good probe, or `rise` good probes
+    /// after a down episode that lasted `down_for`.
+    ServerUp { server: ServerId, state: String, down_for: Option<std::time::Duration> },
+    /// A down episode began (once per episode, however many probes fail):
+    /// a server that was up failed definitely or `fall` times in a row, or
+    /// a server that was never up failed its probe (`was_up` false).
+    ServerDown { server: ServerId, error: String, was_up: bool },
     /// A manual override was applied; `summary` says what it did.
     Override { summary: String },
     /// A writer alias fenced `server` (it will not move there).
@@ -156,6 +168,53 @@ impl State {
     }
 }
 
+impl State {
+    /// Why alias `i` answers SERVFAIL when [`State::answer`] says
+    /// [`Answer::NoTarget`]: what the operator would ask first.
+    pub fn servfail_reason(&self, config: &Config, i: usize) -> String {
+        let alias = &config.aliases[i];
+        let a = &self.aliases[i];
+        let id = |s: ServerId| config.servers[s].id.as_str();
+        let bar = |t: ServerId| if fence::is_writer(alias.role) { a.bar(t, &self.servers) } else { None };
+        let last = match a.target {
+            Some(t) if self.drained[t] => format!("{} was drained by an operator", id(t)),
+            Some(t) => match bar(t) {
+                Some(b) => format!("{} is fenced: {}", id(t), b.describe(config)),
+                None if alias.on_no_match == NoMatchPolicy::Servfail => format!("on_no_match = \"servfail\" (last target: {})", id(t)),
+                None => format!("keep-last keeps {}", id(t)),
+            },
+            None if alias.on_no_match == NoMatchPolicy::Servfail => "on_no_match = \"servfail\"".to_string(),
+            None => "no candidate has matched since the start, so keep-last has nothing to keep".to_string(),
+        };
+        format!("{last}; candidates: {}", self.candidates_summary(config, i))
+    }
+
+    /// One phrase per candidate of alias `i`: why it is or is not chosen.
+    pub fn candidates_summary(&self, config: &Config, i: usize) -> String {
+        let alias = &config.aliases[i];
+        let a = &self.aliases[i];
+        alias
+            .servers
+            .iter()
+            .map(|&s| {
+                let h = &self.servers[s];
+                let id = config.servers[s].id.as_str();
+                let desc = h.last_state.as_ref().map_or_else(|| "never probed successfully".to_string(), ServerState::describe);
+                if self.drained[s] {
+                    format!("{id} drained")
+                } else if !h.up {
+                    format!("{id} down ({})", h.last_error.as_deref().unwrap_or("no probe result yet"))
+                } else if let Some(b) = fence::is_writer(alias.role).then(|| a.bar(s, &self.servers)).flatten() {
+                    format!("{id} {desc}, fenced ({})", b.describe(config))
+                } else {
+                    format!("{id} {desc}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// Applies `observations` and re-decides every alias.
 pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: Instant) -> (State, Vec<Event>) {
     let mut state = prev.clone();
@@ -192,17 +251,23 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
             h.last_error = None;
             if !h.up && (first || h.consecutive_ok >= config.probe.rise) {
                 h.up = true;
-                events.push(Event::ServerUp { server: o.server, state: s.describe() });
+                let down_for = h.down_since.take().map(|t| o.at.saturating_duration_since(t));
+                events.push(Event::ServerUp { server: o.server, state: s.describe(), down_for });
             }
         }
         Err(f) => {
             h.consecutive_ok = 0;
             h.consecutive_fail += 1;
             h.last_error = Some(f.message.clone());
-            let down = f.kind == FailureKind::Definite || h.consecutive_fail >= config.probe.fall;
-            if down && (h.up || first) {
+            let was_up = h.up;
+            if f.kind == FailureKind::Definite || h.consecutive_fail >= config.probe.fall {
                 h.up = false;
-                events.push(Event::ServerDown { server: o.server, error: f.message.clone() });
+            }
+            // Once per episode: the failure that leaves the server not up
+            // (damped failures of a server that is up are not an episode yet).
+            if !h.up && h.down_since.is_none() {
+                h.down_since = Some(o.at);
+                events.push(Event::ServerDown { server: o.server, error: f.message.clone(), was_up });
             }
         }
     }
@@ -273,7 +338,7 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
             }
         }
         if a.matched || current.is_none() && a.reason.is_empty() {
-            events.push(Event::NoMatch { alias: i, kept: current, policy: alias.on_no_match });
+            events.push(Event::NoMatch { alias: i, last: current, policy: alias.on_no_match });
         }
         a.matched = false;
         a.split_brain.clear();

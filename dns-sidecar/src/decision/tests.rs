@@ -105,7 +105,7 @@ fn first_round_closes_at_the_deadline_without_a_frozen_server() {
 fn nothing_matches_at_start_is_servfail_even_with_keep_last() {
     let mut s = Sim::new("read-write", "keep-last");
     assert_eq!(s.step(&[(A, standby()), (B, standby())]), Answer::NoTarget);
-    assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { kept: None, .. })));
+    assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { last: None, .. })));
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn none_writable_keeps_last_or_servfails() {
         let mut s = Sim::new("read-write", policy);
         s.step(&[(A, primary(Some(1))), (B, standby())]);
         assert_eq!(s.step(&[(A, read_only_primary()), (B, standby())]), expected, "{policy}");
-        assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { kept: Some(A), .. })), "{policy}");
+        assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { last: Some(A), .. })), "{policy}");
         // Logged once, not on every probe.
         assert_eq!(s.step(&[(A, read_only_primary()), (B, standby())]), expected);
         assert!(!s.events.iter().any(|e| matches!(e, Event::NoMatch { .. })));
@@ -313,4 +313,73 @@ servers = ["b", "a"]
     assert_eq!(next.aliases[0].target, None, "the new alias starts without one");
     let (next, _) = decide(&next, &[], &new, s.now);
     assert_eq!(next.answer(&new, 1), Answer::Target(A));
+}
+
+fn downs(s: &Sim) -> Vec<(ServerId, bool)> {
+    s.events.iter().filter_map(|e| if let Event::ServerDown { server, was_up, .. } = e { Some((*server, *was_up)) } else { None }).collect()
+}
+
+fn ups(s: &Sim) -> Vec<(ServerId, Option<Duration>)> {
+    s.events.iter().filter_map(|e| if let Event::ServerUp { server, down_for, .. } = e { Some((*server, *down_for)) } else { None }).collect()
+}
+
+#[test]
+fn a_server_never_up_is_reported_down_once_with_its_reason() {
+    // A wrong sslrootcert: every probe of b fails with a TLS error (ambiguous).
+    let mut s = Sim::new("read-write", "keep-last");
+    let tls = || Err(ProbeFailure { kind: FailureKind::Ambiguous, message: "TLS: certificate verify failed".into() });
+    s.step(&[(A, primary(Some(1))), (B, tls())]);
+    assert_eq!(downs(&s), [(B, false)], "{:?}", s.events);
+    assert!(s.events.iter().any(|e| matches!(e, Event::ServerDown { error, .. } if error.contains("certificate verify failed"))));
+    assert_eq!(ups(&s), [(A, None)]);
+    // Never again while the episode lasts, however many probes fail.
+    for _ in 0..20 {
+        s.step(&[(A, primary(Some(1))), (B, tls())]);
+        assert!(downs(&s).is_empty(), "{:?}", s.events);
+    }
+    // Fixed: up after `rise` good probes, with how long it was down.
+    s.step(&[(B, standby())]);
+    assert!(ups(&s).is_empty(), "rise = 2");
+    s.step(&[(B, standby())]);
+    assert_eq!(ups(&s), [(B, Some(Duration::from_millis(2200)))]);
+}
+
+#[test]
+fn a_later_failure_is_one_episode_from_fall_to_rise() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    // Damped: fewer than `fall` timeouts are no episode.
+    s.step(&[(B, fail(FailureKind::Ambiguous))]);
+    s.step(&[(B, fail(FailureKind::Ambiguous))]);
+    assert!(downs(&s).is_empty());
+    s.step(&[(B, fail(FailureKind::Ambiguous))]);
+    assert_eq!(downs(&s), [(B, true)]);
+    // A good probe and another failure within the episode: still one episode.
+    s.step(&[(B, standby())]);
+    s.step(&[(B, fail(FailureKind::Definite))]);
+    assert!(downs(&s).is_empty() && ups(&s).is_empty(), "{:?}", s.events);
+    s.step(&[(B, standby())]);
+    s.step(&[(B, standby())]);
+    assert_eq!(ups(&s), [(B, Some(Duration::from_millis(400)))]);
+    // A definite failure starts the next episode at once.
+    s.step(&[(A, fail(FailureKind::Definite))]);
+    assert_eq!(downs(&s), [(A, true)]);
+}
+
+#[test]
+fn servfail_reasons_say_why() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    let (st, _, _) = apply_override(&s.state, &s.config, &Override::Drain { server: "a".into() }, s.now).unwrap();
+    assert_eq!(st.answer(&s.config, 0), Answer::NoTarget);
+    let why = st.servfail_reason(&s.config, 0);
+    assert!(why.starts_with("a was drained by an operator; candidates: a drained; b standby"), "{why}");
+    let mut s = Sim::new("read-write", "servfail");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, fail(FailureKind::Definite))]);
+    let why = s.state.servfail_reason(&s.config, 0);
+    assert!(why.contains("on_no_match = \"servfail\"") && why.contains("a down (Definite failure)") && why.contains("b standby"), "{why}");
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, standby()), (B, standby())]);
+    assert!(s.state.servfail_reason(&s.config, 0).contains("keep-last has nothing to keep"));
 }

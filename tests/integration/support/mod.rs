@@ -4,6 +4,7 @@
 
 pub mod dig;
 pub mod env;
+pub mod metrics;
 pub mod proxy;
 pub mod raw;
 pub mod sidecar;

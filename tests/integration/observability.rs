@@ -1,0 +1,227 @@
+//! What operators rely on during an incident: every metric the README lists
+//! exists from start-up (at 0, with its known label sets), `/metrics` says
+//! what format it is, and every alert the README suggests fires when its
+//! event happens on real servers, and not before.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dns_sidecar::client::Client;
+use dns_sidecar::control::Override;
+
+use crate::support::env::Env;
+use crate::support::metrics::{readme_alerts, Alert, Labels, Scrape, PROMETHEUS_ACCEPT};
+use crate::support::raw;
+use crate::support::sidecar::Sidecar;
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap()
+}
+
+/// `/metrics` over HTTP as Prometheus asks for it; checks the format.
+fn scrape(sidecar: &Sidecar) -> Scrape {
+    let admin = sidecar.admin.expect("admin listener");
+    let r = Client::new(&admin.to_string(), None).request("GET", "/metrics", &[("Accept", PROMETHEUS_ACCEPT)], None).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    assert!(r.body.ends_with("# EOF\n"), "an OpenMetrics body ends with # EOF");
+    Scrape::parse(&r.body)
+}
+
+/// Blocks until `cond` holds (the sidecar runs on its own thread).
+fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One row of the README's metrics table.
+struct Row {
+    name: String,
+    ty: String,
+    labels: Vec<(String, Vec<String>)>,
+}
+
+/// The metrics table of the README: name, type, and each label with the
+/// values the README lists for it (in the labels or meaning column, or for
+/// `rcode` in the paragraph under the table).
+fn readme_metrics(readme: &str) -> Vec<Row> {
+    let rcodes: Vec<String> = readme
+        .split("`rcode` is one of ")
+        .nth(1)
+        .expect("README lists the rcodes")
+        .split('.')
+        .next()
+        .unwrap()
+        .replace('\n', " ")
+        .replace(" or ", ", ")
+        .split(", ")
+        .map(|s| s.trim().to_string())
+        .collect();
+    // "(ok, timeout, error)": a list of single-word values; other
+    // parenthesised text is prose.
+    let values = |text: &str| -> Vec<String> {
+        let list: Vec<String> = text.split_once('(').and_then(|(_, r)| r.split_once(')')).map(|(v, _)| v.split(", ").map(|s| s.trim().to_string()).collect()).unwrap_or_default();
+        if list.iter().all(|v| !v.is_empty() && !v.contains(' ')) { list } else { Vec::new() }
+    };
+    readme
+        .lines()
+        .filter(|l| l.starts_with("| `dns_sidecar_"))
+        .map(|l| {
+            let cols: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let name = cols[0].trim_matches('`').to_string();
+            let labels = cols[2]
+                .split("`, `")
+                .flat_map(|part| part.split(", `"))
+                .filter(|p| p.contains(|c: char| c.is_alphabetic()))
+                .map(|part| {
+                    let label = part.trim_matches('`').split('`').next().unwrap().trim().to_string();
+                    let mut vals = values(part);
+                    if vals.is_empty() && label == "rcode" {
+                        vals = rcodes.clone();
+                    }
+                    if vals.is_empty() && ["result", "kind"].contains(&label.as_str()) {
+                        vals = values(cols[3]);
+                    }
+                    (label, vals)
+                })
+                .collect();
+            Row { name, ty: cols[1].to_string(), labels }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_readme_metric_exists_from_start_up_with_its_label_sets() {
+    let env = Env::start(true, "").await;
+    let s = scrape(env.sidecar());
+    let config = env.sidecar().shared.config.load_full();
+    let rows = readme_metrics(&readme());
+    assert!(rows.len() >= 19, "the README's metrics table was not found");
+    for row in &rows {
+        let family = row.name.trim_end_matches("_total");
+        assert_eq!(s.types.get(family).map(String::as_str), Some(row.ty.as_str()), "{}: # TYPE", row.name);
+        let sample = if row.ty == "histogram" { format!("{}_count", row.name) } else { row.name.clone() };
+        let none = Labels::new();
+        let samples: Vec<_> = s.select(&sample, &none).collect();
+        assert!(!samples.is_empty(), "{} has no sample at start-up", row.name);
+        for (label, values) in &row.labels {
+            let known: Vec<String> = match label.as_str() {
+                "server" => config.servers.iter().map(|x| x.id.clone()).collect(),
+                "alias" => config.aliases.iter().map(|a| a.name.to_string()).collect(),
+                "upstream" => config.upstream.iter().flat_map(|u| u.servers.iter().map(|a| a.to_string())).collect(),
+                _ => values.clone(),
+            };
+            assert!(!known.is_empty(), "{}: no known values for label {label}", row.name);
+            for v in &known {
+                assert!(samples.iter().any(|x| x.labels.get(label) == Some(v)), "{}: no series with {label}=\"{v}\" at start-up", row.name);
+            }
+        }
+        // Counters start at 0 (nothing happened yet but queries and probes).
+        if row.ty == "counter" && !["dns_sidecar_probes_total", "dns_sidecar_queries_total", "dns_sidecar_target_changes_total", "dns_sidecar_state_writes_total"].contains(&row.name.as_str()) {
+            assert!(samples.iter().all(|x| x.value == 0.0), "{}: {samples:?}", row.name);
+        }
+    }
+}
+
+/// Every alert the README suggests, against one real primary + replica
+/// through a sequence of incidents (plus one sidecar whose only server
+/// never answers, for readiness). Each must be silent before its event and
+/// fire after it; the README may not suggest an alert this test does not
+/// trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_readme_alert_fires_on_its_event() {
+    let suggested = readme_alerts(&readme());
+    assert!(suggested.len() >= 7, "{suggested:?}");
+    let alert = |needle: &str| -> (String, Alert) {
+        let expr = suggested.iter().find(|e| e.contains(needle)).unwrap_or_else(|| panic!("README suggests no alert on {needle}: {suggested:?}"));
+        (expr.clone(), Alert::parse(expr))
+    };
+    let mut exercised = HashSet::new();
+    let mut check = |needle: &str, before: &Scrape, after: &Scrape, silent: &Scrape, want: &[(&str, &str)]| {
+        let (expr, a) = alert(needle);
+        assert!(a.firing(before, silent).is_empty(), "{expr} fires before its event: {:?}", a.firing(before, silent));
+        let fired = a.firing(before, after);
+        for (k, v) in want {
+            assert!(fired.iter().any(|l| l.get(*k).map(String::as_str) == Some(*v)), "{expr} did not fire for {k}={v}: {fired:?}");
+        }
+        assert!(!fired.is_empty(), "{expr} did not fire");
+        exercised.insert(expr);
+    };
+
+    // Readiness: the only server accepts connections and never answers, so
+    // the first round waits for the probe deadline.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let text = format!(
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n[probe]\ndeadline = \"3s\"\nuser = \"probe\"\nsslmode = \"disable\"\n[servers.a]\ntarget = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
+    );
+    let lonely = Sidecar::start(&text).unwrap();
+    let starting = scrape(&lonely);
+    wait_until("ready", Duration::from_secs(10), || lonely.shared.status.load().ready);
+    let ready = scrape(&lonely);
+    check("dns_sidecar_ready", &ready, &starting, &ready, &[]);
+    drop(lonely);
+
+    let env = Env::start(true, "").await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    let sc = || scrape(env.sidecar());
+    let quiet = sc();
+    for (expr, a) in suggested.iter().map(|e| (e, Alert::parse(e))) {
+        assert!(a.firing(&quiet, &quiet).is_empty(), "{expr} fires on a healthy sidecar: {:?}", a.firing(&quiet, &quiet));
+    }
+
+    // A pin is an override.
+    let before = sc();
+    env.apply(Override::Pin { alias: "prod.db.test".into(), server: "b".into() });
+    let after = sc();
+    check("dns_sidecar_overrides", &before, &after, &before, &[]);
+    env.apply(Override::Unpin { alias: "prod.db.test".into() });
+
+    // Draining the primary: the writer aliases have no target (SERVFAIL),
+    // and no candidate matches.
+    let before = sc();
+    env.apply(Override::Drain { server: "a".into() });
+    wait_until("SERVFAIL", Duration::from_secs(2), || raw::cname_of(env.dns, "prod.db.test.").is_none());
+    let after = sc();
+    check("sum by (alias) (dns_sidecar_alias_target)", &before, &after, &before, &[("alias", "prod.db.test."), ("alias", "strict.db.test.")]);
+    check("dns_sidecar_no_match_total", &before, &after, &before, &[("alias", "prod.db.test.")]);
+    env.apply(Override::Undrain { server: "a".into() });
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(2)).await;
+    assert!(alert("sum by (alias)").1.firing(&before, &sc()).is_empty(), "undrained: every alias has a target again");
+
+    // The state file's directory disappears: the next write fails.
+    let dir = env.state_file().parent().unwrap().to_path_buf();
+    let moved = dir.with_extension("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    let before = sc();
+    env.apply(Override::Pin { alias: "ro.db.test".into(), server: "a".into() });
+    let after = sc();
+    std::fs::rename(&moved, &dir).unwrap();
+    check("dns_sidecar_state_writes_total", &before, &after, &before, &[("result", "error")]);
+    env.apply(Override::Unpin { alias: "ro.db.test".into() });
+
+    // The replica is promoted while the primary runs: a split brain (the
+    // first one since the start counts).
+    let before = sc();
+    let b = env.pair().replica.clone();
+    tokio::task::spawn_blocking(move || b.promote(true)).await.unwrap().unwrap();
+    env.wait_for_target("prod.db.test.", "pg-b.test.", Duration::from_secs(5)).await;
+    let after = sc();
+    check("dns_sidecar_split_brain_total", &before, &after, &before, &[("alias", "prod.db.test.")]);
+
+    // The new primary dies: only the diverged old primary is writable, and
+    // the fence holds the alias off it.
+    let before = sc();
+    let b = env.pair().replica.clone();
+    tokio::task::spawn_blocking(move || b.stop_immediate()).await.unwrap().unwrap();
+    wait_until("the fence holds", Duration::from_secs(5), || env.metric("dns_sidecar_fence_holds_total{alias=\"prod.db.test.\"}") >= 1.0);
+    let after = sc();
+    check("dns_sidecar_fence_holds_total", &before, &after, &before, &[("alias", "prod.db.test.")]);
+
+    let missing: Vec<&String> = suggested.iter().filter(|e| !exercised.contains(*e)).collect();
+    assert!(missing.is_empty(), "README alerts no test triggers: {missing:?}");
+}

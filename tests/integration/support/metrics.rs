@@ -1,0 +1,194 @@
+//! Reading `/metrics` as Prometheus does, and evaluating the README's alert
+//! expressions the way Prometheus would over two scrapes.
+//!
+//! Only the expression shapes the README uses are understood (a sample
+//! compared with a number, `increase(...[5m]) OP N`, `sum by (l) (...) OP N`);
+//! an alert of another shape makes [`Alert::parse`] panic, so a new alert in
+//! the README needs this evaluator (and a test that triggers it) extended.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// What Prometheus 2.x/3.x sends when scraping (OpenMetrics preferred).
+pub const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// One exposition, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    pub samples: Vec<Sample>,
+    /// `# TYPE` lines: family name -> type.
+    pub types: HashMap<String, String>,
+}
+
+impl Scrape {
+    /// Parses OpenMetrics text; panics on a line it cannot read.
+    pub fn parse(text: &str) -> Scrape {
+        let mut s = Scrape::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, ty) = rest.split_once(' ').expect("TYPE line");
+                s.types.insert(name.to_string(), ty.to_string());
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample line {line:?}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line:?}"));
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_string(), Labels::new()),
+                Some((n, rest)) => {
+                    let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("labels in {line:?}"));
+                    let labels = body
+                        .split("\",")
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once("=\"").unwrap_or_else(|| panic!("label {p:?} in {line:?}"));
+                            (k.to_string(), v.trim_end_matches('"').to_string())
+                        })
+                        .collect();
+                    (n.to_string(), labels)
+                }
+            };
+            s.samples.push(Sample { name, labels, value });
+        }
+        s
+    }
+
+    /// Samples of `name` whose labels include every pair of `matchers`.
+    pub fn select<'a>(&'a self, name: &'a str, matchers: &'a Labels) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| s.name == name && matchers.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    Gt,
+    Eq,
+}
+
+impl Op {
+    fn parse(s: &str) -> Op {
+        match s {
+            ">" => Op::Gt,
+            "==" => Op::Eq,
+            o => panic!("operator {o:?} not understood by the test's alert evaluator"),
+        }
+    }
+    fn holds(self, v: f64, n: f64) -> bool {
+        match self {
+            Op::Gt => v > n,
+            Op::Eq => v == n,
+        }
+    }
+}
+
+/// One alert expression of the README.
+#[derive(Debug, Clone)]
+pub enum Alert {
+    /// `metric{matchers} OP n`
+    Compare { metric: String, matchers: Labels, op: Op, n: f64 },
+    /// `increase(metric{matchers}[window]) OP n`
+    Increase { metric: String, matchers: Labels, op: Op, n: f64 },
+    /// `sum by (label) (metric) OP n`
+    SumBy { label: String, metric: String, op: Op, n: f64 },
+}
+
+fn selector(s: &str) -> (String, Labels) {
+    match s.split_once('{') {
+        None => (s.trim().to_string(), Labels::new()),
+        Some((n, rest)) => {
+            let body = rest.trim_end_matches('}');
+            let labels = body
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').expect("matcher");
+                    (k.trim().to_string(), v.trim().trim_matches('"').to_string())
+                })
+                .collect();
+            (n.trim().to_string(), labels)
+        }
+    }
+}
+
+impl Alert {
+    pub fn parse(expr: &str) -> Alert {
+        let (lhs, op, rhs) = [" == ", " > "]
+            .iter()
+            .find_map(|o| expr.rsplit_once(o).map(|(l, r)| (l.trim(), o.trim(), r.trim())))
+            .unwrap_or_else(|| panic!("alert {expr:?}: no comparison"));
+        let (op, n) = (Op::parse(op), rhs.parse::<f64>().unwrap_or_else(|_| panic!("alert {expr:?}: right side")));
+        if let Some(inner) = lhs.strip_prefix("increase(").and_then(|r| r.strip_suffix(')')) {
+            let (sel, _window) = inner.split_once('[').unwrap_or_else(|| panic!("alert {expr:?}: range"));
+            let (metric, matchers) = selector(sel);
+            return Alert::Increase { metric, matchers, op, n };
+        }
+        if let Some(rest) = lhs.strip_prefix("sum by (") {
+            let (label, rest) = rest.split_once(')').expect("sum by label");
+            let metric = rest.trim().trim_start_matches('(').trim_end_matches(')').trim().to_string();
+            return Alert::SumBy { label: label.trim().to_string(), metric, op, n };
+        }
+        assert!(!lhs.contains('('), "alert {expr:?}: function not understood by the test's evaluator");
+        let (metric, matchers) = selector(lhs);
+        Alert::Compare { metric, matchers, op, n }
+    }
+
+    /// The label sets for which the alert fires at `now`, with `before` the
+    /// scrape at the start of the range (for `increase`). As in Prometheus,
+    /// a series absent from `before` has no increase: a counter that only
+    /// appears at its first event never fires.
+    pub fn firing(&self, before: &Scrape, now: &Scrape) -> Vec<Labels> {
+        match self {
+            Alert::Compare { metric, matchers, op, n } => now.select(metric, matchers).filter(|s| op.holds(s.value, *n)).map(|s| s.labels.clone()).collect(),
+            Alert::Increase { metric, matchers, op, n } => now
+                .select(metric, matchers)
+                .filter_map(|s| {
+                    let prev = before.select(metric, matchers).find(|p| p.labels == s.labels)?;
+                    op.holds(s.value - prev.value, *n).then(|| s.labels.clone())
+                })
+                .collect(),
+            Alert::SumBy { label, metric, op, n } => {
+                let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+                let none = Labels::new();
+                for s in now.select(metric, &none) {
+                    *sums.entry(s.labels.get(label).cloned().unwrap_or_default()).or_default() += s.value;
+                }
+                sums.into_iter().filter(|(_, v)| op.holds(*v, *n)).map(|(k, _)| Labels::from([(label.clone(), k)])).collect()
+            }
+        }
+    }
+}
+
+/// The alert expressions the README suggests (the backticked expressions
+/// of its "Useful alerts" paragraph).
+pub fn readme_alerts(readme: &str) -> Vec<String> {
+    let start = readme.find("Useful alerts").expect("README: \"Useful alerts\" paragraph");
+    let para = &readme[start..];
+    let para = &para[..para.find("\n\n").unwrap_or(para.len())];
+    para.split('`').skip(1).step_by(2).filter(|s| s.contains("dns_sidecar_") && (s.contains(" > ") || s.contains(" == "))).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluator_follows_prometheus_semantics() {
+        let before = Scrape::parse("# TYPE x counter\nx_total{a=\"1\"} 0\n# EOF\n");
+        let now = Scrape::parse("# TYPE x counter\nx_total{a=\"1\"} 1\nx_total{a=\"2\"} 1\ng{a=\"1\",s=\"p\"} 0\ng{a=\"1\",s=\"q\"} 0\ng{a=\"2\",s=\"p\"} 1\n# EOF\n");
+        let inc = Alert::parse("increase(x_total[5m]) > 0");
+        assert_eq!(inc.firing(&before, &now), vec![Labels::from([("a".to_string(), "1".to_string())])], "a series born at 1 has no increase");
+        let sum = Alert::parse("sum by (a) (g) == 0");
+        assert_eq!(sum.firing(&before, &now), vec![Labels::from([("a".to_string(), "1".to_string())])]);
+        assert!(Alert::parse("x_total{a=\"2\"} > 0").firing(&before, &now).len() == 1);
+    }
+}
