@@ -5,6 +5,7 @@
 
 mod admin;
 mod config_cli;
+mod demo;
 mod deploy;
 mod failover;
 mod faults;
