@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use error::{ConfigError, Located};
+pub use error::{ConfigError, ConfigWarning, Located};
 pub use validate::forwards_to_self;
 pub use values::{DnsAddr, HumanDuration, Ttl, MAX_TTL};
 
@@ -256,20 +256,47 @@ pub enum SslMode {
     VerifyFull,
 }
 
+/// What validation does with a secret it cannot read (a password's
+/// `password_env` / `password_file`, the admin token's `token_env` /
+/// `token_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// The secret is needed now (`run`, a reload, `check-config --strict`):
+    /// a missing one is an error.
+    Required,
+    /// Only the file is being checked (`check-config`, e.g. a ConfigMap in a
+    /// CI pipeline where the Secret does not exist): a missing secret is a
+    /// warning saying it is needed at run time, and stays unset.
+    Deferred,
+}
+
 impl Config {
-    /// Reads and validates `path`.
+    /// Reads and validates `path`; every secret must be readable.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::from_toml(path, &text)
+        Config::load_with(path, Secrets::Required).map(|(c, _)| c)
     }
 
-    /// Validates `text` as if read from `path` (used by tests and `check-config`).
+    /// Reads and validates `path` with the given treatment of secrets;
+    /// returns the config and the warnings (missing secrets, with
+    /// [`Secrets::Deferred`]).
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml_with(path, &text, secrets)
+    }
+
+    /// Validates `text` as if read from `path` (used by tests); every secret
+    /// must be readable.
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with(path, text, Secrets::Required).map(|(c, _)| c)
+    }
+
+    /// [`Config::from_toml`] with the given treatment of secrets.
+    pub fn from_toml_with(path: &Path, text: &str, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let located = Located::at(path, text, e.span(), e.message().trim().to_string());
             ConfigError::from(with_toml_hint(located))
         })?;
-        validate::validate(path, text, raw)
+        validate::validate(path, text, raw, secrets)
     }
 
     /// The alias whose name equals `name`.

@@ -112,6 +112,39 @@ fn password_sources_never_show_in_debug() {
     assert!(!format!("{c:?}").contains("s3cret"));
 }
 
+#[test]
+fn missing_secrets_are_warnings_when_deferred_and_errors_when_required() {
+    std::env::remove_var("DNS_SIDECAR_TEST_UNSET_PW");
+    std::env::remove_var("DNS_SIDECAR_TEST_UNSET_TOKEN");
+    // (what, replaced, replacement, line of the secret, words, servers whose password is unset)
+    let cases: &[(&str, &str, &str, usize, &[&str], &[&str])] = &[
+        ("[probe] password_env", "[probe]\n", "[probe]\npassword_env = \"DNS_SIDECAR_TEST_UNSET_PW\"\n", 12, &["`DNS_SIDECAR_TEST_UNSET_PW` is not set", "servers `a`, `b`"], &["a", "b"]),
+        ("server password_file", "port = 6432\n", "port = 6432\npassword_file = \"/nonexistent/pw\"\n", 21, &["cannot read password_file `/nonexistent/pw`", "server `b`"], &["b"]),
+        ("admin token_env", "servers = [\"a\", \"b\"]\n", "servers = [\"a\", \"b\"]\n[admin]\ntoken_env = \"DNS_SIDECAR_TEST_UNSET_TOKEN\"\n", 26, &["`DNS_SIDECAR_TEST_UNSET_TOKEN` is not set", "the admin token"], &[]),
+        ("admin token_file", "servers = [\"a\", \"b\"]\n", "servers = [\"a\", \"b\"]\n[admin]\ntoken_file = \"/nonexistent/token\"\n", 26, &["cannot read token_file", "the admin token"], &[]),
+    ];
+    for (what, from, to, line, words, unset) in cases {
+        assert!(BASE.contains(from), "{what}");
+        let text = BASE.replacen(from, to, 1);
+        let (c, warnings) = Config::from_toml_with(Path::new("test.toml"), &text, Secrets::Deferred).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(warnings.len(), 1, "{what}: {warnings:?}");
+        let w = warnings[0].to_string();
+        assert!(w.starts_with(&format!("test.toml:{line}:")), "{what}: wrong place in {w:?}");
+        for needle in words.iter().chain(&["warning: ", "needed at run time", "hint: "]) {
+            assert!(w.contains(needle), "{what}: {w:?} lacks {needle:?}");
+        }
+        for s in c.servers.iter().filter(|s| unset.contains(&s.id.as_str())) {
+            assert_eq!(s.conn.password, None, "{what}: server {}", s.id);
+        }
+        assert_eq!(c.admin.token, None, "{what}");
+        // Required (run, reload, check-config --strict): the same is an error, at the same place.
+        let err = parse(&text).expect_err(what).to_string();
+        assert!(err.starts_with(&format!("test.toml:{line}:")) && err.contains(words[0]) && !err.contains("warning"), "{what}: {err}");
+    }
+    // Nothing missing: no warnings.
+    assert!(Config::from_toml_with(Path::new("test.toml"), BASE, Secrets::Deferred).unwrap().1.is_empty());
+}
+
 /// Each bad config, the line the error must point at, and words the message must contain.
 #[test]
 fn bad_configs_name_line_and_fix() {
