@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigWarning, Located};
 pub use validate::forwards_to_self;
-pub use values::{DnsAddr, HumanDuration, Ttl, MAX_TTL};
+pub use values::{ByteSize, DnsAddr, HumanDuration, Ttl, MAX_TTL};
 
 use crate::name::DnsName;
 
@@ -185,6 +185,30 @@ pub struct Alias {
     pub servers: Vec<ServerId>,
     pub on_no_match: NoMatchPolicy,
     pub on_change: Option<Hook>,
+    /// Reader aliases: standbys further behind the primary than this do not
+    /// match (see [`crate::decision::lag`]).
+    pub max_lag: MaxLag,
+}
+
+/// How far behind the primary a standby may be and still be chosen by a
+/// reader alias (`standby`, `prefer-standby`, `read-only`). Unset: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaxLag {
+    /// WAL bytes between the newest primary position known and the
+    /// standby's replay position (`max_lag`).
+    pub bytes: Option<u64>,
+    /// How long ago the primary was last seen at or before the standby's
+    /// replay position (`max_lag_time`): zero while the standby has replayed
+    /// everything the primary had at its last probe, however idle the
+    /// primary is.
+    pub time: Option<Duration>,
+}
+
+impl MaxLag {
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.bytes.is_some() || self.time.is_some()
+    }
 }
 
 /// A command run when an alias changes target.
@@ -214,6 +238,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether a lag limit applies: the roles that choose standbys for
+    /// reading.
+    pub fn reads_standbys(self) -> bool {
+        matches!(self, Role::Standby | Role::PreferStandby | Role::ReadOnly)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::ReadWrite => "read-write",

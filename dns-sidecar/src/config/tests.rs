@@ -91,6 +91,16 @@ fn overrides() {
 }
 
 #[test]
+fn lag_limits() {
+    let reader = |role: &str, lag: &str| parse(&BASE.replace("servers = [\"a\", \"b\"]", &format!("servers = [\"b\", \"a\"]\nrole = \"{role}\"\n{lag}")));
+    let c = reader("prefer-standby", "max_lag = \"16MiB\"\nmax_lag_time = \"5s\"").unwrap();
+    assert_eq!(c.aliases[0].max_lag, MaxLag { bytes: Some(16 << 20), time: Some(Duration::from_secs(5)) });
+    assert_eq!(reader("standby", "max_lag = 65536").unwrap().aliases[0].max_lag, MaxLag { bytes: Some(65536), time: None });
+    assert_eq!(reader("read-only", "max_lag_time = \"200ms\"").unwrap().aliases[0].max_lag.time, Some(Duration::from_millis(200)));
+    assert!(!parse(BASE).unwrap().aliases[0].max_lag.is_set(), "no limit by default");
+}
+
+#[test]
 fn incident_interval() {
     let with = |probe: &str| parse(&BASE.replace("[probe]\n", &format!("[probe]\n{probe}\n")));
     let c = with("incident_interval = \"25ms\"").unwrap();
@@ -176,6 +186,11 @@ fn bad_configs_name_line_and_fix() {
         ),
         ("incident interval without unit", "[probe]\n", "[probe]\nincident_interval = \"10\"\n", 12, &["no unit", "10ms"]),
         ("missing target", "target = \"pg-b.example.com\"\n", "", 18, &["missing field `target`"]),
+        ("lag limit on a writer", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nmax_lag = \"1MiB\"", 25, &["role `read-write`", "never chooses a standby", "hint: use max_lag"]),
+        ("lag time on any", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"any\"\nmax_lag_time = \"5s\"", 26, &["role `any`", "lag limit"]),
+        ("zero lag", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag = 0", 26, &["`max_lag` must be more than zero", "16MiB"]),
+        ("lag in MB", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag = \"16MB\"", 26, &["unknown unit `MB`", "MiB"]),
+        ("lag time shorter than two intervals", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag_time = \"150ms\"", 26, &["`max_lag_time` of 150ms is shorter than two probe intervals (200ms)", "hint: "]),
         ("empty hook", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = []", 25, &["empty on_change"]),
         ("verify-full without file", "sslmode = \"require\"", "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"", 14, &["not a readable file"]),
     ];

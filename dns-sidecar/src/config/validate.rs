@@ -226,6 +226,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
             }
             refs.push(idx);
         }
+        let max_lag = max_lag(&cx, &a, &name, a.role.unwrap_or(Role::ReadWrite), &probe)?;
         let on_change = match a.on_change {
             None => None,
             Some(argv) if argv.get_ref().is_empty() || argv.get_ref()[0].is_empty() => {
@@ -235,6 +236,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
         };
         aliases.push(Alias {
             on_change,
+            max_lag,
             name,
             ttl: a.ttl.map_or(5, |t| t.0),
             role: a.role.unwrap_or(Role::ReadWrite),
@@ -247,6 +249,34 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
     let state = state_settings(&cx, raw.state)?;
     let config = Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases, admin, state };
     Ok((config, cx.warnings()))
+}
+
+/// An alias's lag limit: only for reader roles, non-zero, and (for time)
+/// long enough to be measured by probes.
+fn max_lag(cx: &Ctx<'_>, a: &super::raw::RawAlias, name: &DnsName, role: Role, probe: &ProbeTiming) -> Result<MaxLag, ConfigError> {
+    let limit = MaxLag { bytes: a.max_lag.as_ref().map(|b| b.get_ref().0), time: a.max_lag_time.as_ref().map(|t| t.get_ref().0) };
+    let first = a.max_lag.as_ref().map(|b| b.span()).or_else(|| a.max_lag_time.as_ref().map(|t| t.span()));
+    if limit.is_set() && !role.reads_standbys() {
+        return cx.err(
+            first,
+            format!("alias `{name}` has role `{}`, which never chooses a standby, so a lag limit cannot apply", role.as_str()),
+            "use max_lag / max_lag_time on a reader alias (role = \"prefer-standby\", \"standby\" or \"read-only\"), or remove it",
+        );
+    }
+    if let (Some(0), Some(b)) = (limit.bytes, &a.max_lag) {
+        return cx.err(Some(b.span()), "`max_lag` must be more than zero", "the primary writes between two probes, so 0 would exclude every standby most of the time; e.g. max_lag = \"16MiB\"");
+    }
+    let shortest = probe.interval * 2;
+    if let (Some(t), Some(raw)) = (limit.time, &a.max_lag_time) {
+        if t < shortest {
+            return cx.err(
+                Some(raw.span()),
+                format!("`max_lag_time` of {t:?} is shorter than two probe intervals ({shortest:?})"),
+                format!("the lag is measured from the probes, which are up to one interval old each; use at least {shortest:?}, e.g. max_lag_time = \"5s\""),
+            );
+        }
+    }
+    Ok(limit)
 }
 
 fn state_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawState>) -> Result<StateSettings, ConfigError> {
