@@ -197,10 +197,10 @@ impl Cluster {
                 in_recovery: false,
                 read_only,
                 timeline: (!self.revoked).then_some(tl),
-                replay_lag_bytes: None,
+                replay_lag_bytes: None, wal_lsn: None,
                 fresh_connection: false,
             }),
-            Truth::Standby { .. } => Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), fresh_connection: false }),
+            Truth::Standby { .. } => Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), wal_lsn: None, fresh_connection: false }),
             Truth::Down => Err(ProbeFailure { kind: FailureKind::Definite, message: "refused".into() }),
             Truth::Frozen => Err(ProbeFailure { kind: FailureKind::Ambiguous, message: "timeout".into() }),
         };

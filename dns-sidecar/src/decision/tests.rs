@@ -37,13 +37,13 @@ pub(super) const A: ServerId = 0;
 pub(super) const B: ServerId = 1;
 
 pub(super) fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: false, read_only: false, timeline: tl, replay_lag_bytes: None, fresh_connection: false })
+    Ok(ServerState { in_recovery: false, read_only: false, timeline: tl, replay_lag_bytes: None, wal_lsn: None, fresh_connection: false })
 }
 pub(super) fn read_only_primary() -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, fresh_connection: false })
+    Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, wal_lsn: None, fresh_connection: false })
 }
 pub(super) fn standby() -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), fresh_connection: false })
+    Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), wal_lsn: None, fresh_connection: false })
 }
 pub(super) fn fail(kind: FailureKind) -> Result<ServerState, ProbeFailure> {
     Err(ProbeFailure { kind, message: format!("{kind:?} failure") })
@@ -59,7 +59,9 @@ pub(super) struct Sim {
 
 impl Sim {
     pub fn new(role: &str, policy: &str) -> Sim {
-        let config = config(role, policy);
+        Sim::with_config(config(role, policy))
+    }
+    pub fn with_config(config: Config) -> Sim {
         let now = Instant::now();
         Sim { state: State::new(&config, now), config, now, events: Vec::new() }
     }
