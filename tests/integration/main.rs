@@ -10,6 +10,7 @@ mod deploy;
 mod failover;
 mod faults;
 mod forwarding;
+mod lag;
 mod operations;
 mod protocol;
 mod sequences;
