@@ -29,9 +29,10 @@
 //!
 //! A lag that cannot be measured (no primary position known among the
 //! peers, WAL functions revoked) does not qualify: the alias never serves a
-//! standby of unknown staleness. Just after start (or after a failover) the
-//! time needs a second probe of the primary before a standby that trails it
-//! can be placed; until then the standby waits, without an episode.
+//! standby of unknown staleness. Until the first probe round is complete
+//! (a primary may not have reported yet), and just after start or a failover
+//! for the time (it needs a second probe of the primary to place a standby
+//! that trails it), the standby waits, without an episode.
 //!
 //! **Episodes.** A standby seen over the limit is kept off at once, and only
 //! qualifies again after `rise` good probes of it in a row within the limit
@@ -240,7 +241,12 @@ pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Co
                 state.aliases[i].lagging.retain(|l| l.server != s);
                 continue;
             };
-            let verdict = check(&lag, &alias.max_lag, config);
+            let verdict = match check(&lag, &alias.max_lag, config) {
+                // Before the first round a primary may simply not have
+                // reported yet: wait, without an episode.
+                Verdict::Over(reason) if lag.primary.is_none() && !state.first_round_done => Verdict::NotYet(reason),
+                v => v,
+            };
             let probed = observations.iter().any(|o| o.server == s && o.outcome.is_ok());
             let lagging = &mut state.aliases[i].lagging;
             let at = lagging.iter().position(|l| l.server == s);

@@ -364,10 +364,19 @@ struct Oracle {
     /// the positions it was seen at as a primary (since it was last seen in
     /// recovery or its position went back),
     primary_positions: [Vec<(Instant, u64)>; 3],
-    /// and, for alias 3 (`max_lag`), the standbys seen over the limit with
-    /// their good probes since.
-    over: [bool; 3],
-    good: [u32; 3],
+    /// and, for alias 3 (`max_lag`), where each standby stands.
+    lag: [LagState; 3],
+}
+
+/// A standby against alias 3's byte limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum LagState {
+    #[default]
+    Fine,
+    /// Unknown before the first round: kept off, back at the first good measure.
+    Waiting,
+    /// Over the limit (or unmeasurable): kept off, back after `RISE` good probes.
+    Over { good: u32 },
 }
 
 fn writer(alias: usize) -> bool {
@@ -413,7 +422,7 @@ impl Oracle {
     /// Learns from a decision step's observations (none for overrides and
     /// reloads): positions, and alias 3's episodes (over the byte limit, or
     /// unmeasurable: kept off; back after `RISE` good probes within it).
-    fn lag_step(&mut self, obs: &[Observation]) {
+    fn lag_step(&mut self, obs: &[Observation], first_round_done: bool) {
         for o in obs {
             let Ok(st) = &o.outcome else { continue };
             let pos = &mut self.primary_positions[o.server];
@@ -430,22 +439,24 @@ impl Oracle {
         }
         for s in 0..3 {
             let Some(replayed) = self.last_obs[s].as_ref().filter(|o| o.in_recovery).map(|o| o.wal_lsn) else {
-                (self.over[s], self.good[s]) = (false, 0);
+                self.lag[s] = LagState::Fine;
                 continue;
             };
-            let over = match (self.reference(s), replayed) {
+            let reference = self.reference(s);
+            let over = match (reference, replayed) {
                 (Some((_, p)), Some(r)) => p.saturating_sub(r) > MAX_LAG,
                 _ => true,
             };
             let probed = obs.iter().any(|o| o.server == s && o.outcome.is_ok());
-            if over {
-                (self.over[s], self.good[s]) = (true, 0);
-            } else if self.over[s] && probed {
-                self.good[s] += 1;
-                if self.good[s] >= RISE {
-                    (self.over[s], self.good[s]) = (false, 0);
-                }
-            }
+            self.lag[s] = match (self.lag[s], over) {
+                (LagState::Fine, true) if reference.is_none() && !first_round_done => LagState::Waiting,
+                (LagState::Waiting, true) if reference.is_none() && !first_round_done => LagState::Waiting,
+                (_, true) => LagState::Over { good: 0 },
+                (LagState::Over { good }, false) if probed && good + 1 >= RISE => LagState::Fine,
+                (LagState::Over { good }, false) if probed => LagState::Over { good: good + 1 },
+                (LagState::Waiting, false) => LagState::Fine,
+                (state, false) => state,
+            };
         }
     }
 
@@ -457,10 +468,10 @@ impl Oracle {
         let standby = |s: usize| self.last_obs[s].as_ref().is_some_and(|o| o.in_recovery);
         match (a, ans) {
             (3, &Answer::Target(s)) if standby(s) => {
-                prop_assert!(!self.over[s], "alias 3 answers standby {} during its lag episode (good probes {})", s, self.good[s]);
+                prop_assert_eq!(self.lag[s], LagState::Fine, "alias 3 answers standby {} while it is kept off for lag", s);
             }
             (3, _) => {
-                let qualifies = (0..3).find(|&s| standby(s) && !self.over[s] && inst.state.servers[s].up && !inst.state.drained[s]);
+                let qualifies = (0..3).find(|&s| standby(s) && self.lag[s] == LagState::Fine && inst.state.servers[s].up && !inst.state.drained[s]);
                 if let Some(q) = qualifies {
                     prop_assert!(matches!(ans, Answer::Target(x) if standby(*x)), "alias 3 answers {:?} while standby {} qualifies", ans, q);
                 }
@@ -570,9 +581,11 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
             for o in &obs {
                 oracle.observed(o);
             }
+            let done = inst.state.first_round_done;
             inst.decide(&obs);
-            oracle.lag_step(&obs);
+            oracle.lag_step(&obs, done);
         } else {
+            let done = inst.state.first_round_done;
             let alias = |a: usize| ALIASES[a].to_string();
             let server = |s: usize| SERVERS[s].to_string();
             match *op {
@@ -604,11 +617,11 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
                     oracle.reported = [false; 3];
                     oracle.started = Some(inst.now);
                     // Server health, positions and lag episodes are re-learned.
-                    (oracle.last_obs, oracle.primary_positions, oracle.over, oracle.good) = Default::default();
+                    (oracle.last_obs, oracle.primary_positions, oracle.lag) = Default::default();
                 }
                 _ => unreachable!(),
             }
-            oracle.lag_step(&[]);
+            oracle.lag_step(&[], done && !matches!(op, Op::RestartSidecar));
         }
         let answers = inst.answers();
         oracle.check(&inst, &answers, deadline)?;
