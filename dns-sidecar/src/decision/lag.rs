@@ -23,9 +23,12 @@
 //!
 //! Both probes are at most one probe interval old (or one incident interval;
 //! longer only while a probe is failing), so the byte figure is off by at
-//! most the WAL written, or replayed, in one interval; the time figure errs
-//! towards more lag, by at most about two intervals (or 1/32 of
-//! `max_lag_time`, the spacing of the kept positions, when that is larger).
+//! most the WAL written, or replayed, in one interval; the time figure is low
+//! by at most one interval (the primary may have written since its last
+//! probe) and high by at most about two (the primary crossed the standby's
+//! position somewhere between two of its probes, and the standby may have
+//! replayed more since its own), or by 1/32 of `max_lag_time`, the spacing of
+//! the kept positions, when that is larger.
 //!
 //! A lag that cannot be measured (no primary position known among the
 //! peers, WAL functions revoked) does not qualify: the alias never serves a
