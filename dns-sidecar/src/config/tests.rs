@@ -126,8 +126,9 @@ fn password_sources_never_show_in_debug() {
 fn missing_secrets_are_warnings_when_deferred_and_errors_when_required() {
     std::env::remove_var("DNS_SIDECAR_TEST_UNSET_PW");
     std::env::remove_var("DNS_SIDECAR_TEST_UNSET_TOKEN");
-    // (what, replaced, replacement, line of the secret, words, servers whose password is unset)
-    let cases: &[(&str, &str, &str, usize, &[&str], &[&str])] = &[
+    /// (what, replaced, replacement, line of the secret, words, servers whose password is unset)
+    type Case<'a> = (&'a str, &'a str, &'a str, usize, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
         ("[probe] password_env", "[probe]\n", "[probe]\npassword_env = \"DNS_SIDECAR_TEST_UNSET_PW\"\n", 12, &["`DNS_SIDECAR_TEST_UNSET_PW` is not set", "servers `a`, `b`"], &["a", "b"]),
         ("server password_file", "port = 6432\n", "port = 6432\npassword_file = \"/nonexistent/pw\"\n", 21, &["cannot read password_file `/nonexistent/pw`", "server `b`"], &["b"]),
         ("admin token_env", "servers = [\"a\", \"b\"]\n", "servers = [\"a\", \"b\"]\n[admin]\ntoken_env = \"DNS_SIDECAR_TEST_UNSET_TOKEN\"\n", 26, &["`DNS_SIDECAR_TEST_UNSET_TOKEN` is not set", "the admin token"], &[]),
