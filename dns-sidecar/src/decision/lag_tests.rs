@@ -12,36 +12,14 @@ use crate::observation::{FailureKind, ProbeFailure};
 const C: ServerId = 2;
 const MIB: u64 = 1 << 20;
 
-/// Servers a, b (and c when `three`), probes every 100 ms, rise 2, and one
-/// alias `read.db.internal` with `role`, `policy` and the lag lines.
+/// The decision tests' config (servers a and b, rise 2, one alias over
+/// ["a", "b"]) with the lag lines; with `three`, server c too, listed second.
 fn config(role: &str, policy: &str, limit: &str, three: bool) -> Config {
-    let (c_table, list) = if three { ("[servers.c]\ntarget = \"pg-c.test\"\n", "\"b\", \"c\", \"a\"") } else { ("", "\"b\", \"a\"") };
-    let text = format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[[zones]]
-name = "db.internal"
-[probe]
-user = "probe"
-sslmode = "require"
-interval = "100ms"
-deadline = "1s"
-fall = 3
-rise = 2
-[servers.a]
-target = "pg-a.test"
-[servers.b]
-target = "pg-b.test"
-{c_table}
-[[aliases]]
-name = "read.db.internal"
-role = "{role}"
-on_no_match = "{policy}"
-servers = [{list}]
-{limit}
-"#
-    );
+    let mut text = format!("{}{limit}\n", super::tests::config_text(role, policy));
+    if three {
+        text = text.replace("servers = [\"a\", \"b\"]", "servers = [\"a\", \"c\", \"b\"]");
+        text.push_str("[servers.c]\ntarget = \"pg-c.test\"\n");
+    }
     Config::from_toml(Path::new("lag.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -128,8 +106,13 @@ fn standby_role_follows_on_no_match() {
 fn read_only_role_keeps_read_only_primaries_and_drops_lagging_standbys() {
     let mut s = sim("read-only", "servfail", "max_lag = \"1MiB\"");
     let ro_primary = Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, wal_lsn: Some(8 * MIB), fresh_connection: false });
-    assert_eq!(s.step(&[(A, ro_primary.clone()), (B, replayed(8 * MIB))]), Answer::Target(B));
-    assert_eq!(s.step(&[(A, ro_primary.clone()), (B, replayed(MIB))]), Answer::Target(A), "the read-only primary has no lag");
+    assert_eq!(s.step(&[(A, ro_primary.clone()), (B, replayed(8 * MIB))]), Answer::Target(A), "both match: list order");
+    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(8 * MIB))]), Answer::Target(B), "the standby, within the limit");
+    let mut s = sim("read-only", "servfail", "max_lag = \"1MiB\"");
+    let ahead = Ok(ServerState { wal_lsn: Some(16 * MIB), ..ro_primary.clone().unwrap() });
+    assert_eq!(s.step(&[(A, ahead), (B, replayed(8 * MIB))]), Answer::Target(A), "the read-only primary has no lag");
+    assert_eq!(s.state.aliases[0].lagging.iter().map(|l| l.server).collect::<Vec<_>>(), [B]);
+    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(8 * MIB))]), Answer::NoTarget, "never the lagging standby");
 }
 
 #[test]
@@ -314,9 +297,9 @@ fn a_pin_ignores_lag_and_a_reload_keeps_or_drops_the_episode() {
     let mut s = sim("prefer-standby", "keep-last", "max_lag = \"1MiB\"");
     s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]);
     assert_eq!(s.step(&[(A, writer(1, 5 * MIB)), (B, replayed(MIB))]), Answer::Target(A));
-    s.apply(Override::Pin { alias: "read.db.internal".into(), server: "b".into() }).unwrap();
+    s.apply(Override::Pin { alias: "prod.db.internal".into(), server: "b".into() }).unwrap();
     assert_eq!(s.answer(), Answer::Target(B), "the operator knows best");
-    s.apply(Override::Unpin { alias: "read.db.internal".into() }).unwrap();
+    s.apply(Override::Unpin { alias: "prod.db.internal".into() }).unwrap();
     assert_eq!(s.answer(), Answer::Target(A));
 
     let same = config("prefer-standby", "keep-last", "max_lag = \"2MiB\"", false);

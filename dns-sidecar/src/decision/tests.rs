@@ -6,7 +6,14 @@ use crate::control::{ControlError, Override};
 use crate::observation::{FailureKind, ProbeFailure};
 
 fn config(role: &str, policy: &str) -> Config {
-    let text = format!(
+    Config::from_toml(Path::new("t.toml"), &config_text(role, policy)).unwrap()
+}
+
+/// Servers a and b, probes every 100 ms (fall 3, rise 2), and one alias
+/// `prod.db.internal` over ["a", "b"] with `role` and `policy`; its table is
+/// last, so lines appended to the text belong to it.
+pub(super) fn config_text(role: &str, policy: &str) -> String {
+    format!(
         r#"
 [dns]
 listen = ["127.0.0.1:5353"]
@@ -29,8 +36,7 @@ role = "{role}"
 on_no_match = "{policy}"
 servers = ["a", "b"]
 "#
-    );
-    Config::from_toml(Path::new("t.toml"), &text).unwrap()
+    )
 }
 
 pub(super) const A: ServerId = 0;
