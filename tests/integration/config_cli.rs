@@ -39,7 +39,7 @@ fn the_examples_validate_with_line_works_without_the_secret() {
     let example = std::fs::read_to_string(root.join("config/example.toml")).unwrap();
     let line = example.lines().find_map(|l| l.strip_prefix("# Validate with:")).expect("config/example.toml says how to validate it").trim();
     // The line as printed, run by this build's binary instead of `cargo run`.
-    let args: Vec<&str> = line.strip_prefix("cargo run --release --").unwrap_or_else(|| panic!("unexpected command {line:?}")).split_whitespace().collect();
+    let args: Vec<&str> = line.strip_prefix("cargo run --").unwrap_or_else(|| panic!("unexpected command {line:?}")).split_whitespace().collect();
     assert_eq!(args, ["check-config", "config/example.toml"]);
     let (code, out, err) = check_without_secrets(&args);
     assert_eq!(code, 0, "{line}: {out}{err}");
