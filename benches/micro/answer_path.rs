@@ -41,7 +41,7 @@ fn answer_path(c: &mut Criterion) {
         server,
         at: now,
         latency: Duration::from_micros(30),
-        outcome: Ok(ServerState { in_recovery, read_only: in_recovery, timeline: Some(1), replay_lag_bytes: None, fresh_connection: false }),
+        outcome: Ok(ServerState { in_recovery, read_only: in_recovery, timeline: Some(1), replay_lag_bytes: None, wal_lsn: None, fresh_connection: false }),
     };
     let round = [obs(0, false), obs(1, true)];
     let (state, _) = decide(&state, &round, &config, now);

@@ -416,19 +416,7 @@ pub fn ago(then: Option<f64>, now: f64) -> String {
 }
 
 /// "0 B", "12.0 KiB", "3.4 MiB".
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
+pub use crate::decision::lag::bytes;
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
@@ -518,6 +506,17 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
         out.push_str("\nFences (the alias will not move to these servers; see `dns-sidecar unfence --help`)\n");
         table(&mut out, &["ALIAS", "SERVER", "KIND", "HOLDING", "SINCE", "REASON"], &fences);
     }
+    let lagging: Vec<Vec<String>> = s
+        .aliases
+        .iter()
+        .flat_map(|a| {
+            a.lagging.iter().map(|l| vec![a.name.clone(), l.server.clone(), l.good_probes.to_string(), l.since.map_or("-".into(), |t| ago(Some(t), now)), l.reason.clone()])
+        })
+        .collect();
+    if !lagging.is_empty() {
+        out.push_str("\nLagging standbys (kept off until within the alias's lag limit for `rise` probes in a row)\n");
+        table(&mut out, &["ALIAS", "SERVER", "GOOD PROBES", "SINCE", "LAG"], &lagging);
+    }
     out.push_str("\nServers\n");
     if s.servers.is_empty() {
         out.push_str("  (none)\n");
@@ -532,8 +531,11 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                     (_, _, Some(true)) => "read-only",
                     _ => "unknown",
                 };
-                let lag = match (v.in_recovery, v.replay_lag_bytes) {
-                    (Some(true), Some(l)) => bytes(l),
+                // Behind the primary when known (what max_lag limits), else
+                // received but not replayed.
+                let lag = match (v.in_recovery, v.lag_bytes, v.replay_lag_bytes) {
+                    (Some(true), Some(l), _) => bytes(l),
+                    (Some(true), None, Some(l)) => format!("{} (unreplayed)", bytes(l)),
                     _ => "-".into(),
                 };
                 let err = match (&v.last_error, v.consecutive_failures) {
@@ -580,7 +582,7 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{AliasStatus, ServerStatus};
+    use crate::status::{AliasStatus, LagStatus, ServerStatus};
 
     #[test]
     fn parses_plain_and_chunked_answers() {
@@ -625,18 +627,26 @@ mod tests {
                 reason: "westus2 is writable".into(),
                 pinned: Some("westus2".into()),
                 ..Default::default()
+            }, AliasStatus {
+                name: "ro.db.internal.".into(),
+                role: "prefer-standby".into(),
+                lagging: vec![LagStatus { server: "centralus".into(), reason: "20.0 MiB behind westus2 (max_lag 16.0 MiB)".into(), since: Some(990.0), good_probes: 1 }],
+                ..Default::default()
             }],
             servers: vec![
                 ServerStatus { server: "eastus".into(), up: false, drained: true, last_error: Some("connection refused".into()), consecutive_failures: 4, ..Default::default() },
                 ServerStatus { server: "westus2".into(), up: true, writable: Some(false), in_recovery: Some(true), timeline: Some(2), replay_lag_bytes: Some(2048), last_success: Some(999.5), ..Default::default() },
+                ServerStatus { server: "centralus".into(), up: true, in_recovery: Some(true), replay_lag_bytes: Some(0), lag_bytes: Some(20 << 20), last_success: Some(999.5), ..Default::default() },
             ],
             history: (0..15).map(|i| HistoryEntry { at: 900.0 + i as f64, kind: "server_up".into(), server: Some(format!("s{i}")), message: format!("m{i}"), ..Default::default() }).collect(),
         };
         let t = render_status(&s, "127.0.0.1:9153", 1000.0);
         assert!(t.starts_with("dns-sidecar at 127.0.0.1:9153: ready"), "{t}");
-        assert!(t.contains("prod.db.internal.  read-write  cname   westus2 (pg-westus2.example.)  12s ago  westus2  westus2 is writable"), "{t}");
-        assert!(t.contains("eastus   DOWN  drained  unknown  -         -        never     connection refused (4 in a row)"), "{t}");
-        assert!(t.contains("westus2  up    -        standby  2         2.0 KiB  just now  -"), "{t}");
+        assert!(t.contains("prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s ago  westus2  westus2 is writable"), "{t}");
+        assert!(t.contains("eastus     DOWN  drained  unknown  -         -                     never     connection refused (4 in a row)"), "{t}");
+        assert!(t.contains("westus2    up    -        standby  2         2.0 KiB (unreplayed)  just now  -"), "{t}");
+        assert!(t.contains("centralus  up    -        standby  -         20.0 MiB              just now  -"), "{t}");
+        assert!(t.contains("ro.db.internal.  centralus  1            10s ago  20.0 MiB behind westus2 (max_lag 16.0 MiB)"), "{t}");
         assert!(t.contains("History (last 10 of 15)"), "{t}");
         assert!(!t.contains(" m4\n") && t.contains(" m5\n") && t.contains(" m14\n"), "{t}");
         let empty = render_status(&Status::default(), "x:1", 5.0);

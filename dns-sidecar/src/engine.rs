@@ -19,15 +19,15 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::control::ControlRequest;
 use crate::decision::snapshot::{capture, restore};
-use crate::decision::{apply_override, decide, fence, reconfigure, Answer, Bar, Event, State};
+use crate::decision::{apply_override, decide, fence, lag, reconfigure, Answer, Bar, Event, State};
 use crate::episodes::{Episodes, Line};
 use crate::hook::HookRun;
 use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
-use crate::observation::{FailureKind, Observation, Tagged};
+use crate::observation::{format_lsn, FailureKind, Observation, Tagged};
 use crate::routes::Routes;
 use crate::shared::Shared;
 use crate::statefile;
-use crate::status::{AliasStatus, FenceStatus, HistoryEntry, ServerStatus, Status, HISTORY_LEN};
+use crate::status::{AliasStatus, FenceStatus, HistoryEntry, LagStatus, ServerStatus, Status, HISTORY_LEN};
 
 /// A new config for the engine; the sender learns when it is in force.
 pub struct Reconfigure {
@@ -424,6 +424,7 @@ impl Engine {
     fn status(&self, routes: &Routes) -> Status {
         let c = &self.config;
         let st = &self.state;
+        let now = Instant::now();
         let aliases = c
             .aliases
             .iter()
@@ -453,6 +454,13 @@ impl Engine {
                     candidates: a.servers.iter().map(|&x| c.servers[x].id.clone()).collect(),
                     timeline_floor: s.timeline_floor,
                     fences: self.fence_status(i),
+                    max_lag_bytes: a.max_lag.bytes,
+                    max_lag_seconds: a.max_lag.time.map(|t| t.as_secs_f64()),
+                    lagging: s
+                        .lagging
+                        .iter()
+                        .map(|l| LagStatus { server: c.servers[l.server].id.clone(), reason: l.reason.clone(), since: Some(self.unix(l.since)), good_probes: l.good })
+                        .collect(),
                 }
             })
             .collect();
@@ -463,6 +471,7 @@ impl Engine {
             .map(|(i, s)| {
                 let h = &st.servers[i];
                 let ls = h.last_state.as_ref();
+                let lag = lag::measure(st, c, i, now);
                 ServerStatus {
                     server: s.id.clone(),
                     target: s.target.to_string(),
@@ -475,6 +484,10 @@ impl Engine {
                     read_only: ls.map(|x| x.read_only),
                     timeline: ls.and_then(|x| x.timeline),
                     replay_lag_bytes: ls.and_then(|x| x.replay_lag_bytes),
+                    wal_lsn: ls.and_then(|x| x.wal_lsn).map(format_lsn),
+                    lag_primary: lag.as_ref().and_then(|l| l.primary).map(|p| c.servers[p].id.clone()),
+                    lag_bytes: lag.as_ref().and_then(|l| l.bytes),
+                    lag_seconds: lag.as_ref().and_then(|l| l.time).map(|t| t.unwrap_or_else(|more| more).as_secs_f64()),
                     last_error: h.last_error.clone(),
                     last_success: h.last_success.map(|t| self.unix(t)),
                     last_probe_ms: self.last_latency[i].map(|d| d.as_secs_f64() * 1000.0),
@@ -484,7 +497,7 @@ impl Engine {
             .collect();
         Status {
             ready: st.first_round_done,
-            generated_at: self.unix(Instant::now()),
+            generated_at: self.unix(now),
             aliases,
             servers,
             history: self.history.iter().cloned().collect(),
@@ -600,6 +613,14 @@ impl Engine {
             Event::Unfenced { alias: a, server: s, reason } => {
                 info!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "fence lifted");
                 self.record(Some(alias(*a).into()), Some(server(*s).into()), "unfenced", reason.clone());
+            }
+            Event::LagExceeded { alias: a, server: s, reason } => {
+                warn!(alias = alias(*a), server = server(*s), lag = reason.as_str(), "standby too far behind the primary: the alias will not choose it until it is within the limit for `rise` probes");
+                self.record(Some(alias(*a).into()), Some(server(*s).into()), "lag_exceeded", reason.clone());
+            }
+            Event::LagRecovered { alias: a, server: s, reason } => {
+                info!(alias = alias(*a), server = server(*s), lag = reason.as_str(), "standby within the alias's lag limit again");
+                self.record(Some(alias(*a).into()), Some(server(*s).into()), "lag_recovered", reason.clone());
             }
             Event::Override { summary } => {
                 warn!(summary = summary.as_str(), "manual override");

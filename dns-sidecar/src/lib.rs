@@ -112,6 +112,11 @@ impl Listeners {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.tcp.iter().filter_map(|s| s.local_addr().ok()).collect()
     }
+
+    /// The admin listener's address actually bound, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
 }
 
 /// UDP worker threads (and sockets) per listen address: one per CPU this

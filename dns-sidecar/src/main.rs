@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dns_sidecar::config::Config;
+use dns_sidecar::config::{Config, Secrets};
 
 #[derive(Parser)]
 #[command(version, about = "Authoritative DNS alias that follows the writable PostgreSQL server")]
@@ -34,10 +34,16 @@ enum Command {
         #[arg(short, long, env = "DNS_SIDECAR_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a config file without starting; exits non-zero on errors.
+    /// Validate a config file without starting: exit 2 on errors. Secrets
+    /// (password and token variables or files) that are missing here are
+    /// warnings, since they are only needed at run time; see --strict.
     CheckConfig {
         /// Config file (TOML).
         file: PathBuf,
+        /// Treat missing secrets as errors (exit 2), as `run` does: for
+        /// checking on the host that will run it.
+        #[arg(long)]
+        strict: bool,
     },
     /// Start a throwaway primary + replica and serve an alias for them.
     Demo(dns_sidecar::demo::DemoArgs),
@@ -67,10 +73,17 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(c) => {
+        Command::CheckConfig { file, strict } => match Config::load_with(&file, if strict { Secrets::Required } else { Secrets::Deferred }) {
+            Ok((c, warnings)) => {
+                for w in &warnings {
+                    eprintln!("{w}");
+                }
+                let note = match warnings.len() {
+                    0 => String::new(),
+                    n => format!("; {n} warning(s): secrets missing here are needed at run time"),
+                };
                 println!(
-                    "{}: OK ({} zone(s), {} server(s), {} alias(es))",
+                    "{}: OK ({} zone(s), {} server(s), {} alias(es)){note}",
                     file.display(),
                     c.zones.len(),
                     c.servers.len(),

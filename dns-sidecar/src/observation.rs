@@ -39,6 +39,12 @@ pub struct ServerState {
     pub timeline: Option<u32>,
     /// Standbys: WAL received but not yet replayed, in bytes.
     pub replay_lag_bytes: Option<u64>,
+    /// The WAL position, as a byte offset (an LSN): where a primary writes
+    /// (`pg_current_wal_lsn()`), or what a standby has replayed
+    /// (`pg_last_wal_replay_lsn()`). Reader aliases compare the two to
+    /// measure how far a standby is behind (see [`crate::decision::lag`]).
+    /// `None` when unknown (WAL functions revoked).
+    pub wal_lsn: Option<u64>,
     /// Whether this result came from a brand-new connection.
     pub fresh_connection: bool,
 }
@@ -68,6 +74,18 @@ impl ServerState {
     }
 }
 
+/// Parses PostgreSQL's text form of an LSN (`16/B374D848`) into a byte offset.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    let (hi, lo) = (u32::from_str_radix(hi, 16).ok()?, u32::from_str_radix(lo, 16).ok()?);
+    Some(u64::from(hi) << 32 | u64::from(lo))
+}
+
+/// An LSN in PostgreSQL's text form.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
 /// Why a probe failed, and how sure we are that the server is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeFailure {
@@ -83,4 +101,19 @@ pub enum FailureKind {
     /// Could be a blip: deadline exceeded, TLS or authentication errors, other
     /// errors. Counts as down after `fall` in a row.
     Ambiguous,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text_round_trips() {
+        assert_eq!(parse_lsn("0/3000060"), Some(0x300_0060));
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(parse_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
+        assert_eq!(parse_lsn("3000060"), None);
+        assert_eq!(parse_lsn("x/1"), None);
+    }
 }

@@ -54,6 +54,27 @@ pub struct AliasStatus {
     /// Writer aliases: servers the alias will not move to, and why.
     #[serde(default)]
     pub fences: Vec<FenceStatus>,
+    /// Reader aliases: the lag limit in WAL bytes (`max_lag`), if any.
+    #[serde(default)]
+    pub max_lag_bytes: Option<u64>,
+    /// Reader aliases: the lag limit in seconds (`max_lag_time`), if any.
+    #[serde(default)]
+    pub max_lag_seconds: Option<f64>,
+    /// Reader aliases: standbys kept off because they are too far behind.
+    #[serde(default)]
+    pub lagging: Vec<LagStatus>,
+}
+
+/// A standby a reader alias keeps off for its lag.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LagStatus {
+    pub server: String,
+    /// As last measured, e.g. `20.0 MiB behind east (max_lag 16.0 MiB)`.
+    pub reason: String,
+    /// Since when it is kept off.
+    pub since: Option<UnixTime>,
+    /// Good probes in a row within the limit so far; it qualifies again at `rise`.
+    pub good_probes: u32,
 }
 
 /// One server a writer alias will not move to.
@@ -88,7 +109,24 @@ pub struct ServerStatus {
     pub in_recovery: Option<bool>,
     pub read_only: Option<bool>,
     pub timeline: Option<u32>,
+    /// Standbys: WAL received but not yet replayed (the standby's own view).
     pub replay_lag_bytes: Option<u64>,
+    /// The WAL position of the last good probe (`0/3000060`): where a
+    /// primary writes, or what a standby has replayed.
+    #[serde(default)]
+    pub wal_lsn: Option<String>,
+    /// Standbys: the primary their lag is measured against (the newest
+    /// primary position known among the servers sharing an alias with them).
+    #[serde(default)]
+    pub lag_primary: Option<String>,
+    /// Standbys: WAL bytes behind `lag_primary` (what `max_lag` limits).
+    #[serde(default)]
+    pub lag_bytes: Option<u64>,
+    /// Standbys: seconds behind `lag_primary` (what `max_lag_time` limits;
+    /// only when some alias has one). A lower bound when the standby is
+    /// behind every primary position kept.
+    #[serde(default)]
+    pub lag_seconds: Option<f64>,
     pub last_error: Option<String>,
     pub last_success: Option<UnixTime>,
     pub last_probe_ms: Option<f64>,
@@ -100,7 +138,8 @@ pub struct HistoryEntry {
     pub at: UnixTime,
     /// `target_changed`, `answer_changed`, `no_match`, `split_brain`,
     /// `server_up`, `server_down`, `server_flapped`, `first_round`,
-    /// `override`, `reload`, `fenced`, `fence_held`, `unfenced`, `state_file`.
+    /// `override`, `reload`, `fenced`, `fence_held`, `unfenced`, `state_file`,
+    /// `lag_exceeded`, `lag_recovered`.
     pub kind: String,
     pub alias: Option<String>,
     pub server: Option<String>,

@@ -187,6 +187,7 @@ fn sample_status(ready: bool) -> Status {
                 since: Some(now - 30.0),
                 holding: true,
             }],
+            ..Default::default()
         }],
         servers: vec![
             ServerStatus {

@@ -495,10 +495,11 @@ fn systemd_unit_is_hardened_and_matches_its_config() {
     // Environment=DNS_SIDECAR_CONFIG=..., used by ExecStartPre/ExecStart/ExecReload.
     let config_path = all("Environment").iter().find_map(|e| e.strip_prefix("DNS_SIDECAR_CONFIG=")).expect("Environment=DNS_SIDECAR_CONFIG=").to_string();
     assert!(one("ExecStart").contains("dns-sidecar run --config ${DNS_SIDECAR_CONFIG}"), "ExecStart");
-    assert!(one("ExecStartPre").contains("dns-sidecar check-config ${DNS_SIDECAR_CONFIG}"), "ExecStartPre checks the config");
+    // --strict: the credential must be there too, as `run` needs it.
+    assert!(one("ExecStartPre").contains("dns-sidecar check-config --strict ${DNS_SIDECAR_CONFIG}"), "ExecStartPre checks the config and its secrets");
     let reload = all("ExecReload");
     assert_eq!(reload.len(), 2, "ExecReload: check, then signal: {reload:?}");
-    assert!(reload[0].contains("check-config"), "the first ExecReload checks the config: {reload:?}");
+    assert!(reload[0].contains("check-config --strict"), "the first ExecReload checks the config and its secrets: {reload:?}");
     assert_eq!(reload[1], "/bin/kill -HUP $MAINPID", "SIGHUP reloads");
 
     // LoadCredential=NAME:PATH -> the config reads /run/credentials/<unit>/NAME.

@@ -5,10 +5,12 @@
 
 mod admin;
 mod config_cli;
+mod demo;
 mod deploy;
 mod failover;
 mod faults;
 mod forwarding;
+mod lag;
 mod logs;
 mod observability;
 mod operations;

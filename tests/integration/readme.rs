@@ -117,9 +117,10 @@ impl Drop for World {
 /// The one place where a README command is changed before it runs.
 fn substitute(w: &World, cmd: &str) -> String {
     cmd
-        // A test binary, not a release build; stdin is not a terminal, so
-        // the promote is scripted; a free port, not 5353.
-        .replace("cargo run --release -- demo", &format!("dns-sidecar demo --port {} --promote-after 4 --exit-after-promote 2", free_port()))
+        // The test binary, not a cargo build; stdin is not a terminal, so
+        // the promote is scripted; free ports, not 5353 and 9153.
+        .replace("cargo run --release -- demo", "cargo run -- demo")
+        .replace("cargo run -- demo", &format!("dns-sidecar demo --port {} --admin-port {} --promote-after 4 --exit-after-promote 2", free_port(), free_port()))
         // The walk's config, not /etc.
         .replace("/etc/dns-sidecar/config.toml", w.config.to_str().unwrap())
         .replace("PGPROBE_PASSWORD=...", &format!("PGPROBE_PASSWORD={}", w.pair.password))

@@ -55,11 +55,18 @@ impl Located {
 
 impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, "")
+    }
+}
+
+impl Located {
+    /// `file:line:col: {label}message`, the line, and the hint.
+    fn write(&self, f: &mut fmt::Formatter<'_>, label: &str) -> fmt::Result {
         write!(f, "{}", self.path.display())?;
         if let Some((line, col)) = self.line {
             write!(f, ":{line}:{col}")?;
         }
-        write!(f, ": {}", self.message)?;
+        write!(f, ": {label}{}", self.message)?;
         if let (Some((line, _)), Some(snippet)) = (self.line, &self.snippet) {
             write!(f, "\n  {line:>4} | {snippet}")?;
         }
@@ -67,6 +74,18 @@ impl fmt::Display for Located {
             write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
+    }
+}
+
+/// Something a valid config leaves for later: a secret that cannot be read
+/// now but is needed at run time (see [`super::Secrets::Deferred`]).
+/// Displayed like an error, with `warning: ` before the message.
+#[derive(Debug)]
+pub struct ConfigWarning(pub Located);
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write(f, "warning: ")
     }
 }
 

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use error::{ConfigError, Located};
+pub use error::{ConfigError, ConfigWarning, Located};
 pub use validate::forwards_to_self;
-pub use values::{DnsAddr, HumanDuration, Ttl, MAX_TTL};
+pub use values::{ByteSize, DnsAddr, HumanDuration, Ttl, MAX_TTL};
 
 use crate::name::DnsName;
 
@@ -188,6 +188,30 @@ pub struct Alias {
     pub servers: Vec<ServerId>,
     pub on_no_match: NoMatchPolicy,
     pub on_change: Option<Hook>,
+    /// Reader aliases: standbys further behind the primary than this do not
+    /// match (see [`crate::decision::lag`]).
+    pub max_lag: MaxLag,
+}
+
+/// How far behind the primary a standby may be and still be chosen by a
+/// reader alias (`standby`, `prefer-standby`, `read-only`). Unset: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaxLag {
+    /// WAL bytes between the newest primary position known and the
+    /// standby's replay position (`max_lag`).
+    pub bytes: Option<u64>,
+    /// How long ago the primary was last seen at or before the standby's
+    /// replay position (`max_lag_time`): zero while the standby has replayed
+    /// everything the primary had at its last probe, however idle the
+    /// primary is.
+    pub time: Option<Duration>,
+}
+
+impl MaxLag {
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.bytes.is_some() || self.time.is_some()
+    }
 }
 
 /// A command run when an alias changes target.
@@ -217,6 +241,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether a lag limit applies: the roles that choose standbys for
+    /// reading.
+    pub fn reads_standbys(self) -> bool {
+        matches!(self, Role::Standby | Role::PreferStandby | Role::ReadOnly)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::ReadWrite => "read-write",
@@ -259,20 +289,47 @@ pub enum SslMode {
     VerifyFull,
 }
 
+/// What validation does with a secret it cannot read (a password's
+/// `password_env` / `password_file`, the admin token's `token_env` /
+/// `token_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// The secret is needed now (`run`, a reload, `check-config --strict`):
+    /// a missing one is an error.
+    Required,
+    /// Only the file is being checked (`check-config`, e.g. a ConfigMap in a
+    /// CI pipeline where the Secret does not exist): a missing secret is a
+    /// warning saying it is needed at run time, and stays unset.
+    Deferred,
+}
+
 impl Config {
-    /// Reads and validates `path`.
+    /// Reads and validates `path`; every secret must be readable.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::from_toml(path, &text)
+        Config::load_with(path, Secrets::Required).map(|(c, _)| c)
     }
 
-    /// Validates `text` as if read from `path` (used by tests and `check-config`).
+    /// Reads and validates `path` with the given treatment of secrets;
+    /// returns the config and the warnings (missing secrets, with
+    /// [`Secrets::Deferred`]).
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml_with(path, &text, secrets)
+    }
+
+    /// Validates `text` as if read from `path` (used by tests); every secret
+    /// must be readable.
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with(path, text, Secrets::Required).map(|(c, _)| c)
+    }
+
+    /// [`Config::from_toml`] with the given treatment of secrets.
+    pub fn from_toml_with(path: &Path, text: &str, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let located = Located::at(path, text, e.span(), e.message().trim().to_string());
             ConfigError::from(with_toml_hint(located))
         })?;
-        validate::validate(path, text, raw)
+        validate::validate(path, text, raw, secrets)
     }
 
     /// The alias whose name equals `name`.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::values::{DnsAddr, HumanDuration, Ttl};
+use super::values::{ByteSize, DnsAddr, HumanDuration, Ttl};
 use super::{NoMatchPolicy, Role, SslMode};
 use crate::name::DnsName;
 
@@ -244,4 +244,12 @@ pub struct RawAlias {
     /// Time limit for `on_change` (default 30s).
     #[serde(default)]
     pub on_change_timeout: Option<Spanned<HumanDuration>>,
+    /// Reader aliases: how many bytes of WAL a standby may be behind the
+    /// primary and still be chosen.
+    #[serde(default)]
+    pub max_lag: Option<Spanned<ByteSize>>,
+    /// Reader aliases: how long ago the primary may have been at the position
+    /// a standby has replayed, for the standby still to be chosen.
+    #[serde(default)]
+    pub max_lag_time: Option<Spanned<HumanDuration>>,
 }

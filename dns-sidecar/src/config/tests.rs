@@ -91,6 +91,16 @@ fn overrides() {
 }
 
 #[test]
+fn lag_limits() {
+    let reader = |role: &str, lag: &str| parse(&BASE.replace("servers = [\"a\", \"b\"]", &format!("servers = [\"b\", \"a\"]\nrole = \"{role}\"\n{lag}")));
+    let c = reader("prefer-standby", "max_lag = \"16MiB\"\nmax_lag_time = \"5s\"").unwrap();
+    assert_eq!(c.aliases[0].max_lag, MaxLag { bytes: Some(16 << 20), time: Some(Duration::from_secs(5)) });
+    assert_eq!(reader("standby", "max_lag = 65536").unwrap().aliases[0].max_lag, MaxLag { bytes: Some(65536), time: None });
+    assert_eq!(reader("read-only", "max_lag_time = \"200ms\"").unwrap().aliases[0].max_lag.time, Some(Duration::from_millis(200)));
+    assert!(!parse(BASE).unwrap().aliases[0].max_lag.is_set(), "no limit by default");
+}
+
+#[test]
 fn incident_interval() {
     let with = |probe: &str| parse(&BASE.replace("[probe]\n", &format!("[probe]\n{probe}\n")));
     let c = with("incident_interval = \"25ms\"").unwrap();
@@ -110,6 +120,40 @@ fn password_sources_never_show_in_debug() {
     let c = parse(&text).unwrap();
     assert_eq!(c.servers[0].conn.password.as_ref().unwrap().expose(), "s3cret");
     assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn missing_secrets_are_warnings_when_deferred_and_errors_when_required() {
+    std::env::remove_var("DNS_SIDECAR_TEST_UNSET_PW");
+    std::env::remove_var("DNS_SIDECAR_TEST_UNSET_TOKEN");
+    /// (what, replaced, replacement, line of the secret, words, servers whose password is unset)
+    type Case<'a> = (&'a str, &'a str, &'a str, usize, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
+        ("[probe] password_env", "[probe]\n", "[probe]\npassword_env = \"DNS_SIDECAR_TEST_UNSET_PW\"\n", 12, &["`DNS_SIDECAR_TEST_UNSET_PW` is not set", "servers `a`, `b`"], &["a", "b"]),
+        ("server password_file", "port = 6432\n", "port = 6432\npassword_file = \"/nonexistent/pw\"\n", 21, &["cannot read password_file `/nonexistent/pw`", "server `b`"], &["b"]),
+        ("admin token_env", "servers = [\"a\", \"b\"]\n", "servers = [\"a\", \"b\"]\n[admin]\ntoken_env = \"DNS_SIDECAR_TEST_UNSET_TOKEN\"\n", 26, &["`DNS_SIDECAR_TEST_UNSET_TOKEN` is not set", "the admin token"], &[]),
+        ("admin token_file", "servers = [\"a\", \"b\"]\n", "servers = [\"a\", \"b\"]\n[admin]\ntoken_file = \"/nonexistent/token\"\n", 26, &["cannot read token_file", "the admin token"], &[]),
+    ];
+    for (what, from, to, line, words, unset) in cases {
+        assert!(BASE.contains(from), "{what}");
+        let text = BASE.replacen(from, to, 1);
+        let (c, warnings) = Config::from_toml_with(Path::new("test.toml"), &text, Secrets::Deferred).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(warnings.len(), 1, "{what}: {warnings:?}");
+        let w = warnings[0].to_string();
+        assert!(w.starts_with(&format!("test.toml:{line}:")), "{what}: wrong place in {w:?}");
+        for needle in words.iter().chain(&["warning: ", "needed at run time", "hint: "]) {
+            assert!(w.contains(needle), "{what}: {w:?} lacks {needle:?}");
+        }
+        for s in c.servers.iter().filter(|s| unset.contains(&s.id.as_str())) {
+            assert_eq!(s.conn.password, None, "{what}: server {}", s.id);
+        }
+        assert_eq!(c.admin.token, None, "{what}");
+        // Required (run, reload, check-config --strict): the same is an error, at the same place.
+        let err = parse(&text).expect_err(what).to_string();
+        assert!(err.starts_with(&format!("test.toml:{line}:")) && err.contains(words[0]) && !err.contains("warning"), "{what}: {err}");
+    }
+    // Nothing missing: no warnings.
+    assert!(Config::from_toml_with(Path::new("test.toml"), BASE, Secrets::Deferred).unwrap().1.is_empty());
 }
 
 /// Each bad config, the line the error must point at, and words the message must contain.
@@ -143,6 +187,11 @@ fn bad_configs_name_line_and_fix() {
         ),
         ("incident interval without unit", "[probe]\n", "[probe]\nincident_interval = \"10\"\n", 12, &["no unit", "10ms"]),
         ("missing target", "target = \"pg-b.example.com\"\n", "", 18, &["missing field `target`"]),
+        ("lag limit on a writer", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nmax_lag = \"1MiB\"", 25, &["role `read-write`", "never chooses a standby", "hint: use max_lag"]),
+        ("lag time on any", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"any\"\nmax_lag_time = \"5s\"", 26, &["role `any`", "lag limit"]),
+        ("zero lag", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag = 0", 26, &["`max_lag` must be more than zero", "16MiB"]),
+        ("lag in MB", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag = \"16MB\"", 26, &["unknown unit `MB`", "MiB"]),
+        ("lag time shorter than two intervals", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag_time = \"150ms\"", 26, &["`max_lag_time` of 150ms is shorter than two probe intervals (200ms)", "hint: "]),
         ("empty hook", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = []", 25, &["empty on_change"]),
         ("verify-full without file", "sslmode = \"require\"", "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"", 14, &["not a readable file"]),
         ("interval 9ms", "[probe]\n", "[probe]\ninterval = \"9ms\"\n", 12, &["`probe.interval` of 9ms is too short", "hint: use 10ms or more"]),

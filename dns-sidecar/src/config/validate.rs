@@ -1,6 +1,8 @@
 //! Cross-field checks and defaults: raw TOML tables -> [`Config`].
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,22 +11,81 @@ use toml::Spanned;
 use super::raw::{RawConfig, RawConn};
 use super::*;
 
-/// A place-aware error builder for one file.
+/// A place-aware error builder for one file, which also knows whether
+/// missing secrets are errors or warnings.
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
+    secrets: Secrets,
+    /// Secrets that could not be read, with [`Secrets::Deferred`].
+    deferred: RefCell<Vec<DeferredSecret>>,
+}
+
+/// A secret left for run time: where it is configured, what went wrong, and
+/// whose it is (server ids; empty for the admin token).
+struct DeferredSecret {
+    span: Range<usize>,
+    problem: String,
+    owners: Vec<String>,
+    hint: String,
+}
+
+/// Whose a secret is: a server's probe password, or the admin token.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    Server(&'a str),
+    AdminToken,
+}
+
+fn whose(owners: &[String]) -> String {
+    match owners {
+        [] => "the admin token".to_string(),
+        [one] => format!("the password of server `{one}`"),
+        many => format!("the password of servers {}", many.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 impl Ctx<'_> {
-    fn err<T>(&self, span: Option<std::ops::Range<usize>>, msg: impl Into<String>, hint: impl Into<String>) -> Result<T, ConfigError> {
+    fn err<T>(&self, span: Option<Range<usize>>, msg: impl Into<String>, hint: impl Into<String>) -> Result<T, ConfigError> {
         let hint: String = hint.into();
         let l = Located::at(self.path, self.text, span, msg);
         Err(if hint.is_empty() { l } else { l.hint(hint) }.into())
     }
+
+    /// A secret that cannot be read (`problem`, e.g. "environment variable
+    /// `X` is not set or empty"): an error when secrets are required; else
+    /// remembered as a warning (one per place in the file, naming every
+    /// server that uses it) and left unset.
+    fn missing_secret(&self, span: Range<usize>, problem: String, owner: Owner<'_>, hint: String) -> Result<Option<Secret>, ConfigError> {
+        let owners: Vec<String> = match owner {
+            Owner::Server(id) => vec![id.to_string()],
+            Owner::AdminToken => Vec::new(),
+        };
+        if self.secrets == Secrets::Required {
+            return self.err(Some(span), format!("{problem}: it holds {}", whose(&owners)), hint);
+        }
+        let mut deferred = self.deferred.borrow_mut();
+        match deferred.iter_mut().find(|d| d.span == span) {
+            Some(d) => d.owners.extend(owners),
+            None => deferred.push(DeferredSecret { span, problem, owners, hint }),
+        }
+        Ok(None)
+    }
+
+    fn warnings(&self) -> Vec<ConfigWarning> {
+        self.deferred
+            .borrow()
+            .iter()
+            .map(|d| {
+                let msg = format!("{}: it holds {}; needed at run time, not to check the file", d.problem, whose(&d.owners));
+                ConfigWarning(Located::at(self.path, self.text, Some(d.span.clone()), msg).hint(d.hint.clone()))
+            })
+            .collect()
+    }
 }
 
-pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
-    let cx = Ctx { path, text };
+pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+    let cx = Ctx { path, text, secrets, deferred: RefCell::new(Vec::new()) };
 
     // [dns]
     let listen: Vec<SocketAddr> = raw.dns.listen.get_ref().iter().map(|a| a.0).collect();
@@ -183,6 +244,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             }
             refs.push(idx);
         }
+        let max_lag = max_lag(&cx, &a, &name, a.role.unwrap_or(Role::ReadWrite), &probe)?;
         let on_change = match a.on_change {
             None => None,
             Some(argv) if argv.get_ref().is_empty() || argv.get_ref()[0].is_empty() => {
@@ -202,6 +264,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         };
         aliases.push(Alias {
             on_change,
+            max_lag,
             name,
             ttl: a.ttl.map_or(5, |t| t.0),
             role: a.role.unwrap_or(Role::ReadWrite),
@@ -224,7 +287,36 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
 
     let admin = admin_settings(&cx, raw.admin)?;
     let state = state_settings(&cx, raw.state)?;
-    Ok(Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases, admin, state })
+    let config = Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases, admin, state };
+    Ok((config, cx.warnings()))
+}
+
+/// An alias's lag limit: only for reader roles, non-zero, and (for time)
+/// long enough to be measured by probes.
+fn max_lag(cx: &Ctx<'_>, a: &super::raw::RawAlias, name: &DnsName, role: Role, probe: &ProbeTiming) -> Result<MaxLag, ConfigError> {
+    let limit = MaxLag { bytes: a.max_lag.as_ref().map(|b| b.get_ref().0), time: a.max_lag_time.as_ref().map(|t| t.get_ref().0) };
+    let first = a.max_lag.as_ref().map(|b| b.span()).or_else(|| a.max_lag_time.as_ref().map(|t| t.span()));
+    if limit.is_set() && !role.reads_standbys() {
+        return cx.err(
+            first,
+            format!("alias `{name}` has role `{}`, which never chooses a standby, so a lag limit cannot apply", role.as_str()),
+            "use max_lag / max_lag_time on a reader alias (role = \"prefer-standby\", \"standby\" or \"read-only\"), or remove it",
+        );
+    }
+    if let (Some(0), Some(b)) = (limit.bytes, &a.max_lag) {
+        return cx.err(Some(b.span()), "`max_lag` must be more than zero", "the primary writes between two probes, so 0 would exclude every standby most of the time; e.g. max_lag = \"16MiB\"");
+    }
+    let shortest = probe.interval * 2;
+    if let (Some(t), Some(raw)) = (limit.time, &a.max_lag_time) {
+        if t < shortest {
+            return cx.err(
+                Some(raw.span()),
+                format!("`max_lag_time` of {t:?} is shorter than two probe intervals ({shortest:?})"),
+                format!("the lag is measured from the probes, which are up to one interval old each; use at least {shortest:?}, e.g. max_lag_time = \"5s\""),
+            );
+        }
+    }
+    Ok(limit)
 }
 
 fn state_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawState>) -> Result<StateSettings, ConfigError> {
@@ -264,16 +356,17 @@ fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<Adm
         (Some(_), Some(f)) => return cx.err(Some(f.span()), "[admin] has both token_env and token_file", "keep one of them"),
         (Some(var), None) => match std::env::var(var.get_ref()) {
             Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
-            _ => return cx.err(Some(var.span()), format!("environment variable `{}` (admin token) is not set or empty", var.get_ref()), format!("export {}=... or remove token_env", var.get_ref())),
+            _ => cx.missing_secret(var.span(), format!("environment variable `{}` is not set or empty", var.get_ref()), Owner::AdminToken, format!("export {}=... before starting, or remove token_env", var.get_ref()))?,
         },
         (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
             Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
-            Ok(_) => return cx.err(Some(file.span()), format!("token_file `{}` is empty", file.get_ref().display()), "write a long random token into it"),
-            Err(e) => return cx.err(Some(file.span()), format!("cannot read token_file `{}`: {e}", file.get_ref().display()), "check the path and permissions"),
+            Ok(_) => cx.missing_secret(file.span(), format!("token_file `{}` is empty", file.get_ref().display()), Owner::AdminToken, "write a long random token into it".into())?,
+            Err(e) => cx.missing_secret(file.span(), format!("cannot read token_file `{}`: {e}", file.get_ref().display()), Owner::AdminToken, "check the path and that this user may read it".into())?,
         },
         (None, None) => None,
     };
-    if let (Some(l), None) = (listen, &token) {
+    let token_configured = raw.token_env.is_some() || raw.token_file.is_some();
+    if let (Some(l), false) = (listen, token_configured) {
         if !l.ip().is_loopback() {
             tracing::warn!(listen = %l, "admin listener is not on loopback and has no token: overrides are only accepted from loopback peers");
         }
@@ -350,15 +443,11 @@ fn conn_settings(
         }
         (Some(var), None) => match std::env::var(var.get_ref()) {
             Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-            _ => {
-                return cx.err(Some(var.span()), format!("environment variable `{}` (password for server `{id}`) is not set or empty", var.get_ref()), format!("export {}=... before starting, or use password_file", var.get_ref()));
-            }
+            _ => cx.missing_secret(var.span(), format!("environment variable `{}` is not set or empty", var.get_ref()), Owner::Server(id), format!("export {}=... before starting, or use password_file", var.get_ref()))?,
         },
         (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
             Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']).to_string())),
-            Err(e) => {
-                return cx.err(Some(file.span()), format!("cannot read password_file `{}`: {e}", file.get_ref().display()), "check the path and that this user may read it");
-            }
+            Err(e) => cx.missing_secret(file.span(), format!("cannot read password_file `{}`: {e}", file.get_ref().display()), Owner::Server(id), "check the path and that this user may read it".into())?,
         },
         (None, None) => None,
     };

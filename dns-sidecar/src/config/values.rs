@@ -108,6 +108,48 @@ impl<'de> Deserialize<'de> for DnsAddr {
     }
 }
 
+/// A size in bytes: `"16MiB"`, `"512KiB"`, `"1GiB"` or a bare number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size; write e.g. \"16MiB\", \"512KiB\""))?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => return Err(format!("unknown unit `{other}` in `{s}`; use B, KiB, MiB or GiB")),
+        };
+        n.checked_mul(scale).map(ByteSize).ok_or_else(|| format!("`{s}` is out of range"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"16MiB\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +170,14 @@ mod tests {
         assert_eq!("[::1]:5353".parse::<DnsAddr>().unwrap().0, "[::1]:5353".parse().unwrap());
         assert_eq!("::1".parse::<DnsAddr>().unwrap().0, "[::1]:53".parse().unwrap());
         assert!("dns.example.com".parse::<DnsAddr>().is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!("16MiB".parse::<ByteSize>().unwrap().0, 16 << 20);
+        assert_eq!("512KiB".parse::<ByteSize>().unwrap().0, 512 << 10);
+        assert_eq!("100".parse::<ByteSize>().unwrap().0, 100);
+        assert!("16MB".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
+        assert!("lots".parse::<ByteSize>().is_err());
     }
 }

@@ -21,6 +21,10 @@
 //! * Two writable servers (split brain): the one on the newest timeline wins
 //!   when every candidate's timeline is known and one is strictly newest;
 //!   otherwise the current target is kept (or the first in list order).
+//! * Reader aliases with a lag limit (`max_lag`, `max_lag_time`; see [`lag`]):
+//!   a standby further behind the primary than the limit does not match, and
+//!   matches again only after `rise` good probes within it. `prefer-standby`
+//!   then falls back to a primary, never to a lagging standby.
 //! * No candidate matches: keep the last target (policy `keep-last`) or answer
 //!   SERVFAIL (`servfail`). Either way an event is emitted. `keep-last` never
 //!   keeps a drained or fenced target.
@@ -29,6 +33,7 @@
 //! * A pin overrides all of the above.
 
 pub mod fence;
+pub mod lag;
 mod overrides;
 mod reload;
 pub mod snapshot;
@@ -71,6 +76,9 @@ pub struct ServerHealth {
     /// the first failure that leaves the server not up, cleared when it is
     /// up again. A server never up counts as down from its first failure.
     pub down_since: Option<Instant>,
+    /// Recent WAL positions while it is a primary (kept only when some
+    /// alias has a `max_lag_time`; see [`lag::WalHistory`]).
+    pub wal: lag::WalHistory,
 }
 
 /// One alias's current choice, and what it must remember to stay safe.
@@ -99,6 +107,9 @@ pub struct AliasState {
     /// while no other candidate is allowed (so the episode is reported once,
     /// not on every probe).
     pub held: Vec<ServerId>,
+    /// Reader aliases with a lag limit: standbys kept off for their lag
+    /// (sorted by server).
+    pub lagging: Vec<lag::Lagging>,
 }
 
 /// Something worth a log line (and, later, a metric).
@@ -128,6 +139,12 @@ pub enum Event {
     FenceHeld { alias: usize, server: ServerId, reason: String },
     /// A fence was lifted (server seen in recovery, or by an operator).
     Unfenced { alias: usize, server: ServerId, reason: String },
+    /// A reader alias keeps `server` off: it is further behind the primary
+    /// than the alias's lag limit (or its lag cannot be measured). Once per
+    /// episode.
+    LagExceeded { alias: usize, server: ServerId, reason: String },
+    /// `server` is within the alias's lag limit again (after `rise` good probes).
+    LagRecovered { alias: usize, server: ServerId, reason: String },
 }
 
 /// What the DNS side should answer for an alias right now.
@@ -223,6 +240,7 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
         observe(&mut state.servers[o.server], o, config, &mut events);
     }
     fence::learn(&mut state, observations, config, now, &mut events);
+    lag::learn(&mut state, observations, config, now, &mut events);
     if !state.first_round_done {
         let all = state.servers.iter().all(|s| s.reported);
         if all || now.duration_since(state.started) >= config.probe.deadline {
@@ -312,9 +330,10 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     let servers = &state.servers;
     let drained = &state.drained;
     // Every candidate that matches the role (split brains are judged on these)...
-    let matching: Vec<ServerId> = alias.servers.iter().copied().filter(|&s| !drained[s] && matches(&servers[s], alias.role)).collect();
-    // ... and those the fences allow.
     let a = &state.aliases[i];
+    let fresh = |s: ServerId| !a.lagging.iter().any(|l| l.server == s);
+    let matching: Vec<ServerId> = alias.servers.iter().copied().filter(|&s| !drained[s] && matches(&servers[s], alias.role) && fresh(s)).collect();
+    // ... and those the fences allow.
     let cands: Vec<ServerId> = matching.iter().copied().filter(|&s| !writer || a.bar(s, servers).is_none()).collect();
     fence::report_held(state, config, i, &matching, &cands, events);
 
@@ -343,7 +362,8 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         a.matched = false;
         a.split_brain.clear();
         if a.reason.is_empty() {
-            a.reason = format!("no candidate is {}", alias.role.as_str());
+            let within = if a.lagging.is_empty() { "" } else { " within the lag limit" };
+            a.reason = format!("no candidate is {}{within}", alias.role.as_str());
         }
         return;
     }
@@ -426,6 +446,9 @@ fn change_reason(state: &State, config: &Config, i: usize, old: Option<ServerId>
     if !h.up {
         return format!("{} is down ({}); {new_part}", id(old), h.last_error.as_deref().unwrap_or("no answer"));
     }
+    if let Some(l) = state.aliases[i].lagging.iter().find(|l| l.server == old) {
+        return format!("{} is too far behind the primary: {}; {new_part}", id(old), l.reason);
+    }
     if !matches(h, alias.role) {
         return format!("{} is no longer {} (now {}); {new_part}", id(old), alias.role.as_str(), desc(old));
     }
@@ -442,6 +465,9 @@ mod tests;
 
 #[cfg(test)]
 mod fence_tests;
+
+#[cfg(test)]
+mod lag_tests;
 
 #[cfg(test)]
 mod properties;

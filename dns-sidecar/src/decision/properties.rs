@@ -15,7 +15,11 @@ use crate::control::Override;
 use crate::observation::{ProbeFailure, ServerState};
 
 const SERVERS: [&str; 3] = ["a", "b", "c"];
-const ALIASES: [&str; 3] = ["rw.db.internal.", "pri.db.internal.", "ro.db.internal."];
+const ALIASES: [&str; 5] = ["rw.db.internal.", "pri.db.internal.", "ro.db.internal.", "lag.db.internal.", "lagt.db.internal."];
+/// Alias 3's `max_lag` (bytes) and alias 4's `max_lag_time`.
+const MAX_LAG: u64 = 1000;
+const MAX_LAG_TIME: Duration = Duration::from_millis(500);
+const RISE: u32 = 2;
 const STEP: Duration = Duration::from_millis(100);
 
 fn config(order: usize) -> Config {
@@ -54,10 +58,25 @@ servers = [{}]
 name = "ro.db.internal"
 role = "standby"
 servers = [{}]
+[[aliases]]
+name = "lag.db.internal"
+role = "prefer-standby"
+on_no_match = "servfail"
+servers = [{}]
+max_lag = {MAX_LAG}
+[[aliases]]
+name = "lagt.db.internal"
+role = "standby"
+on_no_match = "servfail"
+servers = [{}]
+max_lag_time = "{}ms"
 "#,
         l(0),
         l(1),
-        l(0)
+        l(0),
+        l(1),
+        l(0),
+        MAX_LAG_TIME.as_millis()
     );
     Config::from_toml(Path::new("prop.toml"), &text).unwrap()
 }
@@ -92,6 +111,12 @@ enum Op {
     Reload,
     RestartSidecar,
     Wait,
+    /// Every writable primary writes this many bytes of WAL.
+    Write(u64),
+    /// `pg_wal_replay_pause()` / `_resume()` on a server (effective while it
+    /// is a standby).
+    PauseReplay(usize),
+    ResumeReplay(usize),
 }
 
 fn op(overrides: bool) -> impl Strategy<Value = Op> {
@@ -106,11 +131,14 @@ fn op(overrides: bool) -> impl Strategy<Value = Op> {
         1 => (s.clone(), any::<bool>()).prop_map(|(s, b)| Op::ReadOnly(s, b)),
         1 => s.clone().prop_map(Op::Rebuild),
         1 => Just(Op::Wait),
+        2 => (100u64..2500).prop_map(Op::Write),
+        1 => s.clone().prop_map(Op::PauseReplay),
+        1 => s.clone().prop_map(Op::ResumeReplay),
     ];
     if !overrides {
         return faults.boxed();
     }
-    let a = 0..3usize;
+    let a = 0..ALIASES.len();
     prop_oneof![
         12 => faults,
         1 => (a.clone(), s.clone()).prop_map(|(a, s)| Op::Pin(a, s)),
@@ -133,14 +161,18 @@ struct Cluster {
     /// standbys of one primary promoted both land on the same timeline).
     unique: bool,
     max_tl: u32,
-    /// WAL functions revoked: no timelines observed.
+    /// WAL functions revoked: no timelines (or WAL positions) observed.
     revoked: bool,
+    /// WAL position: written (primaries) or replayed (standbys).
+    lsn: [u64; 3],
+    /// Replay paused (takes effect while a standby).
+    paused: [bool; 3],
 }
 
 impl Cluster {
     fn new(unique: bool, revoked: bool) -> Cluster {
         let truth = vec![Truth::Primary { tl: 1, read_only: false }, Truth::Standby { tl: 1 }, Truth::Standby { tl: 1 }];
-        Cluster { before_down: truth.clone(), truth, unique, max_tl: 1, revoked }
+        Cluster { before_down: truth.clone(), truth, unique, max_tl: 1, revoked, lsn: [0; 3], paused: [false; 3] }
     }
 
     /// Applies a fault; returns false for ops that are not faults.
@@ -182,13 +214,44 @@ impl Cluster {
                     };
                     if tl >= own || !self.unique {
                         self.truth[s] = Truth::Standby { tl };
+                        // A fresh base backup (or pg_rewind) from there.
+                        self.lsn[s] = self.newest_primary_lsn().unwrap_or(self.lsn[s]);
+                        self.paused[s] = false;
                     }
                 }
             }
+            Op::Write(n) => {
+                for s in 0..3 {
+                    if let Truth::Primary { read_only: false, .. } = self.truth[s] {
+                        self.lsn[s] += n;
+                    }
+                }
+            }
+            Op::PauseReplay(s) => self.paused[s] = true,
+            Op::ResumeReplay(s) => self.paused[s] = false,
             Op::Kill(_) | Op::Restart(_) | Op::Freeze(_) | Op::Thaw(_) | Op::Probe(_) | Op::Wait => {}
             _ => return false,
         }
+        // Running standbys that replay catch up with the newest primary.
+        if let Some(newest) = self.newest_primary_lsn() {
+            for s in 0..3 {
+                if matches!(self.truth[s], Truth::Standby { .. }) && !self.paused[s] {
+                    self.lsn[s] = self.lsn[s].max(newest);
+                }
+            }
+        }
         true
+    }
+
+    /// The WAL position of the running primary on the newest timeline.
+    fn newest_primary_lsn(&self) -> Option<u64> {
+        (0..3)
+            .filter_map(|x| match self.truth[x] {
+                Truth::Primary { tl, .. } => Some((tl, self.lsn[x])),
+                _ => None,
+            })
+            .max()
+            .map(|(_, lsn)| lsn)
     }
 
     fn observe(&self, s: usize, at: Instant) -> Observation {
@@ -198,9 +261,17 @@ impl Cluster {
                 read_only,
                 timeline: (!self.revoked).then_some(tl),
                 replay_lag_bytes: None,
+                wal_lsn: (!self.revoked).then_some(self.lsn[s]),
                 fresh_connection: false,
             }),
-            Truth::Standby { .. } => Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), fresh_connection: false }),
+            Truth::Standby { .. } => Ok(ServerState {
+                in_recovery: true,
+                read_only: true,
+                timeline: None,
+                replay_lag_bytes: Some(0),
+                wal_lsn: (!self.revoked).then_some(self.lsn[s]),
+                fresh_connection: false,
+            }),
             Truth::Down => Err(ProbeFailure { kind: FailureKind::Definite, message: "refused".into() }),
             Truth::Frozen => Err(ProbeFailure { kind: FailureKind::Ambiguous, message: "timeout".into() }),
         };
@@ -272,7 +343,7 @@ impl Instance {
 /// What the checker knows independently of the decision's internals.
 #[derive(Default, Clone)]
 struct Oracle {
-    pins: [Option<usize>; 3],
+    pins: [Option<usize>; ALIASES.len()],
     drained: [bool; 3],
     /// Writer aliases: newest timeline observed on a candidate since the
     /// last unfence.
@@ -288,6 +359,24 @@ struct Oracle {
     /// Since the (re)start: servers that reported, and when it started.
     reported: [bool; 3],
     started: Option<Instant>,
+    /// Lag aliases, since the (re)start: each server's last good observation,
+    last_obs: [Option<ServerState>; 3],
+    /// the positions it was seen at as a primary (since it was last seen in
+    /// recovery or its position went back),
+    primary_positions: [Vec<(Instant, u64)>; 3],
+    /// and, for alias 3 (`max_lag`), where each standby stands.
+    lag: [LagState; 3],
+}
+
+/// A standby against alias 3's byte limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum LagState {
+    #[default]
+    Fine,
+    /// Unknown before the first round: kept off, back at the first good measure.
+    Waiting,
+    /// Over the limit (or unmeasurable): kept off, back after `RISE` good probes.
+    Over { good: u32 },
 }
 
 fn writer(alias: usize) -> bool {
@@ -314,6 +403,92 @@ impl Oracle {
                 self.left[a].remove(&o.server);
             }
         }
+    }
+
+    /// The primary a standby's lag is measured against: the newest
+    /// (timeline, position) among the others' last good observations as
+    /// primaries (every server shares an alias with every other here).
+    fn reference(&self, s: usize) -> Option<(usize, u64)> {
+        (0..3)
+            .filter(|&p| p != s)
+            .filter_map(|p| {
+                let o = self.last_obs[p].as_ref().filter(|o| !o.in_recovery)?;
+                Some((o.timeline.unwrap_or(0), o.wal_lsn?, std::cmp::Reverse(p)))
+            })
+            .max()
+            .map(|(_, lsn, std::cmp::Reverse(p))| (p, lsn))
+    }
+
+    /// Learns from a decision step's observations (none for overrides and
+    /// reloads): positions, and alias 3's episodes (over the byte limit, or
+    /// unmeasurable: kept off; back after `RISE` good probes within it).
+    fn lag_step(&mut self, obs: &[Observation], first_round_done: bool) {
+        for o in obs {
+            let Ok(st) = &o.outcome else { continue };
+            let pos = &mut self.primary_positions[o.server];
+            match st.wal_lsn.filter(|_| !st.in_recovery) {
+                Some(lsn) => {
+                    if pos.last().is_some_and(|&(_, l)| lsn < l) {
+                        pos.clear();
+                    }
+                    pos.push((o.at, lsn));
+                }
+                None => pos.clear(),
+            }
+            self.last_obs[o.server] = Some(st.clone());
+        }
+        for s in 0..3 {
+            let Some(replayed) = self.last_obs[s].as_ref().filter(|o| o.in_recovery).map(|o| o.wal_lsn) else {
+                self.lag[s] = LagState::Fine;
+                continue;
+            };
+            let reference = self.reference(s);
+            let over = match (reference, replayed) {
+                (Some((_, p)), Some(r)) => p.saturating_sub(r) > MAX_LAG,
+                _ => true,
+            };
+            let probed = obs.iter().any(|o| o.server == s && o.outcome.is_ok());
+            self.lag[s] = match (self.lag[s], over) {
+                (LagState::Fine, true) if reference.is_none() && !first_round_done => LagState::Waiting,
+                (LagState::Waiting, true) if reference.is_none() && !first_round_done => LagState::Waiting,
+                (_, true) => LagState::Over { good: 0 },
+                (LagState::Over { good }, false) if probed && good + 1 >= RISE => LagState::Fine,
+                (LagState::Over { good }, false) if probed => LagState::Over { good: good + 1 },
+                (LagState::Waiting, false) => LagState::Fine,
+                (state, false) => state,
+            };
+        }
+    }
+
+    /// Lag aliases: alias 3 never answers a standby in a byte episode and
+    /// always answers a standby when one qualifies; alias 4 never answers a
+    /// standby that lacks a position its primary was seen at more than
+    /// `MAX_LAG_TIME` ago.
+    fn check_lag(&self, inst: &Instance, a: usize, ans: &Answer) -> Result<(), TestCaseError> {
+        let standby = |s: usize| self.last_obs[s].as_ref().is_some_and(|o| o.in_recovery);
+        match (a, ans) {
+            (3, &Answer::Target(s)) if standby(s) => {
+                prop_assert_eq!(self.lag[s], LagState::Fine, "alias 3 answers standby {} while it is kept off for lag", s);
+            }
+            (3, _) => {
+                let qualifies = (0..3).find(|&s| standby(s) && self.lag[s] == LagState::Fine && inst.state.servers[s].up && !inst.state.drained[s]);
+                if let Some(q) = qualifies {
+                    prop_assert!(matches!(ans, Answer::Target(x) if standby(*x)), "alias 3 answers {:?} while standby {} qualifies", ans, q);
+                }
+            }
+            (4, &Answer::Target(s)) => {
+                let replayed = self.last_obs[s].as_ref().and_then(|o| o.wal_lsn);
+                let (Some(r), Some((p, _))) = (replayed, self.reference(s)) else {
+                    return Err(TestCaseError::fail(format!("alias 4 answers {s}, whose lag cannot be measured")));
+                };
+                for &(t, lsn) in self.primary_positions[p].iter().filter(|&&(_, lsn)| lsn > r) {
+                    let ago = inst.now.duration_since(t);
+                    prop_assert!(ago <= MAX_LAG_TIME, "alias 4 answers {} (replayed {}), which lacks position {} that {} had {:?} ago", s, r, lsn, p, ago);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn unfence(&mut self, a: usize, server: Option<usize>, state: &State) {
@@ -345,8 +520,11 @@ impl Oracle {
                 prop_assert_eq!(ans, &Answer::Pending, "no answer before the first round (alias {})", a);
                 continue;
             }
+            if let Answer::Target(s) = *ans {
+                prop_assert!(!self.drained[s], "drained server {} answered by alias {}", s, a);
+            }
+            self.check_lag(inst, a, ans)?;
             let Answer::Target(s) = *ans else { continue };
-            prop_assert!(!self.drained[s], "drained server {} answered by alias {}", s, a);
             if !writer(a) {
                 continue;
             }
@@ -403,8 +581,11 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
             for o in &obs {
                 oracle.observed(o);
             }
+            let done = inst.state.first_round_done;
             inst.decide(&obs);
+            oracle.lag_step(&obs, done);
         } else {
+            let done = inst.state.first_round_done;
             let alias = |a: usize| ALIASES[a].to_string();
             let server = |s: usize| SERVERS[s].to_string();
             match *op {
@@ -435,9 +616,12 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
                     inst.restart();
                     oracle.reported = [false; 3];
                     oracle.started = Some(inst.now);
+                    // Server health, positions and lag episodes are re-learned.
+                    (oracle.last_obs, oracle.primary_positions, oracle.lag) = Default::default();
                 }
                 _ => unreachable!(),
             }
+            oracle.lag_step(&[], done && !matches!(op, Op::RestartSidecar));
         }
         let answers = inst.answers();
         oracle.check(&inst, &answers, deadline)?;

@@ -6,8 +6,9 @@ use crate::config::{Config, ServerId};
 /// Carries the decision state over a config reload: servers keep their
 /// health by id, even when their settings changed, until their new prober
 /// reports (so a reload never blips an answer); aliases with the same name
-/// keep their target while it is still a candidate, and their fences and
-/// timeline floor; pins and drains follow their names. Everything new starts
+/// keep their target while it is still a candidate, their fences and
+/// timeline floor, and the standbys they keep off for lag (while they still
+/// have a lag limit); pins and drains follow their names. Everything new starts
 /// fresh (a new server is chosen only once it has reported; a new writer
 /// alias starts with the newest timeline already known on its candidates).
 pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
@@ -43,6 +44,11 @@ pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
             })
             .collect();
         a.fences.sort_by_key(|f| f.server);
+        a.lagging = a.lagging.iter().filter_map(|l| Some(super::lag::Lagging { server: keep(&l.server)?, ..l.clone() })).collect();
+        a.lagging.sort_by_key(|l| l.server);
+        if !na.max_lag.is_set() {
+            a.lagging.clear();
+        }
         if a.target.is_none() {
             a.matched = false;
         }

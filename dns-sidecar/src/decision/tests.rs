@@ -6,7 +6,14 @@ use crate::control::{ControlError, Override};
 use crate::observation::{FailureKind, ProbeFailure};
 
 fn config(role: &str, policy: &str) -> Config {
-    let text = format!(
+    Config::from_toml(Path::new("t.toml"), &config_text(role, policy)).unwrap()
+}
+
+/// Servers a and b, probes every 100 ms (fall 3, rise 2), and one alias
+/// `prod.db.internal` over ["a", "b"] with `role` and `policy`; its table is
+/// last, so lines appended to the text belong to it.
+pub(super) fn config_text(role: &str, policy: &str) -> String {
+    format!(
         r#"
 [dns]
 listen = ["127.0.0.1:5353"]
@@ -29,21 +36,20 @@ role = "{role}"
 on_no_match = "{policy}"
 servers = ["a", "b"]
 "#
-    );
-    Config::from_toml(Path::new("t.toml"), &text).unwrap()
+    )
 }
 
 pub(super) const A: ServerId = 0;
 pub(super) const B: ServerId = 1;
 
 pub(super) fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: false, read_only: false, timeline: tl, replay_lag_bytes: None, fresh_connection: false })
+    Ok(ServerState { in_recovery: false, read_only: false, timeline: tl, replay_lag_bytes: None, wal_lsn: None, fresh_connection: false })
 }
 pub(super) fn read_only_primary() -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, fresh_connection: false })
+    Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, wal_lsn: None, fresh_connection: false })
 }
 pub(super) fn standby() -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), fresh_connection: false })
+    Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), wal_lsn: None, fresh_connection: false })
 }
 pub(super) fn fail(kind: FailureKind) -> Result<ServerState, ProbeFailure> {
     Err(ProbeFailure { kind, message: format!("{kind:?} failure") })
@@ -59,7 +65,9 @@ pub(super) struct Sim {
 
 impl Sim {
     pub fn new(role: &str, policy: &str) -> Sim {
-        let config = config(role, policy);
+        Sim::with_config(config(role, policy))
+    }
+    pub fn with_config(config: Config) -> Sim {
         let now = Instant::now();
         Sim { state: State::new(&config, now), config, now, events: Vec::new() }
     }

@@ -15,15 +15,18 @@ use crate::observation::{FailureKind, ProbeFailure, ServerState};
 ///   which changes the moment a standby is promoted (unlike
 ///   `pg_control_checkpoint()`, which lags until the next checkpoint and is
 ///   not executable by ordinary roles);
-/// * the replay lag is WAL received but not yet replayed, in bytes.
+/// * the replay lag is WAL received but not yet replayed, in bytes;
+/// * the WAL position: where a primary writes, or what a standby has
+///   replayed (reader aliases with a lag limit compare the two).
 pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
-     CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END";
+     CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END, \
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
 
 /// Fallback when the WAL functions are not allowed for the probe role (some
-/// managed services revoke them): everything but the timeline and lag.
-pub const BASIC: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL";
+/// managed services revoke them): everything but the timeline, lag and position.
+pub const BASIC: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL, NULL";
 
 /// Runs `sql` (one of the above) and parses its single row.
 pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgres::Error> {
@@ -38,6 +41,7 @@ pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgr
         read_only: get(1) != Some("off"),
         timeline: get(2).and_then(|s| s.parse().ok()),
         replay_lag_bytes: get(3).and_then(|s| s.parse().ok()),
+        wal_lsn: get(4).and_then(crate::observation::parse_lsn),
         fresh_connection: false,
     })
 }
