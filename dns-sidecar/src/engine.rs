@@ -255,9 +255,9 @@ impl Engine {
         }
     }
 
-    /// The servers to probe at the incident interval: every candidate of an
-    /// alias that has no matching candidate, or whose target's last probe
-    /// failed.
+    /// The servers to probe at the incident interval: every candidate of a
+    /// writer alias that has no matching candidate, or whose target's last
+    /// probe failed.
     fn incident_servers(&self) -> BTreeSet<String> {
         let st = &self.state;
         let mut set = BTreeSet::new();
@@ -267,7 +267,11 @@ impl Engine {
         for (i, a) in self.config.aliases.iter().enumerate() {
             let s = &st.aliases[i];
             let target_failing = s.target.is_some_and(|t| !st.servers[t].up || st.servers[t].consecutive_fail > 0);
-            if st.pins[i].is_none() && (!s.matched || target_failing) {
+            // Writer aliases only: the cadence exists to follow a promote. A
+            // reader alias without a standby (replay paused for hours, the
+            // replica down for maintenance) must not keep its servers at
+            // 100 probes per second.
+            if fence::is_writer(a.role) && st.pins[i].is_none() && (!s.matched || target_failing) {
                 set.extend(a.servers.iter().map(|&x| self.config.servers[x].id.clone()));
             }
         }

@@ -79,6 +79,9 @@ async fn a_standby_over_the_lag_limit_is_left_and_taken_back_after_rise() {
     env.wait_for_target("reader.db.test.", "pg-a.test.", WAIT).await;
     let d = dig(env.dns, "fresh.db.test", "A", &[]);
     assert_eq!(d.status, "SERVFAIL", "standby + servfail: no standby within the limit\n{}", d.raw);
+    // A reader alias without a standby is not an incident: no 10 ms probing
+    // for as long as replay stays paused.
+    assert!(env.sidecar().shared.incident.borrow().is_empty(), "{:?}", env.sidecar().shared.incident.borrow());
     let s = env.status();
     let b = s.servers.iter().find(|s| s.server == "b").unwrap();
     assert!(b.lag_bytes.unwrap() > 256 * 1024, "{b:?}");
