@@ -204,6 +204,17 @@ impl FastTable {
             let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(self.max_udp) as usize;
             let dnssec_ok = opt[7] & 0x80 != 0;
             let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
+            // Options must exactly fill the OPT data; anything else is the
+            // full path's FORMERR.
+            let rdata = q.get(end + 11..end + 11 + rdlen)?;
+            let mut o = 0;
+            while o < rdata.len() {
+                let head = rdata.get(o..o + 4)?;
+                o += 4 + u16::from_be_bytes([head[2], head[3]]) as usize;
+            }
+            if o != rdata.len() {
+                return None;
+            }
             end += 11 + rdlen;
             (if dnssec_ok { 2 } else { 1 }, payload)
         } else {
