@@ -4,6 +4,12 @@
 //!   loopback included, must send `Authorization: Bearer <token>`; the
 //!   comparison takes the same time wherever the first difference is.
 //! * No token: only loopback peers (the pod, the host itself) may send them.
+//! * Always: the body must be declared `application/json` and the request
+//!   must not carry `Origin`. A page in a browser can only send a
+//!   cross-origin POST without a preflight as a form or plain text, and
+//!   browsers add `Origin` to every cross-origin POST, so neither a form on a
+//!   web page nor its script can reach the overrides through the user's
+//!   browser (CSRF, DNS rebinding); `curl` and the CLI send neither.
 
 use std::net::SocketAddr;
 
@@ -27,6 +33,12 @@ pub enum Denied {
          and send `Authorization: Bearer <token>`"
     )]
     NotLoopback { peer: SocketAddr },
+    /// 415: the body is not declared as JSON.
+    #[error("overrides must be sent with `Content-Type: application/json`")]
+    NotJson,
+    /// 403: the request comes from a web page (it carries `Origin`).
+    #[error("overrides are not accepted from web pages (the request carries an Origin header)")]
+    FromBrowser,
 }
 
 impl Denied {
@@ -34,7 +46,8 @@ impl Denied {
     pub fn status(&self) -> u16 {
         match self {
             Denied::MissingToken | Denied::WrongToken => 401,
-            Denied::NotLoopback { .. } => 403,
+            Denied::NotLoopback { .. } | Denied::FromBrowser => 403,
+            Denied::NotJson => 415,
         }
     }
 }
@@ -57,6 +70,23 @@ pub fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) 
         Ok(())
     } else {
         Err(Denied::WrongToken)
+    }
+}
+
+/// Refuses requests a browser could have sent on a web page's behalf.
+pub fn not_from_a_browser(headers: &HeaderMap) -> Result<(), Denied> {
+    if headers.contains_key(header::ORIGIN) {
+        return Err(Denied::FromBrowser);
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(Denied::NotJson)
     }
 }
 
@@ -116,6 +146,18 @@ mod tests {
             assert_eq!(e.status(), 403);
             assert!(e.to_string().contains("token_file"), "{e}");
         }
+    }
+
+    #[test]
+    fn browsers_cannot_post_overrides() {
+        let mut h = HeaderMap::new();
+        assert_eq!(not_from_a_browser(&h), Err(Denied::NotJson));
+        h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        assert_eq!(not_from_a_browser(&h), Err(Denied::NotJson));
+        h.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().unwrap());
+        assert_eq!(not_from_a_browser(&h), Ok(()));
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert_eq!(not_from_a_browser(&h).map_err(|e| e.status()), Err(403));
     }
 
     #[test]

@@ -16,22 +16,35 @@
 //!
 //! Overrides are guarded by [`guard`]: with `[admin] token_file`/`token_env`
 //! set, every caller needs `Authorization: Bearer <token>`; without a token,
-//! only loopback peers may send them.
+//! only loopback peers may send them. Either way an override must be sent as
+//! `Content-Type: application/json` and must not carry an `Origin` header,
+//! so a web page in a browser on the same host cannot post one (a form can
+//! only send form or text bodies, and browsers always add `Origin`).
+//!
+//! The listener is our own accept loop on hyper (axum's `serve` has no
+//! header-read timeout): at most `[admin] max_connections` connections (more
+//! are closed at once), `header_timeout` to send a request's headers (which
+//! also bounds idle keep-alive connections) and `request_timeout` from the
+//! headers to the answer (a slow body gets 408).
 
 mod guard;
 mod overrides;
 
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{debug, info};
+
+use crate::metrics::ResultLabel;
 
 use crate::control::Control;
 use crate::shared::Shared;
@@ -65,7 +78,32 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
         .route("/override", post(overrides::any))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), request_timeout))
         .with_state(AppState { shared, control })
+}
+
+/// Answers 408 (and closes the connection) when a request takes longer than
+/// `[admin] request_timeout` from its headers to its answer.
+async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let limit = shared.config.load().admin.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            shared.metrics.admin_refused.get_or_create(&ResultLabel { result: "request_timeout".into() }).inc();
+            let mut r = text(StatusCode::REQUEST_TIMEOUT, format!("request not completed within {limit:?}"));
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+/// Counts open connections; dropping it frees the place.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves until `shutdown` is true. Requests in flight are finished; idle
@@ -73,10 +111,46 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control, mut shutdown: watch::Receiver<bool>) {
     let local = listener.local_addr().ok();
     info!(listen = ?local, "admin listener started");
-    let app = router(shared, control).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move { crate::shutdown::stopped(&mut shutdown).await };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        error!(listen = ?local, error = %e, "admin listener failed");
+    let app = router(shared.clone(), control);
+    let open = Arc::new(AtomicUsize::new(0));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "admin accept error");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
+        };
+        let settings = shared.config.load().admin.clone();
+        if open.fetch_add(1, Ordering::Relaxed) >= settings.max_connections {
+            open.fetch_sub(1, Ordering::Relaxed);
+            shared.metrics.admin_refused.get_or_create(&ResultLabel { result: "max_connections".into() }).inc();
+            debug!(%peer, "admin connection cap reached; closing a new connection");
+            continue;
+        }
+        let place = Open(open.clone());
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tower_service::Service::call(&mut app.clone(), req)
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(place);
+        });
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+        debug!("admin: connections still open after 5s of shutdown; dropping them");
     }
 }
 
