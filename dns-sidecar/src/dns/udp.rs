@@ -177,6 +177,28 @@ impl Worker {
                 out += 1;
                 continue;
             }
+            if let Some(f) = table.forwardable(q) {
+                // Forwarded without decoding: relayed, or refused at once.
+                let rcode = if !handler.rate_ok(peer.ip()) {
+                    Some(5)
+                } else {
+                    match self.relay.submit(&handler, q, peer, started) {
+                        Ok(()) => None,
+                        Err(why) => {
+                            handler.guard().refused(relay::limited(why));
+                            Some(2)
+                        }
+                    }
+                };
+                if let Some(rcode) = rcode {
+                    if let Some(len) = table.refuse(q, f, rcode, self.tx.buf_mut(out)) {
+                        self.tx.address_reply(out, len, &self.rx, i);
+                        self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
+                        out += 1;
+                    }
+                }
+                continue;
+            }
             let answer = match table.answer(q, self.tx.buf_mut(out)) {
                 Some((alen, kind)) => Some((alen, kind)),
                 None => {
