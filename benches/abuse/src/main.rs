@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,10 +123,10 @@ struct Row {
 fn scenario(args: &Args, name: &str, pair: &PgPair, dir: &std::path::Path, pw: &std::path::Path) -> Result<Row> {
     // The upstream.
     let stop = Arc::new(AtomicBool::new(false));
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
     let mut _dnsmasq = None;
     let upstream: SocketAddr = match name {
-        "blackhole" => black_hole(stop.clone())?,
-        "slow" => slow_upstream(stop.clone(), Duration::from_millis(200))?,
+        "blackhole" | "slow" => programmable_upstream(stop.clone(), mode.clone())?,
         _ => {
             let d = Dnsmasq::start(DnsmasqOptions {
                 hosts: vec![("pg-a.test".into(), "127.0.0.2".parse()?), ("pg-b.test".into(), "127.0.0.3".parse()?)],
@@ -154,6 +154,14 @@ fn scenario(args: &Args, name: &str, pair: &PgPair, dir: &std::path::Path, pw: &
     }
     std::thread::sleep(Duration::from_millis(500));
     let rss_idle_kib = status_kib(sidecar.pid(), "VmRSS").unwrap_or(0);
+    mode.store(
+        match name {
+            "blackhole" => BLACK_HOLE,
+            "slow" => SLOW,
+            _ => HEALTHY,
+        },
+        Ordering::Relaxed,
+    );
 
     // The prober and the flood.
     let flooding = Arc::new(AtomicBool::new(true));
@@ -236,34 +244,33 @@ listen = "{admin}"
 
 // ---------------------------------------------------------------- upstreams
 
-fn black_hole(stop: Arc<AtomicBool>) -> Result<SocketAddr> {
-    let s = UdpSocket::bind("127.0.0.1:0")?;
-    s.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let addr = s.local_addr()?;
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            let _ = s.recv_from(&mut buf);
-        }
-    });
-    Ok(addr)
-}
+const HEALTHY: u8 = 0;
+const BLACK_HOLE: u8 = 1;
+const SLOW: u8 = 2;
 
-/// Answers every query (as NXDOMAIN) after `delay`.
-fn slow_upstream(stop: Arc<AtomicBool>, delay: Duration) -> Result<SocketAddr> {
+/// An upstream whose behaviour can be switched: healthy (answers pg-a.test
+/// and pg-b.test A with their addresses, everything else NXDOMAIN), a black
+/// hole (reads and never answers) or slow (answers after 200 ms). Scenarios
+/// start it healthy, so the sidecar has resolved its targets, as it would
+/// have in production before the upstream starts failing.
+fn programmable_upstream(stop: Arc<AtomicBool>, mode: Arc<AtomicU8>) -> Result<SocketAddr> {
     let s = UdpSocket::bind("127.0.0.1:0")?;
     s.set_read_timeout(Some(Duration::from_millis(5)))?;
+    let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4 << 20);
     let addr = s.local_addr()?;
     std::thread::spawn(move || {
         let mut queue: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)> = Default::default();
         let mut buf = [0u8; 4096];
         while !stop.load(Ordering::Relaxed) {
             if let Ok((n, from)) = s.recv_from(&mut buf) {
-                if n >= 12 {
-                    let mut a = buf[..n].to_vec();
-                    a[2] |= 0x80;
-                    a[3] = (a[3] & 0xF0) | 3;
-                    queue.push_back((Instant::now() + delay, from, a));
+                let m = mode.load(Ordering::Relaxed);
+                if n >= 17 && m != BLACK_HOLE {
+                    let a = answer(&buf[..n]);
+                    if m == SLOW {
+                        queue.push_back((Instant::now() + Duration::from_millis(200), from, a));
+                    } else {
+                        let _ = s.send_to(&a, from);
+                    }
                 }
             }
             while queue.front().is_some_and(|(due, _, _)| *due <= Instant::now()) {
@@ -273,6 +280,32 @@ fn slow_upstream(stop: Arc<AtomicBool>, delay: Duration) -> Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// The upstream's answer to `q` (question kept, OPT dropped).
+fn answer(q: &[u8]) -> Vec<u8> {
+    let mut end = 12;
+    while end < q.len() && q[end] != 0 {
+        end += 1 + q[end] as usize;
+    }
+    let qend = (end + 5).min(q.len());
+    let mut a = q[..qend].to_vec();
+    a[2] |= 0x80;
+    a[3] = 0x80;
+    a[6..12].fill(0);
+    let name = String::from_utf8_lossy(&q[12..end.min(q.len())]).to_lowercase();
+    let ip = if name == "\u{4}pg-a\u{4}test" { Some([127, 0, 0, 2]) } else if name == "\u{4}pg-b\u{4}test" { Some([127, 0, 0, 3]) } else { None };
+    let qtype = q.get(end + 1..end + 3).map(|t| u16::from_be_bytes([t[0], t[1]]));
+    match (ip, qtype) {
+        (Some(ip), Some(1)) => {
+            a[7] = 1;
+            a.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+            a.extend_from_slice(&ip);
+        }
+        (Some(_), _) => {}
+        _ => a[3] |= 3,
+    }
+    a
 }
 
 // ---------------------------------------------------------------- sidecar
@@ -372,7 +405,8 @@ fn alias_rtt(dns: SocketAddr, id: u16) -> Option<Duration> {
     loop {
         let (n, _) = s.recv_from(&mut buf).ok()?;
         if n >= 12 && buf[..2] == q[..2] {
-            return (buf[3] & 0x0F == 0 && buf[7] >= 1).then(|| t.elapsed());
+            // NOERROR with the CNAME and the target's address.
+            return (buf[3] & 0x0F == 0 && buf[7] >= 2).then(|| t.elapsed());
         }
     }
 }

@@ -259,6 +259,9 @@ impl Handler {
         }
         if let RouteAnswer::Cname(t) = answer {
             if let Some(c) = self.targets_cache.load().entries.get(&(t.as_str().to_string(), qtype)) {
+                if c.rcode == ResponseCode::ServFail {
+                    return self.reply_kind(&req, ResponseCode::ServFail, transport, QueryKind::Alias);
+                }
                 resp.metadata.response_code = c.rcode;
                 resp.answers.extend(c.answers.iter().cloned());
                 return self.finish(&req, resp, transport, QueryKind::Alias);

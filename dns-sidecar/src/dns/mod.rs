@@ -90,6 +90,18 @@ pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, g
     }
 }
 
+/// Lowers the calling thread's scheduling priority by `nice` (Linux nice
+/// values are per thread). Used for everything that may compete with the UDP
+/// workers for a CPU under load: the relays, the async runtime's threads.
+pub fn lower_priority(nice: i32) {
+    // SAFETY: plain syscalls on the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19));
+    }
+}
+
 /// Every `[upstream] health_check`, asks each upstream that is out of use
 /// whether it answers again (see [`guard::UpstreamState`]).
 async fn health_checks(handler: SharedHandler, shared: Arc<crate::shared::Shared>, mut shutdown: watch::Receiver<bool>) {

@@ -155,6 +155,10 @@ impl Relay {
     /// Receives upstream answers until `stop` is set and nothing is pending
     /// (or five seconds have passed since `stop`).
     pub fn run(self: Arc<Relay>, stop: Arc<AtomicBool>) {
+        // Below the UDP workers: when the relay and a worker compete for a
+        // CPU (a flood of forwarded names), the worker, which answers the
+        // aliases, wins. Lowering our own priority needs no privilege.
+        super::lower_priority(10);
         let mut batch = Batch::new(BATCH, MAX_UDP_ANSWER);
         let mut stopping_since: Option<Instant> = None;
         let mut last_sweep = Instant::now();

@@ -185,7 +185,10 @@ impl Worker {
                     match self.relay.submit(&handler, q, peer, started) {
                         Ok(()) => None,
                         Err(why) => {
-                            handler.guard().refused(relay::limited(why));
+                            // (Limits count themselves in the guard.)
+                            if !matches!(why, NotTaken::Limit(_)) {
+                                handler.guard().refused(relay::limited(why));
+                            }
                             Some(2)
                         }
                     }
@@ -213,7 +216,9 @@ impl Worker {
                                     Ok(()) => None,
                                     Err(NotTaken::NoUpstream) => slow(&self.slow, &handler, Plan::Forward(req), q, peer, started),
                                     Err(why) => {
-                                        handler.guard().refused(relay::limited(why));
+                                        if !matches!(why, NotTaken::Limit(_)) {
+                                            handler.guard().refused(relay::limited(why));
+                                        }
                                         handler.refuse(&req, ResponseCode::ServFail, Transport::Udp)
                                     }
                                 }
