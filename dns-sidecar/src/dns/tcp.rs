@@ -201,45 +201,60 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: SharedHand
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
         place.set_idle(false);
-        let started = Instant::now();
-        let reply = match h.plan(&buf, Transport::Tcp) {
-            Plan::Reply(r) => Some(r),
-            Plan::Drop => None,
-            plan @ (Plan::Forward(_) | Plan::Chase { .. }) => {
-                let req = match &plan {
-                    Plan::Forward(r) | Plan::Chase { req: r, .. } => r.clone(),
-                    _ => unreachable!("matched above"),
-                };
-                let forward = matches!(plan, Plan::Forward(_));
-                if forward && !h.rate_ok(peer.ip()) {
-                    h.refuse(&req, ResponseCode::Refused, Transport::Tcp)
-                } else {
-                    match h.guard().try_forward(SLOW_COST, &limits) {
-                        Ok(_flight) => h.complete(plan, &buf, Transport::Tcp).await,
-                        Err(_) => h.refuse(&req, ResponseCode::ServFail, Transport::Tcp),
+        // An eviction notice that raced with this query's arrival still
+        // closes the connection: it no longer holds a place.
+        let answer = async {
+            let started = Instant::now();
+            let reply = match h.plan(&buf, Transport::Tcp) {
+                Plan::Reply(r) => Some(r),
+                Plan::Drop => None,
+                plan @ (Plan::Forward(_) | Plan::Chase { .. }) => {
+                    let req = match &plan {
+                        Plan::Forward(r) | Plan::Chase { req: r, .. } => r.clone(),
+                        _ => unreachable!("matched above"),
+                    };
+                    let forward = matches!(plan, Plan::Forward(_));
+                    if forward && !h.rate_ok(peer.ip()) {
+                        h.refuse(&req, ResponseCode::Refused, Transport::Tcp)
+                    } else {
+                        match h.guard().try_forward(SLOW_COST, &limits) {
+                            Ok(_flight) => h.complete(plan, &buf, Transport::Tcp).await,
+                            Err(_) => h.refuse(&req, ResponseCode::ServFail, Transport::Tcp),
+                        }
                     }
                 }
+            };
+            ticket.shrink_to(CONN_COST);
+            if let Some(reply) = reply {
+                let resp = &reply.bytes;
+                if ticket.grow(resp.len() as u64 + 2, &limits).is_err() {
+                    return false;
+                }
+                let mut out = Vec::with_capacity(resp.len() + 2);
+                out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
+                out.extend_from_slice(resp);
+                match tokio::time::timeout(limits.tcp_write_timeout, stream.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return false,
+                    Err(_) => {
+                        h.guard().refused(Limited::TcpWriteTimeout);
+                        return false;
+                    }
+                }
+                ticket.shrink_to(CONN_COST);
+                h.count(&reply, started.elapsed().as_secs_f64());
+            }
+            true
+        };
+        let go_on = tokio::select! {
+            r = answer => r,
+            _ = place.close.notified() => {
+                h.guard().refused(Limited::TcpEvicted);
+                false
             }
         };
-        ticket.shrink_to(CONN_COST);
-        if let Some(reply) = reply {
-            let resp = &reply.bytes;
-            if ticket.grow(resp.len() as u64 + 2, &limits).is_err() {
-                return;
-            }
-            let mut out = Vec::with_capacity(resp.len() + 2);
-            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-            out.extend_from_slice(resp);
-            match tokio::time::timeout(limits.tcp_write_timeout, stream.write_all(&out)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    h.guard().refused(Limited::TcpWriteTimeout);
-                    return;
-                }
-            }
-            ticket.shrink_to(CONN_COST);
-            h.count(&reply, started.elapsed().as_secs_f64());
+        if !go_on {
+            return;
         }
         last = Instant::now();
     }
