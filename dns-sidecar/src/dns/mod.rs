@@ -69,7 +69,7 @@ pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, g
     for l in tcp {
         tasks.spawn(tcp::accept_loop(l, handler.clone(), registry.clone(), shutdown.clone()));
     }
-    tasks.spawn(health_checks(handler.clone(), shared.clone(), shutdown.clone()));
+    tasks.spawn(health_checks(handler.clone(), shared.clone(), guard.clone(), registry.clone(), shutdown.clone()));
     let mut rx = shutdown.clone();
     crate::shutdown::stopped(&mut rx).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -102,15 +102,20 @@ pub fn lower_priority(nice: i32) {
     }
 }
 
-/// Every `[upstream] health_check`, asks each upstream that is out of use
+/// Every `[upstream] health_check` (at most every second), asks each upstream that is out of use
 /// whether it answers again (see [`guard::UpstreamState`]).
-async fn health_checks(handler: SharedHandler, shared: Arc<crate::shared::Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Also refreshes the gauges of the limits (memory, in flight, TCP).
+async fn health_checks(handler: SharedHandler, shared: Arc<crate::shared::Shared>, guard: Arc<Guard>, tcp: Arc<tcp::Registry>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let every = shared.config.load().upstream.as_ref().map_or(Duration::from_secs(1), |u| u.health_check);
+        let every = shared.config.load().upstream.as_ref().map_or(Duration::from_secs(1), |u| u.health_check).min(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
+        let m = &shared.metrics;
+        m.memory_used.set(guard.used() as i64);
+        m.in_flight.set(guard.in_flight() as i64);
+        m.tcp_connections.set(tcp.len() as i64);
         let h = handler.load_full();
         let Some(fwd) = h.forwarder() else { continue };
         let mut checks = JoinSet::new();

@@ -304,9 +304,6 @@ impl Relay {
                 self.shared.metrics.answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
             }
         }
-        let m = &self.shared.metrics;
-        m.in_flight.set(self.guard.in_flight() as i64);
-        m.memory_used.set(self.guard.used() as i64);
     }
 }
 
@@ -320,15 +317,16 @@ fn err_timeout(e: &ForwardError) -> Duration {
 impl State {
     /// The next socket of the pool for this family (opened on first use).
     fn socket(&mut self, v6: bool) -> io::Result<(Arc<UdpSocket>, u64)> {
-        let family: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].v6 == v6).collect();
-        let i = if family.len() < POOL {
+        let count = self.slots.iter().filter(|s| s.v6 == v6).count();
+        let i = if count < POOL {
             let sock = open(v6)?;
             self.serial += 1;
             self.slots.push(Slot { sock: Arc::new(sock), serial: self.serial, v6, born: Instant::now(), used: 0 });
             self.slots.len() - 1
         } else {
             self.next = self.next.wrapping_add(1);
-            family[self.next % family.len()]
+            let nth = self.next % count;
+            self.slots.iter().enumerate().filter(|(_, s)| s.v6 == v6).nth(nth).map_or(0, |(i, _)| i)
         };
         let s = &mut self.slots[i];
         s.used += 1;

@@ -177,32 +177,36 @@ impl Worker {
                 out += 1;
                 continue;
             }
-            if let Some(f) = table.forwardable(q) {
-                // Forwarded without decoding: relayed, or refused at once.
-                let rcode = if !handler.rate_ok(peer.ip()) {
-                    Some(5)
-                } else {
-                    match self.relay.submit(&handler, q, peer, started) {
-                        Ok(()) => None,
-                        Err(why) => {
-                            // (Limits count themselves in the guard.)
-                            if !matches!(why, NotTaken::Limit(_)) {
-                                handler.guard().refused(relay::limited(why));
+            // Alias and zone answers first: they never wait on anything.
+            let fast = table.answer(q, self.tx.buf_mut(out));
+            if fast.is_none() {
+                if let Some(f) = table.forwardable(q) {
+                    // Forwarded without decoding: relayed, or refused at once.
+                    let rcode = if !handler.rate_ok(peer.ip()) {
+                        Some(5)
+                    } else {
+                        match self.relay.submit(&handler, q, peer, started) {
+                            Ok(()) => None,
+                            Err(why) => {
+                                // (Limits count themselves in the guard.)
+                                if !matches!(why, NotTaken::Limit(_)) {
+                                    handler.guard().refused(relay::limited(why));
+                                }
+                                Some(2)
                             }
-                            Some(2)
+                        }
+                    };
+                    if let Some(rcode) = rcode {
+                        if let Some(len) = table.refuse(q, f, rcode, self.tx.buf_mut(out)) {
+                            self.tx.address_reply(out, len, &self.rx, i);
+                            self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
+                            out += 1;
                         }
                     }
-                };
-                if let Some(rcode) = rcode {
-                    if let Some(len) = table.refuse(q, f, rcode, self.tx.buf_mut(out)) {
-                        self.tx.address_reply(out, len, &self.rx, i);
-                        self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
-                        out += 1;
-                    }
+                    continue;
                 }
-                continue;
             }
-            let answer = match table.answer(q, self.tx.buf_mut(out)) {
+            let answer = match fast {
                 Some((alen, kind)) => Some((alen, kind)),
                 None => {
                     let reply = match handler.plan(q, Transport::Udp) {
