@@ -3,7 +3,10 @@
 //! * A token is configured (`[admin] token_file` or `token_env`): every caller,
 //!   loopback included, must send `Authorization: Bearer <token>`; the
 //!   comparison takes the same time wherever the first difference is.
-//! * No token: only loopback peers (the pod, the host itself) may send them.
+//! * No token: only loopback peers (the pod, the host itself) may send them,
+//!   and not through a proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`,
+//!   `X-Envoy-External-Address`: a mesh sidecar relays remote requests from
+//!   loopback).
 //! * Always: the body must be declared `application/json` and the request
 //!   must not carry `Origin`. A page in a browser can only send a
 //!   cross-origin POST without a preflight as a form or plain text, and
@@ -52,10 +55,18 @@ impl Denied {
     }
 }
 
+/// Headers a proxy adds when it relays a request; without a token, a loopback
+/// request carrying one is treated as remote.
+const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "x-envoy-external-address"];
+
 /// Decides whether `peer` with `headers` may send an override.
 pub fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Denied> {
     let Some(token) = token else {
-        return if is_loopback(peer) { Ok(()) } else { Err(Denied::NotLoopback { peer }) };
+        // A proxy on the same host (a service-mesh sidecar, a reverse
+        // proxy) connects from loopback on behalf of someone else; it says
+        // so in these headers.
+        let proxied = PROXY_HEADERS.iter().any(|h| headers.contains_key(*h));
+        return if is_loopback(peer) && !proxied { Ok(()) } else { Err(Denied::NotLoopback { peer }) };
     };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Denied::MissingToken);
@@ -140,6 +151,9 @@ mod tests {
         for ok in ["127.0.0.1:5", "127.3.4.5:5", "[::1]:5", "[::ffff:127.0.0.1]:5"] {
             assert_eq!(authorize(None, &headers(None), ok.parse().unwrap()), Ok(()), "{ok}");
         }
+        let mut proxied = headers(None);
+        proxied.insert("x-forwarded-for", "10.9.9.9".parse().unwrap());
+        assert_eq!(authorize(None, &proxied, "127.0.0.1:5".parse().unwrap()).map_err(|e| e.status()), Err(403), "relayed by a local proxy");
         for no in ["10.1.2.3:5", "[fd00::1]:5", "[::ffff:10.0.0.1]:5", "0.0.0.0:5"] {
             let peer: SocketAddr = no.parse().unwrap();
             let e = authorize(None, &headers(Some("Bearer x")), peer).unwrap_err();
