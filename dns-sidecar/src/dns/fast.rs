@@ -235,6 +235,10 @@ impl FastTable {
             i += 1 + len;
         }
         let qname_end = i + 1;
+        // A name is at most 255 bytes on the wire; longer ones are FORMERR.
+        if qname_end - HEADER_LEN > 255 {
+            return None;
+        }
         let fixed = q.get(qname_end..qname_end + 4)?;
         let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         if fixed[2..4] != [0, 1] {
