@@ -171,6 +171,21 @@ pub async fn accept_loop(listener: TcpListener, handler: SharedHandler, registry
     }
 }
 
+/// What a connection does after one query.
+enum Next {
+    Continue,
+    /// Close normally (the client went away).
+    Close,
+    /// Close with a reset: answers the client never took would otherwise sit
+    /// in the kernel (behind a zero window, with the FIN after them) for
+    /// minutes after we let go; a reset frees them and tells the client.
+    Reset,
+}
+
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+}
+
 /// Answers length-prefixed queries on one connection, in order, until the
 /// client closes, goes idle, is too slow to read, or we shut down.
 async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: SharedHandler, place: Place, mut ticket: Ticket, mut shutdown: watch::Receiver<bool>) {
@@ -196,7 +211,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: SharedHand
             },
             _ = place.close.notified() => {
                 h.guard().refused(Limited::TcpEvicted);
-                return;
+                return reset(stream);
             }
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
@@ -228,33 +243,35 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: SharedHand
             if let Some(reply) = reply {
                 let resp = &reply.bytes;
                 if ticket.grow(resp.len() as u64 + 2, &limits).is_err() {
-                    return false;
+                    return Next::Reset;
                 }
                 let mut out = Vec::with_capacity(resp.len() + 2);
                 out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
                 out.extend_from_slice(resp);
                 match tokio::time::timeout(limits.tcp_write_timeout, stream.write_all(&out)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => return false,
+                    Ok(Err(_)) => return Next::Close,
                     Err(_) => {
                         h.guard().refused(Limited::TcpWriteTimeout);
-                        return false;
+                        return Next::Reset;
                     }
                 }
                 ticket.shrink_to(CONN_COST);
                 h.count(&reply, started.elapsed().as_secs_f64());
             }
-            true
+            Next::Continue
         };
-        let go_on = tokio::select! {
+        let next = tokio::select! {
             r = answer => r,
             _ = place.close.notified() => {
                 h.guard().refused(Limited::TcpEvicted);
-                false
+                Next::Reset
             }
         };
-        if !go_on {
-            return;
+        match next {
+            Next::Continue => {}
+            Next::Close => return,
+            Next::Reset => return reset(stream),
         }
         last = Instant::now();
     }
