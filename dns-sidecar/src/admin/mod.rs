@@ -22,15 +22,15 @@
 //! only send form or text bodies, and browsers always add `Origin`).
 //!
 //! The listener is our own accept loop on hyper (axum's `serve` has no
-//! header-read timeout): at most `[admin] max_connections` connections (more
-//! are closed at once), `header_timeout` to send a request's headers (which
-//! also bounds idle keep-alive connections) and `request_timeout` from the
-//! headers to the answer (a slow body gets 408).
+//! header-read timeout): at most `[admin] max_connections` connections (when
+//! full, the one waiting longest for a request is closed to make room; if all
+//! are busy answering, the new one is closed), `header_timeout` to send a
+//! request's headers (which also bounds idle keep-alive connections) and
+//! `request_timeout` from the headers to the answer (a slow body gets 408).
 
 mod guard;
 mod overrides;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -97,12 +97,61 @@ async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: 
     }
 }
 
-/// Counts open connections; dropping it frees the place.
-struct Open(Arc<AtomicUsize>);
+/// The open admin connections. When all places are taken, the connection
+/// that has waited longest for a request (headers not sent yet, or idle
+/// between requests) is closed to make room, so clients that trickle their
+/// headers (slowloris) cannot keep a quick request such as a health check
+/// out; only connections that are all busy answering refuse a new one.
+#[derive(Default)]
+struct Conns {
+    inner: std::sync::Mutex<(std::collections::HashMap<u64, (Option<std::time::Instant>, Arc<tokio::sync::Notify>)>, u64)>,
+}
 
-impl Drop for Open {
+/// A connection's place; dropping it frees the place.
+struct Place {
+    id: u64,
+    conns: Arc<Conns>,
+    close: Arc<tokio::sync::Notify>,
+}
+
+impl Conns {
+    fn admit(self: &Arc<Self>, cap: usize) -> Option<Place> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, next) = &mut *g;
+        if map.len() >= cap {
+            let victim = map.iter().filter_map(|(id, (since, _))| since.map(|t| (t, *id))).min()?;
+            if let Some((_, close)) = map.remove(&victim.1) {
+                close.notify_one();
+            }
+        }
+        *next += 1;
+        let close = Arc::new(tokio::sync::Notify::new());
+        map.insert(*next, (Some(std::time::Instant::now()), close.clone()));
+        Some(Place { id: *next, conns: self.clone(), close })
+    }
+
+    /// Marks a connection busy (a request is being answered) or waiting.
+    fn set_waiting(&self, id: u64, waiting: bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = g.0.get_mut(&id) {
+            e.0 = waiting.then(std::time::Instant::now);
+        }
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut g = self.conns.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.remove(&self.id);
+    }
+}
+
+/// Marks its connection busy while it lives (the request being answered).
+struct Busy(Arc<Conns>, u64);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set_waiting(self.1, true);
     }
 }
 
@@ -112,7 +161,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
     let local = listener.local_addr().ok();
     info!(listen = ?local, "admin listener started");
     let app = router(shared.clone(), control);
-    let open = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(Conns::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -127,25 +176,37 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let settings = shared.config.load().admin.clone();
-        if open.fetch_add(1, Ordering::Relaxed) >= settings.max_connections {
-            open.fetch_sub(1, Ordering::Relaxed);
+        let Some(place) = conns.admit(settings.max_connections) else {
             shared.metrics.admin_refused.get_or_create(&ResultLabel { result: "max_connections".into() }).inc();
-            debug!(%peer, "admin connection cap reached; closing a new connection");
+            debug!(%peer, "admin connection cap reached and every connection is busy; closing a new one");
             continue;
-        }
-        let place = Open(open.clone());
+        };
         let app = app.clone();
+        let (c, id) = (conns.clone(), place.id);
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            tower_service::Service::call(&mut app.clone(), req)
+            c.set_waiting(id, false);
+            let busy = Busy(c.clone(), id);
+            let call = tower_service::Service::call(&mut app.clone(), req);
+            async move {
+                let r = call.await;
+                drop(busy);
+                r
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
+        let m = shared.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                _ = place.close.notified() => {
+                    m.metrics.admin_refused.get_or_create(&ResultLabel { result: "evicted".into() }).inc();
+                }
+            }
             drop(place);
         });
     }
