@@ -126,11 +126,17 @@ struct Worker {
     tx: Batch,
     /// Answers per [kind][rcode] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
+    /// Full batches received in a row.
+    full_streak: u32,
 }
+
+/// Full batches in a row (datagrams waiting behind them all along) after
+/// which the worker counts as overloaded.
+const OVERLOAD_STREAK: u32 = 4;
 
 impl Worker {
     fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, slow: mpsc::UnboundedSender<SlowJob>, relay: Arc<Relay>) -> Worker {
-        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4] }
+        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4], full_streak: 0 }
     }
 
     fn run(mut self, stop: &AtomicBool) {
@@ -154,6 +160,13 @@ impl Worker {
     }
 
     fn batch(&mut self, n: usize) {
+        // Full batches in a row mean datagrams keep waiting in the socket:
+        // the worker is behind (a burst fills one or two). Then queries
+        // refused at a limit are dropped rather than answered (half of their
+        // cost is the answer's send), so the CPU goes to the answers that
+        // matter and the queue in front of them shrinks.
+        self.full_streak = if n == BATCH { self.full_streak.saturating_add(1) } else { 0 };
+        let overloaded = self.full_streak >= OVERLOAD_STREAK;
         self.refresh_table();
         let started = Instant::now();
         let (gen, table) = self.table.as_ref().expect("built above");
@@ -196,7 +209,7 @@ impl Worker {
                             }
                         }
                     };
-                    if let Some(rcode) = rcode {
+                    if let Some(rcode) = rcode.filter(|_| !overloaded) {
                         if let Some(len) = table.refuse(q, f, rcode, self.tx.buf_mut(out)) {
                             self.tx.address_reply(out, len, &self.rx, i);
                             self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
