@@ -195,21 +195,9 @@ impl Worker {
             if fast.is_none() {
                 if let Some(f) = table.forwardable(q) {
                     // Forwarded without decoding: relayed, or refused at once.
-                    let rcode = if !handler.rate_ok(peer.ip()) {
-                        Some(5)
-                    } else {
-                        match self.relay.submit(&handler, q, peer, started) {
-                            Ok(()) => None,
-                            Err(why) => {
-                                // (Limits count themselves in the guard.)
-                                if !matches!(why, NotTaken::Limit(_)) {
-                                    handler.guard().refused(relay::limited(why));
-                                }
-                                Some(2)
-                            }
-                        }
-                    };
-                    if let Some(rcode) = rcode.filter(|_| !overloaded) {
+                    let refusal = relay_or_refuse(&self.relay, &handler, q, peer, started).err();
+                    if let Some(code) = refusal.filter(|_| !overloaded) {
+                        let rcode = code.low();
                         if let Some(len) = table.refuse(q, f, rcode, self.tx.buf_mut(out)) {
                             self.tx.address_reply(out, len, &self.rx, i);
                             self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
@@ -225,22 +213,10 @@ impl Worker {
                     let reply = match handler.plan(q, Transport::Udp) {
                         Plan::Reply(r) => Some(r),
                         Plan::Drop => None,
-                        Plan::Forward(req) => {
-                            if !handler.rate_ok(peer.ip()) {
-                                handler.refuse(&req, ResponseCode::Refused, Transport::Udp)
-                            } else {
-                                match self.relay.submit(&handler, q, peer, started) {
-                                    Ok(()) => None,
-                                    Err(NotTaken::NoUpstream) => slow(&self.slow, &handler, Plan::Forward(req), q, peer, started),
-                                    Err(why) => {
-                                        if !matches!(why, NotTaken::Limit(_)) {
-                                            handler.guard().refused(relay::limited(why));
-                                        }
-                                        handler.refuse(&req, ResponseCode::ServFail, Transport::Udp)
-                                    }
-                                }
-                            }
-                        }
+                        Plan::Forward(req) => match relay_or_refuse(&self.relay, &handler, q, peer, started) {
+                            Ok(()) => None,
+                            Err(code) => handler.refuse(&req, code, Transport::Udp).filter(|_| !overloaded),
+                        },
                         plan => slow(&self.slow, &handler, plan, q, peer, started),
                     };
                     match reply {
@@ -277,6 +253,21 @@ impl Worker {
             m.latency(kind, elapsed);
         }
     }
+}
+
+/// Relays a forwarded query, or says how to refuse it: REFUSED over the
+/// client's rate, SERVFAIL when no upstream is in use or a limit is reached.
+fn relay_or_refuse(relay: &Relay, handler: &Arc<Handler>, q: &[u8], peer: SocketAddr, started: Instant) -> Result<(), ResponseCode> {
+    if !handler.rate_ok(peer.ip()) {
+        return Err(ResponseCode::Refused);
+    }
+    relay.submit(handler, q, peer, started).map_err(|why| {
+        // (Limits count themselves in the guard.)
+        if !matches!(why, NotTaken::Limit(_)) {
+            handler.guard().refused(relay::limited(why));
+        }
+        ResponseCode::ServFail
+    })
 }
 
 /// Hands a query that waits on an upstream to the runtime, if the budget
