@@ -180,6 +180,7 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     handler: dns::SharedHandler,
     targets: dns::targets::SharedTargets,
+    guard: Arc<dns::Guard>,
     probers: Probers,
     observations: mpsc::Sender<observation::Tagged>,
     reconfigure: mpsc::Sender<engine::Reconfigure>,
@@ -222,7 +223,8 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let shared = Arc::new(Shared::new(config));
     let config = shared.config.load_full();
     let targets: dns::targets::SharedTargets = Arc::default();
-    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone(), targets.clone())?));
+    let guard = dns::Guard::new(shared.clone());
+    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone(), targets.clone(), guard.clone())?));
     let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
@@ -238,12 +240,12 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     tasks.spawn(engine::run(shared.clone(), inputs, stop_rx.clone()));
     tasks.spawn(hook::runner(hook_rx, shared.clone()));
     tasks.spawn(dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()));
-    tasks.spawn(dns::serve(handler.clone(), shared.clone(), udp, tcp, stop_rx.clone()));
+    tasks.spawn(dns::serve(handler.clone(), shared.clone(), guard.clone(), udp, tcp, stop_rx.clone()));
     if let Some(a) = admin {
         tasks.spawn(admin::serve(a, shared.clone(), control.clone(), stop_rx));
     }
     info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
-    Ok(Running { shared, control, local_addrs, admin_addr, handler, targets, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
+    Ok(Running { shared, control, local_addrs, admin_addr, handler, targets, guard, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
 }
 
 impl Running {
@@ -267,7 +269,7 @@ impl Running {
         if config.dns.listen != old.dns.listen || config.admin.listen != old.admin.listen {
             warn!("listener addresses changed in the config; they apply at the next restart");
         }
-        let handler = dns::Handler::new(&config, self.shared.clone(), self.targets.clone()).map_err(RunError::from)?;
+        let handler = dns::Handler::new(&config, self.shared.clone(), self.targets.clone(), self.guard.clone()).map_err(RunError::from)?;
         let config = Arc::new(config);
         let report = self.probers.sync(&config, &self.observations).map_err(RunError::from)?;
         let (done, wait) = oneshot::channel();

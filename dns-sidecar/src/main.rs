@@ -52,6 +52,12 @@ enum Command {
     Admin(dns_sidecar::client::AdminCommand),
 }
 
+/// The async runtime (probes, engine, TCP, admin, hooks). Its threads run
+/// a little below the UDP worker threads, which answer the aliases.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_start(|| dns_sidecar::dns::lower_priority(5)).build()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Admin(cmd) = &cli.command {
@@ -96,7 +102,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         },
-        Command::Run { config } => match tokio::runtime::Runtime::new()?.block_on(dns_sidecar::daemon::run(&config)) {
+        Command::Run { config } => match runtime()?.block_on(dns_sidecar::daemon::run(&config)) {
             Ok(()) => Ok(()),
             Err(dns_sidecar::daemon::DaemonError::Config(e)) => {
                 eprintln!("{e}");

@@ -73,6 +73,8 @@ pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
 pub const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
 /// State file write results (`dns_sidecar_state_writes_total{result}`).
 pub const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
+/// Values of `dns_sidecar_admin_refused_total{result}`.
+pub const ADMIN_REFUSED_RESULTS: [&str; 3] = ["request_timeout", "max_connections", "evicted"];
 
 /// What kind of query an answer was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +145,31 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Why the DNS side refused work (`dns_sidecar_limited_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// The client is not in `[dns] allow` (answered REFUSED / connection closed).
+    Acl = 0,
+    /// The client exceeded `forward_rate` (answered REFUSED).
+    Rate = 1,
+    /// `forward_in_flight` reached (answered SERVFAIL).
+    InFlight = 2,
+    /// The memory budget is used up (SERVFAIL / connection closed).
+    Memory = 3,
+    /// Every upstream is out of use after timeouts (answered SERVFAIL).
+    UpstreamDown = 4,
+    /// `tcp_connections` reached and no idle connection to evict.
+    TcpConnections = 5,
+    /// `tcp_connections_per_client` reached.
+    TcpPerClient = 6,
+    /// An idle TCP connection closed to make room for a new one.
+    TcpEvicted = 7,
+    /// A TCP client did not take its answer within `tcp_write_timeout`.
+    TcpWriteTimeout = 8,
+}
+
+const LIMITED: [&str; 9] = ["acl", "rate", "in_flight", "memory", "upstream_down", "tcp_connections", "tcp_per_client", "tcp_evicted", "tcp_write_timeout"];
+
 fn latency_histogram() -> Histogram {
     // 25 us .. ~3.3 s
     Histogram::new(exponential_buckets(0.000025, 2.0, 18))
@@ -171,6 +198,22 @@ pub struct Metrics {
     pub fences: Family<AliasLabel, Counter>,
     pub fence_holds: Family<AliasLabel, Counter>,
     pub state_writes: Family<ResultLabel, Counter>,
+    limited: Vec<Counter>,
+    pub upstream_health: Family<UpstreamAddr, Gauge>,
+    pub memory_used: Gauge,
+    pub in_flight: Gauge,
+    pub tcp_connections: Gauge,
+    pub admin_refused: Family<ResultLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamAddr {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -191,6 +234,9 @@ impl Metrics {
         let answer_latency = KINDS.iter().map(|k| lat.get_or_create_owned(&KindLabel { kind: k.to_string() })).collect();
         registry.register("queries", "DNS queries answered, by kind and rcode", q);
         registry.register("answer_duration_seconds", "Time from receiving a query to sending its answer", lat);
+        let lim: Family<ReasonLabel, Counter> = Family::default();
+        let limited = LIMITED.iter().map(|r| lim.get_or_create_owned(&ReasonLabel { reason: r.to_string() })).collect();
+        registry.register("limited", "Queries or connections refused by a limit, by reason", lim);
         let m = Metrics {
             queries,
             answer_latency,
@@ -212,6 +258,12 @@ impl Metrics {
             fence_holds: Family::default(),
             state_writes: Family::default(),
             registry: Registry::default(),
+            limited,
+            upstream_health: Family::default(),
+            memory_used: Gauge::default(),
+            in_flight: Gauge::default(),
+            tcp_connections: Gauge::default(),
+            admin_refused: Family::default(),
         };
         let mut m = m;
         registry.register("probes", "Probes by server and result (ok, timeout, error)", m.probes.clone());
@@ -231,6 +283,11 @@ impl Metrics {
         registry.register("fences", "Fences set on writer aliases (a server left after a promote, or a split brain lost)", m.fences.clone());
         registry.register("fence_holds", "Episodes in which a fence kept an alias off a server that otherwise matched its role", m.fence_holds.clone());
         registry.register("state_writes", "State file writes by result (ok, error)", m.state_writes.clone());
+        registry.register("upstream_up", "1 while an upstream is in use, 0 while taken out of use after timeouts", m.upstream_health.clone());
+        registry.register("memory_budget_used_bytes", "Bytes of the [limits] memory budget in use", m.memory_used.clone());
+        registry.register("forward_in_flight", "Queries waiting on upstreams", m.in_flight.clone());
+        registry.register("tcp_connections", "Open DNS TCP connections", m.tcp_connections.clone());
+        registry.register("admin_refused", "Admin connections or requests refused, by reason", m.admin_refused.clone());
         m.registry = registry;
         m
     }
@@ -245,6 +302,17 @@ impl Metrics {
     #[inline]
     pub fn answered_n(&self, kind: QueryKind, rcode_index: usize, n: u64) {
         self.queries[kind as usize][rcode_index].inc_by(n);
+    }
+
+    /// Counts one refusal by a limit.
+    #[inline]
+    pub fn limited(&self, why: Limited) {
+        self.limited[why as usize].inc();
+    }
+
+    /// Sets whether an upstream is in use.
+    pub fn upstream_up(&self, addr: std::net::SocketAddr, up: bool) {
+        self.upstream_health.get_or_create(&UpstreamAddr { upstream: addr.to_string() }).set(up as i64);
     }
 
     /// Records how long an answer took.
@@ -287,7 +355,16 @@ impl Metrics {
                 let _ = self.fenced.get_or_create(&l);
             }
         }
+        for r in ADMIN_REFUSED_RESULTS {
+            let _ = self.admin_refused.get_or_create(&result(r));
+        }
         for u in config.upstream.iter().flat_map(|u| &u.servers) {
+            // Upstreams start in use; the DNS side sets 0 when one is taken
+            // out. A reload keeps what an existing series says.
+            let addr = UpstreamAddr { upstream: u.to_string() };
+            if self.upstream_health.get(&addr).is_none() {
+                self.upstream_health.get_or_create(&addr).set(1);
+            }
             for k in UPSTREAM_ERROR_KINDS {
                 // The label is the address as the DNS side writes it.
                 let _ = self.upstream_errors.get_or_create(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
@@ -332,6 +409,7 @@ impl Metrics {
             for k in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.remove(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
             }
+            self.upstream_health.remove(&UpstreamAddr { upstream: u.to_string() });
         }
     }
 

@@ -496,3 +496,83 @@ async fn pin_through_the_real_engine_moves_the_dns_answer() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(2)).await;
 }
+
+impl Admin {
+    fn set_limits(&self, header: Duration, request: Duration, max_connections: usize) {
+        let mut c = (**self.shared.config.load()).clone();
+        (c.admin.header_timeout, c.admin.request_timeout, c.admin.max_connections) = (header, request, max_connections);
+        self.shared.config.store(Arc::new(c));
+    }
+}
+
+/// Sends `req` on a new connection; returns everything read until the
+/// server closes (or 5 s pass).
+fn raw_http(addr: SocketAddr, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn overrides_from_web_pages_are_refused() {
+    let a = Admin::start();
+    let body = r#"{"server":"eastus"}"#;
+    let post = |headers: &str| raw_http(a.addr, format!("POST /drain HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+    // What a form on a web page sends.
+    let r = post("Content-Type: application/x-www-form-urlencoded\r\nOrigin: http://evil.example\r\n");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = post("Content-Type: text/plain\r\n");
+    assert!(r.starts_with("HTTP/1.1 415"), "{r}");
+    assert!(r.contains("application/json"), "{r}");
+    let r = post("");
+    assert!(r.starts_with("HTTP/1.1 415"), "{r}");
+    // A script's fetch() with JSON still carries Origin.
+    let r = post("Content-Type: application/json\r\nOrigin: http://localhost:8080\r\n");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(a.seen.lock().unwrap().is_empty(), "nothing reached the engine");
+    let r = post("Content-Type: application/json; charset=utf-8\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(a.seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn slow_admin_clients_are_cut_off() {
+    let a = Admin::start();
+    a.set_limits(Duration::from_millis(300), Duration::from_millis(300), 32);
+    // Headers never finished: the connection is closed.
+    let start = Instant::now();
+    let r = raw_http(a.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    assert!(start.elapsed() < Duration::from_secs(5) && !r.contains("200 OK"), "{r}");
+    // A body that never arrives: 408.
+    let r = raw_http(a.addr, b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"serv");
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    // An idle keep-alive connection is closed too.
+    let mut s = TcpStream::connect(a.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert_eq!(a.get("/healthz").status, 200);
+}
+
+#[test]
+fn admin_connections_are_capped_and_the_longest_waiting_makes_room() {
+    let a = Admin::start();
+    a.set_limits(Duration::from_secs(10), Duration::from_secs(10), 2);
+    // Two connections that never send their headers (slowloris) hold both places.
+    let mut first = TcpStream::connect(a.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let _second = TcpStream::connect(a.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // A quick request still gets through: the connection waiting longest is closed.
+    let r = raw_http(a.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(matches!(first.read(&mut buf), Ok(0) | Err(_)), "the longest-waiting connection was closed");
+    assert!(a.shared.metrics.encode().contains("dns_sidecar_admin_refused_total{result=\"evicted\"}"));
+}

@@ -3,6 +3,7 @@
 //! the upstream, and real DNS clients (`dig`, plus a raw UDP client for
 //! malformed packets and precise timing).
 
+mod abuse;
 mod admin;
 mod config_cli;
 mod demo;

@@ -12,7 +12,7 @@ use dns_sidecar::control::Override;
 
 use crate::support::env::Env;
 use crate::support::metrics::{readme_alerts, Alert, Labels, Scrape, PROMETHEUS_ACCEPT};
-use crate::support::raw;
+use crate::support::{dig, raw};
 use crate::support::sidecar::Sidecar;
 
 fn readme() -> String {
@@ -165,6 +165,25 @@ async fn every_readme_alert_fires_on_its_event() {
     let ready = scrape(&lonely);
     check("dns_sidecar_ready", &ready, &starting, &ready, &[]);
     drop(lonely);
+
+    // Forwarding to an upstream that never answers (a black hole), with a
+    // client over its forwarded-query rate: the breaker takes the upstream
+    // out of use, and the rate limit refuses the excess.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let text = format!(
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"200ms\"\nmax_fails = 2\n[limits]\nforward_rate = 3\nforward_burst = 3\n[[zones]]\nname = \"db.test\"\n",
+        hole.local_addr().unwrap()
+    );
+    let forwarder = Sidecar::start(&text).unwrap();
+    let before = scrape(&forwarder);
+    for i in 0..6 {
+        let _ = dig(forwarder.dns, &format!("n{i}.example.test"), "A", &["+tries=1", "+timeout=1"]);
+    }
+    wait_until("the breaker opens", Duration::from_secs(5), || scrape(&forwarder).select("dns_sidecar_upstream_up", &Labels::new()).any(|s| s.value == 0.0));
+    let after = scrape(&forwarder);
+    check("dns_sidecar_upstream_up", &before, &after, &before, &[]);
+    check("dns_sidecar_limited_total", &before, &after, &before, &[("reason", "rate")]);
+    drop(forwarder);
 
     let env = Env::start(true, "").await;
     env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;

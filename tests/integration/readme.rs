@@ -40,6 +40,9 @@ const NOT_RUN: &[(&str, &str)] = &[
     // minutes; its `--help` (which runs nothing else) is checked against
     // benches/README.md by the loadtest crate's tests.
     ("benches/loadtest.sh", "installs packages, builds, runs for 2-10 minutes"),
+    // The abuse benchmark floods a release build for minutes with CPUs
+    // pinned; its behaviour under each flood is tested in abuse.rs.
+    ("benches/abuse.sh", "a release build flooded for minutes"),
     // Criterion in release mode: minutes of CPU on a 2-core CI.
     ("cargo bench", "a release build and minutes of measuring"),
 ];

@@ -389,6 +389,11 @@ servers = ["a", "b"]
 
 [admin]
 enabled = false
+
+# One dnsperf client measures throughput: the per-client limit on forwarded
+# queries (default 1000/s) would measure the limit instead.
+[limits]
+forward_rate = 0
 "#,
         pw = pg.password_file.display(),
         ca = pg.ca_cert.display(),

@@ -3,7 +3,16 @@
 //! * A token is configured (`[admin] token_file` or `token_env`): every caller,
 //!   loopback included, must send `Authorization: Bearer <token>`; the
 //!   comparison takes the same time wherever the first difference is.
-//! * No token: only loopback peers (the pod, the host itself) may send them.
+//! * No token: only loopback peers (the pod, the host itself) may send them,
+//!   and not through a proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`,
+//!   `X-Envoy-External-Address`: a mesh sidecar relays remote requests from
+//!   loopback).
+//! * Always: the body must be declared `application/json` and the request
+//!   must not carry `Origin`. A page in a browser can only send a
+//!   cross-origin POST without a preflight as a form or plain text, and
+//!   browsers add `Origin` to every cross-origin POST, so neither a form on a
+//!   web page nor its script can reach the overrides through the user's
+//!   browser (CSRF, DNS rebinding); `curl` and the CLI send neither.
 
 use std::net::SocketAddr;
 
@@ -27,6 +36,12 @@ pub enum Denied {
          and send `Authorization: Bearer <token>`"
     )]
     NotLoopback { peer: SocketAddr },
+    /// 415: the body is not declared as JSON.
+    #[error("overrides must be sent with `Content-Type: application/json`")]
+    NotJson,
+    /// 403: the request comes from a web page (it carries `Origin`).
+    #[error("overrides are not accepted from web pages (the request carries an Origin header)")]
+    FromBrowser,
 }
 
 impl Denied {
@@ -34,15 +49,24 @@ impl Denied {
     pub fn status(&self) -> u16 {
         match self {
             Denied::MissingToken | Denied::WrongToken => 401,
-            Denied::NotLoopback { .. } => 403,
+            Denied::NotLoopback { .. } | Denied::FromBrowser => 403,
+            Denied::NotJson => 415,
         }
     }
 }
 
+/// Headers a proxy adds when it relays a request; without a token, a loopback
+/// request carrying one is treated as remote.
+const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "x-envoy-external-address"];
+
 /// Decides whether `peer` with `headers` may send an override.
 pub fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Denied> {
     let Some(token) = token else {
-        return if is_loopback(peer) { Ok(()) } else { Err(Denied::NotLoopback { peer }) };
+        // A proxy on the same host (a service-mesh sidecar, a reverse
+        // proxy) connects from loopback on behalf of someone else; it says
+        // so in these headers.
+        let proxied = PROXY_HEADERS.iter().any(|h| headers.contains_key(*h));
+        return if is_loopback(peer) && !proxied { Ok(()) } else { Err(Denied::NotLoopback { peer }) };
     };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Denied::MissingToken);
@@ -57,6 +81,23 @@ pub fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) 
         Ok(())
     } else {
         Err(Denied::WrongToken)
+    }
+}
+
+/// Refuses requests a browser could have sent on a web page's behalf.
+pub fn not_from_a_browser(headers: &HeaderMap) -> Result<(), Denied> {
+    if headers.contains_key(header::ORIGIN) {
+        return Err(Denied::FromBrowser);
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(Denied::NotJson)
     }
 }
 
@@ -110,12 +151,27 @@ mod tests {
         for ok in ["127.0.0.1:5", "127.3.4.5:5", "[::1]:5", "[::ffff:127.0.0.1]:5"] {
             assert_eq!(authorize(None, &headers(None), ok.parse().unwrap()), Ok(()), "{ok}");
         }
+        let mut proxied = headers(None);
+        proxied.insert("x-forwarded-for", "10.9.9.9".parse().unwrap());
+        assert_eq!(authorize(None, &proxied, "127.0.0.1:5".parse().unwrap()).map_err(|e| e.status()), Err(403), "relayed by a local proxy");
         for no in ["10.1.2.3:5", "[fd00::1]:5", "[::ffff:10.0.0.1]:5", "0.0.0.0:5"] {
             let peer: SocketAddr = no.parse().unwrap();
             let e = authorize(None, &headers(Some("Bearer x")), peer).unwrap_err();
             assert_eq!(e.status(), 403);
             assert!(e.to_string().contains("token_file"), "{e}");
         }
+    }
+
+    #[test]
+    fn browsers_cannot_post_overrides() {
+        let mut h = HeaderMap::new();
+        assert_eq!(not_from_a_browser(&h), Err(Denied::NotJson));
+        h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        assert_eq!(not_from_a_browser(&h), Err(Denied::NotJson));
+        h.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().unwrap());
+        assert_eq!(not_from_a_browser(&h), Ok(()));
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert_eq!(not_from_a_browser(&h).map_err(|e| e.status()), Err(403));
     }
 
     #[test]

@@ -17,22 +17,35 @@
 //!
 //! Overrides are guarded by [`guard`]: with `[admin] token_file`/`token_env`
 //! set, every caller needs `Authorization: Bearer <token>`; without a token,
-//! only loopback peers may send them.
+//! only loopback peers may send them. Either way an override must be sent as
+//! `Content-Type: application/json` and must not carry an `Origin` header,
+//! so a web page in a browser on the same host cannot post one (a form can
+//! only send form or text bodies, and browsers always add `Origin`).
+//!
+//! The listener is our own accept loop on hyper (axum's `serve` has no
+//! header-read timeout): at most `[admin] max_connections` connections (when
+//! full, the one waiting longest for a request is closed to make room; if all
+//! are busy answering, the new one is closed), `header_timeout` to send a
+//! request's headers (which also bounds idle keep-alive connections) and
+//! `request_timeout` from the headers to the answer (a slow body gets 408).
 
 mod guard;
 mod overrides;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{debug, info};
+
+use crate::metrics::ResultLabel;
 
 use crate::control::Control;
 use crate::shared::Shared;
@@ -69,7 +82,81 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
         .route("/override", post(overrides::any))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), request_timeout))
         .with_state(AppState { shared, control })
+}
+
+/// Answers 408 (and closes the connection) when a request takes longer than
+/// `[admin] request_timeout` from its headers to its answer.
+async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let limit = shared.config.load().admin.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            shared.metrics.admin_refused.get_or_create(&ResultLabel { result: "request_timeout".into() }).inc();
+            let mut r = text(StatusCode::REQUEST_TIMEOUT, format!("request not completed within {limit:?}"));
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+/// The open admin connections. When all places are taken, the connection
+/// that has waited longest for a request (headers not sent yet, or idle
+/// between requests) is closed to make room, so clients that trickle their
+/// headers (slowloris) cannot keep a quick request such as a health check
+/// out; only connections that are all busy answering refuse a new one.
+#[derive(Default)]
+struct Conns {
+    inner: std::sync::Mutex<(std::collections::HashMap<u64, (Option<std::time::Instant>, Arc<tokio::sync::Notify>)>, u64)>,
+}
+
+/// A connection's place; dropping it frees the place.
+struct Place {
+    id: u64,
+    conns: Arc<Conns>,
+    close: Arc<tokio::sync::Notify>,
+}
+
+impl Conns {
+    fn admit(self: &Arc<Self>, cap: usize) -> Option<Place> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, next) = &mut *g;
+        if map.len() >= cap {
+            let victim = map.iter().filter_map(|(id, (since, _))| since.map(|t| (t, *id))).min()?;
+            if let Some((_, close)) = map.remove(&victim.1) {
+                close.notify_one();
+            }
+        }
+        *next += 1;
+        let close = Arc::new(tokio::sync::Notify::new());
+        map.insert(*next, (Some(std::time::Instant::now()), close.clone()));
+        Some(Place { id: *next, conns: self.clone(), close })
+    }
+
+    /// Marks a connection busy (a request is being answered) or waiting.
+    fn set_waiting(&self, id: u64, waiting: bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = g.0.get_mut(&id) {
+            e.0 = waiting.then(std::time::Instant::now);
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut g = self.conns.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.remove(&self.id);
+    }
+}
+
+/// Marks its connection busy while it lives (the request being answered).
+struct Busy(Arc<Conns>, u64);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set_waiting(self.1, true);
+    }
 }
 
 /// Serves until `shutdown` is true. Requests in flight are finished; idle
@@ -77,10 +164,58 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control, mut shutdown: watch::Receiver<bool>) {
     let local = listener.local_addr().ok();
     info!(listen = ?local, "admin listener started");
-    let app = router(shared, control).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move { crate::shutdown::stopped(&mut shutdown).await };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        error!(listen = ?local, error = %e, "admin listener failed");
+    let app = router(shared.clone(), control);
+    let conns = Arc::new(Conns::default());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "admin accept error");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
+        };
+        let settings = shared.config.load().admin.clone();
+        let Some(place) = conns.admit(settings.max_connections) else {
+            shared.metrics.admin_refused.get_or_create(&ResultLabel { result: "max_connections".into() }).inc();
+            debug!(%peer, "admin connection cap reached and every connection is busy; closing a new one");
+            continue;
+        };
+        let app = app.clone();
+        let (c, id) = (conns.clone(), place.id);
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            c.set_waiting(id, false);
+            let busy = Busy(c.clone(), id);
+            let call = tower_service::Service::call(&mut app.clone(), req);
+            async move {
+                let r = call.await;
+                drop(busy);
+                r
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        let m = shared.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn => {}
+                _ = place.close.notified() => {
+                    m.metrics.admin_refused.get_or_create(&ResultLabel { result: "evicted".into() }).inc();
+                }
+            }
+            drop(place);
+        });
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+        debug!("admin: connections still open after 5s of shutdown; dropping them");
     }
 }
 

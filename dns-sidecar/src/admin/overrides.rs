@@ -120,7 +120,7 @@ async fn handle(
     parse: impl FnOnce() -> Result<Override, String>,
 ) -> Response {
     let token = st.shared.config.load().admin.token.clone();
-    if let Err(denied) = guard::authorize(token.as_ref(), &headers, peer) {
+    if let Err(denied) = guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers)) {
         warn!(op = endpoint, %peer, result = %denied, "override refused");
         let code = StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::FORBIDDEN);
         let mut resp = text(code, denied.to_string());

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigWarning, Located};
 pub use validate::forwards_to_self;
-pub use values::{ByteSize, DnsAddr, HumanDuration, Ttl, MAX_TTL};
+pub use values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl, MAX_TTL};
 
 use crate::name::DnsName;
 
@@ -42,6 +42,7 @@ pub struct Config {
     pub aliases: Vec<Alias>,
     pub admin: AdminSettings,
     pub state: StateSettings,
+    pub limits: Limits,
 }
 
 /// Where the decision state that safety depends on (fences, timeline
@@ -52,6 +53,47 @@ pub struct StateSettings {
     pub path: Option<PathBuf>,
 }
 
+/// Bounds on everything that grows with traffic (`[limits]`). When one is
+/// reached, new work is refused at once (SERVFAIL, REFUSED or a closed
+/// connection); nothing queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Bytes that traffic-driven state may hold: forwarded queries waiting on
+    /// upstreams, per-query upstream sockets, TCP connections and their buffers.
+    pub memory: u64,
+    /// Forwarded queries (and alias target lookups) waiting on upstreams at once.
+    pub forward_in_flight: usize,
+    /// Forwarded queries per second per client (IPv4 address, IPv6 /64); 0 = off.
+    pub forward_rate: u32,
+    /// Tokens a client may burst above `forward_rate`.
+    pub forward_burst: u32,
+    pub tcp_connections: usize,
+    pub tcp_connections_per_client: usize,
+    /// Time a TCP connection may go without a complete query.
+    pub tcp_idle_timeout: Duration,
+    /// Time an answer may take to be written to a TCP client.
+    pub tcp_write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 16 << 20,
+            forward_in_flight: 2048,
+            forward_rate: 1000,
+            forward_burst: 2000,
+            tcp_connections: 512,
+            tcp_connections_per_client: 16,
+            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Most forwarded queries in flight we accept in `[limits]` (IDs are 16 bits
+/// per relay; staying far below keeps picking a free one cheap).
+pub const MAX_FORWARD_IN_FLIGHT: u32 = 16384;
+
 /// The admin HTTP listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
@@ -60,6 +102,24 @@ pub struct AdminSettings {
     /// Bearer token required for overrides. Without one, overrides are
     /// accepted from loopback peers only.
     pub token: Option<Secret>,
+    /// Time a client has to send a request's headers (also bounds idle keep-alive).
+    pub header_timeout: Duration,
+    /// Time from a request's headers to its answer.
+    pub request_timeout: Duration,
+    /// Open admin connections; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")),
+            token: None,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_connections: 32,
+        }
+    }
 }
 
 /// The admin listener's default address: loopback only.
@@ -77,6 +137,9 @@ pub struct DnsSettings {
     pub listen: Vec<SocketAddr>,
     /// Largest UDP answer for EDNS clients; clients without EDNS get 512.
     pub max_udp_payload: u16,
+    /// Client networks that may query; others get REFUSED (UDP) or a closed
+    /// connection (TCP).
+    pub allow: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +147,10 @@ pub struct UpstreamSettings {
     pub servers: Vec<SocketAddr>,
     /// Per upstream attempt; the client gets SERVFAIL after all attempts fail.
     pub timeout: Duration,
+    /// Consecutive timeouts that take an upstream out of use.
+    pub max_fails: u32,
+    /// How often an upstream out of use is health-checked.
+    pub health_check: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +287,13 @@ pub struct Hook {
     /// Program and arguments; no shell is involved.
     pub argv: Vec<String>,
     pub timeout: Duration,
+    /// Variables passed from our environment (exact names, or `PREFIX*`);
+    /// everything else is cleared.
+    pub env: Vec<String>,
 }
+
+/// Variables a hook gets from our environment when `on_change_env` is unset.
+pub const DEFAULT_HOOK_ENV: [&str; 2] = ["PATH", "HOME"];
 
 /// Which server an alias follows, with libpq's `target_session_attrs` meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

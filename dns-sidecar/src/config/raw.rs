@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::values::{ByteSize, DnsAddr, HumanDuration, Ttl};
+use super::values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl};
 use super::{NoMatchPolicy, Role, SslMode};
 use crate::name::DnsName;
 
@@ -39,6 +39,9 @@ pub struct RawConfig {
     /// Where the decision's safety state (fences, timelines) is kept across restarts.
     #[serde(default)]
     pub state: Option<RawState>,
+    /// Bounds on everything that grows with traffic.
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +49,27 @@ pub struct RawConfig {
 pub struct RawState {
     /// The state file (absolute path; its directory must be writable).
     pub path: Spanned<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Memory budget for everything that grows with traffic (default 16MiB).
+    pub memory: Option<Spanned<ByteSize>>,
+    /// Forwarded queries waiting on upstreams at once (default 2048).
+    pub forward_in_flight: Option<Spanned<u32>>,
+    /// Forwarded queries per second per client address (IPv6: per /64); 0 = no limit.
+    pub forward_rate: Option<Spanned<u32>>,
+    /// Burst allowed above `forward_rate` (default 2 x forward_rate).
+    pub forward_burst: Option<Spanned<u32>>,
+    /// Open DNS TCP connections (default 512).
+    pub tcp_connections: Option<Spanned<u32>>,
+    /// Open DNS TCP connections per client address (default 16).
+    pub tcp_connections_per_client: Option<Spanned<u32>>,
+    /// A TCP connection without a complete query for this long is closed.
+    pub tcp_idle_timeout: Option<Spanned<HumanDuration>>,
+    /// A TCP answer the client does not take within this time closes the connection.
+    pub tcp_write_timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +83,12 @@ pub struct RawAdmin {
     pub token_env: Option<Spanned<String>>,
     /// File holding the bearer token for overrides.
     pub token_file: Option<Spanned<PathBuf>>,
+    /// Time a client has to send a request's headers (default 5s).
+    pub header_timeout: Option<Spanned<HumanDuration>>,
+    /// Time a request may take from its headers to the answer (default 10s).
+    pub request_timeout: Option<Spanned<HumanDuration>>,
+    /// Open admin connections (default 32).
+    pub max_connections: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +99,9 @@ pub struct RawDns {
     /// Largest UDP answer we send to EDNS clients (bytes, 512..=4096).
     #[serde(default)]
     pub max_udp_payload: Option<Spanned<u16>>,
+    /// Client networks that may query (default: loopback only).
+    #[serde(default)]
+    pub allow: Option<Spanned<Vec<Cidr>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +112,13 @@ pub struct RawUpstream {
     /// How long to wait for one upstream before trying the next.
     #[serde(default)]
     pub timeout: Option<Spanned<HumanDuration>>,
+    /// Consecutive timeouts after which an upstream is taken out of use
+    /// until a health check answers (default 5).
+    #[serde(default)]
+    pub max_fails: Option<Spanned<u32>>,
+    /// How often an upstream taken out of use is health-checked (default 1s).
+    #[serde(default)]
+    pub health_check: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,4 +292,8 @@ pub struct RawAlias {
     /// a standby has replayed, for the standby still to be chosen.
     #[serde(default)]
     pub max_lag_time: Option<Spanned<HumanDuration>>,
+    /// Environment variables passed to `on_change` (default PATH and HOME);
+    /// `PREFIX_*` passes every variable starting with `PREFIX_`.
+    #[serde(default)]
+    pub on_change_env: Option<Spanned<Vec<Spanned<String>>>>,
 }

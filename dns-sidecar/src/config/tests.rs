@@ -69,7 +69,7 @@ fn admin_and_hooks() {
         "{BASE}on_change = [\"/bin/echo\", \"changed\"]\non_change_timeout = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
     );
     let c = parse(&text).unwrap();
-    assert_eq!(c.aliases[0].on_change, Some(Hook { argv: vec!["/bin/echo".into(), "changed".into()], timeout: Duration::from_secs(5) }));
+    assert_eq!(c.aliases[0].on_change, Some(Hook { argv: vec!["/bin/echo".into(), "changed".into()], timeout: Duration::from_secs(5), env: vec!["PATH".into(), "HOME".into()] }));
     assert_eq!(c.admin.listen, Some("127.0.0.1:0".parse().unwrap()));
     let c = parse(&format!("{BASE}[admin]\nenabled = false\n")).unwrap();
     assert_eq!(c.admin.listen, None);
@@ -193,6 +193,17 @@ fn bad_configs_name_line_and_fix() {
         ("lag in MB", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag = \"16MB\"", 26, &["unknown unit `MB`", "MiB"]),
         ("lag time shorter than two intervals", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\nrole = \"standby\"\nmax_lag_time = \"150ms\"", 26, &["`max_lag_time` of 150ms is shorter than two probe intervals (200ms)", "hint: "]),
         ("empty hook", "servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = []", 25, &["empty on_change"]),
+        ("root zone", "name = \"db.internal\"", "name = \".\"", 9, &["root", "db.internal"]),
+        ("overlong zone", "name = \"db.internal\"", &format!("name = \"{}.internal\"", vec!["a".repeat(60); 4].join(".")), 9, &["too long", "ns."]),
+        ("public listener without allow", "listen = [\"127.0.0.1:5353\"]", "listen = [\"0.0.0.0:5353\"]", 3, &["0.0.0.0:5353", "not loopback", "allow = ["]),
+        ("empty allow", "listen = [\"127.0.0.1:5353\"]", "listen = [\"127.0.0.1:5353\"]\nallow = []", 4, &["allow", "empty"]),
+        ("bad network", "listen = [\"127.0.0.1:5353\"]", "listen = [\"127.0.0.1:5353\"]\nallow = [\"10.1.2.3/8\"]", 4, &["10.0.0.0/8"]),
+        ("zero max_fails", "servers = [\"127.0.0.1:5300\"]", "servers = [\"127.0.0.1:5300\"]\nmax_fails = 0", 7, &["at least 1"]),
+        ("in-flight too high", "[probe]\n", "[limits]\nforward_in_flight = 100000\n[probe]\n", 12, &["forward_in_flight", "outside"]),
+        ("memory too small", "[probe]\n", "[limits]\nmemory = \"100KiB\"\n[probe]\n", 12, &["limits.memory"]),
+        ("memory unit", "[probe]\n", "[limits]\nmemory = \"16MB\"\n[probe]\n", 12, &["unknown unit"]),
+        ("unknown limit", "[probe]\n", "[limits]\nqps = 5\n[probe]\n", 12, &["unknown field `qps`"]),
+        ("admin connections", "[probe]\n", "[admin]\nmax_connections = 0\n[probe]\n", 12, &["max_connections"]),
         ("verify-full without file", "sslmode = \"require\"", "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"", 14, &["not a readable file"]),
         ("interval 9ms", "[probe]\n", "[probe]\ninterval = \"9ms\"\n", 12, &["`probe.interval` of 9ms is too short", "hint: use 10ms or more"]),
         ("deadline zero", "[probe]\n", "[probe]\ndeadline = \"0s\"\n", 12, &["`probe.deadline` of 0s is too short", "hint: "]),
@@ -275,4 +286,43 @@ fn unreadable_file_says_what_to_check() {
     let err = Config::load(Path::new("/nonexistent/dns-sidecar.toml")).unwrap_err().to_string();
     assert!(err.starts_with("cannot read config file /nonexistent/dns-sidecar.toml: "), "{err}");
     assert!(err.contains("\n  hint: check the path"), "{err}");
+}
+
+#[test]
+fn limits_allow_and_hook_env() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.dns.allow, Cidr::loopback());
+    let up = c.upstream.as_ref().unwrap();
+    assert_eq!((up.max_fails, up.health_check), (5, Duration::from_secs(1)));
+    assert_eq!((c.admin.header_timeout, c.admin.request_timeout, c.admin.max_connections), (Duration::from_secs(5), Duration::from_secs(10), 32));
+
+    let text = BASE
+        .replace("listen = [\"127.0.0.1:5353\"]", "listen = [\"0.0.0.0:5353\"]\nallow = [\"10.0.0.0/8\", \"fd00::/8\"]")
+        .replace("[probe]\n", "[limits]\nmemory = \"8MiB\"\nforward_rate = 0\ntcp_connections = 64\ntcp_connections_per_client = 100\ntcp_write_timeout = \"2s\"\n[probe]\n")
+        .replace("servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = [\"/bin/true\"]\non_change_env = [\"HOME\", \"AZURE_*\"]");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.dns.allow.len(), 2);
+    assert!(c.dns.allow[0].contains("10.9.8.7".parse().unwrap()));
+    assert_eq!(c.limits.memory, 8 << 20);
+    assert_eq!((c.limits.forward_rate, c.limits.forward_burst), (0, 0));
+    assert_eq!(c.limits.tcp_connections_per_client, 64, "capped at the global cap");
+    assert_eq!(c.limits.tcp_write_timeout, Duration::from_secs(2));
+    assert_eq!(c.aliases[0].on_change.as_ref().unwrap().env, vec!["HOME".to_string(), "AZURE_*".to_string()]);
+}
+
+#[test]
+fn hook_env_never_carries_secrets() {
+    std::env::set_var("PG_HOOK_TEST_PW", "x");
+    let base = BASE.replace("[probe]\n", "[probe]\npassword_env = \"PG_HOOK_TEST_PW\"\n");
+    for (env, ok) in [("[\"PG_HOOK_TEST_PW\"]", false), ("[\"PG_*\"]", false), ("[\"*\"]", false), ("[\"A B\"]", false), ("[\"PGHOST\"]", true), ("[]", true)] {
+        let text = base.replace("servers = [\"a\", \"b\"]", &format!("servers = [\"a\", \"b\"]\non_change = [\"/bin/true\"]\non_change_env = {env}"));
+        match parse(&text) {
+            Ok(_) => assert!(ok, "{env} accepted"),
+            Err(e) => {
+                assert!(!ok, "{env}: {e}");
+                assert!(e.to_string().starts_with("test.toml:27:"), "{env}: {e}");
+            }
+        }
+    }
 }

@@ -105,6 +105,25 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
         }
     };
 
+    let allow = match &raw.dns.allow {
+        Some(a) => {
+            if a.get_ref().is_empty() {
+                return cx.err(Some(a.span()), "`dns.allow` is empty, so every client would be refused", "list your clients' networks, e.g. allow = [\"10.0.0.0/8\"]");
+            }
+            a.get_ref().clone()
+        }
+        None => {
+            if let Some(l) = listen.iter().find(|l| !l.ip().to_canonical().is_loopback()) {
+                return cx.err(
+                    Some(raw.dns.listen.span()),
+                    format!("`dns.listen` has {l}, which is not loopback, but [dns] has no `allow` list (without one only loopback clients may query)"),
+                    "add the networks of your clients to [dns], e.g. allow = [\"10.0.0.0/8\", \"127.0.0.1\"]; allow = [\"0.0.0.0/0\", \"::/0\"] would make this an open resolver for anyone who reaches it",
+                );
+            }
+            Cidr::loopback()
+        }
+    };
+
     // [upstream]
     let upstream = match raw.upstream {
         None => None,
@@ -128,7 +147,16 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
                     "it is how long each upstream gets before the next is tried; e.g. timeout = \"1500ms\" (the default)",
                 );
             }
-            Some(UpstreamSettings { servers, timeout })
+            let max_fails = match &u.max_fails {
+                None => 5,
+                Some(v) if *v.get_ref() >= 1 => *v.get_ref(),
+                Some(v) => return cx.err(Some(v.span()), "`upstream.max_fails` must be at least 1", "max_fails = 5 is the default"),
+            };
+            let health_check = u.health_check.as_ref().map_or(Duration::from_secs(1), |d| d.get_ref().0);
+            if health_check < Duration::from_millis(100) {
+                return cx.err(u.health_check.as_ref().map(|h| h.span()), format!("`upstream.health_check` of {} is too short", human(health_check)), "use 100ms or more; the default is \"1s\"");
+            }
+            Some(UpstreamSettings { servers, timeout, max_fails, health_check })
         }
     };
 
@@ -136,24 +164,43 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
     let mut zones = Vec::new();
     for z in raw.zones {
         let name = z.name.get_ref().clone();
-        if zones.iter().any(|other: &Zone| other.name == name) {
-            return cx.err(Some(z.name.span()), format!("zone `{name}` is declared twice"), "merge the two [[zones]] tables");
+        let span = Some(z.name.span());
+        if name.label_count() == 0 {
+            return cx.err(
+                span,
+                "zone `.` (the root) cannot be served: the sidecar would be authoritative for every name and forward nothing",
+                "name the zone that holds your aliases, e.g. name = \"db.internal\"",
+            );
         }
-        let child = |label: &str| DnsName::parse(&format!("{label}.{}", name.as_str())).expect("a valid zone plus a short label is valid");
+        if zones.iter().any(|other: &Zone| other.name == name) {
+            return cx.err(span, format!("zone `{name}` is declared twice"), "merge the two [[zones]] tables");
+        }
+        // The default NS and SOA names are built below the apex; a zone name
+        // near the 253-character limit leaves no room for them.
+        let child = |label: &str| {
+            DnsName::parse(&format!("{label}.{}", name.as_str())).or_else(|e| {
+                cx.err(span.clone(), format!("zone `{name}` is too long for its default `{label}.` name ({e})"), format!("shorten the zone name, or set {} explicitly", if label == "ns" { "nameservers" } else { "hostmaster" }))
+            })
+        };
         let nameservers = match z.nameservers {
-            None => vec![child("ns")],
+            None => vec![child("ns")?],
             Some(ns) if ns.get_ref().is_empty() => {
+                let default = child("ns").map_or_else(|_| "ns.<zone>".to_string(), |n| n.to_string());
                 return cx.err(
                     Some(ns.span()),
                     format!("zone `{name}` has an empty `nameservers` list; the apex would have no NS records"),
-                    format!("remove the key to serve the default [\"{}\"], or list the names of the servers that answer for this zone", child("ns")),
+                    format!("remove the key to serve the default [\"{default}\"], or list the names of the servers that answer for this zone"),
                 );
             }
             Some(ns) => ns.into_inner(),
         };
+        let hostmaster = match z.hostmaster {
+            Some(h) => h,
+            None => child("hostmaster")?,
+        };
         zones.push(Zone {
             nameservers,
-            hostmaster: z.hostmaster.unwrap_or_else(|| child("hostmaster")),
+            hostmaster,
             ttl: z.ttl.map_or(300, |t| t.0),
             negative_ttl: z.negative_ttl.map_or(5, |t| t.0),
             serial: z.serial.unwrap_or(1),
@@ -193,6 +240,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
         );
     }
     let defaults = raw.probe.conn();
+    let mut probe_secret_vars: Vec<String> = defaults.password_env.iter().map(|v| v.get_ref().clone()).collect();
 
     // [servers.<id>]
     let mut ids: Vec<String> = Vec::new();
@@ -202,11 +250,17 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
         let span = s.span();
         let s = s.into_inner();
         let target = s.target.get_ref().clone();
-        let conn = conn_settings(&cx, &id, span, &target, s.host.clone(), s.hostaddr, s.conn().or(defaults.clone()))?;
+        let raw_conn = s.conn().or(defaults.clone());
+        probe_secret_vars.extend(raw_conn.password_env.iter().map(|v| v.get_ref().clone()));
+        let conn = conn_settings(&cx, &id, span, &target, s.host.clone(), s.hostaddr, raw_conn)?;
         ids.push(id.clone());
         target_spans.push(s.target.span());
         servers.push(Server { id, target, conn });
     }
+
+    // Variables that hold secrets must never reach a hook.
+    let mut secret_vars: Vec<String> = raw.admin.as_ref().and_then(|a| a.token_env.as_ref()).map(|v| v.get_ref().clone()).into_iter().collect();
+    secret_vars.extend(probe_secret_vars.iter().cloned());
 
     // [[aliases]]
     let mut aliases: Vec<Alias> = Vec::new();
@@ -259,7 +313,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
                         "give it time to finish, e.g. on_change_timeout = \"30s\" (the default)",
                     );
                 }
-                Some(Hook { argv: argv.into_inner(), timeout })
+                Some(Hook { argv: argv.into_inner(), timeout, env: hook_env(&cx, &a.on_change_env, &secret_vars)? })
             }
         };
         aliases.push(Alias {
@@ -287,7 +341,8 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
 
     let admin = admin_settings(&cx, raw.admin)?;
     let state = state_settings(&cx, raw.state)?;
-    let config = Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload }, upstream, zones, probe, servers, aliases, admin, state };
+    let limits = limits(&cx, &raw.limits)?;
+    let config = Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload, allow }, upstream, zones, probe, servers, aliases, admin, state, limits };
     Ok((config, cx.warnings()))
 }
 
@@ -334,9 +389,73 @@ fn state_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawState>) -> Result<Sta
     Ok(StateSettings { path: Some(p.clone()) })
 }
 
+fn hook_env(cx: &Ctx<'_>, raw: &Option<Spanned<Vec<Spanned<String>>>>, secrets: &[String]) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = raw else {
+        return Ok(DEFAULT_HOOK_ENV.iter().map(|s| s.to_string()).collect());
+    };
+    let mut out = Vec::new();
+    for v in list.get_ref() {
+        let name = v.get_ref();
+        let stem = name.strip_suffix('*').unwrap_or(name);
+        if stem.is_empty() && name != "*" || stem.contains('*') || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return cx.err(Some(v.span()), format!("`{name}` is not an environment variable name (or `PREFIX*`)"), "write e.g. \"HOME\" or \"AZURE_*\"");
+        }
+        if name == "*" {
+            return cx.err(Some(v.span()), "`*` would hand the hook every variable, secrets included", "list the variables the hook needs, e.g. [\"PATH\", \"HOME\", \"AZURE_*\"]");
+        }
+        let matches = |s: &String| if name.ends_with('*') { s.starts_with(stem) } else { s == name };
+        if let Some(secret) = secrets.iter().find(|s| matches(s)) {
+            return cx.err(Some(v.span()), format!("`{name}` would pass `{secret}`, which holds a password or the admin token, to the hook"), "hooks must not see the sidecar's secrets; give the hook its own credentials");
+        }
+        out.push(name.clone());
+    }
+    Ok(out)
+}
+
+fn limits(cx: &Ctx<'_>, raw: &super::raw::RawLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let count = |v: &Option<Spanned<u32>>, key: &str, min: u32, max: u32, default: usize| -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref() as usize),
+            Some(v) => cx.err(Some(v.span()), format!("`limits.{key} = {}` is outside {min}..={max}", v.get_ref()), format!("{key} = {default} is the default")),
+        }
+    };
+    let memory = match &raw.memory {
+        None => d.memory,
+        Some(m) if m.get_ref().0 >= 1 << 20 && m.get_ref().0 <= 1 << 40 => m.get_ref().0,
+        Some(m) => return cx.err(Some(m.span()), format!("`limits.memory` of {} bytes is outside 1MiB..=1TiB", m.get_ref().0), "memory = \"16MiB\" is the default; it keeps the process under 48 MB"),
+    };
+    let forward_rate = count(&raw.forward_rate, "forward_rate", 0, 10_000_000, d.forward_rate as usize)? as u32;
+    let forward_burst = match &raw.forward_burst {
+        None => forward_rate.saturating_mul(2),
+        Some(b) if *b.get_ref() >= 1 || forward_rate == 0 => *b.get_ref(),
+        Some(b) => return cx.err(Some(b.span()), "`limits.forward_burst` must be at least 1 when forward_rate is set", "leave it out for 2 x forward_rate"),
+    };
+    let secs = |v: &Option<Spanned<HumanDuration>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let got = v.as_ref().map_or(default, |d| d.get_ref().0);
+        if got < Duration::from_millis(100) {
+            return cx.err(v.as_ref().map(|v| v.span()), format!("`limits.{key}` of {} is too short", human(got)), format!("use 100ms or more; the default is {}", human(default)));
+        }
+        Ok(got)
+    };
+    let tcp_connections = count(&raw.tcp_connections, "tcp_connections", 1, 65_536, d.tcp_connections)?;
+    let tcp_connections_per_client = count(&raw.tcp_connections_per_client, "tcp_connections_per_client", 1, 65_536, d.tcp_connections_per_client)?.min(tcp_connections);
+    Ok(Limits {
+        memory,
+        forward_in_flight: count(&raw.forward_in_flight, "forward_in_flight", 1, MAX_FORWARD_IN_FLIGHT, d.forward_in_flight)?,
+        forward_rate,
+        forward_burst,
+        tcp_connections,
+        tcp_connections_per_client,
+        tcp_idle_timeout: secs(&raw.tcp_idle_timeout, "tcp_idle_timeout", d.tcp_idle_timeout)?,
+        tcp_write_timeout: secs(&raw.tcp_write_timeout, "tcp_write_timeout", d.tcp_write_timeout)?,
+    })
+}
+
 fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<AdminSettings, ConfigError> {
     let Some(raw) = raw else {
-        return Ok(AdminSettings { listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")), token: None });
+        return Ok(AdminSettings { listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")), token: None, ..AdminSettings::default() });
     };
     let listen = match (&raw.enabled, &raw.listen) {
         (Some(false), _) => None,
@@ -371,7 +490,26 @@ fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<Adm
             tracing::warn!(listen = %l, "admin listener is not on loopback and has no token: overrides are only accepted from loopback peers");
         }
     }
-    Ok(AdminSettings { listen, token })
+    let d = AdminSettings::default();
+    let timeout = |v: &Option<Spanned<HumanDuration>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let got = v.as_ref().map_or(default, |d| d.get_ref().0);
+        if got < Duration::from_millis(100) {
+            return cx.err(v.as_ref().map(|v| v.span()), format!("`admin.{key}` of {} is too short", human(got)), format!("use 100ms or more; the default is {}", human(default)));
+        }
+        Ok(got)
+    };
+    let max_connections = match &raw.max_connections {
+        None => d.max_connections,
+        Some(v) if (1..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) => return cx.err(Some(v.span()), format!("`admin.max_connections = {}` is outside 1..=4096", v.get_ref()), "max_connections = 32 is the default"),
+    };
+    Ok(AdminSettings {
+        listen,
+        token,
+        header_timeout: timeout(&raw.header_timeout, "header_timeout", d.header_timeout)?,
+        request_timeout: timeout(&raw.request_timeout, "request_timeout", d.request_timeout)?,
+        max_connections,
+    })
 }
 
 /// `"127.0.0.1:9153"`, `"127.0.0.1"` (default port), `"[::1]:9153"`, `"::1"`.

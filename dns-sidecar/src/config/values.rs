@@ -150,6 +150,79 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// An IP network in CIDR notation (`"10.0.0.0/8"`, `"fd00::/8"`); a bare
+/// address means that one address. Host bits must be zero, so a typo such as
+/// `10.1.2.3/8` is reported rather than silently widened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this network (an IPv4 address mapped into IPv6
+    /// counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// The loopback networks, the default allow list.
+    pub fn loopback() -> Vec<Cidr> {
+        vec![Cidr { addr: IpAddr::from([127, 0, 0, 0]), prefix: 8 }, Cidr { addr: IpAddr::from(std::net::Ipv6Addr::LOCALHOST), prefix: 128 }]
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("`{s}` is not an IP network; write e.g. \"10.0.0.0/8\", \"192.168.1.7\" or \"fd00::/8\""))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("`{s}` has a prefix length outside 0..={max}")),
+            },
+        };
+        let c = Cidr { addr, prefix };
+        let base = match addr {
+            IpAddr::V4(v) => IpAddr::V4((u32::from(v) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)).into()),
+            IpAddr::V6(v) => IpAddr::V6((u128::from(v) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)).into()),
+        };
+        if base != addr {
+            return Err(format!("`{s}` has bits set after the prefix; did you mean \"{base}/{prefix}\"?"));
+        }
+        Ok(c)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +252,26 @@ mod tests {
         assert_eq!("100".parse::<ByteSize>().unwrap().0, 100);
         assert!("16MB".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
         assert!("lots".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn networks() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.200.1.2".parse().unwrap()));
+        assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let one: Cidr = "192.168.1.7".parse().unwrap();
+        assert_eq!(one.prefix, 32);
+        assert!(!one.contains("192.168.1.8".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        assert!("::/0".parse::<Cidr>().unwrap().contains("2001:db8::1".parse().unwrap()));
+        assert!("10.1.2.3/8".parse::<Cidr>().unwrap_err().contains("10.0.0.0/8"));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("example.com".parse::<Cidr>().is_err());
     }
 }

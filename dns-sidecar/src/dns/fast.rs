@@ -58,6 +58,19 @@ pub struct FastTable {
     aliases: HashMap<Box<[u8]>, [Variants; 4]>,
     nx: Vec<NxTemplate>,
     max_udp: u16,
+    /// Every zone apex in wire form: names outside all of them are forwarded.
+    zones: Vec<Vec<u8>>,
+    /// Per EDNS variant, the full path's SERVFAIL to a forwarded query, split
+    /// around the question (`None` without upstreams: nothing is forwarded).
+    refusals: Option<[Option<NxTail>; 3]>,
+}
+
+/// An ordinary query for a name outside every zone (see [`FastTable::forwardable`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwardable {
+    qend: usize,
+    edns: usize,
+    udp_limit: usize,
 }
 
 /// A query's shape, as far as the fast path needs it.
@@ -109,11 +122,44 @@ impl FastTable {
             t.aliases.insert(key, per_type);
         }
         for zone in handler.zone_apexes() {
+            t.zones.push(wire(zone));
             if let Some(nx) = nx_template(handler, zone, &alias_names) {
                 t.nx.push(nx);
             }
         }
+        if handler.forwarder().is_some() {
+            t.refusals = refusal_template(handler, &t.zones);
+        }
         t
+    }
+
+    /// Whether `q` is an ordinary query (as [`FastTable::answer`] accepts
+    /// them) for a name outside every zone, which the full path would
+    /// forward. Lets the UDP worker relay it, or refuse it under a limit,
+    /// without decoding it.
+    pub fn forwardable(&self, q: &[u8]) -> Option<Forwardable> {
+        self.refusals.as_ref()?;
+        let p = self.parse(q)?;
+        if within_any(&self.zones, &q[HEADER_LEN..p.qname_end]) {
+            return None;
+        }
+        Some(Forwardable { qend: p.qname_end + 4, edns: p.edns, udp_limit: p.udp_limit })
+    }
+
+    /// The full path's answer with `rcode` (SERVFAIL or REFUSED) to a
+    /// forwardable query, written into `out`; returns its length.
+    pub fn refuse(&self, q: &[u8], f: Forwardable, rcode: u8, out: &mut [u8]) -> Option<usize> {
+        let t = self.refusals.as_ref()?[f.edns].as_ref()?;
+        let len = f.qend + t.tail.len();
+        if len > f.udp_limit || len > out.len() {
+            return None;
+        }
+        out[..HEADER_LEN].copy_from_slice(&t.header);
+        out[HEADER_LEN..f.qend].copy_from_slice(&q[HEADER_LEN..f.qend]);
+        out[f.qend..len].copy_from_slice(&t.tail);
+        out[3] = (out[3] & 0xF0) | (rcode & 0x0F);
+        patch_header(out, q);
+        Some(len)
     }
 
     /// Answers `q` into `out` when it is an ordinary query this table covers.
@@ -189,6 +235,10 @@ impl FastTable {
             i += 1 + len;
         }
         let qname_end = i + 1;
+        // A name is at most 255 bytes on the wire; longer ones are FORMERR.
+        if qname_end - HEADER_LEN > 255 {
+            return None;
+        }
         let fixed = q.get(qname_end..qname_end + 4)?;
         let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         if fixed[2..4] != [0, 1] {
@@ -204,6 +254,17 @@ impl FastTable {
             let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(self.max_udp) as usize;
             let dnssec_ok = opt[7] & 0x80 != 0;
             let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
+            // Options must exactly fill the OPT data; anything else is the
+            // full path's FORMERR.
+            let rdata = q.get(end + 11..end + 11 + rdlen)?;
+            let mut o = 0;
+            while o < rdata.len() {
+                let head = rdata.get(o..o + 4)?;
+                o += 4 + u16::from_be_bytes([head[2], head[3]]) as usize;
+            }
+            if o != rdata.len() {
+                return None;
+            }
             end += 11 + rdlen;
             (if dnssec_ok { 2 } else { 1 }, payload)
         } else {
@@ -213,6 +274,23 @@ impl FastTable {
             return None;
         }
         Some(Parsed { qname_end, qtype, edns, udp_limit })
+    }
+}
+
+/// Whether the wire-form, lower-case `name` equals or lies below one of `zones`.
+fn within_any(zones: &[Vec<u8>], name: &[u8]) -> bool {
+    let mut i = 0;
+    loop {
+        if zones.iter().any(|z| z.as_slice() == &name[i..]) {
+            return true;
+        }
+        match name.get(i) {
+            Some(&len) if len != 0 => i += 1 + len as usize,
+            _ => return false,
+        }
+        if i >= name.len() {
+            return false;
+        }
     }
 }
 
@@ -233,6 +311,27 @@ pub fn wire(name: &str) -> Vec<u8> {
     }
     out.push(0);
     out
+}
+
+/// The SERVFAIL template for forwarded queries, from the full path's answer
+/// (through [`Handler::refuse`]) to a synthetic query for a name outside the
+/// zones.
+fn refusal_template(handler: &Handler, zones: &[Vec<u8>]) -> Option<[Option<NxTail>; 3]> {
+    let name = ["fast-path-probe.", "fast-path-probe.invalid.", "fast-path-probe.arpa."].into_iter().find(|n| !within_any(zones, &wire(n)))?;
+    let mut out: [Option<NxTail>; 3] = Default::default();
+    for (v, slot) in out.iter_mut().enumerate() {
+        let q = synthetic(&Name::from_ascii(name).ok()?, RecordType::A, v)?;
+        let req = Message::from_vec(&q).ok()?;
+        let r = handler.refuse(&req, hickory_proto::op::ResponseCode::ServFail, Transport::Udp)?;
+        let qend = HEADER_LEN + wire(name).len() + 4;
+        if r.bytes.len() < qend || r.bytes[HEADER_LEN..qend] != q[HEADER_LEN..qend] {
+            return None;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&r.bytes[..HEADER_LEN]);
+        *slot = Some(NxTail { header, tail: r.bytes[qend..].to_vec(), pointers: Vec::new() });
+    }
+    Some(out)
 }
 
 /// Builds the NXDOMAIN template of `zone` from two synthetic names of

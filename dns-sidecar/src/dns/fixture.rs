@@ -55,7 +55,8 @@ pub fn fixture() -> (Config, Handler, FastTable) {
     let later = Instant::now() + Duration::from_secs(3600);
     targets.entries.insert(("pg-a.test.".into(), RecordType::A), Cached { rcode: ResponseCode::NoError, answers: vec![a], refresh_at: later });
     targets.entries.insert(("pg-a.test.".into(), RecordType::AAAA), Cached { rcode: ResponseCode::NoError, answers: vec![], refresh_at: later });
-    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets))).expect("valid names");
+    let guard = super::Guard::new(shared.clone());
+    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets)), guard).expect("valid names");
     let table = FastTable::build(&handler, &routes);
     (config, handler, table)
 }

@@ -8,13 +8,20 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
+use super::guard::{Guard, UpstreamState};
 use super::Transport;
+
+/// Largest upstream answer taken over UDP; a bigger one is answered with
+/// TC set so the client retries over TCP (our own answers never exceed
+/// 4096 bytes either).
+pub const MAX_UDP_ANSWER: usize = 4096;
 
 /// Why no upstream answered.
 #[derive(Debug, thiserror::Error)]
@@ -29,20 +36,44 @@ pub enum ForwardError {
     },
     #[error("no upstream is configured")]
     NoUpstream,
+    #[error("every upstream is out of use after repeated timeouts")]
+    AllDown,
+    #[error("the upstream's answer is larger than {MAX_UDP_ANSWER} bytes")]
+    TooBig,
 }
 
+/// One upstream and its health.
 #[derive(Debug, Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub state: Arc<UpstreamState>,
+}
+
+#[derive(Clone)]
 pub struct Forwarder {
-    upstreams: Vec<SocketAddr>,
+    upstreams: Arc<[Upstream]>,
     timeout: Duration,
+    max_fails: u32,
+    /// For health bookkeeping; `None` for the background target refresher,
+    /// which must not move the breaker (it serves stale answers instead).
+    guard: Option<Arc<Guard>>,
 }
 
 impl Forwarder {
+    /// A forwarder without health tracking.
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
-        Forwarder { upstreams, timeout }
+        let upstreams = upstreams.into_iter().map(|addr| Upstream { addr, state: Arc::default() }).collect();
+        Forwarder { upstreams, timeout, max_fails: u32::MAX, guard: None }
     }
 
-    pub fn upstreams(&self) -> &[SocketAddr] {
+    /// A forwarder whose upstreams share their health with every other
+    /// forwarder of `guard` (the relays, the next reload's handler).
+    pub fn with_health(upstreams: &[SocketAddr], timeout: Duration, max_fails: u32, guard: &Arc<Guard>) -> Forwarder {
+        let upstreams = upstreams.iter().map(|&addr| Upstream { addr, state: guard.health.get(addr) }).collect();
+        Forwarder { upstreams, timeout, max_fails, guard: Some(guard.clone()) }
+    }
+
+    pub fn upstreams(&self) -> &Arc<[Upstream]> {
         &self.upstreams
     }
 
@@ -50,28 +81,65 @@ impl Forwarder {
         self.timeout
     }
 
+    pub fn max_fails(&self) -> u32 {
+        self.max_fails
+    }
+
+    /// Records the outcome of one attempt at `u`.
+    pub fn record(&self, u: &Upstream, ok: bool) {
+        if let Some(g) = &self.guard {
+            if ok {
+                u.state.success(u.addr, g.metrics());
+            } else {
+                u.state.failure(u.addr, self.max_fails, g.metrics());
+            }
+        }
+    }
+
+    /// A health check: asks `addr` for the root's NS over UDP; any answer
+    /// (whatever its rcode) shows it is alive, as CoreDNS's forward plugin does.
+    pub async fn check(&self, u: &Upstream) -> bool {
+        let q = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+        let ok = self.udp(u.addr, &q, Instant::now() + self.timeout).await.is_ok();
+        if ok {
+            self.record(u, true);
+        }
+        ok
+    }
+
     /// Sends `query` to each upstream in turn until one answers; returns the
     /// raw answer with the query's own ID. Over UDP a truncated answer is
     /// returned as is when the client asked over UDP (it will retry over TCP),
     /// and retried over TCP when the client is already on TCP.
     pub async fn forward(&self, query: &[u8], transport: Transport) -> Result<Vec<u8>, ForwardError> {
-        let mut last = ForwardError::NoUpstream;
-        for &addr in &self.upstreams {
+        let mut last = if self.upstreams.is_empty() { ForwardError::NoUpstream } else { ForwardError::AllDown };
+        for u in self.upstreams.iter() {
+            if u.state.is_down() {
+                continue;
+            }
+            let addr = u.addr;
             let deadline = Instant::now() + self.timeout;
             let result = match transport {
                 Transport::Udp => self.udp(addr, query, deadline).await,
                 Transport::Tcp => match self.udp(addr, query, deadline).await {
                     Ok(r) if r[2] & 0x02 != 0 => self.tcp(addr, query, deadline).await,
+                    Err(ForwardError::TooBig) => self.tcp(addr, query, deadline).await,
                     other => other,
                 },
             };
             match result {
                 Ok(mut answer) => {
+                    self.record(u, true);
                     answer[..2].copy_from_slice(&query[..2]);
                     return Ok(answer);
                 }
+                Err(ForwardError::TooBig) => {
+                    self.record(u, true);
+                    return Err(ForwardError::TooBig);
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream failed");
+                    self.record(u, false);
                     last = e;
                 }
             }
@@ -90,14 +158,20 @@ impl Forwarder {
         let id: u16 = rand::random();
         out[..2].copy_from_slice(&id.to_be_bytes());
         sock.send(&out).await.map_err(io)?;
-        let mut buf = vec![0u8; 65535];
+        // Sized to the largest answer we relay over UDP (one byte more to
+        // see a bigger one), not 64 KiB per waiting query.
+        let mut buf = vec![0u8; MAX_UDP_ANSWER + 1];
         loop {
             let n = match timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => return Err(ForwardError::Timeout { addr, timeout: self.timeout }),
                 Ok(r) => r.map_err(io)?,
             };
-            if answers(&out, &buf[..n]) {
-                return Ok(buf[..n].to_vec());
+            if answers(&out, &buf[..n.min(MAX_UDP_ANSWER)]) {
+                if n > MAX_UDP_ANSWER {
+                    return Err(ForwardError::TooBig);
+                }
+                buf.truncate(n);
+                return Ok(buf);
             }
         }
     }
@@ -145,7 +219,7 @@ pub(super) fn same_question(query: &[u8], answer: &[u8]) -> bool {
 }
 
 /// End of the first question of an uncompressed query.
-fn question_end(msg: &[u8]) -> Option<usize> {
+pub(super) fn question_end(msg: &[u8]) -> Option<usize> {
     let mut i = 12;
     loop {
         let len = *msg.get(i)? as usize;

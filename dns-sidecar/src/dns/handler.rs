@@ -8,13 +8,14 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
-use super::forward::Forwarder;
+use super::forward::{ForwardError, Forwarder};
+use super::guard::Guard;
 use super::targets::{self, SharedTargets};
-use super::message::{self, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to};
+use super::message::{self, check_wire, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to};
 use super::zone::{cname, wire_name, NameConversion, ZoneData};
 use super::Transport;
-use crate::config::Config;
-use crate::metrics::QueryKind;
+use crate::config::{Cidr, Config, Limits};
+use crate::metrics::{Limited, QueryKind};
 use crate::routes::RouteAnswer;
 use crate::shared::Shared;
 
@@ -52,18 +53,71 @@ pub struct Handler {
     targets_cache: SharedTargets,
     forwarder: Option<Forwarder>,
     max_udp: u16,
+    limits: Limits,
+    allow: Vec<Cidr>,
+    guard: Arc<Guard>,
 }
 
 impl Handler {
-    pub fn new(config: &Config, shared: Arc<Shared>, targets: SharedTargets) -> Result<Handler, NameConversion> {
+    pub fn new(config: &Config, shared: Arc<Shared>, targets: SharedTargets, guard: Arc<Guard>) -> Result<Handler, NameConversion> {
         let zones = config.zones.iter().map(|z| ZoneData::build(z, config)).collect::<Result<Vec<_>, _>>()?;
         let names = config
             .servers
             .iter()
             .map(|s| Ok((s.target.as_str().to_string(), wire_name(s.target.as_str())?)))
             .collect::<Result<HashMap<_, _>, NameConversion>>()?;
-        let forwarder = config.upstream.as_ref().map(|u| Forwarder::new(u.servers.clone(), u.timeout));
-        Ok(Handler { zones, targets: names, shared, targets_cache: targets, forwarder, max_udp: config.dns.max_udp_payload })
+        let forwarder = config.upstream.as_ref().map(|u| Forwarder::with_health(&u.servers, u.timeout, u.max_fails, &guard));
+        Ok(Handler {
+            zones,
+            targets: names,
+            shared,
+            targets_cache: targets,
+            forwarder,
+            max_udp: config.dns.max_udp_payload,
+            limits: config.limits.clone(),
+            allow: config.dns.allow.clone(),
+            guard,
+        })
+    }
+
+    /// The limits in force with this handler's config.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether a client at `ip` may query.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        super::guard::allowed(&self.allow, ip)
+    }
+
+    /// The process-wide counters and limiters.
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.guard
+    }
+
+    /// Takes a forwarded-query token for the client at `ip`.
+    pub fn rate_ok(&self, ip: std::net::IpAddr) -> bool {
+        let ok = self.guard.rate.allow(ip, self.limits.forward_rate, self.limits.forward_burst);
+        if !ok {
+            self.guard.refused(Limited::Rate);
+        }
+        ok
+    }
+
+    /// An immediate answer with `code` for a query we decided not to forward
+    /// (a limit, every upstream out of use).
+    pub fn refuse(&self, req: &Message, code: ResponseCode, transport: Transport) -> Option<Reply> {
+        self.reply_bytes(req, code, transport, QueryKind::Forwarded).map(|bytes| Reply { bytes, kind: QueryKind::Forwarded })
+    }
+
+    /// TC answer (header, question, OPT) for a query whose upstream answer
+    /// was too big to relay over UDP: the client retries over TCP.
+    pub fn truncated(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        let req = Message::from_vec(raw).ok()?;
+        let mut resp = response_to(&req, ResponseCode::NoError, true);
+        resp.metadata.truncation = true;
+        echo_edns(&req, &mut resp, self.max_udp);
+        resp.to_vec().ok()
     }
 
     /// The target-address snapshot this handler answers from.
@@ -127,6 +181,10 @@ impl Handler {
     pub fn plan(&self, raw: &[u8], transport: Transport) -> Plan {
         if must_drop(raw) {
             return Plan::Drop;
+        }
+        if let Err(e) = check_wire(raw) {
+            tracing::debug!(error = ?e, "malformed query");
+            return Plan::Reply(Reply { bytes: formerr_from_raw(raw), kind: QueryKind::Other });
         }
         let req = match Message::from_vec(raw) {
             Ok(m) => m,
@@ -201,6 +259,9 @@ impl Handler {
         }
         if let RouteAnswer::Cname(t) = answer {
             if let Some(c) = self.targets_cache.load().entries.get(&(t.as_str().to_string(), qtype)) {
+                if c.rcode == ResponseCode::ServFail {
+                    return self.reply_kind(&req, ResponseCode::ServFail, transport, QueryKind::Alias);
+                }
                 resp.metadata.response_code = c.rcode;
                 resp.answers.extend(c.answers.iter().cloned());
                 return self.finish(&req, resp, transport, QueryKind::Alias);
@@ -219,7 +280,11 @@ impl Handler {
         let fwd = self.forwarder.as_ref()?;
         match fwd.forward(raw, transport).await {
             Ok(answer) => Some(answer),
+            Err(ForwardError::TooBig) => self.truncated(raw),
             Err(e) => {
+                if matches!(e, ForwardError::AllDown) {
+                    self.guard.refused(Limited::UpstreamDown);
+                }
                 tracing::debug!(error = %e, "forwarding failed");
                 self.count_upstream_error(&e);
                 self.reply_bytes(req, ResponseCode::ServFail, transport, QueryKind::Forwarded)
@@ -256,7 +321,7 @@ impl Handler {
         let (upstream, kind) = match e {
             super::ForwardError::Timeout { addr, .. } => (addr.to_string(), "timeout"),
             super::ForwardError::Io { addr, .. } => (addr.to_string(), "error"),
-            super::ForwardError::NoUpstream => ("none".to_string(), "error"),
+            super::ForwardError::NoUpstream | super::ForwardError::AllDown | super::ForwardError::TooBig => return,
         };
         self.shared.metrics.upstream_errors.get_or_create(&UpstreamLabel { upstream, kind: kind.into() }).inc();
     }

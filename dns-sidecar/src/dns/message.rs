@@ -17,6 +17,120 @@ pub fn must_drop(raw: &[u8]) -> bool {
     raw.len() < HEADER_LEN || raw[2] & 0x80 != 0
 }
 
+/// Why a message is malformed, beyond what the decoder checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// A section count runs past the end of the message.
+    Short,
+    /// A question name uses a compression pointer (there is nothing before
+    /// the question it could point to except the header).
+    CompressedQuestion,
+    /// A name is longer than 255 bytes, has a label over 63, or a pointer
+    /// that does not point strictly backwards.
+    BadName,
+    /// A record's data runs past the end of the message.
+    BadRecord,
+    /// An OPT record whose options do not exactly fill its data, whose
+    /// owner is not the root, or a second OPT record (RFC 6891 6.1.1).
+    BadOpt,
+}
+
+/// Walks the whole message as the wire format says, without allocating:
+/// the checks hickory's decoder does not make (an EDNS option longer than its
+/// OPT record, a second OPT, a compressed question) answer FORMERR.
+pub fn check_wire(raw: &[u8]) -> Result<(), Malformed> {
+    if raw.len() < HEADER_LEN {
+        return Err(Malformed::Short);
+    }
+    let count = |i: usize| u16::from_be_bytes([raw[i], raw[i + 1]]) as usize;
+    let (qd, records) = (count(4), count(6) + count(8) + count(10));
+    let mut at = HEADER_LEN;
+    for _ in 0..qd {
+        let start = at;
+        loop {
+            let len = *raw.get(at).ok_or(Malformed::Short)? as usize;
+            if len & 0xC0 != 0 {
+                return Err(Malformed::CompressedQuestion);
+            }
+            at += 1 + len;
+            if len == 0 {
+                break;
+            }
+            if at - start > 255 {
+                return Err(Malformed::BadName);
+            }
+        }
+        at += 4;
+        if at > raw.len() {
+            return Err(Malformed::Short);
+        }
+    }
+    let mut opts = 0;
+    for _ in 0..records {
+        let name_at = at;
+        at = skip_name(raw, at)?;
+        let fixed = raw.get(at..at + 10).ok_or(Malformed::Short)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+        at += 10;
+        let rdata = raw.get(at..at + rdlen).ok_or(Malformed::BadRecord)?;
+        if rtype == 41 {
+            opts += 1;
+            if opts > 1 || raw[name_at] != 0 {
+                return Err(Malformed::BadOpt);
+            }
+            let mut o = 0;
+            while o < rdata.len() {
+                let head = rdata.get(o..o + 4).ok_or(Malformed::BadOpt)?;
+                let olen = u16::from_be_bytes([head[2], head[3]]) as usize;
+                o += 4 + olen;
+                if o > rdata.len() {
+                    return Err(Malformed::BadOpt);
+                }
+            }
+        }
+        at += rdlen;
+    }
+    Ok(())
+}
+
+/// Skips the name at `at`; returns where the record continues. Pointers
+/// must point strictly before the name that uses them, which rules out loops.
+fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, Malformed> {
+    let mut end = None;
+    let mut floor = at;
+    let mut total = 0;
+    loop {
+        let len = *raw.get(at).ok_or(Malformed::Short)? as usize;
+        match len & 0xC0 {
+            0x00 => {
+                total += 1 + len;
+                if total > 255 {
+                    return Err(Malformed::BadName);
+                }
+                at += 1 + len;
+                if len == 0 {
+                    return Ok(end.unwrap_or(at));
+                }
+                if at > raw.len() {
+                    return Err(Malformed::Short);
+                }
+            }
+            0xC0 => {
+                let lo = *raw.get(at + 1).ok_or(Malformed::Short)? as usize;
+                let target = ((len & 0x3F) << 8) | lo;
+                if target >= floor {
+                    return Err(Malformed::BadName);
+                }
+                end.get_or_insert(at + 2);
+                floor = target;
+                at = target;
+            }
+            _ => return Err(Malformed::BadName),
+        }
+    }
+}
+
 /// FORMERR for a query we could not parse: ID, opcode and RD copied from the
 /// raw header, nothing else (we cannot trust the rest).
 pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
@@ -24,6 +138,22 @@ pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
     out[2] = 0x80 | (raw[2] & 0x79); // QR, opcode, RD; clear AA and TC
     out[3] = ResponseCode::FormErr.low();
     out[4..12].fill(0);
+    out
+}
+
+/// REFUSED for a client that may not query, built from the raw bytes without
+/// decoding them: header (ID, opcode, RD, CD) and the question when it is a
+/// plain one; never longer than the query, so it amplifies nothing.
+pub fn refused_from_raw(raw: &[u8]) -> Vec<u8> {
+    let question = (u16::from_be_bytes([raw[4], raw[5]]) == 1).then(|| super::forward::question_end(raw)).flatten();
+    let end = question.unwrap_or(HEADER_LEN);
+    let mut out = raw[..end].to_vec();
+    out[2] = 0x80 | (raw[2] & 0x79);
+    out[3] = (raw[3] & 0x10) | ResponseCode::Refused.low();
+    out[4..12].fill(0);
+    if question.is_some() {
+        out[5] = 1;
+    }
     out
 }
 
@@ -81,6 +211,13 @@ pub fn encode(resp: &Message, limit: Option<usize>) -> Option<Vec<u8>> {
             t.authorities.clear();
             t.additionals.clear();
             t.metadata.truncation = true;
+            let b = t.to_vec().ok()?;
+            if b.len() <= limit {
+                return Some(b);
+            }
+            // Still too big: only a query with many (or huge) questions
+            // gets here; the header says TC and nothing else.
+            t.queries.clear();
             t.to_vec().ok()
         }
         _ => Some(bytes),
@@ -98,4 +235,54 @@ pub fn limit_for(transport: Transport, req: &Message, ours: u16) -> Option<usize
 /// Whether the query uses an opcode we serve.
 pub fn is_query(req: &Message) -> bool {
     req.metadata.op_code == OpCode::Query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(extra: &[u8], arcount: u8) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, arcount, 1, b'a', 0, 0, 1, 0, 1];
+        q.extend_from_slice(extra);
+        q
+    }
+
+    #[test]
+    fn wire_checks() {
+        let opt = |rd: &[u8]| {
+            let mut v = vec![0, 0, 41, 4, 0xd0, 0, 0, 0, 0];
+            v.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+            v.extend_from_slice(rd);
+            v
+        };
+        assert_eq!(check_wire(&query(&[], 0)), Ok(()));
+        assert_eq!(check_wire(&query(&opt(&[]), 1)), Ok(()));
+        assert_eq!(check_wire(&query(&opt(&[0, 10, 0, 2, 1, 2]), 1)), Ok(()));
+        assert_eq!(check_wire(&query(&opt(&[0, 10, 0, 100]), 1)), Err(Malformed::BadOpt), "option longer than the OPT");
+        assert_eq!(check_wire(&query(&opt(&[0, 10, 0, 8, 1, 2, 3, 4]), 1)), Err(Malformed::BadOpt));
+        assert_eq!(check_wire(&query(&opt(&[0, 10]), 1)), Err(Malformed::BadOpt), "half an option header");
+        let mut two = opt(&[]);
+        two.extend(opt(&[]));
+        assert_eq!(check_wire(&query(&two, 2)), Err(Malformed::BadOpt));
+        assert_eq!(check_wire(&query(&[], 1)), Err(Malformed::Short), "a record that is not there");
+        // Question names with pointers.
+        let mut q = query(&[], 0);
+        q.splice(12..15, [0xC0, 0x0E, 0xC0, 0x0C]);
+        assert_eq!(check_wire(&q), Err(Malformed::CompressedQuestion));
+        // A record whose owner points forward, or to itself.
+        let rr = |ptr: u8| vec![0xC0, ptr, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0];
+        assert_eq!(check_wire(&query(&rr(12), 1)), Ok(()), "backwards to the question");
+        assert_eq!(check_wire(&query(&rr(19), 1)), Err(Malformed::BadName), "itself");
+        assert_eq!(check_wire(&query(&rr(40), 1)), Err(Malformed::BadName), "forwards");
+    }
+
+    #[test]
+    fn refused_is_never_longer_than_the_query() {
+        let q = query(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0], 1);
+        let r = refused_from_raw(&q);
+        assert_eq!(r.len(), 19);
+        assert_eq!((r[2] & 0x80, r[3] & 0x0F, r[5], r[11]), (0x80, 5, 1, 0));
+        let r = refused_from_raw(&q[..12]);
+        assert_eq!((r.len(), r[5]), (12, 0));
+    }
 }

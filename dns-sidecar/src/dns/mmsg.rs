@@ -53,6 +53,29 @@ impl Batch {
         n.max(0) as usize
     }
 
+    /// Like [`Batch::recv`], but never blocks (for sockets found readable by `poll`).
+    pub fn recv_nowait(&mut self, fd: RawFd) -> usize {
+        for (m, iov) in self.msgs.iter_mut().zip(&mut self.iov) {
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_flags = 0;
+            iov.iov_len = self.bufs[0].len();
+        }
+        // SAFETY: as in `recv`.
+        let n = unsafe { libc::recvmmsg(fd, self.msgs.as_mut_ptr(), self.msgs.len() as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        n.max(0) as usize
+    }
+
+    /// Whether the `i`-th datagram was larger than its slot (cut off).
+    pub fn truncated(&self, i: usize) -> bool {
+        self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+    }
+
+    /// The `i`-th received datagram as far as it fit in its slot.
+    pub fn data(&mut self, i: usize) -> &mut [u8] {
+        let len = (self.msgs[i].msg_len as usize).min(self.bufs[i].len());
+        &mut self.bufs[i][..len]
+    }
+
     /// The `i`-th received datagram; `None` if it did not fit its slot.
     pub fn received(&mut self, i: usize) -> Option<&mut [u8]> {
         let m = &self.msgs[i];

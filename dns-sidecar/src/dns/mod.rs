@@ -12,29 +12,30 @@ pub mod fixture;
 #[cfg(test)]
 mod fast_tests;
 mod forward;
+pub mod fuzz;
+pub mod guard;
 mod handler;
 mod message;
 mod mmsg;
 mod relay;
 pub mod targets;
+mod tcp;
 mod udp;
 mod zone;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::debug;
 
 pub use forward::ForwardError;
+pub use guard::Guard;
 pub use handler::{Handler, Plan, Reply};
 pub use zone::NameConversion;
-
 
 /// How the query arrived, which bounds the answer size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +43,6 @@ pub enum Transport {
     Udp,
     Tcp,
 }
-
-/// At most this many queries wait on upstreams at once; more are dropped
-/// (the client retries) rather than growing memory without bound.
-const MAX_IN_FLIGHT: usize = 4096;
-/// At most this many open TCP connections.
-const MAX_TCP_CONNECTIONS: usize = 512;
-/// A TCP connection idle for this long is closed (RFC 7766 suggests seconds).
-const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The handler in force; swapped whole on a config reload.
 pub type SharedHandler = Arc<ArcSwap<Handler>>;
@@ -60,12 +53,12 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Serves until `shutdown` is true, then stops accepting and waits (at most
 /// [`DRAIN`]) for queries already in progress (upstream waits, open TCP
 /// exchanges) to be answered. UDP sockets are served by batched worker
-/// threads (see `udp`); TCP by the runtime.
-pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, udp: Vec<std::net::UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+/// threads (see `udp`); TCP by the runtime; upstreams taken out of use are
+/// health-checked by a task of their own, off the query path.
+pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, guard: Arc<Guard>, udp: Vec<std::net::UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+    let registry = Arc::new(tcp::Registry::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let threads = match udp::spawn(udp, handler.clone(), shared, in_flight.clone(), stop.clone()) {
+    let threads = match udp::spawn(udp, handler.clone(), shared.clone(), guard.clone(), stop.clone()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the UDP workers; serving TCP only");
@@ -74,8 +67,9 @@ pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, u
     };
     let mut tasks = JoinSet::new();
     for l in tcp {
-        tasks.spawn(tcp_loop(l, handler.clone(), conns.clone(), shutdown.clone()));
+        tasks.spawn(tcp::accept_loop(l, handler.clone(), registry.clone(), shutdown.clone()));
     }
+    tasks.spawn(health_checks(handler.clone(), shared.clone(), guard.clone(), registry.clone(), shutdown.clone()));
     let mut rx = shutdown.clone();
     crate::shutdown::stopped(&mut rx).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -87,65 +81,52 @@ pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, u
     .await;
     while tasks.join_next().await.is_some() {}
     let drained = async {
-        let _a = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
-        let _b = conns.acquire_many(MAX_TCP_CONNECTIONS as u32).await;
+        while guard.in_flight() > 0 || !registry.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     };
     if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("shutdown: some queries were still waiting on upstreams after {DRAIN:?}; dropping them");
     }
 }
 
-async fn tcp_loop(listener: TcpListener, handler: SharedHandler, conns: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    debug!(error = %e, "tcp accept error");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = crate::shutdown::stopped(&mut shutdown) => break,
-        };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            debug!("too many tcp connections; closing a new one");
-            continue;
-        };
-        let (handler, shutdown) = (handler.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tcp_connection(stream, handler, shutdown).await;
-            drop(permit);
-        });
+/// Lowers the calling thread's scheduling priority by `nice` (Linux nice
+/// values are per thread). Used for everything that may compete with the UDP
+/// workers for a CPU under load: the relays, the async runtime's threads.
+pub fn lower_priority(nice: i32) {
+    // SAFETY: plain syscalls on the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19));
     }
 }
 
-/// Answers length-prefixed queries on one connection, in order, until the
-/// client closes, goes idle, or we shut down.
-async fn tcp_connection(mut stream: TcpStream, handler: SharedHandler, mut shutdown: watch::Receiver<bool>) {
+/// Every `[upstream] health_check` (at most every second), asks each upstream that is out of use
+/// whether it answers again (see [`guard::UpstreamState`]).
+/// Also refreshes the gauges of the limits (memory, in flight, TCP).
+async fn health_checks(handler: SharedHandler, shared: Arc<crate::shared::Shared>, guard: Arc<Guard>, tcp: Arc<tcp::Registry>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let len = tokio::select! {
-            r = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => match r {
-                Ok(Ok(len)) => len as usize,
-                _ => return,
-            },
+        let every = shared.config.load().upstream.as_ref().map_or(Duration::from_secs(1), |u| u.health_check).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
             _ = crate::shutdown::stopped(&mut shutdown) => return,
-        };
-        let mut buf = vec![0u8; len];
-        if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await.map_or(true, |r| r.is_err()) {
-            return;
         }
-        let started = Instant::now();
+        let m = &shared.metrics;
+        m.memory_used.set(guard.used() as i64);
+        m.in_flight.set(guard.in_flight() as i64);
+        m.tcp_connections.set(tcp.len() as i64);
         let h = handler.load_full();
-        if let Some(reply) = h.handle(&buf, Transport::Tcp).await {
-            let resp = &reply.bytes;
-            let mut out = Vec::with_capacity(resp.len() + 2);
-            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-            out.extend_from_slice(resp);
-            if stream.write_all(&out).await.is_err() {
-                return;
-            }
-            h.count(&reply, started.elapsed().as_secs_f64());
+        let Some(fwd) = h.forwarder() else { continue };
+        let mut checks = JoinSet::new();
+        for u in fwd.upstreams().iter().filter(|u| u.state.is_down()) {
+            let (fwd, u) = (fwd.clone(), u.clone());
+            checks.spawn(async move {
+                if !fwd.check(&u).await {
+                    tracing::debug!(upstream = %u.addr, "health check: still no answer");
+                }
+            });
         }
+        while checks.join_next().await.is_some() {}
     }
 }

@@ -1,182 +1,302 @@
 //! Forwarding for the UDP workers, without the async runtime.
 //!
-//! Each UDP worker owns a relay: one upstream-facing socket on a random port,
-//! a table of pending queries keyed by a random upstream ID, and a thread
-//! that receives upstream answers in batches (`recvmmsg`), matches them to
-//! their query (ID, source address and question), restores the client's ID and
-//! sends them back in batches (`sendmmsg`) from the client-facing socket. A
-//! query that gets no answer within the upstream timeout moves on to the next
-//! upstream; after the last, the client gets SERVFAIL. The socket has the
-//! family of the first configured upstream, and only upstreams of that
-//! family are tried here (a list of only the other family is left to the
-//! runtime's per-query forwarder). Compared with a socket
-//! and a task per query, this saves most system calls and all cross-thread
-//! task wake-ups per forwarded query.
+//! Each UDP worker owns a relay: a small pool of upstream-facing sockets on
+//! random ports (replaced regularly, see [`ROTATE_AFTER`]), a table of
+//! pending queries keyed by a random upstream ID, and a thread that receives
+//! upstream answers in batches (`recvmmsg`), matches them to their query
+//! (ID, the socket it was sent from, the upstream's address and the
+//! question), restores the client's ID and sends them back from the
+//! client-facing socket.
+//!
+//! Nothing here queues: a query is taken only with a [`Ticket`] (one
+//! in-flight slot and its bytes of the memory budget); without one, or when
+//! every upstream is out of use (the circuit breaker in [`super::guard`]),
+//! [`Relay::submit`] says no and the worker answers SERVFAIL at once. A query
+//! with no answer within the upstream timeout counts as a failure of that
+//! upstream and moves to the next one in use; after the last, SERVFAIL.
+//! Upstream answers larger than [`MAX_UDP_ANSWER`] are answered with TC set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::forward::{same_question, ForwardError};
+use super::forward::{same_question, ForwardError, Upstream, MAX_UDP_ANSWER};
+use super::guard::{Guard, Refusal, Ticket};
 use super::handler::Handler;
 use super::mmsg::Batch;
-use crate::metrics::{rcode_index, QueryKind};
+use crate::metrics::{rcode_index, Limited, QueryKind};
 use crate::shared::Shared;
 
 const BATCH: usize = 32;
-const BUF: usize = 65535;
-/// How often pending queries are checked for timeouts.
+/// How often pending queries are checked for timeouts (and how long the
+/// receiving thread waits for upstream answers at most).
 const SWEEP: Duration = Duration::from_millis(20);
-/// Pending queries per relay; more are answered SERVFAIL at once.
-const MAX_PENDING: usize = 4096;
+/// Upstream sockets per address family.
+const POOL: usize = 4;
+/// A socket is replaced by one on a new random port after this long...
+const ROTATE_AFTER: Duration = Duration::from_secs(60);
+/// ... or after this many queries, whichever comes first.
+const ROTATE_QUERIES: u32 = 10_000;
+/// Bytes charged to the budget per pending query, besides the query itself
+/// (the entry, its table and queue slots, allocator overhead).
+pub const PENDING_COST: u64 = 256;
 
 struct Pending {
     client: SocketAddr,
     /// The query as the client sent it (its ID included).
-    query: Vec<u8>,
-    upstreams: Arc<[SocketAddr]>,
+    query: Box<[u8]>,
+    upstreams: Arc<[Upstream]>,
     /// Index of the upstream asked last.
     tried: usize,
-    timeout: Duration,
+    /// Serial of the socket it was sent from.
+    sock: u64,
     deadline: Instant,
     started: Instant,
     handler: Arc<Handler>,
+    _ticket: Ticket,
+}
+
+/// One upstream-facing socket of the pool.
+struct Slot {
+    sock: Arc<UdpSocket>,
+    serial: u64,
+    v6: bool,
+    born: Instant,
+    used: u32,
+}
+
+struct State {
+    pending: HashMap<u16, Pending>,
+    /// (deadline, id) in the order queries were sent; deadlines only grow
+    /// for one timeout, so the sweep looks at the front only.
+    deadlines: VecDeque<(Instant, u16)>,
+    slots: Vec<Slot>,
+    /// Sockets replaced by newer ones, kept until their queries are done.
+    retired: Vec<(Slot, Instant)>,
+    next: usize,
+    serial: u64,
 }
 
 pub struct Relay {
-    upstream: UdpSocket,
-    /// The upstream socket's family; upstreams of the other family are left
-    /// to the runtime's forwarder.
-    v6: bool,
     client: UdpSocket,
-    pending: Mutex<HashMap<u16, Pending>>,
+    state: Mutex<State>,
+    guard: Arc<Guard>,
     shared: Arc<Shared>,
+}
+
+/// Why [`Relay::submit`] did not take a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotTaken {
+    /// No upstream is configured.
+    NoUpstream,
+    /// Every upstream is out of use.
+    Down,
+    /// A limit was reached.
+    Limit(Refusal),
 }
 
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
-    /// Its upstream socket has the family of the first configured upstream
-    /// (IPv4 when there is none).
-    pub fn new(client: UdpSocket, shared: Arc<Shared>) -> io::Result<Arc<Relay>> {
-        let v6 = shared.config.load().upstream.as_ref().and_then(|u| u.servers.first()).is_some_and(|a| a.is_ipv6());
-        let local: SocketAddr = if v6 { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
-        let upstream = UdpSocket::bind(local)?;
-        upstream.set_read_timeout(Some(SWEEP))?;
-        Ok(Arc::new(Relay { upstream, v6, client, pending: Mutex::new(HashMap::new()), shared }))
+    pub fn new(client: UdpSocket, guard: Arc<Guard>, shared: Arc<Shared>) -> Arc<Relay> {
+        let state = State { pending: HashMap::new(), deadlines: VecDeque::new(), slots: Vec::new(), retired: Vec::new(), next: 0, serial: 0 };
+        Arc::new(Relay { client, state: Mutex::new(state), guard, shared })
     }
 
-    /// Sends `query` from `client` to the first upstream of `handler`.
-    /// Returns false when it cannot be taken (no upstream, table full).
-    pub fn submit(&self, handler: &Arc<Handler>, query: &[u8], client: SocketAddr, started: Instant) -> bool {
-        let Some(fwd) = handler.forwarder() else { return false };
-        let upstreams: Arc<[SocketAddr]> = fwd.upstreams().iter().filter(|u| u.is_ipv6() == self.v6).copied().collect();
-        let Some(&first) = upstreams.first() else { return false };
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `query` from `client` to the first upstream of `handler` in use.
+    pub fn submit(&self, handler: &Arc<Handler>, query: &[u8], client: SocketAddr, started: Instant) -> Result<(), NotTaken> {
+        let Some(fwd) = handler.forwarder() else { return Err(NotTaken::NoUpstream) };
+        let upstreams = fwd.upstreams().clone();
+        let Some(first) = upstreams.iter().position(|u| !u.state.is_down()) else {
+            return Err(NotTaken::Down);
+        };
+        let ticket = self.guard.try_forward(PENDING_COST + query.len() as u64, handler.limits()).map_err(NotTaken::Limit)?;
+        let to = upstreams[first].addr;
         let mut out = query.to_vec();
-        let id = {
-            let Ok(mut pending) = self.pending.lock() else { return false };
-            if pending.len() >= MAX_PENDING {
-                return false;
-            }
+        let (id, sock) = {
+            let mut st = self.lock();
+            let (sock, serial) = match st.socket(to.is_ipv6()) {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "cannot open an upstream socket");
+                    return Err(NotTaken::Limit(Refusal::Memory));
+                }
+            };
             let id = loop {
                 let id: u16 = rand::random();
-                if !pending.contains_key(&id) {
+                if !st.pending.contains_key(&id) {
                     break id;
                 }
             };
-            let timeout = fwd.timeout();
-            pending.insert(id, Pending { client, query: query.to_vec(), upstreams, tried: 0, timeout, deadline: started + timeout, started, handler: handler.clone() });
-            id
+            let deadline = started + fwd.timeout();
+            st.pending.insert(
+                id,
+                Pending { client, query: query.into(), upstreams, tried: first, sock: serial, deadline, started, handler: handler.clone(), _ticket: ticket },
+            );
+            st.deadlines.push_back((deadline, id));
+            (id, sock)
         };
         out[..2].copy_from_slice(&id.to_be_bytes());
-        if let Err(e) = self.upstream.send_to(&out, first) {
-            debug!(error = %e, upstream = %first, "relay send failed; will retry or fail at the timeout");
+        if let Err(e) = sock.send_to(&out, to) {
+            debug!(error = %e, upstream = %to, "relay send failed; will retry or fail at the timeout");
         }
-        true
+        Ok(())
     }
 
     /// Receives upstream answers until `stop` is set and nothing is pending
     /// (or five seconds have passed since `stop`).
     pub fn run(self: Arc<Relay>, stop: Arc<AtomicBool>) {
-        let fd = self.upstream.as_raw_fd();
-        let mut batch = Batch::new(BATCH, BUF);
+        // Below the UDP workers: when the relay and a worker compete for a
+        // CPU (a flood of forwarded names), the worker, which answers the
+        // aliases, wins. Lowering our own priority needs no privilege.
+        super::lower_priority(10);
+        let mut batch = Batch::new(BATCH, MAX_UDP_ANSWER);
         let mut stopping_since: Option<Instant> = None;
         let mut last_sweep = Instant::now();
+        let mut fds: Vec<(libc::pollfd, u64)> = Vec::new();
         loop {
             if stop.load(Ordering::Relaxed) {
                 let since = *stopping_since.get_or_insert_with(Instant::now);
-                let empty = self.pending.lock().map_or(true, |p| p.is_empty());
-                if empty || since.elapsed() > Duration::from_secs(5) {
+                if self.lock().pending.is_empty() || since.elapsed() > Duration::from_secs(5) {
                     return;
                 }
             }
-            let n = batch.recv(fd);
-            let mut counts = [0u64; 8];
-            for i in 0..n {
-                let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else { continue };
-                let Some(answer) = batch.received(i) else { continue };
-                let len = answer.len();
-                if len < 12 {
-                    continue;
+            fds.clear();
+            {
+                let st = self.lock();
+                for s in st.slots.iter().chain(st.retired.iter().map(|(s, _)| s)) {
+                    fds.push((libc::pollfd { fd: s.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 }, s.serial));
                 }
-                let id = u16::from_be_bytes([answer[0], answer[1]]);
-                let p = {
-                    let Ok(mut pending) = self.pending.lock() else { continue };
-                    match pending.get(&id) {
-                        Some(p) if p.upstreams.get(p.tried) == Some(&from) && same_question(&p.query, answer) => pending.remove(&id),
-                        _ => None,
-                    }
-                };
-                let Some(p) = p else { continue };
-                answer[..2].copy_from_slice(&p.query[..2]);
-                if let Err(e) = self.client.send_to(answer, p.client) {
-                    debug!(error = %e, "relay answer send failed");
-                    continue;
-                }
-                counts[rcode_index((answer[3] & 0x0F) as u16)] += 1;
-                self.shared.metrics.latency(QueryKind::Forwarded, p.started.elapsed().as_secs_f64());
             }
-            for (r, c) in counts.iter().enumerate() {
-                if *c > 0 {
-                    self.shared.metrics.answered_n(QueryKind::Forwarded, r, *c);
+            if fds.is_empty() {
+                std::thread::sleep(SWEEP);
+            } else {
+                let mut polled: Vec<libc::pollfd> = fds.iter().map(|(p, _)| *p).collect();
+                // SAFETY: `polled` is a valid array of pollfds; the sockets stay
+                // open because only this thread closes them (in `maintain`).
+                unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, SWEEP.as_millis() as i32) };
+                for (p, (_, serial)) in polled.iter().zip(&fds) {
+                    if p.revents & libc::POLLIN != 0 {
+                        let n = batch.recv_nowait(p.fd);
+                        self.answers(&mut batch, n, *serial);
+                    }
                 }
             }
             if last_sweep.elapsed() >= SWEEP {
                 last_sweep = Instant::now();
                 self.sweep();
+                self.lock().maintain();
             }
         }
     }
 
-    /// Moves timed-out queries to the next upstream, or answers SERVFAIL.
+    /// Relays the `n` datagrams in `batch`, received on socket `serial`.
+    fn answers(&self, batch: &mut Batch, n: usize, serial: u64) {
+        let mut counts = [0u64; 8];
+        for i in 0..n {
+            let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else { continue };
+            let truncated = batch.truncated(i);
+            let answer = batch.data(i);
+            if answer.len() < 12 {
+                continue;
+            }
+            let id = u16::from_be_bytes([answer[0], answer[1]]);
+            let p = {
+                let mut st = self.lock();
+                match st.pending.get(&id) {
+                    Some(p) if p.sock == serial && p.upstreams[p.tried].addr == from && same_question(&p.query, answer) => st.pending.remove(&id),
+                    _ => None,
+                }
+            };
+            let Some(p) = p else { continue };
+            let u = &p.upstreams[p.tried];
+            if let Some(fwd) = p.handler.forwarder() {
+                fwd.record(u, true);
+            }
+            let bytes: Vec<u8>;
+            let out: &[u8] = if truncated {
+                // Too big to relay: tell the client to retry over TCP.
+                match p.handler.truncated(&p.query) {
+                    Some(b) => {
+                        bytes = b;
+                        &bytes
+                    }
+                    None => continue,
+                }
+            } else {
+                answer[..2].copy_from_slice(&p.query[..2]);
+                answer
+            };
+            if let Err(e) = self.client.send_to(out, p.client) {
+                debug!(error = %e, "relay answer send failed");
+                continue;
+            }
+            counts[rcode_index((out[3] & 0x0F) as u16)] += 1;
+            self.shared.metrics.latency(QueryKind::Forwarded, p.started.elapsed().as_secs_f64());
+        }
+        for (r, c) in counts.iter().enumerate() {
+            if *c > 0 {
+                self.shared.metrics.answered_n(QueryKind::Forwarded, r, *c);
+            }
+        }
+    }
+
+    /// Moves timed-out queries to the next upstream in use, or answers SERVFAIL.
     fn sweep(&self) {
         let now = Instant::now();
         let mut failed = Vec::new();
         let mut resend = Vec::new();
-        if let Ok(mut pending) = self.pending.lock() {
-            let expired: Vec<u16> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-            for id in expired {
-                let Some(p) = pending.get_mut(&id) else { continue };
-                let err = ForwardError::Timeout { addr: p.upstreams[p.tried], timeout: p.timeout };
-                if p.tried + 1 < p.upstreams.len() {
-                    p.tried += 1;
-                    p.deadline = now + p.timeout;
-                    let mut out = p.query.clone();
-                    out[..2].copy_from_slice(&id.to_be_bytes());
-                    resend.push((out, p.upstreams[p.tried], p.handler.clone(), err));
-                } else if let Some(p) = pending.remove(&id) {
-                    failed.push((p, err));
+        {
+            let mut st = self.lock();
+            while let Some(&(deadline, id)) = st.deadlines.front() {
+                if deadline > now {
+                    break;
+                }
+                st.deadlines.pop_front();
+                let Some(p) = st.pending.get(&id) else { continue };
+                if p.deadline != deadline {
+                    continue; // resent since; a later queue entry covers it
+                }
+                let u = p.upstreams[p.tried].clone();
+                let err = ForwardError::Timeout { addr: u.addr, timeout: p.handler.forwarder().map_or(Duration::ZERO, |f| f.timeout()) };
+                if let Some(fwd) = p.handler.forwarder() {
+                    fwd.record(&u, false);
+                }
+                let next = (p.tried + 1..p.upstreams.len()).find(|&i| !p.upstreams[i].state.is_down());
+                let v6 = next.map(|i| p.upstreams[i].addr.is_ipv6());
+                let sock = v6.and_then(|v6| st.socket(v6).ok());
+                match (next, sock) {
+                    (Some(i), Some((sock, serial))) => {
+                        let p = st.pending.get_mut(&id).expect("present above");
+                        p.tried = i;
+                        p.sock = serial;
+                        p.deadline = now + err_timeout(&err);
+                        let mut out = p.query.to_vec();
+                        out[..2].copy_from_slice(&id.to_be_bytes());
+                        resend.push((sock, out, p.upstreams[i].addr, p.handler.clone(), err));
+                        let d = p.deadline;
+                        st.deadlines.push_back((d, id));
+                    }
+                    _ => {
+                        if let Some(p) = st.pending.remove(&id) {
+                            failed.push((p, err));
+                        }
+                    }
                 }
             }
         }
-        for (out, to, handler, err) in resend {
+        for (sock, out, to, handler, err) in resend {
             handler.count_upstream_error(&err);
-            let _ = self.upstream.send_to(&out, to);
+            let _ = sock.send_to(&out, to);
         }
         for (p, err) in failed {
             if let Some(bytes) = p.handler.forward_failed(&p.query, &err) {
@@ -184,5 +304,67 @@ impl Relay {
                 self.shared.metrics.answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
             }
         }
+    }
+}
+
+fn err_timeout(e: &ForwardError) -> Duration {
+    match e {
+        ForwardError::Timeout { timeout, .. } => *timeout,
+        _ => Duration::from_secs(1),
+    }
+}
+
+impl State {
+    /// The next socket of the pool for this family (opened on first use).
+    fn socket(&mut self, v6: bool) -> io::Result<(Arc<UdpSocket>, u64)> {
+        let count = self.slots.iter().filter(|s| s.v6 == v6).count();
+        let i = if count < POOL {
+            let sock = open(v6)?;
+            self.serial += 1;
+            self.slots.push(Slot { sock: Arc::new(sock), serial: self.serial, v6, born: Instant::now(), used: 0 });
+            self.slots.len() - 1
+        } else {
+            self.next = self.next.wrapping_add(1);
+            let nth = self.next % count;
+            self.slots.iter().enumerate().filter(|(_, s)| s.v6 == v6).nth(nth).map_or(0, |(i, _)| i)
+        };
+        let s = &mut self.slots[i];
+        s.used += 1;
+        Ok((s.sock.clone(), s.serial))
+    }
+
+    /// Replaces sockets that are old or used enough with fresh ones (new
+    /// random ports), and closes retired sockets once nothing sent from them
+    /// can still be answered.
+    fn maintain(&mut self) {
+        let now = Instant::now();
+        let pending = &self.pending;
+        self.retired.retain(|(s, _)| pending.values().any(|p| p.sock == s.serial));
+        if let Some(i) = self.slots.iter().position(|s| s.born.elapsed() >= ROTATE_AFTER || s.used >= ROTATE_QUERIES) {
+            if let Ok(sock) = open(self.slots[i].v6) {
+                self.serial += 1;
+                let fresh = Slot { sock: Arc::new(sock), serial: self.serial, v6: self.slots[i].v6, born: now, used: 0 };
+                let old = std::mem::replace(&mut self.slots[i], fresh);
+                if self.pending.values().any(|p| p.sock == old.serial) {
+                    self.retired.push((old, now));
+                }
+            }
+        }
+    }
+}
+
+fn open(v6: bool) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if v6 { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
+    let s = UdpSocket::bind(local)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// The metric for a refusal.
+pub fn limited(n: NotTaken) -> Limited {
+    match n {
+        NotTaken::Limit(Refusal::Memory) => Limited::Memory,
+        NotTaken::Limit(Refusal::InFlight) => Limited::InFlight,
+        NotTaken::Down | NotTaken::NoUpstream => Limited::UpstreamDown,
     }
 }

@@ -8,8 +8,10 @@
 //! their TTL runs out, at most every 30 s, at least every second) and
 //! publishes them as an immutable snapshot. When the upstream fails, the last
 //! good answer is kept (stale, like a resolver's serve-stale) rather than
-//! failing alias queries. A target with no usable entry yet falls back to a
-//! per-query lookup.
+//! failing alias queries. A target the upstream never answered for is
+//! remembered as such, so alias answers for it are SERVFAIL at once rather
+//! than each waiting on the dead upstream; only before the first refresh
+//! does an alias answer fall back to a per-query lookup.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +31,8 @@ use crate::shared::Shared;
 /// One cached upstream answer for (target, type).
 #[derive(Debug, Clone)]
 pub struct Cached {
-    /// NOERROR or NXDOMAIN.
+    /// NOERROR or NXDOMAIN; SERVFAIL when the target was never resolved
+    /// because the upstream failed (retried every second).
     pub rcode: ResponseCode,
     /// The answer section as the upstream sent it (may hold a CNAME chain).
     pub answers: Vec<Record>,
@@ -98,8 +101,17 @@ pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown
                         }
                         other => {
                             debug!(target = name, ?qtype, result = ?other.map(|m| m.metadata.response_code), "refreshing a target's records failed; keeping the last answer");
-                            if let Some(c) = current.entries.get(&key) {
-                                fresh.insert(key, Cached { refresh_at: now + MIN_REFRESH, ..c.clone() });
+                            match current.entries.get(&key) {
+                                Some(c) => {
+                                    fresh.insert(key, Cached { refresh_at: now + MIN_REFRESH, ..c.clone() });
+                                }
+                                // Never resolved: remember the failure, so alias
+                                // answers say SERVFAIL at once (from the fast
+                                // path) instead of each waiting on a dead upstream.
+                                None => {
+                                    fresh.insert(key, Cached { rcode: ResponseCode::ServFail, answers: Vec::new(), refresh_at: now + MIN_REFRESH });
+                                    changed = true;
+                                }
                             }
                         }
                     }

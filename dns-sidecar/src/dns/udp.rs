@@ -5,9 +5,17 @@
 //! [`BATCH`] datagrams with one `recvmmsg`, answers what it can from the
 //! precomputed [`FastTable`] or synchronously through the full handler, and
 //! sends all answers with one `sendmmsg`. No task is spawned and nothing is
-//! allocated per query on that path. Queries that must wait on an upstream
-//! (forwarding, an alias target not yet cached) are handed to the tokio
-//! runtime, which answers them through its own handle on the same socket.
+//! allocated per query on that path. Forwarded queries go to the worker's
+//! [`Relay`]; the rare queries that must wait on an upstream otherwise (an
+//! alias target not yet cached, an upstream of the other address family) are
+//! handed to the tokio runtime, which answers them through its own handle on
+//! the same socket. Neither ever blocks the worker: when a limit is reached
+//! (memory budget, in-flight count, the client's rate, every upstream out of
+//! use) the query is answered at once, so alias and zone answers in the same
+//! batch never wait behind forwarding.
+//!
+//! Clients outside `[dns] allow` get REFUSED, built from the raw header
+//! without decoding the query.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -16,15 +24,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use hickory_proto::op::ResponseCode;
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::fast::FastTable;
+use super::guard::{Guard, Ticket};
 use super::handler::{Handler, Plan};
+use super::message::{must_drop, refused_from_raw};
 use super::mmsg::Batch;
-use super::relay::Relay;
+use super::relay::{self, NotTaken, Relay};
 use super::{SharedHandler, Transport};
-use crate::metrics::{rcode_index, QueryKind};
+use crate::metrics::{rcode_index, Limited, QueryKind};
 use crate::shared::Shared;
 
 /// Datagrams per `recvmmsg`.
@@ -34,6 +45,10 @@ const BUF: usize = 4096;
 /// How often a worker checks for shutdown while idle.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Bytes charged per query handed to the runtime: its task, a socket and a
+/// receive buffer of [`super::forward::MAX_UDP_ANSWER`] bytes, the parsed query.
+pub const SLOW_COST: u64 = 16 * 1024;
+
 /// A query handed to the runtime because it waits on an upstream.
 struct SlowJob {
     plan: Plan,
@@ -41,7 +56,7 @@ struct SlowJob {
     peer: SocketAddr,
     started: Instant,
     handler: Arc<Handler>,
-    _permit: OwnedSemaphorePermit,
+    _ticket: Ticket,
 }
 
 /// Starts one worker thread per socket, and the runtime tasks that answer
@@ -50,7 +65,7 @@ pub fn spawn(
     sockets: Vec<UdpSocket>,
     handler: SharedHandler,
     shared: Arc<Shared>,
-    in_flight: Arc<Semaphore>,
+    guard: Arc<Guard>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
@@ -62,21 +77,22 @@ pub fn spawn(
         sock.set_nonblocking(false)?;
         sock.set_read_timeout(Some(IDLE_CHECK))?;
         let sender = Arc::new(sock.try_clone()?);
-        let (tx, rx) = mpsc::channel::<SlowJob>(1024);
+        // Unbounded, but every job in it holds a ticket of the budget.
+        let (tx, rx) = mpsc::unbounded_channel::<SlowJob>();
         tokio::spawn(slow_answers(rx, sender));
-        let relay = Relay::new(sock.try_clone()?, shared.clone())?;
+        let relay = Relay::new(sock.try_clone()?, guard.clone(), shared.clone());
         let (r, relay_stop) = (relay.clone(), stop.clone());
         threads.push(std::thread::Builder::new().name(format!("dns-relay-{i}")).spawn(move || r.run(relay_stop))?);
-        let (handler, shared, in_flight, stop) = (handler.clone(), shared.clone(), in_flight.clone(), stop.clone());
+        let (handler, shared, stop) = (handler.clone(), shared.clone(), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || Worker::new(sock, handler, shared, in_flight, tx, relay).run(&stop))?;
+            .spawn(move || Worker::new(sock, handler, shared, tx, relay).run(&stop))?;
         threads.push(t);
     }
     Ok(threads)
 }
 
-async fn slow_answers(mut rx: mpsc::Receiver<SlowJob>, sock: Arc<UdpSocket>) {
+async fn slow_answers(mut rx: mpsc::UnboundedReceiver<SlowJob>, sock: Arc<UdpSocket>) {
     while let Some(job) = rx.recv().await {
         let sock = sock.clone();
         tokio::spawn(async move {
@@ -103,19 +119,24 @@ struct Worker {
     sock: UdpSocket,
     handler: SharedHandler,
     shared: Arc<Shared>,
-    in_flight: Arc<Semaphore>,
-    slow: mpsc::Sender<SlowJob>,
+    slow: mpsc::UnboundedSender<SlowJob>,
     relay: Arc<Relay>,
     table: Option<(Generation, FastTable)>,
     rx: Batch,
     tx: Batch,
     /// Answers per [kind][rcode] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
+    /// Full batches received in a row.
+    full_streak: u32,
 }
 
+/// Full batches in a row (datagrams waiting behind them all along) after
+/// which the worker counts as overloaded.
+const OVERLOAD_STREAK: u32 = 4;
+
 impl Worker {
-    fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, in_flight: Arc<Semaphore>, slow: mpsc::Sender<SlowJob>, relay: Arc<Relay>) -> Worker {
-        Worker { sock, handler, shared, in_flight, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4] }
+    fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, slow: mpsc::UnboundedSender<SlowJob>, relay: Arc<Relay>) -> Worker {
+        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4], full_streak: 0 }
     }
 
     fn run(mut self, stop: &AtomicBool) {
@@ -139,6 +160,13 @@ impl Worker {
     }
 
     fn batch(&mut self, n: usize) {
+        // Full batches in a row mean datagrams keep waiting in the socket:
+        // the worker is behind (a burst fills one or two). Then queries
+        // refused at a limit are dropped rather than answered (half of their
+        // cost is the answer's send), so the CPU goes to the answers that
+        // matter and the queue in front of them shrinks.
+        self.full_streak = if n == BATCH { self.full_streak.saturating_add(1) } else { 0 };
+        let overloaded = self.full_streak >= OVERLOAD_STREAK;
         self.refresh_table();
         let started = Instant::now();
         let (gen, table) = self.table.as_ref().expect("built above");
@@ -149,28 +177,56 @@ impl Worker {
             // A datagram larger than its slot is larger than any query we accept.
             let Some(q) = self.rx.received(i) else { continue };
             let q: &[u8] = q;
-            let answer = match table.answer(q, self.tx.buf_mut(out)) {
-                Some((alen, kind)) => Some((alen, kind)),
-                None => match handler.plan(q, Transport::Udp) {
-                    Plan::Reply(r) if r.bytes.len() <= BUF => {
-                        self.tx.buf_mut(out)[..r.bytes.len()].copy_from_slice(&r.bytes);
-                        Some((r.bytes.len(), r.kind))
-                    }
-                    Plan::Reply(_) | Plan::Drop => None,
-                    Plan::Forward(_) if sockaddr_to_std(&peer_addr).is_some_and(|peer| self.relay.submit(&handler, q, peer, started)) => None,
-                    plan => {
-                        match (sockaddr_to_std(&peer_addr), self.in_flight.clone().try_acquire_owned()) {
-                            (Some(peer), Ok(permit)) => {
-                                let job = SlowJob { plan, raw: q.to_vec(), peer, started, handler: handler.clone(), _permit: permit };
-                                if self.slow.try_send(job).is_err() {
-                                    debug!("slow-path queue full; dropping a query");
-                                }
-                            }
-                            _ => debug!("too many queries waiting on upstreams; dropping one"),
+            let Some(peer) = sockaddr_to_std(&peer_addr) else { continue };
+            if !handler.allows(peer.ip()) {
+                if must_drop(q) {
+                    continue;
+                }
+                handler.guard().refused(Limited::Acl);
+                let r = refused_from_raw(q);
+                self.tx.buf_mut(out)[..r.len()].copy_from_slice(&r);
+                self.tx.address_reply(out, r.len(), &self.rx, i);
+                self.counts[QueryKind::Other as usize][rcode_index(5)] += 1;
+                out += 1;
+                continue;
+            }
+            // Alias and zone answers first: they never wait on anything.
+            let fast = table.answer(q, self.tx.buf_mut(out));
+            if fast.is_none() {
+                if let Some(f) = table.forwardable(q) {
+                    // Forwarded without decoding: relayed, or refused at once.
+                    let refusal = relay_or_refuse(&self.relay, &handler, q, peer, started).err();
+                    if let Some(code) = refusal.filter(|_| !overloaded) {
+                        let rcode = code.low();
+                        if let Some(len) = table.refuse(q, f, rcode, self.tx.buf_mut(out)) {
+                            self.tx.address_reply(out, len, &self.rx, i);
+                            self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
+                            out += 1;
                         }
-                        None
                     }
-                },
+                    continue;
+                }
+            }
+            let answer = match fast {
+                Some((alen, kind)) => Some((alen, kind)),
+                None => {
+                    let reply = match handler.plan(q, Transport::Udp) {
+                        Plan::Reply(r) => Some(r),
+                        Plan::Drop => None,
+                        Plan::Forward(req) => match relay_or_refuse(&self.relay, &handler, q, peer, started) {
+                            Ok(()) => None,
+                            Err(code) => handler.refuse(&req, code, Transport::Udp).filter(|_| !overloaded),
+                        },
+                        plan => slow(&self.slow, &handler, plan, q, peer, started),
+                    };
+                    match reply {
+                        Some(r) if r.bytes.len() <= BUF => {
+                            self.tx.buf_mut(out)[..r.bytes.len()].copy_from_slice(&r.bytes);
+                            Some((r.bytes.len(), r.kind))
+                        }
+                        _ => None,
+                    }
+                }
             };
             if let Some((alen, kind)) = answer {
                 self.tx.address_reply(out, alen, &self.rx, i);
@@ -196,6 +252,39 @@ impl Worker {
             // One observation per batch and kind: the time the batch took.
             m.latency(kind, elapsed);
         }
+    }
+}
+
+/// Relays a forwarded query, or says how to refuse it: REFUSED over the
+/// client's rate, SERVFAIL when no upstream is in use or a limit is reached.
+fn relay_or_refuse(relay: &Relay, handler: &Arc<Handler>, q: &[u8], peer: SocketAddr, started: Instant) -> Result<(), ResponseCode> {
+    if !handler.rate_ok(peer.ip()) {
+        return Err(ResponseCode::Refused);
+    }
+    relay.submit(handler, q, peer, started).map_err(|why| {
+        // (Limits count themselves in the guard.)
+        if !matches!(why, NotTaken::Limit(_)) {
+            handler.guard().refused(relay::limited(why));
+        }
+        ResponseCode::ServFail
+    })
+}
+
+/// Hands a query that waits on an upstream to the runtime, if the budget
+/// allows; otherwise returns the SERVFAIL to send at once.
+fn slow(tx: &mpsc::UnboundedSender<SlowJob>, handler: &Arc<Handler>, plan: Plan, q: &[u8], peer: SocketAddr, started: Instant) -> Option<super::Reply> {
+    match handler.guard().try_forward(SLOW_COST + q.len() as u64, handler.limits()) {
+        Ok(ticket) => {
+            let job = SlowJob { plan, raw: q.to_vec(), peer, started, handler: handler.clone(), _ticket: ticket };
+            if tx.send(job).is_err() {
+                debug!("the runtime is gone; dropping a query");
+            }
+            None
+        }
+        Err(_) => match plan {
+            Plan::Forward(req) | Plan::Chase { req, .. } => handler.refuse(&req, ResponseCode::ServFail, Transport::Udp),
+            _ => None,
+        },
     }
 }
 

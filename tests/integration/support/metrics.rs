@@ -2,7 +2,8 @@
 //! expressions the way Prometheus would over two scrapes.
 //!
 //! Only the expression shapes the README uses are understood (a sample
-//! compared with a number, `increase(...[5m]) OP N`, `sum by (l) (...) OP N`);
+//! compared with a number, `increase(...[5m]) OP N`, `rate(...[5m]) OP N`,
+//! `sum by (l) (...) OP N`, `min(...) OP N`);
 //! an alert of another shape makes [`Alert::parse`] panic, so a new alert in
 //! the README needs this evaluator (and a test that triggers it) extended.
 
@@ -98,8 +99,12 @@ pub enum Alert {
     Compare { metric: String, matchers: Labels, op: Op, n: f64 },
     /// `increase(metric{matchers}[window]) OP n`
     Increase { metric: String, matchers: Labels, op: Op, n: f64 },
+    /// `rate(metric{matchers}[window]) OP n`, per second over the window.
+    Rate { metric: String, matchers: Labels, window: f64, op: Op, n: f64 },
     /// `sum by (label) (metric) OP n`
     SumBy { label: String, metric: String, op: Op, n: f64 },
+    /// `min(metric) OP n`
+    Min { metric: String, op: Op, n: f64 },
 }
 
 fn selector(s: &str) -> (String, Labels) {
@@ -132,6 +137,20 @@ impl Alert {
             let (metric, matchers) = selector(sel);
             return Alert::Increase { metric, matchers, op, n };
         }
+        if let Some(inner) = lhs.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
+            let (sel, window) = inner.split_once('[').unwrap_or_else(|| panic!("alert {expr:?}: range"));
+            let window = window.trim_end_matches(']');
+            let secs = match window.strip_suffix('m') {
+                Some(m) => m.parse::<f64>().unwrap() * 60.0,
+                None => window.trim_end_matches('s').parse::<f64>().unwrap_or_else(|_| panic!("alert {expr:?}: window")),
+            };
+            let (metric, matchers) = selector(sel);
+            return Alert::Rate { metric, matchers, window: secs, op, n };
+        }
+        if let Some(inner) = lhs.strip_prefix("min(").and_then(|r| r.strip_suffix(')')) {
+            assert!(!inner.contains('{') && !inner.contains('('), "alert {expr:?}: min of a plain metric only");
+            return Alert::Min { metric: inner.trim().to_string(), op, n };
+        }
         if let Some(rest) = lhs.strip_prefix("sum by (") {
             let (label, rest) = rest.split_once(')').expect("sum by label");
             let metric = rest.trim().trim_start_matches('(').trim_end_matches(')').trim().to_string();
@@ -156,6 +175,23 @@ impl Alert {
                     op.holds(s.value - prev.value, *n).then(|| s.labels.clone())
                 })
                 .collect(),
+            // As for `increase`: a series absent at the start has no rate.
+            Alert::Rate { metric, matchers, window, op, n } => now
+                .select(metric, matchers)
+                .filter_map(|s| {
+                    let prev = before.select(metric, matchers).find(|p| p.labels == s.labels)?;
+                    op.holds((s.value - prev.value) / window, *n).then(|| s.labels.clone())
+                })
+                .collect(),
+            Alert::Min { metric, op, n } => {
+                let none = Labels::new();
+                let min = now.select(metric, &none).map(|s| s.value).fold(f64::INFINITY, f64::min);
+                if min.is_finite() && op.holds(min, *n) {
+                    vec![Labels::new()]
+                } else {
+                    Vec::new()
+                }
+            }
             Alert::SumBy { label, metric, op, n } => {
                 let mut sums: BTreeMap<String, f64> = BTreeMap::new();
                 let none = Labels::new();
@@ -190,5 +226,10 @@ mod tests {
         let sum = Alert::parse("sum by (a) (g) == 0");
         assert_eq!(sum.firing(&before, &now), vec![Labels::from([("a".to_string(), "1".to_string())])]);
         assert!(Alert::parse("x_total{a=\"2\"} > 0").firing(&before, &now).len() == 1);
+        assert_eq!(Alert::parse("rate(x_total[5m]) > 0").firing(&before, &now).len(), 1, "only the series present at the start");
+        assert!(Alert::parse("rate(x_total[5m]) > 0.01").firing(&before, &now).is_empty(), "1 per 300 s");
+        assert_eq!(Alert::parse("min(g) == 0").firing(&before, &now).len(), 1);
+        assert!(Alert::parse("min(g) == 1").firing(&before, &now).is_empty());
+        assert!(Alert::parse("min(nothing) == 0").firing(&before, &now).is_empty(), "no series, no minimum");
     }
 }
