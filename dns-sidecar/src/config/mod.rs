@@ -43,7 +43,55 @@ pub struct Config {
     pub admin: AdminSettings,
     pub state: StateSettings,
     pub limits: Limits,
+    pub cache: CacheSettings,
 }
+
+/// The cache of forwarded answers (`[cache]`; see [`crate::dns::cache`]).
+/// Its bytes are bounded by `max_bytes`, on their own: they are not part of
+/// the `[limits] memory` budget, so a full cache never refuses a query and
+/// a burst of queries never empties the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// Answers held at most.
+    pub max_entries: usize,
+    /// Bytes the answers (with their keys and bookkeeping) take at most.
+    pub max_bytes: u64,
+    /// Positive answers are kept at most this long (seconds), whatever their TTL.
+    pub max_ttl: u32,
+    /// NXDOMAIN and NODATA answers are kept for their SOA's negative TTL
+    /// (RFC 2308), at most this long (seconds); 0 = not cached.
+    pub max_negative_ttl: u32,
+    /// An upstream's SERVFAIL is kept this long (seconds); 0 = not cached.
+    pub servfail_ttl: u32,
+    /// RFC 8767: when the upstream fails, answer from an expired entry.
+    pub serve_stale: bool,
+    /// How long after expiry an entry may still be served stale.
+    pub max_stale: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            max_entries: 10_000,
+            max_bytes: 4 << 20,
+            max_ttl: 3600,
+            max_negative_ttl: 300,
+            servfail_ttl: 5,
+            serve_stale: true,
+            max_stale: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Most answers `[cache] max_entries` accepts.
+pub const MAX_CACHE_ENTRIES: u32 = 1_000_000;
+/// Longest `[cache] servfail_ttl` (RFC 9520 allows up to 5 minutes; a
+/// forwarder in front of one resolver wants seconds).
+pub const MAX_SERVFAIL_TTL: u32 = 30;
+/// Longest `[cache] max_stale` (RFC 8767 suggests a cap of 7 days).
+pub const MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where the decision state that safety depends on (fences, timeline
 /// floors, targets, pins and drains) is kept across restarts.

@@ -42,6 +42,30 @@ pub struct RawConfig {
     /// Bounds on everything that grows with traffic.
     #[serde(default)]
     pub limits: RawLimits,
+    /// The cache of forwarded answers.
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Cache forwarded answers (default true).
+    pub enabled: Option<bool>,
+    /// Answers held at most (default 10000).
+    pub max_entries: Option<Spanned<u32>>,
+    /// Bytes the cached answers may take at most (default 4MiB).
+    pub max_bytes: Option<Spanned<ByteSize>>,
+    /// Longest time a positive answer is kept, whatever its TTL (default 1h).
+    pub max_ttl: Option<Spanned<Ttl>>,
+    /// Longest time a negative answer (NXDOMAIN, NODATA) is kept (default 5m).
+    pub max_negative_ttl: Option<Spanned<Ttl>>,
+    /// How long an upstream's SERVFAIL is kept (default 5s; 0s = never).
+    pub servfail_ttl: Option<Spanned<Ttl>>,
+    /// Answer from an expired entry when the upstream fails (RFC 8767; default true).
+    pub serve_stale: Option<bool>,
+    /// How long after it expired an entry may still be served stale (default 1d).
+    pub max_stale: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

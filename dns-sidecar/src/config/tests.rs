@@ -312,6 +312,59 @@ fn limits_allow_and_hook_env() {
 }
 
 #[test]
+fn cache_settings() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.cache, CacheSettings::default());
+    assert!(c.cache.enabled && c.cache.serve_stale);
+    assert_eq!((c.cache.max_entries, c.cache.max_bytes, c.cache.max_ttl, c.cache.max_negative_ttl, c.cache.servfail_ttl), (10_000, 4 << 20, 3600, 300, 5));
+    assert_eq!(c.cache.max_stale, Duration::from_secs(86_400));
+    let text = format!(
+        "{BASE}[cache]\nmax_entries = 500\nmax_bytes = \"256KiB\"\nmax_ttl = \"5m\"\nmax_negative_ttl = \"0s\"\nservfail_ttl = \"2s\"\nmax_stale = \"3d\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.cache,
+        CacheSettings { enabled: true, max_entries: 500, max_bytes: 256 << 10, max_ttl: 300, max_negative_ttl: 0, servfail_ttl: 2, serve_stale: true, max_stale: Duration::from_secs(3 * 86_400) }
+    );
+    let c = parse(&format!("{BASE}[cache]\nenabled = false\nserve_stale = false\n")).unwrap();
+    assert!(!c.cache.enabled && !c.cache.serve_stale);
+    // The bounds are inclusive.
+    let c = parse(&format!("{BASE}[cache]\nmax_entries = 1\nmax_bytes = \"64KiB\"\nmax_ttl = \"1s\"\nservfail_ttl = \"30s\"\nmax_stale = \"7d\"\n")).unwrap();
+    assert_eq!((c.cache.max_entries, c.cache.max_bytes, c.cache.max_ttl, c.cache.servfail_ttl, c.cache.max_stale.as_secs()), (1, 64 << 10, 1, 30, 7 * 86_400));
+}
+
+#[test]
+fn bad_cache_settings_name_line_and_fix() {
+    // (what, [cache] body, line of the error, words)
+    let cases: &[(&str, &str, usize, &[&str])] = &[
+        ("unknown key", "size = 5", 26, &["unknown field `size`", "max_entries"]),
+        ("zero entries", "max_entries = 0", 26, &["`cache.max_entries = 0` is outside 1..=1000000", "enabled = false"]),
+        ("too many entries", "max_entries = 2000000", 26, &["outside 1..=1000000"]),
+        ("bytes too small", "max_bytes = \"1KiB\"", 26, &["`cache.max_bytes` of 1024 bytes is outside 64KiB..=1GiB", "[limits] memory"]),
+        ("bytes unit", "max_bytes = \"4MB\"", 26, &["unknown unit `MB`"]),
+        ("zero max_ttl", "max_ttl = \"0s\"", 26, &["`cache.max_ttl` of 0s is outside 1s..=86400s", "enabled = false"]),
+        ("fractional max_ttl", "max_ttl = \"1.5s\"", 26, &["whole seconds"]),
+        ("max_ttl without unit", "max_ttl = 300", 26, &["ambiguous"]),
+        ("long servfail", "servfail_ttl = \"1m\"", 26, &["`cache.servfail_ttl` of 60s is outside 0s..=30s", "a few seconds"]),
+        ("long negative", "max_negative_ttl = \"2d\"", 26, &["longer than one day"]),
+        ("stale too long", "max_stale = \"8d\"", 26, &["`cache.max_stale` of 691200s is outside 1s..=7d", "RFC 8767"]),
+        ("stale zero", "max_stale = \"0s\"", 26, &["`cache.max_stale` of 0s is outside", "serve_stale = false"]),
+        ("stale without serving it", "serve_stale = false\nmax_stale = \"1h\"", 27, &["serve_stale = false", "never apply"]),
+        ("enabled as string", "enabled = \"yes\"", 26, &["invalid type", "true or false"]),
+    ];
+    for (what, body, line, needles) in cases {
+        let text = format!("{BASE}[cache]\n{body}\n");
+        let msg = parse(&text).map(|_| ()).expect_err(what).to_string();
+        assert!(msg.starts_with(&format!("test.toml:{line}:")), "{what}: wrong place in {msg:?}");
+        assert!(msg.contains(&format!("\n  {line:>4} | ")), "{what}: no source line in {msg:?}");
+        assert!(msg.split_once("\n  hint: ").is_some_and(|(_, h)| h.trim().len() > 10), "{what}: no hint in {msg:?}");
+        for n in *needles {
+            assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
+        }
+    }
+}
+
+#[test]
 fn hook_env_never_carries_secrets() {
     std::env::set_var("PG_HOOK_TEST_PW", "x");
     let base = BASE.replace("[probe]\n", "[probe]\npassword_env = \"PG_HOOK_TEST_PW\"\n");

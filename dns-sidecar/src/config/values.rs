@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-/// A duration written with a unit: `150ms`, `5s`, `2m`, `1h` (fractions allowed:
+/// A duration written with a unit: `150ms`, `5s`, `2m`, `1h`, `1d` (fractions allowed:
 /// `1.5s`). A bare number is refused because `interval = 100` is ambiguous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -29,8 +29,9 @@ impl FromStr for HumanDuration {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86400.0,
             "" => return Err(format!("`{s}` has no unit; write e.g. \"{s}ms\" or \"{s}s\"")),
-            other => return Err(format!("unknown unit `{other}` in `{s}`; use ms, s, m or h")),
+            other => return Err(format!("unknown unit `{other}` in `{s}`; use ms, s, m, h or d")),
         };
         let secs = value * scale;
         if !secs.is_finite() || secs > 1e9 {
@@ -233,6 +234,7 @@ mod tests {
         assert_eq!("1.5s".parse::<HumanDuration>().unwrap().0, Duration::from_millis(1500));
         assert_eq!("2m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(120));
         assert!("100".parse::<HumanDuration>().unwrap_err().contains("no unit"));
+        assert_eq!("1d".parse::<HumanDuration>().unwrap().0, Duration::from_secs(86_400));
         assert!("5 days".parse::<HumanDuration>().unwrap_err().contains("unknown unit"));
         assert!("fast".parse::<HumanDuration>().is_err());
     }
