@@ -65,21 +65,30 @@ pub struct FastTable {
     refusals: Option<[Option<NxTail>; 3]>,
 }
 
-/// An ordinary query for a name outside every zone (see [`FastTable::forwardable`]).
+/// An ordinary query's question and EDNS, as read by [`question`]: what the
+/// fast path, the refusal templates and the cache need, without decoding.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwardable {
-    qend: usize,
-    edns: usize,
-    udp_limit: usize,
+pub struct Question {
+    /// End of the question name (the name is `q[HEADER_LEN..qname_end]`).
+    pub qname_end: usize,
+    pub qtype: u16,
+    /// 0 = no EDNS, 1 = EDNS, 2 = EDNS with DO.
+    pub edns: usize,
+    /// Largest UDP answer this client takes (its EDNS size, at least 512,
+    /// at most ours; 512 without EDNS).
+    pub udp_limit: usize,
+    /// The name has upper-case letters (0x20 randomisation).
+    pub upper: bool,
+    /// The OPT record, if any, carries no options other than a cookie or
+    /// padding (nothing that makes the answer specific to this client).
+    pub plain: bool,
 }
 
-/// A query's shape, as far as the fast path needs it.
-struct Parsed {
-    qname_end: usize,
-    qtype: u16,
-    /// 0 = no EDNS, 1 = EDNS, 2 = EDNS with DO.
-    edns: usize,
-    udp_limit: usize,
+impl Question {
+    /// End of the question section (name, type, class).
+    pub fn end(&self) -> usize {
+        self.qname_end + 4
+    }
 }
 
 fn synthetic(name: &Name, qtype: RecordType, edns: usize) -> Option<Vec<u8>> {
@@ -137,26 +146,34 @@ impl FastTable {
     /// them) for a name outside every zone, which the full path would
     /// forward. Lets the UDP worker relay it, or refuse it under a limit,
     /// without decoding it.
-    pub fn forwardable(&self, q: &[u8]) -> Option<Forwardable> {
+    pub fn forwardable(&self, q: &[u8]) -> Option<Question> {
         self.refusals.as_ref()?;
         let p = self.parse(q)?;
-        if within_any(&self.zones, &q[HEADER_LEN..p.qname_end]) {
-            return None;
-        }
-        Some(Forwardable { qend: p.qname_end + 4, edns: p.edns, udp_limit: p.udp_limit })
+        let name = &q[HEADER_LEN..p.qname_end];
+        let inside = if p.upper {
+            let mut lower = [0u8; 255];
+            let lower = &mut lower[..name.len()];
+            lower.copy_from_slice(name);
+            lower.make_ascii_lowercase();
+            within_any(&self.zones, lower)
+        } else {
+            within_any(&self.zones, name)
+        };
+        (!inside).then_some(p)
     }
 
     /// The full path's answer with `rcode` (SERVFAIL or REFUSED) to a
     /// forwardable query, written into `out`; returns its length.
-    pub fn refuse(&self, q: &[u8], f: Forwardable, rcode: u8, out: &mut [u8]) -> Option<usize> {
+    pub fn refuse(&self, q: &[u8], f: &Question, rcode: u8, out: &mut [u8]) -> Option<usize> {
         let t = self.refusals.as_ref()?[f.edns].as_ref()?;
-        let len = f.qend + t.tail.len();
+        let qend = f.end();
+        let len = qend + t.tail.len();
         if len > f.udp_limit || len > out.len() {
             return None;
         }
         out[..HEADER_LEN].copy_from_slice(&t.header);
-        out[HEADER_LEN..f.qend].copy_from_slice(&q[HEADER_LEN..f.qend]);
-        out[f.qend..len].copy_from_slice(&t.tail);
+        out[HEADER_LEN..qend].copy_from_slice(&q[HEADER_LEN..qend]);
+        out[qend..len].copy_from_slice(&t.tail);
         out[3] = (out[3] & 0xF0) | (rcode & 0x0F);
         patch_header(out, q);
         Some(len)
@@ -165,7 +182,7 @@ impl FastTable {
     /// Answers `q` into `out` when it is an ordinary query this table covers.
     /// Returns the answer's length and kind.
     pub fn answer(&self, q: &[u8], out: &mut [u8]) -> Option<(usize, QueryKind)> {
-        let p = self.parse(q)?;
+        let p = self.parse(q).filter(|p| !p.upper)?;
         let name = &q[HEADER_LEN..p.qname_end];
         if let Some(types) = self.aliases.get(name) {
             let ti = match p.qtype {
@@ -207,78 +224,91 @@ impl FastTable {
         Some((len, QueryKind::Authoritative))
     }
 
-    fn parse(&self, q: &[u8]) -> Option<Parsed> {
-        if q.len() < HEADER_LEN + 5 {
-            return None;
-        }
-        // QR, opcode, AA, TC must be 0 (RD may be set); RA, Z and the rcode
-        // must be 0 (AD and CD may be set).
-        if q[2] & 0xFE != 0 || q[3] & 0xCF != 0 {
-            return None;
-        }
-        if q[4..10] != [0, 1, 0, 0, 0, 0] || q[10] != 0 || q[11] > 1 {
-            return None;
-        }
-        let mut i = HEADER_LEN;
-        loop {
-            let len = *q.get(i)? as usize;
-            if len == 0 {
-                break;
-            }
-            if len > 63 {
-                return None;
-            }
-            let label = q.get(i + 1..i + 1 + len)?;
-            if label.iter().any(|b| b.is_ascii_uppercase() || *b == b'.') {
-                return None;
-            }
-            i += 1 + len;
-        }
-        let qname_end = i + 1;
-        // A name is at most 255 bytes on the wire; longer ones are FORMERR.
-        if qname_end - HEADER_LEN > 255 {
-            return None;
-        }
-        let fixed = q.get(qname_end..qname_end + 4)?;
-        let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-        if fixed[2..4] != [0, 1] {
-            return None;
-        }
-        let mut end = qname_end + 4;
-        let (edns, udp_limit) = if q[11] == 1 {
-            // OPT: root name, type 41, class = payload, ttl = ext-rcode, version, flags.
-            let opt = q.get(end..end + 11)?;
-            if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
-                return None;
-            }
-            let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(self.max_udp) as usize;
-            let dnssec_ok = opt[7] & 0x80 != 0;
-            let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
-            // Options must exactly fill the OPT data; anything else is the
-            // full path's FORMERR.
-            let rdata = q.get(end + 11..end + 11 + rdlen)?;
-            let mut o = 0;
-            while o < rdata.len() {
-                let head = rdata.get(o..o + 4)?;
-                o += 4 + u16::from_be_bytes([head[2], head[3]]) as usize;
-            }
-            if o != rdata.len() {
-                return None;
-            }
-            end += 11 + rdlen;
-            (if dnssec_ok { 2 } else { 1 }, payload)
-        } else {
-            (0, CLASSIC_UDP_LIMIT)
-        };
-        if end != q.len() {
-            return None;
-        }
-        Some(Parsed { qname_end, qtype, edns, udp_limit })
+    fn parse(&self, q: &[u8]) -> Option<Question> {
+        question(q, self.max_udp)
     }
 }
 
+/// Reads an ordinary query: QUERY opcode, one question of class IN, no
+/// answer or authority records, at most an OPT record (version 0, options
+/// well formed) and nothing after it; QR, AA, TC, RA, Z and the rcode clear.
+/// Anything else is `None` (the full path decides). `max_udp` is ours.
+pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
+    if q.len() < HEADER_LEN + 5 {
+        return None;
+    }
+    // QR, opcode, AA, TC must be 0 (RD may be set); RA, Z and the rcode
+    // must be 0 (AD and CD may be set).
+    if q[2] & 0xFE != 0 || q[3] & 0xCF != 0 {
+        return None;
+    }
+    if q[4..10] != [0, 1, 0, 0, 0, 0] || q[10] != 0 || q[11] > 1 {
+        return None;
+    }
+    let mut i = HEADER_LEN;
+    let mut upper = false;
+    loop {
+        let len = *q.get(i)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        let label = q.get(i + 1..i + 1 + len)?;
+        if label.contains(&b'.') {
+            return None;
+        }
+        upper |= label.iter().any(u8::is_ascii_uppercase);
+        i += 1 + len;
+    }
+    let qname_end = i + 1;
+    // A name is at most 255 bytes on the wire; longer ones are FORMERR.
+    if qname_end - HEADER_LEN > 255 {
+        return None;
+    }
+    let fixed = q.get(qname_end..qname_end + 4)?;
+    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    if fixed[2..4] != [0, 1] {
+        return None;
+    }
+    let mut end = qname_end + 4;
+    let mut plain = true;
+    let (edns, udp_limit) = if q[11] == 1 {
+        // OPT: root name, type 41, class = payload, ttl = ext-rcode, version, flags.
+        let opt = q.get(end..end + 11)?;
+        if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
+            return None;
+        }
+        let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(max_udp) as usize;
+        let dnssec_ok = opt[7] & 0x80 != 0;
+        let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
+        // Options must exactly fill the OPT data; anything else is the
+        // full path's FORMERR.
+        let rdata = q.get(end + 11..end + 11 + rdlen)?;
+        let mut o = 0;
+        while o < rdata.len() {
+            let head = rdata.get(o..o + 4)?;
+            // COOKIE (10) and PADDING (12) say nothing about the question.
+            plain &= matches!(u16::from_be_bytes([head[0], head[1]]), 10 | 12);
+            o += 4 + u16::from_be_bytes([head[2], head[3]]) as usize;
+        }
+        if o != rdata.len() {
+            return None;
+        }
+        end += 11 + rdlen;
+        (if dnssec_ok { 2 } else { 1 }, payload)
+    } else {
+        (0, CLASSIC_UDP_LIMIT)
+    };
+    if end != q.len() {
+        return None;
+    }
+    Some(Question { qname_end, qtype, edns, udp_limit, upper, plain })
+}
+
 /// Whether the wire-form, lower-case `name` equals or lies below one of `zones`.
-fn within_any(zones: &[Vec<u8>], name: &[u8]) -> bool {
+pub(super) fn within_any(zones: &[Vec<u8>], name: &[u8]) -> bool {
     let mut i = 0;
     loop {
         if zones.iter().any(|z| z.as_slice() == &name[i..]) {

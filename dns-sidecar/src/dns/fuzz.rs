@@ -56,7 +56,7 @@ impl Target {
             assert!(fast.is_none(), "answered and forwardable: {data:02x?}");
             let Plan::Forward(req) = &full else { panic!("the fast path would forward what the full path does not: {data:02x?}") };
             for (rcode, code) in [(2, hickory_proto::op::ResponseCode::ServFail), (5, hickory_proto::op::ResponseCode::Refused)] {
-                let n = self.table.refuse(data, f, rcode, &mut out);
+                let n = self.table.refuse(data, &f, rcode, &mut out);
                 let full = self.handler.refuse(req, code, Transport::Udp).map(|r| r.bytes);
                 assert_eq!(n.map(|n| out[..n].to_vec()), full, "fast and full refusals differ for {data:02x?}");
             }

@@ -198,7 +198,7 @@ impl Worker {
                     let refusal = relay_or_refuse(&self.relay, &handler, q, peer, started).err();
                     if let Some(code) = refusal.filter(|_| !overloaded) {
                         let rcode = code.low();
-                        if let Some(len) = table.refuse(q, f, rcode, self.tx.buf_mut(out)) {
+                        if let Some(len) = table.refuse(q, &f, rcode, self.tx.buf_mut(out)) {
                             self.tx.address_reply(out, len, &self.rx, i);
                             self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
                             out += 1;
