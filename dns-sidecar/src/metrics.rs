@@ -204,6 +204,22 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub tcp_connections: Gauge,
     pub admin_refused: Family<ResultLabel, Counter>,
+    pub cache: CacheMetrics,
+}
+
+/// The forwarding cache's series (handles shared with [`crate::dns::cache::Cache`]).
+#[derive(Clone, Debug, Default)]
+pub struct CacheMetrics {
+    /// Forwarded queries answered from a fresh entry.
+    pub hits: Counter,
+    /// Forwarded queries the cache could not answer (sent upstream).
+    pub misses: Counter,
+    /// Answers from expired entries because the upstream failed (RFC 8767).
+    pub stale: Counter,
+    /// Entries removed to make room while they could still be served.
+    pub evictions: Counter,
+    pub entries: Gauge,
+    pub bytes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -264,6 +280,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             tcp_connections: Gauge::default(),
             admin_refused: Family::default(),
+            cache: CacheMetrics::default(),
         };
         let mut m = m;
         registry.register("probes", "Probes by server and result (ok, timeout, error)", m.probes.clone());
@@ -288,6 +305,12 @@ impl Metrics {
         registry.register("forward_in_flight", "Queries waiting on upstreams", m.in_flight.clone());
         registry.register("tcp_connections", "Open DNS TCP connections", m.tcp_connections.clone());
         registry.register("admin_refused", "Admin connections or requests refused, by reason", m.admin_refused.clone());
+        registry.register("cache_hits", "Forwarded queries answered from the cache", m.cache.hits.clone());
+        registry.register("cache_misses", "Forwarded queries the cache could not answer (sent upstream)", m.cache.misses.clone());
+        registry.register("cache_stale_answers", "Answers from expired cache entries because the upstream failed (serve-stale)", m.cache.stale.clone());
+        registry.register("cache_evictions", "Cache entries removed to make room while they could still be served", m.cache.evictions.clone());
+        registry.register("cache_entries", "Answers in the cache", m.cache.entries.clone());
+        registry.register("cache_bytes", "Bytes the cached answers take (what [cache] max_bytes bounds)", m.cache.bytes.clone());
         m.registry = registry;
         m
     }

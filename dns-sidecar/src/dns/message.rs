@@ -96,7 +96,7 @@ pub fn check_wire(raw: &[u8]) -> Result<(), Malformed> {
 
 /// Skips the name at `at`; returns where the record continues. Pointers
 /// must point strictly before the name that uses them, which rules out loops.
-fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, Malformed> {
+pub(super) fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, Malformed> {
     let mut end = None;
     let mut floor = at;
     let mut total = 0;

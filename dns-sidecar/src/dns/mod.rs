@@ -6,6 +6,9 @@
 //! loop also lets the hot path stay free of per-query task spawns for
 //! anything answered from the snapshot. Hickory types do not leave this module.
 
+pub mod cache;
+#[cfg(test)]
+mod cache_tests;
 pub mod fast;
 #[doc(hidden)]
 pub mod fixture;

@@ -1,0 +1,685 @@
+//! The cache of forwarded answers (`[cache]`).
+//!
+//! As the pod's resolver (or a VNet's forwarder) the sidecar replaces a
+//! caching resolver, and the upstream (Azure DNS) throttles queries per VM,
+//! so answers to forwarded names are kept and answered again without asking
+//! the upstream, as dnsmasq, CoreDNS's `cache`, dnsdist's packet cache and
+//! unbound do.
+//!
+//! **What is kept.** The upstream's answer bytes, keyed by the question in
+//! wire form: the name in lower case, type, class, whether the query had
+//! EDNS, its DO bit and its CD bit. Kept are NOERROR answers with records
+//! (for their smallest TTL, at most `max_ttl`), NXDOMAIN and NODATA answers
+//! with an SOA in the authority section (for min(SOA TTL, SOA MINIMUM), at
+//! most `max_negative_ttl`: RFC 2308), and the upstream's SERVFAIL (for
+//! `servfail_ttl`, a few seconds). Never kept: truncated answers, other
+//! rcodes, answers larger than 4096 bytes, answers carrying TSIG/SIG(0),
+//! answers to queries with EDNS options other than a cookie or padding
+//! (client subnet, NSID...: the answer may be meant for that client only),
+//! and names inside the sidecar's own zones. The OPT record of a kept
+//! answer loses its options (the upstream's cookie was for the first
+//! client), as the sidecar's own answers have none.
+//!
+//! **Answering.** A hit copies the bytes into the send buffer and patches
+//! them: the ID, RD and CD of the query; AD only for clients that asked for
+//! it (AD or DO set, RFC 6840); the question name as asked (0x20 case
+//! randomisation); every TTL decremented by the entry's age in whole
+//! seconds. The offsets of the TTLs are found once, when the answer is
+//! stored. Nothing is allocated; the table is split into [`SHARDS`]
+//! mutex-guarded shards by the key's hash, so the UDP workers rarely meet on
+//! a lock and never on a global one.
+//!
+//! **Serve-stale (RFC 8767).** When the upstream fails (every upstream timed
+//! out, all are out of use, a limit refused the query, or the upstream
+//! answered SERVFAIL or REFUSED), an entry that expired less than
+//! `max_stale` ago answers instead, with every TTL set to [`STALE_TTL`]
+//! (30 s, the RFC's recommendation), and for the next 30 s it answers at
+//! once without asking the upstream again (the RFC's failure recheck
+//! timer). SERVFAIL entries are never served stale, and an upstream's
+//! SERVFAIL never replaces an answer that can still be served stale.
+//!
+//! **Bounds.** At most `max_entries` answers and `max_bytes` bytes (answer,
+//! key, TTL offsets and [`ENTRY_OVERHEAD`] of bookkeeping each), split
+//! evenly over the shards; negative and SERVFAIL entries take at most half
+//! of each, so a flood of nonexistent names cannot push out the answers in
+//! use. Room is made with the CLOCK algorithm (a hit sets an entry's
+//! reference bit; the hand clears it and takes the first entry without
+//! one), taking entries that can no longer be served at all first. The
+//! cache has its own bound rather than a share of `[limits] memory`: that
+//! budget refuses queries when it is used up, and a full cache must not.
+//!
+//! Time comes from a [`Clock`], in milliseconds, read once per batch by the
+//! UDP workers; tests and the fuzz harness use a manual one.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::fast::{within_any, Question};
+use super::message::{skip_name, HEADER_LEN};
+use crate::config::CacheSettings;
+use crate::metrics::CacheMetrics;
+
+/// TTL of stale answers, and how long one is given before the upstream is
+/// asked again (RFC 8767 section 4 recommends 30 s).
+pub const STALE_TTL: u32 = 30;
+/// Shards (each with its own lock and an even share of the bounds).
+pub const SHARDS: usize = 16;
+/// Largest answer kept (the largest the sidecar relays over UDP).
+pub const MAX_ANSWER: usize = 4096;
+/// Bytes counted per entry besides its answer, key and TTL offsets: the
+/// entry itself, its slot in the map, the allocator's header.
+pub const ENTRY_OVERHEAD: u64 = 96;
+/// A key: the name (at most 255 bytes), type, class and one byte of flags.
+const KEY_MAX: usize = 255 + 5;
+
+/// Where the cache's time comes from (milliseconds since it was created).
+pub enum Clock {
+    Real(Instant),
+    /// Moved by hand (tests, the fuzz harness).
+    Manual(AtomicU64),
+}
+
+impl Clock {
+    fn now(&self) -> u64 {
+        match self {
+            Clock::Real(epoch) => epoch.elapsed().as_millis() as u64,
+            Clock::Manual(t) => t.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A fresh answer of this many bytes was written.
+    Fresh(usize),
+    /// A stale answer (RFC 8767) of this many bytes was written.
+    Stale(usize),
+    /// Nothing usable (counts as a miss).
+    Miss,
+    /// The cache is off.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// NOERROR with records.
+    Positive,
+    /// NXDOMAIN, or NOERROR without records (NODATA), with an SOA.
+    Negative,
+    /// The upstream's SERVFAIL.
+    ServFail,
+}
+
+struct Entry {
+    hash: u64,
+    /// The key, then the offsets of the answer's TTL fields (u16, little
+    /// endian), then the answer with its TTLs capped: one allocation.
+    data: Box<[u8]>,
+    key_len: u16,
+    ttls: u16,
+    /// When it was stored (ms, [`Clock`] time).
+    stored: u64,
+    /// Seconds it stays fresh: its smallest (capped) TTL.
+    lifetime: u32,
+    kind: Kind,
+    /// Set by a hit, cleared by the eviction hand.
+    referenced: bool,
+    /// While `now` is before this, it is answered stale without asking the
+    /// upstream (the upstream failed recently); 0 = not in that state.
+    stale_until: u64,
+}
+
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.data[..self.key_len as usize]
+    }
+
+    fn answer(&self) -> &[u8] {
+        &self.data[self.key_len as usize + 2 * self.ttls as usize..]
+    }
+
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        let at = self.key_len as usize;
+        self.data[at..at + 2 * self.ttls as usize].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
+    }
+
+    fn cost(&self) -> u64 {
+        self.data.len() as u64 + ENTRY_OVERHEAD
+    }
+
+    fn expires(&self) -> u64 {
+        self.stored + self.lifetime as u64 * 1000
+    }
+
+    fn fresh(&self, now: u64) -> bool {
+        now < self.expires()
+    }
+
+    /// May be answered stale at `now` (whether or not the upstream failed).
+    fn stale_ok(&self, now: u64, l: &ShardLimits) -> bool {
+        l.serve_stale && self.kind != Kind::ServFail && now.saturating_sub(self.expires()) <= l.max_stale_ms
+    }
+
+    fn useful(&self, now: u64, l: &ShardLimits) -> bool {
+        self.fresh(now) || self.stale_ok(now, l)
+    }
+
+    fn denial(&self) -> bool {
+        self.kind != Kind::Positive
+    }
+}
+
+/// One shard's share of the bounds, and the settings read under its lock.
+#[derive(Debug, Clone, Copy, Default)]
+struct ShardLimits {
+    entries: usize,
+    bytes: u64,
+    serve_stale: bool,
+    max_stale_ms: u64,
+}
+
+impl ShardLimits {
+    fn of(s: &CacheSettings, shard: usize) -> ShardLimits {
+        if !s.enabled {
+            return ShardLimits::default();
+        }
+        let entries = s.max_entries / SHARDS + usize::from(shard < s.max_entries % SHARDS);
+        ShardLimits { entries, bytes: s.max_bytes / SHARDS as u64, serve_stale: s.serve_stale, max_stale_ms: s.max_stale.as_millis() as u64 }
+    }
+}
+
+/// The map's keys are already hashes (SipHash with a random key).
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Key hash -> slot.
+    map: HashMap<u64, u32, BuildHasherDefault<Identity>>,
+    /// The CLOCK ring.
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    hand: usize,
+    entries: usize,
+    bytes: u64,
+    denials: usize,
+    denial_bytes: u64,
+    limits: ShardLimits,
+}
+
+impl Shard {
+    fn get(&mut self, hash: u64, key: &[u8]) -> Option<&mut Entry> {
+        let i = *self.map.get(&hash)? as usize;
+        self.slots[i].as_mut().filter(|e| e.key() == key)
+    }
+
+    fn remove(&mut self, i: usize, m: &CacheMetrics) -> Option<Entry> {
+        let e = self.slots[i].take()?;
+        self.map.remove(&e.hash);
+        self.free.push(i as u32);
+        let cost = e.cost();
+        self.entries -= 1;
+        self.bytes -= cost;
+        if e.denial() {
+            self.denials -= 1;
+            self.denial_bytes -= cost;
+        }
+        m.entries.dec();
+        m.bytes.dec_by(cost as i64);
+        Some(e)
+    }
+
+    fn clear(&mut self, m: &CacheMetrics) {
+        for i in 0..self.slots.len() {
+            self.remove(i, m);
+        }
+        *self = Shard { limits: self.limits, ..Shard::default() };
+    }
+
+    /// Frees room for an entry of `cost` bytes (a negative or SERVFAIL one
+    /// when `denial`). False when it can never fit this shard.
+    fn make_room(&mut self, cost: u64, denial: bool, now: u64, m: &CacheMetrics) -> bool {
+        let l = self.limits;
+        if l.entries == 0 || cost > l.bytes || (denial && (l.entries / 2 == 0 || cost > l.bytes / 2)) {
+            return false;
+        }
+        // Two turns of the hand always suffice: the first clears every
+        // reference bit it passes.
+        let mut steps = 2 * self.slots.len() + 2;
+        loop {
+            let over_all = self.entries + 1 > l.entries || self.bytes + cost > l.bytes;
+            let over_denials = denial && (self.denials + 1 > l.entries / 2 || self.denial_bytes + cost > l.bytes / 2);
+            if !over_all && !over_denials {
+                return true;
+            }
+            if steps == 0 || self.slots.is_empty() {
+                return false;
+            }
+            steps -= 1;
+            let i = self.hand % self.slots.len();
+            self.hand = i + 1;
+            let Some(e) = self.slots[i].as_mut() else { continue };
+            let useful = e.useful(now, &l);
+            if useful {
+                // Only the denials are over their share: keep positive answers.
+                if !over_all && !e.denial() {
+                    continue;
+                }
+                if e.referenced {
+                    e.referenced = false;
+                    continue;
+                }
+            }
+            self.remove(i, m);
+            if useful {
+                m.evictions.inc();
+            }
+        }
+    }
+
+    fn put(&mut self, e: Entry, now: u64, m: &CacheMetrics) -> bool {
+        // The same key (or, once in 2^64, another key with the same hash)
+        // is replaced.
+        if let Some(&i) = self.map.get(&e.hash) {
+            self.remove(i as usize, m);
+        }
+        let cost = e.cost();
+        if !self.make_room(cost, e.denial(), now, m) {
+            return false;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.entries += 1;
+        self.bytes += cost;
+        if e.denial() {
+            self.denials += 1;
+            self.denial_bytes += cost;
+        }
+        m.entries.inc();
+        m.bytes.inc_by(cost as i64);
+        self.map.insert(e.hash, i as u32);
+        self.slots[i] = Some(e);
+        true
+    }
+}
+
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    clock: Clock,
+    enabled: AtomicBool,
+    settings: ArcSwap<CacheSettings>,
+    /// Zone apexes in wire form: names at or below them are never kept.
+    zones: ArcSwap<Vec<Vec<u8>>>,
+    metrics: CacheMetrics,
+}
+
+/// How TTLs are written into an answer.
+#[derive(Clone, Copy)]
+enum Ttls {
+    /// Decremented by this many seconds.
+    Aged(u32),
+    /// All [`STALE_TTL`].
+    Stale,
+}
+
+impl Cache {
+    /// A cache on the real clock.
+    pub fn new(settings: &CacheSettings, metrics: CacheMetrics) -> Cache {
+        Cache::with_clock(settings, metrics, Clock::Real(Instant::now()))
+    }
+
+    /// A cache whose time only moves with [`Cache::advance`].
+    pub fn manual(settings: &CacheSettings, metrics: CacheMetrics) -> Cache {
+        Cache::with_clock(settings, metrics, Clock::Manual(AtomicU64::new(0)))
+    }
+
+    fn with_clock(settings: &CacheSettings, metrics: CacheMetrics, clock: Clock) -> Cache {
+        let shards = (0..SHARDS).map(|i| Mutex::new(Shard { limits: ShardLimits::of(settings, i), ..Shard::default() })).collect();
+        Cache {
+            shards,
+            hasher: RandomState::new(),
+            clock,
+            enabled: AtomicBool::new(settings.enabled),
+            settings: ArcSwap::from_pointee(settings.clone()),
+            zones: ArcSwap::from_pointee(Vec::new()),
+            metrics,
+        }
+    }
+
+    /// Moves a manual clock forward (no effect on the real one).
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(t) = &self.clock {
+            t.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The cache's time, in ms.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
+    }
+
+    /// Applies (new) settings and the zones the sidecar serves. Changed
+    /// settings empty the cache (its entries were kept under the old
+    /// ones); otherwise it is kept, but for names now at or below one of
+    /// `zones` (a zone added by a reload answers them from now on).
+    pub fn configure(&self, settings: &CacheSettings, zones: Vec<Vec<u8>>) {
+        let changed = **self.settings.load() != *settings;
+        self.settings.store(Arc::new(settings.clone()));
+        self.enabled.store(settings.enabled, Ordering::Relaxed);
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut s = lock(shard);
+            s.limits = ShardLimits::of(settings, i);
+            if changed {
+                s.clear(&self.metrics);
+                continue;
+            }
+            let inside: Vec<usize> = s.slots.iter().enumerate().filter_map(|(i, e)| e.as_ref().filter(|e| within_any(&zones, name_of(e.key()))).map(|_| i)).collect();
+            for i in inside {
+                s.remove(i, &self.metrics);
+            }
+        }
+        self.zones.store(Arc::new(zones));
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).entries).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held now (as counted against `max_bytes`).
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| lock(s).bytes).sum()
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[(hash >> 32) as usize % SHARDS])
+    }
+
+    /// Answers query `q` (read as `qn`) into `out` from a fresh entry, or
+    /// from a stale one while the upstream is known to fail; `limit` is
+    /// the largest answer the client takes.
+    pub fn answer(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
+        if !self.enabled() {
+            return Found::Off;
+        }
+        if !qn.plain {
+            return Found::Miss;
+        }
+        let mut buf = [0u8; KEY_MAX];
+        let key = key_of(q, qn, &mut buf);
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash);
+        let l = shard.limits;
+        let Some(e) = shard.get(hash, key) else { return Found::Miss };
+        if e.fresh(now) {
+            e.referenced = true;
+            let age = ((now - e.stored) / 1000) as u32;
+            return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
+        }
+        if now < e.stale_until && e.stale_ok(now, &l) {
+            e.referenced = true;
+            return write(e, q, qn, limit, Ttls::Stale, out).map_or(Found::Miss, Found::Stale);
+        }
+        Found::Miss
+    }
+
+    /// The upstream failed for `q`: answers from an entry that expired less
+    /// than `max_stale` ago (or a fresh one stored meanwhile), and answers
+    /// it stale without asking the upstream for the next [`STALE_TTL`] s.
+    pub fn stale(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
+        if !self.enabled() {
+            return Found::Off;
+        }
+        if !qn.plain {
+            return Found::Miss;
+        }
+        let mut buf = [0u8; KEY_MAX];
+        let key = key_of(q, qn, &mut buf);
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash);
+        let l = shard.limits;
+        let Some(e) = shard.get(hash, key) else { return Found::Miss };
+        if e.fresh(now) {
+            let age = ((now - e.stored) / 1000) as u32;
+            return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
+        }
+        if !e.stale_ok(now, &l) {
+            return Found::Miss;
+        }
+        e.stale_until = now + STALE_TTL as u64 * 1000;
+        e.referenced = true;
+        write(e, q, qn, limit, Ttls::Stale, out).map_or(Found::Miss, Found::Stale)
+    }
+
+    /// Keeps `answer`, the upstream's answer to `q`, if it may be kept.
+    /// Returns whether it was.
+    pub fn insert(&self, q: &[u8], qn: &Question, answer: &[u8], now: u64) -> bool {
+        if !self.enabled() || !qn.plain {
+            return false;
+        }
+        let mut buf = [0u8; KEY_MAX];
+        let key = key_of(q, qn, &mut buf);
+        if within_any(&self.zones.load(), name_of(key)) {
+            return false;
+        }
+        let settings = self.settings.load();
+        let Some(kept) = keepable(q, qn, answer, &settings) else { return false };
+        let mut data = Vec::with_capacity(key.len() + 2 * kept.ttls.len() + kept.bytes.len());
+        data.extend_from_slice(key);
+        for t in &kept.ttls {
+            data.extend_from_slice(&t.to_le_bytes());
+        }
+        data.extend_from_slice(&kept.bytes);
+        let hash = self.hasher.hash_one(key);
+        let entry = Entry {
+            hash,
+            data: data.into_boxed_slice(),
+            key_len: key.len() as u16,
+            ttls: kept.ttls.len() as u16,
+            stored: now,
+            lifetime: kept.lifetime,
+            kind: kept.kind,
+            referenced: false,
+            stale_until: 0,
+        };
+        let mut shard = self.shard(hash);
+        if kept.kind == Kind::ServFail {
+            let l = shard.limits;
+            // A failure does not push out what can answer for it.
+            if shard.get(hash, key).is_some_and(|old| old.kind != Kind::ServFail && old.useful(now, &l)) {
+                return false;
+            }
+        }
+        shard.put(entry, now, &self.metrics)
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The key of `q`: its name in lower case, type, class (IN), and one byte
+/// for EDNS (0 none, 1 EDNS, 2 EDNS with DO) and CD (4).
+fn key_of<'b>(q: &[u8], qn: &Question, buf: &'b mut [u8; KEY_MAX]) -> &'b [u8] {
+    let name = &q[HEADER_LEN..qn.qname_end];
+    let n = name.len();
+    buf[..n].copy_from_slice(name);
+    if qn.upper {
+        buf[..n].make_ascii_lowercase();
+    }
+    buf[n..n + 2].copy_from_slice(&qn.qtype.to_be_bytes());
+    buf[n + 2..n + 4].copy_from_slice(&[0, 1]);
+    buf[n + 4] = qn.edns as u8 | ((q[3] & 0x10) >> 2);
+    &buf[..n + 5]
+}
+
+fn name_of(key: &[u8]) -> &[u8] {
+    &key[..key.len() - 5]
+}
+
+/// Copies `e`'s answer into `out` for query `q`, patched (see the module
+/// doc); `None` when it does not fit.
+fn write(e: &Entry, q: &[u8], qn: &Question, limit: usize, ttls: Ttls, out: &mut [u8]) -> Option<usize> {
+    let a = e.answer();
+    if a.len() > limit || a.len() > out.len() {
+        return None;
+    }
+    let out = &mut out[..a.len()];
+    out.copy_from_slice(a);
+    out[0] = q[0];
+    out[1] = q[1];
+    out[2] = (out[2] & !0x01) | (q[2] & 0x01);
+    out[3] = (out[3] & !0x10) | (q[3] & 0x10);
+    // RFC 6840 5.8: AD only for a client that set AD or DO.
+    if q[3] & 0x20 == 0 && qn.edns != 2 {
+        out[3] &= !0x20;
+    }
+    out[HEADER_LEN..qn.qname_end].copy_from_slice(&q[HEADER_LEN..qn.qname_end]);
+    for o in e.ttl_offsets() {
+        let ttl = match ttls {
+            Ttls::Aged(age) => u32::from_be_bytes([out[o], out[o + 1], out[o + 2], out[o + 3]]).saturating_sub(age),
+            Ttls::Stale => STALE_TTL,
+        };
+        out[o..o + 4].copy_from_slice(&ttl.to_be_bytes());
+    }
+    Some(a.len())
+}
+
+/// An answer as it is kept.
+struct Keep {
+    bytes: Vec<u8>,
+    /// Offsets of the TTL fields in `bytes`.
+    ttls: Vec<u16>,
+    lifetime: u32,
+    kind: Kind,
+}
+
+/// Whether `a`, the upstream's answer to `q`, may be kept, and how: its
+/// TTLs capped, OPT options removed, TTL offsets found. See the module doc
+/// for what is kept.
+fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings) -> Option<Keep> {
+    if a.len() > MAX_ANSWER || a.len() < HEADER_LEN {
+        return None;
+    }
+    // A response (QR) to a QUERY (opcode 0), not truncated (TC).
+    if a[2] & 0x80 == 0 || a[2] & 0x7A != 0 {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([a[i], a[i + 1]]) as usize;
+    let qend = qn.end();
+    if count(4) != 1 || a.len() < qend || !a[HEADER_LEN..qend].eq_ignore_ascii_case(&q[HEADER_LEN..qend]) {
+        return None;
+    }
+    let (an, ns, ar) = (count(6), count(8), count(10));
+    let kind = match a[3] & 0x0F {
+        0 if an > 0 => Kind::Positive,
+        0 | 3 => Kind::Negative,
+        2 => Kind::ServFail,
+        _ => return None,
+    };
+    let cap = match kind {
+        Kind::Positive => s.max_ttl,
+        Kind::Negative => s.max_negative_ttl,
+        Kind::ServFail => s.servfail_ttl,
+    };
+    if cap == 0 {
+        return None;
+    }
+    let mut bytes = a.to_vec();
+    let mut ttls = Vec::new();
+    let mut lifetime = cap;
+    let (mut soa, mut opt) = (false, false);
+    let mut at = qend;
+    let total = an + ns + ar;
+    for i in 0..total {
+        let authority = i >= an && i < an + ns;
+        let additional = i >= an + ns;
+        at = skip_name(a, at).ok()?;
+        let fixed = a.get(at..at + 10)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+        let rdata_at = at + 10;
+        let rdata = a.get(rdata_at..rdata_at + rdlen)?;
+        match rtype {
+            41 => {
+                // One OPT, in the additional section, no extended rcode.
+                if !additional || opt || fixed[4] != 0 {
+                    return None;
+                }
+                opt = true;
+                if rdlen > 0 {
+                    // Options are dropped when nothing follows them (always,
+                    // in practice); otherwise the answer is not kept.
+                    if i + 1 != total || rdata_at + rdlen != a.len() {
+                        return None;
+                    }
+                    bytes[at + 8..at + 10].copy_from_slice(&[0, 0]);
+                    bytes.truncate(rdata_at);
+                }
+            }
+            // Signed answers (TSIG, SIG(0)) are for one exchange only.
+            250 | 24 if additional => return None,
+            _ => {
+                let mut ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+                if rtype == 6 && authority {
+                    // RFC 2308: a negative answer lives min(SOA TTL, MINIMUM).
+                    if rdlen < 22 {
+                        return None;
+                    }
+                    soa = true;
+                    if kind == Kind::Negative {
+                        ttl = ttl.min(u32::from_be_bytes([rdata[rdlen - 4], rdata[rdlen - 3], rdata[rdlen - 2], rdata[rdlen - 1]]));
+                    }
+                }
+                let capped = ttl.min(cap);
+                bytes[at + 4..at + 8].copy_from_slice(&capped.to_be_bytes());
+                ttls.push((at + 4) as u16);
+                lifetime = lifetime.min(capped);
+            }
+        }
+        at = rdata_at + rdlen;
+    }
+    // Trailing bytes, or (RFC 2308) a negative answer without an SOA.
+    if at != a.len() || (kind == Kind::Negative && !soa) || lifetime == 0 {
+        return None;
+    }
+    Some(Keep { bytes, ttls, lifetime, kind })
+}
