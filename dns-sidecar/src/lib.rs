@@ -181,6 +181,7 @@ pub struct Running {
     handler: dns::SharedHandler,
     targets: dns::targets::SharedTargets,
     guard: Arc<dns::Guard>,
+    cache: Arc<dns::cache::Cache>,
     probers: Probers,
     observations: mpsc::Sender<observation::Tagged>,
     reconfigure: mpsc::Sender<engine::Reconfigure>,
@@ -224,7 +225,9 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let config = shared.config.load_full();
     let targets: dns::targets::SharedTargets = Arc::default();
     let guard = dns::Guard::new(shared.clone());
-    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone(), targets.clone(), guard.clone())?));
+    let cache = Arc::new(dns::cache::Cache::new(&config.cache, shared.metrics.cache.clone()));
+    cache.configure_from(&config);
+    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone(), targets.clone(), guard.clone(), cache.clone())?));
     let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
@@ -245,7 +248,7 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
         tasks.spawn(admin::serve(a, shared.clone(), control.clone(), stop_rx));
     }
     info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
-    Ok(Running { shared, control, local_addrs, admin_addr, handler, targets, guard, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
+    Ok(Running { shared, control, local_addrs, admin_addr, handler, targets, guard, cache, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
 }
 
 impl Running {
@@ -269,12 +272,15 @@ impl Running {
         if config.dns.listen != old.dns.listen || config.admin.listen != old.admin.listen {
             warn!("listener addresses changed in the config; they apply at the next restart");
         }
-        let handler = dns::Handler::new(&config, self.shared.clone(), self.targets.clone(), self.guard.clone()).map_err(RunError::from)?;
+        let handler = dns::Handler::new(&config, self.shared.clone(), self.targets.clone(), self.guard.clone(), self.cache.clone()).map_err(RunError::from)?;
         let config = Arc::new(config);
         let report = self.probers.sync(&config, &self.observations).map_err(RunError::from)?;
         let (done, wait) = oneshot::channel();
         self.reconfigure.send(engine::Reconfigure { config: config.clone(), done }).await.map_err(|_| ReloadError::Stopped)?;
         wait.await.map_err(|_| ReloadError::Stopped)?;
+        // Before the new handler answers: names of zones it adds leave the
+        // cache, and no answer for them is kept from now on.
+        self.cache.configure_from(&config);
         self.handler.store(Arc::new(handler));
         self.shared.config.store(config);
         info!(started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped, "configuration reloaded");

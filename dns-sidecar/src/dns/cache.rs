@@ -415,6 +415,11 @@ impl Cache {
         self.zones.store(Arc::new(zones));
     }
 
+    /// [`Cache::configure`] with `config`'s `[cache]` and zones.
+    pub fn configure_from(&self, config: &crate::config::Config) {
+        self.configure(&config.cache, config.zones.iter().map(|z| super::fast::wire(z.name.as_str())).collect());
+    }
+
     /// Entries held now.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).entries).sum()

@@ -288,10 +288,15 @@ fn cookies_are_not_kept_and_client_specific_options_bypass_the_cache() {
     let m = lookup(&c, &second).1.expect("a cookie does not change the key");
     assert!(m.edns.as_ref().unwrap().options().as_ref().is_empty(), "the first client's cookie is not handed out: {:?}", m.edns);
     assert!(hit(lookup(&c, &Q { edns: Some(false), ..q("c.example.com.") }.bytes()).0), "without a cookie too");
-    // Client subnet: the answer may be for that client only.
-    let ecs = Q { edns: Some(false), options: vec![EdnsOption::Unknown(8, vec![0, 1, 24, 0, 10, 1, 2])], ..q("e.example.com.") }.bytes();
-    assert!(!insert(&c, &ecs, &answer(&ecs, ResponseCode::NoError, vec![a("e.example.com.", 60, 7)], vec![], vec![])));
-    assert_eq!(lookup(&c, &ecs).0, Found::Miss);
+    // Other options may make the answer this client's own (an unknown one
+    // here); client subnet and NSID are not even read without decoding.
+    let own = Q { edns: Some(false), options: vec![EdnsOption::Unknown(65001, vec![1, 2])], ..q("e.example.com.") }.bytes();
+    assert!(!insert(&c, &own, &answer(&own, ResponseCode::NoError, vec![a("e.example.com.", 60, 7)], vec![], vec![])));
+    assert_eq!(lookup(&c, &own).0, Found::Miss);
+    for code in [3, 8] {
+        let raw = Q { edns: Some(false), options: vec![EdnsOption::Unknown(code, vec![0, 1, 24, 0, 10, 1, 2])], ..q("e.example.com.") }.bytes();
+        assert!(question(&raw, 4096).is_none(), "option {code}: the full path decides");
+    }
 }
 
 #[test]

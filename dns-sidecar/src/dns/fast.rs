@@ -289,8 +289,14 @@ pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
         let mut o = 0;
         while o < rdata.len() {
             let head = rdata.get(o..o + 4)?;
+            let code = u16::from_be_bytes([head[0], head[1]]);
+            // NSID (3) and client subnet (8) have a content the full path
+            // checks (FORMERR when malformed): it decides.
+            if matches!(code, 3 | 8) {
+                return None;
+            }
             // COOKIE (10) and PADDING (12) say nothing about the question.
-            plain &= matches!(u16::from_be_bytes([head[0], head[1]]), 10 | 12);
+            plain &= matches!(code, 10 | 12);
             o += 4 + u16::from_be_bytes([head[2], head[3]]) as usize;
         }
         if o != rdata.len() {

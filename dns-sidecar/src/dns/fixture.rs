@@ -56,7 +56,10 @@ pub fn fixture() -> (Config, Handler, FastTable) {
     targets.entries.insert(("pg-a.test.".into(), RecordType::A), Cached { rcode: ResponseCode::NoError, answers: vec![a], refresh_at: later });
     targets.entries.insert(("pg-a.test.".into(), RecordType::AAAA), Cached { rcode: ResponseCode::NoError, answers: vec![], refresh_at: later });
     let guard = super::Guard::new(shared.clone());
-    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets)), guard).expect("valid names");
+    // A manual clock: answers from the cache do not change between two calls.
+    let cache = Arc::new(super::cache::Cache::manual(&config.cache, shared.metrics.cache.clone()));
+    cache.configure_from(&config);
+    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets)), guard, cache).expect("valid names");
     let table = FastTable::build(&handler, &routes);
     (config, handler, table)
 }

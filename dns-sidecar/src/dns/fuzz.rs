@@ -10,12 +10,18 @@
 //! * [`Target::datagram`]: nothing panics; a datagram gets at most one
 //!   answer, decided once (the worker turns a [`Plan`] into exactly one of
 //!   reply, drop, relay or runtime job); the fast path answers only what the
-//!   full path answers, with the same bytes; every answer carries the query's
-//!   ID with QR set, and fits the transport's size.
+//!   full path answers, with the same bytes, from the precomputed table and
+//!   from the cache of forwarded answers (warmed with fresh, negative,
+//!   SERVFAIL and stale entries, on a clock that does not move), and stale
+//!   answers alike; every answer carries the query's ID with QR set, and
+//!   fits the transport's size.
 //! * [`config`]: config parsing and validation return errors, never panic.
 
 use std::path::Path;
 
+use hickory_proto::op::Message;
+
+use super::cache::Found;
 use super::fast::FastTable;
 use super::handler::{Handler, Plan};
 use super::message::{check_wire, CLASSIC_UDP_LIMIT};
@@ -26,6 +32,8 @@ use crate::config::Config;
 pub struct Target {
     handler: Handler,
     table: FastTable,
+    /// Datagrams answered from the cache (so a run shows it reached it).
+    pub cached: std::cell::Cell<usize>,
 }
 
 impl Default for Target {
@@ -37,7 +45,8 @@ impl Default for Target {
 impl Target {
     pub fn new() -> Target {
         let (_, handler, table) = super::fixture::fixture();
-        Target { handler, table }
+        warm(&handler);
+        Target { handler, table, cached: Default::default() }
     }
 
     /// Runs one datagram through the fast path and the full path (UDP and TCP).
@@ -54,7 +63,26 @@ impl Target {
         }
         if let Some(f) = self.table.forwardable(data) {
             assert!(fast.is_none(), "answered and forwardable: {data:02x?}");
+            let cache = self.handler.cache();
+            if let Found::Fresh(n) | Found::Stale(n) = cache.answer(data, &f, f.udp_limit, cache.now(), &mut out) {
+                let Plan::Reply(r) = &full else { panic!("answered from the cache, but the full path does not answer directly: {data:02x?}") };
+                assert_eq!(r.bytes, out[..n], "fast and full answers from the cache differ for {data:02x?}");
+                assert!(Message::from_vec(&r.bytes).is_ok(), "an answer from the cache does not decode: {data:02x?}");
+                check_reply(data, &r.bytes, Some(self.handler.max_udp() as usize));
+                self.cached.set(self.cached.get() + 1);
+                return;
+            }
             let Plan::Forward(req) = &full else { panic!("the fast path would forward what the full path does not: {data:02x?}") };
+            // The upstream failed: a stale answer (or SERVFAIL) alike from both.
+            let stale = match cache.stale(data, &f, f.udp_limit, cache.now(), &mut out) {
+                Found::Fresh(n) | Found::Stale(n) => Some(out[..n].to_vec()),
+                _ => None,
+            };
+            if let Some(stale) = stale {
+                let full = self.handler.refuse_or_stale(req, data, hickory_proto::op::ResponseCode::ServFail, Transport::Udp).map(|r| r.bytes);
+                assert_eq!(full.as_ref(), Some(&stale), "fast and full stale answers differ for {data:02x?}");
+                check_reply(data, &stale, Some(self.handler.max_udp() as usize));
+            }
             for (rcode, code) in [(2, hickory_proto::op::ResponseCode::ServFail), (5, hickory_proto::op::ResponseCode::Refused)] {
                 let n = self.table.refuse(data, &f, rcode, &mut out);
                 let full = self.handler.refuse(req, code, Transport::Udp).map(|r| r.bytes);
@@ -77,6 +105,75 @@ fn check_reply(query: &[u8], reply: &[u8], udp_max: Option<usize>) {
     if let Some(max) = udp_max {
         assert!(reply.len() <= max.max(CLASSIC_UDP_LIMIT), "a UDP answer of {} bytes for {query:02x?}", reply.len());
     }
+}
+
+/// Names the fuzz harness keeps in the cache (see [`warm`]).
+pub const CACHED: [&str; 5] = ["www.example.com.", "gone.example.com.", "chain.example.net.", "broken.example.org.", "old.example.com."];
+
+/// Fills `handler`'s cache as upstream answers would: for each EDNS
+/// variant and CD, `www.example.com.` A (two records) and AAAA (NODATA with
+/// an SOA), `gone.example.com.` NXDOMAIN, `chain.example.net.` a CNAME chain,
+/// `broken.example.org.` SERVFAIL, and `old.example.com.` expired (only
+/// stale answers), then moves the clock 2 s on.
+pub fn warm(handler: &Handler) {
+    use hickory_proto::op::{Edns, MessageType, Query, ResponseCode};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let n = |s: &str| Name::from_ascii(s).expect("valid");
+    let soa = |z: &str| Record::from_rdata(n(z), 600, RData::SOA(SOA::new(n(&format!("ns.{z}")), n(&format!("hostmaster.{z}")), 1, 3600, 600, 86400, 300)));
+    /// Name, type, the upstream's rcode, answer and authority sections.
+    type Upstream<'a> = (&'a str, RecordType, ResponseCode, Vec<Record>, Vec<Record>);
+    let cases: Vec<Upstream> = vec![
+        ("www.example.com.", RecordType::A, ResponseCode::NoError, vec![Record::from_rdata(n("www.example.com."), 300, RData::A(A::new(192, 0, 2, 1))), Record::from_rdata(n("www.example.com."), 300, RData::A(A::new(192, 0, 2, 2)))], vec![]),
+        ("www.example.com.", RecordType::AAAA, ResponseCode::NoError, vec![], vec![soa("example.com.")]),
+        ("gone.example.com.", RecordType::A, ResponseCode::NXDomain, vec![], vec![soa("example.com.")]),
+        (
+            "chain.example.net.",
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![
+                Record::from_rdata(n("chain.example.net."), 3600, RData::CNAME(CNAME(n("edge.example.net.")))),
+                Record::from_rdata(n("edge.example.net."), 60, RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
+                Record::from_rdata(n("edge.example.net."), 60, RData::A(A::new(192, 0, 2, 3))),
+            ],
+            vec![],
+        ),
+        ("broken.example.org.", RecordType::A, ResponseCode::ServFail, vec![], vec![]),
+        ("old.example.com.", RecordType::A, ResponseCode::NoError, vec![Record::from_rdata(n("old.example.com."), 1, RData::A(A::new(192, 0, 2, 4)))], vec![]),
+    ];
+    let cache = handler.cache();
+    for (name, qtype, rcode, answers, authority) in cases {
+        for edns in 0..3 {
+            for cd in [false, true] {
+                let mut q = Message::query();
+                q.metadata.id = 0x4242;
+                q.metadata.recursion_desired = true;
+                q.metadata.checking_disabled = cd;
+                q.queries.push(Query::query(n(name), qtype));
+                let mut a = Message::new(0x4242, MessageType::Response, q.metadata.op_code);
+                a.metadata.recursion_desired = true;
+                a.metadata.recursion_available = true;
+                a.metadata.checking_disabled = cd;
+                a.metadata.response_code = rcode;
+                a.queries = q.queries.clone();
+                a.answers = answers.clone();
+                a.authorities = authority.clone();
+                if edns > 0 {
+                    let mut e = Edns::new();
+                    e.set_max_payload(1232);
+                    e.set_dnssec_ok(edns == 2);
+                    q.set_edns(e.clone());
+                    e.set_max_payload(4096);
+                    a.set_edns(e);
+                }
+                let (Ok(q), Ok(a)) = (q.to_vec(), a.to_vec()) else { continue };
+                if let Some(qn) = super::fast::question(&q, handler.max_udp()) {
+                    cache.insert(&q, &qn, &a, cache.now());
+                }
+            }
+        }
+    }
+    cache.advance(std::time::Duration::from_secs(2));
 }
 
 /// Parses `data` as a config file: errors are fine, panics are not.
@@ -139,20 +236,27 @@ pub fn mutate(input: &[u8], other: &[u8], rng: &mut impl rand::RngExt) -> Vec<u8
 /// knows, and the malformed ones from the field (pointer loops, overlong
 /// EDNS options).
 pub fn dns_seeds() -> Vec<Vec<u8>> {
-    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::op::{Edns, Query};
     use hickory_proto::rr::{Name, RecordType};
     let mut seeds = Vec::new();
-    for name in ["prod.db.test.", "PROD.db.test.", "nope.db.test.", "db.test.", "ro.eu.db.test.", "eu.db.test.", "www.example.com."] {
+    let cached = CACHED.iter().flat_map(|n| [n.to_string(), n.to_uppercase(), n.replacen('e', "E", 2)]);
+    let names: Vec<String> = ["prod.db.test.", "PROD.db.test.", "nope.db.test.", "db.test.", "ro.eu.db.test.", "eu.db.test."].iter().map(|s| s.to_string()).chain(cached).collect();
+    for name in &names {
         for t in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY, RecordType::SOA, RecordType::TXT] {
-            for edns in 0..3 {
+            for edns in 0..5 {
                 let mut m = Message::query();
                 m.metadata.id = 0x4242;
                 m.metadata.recursion_desired = true;
+                m.metadata.checking_disabled = edns == 4;
                 m.queries.push(Query::query(Name::from_ascii(name).expect("valid"), t));
                 if edns > 0 {
                     let mut e = Edns::new();
-                    e.set_max_payload(1232);
+                    e.set_max_payload(if edns == 3 { 512 } else { 1232 });
                     e.set_dnssec_ok(edns == 2);
+                    if edns == 3 {
+                        // A client cookie: ignored by the cache's key.
+                        e.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, vec![7; 8]));
+                    }
                     m.set_edns(e);
                 }
                 if let Ok(b) = m.to_vec() {
@@ -226,6 +330,7 @@ mod tests {
         seeds.extend(corpus("dns"));
         let n = run(seeds, |d| t.datagram(d));
         assert!(n > 0);
+        assert!(t.cached.get() > 100, "only {} datagrams were answered from the cache", t.cached.get());
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
+use super::cache::{Cache, Found, MAX_ANSWER};
+use super::fast::question;
 use super::forward::{ForwardError, Forwarder};
 use super::guard::Guard;
 use super::targets::{self, SharedTargets};
@@ -56,10 +58,12 @@ pub struct Handler {
     limits: Limits,
     allow: Vec<Cidr>,
     guard: Arc<Guard>,
+    /// Forwarded answers (process-wide, kept across reloads).
+    cache: Arc<Cache>,
 }
 
 impl Handler {
-    pub fn new(config: &Config, shared: Arc<Shared>, targets: SharedTargets, guard: Arc<Guard>) -> Result<Handler, NameConversion> {
+    pub fn new(config: &Config, shared: Arc<Shared>, targets: SharedTargets, guard: Arc<Guard>, cache: Arc<Cache>) -> Result<Handler, NameConversion> {
         let zones = config.zones.iter().map(|z| ZoneData::build(z, config)).collect::<Result<Vec<_>, _>>()?;
         let names = config
             .servers
@@ -77,7 +81,77 @@ impl Handler {
             limits: config.limits.clone(),
             allow: config.dns.allow.clone(),
             guard,
+            cache,
         })
+    }
+
+    /// The cache of forwarded answers.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    /// A forwarded query answered from the cache (fresh, or stale while the
+    /// upstream is known to fail); counts a hit, a stale answer or a miss.
+    fn cached(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
+        if !self.cache.enabled() {
+            return None;
+        }
+        let m = self.cache.metrics();
+        let Some(qn) = question(raw, self.max_udp) else {
+            m.misses.inc();
+            return None;
+        };
+        let mut out = [0u8; MAX_ANSWER];
+        let limit = if transport == Transport::Udp { qn.udp_limit } else { usize::MAX };
+        let (n, counter) = match self.cache.answer(raw, &qn, limit, self.cache.now(), &mut out) {
+            Found::Fresh(n) => (n, &m.hits),
+            Found::Stale(n) => (n, &m.stale),
+            Found::Miss | Found::Off => {
+                m.misses.inc();
+                return None;
+            }
+        };
+        counter.inc();
+        Some(Reply { bytes: out[..n].to_vec(), kind: QueryKind::Forwarded })
+    }
+
+    /// The upstream failed for `raw`: a stale answer from the cache (RFC
+    /// 8767), if it has one; counted.
+    pub fn stale(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
+        let qn = question(raw, self.max_udp)?;
+        let mut out = [0u8; MAX_ANSWER];
+        let limit = if transport == Transport::Udp { qn.udp_limit } else { usize::MAX };
+        let m = self.cache.metrics();
+        let n = match self.cache.stale(raw, &qn, limit, self.cache.now(), &mut out) {
+            Found::Stale(n) => {
+                m.stale.inc();
+                n
+            }
+            Found::Fresh(n) => {
+                m.hits.inc();
+                n
+            }
+            Found::Miss | Found::Off => return None,
+        };
+        Some(Reply { bytes: out[..n].to_vec(), kind: QueryKind::Forwarded })
+    }
+
+    /// Keeps the upstream's `answer` to `raw` in the cache, if it may be kept.
+    pub fn keep(&self, raw: &[u8], answer: &[u8]) {
+        if let Some(qn) = question(raw, self.max_udp) {
+            self.cache.insert(raw, &qn, answer, self.cache.now());
+        }
+    }
+
+    /// [`Handler::refuse`], but a SERVFAIL (no upstream, a limit) is
+    /// replaced by a stale answer when the cache has one.
+    pub fn refuse_or_stale(&self, req: &Message, raw: &[u8], code: ResponseCode, transport: Transport) -> Option<Reply> {
+        if code == ResponseCode::ServFail {
+            if let Some(r) = self.stale(raw, transport) {
+                return Some(r);
+            }
+        }
+        self.refuse(req, code, transport)
     }
 
     /// The limits in force with this handler's config.
@@ -208,9 +282,12 @@ impl Handler {
         }
         let qname = canonical(&q.name);
         let Some(zone) = self.zones.iter().filter(|z| within(&qname, &z.apex_text)).max_by_key(|z| z.apex_text.len()) else {
-            return match self.forwarder {
-                Some(_) => Plan::Forward(Box::new(req)),
-                None => self.reply(&req, ResponseCode::Refused, transport),
+            if self.forwarder.is_none() {
+                return self.reply(&req, ResponseCode::Refused, transport);
+            }
+            return match self.cached(raw, transport) {
+                Some(r) => Plan::Reply(r),
+                None => Plan::Forward(Box::new(req)),
             };
         };
         let routes = self.shared.routes.load();
@@ -279,7 +356,17 @@ impl Handler {
     async fn forward(&self, req: &Message, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let fwd = self.forwarder.as_ref()?;
         match fwd.forward(raw, transport).await {
-            Ok(answer) => Some(answer),
+            Ok(answer) => {
+                // The upstream could not answer (SERVFAIL, REFUSED): a stale
+                // answer is better (RFC 8767).
+                if matches!(answer[3] & 0x0F, 2 | 5) {
+                    if let Some(r) = self.stale(raw, transport) {
+                        return Some(r.bytes);
+                    }
+                }
+                self.keep(raw, &answer);
+                Some(answer)
+            }
             Err(ForwardError::TooBig) => self.truncated(raw),
             Err(e) => {
                 if matches!(e, ForwardError::AllDown) {
@@ -287,6 +374,9 @@ impl Handler {
                 }
                 tracing::debug!(error = %e, "forwarding failed");
                 self.count_upstream_error(&e);
+                if let Some(r) = self.stale(raw, transport) {
+                    return Some(r.bytes);
+                }
                 self.reply_bytes(req, ResponseCode::ServFail, transport, QueryKind::Forwarded)
             }
         }

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::cache::{Cache, Found};
+use super::fast::question;
 use super::forward::{same_question, ForwardError, Upstream, MAX_UDP_ANSWER};
 use super::guard::{Guard, Refusal, Ticket};
 use super::handler::Handler;
@@ -88,6 +90,9 @@ pub struct Relay {
     state: Mutex<State>,
     guard: Arc<Guard>,
     shared: Arc<Shared>,
+    /// Upstream answers are kept here; stale answers come from here when
+    /// the upstream fails.
+    cache: Arc<Cache>,
 }
 
 /// Why [`Relay::submit`] did not take a query.
@@ -103,9 +108,27 @@ pub enum NotTaken {
 
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
-    pub fn new(client: UdpSocket, guard: Arc<Guard>, shared: Arc<Shared>) -> Arc<Relay> {
+    pub fn new(client: UdpSocket, guard: Arc<Guard>, shared: Arc<Shared>, cache: Arc<Cache>) -> Arc<Relay> {
         let state = State { pending: HashMap::new(), deadlines: VecDeque::new(), slots: Vec::new(), retired: Vec::new(), next: 0, serial: 0 };
-        Arc::new(Relay { client, state: Mutex::new(state), guard, shared })
+        Arc::new(Relay { client, state: Mutex::new(state), guard, shared, cache })
+    }
+
+    /// A stale answer to `query` from the cache, written into `out` (the
+    /// upstream failed); counted.
+    fn stale(&self, handler: &Handler, query: &[u8], out: &mut [u8]) -> Option<usize> {
+        let qn = question(query, handler.max_udp())?;
+        let m = self.cache.metrics();
+        match self.cache.stale(query, &qn, qn.udp_limit, self.cache.now(), out) {
+            Found::Stale(n) => {
+                m.stale.inc();
+                Some(n)
+            }
+            Found::Fresh(n) => {
+                m.hits.inc();
+                Some(n)
+            }
+            Found::Miss | Found::Off => None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -160,6 +183,8 @@ impl Relay {
         // aliases, wins. Lowering our own priority needs no privilege.
         super::lower_priority(10);
         let mut batch = Batch::new(BATCH, MAX_UDP_ANSWER);
+        // Where stale answers are written.
+        let mut scratch = vec![0u8; MAX_UDP_ANSWER];
         let mut stopping_since: Option<Instant> = None;
         let mut last_sweep = Instant::now();
         let mut fds: Vec<(libc::pollfd, u64)> = Vec::new();
@@ -187,20 +212,23 @@ impl Relay {
                 for (p, (_, serial)) in polled.iter().zip(&fds) {
                     if p.revents & libc::POLLIN != 0 {
                         let n = batch.recv_nowait(p.fd);
-                        self.answers(&mut batch, n, *serial);
+                        self.answers(&mut batch, n, *serial, &mut scratch);
                     }
                 }
             }
             if last_sweep.elapsed() >= SWEEP {
                 last_sweep = Instant::now();
-                self.sweep();
+                self.sweep(&mut scratch);
                 self.lock().maintain();
             }
         }
     }
 
-    /// Relays the `n` datagrams in `batch`, received on socket `serial`.
-    fn answers(&self, batch: &mut Batch, n: usize, serial: u64) {
+    /// Relays the `n` datagrams in `batch`, received on socket `serial`, and
+    /// keeps them in the cache; when the upstream answered SERVFAIL or
+    /// REFUSED, a stale answer from the cache goes to the client instead.
+    fn answers(&self, batch: &mut Batch, n: usize, serial: u64, scratch: &mut [u8]) {
+        let now = self.cache.now();
         let mut counts = [0u64; 8];
         for i in 0..n {
             let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else { continue };
@@ -234,7 +262,16 @@ impl Relay {
                 }
             } else {
                 answer[..2].copy_from_slice(&p.query[..2]);
-                answer
+                let failed = matches!(answer[3] & 0x0F, 2 | 5);
+                match failed.then(|| self.stale(&p.handler, &p.query, scratch)).flatten() {
+                    Some(n) => &scratch[..n],
+                    None => {
+                        if let Some(qn) = question(&p.query, p.handler.max_udp()) {
+                            self.cache.insert(&p.query, &qn, answer, now);
+                        }
+                        answer
+                    }
+                }
             };
             if let Err(e) = self.client.send_to(out, p.client) {
                 debug!(error = %e, "relay answer send failed");
@@ -250,8 +287,9 @@ impl Relay {
         }
     }
 
-    /// Moves timed-out queries to the next upstream in use, or answers SERVFAIL.
-    fn sweep(&self) {
+    /// Moves timed-out queries to the next upstream in use, or answers
+    /// (stale from the cache, else SERVFAIL).
+    fn sweep(&self, scratch: &mut [u8]) {
         let now = Instant::now();
         let mut failed = Vec::new();
         let mut resend = Vec::new();
@@ -299,10 +337,23 @@ impl Relay {
             let _ = sock.send_to(&out, to);
         }
         for (p, err) in failed {
-            if let Some(bytes) = p.handler.forward_failed(&p.query, &err) {
-                let _ = self.client.send_to(&bytes, p.client);
-                self.shared.metrics.answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
-            }
+            let stale = self.stale(&p.handler, &p.query, scratch);
+            let failed;
+            let bytes: &[u8] = match stale {
+                Some(n) => {
+                    p.handler.count_upstream_error(&err);
+                    &scratch[..n]
+                }
+                None => match p.handler.forward_failed(&p.query, &err) {
+                    Some(b) => {
+                        failed = b;
+                        &failed
+                    }
+                    None => continue,
+                },
+            };
+            let _ = self.client.send_to(bytes, p.client);
+            self.shared.metrics.answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
         }
     }
 }

@@ -196,7 +196,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: SharedHand
         place.set_idle(true);
         let read = async {
             let len = stream.read_u16().await.ok()? as usize;
-            if len > MAX_QUERY || len < 12 {
+            if !(12..=MAX_QUERY).contains(&len) {
                 return None;
             }
             ticket.grow(len as u64, &limits).ok()?;
@@ -234,6 +234,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: SharedHand
                     } else {
                         match h.guard().try_forward(SLOW_COST, &limits) {
                             Ok(_flight) => h.complete(plan, &buf, Transport::Tcp).await,
+                            Err(_) if forward => h.refuse_or_stale(&req, &buf, ResponseCode::ServFail, Transport::Tcp),
                             Err(_) => h.refuse(&req, ResponseCode::ServFail, Transport::Tcp),
                         }
                     }

@@ -28,6 +28,7 @@ use hickory_proto::op::ResponseCode;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::cache::Found;
 use super::fast::FastTable;
 use super::guard::{Guard, Ticket};
 use super::handler::{Handler, Plan};
@@ -80,7 +81,7 @@ pub fn spawn(
         // Unbounded, but every job in it holds a ticket of the budget.
         let (tx, rx) = mpsc::unbounded_channel::<SlowJob>();
         tokio::spawn(slow_answers(rx, sender));
-        let relay = Relay::new(sock.try_clone()?, guard.clone(), shared.clone());
+        let relay = Relay::new(sock.try_clone()?, guard.clone(), shared.clone(), handler.load().cache().clone());
         let (r, relay_stop) = (relay.clone(), stop.clone());
         threads.push(std::thread::Builder::new().name(format!("dns-relay-{i}")).spawn(move || r.run(relay_stop))?);
         let (handler, shared, stop) = (handler.clone(), shared.clone(), stop.clone());
@@ -126,6 +127,8 @@ struct Worker {
     tx: Batch,
     /// Answers per [kind][rcode] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
+    /// Cache hits, misses and stale answers in this batch.
+    cached: [u64; 3],
     /// Full batches received in a row.
     full_streak: u32,
 }
@@ -136,7 +139,7 @@ const OVERLOAD_STREAK: u32 = 4;
 
 impl Worker {
     fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, slow: mpsc::UnboundedSender<SlowJob>, relay: Arc<Relay>) -> Worker {
-        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4], full_streak: 0 }
+        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4], cached: [0; 3], full_streak: 0 }
     }
 
     fn run(mut self, stop: &AtomicBool) {
@@ -171,6 +174,8 @@ impl Worker {
         let started = Instant::now();
         let (gen, table) = self.table.as_ref().expect("built above");
         let handler = gen.0.clone();
+        let cache = handler.cache().clone();
+        let now = cache.now();
         let mut out = 0;
         for i in 0..n {
             let peer_addr = *self.rx.addr(i);
@@ -194,15 +199,46 @@ impl Worker {
             let fast = table.answer(q, self.tx.buf_mut(out));
             if fast.is_none() {
                 if let Some(f) = table.forwardable(q) {
-                    // Forwarded without decoding: relayed, or refused at once.
-                    let refusal = relay_or_refuse(&self.relay, &handler, q, peer, started).err();
-                    if let Some(code) = refusal.filter(|_| !overloaded) {
-                        let rcode = code.low();
-                        if let Some(len) = table.refuse(q, &f, rcode, self.tx.buf_mut(out)) {
-                            self.tx.address_reply(out, len, &self.rx, i);
-                            self.counts[QueryKind::Forwarded as usize][rcode_index(rcode as u16)] += 1;
-                            out += 1;
+                    // Forwarded names, without decoding: from the cache, or
+                    // relayed, or refused at once (a stale answer rather
+                    // than SERVFAIL when the cache has one).
+                    let found = cache.answer(q, &f, f.udp_limit, now, self.tx.buf_mut(out));
+                    let len = match found {
+                        Found::Fresh(len) => {
+                            self.cached[0] += 1;
+                            Some(len)
                         }
+                        Found::Stale(len) => {
+                            self.cached[2] += 1;
+                            Some(len)
+                        }
+                        Found::Miss | Found::Off => {
+                            self.cached[1] += u64::from(found == Found::Miss);
+                            match relay_or_refuse(&self.relay, &handler, q, peer, started) {
+                                Ok(()) => None,
+                                Err(code) => {
+                                    let stale = if code == ResponseCode::ServFail { cache.stale(q, &f, f.udp_limit, now, self.tx.buf_mut(out)) } else { Found::Miss };
+                                    match stale {
+                                        Found::Stale(len) => {
+                                            self.cached[2] += 1;
+                                            Some(len)
+                                        }
+                                        Found::Fresh(len) => {
+                                            self.cached[0] += 1;
+                                            Some(len)
+                                        }
+                                        _ if overloaded => None,
+                                        _ => table.refuse(q, &f, code.low(), self.tx.buf_mut(out)),
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    if let Some(len) = len {
+                        self.tx.address_reply(out, len, &self.rx, i);
+                        let rcode = (self.tx.buf_mut(out)[3] & 0x0F) as u16;
+                        self.counts[QueryKind::Forwarded as usize][rcode_index(rcode)] += 1;
+                        out += 1;
                     }
                     continue;
                 }
@@ -215,7 +251,9 @@ impl Worker {
                         Plan::Drop => None,
                         Plan::Forward(req) => match relay_or_refuse(&self.relay, &handler, q, peer, started) {
                             Ok(()) => None,
-                            Err(code) => handler.refuse(&req, code, Transport::Udp).filter(|_| !overloaded),
+                            // Under overload a refusal is dropped; a stale answer
+                            // (never SERVFAIL or REFUSED itself) is sent.
+                            Err(code) => handler.refuse_or_stale(&req, q, code, Transport::Udp).filter(|r| !overloaded || r.rcode() != code.low() as u16),
                         },
                         plan => slow(&self.slow, &handler, plan, q, peer, started),
                     };
@@ -237,6 +275,11 @@ impl Worker {
         }
         self.tx.send(self.sock.as_raw_fd(), out);
         let m = &self.shared.metrics;
+        for (n, c) in self.cached.iter_mut().zip([&m.cache.hits, &m.cache.misses, &m.cache.stale]) {
+            if *n > 0 {
+                c.inc_by(std::mem::take(n));
+            }
+        }
         let elapsed = started.elapsed().as_secs_f64();
         for (k, kind) in [QueryKind::Alias, QueryKind::Authoritative, QueryKind::Forwarded, QueryKind::Other].into_iter().enumerate() {
             let total: u64 = self.counts[k].iter().sum();
@@ -282,7 +325,8 @@ fn slow(tx: &mpsc::UnboundedSender<SlowJob>, handler: &Arc<Handler>, plan: Plan,
             None
         }
         Err(_) => match plan {
-            Plan::Forward(req) | Plan::Chase { req, .. } => handler.refuse(&req, ResponseCode::ServFail, Transport::Udp),
+            Plan::Forward(req) => handler.refuse_or_stale(&req, q, ResponseCode::ServFail, Transport::Udp),
+            Plan::Chase { req, .. } => handler.refuse(&req, ResponseCode::ServFail, Transport::Udp),
             _ => None,
         },
     }
