@@ -5,6 +5,7 @@
 
 mod abuse;
 mod admin;
+mod cache;
 mod config_cli;
 mod demo;
 mod deploy;

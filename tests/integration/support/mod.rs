@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod raw;
 pub mod sidecar;
+pub mod upstream;
 
 pub use dig::dig;
