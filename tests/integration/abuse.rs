@@ -83,21 +83,21 @@ async fn clients_outside_the_allow_list_get_refused() {
 async fn forwarded_queries_are_limited_per_client_and_zone_answers_are_not() {
     let env = Env::start(false, "\n[limits]\nforward_rate = 1\nforward_burst = 3\n").await;
     let dns = env.dns;
-    let (fwd, zone) = tokio::task::spawn_blocking(move || {
+    let (fwd, zone, cached) = tokio::task::spawn_blocking(move || {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut codes = Vec::new();
-        for name in ["www.example.test.", "nope.db.test."] {
-            let mut got = Vec::new();
-            for _ in 0..12 {
-                sock.send_to(&raw::query(name, RecordType::A), dns).unwrap();
-                let mut buf = [0u8; 1500];
-                let (n, _) = sock.recv_from(&mut buf).expect("every query is answered");
-                got.push(rcode(&buf[..n]));
-            }
-            codes.push(got);
-        }
-        (codes[0].clone(), codes[1].clone())
+        let ask = |name: &str| {
+            sock.send_to(&raw::query(name, RecordType::A), dns).unwrap();
+            let mut buf = [0u8; 1500];
+            let (n, _) = sock.recv_from(&mut buf).expect("every query is answered");
+            rcode(&buf[..n])
+        };
+        // Names the upstream is asked for (each new, so none is cached),
+        // names of the zone, and a name answered from the cache.
+        let fwd: Vec<u8> = (0..12).map(|i| ask(if i == 0 { "www.example.test." } else { Box::leak(format!("n{i}.example.test.").into_boxed_str()) })).collect();
+        let zone: Vec<u8> = (0..12).map(|_| ask("nope.db.test.")).collect();
+        let cached: Vec<u8> = (0..12).map(|_| ask("www.example.test.")).collect();
+        (fwd, zone, cached)
     })
     .await
     .unwrap();
@@ -105,9 +105,10 @@ async fn forwarded_queries_are_limited_per_client_and_zone_answers_are_not() {
     assert!(refused >= 12 - 3 - 2, "the burst passes, the rest is REFUSED: {fwd:?}");
     assert_eq!(fwd[0], 0, "{fwd:?}");
     assert!(zone.iter().all(|&c| c == 3), "zone answers are not rate limited: {zone:?}");
+    assert!(cached.iter().all(|&c| c == 0), "answers from the cache are not rate limited: {cached:?}");
     // Another client has its own bucket.
-    let other = tokio::task::spawn_blocking(move || exchange_from("127.0.0.5:0", dns, &raw::query("www.example.test.", RecordType::A))).await.unwrap();
-    assert_eq!(rcode(&other.unwrap()), 0);
+    let other = tokio::task::spawn_blocking(move || exchange_from("127.0.0.5:0", dns, &raw::query("n1.example.test.", RecordType::A))).await.unwrap();
+    assert_ne!(rcode(&other.unwrap()), 5);
     assert!(limited(env.sidecar(), "rate") >= refused as f64);
 }
 
