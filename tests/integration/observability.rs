@@ -185,6 +185,21 @@ async fn every_readme_alert_fires_on_its_event() {
     check("dns_sidecar_limited_total", &before, &after, &before, &[("reason", "rate")]);
     drop(forwarder);
 
+    // An answer in the cache expires, then the upstream stops answering:
+    // the expired answer is served stale.
+    let up = crate::support::upstream::Upstream::start();
+    up.a("kept.example.test.", 1, [10, 7, 7, 7]);
+    let text = format!("[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"200ms\"\n[[zones]]\nname = \"db.test\"\n", up.addr);
+    let cached = Sidecar::start(&text).unwrap();
+    assert_eq!(dig(cached.dns, "kept.example.test", "A", &[]).status, "NOERROR");
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = scrape(&cached);
+    up.set_mode(crate::support::upstream::Mode::Silent);
+    assert_eq!(dig(cached.dns, "kept.example.test", "A", &[]).answers("A"), ["10.7.7.7"], "served stale");
+    let after = scrape(&cached);
+    check("dns_sidecar_cache_stale_answers_total", &before, &after, &before, &[]);
+    drop(cached);
+
     let env = Env::start(true, "").await;
     env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
     let sc = || scrape(env.sidecar());

@@ -502,7 +502,7 @@ fn cache_settings(cx: &Ctx<'_>, raw: &super::raw::RawCache) -> Result<CacheSetti
             return cx.err(
                 Some(m.span()),
                 format!("`cache.max_stale` of {} is outside 1s..=7d", human(m.get_ref().0)),
-                "max_stale = \"24h\" is the default (RFC 8767 suggests 1 to 3 days, at most 7); to serve nothing stale write serve_stale = false",
+                "max_stale = \"1d\" is the default (RFC 8767 suggests 1 to 3 days, at most 7); to serve nothing stale write serve_stale = false",
             )
         }
     };
