@@ -1,5 +1,6 @@
-//! `loadtest`: dns-sidecar against Knot, NSD, dnsmasq and a do-nothing floor
-//! under `dnsperf`, on loopback, in interleaved rounds. See benches/README.md.
+//! `loadtest`: dns-sidecar against Knot, NSD, dnsmasq, dnsdist and a
+//! do-nothing floor under `dnsperf`, on loopback, in interleaved rounds. See
+//! benches/README.md.
 //!
 //! What it does, in order:
 //! 1. pins itself to the client CPU (so everything it starts that is not a
@@ -21,6 +22,7 @@
 mod docs_tests;
 mod dns;
 mod dnsperf;
+mod replay;
 mod report;
 mod servers;
 mod sys;
@@ -38,7 +40,7 @@ use hickory_proto::rr::RecordType;
 use servers::{Kind, Server};
 
 #[derive(Parser, Debug, Clone)]
-#[command(about = "DNS load test: dns-sidecar vs Knot, NSD, dnsmasq and a do-nothing floor (loopback only)")]
+#[command(about = "DNS load test: dns-sidecar vs Knot, NSD, dnsmasq, dnsdist and a do-nothing floor (loopback only)")]
 pub struct Args {
     /// 1 round x 2 s per server and mix: checks the harness end to end in about 2 minutes.
     #[arg(long)]
@@ -50,12 +52,15 @@ pub struct Args {
     #[arg(long)]
     duration: Option<u32>,
     /// Servers to measure, comma-separated: knot, nsd, floor, sidecar,
-    /// sidecar-cname, sidecar-noprobe, dnsmasq.
-    #[arg(long, value_delimiter = ',', default_value = "knot,nsd,floor,sidecar,sidecar-cname,sidecar-noprobe,dnsmasq")]
+    /// sidecar-cname, sidecar-noprobe, dnsmasq, dnsdist, dnsdist-cache, and
+    /// (only when named) sidecar-nocache.
+    #[arg(long, value_delimiter = ',', default_value = "knot,nsd,floor,sidecar,sidecar-cname,sidecar-noprobe,dnsmasq,dnsdist,dnsdist-cache")]
     servers: Vec<String>,
     /// Query mixes, comma-separated: a (alias only), b (90% alias, 10%
-    /// nonexistent names), c (forwarded names).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    /// nonexistent names), c (forwarded names that repeat: cache hits), d (a
+    /// realistic mix: Zipf-distributed names with mixed TTLs), e (forwarded
+    /// names never asked before: cache misses; last, as it fills caches).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
     mixes: Vec<String>,
     /// Promote the replica in the middle of an extra dns-sidecar round (mix a)
     /// and check that the alias follows.
@@ -86,6 +91,9 @@ pub struct Args {
     /// Names under fwd.test. in the upstream (mix c cycles through them).
     #[arg(long, default_value_t = 300)]
     fwd_names: usize,
+    /// Names of mix d (and of the simulated replay).
+    #[arg(long, default_value_t = 3000)]
+    zipf_names: usize,
     /// dnsmasq --cache-size (0: every query is forwarded, like dns-sidecar).
     #[arg(long, default_value_t = 0)]
     dnsmasq_cache: u32,
@@ -126,7 +134,15 @@ pub enum Mix {
     A,
     B,
     C,
+    D,
+    E,
 }
+
+/// Names of mix e per second of a round: more than any server answers, so
+/// no name comes twice within a round (dnsperf loops over its input).
+const MISS_NAMES_PER_SECOND: usize = 300_000;
+/// Queries in mix d's input (dnsperf loops over it).
+const ZIPF_QUERIES: usize = 500_000;
 
 impl Mix {
     fn parse(s: &str) -> Option<Mix> {
@@ -134,6 +150,8 @@ impl Mix {
             "a" => Some(Mix::A),
             "b" => Some(Mix::B),
             "c" => Some(Mix::C),
+            "d" => Some(Mix::D),
+            "e" => Some(Mix::E),
             _ => None,
         }
     }
@@ -142,23 +160,31 @@ impl Mix {
             Mix::A => "a",
             Mix::B => "b",
             Mix::C => "c",
+            Mix::D => "d",
+            Mix::E => "e",
         }
     }
     pub fn title(self) -> &'static str {
         match self {
             Mix::A => "alias only (`prod.db.test A`)",
             Mix::B => "90% alias, 10% nonexistent names in the zone (NXDOMAIN)",
-            Mix::C => "forwarded names (`hN.fwd.test A`, answered by the upstream Knot)",
+            Mix::C => "forwarded names that repeat (`hN.fwd.test A`, TTL 300 s): answered from the cache by the caches, forwarded by the others",
+            Mix::D => "a realistic mix: Zipf-distributed names of `zipf.test.` with TTLs of 5 s to 1 h and 20% NXDOMAIN names",
+            Mix::E => "forwarded names never asked before (`mN.miss.test A`, a wildcard upstream): every query a cache miss",
         }
     }
     fn takes_part(self, k: Kind) -> bool {
         match self {
             Mix::A | Mix::B => k.authoritative(),
-            Mix::C => k.forwards(),
+            Mix::C | Mix::D | Mix::E => k.forwards(),
         }
     }
+    /// The queries reach the upstream (its query count is read per round).
+    pub fn forwarded(self) -> bool {
+        matches!(self, Mix::C | Mix::D | Mix::E)
+    }
     /// dnsperf's input (dnsperf loops over it).
-    fn data(self, fwd_names: usize) -> String {
+    fn data(self, args: &Args, zipf: &replay::Workload) -> String {
         let mut s = String::new();
         match self {
             Mix::A => s.push_str(&format!("{} A\n", servers::ALIAS)),
@@ -172,8 +198,15 @@ impl Mix {
                 }
             }
             Mix::C => {
-                for i in 0..fwd_names.max(1) {
+                for i in 0..args.fwd_names.max(1) {
                     s.push_str(&format!("{} A\n", servers::fwd_name(i).0));
+                }
+            }
+            Mix::D => s = zipf.data(ZIPF_QUERIES, 1),
+            Mix::E => {
+                for i in 0..args.duration() as usize * MISS_NAMES_PER_SECOND {
+                    s.push_str(&servers::miss_name(i));
+                    s.push_str(" A\n");
                 }
             }
         }
@@ -204,6 +237,8 @@ pub struct Round {
     /// causes included (`/proc/stat`).
     pub server_core_pct: f64,
     pub client_core_pct: f64,
+    /// Queries the upstream answered during the round (forwarding mixes).
+    pub upstream_queries: Option<u64>,
     /// 1 + how often it was repeated because it was noisy.
     pub attempts: u32,
 }
@@ -221,6 +256,13 @@ impl Round {
     }
     pub fn noisy(&self, max_other: f64) -> bool {
         self.pct(self.other_cpu) > max_other
+    }
+    /// Upstream queries per 1000 answered queries.
+    pub fn upstream_per_1000(&self) -> f64 {
+        match self.upstream_queries {
+            Some(u) if self.stats.completed > 0 => 1000.0 * u as f64 / self.stats.completed as f64,
+            _ => f64::NAN,
+        }
     }
 }
 
@@ -258,6 +300,8 @@ pub struct Outcome {
     pub failover: Option<FailoverResult>,
     pub memory: Vec<Memory>,
     pub dnsperf_version: String,
+    /// Mix d's workload through the cache at a pod's pace (simulated).
+    pub replays: Vec<replay::Replay>,
 }
 
 fn main() {
@@ -297,14 +341,14 @@ fn run(args: Args) -> Result<bool> {
     }
     let mut kinds = Vec::new();
     for s in &args.servers {
-        let k = Kind::parse(s.trim()).with_context(|| format!("unknown server {s:?}; use knot, nsd, floor, sidecar, sidecar-cname, sidecar-noprobe, dnsmasq"))?;
+        let k = Kind::parse(s.trim()).with_context(|| format!("unknown server {s:?}; use knot, nsd, floor, sidecar, sidecar-cname, sidecar-noprobe, sidecar-nocache, dnsmasq, dnsdist, dnsdist-cache"))?;
         if !kinds.contains(&k) {
             kinds.push(k);
         }
     }
     let mut mixes = Vec::new();
     for m in &args.mixes {
-        let mix = Mix::parse(m.trim()).with_context(|| format!("unknown mix {m:?}; use a, b, c"))?;
+        let mix = Mix::parse(m.trim()).with_context(|| format!("unknown mix {m:?}; use a, b, c, d, e"))?;
         if !mixes.contains(&mix) {
             mixes.push(mix);
         }
@@ -325,8 +369,11 @@ fn run(args: Args) -> Result<bool> {
     if kinds.iter().any(|k| k.is_sidecar()) && !sidecar_bin.is_file() {
         bail!("{} not found; build it first: cargo build --release -p dns-sidecar", sidecar_bin.display());
     }
-    for prog in ["dnsperf", "taskset", "knotd"] {
+    for prog in ["dnsperf", "taskset", "knotd", "knotc"] {
         sys::which(prog).with_context(|| format!("{prog} not found; run benches/loadtest.sh, which installs what is missing"))?;
+    }
+    if kinds.iter().any(|k| matches!(k, Kind::Dnsdist | Kind::DnsdistCache)) {
+        sys::which("dnsdist").context("dnsdist not found; run benches/loadtest.sh, which installs what is missing")?;
     }
 
     let command = std::env::var("LOADTEST_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
@@ -340,18 +387,19 @@ fn run(args: Args) -> Result<bool> {
     eprintln!("loadtest: scratch directory {}", dir.display());
 
     // dnsperf inputs.
+    let zipf = replay::Workload::new(args.zipf_names);
     let mut data_files = Vec::new();
     for &m in &mixes {
         let f = dir.join(format!("mix-{}.txt", m.id()));
-        fs::write(&f, m.data(args.fwd_names))?;
+        fs::write(&f, m.data(&args, &zipf))?;
         data_files.push((m, f));
     }
 
     // The upstream: forwarded names for mix c, and the alias targets'
     // addresses that the forwarding sidecar adds to its alias answers.
-    let need_upstream = kinds.iter().any(|k| k.chases() || matches!(k, Kind::Dnsmasq));
+    let need_upstream = kinds.iter().any(|k| k.chases() || k.forwards());
     let (upstream_addr, upstream) = if need_upstream {
-        let (a, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names)?;
+        let (a, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names, &zipf)?;
         sys::pin_tree(p.pid(), args.upstream_cpu)?;
         eprintln!("loadtest: upstream Knot on {a} (CPU {})", args.upstream_cpu);
         (a, Some(p))
@@ -469,7 +517,7 @@ fn run(args: Args) -> Result<bool> {
                     round.attempts = attempt;
                     let noisy = round.noisy(args.max_other);
                     eprintln!(
-                        "{:>7.0} q/s  lost {:>5}  avg {:>6.3} ms  max {:>6.2} ms  {:>5.2} µs/q  server {:>3.0}%  dnsperf {:>3.0}%  upstream {:>3.0}%  kernel {:>3.0}%  other {:>3.0}%{}",
+                        "{:>7.0} q/s  lost {:>5}  avg {:>6.3} ms  max {:>6.2} ms  {:>5.2} µs/q  server {:>3.0}%  dnsperf {:>3.0}%  upstream {:>3.0}%  kernel {:>3.0}%  other {:>3.0}%{}{}",
                         round.stats.qps,
                         round.stats.lost,
                         round.stats.avg_latency * 1e3,
@@ -480,6 +528,7 @@ fn run(args: Args) -> Result<bool> {
                         round.pct(round.upstream_cpu),
                         round.pct(round.kernel_cpu),
                         round.pct(round.other_cpu),
+                        if round.upstream_queries.is_some() { format!("  upstream {:.1}/1000", round.upstream_per_1000()) } else { String::new() },
                         if noisy { "  (noisy)" } else { "" }
                     );
                     sys::sleep(Duration::from_millis(300))?;
@@ -498,7 +547,7 @@ fn run(args: Args) -> Result<bool> {
         let pair = pair.as_ref().context("failover needs the PostgreSQL pair")?;
         let s = running.iter().find(|s| s.kind == Kind::Sidecar).or_else(|| running.iter().find(|s| s.kind == Kind::SidecarCname)).context("no sidecar running")?;
         let file = dir.join("mix-a.txt");
-        fs::write(&file, Mix::A.data(args.fwd_names))?;
+        fs::write(&file, Mix::A.data(&args, &zipf))?;
         Some(failover_round(&args, s, pair, &file, upstream_pid, &dir)?)
     } else {
         None
@@ -515,7 +564,16 @@ fn run(args: Args) -> Result<bool> {
         }
     }
 
+    // Mix d's names at a pod's pace, through the cache's own code.
+    let replays = if mixes.contains(&Mix::D) {
+        eprintln!("loadtest: simulating an hour of mix d's names through the cache at 1, 10, 100 and 1000 queries/s");
+        [1.0, 10.0, 100.0, 1000.0].into_iter().map(|rate| replay::simulate(&zipf, rate, 3600, 42)).collect()
+    } else {
+        Vec::new()
+    };
+
     let outcome = Outcome {
+        replays,
         labels: running.iter().map(|s| (s.kind.id().to_string(), s.label.clone())).collect(),
         command,
         started,
@@ -614,6 +672,7 @@ fn measure(
     cmd.args(["-l", &dur.to_string(), "-c", &args.clients.to_string(), "-q", &q.to_string(), "-T", &args.threads.to_string(), "-t", &args.timeout.to_string()]);
     let log = dir.join(format!("dnsperf-{}-{}-{}.log", mix.id(), row.replace(' ', ""), round));
 
+    let queries0 = mix.forwarded().then(|| servers::upstream_queries(dir)).flatten();
     let srv0 = sys::tree_ticks(s.pid());
     let up0 = upstream_pid.map_or(0, sys::tree_ticks);
     let cpu0 = sys::cpu_ticks();
@@ -626,6 +685,7 @@ fn measure(
     let kthreads1 = sys::tree_ticks(2);
     let srv1 = sys::tree_ticks(s.pid());
     let up1 = upstream_pid.map_or(0, sys::tree_ticks);
+    let queries1 = mix.forwarded().then(|| servers::upstream_queries(dir)).flatten();
     if !ok {
         bail!("dnsperf failed against {row}:\n{out}\n{}", sys::log_tail(&log, 20));
     }
@@ -653,6 +713,7 @@ fn measure(
         other_cpu,
         server_core_pct: core_pct(args.server_cpu).min(100.0),
         client_core_pct: core_pct(args.client_cpu).min(100.0),
+        upstream_queries: queries0.zip(queries1).map(|(a, b)| b.saturating_sub(a)),
         attempts: 1,
     })
 }

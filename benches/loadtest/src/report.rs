@@ -86,6 +86,7 @@ struct Agg {
     cli_core: f64,
     rcodes: String,
     noisy: usize,
+    upstream_per_1000: f64,
 }
 
 fn aggregate(rs: &[&Round], max_other: f64) -> Agg {
@@ -112,6 +113,7 @@ fn aggregate(rs: &[&Round], max_other: f64) -> Agg {
         cli_core: m(&|r| r.client_core_pct),
         rcodes: rs.last().map(|r| r.stats.rcodes.clone()).unwrap_or_default(),
         noisy: rs.iter().filter(|r| r.noisy(max_other)).count(),
+        upstream_per_1000: m(&|r| r.upstream_per_1000()),
     }
 }
 
@@ -156,11 +158,13 @@ pub fn markdown(o: &Outcome) -> String {
 
     for (mix, rows) in &o.rows {
         let _ = writeln!(s, "## Mix {}: {}\n", mix.id(), mix.title());
+        let fwd = mix.forwarded();
         let _ = writeln!(
             s,
-            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy (server / dnsperf) | noisy rounds | bound by | responses |"
+            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query |{} server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy (server / dnsperf) | noisy rounds | bound by | responses |",
+            if fwd { " upstream queries per 1000 |" } else { "" }
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|{}---:|---:|---:|---:|---:|---:|---:|---|---|", if fwd { "---:|" } else { "" });
         for row in rows {
             let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
             if rs.is_empty() {
@@ -169,7 +173,7 @@ pub fn markdown(o: &Outcome) -> String {
             let g = aggregate(&rs, a.max_other);
             let _ = writeln!(
                 s,
-                "| {row} | {} | {}–{} | {} | {} | {} | {} | {}% | {}% | {}% | {}% | {}% | {}% / {}% | {}/{} | {} | {} |",
+                "| {row} | {} | {}–{} | {} | {} | {} | {} |{} {}% | {}% | {}% | {}% | {}% | {}% / {}% | {}/{} | {} | {} |",
                 fmt_f(g.qps, 0),
                 fmt_f(g.qps_min, 0),
                 fmt_f(g.qps_max, 0),
@@ -177,6 +181,7 @@ pub fn markdown(o: &Outcome) -> String {
                 fmt_f(g.avg_ms, 3),
                 fmt_f(g.max_ms, 2),
                 fmt_f(g.us_q, 2),
+                if fwd { format!(" {} |", fmt_f(g.upstream_per_1000, 1)) } else { String::new() },
                 fmt_f(g.srv_pct, 0),
                 fmt_f(g.cli_pct, 0),
                 fmt_f(g.up_pct, 0),
@@ -189,6 +194,21 @@ pub fn markdown(o: &Outcome) -> String {
                 bound_by(g.srv_core, g.cli_core, g.other_pct > a.max_other),
                 g.rcodes
             );
+        }
+        let _ = writeln!(s);
+    }
+
+    if !o.replays.is_empty() {
+        let _ = writeln!(s, "## Upstream queries saved at a pod's pace (simulated)\n");
+        let _ = writeln!(
+            s,
+            "Mix d's {} names (same popularity and TTLs), asked with Poisson arrivals for one hour at each rate, through dns-sidecar's own cache code (default `[cache]`) on a manual clock; every miss is answered as the upstream zone would and kept. In the load test above the rounds are too short for any TTL to run out.\n",
+            a.zipf_names
+        );
+        let _ = writeln!(s, "| queries/s | queries in the hour | reached the upstream | saved | entries at the end |");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+        for r in &o.replays {
+            let _ = writeln!(s, "| {} | {} | {} | {:.1}% | {} |", r.rate, r.queries, r.upstream, 100.0 * r.saved(), r.entries);
         }
         let _ = writeln!(s);
     }
@@ -303,15 +323,23 @@ const LEGEND: &str = "\
   processing); otherwise `neither (waiting)`: both CPUs had idle time, the rate was
   limited by latency (the client and the server taking turns to sleep and wake up,
   or waiting on the upstream).
+- **upstream queries per 1000** (forwarding mixes): queries the upstream Knot
+  answered during the round (its mod-stats counters, read with `knotc`), per 1000
+  queries the server answered: 1000 for a forwarder without a cache, near 0 for a
+  cache answering repeated names. It includes a few background queries (dnsdist's
+  health check every second, the sidecar refreshing its alias targets).
 - **sidecar** forwards (its alias answers carry the CNAME plus the target's address,
-  resolved from the upstream per query); **sidecar-cname** is the same binary and
-  config without `[upstream]`, so its alias answers are the CNAME only, like Knot,
-  NSD and the floor. **floor** answers every query with the same CNAME (also for
-  nonexistent names).
+  kept fresh from the upstream in the background) and caches forwarded answers
+  (`[cache]` defaults); **sidecar-cname** is the same binary and config without
+  `[upstream]`, so its alias answers are the CNAME only, like Knot, NSD and the
+  floor. **floor** answers every query with the same CNAME (also for nonexistent
+  names). **dnsdist** is Debian's dnsdist forwarding to the same upstream, without a
+  cache; **dnsdist-cache** the same with its packet cache (10000 entries, like the
+  sidecar's).
 ";
 
 pub fn csv(o: &Outcome) -> String {
-    let mut s = String::from("mix,server,round,sent,completed,lost,qps,avg_latency_s,min_latency_s,max_latency_s,wall_s,server_cpu_s,dnsperf_cpu_s,upstream_cpu_s,kernel_cpu_s,other_cpu_s,server_core_pct,client_core_pct,attempts,us_per_query,rcodes\n");
+    let mut s = String::from("mix,server,round,sent,completed,lost,qps,avg_latency_s,min_latency_s,max_latency_s,wall_s,server_cpu_s,dnsperf_cpu_s,upstream_cpu_s,kernel_cpu_s,other_cpu_s,server_core_pct,client_core_pct,attempts,us_per_query,upstream_queries,rcodes\n");
     let mut all: Vec<&Round> = o.rounds.iter().collect();
     if let Some(f) = &o.failover {
         all.push(&f.round);
@@ -319,7 +347,7 @@ pub fn csv(o: &Outcome) -> String {
     for r in all {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{:.1},{:.6},{:.6},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.1},{:.1},{},{:.3},\"{}\"",
+            "{},{},{},{},{},{},{:.1},{:.6},{:.6},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.1},{:.1},{},{:.3},{},\"{}\"",
             r.mix.id(),
             r.row,
             r.round,
@@ -340,6 +368,7 @@ pub fn csv(o: &Outcome) -> String {
             r.client_core_pct,
             r.attempts,
             r.us_per_query(),
+            r.upstream_queries.map_or(String::new(), |u| u.to_string()),
             r.stats.rcodes
         );
     }

@@ -23,11 +23,15 @@ pub const TARGET_B: &str = "pg-b.test.";
 pub const FWD_ZONE: &str = "fwd.test.";
 
 /// Which servers exist. `Sidecar` forwards (like a real deployment: alias
-/// answers carry the CNAME plus the target's address, resolved upstream);
-/// `SidecarCname` has no `[upstream]`, so alias answers are the CNAME only,
-/// exactly like Knot, NSD and the floor. `SidecarNoProbe` is `Sidecar` with
-/// probes every hour (one probe round at start, then none): comparing it with
-/// `Sidecar` shows what the probes at their default interval cost.
+/// answers carry the CNAME plus the target's address, resolved upstream)
+/// and caches forwarded answers (the default); `SidecarCname` has no
+/// `[upstream]`, so alias answers are the CNAME only, exactly like Knot, NSD
+/// and the floor. `SidecarNoProbe` is `Sidecar` with probes every hour (one
+/// probe round at start, then none): comparing it with `Sidecar` shows what
+/// the probes at their default interval cost. `SidecarNoCache` is `Sidecar`
+/// with `[cache] enabled = false` (not measured unless asked for).
+/// `Dnsdist` and `DnsdistCache` are dnsdist forwarding to the same upstream,
+/// without and with its packet cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Knot,
@@ -36,11 +40,15 @@ pub enum Kind {
     Sidecar,
     SidecarCname,
     SidecarNoProbe,
+    SidecarNoCache,
     Dnsmasq,
+    Dnsdist,
+    DnsdistCache,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [Kind::Knot, Kind::Nsd, Kind::Floor, Kind::Sidecar, Kind::SidecarCname, Kind::SidecarNoProbe, Kind::Dnsmasq];
+    pub const ALL: [Kind; 10] =
+        [Kind::Knot, Kind::Nsd, Kind::Floor, Kind::Sidecar, Kind::SidecarCname, Kind::SidecarNoProbe, Kind::SidecarNoCache, Kind::Dnsmasq, Kind::Dnsdist, Kind::DnsdistCache];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -50,7 +58,10 @@ impl Kind {
             Kind::Sidecar => "sidecar",
             Kind::SidecarCname => "sidecar-cname",
             Kind::SidecarNoProbe => "sidecar-noprobe",
+            Kind::SidecarNoCache => "sidecar-nocache",
             Kind::Dnsmasq => "dnsmasq",
+            Kind::Dnsdist => "dnsdist",
+            Kind::DnsdistCache => "dnsdist-cache",
         }
     }
 
@@ -60,21 +71,21 @@ impl Kind {
 
     /// Serves `db.test.` (mixes a and b).
     pub fn authoritative(self) -> bool {
-        !matches!(self, Kind::Dnsmasq)
+        !matches!(self, Kind::Dnsmasq | Kind::Dnsdist | Kind::DnsdistCache)
     }
 
-    /// Forwards other names to the upstream (mix c).
+    /// Forwards other names to the upstream (mixes c, d, e).
     pub fn forwards(self) -> bool {
-        matches!(self, Kind::Sidecar | Kind::Dnsmasq)
+        matches!(self, Kind::Sidecar | Kind::SidecarNoCache | Kind::Dnsmasq | Kind::Dnsdist | Kind::DnsdistCache)
     }
 
     pub fn is_sidecar(self) -> bool {
-        matches!(self, Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe)
+        matches!(self, Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe | Kind::SidecarNoCache)
     }
 
     /// Alias answers carry the target's address (the sidecar has an upstream).
     pub fn chases(self) -> bool {
-        matches!(self, Kind::Sidecar | Kind::SidecarNoProbe)
+        matches!(self, Kind::Sidecar | Kind::SidecarNoProbe | Kind::SidecarNoCache)
     }
 }
 
@@ -151,13 +162,43 @@ fn fwd_zone(names: usize) -> String {
     soa_zone(FWD_ZONE, &body)
 }
 
+/// The zone of mix e: a wildcard, so every one of its never-repeating names
+/// exists (TTL 300, as in `fwd.test.`).
+pub const MISS_ZONE: &str = "miss.test.";
+
+/// Name `i` of mix e.
+pub fn miss_name(i: usize) -> String {
+    format!("m{i}.{MISS_ZONE}")
+}
+
+fn miss_zone() -> String {
+    soa_zone(MISS_ZONE, "ns IN A 127.0.0.1\n* IN A 127.3.0.1\n")
+}
+
+/// The zone of mix d (see [`crate::replay::Workload`]): every name that
+/// exists with its own TTL; the others get NXDOMAIN, kept for the SOA
+/// MINIMUM of 30 s.
+fn zipf_zone(w: &crate::replay::Workload) -> String {
+    let mut body = String::from("ns IN A 127.0.0.1\n");
+    for (i, ttl) in w.ttls.iter().enumerate() {
+        if let Some(ttl) = ttl {
+            let _ = writeln!(body, "{} {ttl} IN A 127.4.{}.{}", w.name(i), i / 256, i % 256);
+        }
+    }
+    format!(
+        "$ORIGIN {z}\n$TTL 300\n@ IN SOA ns.{z} hostmaster.{z} 1 3600 600 86400 {neg}\n@ IN NS ns.{z}\n{body}",
+        z = crate::replay::ZONE,
+        neg = crate::replay::NEGATIVE_TTL
+    )
+}
+
 /// `test.`: the alias targets' addresses, which dns-sidecar resolves
 /// upstream to complete its alias answers.
 fn targets_zone() -> String {
     soa_zone("test.", "ns IN A 127.0.0.1\npg-a IN A 127.0.0.2\npg-b IN A 127.0.0.3\n")
 }
 
-fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)]) -> String {
+fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)], stats: bool) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{}\"", dir.display());
     if is_root() {
@@ -168,11 +209,18 @@ fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)]) -> String {
     // the harness moves every thread back to the server CPU after start-up
     // (sys::pin_tree).
     c.push_str("log:\n  - target: stderr\n    any: warning\n");
+    if stats {
+        // The upstream counts the queries it answers (read with knotc after
+        // each round: what the caches in front of it saved).
+        let _ = writeln!(c, "control:\n    listen: \"{}\"", dir.join("knot.sock").display());
+        c.push_str("mod-stats:\n  - id: default\n    request-protocol: on\n    server-operation: on\n");
+    }
     let _ = writeln!(c, "database:\n    storage: \"{}\"", dir.join("db").display());
     let _ = writeln!(
         c,
-        "template:\n  - id: default\n    storage: \"{}\"\n    semantic-checks: off\n    journal-content: none\n    zonefile-sync: -1",
-        dir.display()
+        "template:\n  - id: default\n    storage: \"{}\"\n    semantic-checks: off\n    journal-content: none\n    zonefile-sync: -1{}",
+        dir.display(),
+        if stats { "\n    global-module: mod-stats/default" } else { "" }
     );
     c.push_str("zone:\n");
     for (domain, file) in zones {
@@ -181,8 +229,9 @@ fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)]) -> String {
     c
 }
 
-/// Starts a Knot instance serving `zones` (name, zone text) on a free port.
-fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)]) -> Result<(SocketAddr, Proc)> {
+/// Starts a Knot instance serving `zones` (name, zone text) on a free port
+/// (with `stats`, counting the queries it answers: see [`upstream_queries`]).
+fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)], stats: bool) -> Result<(SocketAddr, Proc)> {
     fs::create_dir_all(dir.join("db"))?;
     let port = sys::free_port()?;
     let mut files = Vec::new();
@@ -193,7 +242,7 @@ fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)]) -> R
     }
     let refs: Vec<(&str, &str)> = files.iter().map(|(d, f)| (*d, f.as_str())).collect();
     let conf = dir.join("knot.conf");
-    fs::write(&conf, knot_conf(dir, port, &refs))?;
+    fs::write(&conf, knot_conf(dir, port, &refs, stats))?;
     let knotd = sys::which("knotd").context("knotd not found (apt-get install -y knot)")?;
     let mut cmd = taskset(cpu, &knotd);
     cmd.arg("-c").arg(&conf);
@@ -202,11 +251,14 @@ fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)]) -> R
 }
 
 /// The upstream for forwarded names and alias targets: Knot, authoritative
-/// for `fwd.test.` (`names` A records) and `test.` (pg-a, pg-b).
-pub fn start_upstream(dir: &Path, cpu: usize, names: usize) -> Result<(SocketAddr, Proc)> {
+/// for `fwd.test.` (`names` A records), `miss.test.` (a wildcard),
+/// `zipf.test.` (the names of mix d) and `test.` (pg-a, pg-b); it counts
+/// the queries it answers.
+pub fn start_upstream(dir: &Path, cpu: usize, names: usize, zipf: &crate::replay::Workload) -> Result<(SocketAddr, Proc)> {
     let dir = dir.join("upstream");
     fs::create_dir_all(&dir)?;
-    let (addr, mut p) = start_knot("upstream knotd", &dir, cpu, &[(FWD_ZONE, fwd_zone(names)), ("test.", targets_zone())])?;
+    let zones = [(FWD_ZONE, fwd_zone(names)), (MISS_ZONE, miss_zone()), (crate::replay::ZONE, zipf_zone(zipf)), ("test.", targets_zone())];
+    let (addr, mut p) = start_knot("upstream knotd", &dir, cpu, &zones, true)?;
     let probe = fwd_name(0);
     wait_ready(&mut p, addr, &probe.0, |a| a.addrs == [probe.1.clone()])?;
     Ok((addr, p))
@@ -220,7 +272,7 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
     let cpu = s.server_cpu;
     let (addr, label, mut p) = match kind {
         Kind::Knot => {
-            let (addr, p) = start_knot("knotd", &dir, cpu, &[(ZONE, db_zone())])?;
+            let (addr, p) = start_knot("knotd", &dir, cpu, &[(ZONE, db_zone())], false)?;
             (addr, sys::version_of("knotd", "--version").replace("knotd (Knot DNS), version", "Knot DNS"), p)
         }
         Kind::Nsd => {
@@ -241,20 +293,25 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             let p = Proc::spawn("floor", cmd, &dir.join("floor.log"))?;
             (SocketAddr::from(([127, 0, 0, 1], port)), "floor (recvmmsg/sendmmsg)".to_string(), p)
         }
-        Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe => {
+        Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe | Kind::SidecarNoCache => {
             let pg = s.pg.as_ref().context("dns-sidecar needs the PostgreSQL pair")?;
             let port = sys::free_port()?;
             let conf = dir.join("config.toml");
             let upstream = kind.chases().then_some(s.upstream);
             let interval = if kind == Kind::SidecarNoProbe { "1h" } else { "100ms" };
-            fs::write(&conf, sidecar_conf(port, upstream, pg, interval))?;
+            let mut text = sidecar_conf(port, upstream, pg, interval);
+            if kind == Kind::SidecarNoCache {
+                text.push_str("\n[cache]\nenabled = false\n");
+            }
+            fs::write(&conf, text)?;
             let mut cmd = taskset(cpu, s.sidecar_bin);
             cmd.arg("run").arg("--config").arg(&conf).env("DNS_SIDECAR_LOG", "info");
             let p = Proc::spawn(kind.id(), cmd, &dir.join("sidecar.log"))?;
             let version = sys::version_of(s.sidecar_bin.to_str().unwrap_or("dns-sidecar"), "--version");
             let label = match kind {
-                Kind::Sidecar => format!("{version} (forwarding)"),
+                Kind::Sidecar => format!("{version} (forwarding, cache on: the defaults)"),
                 Kind::SidecarNoProbe => format!("{version} (forwarding, probes every hour)"),
+                Kind::SidecarNoCache => format!("{version} (forwarding, cache off)"),
                 _ => format!("{version} (no upstream)"),
             };
             (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
@@ -278,9 +335,21 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             let label = if s.dnsmasq_cache == 0 { format!("{label} (no cache)") } else { format!("{label} (cache {})", s.dnsmasq_cache) };
             (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
         }
+        Kind::Dnsdist | Kind::DnsdistCache => {
+            let port = sys::free_port()?;
+            let conf = dir.join("dnsdist.conf");
+            fs::write(&conf, dnsdist_conf(port, s.upstream, kind == Kind::DnsdistCache))?;
+            let prog = sys::which("dnsdist").context("dnsdist not found (apt-get install -y dnsdist)")?;
+            let mut cmd = taskset(cpu, &prog);
+            cmd.args(["--supervised", "--disable-syslog", "-C"]).arg(&conf);
+            let p = Proc::spawn(kind.id(), cmd, &dir.join("dnsdist.log"))?;
+            let version = sys::version_of(prog.to_str().unwrap_or("dnsdist"), "--version").lines().next().unwrap_or("dnsdist").split(" (").next().unwrap_or("dnsdist").to_string();
+            let label = if kind == Kind::DnsdistCache { format!("{version} (packet cache: 10000 entries, max TTL 1 h, SERVFAIL 5 s)") } else { format!("{version} (no cache)") };
+            (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
+        }
     };
     match kind {
-        Kind::Dnsmasq => {
+        Kind::Dnsmasq | Kind::Dnsdist | Kind::DnsdistCache => {
             let probe = fwd_name(1);
             wait_ready(&mut p, addr, &probe.0, |a| a.addrs == [probe.1.clone()])?;
         }
@@ -349,6 +418,31 @@ zone:
     zonefile: db.test.zone
 "#
     )
+}
+
+/// dnsdist (Debian's 1.7) forwarding to `upstream`, with its packet cache
+/// sized like the sidecar's when `cache`. Security polling (a query to
+/// PowerDNS's servers) is off: nothing leaves loopback. Otherwise defaults.
+fn dnsdist_conf(port: u16, upstream: SocketAddr, cache: bool) -> String {
+    let mut c = format!(
+        "setSecurityPollSuffix(\"\")\nsetLocal(\"127.0.0.1:{port}\")\nsetACL({{\"127.0.0.0/8\"}})\nnewServer({{address=\"{upstream}\", name=\"upstream\"}})\n"
+    );
+    if cache {
+        // The sidecar's defaults: 10000 entries, TTLs capped at 1 h; SERVFAIL
+        // kept 5 s; expired entries served for 60 s when no backend is up.
+        c.push_str("pc = newPacketCache(10000, {maxTTL=3600, minTTL=0, temporaryFailureTTL=5, staleTTL=60})\ngetPool(\"\"):setCache(pc)\n");
+    }
+    c
+}
+
+/// Queries the upstream Knot answered so far (mod-stats, read with knotc),
+/// or `None` when they cannot be read.
+pub fn upstream_queries(scratch: &Path) -> Option<u64> {
+    let conf = scratch.join("upstream").join("knot.conf");
+    let out = Command::new(sys::which("knotc")?).arg("-c").arg(conf).args(["stats", "mod-stats.server-operation"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "mod-stats.server-operation[query] = 123" (absent before the first query)
+    Some(text.lines().filter(|l| l.contains("[query]")).filter_map(|l| l.rsplit('=').next()?.trim().parse::<u64>().ok()).sum())
 }
 
 /// The sidecar config: as the integration tests write it (zone db.test,

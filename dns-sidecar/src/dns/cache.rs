@@ -495,7 +495,8 @@ impl Cache {
     }
 
     /// Keeps `answer`, the upstream's answer to `q`, if it may be kept.
-    /// Returns whether it was.
+    /// Returns whether it was. One allocation: the key, TTL offsets and
+    /// answer, built in place.
     pub fn insert(&self, q: &[u8], qn: &Question, answer: &[u8], now: u64) -> bool {
         if !self.enabled() || !qn.plain {
             return false;
@@ -506,19 +507,32 @@ impl Cache {
             return false;
         }
         let settings = self.settings.load();
-        let Some(kept) = keepable(q, qn, answer, &settings) else { return false };
-        let mut data = Vec::with_capacity(key.len() + 2 * kept.ttls.len() + kept.bytes.len());
+        let mut ttls = [0u16; MAX_RECORDS];
+        let Some(kept) = keepable(q, qn, answer, &settings, &mut ttls) else { return false };
+        let ttls = &ttls[..kept.ttls];
+        let mut data = Vec::with_capacity(key.len() + 2 * ttls.len() + kept.len);
         data.extend_from_slice(key);
-        for t in &kept.ttls {
+        for t in ttls {
             data.extend_from_slice(&t.to_le_bytes());
         }
-        data.extend_from_slice(&kept.bytes);
+        let at = data.len();
+        data.extend_from_slice(&answer[..kept.len]);
+        let a = &mut data[at..];
+        for &t in ttls {
+            let t = t as usize;
+            let ttl = u32::from_be_bytes([a[t], a[t + 1], a[t + 2], a[t + 3]]).min(kept.cap);
+            let ttl = if kept.soa == Some(t) { ttl.min(kept.negative) } else { ttl };
+            a[t..t + 4].copy_from_slice(&ttl.to_be_bytes());
+        }
+        if let Some(o) = kept.opt_rdlen {
+            a[o..o + 2].copy_from_slice(&[0, 0]);
+        }
         let hash = self.hasher.hash_one(key);
         let entry = Entry {
             hash,
             data: data.into_boxed_slice(),
             key_len: key.len() as u16,
-            ttls: kept.ttls.len() as u16,
+            ttls: ttls.len() as u16,
             stored: now,
             lifetime: kept.lifetime,
             kind: kept.kind,
@@ -588,19 +602,32 @@ fn write(e: &Entry, q: &[u8], qn: &Question, limit: usize, ttls: Ttls, out: &mut
     Some(a.len())
 }
 
-/// An answer as it is kept.
+/// Records an answer may have to be kept (a 4096-byte answer holds fewer).
+const MAX_RECORDS: usize = 512;
+
+/// How an answer is kept (see [`keepable`]).
 struct Keep {
-    bytes: Vec<u8>,
-    /// Offsets of the TTL fields in `bytes`.
-    ttls: Vec<u16>,
+    /// Bytes kept: the answer, without the OPT options when it had some.
+    len: usize,
+    /// TTL fields (their offsets are in the caller's array).
+    ttls: usize,
+    /// Every TTL is capped at this.
+    cap: u32,
+    /// The SOA of a negative answer (its TTL offset), whose TTL is also
+    /// capped at its MINIMUM, `negative` (RFC 2308).
+    soa: Option<usize>,
+    negative: u32,
+    /// Offset of the OPT record's RDLENGTH when its options are dropped.
+    opt_rdlen: Option<usize>,
     lifetime: u32,
     kind: Kind,
 }
 
-/// Whether `a`, the upstream's answer to `q`, may be kept, and how: its
-/// TTLs capped, OPT options removed, TTL offsets found. See the module doc
-/// for what is kept.
-fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings) -> Option<Keep> {
+/// Whether `a`, the upstream's answer to `q`, may be kept, and how: the
+/// offsets of its TTL fields go into `ttls`; the returned [`Keep`] says how
+/// to cap them, whether the OPT options go, how long the answer lives. See
+/// the module doc for what is kept.
+fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings, ttls: &mut [u16; MAX_RECORDS]) -> Option<Keep> {
     if a.len() > MAX_ANSWER || a.len() < HEADER_LEN {
         return None;
     }
@@ -614,6 +641,10 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings) -> Option<Keep
         return None;
     }
     let (an, ns, ar) = (count(6), count(8), count(10));
+    let total = an + ns + ar;
+    if total > MAX_RECORDS {
+        return None;
+    }
     let kind = match a[3] & 0x0F {
         0 if an > 0 => Kind::Positive,
         0 | 3 => Kind::Negative,
@@ -628,12 +659,9 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings) -> Option<Keep
     if cap == 0 {
         return None;
     }
-    let mut bytes = a.to_vec();
-    let mut ttls = Vec::new();
-    let mut lifetime = cap;
-    let (mut soa, mut opt) = (false, false);
+    let mut keep = Keep { len: a.len(), ttls: 0, cap, soa: None, negative: u32::MAX, opt_rdlen: None, lifetime: cap, kind };
+    let mut opt = false;
     let mut at = qend;
-    let total = an + ns + ar;
     for i in 0..total {
         let authority = i >= an && i < an + ns;
         let additional = i >= an + ns;
@@ -656,8 +684,8 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings) -> Option<Keep
                     if i + 1 != total || rdata_at + rdlen != a.len() {
                         return None;
                     }
-                    bytes[at + 8..at + 10].copy_from_slice(&[0, 0]);
-                    bytes.truncate(rdata_at);
+                    keep.opt_rdlen = Some(at + 8);
+                    keep.len = rdata_at;
                 }
             }
             // Signed answers (TSIG, SIG(0)) are for one exchange only.
@@ -669,22 +697,24 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings) -> Option<Keep
                     if rdlen < 22 {
                         return None;
                     }
-                    soa = true;
-                    if kind == Kind::Negative {
-                        ttl = ttl.min(u32::from_be_bytes([rdata[rdlen - 4], rdata[rdlen - 3], rdata[rdlen - 2], rdata[rdlen - 1]]));
+                    if kind == Kind::Negative && keep.soa.is_none() {
+                        keep.negative = u32::from_be_bytes([rdata[rdlen - 4], rdata[rdlen - 3], rdata[rdlen - 2], rdata[rdlen - 1]]);
+                        keep.soa = Some(at + 4);
+                        ttl = ttl.min(keep.negative);
+                    } else if kind == Kind::Negative {
+                        return None; // two SOAs: not a negative answer we know
                     }
                 }
-                let capped = ttl.min(cap);
-                bytes[at + 4..at + 8].copy_from_slice(&capped.to_be_bytes());
-                ttls.push((at + 4) as u16);
-                lifetime = lifetime.min(capped);
+                ttls[keep.ttls] = (at + 4) as u16;
+                keep.ttls += 1;
+                keep.lifetime = keep.lifetime.min(ttl);
             }
         }
         at = rdata_at + rdlen;
     }
     // Trailing bytes, or (RFC 2308) a negative answer without an SOA.
-    if at != a.len() || (kind == Kind::Negative && !soa) || lifetime == 0 {
+    if at != a.len() || (kind == Kind::Negative && keep.soa.is_none()) || keep.lifetime == 0 {
         return None;
     }
-    Some(Keep { bytes, ttls, lifetime, kind })
+    Some(keep)
 }

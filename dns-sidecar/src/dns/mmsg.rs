@@ -104,6 +104,20 @@ impl Batch {
         self.msgs[i].msg_hdr.msg_namelen = from.msgs[j].msg_hdr.msg_namelen;
     }
 
+    /// Makes slot `i` an outgoing datagram of `len` bytes to `to`.
+    pub fn address_to(&mut self, i: usize, len: usize, to: std::net::SocketAddr) {
+        self.iov[i].iov_len = len;
+        let sa = socket2::SockAddr::from(to);
+        // SAFETY: a SockAddr's storage is a sockaddr_storage of `len()` valid bytes.
+        self.addrs[i] = unsafe { std::ptr::read(sa.as_ptr().cast::<libc::sockaddr_storage>()) };
+        self.msgs[i].msg_hdr.msg_namelen = sa.len();
+    }
+
+    /// Slots in the batch.
+    pub fn capacity(&self) -> usize {
+        self.bufs.len()
+    }
+
     /// Sends slots `0..count` with `sendmmsg`, retrying briefly while the
     /// send buffer is full and skipping a destination that errors.
     pub fn send(&mut self, fd: RawFd, count: usize) {

@@ -83,6 +83,9 @@ struct State {
     retired: Vec<(Slot, Instant)>,
     next: usize,
     serial: u64,
+    /// The socket (serial) this worker batch sends from, per family (v4,
+    /// v6): the batch's queries leave together, with one `sendmmsg`.
+    current: [Option<u64>; 2],
 }
 
 pub struct Relay {
@@ -109,7 +112,7 @@ pub enum NotTaken {
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
     pub fn new(client: UdpSocket, guard: Arc<Guard>, shared: Arc<Shared>, cache: Arc<Cache>) -> Arc<Relay> {
-        let state = State { pending: HashMap::new(), deadlines: VecDeque::new(), slots: Vec::new(), retired: Vec::new(), next: 0, serial: 0 };
+        let state = State { pending: HashMap::new(), deadlines: VecDeque::new(), slots: Vec::new(), retired: Vec::new(), next: 0, serial: 0, current: [None; 2] };
         Arc::new(Relay { client, state: Mutex::new(state), guard, shared, cache })
     }
 
@@ -135,8 +138,15 @@ impl Relay {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `query` from `client` to the first upstream of `handler` in use.
-    pub fn submit(&self, handler: &Arc<Handler>, query: &[u8], client: SocketAddr, started: Instant) -> Result<(), NotTaken> {
+    /// A new worker batch begins: its queries go out from the next socket of
+    /// the pool (the pool still turns, batch by batch).
+    pub fn new_batch(&self) {
+        self.lock().current = [None; 2];
+    }
+
+    /// Registers `query` from `client` for the first upstream of `handler`
+    /// in use, and puts it in `outbox` (sent at the end of the worker's batch).
+    pub fn submit(&self, handler: &Arc<Handler>, query: &[u8], client: SocketAddr, started: Instant, outbox: &mut Outbox) -> Result<(), NotTaken> {
         let Some(fwd) = handler.forwarder() else { return Err(NotTaken::NoUpstream) };
         let upstreams = fwd.upstreams().clone();
         let Some(first) = upstreams.iter().position(|u| !u.state.is_down()) else {
@@ -144,7 +154,6 @@ impl Relay {
         };
         let ticket = self.guard.try_forward(PENDING_COST + query.len() as u64, handler.limits()).map_err(NotTaken::Limit)?;
         let to = upstreams[first].addr;
-        let mut out = query.to_vec();
         let (id, sock) = {
             let mut st = self.lock();
             let (sock, serial) = match st.socket(to.is_ipv6()) {
@@ -168,10 +177,7 @@ impl Relay {
             st.deadlines.push_back((deadline, id));
             (id, sock)
         };
-        out[..2].copy_from_slice(&id.to_be_bytes());
-        if let Err(e) = sock.send_to(&out, to) {
-            debug!(error = %e, upstream = %to, "relay send failed; will retry or fail at the timeout");
-        }
+        outbox.push(&sock, to, query, id);
         Ok(())
     }
 
@@ -183,7 +189,9 @@ impl Relay {
         // aliases, wins. Lowering our own priority needs no privilege.
         super::lower_priority(10);
         let mut batch = Batch::new(BATCH, MAX_UDP_ANSWER);
-        // Where stale answers are written.
+        // The answers to the clients, sent together per received batch.
+        let mut tx = Batch::new(BATCH, MAX_UDP_ANSWER);
+        // Where stale answers to timed-out queries are written.
         let mut scratch = vec![0u8; MAX_UDP_ANSWER];
         let mut stopping_since: Option<Instant> = None;
         let mut last_sweep = Instant::now();
@@ -212,7 +220,7 @@ impl Relay {
                 for (p, (_, serial)) in polled.iter().zip(&fds) {
                     if p.revents & libc::POLLIN != 0 {
                         let n = batch.recv_nowait(p.fd);
-                        self.answers(&mut batch, n, *serial, &mut scratch);
+                        self.answers(&mut batch, n, *serial, &mut tx);
                     }
                 }
             }
@@ -227,9 +235,10 @@ impl Relay {
     /// Relays the `n` datagrams in `batch`, received on socket `serial`, and
     /// keeps them in the cache; when the upstream answered SERVFAIL or
     /// REFUSED, a stale answer from the cache goes to the client instead.
-    fn answers(&self, batch: &mut Batch, n: usize, serial: u64, scratch: &mut [u8]) {
+    fn answers(&self, batch: &mut Batch, n: usize, serial: u64, tx: &mut Batch) {
         let now = self.cache.now();
         let mut counts = [0u64; 8];
+        let mut out = 0;
         for i in 0..n {
             let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else { continue };
             let truncated = batch.truncated(i);
@@ -250,36 +259,36 @@ impl Relay {
             if let Some(fwd) = p.handler.forwarder() {
                 fwd.record(u, true);
             }
-            let bytes: Vec<u8>;
-            let out: &[u8] = if truncated {
+            let len = if truncated {
                 // Too big to relay: tell the client to retry over TCP.
                 match p.handler.truncated(&p.query) {
-                    Some(b) => {
-                        bytes = b;
-                        &bytes
+                    Some(b) if b.len() <= tx.buf_mut(out).len() => {
+                        tx.buf_mut(out)[..b.len()].copy_from_slice(&b);
+                        b.len()
                     }
-                    None => continue,
+                    _ => continue,
                 }
             } else {
                 answer[..2].copy_from_slice(&p.query[..2]);
                 let failed = matches!(answer[3] & 0x0F, 2 | 5);
-                match failed.then(|| self.stale(&p.handler, &p.query, scratch)).flatten() {
-                    Some(n) => &scratch[..n],
+                match failed.then(|| self.stale(&p.handler, &p.query, tx.buf_mut(out))).flatten() {
+                    Some(n) => n,
                     None => {
                         if let Some(qn) = question(&p.query, p.handler.max_udp()) {
                             self.cache.insert(&p.query, &qn, answer, now);
                         }
-                        answer
+                        tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
+                        answer.len()
                     }
                 }
             };
-            if let Err(e) = self.client.send_to(out, p.client) {
-                debug!(error = %e, "relay answer send failed");
-                continue;
-            }
-            counts[rcode_index((out[3] & 0x0F) as u16)] += 1;
+            tx.address_to(out, len, p.client);
+            counts[rcode_index((tx.buf_mut(out)[3] & 0x0F) as u16)] += 1;
+            out += 1;
             self.shared.metrics.latency(QueryKind::Forwarded, p.started.elapsed().as_secs_f64());
         }
+        // Every answer of the batch with one sendmmsg.
+        tx.send(self.client.as_raw_fd(), out);
         for (r, c) in counts.iter().enumerate() {
             if *c > 0 {
                 self.shared.metrics.answered_n(QueryKind::Forwarded, r, *c);
@@ -358,6 +367,57 @@ impl Relay {
     }
 }
 
+/// Largest query an [`Outbox`] slot holds; a larger one (rare: queries
+/// are a few dozen bytes) is sent on its own.
+const OUT_SLOT: usize = 512;
+
+/// The queries a UDP worker relays in one batch: sent together, one
+/// `sendmmsg` per upstream socket (normally one: a batch uses one socket
+/// per address family), when the batch is done.
+pub struct Outbox {
+    batch: Batch,
+    sock: Option<Arc<UdpSocket>>,
+    n: usize,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox { batch: Batch::new(super::udp::BATCH, OUT_SLOT), sock: None, n: 0 }
+    }
+}
+
+impl Outbox {
+    /// Adds `query`, with upstream ID `id`, for `to` from `sock`.
+    fn push(&mut self, sock: &Arc<UdpSocket>, to: SocketAddr, query: &[u8], id: u16) {
+        if query.len() > OUT_SLOT {
+            let mut out = query.to_vec();
+            out[..2].copy_from_slice(&id.to_be_bytes());
+            if let Err(e) = sock.send_to(&out, to) {
+                debug!(error = %e, upstream = %to, "relay send failed; will retry or fail at the timeout");
+            }
+            return;
+        }
+        if self.n == self.batch.capacity() || self.sock.as_ref().is_some_and(|s| !Arc::ptr_eq(s, sock)) {
+            self.flush();
+        }
+        let buf = self.batch.buf_mut(self.n);
+        buf[..query.len()].copy_from_slice(query);
+        buf[..2].copy_from_slice(&id.to_be_bytes());
+        self.batch.address_to(self.n, query.len(), to);
+        self.n += 1;
+        self.sock = Some(sock.clone());
+    }
+
+    /// Sends what was added. A failed send is a timeout later (the pending
+    /// query moves to the next upstream or gets SERVFAIL).
+    pub fn flush(&mut self) {
+        if let Some(sock) = self.sock.take() {
+            self.batch.send(sock.as_raw_fd(), self.n);
+        }
+        self.n = 0;
+    }
+}
+
 fn err_timeout(e: &ForwardError) -> Duration {
     match e {
         ForwardError::Timeout { timeout, .. } => *timeout,
@@ -368,6 +428,13 @@ fn err_timeout(e: &ForwardError) -> Duration {
 impl State {
     /// The next socket of the pool for this family (opened on first use).
     fn socket(&mut self, v6: bool) -> io::Result<(Arc<UdpSocket>, u64)> {
+        // The batch's socket, while it is in the pool.
+        if let Some(serial) = self.current[usize::from(v6)] {
+            if let Some(s) = self.slots.iter_mut().find(|s| s.serial == serial) {
+                s.used += 1;
+                return Ok((s.sock.clone(), s.serial));
+            }
+        }
         let count = self.slots.iter().filter(|s| s.v6 == v6).count();
         let i = if count < POOL {
             let sock = open(v6)?;
@@ -381,6 +448,7 @@ impl State {
         };
         let s = &mut self.slots[i];
         s.used += 1;
+        self.current[usize::from(v6)] = Some(s.serial);
         Ok((s.sock.clone(), s.serial))
     }
 

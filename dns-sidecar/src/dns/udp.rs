@@ -34,7 +34,7 @@ use super::guard::{Guard, Ticket};
 use super::handler::{Handler, Plan};
 use super::message::{must_drop, refused_from_raw};
 use super::mmsg::Batch;
-use super::relay::{self, NotTaken, Relay};
+use super::relay::{self, NotTaken, Outbox, Relay};
 use super::{SharedHandler, Transport};
 use crate::metrics::{rcode_index, Limited, QueryKind};
 use crate::shared::Shared;
@@ -125,6 +125,8 @@ struct Worker {
     table: Option<(Generation, FastTable)>,
     rx: Batch,
     tx: Batch,
+    /// Queries relayed in this batch, sent together at its end.
+    outbox: Outbox,
     /// Answers per [kind][rcode] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
     /// Cache hits, misses and stale answers in this batch.
@@ -139,7 +141,7 @@ const OVERLOAD_STREAK: u32 = 4;
 
 impl Worker {
     fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, slow: mpsc::UnboundedSender<SlowJob>, relay: Arc<Relay>) -> Worker {
-        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), counts: [[0; 8]; 4], cached: [0; 3], full_streak: 0 }
+        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), outbox: Outbox::default(), counts: [[0; 8]; 4], cached: [0; 3], full_streak: 0 }
     }
 
     fn run(mut self, stop: &AtomicBool) {
@@ -174,6 +176,7 @@ impl Worker {
         let started = Instant::now();
         let (gen, table) = self.table.as_ref().expect("built above");
         let handler = gen.0.clone();
+        self.relay.new_batch();
         let cache = handler.cache().clone();
         let now = cache.now();
         let mut out = 0;
@@ -214,7 +217,7 @@ impl Worker {
                         }
                         Found::Miss | Found::Off => {
                             self.cached[1] += u64::from(found == Found::Miss);
-                            match relay_or_refuse(&self.relay, &handler, q, peer, started) {
+                            match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
                                 Ok(()) => None,
                                 Err(code) => {
                                     let stale = if code == ResponseCode::ServFail { cache.stale(q, &f, f.udp_limit, now, self.tx.buf_mut(out)) } else { Found::Miss };
@@ -249,7 +252,7 @@ impl Worker {
                     let reply = match handler.plan(q, Transport::Udp) {
                         Plan::Reply(r) => Some(r),
                         Plan::Drop => None,
-                        Plan::Forward(req) => match relay_or_refuse(&self.relay, &handler, q, peer, started) {
+                        Plan::Forward(req) => match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
                             Ok(()) => None,
                             // Under overload a refusal is dropped; a stale answer
                             // (never SERVFAIL or REFUSED itself) is sent.
@@ -273,6 +276,8 @@ impl Worker {
                 out += 1;
             }
         }
+        // The upstream starts on the relayed queries, then the answers go.
+        self.outbox.flush();
         self.tx.send(self.sock.as_raw_fd(), out);
         let m = &self.shared.metrics;
         for (n, c) in self.cached.iter_mut().zip([&m.cache.hits, &m.cache.misses, &m.cache.stale]) {
@@ -300,11 +305,11 @@ impl Worker {
 
 /// Relays a forwarded query, or says how to refuse it: REFUSED over the
 /// client's rate, SERVFAIL when no upstream is in use or a limit is reached.
-fn relay_or_refuse(relay: &Relay, handler: &Arc<Handler>, q: &[u8], peer: SocketAddr, started: Instant) -> Result<(), ResponseCode> {
+fn relay_or_refuse(relay: &Relay, outbox: &mut Outbox, handler: &Arc<Handler>, q: &[u8], peer: SocketAddr, started: Instant) -> Result<(), ResponseCode> {
     if !handler.rate_ok(peer.ip()) {
         return Err(ResponseCode::Refused);
     }
-    relay.submit(handler, q, peer, started).map_err(|why| {
+    relay.submit(handler, q, peer, started, outbox).map_err(|why| {
         // (Limits count themselves in the guard.)
         if !matches!(why, NotTaken::Limit(_)) {
             handler.guard().refused(relay::limited(why));
