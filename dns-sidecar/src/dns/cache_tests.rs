@@ -463,3 +463,30 @@ fn an_answer_in_use_survives_a_stream_of_new_names() {
         assert!(hit(lookup(&c, &hot).0), "the entry in use was evicted after {i} new names");
     }
 }
+
+/// How long a miss's cache work takes (lookup, then insert with an
+/// eviction) on a full cache: `cargo test --release -p dns-sidecar --lib
+/// cache_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cache_cost() {
+    let c = cache_with(settings());
+    let n = 400_000;
+    let queries: Vec<Vec<u8>> = (0..n).map(|i| q(Box::leak(format!("m{i}.miss.test.").into_boxed_str())).bytes()).collect();
+    let answers: Vec<Vec<u8>> = queries.iter().map(|query| answer(query, ResponseCode::NoError, vec![a("x.miss.test.", 300, 1)], vec![], vec![])).collect();
+    let mut out = [0u8; 4096];
+    let start = std::time::Instant::now();
+    for (query, ans) in queries.iter().zip(&answers) {
+        let qn = parse(query);
+        assert_eq!(c.answer(query, &qn, 4096, 0, &mut out), Found::Miss);
+        c.insert(query, &qn, ans, 0);
+    }
+    let per = start.elapsed() / n as u32;
+    let start = std::time::Instant::now();
+    let mut hits = 0;
+    for query in queries.iter().rev().take(5000).cycle().take(n) {
+        let qn = parse(query);
+        hits += usize::from(matches!(c.answer(query, &qn, 4096, 0, &mut out), Found::Fresh(_)));
+    }
+    eprintln!("miss + insert: {per:?} each; hit: {:?} each ({hits} hits); {} entries, {} bytes", start.elapsed() / n as u32, c.len(), c.bytes());
+}

@@ -51,6 +51,16 @@ struct NxTail {
     pointers: Vec<usize>,
 }
 
+/// What [`FastTable::classify`] found.
+pub enum Fast {
+    /// An answer of this length and kind was written.
+    Answer(usize, QueryKind),
+    /// An ordinary query for a name outside every zone.
+    Forward(Question),
+    /// Anything else: the full path decides.
+    Neither,
+}
+
 /// What the fast path can answer for one snapshot generation.
 #[derive(Debug, Default)]
 pub struct FastTable {
@@ -147,8 +157,25 @@ impl FastTable {
     /// forward. Lets the UDP worker relay it, or refuse it under a limit,
     /// without decoding it.
     pub fn forwardable(&self, q: &[u8]) -> Option<Question> {
+        self.forwardable_parsed(q, self.parse(q)?)
+    }
+
+    /// What the UDP worker does with `q`, reading it once: an answer written
+    /// into `out` ([`FastTable::answer`]), a name to forward
+    /// ([`FastTable::forwardable`]), or neither (the full path decides).
+    pub fn classify(&self, q: &[u8], out: &mut [u8]) -> Fast {
+        let Some(p) = self.parse(q) else { return Fast::Neither };
+        if let Some((len, kind)) = self.answer_parsed(q, &p, out) {
+            return Fast::Answer(len, kind);
+        }
+        match self.forwardable_parsed(q, p) {
+            Some(f) => Fast::Forward(f),
+            None => Fast::Neither,
+        }
+    }
+
+    fn forwardable_parsed(&self, q: &[u8], p: Question) -> Option<Question> {
         self.refusals.as_ref()?;
-        let p = self.parse(q)?;
         let name = &q[HEADER_LEN..p.qname_end];
         let inside = if p.upper {
             let mut lower = [0u8; 255];
@@ -182,7 +209,13 @@ impl FastTable {
     /// Answers `q` into `out` when it is an ordinary query this table covers.
     /// Returns the answer's length and kind.
     pub fn answer(&self, q: &[u8], out: &mut [u8]) -> Option<(usize, QueryKind)> {
-        let p = self.parse(q).filter(|p| !p.upper)?;
+        self.answer_parsed(q, &self.parse(q)?, out)
+    }
+
+    fn answer_parsed(&self, q: &[u8], p: &Question, out: &mut [u8]) -> Option<(usize, QueryKind)> {
+        if p.upper {
+            return None;
+        }
         let name = &q[HEADER_LEN..p.qname_end];
         if let Some(types) = self.aliases.get(name) {
             let ti = match p.qtype {

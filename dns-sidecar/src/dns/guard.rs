@@ -212,7 +212,9 @@ impl UpstreamState {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
-        if self.down.swap(false, Ordering::Relaxed) {
+        // A load first: every answer comes here, and the swap (a locked
+        // read-modify-write) is only needed when the upstream was out.
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
             info!(upstream = %addr, "upstream answers again; forwarding to it");
             metrics.upstream_up(addr, true);
         }

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::cache::Found;
-use super::fast::FastTable;
+use super::fast::{Fast, FastTable};
 use super::guard::{Guard, Ticket};
 use super::handler::{Handler, Plan};
 use super::message::{must_drop, refused_from_raw};
@@ -199,9 +199,10 @@ impl Worker {
                 continue;
             }
             // Alias and zone answers first: they never wait on anything.
-            let fast = table.answer(q, self.tx.buf_mut(out));
-            if fast.is_none() {
-                if let Some(f) = table.forwardable(q) {
+            let fast = match table.classify(q, self.tx.buf_mut(out)) {
+                Fast::Answer(len, kind) => Some((len, kind)),
+                Fast::Neither => None,
+                Fast::Forward(f) => {
                     // Forwarded names, without decoding: from the cache, or
                     // relayed, or refused at once (a stale answer rather
                     // than SERVFAIL when the cache has one).
@@ -245,7 +246,7 @@ impl Worker {
                     }
                     continue;
                 }
-            }
+            };
             let answer = match fast {
                 Some((alen, kind)) => Some((alen, kind)),
                 None => {
