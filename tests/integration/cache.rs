@@ -249,7 +249,9 @@ fn the_cache_stays_bounded_under_a_flood_of_unique_names_and_keeps_the_name_in_u
     }
     let entries = metric(&s, "cache_entries");
     assert!((100.0..=200.0).contains(&entries), "{entries} entries");
-    assert!(metric(&s, "cache_evictions_total") >= 2800.0);
+    // Once full, a name asked once is not kept (the doorkeeper), so the
+    // flood pushed out few answers, if any.
+    assert!(metric(&s, "cache_evictions_total") < 300.0, "{} evictions", metric(&s, "cache_evictions_total"));
     assert!(metric(&s, "cache_bytes") <= (4 << 20) as f64);
     assert_eq!(up.count("hot.cache.test.", A), 1, "the name in use stayed cached through the flood");
 }

@@ -44,7 +44,11 @@
 //! of each, so a flood of nonexistent names cannot push out the answers in
 //! use. Room is made with the CLOCK algorithm (a hit sets an entry's
 //! reference bit; the hand clears it and takes the first entry without
-//! one), taking entries that can no longer be served at all first. The
+//! one), taking entries that can no longer be served at all first. A full
+//! shard admits a new name only on its second miss in the recent past (a
+//! doorkeeper, as in TinyLFU: one bit per name hash in 32 KiB, cleared after
+//! 65536 first sightings): names asked once, a scan or a flood of random
+//! names, neither push out answers in use nor cost an eviction each. The
 //! cache has its own bound rather than a share of `[limits] memory`: that
 //! budget refuses queries when it is used up, and a full cache must not.
 //!
@@ -256,6 +260,15 @@ impl Shard {
         *self = Shard { limits: self.limits, ..Shard::default() };
     }
 
+    /// Whether a new entry (a negative or SERVFAIL one when `denial`) would
+    /// have to push out another (or cannot be kept at all).
+    fn full(&self, denial: bool) -> bool {
+        let l = &self.limits;
+        // A typical entry: a ~100-byte answer, its key and bookkeeping.
+        let cost = 256;
+        self.entries + 1 > l.entries || self.bytes + cost > l.bytes || (denial && (self.denials + 1 > l.entries / 2 || self.denial_bytes + cost > l.bytes / 2))
+    }
+
     /// Frees room for an entry of `cost` bytes (a negative or SERVFAIL one
     /// when `denial`). False when it can never fit this shard.
     fn make_room(&mut self, cost: u64, denial: bool, now: u64, m: &CacheMetrics) -> bool {
@@ -337,7 +350,18 @@ pub struct Cache {
     /// Zone apexes in wire form: names at or below them are never kept.
     zones: ArcSwap<Vec<Vec<u8>>>,
     metrics: CacheMetrics,
+    /// The doorkeeper: one bit per key hash, set by a name's first miss
+    /// while its shard is full (see [`Cache::admit`]).
+    seen: Box<[AtomicU64]>,
+    /// Bits set since the doorkeeper was last cleared.
+    seen_sets: AtomicU64,
 }
+
+/// Bits of the doorkeeper (32 KiB).
+const SEEN_BITS: usize = 1 << 18;
+/// It is cleared after this many first sightings (a quarter of its bits:
+/// few false "seen before").
+const SEEN_RESET: u64 = (SEEN_BITS / 4) as u64;
 
 /// How TTLs are written into an answer.
 #[derive(Clone, Copy)]
@@ -369,7 +393,28 @@ impl Cache {
             settings: ArcSwap::from_pointee(settings.clone()),
             zones: ArcSwap::from_pointee(Vec::new()),
             metrics,
+            seen: (0..SEEN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+            seen_sets: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a new key may push out another: only on its second miss
+    /// (since the doorkeeper was last cleared). A name asked once (a scan,
+    /// a flood of random names) is not kept in a full cache, so it neither
+    /// pushes out answers in use nor costs an eviction.
+    fn admit(&self, hash: u64) -> bool {
+        let i = (hash >> 40) as usize % SEEN_BITS;
+        let bit = 1u64 << (i % 64);
+        if self.seen[i / 64].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return true;
+        }
+        if self.seen_sets.fetch_add(1, Ordering::Relaxed) + 1 >= SEEN_RESET {
+            self.seen_sets.store(0, Ordering::Relaxed);
+            for w in self.seen.iter() {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        false
     }
 
     /// Moves a manual clock forward (no effect on the real one).
@@ -506,6 +551,15 @@ impl Cache {
         if within_any(&self.zones.load(), name_of(key)) {
             return false;
         }
+        let hash = self.hasher.hash_one(key);
+        {
+            // A full shard takes a new name only on its second miss.
+            let shard = self.shard(hash);
+            let denial = answer.len() < HEADER_LEN || answer[3] & 0x0F != 0 || answer[6..8] == [0, 0];
+            if !shard.map.contains_key(&hash) && shard.full(denial) && !self.admit(hash) {
+                return false;
+            }
+        }
         let settings = self.settings.load();
         let mut ttls = [0u16; MAX_RECORDS];
         let Some(kept) = keepable(q, qn, answer, &settings, &mut ttls) else { return false };
@@ -527,7 +581,6 @@ impl Cache {
         if let Some(o) = kept.opt_rdlen {
             a[o..o + 2].copy_from_slice(&[0, 0]);
         }
-        let hash = self.hasher.hash_one(key);
         let entry = Entry {
             hash,
             data: data.into_boxed_slice(),

@@ -338,8 +338,11 @@ fn the_cache_is_bounded_by_entries_and_by_bytes() {
     let c = Cache::manual(&CacheSettings { max_entries: 64, ..settings() }, metrics.clone());
     let names: Vec<&'static str> = (0..2000).map(|i| &*Box::leak(format!("n{i}.flood.example.").into_boxed_str())).collect();
     for n in &names {
+        // Twice: a full cache takes a new name on its second miss.
         let query = q(n).bytes();
-        insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a(n, 300, 1)], vec![], vec![]));
+        for _ in 0..2 {
+            insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a(n, 300, 1)], vec![], vec![]));
+        }
         assert!(c.len() <= 64);
     }
     assert!(c.len() >= 48, "the shards fill up: {}", c.len());
@@ -352,7 +355,9 @@ fn the_cache_is_bounded_by_entries_and_by_bytes() {
     for n in &names[..500] {
         let query = Q { qtype: RecordType::TXT, edns: Some(false), ..q(n) }.bytes();
         let txt = Record::from_rdata(Name::from_ascii(*n).unwrap(), 300, RData::TXT(TXT::new(vec!["y".repeat(200); 4])));
-        insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![txt], vec![], vec![]));
+        for _ in 0..2 {
+            insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![txt.clone()], vec![], vec![]));
+        }
         assert!(c.bytes() <= bytes, "{}", c.bytes());
     }
     assert!(c.len() < 100 && c.bytes() > bytes / 2, "{} entries, {} bytes", c.len(), c.bytes());
@@ -459,9 +464,54 @@ fn an_answer_in_use_survives_a_stream_of_new_names() {
     for i in 0..5000 {
         let n: &'static str = Box::leak(format!("once{i}.example.com.").into_boxed_str());
         let query = q(n).bytes();
-        assert!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a(n, 300, 2)], vec![], vec![])));
+        let ans = answer(&query, ResponseCode::NoError, vec![a(n, 300, 2)], vec![], vec![]);
+        // The second miss of a new name is kept, pushing another out.
+        insert(&c, &query, &ans);
+        assert!(insert(&c, &query, &ans));
         assert!(hit(lookup(&c, &hot).0), "the entry in use was evicted after {i} new names");
     }
+}
+
+#[test]
+fn a_full_cache_keeps_a_new_name_on_its_second_miss() {
+    let metrics = CacheMetrics::default();
+    let c = Cache::manual(&CacheSettings { max_entries: 160, ..settings() }, metrics.clone());
+    let fill = |i: usize| {
+        let n: &'static str = Box::leak(format!("f{i}.example.com.").into_boxed_str());
+        let query = q(n).bytes();
+        (query.clone(), answer(&query, ResponseCode::NoError, vec![a(n, 300, 3)], vec![], vec![]))
+    };
+    // While there is room, an answer is kept at once (16 names cannot fill
+    // a shard of 10).
+    for i in 0..16 {
+        let (query, ans) = fill(i);
+        assert!(insert(&c, &query, &ans), "kept at once while there is room");
+    }
+    // Filled up (names asked twice).
+    let mut i = 16;
+    while c.len() < 160 {
+        let (query, ans) = fill(i);
+        insert(&c, &query, &ans);
+        insert(&c, &query, &ans);
+        i += 1;
+    }
+    // Full: of a stream of names asked once, only the doorkeeper's false
+    // "seen before" (a bit shared with another name: a few %) are kept.
+    let before = metrics.evictions.get();
+    let kept = (0..5000).filter(|j| {
+        let (query, ans) = fill(100_000 + j);
+        insert(&c, &query, &ans)
+    });
+    let kept = kept.count() as u64;
+    assert!(kept < 250, "{kept} of 5000 names asked once were kept");
+    assert_eq!(metrics.evictions.get(), before + kept);
+    // A name asked again is kept (and another pushed out).
+    let (query, ans) = fill(100_000 + 4999);
+    insert(&c, &query, &ans);
+    assert!(hit(lookup(&c, &query).0));
+    // A refresh of a name already kept needs no second miss.
+    c.advance(Duration::from_secs(301));
+    assert!(insert(&c, &query, &ans), "an expired entry is replaced at once");
 }
 
 /// How long a miss's cache work takes (lookup, then insert with an
