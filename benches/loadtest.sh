@@ -23,11 +23,12 @@ usage() {
     cat <<'EOF'
 Usage: benches/loadtest.sh [OPTIONS]
 
-DNS load test: dns-sidecar vs Knot, NSD, dnsmasq and a do-nothing floor under
-dnsperf, all on 127.0.0.1, with a real PostgreSQL primary + replica behind the
-sidecar. Installs what is missing (apt-get: knot, nsd, dnsperf, dnsmasq-base,
-postgresql-15, bind9-dnsutils, openssl, util-linux), builds dns-sidecar, floor
-and loadtest in release mode, then runs target/release/loadtest with OPTIONS.
+DNS load test: dns-sidecar vs Knot, NSD, dnsmasq, dnsdist and a do-nothing
+floor under dnsperf, all on 127.0.0.1, with a real PostgreSQL primary + replica
+behind the sidecar. Installs what is missing (apt-get: knot, nsd, dnsperf,
+dnsmasq-base, dnsdist, postgresql-15, bind9-dnsutils, openssl, util-linux),
+builds dns-sidecar, floor and loadtest in release mode, then runs
+target/release/loadtest with OPTIONS.
 The report goes to target/loadtest/results.md. See benches/README.md.
 
 Options (passed to the harness):
@@ -55,6 +56,7 @@ have knotd || missing+=(knot)
 have nsd || missing+=(nsd)
 have dnsperf || missing+=(dnsperf)
 have dnsmasq || missing+=(dnsmasq-base)
+have dnsdist || missing+=(dnsdist)
 have_pg || missing+=(postgresql-15)
 have dig || missing+=(bind9-dnsutils)
 have openssl || missing+=(openssl)
