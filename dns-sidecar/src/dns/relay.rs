@@ -73,8 +73,29 @@ struct Slot {
     used: u32,
 }
 
+/// Upstream IDs are random: a multiplication spreads them over the map's
+/// buckets and tags (SipHash would cost more than the lookup).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Ids = std::hash::BuildHasherDefault<IdHasher>;
+
 struct State {
-    pending: HashMap<u16, Pending>,
+    pending: HashMap<u16, Pending, Ids>,
     /// (deadline, id) in the order queries were sent; deadlines only grow
     /// for one timeout, so the sweep looks at the front only.
     deadlines: VecDeque<(Instant, u16)>,
@@ -112,7 +133,7 @@ pub enum NotTaken {
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
     pub fn new(client: UdpSocket, guard: Arc<Guard>, shared: Arc<Shared>, cache: Arc<Cache>) -> Arc<Relay> {
-        let state = State { pending: HashMap::new(), deadlines: VecDeque::new(), slots: Vec::new(), retired: Vec::new(), next: 0, serial: 0, current: [None; 2] };
+        let state = State { pending: HashMap::default(), deadlines: VecDeque::new(), slots: Vec::new(), retired: Vec::new(), next: 0, serial: 0, current: [None; 2] };
         Arc::new(Relay { client, state: Mutex::new(state), guard, shared, cache })
     }
 
@@ -196,6 +217,7 @@ impl Relay {
         let mut stopping_since: Option<Instant> = None;
         let mut last_sweep = Instant::now();
         let mut fds: Vec<(libc::pollfd, u64)> = Vec::new();
+        let mut polled: Vec<libc::pollfd> = Vec::new();
         loop {
             if stop.load(Ordering::Relaxed) {
                 let since = *stopping_since.get_or_insert_with(Instant::now);
@@ -213,7 +235,8 @@ impl Relay {
             if fds.is_empty() {
                 std::thread::sleep(SWEEP);
             } else {
-                let mut polled: Vec<libc::pollfd> = fds.iter().map(|(p, _)| *p).collect();
+                polled.clear();
+                polled.extend(fds.iter().map(|(p, _)| *p));
                 // SAFETY: `polled` is a valid array of pollfds; the sockets stay
                 // open because only this thread closes them (in `maintain`).
                 unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, SWEEP.as_millis() as i32) };
@@ -239,6 +262,9 @@ impl Relay {
         let now = self.cache.now();
         let mut counts = [0u64; 8];
         let mut out = 0;
+        // One latency observation per batch (as the UDP workers do): the
+        // longest wait in it. The histogram takes a lock per observation.
+        let mut longest: Option<Duration> = None;
         for i in 0..n {
             let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else { continue };
             let truncated = batch.truncated(i);
@@ -285,10 +311,13 @@ impl Relay {
             tx.address_to(out, len, p.client);
             counts[rcode_index((tx.buf_mut(out)[3] & 0x0F) as u16)] += 1;
             out += 1;
-            self.shared.metrics.latency(QueryKind::Forwarded, p.started.elapsed().as_secs_f64());
+            longest = longest.max(Some(p.started.elapsed()));
         }
         // Every answer of the batch with one sendmmsg.
         tx.send(self.client.as_raw_fd(), out);
+        if let Some(l) = longest {
+            self.shared.metrics.latency(QueryKind::Forwarded, l.as_secs_f64());
+        }
         for (r, c) in counts.iter().enumerate() {
             if *c > 0 {
                 self.shared.metrics.answered_n(QueryKind::Forwarded, r, *c);
