@@ -33,10 +33,13 @@ pub enum Mode {
     ServFail = 2,
 }
 
+/// Name -> (TTL, address).
+type Records = HashMap<String, (u32, [u8; 4])>;
+
 pub struct Upstream {
     pub addr: SocketAddr,
     counts: Arc<Mutex<HashMap<(String, RecordType), usize>>>,
-    records: Arc<Mutex<HashMap<String, (u32, [u8; 4])>>>,
+    records: Arc<Mutex<Records>>,
     mode: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
 }
