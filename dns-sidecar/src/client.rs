@@ -1,5 +1,5 @@
 //! The CLI side of the admin listener: `dns-sidecar status | pin | unpin |
-//! drain | undrain | unfence | health`.
+//! drain | undrain | unfence | flush-cache | health`.
 //!
 //! A deliberately tiny HTTP/1.1 client over `std::net::TcpStream` (one
 //! request per connection, `Connection: close`): the admin listener is on
@@ -89,6 +89,15 @@ pub enum AdminCommand {
         alias: String,
         /// Server id; omit to lift every fence of the alias.
         server: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Empty the cache of forwarded answers, or drop NAME and the names
+    /// below it (a record fixed upstream, a negative answer to forget now).
+    FlushCache {
+        /// A name, e.g. example.com (any case, trailing dot optional); omit
+        /// to empty the whole cache.
+        name: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -383,6 +392,15 @@ pub fn run(cmd: &AdminCommand, out: &mut dyn Write) -> Result<bool, ClientError>
                 let _ = writeln!(out, "{}", body.trim_end());
             }
             return Ok(ready);
+        }
+        AdminCommand::FlushCache { name, conn } => {
+            let body = match name {
+                Some(n) => serde_json::json!({ "name": n }),
+                None => serde_json::json!({}),
+            };
+            let summary = Client::from_conn(conn)?.post_json("/cache/flush", &body)?.ok()?.body;
+            let _ = writeln!(out, "{}", summary.trim_end());
+            return Ok(true);
         }
         AdminCommand::Pin { alias, server, conn } => (conn, Override::Pin { alias: alias.clone(), server: server.clone() }),
         AdminCommand::Unpin { alias, conn } => (conn, Override::Unpin { alias: alias.clone() }),

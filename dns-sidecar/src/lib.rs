@@ -227,6 +227,7 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let guard = dns::Guard::new(shared.clone());
     let cache = Arc::new(dns::cache::Cache::new(&config.cache, shared.metrics.cache.clone()));
     cache.configure_from(&config);
+    let _ = shared.cache.set(cache.clone());
     let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone(), targets.clone(), guard.clone(), cache.clone())?));
     let (udp, tcp, admin) = to_tokio(listeners)?;
 

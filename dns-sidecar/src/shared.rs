@@ -27,6 +27,9 @@ pub struct Shared {
     /// has no matching target; each prober subscribes and switches cadence
     /// when its own id enters or leaves the set.
     pub incident: watch::Sender<Arc<BTreeSet<String>>>,
+    /// The cache of forwarded answers, once the DNS side has started (the
+    /// admin listener's `/cache/flush` empties it).
+    pub cache: std::sync::OnceLock<Arc<crate::dns::cache::Cache>>,
 }
 
 impl Shared {
@@ -39,6 +42,7 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             metrics,
             incident: watch::Sender::new(Arc::default()),
+            cache: std::sync::OnceLock::new(),
         }
     }
 }

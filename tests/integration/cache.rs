@@ -266,3 +266,42 @@ fn with_the_cache_off_every_query_goes_upstream() {
     assert_eq!(up.count("www.cache.test.", A), 3);
     assert_eq!(metric(&s, "cache_misses_total") + metric(&s, "cache_hits_total"), 0.0);
 }
+
+/// The CLI, as an operator runs it.
+fn cli(admin: SocketAddr, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dns-sidecar")).args(args).args(["--admin", &admin.to_string()]).output().unwrap()
+}
+
+#[test]
+fn flush_cache_drops_a_name_and_below_or_everything() {
+    let up = Upstream::start();
+    let s = Sidecar::start(&config(up.addr, "")).unwrap();
+    let admin = s.admin.expect("admin listener");
+    let names = ["www.cache.test", "api.cache.test", "other.example.test"];
+    for _ in 0..2 {
+        for n in names {
+            assert_eq!(dig(s.dns, n, "A", &[]).status, "NOERROR");
+        }
+    }
+    let counts = || names.map(|n| up.count(&format!("{n}."), A));
+    assert_eq!(counts(), [1, 1, 1]);
+    let o = cli(admin, &["flush-cache", "Cache.Test"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "flushed 2 cached answer(s) for cache.test. and the names below it\n", "{}", String::from_utf8_lossy(&o.stderr));
+    for n in names {
+        dig(s.dns, n, "A", &[]);
+    }
+    assert_eq!(counts(), [2, 2, 1], "the other name is still cached");
+    let o = cli(admin, &["flush-cache"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("flushed 3 cached answer(s)"), "{o:?}");
+    dig(s.dns, "other.example.test", "A", &[]);
+    assert_eq!(counts(), [2, 2, 2]);
+    assert_eq!(metric(&s, "cache_entries"), 1.0);
+    // As guarded as the overrides: not from a web page, JSON only, a good body.
+    let c = dns_sidecar::client::Client::new(&admin.to_string(), None);
+    let post = |headers: &[(&str, &str)], body: &str| c.request("POST", "/cache/flush", headers, Some(body.as_bytes())).unwrap().status;
+    assert_eq!(post(&[("Content-Type", "application/json"), ("Origin", "http://evil.example")], "{}"), 403);
+    assert_eq!(post(&[("Content-Type", "text/plain")], "{}"), 415);
+    assert_eq!(post(&[("Content-Type", "application/json")], r#"{"nme":"x"}"#), 400);
+    assert_eq!(post(&[("Content-Type", "application/json")], r#"{"name":"a b"}"#), 400);
+    assert_eq!(metric(&s, "cache_entries"), 1.0, "nothing flushed by refused requests");
+}

@@ -14,8 +14,9 @@
 //! | POST | `/undrain` `{"server":..}` | undo a drain |
 //! | POST | `/unfence` `{"alias":..,"server":..}` | lift a writer alias's fence on a server (or all, without `server`) |
 //! | POST | `/override` `{"op":"pin",..}` | any of the above, as a tagged [`Override`] |
+//! | POST | `/cache/flush` `{}` or `{"name":..}` | empty the cache of forwarded answers, or drop a name and the names below it |
 //!
-//! Overrides are guarded by [`guard`]: with `[admin] token_file`/`token_env`
+//! Overrides and the cache flush are guarded by [`guard`]: with `[admin] token_file`/`token_env`
 //! set, every caller needs `Authorization: Bearer <token>`; without a token,
 //! only loopback peers may send them. Either way an override must be sent as
 //! `Content-Type: application/json` and must not carry an `Origin` header,
@@ -29,6 +30,7 @@
 //! request's headers (which also bounds idle keep-alive connections) and
 //! `request_timeout` from the headers to the answer (a slow body gets 408).
 
+mod flush;
 mod guard;
 mod overrides;
 
@@ -80,6 +82,7 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
         .route("/undrain", post(overrides::undrain))
         .route("/unfence", post(overrides::unfence))
         .route("/override", post(overrides::any))
+        .route("/cache/flush", post(flush::flush))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), request_timeout))
@@ -108,8 +111,12 @@ async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: 
 /// out; only connections that are all busy answering refuse a new one.
 #[derive(Default)]
 struct Conns {
-    inner: std::sync::Mutex<(std::collections::HashMap<u64, (Option<std::time::Instant>, Arc<tokio::sync::Notify>)>, u64)>,
+    inner: std::sync::Mutex<(ConnMap, u64)>,
 }
+
+/// Per connection: since when it waits for a request (`None` while busy),
+/// and how to close it.
+type ConnMap = std::collections::HashMap<u64, (Option<std::time::Instant>, Arc<tokio::sync::Notify>)>;
 
 /// A connection's place; dropping it frees the place.
 struct Place {
@@ -217,6 +224,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
     if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await.is_err() {
         debug!("admin: connections still open after 5s of shutdown; dropping them");
     }
+}
+
+/// The answer to a request [`guard`] refused: its status (with a
+/// `WWW-Authenticate` header on 401) and the reason.
+fn denied(why: &Denied) -> Response {
+    let code = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut resp = text(code, why.to_string());
+    if code == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
 }
 
 fn text(code: StatusCode, body: impl Into<String>) -> Response {

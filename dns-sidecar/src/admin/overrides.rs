@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use tracing::warn;
 
-use super::{guard, text, AppState};
+use super::{denied, guard, text, AppState};
 use crate::control::{ControlError, Override};
 use crate::name::DnsName;
 
@@ -120,14 +120,9 @@ async fn handle(
     parse: impl FnOnce() -> Result<Override, String>,
 ) -> Response {
     let token = st.shared.config.load().admin.token.clone();
-    if let Err(denied) = guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers)) {
-        warn!(op = endpoint, %peer, result = %denied, "override refused");
-        let code = StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::FORBIDDEN);
-        let mut resp = text(code, denied.to_string());
-        if code == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        return resp;
+    if let Err(why) = guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers)) {
+        warn!(op = endpoint, %peer, result = %why, "override refused");
+        return denied(&why);
     }
     let op = match parse().and_then(canonical) {
         Ok(op) => op,

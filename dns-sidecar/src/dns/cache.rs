@@ -465,6 +465,23 @@ impl Cache {
         self.configure(&config.cache, config.zones.iter().map(|z| super::fast::wire(z.name.as_str())).collect());
     }
 
+    /// Removes every entry, or (with `below`, a lower-case wire-form name)
+    /// the entries for that name and the names below it. Returns how many.
+    pub fn flush(&self, below: Option<&[u8]>) -> usize {
+        let below: Option<Vec<Vec<u8>>> = below.map(|b| vec![b.to_vec()]);
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut s = lock(shard);
+            let hit: Vec<usize> =
+                s.slots.iter().enumerate().filter_map(|(i, e)| e.as_ref().filter(|e| below.as_ref().is_none_or(|b| within_any(b, name_of(e.key())))).map(|_| i)).collect();
+            for i in hit {
+                s.remove(i, &self.metrics);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Entries held now.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).entries).sum()

@@ -473,6 +473,21 @@ fn an_answer_in_use_survives_a_stream_of_new_names() {
 }
 
 #[test]
+fn flush_drops_a_name_and_the_names_below_it_or_everything() {
+    let c = cache_with(settings());
+    let names = ["example.com.", "www.example.com.", "a.b.example.com.", "notexample.com.", "example.org."];
+    let queries: Vec<Vec<u8>> = names.iter().map(|n| q(n).bytes()).collect();
+    for (n, query) in names.iter().zip(&queries) {
+        assert!(insert(&c, query, &answer(query, ResponseCode::NoError, vec![a(n, 300, 1)], vec![], vec![])));
+    }
+    assert_eq!(c.flush(Some(&wire("example.com."))), 3);
+    let kept: Vec<&str> = names.iter().zip(&queries).filter(|(_, query)| hit(lookup(&c, query).0)).map(|(n, _)| *n).collect();
+    assert_eq!(kept, ["notexample.com.", "example.org."]);
+    assert_eq!(c.flush(None), 2);
+    assert!(c.is_empty());
+}
+
+#[test]
 fn a_full_cache_keeps_a_new_name_on_its_second_miss() {
     let metrics = CacheMetrics::default();
     let c = Cache::manual(&CacheSettings { max_entries: 160, ..settings() }, metrics.clone());
