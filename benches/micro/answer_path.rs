@@ -21,7 +21,8 @@ use dns_sidecar::observation::{Observation, ServerState};
 fn query(name: &str) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.recursion_desired = true;
-    m.queries.push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
     m.to_vec().unwrap()
 }
 
@@ -30,10 +31,23 @@ fn answer_path(c: &mut Criterion) {
     let alias = query("prod.db.test.");
     let nx = query("nope12345.db.test.");
     let mut out = vec![0u8; 4096];
-    c.bench_function("fast/alias_a", |b| b.iter(|| table.answer(std::hint::black_box(&alias), &mut out).unwrap()));
-    c.bench_function("fast/nxdomain", |b| b.iter(|| table.answer(std::hint::black_box(&nx), &mut out).unwrap()));
-    c.bench_function("full/alias_a", |b| b.iter(|| matches!(handler.plan(std::hint::black_box(&alias), Transport::Udp), Plan::Reply(_))));
-    c.bench_function("full/nxdomain", |b| b.iter(|| matches!(handler.plan(std::hint::black_box(&nx), Transport::Udp), Plan::Reply(_))));
+    c.bench_function("fast/alias_a", |b| {
+        b.iter(|| table.answer(std::hint::black_box(&alias), &mut out).unwrap())
+    });
+    c.bench_function("fast/nxdomain", |b| {
+        b.iter(|| table.answer(std::hint::black_box(&nx), &mut out).unwrap())
+    });
+    c.bench_function("full/alias_a", |b| {
+        b.iter(|| {
+            matches!(
+                handler.plan(std::hint::black_box(&alias), Transport::Udp),
+                Plan::Reply(_)
+            )
+        })
+    });
+    c.bench_function("full/nxdomain", |b| {
+        b.iter(|| matches!(handler.plan(std::hint::black_box(&nx), Transport::Udp), Plan::Reply(_)))
+    });
 
     let now = Instant::now();
     let state = State::new(&config, now);
@@ -41,11 +55,20 @@ fn answer_path(c: &mut Criterion) {
         server,
         at: now,
         latency: Duration::from_micros(30),
-        outcome: Ok(ServerState { in_recovery, read_only: in_recovery, timeline: Some(1), replay_lag_bytes: None, wal_lsn: None, fresh_connection: false }),
+        outcome: Ok(ServerState {
+            in_recovery,
+            read_only: in_recovery,
+            timeline: Some(1),
+            replay_lag_bytes: None,
+            wal_lsn: None,
+            fresh_connection: false,
+        }),
     };
     let round = [obs(0, false), obs(1, true)];
     let (state, _) = decide(&state, &round, &config, now);
-    c.bench_function("decision/observe_2_servers", |b| b.iter(|| decide(std::hint::black_box(&state), &round, &config, now)));
+    c.bench_function("decision/observe_2_servers", |b| {
+        b.iter(|| decide(std::hint::black_box(&state), &round, &config, now))
+    });
 }
 
 criterion_group!(benches, answer_path);

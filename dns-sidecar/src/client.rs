@@ -173,13 +173,20 @@ pub struct Response {
 impl Response {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     fn ok(self) -> Result<Response, ClientError> {
         if (200..300).contains(&self.status) {
             Ok(self)
         } else {
-            Err(ClientError::Refused { status: self.status, reason: self.reason, body: self.body })
+            Err(ClientError::Refused {
+                status: self.status,
+                reason: self.reason,
+                body: self.body,
+            })
         }
     }
 }
@@ -195,22 +202,36 @@ pub struct Client {
 impl Client {
     /// `addr` is `host:port` (an `http://` prefix is tolerated).
     pub fn new(addr: &str, token: Option<String>) -> Client {
-        let addr = addr.trim().trim_start_matches("http://").trim_end_matches('/').to_string();
-        Client { addr, token, timeout: Duration::from_secs(5) }
+        let addr = addr
+            .trim()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Client {
+            addr,
+            token,
+            timeout: Duration::from_secs(5),
+        }
     }
 
     /// From the CLI flags: reads the token file or `DNS_SIDECAR_ADMIN_TOKEN`.
     pub fn from_conn(conn: &Conn) -> Result<Client, ClientError> {
         let token = match &conn.token_file {
             Some(path) => {
-                let t = std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile { path: path.clone(), source })?;
+                let t = std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?;
                 let t = t.trim();
                 if t.is_empty() {
                     return Err(ClientError::EmptyToken { path: path.clone() });
                 }
                 Some(t.to_string())
             }
-            None => std::env::var(TOKEN_ENV).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+            None => std::env::var(TOKEN_ENV)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
         };
         let mut c = Client::new(&conn.admin, token);
         if conn.timeout.is_finite() && conn.timeout > 0.0 {
@@ -241,9 +262,18 @@ impl Client {
     }
 
     /// One request on a fresh connection; any status is returned as is.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, ClientError> {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
         let mut stream = self.connect()?;
-        let io = |e: std::io::Error| ClientError::Io { addr: self.addr.clone(), reason: io_reason(&e) };
+        let io = |e: std::io::Error| ClientError::Io {
+            addr: self.addr.clone(),
+            reason: io_reason(&e),
+        };
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
         let mut req = format!(
@@ -263,13 +293,21 @@ impl Client {
         stream.write_all(&bytes).map_err(io)?;
         let mut raw = Vec::new();
         stream.take(MAX_RESPONSE).read_to_end(&mut raw).map_err(io)?;
-        parse_response(&raw).map_err(|detail| ClientError::Protocol { addr: self.addr.clone(), detail })
+        parse_response(&raw).map_err(|detail| ClientError::Protocol {
+            addr: self.addr.clone(),
+            detail,
+        })
     }
 
     fn connect(&self) -> Result<TcpStream, ClientError> {
         let addrs: Vec<SocketAddr> = match self.addr.to_socket_addrs() {
             Ok(a) => a.collect(),
-            Err(e) => return Err(ClientError::Resolve { addr: self.addr.clone(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(ClientError::Resolve {
+                    addr: self.addr.clone(),
+                    reason: e.to_string(),
+                })
+            }
         };
         let mut last = None;
         for a in &addrs {
@@ -278,14 +316,22 @@ impl Client {
                 Err(e) => last = Some(e),
             }
         }
-        let reason = last.map(|e| io_reason(&e)).unwrap_or_else(|| "the name has no addresses".into());
-        Err(ClientError::Connect { addr: self.addr.clone(), reason })
+        let reason = last
+            .map(|e| io_reason(&e))
+            .unwrap_or_else(|| "the name has no addresses".into());
+        Err(ClientError::Connect {
+            addr: self.addr.clone(),
+            reason,
+        })
     }
 
     /// `GET /status`, parsed, plus the raw JSON.
     pub fn status(&self) -> Result<(Status, String), ClientError> {
         let r = self.get("/status")?.ok()?;
-        let s = serde_json::from_str(&r.body).map_err(|source| ClientError::Json { addr: self.addr.clone(), source })?;
+        let s = serde_json::from_str(&r.body).map_err(|source| ClientError::Json {
+            addr: self.addr.clone(),
+            source,
+        })?;
         Ok((s, r.body))
     }
 
@@ -295,7 +341,11 @@ impl Client {
         match r.status {
             200 => Ok((true, r.body)),
             503 => Ok((false, r.body)),
-            _ => Err(ClientError::Refused { status: r.status, reason: r.reason, body: r.body }),
+            _ => Err(ClientError::Refused {
+                status: r.status,
+                reason: r.reason,
+                body: r.body,
+            }),
         }
     }
 
@@ -337,11 +387,23 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
     }
     let status: u16 = code.parse().map_err(|_| format!("bad status line: {status_line:?}"))?;
     let reason = parts.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    let resp = |body: Vec<u8>| Response { status, reason: reason.clone(), headers: headers.clone(), body: String::from_utf8_lossy(&body).into_owned() };
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let resp = |body: Vec<u8>| Response {
+        status,
+        reason: reason.clone(),
+        headers: headers.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
     let rest = &raw[end + 4..];
-    let find = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
     if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         return dechunk(rest).map(resp);
     }
@@ -358,7 +420,10 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
 fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
-        let eol = rest.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
         let size_text = std::str::from_utf8(&rest[..eol]).map_err(|_| "bad chunk size")?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
@@ -381,7 +446,11 @@ pub fn run(cmd: &AdminCommand, out: &mut dyn Write) -> Result<bool, ClientError>
         AdminCommand::Status { conn, json } => {
             let client = Client::from_conn(conn)?;
             let (status, raw) = client.status()?;
-            let text = if *json { raw } else { render_status(&status, client.addr(), now()) };
+            let text = if *json {
+                raw
+            } else {
+                render_status(&status, client.addr(), now())
+            };
             let _ = write!(out, "{text}");
             return Ok(true);
         }
@@ -402,11 +471,23 @@ pub fn run(cmd: &AdminCommand, out: &mut dyn Write) -> Result<bool, ClientError>
             let _ = writeln!(out, "{}", summary.trim_end());
             return Ok(true);
         }
-        AdminCommand::Pin { alias, server, conn } => (conn, Override::Pin { alias: alias.clone(), server: server.clone() }),
+        AdminCommand::Pin { alias, server, conn } => (
+            conn,
+            Override::Pin {
+                alias: alias.clone(),
+                server: server.clone(),
+            },
+        ),
         AdminCommand::Unpin { alias, conn } => (conn, Override::Unpin { alias: alias.clone() }),
         AdminCommand::Drain { server, conn } => (conn, Override::Drain { server: server.clone() }),
         AdminCommand::Undrain { server, conn } => (conn, Override::Undrain { server: server.clone() }),
-        AdminCommand::Unfence { alias, server, conn } => (conn, Override::Unfence { alias: alias.clone(), server: server.clone() }),
+        AdminCommand::Unfence { alias, server, conn } => (
+            conn,
+            Override::Unfence {
+                alias: alias.clone(),
+                server: server.clone(),
+            },
+        ),
     };
     let summary = Client::from_conn(conn)?.apply(&op)?;
     let _ = writeln!(out, "{}", summary.trim_end());
@@ -414,7 +495,10 @@ pub fn run(cmd: &AdminCommand, out: &mut dyn Write) -> Result<bool, ClientError>
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// "12s ago", "3m05s ago", "2h10m ago", "4d ago"; `-` for none.
@@ -474,7 +558,11 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
         out,
         "dns-sidecar at {addr}: {} (status from {})",
         if s.ready { "ready" } else { "NOT READY" },
-        if s.generated_at > 0.0 { ago(Some(s.generated_at), now) } else { "never".into() }
+        if s.generated_at > 0.0 {
+            ago(Some(s.generated_at), now)
+        } else {
+            "never".into()
+        }
     );
     out.push_str("\nAliases\n");
     if s.aliases.is_empty() {
@@ -502,7 +590,19 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                 ]
             })
             .collect();
-        table(&mut out, &["ALIAS", "ROLE", "ANSWER", "SERVER (TARGET)", "SINCE", "PINNED", "REASON"], &rows);
+        table(
+            &mut out,
+            &[
+                "ALIAS",
+                "ROLE",
+                "ANSWER",
+                "SERVER (TARGET)",
+                "SINCE",
+                "PINNED",
+                "REASON",
+            ],
+            &rows,
+        );
     }
     let fences: Vec<Vec<String>> = s
         .aliases
@@ -522,13 +622,25 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
         .collect();
     if !fences.is_empty() {
         out.push_str("\nFences (the alias will not move to these servers; see `dns-sidecar unfence --help`)\n");
-        table(&mut out, &["ALIAS", "SERVER", "KIND", "HOLDING", "SINCE", "REASON"], &fences);
+        table(
+            &mut out,
+            &["ALIAS", "SERVER", "KIND", "HOLDING", "SINCE", "REASON"],
+            &fences,
+        );
     }
     let lagging: Vec<Vec<String>> = s
         .aliases
         .iter()
         .flat_map(|a| {
-            a.lagging.iter().map(|l| vec![a.name.clone(), l.server.clone(), l.good_probes.to_string(), l.since.map_or("-".into(), |t| ago(Some(t), now)), l.reason.clone()])
+            a.lagging.iter().map(|l| {
+                vec![
+                    a.name.clone(),
+                    l.server.clone(),
+                    l.good_probes.to_string(),
+                    l.since.map_or("-".into(), |t| ago(Some(t), now)),
+                    l.reason.clone(),
+                ]
+            })
         })
         .collect();
     if !lagging.is_empty() {
@@ -568,12 +680,29 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                     state.into(),
                     v.timeline.map_or("-".into(), |t| t.to_string()),
                     lag,
-                    if v.last_success.is_some() { ago(v.last_success, now) } else { "never".into() },
+                    if v.last_success.is_some() {
+                        ago(v.last_success, now)
+                    } else {
+                        "never".into()
+                    },
                     err,
                 ]
             })
             .collect();
-        table(&mut out, &["SERVER", "UP", "DRAINED", "STATE", "TIMELINE", "LAG", "LAST OK", "LAST ERROR"], &rows);
+        table(
+            &mut out,
+            &[
+                "SERVER",
+                "UP",
+                "DRAINED",
+                "STATE",
+                "TIMELINE",
+                "LAG",
+                "LAST OK",
+                "LAST ERROR",
+            ],
+            &rows,
+        );
     }
     let shown = s.history.len().min(HISTORY_SHOWN);
     let _ = writeln!(out, "\nHistory (last {shown} of {})", s.history.len());
@@ -605,14 +734,19 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked_answers() {
         let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx: y\r\n\r\nok\nEXTRA").unwrap();
-        assert_eq!((r.status, r.reason.as_str(), r.body.as_str(), r.header("X")), (200, "OK", "ok\n", Some("y")));
+        assert_eq!(
+            (r.status, r.reason.as_str(), r.body.as_str(), r.header("X")),
+            (200, "OK", "ok\n", Some("y"))
+        );
         let r = parse_response(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n5;x=1\r\nready\r\n0\r\n\r\n").unwrap();
         assert_eq!((r.status, r.body.as_str()), (503, "not ready"));
         let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\nrest of it").unwrap();
         assert_eq!(r.body, "rest of it");
         assert!(parse_response(b"").unwrap_err().contains("without an answer"));
         assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort").unwrap_err().contains("5 of 10"));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
+            .unwrap_err()
+            .contains("5 of 10"));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").is_err());
     }
 
@@ -635,39 +769,94 @@ mod tests {
         let s = Status {
             ready: true,
             generated_at: 1000.0,
-            aliases: vec![AliasStatus {
-                name: "prod.db.internal.".into(),
-                role: "read-write".into(),
-                answer: "cname".into(),
-                server: Some("westus2".into()),
-                target: Some("pg-westus2.example.".into()),
-                since: Some(988.0),
-                reason: "westus2 is writable".into(),
-                pinned: Some("westus2".into()),
-                ..Default::default()
-            }, AliasStatus {
-                name: "ro.db.internal.".into(),
-                role: "prefer-standby".into(),
-                lagging: vec![LagStatus { server: "centralus".into(), reason: "20.0 MiB behind westus2 (max_lag 16.0 MiB)".into(), since: Some(990.0), good_probes: 1 }],
-                ..Default::default()
-            }],
-            servers: vec![
-                ServerStatus { server: "eastus".into(), up: false, drained: true, last_error: Some("connection refused".into()), consecutive_failures: 4, ..Default::default() },
-                ServerStatus { server: "westus2".into(), up: true, writable: Some(false), in_recovery: Some(true), timeline: Some(2), replay_lag_bytes: Some(2048), last_success: Some(999.5), ..Default::default() },
-                ServerStatus { server: "centralus".into(), up: true, in_recovery: Some(true), replay_lag_bytes: Some(0), lag_bytes: Some(20 << 20), last_success: Some(999.5), ..Default::default() },
+            aliases: vec![
+                AliasStatus {
+                    name: "prod.db.internal.".into(),
+                    role: "read-write".into(),
+                    answer: "cname".into(),
+                    server: Some("westus2".into()),
+                    target: Some("pg-westus2.example.".into()),
+                    since: Some(988.0),
+                    reason: "westus2 is writable".into(),
+                    pinned: Some("westus2".into()),
+                    ..Default::default()
+                },
+                AliasStatus {
+                    name: "ro.db.internal.".into(),
+                    role: "prefer-standby".into(),
+                    lagging: vec![LagStatus {
+                        server: "centralus".into(),
+                        reason: "20.0 MiB behind westus2 (max_lag 16.0 MiB)".into(),
+                        since: Some(990.0),
+                        good_probes: 1,
+                    }],
+                    ..Default::default()
+                },
             ],
-            history: (0..15).map(|i| HistoryEntry { at: 900.0 + i as f64, kind: "server_up".into(), server: Some(format!("s{i}")), message: format!("m{i}"), ..Default::default() }).collect(),
+            servers: vec![
+                ServerStatus {
+                    server: "eastus".into(),
+                    up: false,
+                    drained: true,
+                    last_error: Some("connection refused".into()),
+                    consecutive_failures: 4,
+                    ..Default::default()
+                },
+                ServerStatus {
+                    server: "westus2".into(),
+                    up: true,
+                    writable: Some(false),
+                    in_recovery: Some(true),
+                    timeline: Some(2),
+                    replay_lag_bytes: Some(2048),
+                    last_success: Some(999.5),
+                    ..Default::default()
+                },
+                ServerStatus {
+                    server: "centralus".into(),
+                    up: true,
+                    in_recovery: Some(true),
+                    replay_lag_bytes: Some(0),
+                    lag_bytes: Some(20 << 20),
+                    last_success: Some(999.5),
+                    ..Default::default()
+                },
+            ],
+            history: (0..15)
+                .map(|i| HistoryEntry {
+                    at: 900.0 + i as f64,
+                    kind: "server_up".into(),
+                    server: Some(format!("s{i}")),
+                    message: format!("m{i}"),
+                    ..Default::default()
+                })
+                .collect(),
         };
         let t = render_status(&s, "127.0.0.1:9153", 1000.0);
         assert!(t.starts_with("dns-sidecar at 127.0.0.1:9153: ready"), "{t}");
         assert!(t.contains("prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s ago  westus2  westus2 is writable"), "{t}");
         assert!(t.contains("eastus     DOWN  drained  unknown  -         -                     never     connection refused (4 in a row)"), "{t}");
-        assert!(t.contains("westus2    up    -        standby  2         2.0 KiB (unreplayed)  just now  -"), "{t}");
-        assert!(t.contains("centralus  up    -        standby  -         20.0 MiB              just now  -"), "{t}");
-        assert!(t.contains("ro.db.internal.  centralus  1            10s ago  20.0 MiB behind westus2 (max_lag 16.0 MiB)"), "{t}");
+        assert!(
+            t.contains("westus2    up    -        standby  2         2.0 KiB (unreplayed)  just now  -"),
+            "{t}"
+        );
+        assert!(
+            t.contains("centralus  up    -        standby  -         20.0 MiB              just now  -"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ro.db.internal.  centralus  1            10s ago  20.0 MiB behind westus2 (max_lag 16.0 MiB)"),
+            "{t}"
+        );
         assert!(t.contains("History (last 10 of 15)"), "{t}");
-        assert!(!t.contains(" m4\n") && t.contains(" m5\n") && t.contains(" m14\n"), "{t}");
+        assert!(
+            !t.contains(" m4\n") && t.contains(" m5\n") && t.contains(" m14\n"),
+            "{t}"
+        );
         let empty = render_status(&Status::default(), "x:1", 5.0);
-        assert!(empty.contains("NOT READY (status from never)") && empty.contains("(none)"), "{empty}");
+        assert!(
+            empty.contains("NOT READY (status from never)") && empty.contains("(none)"),
+            "{empty}"
+        );
     }
 }

@@ -14,10 +14,19 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Override {
-    Pin { alias: String, server: String },
-    Unpin { alias: String },
-    Drain { server: String },
-    Undrain { server: String },
+    Pin {
+        alias: String,
+        server: String,
+    },
+    Unpin {
+        alias: String,
+    },
+    Drain {
+        server: String,
+    },
+    Undrain {
+        server: String,
+    },
     /// Lifts `alias`'s fence on `server` (and lowers its timeline floor to
     /// that server's timeline), or every fence and the floor when `server`
     /// is absent.
@@ -61,7 +70,10 @@ impl Control {
     /// Applies `op` and waits for the engine's answer.
     pub async fn apply(&self, op: Override) -> Result<String, ControlError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(ControlRequest { op, reply }).await.map_err(|_| ControlError::Stopped)?;
+        self.tx
+            .send(ControlRequest { op, reply })
+            .await
+            .map_err(|_| ControlError::Stopped)?;
         rx.await.map_err(|_| ControlError::Stopped)?
     }
 }

@@ -91,11 +91,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pair = tokio::task::spawn_blocking(move || {
         PgPair::start(
             &bins,
-            PairOptions { primary_name: "pg-east.servers.demo".into(), replica_name: "pg-west.servers.demo".into(), ..PairOptions::default() },
+            PairOptions {
+                primary_name: "pg-east.servers.demo".into(),
+                replica_name: "pg-west.servers.demo".into(),
+                ..PairOptions::default()
+            },
         )
     })
     .await??;
-    println!("  ready in {:.2}s, data in {}", t.elapsed().as_secs_f64(), pair.dir.display());
+    println!(
+        "  ready in {:.2}s, data in {}",
+        t.elapsed().as_secs_f64(),
+        pair.dir.display()
+    );
 
     let upstream = tokio::task::spawn_blocking(|| {
         Dnsmasq::start(DnsmasqOptions {
@@ -132,9 +140,19 @@ async fn serve(args: &DemoArgs, pair: &PgPair, upstream: Option<SocketAddr>) -> 
     let state_file = pair.dir.join("sidecar-state.json");
     let config_path = pair.dir.join("demo.toml");
     let text = |listen: SocketAddr, admin: SocketAddr| {
-        render(&DemoValues { listen, admin, upstream, password_file: &pw_file, ca: &pair.ca_cert, port: pair.port, state_file: &state_file })
+        render(&DemoValues {
+            listen,
+            admin,
+            upstream,
+            password_file: &pw_file,
+            ca: &pair.ca_cert,
+            port: pair.port,
+            state_file: &state_file,
+        })
     };
-    let (listeners, dns, admin) = bind(args, |dns, admin| Config::from_toml(&config_path, &text(dns, admin)).map_err(Into::into))?;
+    let (listeners, dns, admin) = bind(args, |dns, admin| {
+        Config::from_toml(&config_path, &text(dns, admin)).map_err(Into::into)
+    })?;
     // The file shows the ports actually bound, so it can be run as it is.
     let text = text(dns, admin);
     std::fs::write(&config_path, &text).context("writing the demo config")?;
@@ -145,13 +163,31 @@ async fn serve(args: &DemoArgs, pair: &PgPair, upstream: Option<SocketAddr>) -> 
         let cwd = std::env::current_dir().ok()?;
         Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
     });
-    let me = me.as_deref().map_or_else(|| "dns-sidecar".to_string(), |p| p.display().to_string());
-    let admin_flag = if admin.port() == DEFAULT_ADMIN_PORT { String::new() } else { format!(" --admin {admin}") };
+    let me = me
+        .as_deref()
+        .map_or_else(|| "dns-sidecar".to_string(), |p| p.display().to_string());
+    let admin_flag = if admin.port() == DEFAULT_ADMIN_PORT {
+        String::new()
+    } else {
+        format!(" --admin {admin}")
+    };
     println!("\nServing DNS on {dns} with config {}", config_path.display());
     println!("Try, in another terminal:\n");
-    println!("    dig @{} -p {} prod.demo.internal A +noall +answer", dns.ip(), dns.port());
-    println!("    dig @{} -p {} ro.demo.internal A +noall +answer", dns.ip(), dns.port());
-    println!("    watch -n 0.5 dig @{} -p {} prod.demo.internal +short", dns.ip(), dns.port());
+    println!(
+        "    dig @{} -p {} prod.demo.internal A +noall +answer",
+        dns.ip(),
+        dns.port()
+    );
+    println!(
+        "    dig @{} -p {} ro.demo.internal A +noall +answer",
+        dns.ip(),
+        dns.port()
+    );
+    println!(
+        "    watch -n 0.5 dig @{} -p {} prod.demo.internal +short",
+        dns.ip(),
+        dns.port()
+    );
     println!("    {me} status{admin_flag}");
     println!("    curl -s {admin}/status | jq '.aliases[] | {{name, target, reason}}'\n");
     println!("Admin listener (health, metrics, status, overrides) on {admin}.");
@@ -183,9 +219,15 @@ async fn serve(args: &DemoArgs, pair: &PgPair, upstream: Option<SocketAddr>) -> 
 /// Binds the DNS and admin listeners on loopback. A port given on the
 /// command line must be free; a default port that is taken is replaced by a
 /// free one, and said so. `config` builds the config for a pair of addresses.
-fn bind(args: &DemoArgs, config: impl Fn(SocketAddr, SocketAddr) -> anyhow::Result<Config>) -> anyhow::Result<(Listeners, SocketAddr, SocketAddr)> {
+fn bind(
+    args: &DemoArgs,
+    config: impl Fn(SocketAddr, SocketAddr) -> anyhow::Result<Config>,
+) -> anyhow::Result<(Listeners, SocketAddr, SocketAddr)> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let (mut dns, mut admin) = (args.port.unwrap_or(DEFAULT_PORT), args.admin_port.unwrap_or(DEFAULT_ADMIN_PORT));
+    let (mut dns, mut admin) = (
+        args.port.unwrap_or(DEFAULT_PORT),
+        args.admin_port.unwrap_or(DEFAULT_ADMIN_PORT),
+    );
     loop {
         match Listeners::bind(&config(at(dns), at(admin))?) {
             Ok(l) => {
@@ -219,7 +261,10 @@ async fn promote(args: &DemoArgs, pair: &PgPair, shared: &crate::shared::Shared)
     let replica = pair.replica.clone();
     let t = Instant::now();
     tokio::task::spawn_blocking(move || replica.promote(true)).await??;
-    println!(">>> pg-west is writable {:.0} ms after the promote request; watch the alias follow", t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        ">>> pg-west is writable {:.0} ms after the promote request; watch the alias follow",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     let Some(secs) = args.exit_after_promote else {
         let _ = tokio::signal::ctrl_c().await;
         return Ok(());
@@ -277,7 +322,15 @@ mod tests {
         let pw = dir.join(format!("demo-pw-{}", std::process::id()));
         std::fs::write(&pw, "pw").unwrap();
         for upstream in [None, Some("127.0.0.1:5354".parse().unwrap())] {
-            let text = render(&DemoValues { listen: "127.0.0.1:5353".parse().unwrap(), admin: "127.0.0.1:9153".parse().unwrap(), upstream, password_file: &pw, ca: &ca, port: 5432, state_file: Path::new("/tmp/state.json") });
+            let text = render(&DemoValues {
+                listen: "127.0.0.1:5353".parse().unwrap(),
+                admin: "127.0.0.1:9153".parse().unwrap(),
+                upstream,
+                password_file: &pw,
+                ca: &ca,
+                port: 5432,
+                state_file: Path::new("/tmp/state.json"),
+            });
             let c = Config::from_toml(Path::new("demo.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(c.aliases.len(), 2);
             assert_eq!(c.upstream.is_some(), upstream.is_some());

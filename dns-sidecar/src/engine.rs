@@ -152,11 +152,22 @@ fn remembered_differs(a: &State, b: &State) -> bool {
     a.pins != b.pins
         || a.drained != b.drained
         || a.aliases.len() != b.aliases.len()
-        || a.aliases.iter().zip(&b.aliases).any(|(x, y)| x.target != y.target || x.decided != y.decided || x.decided_timeline != y.decided_timeline || x.timeline_floor != y.timeline_floor || x.fences != y.fences)
+        || a.aliases.iter().zip(&b.aliases).any(|(x, y)| {
+            x.target != y.target
+                || x.decided != y.decided
+                || x.decided_timeline != y.decided_timeline
+                || x.timeline_floor != y.timeline_floor
+                || x.fences != y.fences
+        })
 }
 
 fn index(config: &Config) -> HashMap<Arc<str>, usize> {
-    config.servers.iter().enumerate().map(|(i, s)| (Arc::from(s.id.as_str()), i)).collect()
+    config
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (Arc::from(s.id.as_str()), i))
+        .collect()
 }
 
 impl Engine {
@@ -171,8 +182,17 @@ impl Engine {
             Err(f) if f.kind == FailureKind::Ambiguous && f.message.starts_with("no answer within") => "timeout",
             Err(_) => "error",
         };
-        m.probes.get_or_create(&ProbeResult { server: t.server.to_string(), result: result.into() }).inc();
-        m.probe_latency.get_or_create(&ServerLabel { server: t.server.to_string() }).observe(t.obs.latency.as_secs_f64());
+        m.probes
+            .get_or_create(&ProbeResult {
+                server: t.server.to_string(),
+                result: result.into(),
+            })
+            .inc();
+        m.probe_latency
+            .get_or_create(&ServerLabel {
+                server: t.server.to_string(),
+            })
+            .observe(t.obs.latency.as_secs_f64());
         self.last_latency[i] = Some(t.obs.latency);
         Some(Observation { server: i, ..t.obs })
     }
@@ -193,7 +213,12 @@ impl Engine {
                 }
                 let fences: usize = state.aliases.iter().map(|a| a.fences.len()).sum();
                 info!(path = %path.display(), fences, "state restored from the state file");
-                self.record(None, None, "state_file", format!("restored from {} ({fences} fences)", path.display()));
+                self.record(
+                    None,
+                    None,
+                    "state_file",
+                    format!("restored from {} ({fences} fences)", path.display()),
+                );
                 self.state = state;
             }
             Err(err) => {
@@ -225,10 +250,16 @@ impl Engine {
         let result = match tokio::time::timeout(STATE_WRITE_TIMEOUT, write).await {
             Ok(Ok(r)) => r.map_err(|e| e.to_string()),
             Ok(Err(join)) => Err(format!("state file writer failed: {join}")),
-            Err(_) => Err(format!("state file write did not finish within {STATE_WRITE_TIMEOUT:?}; answering anyway")),
+            Err(_) => Err(format!(
+                "state file write did not finish within {STATE_WRITE_TIMEOUT:?}; answering anyway"
+            )),
         };
         let label = if result.is_ok() { "ok" } else { "error" };
-        self.shared.metrics.state_writes.get_or_create(&ResultLabel { result: label.into() }).inc();
+        self.shared
+            .metrics
+            .state_writes
+            .get_or_create(&ResultLabel { result: label.into() })
+            .inc();
         match result {
             Ok(()) if self.state_file_failing => {
                 self.state_file_failing = false;
@@ -266,7 +297,9 @@ impl Engine {
         }
         for (i, a) in self.config.aliases.iter().enumerate() {
             let s = &st.aliases[i];
-            let target_failing = s.target.is_some_and(|t| !st.servers[t].up || st.servers[t].consecutive_fail > 0);
+            let target_failing = s
+                .target
+                .is_some_and(|t| !st.servers[t].up || st.servers[t].consecutive_fail > 0);
             // Writer aliases only: the cadence exists to follow a promote. A
             // reader alias without a standby (replay paused for hours, the
             // replica down for maintenance) must not keep its servers at
@@ -306,12 +339,17 @@ impl Engine {
         let c = self.config.clone();
         for (i, a) in c.aliases.iter().enumerate() {
             let now = self.served(i);
-            let before = self.served.insert(a.name.to_string(), now.clone()).unwrap_or(Served::Pending);
+            let before = self
+                .served
+                .insert(a.name.to_string(), now.clone())
+                .unwrap_or(Served::Pending);
             if now == before || now == Served::Pending {
                 continue;
             }
             let explained = events.iter().any(|e| match e {
-                Event::TargetChanged { alias, new, .. } => *alias == i && now == Served::Server(c.servers[*new].id.clone()),
+                Event::TargetChanged { alias, new, .. } => {
+                    *alias == i && now == Served::Server(c.servers[*new].id.clone())
+                }
                 Event::NoMatch { alias, .. } | Event::FenceHeld { alias, .. } => *alias == i,
                 _ => false,
             });
@@ -322,13 +360,33 @@ impl Engine {
             match &now {
                 Served::Servfail => {
                     let reason = self.state.servfail_reason(&c, i);
-                    error!(alias = name, answer = "servfail", reason = reason.as_str(), "alias answers SERVFAIL");
-                    self.record(Some(name.into()), None, "answer_changed", format!("answers SERVFAIL: {reason}"));
+                    error!(
+                        alias = name,
+                        answer = "servfail",
+                        reason = reason.as_str(),
+                        "alias answers SERVFAIL"
+                    );
+                    self.record(
+                        Some(name.into()),
+                        None,
+                        "answer_changed",
+                        format!("answers SERVFAIL: {reason}"),
+                    );
                 }
                 Served::Server(id) => {
                     let target = c.servers.iter().find(|s| &s.id == id).map_or("", |s| s.target.as_str());
-                    let reason = format!("answering {id} again; candidates: {}", self.state.candidates_summary(&c, i));
-                    warn!(alias = name, answer = "cname", server = id.as_str(), target, reason = reason.as_str(), "alias answers again");
+                    let reason = format!(
+                        "answering {id} again; candidates: {}",
+                        self.state.candidates_summary(&c, i)
+                    );
+                    warn!(
+                        alias = name,
+                        answer = "cname",
+                        server = id.as_str(),
+                        target,
+                        reason = reason.as_str(),
+                        "alias answers again"
+                    );
                     self.record(Some(name.into()), Some(id.clone()), "answer_changed", reason);
                 }
                 Served::Pending => {}
@@ -339,8 +397,18 @@ impl Engine {
     /// One rate-limited line about a server's health.
     fn log_episode(&mut self, line: Line) {
         match line {
-            Line::Down { server, reason, was_up, flaps, .. } => {
-                let what = if was_up { "server down" } else { "server down (not up since the start)" };
+            Line::Down {
+                server,
+                reason,
+                was_up,
+                flaps,
+                ..
+            } => {
+                let what = if was_up {
+                    "server down"
+                } else {
+                    "server down (not up since the start)"
+                };
                 if flaps > 0 {
                     warn!(server = server.as_str(), error = reason.as_str(), flaps, "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged one by one)");
                 } else {
@@ -348,18 +416,41 @@ impl Engine {
                 }
                 self.record(None, Some(server), "server_down", reason);
             }
-            Line::Up { server, state, down_for: Some(d) } => {
+            Line::Up {
+                server,
+                state,
+                down_for: Some(d),
+            } => {
                 let down_for = format!("{:.1}s", d.as_secs_f64());
-                info!(server = server.as_str(), state = state.as_str(), down_for = down_for.as_str(), "server up");
-                self.record(None, Some(server), "server_up", format!("{state} (down for {down_for})"));
+                info!(
+                    server = server.as_str(),
+                    state = state.as_str(),
+                    down_for = down_for.as_str(),
+                    "server up"
+                );
+                self.record(
+                    None,
+                    Some(server),
+                    "server_up",
+                    format!("{state} (down for {down_for})"),
+                );
             }
-            Line::Up { server, state, down_for: None } => {
+            Line::Up {
+                server,
+                state,
+                down_for: None,
+            } => {
                 info!(server = server.as_str(), state = state.as_str(), "server up");
                 self.record(None, Some(server), "server_up", state);
             }
             Line::Flapped { server, flaps, window } => {
                 warn!(server = server.as_str(), flaps, "server flapped: {flaps} short down episode(s) in the last {}s, not logged one by one; it is up now", window.as_secs());
-                self.record(None, Some(server), "server_flapped", format!("{flaps} short down episodes in {}s", window.as_secs()));
+                self.record(
+                    None,
+                    Some(server),
+                    "server_flapped",
+                    format!("{flaps} short down episodes in {}s", window.as_secs()),
+                );
             }
         }
     }
@@ -367,7 +458,11 @@ impl Engine {
     /// The `answer`, `server` and `target` of alias `i` for a log line.
     fn answer_fields(&self, i: usize) -> (&'static str, String, String) {
         match self.state.answer(&self.config, i) {
-            Answer::Target(s) => ("cname", self.config.servers[s].id.clone(), self.config.servers[s].target.to_string()),
+            Answer::Target(s) => (
+                "cname",
+                self.config.servers[s].id.clone(),
+                self.config.servers[s].target.to_string(),
+            ),
             Answer::NoTarget => ("servfail", "-".into(), "-".into()),
             Answer::Pending => ("pending", "-".into(), "-".into()),
         }
@@ -385,7 +480,9 @@ impl Engine {
             let h = &self.state.servers[i];
             let l = ServerLabel { server: s.id.clone() };
             m.server_up.get_or_create(&l).set(h.up as i64);
-            m.server_writable.get_or_create(&l).set(h.last_state.as_ref().is_some_and(|st| st.writable()) as i64);
+            m.server_writable
+                .get_or_create(&l)
+                .set(h.last_state.as_ref().is_some_and(|st| st.writable()) as i64);
         }
         for (i, a) in self.config.aliases.iter().enumerate() {
             // What DNS answers: an alias answering SERVFAIL (drained or
@@ -396,13 +493,23 @@ impl Engine {
                 Answer::Pending | Answer::NoTarget => None,
             };
             for &s in &a.servers {
-                m.alias_target.get_or_create(&AliasServer { alias: a.name.to_string(), server: self.config.servers[s].id.clone() }).set((answered == Some(s)) as i64);
+                m.alias_target
+                    .get_or_create(&AliasServer {
+                        alias: a.name.to_string(),
+                        server: self.config.servers[s].id.clone(),
+                    })
+                    .set((answered == Some(s)) as i64);
             }
         }
         for (i, a) in self.config.aliases.iter().enumerate() {
             for &s in &a.servers {
                 let fenced = fence::is_writer(a.role) && self.state.aliases[i].bar(s, &self.state.servers).is_some();
-                m.fenced.get_or_create(&AliasServer { alias: a.name.to_string(), server: self.config.servers[s].id.clone() }).set(fenced as i64);
+                m.fenced
+                    .get_or_create(&AliasServer {
+                        alias: a.name.to_string(),
+                        server: self.config.servers[s].id.clone(),
+                    })
+                    .set(fenced as i64);
             }
         }
         let incident = self.incident_servers();
@@ -413,7 +520,8 @@ impl Engine {
             }
             differs
         });
-        let overrides = self.state.pins.iter().filter(|p| p.is_some()).count() + self.state.drained.iter().filter(|d| **d).count();
+        let overrides =
+            self.state.pins.iter().filter(|p| p.is_some()).count() + self.state.drained.iter().filter(|d| **d).count();
         m.overrides.set(overrides as i64);
         m.ready.set(self.state.first_round_done as i64);
         self.shared.status.store(Arc::new(status));
@@ -437,10 +545,13 @@ impl Engine {
                 let s = &st.aliases[i];
                 // Exactly what the published routes answer.
                 let (answer, served) = match routes.get(a.name.as_str()).map(|r| &r.answer) {
-                    Some(crate::routes::RouteAnswer::Cname(_)) => ("cname", match st.answer(c, i) {
-                        Answer::Target(t) => Some(t),
-                        _ => None,
-                    }),
+                    Some(crate::routes::RouteAnswer::Cname(_)) => (
+                        "cname",
+                        match st.answer(c, i) {
+                            Answer::Target(t) => Some(t),
+                            _ => None,
+                        },
+                    ),
                     Some(crate::routes::RouteAnswer::Servfail) => ("servfail", None),
                     _ => ("pending", None),
                 };
@@ -451,7 +562,10 @@ impl Engine {
                     answer: answer.into(),
                     server: served.map(|t| c.servers[t].id.clone()),
                     target: served.map(|t| c.servers[t].target.to_string()),
-                    last_server: s.target.filter(|_| answer == "servfail").map(|t| c.servers[t].id.clone()),
+                    last_server: s
+                        .target
+                        .filter(|_| answer == "servfail")
+                        .map(|t| c.servers[t].id.clone()),
                     since: s.since.map(|t| self.unix(t)),
                     reason: s.reason.clone(),
                     pinned: st.pins[i].map(|p| c.servers[p].id.clone()),
@@ -463,7 +577,12 @@ impl Engine {
                     lagging: s
                         .lagging
                         .iter()
-                        .map(|l| LagStatus { server: c.servers[l.server].id.clone(), reason: l.reason.clone(), since: Some(self.unix(l.since)), good_probes: l.good })
+                        .map(|l| LagStatus {
+                            server: c.servers[l.server].id.clone(),
+                            reason: l.reason.clone(),
+                            since: Some(self.unix(l.since)),
+                            good_probes: l.good,
+                        })
                         .collect(),
                 }
             })
@@ -491,7 +610,10 @@ impl Engine {
                     wal_lsn: ls.and_then(|x| x.wal_lsn).map(format_lsn),
                     lag_primary: lag.as_ref().and_then(|l| l.primary).map(|p| c.servers[p].id.clone()),
                     lag_bytes: lag.as_ref().and_then(|l| l.bytes),
-                    lag_seconds: lag.as_ref().and_then(|l| l.time).map(|t| t.unwrap_or_else(|more| more).as_secs_f64()),
+                    lag_seconds: lag
+                        .as_ref()
+                        .and_then(|l| l.time)
+                        .map(|t| t.unwrap_or_else(|more| more).as_secs_f64()),
                     last_error: h.last_error.clone(),
                     last_success: h.last_success.map(|t| self.unix(t)),
                     last_probe_ms: self.last_latency[i].map(|d| d.as_secs_f64() * 1000.0),
@@ -524,7 +646,14 @@ impl Engine {
                     Bar::Fenced(f) => (f.reason.kind(), f.timeline, Some(self.unix(f.since))),
                     Bar::OlderTimeline { timeline, .. } => ("older-timeline", Some(timeline), None),
                 };
-                Some(FenceStatus { server: c.servers[s].id.clone(), kind: kind.into(), reason: bar.describe(c), timeline, since, holding: a.held.contains(&s) })
+                Some(FenceStatus {
+                    server: c.servers[s].id.clone(),
+                    kind: kind.into(),
+                    reason: bar.describe(c),
+                    timeline,
+                    since,
+                    holding: a.held.contains(&s),
+                })
             })
             .collect()
     }
@@ -534,7 +663,13 @@ impl Engine {
             self.history.pop_front();
         }
         let at = self.unix(Instant::now());
-        self.history.push_back(HistoryEntry { at, kind: kind.into(), alias, server, message });
+        self.history.push_back(HistoryEntry {
+            at,
+            kind: kind.into(),
+            alias,
+            server,
+            message,
+        });
     }
 
     fn log_event(&mut self, e: &Event, now: Instant) {
@@ -550,14 +685,41 @@ impl Engine {
             Event::FirstRound { missing } => {
                 let names: Vec<&str> = missing.iter().map(|s| server(*s)).collect();
                 warn!(servers = ?names, "first probe round closed at the probe deadline without these servers reporting; answering with what is known");
-                self.record(None, None, "first_round", format!("first round closed at the deadline; not reported: {}", names.join(", ")));
+                self.record(
+                    None,
+                    None,
+                    "first_round",
+                    format!("first round closed at the deadline; not reported: {}", names.join(", ")),
+                );
             }
-            Event::TargetChanged { alias: a, old, new, reason } => {
+            Event::TargetChanged {
+                alias: a,
+                old,
+                new,
+                reason,
+            } => {
                 let target = c.servers[*new].target.as_str();
                 let old_target = old.map_or("-", |o| c.servers[o].target.as_str());
-                warn!(alias = alias(*a), server = server(*new), target, old_server = old.map_or("-", server), old_target, reason = reason.as_str(), "alias target changed");
-                m.target_changes.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
-                self.record(Some(alias(*a).into()), Some(server(*new).into()), "target_changed", format!("{} -> {}: {reason}", old.map_or("-", server), server(*new)));
+                warn!(
+                    alias = alias(*a),
+                    server = server(*new),
+                    target,
+                    old_server = old.map_or("-", server),
+                    old_target,
+                    reason = reason.as_str(),
+                    "alias target changed"
+                );
+                m.target_changes
+                    .get_or_create(&AliasLabel {
+                        alias: alias(*a).into(),
+                    })
+                    .inc();
+                self.record(
+                    Some(alias(*a).into()),
+                    Some(server(*new).into()),
+                    "target_changed",
+                    format!("{} -> {}: {reason}", old.map_or("-", server), server(*new)),
+                );
                 if let Some(hook) = &c.aliases[*a].on_change {
                     let run = HookRun {
                         hook: hook.clone(),
@@ -569,7 +731,10 @@ impl Engine {
                         reason: reason.clone(),
                     };
                     if self.hooks.try_send(run).is_err() {
-                        error!(alias = alias(*a), "on_change hook queue is full; this change's hook is skipped");
+                        error!(
+                            alias = alias(*a),
+                            "on_change hook queue is full; this change's hook is skipped"
+                        );
                     }
                 }
             }
@@ -578,53 +743,172 @@ impl Engine {
                 let (answer, srv, target) = self.answer_fields(*a);
                 let reason = match answer {
                     "servfail" => self.state.servfail_reason(&c, *a),
-                    _ => format!("keep-last keeps {srv}; candidates: {}", self.state.candidates_summary(&c, *a)),
+                    _ => format!(
+                        "keep-last keeps {srv}; candidates: {}",
+                        self.state.candidates_summary(&c, *a)
+                    ),
                 };
-                error!(alias = alias(*a), role = c.aliases[*a].role.as_str(), answer, server = srv.as_str(), target = target.as_str(), policy = policy.as_str(), reason = reason.as_str(), "no candidate server matches the alias's role");
-                m.no_match.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
-                let said = if answer == "servfail" { "answering SERVFAIL".to_string() } else { format!("answering {srv}") };
-                self.record(Some(alias(*a).into()), (srv != "-").then_some(srv), "no_match", format!("no candidate is {}; {said}: {reason}", c.aliases[*a].role.as_str()));
+                error!(
+                    alias = alias(*a),
+                    role = c.aliases[*a].role.as_str(),
+                    answer,
+                    server = srv.as_str(),
+                    target = target.as_str(),
+                    policy = policy.as_str(),
+                    reason = reason.as_str(),
+                    "no candidate server matches the alias's role"
+                );
+                m.no_match
+                    .get_or_create(&AliasLabel {
+                        alias: alias(*a).into(),
+                    })
+                    .inc();
+                let said = if answer == "servfail" {
+                    "answering SERVFAIL".to_string()
+                } else {
+                    format!("answering {srv}")
+                };
+                self.record(
+                    Some(alias(*a).into()),
+                    (srv != "-").then_some(srv),
+                    "no_match",
+                    format!("no candidate is {}; {said}: {reason}", c.aliases[*a].role.as_str()),
+                );
             }
-            Event::SplitBrain { alias: a, writable, chosen, by_timeline } => {
+            Event::SplitBrain {
+                alias: a,
+                writable,
+                chosen,
+                by_timeline,
+            } => {
                 let names: Vec<&str> = writable.iter().map(|s| server(*s)).collect();
-                let by = if *by_timeline { "newest timeline" } else { "no timeline data: kept the current target" };
+                let by = if *by_timeline {
+                    "newest timeline"
+                } else {
+                    "no timeline data: kept the current target"
+                };
                 error!(alias = alias(*a), writable = ?names, chosen = server(*chosen), by, "SPLIT BRAIN: more than one candidate is writable");
-                m.split_brain.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
-                self.record(Some(alias(*a).into()), Some(server(*chosen).into()), "split_brain", format!("writable: {}; chose {} by {by}", names.join(", "), server(*chosen)));
+                m.split_brain
+                    .get_or_create(&AliasLabel {
+                        alias: alias(*a).into(),
+                    })
+                    .inc();
+                self.record(
+                    Some(alias(*a).into()),
+                    Some(server(*chosen).into()),
+                    "split_brain",
+                    format!("writable: {}; chose {} by {by}", names.join(", "), server(*chosen)),
+                );
             }
-            Event::ServerUp { server: s, state, down_for } => {
+            Event::ServerUp {
+                server: s,
+                state,
+                down_for,
+            } => {
                 if let Some(line) = self.episodes.up(server(*s), state, *down_for) {
                     self.log_episode(line);
                 }
             }
-            Event::ServerDown { server: s, error, was_up } => {
+            Event::ServerDown {
+                server: s,
+                error,
+                was_up,
+            } => {
                 if let Some(line) = self.episodes.down(server(*s), error, *was_up, now) {
                     self.log_episode(line);
                 }
             }
-            Event::Fenced { alias: a, server: s, reason } => {
-                warn!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "server fenced: the alias will not move to it");
-                m.fences.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
-                self.record(Some(alias(*a).into()), Some(server(*s).into()), "fenced", reason.clone());
+            Event::Fenced {
+                alias: a,
+                server: s,
+                reason,
+            } => {
+                warn!(
+                    alias = alias(*a),
+                    server = server(*s),
+                    reason = reason.as_str(),
+                    "server fenced: the alias will not move to it"
+                );
+                m.fences
+                    .get_or_create(&AliasLabel {
+                        alias: alias(*a).into(),
+                    })
+                    .inc();
+                self.record(
+                    Some(alias(*a).into()),
+                    Some(server(*s).into()),
+                    "fenced",
+                    reason.clone(),
+                );
             }
-            Event::FenceHeld { alias: a, server: s, reason } => {
+            Event::FenceHeld {
+                alias: a,
+                server: s,
+                reason,
+            } => {
                 // `server` is the fenced one; `serving` what DNS answers instead.
                 let (answer, serving, _) = self.answer_fields(*a);
                 error!(alias = alias(*a), server = server(*s), reason = reason.as_str(), answer, serving = serving.as_str(), "FENCED: the alias is kept off a server that matches its role, because it has diverged; run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated");
-                m.fence_holds.get_or_create(&AliasLabel { alias: alias(*a).into() }).inc();
-                self.record(Some(alias(*a).into()), Some(server(*s).into()), "fence_held", reason.clone());
+                m.fence_holds
+                    .get_or_create(&AliasLabel {
+                        alias: alias(*a).into(),
+                    })
+                    .inc();
+                self.record(
+                    Some(alias(*a).into()),
+                    Some(server(*s).into()),
+                    "fence_held",
+                    reason.clone(),
+                );
             }
-            Event::Unfenced { alias: a, server: s, reason } => {
-                info!(alias = alias(*a), server = server(*s), reason = reason.as_str(), "fence lifted");
-                self.record(Some(alias(*a).into()), Some(server(*s).into()), "unfenced", reason.clone());
+            Event::Unfenced {
+                alias: a,
+                server: s,
+                reason,
+            } => {
+                info!(
+                    alias = alias(*a),
+                    server = server(*s),
+                    reason = reason.as_str(),
+                    "fence lifted"
+                );
+                self.record(
+                    Some(alias(*a).into()),
+                    Some(server(*s).into()),
+                    "unfenced",
+                    reason.clone(),
+                );
             }
-            Event::LagExceeded { alias: a, server: s, reason } => {
+            Event::LagExceeded {
+                alias: a,
+                server: s,
+                reason,
+            } => {
                 warn!(alias = alias(*a), server = server(*s), lag = reason.as_str(), "standby too far behind the primary: the alias will not choose it until it is within the limit for `rise` probes");
-                self.record(Some(alias(*a).into()), Some(server(*s).into()), "lag_exceeded", reason.clone());
+                self.record(
+                    Some(alias(*a).into()),
+                    Some(server(*s).into()),
+                    "lag_exceeded",
+                    reason.clone(),
+                );
             }
-            Event::LagRecovered { alias: a, server: s, reason } => {
-                info!(alias = alias(*a), server = server(*s), lag = reason.as_str(), "standby within the alias's lag limit again");
-                self.record(Some(alias(*a).into()), Some(server(*s).into()), "lag_recovered", reason.clone());
+            Event::LagRecovered {
+                alias: a,
+                server: s,
+                reason,
+            } => {
+                info!(
+                    alias = alias(*a),
+                    server = server(*s),
+                    lag = reason.as_str(),
+                    "standby within the alias's lag limit again"
+                );
+                self.record(
+                    Some(alias(*a).into()),
+                    Some(server(*s).into()),
+                    "lag_recovered",
+                    reason.clone(),
+                );
             }
             Event::Override { summary } => {
                 warn!(summary = summary.as_str(), "manual override");

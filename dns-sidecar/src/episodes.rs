@@ -25,12 +25,26 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 pub enum Line {
     /// A down episode began at `since`; `flaps` earlier short episodes
     /// were not logged (they began and ended within the window).
-    Down { server: String, reason: String, since: Instant, was_up: bool, flaps: u32 },
+    Down {
+        server: String,
+        reason: String,
+        since: Instant,
+        was_up: bool,
+        flaps: u32,
+    },
     /// Up again after a logged down episode (`down_for`), or for the first
     /// time (`down_for` is `None`).
-    Up { server: String, state: String, down_for: Option<Duration> },
+    Up {
+        server: String,
+        state: String,
+        down_for: Option<Duration>,
+    },
     /// The window ended with the server up after `flaps` unlogged episodes.
-    Flapped { server: String, flaps: u32, window: Duration },
+    Flapped {
+        server: String,
+        flaps: u32,
+        window: Duration,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +68,9 @@ impl Episodes {
     /// A down episode began.
     pub fn down(&mut self, server: &str, reason: &str, was_up: bool, now: Instant) -> Option<Line> {
         let t = self.servers.entry(server.to_string()).or_default();
-        if t.last_down_line.is_some_and(|last| now.saturating_duration_since(last) < WINDOW) {
+        if t.last_down_line
+            .is_some_and(|last| now.saturating_duration_since(last) < WINDOW)
+        {
             t.flaps += 1;
             t.pending = Some((now, reason.to_string(), was_up));
             return None;
@@ -62,7 +78,13 @@ impl Episodes {
         let flaps = std::mem::take(&mut t.flaps);
         t.last_down_line = Some(now);
         t.pending = None;
-        Some(Line::Down { server: server.to_string(), reason: reason.to_string(), since: now, was_up, flaps })
+        Some(Line::Down {
+            server: server.to_string(),
+            reason: reason.to_string(),
+            since: now,
+            was_up,
+            flaps,
+        })
     }
 
     /// The server is up (first time, or after a down episode of `down_for`).
@@ -72,7 +94,11 @@ impl Episodes {
             // A flap: counted, said when the window ends.
             return None;
         }
-        Some(Line::Up { server: server.to_string(), state: state.to_string(), down_for })
+        Some(Line::Up {
+            server: server.to_string(),
+            state: state.to_string(),
+            down_for,
+        })
     }
 
     /// Lines due because a window ended: a pending down episode still going
@@ -89,9 +115,19 @@ impl Episodes {
             if let Some((since, reason, was_up)) = t.pending.take() {
                 let flaps = std::mem::take(&mut t.flaps).saturating_sub(1);
                 t.last_down_line = Some(now);
-                        out.push(Line::Down { server: server.clone(), reason, since, was_up, flaps });
+                out.push(Line::Down {
+                    server: server.clone(),
+                    reason,
+                    since,
+                    was_up,
+                    flaps,
+                });
             } else if t.flaps > 0 {
-                out.push(Line::Flapped { server: server.clone(), flaps: std::mem::take(&mut t.flaps), window: WINDOW });
+                out.push(Line::Flapped {
+                    server: server.clone(),
+                    flaps: std::mem::take(&mut t.flaps),
+                    window: WINDOW,
+                });
                 t.last_down_line = None;
             }
         }
@@ -116,11 +152,28 @@ mod tests {
     fn one_episode_is_one_down_and_one_up() {
         let t0 = Instant::now();
         let mut e = Episodes::default();
-        assert_eq!(e.up("a", "writable", None), Some(Line::Up { server: "a".into(), state: "writable".into(), down_for: None }));
+        assert_eq!(
+            e.up("a", "writable", None),
+            Some(Line::Up {
+                server: "a".into(),
+                state: "writable".into(),
+                down_for: None
+            })
+        );
         let down = e.down("a", "connection refused", true, at(t0, 100));
-        assert!(matches!(down, Some(Line::Down { ref reason, flaps: 0, was_up: true, .. }) if reason == "connection refused"), "{down:?}");
+        assert!(
+            matches!(down, Some(Line::Down { ref reason, flaps: 0, was_up: true, .. }) if reason == "connection refused"),
+            "{down:?}"
+        );
         let up = e.up("a", "writable", Some(Duration::from_secs(5)));
-        assert_eq!(up, Some(Line::Up { server: "a".into(), state: "writable".into(), down_for: Some(Duration::from_secs(5)) }));
+        assert_eq!(
+            up,
+            Some(Line::Up {
+                server: "a".into(),
+                state: "writable".into(),
+                down_for: Some(Duration::from_secs(5))
+            })
+        );
         assert!(e.tick(at(t0, 60_000)).is_empty());
     }
 
@@ -131,7 +184,10 @@ mod tests {
         let down = e.down("b", "certificate verify failed", false, t0).unwrap();
         assert!(matches!(down, Line::Down { ref server, was_up: false, .. } if server == "b"));
         // Its first recovery says how long it was down.
-        assert!(matches!(e.up("b", "standby", Some(Duration::from_secs(3))), Some(Line::Up { down_for: Some(_), .. })));
+        assert!(matches!(
+            e.up("b", "standby", Some(Duration::from_secs(3))),
+            Some(Line::Up { down_for: Some(_), .. })
+        ));
     }
 
     #[test]
@@ -147,7 +203,14 @@ mod tests {
             assert!(e.tick(at(t0, i * 500 + 1)).is_empty());
         }
         // The window ends with the server up: one summary line.
-        assert_eq!(e.tick(at(t0, 30_001)), vec![Line::Flapped { server: "a".into(), flaps: 10, window: WINDOW }]);
+        assert_eq!(
+            e.tick(at(t0, 30_001)),
+            vec![Line::Flapped {
+                server: "a".into(),
+                flaps: 10,
+                window: WINDOW
+            }]
+        );
         assert!(e.tick(at(t0, 90_000)).is_empty());
         // The next episode is logged at once again.
         assert!(e.down("a", "refused", true, at(t0, 100_000)).is_some());
@@ -164,9 +227,15 @@ mod tests {
         assert_eq!(e.down("a", "timeout", true, at(t0, 2000)), None);
         // Still down when the window ends: logged, with the earlier flap counted.
         let lines = e.tick(at(t0, 30_000));
-        assert!(matches!(&lines[..], [Line::Down { reason, flaps: 1, .. }] if reason == "timeout"), "{lines:?}");
+        assert!(
+            matches!(&lines[..], [Line::Down { reason, flaps: 1, .. }] if reason == "timeout"),
+            "{lines:?}"
+        );
         // ... and so its recovery is logged too.
-        assert!(matches!(e.up("a", "writable", Some(Duration::from_secs(40))), Some(Line::Up { down_for: Some(_), .. })));
+        assert!(matches!(
+            e.up("a", "writable", Some(Duration::from_secs(40))),
+            Some(Line::Up { down_for: Some(_), .. })
+        ));
     }
 
     #[test]

@@ -55,9 +55,18 @@ impl Queue {
     /// keeping the waiting one's old target (what the external record holds).
     pub fn push(&mut self, run: HookRun) {
         if let Some(w) = self.waiting.iter_mut().find(|w| w.alias == run.alias) {
-            info!(alias = run.alias.as_str(), skipped = w.new_server.as_str(), latest = run.new_server.as_str(), "on_change hook: a newer change replaces one still waiting");
+            info!(
+                alias = run.alias.as_str(),
+                skipped = w.new_server.as_str(),
+                latest = run.new_server.as_str(),
+                "on_change hook: a newer change replaces one still waiting"
+            );
             let (old_server, old_target) = (w.old_server.take(), w.old_target.take());
-            *w = HookRun { old_server, old_target, ..run };
+            *w = HookRun {
+                old_server,
+                old_target,
+                ..run
+            };
         } else {
             self.waiting.push_back(run);
         }
@@ -105,10 +114,20 @@ pub async fn runner(mut rx: mpsc::Receiver<HookRun>, shared: Arc<Shared>) {
             Err(HookError::Timeout(_)) => "timeout",
             Err(_) => "failed",
         };
-        shared.metrics.hook_runs.get_or_create(&ResultLabel { result: label.into() }).inc();
+        shared
+            .metrics
+            .hook_runs
+            .get_or_create(&ResultLabel { result: label.into() })
+            .inc();
         match result {
-            Ok(()) => info!(alias = run.alias.as_str(), new = run.new_server.as_str(), "on_change hook succeeded"),
-            Err(e) => error!(alias = run.alias.as_str(), new = run.new_server.as_str(), error = %e, "on_change hook failed"),
+            Ok(()) => info!(
+                alias = run.alias.as_str(),
+                new = run.new_server.as_str(),
+                "on_change hook succeeded"
+            ),
+            Err(e) => {
+                error!(alias = run.alias.as_str(), new = run.new_server.as_str(), error = %e, "on_change hook failed")
+            }
         }
         if !open && queue.is_empty() {
             return;
@@ -123,7 +142,10 @@ pub enum HookError {
     #[error("killed (with its process group) after its timeout of {0:?}")]
     Timeout(std::time::Duration),
     #[error("exited with {status}; stderr: {stderr}")]
-    Failed { status: std::process::ExitStatus, stderr: String },
+    Failed {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
     #[error("waiting for it failed: {0}")]
     Wait(#[source] std::io::Error),
 }
@@ -152,7 +174,10 @@ async fn run_one(run: &HookRun) -> Result<(), HookError> {
         .envs(passed_env(&run.hook.env))
         .env("DNS_SIDECAR_ALIAS", run.alias.trim_end_matches('.'))
         .env("DNS_SIDECAR_OLD_SERVER", run.old_server.as_deref().unwrap_or(""))
-        .env("DNS_SIDECAR_OLD_TARGET", run.old_target.as_deref().unwrap_or("").trim_end_matches('.'))
+        .env(
+            "DNS_SIDECAR_OLD_TARGET",
+            run.old_target.as_deref().unwrap_or("").trim_end_matches('.'),
+        )
         .env("DNS_SIDECAR_NEW_SERVER", &run.new_server)
         .env("DNS_SIDECAR_NEW_TARGET", run.new_target.trim_end_matches('.'))
         .env("DNS_SIDECAR_REASON", &run.reason)
@@ -163,7 +188,10 @@ async fn run_one(run: &HookRun) -> Result<(), HookError> {
         // everything it started.
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| HookError::Spawn { program: argv[0].clone(), source })?;
+    let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
     let pgid = child.id();
     let mut stderr = child.stderr.take();
     let collect = async {
@@ -199,8 +227,18 @@ async fn run_one(run: &HookRun) -> Result<(), HookError> {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&err);
-        let tail: String = stderr.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(HookError::Failed { status, stderr: tail.trim().to_string() })
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(500)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Err(HookError::Failed {
+            status,
+            stderr: tail.trim().to_string(),
+        })
     }
 }
 
@@ -210,7 +248,11 @@ mod tests {
 
     fn run(alias: &str, old: Option<&str>, new: &str) -> HookRun {
         HookRun {
-            hook: Hook { argv: vec!["/bin/true".into()], timeout: std::time::Duration::from_secs(1), env: vec![] },
+            hook: Hook {
+                argv: vec!["/bin/true".into()],
+                timeout: std::time::Duration::from_secs(1),
+                env: vec![],
+            },
             alias: alias.into(),
             old_server: old.map(Into::into),
             old_target: old.map(|o| format!("{o}.test.")),
@@ -229,7 +271,14 @@ mod tests {
         q.push(run("a.", Some("z"), "w"));
         assert_eq!(q.len(), 2);
         let first = q.pop().unwrap();
-        assert_eq!((first.alias.as_str(), first.old_server.as_deref(), first.new_server.as_str()), ("a.", Some("x"), "w"));
+        assert_eq!(
+            (
+                first.alias.as_str(),
+                first.old_server.as_deref(),
+                first.new_server.as_str()
+            ),
+            ("a.", Some("x"), "w")
+        );
         assert_eq!(q.pop().unwrap().alias, "b.");
         assert!(q.pop().is_none());
     }

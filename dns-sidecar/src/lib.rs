@@ -91,7 +91,11 @@ impl Listeners {
     pub fn bind(config: &Config) -> Result<Listeners, RunError> {
         let mut l = Listeners::bind_dns(&config.dns.listen)?;
         if let Some(addr) = config.admin.listen {
-            l.admin = Some(std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, proto: "tcp (admin)", source })?);
+            l.admin = Some(std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind {
+                addr,
+                proto: "tcp (admin)",
+                source,
+            })?);
         }
         Ok(l)
     }
@@ -99,7 +103,11 @@ impl Listeners {
     /// Binds DNS listeners only (no admin listener), with one UDP socket
     /// per worker thread on each address (see [`udp_workers`]).
     pub fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners, RunError> {
-        let mut l = Listeners { udp: Vec::new(), tcp: Vec::new(), admin: None };
+        let mut l = Listeners {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            admin: None,
+        };
         for &addr in addrs {
             let (mut u, t) = bind_group(addr, udp_workers())?;
             l.udp.append(&mut u);
@@ -144,18 +152,34 @@ fn bind_group(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::UdpSocket>, s
     let attempts = if addr.port() == 0 { 50 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let first = udp_socket(addr).map_err(|source| RunError::Bind { addr, proto: "udp", source })?;
-        let bound = first.local_addr().map_err(|source| RunError::Bind { addr, proto: "udp", source })?;
+        let first = udp_socket(addr).map_err(|source| RunError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        })?;
+        let bound = first.local_addr().map_err(|source| RunError::Bind {
+            addr,
+            proto: "udp",
+            source,
+        })?;
         let tcp = match std::net::TcpListener::bind(bound) {
             Ok(t) => t,
             Err(source) => {
-                last = Some(RunError::Bind { addr: bound, proto: "tcp", source });
+                last = Some(RunError::Bind {
+                    addr: bound,
+                    proto: "tcp",
+                    source,
+                });
                 continue;
             }
         };
         let mut udp = vec![first];
         for _ in 1..n {
-            udp.push(udp_socket(bound).map_err(|source| RunError::Bind { addr: bound, proto: "udp", source })?);
+            udp.push(udp_socket(bound).map_err(|source| RunError::Bind {
+                addr: bound,
+                proto: "udp",
+                source,
+            })?);
         }
         return Ok((udp, tcp));
     }
@@ -189,7 +213,11 @@ pub struct Running {
     tasks: tokio::task::JoinSet<()>,
 }
 
-type Bound = (Vec<std::net::UdpSocket>, Vec<tokio::net::TcpListener>, Option<tokio::net::TcpListener>);
+type Bound = (
+    Vec<std::net::UdpSocket>,
+    Vec<tokio::net::TcpListener>,
+    Option<tokio::net::TcpListener>,
+);
 
 /// Hands the TCP listeners to tokio; UDP sockets stay with the worker threads.
 fn to_tokio(listeners: Listeners) -> Result<Bound, RunError> {
@@ -199,7 +227,11 @@ fn to_tokio(listeners: Listeners) -> Result<Bound, RunError> {
         t.set_nonblocking(true).map_err(err)?;
         tokio::net::TcpListener::from_std(t).map_err(err)
     }
-    let tcp = listeners.tcp.into_iter().map(|t| convert(t, "tcp")).collect::<Result<Vec<_>, _>>()?;
+    let tcp = listeners
+        .tcp
+        .into_iter()
+        .map(|t| convert(t, "tcp"))
+        .collect::<Result<Vec<_>, _>>()?;
     let admin = listeners.admin.map(|a| convert(a, "tcp (admin)")).transpose()?;
     Ok((listeners.udp, tcp, admin))
 }
@@ -208,7 +240,10 @@ fn check_loop(config: &Config, local: &[SocketAddr]) -> Result<(), RunError> {
     if let Some(up) = &config.upstream {
         for &u in &up.servers {
             if let Some(&l) = local.iter().find(|&&l| config::forwards_to_self(l, u)) {
-                return Err(RunError::ForwardLoop { upstream: u, listener: l });
+                return Err(RunError::ForwardLoop {
+                    upstream: u,
+                    listener: l,
+                });
             }
         }
     }
@@ -228,7 +263,13 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let cache = Arc::new(dns::cache::Cache::new(&config.cache, shared.metrics.cache.clone()));
     cache.configure_from(&config);
     let _ = shared.cache.set(cache.clone());
-    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, shared.clone(), targets.clone(), guard.clone(), cache.clone())?));
+    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(
+        &config,
+        shared.clone(),
+        targets.clone(),
+        guard.clone(),
+        cache.clone(),
+    )?));
     let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
@@ -240,16 +281,46 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     probers.sync(&config, &obs_tx)?;
     let control = Control::new(control_tx);
     let mut tasks = tokio::task::JoinSet::new();
-    let inputs = engine::Inputs { observations: obs_rx, control: control_rx, reconfigure: reconf_rx, hooks: hook_tx };
+    let inputs = engine::Inputs {
+        observations: obs_rx,
+        control: control_rx,
+        reconfigure: reconf_rx,
+        hooks: hook_tx,
+    };
     tasks.spawn(engine::run(shared.clone(), inputs, stop_rx.clone()));
     tasks.spawn(hook::runner(hook_rx, shared.clone()));
-    tasks.spawn(dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()));
-    tasks.spawn(dns::serve(handler.clone(), shared.clone(), guard.clone(), udp, tcp, stop_rx.clone()));
+    tasks.spawn(dns::targets::refresher(
+        shared.clone(),
+        targets.clone(),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(dns::serve(
+        handler.clone(),
+        shared.clone(),
+        guard.clone(),
+        udp,
+        tcp,
+        stop_rx.clone(),
+    ));
     if let Some(a) = admin {
         tasks.spawn(admin::serve(a, shared.clone(), control.clone(), stop_rx));
     }
     info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
-    Ok(Running { shared, control, local_addrs, admin_addr, handler, targets, guard, cache, probers, observations: obs_tx, reconfigure: reconf_tx, stop, tasks })
+    Ok(Running {
+        shared,
+        control,
+        local_addrs,
+        admin_addr,
+        handler,
+        targets,
+        guard,
+        cache,
+        probers,
+        observations: obs_tx,
+        reconfigure: reconf_tx,
+        stop,
+        tasks,
+    })
 }
 
 impl Running {
@@ -263,7 +334,11 @@ impl Running {
     pub async fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
         let result = self.try_reload(config).await;
         let label = if result.is_ok() { "ok" } else { "rejected" };
-        self.shared.metrics.reloads.get_or_create(&ResultLabel { result: label.into() }).inc();
+        self.shared
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabel { result: label.into() })
+            .inc();
         result
     }
 
@@ -273,11 +348,24 @@ impl Running {
         if config.dns.listen != old.dns.listen || config.admin.listen != old.admin.listen {
             warn!("listener addresses changed in the config; they apply at the next restart");
         }
-        let handler = dns::Handler::new(&config, self.shared.clone(), self.targets.clone(), self.guard.clone(), self.cache.clone()).map_err(RunError::from)?;
+        let handler = dns::Handler::new(
+            &config,
+            self.shared.clone(),
+            self.targets.clone(),
+            self.guard.clone(),
+            self.cache.clone(),
+        )
+        .map_err(RunError::from)?;
         let config = Arc::new(config);
         let report = self.probers.sync(&config, &self.observations).map_err(RunError::from)?;
         let (done, wait) = oneshot::channel();
-        self.reconfigure.send(engine::Reconfigure { config: config.clone(), done }).await.map_err(|_| ReloadError::Stopped)?;
+        self.reconfigure
+            .send(engine::Reconfigure {
+                config: config.clone(),
+                done,
+            })
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
         wait.await.map_err(|_| ReloadError::Stopped)?;
         // Before the new handler answers: names of zones it adds leave the
         // cache, and no answer for them is kept from now on.

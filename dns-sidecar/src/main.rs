@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use dns_sidecar::config::{Config, Secrets};
 
 #[derive(Parser)]
-#[command(version, about = "Authoritative DNS alias that follows the writable PostgreSQL server")]
+#[command(
+    version,
+    about = "Authoritative DNS alias that follows the writable PostgreSQL server"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `dns_sidecar=debug`.
     #[arg(long, env = "DNS_SIDECAR_LOG", default_value = "info", global = true)]
@@ -55,7 +58,10 @@ enum Command {
 /// The async runtime (probes, engine, TCP, admin, hooks). Its threads run
 /// a little below the UDP worker threads, which answer the aliases.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_start(|| dns_sidecar::dns::lower_priority(5)).build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(|| dns_sidecar::dns::lower_priority(5))
+        .build()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,35 +79,42 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(code);
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Human => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Human => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     match cli.command {
-        Command::CheckConfig { file, strict } => match Config::load_with(&file, if strict { Secrets::Required } else { Secrets::Deferred }) {
-            Ok((c, warnings)) => {
-                for w in &warnings {
-                    eprintln!("{w}");
+        Command::CheckConfig { file, strict } => {
+            match Config::load_with(&file, if strict { Secrets::Required } else { Secrets::Deferred }) {
+                Ok((c, warnings)) => {
+                    for w in &warnings {
+                        eprintln!("{w}");
+                    }
+                    let note = match warnings.len() {
+                        0 => String::new(),
+                        n => format!("; {n} warning(s): secrets missing here are needed at run time"),
+                    };
+                    println!(
+                        "{}: OK ({} zone(s), {} server(s), {} alias(es)){note}",
+                        file.display(),
+                        c.zones.len(),
+                        c.servers.len(),
+                        c.aliases.len()
+                    );
+                    Ok(())
                 }
-                let note = match warnings.len() {
-                    0 => String::new(),
-                    n => format!("; {n} warning(s): secrets missing here are needed at run time"),
-                };
-                println!(
-                    "{}: OK ({} zone(s), {} server(s), {} alias(es)){note}",
-                    file.display(),
-                    c.zones.len(),
-                    c.servers.len(),
-                    c.aliases.len()
-                );
-                Ok(())
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(2);
-            }
-        },
+        }
         Command::Run { config } => match runtime()?.block_on(dns_sidecar::daemon::run(&config)) {
             Ok(()) => Ok(()),
             Err(dns_sidecar::daemon::DaemonError::Config(e)) => {

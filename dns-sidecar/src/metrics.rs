@@ -45,7 +45,10 @@ impl Exposition {
         let wants = accept.is_some_and(|a| {
             a.split(',').any(|part| {
                 let mut params = part.split(';').map(str::trim);
-                params.next().is_some_and(|m| m.eq_ignore_ascii_case("application/openmetrics-text")) && !params.any(|p| p.replace(' ', "") == "q=0")
+                params
+                    .next()
+                    .is_some_and(|m| m.eq_ignore_ascii_case("application/openmetrics-text"))
+                    && !params.any(|p| p.replace(' ', "") == "q=0")
             })
         });
         if wants {
@@ -88,7 +91,9 @@ pub enum QueryKind {
 
 const KINDS: [&str; 4] = ["alias", "authoritative", "forwarded", "other"];
 /// The rcodes we count separately; anything else is "other".
-const RCODES: [&str; 8] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other"];
+const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
+];
 
 /// Index into [`RCODES`] for a 12-bit rcode.
 pub fn rcode_index(rcode: u16) -> usize {
@@ -168,7 +173,17 @@ pub enum Limited {
     TcpWriteTimeout = 8,
 }
 
-const LIMITED: [&str; 9] = ["acl", "rate", "in_flight", "memory", "upstream_down", "tcp_connections", "tcp_per_client", "tcp_evicted", "tcp_write_timeout"];
+const LIMITED: [&str; 9] = [
+    "acl",
+    "rate",
+    "in_flight",
+    "memory",
+    "upstream_down",
+    "tcp_connections",
+    "tcp_per_client",
+    "tcp_evicted",
+    "tcp_write_timeout",
+];
 
 fn latency_histogram() -> Histogram {
     // 25 us .. ~3.3 s
@@ -245,13 +260,33 @@ impl Metrics {
         let lat: Family<KindLabel, Histogram, fn() -> Histogram> = Family::new_with_constructor(latency_histogram);
         let queries = KINDS
             .iter()
-            .map(|k| RCODES.iter().map(|r| q.get_or_create_owned(&KindRcode { kind: k.to_string(), rcode: r.to_string() })).collect())
+            .map(|k| {
+                RCODES
+                    .iter()
+                    .map(|r| {
+                        q.get_or_create_owned(&KindRcode {
+                            kind: k.to_string(),
+                            rcode: r.to_string(),
+                        })
+                    })
+                    .collect()
+            })
             .collect();
-        let answer_latency = KINDS.iter().map(|k| lat.get_or_create_owned(&KindLabel { kind: k.to_string() })).collect();
+        let answer_latency = KINDS
+            .iter()
+            .map(|k| lat.get_or_create_owned(&KindLabel { kind: k.to_string() }))
+            .collect();
         registry.register("queries", "DNS queries answered, by kind and rcode", q);
-        registry.register("answer_duration_seconds", "Time from receiving a query to sending its answer", lat);
+        registry.register(
+            "answer_duration_seconds",
+            "Time from receiving a query to sending its answer",
+            lat,
+        );
         let lim: Family<ReasonLabel, Counter> = Family::default();
-        let limited = LIMITED.iter().map(|r| lim.get_or_create_owned(&ReasonLabel { reason: r.to_string() })).collect();
+        let limited = LIMITED
+            .iter()
+            .map(|r| lim.get_or_create_owned(&ReasonLabel { reason: r.to_string() }))
+            .collect();
         registry.register("limited", "Queries or connections refused by a limit, by reason", lim);
         let m = Metrics {
             queries,
@@ -283,34 +318,126 @@ impl Metrics {
             cache: CacheMetrics::default(),
         };
         let mut m = m;
-        registry.register("probes", "Probes by server and result (ok, timeout, error)", m.probes.clone());
-        registry.register("probe_duration_seconds", "Probe latency by server", m.probe_latency.clone());
+        registry.register(
+            "probes",
+            "Probes by server and result (ok, timeout, error)",
+            m.probes.clone(),
+        );
+        registry.register(
+            "probe_duration_seconds",
+            "Probe latency by server",
+            m.probe_latency.clone(),
+        );
         registry.register("server_up", "1 if the server counts as up", m.server_up.clone());
-        registry.register("server_writable", "1 if the server's last probe saw it writable", m.server_writable.clone());
-        registry.register("alias_target", "1 for the server whose CNAME DNS answers for the alias; all 0 while it answers SERVFAIL", m.alias_target.clone());
+        registry.register(
+            "server_writable",
+            "1 if the server's last probe saw it writable",
+            m.server_writable.clone(),
+        );
+        registry.register(
+            "alias_target",
+            "1 for the server whose CNAME DNS answers for the alias; all 0 while it answers SERVFAIL",
+            m.alias_target.clone(),
+        );
         registry.register("target_changes", "Alias target changes", m.target_changes.clone());
-        registry.register("split_brain", "Times more than one candidate of a read-write/primary alias was writable", m.split_brain.clone());
-        registry.register("no_match", "Times no candidate matched an alias's role", m.no_match.clone());
-        registry.register("upstream_errors", "Upstream failures by upstream and kind (timeout, error)", m.upstream_errors.clone());
-        registry.register("config_reloads", "Config reloads by result (ok, rejected)", m.reloads.clone());
-        registry.register("hook_runs", "On-change hook runs by result (ok, failed, timeout)", m.hook_runs.clone());
-        registry.register("overrides", "Active manual overrides (pins + drains)", m.overrides.clone());
-        registry.register("ready", "1 once listeners are bound and the first probe round is done", m.ready.clone());
-        registry.register("fenced", "1 while a writer alias will not move to the server (a fence, or a timeline older than one already seen)", m.fenced.clone());
-        registry.register("fences", "Fences set on writer aliases (a server left after a promote, or a split brain lost)", m.fences.clone());
-        registry.register("fence_holds", "Episodes in which a fence kept an alias off a server that otherwise matched its role", m.fence_holds.clone());
-        registry.register("state_writes", "State file writes by result (ok, error)", m.state_writes.clone());
-        registry.register("upstream_up", "1 while an upstream is in use, 0 while taken out of use after timeouts", m.upstream_health.clone());
-        registry.register("memory_budget_used_bytes", "Bytes of the [limits] memory budget in use", m.memory_used.clone());
+        registry.register(
+            "split_brain",
+            "Times more than one candidate of a read-write/primary alias was writable",
+            m.split_brain.clone(),
+        );
+        registry.register(
+            "no_match",
+            "Times no candidate matched an alias's role",
+            m.no_match.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by upstream and kind (timeout, error)",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (ok, rejected)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "hook_runs",
+            "On-change hook runs by result (ok, failed, timeout)",
+            m.hook_runs.clone(),
+        );
+        registry.register(
+            "overrides",
+            "Active manual overrides (pins + drains)",
+            m.overrides.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 once listeners are bound and the first probe round is done",
+            m.ready.clone(),
+        );
+        registry.register(
+            "fenced",
+            "1 while a writer alias will not move to the server (a fence, or a timeline older than one already seen)",
+            m.fenced.clone(),
+        );
+        registry.register(
+            "fences",
+            "Fences set on writer aliases (a server left after a promote, or a split brain lost)",
+            m.fences.clone(),
+        );
+        registry.register(
+            "fence_holds",
+            "Episodes in which a fence kept an alias off a server that otherwise matched its role",
+            m.fence_holds.clone(),
+        );
+        registry.register(
+            "state_writes",
+            "State file writes by result (ok, error)",
+            m.state_writes.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 while an upstream is in use, 0 while taken out of use after timeouts",
+            m.upstream_health.clone(),
+        );
+        registry.register(
+            "memory_budget_used_bytes",
+            "Bytes of the [limits] memory budget in use",
+            m.memory_used.clone(),
+        );
         registry.register("forward_in_flight", "Queries waiting on upstreams", m.in_flight.clone());
         registry.register("tcp_connections", "Open DNS TCP connections", m.tcp_connections.clone());
-        registry.register("admin_refused", "Admin connections or requests refused, by reason", m.admin_refused.clone());
-        registry.register("cache_hits", "Forwarded queries answered from the cache", m.cache.hits.clone());
-        registry.register("cache_misses", "Forwarded queries the cache could not answer (sent upstream)", m.cache.misses.clone());
-        registry.register("cache_stale_answers", "Answers from expired cache entries because the upstream failed (serve-stale)", m.cache.stale.clone());
-        registry.register("cache_evictions", "Cache entries removed to make room while they could still be served", m.cache.evictions.clone());
+        registry.register(
+            "admin_refused",
+            "Admin connections or requests refused, by reason",
+            m.admin_refused.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Forwarded queries answered from the cache",
+            m.cache.hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Forwarded queries the cache could not answer (sent upstream)",
+            m.cache.misses.clone(),
+        );
+        registry.register(
+            "cache_stale_answers",
+            "Answers from expired cache entries because the upstream failed (serve-stale)",
+            m.cache.stale.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Cache entries removed to make room while they could still be served",
+            m.cache.evictions.clone(),
+        );
         registry.register("cache_entries", "Answers in the cache", m.cache.entries.clone());
-        registry.register("cache_bytes", "Bytes the cached answers take (what [cache] max_bytes bounds)", m.cache.bytes.clone());
+        registry.register(
+            "cache_bytes",
+            "Bytes the cached answers take (what [cache] max_bytes bounds)",
+            m.cache.bytes.clone(),
+        );
         m.registry = registry;
         m
     }
@@ -335,7 +462,11 @@ impl Metrics {
 
     /// Sets whether an upstream is in use.
     pub fn upstream_up(&self, addr: std::net::SocketAddr, up: bool) {
-        self.upstream_health.get_or_create(&UpstreamAddr { upstream: addr.to_string() }).set(up as i64);
+        self.upstream_health
+            .get_or_create(&UpstreamAddr {
+                upstream: addr.to_string(),
+            })
+            .set(up as i64);
     }
 
     /// Records how long an answer took.
@@ -361,19 +492,33 @@ impl Metrics {
         for s in &config.servers {
             let l = ServerLabel { server: s.id.clone() };
             for r in PROBE_RESULTS {
-                let _ = self.probes.get_or_create(&ProbeResult { server: s.id.clone(), result: r.into() });
+                let _ = self.probes.get_or_create(&ProbeResult {
+                    server: s.id.clone(),
+                    result: r.into(),
+                });
             }
             let _ = self.probe_latency.get_or_create(&l);
             let _ = self.server_up.get_or_create(&l);
             let _ = self.server_writable.get_or_create(&l);
         }
         for a in &config.aliases {
-            let l = AliasLabel { alias: a.name.to_string() };
-            for f in [&self.target_changes, &self.split_brain, &self.no_match, &self.fences, &self.fence_holds] {
+            let l = AliasLabel {
+                alias: a.name.to_string(),
+            };
+            for f in [
+                &self.target_changes,
+                &self.split_brain,
+                &self.no_match,
+                &self.fences,
+                &self.fence_holds,
+            ] {
                 let _ = f.get_or_create(&l);
             }
             for &s in &a.servers {
-                let l = AliasServer { alias: a.name.to_string(), server: config.servers[s].id.clone() };
+                let l = AliasServer {
+                    alias: a.name.to_string(),
+                    server: config.servers[s].id.clone(),
+                };
                 let _ = self.alias_target.get_or_create(&l);
                 let _ = self.fenced.get_or_create(&l);
             }
@@ -384,13 +529,18 @@ impl Metrics {
         for u in config.upstream.iter().flat_map(|u| &u.servers) {
             // Upstreams start in use; the DNS side sets 0 when one is taken
             // out. A reload keeps what an existing series says.
-            let addr = UpstreamAddr { upstream: u.to_string() };
+            let addr = UpstreamAddr {
+                upstream: u.to_string(),
+            };
             if self.upstream_health.get(&addr).is_none() {
                 self.upstream_health.get_or_create(&addr).set(1);
             }
             for k in UPSTREAM_ERROR_KINDS {
                 // The label is the address as the DNS side writes it.
-                let _ = self.upstream_errors.get_or_create(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
+                let _ = self.upstream_errors.get_or_create(&UpstreamLabel {
+                    upstream: u.to_string(),
+                    kind: k.into(),
+                });
             }
         }
     }
@@ -402,7 +552,10 @@ impl Metrics {
         for s in old.servers.iter().filter(|s| !new.servers.iter().any(|n| n.id == s.id)) {
             let l = ServerLabel { server: s.id.clone() };
             for r in PROBE_RESULTS {
-                self.probes.remove(&ProbeResult { server: s.id.clone(), result: r.into() });
+                self.probes.remove(&ProbeResult {
+                    server: s.id.clone(),
+                    result: r.into(),
+                });
             }
             self.probe_latency.remove(&l);
             self.server_up.remove(&l);
@@ -411,8 +564,16 @@ impl Metrics {
         for a in &old.aliases {
             let kept = new.aliases.iter().find(|n| n.name == a.name);
             if kept.is_none() {
-                let l = AliasLabel { alias: a.name.to_string() };
-                for f in [&self.target_changes, &self.split_brain, &self.no_match, &self.fences, &self.fence_holds] {
+                let l = AliasLabel {
+                    alias: a.name.to_string(),
+                };
+                for f in [
+                    &self.target_changes,
+                    &self.split_brain,
+                    &self.no_match,
+                    &self.fences,
+                    &self.fence_holds,
+                ] {
                     f.remove(&l);
                 }
             }
@@ -420,7 +581,10 @@ impl Metrics {
                 let id = &old.servers[s].id;
                 let still = kept.is_some_and(|n| n.servers.iter().any(|&x| new.servers[x].id == *id));
                 if !still {
-                    let l = AliasServer { alias: a.name.to_string(), server: id.clone() };
+                    let l = AliasServer {
+                        alias: a.name.to_string(),
+                        server: id.clone(),
+                    };
                     self.alias_target.remove(&l);
                     self.fenced.remove(&l);
                 }
@@ -430,9 +594,14 @@ impl Metrics {
         let keep = upstreams(new);
         for u in upstreams(old).into_iter().filter(|u| !keep.contains(u)) {
             for k in UPSTREAM_ERROR_KINDS {
-                self.upstream_errors.remove(&UpstreamLabel { upstream: u.to_string(), kind: k.into() });
+                self.upstream_errors.remove(&UpstreamLabel {
+                    upstream: u.to_string(),
+                    kind: k.into(),
+                });
             }
-            self.upstream_health.remove(&UpstreamAddr { upstream: u.to_string() });
+            self.upstream_health.remove(&UpstreamAddr {
+                upstream: u.to_string(),
+            });
         }
     }
 
@@ -450,8 +619,11 @@ impl Metrics {
     /// written alike in both formats.
     pub fn encode_classic(&self) -> String {
         let om = self.encode();
-        let counters: std::collections::HashSet<&str> =
-            om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|r| r.strip_suffix(" counter")).collect();
+        let counters: std::collections::HashSet<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|r| r.strip_suffix(" counter"))
+            .collect();
         let mut out = String::with_capacity(om.len());
         for line in om.lines() {
             if line == "# EOF" || line.starts_with("# UNIT ") {
@@ -486,11 +658,25 @@ mod tests {
         let m = Metrics::new();
         m.answered(QueryKind::Alias, 0);
         m.answered(QueryKind::Forwarded, 2);
-        m.probes.get_or_create(&ProbeResult { server: "a".into(), result: "ok".into() }).inc();
+        m.probes
+            .get_or_create(&ProbeResult {
+                server: "a".into(),
+                result: "ok".into(),
+            })
+            .inc();
         let text = m.encode();
-        assert!(text.contains(r#"dns_sidecar_queries_total{kind="alias",rcode="NOERROR"} 1"#), "{text}");
-        assert!(text.contains(r#"dns_sidecar_queries_total{kind="forwarded",rcode="SERVFAIL"} 1"#), "{text}");
-        assert!(text.contains(r#"dns_sidecar_probes_total{server="a",result="ok"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"dns_sidecar_queries_total{kind="alias",rcode="NOERROR"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"dns_sidecar_queries_total{kind="forwarded",rcode="SERVFAIL"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"dns_sidecar_probes_total{server="a",result="ok"} 1"#),
+            "{text}"
+        );
         assert_eq!(rcode_index(16), 6);
     }
 
@@ -501,11 +687,25 @@ mod tests {
         m.ready.set(1);
         let text = m.encode_classic();
         assert!(text.contains("# HELP dns_sidecar_queries_total DNS queries answered, by kind and rcode.\n# TYPE dns_sidecar_queries_total counter\n"), "{text}");
-        assert!(text.contains("# TYPE dns_sidecar_ready gauge\ndns_sidecar_ready 1\n"), "{text}");
-        assert!(text.contains("# TYPE dns_sidecar_answer_duration_seconds histogram\n"), "{text}");
-        assert!(!text.contains("# EOF") && !text.contains("# TYPE dns_sidecar_queries counter"), "{text}");
+        assert!(
+            text.contains("# TYPE dns_sidecar_ready gauge\ndns_sidecar_ready 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE dns_sidecar_answer_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# TYPE dns_sidecar_queries counter"),
+            "{text}"
+        );
         // Every sample line is the same as in OpenMetrics.
-        let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+        let samples = |t: &str| {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(samples(&text), samples(&m.encode()));
     }
 
@@ -513,10 +713,21 @@ mod tests {
     fn negotiation() {
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
         assert_eq!(Exposition::negotiate(Some(prometheus)), Exposition::OpenMetrics);
-        assert_eq!(Exposition::negotiate(Some("application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")), Exposition::OpenMetrics);
-        assert_eq!(Exposition::negotiate(Some("text/plain;version=0.0.4")), Exposition::Classic);
+        assert_eq!(
+            Exposition::negotiate(Some(
+                "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
+            Exposition::OpenMetrics
+        );
+        assert_eq!(
+            Exposition::negotiate(Some("text/plain;version=0.0.4")),
+            Exposition::Classic
+        );
         assert_eq!(Exposition::negotiate(Some("*/*")), Exposition::Classic);
-        assert_eq!(Exposition::negotiate(Some("application/openmetrics-text;q=0, text/plain")), Exposition::Classic);
+        assert_eq!(
+            Exposition::negotiate(Some("application/openmetrics-text;q=0, text/plain")),
+            Exposition::Classic
+        );
         assert_eq!(Exposition::negotiate(None), Exposition::Classic);
     }
 }

@@ -45,9 +45,15 @@ impl DnsName {
                 return Err(NameError::EmptyLabel { name: s.into() });
             }
             if label.len() > 63 {
-                return Err(NameError::LabelTooLong { name: s.into(), label: label.into() });
+                return Err(NameError::LabelTooLong {
+                    name: s.into(),
+                    label: label.into(),
+                });
             }
-            if let Some(ch) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            if let Some(ch) = label
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            {
                 return Err(NameError::BadChar { name: s.into(), ch });
             }
         }
@@ -107,17 +113,32 @@ mod tests {
 
     #[test]
     fn canonical_form() {
-        assert_eq!(DnsName::parse("Prod.DB.internal").unwrap().as_str(), "prod.db.internal.");
-        assert_eq!(DnsName::parse("prod.db.internal.").unwrap().as_str(), "prod.db.internal.");
-        assert_eq!(DnsName::parse("prod.db.internal").unwrap().without_dot(), "prod.db.internal");
+        assert_eq!(
+            DnsName::parse("Prod.DB.internal").unwrap().as_str(),
+            "prod.db.internal."
+        );
+        assert_eq!(
+            DnsName::parse("prod.db.internal.").unwrap().as_str(),
+            "prod.db.internal."
+        );
+        assert_eq!(
+            DnsName::parse("prod.db.internal").unwrap().without_dot(),
+            "prod.db.internal"
+        );
     }
 
     #[test]
     fn rejects_bad_names() {
         assert_eq!(DnsName::parse(""), Err(NameError::Empty));
         assert!(matches!(DnsName::parse("a..b"), Err(NameError::EmptyLabel { .. })));
-        assert!(matches!(DnsName::parse("a b.c"), Err(NameError::BadChar { ch: ' ', .. })));
-        assert!(matches!(DnsName::parse(&"x".repeat(64)), Err(NameError::LabelTooLong { .. })));
+        assert!(matches!(
+            DnsName::parse("a b.c"),
+            Err(NameError::BadChar { ch: ' ', .. })
+        ));
+        assert!(matches!(
+            DnsName::parse(&"x".repeat(64)),
+            Err(NameError::LabelTooLong { .. })
+        ));
     }
 
     #[test]

@@ -38,7 +38,19 @@ pub enum RouteAnswer {
 impl Routes {
     /// Every alias pending: what is served before the first round.
     pub fn pending(config: &Config) -> Routes {
-        let aliases = config.aliases.iter().map(|a| (a.name.as_str().to_string(), AliasRoute { ttl: a.ttl, answer: RouteAnswer::Pending })).collect();
+        let aliases = config
+            .aliases
+            .iter()
+            .map(|a| {
+                (
+                    a.name.as_str().to_string(),
+                    AliasRoute {
+                        ttl: a.ttl,
+                        answer: RouteAnswer::Pending,
+                    },
+                )
+            })
+            .collect();
         Routes { aliases }
     }
 

@@ -67,12 +67,20 @@ pub fn load(path: &Path) -> Result<Option<Remembered>, StateFileError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateFileError::Read { path: path.into(), source }),
+        Err(source) => {
+            return Err(StateFileError::Read {
+                path: path.into(),
+                source,
+            })
+        }
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let unusable = |reason: String| StateFileError::Unusable { path: path.into(), reason };
+    let unusable = |reason: String| StateFileError::Unusable {
+        path: path.into(),
+        reason,
+    };
     let mentions_format = bytes.windows(FORMAT.len()).any(|w| w == FORMAT.as_bytes());
     let header: Header = match serde_json::from_slice(&bytes) {
         Ok(h) => h,
@@ -91,12 +99,26 @@ pub fn load(path: &Path) -> Result<Option<Remembered>, StateFileError> {
 
 /// Writes `state` to `path` atomically.
 pub fn store(path: &Path, state: &Remembered, written_at: f64) -> Result<(), StateFileError> {
-    let err = |source| StateFileError::Write { path: path.into(), source };
-    let file = File { format: FORMAT.into(), version: VERSION, written_at, state: state.clone() };
+    let err = |source| StateFileError::Write {
+        path: path.into(),
+        source,
+    };
+    let file = File {
+        format: FORMAT.into(),
+        version: VERSION,
+        written_at,
+        state: state.clone(),
+    };
     let mut body = serde_json::to_vec_pretty(&file).map_err(|e| err(std::io::Error::other(e)))?;
     body.push(b'\n');
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -129,7 +151,13 @@ mod tests {
                 decided_timeline: Some(2),
                 since: Some(1.5),
                 timeline_floor: Some(2),
-                fences: vec![RememberedFence { server: "a".into(), reason: "superseded".into(), other: Some("b".into()), timeline: Some(1), since: 1.5 }],
+                fences: vec![RememberedFence {
+                    server: "a".into(),
+                    reason: "superseded".into(),
+                    other: Some("b".into()),
+                    timeline: Some(1),
+                    since: 1.5,
+                }],
                 pinned: None,
             },
         );
@@ -143,7 +171,10 @@ mod tests {
         assert!(load(&path).unwrap().is_none(), "no file yet");
         store(&path, &sample(), 10.0).unwrap();
         assert_eq!(load(&path).unwrap(), Some(sample()));
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["state.json"]);
         let mut other = sample();
         other.drained.clear();
@@ -157,7 +188,10 @@ mod tests {
         let path = dir.join("state.json");
         let cases: [(&str, bool); 6] = [
             ("", true),
-            ("{\"format\": \"dns-sidecar-state\", \"version\": 1, \"written_at\": 1, \"state\": {\"aliases\": 7}}", false),
+            (
+                "{\"format\": \"dns-sidecar-state\", \"version\": 1, \"written_at\": 1, \"state\": {\"aliases\": 7}}",
+                false,
+            ),
             ("{\"format\": \"dns-sidecar-state\", \"version\": 99}", false),
             ("{\"format\": \"dns-sidecar-state\", \"vers", false),
             ("root:x:0:0:root:/root:/bin/bash\n", false),
@@ -184,7 +218,11 @@ mod tests {
     }
 
     fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dns-sidecar-statefile-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "dns-sidecar-statefile-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d

@@ -20,7 +20,10 @@ use crate::support::sidecar::Sidecar;
 pub fn metric(sidecar: &Sidecar, name: &str) -> f64 {
     let text = sidecar.shared.metrics.encode();
     let full = format!("dns_sidecar_{name} ");
-    text.lines().find_map(|l| l.strip_prefix(&full)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    text.lines()
+        .find_map(|l| l.strip_prefix(&full))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn limited(sidecar: &Sidecar, reason: &str) -> f64 {
@@ -52,7 +55,10 @@ fn exchange_from(from: &str, server: SocketAddr, packet: &[u8]) -> Option<Vec<u8
 async fn clients_outside_the_allow_list_get_refused() {
     let env = Env::start(false, "").await;
     drop(env.sidecar);
-    let text = env.config_text.replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.2\"]");
+    let text = env.config_text.replace(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.2\"]",
+    );
     let sidecar = Sidecar::start(&text).unwrap();
     tokio::task::spawn_blocking(move || {
         let q = raw::query("www.example.test.", RecordType::A);
@@ -94,7 +100,15 @@ async fn forwarded_queries_are_limited_per_client_and_zone_answers_are_not() {
         };
         // Names the upstream is asked for (each new, so none is cached),
         // names of the zone, and a name answered from the cache.
-        let fwd: Vec<u8> = (0..12).map(|i| ask(if i == 0 { "www.example.test." } else { Box::leak(format!("n{i}.example.test.").into_boxed_str()) })).collect();
+        let fwd: Vec<u8> = (0..12)
+            .map(|i| {
+                ask(if i == 0 {
+                    "www.example.test."
+                } else {
+                    Box::leak(format!("n{i}.example.test.").into_boxed_str())
+                })
+            })
+            .collect();
         let zone: Vec<u8> = (0..12).map(|_| ask("nope.db.test.")).collect();
         let cached: Vec<u8> = (0..12).map(|_| ask("www.example.test.")).collect();
         (fwd, zone, cached)
@@ -104,10 +118,20 @@ async fn forwarded_queries_are_limited_per_client_and_zone_answers_are_not() {
     let refused = fwd.iter().filter(|&&c| c == 5).count();
     assert!(refused >= 12 - 3 - 2, "the burst passes, the rest is REFUSED: {fwd:?}");
     assert_eq!(fwd[0], 0, "{fwd:?}");
-    assert!(zone.iter().all(|&c| c == 3), "zone answers are not rate limited: {zone:?}");
-    assert!(cached.iter().all(|&c| c == 0), "answers from the cache are not rate limited: {cached:?}");
+    assert!(
+        zone.iter().all(|&c| c == 3),
+        "zone answers are not rate limited: {zone:?}"
+    );
+    assert!(
+        cached.iter().all(|&c| c == 0),
+        "answers from the cache are not rate limited: {cached:?}"
+    );
     // Another client has its own bucket.
-    let other = tokio::task::spawn_blocking(move || exchange_from("127.0.0.5:0", dns, &raw::query("n1.example.test.", RecordType::A))).await.unwrap();
+    let other = tokio::task::spawn_blocking(move || {
+        exchange_from("127.0.0.5:0", dns, &raw::query("n1.example.test.", RecordType::A))
+    })
+    .await
+    .unwrap();
     assert_ne!(rcode(&other.unwrap()), 5);
     assert!(limited(env.sidecar(), "rate") >= refused as f64);
 }
@@ -126,7 +150,11 @@ impl BlackHole {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = sock.local_addr().unwrap();
-        let (received, answer, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (received, answer, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (r, a, s) = (received.clone(), answer.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -140,7 +168,12 @@ impl BlackHole {
                 }
             }
         });
-        BlackHole { addr, received, answer, stop }
+        BlackHole {
+            addr,
+            received,
+            answer,
+            stop,
+        }
     }
 }
 
@@ -198,15 +231,21 @@ async fn a_black_holed_upstream_under_a_flood_costs_bounded_memory_and_the_alias
     let hole = BlackHole::start();
     let extra = "\n[limits]\nforward_in_flight = 200\nforward_rate = 0\n";
     let env = Env::start(true, extra).await;
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5))
+        .await;
     drop(env.sidecar);
     let text = env
         .config_text
-        .replace(&format!("servers = [\"{}\"]", env.upstream.addr), &format!("servers = [\"{}\"]\nmax_fails = 3\nhealth_check = \"200ms\"", hole.addr))
+        .replace(
+            &format!("servers = [\"{}\"]", env.upstream.addr),
+            &format!("servers = [\"{}\"]\nmax_fails = 3\nhealth_check = \"200ms\"", hole.addr),
+        )
         .replace("timeout = \"500ms\"", "timeout = \"300ms\"");
     let sidecar = Sidecar::start(&text).unwrap();
     let dns = sidecar.dns;
-    wait_until("the alias answers", Duration::from_secs(5), || raw::cname_of(dns, "prod.db.test.").as_deref() == Some("pg-a.test."));
+    wait_until("the alias answers", Duration::from_secs(5), || {
+        raw::cname_of(dns, "prod.db.test.").as_deref() == Some("pg-a.test.")
+    });
 
     // The flood, with the alias asked all along from another client.
     let alias_answers = Arc::new(AtomicUsize::new(0));
@@ -224,24 +263,48 @@ async fn a_black_holed_upstream_under_a_flood_costs_bounded_memory_and_the_alias
         }
         misses
     });
-    let (codes, twice) = tokio::task::spawn_blocking(move || flood(dns, 8_000, Duration::from_millis(10), Duration::from_secs(1))).await.unwrap();
+    let (codes, twice) =
+        tokio::task::spawn_blocking(move || flood(dns, 8_000, Duration::from_millis(10), Duration::from_secs(1)))
+            .await
+            .unwrap();
     flooding.store(false, Ordering::Relaxed);
     let misses = asker.join().unwrap();
     assert_eq!(twice, 0, "no query is answered twice");
-    assert!(codes[2] > 4_000, "most of the flood gets SERVFAIL at once (rcodes {codes:?})");
-    assert!(hole.received.load(Ordering::Relaxed) < 4_000, "the dead upstream does not get the full load: {}", hole.received.load(Ordering::Relaxed));
+    assert!(
+        codes[2] > 4_000,
+        "most of the flood gets SERVFAIL at once (rcodes {codes:?})"
+    );
+    assert!(
+        hole.received.load(Ordering::Relaxed) < 4_000,
+        "the dead upstream does not get the full load: {}",
+        hole.received.load(Ordering::Relaxed)
+    );
     assert!(limited(&sidecar, "in_flight") > 0.0 || limited(&sidecar, "upstream_down") > 0.0);
     assert!(limited(&sidecar, "upstream_down") > 0.0, "the breaker opened");
-    assert!(alias_answers.load(Ordering::Relaxed) > 0, "the alias answered during the flood ({misses} misses)");
+    assert!(
+        alias_answers.load(Ordering::Relaxed) > 0,
+        "the alias answered during the flood ({misses} misses)"
+    );
     assert!(metric(&sidecar, "memory_budget_used_bytes") <= (16 << 20) as f64);
     let up = format!("upstream_up{{upstream=\"{}\"}}", hole.addr);
     assert_eq!(metric(&sidecar, &up), 0.0, "the upstream is out of use");
-    assert_eq!(raw::cname_of(dns, "prod.db.test.").as_deref(), Some("pg-a.test."), "answering after the flood");
+    assert_eq!(
+        raw::cname_of(dns, "prod.db.test.").as_deref(),
+        Some("pg-a.test."),
+        "answering after the flood"
+    );
 
     // The upstream comes back: a health check notices, forwarding resumes.
     hole.answer.store(true, Ordering::Relaxed);
-    wait_until("the upstream is back in use", Duration::from_secs(5), || metric(&sidecar, &up) == 1.0);
-    let a = raw::exchange(dns, &raw::query("www.example.test.", RecordType::A), Duration::from_secs(2)).expect("an answer");
+    wait_until("the upstream is back in use", Duration::from_secs(5), || {
+        metric(&sidecar, &up) == 1.0
+    });
+    let a = raw::exchange(
+        dns,
+        &raw::query("www.example.test.", RecordType::A),
+        Duration::from_secs(2),
+    )
+    .expect("an answer");
     assert_eq!(rcode(&a), 0, "forwarded again");
 }
 
@@ -254,7 +317,10 @@ async fn the_memory_budget_refuses_before_it_grows() {
     );
     let sidecar = Sidecar::start(&text).unwrap();
     let dns = sidecar.dns;
-    let (codes, twice) = tokio::task::spawn_blocking(move || flood(dns, 10_000, Duration::from_millis(2), Duration::from_millis(300))).await.unwrap();
+    let (codes, twice) =
+        tokio::task::spawn_blocking(move || flood(dns, 10_000, Duration::from_millis(2), Duration::from_millis(300)))
+            .await
+            .unwrap();
     assert_eq!(twice, 0);
     assert!(codes[2] > 0, "SERVFAIL at once when the budget is used up: {codes:?}");
     assert!(limited(&sidecar, "memory") > 0.0);
@@ -292,7 +358,12 @@ async fn malformed_packets_get_exactly_one_answer() {
                 answers.push(buf[..n].to_vec());
             }
             assert_eq!(answers.len(), 1, "{what}: {answers:02x?}");
-            assert_eq!(rcode(&answers[0]), want, "{what}: FORMERR expected, got {:02x?}", answers[0]);
+            assert_eq!(
+                rcode(&answers[0]),
+                want,
+                "{what}: FORMERR expected, got {:02x?}",
+                answers[0]
+            );
         }
     })
     .await
@@ -312,7 +383,9 @@ fn closed(s: &mut TcpStream) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
             Err(_) => return true,
         }
     }
@@ -329,7 +402,11 @@ fn tcp_query(s: &mut TcpStream, q: &[u8]) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_connection_caps_evict_the_idle_and_refuse_the_excess() {
-    let env = Env::start(false, "\n[limits]\ntcp_connections = 3\ntcp_connections_per_client = 2\n").await;
+    let env = Env::start(
+        false,
+        "\n[limits]\ntcp_connections = 3\ntcp_connections_per_client = 2\n",
+    )
+    .await;
     let dns = env.dns;
     let sidecar = env.sidecar();
     let q = raw::query("nope.db.test.", RecordType::A);
@@ -362,7 +439,11 @@ async fn tcp_connection_caps_evict_the_idle_and_refuse_the_excess() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_idle_time_is_per_connection_and_clients_that_never_read_are_closed() {
-    let env = Env::start(false, "\n[limits]\ntcp_idle_timeout = \"400ms\"\ntcp_write_timeout = \"300ms\"\n").await;
+    let env = Env::start(
+        false,
+        "\n[limits]\ntcp_idle_timeout = \"400ms\"\ntcp_write_timeout = \"300ms\"\n",
+    )
+    .await;
     let dns = env.dns;
     // Trickling a query one byte at a time does not keep the connection:
     // the idle time runs from the last answer to the complete next query.
@@ -386,7 +467,10 @@ async fn tcp_idle_time_is_per_connection_and_clients_that_never_read_are_closed(
             Err(_) => {}
         }
     }
-    assert!(was_closed && !got_answer, "closed before a trickled query completed (answer: {got_answer})");
+    assert!(
+        was_closed && !got_answer,
+        "closed before a trickled query completed (answer: {got_answer})"
+    );
 
     // A client that pipelines queries and never reads its answers is closed
     // once the kernel buffers are full and an answer cannot be written.
@@ -398,7 +482,12 @@ async fn tcp_idle_time_is_per_connection_and_clients_that_never_read_are_closed(
     let big = framed(&raw::query("db.test.", RecordType::ANY));
     let all: Vec<u8> = (0..100_000).flat_map(|_| big.clone()).collect();
     let _ = s.write_all(&all);
-    wait_until("the write timeout closes the connection", Duration::from_secs(20), || limited(env.sidecar(), "tcp_write_timeout") >= 1.0);
-    let a = raw::exchange(dns, &raw::query("nope.db.test.", RecordType::A), Duration::from_secs(2)).expect("UDP still answers");
+    wait_until(
+        "the write timeout closes the connection",
+        Duration::from_secs(20),
+        || limited(env.sidecar(), "tcp_write_timeout") >= 1.0,
+    );
+    let a = raw::exchange(dns, &raw::query("nope.db.test.", RecordType::A), Duration::from_secs(2))
+        .expect("UDP still answers");
     assert_eq!(rcode(&a), 3);
 }

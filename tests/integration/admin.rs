@@ -74,14 +74,24 @@ impl Admin {
         let addr = listener.local_addr().unwrap();
         let (sh, sn) = (shared.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 tokio::spawn(fake_engine(sh.clone(), sn, rx));
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 admin::serve(listener, sh, Control::new(tx), stop_rx).await;
             });
         });
-        Admin { addr, shared, seen, stop, thread: Some(thread) }
+        Admin {
+            addr,
+            shared,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn client(&self) -> Client {
@@ -94,7 +104,9 @@ impl Admin {
 
     fn post(&self, path: &str, body: &str, auth: Option<&str>) -> Response {
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
-        self.client().request("POST", path, &headers, Some(body.as_bytes())).unwrap()
+        self.client()
+            .request("POST", path, &headers, Some(body.as_bytes()))
+            .unwrap()
     }
 
     fn set_token(&self, token: Option<&str>) {
@@ -122,22 +134,42 @@ async fn fake_engine(shared: Arc<Shared>, seen: Arc<Mutex<Vec<Override>>>, mut r
     while let Some(req) = rx.recv().await {
         seen.lock().unwrap().push(req.op.clone());
         let config = shared.config.load();
-        let alias = |name: &str| config.aliases.iter().find(|a| a.name.as_str() == name).ok_or_else(|| ControlError::UnknownAlias(name.to_string()));
-        let server = |id: &str| config.servers.iter().position(|s| s.id == id).ok_or_else(|| ControlError::UnknownServer(id.to_string()));
+        let alias = |name: &str| {
+            config
+                .aliases
+                .iter()
+                .find(|a| a.name.as_str() == name)
+                .ok_or_else(|| ControlError::UnknownAlias(name.to_string()))
+        };
+        let server = |id: &str| {
+            config
+                .servers
+                .iter()
+                .position(|s| s.id == id)
+                .ok_or_else(|| ControlError::UnknownServer(id.to_string()))
+        };
         let result = match &req.op {
             Override::Pin { alias: a, server: s } => alias(a).and_then(|al| {
                 let i = server(s)?;
                 if al.servers.contains(&i) {
                     Ok(format!("alias {a} pinned to {s}"))
                 } else {
-                    Err(ControlError::NotACandidate { alias: a.clone(), server: s.clone() })
+                    Err(ControlError::NotACandidate {
+                        alias: a.clone(),
+                        server: s.clone(),
+                    })
                 }
             }),
             Override::Unpin { alias: a } => alias(a).map(|_| format!("alias {a} unpinned")),
             Override::Drain { server: s } => server(s).map(|_| format!("server {s} drained")),
             Override::Undrain { server: s } => server(s).map(|_| format!("server {s} undrained")),
             Override::Unfence { alias: a, server: None } => alias(a).map(|_| format!("alias {a}: fences lifted")),
-            Override::Unfence { alias: a, server: Some(s) } => alias(a).and_then(|_| server(s)).map(|_| format!("alias {a}: fence on {s} lifted")),
+            Override::Unfence {
+                alias: a,
+                server: Some(s),
+            } => alias(a)
+                .and_then(|_| server(s))
+                .map(|_| format!("alias {a}: fence on {s} lifted")),
         };
         let _ = req.reply.send(result);
     }
@@ -146,7 +178,11 @@ async fn fake_engine(shared: Arc<Shared>, seen: Arc<Mutex<Vec<Override>>>, mut r
 /// Runs the `dns-sidecar` binary with `--admin addr` after the subcommand.
 fn cli(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"));
-    cmd.args(args).arg("--admin").arg(addr.to_string()).env_remove("DNS_SIDECAR_ADMIN_TOKEN").env_remove("DNS_SIDECAR_ADMIN_TOKEN_FILE");
+    cmd.args(args)
+        .arg("--admin")
+        .arg(addr.to_string())
+        .env_remove("DNS_SIDECAR_ADMIN_TOKEN")
+        .env_remove("DNS_SIDECAR_ADMIN_TOKEN_FILE");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -162,7 +198,10 @@ fn stderr(o: &Output) -> String {
 }
 
 fn sample_status(ready: bool) -> Status {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     Status {
         ready,
         generated_at: now,
@@ -213,7 +252,12 @@ fn sample_status(ready: bool) -> Status {
                 ..Default::default()
             },
         ],
-        history: vec![HistoryEntry { at: now - 12.0, kind: "first_round".into(), message: "every server has reported".into(), ..Default::default() }],
+        history: vec![HistoryEntry {
+            at: now - 12.0,
+            kind: "first_round".into(),
+            message: "every server has reported".into(),
+            ..Default::default()
+        }],
     }
 }
 
@@ -231,14 +275,38 @@ fn health_readiness_metrics_and_status() {
     assert_eq!(r.status, 200);
     // curl, promtool and older scrapers: the classic text format, which
     // names counters like their samples.
-    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"), "{r:?}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "{r:?}"
+    );
     assert!(!r.body.contains("# EOF"), "{}", r.body);
-    assert!(r.body.contains("# TYPE dns_sidecar_split_brain_total counter\n"), "{}", r.body);
+    assert!(
+        r.body.contains("# TYPE dns_sidecar_split_brain_total counter\n"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("dns_sidecar_queries_total"), "{}", r.body);
     // Prometheus asks for OpenMetrics first, and gets it.
-    let om = a.client().request("GET", "/metrics", &[("Accept", crate::support::metrics::PROMETHEUS_ACCEPT)], None).unwrap();
-    assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), "{om:?}");
-    assert!(om.body.ends_with("# EOF\n") && om.body.contains("# TYPE dns_sidecar_split_brain counter\n"), "{}", om.body);
+    let om = a
+        .client()
+        .request(
+            "GET",
+            "/metrics",
+            &[("Accept", crate::support::metrics::PROMETHEUS_ACCEPT)],
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{om:?}"
+    );
+    assert!(
+        om.body.ends_with("# EOF\n") && om.body.contains("# TYPE dns_sidecar_split_brain counter\n"),
+        "{}",
+        om.body
+    );
     // Known series exist before any event, so alerts see their first one.
     for sample in [
         "dns_sidecar_split_brain_total{alias=\"prod.db.internal.\"} 0",
@@ -277,27 +345,49 @@ fn health_readiness_metrics_and_status() {
 fn overrides_from_loopback_without_a_token() {
     let a = Admin::start();
     let r = a.post("/pin", r#"{"alias":"PROD.db.internal","server":"westus2"}"#, None);
-    assert_eq!((r.status, r.body.as_str()), (200, "alias prod.db.internal. pinned to westus2\n"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "alias prod.db.internal. pinned to westus2\n")
+    );
     let r = a.post("/unpin", r#"{"alias":"prod.db.internal."}"#, None);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(a.post("/drain", r#"{"server":"eastus"}"#, None).status, 200);
     assert_eq!(a.post("/undrain", r#"{"server":"eastus"}"#, None).status, 200);
-    let r = a.post("/override", r#"{"op":"pin","alias":"prod.db.internal","server":"eastus"}"#, None);
+    let r = a.post(
+        "/override",
+        r#"{"op":"pin","alias":"prod.db.internal","server":"eastus"}"#,
+        None,
+    );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
         *a.seen.lock().unwrap(),
         vec![
-            Override::Pin { alias: "prod.db.internal.".into(), server: "westus2".into() },
-            Override::Unpin { alias: "prod.db.internal.".into() },
-            Override::Drain { server: "eastus".into() },
-            Override::Undrain { server: "eastus".into() },
-            Override::Pin { alias: "prod.db.internal.".into(), server: "eastus".into() },
+            Override::Pin {
+                alias: "prod.db.internal.".into(),
+                server: "westus2".into()
+            },
+            Override::Unpin {
+                alias: "prod.db.internal.".into()
+            },
+            Override::Drain {
+                server: "eastus".into()
+            },
+            Override::Undrain {
+                server: "eastus".into()
+            },
+            Override::Pin {
+                alias: "prod.db.internal.".into(),
+                server: "eastus".into()
+            },
         ]
     );
 
     // The engine's refusals.
     let r = a.post("/pin", r#"{"alias":"nope.db.internal","server":"eastus"}"#, None);
-    assert_eq!((r.status, r.body.as_str()), (404, "no alias named `nope.db.internal.`\n"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (404, "no alias named `nope.db.internal.`\n")
+    );
     let r = a.post("/drain", r#"{"server":"southpole"}"#, None);
     assert_eq!((r.status, r.body.as_str()), (404, "no server with id `southpole`\n"));
     let r = a.post("/pin", r#"{"alias":"prod.db.internal","server":"other"}"#, None);
@@ -310,7 +400,11 @@ fn overrides_from_loopback_without_a_token() {
         ("/pin", "", "bad request body"),
         ("/pin", "{", "bad request body"),
         ("/pin", r#"{"alias":"prod.db.internal"}"#, "missing field `server`"),
-        ("/pin", r#"{"alias":"prod.db.internal","server":"eastus","force":true}"#, "unknown field `force`"),
+        (
+            "/pin",
+            r#"{"alias":"prod.db.internal","server":"eastus","force":true}"#,
+            "unknown field `force`",
+        ),
         ("/unpin", r#"{"alias":"a b"}"#, "bad alias name"),
         ("/unpin", r#"{"alias":""}"#, "bad alias name"),
         ("/drain", r#"{"server":7}"#, "bad request body"),
@@ -338,9 +432,20 @@ fn a_configured_token_is_required_from_everyone() {
     assert!(r.body.contains("Authorization: Bearer"), "{}", r.body);
     let r = a.post("/drain", body, Some("Bearer wrong"));
     assert_eq!((r.status, r.body.as_str()), (401, "wrong admin token\n"));
-    assert_eq!(a.post("/drain", body, Some("Bearer correct-horse-battery-stapl")).status, 401);
-    assert_eq!(a.post("/drain", body, Some("Basic correct-horse-battery-staple")).status, 401);
-    assert!(a.seen.lock().unwrap().is_empty(), "refused overrides reached the engine");
+    assert_eq!(
+        a.post("/drain", body, Some("Bearer correct-horse-battery-stapl"))
+            .status,
+        401
+    );
+    assert_eq!(
+        a.post("/drain", body, Some("Basic correct-horse-battery-staple"))
+            .status,
+        401
+    );
+    assert!(
+        a.seen.lock().unwrap().is_empty(),
+        "refused overrides reached the engine"
+    );
     let r = a.post("/drain", body, Some("Bearer correct-horse-battery-staple"));
     assert_eq!((r.status, r.body.as_str()), (200, "server eastus drained\n"));
     // Reads stay open.
@@ -350,18 +455,29 @@ fn a_configured_token_is_required_from_everyone() {
     // The CLI: the token from a file or the environment.
     let o = a.cli(&["undrain", "eastus"], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("401") && stderr(&o).contains("--token-file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("401") && stderr(&o).contains("--token-file"),
+        "{}",
+        stderr(&o)
+    );
     let dir = tempdir::Dir::new();
     let file = dir.path().join("token");
     std::fs::write(&file, "correct-horse-battery-staple\n").unwrap();
     let o = a.cli(&["undrain", "eastus", "--token-file", file.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "server eastus undrained\n");
-    let o = a.cli(&["drain", "westus2"], &[("DNS_SIDECAR_ADMIN_TOKEN", "correct-horse-battery-staple")]);
+    let o = a.cli(
+        &["drain", "westus2"],
+        &[("DNS_SIDECAR_ADMIN_TOKEN", "correct-horse-battery-staple")],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = a.cli(&["drain", "westus2", "--token-file", "/nonexistent/token"], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot read the admin token file /nonexistent/token"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read the admin token file /nonexistent/token"),
+        "{}",
+        stderr(&o)
+    );
 
     // Removing the token (a reload) falls back to the loopback rule.
     a.set_token(None);
@@ -387,7 +503,19 @@ fn cli_status_health_and_overrides() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     eprintln!("{out}");
-    for needle in ["ready", "prod.db.internal.", "eastus (pg-eastus.example.test.)", "12s ago", "writable", "standby", "first_round", "History (last 1 of 1)", "Fences", "lost-split-brain", "HOLDING"] {
+    for needle in [
+        "ready",
+        "prod.db.internal.",
+        "eastus (pg-eastus.example.test.)",
+        "12s ago",
+        "writable",
+        "standby",
+        "first_round",
+        "History (last 1 of 1)",
+        "Fences",
+        "lost-split-brain",
+        "HOLDING",
+    ] {
         assert!(out.contains(needle), "status output lacks {needle:?}:\n{out}");
     }
     let o = a.cli(&["status", "--json"], &[]);
@@ -395,21 +523,46 @@ fn cli_status_health_and_overrides() {
     assert_eq!(back.aliases[0].name, "prod.db.internal.");
 
     let o = a.cli(&["pin", "prod.db.internal", "westus2"], &[]);
-    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "alias prod.db.internal. pinned to westus2\n"), "{}", stderr(&o));
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "alias prod.db.internal. pinned to westus2\n"),
+        "{}",
+        stderr(&o)
+    );
     let o = a.cli(&["unfence", "prod.db.internal", "eastus"], &[]);
-    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "alias prod.db.internal.: fence on eastus lifted\n"), "{}", stderr(&o));
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "alias prod.db.internal.: fence on eastus lifted\n"),
+        "{}",
+        stderr(&o)
+    );
     let o = a.cli(&["unfence", "Prod.DB.internal."], &[]);
-    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "alias prod.db.internal.: fences lifted\n"), "{}", stderr(&o));
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "alias prod.db.internal.: fences lifted\n"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(
         a.seen.lock().unwrap()[1..],
         [
-            Override::Unfence { alias: "prod.db.internal.".into(), server: Some("eastus".into()) },
-            Override::Unfence { alias: "prod.db.internal.".into(), server: None }
+            Override::Unfence {
+                alias: "prod.db.internal.".into(),
+                server: Some("eastus".into())
+            },
+            Override::Unfence {
+                alias: "prod.db.internal.".into(),
+                server: None
+            }
         ]
     );
     let o = a.cli(&["unpin", "nope.db.internal"], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("404") && stderr(&o).contains("no alias named `nope.db.internal.`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("404") && stderr(&o).contains("no alias named `nope.db.internal.`"),
+        "{}",
+        stderr(&o)
+    );
 
     // Nothing listening: a clear message and exit 1, for health too.
     let closed = {
@@ -420,7 +573,12 @@ fn cli_status_health_and_overrides() {
         let o = cli(closed, args, &[]);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         let err = stderr(&o);
-        assert!(err.contains(&format!("cannot reach the admin listener at {closed}: connection refused")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "cannot reach the admin listener at {closed}: connection refused"
+            )),
+            "{err}"
+        );
         assert!(err.contains("[admin] enabled"), "{err}");
     }
 }
@@ -433,12 +591,20 @@ fn shutdown_closes_idle_keep_alive_connections() {
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // The connection stays open (keep-alive) while we stop the listener.
     let start = Instant::now();
     a.stop.send(true).unwrap();
     a.thread.take().unwrap().join().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(3), "serve took {:?} to stop", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "serve took {:?} to stop",
+        start.elapsed()
+    );
     // (Not checked: that connecting now fails. Tests run in parallel, and
     // another one may already have been given the freed port.)
 }
@@ -446,7 +612,12 @@ fn shutdown_closes_idle_keep_alive_connections() {
 #[test]
 fn garbage_on_the_socket_does_not_hurt() {
     let a = Admin::start();
-    for junk in [&b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..], b"GET / HTTP/9.9\r\n\r\n", b"\r\n\r\n\r\n", b"POST /pin HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"] {
+    for junk in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"\r\n\r\n\r\n",
+        b"POST /pin HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    ] {
         let mut s = TcpStream::connect(a.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = s.write_all(junk);
@@ -463,7 +634,8 @@ fn garbage_on_the_socket_does_not_hurt() {
 async fn pin_through_the_real_engine_moves_the_dns_answer() {
     let env = Env::start(true, "").await;
     let admin = env.sidecar().admin.expect("the test sidecar has an admin listener");
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5))
+        .await;
     let run = move |args: &'static [&'static str]| tokio::task::spawn_blocking(move || cli(admin, args, &[]));
 
     let o = run(&["health"]).await.unwrap();
@@ -471,30 +643,49 @@ async fn pin_through_the_real_engine_moves_the_dns_answer() {
     let o = run(&["status"]).await.unwrap();
     let out = stdout(&o);
     eprintln!("{out}");
-    for needle in ["prod.db.test.", "ro.db.test.", "strict.db.test.", "a (pg-a.test.)", "writable", "standby"] {
+    for needle in [
+        "prod.db.test.",
+        "ro.db.test.",
+        "strict.db.test.",
+        "a (pg-a.test.)",
+        "writable",
+        "standby",
+    ] {
         assert!(out.contains(needle), "status output lacks {needle:?}:\n{out}");
     }
 
     let o = run(&["pin", "PROD.db.test", "b"]).await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("pinned to b"), "{}", stdout(&o));
-    env.wait_for_target("prod.db.test.", "pg-b.test.", Duration::from_secs(2)).await;
+    env.wait_for_target("prod.db.test.", "pg-b.test.", Duration::from_secs(2))
+        .await;
     assert_eq!(raw::cname_of(env.dns, "prod.db.test."), Some("pg-b.test.".into()));
     let c = Client::new(&admin.to_string(), None);
     let (status, _) = tokio::task::spawn_blocking(move || c.status()).await.unwrap().unwrap();
     let prod = status.aliases.iter().find(|a| a.name == "prod.db.test.").unwrap();
     assert_eq!(prod.pinned.as_deref(), Some("b"), "{prod:?}");
-    assert!(status.history.iter().any(|h| h.kind == "override"), "{:?}", status.history);
-    let metrics = tokio::task::spawn_blocking(move || Client::new(&admin.to_string(), None).get("/metrics").unwrap()).await.unwrap();
+    assert!(
+        status.history.iter().any(|h| h.kind == "override"),
+        "{:?}",
+        status.history
+    );
+    let metrics = tokio::task::spawn_blocking(move || Client::new(&admin.to_string(), None).get("/metrics").unwrap())
+        .await
+        .unwrap();
     assert!(metrics.body.contains("dns_sidecar_overrides 1"), "{}", metrics.body);
 
     let o = run(&["unpin", "nope.db.test"]).await.unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("404") && stderr(&o).contains("no alias named"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("404") && stderr(&o).contains("no alias named"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = run(&["unpin", "prod.db.test."]).await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(2)).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(2))
+        .await;
 }
 
 impl Admin {
@@ -520,7 +711,16 @@ fn raw_http(addr: SocketAddr, req: &[u8]) -> String {
 fn overrides_from_web_pages_are_refused() {
     let a = Admin::start();
     let body = r#"{"server":"eastus"}"#;
-    let post = |headers: &str| raw_http(a.addr, format!("POST /drain HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+    let post = |headers: &str| {
+        raw_http(
+            a.addr,
+            format!(
+                "POST /drain HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
     // What a form on a web page sends.
     let r = post("Content-Type: application/x-www-form-urlencoded\r\nOrigin: http://evil.example\r\n");
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
@@ -547,7 +747,10 @@ fn slow_admin_clients_are_cut_off() {
     let r = raw_http(a.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
     assert!(start.elapsed() < Duration::from_secs(5) && !r.contains("200 OK"), "{r}");
     // A body that never arrives: 408.
-    let r = raw_http(a.addr, b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"serv");
+    let r = raw_http(
+        a.addr,
+        b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"serv",
+    );
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
     // An idle keep-alive connection is closed too.
     let mut s = TcpStream::connect(a.addr).unwrap();
@@ -573,6 +776,13 @@ fn admin_connections_are_capped_and_the_longest_waiting_makes_room() {
     assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
     first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
-    assert!(matches!(first.read(&mut buf), Ok(0) | Err(_)), "the longest-waiting connection was closed");
-    assert!(a.shared.metrics.encode().contains("dns_sidecar_admin_refused_total{result=\"evicted\"}"));
+    assert!(
+        matches!(first.read(&mut buf), Ok(0) | Err(_)),
+        "the longest-waiting connection was closed"
+    );
+    assert!(a
+        .shared
+        .metrics
+        .encode()
+        .contains("dns_sidecar_admin_refused_total{result=\"evicted\"}"));
 }

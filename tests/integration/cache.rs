@@ -32,25 +32,43 @@ fn repeated_queries_are_answered_from_the_cache_with_their_ttls_counted_down() {
     up.a("www.cache.test.", 60, [10, 1, 1, 1]);
     let s = Sidecar::start(&config(up.addr, "")).unwrap();
     let first = dig(s.dns, "www.cache.test", "A", &[]);
-    assert_eq!((first.status.as_str(), first.answers("A")), ("NOERROR", vec!["10.1.1.1".to_string()]), "{}", first.raw);
+    assert_eq!(
+        (first.status.as_str(), first.answers("A")),
+        ("NOERROR", vec!["10.1.1.1".to_string()]),
+        "{}",
+        first.raw
+    );
     assert_eq!(first.answer[0].ttl, 60, "the upstream's TTL");
     // Again over UDP, over TCP, and with a DNS cookie (dig's default): one
     // entry answers them all.
     for extra in [&[][..], &["+tcp"], &["+cookie"], &[]] {
         let d = dig(s.dns, "www.cache.test", "A", extra);
-        assert_eq!((d.status.as_str(), d.answers("A")), ("NOERROR", vec!["10.1.1.1".to_string()]), "{extra:?}: {}", d.raw);
+        assert_eq!(
+            (d.status.as_str(), d.answers("A")),
+            ("NOERROR", vec!["10.1.1.1".to_string()]),
+            "{extra:?}: {}",
+            d.raw
+        );
         assert!(d.answer[0].ttl <= 60 && d.answer[0].ttl >= 58, "{extra:?}: {}", d.raw);
     }
     assert_eq!(up.count("www.cache.test.", A), 1, "the upstream was asked once");
     sleep(2100);
     let later = dig(s.dns, "www.cache.test", "A", &[]);
-    assert!((50..=58).contains(&later.answer[0].ttl), "TTL counted down by the entry's age: {}", later.raw);
+    assert!(
+        (50..=58).contains(&later.answer[0].ttl),
+        "TTL counted down by the entry's age: {}",
+        later.raw
+    );
     assert_eq!(up.count("www.cache.test.", A), 1);
     assert_eq!(metric(&s, "cache_misses_total"), 1.0);
     assert_eq!(metric(&s, "cache_hits_total"), 5.0);
     assert_eq!(metric(&s, "cache_entries"), 1.0);
     assert!(metric(&s, "cache_bytes") > 0.0);
-    assert_eq!(metric(&s, "queries_total{kind=\"forwarded\",rcode=\"NOERROR\"}"), 6.0, "hits are forwarded answers");
+    assert_eq!(
+        metric(&s, "queries_total{kind=\"forwarded\",rcode=\"NOERROR\"}"),
+        6.0,
+        "hits are forwarded answers"
+    );
 }
 
 #[test]
@@ -58,9 +76,17 @@ fn ttls_are_capped_by_max_ttl() {
     let up = Upstream::start();
     up.a("day.cache.test.", 86_400, [10, 1, 1, 2]);
     let s = Sidecar::start(&config(up.addr, "[cache]\nmax_ttl = \"10m\"\n")).unwrap();
-    assert_eq!(dig(s.dns, "day.cache.test", "A", &[]).answer[0].ttl, 86_400, "relayed as the upstream sent it");
+    assert_eq!(
+        dig(s.dns, "day.cache.test", "A", &[]).answer[0].ttl,
+        86_400,
+        "relayed as the upstream sent it"
+    );
     let cached = dig(s.dns, "day.cache.test", "A", &[]);
-    assert_eq!(cached.answer[0].ttl, 600, "from the cache: at most max_ttl: {}", cached.raw);
+    assert_eq!(
+        cached.answer[0].ttl, 600,
+        "from the cache: at most max_ttl: {}",
+        cached.raw
+    );
     assert_eq!(up.count("day.cache.test.", A), 1);
 }
 
@@ -89,11 +115,19 @@ fn negative_answers_are_cached_for_the_soa_minimum() {
     let again = dig(s.dns, "missing.nx.test", "A", &[]);
     assert_eq!(again.status, "NXDOMAIN");
     assert_eq!(again.authority[0].rtype, "SOA");
-    assert!(again.authority[0].ttl <= NEGATIVE_TTL, "the SOA's TTL is the negative TTL left: {}", again.raw);
+    assert!(
+        again.authority[0].ttl <= NEGATIVE_TTL,
+        "the SOA's TTL is the negative TTL left: {}",
+        again.raw
+    );
     assert_eq!(up.count("missing.nx.test.", A), 1);
     sleep(NEGATIVE_TTL as u64 * 1000 + 100);
     assert_eq!(dig(s.dns, "missing.nx.test", "A", &[]).status, "NXDOMAIN");
-    assert_eq!(up.count("missing.nx.test.", A), 2, "expired after the SOA minimum ({NEGATIVE_TTL} s)");
+    assert_eq!(
+        up.count("missing.nx.test.", A),
+        2,
+        "expired after the SOA minimum ({NEGATIVE_TTL} s)"
+    );
 }
 
 #[test]
@@ -107,7 +141,11 @@ fn the_upstreams_servfail_is_kept_only_a_few_seconds() {
     assert_eq!(up.count("broken.cache.test.", A), 1);
     sleep(1100);
     up.set_mode(Mode::Answer);
-    assert_eq!(dig(s.dns, "broken.cache.test", "A", &[]).status, "NOERROR", "after servfail_ttl the upstream is asked again");
+    assert_eq!(
+        dig(s.dns, "broken.cache.test", "A", &[]).status,
+        "NOERROR",
+        "after servfail_ttl the upstream is asked again"
+    );
     assert_eq!(up.count("broken.cache.test.", A), 2);
 }
 
@@ -120,7 +158,12 @@ fn dnssec_ok_and_checking_disabled_are_separate_entries() {
         for (i, v) in variants.iter().enumerate() {
             let d = dig(s.dns, "sec.cache.test", "A", v);
             assert_eq!(d.status, "NOERROR", "{v:?}");
-            assert_eq!(d.edns.as_deref().is_some_and(|e| e.contains("flags: do")), v.contains(&"+dnssec"), "{v:?}: {}", d.raw);
+            assert_eq!(
+                d.edns.as_deref().is_some_and(|e| e.contains("flags: do")),
+                v.contains(&"+dnssec"),
+                "{v:?}: {}",
+                d.raw
+            );
             assert_eq!(d.has_flag("cd"), v.contains(&"+cdflag"), "{v:?}");
             let want = if round == 0 { i + 1 } else { variants.len() };
             assert_eq!(up.count("sec.cache.test.", A), want, "round {round}, {v:?}");
@@ -175,14 +218,23 @@ fn stale_answers_when_the_upstream_fails_and_not_when_serve_stale_is_off() {
     // answer with TTL 30 (RFC 8767).
     up.set_mode(Mode::Silent);
     let d = dig(s.dns, "s1.cache.test", "A", &[]);
-    assert_eq!((d.status.as_str(), d.answers("A")), ("NOERROR", vec!["10.2.2.2".to_string()]), "{}", d.raw);
+    assert_eq!(
+        (d.status.as_str(), d.answers("A")),
+        ("NOERROR", vec!["10.2.2.2".to_string()]),
+        "{}",
+        d.raw
+    );
     assert_eq!(d.answer[0].ttl, 30);
     assert_eq!(up.count("s1.cache.test.", A), 2, "the upstream was asked first");
     // For the next 30 s it is answered at once, without asking again.
     for _ in 0..3 {
         let d = dig(s.dns, "s1.cache.test", "A", &[]);
         assert_eq!((d.status.as_str(), d.answer[0].ttl), ("NOERROR", 30));
-        assert!(d.elapsed < Duration::from_millis(250), "answered without waiting for the upstream: {:?}", d.elapsed);
+        assert!(
+            d.elapsed < Duration::from_millis(250),
+            "answered without waiting for the upstream: {:?}",
+            d.elapsed
+        );
     }
     assert_eq!(up.count("s1.cache.test.", A), 2);
     assert_eq!(metric(&s, "cache_stale_answers_total"), 4.0);
@@ -190,7 +242,12 @@ fn stale_answers_when_the_upstream_fails_and_not_when_serve_stale_is_off() {
     // The upstream answers SERVFAIL: stale too.
     up.set_mode(Mode::ServFail);
     let d = dig(s.dns, "s2.cache.test", "A", &[]);
-    assert_eq!((d.status.as_str(), d.answer.first().map(|r| r.ttl)), ("NOERROR", Some(30)), "{}", d.raw);
+    assert_eq!(
+        (d.status.as_str(), d.answer.first().map(|r| r.ttl)),
+        ("NOERROR", Some(30)),
+        "{}",
+        d.raw
+    );
 
     // serve_stale = false: SERVFAIL.
     up_off.set_mode(Mode::Silent);
@@ -206,7 +263,8 @@ fn stale_answers_at_once_while_the_upstream_is_out_of_use() {
     for name in ["b1.cache.test.", "b2.cache.test."] {
         up.a(name, 1, [10, 3, 3, 3]);
     }
-    let s = Sidecar::start(&config(up.addr, "").replace("timeout = \"300ms\"", "timeout = \"300ms\"\nmax_fails = 1")).unwrap();
+    let s = Sidecar::start(&config(up.addr, "").replace("timeout = \"300ms\"", "timeout = \"300ms\"\nmax_fails = 1"))
+        .unwrap();
     for name in ["b1.cache.test", "b2.cache.test"] {
         assert_eq!(dig(s.dns, name, "A", &[]).status, "NOERROR");
     }
@@ -217,7 +275,10 @@ fn stale_answers_at_once_while_the_upstream_is_out_of_use() {
     let up_metric = format!("upstream_up{{upstream=\"{}\"}}", up.addr);
     let start = Instant::now();
     while metric(&s, &up_metric) != 0.0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "the upstream was not taken out of use");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the upstream was not taken out of use"
+        );
         sleep(20);
     }
     // ... then stale answers come at once, and the upstream is not asked.
@@ -251,9 +312,17 @@ fn the_cache_stays_bounded_under_a_flood_of_unique_names_and_keeps_the_name_in_u
     assert!((100.0..=200.0).contains(&entries), "{entries} entries");
     // Once full, a name asked once is not kept (the doorkeeper), so the
     // flood pushed out few answers, if any.
-    assert!(metric(&s, "cache_evictions_total") < 300.0, "{} evictions", metric(&s, "cache_evictions_total"));
+    assert!(
+        metric(&s, "cache_evictions_total") < 300.0,
+        "{} evictions",
+        metric(&s, "cache_evictions_total")
+    );
     assert!(metric(&s, "cache_bytes") <= (4 << 20) as f64);
-    assert_eq!(up.count("hot.cache.test.", A), 1, "the name in use stayed cached through the flood");
+    assert_eq!(
+        up.count("hot.cache.test.", A),
+        1,
+        "the name in use stayed cached through the flood"
+    );
 }
 
 #[test]
@@ -269,7 +338,11 @@ fn with_the_cache_off_every_query_goes_upstream() {
 
 /// The CLI, as an operator runs it.
 fn cli(admin: SocketAddr, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dns-sidecar")).args(args).args(["--admin", &admin.to_string()]).output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+        .args(args)
+        .args(["--admin", &admin.to_string()])
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -286,20 +359,38 @@ fn flush_cache_drops_a_name_and_below_or_everything() {
     let counts = || names.map(|n| up.count(&format!("{n}."), A));
     assert_eq!(counts(), [1, 1, 1]);
     let o = cli(admin, &["flush-cache", "Cache.Test"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "flushed 2 cached answer(s) for cache.test. and the names below it\n", "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "flushed 2 cached answer(s) for cache.test. and the names below it\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     for n in names {
         dig(s.dns, n, "A", &[]);
     }
     assert_eq!(counts(), [2, 2, 1], "the other name is still cached");
     let o = cli(admin, &["flush-cache"]);
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("flushed 3 cached answer(s)"), "{o:?}");
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("flushed 3 cached answer(s)"),
+        "{o:?}"
+    );
     dig(s.dns, "other.example.test", "A", &[]);
     assert_eq!(counts(), [2, 2, 2]);
     assert_eq!(metric(&s, "cache_entries"), 1.0);
     // As guarded as the overrides: not from a web page, JSON only, a good body.
     let c = dns_sidecar::client::Client::new(&admin.to_string(), None);
-    let post = |headers: &[(&str, &str)], body: &str| c.request("POST", "/cache/flush", headers, Some(body.as_bytes())).unwrap().status;
-    assert_eq!(post(&[("Content-Type", "application/json"), ("Origin", "http://evil.example")], "{}"), 403);
+    let post = |headers: &[(&str, &str)], body: &str| {
+        c.request("POST", "/cache/flush", headers, Some(body.as_bytes()))
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        post(
+            &[("Content-Type", "application/json"), ("Origin", "http://evil.example")],
+            "{}"
+        ),
+        403
+    );
     assert_eq!(post(&[("Content-Type", "text/plain")], "{}"), 415);
     assert_eq!(post(&[("Content-Type", "application/json")], r#"{"nme":"x"}"#), 400);
     assert_eq!(post(&[("Content-Type", "application/json")], r#"{"name":"a b"}"#), 400);

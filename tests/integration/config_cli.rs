@@ -5,8 +5,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn check(path: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar")).arg("check-config").arg(path).env("PGPROBE_PASSWORD", "x").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+        .arg("check-config")
+        .arg(path)
+        .env("PGPROBE_PASSWORD", "x")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -29,22 +38,48 @@ fn shipped_configs_are_valid() {
 /// secrets in the environment.
 fn check_without_secrets(args: &[&str]) -> (i32, String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar")).args(args).current_dir(root).env_remove("PGPROBE_PASSWORD").env_remove("DNS_SIDECAR_ADMIN_TOKEN").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+        .args(args)
+        .current_dir(root)
+        .env_remove("PGPROBE_PASSWORD")
+        .env_remove("DNS_SIDECAR_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn the_examples_validate_with_line_works_without_the_secret() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let example = std::fs::read_to_string(root.join("config/example.toml")).unwrap();
-    let line = example.lines().find_map(|l| l.strip_prefix("# Validate with:")).expect("config/example.toml says how to validate it").trim();
+    let line = example
+        .lines()
+        .find_map(|l| l.strip_prefix("# Validate with:"))
+        .expect("config/example.toml says how to validate it")
+        .trim();
     // The line as printed, run by this build's binary instead of `cargo run`.
-    let args: Vec<&str> = line.strip_prefix("cargo run --").unwrap_or_else(|| panic!("unexpected command {line:?}")).split_whitespace().collect();
+    let args: Vec<&str> = line
+        .strip_prefix("cargo run --")
+        .unwrap_or_else(|| panic!("unexpected command {line:?}"))
+        .split_whitespace()
+        .collect();
     assert_eq!(args, ["check-config", "config/example.toml"]);
     let (code, out, err) = check_without_secrets(&args);
     assert_eq!(code, 0, "{line}: {out}{err}");
-    assert!(out.contains("config/example.toml: OK") && out.contains("1 warning(s)"), "{out}");
-    assert!(err.contains("config/example.toml:") && err.contains("warning: environment variable `PGPROBE_PASSWORD` is not set") && err.contains("needed at run time"), "{err}");
+    assert!(
+        out.contains("config/example.toml: OK") && out.contains("1 warning(s)"),
+        "{out}"
+    );
+    assert!(
+        err.contains("config/example.toml:")
+            && err.contains("warning: environment variable `PGPROBE_PASSWORD` is not set")
+            && err.contains("needed at run time"),
+        "{err}"
+    );
 
     // --strict: the missing secret is an error, as it is for `run`.
     let (code, out, err) = check_without_secrets(&["check-config", "--strict", "config/example.toml"]);
@@ -85,7 +120,10 @@ fn run_still_needs_the_secret() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("run.toml:10:16") && err.contains("`DNS_SIDECAR_TEST_SURELY_UNSET` is not set"), "{err}");
+    assert!(
+        err.contains("run.toml:10:16") && err.contains("`DNS_SIDECAR_TEST_SURELY_UNSET` is not set"),
+        "{err}"
+    );
     let (code, out, err) = check_without_secrets(&["check-config", p.to_str().unwrap()]);
     assert_eq!(code, 0, "check-config only warns: {out}{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -59,7 +59,12 @@ fn wait_line(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, pred: impl Fn(
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(out.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -72,23 +77,47 @@ fn demo_with_default_ports_taken_prints_working_commands_and_follows_the_promote
     let mut seen = Vec::new();
 
     let serving = wait_line(&rx, &mut seen, |l| l.starts_with("Serving DNS on "));
-    let dns: SocketAddr = serving["Serving DNS on ".len()..].split(' ').next().unwrap().parse().unwrap();
+    let dns: SocketAddr = serving["Serving DNS on ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(dns.port(), DEFAULT_PORT, "5353 is taken: {serving}");
     let admin_line = wait_line(&rx, &mut seen, |l| l.starts_with("Admin listener"));
-    let admin: SocketAddr = admin_line.rsplit(' ').next().unwrap().trim_end_matches('.').parse().unwrap();
+    let admin: SocketAddr = admin_line
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('.')
+        .parse()
+        .unwrap();
     assert_ne!(admin.port(), DEFAULT_ADMIN_PORT, "9153 is taken: {admin_line}");
     assert!(seen.iter().any(|l| l.contains("admin port 9153 is taken")), "{seen:#?}");
 
     // The commands it printed, run as printed, once the first round is in.
     wait_line(&rx, &mut seen, |l| l.contains("prod.demo.internal. -> CNAME pg-east"));
-    let dig_cmd = seen.iter().find(|l| l.trim_start().starts_with("dig ") && l.contains("prod.demo.internal A")).unwrap().trim().to_string();
+    let dig_cmd = seen
+        .iter()
+        .find(|l| l.trim_start().starts_with("dig ") && l.contains("prod.demo.internal A"))
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(dig_cmd.contains(&format!("-p {}", dns.port())), "{dig_cmd}");
     let answer = sh(&dig_cmd);
     assert!(answer.contains("CNAME\tpg-east.servers.demo."), "{dig_cmd}:\n{answer}");
-    let status_cmd = seen.iter().map(|l| l.trim()).find(|l| l.contains("dns-sidecar status")).unwrap().to_string();
+    let status_cmd = seen
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.contains("dns-sidecar status"))
+        .unwrap()
+        .to_string();
     assert!(status_cmd.ends_with(&format!("status --admin {admin}")), "{status_cmd}");
     let table = sh(&status_cmd);
-    assert!(table.contains("prod.demo.internal") && table.contains("east"), "{status_cmd}:\n{table}");
+    assert!(
+        table.contains("prod.demo.internal") && table.contains("east"),
+        "{status_cmd}:\n{table}"
+    );
 
     wait_line(&rx, &mut seen, |l| l.contains("prod.demo.internal. -> CNAME pg-west"));
     wait_line(&rx, &mut seen, |l| l.starts_with(">>> OK"));
@@ -110,6 +139,9 @@ fn a_taken_port_given_on_the_command_line_is_an_error_naming_the_flag() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{flag}: {err}");
-        assert!(err.contains(&format!("127.0.0.1:{port} {words}")) && err.contains(&format!("with {flag} PORT")), "{flag}: {err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{port} {words}")) && err.contains(&format!("with {flag} PORT")),
+            "{flag}: {err}"
+        );
     }
 }

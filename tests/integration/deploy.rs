@@ -63,7 +63,10 @@ fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
 }
 
 fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
-    v.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// Values of the keys named `key` anywhere in a TOML document.
@@ -122,12 +125,21 @@ fn load_config(path: &Path, text: &str) -> Config {
 }
 
 fn admin_listen(c: &Config) -> SocketAddr {
-    c.admin.listen.unwrap_or_else(|| panic!("{}: the manifests probe the admin listener, but [admin] is disabled", c.path.display()))
+    c.admin.listen.unwrap_or_else(|| {
+        panic!(
+            "{}: the manifests probe the admin listener, but [admin] is disabled",
+            c.path.display()
+        )
+    })
 }
 
 /// A closed loopback port: connecting to it is refused at once.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs a health-check command line (as written in a manifest or the
@@ -135,17 +147,33 @@ fn closed_port() -> u16 {
 /// accepted by the argument parser and report "not ready" (exit 1), not a
 /// usage error (exit 2).
 fn assert_health_argv(what: &str, argv: &[String]) {
-    assert!(argv.first().is_some_and(|p| p.ends_with("/dns-sidecar") || p == "dns-sidecar"), "{what}: runs {argv:?}, not dns-sidecar");
-    assert!(argv.iter().any(|a| a == "health"), "{what}: {argv:?} is not `dns-sidecar health`");
+    assert!(
+        argv.first()
+            .is_some_and(|p| p.ends_with("/dns-sidecar") || p == "dns-sidecar"),
+        "{what}: runs {argv:?}, not dns-sidecar"
+    );
+    assert!(
+        argv.iter().any(|a| a == "health"),
+        "{what}: {argv:?} is not `dns-sidecar health`"
+    );
     let mut args: Vec<String> = argv[1..].to_vec();
     let addr = format!("127.0.0.1:{}", closed_port());
     match args.iter().position(|a| a == "--admin") {
         Some(i) => args[i + 1] = addr.clone(),
         None => args.push(format!("--admin={addr}")),
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar")).args(&args).env_remove("DNS_SIDECAR_ADMIN").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+        .args(&args)
+        .env_remove("DNS_SIDECAR_ADMIN")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{what}: `dns-sidecar {}` should exit 1 against a closed port; stderr: {err}", args.join(" "));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: `dns-sidecar {}` should exit 1 against a closed port; stderr: {err}",
+        args.join(" ")
+    );
     assert!(err.contains("cannot reach the admin listener"), "{what}: {err}");
 }
 
@@ -165,7 +193,9 @@ struct Kustomize {
 impl Kustomize {
     fn load(dir: &Path) -> Kustomize {
         let k_path = dir.join("kustomization.yaml");
-        let k = yaml_docs(&k_path).pop().unwrap_or_else(|| panic!("{} is empty", k_path.display()));
+        let k = yaml_docs(&k_path)
+            .pop()
+            .unwrap_or_else(|| panic!("{} is empty", k_path.display()));
         assert_eq!(s(&k, "/kind"), Some("Kustomization"), "{}", k_path.display());
         let mut docs = Vec::new();
         for r in arr(&k, "/resources") {
@@ -178,12 +208,17 @@ impl Kustomize {
             for f in arr(g, "/files") {
                 // `file` or `key=file`.
                 let f = f.as_str().unwrap();
-                let (key, file) = f.split_once('=').unwrap_or((Path::new(f).file_name().unwrap().to_str().unwrap(), f));
+                let (key, file) = f
+                    .split_once('=')
+                    .unwrap_or((Path::new(f).file_name().unwrap().to_str().unwrap(), f));
                 let path = dir.join(file);
                 let text = read(&path);
                 if key.ends_with(".toml") {
                     let c = load_config(&path, &text);
-                    configmaps.entry(name.clone()).or_default().insert(key.to_string(), (text, c));
+                    configmaps
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(key.to_string(), (text, c));
                 }
             }
         }
@@ -194,12 +229,25 @@ impl Kustomize {
                 for (key, v) in data.iter().filter(|(k, _)| k.ends_with(".toml")) {
                     let text = v.as_str().unwrap().to_string();
                     let c = load_config(&dir.join(format!("{name}/{key}")), &text);
-                    configmaps.entry(name.clone()).or_default().insert(key.clone(), (text, c));
+                    configmaps
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(key.clone(), (text, c));
                 }
             }
         }
-        let images = arr(&k, "/images").iter().filter_map(|i| s(i, "/name")).map(str::to_string).collect();
-        Kustomize { dir: dir.to_path_buf(), namespace: s(&k, "/namespace").map(str::to_string), docs, configmaps, images }
+        let images = arr(&k, "/images")
+            .iter()
+            .filter_map(|i| s(i, "/name"))
+            .map(str::to_string)
+            .collect();
+        Kustomize {
+            dir: dir.to_path_buf(),
+            namespace: s(&k, "/namespace").map(str::to_string),
+            docs,
+            configmaps,
+            images,
+        }
     }
 
     fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -215,7 +263,11 @@ fn kustomizations() -> Vec<Kustomize> {
         .filter(|p| p.join("kustomization.yaml").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 2, "expected the sidecar and forwarder kustomizations under {}", root.display());
+    assert!(
+        dirs.len() >= 2,
+        "expected the sidecar and forwarder kustomizations under {}",
+        root.display()
+    );
     dirs.iter().map(|d| Kustomize::load(d)).collect()
 }
 
@@ -234,19 +286,30 @@ fn container_port(c: &Value, port: &Value) -> Option<(u64, String)> {
             Value::Number(n) => p.pointer("/containerPort") == Some(&Value::Number(n.clone())),
             _ => false,
         };
-        hit.then(|| (p["containerPort"].as_u64().unwrap(), s(p, "/protocol").unwrap_or("TCP").to_string()))
+        hit.then(|| {
+            (
+                p["containerPort"].as_u64().unwrap(),
+                s(p, "/protocol").unwrap_or("TCP").to_string(),
+            )
+        })
     })
 }
 
 fn strings(v: &[Value]) -> Vec<String> {
-    v.iter().map(|a| a.as_str().unwrap_or_else(|| panic!("{a} is not a string")).to_string()).collect()
+    v.iter()
+        .map(|a| a.as_str().unwrap_or_else(|| panic!("{a} is not a string")).to_string())
+        .collect()
 }
 
 #[test]
 fn kubernetes_configs_load_with_the_real_loader() {
     let mut n = 0;
     for k in kustomizations() {
-        assert!(!k.configmaps.is_empty(), "{}: no config.toml in any ConfigMap", k.dir.display());
+        assert!(
+            !k.configmaps.is_empty(),
+            "{}: no config.toml in any ConfigMap",
+            k.dir.display()
+        );
         for (cm, keys) in &k.configmaps {
             for (key, (text, c)) in keys {
                 n += 1;
@@ -258,9 +321,17 @@ fn kubernetes_configs_load_with_the_real_loader() {
                 }
                 if c.path.is_file() {
                     let out = cmd.output().unwrap();
-                    assert!(out.status.success(), "{cm}/{key}: check-config: {}", String::from_utf8_lossy(&out.stderr));
+                    assert!(
+                        out.status.success(),
+                        "{cm}/{key}: check-config: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
-                assert!(c.dns.listen.iter().all(|a| a.port() == 53), "{cm}/{key}: clients (resolv.conf, VNet DNS) can only use port 53: {:?}", c.dns.listen);
+                assert!(
+                    c.dns.listen.iter().all(|a| a.port() == 53),
+                    "{cm}/{key}: clients (resolv.conf, VNet DNS) can only use port 53: {:?}",
+                    c.dns.listen
+                );
                 assert!(!c.aliases.is_empty(), "{cm}/{key}: no aliases");
             }
         }
@@ -275,41 +346,77 @@ fn kubernetes_manifests_agree_with_their_configs() {
         let deployments: Vec<&Value> = k.of_kind("Deployment").collect();
         assert!(!deployments.is_empty(), "{}: no Deployment", k.dir.display());
         for d in deployments {
-            let what = format!("{}: Deployment {}", k.dir.display(), s(d, "/metadata/name").unwrap_or("?"));
-            let pod = d.pointer("/spec/template/spec").unwrap_or_else(|| panic!("{what}: no pod template"));
-            let labels = d.pointer("/spec/template/metadata/labels").unwrap_or_else(|| panic!("{what}: pod has no labels"));
-            assert!(selects(d.pointer("/spec/selector").unwrap(), labels), "{what}: selector does not match the pod labels");
+            let what = format!(
+                "{}: Deployment {}",
+                k.dir.display(),
+                s(d, "/metadata/name").unwrap_or("?")
+            );
+            let pod = d
+                .pointer("/spec/template/spec")
+                .unwrap_or_else(|| panic!("{what}: no pod template"));
+            let labels = d
+                .pointer("/spec/template/metadata/labels")
+                .unwrap_or_else(|| panic!("{what}: pod has no labels"));
+            assert!(
+                selects(d.pointer("/spec/selector").unwrap(), labels),
+                "{what}: selector does not match the pod labels"
+            );
 
             // The dns-sidecar container, a regular or a native sidecar (init) container.
-            let mut found: Vec<&Value> =
-                arr(pod, "/containers").iter().chain(arr(pod, "/initContainers")).filter(|c| s(c, "/name") == Some("dns-sidecar")).collect();
+            let mut found: Vec<&Value> = arr(pod, "/containers")
+                .iter()
+                .chain(arr(pod, "/initContainers"))
+                .filter(|c| s(c, "/name") == Some("dns-sidecar"))
+                .collect();
             assert_eq!(found.len(), 1, "{what}: expected one container named dns-sidecar");
             let c = found.pop().unwrap();
             if arr(pod, "/initContainers").contains(c) {
-                assert_eq!(s(c, "/restartPolicy"), Some("Always"), "{what}: an init container must be a native sidecar (restartPolicy: Always)");
+                assert_eq!(
+                    s(c, "/restartPolicy"),
+                    Some("Always"),
+                    "{what}: an init container must be a native sidecar (restartPolicy: Always)"
+                );
             }
 
             // Its config: --config PATH, mounted from a ConfigMap of this kustomization.
             let args = strings(arr(c, "/args"));
-            let cfg_arg =
-                args.iter().position(|a| a == "--config").map(|i| args[i + 1].clone()).unwrap_or_else(|| panic!("{what}: args {args:?} lack --config"));
+            let cfg_arg = args
+                .iter()
+                .position(|a| a == "--config")
+                .map(|i| args[i + 1].clone())
+                .unwrap_or_else(|| panic!("{what}: args {args:?} lack --config"));
             let cfg_path = Path::new(&cfg_arg);
             let mount_dir = cfg_path.parent().unwrap().to_str().unwrap();
             let mount = arr(c, "/volumeMounts")
                 .iter()
                 .find(|m| s(m, "/mountPath") == Some(mount_dir))
                 .unwrap_or_else(|| panic!("{what}: nothing mounted at {mount_dir}"));
-            assert_eq!(mount.pointer("/readOnly"), Some(&Value::Bool(true)), "{what}: mount the config read-only");
-            let vol =
-                arr(pod, "/volumes").iter().find(|v| s(v, "/name") == s(mount, "/name")).unwrap_or_else(|| panic!("{what}: no volume for the config mount"));
-            let cm = s(vol, "/configMap/name").unwrap_or_else(|| panic!("{what}: the config volume is not a ConfigMap"));
+            assert_eq!(
+                mount.pointer("/readOnly"),
+                Some(&Value::Bool(true)),
+                "{what}: mount the config read-only"
+            );
+            let vol = arr(pod, "/volumes")
+                .iter()
+                .find(|v| s(v, "/name") == s(mount, "/name"))
+                .unwrap_or_else(|| panic!("{what}: no volume for the config mount"));
+            let cm =
+                s(vol, "/configMap/name").unwrap_or_else(|| panic!("{what}: the config volume is not a ConfigMap"));
             let key = cfg_path.file_name().unwrap().to_str().unwrap();
-            let (text, cfg) = k.configmaps.get(cm).and_then(|m| m.get(key)).unwrap_or_else(|| panic!("{what}: ConfigMap {cm} has no {key}"));
+            let (text, cfg) = k
+                .configmaps
+                .get(cm)
+                .and_then(|m| m.get(key))
+                .unwrap_or_else(|| panic!("{what}: ConfigMap {cm} has no {key}"));
 
             // Image: the one the kustomization rewrites.
             let image = s(c, "/image").unwrap();
             let image_name = image.rsplit_once(':').map_or(image, |(n, _)| n);
-            assert!(k.images.contains(image_name), "{what}: image {image} is not in the kustomization's images {:?}", k.images);
+            assert!(
+                k.images.contains(image_name),
+                "{what}: image {image} is not in the kustomization's images {:?}",
+                k.images
+            );
 
             // Secrets: every variable the config reads comes from a Secret, never a literal.
             for name in secret_envs(text) {
@@ -317,20 +424,51 @@ fn kubernetes_manifests_agree_with_their_configs() {
                     .iter()
                     .find(|e| s(e, "/name") == Some(name.as_str()))
                     .unwrap_or_else(|| panic!("{what}: the config reads ${name}, the container does not set it"));
-                assert!(e.pointer("/value").is_none(), "{what}: ${name} is a literal; use secretKeyRef");
-                assert!(s(e, "/valueFrom/secretKeyRef/name").is_some(), "{what}: ${name} must come from a Secret");
+                assert!(
+                    e.pointer("/value").is_none(),
+                    "{what}: ${name} is a literal; use secretKeyRef"
+                );
+                assert!(
+                    s(e, "/valueFrom/secretKeyRef/name").is_some(),
+                    "{what}: ${name} must come from a Secret"
+                );
             }
 
             // Security: non-root, nothing but NET_BIND_SERVICE, read-only root.
-            let sc = c.pointer("/securityContext").unwrap_or_else(|| panic!("{what}: no securityContext"));
-            let uid = sc.pointer("/runAsUser").or(pod.pointer("/securityContext/runAsUser")).and_then(Value::as_u64);
-            assert!(uid.is_some_and(|u| u != 0), "{what}: runAsUser must be a non-root uid, got {uid:?}");
-            assert_eq!(sc.pointer("/runAsNonRoot").or(pod.pointer("/securityContext/runAsNonRoot")), Some(&Value::Bool(true)), "{what}: runAsNonRoot");
-            assert_eq!(sc.pointer("/readOnlyRootFilesystem"), Some(&Value::Bool(true)), "{what}: readOnlyRootFilesystem");
-            assert_eq!(strings(arr(sc, "/capabilities/drop")), ["ALL"], "{what}: drop ALL capabilities");
+            let sc = c
+                .pointer("/securityContext")
+                .unwrap_or_else(|| panic!("{what}: no securityContext"));
+            let uid = sc
+                .pointer("/runAsUser")
+                .or(pod.pointer("/securityContext/runAsUser"))
+                .and_then(Value::as_u64);
+            assert!(
+                uid.is_some_and(|u| u != 0),
+                "{what}: runAsUser must be a non-root uid, got {uid:?}"
+            );
+            assert_eq!(
+                sc.pointer("/runAsNonRoot")
+                    .or(pod.pointer("/securityContext/runAsNonRoot")),
+                Some(&Value::Bool(true)),
+                "{what}: runAsNonRoot"
+            );
+            assert_eq!(
+                sc.pointer("/readOnlyRootFilesystem"),
+                Some(&Value::Bool(true)),
+                "{what}: readOnlyRootFilesystem"
+            );
+            assert_eq!(
+                strings(arr(sc, "/capabilities/drop")),
+                ["ALL"],
+                "{what}: drop ALL capabilities"
+            );
             // The image's binary has a file capability for port 53: exec fails
             // without NET_BIND_SERVICE in the bounding set.
-            assert_eq!(strings(arr(sc, "/capabilities/add")), ["NET_BIND_SERVICE"], "{what}: add back NET_BIND_SERVICE only");
+            assert_eq!(
+                strings(arr(sc, "/capabilities/add")),
+                ["NET_BIND_SERVICE"],
+                "{what}: add back NET_BIND_SERVICE only"
+            );
             if sc.pointer("/allowPrivilegeEscalation") == Some(&Value::Bool(false)) {
                 // no_new_privs: file capabilities are not granted; the pod's
                 // network namespace must allow the bind instead.
@@ -340,17 +478,33 @@ fn kubernetes_manifests_agree_with_their_configs() {
                     .and_then(|x| s(x, "/value"))
                     .unwrap_or_else(|| panic!("{what}: allowPrivilegeEscalation is false, so set the sysctl net.ipv4.ip_unprivileged_port_start"));
                 let start: u16 = start.parse().unwrap();
-                let lowest = cfg.dns.listen.iter().map(SocketAddr::port).chain(cfg.admin.listen.map(|a| a.port())).min().unwrap();
-                assert!(start <= lowest, "{what}: ip_unprivileged_port_start {start} > port {lowest}");
+                let lowest = cfg
+                    .dns
+                    .listen
+                    .iter()
+                    .map(SocketAddr::port)
+                    .chain(cfg.admin.listen.map(|a| a.port()))
+                    .min()
+                    .unwrap();
+                assert!(
+                    start <= lowest,
+                    "{what}: ip_unprivileged_port_start {start} > port {lowest}"
+                );
             }
-            for r in ["/resources/requests/cpu", "/resources/requests/memory", "/resources/limits/memory"] {
+            for r in [
+                "/resources/requests/cpu",
+                "/resources/requests/memory",
+                "/resources/limits/memory",
+            ] {
                 assert!(c.pointer(r).is_some(), "{what}: no {r}");
             }
 
             // Probes: the admin listener of this config, reachable the way the probe reaches it.
             let admin = admin_listen(cfg);
             for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-                let p = c.pointer(&format!("/{probe}")).unwrap_or_else(|| panic!("{what}: no {probe}"));
+                let p = c
+                    .pointer(&format!("/{probe}"))
+                    .unwrap_or_else(|| panic!("{what}: no {probe}"));
                 if let Some(cmd) = p.pointer("/exec/command") {
                     let argv = strings(cmd.as_array().unwrap());
                     let expected = match argv.iter().position(|a| a == "--admin") {
@@ -366,9 +520,17 @@ fn kubernetes_manifests_agree_with_their_configs() {
                     assert_health_argv(&format!("{what}: {probe}"), &argv);
                 } else if let Some(port) = p.pointer("/httpGet/port") {
                     // The kubelet connects to the pod IP.
-                    assert!(admin.ip().is_unspecified(), "{what}: {probe} is an HTTP probe, but the admin listener {admin} is not on the pod IP");
-                    let (n, proto) = container_port(c, port).unwrap_or_else(|| port.as_u64().map(|n| (n, "TCP".into())).expect("probe port"));
-                    assert_eq!((n, proto.as_str()), (u64::from(admin.port()), "TCP"), "{what}: {probe} port");
+                    assert!(
+                        admin.ip().is_unspecified(),
+                        "{what}: {probe} is an HTTP probe, but the admin listener {admin} is not on the pod IP"
+                    );
+                    let (n, proto) = container_port(c, port)
+                        .unwrap_or_else(|| port.as_u64().map(|n| (n, "TCP".into())).expect("probe port"));
+                    assert_eq!(
+                        (n, proto.as_str()),
+                        (u64::from(admin.port()), "TCP"),
+                        "{what}: {probe} port"
+                    );
                     let path = s(p, "/httpGet/path").unwrap();
                     assert!(["/readyz", "/healthz"].contains(&path), "{what}: {probe} path {path}");
                 } else {
@@ -386,12 +548,25 @@ fn kubernetes_manifests_agree_with_their_configs() {
             if loopback_only {
                 // Sidecar: the pod's only nameserver is the sidecar.
                 sidecars += 1;
-                assert_eq!(s(pod, "/dnsPolicy"), Some("None"), "{what}: a loopback sidecar needs dnsPolicy None");
+                assert_eq!(
+                    s(pod, "/dnsPolicy"),
+                    Some("None"),
+                    "{what}: a loopback sidecar needs dnsPolicy None"
+                );
                 let ns = strings(arr(pod, "/dnsConfig/nameservers"));
                 let listen_ips: Vec<String> = cfg.dns.listen.iter().map(|a| a.ip().to_string()).collect();
-                assert!(!ns.is_empty() && ns.iter().all(|n| listen_ips.contains(n)), "{what}: nameservers {ns:?} vs listen {listen_ips:?}");
-                let up = cfg.upstream.as_ref().unwrap_or_else(|| panic!("{what}: the pod resolves everything through the sidecar; it needs an [upstream]"));
-                assert!(up.servers.iter().all(|u| !u.ip().is_loopback()), "{what}: upstream {:?} is on loopback: that is the sidecar itself", up.servers);
+                assert!(
+                    !ns.is_empty() && ns.iter().all(|n| listen_ips.contains(n)),
+                    "{what}: nameservers {ns:?} vs listen {listen_ips:?}"
+                );
+                let up = cfg.upstream.as_ref().unwrap_or_else(|| {
+                    panic!("{what}: the pod resolves everything through the sidecar; it needs an [upstream]")
+                });
+                assert!(
+                    up.servers.iter().all(|u| !u.ip().is_loopback()),
+                    "{what}: upstream {:?} is on loopback: that is the sidecar itself",
+                    up.servers
+                );
                 let searches = strings(arr(pod, "/dnsConfig/searches"));
                 if let Some(nsname) = &k.namespace {
                     assert_eq!(
@@ -405,17 +580,30 @@ fn kubernetes_manifests_agree_with_their_configs() {
                 forwarders += 1;
                 for proto in ["UDP", "TCP"] {
                     assert!(
-                        arr(c, "/ports").iter().any(|p| p["containerPort"] == 53 && s(p, "/protocol").unwrap_or("TCP") == proto),
+                        arr(c, "/ports")
+                            .iter()
+                            .any(|p| p["containerPort"] == 53 && s(p, "/protocol").unwrap_or("TCP") == proto),
                         "{what}: no containerPort 53/{proto}"
                     );
                 }
                 if let Some(port) = s(d, "/spec/template/metadata/annotations/prometheus.io~1port") {
                     assert_eq!(port, admin.port().to_string(), "{what}: prometheus.io/port");
                 }
-                assert!(d.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1) >= 2, "{what}: a shared forwarder needs 2+ replicas");
-                let anti = pod.pointer("/affinity/podAntiAffinity").unwrap_or_else(|| panic!("{what}: no pod anti-affinity"));
-                assert!(anti.to_string().contains("kubernetes.io/hostname"), "{what}: anti-affinity should spread over nodes");
-                let services: Vec<&Value> = k.of_kind("Service").filter(|svc| selects(svc.pointer("/spec/selector").unwrap(), labels)).collect();
+                assert!(
+                    d.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1) >= 2,
+                    "{what}: a shared forwarder needs 2+ replicas"
+                );
+                let anti = pod
+                    .pointer("/affinity/podAntiAffinity")
+                    .unwrap_or_else(|| panic!("{what}: no pod anti-affinity"));
+                assert!(
+                    anti.to_string().contains("kubernetes.io/hostname"),
+                    "{what}: anti-affinity should spread over nodes"
+                );
+                let services: Vec<&Value> = k
+                    .of_kind("Service")
+                    .filter(|svc| selects(svc.pointer("/spec/selector").unwrap(), labels))
+                    .collect();
                 assert!(!services.is_empty(), "{what}: no Service selects the forwarder");
                 for svc in services {
                     for proto in ["UDP", "TCP"] {
@@ -424,21 +612,35 @@ fn kubernetes_manifests_agree_with_their_configs() {
                             .find(|p| p["port"] == 53 && s(p, "/protocol").unwrap_or("TCP") == proto)
                             .unwrap_or_else(|| panic!("{what}: the Service lacks port 53/{proto}"));
                         let target = p.pointer("/targetPort").unwrap_or(&p["port"]);
-                        assert_eq!(container_port(c, target), Some((53, proto.to_string())), "{what}: Service 53/{proto} targets {target}");
+                        assert_eq!(
+                            container_port(c, target),
+                            Some((53, proto.to_string())),
+                            "{what}: Service 53/{proto} targets {target}"
+                        );
                     }
                     if s(svc, "/spec/type") == Some("LoadBalancer") {
                         assert_eq!(
-                            s(svc, "/metadata/annotations/service.beta.kubernetes.io~1azure-load-balancer-internal"),
+                            s(
+                                svc,
+                                "/metadata/annotations/service.beta.kubernetes.io~1azure-load-balancer-internal"
+                            ),
                             Some("true"),
                             "{what}: a forwarder must never get a public load balancer"
                         );
                     }
                 }
-                assert!(k.of_kind("PodDisruptionBudget").any(|pdb| selects(pdb.pointer("/spec/selector").unwrap(), labels)), "{what}: no PodDisruptionBudget");
+                assert!(
+                    k.of_kind("PodDisruptionBudget")
+                        .any(|pdb| selects(pdb.pointer("/spec/selector").unwrap(), labels)),
+                    "{what}: no PodDisruptionBudget"
+                );
             }
         }
     }
-    assert!(sidecars >= 1 && forwarders >= 1, "expected a sidecar and a forwarder deployment, got {sidecars} and {forwarders}");
+    assert!(
+        sidecars >= 1 && forwarders >= 1,
+        "expected a sidecar and a forwarder deployment, got {sidecars} and {forwarders}"
+    );
 }
 
 // ------------------------------------------------------------------ systemd
@@ -464,7 +666,11 @@ fn unit_entries(text: &str) -> Vec<(String, String, String)> {
 fn systemd_unit_is_hardened_and_matches_its_config() {
     let unit_path = deploy("systemd/dns-sidecar.service");
     let entries = unit_entries(&read(&unit_path));
-    let service: Vec<(&str, &str)> = entries.iter().filter(|(s, _, _)| s == "Service").map(|(_, k, v)| (k.as_str(), v.as_str())).collect();
+    let service: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|(s, _, _)| s == "Service")
+        .map(|(_, k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let all = |key: &str| -> Vec<&str> { service.iter().filter(|(k, _)| *k == key).map(|(_, v)| *v).collect() };
     let one = |key: &str| -> &str {
         let v = all(key);
@@ -490,16 +696,32 @@ fn systemd_unit_is_hardened_and_matches_its_config() {
     ] {
         assert_eq!(one(key), value, "{}: {key}", unit_path.display());
     }
-    assert!(!all("RestrictAddressFamilies").is_empty() && !all("SystemCallFilter").is_empty(), "address family and system call filters");
+    assert!(
+        !all("RestrictAddressFamilies").is_empty() && !all("SystemCallFilter").is_empty(),
+        "address family and system call filters"
+    );
 
     // Environment=DNS_SIDECAR_CONFIG=..., used by ExecStartPre/ExecStart/ExecReload.
-    let config_path = all("Environment").iter().find_map(|e| e.strip_prefix("DNS_SIDECAR_CONFIG=")).expect("Environment=DNS_SIDECAR_CONFIG=").to_string();
-    assert!(one("ExecStart").contains("dns-sidecar run --config ${DNS_SIDECAR_CONFIG}"), "ExecStart");
+    let config_path = all("Environment")
+        .iter()
+        .find_map(|e| e.strip_prefix("DNS_SIDECAR_CONFIG="))
+        .expect("Environment=DNS_SIDECAR_CONFIG=")
+        .to_string();
+    assert!(
+        one("ExecStart").contains("dns-sidecar run --config ${DNS_SIDECAR_CONFIG}"),
+        "ExecStart"
+    );
     // --strict: the credential must be there too, as `run` needs it.
-    assert!(one("ExecStartPre").contains("dns-sidecar check-config --strict ${DNS_SIDECAR_CONFIG}"), "ExecStartPre checks the config and its secrets");
+    assert!(
+        one("ExecStartPre").contains("dns-sidecar check-config --strict ${DNS_SIDECAR_CONFIG}"),
+        "ExecStartPre checks the config and its secrets"
+    );
     let reload = all("ExecReload");
     assert_eq!(reload.len(), 2, "ExecReload: check, then signal: {reload:?}");
-    assert!(reload[0].contains("check-config --strict"), "the first ExecReload checks the config and its secrets: {reload:?}");
+    assert!(
+        reload[0].contains("check-config --strict"),
+        "the first ExecReload checks the config and its secrets: {reload:?}"
+    );
     assert_eq!(reload[1], "/bin/kill -HUP $MAINPID", "SIGHUP reloads");
 
     // LoadCredential=NAME:PATH -> the config reads /run/credentials/<unit>/NAME.
@@ -514,7 +736,11 @@ fn systemd_unit_is_hardened_and_matches_its_config() {
         "{}: password_file must be the unit's credential",
         example.display()
     );
-    assert!(secret_envs(&text).is_empty(), "{}: under systemd the password comes from the credential, not the environment", example.display());
+    assert!(
+        secret_envs(&text).is_empty(),
+        "{}: under systemd the password comes from the credential, not the environment",
+        example.display()
+    );
     let c = load_config(&example, &text);
     assert!(c.dns.listen.iter().all(|a| a.port() == 53), "{:?}", c.dns.listen);
     assert_eq!(config_path, "/etc/dns-sidecar/config.toml");
@@ -543,7 +769,11 @@ fn run_hook(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, St
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn take_az_log(dir: &Path) -> Vec<String> {
@@ -557,20 +787,41 @@ fn take_az_log(dir: &Path) -> Vec<String> {
 fn azure_hook_script_updates_the_private_dns_cname() {
     let script = deploy("azure/sync-private-dns-cname.sh");
     use std::os::unix::fs::PermissionsExt;
-    assert!(std::fs::metadata(&script).unwrap().permissions().mode() & 0o111 != 0, "{} must be executable (on_change runs it directly)", script.display());
+    assert!(
+        std::fs::metadata(&script).unwrap().permissions().mode() & 0o111 != 0,
+        "{} must be executable (on_change runs it directly)",
+        script.display()
+    );
     let syntax = Command::new("bash").arg("-n").arg(&script).output().unwrap();
-    assert!(syntax.status.success(), "bash -n: {}", String::from_utf8_lossy(&syntax.stderr));
+    assert!(
+        syntax.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
     match Command::new("shellcheck").arg(&script).output() {
-        Ok(out) => assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout)),
+        Ok(out) => assert!(
+            out.status.success(),
+            "shellcheck:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
         Err(_) => eprintln!("shellcheck not installed; skipped (apt-get install shellcheck)"),
     }
 
     // The script reads only variables the sidecar sets (src/hook.rs).
     let hook_rs = read(&repo().join("dns-sidecar/src/hook.rs"));
     let text = read(&script);
-    for var in ["DNS_SIDECAR_ALIAS", "DNS_SIDECAR_NEW_TARGET", "DNS_SIDECAR_NEW_SERVER", "DNS_SIDECAR_OLD_SERVER", "DNS_SIDECAR_REASON"] {
+    for var in [
+        "DNS_SIDECAR_ALIAS",
+        "DNS_SIDECAR_NEW_TARGET",
+        "DNS_SIDECAR_NEW_SERVER",
+        "DNS_SIDECAR_OLD_SERVER",
+        "DNS_SIDECAR_REASON",
+    ] {
         if text.contains(&format!("${{{var}")) {
-            assert!(hook_rs.contains(&format!("\"{var}\"")), "the script reads {var}, which src/hook.rs does not set");
+            assert!(
+                hook_rs.contains(&format!("\"{var}\"")),
+                "the script reads {var}, which src/hook.rs does not set"
+            );
         }
     }
 
@@ -585,9 +836,15 @@ fn azure_hook_script_updates_the_private_dns_cname() {
     std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
     let change = [
         ("DNS_SIDECAR_ALIAS", "prod.db.internal"),
-        ("DNS_SIDECAR_NEW_TARGET", "pg-prod-westus2.privatelink.postgres.database.azure.com"),
+        (
+            "DNS_SIDECAR_NEW_TARGET",
+            "pg-prod-westus2.privatelink.postgres.database.azure.com",
+        ),
         ("DNS_SIDECAR_NEW_SERVER", "westus2"),
-        ("DNS_SIDECAR_OLD_TARGET", "pg-prod-eastus.privatelink.postgres.database.azure.com"),
+        (
+            "DNS_SIDECAR_OLD_TARGET",
+            "pg-prod-eastus.privatelink.postgres.database.azure.com",
+        ),
         ("DNS_SIDECAR_OLD_SERVER", "eastus"),
         ("DNS_SIDECAR_REASON", "eastus is in recovery"),
     ];
@@ -603,11 +860,17 @@ fn azure_hook_script_updates_the_private_dns_cname() {
             "network private-dns record-set cname set-record --resource-group rg-dns --zone-name db.internal --record-set-name prod --cname pg-prod-westus2.privatelink.postgres.database.azure.com --output none",
         ]
     );
-    assert!(err.contains("eastus -> westus2") && err.contains("eastus is in recovery"), "{err}");
+    assert!(
+        err.contains("eastus -> westus2") && err.contains("eastus is in recovery"),
+        "{err}"
+    );
 
     // Already right (another instance did it): no update.
     let mut env = change.to_vec();
-    env.push(("FAKE_CURRENT", "PG-prod-westus2.privatelink.postgres.database.azure.com."));
+    env.push((
+        "FAKE_CURRENT",
+        "PG-prod-westus2.privatelink.postgres.database.azure.com.",
+    ));
     let (code, _, err) = run_hook(&dir, &args, &env);
     assert_eq!(code, 0, "{err}");
     assert_eq!(take_az_log(&dir).len(), 1, "only the lookup");
@@ -628,7 +891,11 @@ fn azure_hook_script_updates_the_private_dns_cname() {
     let (code, _, err) = run_hook(&dir, &["--zone-name", "db.internal"], &change);
     assert_eq!(code, 2);
     assert!(err.contains("--resource-group"), "{err}");
-    let (code, _, err) = run_hook(&dir, &["--resource-group", "rg", "--zone-name", "other.internal"], &change);
+    let (code, _, err) = run_hook(
+        &dir,
+        &["--resource-group", "rg", "--zone-name", "other.internal"],
+        &change,
+    );
     assert_eq!(code, 2);
     assert!(err.contains("not inside zone"), "{err}");
     assert!(take_az_log(&dir).is_empty(), "no az call on usage errors");
@@ -639,13 +906,32 @@ fn azure_hook_script_updates_the_private_dns_cname() {
 fn azure_resolver_rule_matches_the_forwarder_zone() {
     let bicep = read(&deploy("azure/resolver.bicep"));
     let default = |param: &str| -> String {
-        let line = bicep.lines().find(|l| l.starts_with(&format!("param {param} "))).unwrap_or_else(|| panic!("resolver.bicep: no param {param}"));
-        line.split_once('=').unwrap_or_else(|| panic!("param {param} has no default")).1.trim().trim_matches('\'').to_string()
+        let line = bicep
+            .lines()
+            .find(|l| l.starts_with(&format!("param {param} ")))
+            .unwrap_or_else(|| panic!("resolver.bicep: no param {param}"));
+        line.split_once('=')
+            .unwrap_or_else(|| panic!("param {param} has no default"))
+            .1
+            .trim()
+            .trim_matches('\'')
+            .to_string()
     };
-    let forwarder = kustomizations().into_iter().find(|k| k.dir.ends_with("forwarder")).expect("kubernetes/forwarder");
+    let forwarder = kustomizations()
+        .into_iter()
+        .find(|k| k.dir.ends_with("forwarder"))
+        .expect("kubernetes/forwarder");
     let (_, cfg) = forwarder.configmaps.values().flat_map(|m| m.values()).next().unwrap();
-    let zones: Vec<String> = cfg.zones.iter().map(|z| format!("{}.", z.name.as_str().trim_end_matches('.'))).collect();
-    assert!(zones.contains(&default("aliasZone")), "resolver.bicep forwards {} but the forwarder serves {zones:?}", default("aliasZone"));
+    let zones: Vec<String> = cfg
+        .zones
+        .iter()
+        .map(|z| format!("{}.", z.name.as_str().trim_end_matches('.')))
+        .collect();
+    assert!(
+        zones.contains(&default("aliasZone")),
+        "resolver.bicep forwards {} but the forwarder serves {zones:?}",
+        default("aliasZone")
+    );
     let port: u16 = default("sidecarPort").parse().unwrap();
     assert!(cfg.dns.listen.iter().all(|a| a.port() == port));
 }
@@ -680,29 +966,61 @@ fn dockerfile() -> Vec<(String, String)> {
 #[test]
 fn dockerfile_builds_what_the_manifests_run() {
     let ins = dockerfile();
-    let args: BTreeMap<&str, &str> = ins.iter().filter(|(i, _)| i == "ARG").filter_map(|(_, r)| r.split_once('=')).collect();
-    let froms: Vec<usize> = ins.iter().enumerate().filter(|(_, (i, _))| i == "FROM").map(|(n, _)| n).collect();
+    let args: BTreeMap<&str, &str> = ins
+        .iter()
+        .filter(|(i, _)| i == "ARG")
+        .filter_map(|(_, r)| r.split_once('='))
+        .collect();
+    let froms: Vec<usize> = ins
+        .iter()
+        .enumerate()
+        .filter(|(_, (i, _))| i == "FROM")
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(froms.len(), 2, "multi-stage: a build and a runtime stage");
     let (build, runtime) = (&ins[froms[0]..froms[1]], &ins[froms[1]..]);
     let image = |rest: &str| -> String {
         let name = rest.split_whitespace().next().unwrap();
         match name.strip_prefix("${").and_then(|n| n.strip_suffix('}')) {
-            Some(arg) => args.get(arg).unwrap_or_else(|| panic!("ARG {arg} has no default")).to_string(),
+            Some(arg) => args
+                .get(arg)
+                .unwrap_or_else(|| panic!("ARG {arg} has no default"))
+                .to_string(),
             None => name.to_string(),
         }
     };
     assert!(image(&build[0].1).starts_with("rust:"), "build stage: {}", build[0].1);
     let rt_image = image(&runtime[0].1);
-    let run = |stage: &[(String, String)]| stage.iter().filter(|(i, _)| i == "RUN").map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("\n");
+    let run = |stage: &[(String, String)]| {
+        stage
+            .iter()
+            .filter(|(i, _)| i == "RUN")
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
 
     // Build stage: the locked release build, with everything the crate reads from outside dns-sidecar/.
-    assert!(run(build).contains("cargo build --release --locked -p dns-sidecar"), "build stage RUN");
+    assert!(
+        run(build).contains("cargo build --release --locked -p dns-sidecar"),
+        "build stage RUN"
+    );
     let copied: Vec<String> = build
         .iter()
         .filter(|(i, _)| i == "COPY")
-        .flat_map(|(_, r)| r.split_whitespace().rev().skip(1).map(|p| p.trim_matches('/').to_string()).collect::<Vec<_>>())
+        .flat_map(|(_, r)| {
+            r.split_whitespace()
+                .rev()
+                .skip(1)
+                .map(|p| p.trim_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
-    let mut needed = BTreeSet::from(["Cargo.toml".to_string(), "Cargo.lock".to_string(), "dns-sidecar".to_string()]);
+    let mut needed = BTreeSet::from([
+        "Cargo.toml".to_string(),
+        "Cargo.lock".to_string(),
+        "dns-sidecar".to_string(),
+    ]);
     // cargo loads every workspace member's manifest, even for `-p dns-sidecar`.
     let workspace: toml::Value = toml::from_str(&read(&repo().join("Cargo.toml"))).unwrap();
     for m in workspace["workspace"]["members"].as_array().unwrap() {
@@ -725,46 +1043,92 @@ fn dockerfile_builds_what_the_manifests_run() {
                 for part in text.split(macro_).skip(1) {
                     let rel = part.split('"').next().unwrap();
                     let target = p.parent().unwrap().join(rel);
-                    let target = std::fs::canonicalize(&target).unwrap_or_else(|e| panic!("{}: {rel}: {e}", p.display()));
-                    let top = target.strip_prefix(repo()).unwrap().components().next().unwrap().as_os_str().to_str().unwrap().to_string();
+                    let target =
+                        std::fs::canonicalize(&target).unwrap_or_else(|e| panic!("{}: {rel}: {e}", p.display()));
+                    let top = target
+                        .strip_prefix(repo())
+                        .unwrap()
+                        .components()
+                        .next()
+                        .unwrap()
+                        .as_os_str()
+                        .to_str()
+                        .unwrap()
+                        .to_string();
                     needed.insert(top);
                 }
             }
         }
     }
     for n in &needed {
-        assert!(copied.contains(n), "the build stage must COPY {n} (the crate needs it); it copies {copied:?}");
+        assert!(
+            copied.contains(n),
+            "the build stage must COPY {n} (the crate needs it); it copies {copied:?}"
+        );
     }
     // BuildKit's per-Dockerfile ignore file is an allow-list: it must let in
     // everything the build copies.
     let ignore_path = deploy("Dockerfile.dockerignore");
     if ignore_path.is_file() {
         let ignore = read(&ignore_path);
-        let lines: Vec<&str> = ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        let lines: Vec<&str> = ignore
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
         if lines.contains(&"*") {
             for c in &copied {
-                assert!(lines.contains(&format!("!{c}").as_str()) || lines.contains(&format!("!{c}/").as_str()), "{}: excludes {c}, which the build copies", ignore_path.display());
+                assert!(
+                    lines.contains(&format!("!{c}").as_str()) || lines.contains(&format!("!{c}/").as_str()),
+                    "{}: excludes {c}, which the build copies",
+                    ignore_path.display()
+                );
             }
         }
     }
 
     // Runtime stage: OpenSSL and CA certificates for native-tls, a non-root user, port 53.
-    assert!(rt_image.starts_with("debian:bookworm") || rt_image.contains("distroless"), "runtime image {rt_image}");
+    assert!(
+        rt_image.starts_with("debian:bookworm") || rt_image.contains("distroless"),
+        "runtime image {rt_image}"
+    );
     let rt_run = run(runtime);
     if rt_image.starts_with("debian:") {
         for pkg in ["libssl3", "ca-certificates"] {
-            assert!(rt_run.contains(pkg), "the runtime stage must install {pkg} (native-tls links OpenSSL dynamically)");
+            assert!(
+                rt_run.contains(pkg),
+                "the runtime stage must install {pkg} (native-tls links OpenSSL dynamically)"
+            );
         }
     }
-    assert!(rt_run.contains("setcap cap_net_bind_service=+ep /usr/local/bin/dns-sidecar"), "file capability for port 53");
-    let last = |name: &str| runtime.iter().rev().find(|(i, _)| i == name).map(|(_, r)| r.clone()).unwrap_or_else(|| panic!("runtime stage has no {name}"));
+    assert!(
+        rt_run.contains("setcap cap_net_bind_service=+ep /usr/local/bin/dns-sidecar"),
+        "file capability for port 53"
+    );
+    let last = |name: &str| {
+        runtime
+            .iter()
+            .rev()
+            .find(|(i, _)| i == name)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("runtime stage has no {name}"))
+    };
     let user = last("USER");
-    let uid: u32 = user.split(':').next().unwrap().parse().unwrap_or_else(|_| panic!("USER {user}: use a numeric uid so runAsNonRoot can check it"));
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("USER {user}: use a numeric uid so runAsNonRoot can check it"));
     assert_ne!(uid, 0, "USER must not be root");
     for k in kustomizations() {
         for d in k.of_kind("Deployment") {
             let pod = &d["spec"]["template"]["spec"];
-            for c in arr(pod, "/containers").iter().chain(arr(pod, "/initContainers")).filter(|c| s(c, "/name") == Some("dns-sidecar")) {
+            for c in arr(pod, "/containers")
+                .iter()
+                .chain(arr(pod, "/initContainers"))
+                .filter(|c| s(c, "/name") == Some("dns-sidecar"))
+            {
                 assert_eq!(
                     c.pointer("/securityContext/runAsUser").and_then(Value::as_u64),
                     Some(u64::from(uid)),
@@ -774,20 +1138,32 @@ fn dockerfile_builds_what_the_manifests_run() {
             }
         }
     }
-    let exposed: BTreeSet<String> =
-        runtime.iter().filter(|(i, _)| i == "EXPOSE").flat_map(|(_, r)| r.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
+    let exposed: BTreeSet<String> = runtime
+        .iter()
+        .filter(|(i, _)| i == "EXPOSE")
+        .flat_map(|(_, r)| r.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect();
     for p in ["53/udp", "53/tcp", "9153/tcp"] {
         assert!(exposed.contains(p), "EXPOSE {p}");
     }
-    assert!(runtime.iter().any(|(i, r)| i == "ENV" && r.contains("DNS_SIDECAR_CONFIG=/etc/dns-sidecar/config.toml")), "ENV DNS_SIDECAR_CONFIG");
+    assert!(
+        runtime
+            .iter()
+            .any(|(i, r)| i == "ENV" && r.contains("DNS_SIDECAR_CONFIG=/etc/dns-sidecar/config.toml")),
+        "ENV DNS_SIDECAR_CONFIG"
+    );
     let entrypoint: Vec<String> = serde_json::from_str(&last("ENTRYPOINT")).expect("ENTRYPOINT in exec form");
     assert_eq!(entrypoint, ["/usr/local/bin/dns-sidecar"]);
 
     // HEALTHCHECK: exec form, `dns-sidecar health`, accepted by the binary.
     let hc = last("HEALTHCHECK");
-    let cmd = hc.split_once("CMD").unwrap_or_else(|| panic!("HEALTHCHECK {hc}")).1.trim();
-    let argv: Vec<String> =
-        serde_json::from_str(cmd).unwrap_or_else(|e| panic!("HEALTHCHECK CMD must be in exec form (a JSON array, no shell involved): {e}"));
+    let cmd = hc
+        .split_once("CMD")
+        .unwrap_or_else(|| panic!("HEALTHCHECK {hc}"))
+        .1
+        .trim();
+    let argv: Vec<String> = serde_json::from_str(cmd)
+        .unwrap_or_else(|e| panic!("HEALTHCHECK CMD must be in exec form (a JSON array, no shell involved): {e}"));
     assert_eq!(argv[0], entrypoint[0]);
     assert_health_argv("Dockerfile HEALTHCHECK", &argv);
 }

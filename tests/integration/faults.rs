@@ -66,14 +66,21 @@ fn proxy_plays_a_black_hole_and_resets() {
     // would complete it), and bytes on the open connection go nowhere.
     proxy.set_mode(Mode::BlackHole);
     let t0 = Instant::now();
-    let err = TcpStream::connect_timeout(&proxy.addr, Duration::from_millis(300)).expect_err("connect completed inside a black hole");
-    assert!(matches!(err.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock), "{err}");
+    let err = TcpStream::connect_timeout(&proxy.addr, Duration::from_millis(300))
+        .expect_err("connect completed inside a black hole");
+    assert!(
+        matches!(err.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock),
+        "{err}"
+    );
     assert!(t0.elapsed() >= Duration::from_millis(290));
     old.write_all(b"held").unwrap();
     old.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut buf = [0u8; 4];
     let err = old.read(&mut buf).expect_err("bytes crossed a black hole");
-    assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
 
     // Healed: held bytes arrive, new connections work, our queue fillers
     // were never forwarded.
@@ -121,7 +128,12 @@ fn failed_probes(env: &Env, id: &str) -> u64 {
 
 fn history(env: &Env, kind: &str, server: &str) -> Vec<String> {
     let status = env.sidecar().shared.status.load();
-    status.history.iter().filter(|h| h.kind == kind && h.server.as_deref() == Some(server)).map(|h| h.message.clone()).collect()
+    status
+        .history
+        .iter()
+        .filter(|h| h.kind == kind && h.server.as_deref() == Some(server))
+        .map(|h| h.message.clone())
+        .collect()
 }
 
 /// The probe session of server `a` goes through a proxy that starts
@@ -132,10 +144,22 @@ fn history(env: &Env, kind: &str, server: &str) -> Vec<String> {
 /// good probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise() {
-    let env = Env::start_opts(Options { proxied: vec!["a"], ..Default::default() }).await;
-    env.wait_for_target("strict.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
-    wait_until("both servers up", Duration::from_secs(5), || server_up(&env, "a") && server_up(&env, "b")).await;
-    let (b_ok0, b_failed0, a_errors0) = (env.probes("b", "ok"), failed_probes(&env, "b"), env.probes("a", "error"));
+    let env = Env::start_opts(Options {
+        proxied: vec!["a"],
+        ..Default::default()
+    })
+    .await;
+    env.wait_for_target("strict.db.test.", "pg-a.test.", Duration::from_secs(5))
+        .await;
+    wait_until("both servers up", Duration::from_secs(5), || {
+        server_up(&env, "a") && server_up(&env, "b")
+    })
+    .await;
+    let (b_ok0, b_failed0, a_errors0) = (
+        env.probes("b", "ok"),
+        failed_probes(&env, "b"),
+        env.probes("a", "error"),
+    );
     let a_timeouts0 = env.probes("a", "timeout");
 
     let start = Instant::now();
@@ -148,31 +172,55 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
         assert!(d.elapsed < Duration::from_millis(300), "an answer took {:?}", d.elapsed);
         if d.status == "SERVFAIL" {
             // `a` went down between the check above and this query.
-            wait_until("a down after SERVFAIL", Duration::from_millis(200), || !server_up(&env, "a")).await;
+            wait_until("a down after SERVFAIL", Duration::from_millis(200), || {
+                !server_up(&env, "a")
+            })
+            .await;
             break;
         }
         assert_eq!(d.answers("CNAME"), ["pg-a.test."], "{}", d.raw);
-        let fwd = raw::exchange(env.dns, &raw::query("www.example.test.", RecordType::A), Duration::from_millis(500));
+        let fwd = raw::exchange(
+            env.dns,
+            &raw::query("www.example.test.", RecordType::A),
+            Duration::from_millis(500),
+        );
         assert!(fwd.is_some(), "a forwarded query went unanswered");
         queries += 2;
-        assert!(start.elapsed() < DEADLINE * 3 + INTERVAL + Duration::from_secs(2), "a never went down");
+        assert!(
+            start.elapsed() < DEADLINE * 3 + INTERVAL + Duration::from_secs(2),
+            "a never went down"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let down_after = start.elapsed();
     eprintln!("MEASURED black hole -> server down: {:.0} ms (fall 3 x deadline {DEADLINE:?}); {queries} queries answered meanwhile", down_after.as_secs_f64() * 1000.0);
-    assert!(down_after >= DEADLINE * 3 - Duration::from_millis(20), "down after {down_after:?}: sooner than 3 deadlines");
+    assert!(
+        down_after >= DEADLINE * 3 - Duration::from_millis(20),
+        "down after {down_after:?}: sooner than 3 deadlines"
+    );
     assert!(env.probes("a", "timeout") - a_timeouts0 >= 3);
-    assert_eq!(env.probes("a", "error"), a_errors0, "a black hole shows as timeouts, nothing definite");
+    assert_eq!(
+        env.probes("a", "error"),
+        a_errors0,
+        "a black hole shows as timeouts, nothing definite"
+    );
     let down = history(&env, "server_down", "a");
     assert!(down.last().is_some_and(|m| m.contains("deadline")), "{down:?}");
     // Nothing else is writable: the strict alias fails fast, the default keeps `a`.
-    wait_until("strict alias SERVFAIL", Duration::from_secs(1), || dig(env.dns, "strict.db.test", "A", &[]).status == "SERVFAIL").await;
+    wait_until("strict alias SERVFAIL", Duration::from_secs(1), || {
+        dig(env.dns, "strict.db.test", "A", &[]).status == "SERVFAIL"
+    })
+    .await;
     assert_eq!(raw::cname_of(env.dns, "prod.db.test.").as_deref(), Some("pg-a.test."));
 
     // `b`'s prober kept its cadence and never failed.
     let b_ok = env.probes("b", "ok") - b_ok0;
     let expected = (start.elapsed().as_millis() / INTERVAL.as_millis()) as u64;
-    assert!(b_ok * 2 >= expected, "b: {b_ok} good probes in {:?} (expected ~{expected})", start.elapsed());
+    assert!(
+        b_ok * 2 >= expected,
+        "b: {b_ok} good probes in {:?} (expected ~{expected})",
+        start.elapsed()
+    );
     assert_eq!(failed_probes(&env, "b"), b_failed0);
 
     // The black hole ends: `a` is back after `rise` good probes.
@@ -180,9 +228,13 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
     env.proxy("a").set_mode(Mode::Pass);
     let back = wait_until("a back up", Duration::from_secs(3), || server_up(&env, "a")).await;
     assert!(env.probes("a", "ok") - a_ok >= 2, "up again before `rise` good probes");
-    eprintln!("MEASURED black hole ends -> server up: {:.0} ms (rise 2, interval {INTERVAL:?}, deadline {DEADLINE:?})", back.as_secs_f64() * 1000.0);
+    eprintln!(
+        "MEASURED black hole ends -> server up: {:.0} ms (rise 2, interval {INTERVAL:?}, deadline {DEADLINE:?})",
+        back.as_secs_f64() * 1000.0
+    );
     assert!(!history(&env, "server_up", "a").is_empty());
-    env.wait_for_target("strict.db.test.", "pg-a.test.", Duration::from_secs(1)).await;
+    env.wait_for_target("strict.db.test.", "pg-a.test.", Duration::from_secs(1))
+        .await;
 }
 
 /// The server ends the probe's session over and over (an operator's
@@ -192,9 +244,14 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_probe_session_never_takes_a_healthy_server_down() {
     let env = Env::start(true, "").await;
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
-    env.wait_for_target("ro.db.test.", "pg-b.test.", Duration::from_secs(5)).await;
-    wait_until("both servers up", Duration::from_secs(5), || server_up(&env, "a") && server_up(&env, "b")).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5))
+        .await;
+    env.wait_for_target("ro.db.test.", "pg-b.test.", Duration::from_secs(5))
+        .await;
+    wait_until("both servers up", Duration::from_secs(5), || {
+        server_up(&env, "a") && server_up(&env, "b")
+    })
+    .await;
     let ok0 = env.probes("a", "ok") + env.probes("b", "ok");
     let failed0 = failed_probes(&env, "a") + failed_probes(&env, "b");
 
@@ -214,22 +271,43 @@ async fn killing_the_probe_session_never_takes_a_healthy_server_down() {
     while !killer.is_finished() {
         assert_eq!(raw::cname_of(env.dns, "prod.db.test.").as_deref(), Some("pg-a.test."));
         assert_eq!(raw::cname_of(env.dns, "ro.db.test.").as_deref(), Some("pg-b.test."));
-        assert!(server_up(&env, "a") && server_up(&env, "b"), "a server went down: {:?}", env.sidecar().shared.status.load().history);
+        assert!(
+            server_up(&env, "a") && server_up(&env, "b"),
+            "a server went down: {:?}",
+            env.sidecar().shared.status.load().history
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let killed = killer.await.unwrap();
     tokio::time::sleep(INTERVAL * 2).await;
     eprintln!("MEASURED probe sessions terminated: {killed} in 20 rounds over ~3.5 s");
-    assert!(killed >= 20, "only {killed} sessions were terminated: the test proves nothing");
-    assert_eq!(failed_probes(&env, "a") + failed_probes(&env, "b"), failed0, "a probe failed");
-    assert!(env.probes("a", "ok") + env.probes("b", "ok") - ok0 >= 20, "the probers stopped probing");
+    assert!(
+        killed >= 20,
+        "only {killed} sessions were terminated: the test proves nothing"
+    );
+    assert_eq!(
+        failed_probes(&env, "a") + failed_probes(&env, "b"),
+        failed0,
+        "a probe failed"
+    );
+    assert!(
+        env.probes("a", "ok") + env.probes("b", "ok") - ok0 >= 20,
+        "the probers stopped probing"
+    );
     for id in ["a", "b"] {
         assert!(history(&env, "server_down", id).is_empty(), "{id} was reported down");
     }
     let status = env.sidecar().shared.status.load();
-    let changes = status.history.iter().filter(|h| h.kind == "target_changed" && h.alias.as_deref() == Some("prod.db.test.")).count();
+    let changes = status
+        .history
+        .iter()
+        .filter(|h| h.kind == "target_changed" && h.alias.as_deref() == Some("prod.db.test."))
+        .count();
     assert_eq!(changes, 1, "only the first decision: {:?}", status.history);
-    assert_eq!(env.metric("dns_sidecar_target_changes_total{alias=\"prod.db.test.\"}"), 1.0);
+    assert_eq!(
+        env.metric("dns_sidecar_target_changes_total{alias=\"prod.db.test.\"}"),
+        1.0
+    );
 }
 
 /// While an alias has no matching candidate (here: the primary turned
@@ -239,16 +317,32 @@ async fn killing_the_probe_session_never_takes_a_healthy_server_down() {
 /// again. One connection per server throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_in_the_incident_set_are_probed_at_the_incident_interval() {
-    let env = Env::start_opts(Options { probe: "incident_interval = \"10ms\"".into(), ..Default::default() }).await;
-    wait_until("both servers up", Duration::from_secs(5), || server_up(&env, "a") && server_up(&env, "b")).await;
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    let env = Env::start_opts(Options {
+        probe: "incident_interval = \"10ms\"".into(),
+        ..Default::default()
+    })
+    .await;
+    wait_until("both servers up", Duration::from_secs(5), || {
+        server_up(&env, "a") && server_up(&env, "b")
+    })
+    .await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5))
+        .await;
     let window = Duration::from_secs(1);
     let count = |env: &Env| (env.probes("a", "ok"), env.probes("b", "ok"));
     let over = |env: &Env, before: (u64, u64)| {
         let now = count(env);
         (now.0 - before.0, now.1 - before.1)
     };
-    let incident = |env: &Env| env.sidecar().shared.incident.borrow().iter().cloned().collect::<Vec<String>>();
+    let incident = |env: &Env| {
+        env.sidecar()
+            .shared
+            .incident
+            .borrow()
+            .iter()
+            .cloned()
+            .collect::<Vec<String>>()
+    };
 
     let before = count(&env);
     tokio::time::sleep(window).await;
@@ -257,25 +351,50 @@ async fn servers_in_the_incident_set_are_probed_at_the_incident_interval() {
 
     // No read-write candidate: prod's and strict's candidates are probed fast.
     let primary = env.pair().primary.clone();
-    tokio::task::spawn_blocking(move || primary.set_default_read_only(true)).await.unwrap().unwrap();
-    wait_until("the incident set", Duration::from_secs(2), || incident(&env) == ["a", "b"]).await;
+    tokio::task::spawn_blocking(move || primary.set_default_read_only(true))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("the incident set", Duration::from_secs(2), || {
+        incident(&env) == ["a", "b"]
+    })
+    .await;
     let before = count(&env);
     tokio::time::sleep(window).await;
     let fast = over(&env, before);
-    let sessions = env.pair().primary.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dns-sidecar'").unwrap();
+    let sessions = env
+        .pair()
+        .primary
+        .sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dns-sidecar'")
+        .unwrap();
 
     let primary = env.pair().primary.clone();
-    tokio::task::spawn_blocking(move || primary.set_default_read_only(false)).await.unwrap().unwrap();
-    wait_until("the incident set empties", Duration::from_secs(2), || incident(&env).is_empty()).await;
+    tokio::task::spawn_blocking(move || primary.set_default_read_only(false))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("the incident set empties", Duration::from_secs(2), || {
+        incident(&env).is_empty()
+    })
+    .await;
     let before = count(&env);
     tokio::time::sleep(window).await;
     let after = over(&env, before);
     eprintln!("MEASURED probes per second (a, b): normal {normal:?}, during the incident {fast:?}, after {after:?}; interval {INTERVAL:?}, incident_interval 10ms");
     for (what, (a, b)) in [("normal", normal), ("after", after)] {
-        assert!((5..=15).contains(&a) && (5..=15).contains(&b), "{what}: a {a}, b {b} probes/s at 100ms");
+        assert!(
+            (5..=15).contains(&a) && (5..=15).contains(&b),
+            "{what}: a {a}, b {b} probes/s at 100ms"
+        );
     }
-    assert!(fast.0 >= 40 && fast.1 >= 40, "{fast:?} probes/s at a 10 ms incident interval");
-    assert!(fast.0 <= 101 && fast.1 <= 101, "{fast:?} probes/s: faster than the incident interval");
+    assert!(
+        fast.0 >= 40 && fast.1 >= 40,
+        "{fast:?} probes/s at a 10 ms incident interval"
+    );
+    assert!(
+        fast.0 <= 101 && fast.1 <= 101,
+        "{fast:?} probes/s: faster than the incident interval"
+    );
     assert_eq!(sessions, "1", "probe sessions on a while probing fast");
 }
 
@@ -283,12 +402,23 @@ async fn servers_in_the_incident_set_are_probed_at_the_incident_interval() {
 /// probed through its own address and certificate, every alias listing all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trio_environment_probes_three_servers() {
-    let env = Env::start_opts(Options { trio: true, ..Default::default() }).await;
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
-    wait_until("three servers up", Duration::from_secs(5), || ["a", "b", "c"].iter().all(|id| server_up(&env, id))).await;
+    let env = Env::start_opts(Options {
+        trio: true,
+        ..Default::default()
+    })
+    .await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5))
+        .await;
+    wait_until("three servers up", Duration::from_secs(5), || {
+        ["a", "b", "c"].iter().all(|id| server_up(&env, id))
+    })
+    .await;
     let status = env.sidecar().shared.status.load();
     let c = status.servers.iter().find(|s| s.server == "c").expect("server c");
-    assert_eq!((c.target.as_str(), c.in_recovery, c.writable), ("pg-c.test.", Some(true), Some(false)));
+    assert_eq!(
+        (c.target.as_str(), c.in_recovery, c.writable),
+        ("pg-c.test.", Some(true), Some(false))
+    );
     assert_eq!(status.aliases[0].candidates, ["a", "b", "c"]);
     assert_eq!(env.pair().extra[0].timeline().unwrap(), 1);
 }

@@ -12,8 +12,8 @@ use dns_sidecar::control::Override;
 
 use crate::support::env::Env;
 use crate::support::metrics::{readme_alerts, Alert, Labels, Scrape, PROMETHEUS_ACCEPT};
-use crate::support::{dig, raw};
 use crate::support::sidecar::Sidecar;
+use crate::support::{dig, raw};
 
 fn readme() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap()
@@ -22,9 +22,14 @@ fn readme() -> String {
 /// `/metrics` over HTTP as Prometheus asks for it; checks the format.
 fn scrape(sidecar: &Sidecar) -> Scrape {
     let admin = sidecar.admin.expect("admin listener");
-    let r = Client::new(&admin.to_string(), None).request("GET", "/metrics", &[("Accept", PROMETHEUS_ACCEPT)], None).unwrap();
+    let r = Client::new(&admin.to_string(), None)
+        .request("GET", "/metrics", &[("Accept", PROMETHEUS_ACCEPT)], None)
+        .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
     assert!(r.body.ends_with("# EOF\n"), "an OpenMetrics body ends with # EOF");
     Scrape::parse(&r.body)
 }
@@ -64,8 +69,16 @@ fn readme_metrics(readme: &str) -> Vec<Row> {
     // "(ok, timeout, error)": a list of single-word values; other
     // parenthesised text is prose.
     let values = |text: &str| -> Vec<String> {
-        let list: Vec<String> = text.split_once('(').and_then(|(_, r)| r.split_once(')')).map(|(v, _)| v.split(", ").map(|s| s.trim().to_string()).collect()).unwrap_or_default();
-        if list.iter().all(|v| !v.is_empty() && !v.contains(' ')) { list } else { Vec::new() }
+        let list: Vec<String> = text
+            .split_once('(')
+            .and_then(|(_, r)| r.split_once(')'))
+            .map(|(v, _)| v.split(", ").map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default();
+        if list.iter().all(|v| !v.is_empty() && !v.contains(' ')) {
+            list
+        } else {
+            Vec::new()
+        }
     };
     readme
         .lines()
@@ -89,7 +102,11 @@ fn readme_metrics(readme: &str) -> Vec<Row> {
                     (label, vals)
                 })
                 .collect();
-            Row { name, ty: cols[1].to_string(), labels }
+            Row {
+                name,
+                ty: cols[1].to_string(),
+                labels,
+            }
         })
         .collect()
 }
@@ -103,8 +120,17 @@ async fn every_readme_metric_exists_from_start_up_with_its_label_sets() {
     assert!(rows.len() >= 19, "the README's metrics table was not found");
     for row in &rows {
         let family = row.name.trim_end_matches("_total");
-        assert_eq!(s.types.get(family).map(String::as_str), Some(row.ty.as_str()), "{}: # TYPE", row.name);
-        let sample = if row.ty == "histogram" { format!("{}_count", row.name) } else { row.name.clone() };
+        assert_eq!(
+            s.types.get(family).map(String::as_str),
+            Some(row.ty.as_str()),
+            "{}: # TYPE",
+            row.name
+        );
+        let sample = if row.ty == "histogram" {
+            format!("{}_count", row.name)
+        } else {
+            row.name.clone()
+        };
         let none = Labels::new();
         let samples: Vec<_> = s.select(&sample, &none).collect();
         assert!(!samples.is_empty(), "{} has no sample at start-up", row.name);
@@ -112,16 +138,32 @@ async fn every_readme_metric_exists_from_start_up_with_its_label_sets() {
             let known: Vec<String> = match label.as_str() {
                 "server" => config.servers.iter().map(|x| x.id.clone()).collect(),
                 "alias" => config.aliases.iter().map(|a| a.name.to_string()).collect(),
-                "upstream" => config.upstream.iter().flat_map(|u| u.servers.iter().map(|a| a.to_string())).collect(),
+                "upstream" => config
+                    .upstream
+                    .iter()
+                    .flat_map(|u| u.servers.iter().map(|a| a.to_string()))
+                    .collect(),
                 _ => values.clone(),
             };
             assert!(!known.is_empty(), "{}: no known values for label {label}", row.name);
             for v in &known {
-                assert!(samples.iter().any(|x| x.labels.get(label) == Some(v)), "{}: no series with {label}=\"{v}\" at start-up", row.name);
+                assert!(
+                    samples.iter().any(|x| x.labels.get(label) == Some(v)),
+                    "{}: no series with {label}=\"{v}\" at start-up",
+                    row.name
+                );
             }
         }
         // Counters start at 0 (nothing happened yet but queries and probes).
-        if row.ty == "counter" && !["dns_sidecar_probes_total", "dns_sidecar_queries_total", "dns_sidecar_target_changes_total", "dns_sidecar_state_writes_total"].contains(&row.name.as_str()) {
+        if row.ty == "counter"
+            && ![
+                "dns_sidecar_probes_total",
+                "dns_sidecar_queries_total",
+                "dns_sidecar_target_changes_total",
+                "dns_sidecar_state_writes_total",
+            ]
+            .contains(&row.name.as_str())
+        {
             assert!(samples.iter().all(|x| x.value == 0.0), "{}: {samples:?}", row.name);
         }
     }
@@ -137,16 +179,26 @@ async fn every_readme_alert_fires_on_its_event() {
     let suggested = readme_alerts(&readme());
     assert!(suggested.len() >= 7, "{suggested:?}");
     let alert = |needle: &str| -> (String, Alert) {
-        let expr = suggested.iter().find(|e| e.contains(needle)).unwrap_or_else(|| panic!("README suggests no alert on {needle}: {suggested:?}"));
+        let expr = suggested
+            .iter()
+            .find(|e| e.contains(needle))
+            .unwrap_or_else(|| panic!("README suggests no alert on {needle}: {suggested:?}"));
         (expr.clone(), Alert::parse(expr))
     };
     let mut exercised = HashSet::new();
     let mut check = |needle: &str, before: &Scrape, after: &Scrape, silent: &Scrape, want: &[(&str, &str)]| {
         let (expr, a) = alert(needle);
-        assert!(a.firing(before, silent).is_empty(), "{expr} fires before its event: {:?}", a.firing(before, silent));
+        assert!(
+            a.firing(before, silent).is_empty(),
+            "{expr} fires before its event: {:?}",
+            a.firing(before, silent)
+        );
         let fired = a.firing(before, after);
         for (k, v) in want {
-            assert!(fired.iter().any(|l| l.get(*k).map(String::as_str) == Some(*v)), "{expr} did not fire for {k}={v}: {fired:?}");
+            assert!(
+                fired.iter().any(|l| l.get(*k).map(String::as_str) == Some(*v)),
+                "{expr} did not fire for {k}={v}: {fired:?}"
+            );
         }
         assert!(!fired.is_empty(), "{expr} did not fire");
         exercised.insert(expr);
@@ -177,12 +229,27 @@ async fn every_readme_alert_fires_on_its_event() {
     let forwarder = Sidecar::start(&text).unwrap();
     let before = scrape(&forwarder);
     for i in 0..6 {
-        let _ = dig(forwarder.dns, &format!("n{i}.example.test"), "A", &["+tries=1", "+timeout=1"]);
+        let _ = dig(
+            forwarder.dns,
+            &format!("n{i}.example.test"),
+            "A",
+            &["+tries=1", "+timeout=1"],
+        );
     }
-    wait_until("the breaker opens", Duration::from_secs(5), || scrape(&forwarder).select("dns_sidecar_upstream_up", &Labels::new()).any(|s| s.value == 0.0));
+    wait_until("the breaker opens", Duration::from_secs(5), || {
+        scrape(&forwarder)
+            .select("dns_sidecar_upstream_up", &Labels::new())
+            .any(|s| s.value == 0.0)
+    });
     let after = scrape(&forwarder);
     check("dns_sidecar_upstream_up", &before, &after, &before, &[]);
-    check("dns_sidecar_limited_total", &before, &after, &before, &[("reason", "rate")]);
+    check(
+        "dns_sidecar_limited_total",
+        &before,
+        &after,
+        &before,
+        &[("reason", "rate")],
+    );
     drop(forwarder);
 
     // An answer in the cache expires, then the upstream stops answering:
@@ -195,66 +262,130 @@ async fn every_readme_alert_fires_on_its_event() {
     std::thread::sleep(Duration::from_millis(1100));
     let before = scrape(&cached);
     up.set_mode(crate::support::upstream::Mode::Silent);
-    assert_eq!(dig(cached.dns, "kept.example.test", "A", &[]).answers("A"), ["10.7.7.7"], "served stale");
+    assert_eq!(
+        dig(cached.dns, "kept.example.test", "A", &[]).answers("A"),
+        ["10.7.7.7"],
+        "served stale"
+    );
     let after = scrape(&cached);
     check("dns_sidecar_cache_stale_answers_total", &before, &after, &before, &[]);
     drop(cached);
 
     let env = Env::start(true, "").await;
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5)).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5))
+        .await;
     let sc = || scrape(env.sidecar());
     let quiet = sc();
     for (expr, a) in suggested.iter().map(|e| (e, Alert::parse(e))) {
-        assert!(a.firing(&quiet, &quiet).is_empty(), "{expr} fires on a healthy sidecar: {:?}", a.firing(&quiet, &quiet));
+        assert!(
+            a.firing(&quiet, &quiet).is_empty(),
+            "{expr} fires on a healthy sidecar: {:?}",
+            a.firing(&quiet, &quiet)
+        );
     }
 
     // A pin is an override.
     let before = sc();
-    env.apply(Override::Pin { alias: "prod.db.test".into(), server: "b".into() });
+    env.apply(Override::Pin {
+        alias: "prod.db.test".into(),
+        server: "b".into(),
+    });
     let after = sc();
     check("dns_sidecar_overrides", &before, &after, &before, &[]);
-    env.apply(Override::Unpin { alias: "prod.db.test".into() });
+    env.apply(Override::Unpin {
+        alias: "prod.db.test".into(),
+    });
 
     // Draining the primary: the writer aliases have no target (SERVFAIL),
     // and no candidate matches.
     let before = sc();
     env.apply(Override::Drain { server: "a".into() });
-    wait_until("SERVFAIL", Duration::from_secs(2), || raw::cname_of(env.dns, "prod.db.test.").is_none());
+    wait_until("SERVFAIL", Duration::from_secs(2), || {
+        raw::cname_of(env.dns, "prod.db.test.").is_none()
+    });
     let after = sc();
-    check("sum by (alias) (dns_sidecar_alias_target)", &before, &after, &before, &[("alias", "prod.db.test."), ("alias", "strict.db.test.")]);
-    check("dns_sidecar_no_match_total", &before, &after, &before, &[("alias", "prod.db.test.")]);
+    check(
+        "sum by (alias) (dns_sidecar_alias_target)",
+        &before,
+        &after,
+        &before,
+        &[("alias", "prod.db.test."), ("alias", "strict.db.test.")],
+    );
+    check(
+        "dns_sidecar_no_match_total",
+        &before,
+        &after,
+        &before,
+        &[("alias", "prod.db.test.")],
+    );
     env.apply(Override::Undrain { server: "a".into() });
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(2)).await;
-    assert!(alert("sum by (alias)").1.firing(&before, &sc()).is_empty(), "undrained: every alias has a target again");
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(2))
+        .await;
+    assert!(
+        alert("sum by (alias)").1.firing(&before, &sc()).is_empty(),
+        "undrained: every alias has a target again"
+    );
 
     // The state file's directory disappears: the next write fails.
     let dir = env.state_file().parent().unwrap().to_path_buf();
     let moved = dir.with_extension("moved");
     std::fs::rename(&dir, &moved).unwrap();
     let before = sc();
-    env.apply(Override::Pin { alias: "ro.db.test".into(), server: "a".into() });
+    env.apply(Override::Pin {
+        alias: "ro.db.test".into(),
+        server: "a".into(),
+    });
     let after = sc();
     std::fs::rename(&moved, &dir).unwrap();
-    check("dns_sidecar_state_writes_total", &before, &after, &before, &[("result", "error")]);
-    env.apply(Override::Unpin { alias: "ro.db.test".into() });
+    check(
+        "dns_sidecar_state_writes_total",
+        &before,
+        &after,
+        &before,
+        &[("result", "error")],
+    );
+    env.apply(Override::Unpin {
+        alias: "ro.db.test".into(),
+    });
 
     // The replica is promoted while the primary runs: a split brain (the
     // first one since the start counts).
     let before = sc();
     let b = env.pair().replica.clone();
-    tokio::task::spawn_blocking(move || b.promote(true)).await.unwrap().unwrap();
-    env.wait_for_target("prod.db.test.", "pg-b.test.", Duration::from_secs(5)).await;
+    tokio::task::spawn_blocking(move || b.promote(true))
+        .await
+        .unwrap()
+        .unwrap();
+    env.wait_for_target("prod.db.test.", "pg-b.test.", Duration::from_secs(5))
+        .await;
     let after = sc();
-    check("dns_sidecar_split_brain_total", &before, &after, &before, &[("alias", "prod.db.test.")]);
+    check(
+        "dns_sidecar_split_brain_total",
+        &before,
+        &after,
+        &before,
+        &[("alias", "prod.db.test.")],
+    );
 
     // The new primary dies: only the diverged old primary is writable, and
     // the fence holds the alias off it.
     let before = sc();
     let b = env.pair().replica.clone();
-    tokio::task::spawn_blocking(move || b.stop_immediate()).await.unwrap().unwrap();
-    wait_until("the fence holds", Duration::from_secs(5), || env.metric("dns_sidecar_fence_holds_total{alias=\"prod.db.test.\"}") >= 1.0);
+    tokio::task::spawn_blocking(move || b.stop_immediate())
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("the fence holds", Duration::from_secs(5), || {
+        env.metric("dns_sidecar_fence_holds_total{alias=\"prod.db.test.\"}") >= 1.0
+    });
     let after = sc();
-    check("dns_sidecar_fence_holds_total", &before, &after, &before, &[("alias", "prod.db.test.")]);
+    check(
+        "dns_sidecar_fence_holds_total",
+        &before,
+        &after,
+        &before,
+        &[("alias", "prod.db.test.")],
+    );
 
     let missing: Vec<&String> = suggested.iter().filter(|e| !exercised.contains(*e)).collect();
     assert!(missing.is_empty(), "README alerts no test triggers: {missing:?}");

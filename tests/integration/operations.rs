@@ -21,7 +21,11 @@ fn free_port() -> u16 {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -{sig}");
 }
 
@@ -60,16 +64,23 @@ fn sighup_reloads_keeps_connections_rejects_bad_configs_and_sigterm_exits_cleanl
         .spawn()
         .unwrap();
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until("the alias answers", Duration::from_secs(10), || raw::cname_of(dns, "prod.db.test.").as_deref() == Some("pg-a.test."));
+    wait_until("the alias answers", Duration::from_secs(10), || {
+        raw::cname_of(dns, "prod.db.test.").as_deref() == Some("pg-a.test.")
+    });
     let backends = probe_backends(&pair);
     assert!(!backends.is_empty(), "the probe holds a connection to the primary");
 
     // An invalid file is rejected with its reason; the old config keeps serving.
     std::fs::write(&cfg, base.replace("[probe]\n", "[probe]\nintervall = \"1s\"\n")).unwrap();
     signal(&child, "HUP");
-    wait_until("the rejection is logged", Duration::from_secs(5), || read_log().contains("reload rejected"));
+    wait_until("the rejection is logged", Duration::from_secs(5), || {
+        read_log().contains("reload rejected")
+    });
     let l = read_log();
-    assert!(l.contains("unknown field `intervall`") && l.contains("config.toml:"), "{l}");
+    assert!(
+        l.contains("unknown field `intervall`") && l.contains("config.toml:"),
+        "{l}"
+    );
     assert_eq!(raw::cname_of(dns, "prod.db.test.").as_deref(), Some("pg-a.test."));
 
     // A valid change (a new alias) is swapped in; the unchanged servers keep
@@ -77,7 +88,9 @@ fn sighup_reloads_keeps_connections_rejects_bad_configs_and_sigterm_exits_cleanl
     let extra = "\n[[aliases]]\nname = \"reporting.db.test\"\nrole = \"standby\"\nservers = [\"a\", \"b\"]\n";
     std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
     signal(&child, "HUP");
-    wait_until("the new alias answers", Duration::from_secs(5), || raw::cname_of(dns, "reporting.db.test.").as_deref() == Some("pg-b.test."));
+    wait_until("the new alias answers", Duration::from_secs(5), || {
+        raw::cname_of(dns, "reporting.db.test.").as_deref() == Some("pg-b.test.")
+    });
     assert_eq!(probe_backends(&pair), backends, "probe connections survived the reload");
     assert_eq!(dig(dns, "prod.db.test", "A", &[]).answers("A"), ["127.0.0.2"]);
 
@@ -88,11 +101,16 @@ fn sighup_reloads_keeps_connections_rejects_bad_configs_and_sigterm_exits_cleanl
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status:?}; log:\n{}", read_log());
-    wait_until("probe connections are closed", Duration::from_secs(3), || probe_backends(&pair).is_empty());
+    wait_until("probe connections are closed", Duration::from_secs(3), || {
+        probe_backends(&pair).is_empty()
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,14 +123,26 @@ async fn on_change_hook_runs_with_old_and_new_target() {
     );
     let env = Env::start(true, &hook).await;
     let read = || std::fs::read_to_string(&out).unwrap_or_default();
-    wait_until("the first decision's hook", Duration::from_secs(5), || read().contains("DNS_SIDECAR_NEW_SERVER=a"));
+    wait_until("the first decision's hook", Duration::from_secs(5), || {
+        read().contains("DNS_SIDECAR_NEW_SERVER=a")
+    });
     assert!(read().contains("DNS_SIDECAR_OLD_SERVER=\n"), "{}", read());
     assert!(read().contains("DNS_SIDECAR_ALIAS=hooked.db.test\n"), "{}", read());
     let replica = env.pair().replica.clone();
-    tokio::task::spawn_blocking(move || replica.promote(true)).await.unwrap().unwrap();
-    wait_until("the failover's hook", Duration::from_secs(5), || read().contains("DNS_SIDECAR_NEW_SERVER=b"));
+    tokio::task::spawn_blocking(move || replica.promote(true))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("the failover's hook", Duration::from_secs(5), || {
+        read().contains("DNS_SIDECAR_NEW_SERVER=b")
+    });
     let env_text = read();
-    for line in ["DNS_SIDECAR_OLD_SERVER=a", "DNS_SIDECAR_OLD_TARGET=pg-a.test", "DNS_SIDECAR_NEW_TARGET=pg-b.test", "DNS_SIDECAR_REASON=split brain"] {
+    for line in [
+        "DNS_SIDECAR_OLD_SERVER=a",
+        "DNS_SIDECAR_OLD_TARGET=pg-a.test",
+        "DNS_SIDECAR_NEW_TARGET=pg-b.test",
+        "DNS_SIDECAR_REASON=split brain",
+    ] {
         assert!(env_text.contains(line), "{line} missing in:\n{env_text}");
     }
 }
@@ -142,7 +172,9 @@ fn sighup_with_a_root_or_overlong_zone_is_rejected_and_serving_goes_on() {
     for (i, (zone, words)) in [(".", "root"), (long.as_str(), "too long")].into_iter().enumerate() {
         std::fs::write(&cfg, base.replace("name = \"db.test\"", &format!("name = \"{zone}\""))).unwrap();
         signal(&child, "HUP");
-        wait_until("the rejection is logged", Duration::from_secs(5), || read_log().matches("reload rejected").count() > i);
+        wait_until("the rejection is logged", Duration::from_secs(5), || {
+            read_log().matches("reload rejected").count() > i
+        });
         assert!(read_log().contains(words), "{}", read_log());
         assert!(child.try_wait().unwrap().is_none(), "still running");
         assert_eq!(nx(), "NXDOMAIN", "the old config keeps serving");
@@ -154,7 +186,11 @@ fn sighup_with_a_root_or_overlong_zone_is_rejected_and_serving_goes_on() {
 
 /// Waits for `path` to hold at least `lines` lines; returns them.
 fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,22 +209,32 @@ async fn hooks_see_only_their_variables_and_die_with_their_group() {
     );
     let _env = Env::start(true, &hooks).await;
     let env_text = tokio::task::spawn_blocking(move || {
-        wait_until("the env hook ran", Duration::from_secs(10), || std::fs::read_to_string(&env_out).is_ok_and(|t| t.contains("DNS_SIDECAR_NEW_SERVER=a")));
+        wait_until("the env hook ran", Duration::from_secs(10), || {
+            std::fs::read_to_string(&env_out).is_ok_and(|t| t.contains("DNS_SIDECAR_NEW_SERVER=a"))
+        });
         std::fs::read_to_string(&env_out).unwrap()
     })
     .await
     .unwrap();
     for present in ["DNS_SIDECAR_ALIAS=env.db.test", "PATH=", "HOOKTEST_VISIBLE=yes"] {
-        assert!(env_text.lines().any(|l| l.starts_with(present)), "{present} missing:\n{env_text}");
+        assert!(
+            env_text.lines().any(|l| l.starts_with(present)),
+            "{present} missing:\n{env_text}"
+        );
     }
     for absent in ["HOOKTEST2_HIDDEN", "DNS_SIDECAR_HOOKTEST_HIDDEN", "HOME=", "CARGO"] {
-        assert!(!env_text.lines().any(|l| l.starts_with(absent)), "{absent} passed:\n{env_text}");
+        assert!(
+            !env_text.lines().any(|l| l.starts_with(absent)),
+            "{absent} passed:\n{env_text}"
+        );
     }
 
     // The group hook left a grandchild (`sleep 300`) behind; at the timeout
     // the whole group is killed.
     let pid: u32 = tokio::task::spawn_blocking(move || {
-        wait_until("the group hook started its child", Duration::from_secs(10), || lines(&pid_out).first().is_some_and(|l| l.parse::<u32>().is_ok()));
+        wait_until("the group hook started its child", Duration::from_secs(10), || {
+            lines(&pid_out).first().is_some_and(|l| l.parse::<u32>().is_ok())
+        });
         lines(&pid_out)[0].parse().unwrap()
     })
     .await
@@ -197,7 +243,10 @@ async fn hooks_see_only_their_variables_and_die_with_their_group() {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
             // A zombie waiting for init is dead too.
-            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         }
     });
 }
@@ -226,9 +275,15 @@ async fn piled_up_changes_run_the_hook_once_with_the_latest_target() {
     let admin = env.sidecar().admin.expect("admin listener");
     let log2 = log.clone();
     tokio::task::spawn_blocking(move || {
-        wait_until("the first decision's hook is running", Duration::from_secs(10), || lines(&log2) == ["-a"]);
+        wait_until("the first decision's hook is running", Duration::from_secs(10), || {
+            lines(&log2) == ["-a"]
+        });
         // Three changes while it runs: a->b, b->a, a->b.
-        for (path, body) in [("/pin", r#"{"alias":"hooked.db.test","server":"b"}"#), ("/unpin", r#"{"alias":"hooked.db.test"}"#), ("/pin", r#"{"alias":"hooked.db.test","server":"b"}"#)] {
+        for (path, body) in [
+            ("/pin", r#"{"alias":"hooked.db.test","server":"b"}"#),
+            ("/unpin", r#"{"alias":"hooked.db.test"}"#),
+            ("/pin", r#"{"alias":"hooked.db.test","server":"b"}"#),
+        ] {
             let r = admin_post(admin, path, body);
             assert!(r.starts_with("HTTP/1.1 200"), "{r}");
         }
@@ -238,5 +293,9 @@ async fn piled_up_changes_run_the_hook_once_with_the_latest_target() {
     .await
     .unwrap();
     assert_eq!(raw::cname_of(env.dns, "hooked.db.test.").as_deref(), Some("pg-b.test."));
-    assert_eq!(lines(&log), ["-a", "a-b"], "one run for the three changes, from what the last run set to the latest");
+    assert_eq!(
+        lines(&log),
+        ["-a", "a-b"],
+        "one run for the three changes, from what the last run set to the latest"
+    );
 }

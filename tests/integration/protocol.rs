@@ -36,13 +36,22 @@ async fn zone_answers_soa_ns_nxdomain_and_nodata() {
     assert_eq!(dig(env.dns, "db.test", "NS", &[]).answers("NS"), ["ns.db.test."]);
 
     // NXDOMAIN and NODATA carry the SOA with the negative TTL, and AA.
-    for (name, rtype, status) in [("nope.db.test", "A", "NXDOMAIN"), ("db.test", "A", "NOERROR"), ("eu.db.test", "AAAA", "NOERROR")] {
+    for (name, rtype, status) in [
+        ("nope.db.test", "A", "NXDOMAIN"),
+        ("db.test", "A", "NOERROR"),
+        ("eu.db.test", "AAAA", "NOERROR"),
+    ] {
         let d = dig(env.dns, name, rtype, &[]);
         assert_eq!(d.status, status, "{name}: {}", d.raw);
         assert!(d.has_flag("aa"), "{name}: {}", d.raw);
         assert!(d.answer.is_empty(), "{name}: {}", d.raw);
         assert_eq!(d.authority.len(), 1, "{name}: {}", d.raw);
-        assert_eq!((d.authority[0].rtype.as_str(), d.authority[0].ttl), ("SOA", 5), "{name}: {}", d.raw);
+        assert_eq!(
+            (d.authority[0].rtype.as_str(), d.authority[0].ttl),
+            ("SOA", 5),
+            "{name}: {}",
+            d.raw
+        );
     }
 }
 
@@ -90,7 +99,10 @@ async fn hostile_or_odd_packets() {
     let mut m = Message::from_vec(&q).unwrap();
     m.queries.push(m.queries[0].clone());
     let resp = raw::exchange(env.dns, &m.to_vec().unwrap(), wait).expect("an answer");
-    assert_eq!(Message::from_vec(&resp).unwrap().metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(
+        Message::from_vec(&resp).unwrap().metadata.response_code,
+        ResponseCode::FormErr
+    );
     // Opcode STATUS: NOTIMP.
     let mut st = q.clone();
     st[2] = (st[2] & !0x78) | (2 << 3);

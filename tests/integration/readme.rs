@@ -39,7 +39,10 @@ const NOT_RUN: &[(&str, &str)] = &[
     // The load test installs packages, builds in release mode and runs for
     // minutes; its `--help` (which runs nothing else) is checked against
     // benches/README.md by the loadtest crate's tests.
-    ("benches/loadtest.sh", "installs packages, builds, runs for 2-10 minutes"),
+    (
+        "benches/loadtest.sh",
+        "installs packages, builds, runs for 2-10 minutes",
+    ),
     // The abuse benchmark floods a release build for minutes with CPUs
     // pinned; its behaviour under each flood is tested in abuse.rs.
     ("benches/abuse.sh", "a release build flooded for minutes"),
@@ -61,7 +64,13 @@ pub fn blocks(md: &str) -> Vec<Block> {
     let mut open: Option<Block> = None;
     for (i, l) in md.lines().enumerate() {
         match (&mut open, l.strip_prefix("```")) {
-            (None, Some(lang)) => open = Some(Block { lang: lang.trim().to_string(), text: String::new(), line: i + 1 }),
+            (None, Some(lang)) => {
+                open = Some(Block {
+                    lang: lang.trim().to_string(),
+                    text: String::new(),
+                    line: i + 1,
+                })
+            }
             (Some(_), Some(_)) => out.push(open.take().unwrap()),
             (Some(b), None) => {
                 b.text.push_str(l);
@@ -123,7 +132,14 @@ fn substitute(w: &World, cmd: &str) -> String {
         // The test binary, not a cargo build; stdin is not a terminal, so
         // the promote is scripted; free ports, not 5353 and 9153.
         .replace("cargo run --release -- demo", "cargo run -- demo")
-        .replace("cargo run -- demo", &format!("dns-sidecar demo --port {} --admin-port {} --promote-after 4 --exit-after-promote 2", free_port(), free_port()))
+        .replace(
+            "cargo run -- demo",
+            &format!(
+                "dns-sidecar demo --port {} --admin-port {} --promote-after 4 --exit-after-promote 2",
+                free_port(),
+                free_port()
+            ),
+        )
         // The walk's config, not /etc.
         .replace("/etc/dns-sidecar/config.toml", w.config.to_str().unwrap())
         .replace("PGPROBE_PASSWORD=...", &format!("PGPROBE_PASSWORD={}", w.pair.password))
@@ -139,7 +155,10 @@ fn substitute(w: &World, cmd: &str) -> String {
 fn bash(w: &World, cmd: &str) -> Output {
     Command::new("bash")
         .args(["-o", "pipefail", "-c", cmd])
-        .env("PATH", format!("{}:{}", w.bin_dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!("{}:{}", w.bin_dir.display(), std::env::var("PATH").unwrap_or_default()),
+        )
         // The CLI's default admin address is 127.0.0.1:9153 (as documented);
         // the walk's listener is elsewhere.
         .env("DNS_SIDECAR_ADMIN", w.admin.to_string())
@@ -151,7 +170,11 @@ fn bash(w: &World, cmd: &str) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Runs one README command; returns its output for command-specific checks.
@@ -159,16 +182,23 @@ fn run(w: &mut World, cmd: &str) -> String {
     let c = substitute(w, cmd);
     if c.contains("dns-sidecar run ") {
         // The README's way of starting it; kept running for what follows.
-        let (env, rest): (Vec<&str>, Vec<&str>) = c.split_whitespace().partition(|t| t.contains('=') && !t.starts_with('-'));
+        let (env, rest): (Vec<&str>, Vec<&str>) = c
+            .split_whitespace()
+            .partition(|t| t.contains('=') && !t.starts_with('-'));
         let mut child = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"));
-        child.args(&rest[1..]).stdin(Stdio::null()).stderr(std::fs::File::create(&w.log).unwrap());
+        child
+            .args(&rest[1..])
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&w.log).unwrap());
         for kv in env {
             let (k, v) = kv.split_once('=').unwrap();
             child.env(k, v);
         }
         w.sidecar = Some(child.spawn().unwrap());
         let dns = w.dns;
-        wait_until("the sidecar answers the alias", Duration::from_secs(10), || raw::cname_of(dns, "prod.db.internal.").is_some());
+        wait_until("the sidecar answers the alias", Duration::from_secs(10), || {
+            raw::cname_of(dns, "prod.db.internal.").is_some()
+        });
         return String::new();
     }
     if c.starts_with("dns-sidecar demo") {
@@ -187,21 +217,35 @@ fn demo(w: &World, cmd: &str) -> String {
     let out_path = w.dir.path().join("demo.out");
     let mut child = Command::new("bash")
         .args(["-c", &format!("exec {cmd}")])
-        .env("PATH", format!("{}:{}", w.bin_dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!("{}:{}", w.bin_dir.display(), std::env::var("PATH").unwrap_or_default()),
+        )
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
-    wait_until("the demo prints its dig commands", Duration::from_secs(20), || read().contains("Press Enter") || read().contains("will be promoted"));
-    let digs: Vec<String> = read().lines().filter(|l| l.contains("dig @")).map(|l| l.trim().trim_start_matches("watch -n 0.5 ").to_string()).collect();
+    wait_until("the demo prints its dig commands", Duration::from_secs(20), || {
+        read().contains("Press Enter") || read().contains("will be promoted")
+    });
+    let digs: Vec<String> = read()
+        .lines()
+        .filter(|l| l.contains("dig @"))
+        .map(|l| l.trim().trim_start_matches("watch -n 0.5 ").to_string())
+        .collect();
     assert!(digs.len() >= 2, "the demo printed no dig commands:\n{}", read());
-    wait_until("the demo answers", Duration::from_secs(5), || read().contains("-> CNAME"));
+    wait_until("the demo answers", Duration::from_secs(5), || {
+        read().contains("-> CNAME")
+    });
     for d in &digs {
         let o = bash(w, d);
         let got = text(&o);
-        assert!(o.status.success() && (got.contains("CNAME") || got.contains(".servers.demo.")), "the demo's `{d}` printed:\n{got}");
+        assert!(
+            o.status.success() && (got.contains("CNAME") || got.contains(".servers.demo.")),
+            "the demo's `{d}` printed:\n{got}"
+        );
     }
     let status = child.wait().unwrap();
     let out = read();
@@ -218,7 +262,13 @@ fn apt_line_matches_ci(cmd: &str) {
         .lines()
         .filter_map(|l| l.split("missing+=(").nth(1))
         .map(|r| r.trim_end_matches(')').to_string())
-        .map(|p| if p == "postgresql" { "postgresql-15".to_string() } else { p })
+        .map(|p| {
+            if p == "postgresql" {
+                "postgresql-15".to_string()
+            } else {
+                p
+            }
+        })
         .collect();
     let installed: BTreeSet<&str> = installed.iter().map(String::as_str).collect();
     assert_eq!(readme, installed, "README's apt-get line vs .ci/run");
@@ -230,7 +280,11 @@ fn error_example(w: &World, example: &str) {
     let first = example.lines().next().unwrap();
     let (place, _) = first.split_once(": ").unwrap();
     let mut parts = place.split(':');
-    let (file, line, col): (&str, usize, usize) = (parts.next().unwrap(), parts.next().unwrap().parse().unwrap(), parts.next().unwrap().parse().unwrap());
+    let (file, line, col): (&str, usize, usize) = (
+        parts.next().unwrap(),
+        parts.next().unwrap().parse().unwrap(),
+        parts.next().unwrap().parse().unwrap(),
+    );
     let bad = example.lines().nth(1).unwrap().split_once(" | ").unwrap().1;
     let head = "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"db.internal\"\n[probe]\nuser = \"probe\"\nsslmode = \"disable\"\n[servers.eastus]\ntarget = \"pg-eastus.example.com\"\n";
     let alias = "[[aliases]]\nname = \"prod.db.internal\"\nservers = [\"eastus\"]\n";
@@ -241,7 +295,11 @@ fn error_example(w: &World, example: &str) {
     let o = bash(w, &format!("dns-sidecar check-config {}", path.display()));
     assert_eq!(o.status.code(), Some(2));
     let got = String::from_utf8_lossy(&o.stderr).replace(&path.display().to_string(), file);
-    assert_eq!(got.trim_end(), example.trim_end(), "README's config error example (line {line}, column {col})");
+    assert_eq!(
+        got.trim_end(),
+        example.trim_end(),
+        "README's config error example (line {line}, column {col})"
+    );
 }
 
 /// A TOML example parses and validates, inside a config that defines what
@@ -256,7 +314,11 @@ fn toml_example(w: &World, toml: &str) {
     let path = w.dir.path().join("example.toml");
     std::fs::write(&path, &text).unwrap();
     let o = bash(w, &format!("dns-sidecar check-config {}", path.display()));
-    assert!(o.status.success(), "README TOML example does not validate:\n{toml}\n{}", text_of(&o));
+    assert!(
+        o.status.success(),
+        "README TOML example does not validate:\n{toml}\n{}",
+        text_of(&o)
+    );
 }
 
 fn text_of(o: &Output) -> String {
@@ -265,11 +327,29 @@ fn text_of(o: &Output) -> String {
 
 /// The example log line has the fields of the real one.
 fn log_example(w: &World, example: &str) {
-    let keys = |l: &str| -> BTreeSet<String> { l.split_whitespace().filter_map(|t| t.split_once('=')).map(|(k, _)| k.to_string()).filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')).collect() };
-    let message = example.split_whitespace().skip(1).take_while(|t| !t.contains('=')).collect::<Vec<_>>().join(" ");
+    let keys = |l: &str| -> BTreeSet<String> {
+        l.split_whitespace()
+            .filter_map(|t| t.split_once('='))
+            .map(|(k, _)| k.to_string())
+            .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect()
+    };
+    let message = example
+        .split_whitespace()
+        .skip(1)
+        .take_while(|t| !t.contains('='))
+        .collect::<Vec<_>>()
+        .join(" ");
     let log = std::fs::read_to_string(&w.log).unwrap();
-    let real = log.lines().find(|l| l.contains(&message)).unwrap_or_else(|| panic!("no `{message}` line in the sidecar's log:\n{log}"));
-    assert_eq!(keys(example), keys(real), "README example vs real line:\n{example}\n{real}");
+    let real = log
+        .lines()
+        .find(|l| l.contains(&message))
+        .unwrap_or_else(|| panic!("no `{message}` line in the sidecar's log:\n{log}"));
+    assert_eq!(
+        keys(example),
+        keys(real),
+        "README example vs real line:\n{example}\n{real}"
+    );
 }
 
 /// The layout block names paths that exist.
@@ -277,7 +357,11 @@ fn layout(block: &str) {
     for l in block.lines() {
         let path = l.split_whitespace().next().unwrap_or("");
         if path.contains('/') || path.ends_with(".toml") || path.ends_with(".md") {
-            let p = if path.starts_with("src/") { root().join("dns-sidecar").join(path) } else { root().join(path) };
+            let p = if path.starts_with("src/") {
+                root().join("dns-sidecar").join(path)
+            } else {
+                root().join(path)
+            };
             assert!(p.exists(), "README layout names {path}, which does not exist");
         }
     }
@@ -316,14 +400,28 @@ fn every_readme_command_and_example_runs() {
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).unwrap();
     let log = dir.path().join("sidecar.log");
-    let mut w = World { pair, _upstream: up, dir, bin_dir, config: config_path, token, dns, admin, sidecar: None, log };
+    let mut w = World {
+        pair,
+        _upstream: up,
+        dir,
+        bin_dir,
+        config: config_path,
+        token,
+        dns,
+        admin,
+        sidecar: None,
+        log,
+    };
 
     // Setup first, as an operator would before deploying: the README's SQL
     // creating the probe role (the config above logs in as it).
     let sql: Vec<&Block> = all.iter().filter(|b| b.lang == "sql").collect();
     assert_eq!(sql.len(), 1, "one SQL block (the probe role)");
     let statements = sql[0].text.replace("'...'", &format!("'{}'", w.pair.password));
-    w.pair.primary.sql(&statements).unwrap_or_else(|e| panic!("README SQL (line {}): {e}", sql[0].line));
+    w.pair
+        .primary
+        .sql(&statements)
+        .unwrap_or_else(|e| panic!("README SQL (line {}): {e}", sql[0].line));
 
     let mut ran = 0;
     for b in &all {
@@ -344,18 +442,28 @@ fn every_readme_command_and_example_runs() {
                 }
             }
             "toml" => toml_example(&w, &b.text),
-            "sql" => {} // ran above
+            "sql" => {}                                    // ran above
             "" if b.text.contains("+-------------+") => {} // the diagram
             "" if b.text.starts_with("config.toml:") => error_example(&w, &b.text),
             "" if b.text.starts_with("WARN ") || b.text.starts_with("INFO ") || b.text.starts_with("ERROR ") => {
-                assert!(w.sidecar.is_some(), "README:{}: a log example before the sidecar was started", b.line);
+                assert!(
+                    w.sidecar.is_some(),
+                    "README:{}: a log example before the sidecar was started",
+                    b.line
+                );
                 log_example(&w, b.text.trim());
             }
             "" if b.text.starts_with("Cargo.toml") => layout(&b.text),
-            other => panic!("README:{}: a ```{other} block the walk does not know; add a check for it", b.line),
+            other => panic!(
+                "README:{}: a ```{other} block the walk does not know; add a check for it",
+                b.line
+            ),
         }
     }
-    assert!(w.sidecar.is_some(), "the README never started the sidecar (`dns-sidecar run`)");
+    assert!(
+        w.sidecar.is_some(),
+        "the README never started the sidecar (`dns-sidecar run`)"
+    );
     assert!(ran >= 15, "only {ran} commands ran");
 }
 
@@ -394,7 +502,10 @@ fn command_parsing() {
     let c = commands("a --x  # comment\n# whole line\nb \\\n  --y z\n\n");
     assert_eq!(c, ["a --x", "b --y z"]);
     let b = blocks("x\n```sh\none\n```\n```\ntwo\n```\n");
-    assert_eq!((b[0].lang.as_str(), b[0].text.as_str(), b[0].line, b[1].lang.as_str()), ("sh", "one\n", 2, ""));
+    assert_eq!(
+        (b[0].lang.as_str(), b[0].text.as_str(), b[0].line, b[1].lang.as_str()),
+        ("sh", "one\n", 2, "")
+    );
 }
 
 /// The inline code of the README (outside code blocks), in order.
@@ -419,7 +530,11 @@ fn inline_code(md: &str) -> Vec<String> {
 #[test]
 fn every_command_and_flag_the_readme_mentions_exists() {
     let help = |args: &[&str]| -> String {
-        let o = Command::new(env!("CARGO_BIN_EXE_dns-sidecar")).args(args).arg("--help").output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{args:?} --help");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
@@ -435,8 +550,13 @@ fn every_command_and_flag_the_readme_mentions_exists() {
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .filter(|c| c != "help")
         .collect();
-    assert!(subcommands.contains(&"status".to_string()) && subcommands.contains(&"run".to_string()), "{subcommands:?}");
-    let all_help: String = std::iter::once(top.clone()).chain(subcommands.iter().map(|s| help(&[s]))).collect();
+    assert!(
+        subcommands.contains(&"status".to_string()) && subcommands.contains(&"run".to_string()),
+        "{subcommands:?}"
+    );
+    let all_help: String = std::iter::once(top.clone())
+        .chain(subcommands.iter().map(|s| help(&[s])))
+        .collect();
     let md = readme();
     let prose = &md[..md.find("## Benchmarks").unwrap()];
     let mut checked = 0;
@@ -444,15 +564,24 @@ fn every_command_and_flag_the_readme_mentions_exists() {
         let words: Vec<&str> = span.split_whitespace().collect();
         if words.first() == Some(&"dns-sidecar") {
             if let Some(sub) = words.get(1).filter(|w| !w.starts_with('-')) {
-                assert!(subcommands.iter().any(|s| s == sub), "README mentions `{span}`: no subcommand {sub}");
+                assert!(
+                    subcommands.iter().any(|s| s == sub),
+                    "README mentions `{span}`: no subcommand {sub}"
+                );
                 let h = help(&[sub]);
                 for f in words.iter().filter(|w| w.starts_with("--")) {
-                    assert!(h.contains(*f) || top.contains(*f), "README mentions `{span}`: `dns-sidecar {sub}` has no {f}");
+                    assert!(
+                        h.contains(*f) || top.contains(*f),
+                        "README mentions `{span}`: `dns-sidecar {sub}` has no {f}"
+                    );
                 }
                 checked += 1;
             }
         } else if let Some(flag) = words.first().filter(|w| w.starts_with("--") && w.len() > 2) {
-            assert!(all_help.contains(flag), "README mentions `{span}`, which no dns-sidecar command accepts");
+            assert!(
+                all_help.contains(flag),
+                "README mentions `{span}`, which no dns-sidecar command accepts"
+            );
             checked += 1;
         }
     }

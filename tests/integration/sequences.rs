@@ -50,14 +50,24 @@ async fn restart_a_writable(env: &Env) {
 
 /// The fence `alias` has on `server`, if any.
 fn fence<'a>(status: &'a Status, alias: &str, server: &str) -> Option<&'a dns_sidecar::status::FenceStatus> {
-    status.aliases.iter().find(|a| a.name == alias)?.fences.iter().find(|f| f.server == server)
+    status
+        .aliases
+        .iter()
+        .find(|a| a.name == alias)?
+        .fences
+        .iter()
+        .find(|f| f.server == server)
 }
 
 /// After the new primary died: keep-last keeps answering it, the strict alias
 /// fails, and neither ever answers the diverged old primary.
 async fn holds_off_a(env: &Env) {
     env.assert_never(PROD, A, INTERVAL * 10).await;
-    assert_eq!(raw::cname_of(env.dns, PROD).as_deref(), Some(B), "keep-last keeps the dead new primary");
+    assert_eq!(
+        raw::cname_of(env.dns, PROD).as_deref(),
+        Some(B),
+        "keep-last keeps the dead new primary"
+    );
     assert_eq!(dig(env.dns, "strict.db.test", "A", &[]).status, "SERVFAIL");
     let status = env.status();
     let f = fence(&status, PROD, "a").unwrap_or_else(|| panic!("a is fenced: {:?}", status.aliases));
@@ -78,7 +88,12 @@ async fn split_brain_then_the_new_primary_dies() {
     // An application fails rather than writing to the wrong database.
     assert!(env.app_connect("prod.db.test").await.is_err());
     let history = env.status().history;
-    assert!(history.iter().any(|h| h.kind == "fence_held" && h.server.as_deref() == Some("a")), "{history:?}");
+    assert!(
+        history
+            .iter()
+            .any(|h| h.kind == "fence_held" && h.server.as_deref() == Some("a")),
+        "{history:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +115,11 @@ async fn the_sidecar_restarted_mid_failover_remembers() {
     env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
     kill_a(&env).await;
     tokio::time::sleep(INTERVAL * 3).await;
-    assert_eq!(raw::cname_of(env.dns, PROD).as_deref(), Some(A), "keep-last while nothing is writable");
+    assert_eq!(
+        raw::cname_of(env.dns, PROD).as_deref(),
+        Some(A),
+        "keep-last while nothing is writable"
+    );
     // The sidecar restarts while the replica is promoted.
     env.stop_sidecar();
     promote_b(&env).await;
@@ -131,7 +150,10 @@ async fn a_reload_during_a_failover_keeps_the_fences() {
     kill_a(&env).await;
     tokio::time::sleep(INTERVAL * 2).await;
     // Reload mid-failover (a new alias; prod's candidates reordered).
-    let reordered = env.config_text.replace("name = \"prod.db.test\"\nservers = [\"a\", \"b\"]", "name = \"prod.db.test\"\nservers = [\"b\", \"a\"]");
+    let reordered = env.config_text.replace(
+        "name = \"prod.db.test\"\nservers = [\"a\", \"b\"]",
+        "name = \"prod.db.test\"\nservers = [\"b\", \"a\"]",
+    );
     assert_ne!(reordered, env.config_text);
     let text = format!("{reordered}\n[[aliases]]\nname = \"new.db.test\"\nservers = [\"a\", \"b\"]\n");
     tokio::task::block_in_place(|| env.sidecar().reload(&text)).expect("reload");
@@ -160,7 +182,11 @@ async fn two_instances_started_at_different_times_during_a_split_brain_agree() {
         if got.as_deref() == Some(B) {
             break;
         }
-        assert_ne!(got.as_deref(), Some(A), "the second instance answered the older timeline");
+        assert_ne!(
+            got.as_deref(),
+            Some(A),
+            "the second instance answered the older timeline"
+        );
         assert!(start.elapsed() < Duration::from_secs(5), "second instance: {got:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -168,7 +194,11 @@ async fn two_instances_started_at_different_times_during_a_split_brain_agree() {
     let start = Instant::now();
     while start.elapsed() < INTERVAL * 10 {
         for dns in [env.dns, second.dns] {
-            assert_eq!(raw::cname_of(dns, PROD).as_deref(), Some(B), "both keep the dead new primary, never a");
+            assert_eq!(
+                raw::cname_of(dns, PROD).as_deref(),
+                Some(B),
+                "both keep the dead new primary, never a"
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -188,8 +218,14 @@ async fn a_reload_that_changes_a_servers_settings_keeps_its_health() {
     env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
     env.wait_for_target("ro.db.test.", B, Duration::from_secs(5)).await;
     // Both servers' settings change: their probers restart with new connections.
-    let text = env.config_text.replace("hostaddr = \"127.0.0.2\"", "hostaddr = \"127.0.0.2\"\napplication_name = \"reloaded\"");
-    let text = text.replace("hostaddr = \"127.0.0.3\"", "hostaddr = \"127.0.0.3\"\napplication_name = \"reloaded\"");
+    let text = env.config_text.replace(
+        "hostaddr = \"127.0.0.2\"",
+        "hostaddr = \"127.0.0.2\"\napplication_name = \"reloaded\"",
+    );
+    let text = text.replace(
+        "hostaddr = \"127.0.0.3\"",
+        "hostaddr = \"127.0.0.3\"\napplication_name = \"reloaded\"",
+    );
     assert_ne!(text, env.config_text);
     let dns = env.dns;
     let watch = tokio::spawn(async move {
@@ -210,11 +246,20 @@ async fn a_reload_that_changes_a_servers_settings_keeps_its_health() {
     }
     let status = env.status();
     assert!(status.servers.iter().all(|s| s.up), "{:?}", status.servers);
-    let changes = |s: &Status| s.history.iter().filter(|h| h.kind == "target_changed" || h.kind == "server_down").count();
+    let changes = |s: &Status| {
+        s.history
+            .iter()
+            .filter(|h| h.kind == "target_changed" || h.kind == "server_down")
+            .count()
+    };
     assert_eq!(changes(&status), changes(&before), "{:?}", status.history);
     // The new probers are the ones reporting now.
     let a = env.pair().primary.clone();
-    let names = blocking(move || a.sql("SELECT string_agg(application_name, ',') FROM pg_stat_activity WHERE usename = 'probe'")).await.unwrap();
+    let names = blocking(move || {
+        a.sql("SELECT string_agg(application_name, ',') FROM pg_stat_activity WHERE usename = 'probe'")
+    })
+    .await
+    .unwrap();
     assert!(names.contains("reloaded"), "{names}");
 }
 
@@ -232,9 +277,18 @@ async fn a_corrupt_or_foreign_state_file_is_reported_not_fatal() {
     env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
     promote_b(&env).await;
     env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), foreign, "a stranger's file is never overwritten");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        foreign,
+        "a stranger's file is never overwritten"
+    );
     let history = env.status().history;
-    assert!(history.iter().any(|h| h.kind == "state_file" && h.message.contains("not a dns-sidecar state file")), "{history:?}");
+    assert!(
+        history
+            .iter()
+            .any(|h| h.kind == "state_file" && h.message.contains("not a dns-sidecar state file")),
+        "{history:?}"
+    );
     // Ours but unusable (another version, or damaged): replaced.
     env.stop_sidecar();
     std::fs::write(&path, "{\"format\": \"dns-sidecar-state\", \"version\": 99}").unwrap();
@@ -242,7 +296,10 @@ async fn a_corrupt_or_foreign_state_file_is_reported_not_fatal() {
     env.wait_for_target(PROD, B, Duration::from_secs(5)).await;
     let start = Instant::now();
     while !std::fs::read_to_string(&path).unwrap().contains("\"version\": 1") {
-        assert!(start.elapsed() < Duration::from_secs(5), "the unusable file was not replaced");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the unusable file was not replaced"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -261,17 +318,25 @@ async fn a_rebuilt_old_primary_is_followed_after_its_own_promote() {
     env.assert_stays(PROD, B, INTERVAL * 3).await;
     assert!(fence(&env.status(), PROD, "a").is_some());
     let (a, b) = (env.pair().primary.clone(), env.pair().replica.clone());
-    blocking(move || a.rebuild_as_standby_of(&b, Rebuild::Rewind)).await.expect("pg_rewind a from b");
+    blocking(move || a.rebuild_as_standby_of(&b, Rebuild::Rewind))
+        .await
+        .expect("pg_rewind a from b");
     let start = Instant::now();
     while fence(&env.status(), PROD, "a").is_some() {
-        assert!(start.elapsed() < Duration::from_secs(5), "a seen in recovery: the fence is lifted");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a seen in recovery: the fence is lifted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     kill_b(&env).await;
     let a = env.pair().primary.clone();
     blocking(move || a.promote(true)).await.expect("promote a");
     env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
-    assert_eq!(env.app_connect("prod.db.test").await.unwrap(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(
+        env.app_connect("prod.db.test").await.unwrap(),
+        "127.0.0.2".parse::<std::net::IpAddr>().unwrap()
+    );
 }
 
 /// Three servers: A primary, B and C its standbys. A dies, B is promoted
@@ -280,7 +345,11 @@ async fn a_rebuilt_old_primary_is_followed_after_its_own_promote() {
 /// until an operator says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_promoted_later_onto_the_same_timeline_is_not_followed() {
-    let env = Env::start_opts(Options { trio: true, ..Default::default() }).await;
+    let env = Env::start_opts(Options {
+        trio: true,
+        ..Default::default()
+    })
+    .await;
     env.wait_for_target(PROD, A, Duration::from_secs(5)).await;
     kill_a(&env).await;
     promote_b(&env).await;
@@ -300,7 +369,10 @@ async fn a_standby_promoted_later_onto_the_same_timeline_is_not_followed() {
     let f = fence(&status, PROD, "c").unwrap_or_else(|| panic!("c is fenced: {:?}", status.aliases));
     assert_eq!((f.kind.as_str(), f.holding), ("same-timeline", true), "{f:?}");
     // The operator knows b is gone for good and c is to carry on.
-    let summary = env.apply(Override::Unfence { alias: "prod.db.test".into(), server: Some("c".into()) });
+    let summary = env.apply(Override::Unfence {
+        alias: "prod.db.test".into(),
+        server: Some("c".into()),
+    });
     assert!(summary.contains("fence on c lifted"), "{summary}");
     env.wait_for_target(PROD, "pg-c.test.", Duration::from_secs(2)).await;
 }

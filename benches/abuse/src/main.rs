@@ -39,7 +39,11 @@ use dns_sidecar::testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgP
 #[command(about = "Abuse benchmark for dns-sidecar (loopback only)")]
 struct Args {
     /// Scenarios, comma-separated: blackhole, slow, healthy, tcp-noread, admin-slow.
-    #[arg(long, value_delimiter = ',', default_value = "blackhole,slow,healthy,tcp-noread,admin-slow")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "blackhole,slow,healthy,tcp-noread,admin-slow"
+    )]
     scenarios: Vec<String>,
     /// Seconds each flood lasts.
     #[arg(long, default_value_t = 5)]
@@ -78,7 +82,10 @@ fn main() -> Result<()> {
         }
     }
     if !args.sidecar.exists() {
-        bail!("{} not found; run `cargo build --release -p dns-sidecar` (benches/abuse.sh does)", args.sidecar.display());
+        bail!(
+            "{} not found; run `cargo build --release -p dns-sidecar` (benches/abuse.sh does)",
+            args.sidecar.display()
+        );
     }
     pin(args.client_cpu)?;
     let pair = PgPair::start(&PgBinaries::locate()?, PairOptions::default()).context("starting PostgreSQL")?;
@@ -90,7 +97,11 @@ fn main() -> Result<()> {
     for s in &args.scenarios {
         eprintln!("abuse: scenario {s}");
         let row = scenario(&args, s, &pair, &dir, &pw).with_context(|| format!("scenario {s}"))?;
-        eprintln!("abuse: {s}: VmHWM {:.1} MiB, alias p99 {:.3} ms", row.hwm_kib as f64 / 1024.0, row.alias.p(0.99));
+        eprintln!(
+            "abuse: {s}: VmHWM {:.1} MiB, alias p99 {:.3} ms",
+            row.hwm_kib as f64 / 1024.0,
+            row.alias.p(0.99)
+        );
         rows.push(row);
     }
     let _ = fs::remove_dir_all(&dir);
@@ -100,7 +111,9 @@ fn main() -> Result<()> {
         fs::create_dir_all(p)?;
     }
     fs::write(&args.out, &report)?;
-    let failed = rows.iter().any(|r| !r.alive_after || r.hwm_kib >= 48 * 1000 || r.alias.p(0.99) >= 1.0);
+    let failed = rows
+        .iter()
+        .any(|r| !r.alive_after || r.hwm_kib >= 48 * 1000 || r.alias.p(0.99) >= 1.0);
     if failed {
         eprintln!("abuse: a target was missed (peak RSS < 48 MB, alias p99 < 1 ms, alive and answering after)");
         std::process::exit(1);
@@ -129,7 +142,10 @@ fn scenario(args: &Args, name: &str, pair: &PgPair, dir: &std::path::Path, pw: &
         "blackhole" | "slow" => programmable_upstream(stop.clone(), mode.clone())?,
         _ => {
             let d = Dnsmasq::start(DnsmasqOptions {
-                hosts: vec![("pg-a.test".into(), "127.0.0.2".parse()?), ("pg-b.test".into(), "127.0.0.3".parse()?)],
+                hosts: vec![
+                    ("pg-a.test".into(), "127.0.0.2".parse()?),
+                    ("pg-b.test".into(), "127.0.0.3".parse()?),
+                ],
                 local_domains: vec!["test".into(), "example".into()],
                 local_ttl: Some(30),
                 ..Default::default()
@@ -197,7 +213,17 @@ fn scenario(args: &Args, name: &str, pair: &PgPair, dir: &std::path::Path, pw: &
         .collect();
     sidecar.stop();
     stop.store(true, Ordering::Relaxed);
-    Ok(Row { name: name.into(), flood, got_back, hwm_kib, rss_idle_kib, rss_after_kib, alias, limited: limited.join(", "), alive_after })
+    Ok(Row {
+        name: name.into(),
+        flood,
+        got_back,
+        hwm_kib,
+        rss_idle_kib,
+        rss_after_kib,
+        alias,
+        limited: limited.join(", "),
+        alive_after,
+    })
 }
 
 fn config(dns: SocketAddr, admin: SocketAddr, upstream: SocketAddr, pair: &PgPair, pw: &std::path::Path) -> String {
@@ -294,7 +320,13 @@ fn answer(q: &[u8]) -> Vec<u8> {
     a[3] = 0x80;
     a[6..12].fill(0);
     let name = String::from_utf8_lossy(&q[12..end.min(q.len())]).to_lowercase();
-    let ip = if name == "\u{4}pg-a\u{4}test" { Some([127, 0, 0, 2]) } else if name == "\u{4}pg-b\u{4}test" { Some([127, 0, 0, 3]) } else { None };
+    let ip = if name == "\u{4}pg-a\u{4}test" {
+        Some([127, 0, 0, 2])
+    } else if name == "\u{4}pg-b\u{4}test" {
+        Some([127, 0, 0, 3])
+    } else {
+        None
+    };
     let qtype = q.get(end + 1..end + 3).map(|t| u16::from_be_bytes([t[0], t[1]]));
     match (ip, qtype) {
         (Some(ip), Some(1)) => {
@@ -317,7 +349,13 @@ struct Sidecar {
 impl Sidecar {
     fn start(bin: &std::path::Path, cfg: &std::path::Path, cpu: usize, log: &std::path::Path) -> Result<Sidecar> {
         let mut cmd = Command::new("taskset");
-        cmd.args(["-c", &cpu.to_string()]).arg(bin).args(["run", "--config"]).arg(cfg).stdin(Stdio::null()).stdout(Stdio::null()).stderr(fs::File::create(log)?);
+        cmd.args(["-c", &cpu.to_string()])
+            .arg(bin)
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log)?);
         // SAFETY: prctl in the child before exec; async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -325,7 +363,9 @@ impl Sidecar {
                 Ok(())
             });
         }
-        Ok(Sidecar { child: cmd.spawn().context("starting the sidecar")? })
+        Ok(Sidecar {
+            child: cmd.spawn().context("starting the sidecar")?,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -504,8 +544,19 @@ fn udp_flood(dns: SocketAddr, sources: u32, rate: u64, dur: Duration) -> (String
             let _ = write!(got, "{n} {:.1}%, ", 100.0 * counts[i] as f64 / sent as f64);
         }
     }
-    let _ = write!(got, "no answer {:.1}%", 100.0 * (sent.saturating_sub(answered)) as f64 / sent as f64);
-    (format!("{sent} UDP queries from {} addresses, {:.0}/s", socks.len(), sent as f64 / secs), got)
+    let _ = write!(
+        got,
+        "no answer {:.1}%",
+        100.0 * (sent.saturating_sub(answered)) as f64 / sent as f64
+    );
+    (
+        format!(
+            "{sent} UDP queries from {} addresses, {:.0}/s",
+            socks.len(),
+            sent as f64 / secs
+        ),
+        got,
+    )
 }
 
 /// Queries each never-reading TCP connection sends at once: their answers
@@ -532,7 +583,9 @@ fn tcp_noread(dns: SocketAddr, n: u32, dur: Duration) -> (String, String) {
             }
         };
         let _ = s.set_recv_buffer_size(4096);
-        if s.bind(&SocketAddr::from((ip, 0)).into()).is_err() || s.connect_timeout(&dns.into(), Duration::from_secs(1)).is_err() {
+        if s.bind(&SocketAddr::from((ip, 0)).into()).is_err()
+            || s.connect_timeout(&dns.into(), Duration::from_secs(1)).is_err()
+        {
             failed += 1;
             continue;
         }
@@ -555,7 +608,11 @@ fn tcp_noread(dns: SocketAddr, n: u32, dur: Duration) -> (String, String) {
 }
 
 fn peer_closed(c: &TcpStream) -> bool {
-    let mut p = libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: c.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, 0) };
     p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
@@ -602,7 +659,10 @@ fn admin_slow(admin: SocketAddr, n: u32, dur: Duration) -> (String, String) {
     let _ = slow.join();
     (
         format!("{n} admin connections sending headers one byte per 500 ms (reconnecting when closed)"),
-        format!("{} connects (closed and reopened); a normal GET /healthz succeeded {ok} of {tries} times", reconnects.load(Ordering::Relaxed)),
+        format!(
+            "{} connects (closed and reopened); a normal GET /healthz succeeded {ok} of {tries} times",
+            reconnects.load(Ordering::Relaxed)
+        ),
     )
 }
 
@@ -611,7 +671,8 @@ fn admin_slow(admin: SocketAddr, n: u32, dur: Duration) -> (String, String) {
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.starts_with("HTTP/1.1 200").then_some(out)
@@ -619,7 +680,9 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn free_port() -> Result<u16> {

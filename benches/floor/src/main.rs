@@ -38,16 +38,26 @@ struct Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!("floor: {msg}");
-    eprintln!("usage: floor [--listen 127.0.0.1:5300] [--target pg-a.test.] [--ttl 5] [--exit-after SECS] [--rcvbuf BYTES]");
+    eprintln!(
+        "usage: floor [--listen 127.0.0.1:5300] [--target pg-a.test.] [--ttl 5] [--exit-after SECS] [--rcvbuf BYTES]"
+    );
     exit(2)
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| usage(&format!("bad value for {flag}: {value:?}")))
+    value
+        .parse()
+        .unwrap_or_else(|_| usage(&format!("bad value for {flag}: {value:?}")))
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { listen: "127.0.0.1:5300".parse().expect("literal"), target: "pg-a.test.".into(), ttl: 5, exit_after: 3600, rcvbuf: 0 };
+    let mut a = Args {
+        listen: "127.0.0.1:5300".parse().expect("literal"),
+        target: "pg-a.test.".into(),
+        ttl: 5,
+        exit_after: 3600,
+        rcvbuf: 0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -64,7 +74,10 @@ fn parse_args() -> Args {
         }
     }
     if !a.listen.ip().is_loopback() {
-        usage(&format!("{} is not a loopback address; floor only listens on loopback", a.listen));
+        usage(&format!(
+            "{} is not a loopback address; floor only listens on loopback",
+            a.listen
+        ));
     }
     if a.exit_after == 0 {
         usage("--exit-after must be at least 1 second");
@@ -77,7 +90,12 @@ fn parse_args() -> Args {
 fn wire_name(name: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     for label in name.trim_end_matches('.').split('.') {
-        if label.is_empty() || label.len() > 63 || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if label.is_empty()
+            || label.len() > 63
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return None;
         }
         out.push(label.len() as u8);
@@ -136,7 +154,15 @@ fn respond(query: &[u8], out: &mut [u8], answer: &[u8]) -> Option<usize> {
 fn set_rcvbuf(fd: i32, bytes: usize) -> io::Result<()> {
     let v = bytes.min(i32::MAX as usize) as libc::c_int;
     // SAFETY: plain setsockopt with a pointer to a local c_int and its size.
-    let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&v as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
     if r == 0 {
         Ok(())
     } else {
@@ -146,7 +172,8 @@ fn set_rcvbuf(fd: i32, bytes: usize) -> io::Result<()> {
 
 fn main() {
     let args = parse_args();
-    let target = wire_name(&args.target).unwrap_or_else(|| usage(&format!("{:?} is not a plain DNS name", args.target)));
+    let target =
+        wire_name(&args.target).unwrap_or_else(|| usage(&format!("{:?} is not a plain DNS name", args.target)));
     let answer = answer_record(&target, args.ttl);
     // SAFETY: alarm has no memory effects; SIGALRM's default action ends the process.
     unsafe { libc::alarm(args.exit_after) };
@@ -161,7 +188,12 @@ fn main() {
             eprintln!("floor: SO_RCVBUF: {e}");
         }
     }
-    eprintln!("floor: answering on udp {} (CNAME {}, exits after {} s)", sock.local_addr().map_or(args.listen, |a| a), args.target, args.exit_after);
+    eprintln!(
+        "floor: answering on udp {} (CNAME {}, exits after {} s)",
+        sock.local_addr().map_or(args.listen, |a| a),
+        args.target,
+        args.exit_after
+    );
 
     // All buffers and headers are allocated once; the kernel writes into them.
     let mut qbufs = vec![[0u8; QUERY_MAX]; BATCH];
@@ -192,7 +224,15 @@ fn main() {
             qmsgs[i].msg_len = 0;
         }
         // SAFETY: every mmsghdr points at live buffers of the stated sizes.
-        let n = unsafe { libc::recvmmsg(fd, qmsgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                qmsgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -264,7 +304,10 @@ mod tests {
         assert!(respond(&q, &mut out, &answer).is_none(), "QR set");
         q[2] = 0x01;
         assert!(respond(&q, &mut out, &answer).is_some());
-        assert!(respond(&q[..q.len() - 1], &mut out, &answer).is_none(), "short question");
+        assert!(
+            respond(&q[..q.len() - 1], &mut out, &answer).is_none(),
+            "short question"
+        );
         q[12] = 0xC0;
         assert!(respond(&q, &mut out, &answer).is_none(), "compressed qname");
         assert!(respond(&[0; 5], &mut out, &answer).is_none(), "short header");

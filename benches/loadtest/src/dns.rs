@@ -63,7 +63,11 @@ pub fn ask(server: SocketAddr, name: &str, rtype: RecordType, wait: Duration) ->
             ResponseCode::Refused => "REFUSED".to_string(),
             other => format!("{other:?}").to_uppercase(),
         };
-        let mut a = Answer { rcode, cnames: Vec::new(), addrs: Vec::new() };
+        let mut a = Answer {
+            rcode,
+            cnames: Vec::new(),
+            addrs: Vec::new(),
+        };
         for rec in &r.answers {
             match &rec.data {
                 RData::CNAME(c) => a.cnames.push(c.0.to_lowercase().to_ascii()),
@@ -77,5 +81,8 @@ pub fn ask(server: SocketAddr, name: &str, rtype: RecordType, wait: Duration) ->
 
 /// The alias's CNAME target as `server` answers it right now.
 pub fn cname_of(server: SocketAddr, name: &str) -> Option<String> {
-    ask(server, name, RecordType::CNAME, Duration::from_millis(300))?.cnames.into_iter().next()
+    ask(server, name, RecordType::CNAME, Duration::from_millis(300))?
+        .cnames
+        .into_iter()
+        .next()
 }

@@ -18,11 +18,16 @@ pub struct Stats {
 }
 
 fn after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.trim_start().strip_prefix(label)).map(str::trim)
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .map(str::trim)
 }
 
 fn first_number<T: std::str::FromStr>(s: &str) -> Option<T> {
-    s.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')').find(|w| !w.is_empty())?.parse().ok()
+    s.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
+        .find(|w| !w.is_empty())?
+        .parse()
+        .ok()
 }
 
 /// Parses the summary dnsperf prints at the end of a run.

@@ -18,10 +18,10 @@
 //! Every child is in its own process group with `PR_SET_PDEATHSIG`, and
 //! SIGINT/SIGTERM unwind through `Drop`, so nothing outlives the harness.
 
-#[cfg(test)]
-mod docs_tests;
 mod dns;
 mod dnsperf;
+#[cfg(test)]
+mod docs_tests;
 mod replay;
 mod report;
 mod servers;
@@ -54,7 +54,11 @@ pub struct Args {
     /// Servers to measure, comma-separated: knot, nsd, floor, sidecar,
     /// sidecar-cname, sidecar-noprobe, dnsmasq, dnsdist, dnsdist-cache, and
     /// (only when named) sidecar-nocache.
-    #[arg(long, value_delimiter = ',', default_value = "knot,nsd,floor,sidecar,sidecar-cname,sidecar-noprobe,dnsmasq,dnsdist,dnsdist-cache")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "knot,nsd,floor,sidecar,sidecar-cname,sidecar-noprobe,dnsmasq,dnsdist,dnsdist-cache"
+    )]
     servers: Vec<String>,
     /// Query mixes, comma-separated: a (alias only), b (90% alias, 10%
     /// nonexistent names), c (forwarded names that repeat: cache hits), d (a
@@ -321,23 +325,36 @@ fn main() {
 }
 
 fn exe_sibling(name: &str) -> PathBuf {
-    std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name))).unwrap_or_else(|| PathBuf::from(name))
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.join("../..").canonicalize().unwrap_or_else(|_| std::env::current_dir().unwrap_or_default())
+    manifest
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| std::env::current_dir().unwrap_or_default())
 }
 
 fn run(args: Args) -> Result<bool> {
     let ncpu = sys::online_cpus();
-    for (what, cpu) in [("--server-cpu", args.server_cpu), ("--client-cpu", args.client_cpu), ("--upstream-cpu", args.upstream_cpu)] {
+    for (what, cpu) in [
+        ("--server-cpu", args.server_cpu),
+        ("--client-cpu", args.client_cpu),
+        ("--upstream-cpu", args.upstream_cpu),
+    ] {
         if cpu >= ncpu {
             bail!("{what} {cpu}: this machine has CPUs 0..{}", ncpu - 1);
         }
     }
     if args.server_cpu == args.client_cpu {
-        eprintln!("loadtest: warning: server and dnsperf share CPU {}; results measure both together", args.server_cpu);
+        eprintln!(
+            "loadtest: warning: server and dnsperf share CPU {}; results measure both together",
+            args.server_cpu
+        );
     }
     let mut kinds = Vec::new();
     for s in &args.servers {
@@ -367,18 +384,30 @@ fn run(args: Args) -> Result<bool> {
         }
     }
     if kinds.iter().any(|k| k.is_sidecar()) && !sidecar_bin.is_file() {
-        bail!("{} not found; build it first: cargo build --release -p dns-sidecar", sidecar_bin.display());
+        bail!(
+            "{} not found; build it first: cargo build --release -p dns-sidecar",
+            sidecar_bin.display()
+        );
     }
     for prog in ["dnsperf", "taskset", "knotd", "knotc"] {
-        sys::which(prog).with_context(|| format!("{prog} not found; run benches/loadtest.sh, which installs what is missing"))?;
+        sys::which(prog)
+            .with_context(|| format!("{prog} not found; run benches/loadtest.sh, which installs what is missing"))?;
     }
     if kinds.iter().any(|k| matches!(k, Kind::Dnsdist | Kind::DnsdistCache)) {
         sys::which("dnsdist").context("dnsdist not found; run benches/loadtest.sh, which installs what is missing")?;
     }
 
     let command = std::env::var("LOADTEST_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-    let results = args.results.clone().unwrap_or_else(|| workspace_root().join("target/loadtest/results.md"));
-    let started = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M:%S UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let results = args
+        .results
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/loadtest/results.md"));
+    let started = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M:%S UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let loadavg_start = sys::loadavg();
 
     sys::pin_self(args.client_cpu)?;
@@ -424,7 +453,11 @@ fn run(args: Args) -> Result<bool> {
                 use std::os::unix::fs::PermissionsExt;
                 fs::set_permissions(&pw, fs::Permissions::from_mode(0o600))?;
             }
-            Some(servers::PgInfo { port: p.port, ca_cert: p.ca_cert.clone(), password_file: pw })
+            Some(servers::PgInfo {
+                port: p.port,
+                ca_cert: p.ca_cert.clone(),
+                password_file: pw,
+            })
         }
         None => None,
     };
@@ -452,11 +485,27 @@ fn run(args: Args) -> Result<bool> {
         let mut s = servers::start(k, &setup)?;
         let moved = sys::pin_tree(s.pid(), args.server_cpu)?;
         if moved > 0 {
-            eprintln!("loadtest: {}: moved {moved} thread(s) that had pinned themselves elsewhere back to CPU {}", k.id(), args.server_cpu);
+            eprintln!(
+                "loadtest: {}: moved {moved} thread(s) that had pinned themselves elsewhere back to CPU {}",
+                k.id(),
+                args.server_cpu
+            );
         }
         let (procs, threads) = sys::tree_size(s.pid());
-        s.label = format!("{}; {procs} process{}, {threads} thread{}", s.label, if procs == 1 { "" } else { "es" }, if threads == 1 { "" } else { "s" });
-        eprintln!("loadtest: {:<14} {} on {} (CPU {}, pid {})", k.id(), s.label, s.addr, args.server_cpu, s.pid());
+        s.label = format!(
+            "{}; {procs} process{}, {threads} thread{}",
+            s.label,
+            if procs == 1 { "" } else { "es" },
+            if threads == 1 { "" } else { "s" }
+        );
+        eprintln!(
+            "loadtest: {:<14} {} on {} (CPU {}, pid {})",
+            k.id(),
+            s.label,
+            s.addr,
+            args.server_cpu,
+            s.pid()
+        );
         running.push(s);
     }
 
@@ -476,7 +525,9 @@ fn run(args: Args) -> Result<bool> {
         };
         if s.kind.authoritative() {
             let chase = s.kind.chases();
-            check(servers::ALIAS, &|a| a.rcode == "NOERROR" && a.cnames == [servers::TARGET_A] && (!chase || a.addrs == ["127.0.0.2"]));
+            check(servers::ALIAS, &|a| {
+                a.rcode == "NOERROR" && a.cnames == [servers::TARGET_A] && (!chase || a.addrs == ["127.0.0.2"])
+            });
             check(&format!("nx9.{}", servers::ZONE), &|a| a.rcode == "NXDOMAIN");
         }
         if s.kind.forwards() {
@@ -494,18 +545,32 @@ fn run(args: Args) -> Result<bool> {
     let mut memory: Vec<Memory> = running
         .iter()
         .filter(|s| s.kind.is_sidecar())
-        .map(|s| Memory { server: s.kind.id().to_string(), idle_rss_kib: sys::status_kib(s.pid(), "VmRSS"), peak_hwm_kib: None })
+        .map(|s| Memory {
+            server: s.kind.id().to_string(),
+            idle_rss_kib: sys::status_kib(s.pid(), "VmRSS"),
+            peak_hwm_kib: None,
+        })
         .collect();
 
     let upstream_pid = upstream.as_ref().map(|p| p.pid());
     let mut all_rounds = Vec::new();
     let mut rows = Vec::new();
     for (mix, file) in &data_files {
-        let targets: Vec<(&Server, u32)> = running.iter().filter(|s| mix.takes_part(s.kind)).flat_map(|s| args.outstanding.iter().map(move |&q| (s, q))).collect();
+        let targets: Vec<(&Server, u32)> = running
+            .iter()
+            .filter(|s| mix.takes_part(s.kind))
+            .flat_map(|s| args.outstanding.iter().map(move |&q| (s, q)))
+            .collect();
         if targets.is_empty() {
             continue;
         }
-        let label = |s: &Server, q: u32| if args.outstanding.len() > 1 { format!("{} -q {q}", s.kind.id()) } else { s.kind.id().to_string() };
+        let label = |s: &Server, q: u32| {
+            if args.outstanding.len() > 1 {
+                format!("{} -q {q}", s.kind.id())
+            } else {
+                s.kind.id().to_string()
+            }
+        };
         rows.push((*mix, targets.iter().map(|&(s, q)| label(s, q)).collect()));
         for r in 1..=rounds {
             for &(s, q) in &targets {
@@ -545,7 +610,11 @@ fn run(args: Args) -> Result<bool> {
 
     let failover = if args.failover {
         let pair = pair.as_ref().context("failover needs the PostgreSQL pair")?;
-        let s = running.iter().find(|s| s.kind == Kind::Sidecar).or_else(|| running.iter().find(|s| s.kind == Kind::SidecarCname)).context("no sidecar running")?;
+        let s = running
+            .iter()
+            .find(|s| s.kind == Kind::Sidecar)
+            .or_else(|| running.iter().find(|s| s.kind == Kind::SidecarCname))
+            .context("no sidecar running")?;
         let file = dir.join("mix-a.txt");
         fs::write(&file, Mix::A.data(&args, &zipf))?;
         Some(failover_round(&args, s, pair, &file, upstream_pid, &dir)?)
@@ -567,14 +636,20 @@ fn run(args: Args) -> Result<bool> {
     // Mix d's names at a pod's pace, through the cache's own code.
     let replays = if mixes.contains(&Mix::D) {
         eprintln!("loadtest: simulating an hour of mix d's names through the cache at 1, 10, 100 and 1000 queries/s");
-        [1.0, 10.0, 100.0, 1000.0].into_iter().map(|rate| replay::simulate(&zipf, rate, 3600, 42)).collect()
+        [1.0, 10.0, 100.0, 1000.0]
+            .into_iter()
+            .map(|rate| replay::simulate(&zipf, rate, 3600, 42))
+            .collect()
     } else {
         Vec::new()
     };
 
     let outcome = Outcome {
         replays,
-        labels: running.iter().map(|s| (s.kind.id().to_string(), s.label.clone())).collect(),
+        labels: running
+            .iter()
+            .map(|s| (s.kind.id().to_string(), s.label.clone()))
+            .collect(),
         command,
         started,
         loadavg_start,
@@ -669,7 +744,18 @@ fn measure(
     cmd.arg("-c").arg(args.client_cpu.to_string()).arg("dnsperf");
     cmd.args(["-s", &s.addr.ip().to_string(), "-p", &s.addr.port().to_string()]);
     cmd.arg("-d").arg(file);
-    cmd.args(["-l", &dur.to_string(), "-c", &args.clients.to_string(), "-q", &q.to_string(), "-T", &args.threads.to_string(), "-t", &args.timeout.to_string()]);
+    cmd.args([
+        "-l",
+        &dur.to_string(),
+        "-c",
+        &args.clients.to_string(),
+        "-q",
+        &q.to_string(),
+        "-T",
+        &args.threads.to_string(),
+        "-t",
+        &args.timeout.to_string(),
+    ]);
     let log = dir.join(format!("dnsperf-{}-{}-{}.log", mix.id(), row.replace(' ', ""), round));
 
     let queries0 = mix.forwarded().then(|| servers::upstream_queries(dir)).flatten();
@@ -697,7 +783,10 @@ fn measure(
     let kernel_cpu = (irq + kthreads1.saturating_sub(kthreads0)) as f64 / tck;
     let other_cpu = (busy as f64 / tck - server_cpu - client_cpu - upstream_cpu - kernel_cpu).max(0.0);
     let core_pct = |i: usize| {
-        let (a, b) = (cpu1.get(i).copied().unwrap_or_default(), cpu0.get(i).copied().unwrap_or_default());
+        let (a, b) = (
+            cpu1.get(i).copied().unwrap_or_default(),
+            cpu0.get(i).copied().unwrap_or_default(),
+        );
         100.0 * a.busy.saturating_sub(b.busy) as f64 / tck / wall
     };
     Ok(Round {
@@ -720,41 +809,69 @@ fn measure(
 
 /// An extra mix-a round against the sidecar: the replica is promoted at
 /// half time; the alias is polled every 5 ms until it names the new target.
-fn failover_round(args: &Args, s: &Server, pair: &PgPair, file: &Path, upstream_pid: Option<u32>, dir: &Path) -> Result<FailoverResult> {
+fn failover_round(
+    args: &Args,
+    s: &Server,
+    pair: &PgPair,
+    file: &Path,
+    upstream_pid: Option<u32>,
+    dir: &Path,
+) -> Result<FailoverResult> {
     let half = args.duration() as f64 / 2.0;
     let mut promoted_at: Option<(f64, Instant)> = None;
     let mut followed_after = None;
     let mut last_poll = Instant::now();
     let mut promoted_wall = None;
     let q = args.outstanding[0];
-    eprint!("loadtest: failover round: {} mix a, promoting {} at {half:.1} s ", s.kind.id(), pair.replica.name);
-    let round = measure(args, s, q, Mix::A, file, upstream_pid, dir, 1, &format!("{} (failover)", s.kind.id()), |t| {
-        match promoted_at {
-            None if t >= half => {
-                let (at, wall) = (Instant::now(), std::time::SystemTime::now());
-                pair.replica.promote(false).context("promoting the replica")?;
-                promoted_at = Some((t, at));
-                promoted_wall = Some(wall);
-            }
-            Some((_, at)) if followed_after.is_none() && last_poll.elapsed() >= Duration::from_millis(5) => {
-                last_poll = Instant::now();
-                if dns::cname_of(s.addr, servers::ALIAS).as_deref() == Some(servers::TARGET_B) {
-                    followed_after = Some(at.elapsed().as_secs_f64());
+    eprint!(
+        "loadtest: failover round: {} mix a, promoting {} at {half:.1} s ",
+        s.kind.id(),
+        pair.replica.name
+    );
+    let round = measure(
+        args,
+        s,
+        q,
+        Mix::A,
+        file,
+        upstream_pid,
+        dir,
+        1,
+        &format!("{} (failover)", s.kind.id()),
+        |t| {
+            match promoted_at {
+                None if t >= half => {
+                    let (at, wall) = (Instant::now(), std::time::SystemTime::now());
+                    pair.replica.promote(false).context("promoting the replica")?;
+                    promoted_at = Some((t, at));
+                    promoted_wall = Some(wall);
                 }
+                Some((_, at)) if followed_after.is_none() && last_poll.elapsed() >= Duration::from_millis(5) => {
+                    last_poll = Instant::now();
+                    if dns::cname_of(s.addr, servers::ALIAS).as_deref() == Some(servers::TARGET_B) {
+                        followed_after = Some(at.elapsed().as_secs_f64());
+                    }
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     // A raw query after the round: the alias must name the new primary.
     let after = dns::ask(s.addr, servers::ALIAS, RecordType::A, Duration::from_secs(2));
     let chase = s.kind.chases();
-    let ok = after.as_ref().is_some_and(|a| a.rcode == "NOERROR" && a.cnames == [servers::TARGET_B] && (!chase || a.addrs == ["127.0.0.3"]));
+    let ok = after.as_ref().is_some_and(|a| {
+        a.rcode == "NOERROR" && a.cnames == [servers::TARGET_B] && (!chase || a.addrs == ["127.0.0.3"])
+    });
     // When things happened, from the logs (UTC time of day, ms precision).
     let since = |log: &Path, needle: &str| -> Option<f64> {
         let wall = promoted_wall?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64() % 86400.0;
         let text = fs::read_to_string(log).ok()?;
-        text.lines().filter(|l| l.contains(needle)).filter_map(report::time_of_day).map(|t| t - wall).find(|d| *d >= -0.002)
+        text.lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(report::time_of_day)
+            .map(|t| t - wall)
+            .find(|d| *d >= -0.002)
     };
     let pg_ready_after = since(&pair.replica.log_file, "database system is ready to accept connections");
     let sidecar_switched_after = since(&s.proc_.log, "pg-b.test");

@@ -125,11 +125,23 @@ impl Workload {
         m.queries = q.queries.clone();
         let name = Name::from_ascii(self.name(i)).expect("valid");
         match self.ttls[i] {
-            Some(ttl) => m.answers.push(Record::from_rdata(name, ttl, RData::A(A::new(127, 4, (i / 256) as u8, i as u8)))),
+            Some(ttl) => m.answers.push(Record::from_rdata(
+                name,
+                ttl,
+                RData::A(A::new(127, 4, (i / 256) as u8, i as u8)),
+            )),
             None => {
                 m.metadata.response_code = ResponseCode::NXDomain;
                 let z = |s: &str| Name::from_ascii(s).expect("valid");
-                let soa = SOA::new(z(&format!("ns.{ZONE}")), z(&format!("hostmaster.{ZONE}")), 1, 3600, 600, 86400, NEGATIVE_TTL);
+                let soa = SOA::new(
+                    z(&format!("ns.{ZONE}")),
+                    z(&format!("hostmaster.{ZONE}")),
+                    1,
+                    3600,
+                    600,
+                    86400,
+                    NEGATIVE_TTL,
+                );
                 m.authorities.push(Record::from_rdata(z(ZONE), 300, RData::SOA(soa)));
             }
         }
@@ -168,14 +180,21 @@ pub fn simulate(w: &Workload, rate: f64, seconds: u64, seed: u64) -> Replay {
             let mut m = Message::query();
             m.metadata.id = 1;
             m.metadata.recursion_desired = true;
-            m.queries.push(Query::query(Name::from_ascii(w.name(i)).expect("valid"), RecordType::A));
+            m.queries
+                .push(Query::query(Name::from_ascii(w.name(i)).expect("valid"), RecordType::A));
             m.to_vec().expect("encodes")
         })
         .collect();
     let mut rng = Rng::new(seed);
     let mut out = vec![0u8; 4096];
     let (mut t, mut now_ms) = (0.0f64, 0u64);
-    let mut r = Replay { rate, seconds, queries: 0, upstream: 0, entries: 0 };
+    let mut r = Replay {
+        rate,
+        seconds,
+        queries: 0,
+        upstream: 0,
+        entries: 0,
+    };
     loop {
         t += -(1.0 - rng.unit()).ln() / rate;
         if t >= seconds as f64 {
@@ -214,7 +233,11 @@ mod tests {
         }
         // Rank 1 about twice rank 2 and ten times rank 10.
         let r = |a: usize, b: usize| counts[a] as f64 / counts[b] as f64;
-        assert!((1.8..2.2).contains(&r(0, 1)) && (8.0..12.0).contains(&r(0, 9)), "{:?}", &counts[..10]);
+        assert!(
+            (1.8..2.2).contains(&r(0, 1)) && (8.0..12.0).contains(&r(0, 9)),
+            "{:?}",
+            &counts[..10]
+        );
         assert_eq!(w.data(3, 1).lines().count(), 3);
         assert!(w.data(1, 1).ends_with(".zipf.test. A\n"));
     }
@@ -226,7 +249,11 @@ mod tests {
         // upstream at least once and at most once per TTL.
         let r = simulate(&w, 50.0, 120, 3);
         assert!(r.queries > 5000, "{r:?}");
-        let most: u64 = w.ttls.iter().map(|t| 120 / u64::from(t.unwrap_or(NEGATIVE_TTL)) + 1).sum();
+        let most: u64 = w
+            .ttls
+            .iter()
+            .map(|t| 120 / u64::from(t.unwrap_or(NEGATIVE_TTL)) + 1)
+            .sum();
         assert!(r.upstream >= 40 && r.upstream <= most, "{r:?} (at most {most})");
         assert!(r.saved() > 0.9, "{r:?}");
         // Faster is cheaper per query.

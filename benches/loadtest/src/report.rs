@@ -130,8 +130,18 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(s, "# dns-sidecar load test\n");
     let _ = writeln!(s, "- Command: `{}`", o.command);
     let _ = writeln!(s, "- Started: {}", o.started);
-    let _ = writeln!(s, "- Machine: {} CPUs (nproc), {}, {}", sys::online_cpus(), sys::cpu_model(), sys::kernel());
-    let _ = writeln!(s, "- Load average: {} at start, {} at end (other work on the machine shows in the \"other CPU\" column)", o.loadavg_start, o.loadavg_end);
+    let _ = writeln!(
+        s,
+        "- Machine: {} CPUs (nproc), {}, {}",
+        sys::online_cpus(),
+        sys::cpu_model(),
+        sys::kernel()
+    );
+    let _ = writeln!(
+        s,
+        "- Load average: {} at start, {} at end (other work on the machine shows in the \"other CPU\" column)",
+        o.loadavg_start, o.loadavg_end
+    );
     let _ = writeln!(
         s,
         "- Pinning: servers under test on CPU {}; dnsperf on CPU {}; upstream Knot on CPU {}; PostgreSQL and the harness on CPU {}",
@@ -164,7 +174,11 @@ pub fn markdown(o: &Outcome) -> String {
             "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query |{} server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy (server / dnsperf) | noisy rounds | bound by | responses |",
             if fwd { " upstream queries per 1000 |" } else { "" }
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|{}---:|---:|---:|---:|---:|---:|---:|---|---|", if fwd { "---:|" } else { "" });
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---:|{}---:|---:|---:|---:|---:|---:|---:|---|---|",
+            if fwd { "---:|" } else { "" }
+        );
         for row in rows {
             let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
             if rs.is_empty() {
@@ -205,10 +219,21 @@ pub fn markdown(o: &Outcome) -> String {
             "Mix d's {} names (same popularity and TTLs), asked with Poisson arrivals for one hour at each rate, through dns-sidecar's own cache code (default `[cache]`) on a manual clock; every miss is answered as the upstream zone would and kept. In the load test above the rounds are too short for any TTL to run out.\n",
             a.zipf_names
         );
-        let _ = writeln!(s, "| queries/s | queries in the hour | reached the upstream | saved | entries at the end |");
+        let _ = writeln!(
+            s,
+            "| queries/s | queries in the hour | reached the upstream | saved | entries at the end |"
+        );
         let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
         for r in &o.replays {
-            let _ = writeln!(s, "| {} | {} | {} | {:.1}% | {} |", r.rate, r.queries, r.upstream, 100.0 * r.saved(), r.entries);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1}% | {} |",
+                r.rate,
+                r.queries,
+                r.upstream,
+                100.0 * r.saved(),
+                r.entries
+            );
         }
         let _ = writeln!(s);
     }
@@ -218,7 +243,13 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "| server | idle VmRSS (before load) | peak VmHWM (after the run) |");
         let _ = writeln!(s, "|---|---:|---:|");
         for m in &o.memory {
-            let _ = writeln!(s, "| {} | {} | {} |", m.server, mib(m.idle_rss_kib), mib(m.peak_hwm_kib));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                m.server,
+                mib(m.idle_rss_kib),
+                mib(m.peak_hwm_kib)
+            );
         }
         let _ = writeln!(s);
     }
@@ -245,10 +276,17 @@ pub fn markdown(o: &Outcome) -> String {
             fmt_f(r.stats.max_latency * 1e3, 2),
             ms(f.pg_ready_after),
             ms(f.sidecar_switched_after),
-            f.followed_after.map_or("not seen during the round".into(), |x| format!("{:.0} ms", x * 1e3)),
-            f.after.as_ref().map_or("(no answer)".into(), |x| format!("`{}`", x.summary())),
+            f.followed_after
+                .map_or("not seen during the round".into(), |x| format!("{:.0} ms", x * 1e3)),
+            f.after
+                .as_ref()
+                .map_or("(no answer)".into(), |x| format!("`{}`", x.summary())),
             r.stats.rcodes,
-            if f.ok { "OK: alias names pg-b.test." } else { "FAILED: alias does not name pg-b.test." }
+            if f.ok {
+                "OK: alias names pg-b.test."
+            } else {
+                "FAILED: alias does not name pg-b.test."
+            }
         );
         let _ = writeln!(s);
     }
@@ -265,7 +303,10 @@ pub fn markdown(o: &Outcome) -> String {
 
     let _ = writeln!(s, "## Every round\n");
     let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy | tries |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in &o.rounds {
         let _ = writeln!(
             s,
@@ -404,5 +445,4 @@ mod tests {
         assert_eq!(bound_by(40.0, 50.0, false), "neither (waiting)");
         assert_eq!(bound_by(95.0, 50.0, true), "unclear (noisy)");
     }
-
 }

@@ -47,8 +47,18 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] =
-        [Kind::Knot, Kind::Nsd, Kind::Floor, Kind::Sidecar, Kind::SidecarCname, Kind::SidecarNoProbe, Kind::SidecarNoCache, Kind::Dnsmasq, Kind::Dnsdist, Kind::DnsdistCache];
+    pub const ALL: [Kind; 10] = [
+        Kind::Knot,
+        Kind::Nsd,
+        Kind::Floor,
+        Kind::Sidecar,
+        Kind::SidecarCname,
+        Kind::SidecarNoProbe,
+        Kind::SidecarNoCache,
+        Kind::Dnsmasq,
+        Kind::Dnsdist,
+        Kind::DnsdistCache,
+    ];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -76,11 +86,17 @@ impl Kind {
 
     /// Forwards other names to the upstream (mixes c, d, e).
     pub fn forwards(self) -> bool {
-        matches!(self, Kind::Sidecar | Kind::SidecarNoCache | Kind::Dnsmasq | Kind::Dnsdist | Kind::DnsdistCache)
+        matches!(
+            self,
+            Kind::Sidecar | Kind::SidecarNoCache | Kind::Dnsmasq | Kind::Dnsdist | Kind::DnsdistCache
+        )
     }
 
     pub fn is_sidecar(self) -> bool {
-        matches!(self, Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe | Kind::SidecarNoCache)
+        matches!(
+            self,
+            Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe | Kind::SidecarNoCache
+        )
     }
 
     /// Alias answers carry the target's address (the sidecar has an upstream).
@@ -200,7 +216,11 @@ fn targets_zone() -> String {
 
 fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)], stats: bool) -> String {
     let mut c = String::new();
-    let _ = writeln!(c, "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{}\"", dir.display());
+    let _ = writeln!(
+        c,
+        "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{}\"",
+        dir.display()
+    );
     if is_root() {
         c.push_str("    user: root:root\n");
     }
@@ -254,10 +274,20 @@ fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)], stat
 /// for `fwd.test.` (`names` A records), `miss.test.` (a wildcard),
 /// `zipf.test.` (the names of mix d) and `test.` (pg-a, pg-b); it counts
 /// the queries it answers.
-pub fn start_upstream(dir: &Path, cpu: usize, names: usize, zipf: &crate::replay::Workload) -> Result<(SocketAddr, Proc)> {
+pub fn start_upstream(
+    dir: &Path,
+    cpu: usize,
+    names: usize,
+    zipf: &crate::replay::Workload,
+) -> Result<(SocketAddr, Proc)> {
     let dir = dir.join("upstream");
     fs::create_dir_all(&dir)?;
-    let zones = [(FWD_ZONE, fwd_zone(names)), (MISS_ZONE, miss_zone()), (crate::replay::ZONE, zipf_zone(zipf)), ("test.", targets_zone())];
+    let zones = [
+        (FWD_ZONE, fwd_zone(names)),
+        (MISS_ZONE, miss_zone()),
+        (crate::replay::ZONE, zipf_zone(zipf)),
+        ("test.", targets_zone()),
+    ];
     let (addr, mut p) = start_knot("upstream knotd", &dir, cpu, &zones, true)?;
     let probe = fwd_name(0);
     wait_ready(&mut p, addr, &probe.0, |a| a.addrs == [probe.1.clone()])?;
@@ -273,7 +303,11 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
     let (addr, label, mut p) = match kind {
         Kind::Knot => {
             let (addr, p) = start_knot("knotd", &dir, cpu, &[(ZONE, db_zone())], false)?;
-            (addr, sys::version_of("knotd", "--version").replace("knotd (Knot DNS), version", "Knot DNS"), p)
+            (
+                addr,
+                sys::version_of("knotd", "--version").replace("knotd (Knot DNS), version", "Knot DNS"),
+                p,
+            )
         }
         Kind::Nsd => {
             let port = sys::free_port()?;
@@ -284,14 +318,31 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             let mut cmd = taskset(cpu, &nsd);
             cmd.arg("-d").arg("-c").arg(&conf);
             let p = Proc::spawn("nsd", cmd, &dir.join("nsd.out"))?;
-            (SocketAddr::from(([127, 0, 0, 1], port)), sys::version_of(nsd.to_str().unwrap_or("nsd"), "-v").replace("version ", ""), p)
+            (
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                sys::version_of(nsd.to_str().unwrap_or("nsd"), "-v").replace("version ", ""),
+                p,
+            )
         }
         Kind::Floor => {
             let port = sys::free_port()?;
             let mut cmd = taskset(cpu, s.floor_bin);
-            cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--target", TARGET_A, "--ttl", "5", "--exit-after", &s.floor_exit_after.to_string()]);
+            cmd.args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--target",
+                TARGET_A,
+                "--ttl",
+                "5",
+                "--exit-after",
+                &s.floor_exit_after.to_string(),
+            ]);
             let p = Proc::spawn("floor", cmd, &dir.join("floor.log"))?;
-            (SocketAddr::from(([127, 0, 0, 1], port)), "floor (recvmmsg/sendmmsg)".to_string(), p)
+            (
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                "floor (recvmmsg/sendmmsg)".to_string(),
+                p,
+            )
         }
         Kind::Sidecar | Kind::SidecarCname | Kind::SidecarNoProbe | Kind::SidecarNoCache => {
             let pg = s.pg.as_ref().context("dns-sidecar needs the PostgreSQL pair")?;
@@ -322,7 +373,8 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             fs::write(&empty, "# all settings are on the command line\n")?;
             let prog = sys::which("dnsmasq").context("dnsmasq not found (apt-get install -y dnsmasq-base)")?;
             let mut cmd = taskset(cpu, &prog);
-            cmd.args(dns_sidecar::testbed::DNSMASQ_LOOPBACK_ARGS).arg("--dns-forward-max=4096");
+            cmd.args(dns_sidecar::testbed::DNSMASQ_LOOPBACK_ARGS)
+                .arg("--dns-forward-max=4096");
             cmd.arg(format!("--conf-file={}", empty.display()));
             cmd.arg(format!("--port={port}"));
             cmd.arg(format!("--server={}#{}", s.upstream.ip(), s.upstream.port()));
@@ -331,8 +383,16 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
                 cmd.args(["--user=root", "--group=root"]);
             }
             let p = Proc::spawn("dnsmasq", cmd, &dir.join("dnsmasq.log"))?;
-            let label = sys::version_of(prog.to_str().unwrap_or("dnsmasq"), "--version").split("  ").next().unwrap_or("dnsmasq").to_string();
-            let label = if s.dnsmasq_cache == 0 { format!("{label} (no cache)") } else { format!("{label} (cache {})", s.dnsmasq_cache) };
+            let label = sys::version_of(prog.to_str().unwrap_or("dnsmasq"), "--version")
+                .split("  ")
+                .next()
+                .unwrap_or("dnsmasq")
+                .to_string();
+            let label = if s.dnsmasq_cache == 0 {
+                format!("{label} (no cache)")
+            } else {
+                format!("{label} (cache {})", s.dnsmasq_cache)
+            };
             (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
         }
         Kind::Dnsdist | Kind::DnsdistCache => {
@@ -343,8 +403,19 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             let mut cmd = taskset(cpu, &prog);
             cmd.args(["--supervised", "--disable-syslog", "-C"]).arg(&conf);
             let p = Proc::spawn(kind.id(), cmd, &dir.join("dnsdist.log"))?;
-            let version = sys::version_of(prog.to_str().unwrap_or("dnsdist"), "--version").lines().next().unwrap_or("dnsdist").split(" (").next().unwrap_or("dnsdist").to_string();
-            let label = if kind == Kind::DnsdistCache { format!("{version} (packet cache: 10000 entries, max TTL 1 h, SERVFAIL 5 s)") } else { format!("{version} (no cache)") };
+            let version = sys::version_of(prog.to_str().unwrap_or("dnsdist"), "--version")
+                .lines()
+                .next()
+                .unwrap_or("dnsdist")
+                .split(" (")
+                .next()
+                .unwrap_or("dnsdist")
+                .to_string();
+            let label = if kind == Kind::DnsdistCache {
+                format!("{version} (packet cache: 10000 entries, max TTL 1 h, SERVFAIL 5 s)")
+            } else {
+                format!("{version} (no cache)")
+            };
             (SocketAddr::from(([127, 0, 0, 1], port)), label, p)
         }
     };
@@ -355,9 +426,16 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
         }
         // The sidecar answers SERVFAIL until its first probe round; wait for
         // the real CNAME.
-        _ => wait_ready(&mut p, addr, ALIAS, |a| a.rcode == "NOERROR" && a.cnames.first().map(String::as_str) == Some(TARGET_A))?,
+        _ => wait_ready(&mut p, addr, ALIAS, |a| {
+            a.rcode == "NOERROR" && a.cnames.first().map(String::as_str) == Some(TARGET_A)
+        })?,
     }
-    Ok(Server { kind, label, addr, proc_: p })
+    Ok(Server {
+        kind,
+        label,
+        addr,
+        proc_: p,
+    })
 }
 
 /// Polls `name`/A every 20 ms until `ok` (at most 20 s); fails early if the
@@ -439,10 +517,20 @@ fn dnsdist_conf(port: u16, upstream: SocketAddr, cache: bool) -> String {
 /// or `None` when they cannot be read.
 pub fn upstream_queries(scratch: &Path) -> Option<u64> {
     let conf = scratch.join("upstream").join("knot.conf");
-    let out = Command::new(sys::which("knotc")?).arg("-c").arg(conf).args(["stats", "mod-stats.server-operation"]).output().ok()?;
+    let out = Command::new(sys::which("knotc")?)
+        .arg("-c")
+        .arg(conf)
+        .args(["stats", "mod-stats.server-operation"])
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // "mod-stats.server-operation[query] = 123" (absent before the first query)
-    Some(text.lines().filter(|l| l.contains("[query]")).filter_map(|l| l.rsplit('=').next()?.trim().parse::<u64>().ok()).sum())
+    Some(
+        text.lines()
+            .filter(|l| l.contains("[query]"))
+            .filter_map(|l| l.rsplit('=').next()?.trim().parse::<u64>().ok())
+            .sum(),
+    )
 }
 
 /// The sidecar config: as the integration tests write it (zone db.test,
@@ -496,7 +584,11 @@ forward_rate = 0
     );
     let roles = ["read-write", "standby", "prefer-standby", "any", "read-only", "primary"];
     for i in 2..=10 {
-        let _ = write!(t, "\n[[aliases]]\nname = \"alias{i}.db.test\"\nrole = \"{}\"\nservers = [\"a\", \"b\"]\n", roles[i % roles.len()]);
+        let _ = write!(
+            t,
+            "\n[[aliases]]\nname = \"alias{i}.db.test\"\nrole = \"{}\"\nservers = [\"a\", \"b\"]\n",
+            roles[i % roles.len()]
+        );
     }
     t
 }

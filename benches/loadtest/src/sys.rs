@@ -72,11 +72,19 @@ pub fn pin_self(cpu: usize) -> Result<()> {
 pub fn pin_tree(root: u32, cpu: usize) -> Result<usize> {
     let mut moved = 0;
     for pid in tree_pids(root) {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
         for t in tasks.flatten() {
-            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else { continue };
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else {
+                continue;
+            };
             let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(str::trim).unwrap_or("");
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(str::trim)
+                .unwrap_or("");
             if allowed == cpu.to_string() {
                 continue;
             }
@@ -87,7 +95,8 @@ pub fn pin_tree(root: u32, cpu: usize) -> Result<usize> {
                 libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
             };
             if r != 0 {
-                return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning thread {tid} of pid {pid} to CPU {cpu}"));
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("pinning thread {tid} of pid {pid} to CPU {cpu}"));
             }
             moved += 1;
         }
@@ -141,7 +150,12 @@ impl Proc {
         die_with_parent(&mut cmd);
         let command = describe(&cmd);
         let child = cmd.spawn().with_context(|| format!("starting {name}: {command}"))?;
-        Ok(Proc { name: name.to_string(), child, log: log.to_path_buf(), command })
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            command,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -151,7 +165,13 @@ impl Proc {
     /// Fails (with the log's tail) if the process has exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}); command: {}\n--- {} (tail) ---\n{}", self.name, self.command, self.log.display(), log_tail(&self.log, 30));
+            bail!(
+                "{} exited ({status}); command: {}\n--- {} (tail) ---\n{}",
+                self.name,
+                self.command,
+                self.log.display(),
+                log_tail(&self.log, 30)
+            );
         }
         Ok(())
     }
@@ -204,7 +224,12 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 /// Runs a child to completion, polling so that a signal or `limit` ends it.
 /// Returns (exit ok, stdout, CPU seconds it used (user + system, from
 /// `wait4`)). Its stderr goes to `stderr_log`.
-pub fn run_bounded(mut cmd: Command, limit: Duration, stderr_log: &Path, mut tick: impl FnMut() -> Result<()>) -> Result<(bool, String, f64)> {
+pub fn run_bounded(
+    mut cmd: Command,
+    limit: Duration,
+    stderr_log: &Path,
+    mut tick: impl FnMut() -> Result<()>,
+) -> Result<(bool, String, f64)> {
     let out_path = stderr_log.with_extension("stdout");
     let out = fs::File::create(&out_path)?;
     let err = fs::File::create(stderr_log)?;
@@ -269,7 +294,9 @@ fn stat_of(pid: u32) -> Option<(u32, u64)> {
 
 /// Whether `pid` still runs (exists and is not a zombie).
 pub fn alive(pid: u32) -> bool {
-    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
     let state = s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next());
     !matches!(state, None | Some("Z") | Some("X"))
 }
@@ -285,7 +312,9 @@ fn tree_pids(root: u32) -> Vec<u32> {
     let mut parent: HashMap<u32, u32> = HashMap::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Some((ppid, _)) = stat_of(pid) {
                 parent.insert(pid, ppid);
             }
@@ -315,14 +344,20 @@ pub fn tree_ticks(root: u32) -> u64 {
     let mut ticks: HashMap<u32, u64> = HashMap::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Some((ppid, t)) = stat_of(pid) {
                 parent.insert(pid, ppid);
                 ticks.insert(pid, t);
             }
         }
     }
-    ticks.iter().filter(|(&p, _)| descends(&parent, p, root)).map(|(_, &t)| t).sum()
+    ticks
+        .iter()
+        .filter(|(&p, _)| descends(&parent, p, root))
+        .map(|(_, &t)| t)
+        .sum()
 }
 
 /// One CPU's counters from `/proc/stat`, in clock ticks.
@@ -350,7 +385,10 @@ pub fn cpu_ticks() -> Vec<CpuTicks> {
         if out.len() <= idx {
             out.resize(idx + 1, CpuTicks::default());
         }
-        out[idx] = CpuTicks { busy: g(0) + g(1) + g(2) + g(5) + g(6) + g(7), irq: g(5) + g(6) };
+        out[idx] = CpuTicks {
+            busy: g(0) + g(1) + g(2) + g(5) + g(6) + g(7),
+            irq: g(5) + g(6),
+        };
     }
     out
 }
@@ -370,7 +408,9 @@ pub fn cpu_delta(before: &[CpuTicks], after: &[CpuTicks]) -> (u64, u64) {
 /// `VmRSS` / `VmHWM` style fields of `/proc/<pid>/status`, in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let l = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let l = s
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
     l[field.len() + 1..].split_whitespace().next()?.parse().ok()
 }
 
@@ -389,7 +429,12 @@ pub fn kernel() -> String {
 }
 
 pub fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// First line of `<program> <flag>` output (stdout or stderr), for versions.
@@ -397,7 +442,12 @@ pub fn version_of(program: &str, flag: &str) -> String {
     match Command::new(program).arg(flag).stdin(Stdio::null()).output() {
         Ok(o) => {
             let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-            String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
         }
         Err(_) => "?".into(),
     }
@@ -406,8 +456,20 @@ pub fn version_of(program: &str, flag: &str) -> String {
 /// "2.10.0", from the banner `dnsperf -h` prints.
 pub fn dnsperf_version() -> String {
     let out = Command::new("dnsperf").arg("-h").stdin(Stdio::null()).output();
-    let text = out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_default();
-    text.lines().find_map(|l| l.trim().strip_prefix("Version ")).unwrap_or("?").trim().to_string()
+    let text = out
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Version "))
+        .unwrap_or("?")
+        .trim()
+        .to_string()
 }
 
 /// `program` on PATH or in the sbin directories (not on a non-root PATH).
@@ -445,7 +507,9 @@ impl Scratch {
         let wrapper_dir = std::env::var_os("LOADTEST_TMPDIR").filter(|_| !keep).map(PathBuf::from);
         let base = wrapper_dir.unwrap_or_else(std::env::temp_dir);
         let pid = std::process::id();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let path = base.join(format!("dns-sidecar-loadtest-{pid}-{nanos:x}"));
         fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Scratch { path, keep })

@@ -25,18 +25,30 @@ struct FlushBody {
     name: Option<String>,
 }
 
-pub(super) async fn flush(State(st): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn flush(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let token = st.shared.config.load().admin.token.clone();
-    if let Err(why) = guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers)) {
+    if let Err(why) =
+        guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers))
+    {
         warn!(op = "flush-cache", %peer, result = %why, "cache flush refused");
         return denied(&why);
     }
     let parsed: Result<FlushBody, String> = if body.iter().all(u8::is_ascii_whitespace) {
         Ok(FlushBody::default())
     } else {
-        serde_json::from_slice(&body).map_err(|e| format!("bad request body: {e}; send {{}} or JSON like {{\"name\":\"example.com\"}}"))
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("bad request body: {e}; send {{}} or JSON like {{\"name\":\"example.com\"}}"))
     };
-    let name = match parsed.and_then(|b| b.name.map(|n| DnsName::parse(n.trim()).map_err(|e| format!("bad name: {e}"))).transpose()) {
+    let name = match parsed.and_then(|b| {
+        b.name
+            .map(|n| DnsName::parse(n.trim()).map_err(|e| format!("bad name: {e}")))
+            .transpose()
+    }) {
         Ok(n) => n,
         Err(msg) => {
             warn!(op = "flush-cache", %peer, result = %msg, "cache flush refused");
@@ -44,7 +56,10 @@ pub(super) async fn flush(State(st): State<AppState>, ConnectInfo(peer): Connect
         }
     };
     let Some(cache) = st.shared.cache.get() else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the DNS side has not started; there is no cache yet");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the DNS side has not started; there is no cache yet",
+        );
     };
     let removed = cache.flush(name.as_ref().map(|n| wire(n.as_str())).as_deref());
     let summary = match &name {

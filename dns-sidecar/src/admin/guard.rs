@@ -66,7 +66,11 @@ pub fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) 
         // proxy) connects from loopback on behalf of someone else; it says
         // so in these headers.
         let proxied = PROXY_HEADERS.iter().any(|h| headers.contains_key(*h));
-        return if is_loopback(peer) && !proxied { Ok(()) } else { Err(Denied::NotLoopback { peer }) };
+        return if is_loopback(peer) && !proxied {
+            Ok(())
+        } else {
+            Err(Denied::NotLoopback { peer })
+        };
     };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Denied::MissingToken);
@@ -137,11 +141,26 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let far: SocketAddr = "10.0.0.7:1".parse().unwrap();
         assert_eq!(authorize(Some(&t), &headers(None), lo), Err(Denied::MissingToken));
-        assert_eq!(authorize(Some(&t), &headers(Some("Bearer nope")), lo), Err(Denied::WrongToken));
-        assert_eq!(authorize(Some(&t), &headers(Some("Bearer s3cret-toke")), lo), Err(Denied::WrongToken));
-        assert_eq!(authorize(Some(&t), &headers(Some("Bearer s3cret-token!")), lo), Err(Denied::WrongToken));
-        assert_eq!(authorize(Some(&t), &headers(Some("Basic s3cret-token")), lo), Err(Denied::WrongToken));
-        assert_eq!(authorize(Some(&t), &headers(Some("Bearer")), lo), Err(Denied::WrongToken));
+        assert_eq!(
+            authorize(Some(&t), &headers(Some("Bearer nope")), lo),
+            Err(Denied::WrongToken)
+        );
+        assert_eq!(
+            authorize(Some(&t), &headers(Some("Bearer s3cret-toke")), lo),
+            Err(Denied::WrongToken)
+        );
+        assert_eq!(
+            authorize(Some(&t), &headers(Some("Bearer s3cret-token!")), lo),
+            Err(Denied::WrongToken)
+        );
+        assert_eq!(
+            authorize(Some(&t), &headers(Some("Basic s3cret-token")), lo),
+            Err(Denied::WrongToken)
+        );
+        assert_eq!(
+            authorize(Some(&t), &headers(Some("Bearer")), lo),
+            Err(Denied::WrongToken)
+        );
         assert_eq!(authorize(Some(&t), &headers(Some("Bearer s3cret-token")), far), Ok(()));
         assert_eq!(authorize(Some(&t), &headers(Some("bearer s3cret-token")), lo), Ok(()));
     }
@@ -153,7 +172,11 @@ mod tests {
         }
         let mut proxied = headers(None);
         proxied.insert("x-forwarded-for", "10.9.9.9".parse().unwrap());
-        assert_eq!(authorize(None, &proxied, "127.0.0.1:5".parse().unwrap()).map_err(|e| e.status()), Err(403), "relayed by a local proxy");
+        assert_eq!(
+            authorize(None, &proxied, "127.0.0.1:5".parse().unwrap()).map_err(|e| e.status()),
+            Err(403),
+            "relayed by a local proxy"
+        );
         for no in ["10.1.2.3:5", "[fd00::1]:5", "[::ffff:10.0.0.1]:5", "0.0.0.0:5"] {
             let peer: SocketAddr = no.parse().unwrap();
             let e = authorize(None, &headers(Some("Bearer x")), peer).unwrap_err();
@@ -166,7 +189,10 @@ mod tests {
     fn browsers_cannot_post_overrides() {
         let mut h = HeaderMap::new();
         assert_eq!(not_from_a_browser(&h), Err(Denied::NotJson));
-        h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
         assert_eq!(not_from_a_browser(&h), Err(Denied::NotJson));
         h.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().unwrap());
         assert_eq!(not_from_a_browser(&h), Ok(()));

@@ -96,9 +96,19 @@ async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: 
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
-            shared.metrics.admin_refused.get_or_create(&ResultLabel { result: "request_timeout".into() }).inc();
-            let mut r = text(StatusCode::REQUEST_TIMEOUT, format!("request not completed within {limit:?}"));
-            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            shared
+                .metrics
+                .admin_refused
+                .get_or_create(&ResultLabel {
+                    result: "request_timeout".into(),
+                })
+                .inc();
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request not completed within {limit:?}"),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
         }
     }
@@ -130,7 +140,10 @@ impl Conns {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (map, next) = &mut *g;
         if map.len() >= cap {
-            let victim = map.iter().filter_map(|(id, (since, _))| since.map(|t| (t, *id))).min()?;
+            let victim = map
+                .iter()
+                .filter_map(|(id, (since, _))| since.map(|t| (t, *id)))
+                .min()?;
             if let Some((_, close)) = map.remove(&victim.1) {
                 close.notify_one();
             }
@@ -138,7 +151,11 @@ impl Conns {
         *next += 1;
         let close = Arc::new(tokio::sync::Notify::new());
         map.insert(*next, (Some(std::time::Instant::now()), close.clone()));
-        Some(Place { id: *next, conns: self.clone(), close })
+        Some(Place {
+            id: *next,
+            conns: self.clone(),
+            close,
+        })
     }
 
     /// Marks a connection busy (a request is being answered) or waiting.
@@ -188,7 +205,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
         };
         let settings = shared.config.load().admin.clone();
         let Some(place) = conns.admit(settings.max_connections) else {
-            shared.metrics.admin_refused.get_or_create(&ResultLabel { result: "max_connections".into() }).inc();
+            shared
+                .metrics
+                .admin_refused
+                .get_or_create(&ResultLabel {
+                    result: "max_connections".into(),
+                })
+                .inc();
             debug!(%peer, "admin connection cap reached and every connection is busy; closing a new one");
             continue;
         };
@@ -221,7 +244,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
             drop(place);
         });
     }
-    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
         debug!("admin: connections still open after 5s of shutdown; dropping them");
     }
 }
@@ -232,7 +258,8 @@ fn denied(why: &Denied) -> Response {
     let code = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut resp = text(code, why.to_string());
     if code == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp
 }
@@ -254,17 +281,32 @@ async fn readyz(State(st): State<AppState>) -> Response {
     if status.ready {
         text(StatusCode::OK, "ready")
     } else if status.generated_at == 0.0 {
-        text(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting, no probe round done yet")
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting, no probe round done yet",
+        )
     } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the first probe round of every server")
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the first probe round of every server",
+        )
     }
 }
 
 async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     // Several Accept headers mean the same as one with the values joined.
-    let accept: Vec<&str> = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect();
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     let format = crate::metrics::Exposition::negotiate((!accept.is_empty()).then(|| accept.join(",")).as_deref());
-    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], st.shared.metrics.render(format)).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, format.content_type())],
+        st.shared.metrics.render(format),
+    )
+        .into_response()
 }
 
 async fn status(State(st): State<AppState>) -> Response {
@@ -279,5 +321,8 @@ async fn status(State(st): State<AppState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    text(StatusCode::NOT_FOUND, "not found; endpoints: GET /healthz /readyz /metrics /status, POST /pin /unpin /drain /undrain /override")
+    text(
+        StatusCode::NOT_FOUND,
+        "not found; endpoints: GET /healthz /readyz /metrics /status, POST /pin /unpin /drain /undrain /override",
+    )
 }

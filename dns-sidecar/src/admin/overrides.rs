@@ -46,35 +46,83 @@ struct UnfenceBody {
     server: Option<String>,
 }
 
-pub(super) async fn pin(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn pin(
+    st: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     handle(st, peer, headers, "pin", || {
-        parse::<PinBody>(&body, r#"{"alias":"prod.db.internal","server":"westus2"}"#).map(|b| Override::Pin { alias: b.alias, server: b.server })
+        parse::<PinBody>(&body, r#"{"alias":"prod.db.internal","server":"westus2"}"#).map(|b| Override::Pin {
+            alias: b.alias,
+            server: b.server,
+        })
     })
     .await
 }
 
-pub(super) async fn unpin(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(st, peer, headers, "unpin", || parse::<AliasBody>(&body, r#"{"alias":"prod.db.internal"}"#).map(|b| Override::Unpin { alias: b.alias })).await
+pub(super) async fn unpin(
+    st: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, peer, headers, "unpin", || {
+        parse::<AliasBody>(&body, r#"{"alias":"prod.db.internal"}"#).map(|b| Override::Unpin { alias: b.alias })
+    })
+    .await
 }
 
-pub(super) async fn drain(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(st, peer, headers, "drain", || parse::<ServerBody>(&body, r#"{"server":"eastus"}"#).map(|b| Override::Drain { server: b.server })).await
+pub(super) async fn drain(
+    st: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, peer, headers, "drain", || {
+        parse::<ServerBody>(&body, r#"{"server":"eastus"}"#).map(|b| Override::Drain { server: b.server })
+    })
+    .await
 }
 
-pub(super) async fn undrain(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(st, peer, headers, "undrain", || parse::<ServerBody>(&body, r#"{"server":"eastus"}"#).map(|b| Override::Undrain { server: b.server })).await
+pub(super) async fn undrain(
+    st: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, peer, headers, "undrain", || {
+        parse::<ServerBody>(&body, r#"{"server":"eastus"}"#).map(|b| Override::Undrain { server: b.server })
+    })
+    .await
 }
 
-pub(super) async fn unfence(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn unfence(
+    st: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     handle(st, peer, headers, "unfence", || {
-        parse::<UnfenceBody>(&body, r#"{"alias":"prod.db.internal","server":"eastus"}"#).map(|b| Override::Unfence { alias: b.alias, server: b.server })
+        parse::<UnfenceBody>(&body, r#"{"alias":"prod.db.internal","server":"eastus"}"#).map(|b| Override::Unfence {
+            alias: b.alias,
+            server: b.server,
+        })
     })
     .await
 }
 
 /// `POST /override` with a tagged [`Override`]: `{"op":"pin","alias":..,"server":..}`.
-pub(super) async fn any(st: State<AppState>, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(st, peer, headers, "override", || parse::<Override>(&body, r#"{"op":"pin","alias":"prod.db.internal","server":"westus2"}"#)).await
+pub(super) async fn any(
+    st: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, peer, headers, "override", || {
+        parse::<Override>(&body, r#"{"op":"pin","alias":"prod.db.internal","server":"westus2"}"#)
+    })
+    .await
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], example: &str) -> Result<T, String> {
@@ -94,13 +142,27 @@ fn op_name(op: &Override) -> &'static str {
 
 /// Canonical alias names (`prod.db.internal.`), trimmed server ids.
 fn canonical(op: Override) -> Result<Override, String> {
-    let alias = |a: String| DnsName::parse(a.trim()).map(|n| n.as_str().to_string()).map_err(|e| format!("bad alias name: {e}"));
+    let alias = |a: String| {
+        DnsName::parse(a.trim())
+            .map(|n| n.as_str().to_string())
+            .map_err(|e| format!("bad alias name: {e}"))
+    };
     Ok(match op {
-        Override::Pin { alias: a, server } => Override::Pin { alias: alias(a)?, server: server.trim().to_string() },
+        Override::Pin { alias: a, server } => Override::Pin {
+            alias: alias(a)?,
+            server: server.trim().to_string(),
+        },
         Override::Unpin { alias: a } => Override::Unpin { alias: alias(a)? },
-        Override::Drain { server } => Override::Drain { server: server.trim().to_string() },
-        Override::Undrain { server } => Override::Undrain { server: server.trim().to_string() },
-        Override::Unfence { alias: a, server } => Override::Unfence { alias: alias(a)?, server: server.map(|s| s.trim().to_string()) },
+        Override::Drain { server } => Override::Drain {
+            server: server.trim().to_string(),
+        },
+        Override::Undrain { server } => Override::Undrain {
+            server: server.trim().to_string(),
+        },
+        Override::Unfence { alias: a, server } => Override::Unfence {
+            alias: alias(a)?,
+            server: server.map(|s| s.trim().to_string()),
+        },
     })
 }
 
@@ -120,7 +182,9 @@ async fn handle(
     parse: impl FnOnce() -> Result<Override, String>,
 ) -> Response {
     let token = st.shared.config.load().admin.token.clone();
-    if let Err(why) = guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers)) {
+    if let Err(why) =
+        guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers))
+    {
         warn!(op = endpoint, %peer, result = %why, "override refused");
         return denied(&why);
     }
@@ -156,12 +220,34 @@ mod tests {
 
     #[test]
     fn alias_names_are_canonicalised() {
-        let op = canonical(Override::Pin { alias: " Prod.DB.Internal ".into(), server: " b ".into() }).unwrap();
-        assert_eq!(op, Override::Pin { alias: "prod.db.internal.".into(), server: "b".into() });
-        let op = canonical(Override::Unpin { alias: "prod.db.internal.".into() }).unwrap();
-        assert_eq!(op, Override::Unpin { alias: "prod.db.internal.".into() });
-        assert!(canonical(Override::Unpin { alias: "a b".into() }).unwrap_err().contains("bad alias name"));
-        assert!(canonical(Override::Unpin { alias: "".into() }).unwrap_err().contains("bad alias name"));
+        let op = canonical(Override::Pin {
+            alias: " Prod.DB.Internal ".into(),
+            server: " b ".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            op,
+            Override::Pin {
+                alias: "prod.db.internal.".into(),
+                server: "b".into()
+            }
+        );
+        let op = canonical(Override::Unpin {
+            alias: "prod.db.internal.".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            op,
+            Override::Unpin {
+                alias: "prod.db.internal.".into()
+            }
+        );
+        assert!(canonical(Override::Unpin { alias: "a b".into() })
+            .unwrap_err()
+            .contains("bad alias name"));
+        assert!(canonical(Override::Unpin { alias: "".into() })
+            .unwrap_err()
+            .contains("bad alias name"));
     }
 
     #[test]
@@ -172,13 +258,19 @@ mod tests {
         assert!(e.contains("missing field `server`") && e.contains("EXAMPLE"), "{e}");
         assert!(parse::<ServerBody>(br#"{"server":"y","extra":1}"#, "").is_err());
         assert!(parse::<Override>(br#"{"op":"explode"}"#, "").is_err());
-        assert_eq!(parse::<Override>(br#"{"op":"drain","server":"a"}"#, "").unwrap(), Override::Drain { server: "a".into() });
+        assert_eq!(
+            parse::<Override>(br#"{"op":"drain","server":"a"}"#, "").unwrap(),
+            Override::Drain { server: "a".into() }
+        );
         assert!(parse::<AliasBody>(b"\xff\xfe", "").is_err());
         let u: UnfenceBody = parse(br#"{"alias":"x"}"#, "").unwrap();
         assert_eq!((u.alias.as_str(), u.server), ("x", None));
         assert_eq!(
             parse::<Override>(br#"{"op":"unfence","alias":"x","server":"a"}"#, "").unwrap(),
-            Override::Unfence { alias: "x".into(), server: Some("a".into()) }
+            Override::Unfence {
+                alias: "x".into(),
+                server: Some("a".into())
+            }
         );
     }
 }

@@ -31,7 +31,12 @@ pub struct Located {
 
 impl Located {
     /// Builds an error at byte `span` of `source`.
-    pub fn at(path: &std::path::Path, source: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn at(
+        path: &std::path::Path,
+        source: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, snippet) = match span {
             Some(span) => {
                 let start = span.start.min(source.len());
@@ -44,7 +49,13 @@ impl Located {
             }
             None => (None, None),
         };
-        Located { path: path.to_path_buf(), line, snippet, message: message.into(), hint: None }
+        Located {
+            path: path.to_path_buf(),
+            line,
+            snippet,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

@@ -434,7 +434,10 @@ impl Config {
     /// returns the config and the warnings (missing secrets, with
     /// [`Secrets::Deferred`]).
     pub fn load_with(path: &Path, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::from_toml_with(path, &text, secrets)
     }
 
@@ -445,7 +448,11 @@ impl Config {
     }
 
     /// [`Config::from_toml`] with the given treatment of secrets.
-    pub fn from_toml_with(path: &Path, text: &str, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+    pub fn from_toml_with(
+        path: &Path,
+        text: &str,
+        secrets: Secrets,
+    ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let located = Located::at(path, text, e.span(), e.message().trim().to_string());
             ConfigError::from(with_toml_hint(located))
@@ -472,7 +479,8 @@ fn with_toml_hint(mut l: Located) -> Located {
     let hint = if m.contains("unknown field `password`") {
         "passwords are never written in the config: use password_env or password_file in [probe] or [servers.<id>]; the admin listener takes token_env or token_file".to_string()
     } else if m.starts_with("unknown field") {
-        "check the spelling against the README's configuration reference; the keys this table accepts are listed above".to_string()
+        "check the spelling against the README's configuration reference; the keys this table accepts are listed above"
+            .to_string()
     } else if m.starts_with("unknown variant") {
         "use one of the values listed above".to_string()
     } else if m.starts_with("missing field `dns`") {
@@ -483,15 +491,24 @@ fn with_toml_hint(mut l: Located) -> Located {
         "each key may appear once per table: remove one of them".to_string()
     } else if m.contains("expected a sequence") && snippet.starts_with('[') && !snippet.starts_with("[[") {
         "a list of tables is written with double brackets, e.g. [[zones]] and [[aliases]]".to_string()
-    } else if m.contains("duration") || m.contains("no unit") || m.contains("unknown unit") || m.contains("bare number") {
+    } else if m.contains("duration") || m.contains("no unit") || m.contains("unknown unit") || m.contains("bare number")
+    {
         "durations are strings with a unit: \"150ms\", \"5s\", \"2m\", \"1h\"".to_string()
     } else if m.contains("TTL") {
         "TTLs are whole seconds written as durations, e.g. ttl = \"5s\" (at most \"1d\" = \"24h\")".to_string()
-    } else if m.contains("not an IP address") || m.contains("invalid IP address") || m.contains("invalid socket address") {
+    } else if m.contains("not an IP address")
+        || m.contains("invalid IP address")
+        || m.contains("invalid socket address")
+    {
         "addresses are IP literals, with a port where one is allowed: \"10.1.2.3\", \"127.0.0.1:5353\", \"[::1]:53\"; host names belong in `host`/`target`".to_string()
     } else if m.contains("DNS name") || m.contains("label") || m.contains("use letters, digits") {
-        "names are DNS names such as \"pg-prod.example.com\" (letters, digits, `-`, `_`; the trailing dot is optional)".to_string()
-    } else if let Some(expected) = m.strip_prefix("invalid type: ").and_then(|r| r.split_once(", expected ")).map(|(_, e)| e) {
+        "names are DNS names such as \"pg-prod.example.com\" (letters, digits, `-`, `_`; the trailing dot is optional)"
+            .to_string()
+    } else if let Some(expected) = m
+        .strip_prefix("invalid type: ")
+        .and_then(|r| r.split_once(", expected "))
+        .map(|(_, e)| e)
+    {
         let expected = match expected {
             "u16" => "a whole number from 0 to 65535",
             "u32" => "a whole number from 0 to 4294967295",

@@ -41,12 +41,20 @@ fn whose(owners: &[String]) -> String {
     match owners {
         [] => "the admin token".to_string(),
         [one] => format!("the password of server `{one}`"),
-        many => format!("the password of servers {}", many.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "the password of servers {}",
+            many.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
 impl Ctx<'_> {
-    fn err<T>(&self, span: Option<Range<usize>>, msg: impl Into<String>, hint: impl Into<String>) -> Result<T, ConfigError> {
+    fn err<T>(
+        &self,
+        span: Option<Range<usize>>,
+        msg: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Result<T, ConfigError> {
         let hint: String = hint.into();
         let l = Located::at(self.path, self.text, span, msg);
         Err(if hint.is_empty() { l } else { l.hint(hint) }.into())
@@ -56,7 +64,13 @@ impl Ctx<'_> {
     /// `X` is not set or empty"): an error when secrets are required; else
     /// remembered as a warning (one per place in the file, naming every
     /// server that uses it) and left unset.
-    fn missing_secret(&self, span: Range<usize>, problem: String, owner: Owner<'_>, hint: String) -> Result<Option<Secret>, ConfigError> {
+    fn missing_secret(
+        &self,
+        span: Range<usize>,
+        problem: String,
+        owner: Owner<'_>,
+        hint: String,
+    ) -> Result<Option<Secret>, ConfigError> {
         let owners: Vec<String> = match owner {
             Owner::Server(id) => vec![id.to_string()],
             Owner::AdminToken => Vec::new(),
@@ -67,7 +81,12 @@ impl Ctx<'_> {
         let mut deferred = self.deferred.borrow_mut();
         match deferred.iter_mut().find(|d| d.span == span) {
             Some(d) => d.owners.extend(owners),
-            None => deferred.push(DeferredSecret { span, problem, owners, hint }),
+            None => deferred.push(DeferredSecret {
+                span,
+                problem,
+                owners,
+                hint,
+            }),
         }
         Ok(None)
     }
@@ -77,38 +96,68 @@ impl Ctx<'_> {
             .borrow()
             .iter()
             .map(|d| {
-                let msg = format!("{}: it holds {}; needed at run time, not to check the file", d.problem, whose(&d.owners));
+                let msg = format!(
+                    "{}: it holds {}; needed at run time, not to check the file",
+                    d.problem,
+                    whose(&d.owners)
+                );
                 ConfigWarning(Located::at(self.path, self.text, Some(d.span.clone()), msg).hint(d.hint.clone()))
             })
             .collect()
     }
 }
 
-pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
-    let cx = Ctx { path, text, secrets, deferred: RefCell::new(Vec::new()) };
+pub(super) fn validate(
+    path: &Path,
+    text: &str,
+    raw: RawConfig,
+    secrets: Secrets,
+) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+    let cx = Ctx {
+        path,
+        text,
+        secrets,
+        deferred: RefCell::new(Vec::new()),
+    };
 
     // [dns]
     let listen: Vec<SocketAddr> = raw.dns.listen.get_ref().iter().map(|a| a.0).collect();
     if listen.is_empty() {
-        return cx.err(Some(raw.dns.listen.span()), "`dns.listen` is empty", "add at least one address, e.g. listen = [\"127.0.0.1:53\"]");
+        return cx.err(
+            Some(raw.dns.listen.span()),
+            "`dns.listen` is empty",
+            "add at least one address, e.g. listen = [\"127.0.0.1:53\"]",
+        );
     }
     for (i, a) in listen.iter().enumerate() {
         if listen[..i].contains(a) {
-            return cx.err(Some(raw.dns.listen.span()), format!("`dns.listen` names {a} twice"), "remove the duplicate");
+            return cx.err(
+                Some(raw.dns.listen.span()),
+                format!("`dns.listen` names {a} twice"),
+                "remove the duplicate",
+            );
         }
     }
     let max_udp_payload = match &raw.dns.max_udp_payload {
         None => 1232,
         Some(v) if (512..=4096).contains(v.get_ref()) => *v.get_ref(),
         Some(v) => {
-            return cx.err(Some(v.span()), format!("`max_udp_payload = {}` is outside 512..=4096", v.get_ref()), "1232 (the DNS flag day value) avoids IP fragmentation")
+            return cx.err(
+                Some(v.span()),
+                format!("`max_udp_payload = {}` is outside 512..=4096", v.get_ref()),
+                "1232 (the DNS flag day value) avoids IP fragmentation",
+            )
         }
     };
 
     let allow = match &raw.dns.allow {
         Some(a) => {
             if a.get_ref().is_empty() {
-                return cx.err(Some(a.span()), "`dns.allow` is empty, so every client would be refused", "list your clients' networks, e.g. allow = [\"10.0.0.0/8\"]");
+                return cx.err(
+                    Some(a.span()),
+                    "`dns.allow` is empty, so every client would be refused",
+                    "list your clients' networks, e.g. allow = [\"10.0.0.0/8\"]",
+                );
             }
             a.get_ref().clone()
         }
@@ -130,16 +179,26 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
         Some(u) => {
             let servers: Vec<SocketAddr> = u.servers.get_ref().iter().map(|a| a.0).collect();
             if servers.is_empty() {
-                return cx.err(Some(u.servers.span()), "`upstream.servers` is empty", "name at least one resolver (Azure: \"168.63.129.16\"), or remove [upstream] to refuse other names");
+                return cx.err(
+                    Some(u.servers.span()),
+                    "`upstream.servers` is empty",
+                    "name at least one resolver (Azure: \"168.63.129.16\"), or remove [upstream] to refuse other names",
+                );
             }
-            if let Some(s) = servers.iter().find(|s| listen.iter().any(|l| forwards_to_self(*l, **s))) {
+            if let Some(s) = servers
+                .iter()
+                .find(|s| listen.iter().any(|l| forwards_to_self(*l, **s)))
+            {
                 return cx.err(
                     Some(u.servers.span()),
                     format!("upstream {s} is one of this sidecar's own listeners; forwarding to it would loop"),
                     "point upstream at the resolver the sidecar itself should use (Azure: \"168.63.129.16\")",
                 );
             }
-            let timeout = u.timeout.as_ref().map_or(Duration::from_millis(1500), |d| d.get_ref().0);
+            let timeout = u
+                .timeout
+                .as_ref()
+                .map_or(Duration::from_millis(1500), |d| d.get_ref().0);
             if timeout.is_zero() {
                 return cx.err(
                     u.timeout.as_ref().map(|t| t.span()),
@@ -150,13 +209,31 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
             let max_fails = match &u.max_fails {
                 None => 5,
                 Some(v) if *v.get_ref() >= 1 => *v.get_ref(),
-                Some(v) => return cx.err(Some(v.span()), "`upstream.max_fails` must be at least 1", "max_fails = 5 is the default"),
+                Some(v) => {
+                    return cx.err(
+                        Some(v.span()),
+                        "`upstream.max_fails` must be at least 1",
+                        "max_fails = 5 is the default",
+                    )
+                }
             };
-            let health_check = u.health_check.as_ref().map_or(Duration::from_secs(1), |d| d.get_ref().0);
+            let health_check = u
+                .health_check
+                .as_ref()
+                .map_or(Duration::from_secs(1), |d| d.get_ref().0);
             if health_check < Duration::from_millis(100) {
-                return cx.err(u.health_check.as_ref().map(|h| h.span()), format!("`upstream.health_check` of {} is too short", human(health_check)), "use 100ms or more; the default is \"1s\"");
+                return cx.err(
+                    u.health_check.as_ref().map(|h| h.span()),
+                    format!("`upstream.health_check` of {} is too short", human(health_check)),
+                    "use 100ms or more; the default is \"1s\"",
+                );
             }
-            Some(UpstreamSettings { servers, timeout, max_fails, health_check })
+            Some(UpstreamSettings {
+                servers,
+                timeout,
+                max_fails,
+                health_check,
+            })
         }
     };
 
@@ -173,13 +250,24 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
             );
         }
         if zones.iter().any(|other: &Zone| other.name == name) {
-            return cx.err(span, format!("zone `{name}` is declared twice"), "merge the two [[zones]] tables");
+            return cx.err(
+                span,
+                format!("zone `{name}` is declared twice"),
+                "merge the two [[zones]] tables",
+            );
         }
         // The default NS and SOA names are built below the apex; a zone name
         // near the 253-character limit leaves no room for them.
         let child = |label: &str| {
             DnsName::parse(&format!("{label}.{}", name.as_str())).or_else(|e| {
-                cx.err(span.clone(), format!("zone `{name}` is too long for its default `{label}.` name ({e})"), format!("shorten the zone name, or set {} explicitly", if label == "ns" { "nameservers" } else { "hostmaster" }))
+                cx.err(
+                    span.clone(),
+                    format!("zone `{name}` is too long for its default `{label}.` name ({e})"),
+                    format!(
+                        "shorten the zone name, or set {} explicitly",
+                        if label == "ns" { "nameservers" } else { "hostmaster" }
+                    ),
+                )
             })
         };
         let nameservers = match z.nameservers {
@@ -211,7 +299,8 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
     // [probe]
     let d = ProbeTiming::default();
     let p = &raw.probe;
-    let duration = |v: &Option<Spanned<HumanDuration>>, default: Duration| v.as_ref().map_or(default, |v| v.get_ref().0);
+    let duration =
+        |v: &Option<Spanned<HumanDuration>>, default: Duration| v.as_ref().map_or(default, |v| v.get_ref().0);
     let span = |v: &Option<Spanned<HumanDuration>>| v.as_ref().map(|v| v.span());
     let probe = ProbeTiming {
         interval: duration(&p.interval, d.interval),
@@ -222,13 +311,28 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
         rise: positive(&cx, p.rise.as_ref(), "rise", d.rise)?,
     };
     if probe.interval < Duration::from_millis(10) {
-        return cx.err(span(&p.interval), format!("`probe.interval` of {} is too short", human(probe.interval)), "use 10ms or more; 100ms follows a promote within ~150ms");
+        return cx.err(
+            span(&p.interval),
+            format!("`probe.interval` of {} is too short", human(probe.interval)),
+            "use 10ms or more; 100ms follows a promote within ~150ms",
+        );
     }
     if probe.deadline < Duration::from_millis(10) {
-        return cx.err(span(&p.deadline), format!("`probe.deadline` of {} is too short", human(probe.deadline)), "a fresh TLS probe needs a few round trips; use e.g. \"1s\"");
+        return cx.err(
+            span(&p.deadline),
+            format!("`probe.deadline` of {} is too short", human(probe.deadline)),
+            "a fresh TLS probe needs a few round trips; use e.g. \"1s\"",
+        );
     }
     if probe.incident_interval < Duration::from_millis(1) {
-        return cx.err(span(&p.incident_interval), format!("`probe.incident_interval` of {} is too short", human(probe.incident_interval)), "use 1ms or more; the default 10ms sees a promote within ~10ms");
+        return cx.err(
+            span(&p.incident_interval),
+            format!(
+                "`probe.incident_interval` of {} is too short",
+                human(probe.incident_interval)
+            ),
+            "use 1ms or more; the default 10ms sees a promote within ~10ms",
+        );
     }
     if probe.incident_interval > probe.interval {
         // Without an explicit incident_interval the default (10ms) can only
@@ -259,7 +363,13 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
     }
 
     // Variables that hold secrets must never reach a hook.
-    let mut secret_vars: Vec<String> = raw.admin.as_ref().and_then(|a| a.token_env.as_ref()).map(|v| v.get_ref().clone()).into_iter().collect();
+    let mut secret_vars: Vec<String> = raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_env.as_ref())
+        .map(|v| v.get_ref().clone())
+        .into_iter()
+        .collect();
     secret_vars.extend(probe_secret_vars.iter().cloned());
 
     // [[aliases]]
@@ -268,9 +378,17 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
         let name = a.name.get_ref().clone();
         let span = Some(a.name.span());
         if aliases.iter().any(|o| o.name == name) {
-            return cx.err(span, format!("alias `{name}` is declared twice"), "each alias name may appear once");
+            return cx.err(
+                span,
+                format!("alias `{name}` is declared twice"),
+                "each alias name may appear once",
+            );
         }
-        match zones.iter().filter(|z| name.is_within(&z.name)).max_by_key(|z| z.name.label_count()) {
+        match zones
+            .iter()
+            .filter(|z| name.is_within(&z.name))
+            .max_by_key(|z| z.name.label_count())
+        {
             None => {
                 let parent = name.as_str().split_once('.').map_or(".", |(_, p)| p).to_string();
                 return cx.err(
@@ -280,21 +398,45 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
                 );
             }
             Some(z) if z.name == name => {
-                return cx.err(span, format!("alias `{name}` is the apex of its zone; the apex holds SOA and NS and cannot be a CNAME"), format!("use a name below the zone, e.g. \"prod.{name}\""));
+                return cx.err(
+                    span,
+                    format!("alias `{name}` is the apex of its zone; the apex holds SOA and NS and cannot be a CNAME"),
+                    format!("use a name below the zone, e.g. \"prod.{name}\""),
+                );
             }
             Some(_) => {}
         }
         if a.servers.get_ref().is_empty() {
-            return cx.err(Some(a.servers.span()), format!("alias `{name}` has no servers"), "list the ids of its candidate [servers.<id>] tables");
+            return cx.err(
+                Some(a.servers.span()),
+                format!("alias `{name}` has no servers"),
+                "list the ids of its candidate [servers.<id>] tables",
+            );
         }
         let mut refs = Vec::new();
         for sref in a.servers.get_ref() {
             let Some(idx) = ids.iter().position(|id| id == sref.get_ref()) else {
-                let known = if ids.is_empty() { "none are defined".to_string() } else { format!("defined: {}", ids.join(", ")) };
-                return cx.err(Some(sref.span()), format!("alias `{name}` names server `{}`, which has no [servers.{}] table", sref.get_ref(), sref.get_ref()), known);
+                let known = if ids.is_empty() {
+                    "none are defined".to_string()
+                } else {
+                    format!("defined: {}", ids.join(", "))
+                };
+                return cx.err(
+                    Some(sref.span()),
+                    format!(
+                        "alias `{name}` names server `{}`, which has no [servers.{}] table",
+                        sref.get_ref(),
+                        sref.get_ref()
+                    ),
+                    known,
+                );
             };
             if refs.contains(&idx) {
-                return cx.err(Some(sref.span()), format!("alias `{name}` lists server `{}` twice", sref.get_ref()), "remove the duplicate");
+                return cx.err(
+                    Some(sref.span()),
+                    format!("alias `{name}` lists server `{}` twice", sref.get_ref()),
+                    "remove the duplicate",
+                );
             }
             refs.push(idx);
         }
@@ -305,15 +447,24 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
                 return cx.err(Some(argv.span()), format!("alias `{name}` has an empty on_change"), "give the program and its arguments, e.g. on_change = [\"/usr/local/bin/sync-dns\", \"--zone\", \"db.internal\"]");
             }
             Some(argv) => {
-                let timeout = a.on_change_timeout.as_ref().map_or(Duration::from_secs(30), |d| d.get_ref().0);
+                let timeout = a
+                    .on_change_timeout
+                    .as_ref()
+                    .map_or(Duration::from_secs(30), |d| d.get_ref().0);
                 if timeout.is_zero() {
                     return cx.err(
                         a.on_change_timeout.as_ref().map(|t| t.span()),
-                        format!("alias `{name}` has `on_change_timeout` of 0s; the hook would be killed before it starts"),
+                        format!(
+                            "alias `{name}` has `on_change_timeout` of 0s; the hook would be killed before it starts"
+                        ),
                         "give it time to finish, e.g. on_change_timeout = \"30s\" (the default)",
                     );
                 }
-                Some(Hook { argv: argv.into_inner(), timeout, env: hook_env(&cx, &a.on_change_env, &secret_vars)? })
+                Some(Hook {
+                    argv: argv.into_inner(),
+                    timeout,
+                    env: hook_env(&cx, &a.on_change_env, &secret_vars)?,
+                })
             }
         };
         aliases.push(Alias {
@@ -343,15 +494,44 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig, secrets: Secrets
     let state = state_settings(&cx, raw.state)?;
     let limits = limits(&cx, &raw.limits)?;
     let cache = cache_settings(&cx, &raw.cache)?;
-    let config = Config { path: path.to_path_buf(), dns: DnsSettings { listen, max_udp_payload, allow }, upstream, zones, probe, servers, aliases, admin, state, limits, cache };
+    let config = Config {
+        path: path.to_path_buf(),
+        dns: DnsSettings {
+            listen,
+            max_udp_payload,
+            allow,
+        },
+        upstream,
+        zones,
+        probe,
+        servers,
+        aliases,
+        admin,
+        state,
+        limits,
+        cache,
+    };
     Ok((config, cx.warnings()))
 }
 
 /// An alias's lag limit: only for reader roles, non-zero, and (for time)
 /// long enough to be measured by probes.
-fn max_lag(cx: &Ctx<'_>, a: &super::raw::RawAlias, name: &DnsName, role: Role, probe: &ProbeTiming) -> Result<MaxLag, ConfigError> {
-    let limit = MaxLag { bytes: a.max_lag.as_ref().map(|b| b.get_ref().0), time: a.max_lag_time.as_ref().map(|t| t.get_ref().0) };
-    let first = a.max_lag.as_ref().map(|b| b.span()).or_else(|| a.max_lag_time.as_ref().map(|t| t.span()));
+fn max_lag(
+    cx: &Ctx<'_>,
+    a: &super::raw::RawAlias,
+    name: &DnsName,
+    role: Role,
+    probe: &ProbeTiming,
+) -> Result<MaxLag, ConfigError> {
+    let limit = MaxLag {
+        bytes: a.max_lag.as_ref().map(|b| b.get_ref().0),
+        time: a.max_lag_time.as_ref().map(|t| t.get_ref().0),
+    };
+    let first = a
+        .max_lag
+        .as_ref()
+        .map(|b| b.span())
+        .or_else(|| a.max_lag_time.as_ref().map(|t| t.span()));
     if limit.is_set() && !role.reads_standbys() {
         return cx.err(
             first,
@@ -376,21 +556,39 @@ fn max_lag(cx: &Ctx<'_>, a: &super::raw::RawAlias, name: &DnsName, role: Role, p
 }
 
 fn state_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawState>) -> Result<StateSettings, ConfigError> {
-    let Some(raw) = raw else { return Ok(StateSettings { path: None }) };
+    let Some(raw) = raw else {
+        return Ok(StateSettings { path: None });
+    };
     let p = raw.path.get_ref();
     if p.as_os_str().is_empty() {
-        return cx.err(Some(raw.path.span()), "`state.path` is empty", "give a file in a writable directory, e.g. path = \"/var/lib/dns-sidecar/state.json\", or remove [state]");
+        return cx.err(
+            Some(raw.path.span()),
+            "`state.path` is empty",
+            "give a file in a writable directory, e.g. path = \"/var/lib/dns-sidecar/state.json\", or remove [state]",
+        );
     }
     if !p.is_absolute() {
-        return cx.err(Some(raw.path.span()), format!("`state.path` {} is relative", p.display()), "use an absolute path, e.g. \"/var/lib/dns-sidecar/state.json\"");
+        return cx.err(
+            Some(raw.path.span()),
+            format!("`state.path` {} is relative", p.display()),
+            "use an absolute path, e.g. \"/var/lib/dns-sidecar/state.json\"",
+        );
     }
     if p.file_name().is_none() {
-        return cx.err(Some(raw.path.span()), format!("`state.path` {} names a directory", p.display()), "name a file in it, e.g. \"/var/lib/dns-sidecar/state.json\"");
+        return cx.err(
+            Some(raw.path.span()),
+            format!("`state.path` {} names a directory", p.display()),
+            "name a file in it, e.g. \"/var/lib/dns-sidecar/state.json\"",
+        );
     }
     Ok(StateSettings { path: Some(p.clone()) })
 }
 
-fn hook_env(cx: &Ctx<'_>, raw: &Option<Spanned<Vec<Spanned<String>>>>, secrets: &[String]) -> Result<Vec<String>, ConfigError> {
+fn hook_env(
+    cx: &Ctx<'_>,
+    raw: &Option<Spanned<Vec<Spanned<String>>>>,
+    secrets: &[String],
+) -> Result<Vec<String>, ConfigError> {
     let Some(list) = raw else {
         return Ok(DEFAULT_HOOK_ENV.iter().map(|s| s.to_string()).collect());
     };
@@ -398,15 +596,36 @@ fn hook_env(cx: &Ctx<'_>, raw: &Option<Spanned<Vec<Spanned<String>>>>, secrets: 
     for v in list.get_ref() {
         let name = v.get_ref();
         let stem = name.strip_suffix('*').unwrap_or(name);
-        if stem.is_empty() && name != "*" || stem.contains('*') || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return cx.err(Some(v.span()), format!("`{name}` is not an environment variable name (or `PREFIX*`)"), "write e.g. \"HOME\" or \"AZURE_*\"");
+        if stem.is_empty() && name != "*"
+            || stem.contains('*')
+            || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return cx.err(
+                Some(v.span()),
+                format!("`{name}` is not an environment variable name (or `PREFIX*`)"),
+                "write e.g. \"HOME\" or \"AZURE_*\"",
+            );
         }
         if name == "*" {
-            return cx.err(Some(v.span()), "`*` would hand the hook every variable, secrets included", "list the variables the hook needs, e.g. [\"PATH\", \"HOME\", \"AZURE_*\"]");
+            return cx.err(
+                Some(v.span()),
+                "`*` would hand the hook every variable, secrets included",
+                "list the variables the hook needs, e.g. [\"PATH\", \"HOME\", \"AZURE_*\"]",
+            );
         }
-        let matches = |s: &String| if name.ends_with('*') { s.starts_with(stem) } else { s == name };
+        let matches = |s: &String| {
+            if name.ends_with('*') {
+                s.starts_with(stem)
+            } else {
+                s == name
+            }
+        };
         if let Some(secret) = secrets.iter().find(|s| matches(s)) {
-            return cx.err(Some(v.span()), format!("`{name}` would pass `{secret}`, which holds a password or the admin token, to the hook"), "hooks must not see the sidecar's secrets; give the hook its own credentials");
+            return cx.err(
+                Some(v.span()),
+                format!("`{name}` would pass `{secret}`, which holds a password or the admin token, to the hook"),
+                "hooks must not see the sidecar's secrets; give the hook its own credentials",
+            );
         }
         out.push(name.clone());
     }
@@ -415,36 +634,76 @@ fn hook_env(cx: &Ctx<'_>, raw: &Option<Spanned<Vec<Spanned<String>>>>, secrets: 
 
 fn limits(cx: &Ctx<'_>, raw: &super::raw::RawLimits) -> Result<Limits, ConfigError> {
     let d = Limits::default();
-    let count = |v: &Option<Spanned<u32>>, key: &str, min: u32, max: u32, default: usize| -> Result<usize, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref() as usize),
-            Some(v) => cx.err(Some(v.span()), format!("`limits.{key} = {}` is outside {min}..={max}", v.get_ref()), format!("{key} = {default} is the default")),
-        }
-    };
+    let count =
+        |v: &Option<Spanned<u32>>, key: &str, min: u32, max: u32, default: usize| -> Result<usize, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref() as usize),
+                Some(v) => cx.err(
+                    Some(v.span()),
+                    format!("`limits.{key} = {}` is outside {min}..={max}", v.get_ref()),
+                    format!("{key} = {default} is the default"),
+                ),
+            }
+        };
     let memory = match &raw.memory {
         None => d.memory,
         Some(m) if m.get_ref().0 >= 1 << 20 && m.get_ref().0 <= 1 << 40 => m.get_ref().0,
-        Some(m) => return cx.err(Some(m.span()), format!("`limits.memory` of {} bytes is outside 1MiB..=1TiB", m.get_ref().0), "memory = \"16MiB\" is the default; it keeps the process under 48 MB"),
+        Some(m) => {
+            return cx.err(
+                Some(m.span()),
+                format!("`limits.memory` of {} bytes is outside 1MiB..=1TiB", m.get_ref().0),
+                "memory = \"16MiB\" is the default; it keeps the process under 48 MB",
+            )
+        }
     };
-    let forward_rate = count(&raw.forward_rate, "forward_rate", 0, 10_000_000, d.forward_rate as usize)? as u32;
+    let forward_rate = count(
+        &raw.forward_rate,
+        "forward_rate",
+        0,
+        10_000_000,
+        d.forward_rate as usize,
+    )? as u32;
     let forward_burst = match &raw.forward_burst {
         None => forward_rate.saturating_mul(2),
         Some(b) if *b.get_ref() >= 1 || forward_rate == 0 => *b.get_ref(),
-        Some(b) => return cx.err(Some(b.span()), "`limits.forward_burst` must be at least 1 when forward_rate is set", "leave it out for 2 x forward_rate"),
+        Some(b) => {
+            return cx.err(
+                Some(b.span()),
+                "`limits.forward_burst` must be at least 1 when forward_rate is set",
+                "leave it out for 2 x forward_rate",
+            )
+        }
     };
     let secs = |v: &Option<Spanned<HumanDuration>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
         let got = v.as_ref().map_or(default, |d| d.get_ref().0);
         if got < Duration::from_millis(100) {
-            return cx.err(v.as_ref().map(|v| v.span()), format!("`limits.{key}` of {} is too short", human(got)), format!("use 100ms or more; the default is {}", human(default)));
+            return cx.err(
+                v.as_ref().map(|v| v.span()),
+                format!("`limits.{key}` of {} is too short", human(got)),
+                format!("use 100ms or more; the default is {}", human(default)),
+            );
         }
         Ok(got)
     };
     let tcp_connections = count(&raw.tcp_connections, "tcp_connections", 1, 65_536, d.tcp_connections)?;
-    let tcp_connections_per_client = count(&raw.tcp_connections_per_client, "tcp_connections_per_client", 1, 65_536, d.tcp_connections_per_client)?.min(tcp_connections);
+    let tcp_connections_per_client = count(
+        &raw.tcp_connections_per_client,
+        "tcp_connections_per_client",
+        1,
+        65_536,
+        d.tcp_connections_per_client,
+    )?
+    .min(tcp_connections);
     Ok(Limits {
         memory,
-        forward_in_flight: count(&raw.forward_in_flight, "forward_in_flight", 1, MAX_FORWARD_IN_FLIGHT, d.forward_in_flight)?,
+        forward_in_flight: count(
+            &raw.forward_in_flight,
+            "forward_in_flight",
+            1,
+            MAX_FORWARD_IN_FLIGHT,
+            d.forward_in_flight,
+        )?,
         forward_rate,
         forward_burst,
         tcp_connections,
@@ -462,8 +721,14 @@ fn cache_settings(cx: &Ctx<'_>, raw: &super::raw::RawCache) -> Result<CacheSetti
         Some(v) => {
             return cx.err(
                 Some(v.span()),
-                format!("`cache.max_entries = {}` is outside 1..={MAX_CACHE_ENTRIES}", v.get_ref()),
-                format!("max_entries = {} is the default; to turn the cache off write enabled = false", d.max_entries),
+                format!(
+                    "`cache.max_entries = {}` is outside 1..={MAX_CACHE_ENTRIES}",
+                    v.get_ref()
+                ),
+                format!(
+                    "max_entries = {} is the default; to turn the cache off write enabled = false",
+                    d.max_entries
+                ),
             )
         }
     };
@@ -478,15 +743,39 @@ fn cache_settings(cx: &Ctx<'_>, raw: &super::raw::RawCache) -> Result<CacheSetti
             )
         }
     };
-    let ttl = |v: &Option<Spanned<Ttl>>, key: &str, min: u32, max: u32, default: u32, hint: &str| -> Result<u32, ConfigError> {
+    let ttl = |v: &Option<Spanned<Ttl>>,
+               key: &str,
+               min: u32,
+               max: u32,
+               default: u32,
+               hint: &str|
+     -> Result<u32, ConfigError> {
         match v {
             None => Ok(default),
             Some(t) if (min..=max).contains(&t.get_ref().0) => Ok(t.get_ref().0),
-            Some(t) => cx.err(Some(t.span()), format!("`cache.{key}` of {}s is outside {min}s..={max}s", t.get_ref().0), hint.to_string()),
+            Some(t) => cx.err(
+                Some(t.span()),
+                format!("`cache.{key}` of {}s is outside {min}s..={max}s", t.get_ref().0),
+                hint.to_string(),
+            ),
         }
     };
-    let max_ttl = ttl(&raw.max_ttl, "max_ttl", 1, MAX_TTL, d.max_ttl, "max_ttl = \"1h\" is the default (CoreDNS's cache caps at 1h too); to turn the cache off write enabled = false")?;
-    let max_negative_ttl = ttl(&raw.max_negative_ttl, "max_negative_ttl", 0, MAX_TTL, d.max_negative_ttl, "max_negative_ttl = \"5m\" is the default; \"0s\" caches no negative answers")?;
+    let max_ttl = ttl(
+        &raw.max_ttl,
+        "max_ttl",
+        1,
+        MAX_TTL,
+        d.max_ttl,
+        "max_ttl = \"1h\" is the default (CoreDNS's cache caps at 1h too); to turn the cache off write enabled = false",
+    )?;
+    let max_negative_ttl = ttl(
+        &raw.max_negative_ttl,
+        "max_negative_ttl",
+        0,
+        MAX_TTL,
+        d.max_negative_ttl,
+        "max_negative_ttl = \"5m\" is the default; \"0s\" caches no negative answers",
+    )?;
     let servfail_ttl = ttl(
         &raw.servfail_ttl,
         "servfail_ttl",
@@ -508,7 +797,11 @@ fn cache_settings(cx: &Ctx<'_>, raw: &super::raw::RawCache) -> Result<CacheSetti
     };
     if raw.serve_stale == Some(false) {
         if let Some(m) = &raw.max_stale {
-            return cx.err(Some(m.span()), "`cache.max_stale` is set but serve_stale = false, so it would never apply", "remove max_stale, or set serve_stale = true");
+            return cx.err(
+                Some(m.span()),
+                "`cache.max_stale` is set but serve_stale = false, so it would never apply",
+                "remove max_stale, or set serve_stale = true",
+            );
         }
     }
     Ok(CacheSettings {
@@ -525,7 +818,11 @@ fn cache_settings(cx: &Ctx<'_>, raw: &super::raw::RawCache) -> Result<CacheSetti
 
 fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<AdminSettings, ConfigError> {
     let Some(raw) = raw else {
-        return Ok(AdminSettings { listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")), token: None, ..AdminSettings::default() });
+        return Ok(AdminSettings {
+            listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("literal")),
+            token: None,
+            ..AdminSettings::default()
+        });
     };
     let listen = match (&raw.enabled, &raw.listen) {
         (Some(false), _) => None,
@@ -542,15 +839,36 @@ fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<Adm
         },
     };
     let token = match (&raw.token_env, &raw.token_file) {
-        (Some(_), Some(f)) => return cx.err(Some(f.span()), "[admin] has both token_env and token_file", "keep one of them"),
+        (Some(_), Some(f)) => {
+            return cx.err(
+                Some(f.span()),
+                "[admin] has both token_env and token_file",
+                "keep one of them",
+            )
+        }
         (Some(var), None) => match std::env::var(var.get_ref()) {
             Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
-            _ => cx.missing_secret(var.span(), format!("environment variable `{}` is not set or empty", var.get_ref()), Owner::AdminToken, format!("export {}=... before starting, or remove token_env", var.get_ref()))?,
+            _ => cx.missing_secret(
+                var.span(),
+                format!("environment variable `{}` is not set or empty", var.get_ref()),
+                Owner::AdminToken,
+                format!("export {}=... before starting, or remove token_env", var.get_ref()),
+            )?,
         },
         (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
             Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
-            Ok(_) => cx.missing_secret(file.span(), format!("token_file `{}` is empty", file.get_ref().display()), Owner::AdminToken, "write a long random token into it".into())?,
-            Err(e) => cx.missing_secret(file.span(), format!("cannot read token_file `{}`: {e}", file.get_ref().display()), Owner::AdminToken, "check the path and that this user may read it".into())?,
+            Ok(_) => cx.missing_secret(
+                file.span(),
+                format!("token_file `{}` is empty", file.get_ref().display()),
+                Owner::AdminToken,
+                "write a long random token into it".into(),
+            )?,
+            Err(e) => cx.missing_secret(
+                file.span(),
+                format!("cannot read token_file `{}`: {e}", file.get_ref().display()),
+                Owner::AdminToken,
+                "check the path and that this user may read it".into(),
+            )?,
         },
         (None, None) => None,
     };
@@ -564,14 +882,24 @@ fn admin_settings(cx: &Ctx<'_>, raw: Option<super::raw::RawAdmin>) -> Result<Adm
     let timeout = |v: &Option<Spanned<HumanDuration>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
         let got = v.as_ref().map_or(default, |d| d.get_ref().0);
         if got < Duration::from_millis(100) {
-            return cx.err(v.as_ref().map(|v| v.span()), format!("`admin.{key}` of {} is too short", human(got)), format!("use 100ms or more; the default is {}", human(default)));
+            return cx.err(
+                v.as_ref().map(|v| v.span()),
+                format!("`admin.{key}` of {} is too short", human(got)),
+                format!("use 100ms or more; the default is {}", human(default)),
+            );
         }
         Ok(got)
     };
     let max_connections = match &raw.max_connections {
         None => d.max_connections,
         Some(v) if (1..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
-        Some(v) => return cx.err(Some(v.span()), format!("`admin.max_connections = {}` is outside 1..=4096", v.get_ref()), "max_connections = 32 is the default"),
+        Some(v) => {
+            return cx.err(
+                Some(v.span()),
+                format!("`admin.max_connections = {}` is outside 1..=4096", v.get_ref()),
+                "max_connections = 32 is the default",
+            )
+        }
     };
     Ok(AdminSettings {
         listen,
@@ -588,7 +916,9 @@ fn admin_addr(s: &str) -> Option<SocketAddr> {
         return Some(a);
     }
     let ip = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
-    ip.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, DEFAULT_ADMIN_PORT))
+    ip.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_ADMIN_PORT))
 }
 
 /// A duration as people write it in the config (`0s` rather than `0ns`).
@@ -604,14 +934,19 @@ fn positive(cx: &Ctx<'_>, v: Option<&Spanned<u32>>, key: &str, default: u32) -> 
     match v {
         None => Ok(default),
         Some(v) if *v.get_ref() >= 1 => Ok(*v.get_ref()),
-        Some(v) => cx.err(Some(v.span()), format!("`probe.{key}` must be at least 1"), format!("{key} = {default} is the default")),
+        Some(v) => cx.err(
+            Some(v.span()),
+            format!("`probe.{key}` must be at least 1"),
+            format!("{key} = {default} is the default"),
+        ),
     }
 }
 
 /// True when a query sent to `upstream` would arrive at listener `listen`.
 pub fn forwards_to_self(listen: SocketAddr, upstream: SocketAddr) -> bool {
     listen.port() == upstream.port()
-        && (listen.ip() == upstream.ip() || (listen.ip().is_unspecified() && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))
+        && (listen.ip() == upstream.ip()
+            || (listen.ip().is_unspecified() && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))
 }
 
 fn conn_settings(
@@ -631,7 +966,11 @@ fn conn_settings(
         );
     }
     let Some(user) = c.user else {
-        return cx.err(Some(span), format!("server `{id}` has no `user`"), "set user = \"...\" in [probe] (for all servers) or in this server's table");
+        return cx.err(
+            Some(span),
+            format!("server `{id}` has no `user`"),
+            "set user = \"...\" in [probe] (for all servers) or in this server's table",
+        );
     };
     let sslmode = c.sslmode.unwrap_or(SslMode::VerifyFull);
     let sslrootcert = match &c.sslrootcert {
@@ -640,22 +979,40 @@ fn conn_settings(
         Some(s) => {
             let p = PathBuf::from(s.get_ref());
             if matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) && !p.is_file() {
-                return cx.err(Some(s.span()), format!("sslrootcert `{}` is not a readable file", p.display()), "give the CA bundle's path, or \"system\" for the OS trust store");
+                return cx.err(
+                    Some(s.span()),
+                    format!("sslrootcert `{}` is not a readable file", p.display()),
+                    "give the CA bundle's path, or \"system\" for the OS trust store",
+                );
             }
             RootCert::File(p)
         }
     };
     let password = match (&c.password_env, &c.password_file) {
         (Some(_), Some(f)) => {
-            return cx.err(Some(f.span()), format!("server `{id}` has both password_env and password_file"), "keep one of them");
+            return cx.err(
+                Some(f.span()),
+                format!("server `{id}` has both password_env and password_file"),
+                "keep one of them",
+            );
         }
         (Some(var), None) => match std::env::var(var.get_ref()) {
             Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-            _ => cx.missing_secret(var.span(), format!("environment variable `{}` is not set or empty", var.get_ref()), Owner::Server(id), format!("export {}=... before starting, or use password_file", var.get_ref()))?,
+            _ => cx.missing_secret(
+                var.span(),
+                format!("environment variable `{}` is not set or empty", var.get_ref()),
+                Owner::Server(id),
+                format!("export {}=... before starting, or use password_file", var.get_ref()),
+            )?,
         },
         (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
             Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']).to_string())),
-            Err(e) => cx.missing_secret(file.span(), format!("cannot read password_file `{}`: {e}", file.get_ref().display()), Owner::Server(id), "check the path and that this user may read it".into())?,
+            Err(e) => cx.missing_secret(
+                file.span(),
+                format!("cannot read password_file `{}`: {e}", file.get_ref().display()),
+                Owner::Server(id),
+                "check the path and that this user may read it".into(),
+            )?,
         },
         (None, None) => None,
     };

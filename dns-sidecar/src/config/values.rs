@@ -21,9 +21,9 @@ impl FromStr for HumanDuration {
         let s = s.trim();
         let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration; write a number with a unit, e.g. \"150ms\", \"5s\", \"2m\""))?;
+        let value: f64 = num.parse().map_err(|_| {
+            format!("`{s}` is not a duration; write a number with a unit, e.g. \"150ms\", \"5s\", \"2m\"")
+        })?;
         let scale = match unit.trim() {
             "ms" => 0.001,
             "s" => 1.0,
@@ -53,7 +53,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 s.parse().map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!("a bare number is ambiguous; write \"{n}s\" or \"{n}ms\"")))
+                Err(E::custom(format!(
+                    "a bare number is ambiguous; write \"{n}s\" or \"{n}ms\""
+                )))
             }
         }
         d.deserialize_any(V)
@@ -76,7 +78,10 @@ impl<'de> Deserialize<'de> for Ttl {
             )));
         }
         if dur.as_secs() > MAX_TTL as u64 {
-            return Err(D::Error::custom(format!("a TTL of {}s is longer than one day", dur.as_secs())));
+            return Err(D::Error::custom(format!(
+                "a TTL of {}s is longer than one day",
+                dur.as_secs()
+            )));
         }
         Ok(Ttl(dur.as_secs() as u32))
     }
@@ -120,7 +125,9 @@ impl FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size; write e.g. \"16MiB\", \"512KiB\""))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size; write e.g. \"16MiB\", \"512KiB\""))?;
         let scale: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -128,7 +135,9 @@ impl FromStr for ByteSize {
             "GiB" => 1 << 30,
             other => return Err(format!("unknown unit `{other}` in `{s}`; use B, KiB, MiB or GiB")),
         };
-        n.checked_mul(scale).map(ByteSize).ok_or_else(|| format!("`{s}` is out of range"))
+        n.checked_mul(scale)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is out of range"))
     }
 }
 
@@ -144,7 +153,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 s.parse().map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
-                u64::try_from(n).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
         }
         d.deserialize_any(V)
@@ -179,7 +190,16 @@ impl Cidr {
 
     /// The loopback networks, the default allow list.
     pub fn loopback() -> Vec<Cidr> {
-        vec![Cidr { addr: IpAddr::from([127, 0, 0, 0]), prefix: 8 }, Cidr { addr: IpAddr::from(std::net::Ipv6Addr::LOCALHOST), prefix: 128 }]
+        vec![
+            Cidr {
+                addr: IpAddr::from([127, 0, 0, 0]),
+                prefix: 8,
+            },
+            Cidr {
+                addr: IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                prefix: 128,
+            },
+        ]
     }
 }
 
@@ -197,7 +217,9 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s.trim(), None),
         };
-        let addr: IpAddr = a.parse().map_err(|_| format!("`{s}` is not an IP network; write e.g. \"10.0.0.0/8\", \"192.168.1.7\" or \"fd00::/8\""))?;
+        let addr: IpAddr = a.parse().map_err(|_| {
+            format!("`{s}` is not an IP network; write e.g. \"10.0.0.0/8\", \"192.168.1.7\" or \"fd00::/8\"")
+        })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -208,11 +230,17 @@ impl FromStr for Cidr {
         };
         let c = Cidr { addr, prefix };
         let base = match addr {
-            IpAddr::V4(v) => IpAddr::V4((u32::from(v) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)).into()),
-            IpAddr::V6(v) => IpAddr::V6((u128::from(v) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)).into()),
+            IpAddr::V4(v) => {
+                IpAddr::V4((u32::from(v) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)).into())
+            }
+            IpAddr::V6(v) => {
+                IpAddr::V6((u128::from(v) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)).into())
+            }
         };
         if base != addr {
-            return Err(format!("`{s}` has bits set after the prefix; did you mean \"{base}/{prefix}\"?"));
+            return Err(format!(
+                "`{s}` has bits set after the prefix; did you mean \"{base}/{prefix}\"?"
+            ));
         }
         Ok(c)
     }
@@ -242,7 +270,10 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!("10.0.0.1".parse::<DnsAddr>().unwrap().0, "10.0.0.1:53".parse().unwrap());
-        assert_eq!("[::1]:5353".parse::<DnsAddr>().unwrap().0, "[::1]:5353".parse().unwrap());
+        assert_eq!(
+            "[::1]:5353".parse::<DnsAddr>().unwrap().0,
+            "[::1]:5353".parse().unwrap()
+        );
         assert_eq!("::1".parse::<DnsAddr>().unwrap().0, "[::1]:53".parse().unwrap());
         assert!("dns.example.com".parse::<DnsAddr>().is_err());
     }

@@ -93,7 +93,10 @@ impl FenceReason {
 pub enum Bar<'a> {
     Fenced(&'a Fence),
     /// Its timeline is older than the newest one seen on a candidate.
-    OlderTimeline { timeline: u32, floor: u32 },
+    OlderTimeline {
+        timeline: u32,
+        floor: u32,
+    },
 }
 
 impl Bar<'_> {
@@ -160,7 +163,13 @@ impl AliasState {
 /// What the probes teach the fences, before any alias is decided: timelines
 /// seen raise the floors, and servers seen in recovery (or promoted again)
 /// are released.
-pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Config, now: Instant, events: &mut Vec<Event>) {
+pub(super) fn learn(
+    state: &mut State,
+    observations: &[Observation],
+    config: &Config,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
     for o in observations {
         let Ok(s) = &o.outcome else { continue };
         for (i, alias) in config.aliases.iter().enumerate() {
@@ -177,14 +186,21 @@ pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Co
                 }
                 if let (Some(holder), Some(ht)) = (holder, holder_tl) {
                     if t == ht && a.fence(o.server).is_none() {
-                        let fence = Fence { server: o.server, reason: FenceReason::SameTimeline { holder }, since: now, timeline: Some(t) };
+                        let fence = Fence {
+                            server: o.server,
+                            reason: FenceReason::SameTimeline { holder },
+                            since: now,
+                            timeline: Some(t),
+                        };
                         add(state, config, i, fence, events);
                         continue;
                     }
                 }
             }
             let a = &mut state.aliases[i];
-            let Some(pos) = a.fences.iter().position(|f| f.server == o.server) else { continue };
+            let Some(pos) = a.fences.iter().position(|f| f.server == o.server) else {
+                continue;
+            };
             let newer = match (s.timeline, a.fences[pos].timeline) {
                 (Some(now), Some(then)) if !s.in_recovery => now > then,
                 _ => false,
@@ -196,7 +212,11 @@ pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Co
                 } else {
                     format!("promoted again since it was fenced (now {})", s.describe())
                 };
-                events.push(Event::Unfenced { alias: i, server: o.server, reason });
+                events.push(Event::Unfenced {
+                    alias: i,
+                    server: o.server,
+                    reason,
+                });
             }
         }
     }
@@ -212,19 +232,40 @@ pub(super) fn initial_floor(state: &State, config: &Config, i: usize) -> Option<
     alias
         .servers
         .iter()
-        .filter_map(|&s| state.servers[s].last_state.as_ref().filter(|st| !st.in_recovery).and_then(|st| st.timeline))
+        .filter_map(|&s| {
+            state.servers[s]
+                .last_state
+                .as_ref()
+                .filter(|st| !st.in_recovery)
+                .and_then(|st| st.timeline)
+        })
         .max()
 }
 
 /// Records (and reports once per episode) the servers that match the role
 /// but are kept off by a fence or the floor while nothing else is allowed:
 /// the fences are then what keeps the alias from answering.
-pub(super) fn report_held(state: &mut State, config: &Config, i: usize, matching: &[ServerId], allowed: &[ServerId], events: &mut Vec<Event>) {
-    let held: Vec<ServerId> = if allowed.is_empty() { matching.to_vec() } else { Vec::new() };
+pub(super) fn report_held(
+    state: &mut State,
+    config: &Config,
+    i: usize,
+    matching: &[ServerId],
+    allowed: &[ServerId],
+    events: &mut Vec<Event>,
+) {
+    let held: Vec<ServerId> = if allowed.is_empty() {
+        matching.to_vec()
+    } else {
+        Vec::new()
+    };
     let a = &state.aliases[i];
     for &s in held.iter().filter(|s| !a.held.contains(s)) {
         if let Some(bar) = a.bar(s, &state.servers) {
-            events.push(Event::FenceHeld { alias: i, server: s, reason: bar.describe(config) });
+            events.push(Event::FenceHeld {
+                alias: i,
+                server: s,
+                reason: bar.describe(config),
+            });
         }
     }
     state.aliases[i].held = held;
@@ -232,21 +273,47 @@ pub(super) fn report_held(state: &mut State, config: &Config, i: usize, matching
 
 /// Rule 3: when several candidates match and `chosen` is freshly confirmed,
 /// the others are fenced.
-pub(super) fn split_brain_losers(state: &mut State, config: &Config, i: usize, matching: &[ServerId], chosen: ServerId, now: Instant, events: &mut Vec<Event>) {
+pub(super) fn split_brain_losers(
+    state: &mut State,
+    config: &Config,
+    i: usize,
+    matching: &[ServerId],
+    chosen: ServerId,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
     if state.servers[chosen].consecutive_fail > 0 {
         // The chosen server's state is only remembered (damping): it has not
         // been seen writable alongside the others, so nobody lost anything.
         return;
     }
     for &s in matching.iter().filter(|&&s| s != chosen) {
-        let fence = Fence { server: s, reason: FenceReason::LostSplitBrain { winner: chosen }, since: now, timeline: timeline(&state.servers[s]) };
+        let fence = Fence {
+            server: s,
+            reason: FenceReason::LostSplitBrain { winner: chosen },
+            since: now,
+            timeline: timeline(&state.servers[s]),
+        };
         add(state, config, i, fence, events);
     }
 }
 
 /// Rule 2: the alias moved from `old` to `new`.
-pub(super) fn superseded(state: &mut State, config: &Config, i: usize, old: ServerId, new: ServerId, now: Instant, events: &mut Vec<Event>) {
-    let fence = Fence { server: old, reason: FenceReason::Superseded { by: new }, since: now, timeline: timeline(&state.servers[old]) };
+pub(super) fn superseded(
+    state: &mut State,
+    config: &Config,
+    i: usize,
+    old: ServerId,
+    new: ServerId,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
+    let fence = Fence {
+        server: old,
+        reason: FenceReason::Superseded { by: new },
+        since: now,
+        timeline: timeline(&state.servers[old]),
+    };
     add(state, config, i, fence, events);
 }
 
@@ -254,7 +321,14 @@ fn add(state: &mut State, config: &Config, i: usize, fence: Fence, events: &mut 
     let server = fence.server;
     if state.aliases[i].add_fence(fence) {
         let a = &state.aliases[i];
-        let reason = a.fence(server).map(|f| Bar::Fenced(f).describe(config)).unwrap_or_default();
-        events.push(Event::Fenced { alias: i, server, reason });
+        let reason = a
+            .fence(server)
+            .map(|f| Bar::Fenced(f).describe(config))
+            .unwrap_or_default();
+        events.push(Event::Fenced {
+            alias: i,
+            server,
+            reason,
+        });
     }
 }

@@ -29,13 +29,23 @@ fn split_brain_then_the_new_primary_dies() {
     for (policy, expected) in [("keep-last", Answer::Target(B)), ("servfail", Answer::NoTarget)] {
         let mut s = Sim::new("read-write", policy);
         assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(A));
-        assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+        assert_eq!(
+            s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+            Answer::Target(B)
+        );
         assert!(fenced(&s, A), "A lost the split brain");
         assert_eq!(s.state.aliases[0].timeline_floor, Some(2));
-        assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]), expected, "{policy}: never back to A");
+        assert_eq!(
+            s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]),
+            expected,
+            "{policy}: never back to A"
+        );
         let (server, reason) = held(&s).expect("the fence holding is reported");
         assert_eq!(server, A);
-        assert!(reason.contains("timeline 2") || reason.contains("split brain"), "{reason}");
+        assert!(
+            reason.contains("timeline 2") || reason.contains("split brain"),
+            "{reason}"
+        );
         for _ in 0..5 {
             assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]), expected);
             assert!(held(&s).is_none(), "reported once per episode");
@@ -47,15 +57,26 @@ fn split_brain_then_the_new_primary_dies() {
 fn old_primary_restarted_writable_after_kill_and_promote() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
-    assert_eq!(s.step(&[(A, fail(DOWN)), (B, standby())]), Answer::Target(A), "keep-last");
+    assert_eq!(
+        s.step(&[(A, fail(DOWN)), (B, standby())]),
+        Answer::Target(A),
+        "keep-last"
+    );
     assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]), Answer::Target(B));
     assert!(s.changed().unwrap().2.contains("a is down"), "{:?}", s.changed());
     assert!(fenced(&s, A), "A was superseded");
     // A comes back as it was: writable, on timeline 1.
     for _ in 0..3 {
-        assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+        assert_eq!(
+            s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+            Answer::Target(B)
+        );
     }
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]), Answer::Target(B), "keep-last keeps the dead new primary");
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]),
+        Answer::Target(B),
+        "keep-last keeps the dead new primary"
+    );
 }
 
 #[test]
@@ -77,9 +98,17 @@ fn without_timelines_the_fences_remember() {
 fn without_timelines_a_split_brain_loser_is_fenced() {
     let mut s = Sim::new("read-write", "servfail");
     s.step(&[(A, primary(None)), (B, standby())]);
-    assert_eq!(s.step(&[(A, primary(None)), (B, primary(None))]), Answer::Target(A), "current kept");
+    assert_eq!(
+        s.step(&[(A, primary(None)), (B, primary(None))]),
+        Answer::Target(A),
+        "current kept"
+    );
     assert!(fenced(&s, B), "B was writable beside A: it lacks A's writes since");
-    assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(None))]), Answer::NoTarget, "not to B");
+    assert_eq!(
+        s.step(&[(A, fail(DOWN)), (B, primary(None))]),
+        Answer::NoTarget,
+        "not to B"
+    );
 }
 
 #[test]
@@ -89,10 +118,18 @@ fn a_frozen_primary_does_not_fence_its_promoted_replica() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(None)), (B, standby())]);
     let timeout = || fail(FailureKind::Ambiguous);
-    assert_eq!(s.step(&[(A, timeout()), (B, primary(None))]), Answer::Target(A), "damped");
+    assert_eq!(
+        s.step(&[(A, timeout()), (B, primary(None))]),
+        Answer::Target(A),
+        "damped"
+    );
     assert!(!fenced(&s, B));
     assert_eq!(s.step(&[(A, timeout()), (B, primary(None))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, timeout()), (B, primary(None))]), Answer::Target(B), "A down after fall");
+    assert_eq!(
+        s.step(&[(A, timeout()), (B, primary(None))]),
+        Answer::Target(B),
+        "A down after fall"
+    );
     assert!(fenced(&s, A));
     // With timelines the newer one wins at once, even while A is damped.
     let mut s = Sim::new("read-write", "keep-last");
@@ -122,7 +159,11 @@ fn a_newer_timeline_than_when_fenced_lifts_the_fence() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
-    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::NoTarget, "A needs `rise` good probes; B is older now");
+    assert_eq!(
+        s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]),
+        Answer::NoTarget,
+        "A needs `rise` good probes; B is older now"
+    );
     assert!(!fenced(&s, A));
     assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
 }
@@ -132,7 +173,12 @@ fn an_older_timeline_is_never_answered_while_a_newer_one_was_seen() {
     // A fresh instance: B promoted but read-only (not writable), A writable
     // on the old timeline. A read-write alias must not answer A.
     let mut s = Sim::new("read-write", "keep-last");
-    let b_read_only = || Ok(ServerState { timeline: Some(2), ..read_only_primary().unwrap() });
+    let b_read_only = || {
+        Ok(ServerState {
+            timeline: Some(2),
+            ..read_only_primary().unwrap()
+        })
+    };
     assert_eq!(s.step(&[(A, primary(Some(1))), (B, b_read_only())]), Answer::NoTarget);
     // The current target falls below the floor: not kept, even by keep-last.
     let mut s = Sim::new("read-write", "keep-last");
@@ -150,7 +196,10 @@ fn a_drain_does_not_send_the_alias_back_to_the_old_primary() {
     s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]);
     s.apply(Override::Drain { server: "b".into() }).unwrap();
     assert_eq!(s.answer(), Answer::NoTarget);
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::NoTarget);
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::NoTarget
+    );
 }
 
 #[test]
@@ -158,11 +207,25 @@ fn a_pin_overrides_fences() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]);
-    s.apply(Override::Pin { alias: "prod.db.internal".into(), server: "a".into() }).unwrap();
+    s.apply(Override::Pin {
+        alias: "prod.db.internal".into(),
+        server: "a".into(),
+    })
+    .unwrap();
     assert_eq!(s.answer(), Answer::Target(A));
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(A));
-    s.apply(Override::Unpin { alias: "prod.db.internal".into() }).unwrap();
-    assert_eq!(s.answer(), Answer::Target(B), "the fences and floor still stand after the pin");
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(A)
+    );
+    s.apply(Override::Unpin {
+        alias: "prod.db.internal".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        s.answer(),
+        Answer::Target(B),
+        "the fences and floor still stand after the pin"
+    );
 }
 
 #[test]
@@ -171,8 +234,17 @@ fn unfence_after_the_cluster_was_recreated() {
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.step(&[(A, primary(Some(4))), (B, standby())]);
     // Rebuilt from scratch: timelines restart at 1.
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::NoTarget, "timeline 1 < 4");
-    let summary = s.apply(Override::Unfence { alias: "prod.db.internal".into(), server: Some("a".into()) }).unwrap();
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, standby())]),
+        Answer::NoTarget,
+        "timeline 1 < 4"
+    );
+    let summary = s
+        .apply(Override::Unfence {
+            alias: "prod.db.internal".into(),
+            server: Some("a".into()),
+        })
+        .unwrap();
     assert!(summary.contains("lowered from 4 to 1"), "{summary}");
     assert_eq!(s.answer(), Answer::Target(A));
     // Unfencing the whole alias lifts fences too.
@@ -181,7 +253,12 @@ fn unfence_after_the_cluster_was_recreated() {
     s.step(&[(A, primary(None)), (B, primary(None))]);
     s.step(&[(A, fail(DOWN)), (B, primary(None))]);
     assert_eq!(s.answer(), Answer::NoTarget);
-    let summary = s.apply(Override::Unfence { alias: "prod.db.internal".into(), server: None }).unwrap();
+    let summary = s
+        .apply(Override::Unfence {
+            alias: "prod.db.internal".into(),
+            server: None,
+        })
+        .unwrap();
     assert!(summary.contains("fences lifted (b)"), "{summary}");
     assert_eq!(s.answer(), Answer::Target(B));
     assert!(s.events.iter().any(|e| matches!(e, Event::Unfenced { server: B, .. })));
@@ -190,9 +267,19 @@ fn unfence_after_the_cluster_was_recreated() {
 #[test]
 fn unfence_names_real_aliases_and_candidates() {
     let mut s = Sim::new("read-write", "keep-last");
-    let e = s.apply(Override::Unfence { alias: "x.db.internal".into(), server: None }).unwrap_err();
+    let e = s
+        .apply(Override::Unfence {
+            alias: "x.db.internal".into(),
+            server: None,
+        })
+        .unwrap_err();
     assert!(matches!(e, crate::control::ControlError::UnknownAlias(_)));
-    let summary = s.apply(Override::Unfence { alias: "prod.db.internal".into(), server: Some("a".into()) }).unwrap();
+    let summary = s
+        .apply(Override::Unfence {
+            alias: "prod.db.internal".into(),
+            server: Some("a".into()),
+        })
+        .unwrap();
     assert!(summary.contains("was not fenced"), "{summary}");
 }
 
@@ -209,31 +296,51 @@ fn restart_mid_failover_remembers_fences_and_the_floor() {
     // Through JSON, as the state file stores it.
     let remembered = serde_json::from_str(&serde_json::to_string(&remembered).unwrap()).unwrap();
     let start = s.now + Duration::from_secs(60);
-    let (state, notes) = restore(&s.config, &remembered, start, |u| t0 + Duration::from_secs_f64(u - 1000.0));
+    let (state, notes) = restore(&s.config, &remembered, start, |u| {
+        t0 + Duration::from_secs_f64(u - 1000.0)
+    });
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(state.aliases[0].fences, s.state.aliases[0].fences);
     assert_eq!(state.aliases[0].timeline_floor, Some(2));
     assert_eq!(state.aliases[0].target, Some(B));
     s.state = state;
     s.now = start;
-    assert_eq!(s.step(&[(A, primary(Some(1)))]), Answer::Pending, "never an answer before the first round");
+    assert_eq!(
+        s.step(&[(A, primary(Some(1)))]),
+        Answer::Pending,
+        "never an answer before the first round"
+    );
     for _ in 0..20 {
         assert_ne!(s.step(&[(A, primary(Some(1)))]), Answer::Target(A));
     }
     assert!(s.state.first_round_done);
-    assert_eq!(s.answer(), Answer::Target(B), "keep-last keeps B, which has not reported");
+    assert_eq!(
+        s.answer(),
+        Answer::Target(B),
+        "keep-last keeps B, which has not reported"
+    );
     // B reports as a writable primary: answered again.
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
 }
 
 #[test]
 fn restore_skips_what_the_config_no_longer_has() {
     let s = Sim::new("read-write", "keep-last");
-    let mut r = super::snapshot::Remembered { drained: vec!["a".into(), "gone".into()], ..Default::default() };
+    let mut r = super::snapshot::Remembered {
+        drained: vec!["a".into(), "gone".into()],
+        ..Default::default()
+    };
     r.aliases.insert("old.db.internal.".into(), Default::default());
     r.aliases.insert(
         "prod.db.internal.".into(),
-        super::snapshot::RememberedAlias { target: Some("zz".into()), pinned: Some("b".into()), ..Default::default() },
+        super::snapshot::RememberedAlias {
+            target: Some("zz".into()),
+            pinned: Some("b".into()),
+            ..Default::default()
+        },
     );
     let (state, notes) = restore(&s.config, &r, s.now, |_| s.now);
     assert!(state.drained[A]);
@@ -272,11 +379,22 @@ servers = ["a", "b"]
     let next = reconfigure(&s.state, &s.config, &new);
     assert_eq!(next.aliases[0].fences, s.state.aliases[0].fences);
     assert_eq!(next.aliases[0].timeline_floor, Some(2));
-    assert_eq!(next.aliases[1].timeline_floor, Some(2), "a new alias starts with what is known");
-    assert!(next.servers[A].up && next.servers[B].up, "settings changed: health kept until the new probers report");
+    assert_eq!(
+        next.aliases[1].timeline_floor,
+        Some(2),
+        "a new alias starts with what is known"
+    );
+    assert!(
+        next.servers[A].up && next.servers[B].up,
+        "settings changed: health kept until the new probers report"
+    );
     let (next, _) = decide(&next, &[], &new, s.now);
     assert_eq!(next.answer(&new, 0), Answer::Target(B));
-    assert_eq!(next.answer(&new, 1), Answer::Target(B), "the new alias does not pick the older timeline");
+    assert_eq!(
+        next.answer(&new, 1),
+        Answer::Target(B),
+        "the new alias does not pick the older timeline"
+    );
 }
 
 /// Three servers: A primary, B and C its standbys. B is promoted (timeline
@@ -290,9 +408,20 @@ fn a_standby_promoted_later_onto_the_same_timeline_is_a_fork() {
     // "A" now plays C: rebuilt? No: a standby of the old lineage, promoted.
     s.step(&[(A, standby()), (B, primary(Some(2)))]);
     assert_eq!(s.step(&[(A, standby()), (B, fail(DOWN))]), Answer::Target(B));
-    assert_eq!(s.step(&[(A, primary(Some(2))), (B, fail(DOWN))]), Answer::Target(B), "not to the fork");
-    assert!(matches!(s.state.aliases[0].fence(A).map(|f| f.reason), Some(FenceReason::SameTimeline { holder: B })));
-    assert!(s.events.iter().any(|e| matches!(e, Event::FenceHeld { server: A, .. })), "{:?}", s.events);
+    assert_eq!(
+        s.step(&[(A, primary(Some(2))), (B, fail(DOWN))]),
+        Answer::Target(B),
+        "not to the fork"
+    );
+    assert!(matches!(
+        s.state.aliases[0].fence(A).map(|f| f.reason),
+        Some(FenceReason::SameTimeline { holder: B })
+    ));
+    assert!(
+        s.events.iter().any(|e| matches!(e, Event::FenceHeld { server: A, .. })),
+        "{:?}",
+        s.events
+    );
     // A legitimate successor is on a newer timeline.
     assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
 }

@@ -176,8 +176,15 @@ pub fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -
     let primary = reference(state, config, server);
     let (bytes, time) = match (primary, st.wal_lsn) {
         (Some(p), Some(replayed)) => {
-            let p_lsn = state.servers[p].last_state.as_ref().and_then(|s| s.wal_lsn).unwrap_or(0);
-            (Some(p_lsn.saturating_sub(replayed)), state.servers[p].wal.behind(replayed, now))
+            let p_lsn = state.servers[p]
+                .last_state
+                .as_ref()
+                .and_then(|s| s.wal_lsn)
+                .unwrap_or(0);
+            (
+                Some(p_lsn.saturating_sub(replayed)),
+                state.servers[p].wal.behind(replayed, now),
+            )
         }
         _ => (None, None),
     };
@@ -190,7 +197,14 @@ pub fn check(lag: &Lag, limit: &MaxLag, config: &Config) -> Verdict {
     if let Some(max) = limit.bytes {
         match lag.bytes {
             None => return Verdict::Over(unknown(lag, config)),
-            Some(b) if b > max => return Verdict::Over(format!("{} behind {} (max_lag {})", bytes(b), of(lag.primary), bytes(max))),
+            Some(b) if b > max => {
+                return Verdict::Over(format!(
+                    "{} behind {} (max_lag {})",
+                    bytes(b),
+                    of(lag.primary),
+                    bytes(max)
+                ))
+            }
             Some(_) => {}
         }
     }
@@ -198,11 +212,30 @@ pub fn check(lag: &Lag, limit: &MaxLag, config: &Config) -> Verdict {
         if lag.bytes.is_none() {
             return Verdict::Over(unknown(lag, config));
         }
-        let not_yet = || Verdict::NotYet(format!("not measured yet: {} has not been probed at a position the standby has replayed", of(lag.primary)));
+        let not_yet = || {
+            Verdict::NotYet(format!(
+                "not measured yet: {} has not been probed at a position the standby has replayed",
+                of(lag.primary)
+            ))
+        };
         match lag.time {
-            Some(Ok(t)) if t > max => return Verdict::Over(format!("{} behind {} (max_lag_time {})", secs(t), of(lag.primary), secs(max))),
+            Some(Ok(t)) if t > max => {
+                return Verdict::Over(format!(
+                    "{} behind {} (max_lag_time {})",
+                    secs(t),
+                    of(lag.primary),
+                    secs(max)
+                ))
+            }
             Some(Ok(_)) => {}
-            Some(Err(more)) if more >= max => return Verdict::Over(format!("more than {} behind {} (max_lag_time {})", secs(more), of(lag.primary), secs(max))),
+            Some(Err(more)) if more >= max => {
+                return Verdict::Over(format!(
+                    "more than {} behind {} (max_lag_time {})",
+                    secs(more),
+                    of(lag.primary),
+                    secs(max)
+                ))
+            }
             Some(Err(_)) => return not_yet(),
             // No positions kept for the primary yet (a limit added by a
             // reload), but the standby has replayed its last one.
@@ -215,15 +248,26 @@ pub fn check(lag: &Lag, limit: &MaxLag, config: &Config) -> Verdict {
 
 fn unknown(lag: &Lag, config: &Config) -> String {
     match lag.primary {
-        None => "its lag cannot be measured: no server it shares an alias with has reported a primary's WAL position".into(),
-        Some(p) => format!("its lag behind {} cannot be measured yet (no WAL position of it reported, or none recorded for the time)", config.servers[p].id),
+        None => {
+            "its lag cannot be measured: no server it shares an alias with has reported a primary's WAL position".into()
+        }
+        Some(p) => format!(
+            "its lag behind {} cannot be measured yet (no WAL position of it reported, or none recorded for the time)",
+            config.servers[p].id
+        ),
     }
 }
 
 /// Records primary positions, then starts and ends lag episodes: a standby
 /// over its alias's limit is kept off at once; it qualifies again after
 /// `rise` good probes of it in a row within the limit.
-pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Config, now: Instant, events: &mut Vec<Event>) {
+pub(super) fn learn(
+    state: &mut State,
+    observations: &[Observation],
+    config: &Config,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
     if let Some(window) = window(config) {
         for o in observations {
             if let Ok(s) = &o.outcome {
@@ -255,14 +299,31 @@ pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Co
             let at = lagging.iter().position(|l| l.server == s);
             match (verdict, at) {
                 (Verdict::Over(reason), None) => {
-                    events.push(Event::LagExceeded { alias: i, server: s, reason: reason.clone() });
+                    events.push(Event::LagExceeded {
+                        alias: i,
+                        server: s,
+                        reason: reason.clone(),
+                    });
                     let at = lagging.partition_point(|l| l.server < s);
-                    lagging.insert(at, Lagging { server: s, good: 0, since: now, reason, pending: false });
+                    lagging.insert(
+                        at,
+                        Lagging {
+                            server: s,
+                            good: 0,
+                            since: now,
+                            reason,
+                            pending: false,
+                        },
+                    );
                 }
                 (Verdict::Over(reason), Some(at)) => {
                     let l = &mut lagging[at];
                     if l.pending {
-                        events.push(Event::LagExceeded { alias: i, server: s, reason: reason.clone() });
+                        events.push(Event::LagExceeded {
+                            alias: i,
+                            server: s,
+                            reason: reason.clone(),
+                        });
                         l.pending = false;
                     }
                     l.good = 0;
@@ -270,7 +331,16 @@ pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Co
                 }
                 (Verdict::NotYet(reason), None) => {
                     let at = lagging.partition_point(|l| l.server < s);
-                    lagging.insert(at, Lagging { server: s, good: 0, since: now, reason, pending: true });
+                    lagging.insert(
+                        at,
+                        Lagging {
+                            server: s,
+                            good: 0,
+                            since: now,
+                            reason,
+                            pending: true,
+                        },
+                    );
                 }
                 // Still kept off (an episode is not ended by not knowing).
                 (Verdict::NotYet(_), Some(_)) => {}
@@ -282,7 +352,11 @@ pub(super) fn learn(state: &mut State, observations: &[Observation], config: &Co
                     if lagging[at].good >= config.probe.rise {
                         let l = lagging.remove(at);
                         let within = describe(&lag, config);
-                        events.push(Event::LagRecovered { alias: i, server: s, reason: format!("{within} after {} good probe(s) in a row (was: {})", l.good, l.reason) });
+                        events.push(Event::LagRecovered {
+                            alias: i,
+                            server: s,
+                            reason: format!("{within} after {} good probe(s) in a row (was: {})", l.good, l.reason),
+                        });
                     }
                 }
                 (Verdict::Within, _) => {}

@@ -29,12 +29,26 @@ fn sim(role: &str, policy: &str, limit: &str) -> Sim {
 
 /// A writable primary on timeline `tl` writing at `lsn`.
 fn writer(tl: u32, lsn: u64) -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: false, read_only: false, timeline: Some(tl), replay_lag_bytes: None, wal_lsn: Some(lsn), fresh_connection: false })
+    Ok(ServerState {
+        in_recovery: false,
+        read_only: false,
+        timeline: Some(tl),
+        replay_lag_bytes: None,
+        wal_lsn: Some(lsn),
+        fresh_connection: false,
+    })
 }
 
 /// A standby that has replayed up to `lsn`.
 fn replayed(lsn: u64) -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), wal_lsn: Some(lsn), fresh_connection: false })
+    Ok(ServerState {
+        in_recovery: true,
+        read_only: true,
+        timeline: None,
+        replay_lag_bytes: Some(0),
+        wal_lsn: Some(lsn),
+        fresh_connection: false,
+    })
 }
 
 fn exceeded(s: &Sim) -> Option<(ServerId, String)> {
@@ -54,26 +68,52 @@ fn recovered(s: &Sim) -> Option<(ServerId, String)> {
 #[test]
 fn prefer_standby_falls_back_to_the_writer_and_returns_after_rise() {
     let mut s = sim("prefer-standby", "keep-last", "max_lag = \"1MiB\"");
-    assert_eq!(s.step(&[(A, writer(1, 10 * MIB)), (B, replayed(10 * MIB - 4096))]), Answer::Target(B), "4 KiB behind: within");
+    assert_eq!(
+        s.step(&[(A, writer(1, 10 * MIB)), (B, replayed(10 * MIB - 4096))]),
+        Answer::Target(B),
+        "4 KiB behind: within"
+    );
     assert!(exceeded(&s).is_none());
 
     // Replay stops while the primary writes on.
-    assert_eq!(s.step(&[(A, writer(1, 12 * MIB)), (B, replayed(10 * MIB - 4096))]), Answer::Target(A), "2 MiB behind: the writer");
+    assert_eq!(
+        s.step(&[(A, writer(1, 12 * MIB)), (B, replayed(10 * MIB - 4096))]),
+        Answer::Target(A),
+        "2 MiB behind: the writer"
+    );
     let (server, reason) = exceeded(&s).expect("the episode is reported");
     assert_eq!(server, B);
     assert!(reason.contains("2.0 MiB behind a (max_lag 1.0 MiB)"), "{reason}");
     let (_, _, why) = s.changed().expect("moved");
-    assert!(why.contains("b is too far behind the primary: 2.0 MiB behind a"), "{why}");
+    assert!(
+        why.contains("b is too far behind the primary: 2.0 MiB behind a"),
+        "{why}"
+    );
     assert_eq!(s.state.aliases[0].lagging.len(), 1);
     for _ in 0..3 {
-        assert_eq!(s.step(&[(A, writer(1, 13 * MIB)), (B, replayed(10 * MIB))]), Answer::Target(A));
+        assert_eq!(
+            s.step(&[(A, writer(1, 13 * MIB)), (B, replayed(10 * MIB))]),
+            Answer::Target(A)
+        );
         assert!(exceeded(&s).is_none(), "once per episode");
     }
 
     // Caught up: back after `rise` (2) good probes of the standby, not before.
-    assert_eq!(s.step(&[(A, writer(1, 13 * MIB)), (B, replayed(13 * MIB))]), Answer::Target(A), "one good probe");
-    assert_eq!(s.step(&[(A, writer(1, 13 * MIB))]), Answer::Target(A), "a probe of the primary does not count");
-    assert_eq!(s.step(&[(B, replayed(13 * MIB))]), Answer::Target(B), "second good probe: back");
+    assert_eq!(
+        s.step(&[(A, writer(1, 13 * MIB)), (B, replayed(13 * MIB))]),
+        Answer::Target(A),
+        "one good probe"
+    );
+    assert_eq!(
+        s.step(&[(A, writer(1, 13 * MIB))]),
+        Answer::Target(A),
+        "a probe of the primary does not count"
+    );
+    assert_eq!(
+        s.step(&[(B, replayed(13 * MIB))]),
+        Answer::Target(B),
+        "second good probe: back"
+    );
     let (server, reason) = recovered(&s).expect("reported");
     assert_eq!(server, B);
     assert!(reason.contains("after 2 good probe(s)"), "{reason}");
@@ -84,11 +124,22 @@ fn prefer_standby_falls_back_to_the_writer_and_returns_after_rise() {
 fn a_relapse_during_rise_starts_the_count_again() {
     let mut s = sim("prefer-standby", "keep-last", "max_lag = \"1MiB\"");
     s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]);
-    assert_eq!(s.step(&[(A, writer(1, 5 * MIB)), (B, replayed(MIB))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, writer(1, 5 * MIB)), (B, replayed(5 * MIB))]), Answer::Target(A), "1 good");
+    assert_eq!(
+        s.step(&[(A, writer(1, 5 * MIB)), (B, replayed(MIB))]),
+        Answer::Target(A)
+    );
+    assert_eq!(
+        s.step(&[(A, writer(1, 5 * MIB)), (B, replayed(5 * MIB))]),
+        Answer::Target(A),
+        "1 good"
+    );
     // The primary jumps ahead before the second good probe: over again.
     assert_eq!(s.step(&[(A, writer(1, 9 * MIB))]), Answer::Target(A));
-    assert_eq!(s.step(&[(B, replayed(9 * MIB))]), Answer::Target(A), "1 good again, not 2");
+    assert_eq!(
+        s.step(&[(B, replayed(9 * MIB))]),
+        Answer::Target(A),
+        "1 good again, not 2"
+    );
     assert_eq!(s.step(&[(B, replayed(9 * MIB))]), Answer::Target(B));
 }
 
@@ -97,22 +148,61 @@ fn standby_role_follows_on_no_match() {
     for (policy, expected) in [("servfail", Answer::NoTarget), ("keep-last", Answer::Target(B))] {
         let mut s = sim("standby", policy, "max_lag = \"1MiB\"");
         assert_eq!(s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]), Answer::Target(B));
-        assert_eq!(s.step(&[(A, writer(1, 3 * MIB)), (B, replayed(MIB))]), expected, "{policy}");
-        assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { last: Some(B), .. })), "{policy}: {:?}", s.events);
+        assert_eq!(
+            s.step(&[(A, writer(1, 3 * MIB)), (B, replayed(MIB))]),
+            expected,
+            "{policy}"
+        );
+        assert!(
+            s.events
+                .iter()
+                .any(|e| matches!(e, Event::NoMatch { last: Some(B), .. })),
+            "{policy}: {:?}",
+            s.events
+        );
     }
 }
 
 #[test]
 fn read_only_role_keeps_read_only_primaries_and_drops_lagging_standbys() {
     let mut s = sim("read-only", "servfail", "max_lag = \"1MiB\"");
-    let ro_primary = Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, wal_lsn: Some(8 * MIB), fresh_connection: false });
-    assert_eq!(s.step(&[(A, ro_primary.clone()), (B, replayed(8 * MIB))]), Answer::Target(A), "both match: list order");
-    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(8 * MIB))]), Answer::Target(B), "the standby, within the limit");
+    let ro_primary = Ok(ServerState {
+        in_recovery: false,
+        read_only: true,
+        timeline: Some(1),
+        replay_lag_bytes: None,
+        wal_lsn: Some(8 * MIB),
+        fresh_connection: false,
+    });
+    assert_eq!(
+        s.step(&[(A, ro_primary.clone()), (B, replayed(8 * MIB))]),
+        Answer::Target(A),
+        "both match: list order"
+    );
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(8 * MIB))]),
+        Answer::Target(B),
+        "the standby, within the limit"
+    );
     let mut s = sim("read-only", "servfail", "max_lag = \"1MiB\"");
-    let ahead = Ok(ServerState { wal_lsn: Some(16 * MIB), ..ro_primary.clone().unwrap() });
-    assert_eq!(s.step(&[(A, ahead), (B, replayed(8 * MIB))]), Answer::Target(A), "the read-only primary has no lag");
-    assert_eq!(s.state.aliases[0].lagging.iter().map(|l| l.server).collect::<Vec<_>>(), [B]);
-    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(8 * MIB))]), Answer::NoTarget, "never the lagging standby");
+    let ahead = Ok(ServerState {
+        wal_lsn: Some(16 * MIB),
+        ..ro_primary.clone().unwrap()
+    });
+    assert_eq!(
+        s.step(&[(A, ahead), (B, replayed(8 * MIB))]),
+        Answer::Target(A),
+        "the read-only primary has no lag"
+    );
+    assert_eq!(
+        s.state.aliases[0].lagging.iter().map(|l| l.server).collect::<Vec<_>>(),
+        [B]
+    );
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(8 * MIB))]),
+        Answer::NoTarget,
+        "never the lagging standby"
+    );
 }
 
 #[test]
@@ -120,8 +210,15 @@ fn a_lagging_standby_is_never_the_fallback() {
     // Only the lagging standby and a primary that is down: nothing qualifies.
     let mut s = sim("prefer-standby", "servfail", "max_lag = \"1MiB\"");
     s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]);
-    assert_eq!(s.step(&[(A, writer(1, 4 * MIB)), (B, replayed(MIB))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(MIB))]), Answer::NoTarget, "not the lagging standby");
+    assert_eq!(
+        s.step(&[(A, writer(1, 4 * MIB)), (B, replayed(MIB))]),
+        Answer::Target(A)
+    );
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(MIB))]),
+        Answer::NoTarget,
+        "not the lagging standby"
+    );
 }
 
 #[test]
@@ -129,7 +226,10 @@ fn a_primary_that_went_down_stays_the_reference_with_its_last_position() {
     let mut s = sim("standby", "servfail", "max_lag = \"1MiB\"");
     s.step(&[(A, writer(1, 4 * MIB)), (B, replayed(4 * MIB))]);
     // The primary dies; the standby has replayed what it had: current.
-    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(4 * MIB))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(4 * MIB))]),
+        Answer::Target(B)
+    );
     let lag = lag::measure(&s.state, &s.config, B, s.now).unwrap();
     assert_eq!((lag.primary, lag.bytes), (Some(A), Some(0)));
     // A standby that had not replayed it is behind the last known position.
@@ -137,7 +237,11 @@ fn a_primary_that_went_down_stays_the_reference_with_its_last_position() {
     s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]);
     s.step(&[(A, writer(1, 4 * MIB)), (B, replayed(4 * MIB))]);
     s.step(&[(A, writer(1, 9 * MIB)), (B, fail(FailureKind::Ambiguous))]);
-    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(5 * MIB))]), Answer::NoTarget, "4 MiB behind the last position seen");
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Definite)), (B, replayed(5 * MIB))]),
+        Answer::NoTarget,
+        "4 MiB behind the last position seen"
+    );
 }
 
 #[test]
@@ -150,17 +254,34 @@ fn unknown_lag_does_not_qualify() {
         assert_eq!(s.step(&[(B, replayed(MIB))]), Answer::Pending);
         assert!(exceeded(&s).is_none());
     }
-    assert_eq!(s.step(&[(B, replayed(MIB))]), Answer::NoTarget, "a standby of unknown staleness is not served");
+    assert_eq!(
+        s.step(&[(B, replayed(MIB))]),
+        Answer::NoTarget,
+        "a standby of unknown staleness is not served"
+    );
     // After it, still no primary: an episode, reported.
     assert_eq!(s.step(&[(B, replayed(MIB))]), Answer::NoTarget);
-    assert!(exceeded(&s).unwrap().1.contains("cannot be measured"), "{:?}", exceeded(&s));
+    assert!(
+        exceeded(&s).unwrap().1.contains("cannot be measured"),
+        "{:?}",
+        exceeded(&s)
+    );
     // The primary appears: measured, within; back after rise.
     assert_eq!(s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]), Answer::Target(A));
     assert_eq!(s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]), Answer::Target(B));
 
     // WAL functions revoked: no positions at all.
     let mut s = sim("standby", "servfail", "max_lag = \"1MiB\"");
-    let basic = |in_recovery: bool| Ok(ServerState { in_recovery, read_only: in_recovery, timeline: None, replay_lag_bytes: None, wal_lsn: None, fresh_connection: false });
+    let basic = |in_recovery: bool| {
+        Ok(ServerState {
+            in_recovery,
+            read_only: in_recovery,
+            timeline: None,
+            replay_lag_bytes: None,
+            wal_lsn: None,
+            fresh_connection: false,
+        })
+    };
     assert_eq!(s.step(&[(A, basic(false)), (B, basic(true))]), Answer::NoTarget);
     // Without a limit the same standby is served.
     let mut s = sim("standby", "servfail", "");
@@ -172,7 +293,14 @@ fn the_newest_timeline_is_the_reference() {
     // a: an old primary still writing on timeline 1 (further along, diverged);
     // c: the promoted one on timeline 2; b follows c.
     let mut s = Sim::with_config(config("standby", "servfail", "max_lag = \"1MiB\"", true));
-    assert_eq!(s.step(&[(A, writer(1, 50 * MIB)), (B, replayed(20 * MIB - 100)), (C, writer(2, 20 * MIB))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[
+            (A, writer(1, 50 * MIB)),
+            (B, replayed(20 * MIB - 100)),
+            (C, writer(2, 20 * MIB))
+        ]),
+        Answer::Target(B)
+    );
     let lag = lag::measure(&s.state, &s.config, B, s.now).unwrap();
     assert_eq!((lag.primary, lag.bytes), (Some(C), Some(100)));
 }
@@ -210,9 +338,18 @@ role = "prefer-standby"
 servers = ["d", "c"]
 "#;
     let mut s = Sim::with_config(Config::from_toml(Path::new("two.toml"), text).unwrap());
-    s.step(&[(0, writer(1, 5 * MIB)), (1, replayed(5 * MIB)), (2, writer(1, 900 * MIB)), (3, replayed(900 * MIB))]);
+    s.step(&[
+        (0, writer(1, 5 * MIB)),
+        (1, replayed(5 * MIB)),
+        (2, writer(1, 900 * MIB)),
+        (3, replayed(900 * MIB)),
+    ]);
     let lag = lag::measure(&s.state, &s.config, 1, s.now).unwrap();
-    assert_eq!((lag.primary, lag.bytes), (Some(0), Some(0)), "b is measured against a (they share one-rw), not c");
+    assert_eq!(
+        (lag.primary, lag.bytes),
+        (Some(0), Some(0)),
+        "b is measured against a (they share one-rw), not c"
+    );
     assert_eq!(s.state.answer(&s.config, 0), Answer::Target(1));
 }
 
@@ -239,8 +376,14 @@ fn time_lag_grows_while_replay_is_stuck_and_stays_zero_on_an_idle_primary() {
     let (_, reason) = exceeded(&s).unwrap();
     assert!(reason.contains("behind a (max_lag_time 1.0s)"), "{reason}");
     // Replays it: lag 0 again, back after rise.
-    assert_eq!(s.step(&[(A, writer(1, MIB + 100)), (B, replayed(MIB + 100))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, writer(1, MIB + 100)), (B, replayed(MIB + 100))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, writer(1, MIB + 100)), (B, replayed(MIB + 100))]),
+        Answer::Target(A)
+    );
+    assert_eq!(
+        s.step(&[(A, writer(1, MIB + 100)), (B, replayed(MIB + 100))]),
+        Answer::Target(B)
+    );
 }
 
 #[test]
@@ -249,13 +392,24 @@ fn time_lag_under_steady_writes_is_about_a_probe_interval() {
     // The primary writes 1 MiB per probe; the standby trails it by 300 KiB
     // (a fraction of a probe interval's writes). At the first probe nothing
     // places it yet: it waits (no episode); at the second it is measured.
-    assert_eq!(s.step(&[(A, writer(1, MIB)), (B, replayed(MIB - 300 * 1024))]), Answer::NoTarget);
+    assert_eq!(
+        s.step(&[(A, writer(1, MIB)), (B, replayed(MIB - 300 * 1024))]),
+        Answer::NoTarget
+    );
     assert!(exceeded(&s).is_none(), "not an episode: {:?}", s.events);
     assert!(s.state.aliases[0].lagging[0].pending);
     for i in 2..60u64 {
-        assert_eq!(s.step(&[(A, writer(1, i * MIB)), (B, replayed(i * MIB - 300 * 1024))]), Answer::Target(B), "step {i}");
+        assert_eq!(
+            s.step(&[(A, writer(1, i * MIB)), (B, replayed(i * MIB - 300 * 1024))]),
+            Answer::Target(B),
+            "step {i}"
+        );
     }
-    let t = lag::measure(&s.state, &s.config, B, s.now).unwrap().time.unwrap().unwrap();
+    let t = lag::measure(&s.state, &s.config, B, s.now)
+        .unwrap()
+        .time
+        .unwrap()
+        .unwrap();
     assert!(t <= Duration::from_millis(200), "{t:?}");
     // Replay stops: out within the limit plus the measurement's error.
     let stuck = 59 * MIB;
@@ -283,9 +437,16 @@ fn wal_history_is_bounded_and_conservative() {
     assert_eq!(h.behind(1000 * 5999, now), Some(Ok(Duration::ZERO)));
     // 2 s behind: found within the spacing (5 s / 32 = 156 ms), never less.
     let two = h.behind(1000 * (5999 - 200), now).unwrap().unwrap();
-    assert!(two >= Duration::from_secs(2) && two <= Duration::from_millis(2000 + 160), "{two:?}");
+    assert!(
+        two >= Duration::from_secs(2) && two <= Duration::from_millis(2000 + 160),
+        "{two:?}"
+    );
     // Behind everything kept: more than the window.
-    assert!(matches!(h.behind(0, now), Some(Err(d)) if d > window), "{:?}", h.behind(0, now));
+    assert!(
+        matches!(h.behind(0, now), Some(Err(d)) if d > window),
+        "{:?}",
+        h.behind(0, now)
+    );
     // A lower position: another lineage; start over.
     h.record(now + Duration::from_millis(10), 5, window);
     assert_eq!(h.len(), 1);
@@ -296,15 +457,29 @@ fn wal_history_is_bounded_and_conservative() {
 fn a_pin_ignores_lag_and_a_reload_keeps_or_drops_the_episode() {
     let mut s = sim("prefer-standby", "keep-last", "max_lag = \"1MiB\"");
     s.step(&[(A, writer(1, MIB)), (B, replayed(MIB))]);
-    assert_eq!(s.step(&[(A, writer(1, 5 * MIB)), (B, replayed(MIB))]), Answer::Target(A));
-    s.apply(Override::Pin { alias: "prod.db.internal".into(), server: "b".into() }).unwrap();
+    assert_eq!(
+        s.step(&[(A, writer(1, 5 * MIB)), (B, replayed(MIB))]),
+        Answer::Target(A)
+    );
+    s.apply(Override::Pin {
+        alias: "prod.db.internal".into(),
+        server: "b".into(),
+    })
+    .unwrap();
     assert_eq!(s.answer(), Answer::Target(B), "the operator knows best");
-    s.apply(Override::Unpin { alias: "prod.db.internal".into() }).unwrap();
+    s.apply(Override::Unpin {
+        alias: "prod.db.internal".into(),
+    })
+    .unwrap();
     assert_eq!(s.answer(), Answer::Target(A));
 
     let same = config("prefer-standby", "keep-last", "max_lag = \"2MiB\"", false);
     let next = reconfigure(&s.state, &s.config, &same);
-    assert_eq!(next.aliases[0].lagging.len(), 1, "still kept off until it is back within the limit");
+    assert_eq!(
+        next.aliases[0].lagging.len(),
+        1,
+        "still kept off until it is back within the limit"
+    );
     let none = config("prefer-standby", "keep-last", "", false);
     let next = reconfigure(&s.state, &s.config, &none);
     assert!(next.aliases[0].lagging.is_empty(), "no limit any more");
@@ -324,6 +499,10 @@ fn bytes_for_people() {
 fn a_standby_probed_before_the_primary_at_start_is_not_an_episode() {
     let mut s = sim("prefer-standby", "keep-last", "max_lag = \"1MiB\"");
     assert_eq!(s.step(&[(B, replayed(MIB))]), Answer::Pending);
-    assert_eq!(s.step(&[(A, writer(1, MIB))]), Answer::Target(B), "measured at once, no rise needed");
+    assert_eq!(
+        s.step(&[(A, writer(1, MIB))]),
+        Answer::Target(B),
+        "measured at once, no rise needed"
+    );
     assert!(exceeded(&s).is_none() && recovered(&s).is_none(), "{:?}", s.events);
 }

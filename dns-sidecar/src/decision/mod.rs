@@ -117,34 +117,76 @@ pub struct AliasState {
 pub enum Event {
     /// The first round closed; `missing` lists servers that had not reported.
     FirstRound { missing: Vec<ServerId> },
-    TargetChanged { alias: usize, old: Option<ServerId>, new: ServerId, reason: String },
+    TargetChanged {
+        alias: usize,
+        old: Option<ServerId>,
+        new: ServerId,
+        reason: String,
+    },
     /// No candidate matches (or may be chosen). `last` is the decision's own
     /// last choice; whether DNS still answers it (`keep-last`) or SERVFAIL
     /// is [`State::answer`]'s to say, after the decision.
-    NoMatch { alias: usize, last: Option<ServerId>, policy: NoMatchPolicy },
-    SplitBrain { alias: usize, writable: Vec<ServerId>, chosen: ServerId, by_timeline: bool },
+    NoMatch {
+        alias: usize,
+        last: Option<ServerId>,
+        policy: NoMatchPolicy,
+    },
+    SplitBrain {
+        alias: usize,
+        writable: Vec<ServerId>,
+        chosen: ServerId,
+        by_timeline: bool,
+    },
     /// The server may be chosen: its first good probe, or `rise` good probes
     /// after a down episode that lasted `down_for`.
-    ServerUp { server: ServerId, state: String, down_for: Option<std::time::Duration> },
+    ServerUp {
+        server: ServerId,
+        state: String,
+        down_for: Option<std::time::Duration>,
+    },
     /// A down episode began (once per episode, however many probes fail):
     /// a server that was up failed definitely or `fall` times in a row, or
     /// a server that was never up failed its probe (`was_up` false).
-    ServerDown { server: ServerId, error: String, was_up: bool },
+    ServerDown {
+        server: ServerId,
+        error: String,
+        was_up: bool,
+    },
     /// A manual override was applied; `summary` says what it did.
     Override { summary: String },
     /// A writer alias fenced `server` (it will not move there).
-    Fenced { alias: usize, server: ServerId, reason: String },
+    Fenced {
+        alias: usize,
+        server: ServerId,
+        reason: String,
+    },
     /// A fence or the timeline floor kept the alias off `server`, which
     /// otherwise matched its role. Once per episode.
-    FenceHeld { alias: usize, server: ServerId, reason: String },
+    FenceHeld {
+        alias: usize,
+        server: ServerId,
+        reason: String,
+    },
     /// A fence was lifted (server seen in recovery, or by an operator).
-    Unfenced { alias: usize, server: ServerId, reason: String },
+    Unfenced {
+        alias: usize,
+        server: ServerId,
+        reason: String,
+    },
     /// A reader alias keeps `server` off: it is further behind the primary
     /// than the alias's lag limit (or its lag cannot be measured). Once per
     /// episode.
-    LagExceeded { alias: usize, server: ServerId, reason: String },
+    LagExceeded {
+        alias: usize,
+        server: ServerId,
+        reason: String,
+    },
     /// `server` is within the alias's lag limit again (after `rise` good probes).
-    LagRecovered { alias: usize, server: ServerId, reason: String },
+    LagRecovered {
+        alias: usize,
+        server: ServerId,
+        reason: String,
+    },
 }
 
 /// What the DNS side should answer for an alias right now.
@@ -192,12 +234,20 @@ impl State {
         let alias = &config.aliases[i];
         let a = &self.aliases[i];
         let id = |s: ServerId| config.servers[s].id.as_str();
-        let bar = |t: ServerId| if fence::is_writer(alias.role) { a.bar(t, &self.servers) } else { None };
+        let bar = |t: ServerId| {
+            if fence::is_writer(alias.role) {
+                a.bar(t, &self.servers)
+            } else {
+                None
+            }
+        };
         let last = match a.target {
             Some(t) if self.drained[t] => format!("{} was drained by an operator", id(t)),
             Some(t) => match bar(t) {
                 Some(b) => format!("{} is fenced: {}", id(t), b.describe(config)),
-                None if alias.on_no_match == NoMatchPolicy::Servfail => format!("on_no_match = \"servfail\" (last target: {})", id(t)),
+                None if alias.on_no_match == NoMatchPolicy::Servfail => {
+                    format!("on_no_match = \"servfail\" (last target: {})", id(t))
+                }
                 None => format!("keep-last keeps {}", id(t)),
             },
             None if alias.on_no_match == NoMatchPolicy::Servfail => "on_no_match = \"servfail\"".to_string(),
@@ -216,11 +266,17 @@ impl State {
             .map(|&s| {
                 let h = &self.servers[s];
                 let id = config.servers[s].id.as_str();
-                let desc = h.last_state.as_ref().map_or_else(|| "never probed successfully".to_string(), ServerState::describe);
+                let desc = h
+                    .last_state
+                    .as_ref()
+                    .map_or_else(|| "never probed successfully".to_string(), ServerState::describe);
                 if self.drained[s] {
                     format!("{id} drained")
                 } else if !h.up {
-                    format!("{id} down ({})", h.last_error.as_deref().unwrap_or("no probe result yet"))
+                    format!(
+                        "{id} down ({})",
+                        h.last_error.as_deref().unwrap_or("no probe result yet")
+                    )
                 } else if let Some(b) = fence::is_writer(alias.role).then(|| a.bar(s, &self.servers)).flatten() {
                     format!("{id} {desc}, fenced ({})", b.describe(config))
                 } else {
@@ -245,7 +301,9 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
         let all = state.servers.iter().all(|s| s.reported);
         if all || now.duration_since(state.started) >= config.probe.deadline {
             state.first_round_done = true;
-            let missing = (0..state.servers.len()).filter(|&s| !state.servers[s].reported).collect();
+            let missing = (0..state.servers.len())
+                .filter(|&s| !state.servers[s].reported)
+                .collect();
             events.push(Event::FirstRound { missing });
         } else {
             return (state, events);
@@ -270,7 +328,11 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
             if !h.up && (first || h.consecutive_ok >= config.probe.rise) {
                 h.up = true;
                 let down_for = h.down_since.take().map(|t| o.at.saturating_duration_since(t));
-                events.push(Event::ServerUp { server: o.server, state: s.describe(), down_for });
+                events.push(Event::ServerUp {
+                    server: o.server,
+                    state: s.describe(),
+                    down_for,
+                });
             }
         }
         Err(f) => {
@@ -285,14 +347,20 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
             // (damped failures of a server that is up are not an episode yet).
             if !h.up && h.down_since.is_none() {
                 h.down_since = Some(o.at);
-                events.push(Event::ServerDown { server: o.server, error: f.message.clone(), was_up });
+                events.push(Event::ServerDown {
+                    server: o.server,
+                    error: f.message.clone(),
+                    was_up,
+                });
             }
         }
     }
 }
 
 fn matches(h: &ServerHealth, role: Role) -> bool {
-    let Some(s) = h.last_state.as_ref().filter(|_| h.up) else { return false };
+    let Some(s) = h.last_state.as_ref().filter(|_| h.up) else {
+        return false;
+    };
     match role {
         Role::ReadWrite => s.writable(),
         Role::Primary => !s.in_recovery,
@@ -320,7 +388,12 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         a.held.clear();
         if answered != Some(pin) {
             let reason = format!("pinned to {} by an operator", config.servers[pin].id);
-            events.push(Event::TargetChanged { alias: i, old: answered, new: pin, reason: reason.clone() });
+            events.push(Event::TargetChanged {
+                alias: i,
+                old: answered,
+                new: pin,
+                reason: reason.clone(),
+            });
             a.target = Some(pin);
             a.since = Some(now);
             a.reason = reason;
@@ -332,9 +405,18 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     // Every candidate that matches the role (split brains are judged on these)...
     let a = &state.aliases[i];
     let fresh = |s: ServerId| !a.lagging.iter().any(|l| l.server == s);
-    let matching: Vec<ServerId> = alias.servers.iter().copied().filter(|&s| !drained[s] && matches(&servers[s], alias.role) && fresh(s)).collect();
+    let matching: Vec<ServerId> = alias
+        .servers
+        .iter()
+        .copied()
+        .filter(|&s| !drained[s] && matches(&servers[s], alias.role) && fresh(s))
+        .collect();
     // ... and those the fences allow.
-    let cands: Vec<ServerId> = matching.iter().copied().filter(|&s| !writer || a.bar(s, servers).is_none()).collect();
+    let cands: Vec<ServerId> = matching
+        .iter()
+        .copied()
+        .filter(|&s| !writer || a.bar(s, servers).is_none())
+        .collect();
     fence::report_held(state, config, i, &matching, &cands, events);
 
     let keep_or_first = |set: &[ServerId]| match current {
@@ -351,18 +433,36 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
             a.since = Some(now);
             a.reason.clear();
             if let Some(c) = current {
-                let reason = format!("unpinned; no candidate is {}, keeping {} ({})", alias.role.as_str(), config.servers[c].id, alias.on_no_match.as_str());
-                events.push(Event::TargetChanged { alias: i, old: answered, new: c, reason: reason.clone() });
+                let reason = format!(
+                    "unpinned; no candidate is {}, keeping {} ({})",
+                    alias.role.as_str(),
+                    config.servers[c].id,
+                    alias.on_no_match.as_str()
+                );
+                events.push(Event::TargetChanged {
+                    alias: i,
+                    old: answered,
+                    new: c,
+                    reason: reason.clone(),
+                });
                 a.reason = reason;
             }
         }
         if a.matched || current.is_none() && a.reason.is_empty() {
-            events.push(Event::NoMatch { alias: i, last: current, policy: alias.on_no_match });
+            events.push(Event::NoMatch {
+                alias: i,
+                last: current,
+                policy: alias.on_no_match,
+            });
         }
         a.matched = false;
         a.split_brain.clear();
         if a.reason.is_empty() {
-            let within = if a.lagging.is_empty() { "" } else { " within the lag limit" };
+            let within = if a.lagging.is_empty() {
+                ""
+            } else {
+                " within the lag limit"
+            };
             a.reason = format!("no candidate is {}{within}", alias.role.as_str());
         }
         return;
@@ -376,20 +476,33 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
             let timelines: Option<Vec<u32>> = cands.iter().map(|&s| timeline(&servers[s])).collect();
             let newest = timelines.as_ref().and_then(|t| {
                 let max = *t.iter().max()?;
-                (t.iter().filter(|&&x| x == max).count() == 1).then(|| cands[t.iter().position(|&x| x == max).unwrap_or(0)])
+                (t.iter().filter(|&&x| x == max).count() == 1)
+                    .then(|| cands[t.iter().position(|&x| x == max).unwrap_or(0)])
             });
             let chosen = newest.unwrap_or_else(|| keep_or_first(&cands));
             // Chosen for its timeline: every other writable one is known to be older.
-            by_timeline = timeline(&servers[chosen])
-                .is_some_and(|t| matching.iter().all(|&s| s == chosen || timeline(&servers[s]).is_some_and(|x| x < t)));
+            by_timeline = timeline(&servers[chosen]).is_some_and(|t| {
+                matching
+                    .iter()
+                    .all(|&s| s == chosen || timeline(&servers[s]).is_some_and(|x| x < t))
+            });
             if state.aliases[i].split_brain != matching {
-                events.push(Event::SplitBrain { alias: i, writable: matching.clone(), chosen, by_timeline });
+                events.push(Event::SplitBrain {
+                    alias: i,
+                    writable: matching.clone(),
+                    chosen,
+                    by_timeline,
+                });
             }
             fence::split_brain_losers(state, config, i, &matching, chosen, now, events);
             chosen
         }
         Role::PreferStandby => {
-            let standbys: Vec<ServerId> = cands.iter().copied().filter(|&s| servers[s].last_state.as_ref().is_some_and(|st| st.in_recovery)).collect();
+            let standbys: Vec<ServerId> = cands
+                .iter()
+                .copied()
+                .filter(|&s| servers[s].last_state.as_ref().is_some_and(|st| st.in_recovery))
+                .collect();
             if standbys.is_empty() {
                 keep_or_first(&cands)
             } else {
@@ -419,19 +532,40 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         a.timeline_floor = a.timeline_floor.max(a.decided_timeline);
     }
     a.matched = true;
-    a.split_brain = if matching.len() > 1 && writer { matching } else { Vec::new() };
+    a.split_brain = if matching.len() > 1 && writer {
+        matching
+    } else {
+        Vec::new()
+    };
     if let Some(reason) = reason {
-        events.push(Event::TargetChanged { alias: i, old: answered, new: chosen, reason: reason.clone() });
+        events.push(Event::TargetChanged {
+            alias: i,
+            old: answered,
+            new: chosen,
+            reason: reason.clone(),
+        });
         a.target = Some(chosen);
         a.since = Some(now);
         a.reason = reason;
     }
 }
 
-fn change_reason(state: &State, config: &Config, i: usize, old: Option<ServerId>, new: ServerId, by_timeline: bool) -> String {
+fn change_reason(
+    state: &State,
+    config: &Config,
+    i: usize,
+    old: Option<ServerId>,
+    new: ServerId,
+    by_timeline: bool,
+) -> String {
     let alias = &config.aliases[i];
     let id = |s: ServerId| config.servers[s].id.as_str();
-    let desc = |s: ServerId| state.servers[s].last_state.as_ref().map_or_else(|| "unknown".to_string(), ServerState::describe);
+    let desc = |s: ServerId| {
+        state.servers[s]
+            .last_state
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), ServerState::describe)
+    };
     let new_part = format!("{} is {}", id(new), desc(new));
     let Some(old) = old else {
         return format!("first decision: {new_part}");
@@ -441,16 +575,29 @@ fn change_reason(state: &State, config: &Config, i: usize, old: Option<ServerId>
         return format!("{} was drained by an operator; {new_part}", id(old));
     }
     if by_timeline && matches(h, alias.role) {
-        return format!("split brain: {} and {} are both writable; {new_part} (newer timeline wins)", id(old), id(new));
+        return format!(
+            "split brain: {} and {} are both writable; {new_part} (newer timeline wins)",
+            id(old),
+            id(new)
+        );
     }
     if !h.up {
-        return format!("{} is down ({}); {new_part}", id(old), h.last_error.as_deref().unwrap_or("no answer"));
+        return format!(
+            "{} is down ({}); {new_part}",
+            id(old),
+            h.last_error.as_deref().unwrap_or("no answer")
+        );
     }
     if let Some(l) = state.aliases[i].lagging.iter().find(|l| l.server == old) {
         return format!("{} is too far behind the primary: {}; {new_part}", id(old), l.reason);
     }
     if !matches(h, alias.role) {
-        return format!("{} is no longer {} (now {}); {new_part}", id(old), alias.role.as_str(), desc(old));
+        return format!(
+            "{} is no longer {} (now {}); {new_part}",
+            id(old),
+            alias.role.as_str(),
+            desc(old)
+        );
     }
     if fence::is_writer(alias.role) {
         if let Some(bar) = state.aliases[i].bar(old, &state.servers) {
@@ -471,4 +618,3 @@ mod lag_tests;
 
 #[cfg(test)]
 mod properties;
-

@@ -15,7 +15,13 @@ use crate::control::Override;
 use crate::observation::{ProbeFailure, ServerState};
 
 const SERVERS: [&str; 3] = ["a", "b", "c"];
-const ALIASES: [&str; 5] = ["rw.db.internal.", "pri.db.internal.", "ro.db.internal.", "lag.db.internal.", "lagt.db.internal."];
+const ALIASES: [&str; 5] = [
+    "rw.db.internal.",
+    "pri.db.internal.",
+    "ro.db.internal.",
+    "lag.db.internal.",
+    "lagt.db.internal.",
+];
 /// Alias 3's `max_lag` (bytes) and alias 4's `max_lag_time`.
 const MAX_LAG: u64 = 1000;
 const MAX_LAG_TIME: Duration = Duration::from_millis(500);
@@ -171,8 +177,23 @@ struct Cluster {
 
 impl Cluster {
     fn new(unique: bool, revoked: bool) -> Cluster {
-        let truth = vec![Truth::Primary { tl: 1, read_only: false }, Truth::Standby { tl: 1 }, Truth::Standby { tl: 1 }];
-        Cluster { before_down: truth.clone(), truth, unique, max_tl: 1, revoked, lsn: [0; 3], paused: [false; 3] }
+        let truth = vec![
+            Truth::Primary {
+                tl: 1,
+                read_only: false,
+            },
+            Truth::Standby { tl: 1 },
+            Truth::Standby { tl: 1 },
+        ];
+        Cluster {
+            before_down: truth.clone(),
+            truth,
+            unique,
+            max_tl: 1,
+            revoked,
+            lsn: [0; 3],
+            paused: [false; 3],
+        }
     }
 
     /// Applies a fault; returns false for ops that are not faults.
@@ -272,10 +293,21 @@ impl Cluster {
                 wal_lsn: (!self.revoked).then_some(self.lsn[s]),
                 fresh_connection: false,
             }),
-            Truth::Down => Err(ProbeFailure { kind: FailureKind::Definite, message: "refused".into() }),
-            Truth::Frozen => Err(ProbeFailure { kind: FailureKind::Ambiguous, message: "timeout".into() }),
+            Truth::Down => Err(ProbeFailure {
+                kind: FailureKind::Definite,
+                message: "refused".into(),
+            }),
+            Truth::Frozen => Err(ProbeFailure {
+                kind: FailureKind::Ambiguous,
+                message: "timeout".into(),
+            }),
         };
-        Observation { server: s, at, latency: Duration::from_millis(1), outcome }
+        Observation {
+            server: s,
+            at,
+            latency: Duration::from_millis(1),
+            outcome,
+        }
     }
 }
 
@@ -291,7 +323,13 @@ struct Instance {
 impl Instance {
     fn new(now: Instant) -> Instance {
         let config = config(0);
-        Instance { state: State::new(&config, now), config, order: 0, now, epoch: now }
+        Instance {
+            state: State::new(&config, now),
+            config,
+            order: 0,
+            now,
+            epoch: now,
+        }
     }
 
     fn tick(&mut self) {
@@ -324,19 +362,34 @@ impl Instance {
         let json = serde_json::to_string(&capture(&self.state, &self.config, unix)).unwrap();
         let remembered: Remembered = serde_json::from_str(&json).unwrap();
         let epoch = self.epoch;
-        let (state, notes) = restore(&self.config, &remembered, self.now, |u| epoch + Duration::from_secs_f64(u));
+        let (state, notes) = restore(&self.config, &remembered, self.now, |u| {
+            epoch + Duration::from_secs_f64(u)
+        });
         assert!(notes.is_empty(), "{notes:?}");
-        assert_eq!(capture(&state, &self.config, unix).aliases.iter().map(|(k, v)| (k.clone(), v.fences.len())).collect::<Vec<_>>(),
-            capture(&self.state, &self.config, unix).aliases.iter().map(|(k, v)| (k.clone(), v.fences.len())).collect::<Vec<_>>());
+        assert_eq!(
+            capture(&state, &self.config, unix)
+                .aliases
+                .iter()
+                .map(|(k, v)| (k.clone(), v.fences.len()))
+                .collect::<Vec<_>>(),
+            capture(&self.state, &self.config, unix)
+                .aliases
+                .iter()
+                .map(|(k, v)| (k.clone(), v.fences.len()))
+                .collect::<Vec<_>>()
+        );
         self.state = state;
     }
 
     /// Answers by alias name (positions are stable here, but be explicit).
     fn answers(&self) -> Vec<Answer> {
-        ALIASES.iter().map(|n| {
-            let i = self.config.aliases.iter().position(|a| a.name.as_str() == *n).unwrap();
-            self.state.answer(&self.config, i)
-        }).collect()
+        ALIASES
+            .iter()
+            .map(|n| {
+                let i = self.config.aliases.iter().position(|a| a.name.as_str() == *n).unwrap();
+                self.state.answer(&self.config, i)
+            })
+            .collect()
     }
 }
 
@@ -468,22 +521,44 @@ impl Oracle {
         let standby = |s: usize| self.last_obs[s].as_ref().is_some_and(|o| o.in_recovery);
         match (a, ans) {
             (3, &Answer::Target(s)) if standby(s) => {
-                prop_assert_eq!(self.lag[s], LagState::Fine, "alias 3 answers standby {} while it is kept off for lag", s);
+                prop_assert_eq!(
+                    self.lag[s],
+                    LagState::Fine,
+                    "alias 3 answers standby {} while it is kept off for lag",
+                    s
+                );
             }
             (3, _) => {
-                let qualifies = (0..3).find(|&s| standby(s) && self.lag[s] == LagState::Fine && inst.state.servers[s].up && !inst.state.drained[s]);
+                let qualifies = (0..3).find(|&s| {
+                    standby(s) && self.lag[s] == LagState::Fine && inst.state.servers[s].up && !inst.state.drained[s]
+                });
                 if let Some(q) = qualifies {
-                    prop_assert!(matches!(ans, Answer::Target(x) if standby(*x)), "alias 3 answers {:?} while standby {} qualifies", ans, q);
+                    prop_assert!(
+                        matches!(ans, Answer::Target(x) if standby(*x)),
+                        "alias 3 answers {:?} while standby {} qualifies",
+                        ans,
+                        q
+                    );
                 }
             }
             (4, &Answer::Target(s)) => {
                 let replayed = self.last_obs[s].as_ref().and_then(|o| o.wal_lsn);
                 let (Some(r), Some((p, _))) = (replayed, self.reference(s)) else {
-                    return Err(TestCaseError::fail(format!("alias 4 answers {s}, whose lag cannot be measured")));
+                    return Err(TestCaseError::fail(format!(
+                        "alias 4 answers {s}, whose lag cannot be measured"
+                    )));
                 };
                 for &(t, lsn) in self.primary_positions[p].iter().filter(|&&(_, lsn)| lsn > r) {
                     let ago = inst.now.duration_since(t);
-                    prop_assert!(ago <= MAX_LAG_TIME, "alias 4 answers {} (replayed {}), which lacks position {} that {} had {:?} ago", s, r, lsn, p, ago);
+                    prop_assert!(
+                        ago <= MAX_LAG_TIME,
+                        "alias 4 answers {} (replayed {}), which lacks position {} that {} had {:?} ago",
+                        s,
+                        r,
+                        lsn,
+                        p,
+                        ago
+                    );
                 }
             }
             _ => {}
@@ -500,7 +575,11 @@ impl Oracle {
             }
             Some(s) => {
                 self.left[a].remove(&s);
-                let tl = state.servers[s].last_state.as_ref().filter(|x| !x.in_recovery).and_then(|x| x.timeline);
+                let tl = state.servers[s]
+                    .last_state
+                    .as_ref()
+                    .filter(|x| !x.in_recovery)
+                    .and_then(|x| x.timeline);
                 if let (Some(t), Some(m)) = (tl, self.max_seen[a]) {
                     self.max_seen[a] = Some(m.min(t));
                 }
@@ -510,7 +589,8 @@ impl Oracle {
 
     /// Checks every invariant against `answers`, then learns from them.
     fn check(&mut self, inst: &Instance, answers: &[Answer], deadline: Duration) -> Result<(), TestCaseError> {
-        let first_round = self.reported.iter().all(|r| *r) || self.started.is_some_and(|t| inst.now.duration_since(t) >= deadline);
+        let first_round =
+            self.reported.iter().all(|r| *r) || self.started.is_some_and(|t| inst.now.duration_since(t) >= deadline);
         for (a, ans) in answers.iter().enumerate() {
             if let Some(p) = self.pins[a] {
                 prop_assert_eq!(ans, &Answer::Target(p), "a pin is always honoured (alias {})", a);
@@ -528,16 +608,36 @@ impl Oracle {
             if !writer(a) {
                 continue;
             }
-            let tl = inst.state.servers[s].last_state.as_ref().filter(|x| !x.in_recovery).and_then(|x| x.timeline);
+            let tl = inst.state.servers[s]
+                .last_state
+                .as_ref()
+                .filter(|x| !x.in_recovery)
+                .and_then(|x| x.timeline);
             if let (Some(t), Some(m)) = (tl, self.max_seen[a]) {
-                prop_assert!(t >= m, "alias {} answers {} on timeline {} after timeline {} was seen", a, s, t, m);
+                prop_assert!(
+                    t >= m,
+                    "alias {} answers {} on timeline {} after timeline {} was seen",
+                    a,
+                    s,
+                    t,
+                    m
+                );
             }
-            prop_assert!(!self.left[a].contains_key(&s), "alias {} went back to {}, which it left (left: {:?})", a, s, self.left[a]);
+            prop_assert!(
+                !self.left[a].contains_key(&s),
+                "alias {} went back to {}, which it left (left: {:?})",
+                a,
+                s,
+                self.left[a]
+            );
             // Servers writable beside the answered one lost a split brain
             // (when both were just seen, not merely remembered).
             let role_ok = |x: usize| {
                 let h = &inst.state.servers[x];
-                h.up && h.consecutive_fail == 0 && h.last_state.as_ref().is_some_and(|st| if a == 0 { st.writable() } else { !st.in_recovery })
+                h.up && h.consecutive_fail == 0
+                    && h.last_state
+                        .as_ref()
+                        .is_some_and(|st| if a == 0 { st.writable() } else { !st.in_recovery })
             };
             if role_ok(s) && !inst.state.drained[s] {
                 for x in (0..3).filter(|&x| x != s && role_ok(x) && !inst.state.drained[x]) {
@@ -545,8 +645,17 @@ impl Oracle {
                     self.left[a].entry(x).or_insert(tl_then);
                 }
             }
-            if let (Some(_), Some(then), Some(now), false) = (self.last[a].filter(|&p| p != s), self.last_tl[a], tl, self.unfenced[a]) {
-                prop_assert!(now > then, "alias {} moved to {} on timeline {}, not newer than {} of the server it left", a, s, now, then);
+            if let (Some(_), Some(then), Some(now), false) =
+                (self.last[a].filter(|&p| p != s), self.last_tl[a], tl, self.unfenced[a])
+            {
+                prop_assert!(
+                    now > then,
+                    "alias {} moved to {} on timeline {}, not newer than {} of the server it left",
+                    a,
+                    s,
+                    now,
+                    then
+                );
             }
             if self.last[a] != Some(s) {
                 self.unfenced[a] = false;
@@ -555,7 +664,11 @@ impl Oracle {
                 self.last_tl[a] = tl;
             }
             if let Some(prev) = self.last[a].filter(|&p| p != s) {
-                let tl_then = inst.state.servers[prev].last_state.as_ref().filter(|x| !x.in_recovery).and_then(|x| x.timeline);
+                let tl_then = inst.state.servers[prev]
+                    .last_state
+                    .as_ref()
+                    .filter(|x| !x.in_recovery)
+                    .and_then(|x| x.timeline);
                 self.left[a].insert(prev, tl_then);
             }
             self.last[a] = Some(s);
@@ -569,13 +682,19 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
     let mut cluster = Cluster::new(unique, revoked);
     let mut inst = Instance::new(Instant::now());
     let deadline = inst.config.probe.deadline;
-    let mut oracle = Oracle { started: Some(inst.now), ..Oracle::default() };
+    let mut oracle = Oracle {
+        started: Some(inst.now),
+        ..Oracle::default()
+    };
     let mut all = Vec::new();
     for op in ops {
         inst.tick();
         if cluster.apply(op) {
             let obs: Vec<Observation> = match op {
-                Op::Probe(mask) => (0..3).filter(|s| mask & (1 << s) != 0).map(|s| cluster.observe(s, inst.now)).collect(),
+                Op::Probe(mask) => (0..3)
+                    .filter(|s| mask & (1 << s) != 0)
+                    .map(|s| cluster.observe(s, inst.now))
+                    .collect(),
                 _ => Vec::new(),
             };
             for o in &obs {
@@ -590,7 +709,10 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
             let server = |s: usize| SERVERS[s].to_string();
             match *op {
                 Op::Pin(a, s) => {
-                    inst.apply(&Override::Pin { alias: alias(a), server: server(s) });
+                    inst.apply(&Override::Pin {
+                        alias: alias(a),
+                        server: server(s),
+                    });
                     oracle.pins[a] = Some(s);
                 }
                 Op::Unpin(a) => {
@@ -609,7 +731,10 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
                     if writer(a) {
                         oracle.unfence(a, s, &inst.state);
                     }
-                    inst.apply(&Override::Unfence { alias: alias(a), server: s.map(server) });
+                    inst.apply(&Override::Unfence {
+                        alias: alias(a),
+                        server: s.map(server),
+                    });
                 }
                 Op::Reload => inst.reload(),
                 Op::RestartSidecar => {

@@ -12,8 +12,16 @@ use crate::config::{Config, ServerId};
 /// fresh (a new server is chosen only once it has reported; a new writer
 /// alias starts with the newest timeline already known on its candidates).
 pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
-    let mut state = State { started: prev.started, first_round_done: prev.first_round_done, ..State::new(new, prev.started) };
-    let map: Vec<Option<ServerId>> = old.servers.iter().map(|os| new.servers.iter().position(|ns| ns.id == os.id)).collect();
+    let mut state = State {
+        started: prev.started,
+        first_round_done: prev.first_round_done,
+        ..State::new(new, prev.started)
+    };
+    let map: Vec<Option<ServerId>> = old
+        .servers
+        .iter()
+        .map(|os| new.servers.iter().position(|ns| ns.id == os.id))
+        .collect();
     for (o, n) in map.iter().enumerate() {
         if let Some(n) = *n {
             state.servers[n] = prev.servers[o].clone();
@@ -40,11 +48,24 @@ pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
             .filter_map(|f| {
                 let server = keep(&f.server)?;
                 let reason = remap(f.reason, |s| keep(&s));
-                Some(fence::Fence { server, reason, ..f.clone() })
+                Some(fence::Fence {
+                    server,
+                    reason,
+                    ..f.clone()
+                })
             })
             .collect();
         a.fences.sort_by_key(|f| f.server);
-        a.lagging = a.lagging.iter().filter_map(|l| Some(super::lag::Lagging { server: keep(&l.server)?, ..l.clone() })).collect();
+        a.lagging = a
+            .lagging
+            .iter()
+            .filter_map(|l| {
+                Some(super::lag::Lagging {
+                    server: keep(&l.server)?,
+                    ..l.clone()
+                })
+            })
+            .collect();
         a.lagging.sort_by_key(|l| l.server);
         if !na.max_lag.is_set() {
             a.lagging.clear();

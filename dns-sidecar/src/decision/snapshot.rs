@@ -81,11 +81,25 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
                     since: unix(f.since),
                 })
                 .collect();
-            let r = RememberedAlias { target: a.target.map(id), decided: a.decided.map(id), decided_timeline: a.decided_timeline, since: a.since.map(&unix), timeline_floor: a.timeline_floor, fences, pinned: pin.map(id) };
+            let r = RememberedAlias {
+                target: a.target.map(id),
+                decided: a.decided.map(id),
+                decided_timeline: a.decided_timeline,
+                since: a.since.map(&unix),
+                timeline_floor: a.timeline_floor,
+                fences,
+                pinned: pin.map(id),
+            };
             (c.name.as_str().to_string(), r)
         })
         .collect();
-    let drained = state.drained.iter().enumerate().filter(|(_, d)| **d).map(|(s, _)| id(s)).collect();
+    let drained = state
+        .drained
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d)
+        .map(|(s, _)| id(s))
+        .collect();
     Remembered { aliases, drained }
 }
 
@@ -93,7 +107,12 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
 /// what `remembered` says restored. Names the config no longer has are
 /// skipped and listed in the returned notes. `instant` maps wall-clock
 /// seconds back to the decision's clock.
-pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: impl Fn(f64) -> Instant) -> (State, Vec<String>) {
+pub fn restore(
+    config: &Config,
+    remembered: &Remembered,
+    now: Instant,
+    instant: impl Fn(f64) -> Instant,
+) -> (State, Vec<String>) {
     let mut state = State::new(config, now);
     let mut notes = Vec::new();
     let server = |id: &str| config.servers.iter().position(|s| s.id == id);
@@ -104,7 +123,10 @@ pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: 
         }
     }
     for (name, r) in &remembered.aliases {
-        let Some(i) = DnsName::parse(name).ok().and_then(|n| config.aliases.iter().position(|a| a.name == n)) else {
+        let Some(i) = DnsName::parse(name)
+            .ok()
+            .and_then(|n| config.aliases.iter().position(|a| a.name == n))
+        else {
             notes.push(format!("alias `{name}` is no longer configured"));
             continue;
         };
@@ -121,8 +143,14 @@ pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: 
         let pinned = r.pinned.as_deref().and_then(|p| candidate(p, "pinned server"));
         let mut fences: Vec<Fence> = Vec::new();
         for f in &r.fences {
-            let Some(s) = candidate(&f.server, "fenced server") else { continue };
-            let other = f.other.as_deref().and_then(server).filter(|o| alias.servers.contains(o));
+            let Some(s) = candidate(&f.server, "fenced server") else {
+                continue;
+            };
+            let other = f
+                .other
+                .as_deref()
+                .and_then(server)
+                .filter(|o| alias.servers.contains(o));
             let reason = match (f.reason.as_str(), other) {
                 ("superseded", Some(by)) => FenceReason::Superseded { by },
                 ("lost-split-brain", Some(winner)) => FenceReason::LostSplitBrain { winner },
@@ -130,7 +158,12 @@ pub fn restore(config: &Config, remembered: &Remembered, now: Instant, instant: 
                 _ => FenceReason::Inherited,
             };
             if !fences.iter().any(|x| x.server == s) {
-                fences.push(Fence { server: s, reason, since: instant(f.since), timeline: f.timeline });
+                fences.push(Fence {
+                    server: s,
+                    reason,
+                    since: instant(f.since),
+                    timeline: f.timeline,
+                });
             }
         }
         fences.sort_by_key(|f| f.server);

@@ -43,16 +43,40 @@ pub(super) const A: ServerId = 0;
 pub(super) const B: ServerId = 1;
 
 pub(super) fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: false, read_only: false, timeline: tl, replay_lag_bytes: None, wal_lsn: None, fresh_connection: false })
+    Ok(ServerState {
+        in_recovery: false,
+        read_only: false,
+        timeline: tl,
+        replay_lag_bytes: None,
+        wal_lsn: None,
+        fresh_connection: false,
+    })
 }
 pub(super) fn read_only_primary() -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: false, read_only: true, timeline: Some(1), replay_lag_bytes: None, wal_lsn: None, fresh_connection: false })
+    Ok(ServerState {
+        in_recovery: false,
+        read_only: true,
+        timeline: Some(1),
+        replay_lag_bytes: None,
+        wal_lsn: None,
+        fresh_connection: false,
+    })
 }
 pub(super) fn standby() -> Result<ServerState, ProbeFailure> {
-    Ok(ServerState { in_recovery: true, read_only: true, timeline: None, replay_lag_bytes: Some(0), wal_lsn: None, fresh_connection: false })
+    Ok(ServerState {
+        in_recovery: true,
+        read_only: true,
+        timeline: None,
+        replay_lag_bytes: Some(0),
+        wal_lsn: None,
+        fresh_connection: false,
+    })
 }
 pub(super) fn fail(kind: FailureKind) -> Result<ServerState, ProbeFailure> {
-    Err(ProbeFailure { kind, message: format!("{kind:?} failure") })
+    Err(ProbeFailure {
+        kind,
+        message: format!("{kind:?} failure"),
+    })
 }
 
 /// Drives the decision with a simulated clock.
@@ -69,12 +93,24 @@ impl Sim {
     }
     pub fn with_config(config: Config) -> Sim {
         let now = Instant::now();
-        Sim { state: State::new(&config, now), config, now, events: Vec::new() }
+        Sim {
+            state: State::new(&config, now),
+            config,
+            now,
+            events: Vec::new(),
+        }
     }
     pub fn step(&mut self, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
         self.now += Duration::from_millis(100);
-        let obs: Vec<Observation> =
-            obs.iter().map(|(s, o)| Observation { server: *s, at: self.now, latency: Duration::from_millis(1), outcome: o.clone() }).collect();
+        let obs: Vec<Observation> = obs
+            .iter()
+            .map(|(s, o)| Observation {
+                server: *s,
+                at: self.now,
+                latency: Duration::from_millis(1),
+                outcome: o.clone(),
+            })
+            .collect();
         let (state, events) = decide(&self.state, &obs, &self.config, self.now);
         self.state = state;
         self.events = events;
@@ -105,7 +141,11 @@ fn first_round_closes_at_the_deadline_without_a_frozen_server() {
     for _ in 0..8 {
         assert_eq!(s.step(&[]), Answer::Pending);
     }
-    assert_eq!(s.step(&[]), Answer::Target(A), "1s after start the first round is closed");
+    assert_eq!(
+        s.step(&[]),
+        Answer::Target(A),
+        "1s after start the first round is closed"
+    );
     assert!(s.events.contains(&Event::FirstRound { missing: vec![B] }));
 }
 
@@ -120,13 +160,26 @@ fn nothing_matches_at_start_is_servfail_even_with_keep_last() {
 fn promote_while_old_primary_runs_newest_timeline_wins() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
     let (old, new, reason) = s.changed().unwrap();
     assert_eq!((old, new), (Some(A), B));
     assert!(reason.contains("newer timeline"), "{reason}");
-    assert!(s.events.iter().any(|e| matches!(e, Event::SplitBrain { chosen: B, by_timeline: true, .. })));
+    assert!(s.events.iter().any(|e| matches!(
+        e,
+        Event::SplitBrain {
+            chosen: B,
+            by_timeline: true,
+            ..
+        }
+    )));
     // Stays, and the split brain is not reported again while it lasts.
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
     assert!(s.events.is_empty());
 }
 
@@ -136,14 +189,24 @@ fn split_brain_without_timelines_keeps_current() {
     s.step(&[(A, standby()), (B, primary(None))]);
     assert_eq!(s.step(&[(A, primary(None)), (B, primary(None))]), Answer::Target(B));
     assert!(s.changed().is_none());
-    assert!(s.events.iter().any(|e| matches!(e, Event::SplitBrain { chosen: B, by_timeline: false, .. })));
+    assert!(s.events.iter().any(|e| matches!(
+        e,
+        Event::SplitBrain {
+            chosen: B,
+            by_timeline: false,
+            ..
+        }
+    )));
 }
 
 #[test]
 fn split_brain_with_equal_timelines_keeps_current() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, standby()), (B, primary(Some(3)))]);
-    assert_eq!(s.step(&[(A, primary(Some(3))), (B, primary(Some(3)))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, primary(Some(3))), (B, primary(Some(3)))]),
+        Answer::Target(B)
+    );
 }
 
 #[test]
@@ -156,7 +219,10 @@ fn split_brain_at_start_without_timelines_picks_list_order() {
 fn read_only_primary_is_left_for_a_writable_one() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
-    assert_eq!(s.step(&[(A, read_only_primary()), (B, primary(Some(2)))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, read_only_primary()), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
     let (_, _, reason) = s.changed().unwrap();
     assert!(reason.contains("no longer read-write"), "{reason}");
 }
@@ -166,8 +232,17 @@ fn none_writable_keeps_last_or_servfails() {
     for (policy, expected) in [("keep-last", Answer::Target(A)), ("servfail", Answer::NoTarget)] {
         let mut s = Sim::new("read-write", policy);
         s.step(&[(A, primary(Some(1))), (B, standby())]);
-        assert_eq!(s.step(&[(A, read_only_primary()), (B, standby())]), expected, "{policy}");
-        assert!(s.events.iter().any(|e| matches!(e, Event::NoMatch { last: Some(A), .. })), "{policy}");
+        assert_eq!(
+            s.step(&[(A, read_only_primary()), (B, standby())]),
+            expected,
+            "{policy}"
+        );
+        assert!(
+            s.events
+                .iter()
+                .any(|e| matches!(e, Event::NoMatch { last: Some(A), .. })),
+            "{policy}"
+        );
         // Logged once, not on every probe.
         assert_eq!(s.step(&[(A, read_only_primary()), (B, standby())]), expected);
         assert!(!s.events.iter().any(|e| matches!(e, Event::NoMatch { .. })));
@@ -183,14 +258,28 @@ fn ambiguous_failures_are_damped_definite_ones_are_not() {
     // brain at once) is not chosen yet.
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(None)), (B, standby())]);
-    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]), Answer::Target(A));
-    assert_eq!(s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]), Answer::Target(B), "third timeout: down");
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]),
+        Answer::Target(A)
+    );
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]),
+        Answer::Target(A)
+    );
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(None))]),
+        Answer::Target(B),
+        "third timeout: down"
+    );
     assert!(s.changed().unwrap().2.contains("a is down"));
 
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
-    assert_eq!(s.step(&[(A, fail(FailureKind::Definite)), (B, primary(Some(2)))]), Answer::Target(B), "refused: at once");
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Definite)), (B, primary(Some(2)))]),
+        Answer::Target(B),
+        "refused: at once"
+    );
 }
 
 #[test]
@@ -198,7 +287,11 @@ fn a_recovered_server_needs_rise_good_probes() {
     let mut s = Sim::new("standby", "servfail");
     s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]);
     assert_eq!(s.state.answer(&s.config, 0), Answer::NoTarget);
-    assert_eq!(s.step(&[(B, standby())]), Answer::NoTarget, "one good probe is not enough after being down");
+    assert_eq!(
+        s.step(&[(B, standby())]),
+        Answer::NoTarget,
+        "one good probe is not enough after being down"
+    );
     assert_eq!(s.step(&[(B, standby())]), Answer::Target(B));
 }
 
@@ -212,7 +305,10 @@ fn standby_alias_points_at_the_replica() {
 fn prefer_standby_falls_back_and_returns() {
     let mut s = Sim::new("prefer-standby", "keep-last");
     assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(B));
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]), Answer::Target(A));
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]),
+        Answer::Target(A)
+    );
     assert_eq!(s.step(&[(B, standby())]), Answer::Target(A), "damped: one good probe");
     assert_eq!(s.step(&[(B, standby())]), Answer::Target(B), "back to the standby");
 }
@@ -235,7 +331,10 @@ fn same_observations_same_answer() {
 }
 
 fn pin(alias: &str, server: &str) -> Override {
-    Override::Pin { alias: alias.into(), server: server.into() }
+    Override::Pin {
+        alias: alias.into(),
+        server: server.into(),
+    }
 }
 
 impl Sim {
@@ -258,8 +357,15 @@ fn a_pin_wins_over_probes_until_undone() {
     assert!(summary.contains("pinned to b"), "{summary}");
     assert_eq!(s.answer(), Answer::Target(B), "at once, without waiting for a probe");
     assert!(s.changed().unwrap().2.contains("pinned"));
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]), Answer::Target(B), "even while down");
-    s.apply(Override::Unpin { alias: "prod.db.internal.".into() }).unwrap();
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]),
+        Answer::Target(B),
+        "even while down"
+    );
+    s.apply(Override::Unpin {
+        alias: "prod.db.internal.".into(),
+    })
+    .unwrap();
     assert_eq!(s.answer(), Answer::Target(A));
 }
 
@@ -269,7 +375,10 @@ fn a_drained_server_is_never_chosen() {
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.apply(Override::Drain { server: "a".into() }).unwrap();
     assert_eq!(s.answer(), Answer::NoTarget, "keep-last does not keep a drained server");
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
     assert!(s.changed().unwrap().2.contains("drained"), "{:?}", s.changed());
     s.apply(Override::Undrain { server: "a".into() }).unwrap();
     assert_eq!(s.answer(), Answer::Target(B), "undraining does not move the alias back");
@@ -278,9 +387,18 @@ fn a_drained_server_is_never_chosen() {
 #[test]
 fn overrides_name_real_aliases_and_candidates() {
     let mut s = Sim::new("read-write", "keep-last");
-    assert_eq!(s.apply(pin("nope.db.internal", "a")), Err(ControlError::UnknownAlias("nope.db.internal".into())));
-    assert_eq!(s.apply(pin("prod.db.internal", "c")), Err(ControlError::UnknownServer("c".into())));
-    assert_eq!(s.apply(Override::Drain { server: "zz".into() }), Err(ControlError::UnknownServer("zz".into())));
+    assert_eq!(
+        s.apply(pin("nope.db.internal", "a")),
+        Err(ControlError::UnknownAlias("nope.db.internal".into()))
+    );
+    assert_eq!(
+        s.apply(pin("prod.db.internal", "c")),
+        Err(ControlError::UnknownServer("c".into()))
+    );
+    assert_eq!(
+        s.apply(Override::Drain { server: "zz".into() }),
+        Err(ControlError::UnknownServer("zz".into()))
+    );
 }
 
 #[test]
@@ -315,7 +433,10 @@ servers = ["b", "a"]
     let next = reconfigure(&s.state, &s.config, &new);
     assert!(next.first_round_done);
     assert!(next.servers[A].up, "a is unchanged: keeps its health");
-    assert!(next.servers[B].up, "b changed: keeps its health until its new prober reports");
+    assert!(
+        next.servers[B].up,
+        "b changed: keeps its health until its new prober reports"
+    );
     assert!(next.drained[B], "drains follow the server id");
     assert_eq!(next.aliases[1].target, Some(A), "prod keeps its target");
     assert_eq!(next.aliases[0].target, None, "the new alias starts without one");
@@ -324,21 +445,47 @@ servers = ["b", "a"]
 }
 
 fn downs(s: &Sim) -> Vec<(ServerId, bool)> {
-    s.events.iter().filter_map(|e| if let Event::ServerDown { server, was_up, .. } = e { Some((*server, *was_up)) } else { None }).collect()
+    s.events
+        .iter()
+        .filter_map(|e| {
+            if let Event::ServerDown { server, was_up, .. } = e {
+                Some((*server, *was_up))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn ups(s: &Sim) -> Vec<(ServerId, Option<Duration>)> {
-    s.events.iter().filter_map(|e| if let Event::ServerUp { server, down_for, .. } = e { Some((*server, *down_for)) } else { None }).collect()
+    s.events
+        .iter()
+        .filter_map(|e| {
+            if let Event::ServerUp { server, down_for, .. } = e {
+                Some((*server, *down_for))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
 fn a_server_never_up_is_reported_down_once_with_its_reason() {
     // A wrong sslrootcert: every probe of b fails with a TLS error (ambiguous).
     let mut s = Sim::new("read-write", "keep-last");
-    let tls = || Err(ProbeFailure { kind: FailureKind::Ambiguous, message: "TLS: certificate verify failed".into() });
+    let tls = || {
+        Err(ProbeFailure {
+            kind: FailureKind::Ambiguous,
+            message: "TLS: certificate verify failed".into(),
+        })
+    };
     s.step(&[(A, primary(Some(1))), (B, tls())]);
     assert_eq!(downs(&s), [(B, false)], "{:?}", s.events);
-    assert!(s.events.iter().any(|e| matches!(e, Event::ServerDown { error, .. } if error.contains("certificate verify failed"))));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ServerDown { error, .. } if error.contains("certificate verify failed"))));
     assert_eq!(ups(&s), [(A, None)]);
     // Never again while the episode lasts, however many probes fail.
     for _ in 0..20 {
@@ -381,13 +528,24 @@ fn servfail_reasons_say_why() {
     let (st, _, _) = apply_override(&s.state, &s.config, &Override::Drain { server: "a".into() }, s.now).unwrap();
     assert_eq!(st.answer(&s.config, 0), Answer::NoTarget);
     let why = st.servfail_reason(&s.config, 0);
-    assert!(why.starts_with("a was drained by an operator; candidates: a drained; b standby"), "{why}");
+    assert!(
+        why.starts_with("a was drained by an operator; candidates: a drained; b standby"),
+        "{why}"
+    );
     let mut s = Sim::new("read-write", "servfail");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.step(&[(A, fail(FailureKind::Definite))]);
     let why = s.state.servfail_reason(&s.config, 0);
-    assert!(why.contains("on_no_match = \"servfail\"") && why.contains("a down (Definite failure)") && why.contains("b standby"), "{why}");
+    assert!(
+        why.contains("on_no_match = \"servfail\"")
+            && why.contains("a down (Definite failure)")
+            && why.contains("b standby"),
+        "{why}"
+    );
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, standby()), (B, standby())]);
-    assert!(s.state.servfail_reason(&s.config, 0).contains("keep-last has nothing to keep"));
+    assert!(s
+        .state
+        .servfail_reason(&s.config, 0)
+        .contains("keep-last has nothing to keep"));
 }

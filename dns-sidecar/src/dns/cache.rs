@@ -150,7 +150,9 @@ impl Entry {
 
     fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
         let at = self.key_len as usize;
-        self.data[at..at + 2 * self.ttls as usize].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
+        self.data[at..at + 2 * self.ttls as usize]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
     }
 
     fn cost(&self) -> u64 {
@@ -194,7 +196,12 @@ impl ShardLimits {
             return ShardLimits::default();
         }
         let entries = s.max_entries / SHARDS + usize::from(shard < s.max_entries % SHARDS);
-        ShardLimits { entries, bytes: s.max_bytes / SHARDS as u64, serve_stale: s.serve_stale, max_stale_ms: s.max_stale.as_millis() as u64 }
+        ShardLimits {
+            entries,
+            bytes: s.max_bytes / SHARDS as u64,
+            serve_stale: s.serve_stale,
+            max_stale_ms: s.max_stale.as_millis() as u64,
+        }
     }
 }
 
@@ -257,7 +264,10 @@ impl Shard {
         for i in 0..self.slots.len() {
             self.remove(i, m);
         }
-        *self = Shard { limits: self.limits, ..Shard::default() };
+        *self = Shard {
+            limits: self.limits,
+            ..Shard::default()
+        };
     }
 
     /// Whether a new entry (a negative or SERVFAIL one when `denial`) would
@@ -266,7 +276,9 @@ impl Shard {
         let l = &self.limits;
         // A typical entry: a ~100-byte answer, its key and bookkeeping.
         let cost = 256;
-        self.entries + 1 > l.entries || self.bytes + cost > l.bytes || (denial && (self.denials + 1 > l.entries / 2 || self.denial_bytes + cost > l.bytes / 2))
+        self.entries + 1 > l.entries
+            || self.bytes + cost > l.bytes
+            || (denial && (self.denials + 1 > l.entries / 2 || self.denial_bytes + cost > l.bytes / 2))
     }
 
     /// Frees room for an entry of `cost` bytes (a negative or SERVFAIL one
@@ -384,7 +396,14 @@ impl Cache {
     }
 
     fn with_clock(settings: &CacheSettings, metrics: CacheMetrics, clock: Clock) -> Cache {
-        let shards = (0..SHARDS).map(|i| Mutex::new(Shard { limits: ShardLimits::of(settings, i), ..Shard::default() })).collect();
+        let shards = (0..SHARDS)
+            .map(|i| {
+                Mutex::new(Shard {
+                    limits: ShardLimits::of(settings, i),
+                    ..Shard::default()
+                })
+            })
+            .collect();
         Cache {
             shards,
             hasher: RandomState::new(),
@@ -452,7 +471,12 @@ impl Cache {
                 s.clear(&self.metrics);
                 continue;
             }
-            let inside: Vec<usize> = s.slots.iter().enumerate().filter_map(|(i, e)| e.as_ref().filter(|e| within_any(&zones, name_of(e.key()))).map(|_| i)).collect();
+            let inside: Vec<usize> = s
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.as_ref().filter(|e| within_any(&zones, name_of(e.key()))).map(|_| i))
+                .collect();
             for i in inside {
                 s.remove(i, &self.metrics);
             }
@@ -462,7 +486,14 @@ impl Cache {
 
     /// [`Cache::configure`] with `config`'s `[cache]` and zones.
     pub fn configure_from(&self, config: &crate::config::Config) {
-        self.configure(&config.cache, config.zones.iter().map(|z| super::fast::wire(z.name.as_str())).collect());
+        self.configure(
+            &config.cache,
+            config
+                .zones
+                .iter()
+                .map(|z| super::fast::wire(z.name.as_str()))
+                .collect(),
+        );
     }
 
     /// Removes every entry, or (with `below`, a lower-case wire-form name)
@@ -472,8 +503,16 @@ impl Cache {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut s = lock(shard);
-            let hit: Vec<usize> =
-                s.slots.iter().enumerate().filter_map(|(i, e)| e.as_ref().filter(|e| below.as_ref().is_none_or(|b| within_any(b, name_of(e.key())))).map(|_| i)).collect();
+            let hit: Vec<usize> = s
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| {
+                    e.as_ref()
+                        .filter(|e| below.as_ref().is_none_or(|b| within_any(b, name_of(e.key()))))
+                        .map(|_| i)
+                })
+                .collect();
             for i in hit {
                 s.remove(i, &self.metrics);
                 removed += 1;
@@ -515,7 +554,9 @@ impl Cache {
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard(hash);
         let l = shard.limits;
-        let Some(e) = shard.get(hash, key) else { return Found::Miss };
+        let Some(e) = shard.get(hash, key) else {
+            return Found::Miss;
+        };
         if e.fresh(now) {
             e.referenced = true;
             let age = ((now - e.stored) / 1000) as u32;
@@ -543,7 +584,9 @@ impl Cache {
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard(hash);
         let l = shard.limits;
-        let Some(e) = shard.get(hash, key) else { return Found::Miss };
+        let Some(e) = shard.get(hash, key) else {
+            return Found::Miss;
+        };
         if e.fresh(now) {
             let age = ((now - e.stored) / 1000) as u32;
             return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
@@ -579,7 +622,9 @@ impl Cache {
         }
         let settings = self.settings.load();
         let mut ttls = [0u16; MAX_RECORDS];
-        let Some(kept) = keepable(q, qn, answer, &settings, &mut ttls) else { return false };
+        let Some(kept) = keepable(q, qn, answer, &settings, &mut ttls) else {
+            return false;
+        };
         let ttls = &ttls[..kept.ttls];
         let mut data = Vec::with_capacity(key.len() + 2 * ttls.len() + kept.len);
         data.extend_from_slice(key);
@@ -592,7 +637,11 @@ impl Cache {
         for &t in ttls {
             let t = t as usize;
             let ttl = u32::from_be_bytes([a[t], a[t + 1], a[t + 2], a[t + 3]]).min(kept.cap);
-            let ttl = if kept.soa == Some(t) { ttl.min(kept.negative) } else { ttl };
+            let ttl = if kept.soa == Some(t) {
+                ttl.min(kept.negative)
+            } else {
+                ttl
+            };
             a[t..t + 4].copy_from_slice(&ttl.to_be_bytes());
         }
         if let Some(o) = kept.opt_rdlen {
@@ -613,7 +662,10 @@ impl Cache {
         if kept.kind == Kind::ServFail {
             let l = shard.limits;
             // A failure does not push out what can answer for it.
-            if shard.get(hash, key).is_some_and(|old| old.kind != Kind::ServFail && old.useful(now, &l)) {
+            if shard
+                .get(hash, key)
+                .is_some_and(|old| old.kind != Kind::ServFail && old.useful(now, &l))
+            {
                 return false;
             }
         }
@@ -729,7 +781,16 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings, ttls: &mut [u1
     if cap == 0 {
         return None;
     }
-    let mut keep = Keep { len: a.len(), ttls: 0, cap, soa: None, negative: u32::MAX, opt_rdlen: None, lifetime: cap, kind };
+    let mut keep = Keep {
+        len: a.len(),
+        ttls: 0,
+        cap,
+        soa: None,
+        negative: u32::MAX,
+        opt_rdlen: None,
+        lifetime: cap,
+        kind,
+    };
     let mut opt = false;
     let mut at = qend;
     for i in 0..total {
@@ -768,7 +829,12 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings, ttls: &mut [u1
                         return None;
                     }
                     if kind == Kind::Negative && keep.soa.is_none() {
-                        keep.negative = u32::from_be_bytes([rdata[rdlen - 4], rdata[rdlen - 3], rdata[rdlen - 2], rdata[rdlen - 1]]);
+                        keep.negative = u32::from_be_bytes([
+                            rdata[rdlen - 4],
+                            rdata[rdlen - 3],
+                            rdata[rdlen - 2],
+                            rdata[rdlen - 1],
+                        ]);
                         keep.soa = Some(at + 4);
                         ttl = ttl.min(keep.negative);
                     } else if kind == Kind::Negative {

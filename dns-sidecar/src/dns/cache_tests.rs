@@ -28,7 +28,17 @@ struct Q {
 }
 
 fn q(name: &'static str) -> Q {
-    Q { name, qtype: RecordType::A, edns: None, cd: false, ad: false, options: Vec::new(), payload: 1232, id: 0x1234, rd: true }
+    Q {
+        name,
+        qtype: RecordType::A,
+        edns: None,
+        cd: false,
+        ad: false,
+        options: Vec::new(),
+        payload: 1232,
+        id: 0x1234,
+        rd: true,
+    }
 }
 
 impl Q {
@@ -38,7 +48,8 @@ impl Q {
         m.metadata.recursion_desired = self.rd;
         m.metadata.checking_disabled = self.cd;
         m.metadata.authentic_data = self.ad;
-        m.queries.push(Query::query(Name::from_ascii(self.name).unwrap(), self.qtype));
+        m.queries
+            .push(Query::query(Name::from_ascii(self.name).unwrap(), self.qtype));
         if let Some(dnssec_ok) = self.edns {
             let mut e = Edns::new();
             e.set_max_payload(self.payload);
@@ -58,7 +69,13 @@ fn parse(raw: &[u8]) -> Question {
 
 /// The upstream's answer to `query`, with EDNS (and `options`) when the
 /// query had it, AD set.
-fn answer(query: &[u8], rcode: ResponseCode, answers: Vec<Record>, authority: Vec<Record>, options: Vec<EdnsOption>) -> Vec<u8> {
+fn answer(
+    query: &[u8],
+    rcode: ResponseCode,
+    answers: Vec<Record>,
+    authority: Vec<Record>,
+    options: Vec<EdnsOption>,
+) -> Vec<u8> {
     let req = Message::from_vec(query).unwrap();
     let mut m = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
     m.metadata.recursion_desired = req.metadata.recursion_desired;
@@ -87,7 +104,15 @@ fn a(name: &str, ttl: u32, last: u8) -> Record {
 
 fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
     let z = Name::from_ascii(zone).unwrap();
-    let soa = SOA::new(Name::from_ascii(format!("ns.{zone}")).unwrap(), Name::from_ascii(format!("hostmaster.{zone}")).unwrap(), 1, 3600, 600, 86400, minimum);
+    let soa = SOA::new(
+        Name::from_ascii(format!("ns.{zone}")).unwrap(),
+        Name::from_ascii(format!("hostmaster.{zone}")).unwrap(),
+        1,
+        3600,
+        600,
+        86400,
+        minimum,
+    );
     Record::from_rdata(z, ttl, RData::SOA(soa))
 }
 
@@ -136,7 +161,17 @@ fn hit(f: Found) -> bool {
 fn names_are_keyed_without_case_and_answers_echo_the_question_as_asked() {
     let c = cache_with(settings());
     let first = q("www.Example.com.").bytes();
-    assert!(insert(&c, &first, &answer(&first, ResponseCode::NoError, vec![a("www.example.com.", 60, 1)], vec![], vec![])));
+    assert!(insert(
+        &c,
+        &first,
+        &answer(
+            &first,
+            ResponseCode::NoError,
+            vec![a("www.example.com.", 60, 1)],
+            vec![],
+            vec![]
+        )
+    ));
     for asked in ["www.example.com.", "WWW.EXAMPLE.COM.", "wWw.eXaMpLe.CoM."] {
         let query = Q { id: 0xBEEF, ..q(asked) }.bytes();
         let (f, m) = lookup(&c, &query);
@@ -145,34 +180,83 @@ fn names_are_keyed_without_case_and_answers_echo_the_question_as_asked() {
         assert_eq!(m.metadata.id, 0xBEEF);
         // The question exactly as this client asked it (0x20).
         let mut out = [0u8; 512];
-        let Found::Fresh(_) = c.answer(&query, &parse(&query), 512, c.now(), &mut out) else { panic!() };
-        assert_eq!(out[12..12 + wire(asked).len()], query[12..12 + wire(asked).len()], "{asked}");
+        let Found::Fresh(_) = c.answer(&query, &parse(&query), 512, c.now(), &mut out) else {
+            panic!()
+        };
+        assert_eq!(
+            out[12..12 + wire(asked).len()],
+            query[12..12 + wire(asked).len()],
+            "{asked}"
+        );
         assert_eq!(m.answers[0].data, RData::A(A::new(10, 0, 0, 1)));
     }
     assert_eq!(lookup(&c, &q("www.example.org.").bytes()).0, Found::Miss);
-    assert_eq!(lookup(&c, &Q { qtype: RecordType::AAAA, ..q("www.example.com.") }.bytes()).0, Found::Miss, "another type");
+    assert_eq!(
+        lookup(
+            &c,
+            &Q {
+                qtype: RecordType::AAAA,
+                ..q("www.example.com.")
+            }
+            .bytes()
+        )
+        .0,
+        Found::Miss,
+        "another type"
+    );
 }
 
 #[test]
 fn ttls_count_down_with_the_age_and_the_entry_expires_with_its_smallest_ttl() {
     let c = cache_with(settings());
     let query = q("a.example.com.").bytes();
-    let cname = Record::from_rdata(Name::from_ascii("a.example.com.").unwrap(), 300, RData::CNAME(CNAME(Name::from_ascii("b.example.com.").unwrap())));
-    assert!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![cname, a("b.example.com.", 60, 2)], vec![], vec![])));
+    let cname = Record::from_rdata(
+        Name::from_ascii("a.example.com.").unwrap(),
+        300,
+        RData::CNAME(CNAME(Name::from_ascii("b.example.com.").unwrap())),
+    );
+    assert!(insert(
+        &c,
+        &query,
+        &answer(
+            &query,
+            ResponseCode::NoError,
+            vec![cname, a("b.example.com.", 60, 2)],
+            vec![],
+            vec![]
+        )
+    ));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [300, 60]);
     c.advance(Duration::from_millis(10_500));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [290, 50], "whole seconds of age");
     c.advance(Duration::from_millis(49_400));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [241, 1], "59.9 s old");
     c.advance(Duration::from_millis(100));
-    assert_eq!(lookup(&c, &query).0, Found::Miss, "expired with its smallest TTL (60 s)");
+    assert_eq!(
+        lookup(&c, &query).0,
+        Found::Miss,
+        "expired with its smallest TTL (60 s)"
+    );
 }
 
 #[test]
 fn ttls_are_capped_by_max_ttl() {
-    let c = cache_with(CacheSettings { max_ttl: 3600, ..settings() });
+    let c = cache_with(CacheSettings {
+        max_ttl: 3600,
+        ..settings()
+    });
     let query = q("long.example.com.").bytes();
-    assert!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a("long.example.com.", 86_400, 3)], vec![], vec![])));
+    assert!(insert(
+        &c,
+        &query,
+        &answer(
+            &query,
+            ResponseCode::NoError,
+            vec![a("long.example.com.", 86_400, 3)],
+            vec![],
+            vec![]
+        )
+    ));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [3600]);
     c.advance(Duration::from_secs(3599));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [1]);
@@ -180,15 +264,38 @@ fn ttls_are_capped_by_max_ttl() {
     assert_eq!(lookup(&c, &query).0, Found::Miss);
     // A TTL of 0 means "do not cache".
     let zero = q("zero.example.com.").bytes();
-    assert!(!insert(&c, &zero, &answer(&zero, ResponseCode::NoError, vec![a("zero.example.com.", 0, 3)], vec![], vec![])));
+    assert!(!insert(
+        &c,
+        &zero,
+        &answer(
+            &zero,
+            ResponseCode::NoError,
+            vec![a("zero.example.com.", 0, 3)],
+            vec![],
+            vec![]
+        )
+    ));
 }
 
 #[test]
 fn negative_answers_live_for_the_soa_minimum_capped() {
-    let c = cache_with(CacheSettings { max_negative_ttl: 300, ..settings() });
+    let c = cache_with(CacheSettings {
+        max_negative_ttl: 300,
+        ..settings()
+    });
     // NXDOMAIN: min(SOA TTL 3600, MINIMUM 60) = 60.
     let nx = q("nope.example.com.").bytes();
-    assert!(insert(&c, &nx, &answer(&nx, ResponseCode::NXDomain, vec![], vec![soa("example.com.", 3600, 60)], vec![])));
+    assert!(insert(
+        &c,
+        &nx,
+        &answer(
+            &nx,
+            ResponseCode::NXDomain,
+            vec![],
+            vec![soa("example.com.", 3600, 60)],
+            vec![]
+        )
+    ));
     let (f, m) = lookup(&c, &nx);
     assert!(hit(f));
     let m = m.unwrap();
@@ -199,25 +306,69 @@ fn negative_answers_live_for_the_soa_minimum_capped() {
     c.advance(Duration::from_secs(1));
     assert_eq!(lookup(&c, &nx).0, Found::Miss);
     // NODATA with a small SOA TTL: min(30, 600) = 30.
-    let nodata = Q { qtype: RecordType::AAAA, ..q("v4only.example.com.") }.bytes();
-    assert!(insert(&c, &nodata, &answer(&nodata, ResponseCode::NoError, vec![], vec![soa("example.com.", 30, 600)], vec![])));
+    let nodata = Q {
+        qtype: RecordType::AAAA,
+        ..q("v4only.example.com.")
+    }
+    .bytes();
+    assert!(insert(
+        &c,
+        &nodata,
+        &answer(
+            &nodata,
+            ResponseCode::NoError,
+            vec![],
+            vec![soa("example.com.", 30, 600)],
+            vec![]
+        )
+    ));
     assert_eq!(ttls(&lookup(&c, &nodata).1.unwrap()), [30]);
     // Capped: min(86400, 86400) -> max_negative_ttl.
     let capped = q("gone.example.com.").bytes();
-    assert!(insert(&c, &capped, &answer(&capped, ResponseCode::NXDomain, vec![], vec![soa("example.com.", 86_400, 86_400)], vec![])));
+    assert!(insert(
+        &c,
+        &capped,
+        &answer(
+            &capped,
+            ResponseCode::NXDomain,
+            vec![],
+            vec![soa("example.com.", 86_400, 86_400)],
+            vec![]
+        )
+    ));
     assert_eq!(ttls(&lookup(&c, &capped).1.unwrap()), [300]);
     c.advance(Duration::from_secs(300));
     assert_eq!(lookup(&c, &capped).0, Found::Miss);
     // Without an SOA (RFC 2308: not cached), and with negative caching off.
     let bare = q("bare.example.com.").bytes();
-    assert!(!insert(&c, &bare, &answer(&bare, ResponseCode::NXDomain, vec![], vec![], vec![])));
-    let off = cache_with(CacheSettings { max_negative_ttl: 0, ..settings() });
-    assert!(!insert(&off, &nx, &answer(&nx, ResponseCode::NXDomain, vec![], vec![soa("example.com.", 3600, 60)], vec![])));
+    assert!(!insert(
+        &c,
+        &bare,
+        &answer(&bare, ResponseCode::NXDomain, vec![], vec![], vec![])
+    ));
+    let off = cache_with(CacheSettings {
+        max_negative_ttl: 0,
+        ..settings()
+    });
+    assert!(!insert(
+        &off,
+        &nx,
+        &answer(
+            &nx,
+            ResponseCode::NXDomain,
+            vec![],
+            vec![soa("example.com.", 3600, 60)],
+            vec![]
+        )
+    ));
 }
 
 #[test]
 fn servfail_is_kept_a_few_seconds_and_never_replaces_a_servable_answer() {
-    let c = cache_with(CacheSettings { servfail_ttl: 5, ..settings() });
+    let c = cache_with(CacheSettings {
+        servfail_ttl: 5,
+        ..settings()
+    });
     let query = q("broken.example.com.").bytes();
     let fail = answer(&query, ResponseCode::ServFail, vec![], vec![], vec![]);
     assert!(insert(&c, &query, &fail));
@@ -228,13 +379,37 @@ fn servfail_is_kept_a_few_seconds_and_never_replaces_a_servable_answer() {
     c.advance(Duration::from_millis(100));
     assert_eq!(lookup(&c, &query).0, Found::Miss, "5 s at most");
     assert_eq!(stale(&c, &query).0, Found::Miss, "a SERVFAIL is never served stale");
-    assert!(!insert(&cache_with(CacheSettings { servfail_ttl: 0, ..settings() }), &query, &fail), "servfail_ttl 0: not kept");
+    assert!(
+        !insert(
+            &cache_with(CacheSettings {
+                servfail_ttl: 0,
+                ..settings()
+            }),
+            &query,
+            &fail
+        ),
+        "servfail_ttl 0: not kept"
+    );
     // A good answer, then (expired) the upstream fails: the SERVFAIL is not
     // kept over it, so the answer can still be served stale.
     let good = q("flaky.example.com.").bytes();
-    assert!(insert(&c, &good, &answer(&good, ResponseCode::NoError, vec![a("flaky.example.com.", 10, 4)], vec![], vec![])));
+    assert!(insert(
+        &c,
+        &good,
+        &answer(
+            &good,
+            ResponseCode::NoError,
+            vec![a("flaky.example.com.", 10, 4)],
+            vec![],
+            vec![]
+        )
+    ));
     c.advance(Duration::from_secs(11));
-    assert!(!insert(&c, &good, &answer(&good, ResponseCode::ServFail, vec![], vec![], vec![])));
+    assert!(!insert(
+        &c,
+        &good,
+        &answer(&good, ResponseCode::ServFail, vec![], vec![], vec![])
+    ));
     assert!(matches!(stale(&c, &good).0, Found::Stale(_)));
 }
 
@@ -243,58 +418,200 @@ fn dnssec_ok_cd_and_edns_are_keyed_separately() {
     let c = cache_with(settings());
     let variants = [
         q("k.example.com."),
-        Q { edns: Some(false), ..q("k.example.com.") },
-        Q { edns: Some(true), ..q("k.example.com.") },
-        Q { cd: true, ..q("k.example.com.") },
-        Q { edns: Some(true), cd: true, ..q("k.example.com.") },
+        Q {
+            edns: Some(false),
+            ..q("k.example.com.")
+        },
+        Q {
+            edns: Some(true),
+            ..q("k.example.com.")
+        },
+        Q {
+            cd: true,
+            ..q("k.example.com.")
+        },
+        Q {
+            edns: Some(true),
+            cd: true,
+            ..q("k.example.com.")
+        },
     ];
     for (i, v) in variants.iter().enumerate() {
         let query = v.bytes();
         assert_eq!(lookup(&c, &query).0, Found::Miss, "variant {i} before its own answer");
-        assert!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a("k.example.com.", 60, i as u8)], vec![], vec![])));
+        assert!(insert(
+            &c,
+            &query,
+            &answer(
+                &query,
+                ResponseCode::NoError,
+                vec![a("k.example.com.", 60, i as u8)],
+                vec![],
+                vec![]
+            )
+        ));
     }
     assert_eq!(c.len(), variants.len());
     for (i, v) in variants.iter().enumerate() {
         let m = lookup(&c, &v.bytes()).1.unwrap();
-        assert_eq!(m.answers[0].data, RData::A(A::new(10, 0, 0, i as u8)), "variant {i} gets its own answer");
+        assert_eq!(
+            m.answers[0].data,
+            RData::A(A::new(10, 0, 0, i as u8)),
+            "variant {i} gets its own answer"
+        );
         assert_eq!(m.metadata.checking_disabled, v.cd);
         assert_eq!(m.edns.as_ref().map(|e| e.flags().dnssec_ok), v.edns);
     }
     // The EDNS size does not matter, as long as the answer fits.
-    assert!(hit(lookup(&c, &Q { edns: Some(false), payload: 4096, ..q("k.example.com.") }.bytes()).0));
+    assert!(hit(lookup(
+        &c,
+        &Q {
+            edns: Some(false),
+            payload: 4096,
+            ..q("k.example.com.")
+        }
+        .bytes()
+    )
+    .0));
 }
 
 #[test]
 fn header_bits_follow_the_query() {
     let c = cache_with(settings());
-    let query = Q { edns: Some(true), ..q("ad.example.com.") }.bytes();
-    assert!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a("ad.example.com.", 60, 5)], vec![], vec![])));
-    let m = lookup(&c, &Q { id: 7, rd: false, edns: Some(true), ..q("ad.example.com.") }.bytes()).1.unwrap();
-    assert_eq!((m.metadata.id, m.metadata.recursion_desired, m.metadata.authentic_data), (7, false, true), "DO asked: AD kept");
+    let query = Q {
+        edns: Some(true),
+        ..q("ad.example.com.")
+    }
+    .bytes();
+    assert!(insert(
+        &c,
+        &query,
+        &answer(
+            &query,
+            ResponseCode::NoError,
+            vec![a("ad.example.com.", 60, 5)],
+            vec![],
+            vec![]
+        )
+    ));
+    let m = lookup(
+        &c,
+        &Q {
+            id: 7,
+            rd: false,
+            edns: Some(true),
+            ..q("ad.example.com.")
+        }
+        .bytes(),
+    )
+    .1
+    .unwrap();
+    assert_eq!(
+        (m.metadata.id, m.metadata.recursion_desired, m.metadata.authentic_data),
+        (7, false, true),
+        "DO asked: AD kept"
+    );
     let plain = q("ad.example.com.").bytes();
-    assert!(insert(&c, &plain, &answer(&plain, ResponseCode::NoError, vec![a("ad.example.com.", 60, 5)], vec![], vec![])));
-    assert!(!lookup(&c, &plain).1.unwrap().metadata.authentic_data, "neither AD nor DO asked: no AD (RFC 6840)");
-    assert!(lookup(&c, &Q { ad: true, ..q("ad.example.com.") }.bytes()).1.unwrap().metadata.authentic_data);
+    assert!(insert(
+        &c,
+        &plain,
+        &answer(
+            &plain,
+            ResponseCode::NoError,
+            vec![a("ad.example.com.", 60, 5)],
+            vec![],
+            vec![]
+        )
+    ));
+    assert!(
+        !lookup(&c, &plain).1.unwrap().metadata.authentic_data,
+        "neither AD nor DO asked: no AD (RFC 6840)"
+    );
+    assert!(
+        lookup(
+            &c,
+            &Q {
+                ad: true,
+                ..q("ad.example.com.")
+            }
+            .bytes()
+        )
+        .1
+        .unwrap()
+        .metadata
+        .authentic_data
+    );
 }
 
 #[test]
 fn cookies_are_not_kept_and_client_specific_options_bypass_the_cache() {
     let c = cache_with(settings());
     let cookie = |b: u8| EdnsOption::Unknown(u16::from(EdnsCode::Cookie), vec![b; 8]);
-    let first = Q { edns: Some(false), options: vec![cookie(1)], ..q("c.example.com.") }.bytes();
-    let upstream = answer(&first, ResponseCode::NoError, vec![a("c.example.com.", 60, 6)], vec![], vec![EdnsOption::Unknown(10, vec![1; 24])]);
+    let first = Q {
+        edns: Some(false),
+        options: vec![cookie(1)],
+        ..q("c.example.com.")
+    }
+    .bytes();
+    let upstream = answer(
+        &first,
+        ResponseCode::NoError,
+        vec![a("c.example.com.", 60, 6)],
+        vec![],
+        vec![EdnsOption::Unknown(10, vec![1; 24])],
+    );
     assert!(insert(&c, &first, &upstream));
-    let second = Q { edns: Some(false), options: vec![cookie(2)], ..q("c.example.com.") }.bytes();
+    let second = Q {
+        edns: Some(false),
+        options: vec![cookie(2)],
+        ..q("c.example.com.")
+    }
+    .bytes();
     let m = lookup(&c, &second).1.expect("a cookie does not change the key");
-    assert!(m.edns.as_ref().unwrap().options().as_ref().is_empty(), "the first client's cookie is not handed out: {:?}", m.edns);
-    assert!(hit(lookup(&c, &Q { edns: Some(false), ..q("c.example.com.") }.bytes()).0), "without a cookie too");
+    assert!(
+        m.edns.as_ref().unwrap().options().as_ref().is_empty(),
+        "the first client's cookie is not handed out: {:?}",
+        m.edns
+    );
+    assert!(
+        hit(lookup(
+            &c,
+            &Q {
+                edns: Some(false),
+                ..q("c.example.com.")
+            }
+            .bytes()
+        )
+        .0),
+        "without a cookie too"
+    );
     // Other options may make the answer this client's own (an unknown one
     // here); client subnet and NSID are not even read without decoding.
-    let own = Q { edns: Some(false), options: vec![EdnsOption::Unknown(65001, vec![1, 2])], ..q("e.example.com.") }.bytes();
-    assert!(!insert(&c, &own, &answer(&own, ResponseCode::NoError, vec![a("e.example.com.", 60, 7)], vec![], vec![])));
+    let own = Q {
+        edns: Some(false),
+        options: vec![EdnsOption::Unknown(65001, vec![1, 2])],
+        ..q("e.example.com.")
+    }
+    .bytes();
+    assert!(!insert(
+        &c,
+        &own,
+        &answer(
+            &own,
+            ResponseCode::NoError,
+            vec![a("e.example.com.", 60, 7)],
+            vec![],
+            vec![]
+        )
+    ));
     assert_eq!(lookup(&c, &own).0, Found::Miss);
     for code in [3, 8] {
-        let raw = Q { edns: Some(false), options: vec![EdnsOption::Unknown(code, vec![0, 1, 24, 0, 10, 1, 2])], ..q("e.example.com.") }.bytes();
+        let raw = Q {
+            edns: Some(false),
+            options: vec![EdnsOption::Unknown(code, vec![0, 1, 24, 0, 10, 1, 2])],
+            ..q("e.example.com.")
+        }
+        .bytes();
         assert!(question(&raw, 4096).is_none(), "option {code}: the full path decides");
     }
 }
@@ -303,16 +620,54 @@ fn cookies_are_not_kept_and_client_specific_options_bypass_the_cache() {
 fn uncacheable_answers_are_not_kept() {
     let c = cache_with(settings());
     let query = q("t.example.com.").bytes();
-    let mut tc = answer(&query, ResponseCode::NoError, vec![a("t.example.com.", 60, 8)], vec![], vec![]);
+    let mut tc = answer(
+        &query,
+        ResponseCode::NoError,
+        vec![a("t.example.com.", 60, 8)],
+        vec![],
+        vec![],
+    );
     tc[2] |= 0x02;
     assert!(!insert(&c, &query, &tc), "truncated");
-    assert!(!insert(&c, &query, &answer(&query, ResponseCode::Refused, vec![], vec![], vec![])), "REFUSED");
+    assert!(
+        !insert(
+            &c,
+            &query,
+            &answer(&query, ResponseCode::Refused, vec![], vec![], vec![])
+        ),
+        "REFUSED"
+    );
     let other = q("u.example.com.").bytes();
-    assert!(!insert(&c, &query, &answer(&other, ResponseCode::NoError, vec![a("u.example.com.", 60, 8)], vec![], vec![])), "another question");
-    let mut trailing = answer(&query, ResponseCode::NoError, vec![a("t.example.com.", 60, 8)], vec![], vec![]);
+    assert!(
+        !insert(
+            &c,
+            &query,
+            &answer(
+                &other,
+                ResponseCode::NoError,
+                vec![a("u.example.com.", 60, 8)],
+                vec![],
+                vec![]
+            )
+        ),
+        "another question"
+    );
+    let mut trailing = answer(
+        &query,
+        ResponseCode::NoError,
+        vec![a("t.example.com.", 60, 8)],
+        vec![],
+        vec![],
+    );
     trailing.push(0);
     assert!(!insert(&c, &query, &trailing), "trailing bytes");
-    let good = answer(&query, ResponseCode::NoError, vec![a("t.example.com.", 60, 8)], vec![], vec![]);
+    let good = answer(
+        &query,
+        ResponseCode::NoError,
+        vec![a("t.example.com.", 60, 8)],
+        vec![],
+        vec![],
+    );
     assert!(!insert(&c, &query, &good[..good.len() - 2]), "cut short");
     assert!(c.is_empty());
 }
@@ -320,28 +675,67 @@ fn uncacheable_answers_are_not_kept() {
 #[test]
 fn answers_larger_than_the_client_takes_are_not_served() {
     let c = cache_with(settings());
-    let query = Q { qtype: RecordType::TXT, edns: Some(false), payload: 4096, ..q("big.example.com.") }.bytes();
-    let txt: Vec<Record> = (0..6).map(|i| Record::from_rdata(Name::from_ascii("big.example.com.").unwrap(), 60, RData::TXT(TXT::new(vec![format!("{i}{}", "x".repeat(150))])))).collect();
+    let query = Q {
+        qtype: RecordType::TXT,
+        edns: Some(false),
+        payload: 4096,
+        ..q("big.example.com.")
+    }
+    .bytes();
+    let txt: Vec<Record> = (0..6)
+        .map(|i| {
+            Record::from_rdata(
+                Name::from_ascii("big.example.com.").unwrap(),
+                60,
+                RData::TXT(TXT::new(vec![format!("{i}{}", "x".repeat(150))])),
+            )
+        })
+        .collect();
     let big = answer(&query, ResponseCode::NoError, txt, vec![], vec![]);
     assert!(big.len() > 900);
     assert!(insert(&c, &query, &big));
-    let small = Q { qtype: RecordType::TXT, edns: Some(false), payload: 512, ..q("big.example.com.") }.bytes();
+    let small = Q {
+        qtype: RecordType::TXT,
+        edns: Some(false),
+        payload: 512,
+        ..q("big.example.com.")
+    }
+    .bytes();
     let mut out = [0u8; 4096];
     let qs = parse(&small);
-    assert_eq!(c.answer(&small, &qs, qs.udp_limit, c.now(), &mut out), Found::Miss, "does not fit 512 bytes");
-    assert!(hit(c.answer(&small, &qs, usize::MAX, c.now(), &mut out)), "over TCP it fits");
+    assert_eq!(
+        c.answer(&small, &qs, qs.udp_limit, c.now(), &mut out),
+        Found::Miss,
+        "does not fit 512 bytes"
+    );
+    assert!(
+        hit(c.answer(&small, &qs, usize::MAX, c.now(), &mut out)),
+        "over TCP it fits"
+    );
 }
 
 #[test]
 fn the_cache_is_bounded_by_entries_and_by_bytes() {
     let metrics = CacheMetrics::default();
-    let c = Cache::manual(&CacheSettings { max_entries: 64, ..settings() }, metrics.clone());
-    let names: Vec<&'static str> = (0..2000).map(|i| &*Box::leak(format!("n{i}.flood.example.").into_boxed_str())).collect();
+    let c = Cache::manual(
+        &CacheSettings {
+            max_entries: 64,
+            ..settings()
+        },
+        metrics.clone(),
+    );
+    let names: Vec<&'static str> = (0..2000)
+        .map(|i| &*Box::leak(format!("n{i}.flood.example.").into_boxed_str()))
+        .collect();
     for n in &names {
         // Twice: a full cache takes a new name on its second miss.
         let query = q(n).bytes();
         for _ in 0..2 {
-            insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a(n, 300, 1)], vec![], vec![]));
+            insert(
+                &c,
+                &query,
+                &answer(&query, ResponseCode::NoError, vec![a(n, 300, 1)], vec![], vec![]),
+            );
         }
         assert!(c.len() <= 64);
     }
@@ -351,30 +745,74 @@ fn the_cache_is_bounded_by_entries_and_by_bytes() {
     assert!(metrics.evictions.get() >= 2000 - 64);
 
     let bytes = 64 << 10;
-    let c = Cache::manual(&CacheSettings { max_bytes: bytes, ..settings() }, CacheMetrics::default());
+    let c = Cache::manual(
+        &CacheSettings {
+            max_bytes: bytes,
+            ..settings()
+        },
+        CacheMetrics::default(),
+    );
     for n in &names[..500] {
-        let query = Q { qtype: RecordType::TXT, edns: Some(false), ..q(n) }.bytes();
-        let txt = Record::from_rdata(Name::from_ascii(*n).unwrap(), 300, RData::TXT(TXT::new(vec!["y".repeat(200); 4])));
+        let query = Q {
+            qtype: RecordType::TXT,
+            edns: Some(false),
+            ..q(n)
+        }
+        .bytes();
+        let txt = Record::from_rdata(
+            Name::from_ascii(*n).unwrap(),
+            300,
+            RData::TXT(TXT::new(vec!["y".repeat(200); 4])),
+        );
         for _ in 0..2 {
-            insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![txt.clone()], vec![], vec![]));
+            insert(
+                &c,
+                &query,
+                &answer(&query, ResponseCode::NoError, vec![txt.clone()], vec![], vec![]),
+            );
         }
         assert!(c.bytes() <= bytes, "{}", c.bytes());
     }
-    assert!(c.len() < 100 && c.bytes() > bytes / 2, "{} entries, {} bytes", c.len(), c.bytes());
+    assert!(
+        c.len() < 100 && c.bytes() > bytes / 2,
+        "{} entries, {} bytes",
+        c.len(),
+        c.bytes()
+    );
 }
 
 #[test]
 fn a_flood_of_nonexistent_names_does_not_push_out_the_answers_in_use() {
-    let c = cache_with(CacheSettings { max_entries: 1600, ..settings() });
+    let c = cache_with(CacheSettings {
+        max_entries: 1600,
+        ..settings()
+    });
     let used: Vec<String> = (0..40).map(|i| format!("api{i}.example.com.")).collect();
-    let queries: Vec<Vec<u8>> = used.iter().map(|n| q(Box::leak(n.clone().into_boxed_str())).bytes()).collect();
+    let queries: Vec<Vec<u8>> = used
+        .iter()
+        .map(|n| q(Box::leak(n.clone().into_boxed_str())).bytes())
+        .collect();
     for (n, query) in used.iter().zip(&queries) {
-        assert!(insert(&c, query, &answer(query, ResponseCode::NoError, vec![a(n, 300, 9)], vec![], vec![])));
+        assert!(insert(
+            &c,
+            query,
+            &answer(query, ResponseCode::NoError, vec![a(n, 300, 9)], vec![], vec![])
+        ));
     }
     for i in 0..20_000 {
         let n: &'static str = Box::leak(format!("x{i}.junk.example.com.").into_boxed_str());
         let query = q(n).bytes();
-        insert(&c, &query, &answer(&query, ResponseCode::NXDomain, vec![], vec![soa("example.com.", 300, 300)], vec![]));
+        insert(
+            &c,
+            &query,
+            &answer(
+                &query,
+                ResponseCode::NXDomain,
+                vec![],
+                vec![soa("example.com.", 300, 300)],
+                vec![],
+            ),
+        );
     }
     assert!(c.len() <= 1600);
     for (n, query) in used.iter().zip(&queries) {
@@ -384,9 +822,22 @@ fn a_flood_of_nonexistent_names_does_not_push_out_the_answers_in_use() {
 
 #[test]
 fn serve_stale_windows() {
-    let c = cache_with(CacheSettings { max_stale: Duration::from_secs(3600), ..settings() });
+    let c = cache_with(CacheSettings {
+        max_stale: Duration::from_secs(3600),
+        ..settings()
+    });
     let query = q("s.example.com.").bytes();
-    assert!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a("s.example.com.", 10, 10)], vec![], vec![])));
+    assert!(insert(
+        &c,
+        &query,
+        &answer(
+            &query,
+            ResponseCode::NoError,
+            vec![a("s.example.com.", 10, 10)],
+            vec![],
+            vec![]
+        )
+    ));
     // Fresh: the upstream's failure changes nothing.
     c.advance(Duration::from_secs(4));
     let (f, m) = stale(&c, &query);
@@ -405,25 +856,62 @@ fn serve_stale_windows() {
     assert!(matches!(f, Found::Stale(_)), "{f:?}");
     assert_eq!(ttls(&m.unwrap()), [STALE_TTL]);
     c.advance(Duration::from_secs(1));
-    assert_eq!(lookup(&c, &query).0, Found::Miss, "30 s later the upstream is asked again");
+    assert_eq!(
+        lookup(&c, &query).0,
+        Found::Miss,
+        "30 s later the upstream is asked again"
+    );
     // Up to max_stale after expiry, then never.
     c.advance(Duration::from_secs(3609 - 41));
     assert!(matches!(stale(&c, &query).0, Found::Stale(_)), "max_stale after expiry");
     c.advance(Duration::from_secs(2));
     assert_eq!(stale(&c, &query).0, Found::Miss, "older than max_stale");
     // A fresh answer replaces the stale one.
-    assert!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a("s.example.com.", 10, 11)], vec![], vec![])));
+    assert!(insert(
+        &c,
+        &query,
+        &answer(
+            &query,
+            ResponseCode::NoError,
+            vec![a("s.example.com.", 10, 11)],
+            vec![],
+            vec![]
+        )
+    ));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [10]);
 
     // Negative answers are served stale too; nothing is with serve_stale off.
     let nx = q("gone.example.com.").bytes();
-    assert!(insert(&c, &nx, &answer(&nx, ResponseCode::NXDomain, vec![], vec![soa("example.com.", 5, 5)], vec![])));
+    assert!(insert(
+        &c,
+        &nx,
+        &answer(
+            &nx,
+            ResponseCode::NXDomain,
+            vec![],
+            vec![soa("example.com.", 5, 5)],
+            vec![]
+        )
+    ));
     c.advance(Duration::from_secs(6));
     let (f, m) = stale(&c, &nx);
     assert!(matches!(f, Found::Stale(_)));
     assert_eq!(m.unwrap().metadata.response_code, ResponseCode::NXDomain);
-    let off = cache_with(CacheSettings { serve_stale: false, ..settings() });
-    assert!(insert(&off, &query, &answer(&query, ResponseCode::NoError, vec![a("s.example.com.", 10, 10)], vec![], vec![])));
+    let off = cache_with(CacheSettings {
+        serve_stale: false,
+        ..settings()
+    });
+    assert!(insert(
+        &off,
+        &query,
+        &answer(
+            &query,
+            ResponseCode::NoError,
+            vec![a("s.example.com.", 10, 10)],
+            vec![],
+            vec![]
+        )
+    ));
     off.advance(Duration::from_secs(11));
     assert_eq!(stale(&off, &query).0, Found::Miss);
 }
@@ -432,35 +920,109 @@ fn serve_stale_windows() {
 fn names_in_the_sidecars_zones_are_never_kept() {
     let c = cache_with(settings());
     c.configure(&settings(), vec![wire("db.test.")]);
-    for (name, kept) in [("x.db.test.", false), ("db.test.", false), ("a.b.db.test.", false), ("xdb.test.", true), ("db.test.example.", true)] {
+    for (name, kept) in [
+        ("x.db.test.", false),
+        ("db.test.", false),
+        ("a.b.db.test.", false),
+        ("xdb.test.", true),
+        ("db.test.example.", true),
+    ] {
         let query = q(name).bytes();
-        assert_eq!(insert(&c, &query, &answer(&query, ResponseCode::NoError, vec![a(name, 60, 1)], vec![], vec![])), kept, "{name}");
+        assert_eq!(
+            insert(
+                &c,
+                &query,
+                &answer(&query, ResponseCode::NoError, vec![a(name, 60, 1)], vec![], vec![])
+            ),
+            kept,
+            "{name}"
+        );
     }
     // A reload that adds a zone drops what lies in it, and keeps the rest.
     let www = q("www.example.com.").bytes();
     let api = q("api.example.org.").bytes();
     for (query, n) in [(&www, "www.example.com."), (&api, "api.example.org.")] {
-        assert!(insert(&c, query, &answer(query, ResponseCode::NoError, vec![a(n, 60, 1)], vec![], vec![])));
+        assert!(insert(
+            &c,
+            query,
+            &answer(query, ResponseCode::NoError, vec![a(n, 60, 1)], vec![], vec![])
+        ));
     }
     c.configure(&settings(), vec![wire("db.test."), wire("example.com.")]);
     assert_eq!(lookup(&c, &www).0, Found::Miss);
     assert!(hit(lookup(&c, &api).0));
-    assert!(!insert(&c, &www, &answer(&www, ResponseCode::NoError, vec![a("www.example.com.", 60, 1)], vec![], vec![])));
+    assert!(!insert(
+        &c,
+        &www,
+        &answer(
+            &www,
+            ResponseCode::NoError,
+            vec![a("www.example.com.", 60, 1)],
+            vec![],
+            vec![]
+        )
+    ));
     // Other settings: the cache starts empty; off: nothing at all.
-    c.configure(&CacheSettings { max_ttl: 60, ..settings() }, vec![]);
+    c.configure(
+        &CacheSettings {
+            max_ttl: 60,
+            ..settings()
+        },
+        vec![],
+    );
     assert!(c.is_empty());
-    assert!(insert(&c, &api, &answer(&api, ResponseCode::NoError, vec![a("api.example.org.", 60, 1)], vec![], vec![])));
-    c.configure(&CacheSettings { enabled: false, max_ttl: 60, ..settings() }, vec![]);
+    assert!(insert(
+        &c,
+        &api,
+        &answer(
+            &api,
+            ResponseCode::NoError,
+            vec![a("api.example.org.", 60, 1)],
+            vec![],
+            vec![]
+        )
+    ));
+    c.configure(
+        &CacheSettings {
+            enabled: false,
+            max_ttl: 60,
+            ..settings()
+        },
+        vec![],
+    );
     assert!(c.is_empty());
     assert_eq!(lookup(&c, &api).0, Found::Off);
-    assert!(!insert(&c, &api, &answer(&api, ResponseCode::NoError, vec![a("api.example.org.", 60, 1)], vec![], vec![])));
+    assert!(!insert(
+        &c,
+        &api,
+        &answer(
+            &api,
+            ResponseCode::NoError,
+            vec![a("api.example.org.", 60, 1)],
+            vec![],
+            vec![]
+        )
+    ));
 }
 
 #[test]
 fn an_answer_in_use_survives_a_stream_of_new_names() {
-    let c = cache_with(CacheSettings { max_entries: 128, ..settings() });
+    let c = cache_with(CacheSettings {
+        max_entries: 128,
+        ..settings()
+    });
     let hot = q("hot.example.com.").bytes();
-    assert!(insert(&c, &hot, &answer(&hot, ResponseCode::NoError, vec![a("hot.example.com.", 300, 1)], vec![], vec![])));
+    assert!(insert(
+        &c,
+        &hot,
+        &answer(
+            &hot,
+            ResponseCode::NoError,
+            vec![a("hot.example.com.", 300, 1)],
+            vec![],
+            vec![]
+        )
+    ));
     for i in 0..5000 {
         let n: &'static str = Box::leak(format!("once{i}.example.com.").into_boxed_str());
         let query = q(n).bytes();
@@ -468,20 +1030,38 @@ fn an_answer_in_use_survives_a_stream_of_new_names() {
         // The second miss of a new name is kept, pushing another out.
         insert(&c, &query, &ans);
         assert!(insert(&c, &query, &ans));
-        assert!(hit(lookup(&c, &hot).0), "the entry in use was evicted after {i} new names");
+        assert!(
+            hit(lookup(&c, &hot).0),
+            "the entry in use was evicted after {i} new names"
+        );
     }
 }
 
 #[test]
 fn flush_drops_a_name_and_the_names_below_it_or_everything() {
     let c = cache_with(settings());
-    let names = ["example.com.", "www.example.com.", "a.b.example.com.", "notexample.com.", "example.org."];
+    let names = [
+        "example.com.",
+        "www.example.com.",
+        "a.b.example.com.",
+        "notexample.com.",
+        "example.org.",
+    ];
     let queries: Vec<Vec<u8>> = names.iter().map(|n| q(n).bytes()).collect();
     for (n, query) in names.iter().zip(&queries) {
-        assert!(insert(&c, query, &answer(query, ResponseCode::NoError, vec![a(n, 300, 1)], vec![], vec![])));
+        assert!(insert(
+            &c,
+            query,
+            &answer(query, ResponseCode::NoError, vec![a(n, 300, 1)], vec![], vec![])
+        ));
     }
     assert_eq!(c.flush(Some(&wire("example.com."))), 3);
-    let kept: Vec<&str> = names.iter().zip(&queries).filter(|(_, query)| hit(lookup(&c, query).0)).map(|(n, _)| *n).collect();
+    let kept: Vec<&str> = names
+        .iter()
+        .zip(&queries)
+        .filter(|(_, query)| hit(lookup(&c, query).0))
+        .map(|(n, _)| *n)
+        .collect();
     assert_eq!(kept, ["notexample.com.", "example.org."]);
     assert_eq!(c.flush(None), 2);
     assert!(c.is_empty());
@@ -490,11 +1070,20 @@ fn flush_drops_a_name_and_the_names_below_it_or_everything() {
 #[test]
 fn a_full_cache_keeps_a_new_name_on_its_second_miss() {
     let metrics = CacheMetrics::default();
-    let c = Cache::manual(&CacheSettings { max_entries: 160, ..settings() }, metrics.clone());
+    let c = Cache::manual(
+        &CacheSettings {
+            max_entries: 160,
+            ..settings()
+        },
+        metrics.clone(),
+    );
     let fill = |i: usize| {
         let n: &'static str = Box::leak(format!("f{i}.example.com.").into_boxed_str());
         let query = q(n).bytes();
-        (query.clone(), answer(&query, ResponseCode::NoError, vec![a(n, 300, 3)], vec![], vec![]))
+        (
+            query.clone(),
+            answer(&query, ResponseCode::NoError, vec![a(n, 300, 3)], vec![], vec![]),
+        )
     };
     // While there is room, an answer is kept at once (16 names cannot fill
     // a shard of 10).
@@ -537,8 +1126,21 @@ fn a_full_cache_keeps_a_new_name_on_its_second_miss() {
 fn cache_cost() {
     let c = cache_with(settings());
     let n = 400_000;
-    let queries: Vec<Vec<u8>> = (0..n).map(|i| q(Box::leak(format!("m{i}.miss.test.").into_boxed_str())).bytes()).collect();
-    let answers: Vec<Vec<u8>> = queries.iter().map(|query| answer(query, ResponseCode::NoError, vec![a("x.miss.test.", 300, 1)], vec![], vec![])).collect();
+    let queries: Vec<Vec<u8>> = (0..n)
+        .map(|i| q(Box::leak(format!("m{i}.miss.test.").into_boxed_str())).bytes())
+        .collect();
+    let answers: Vec<Vec<u8>> = queries
+        .iter()
+        .map(|query| {
+            answer(
+                query,
+                ResponseCode::NoError,
+                vec![a("x.miss.test.", 300, 1)],
+                vec![],
+                vec![],
+            )
+        })
+        .collect();
     let mut out = [0u8; 4096];
     let start = std::time::Instant::now();
     for (query, ans) in queries.iter().zip(&answers) {
@@ -553,5 +1155,10 @@ fn cache_cost() {
         let qn = parse(query);
         hits += usize::from(matches!(c.answer(query, &qn, 4096, 0, &mut out), Found::Fresh(_)));
     }
-    eprintln!("miss + insert: {per:?} each; hit: {:?} each ({hits} hits); {} entries, {} bytes", start.elapsed() / n as u32, c.len(), c.bytes());
+    eprintln!(
+        "miss + insert: {per:?} each; hit: {:?} each ({hits} hits); {} entries, {} bytes",
+        start.elapsed() / n as u32,
+        c.len(),
+        c.bytes()
+    );
 }

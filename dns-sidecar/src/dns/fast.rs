@@ -127,7 +127,10 @@ impl FastTable {
     /// Precomputes answers with the full path of `handler`, which reads the
     /// current routes and targets snapshots.
     pub fn build(handler: &Handler, routes: &Routes) -> FastTable {
-        let mut t = FastTable { max_udp: handler.max_udp(), ..Default::default() };
+        let mut t = FastTable {
+            max_udp: handler.max_udp(),
+            ..Default::default()
+        };
         let alias_names: Vec<String> = routes.aliases.keys().cloned().collect();
         for alias in &alias_names {
             let Ok(name) = Name::from_ascii(alias) else { continue };
@@ -343,7 +346,14 @@ pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
     if end != q.len() {
         return None;
     }
-    Some(Question { qname_end, qtype, edns, udp_limit, upper, plain })
+    Some(Question {
+        qname_end,
+        qtype,
+        edns,
+        udp_limit,
+        upper,
+        plain,
+    })
 }
 
 /// Whether the wire-form, lower-case `name` equals or lies below one of `zones`.
@@ -386,7 +396,9 @@ pub fn wire(name: &str) -> Vec<u8> {
 /// (through [`Handler::refuse`]) to a synthetic query for a name outside the
 /// zones.
 fn refusal_template(handler: &Handler, zones: &[Vec<u8>]) -> Option<[Option<NxTail>; 3]> {
-    let name = ["fast-path-probe.", "fast-path-probe.invalid.", "fast-path-probe.arpa."].into_iter().find(|n| !within_any(zones, &wire(n)))?;
+    let name = ["fast-path-probe.", "fast-path-probe.invalid.", "fast-path-probe.arpa."]
+        .into_iter()
+        .find(|n| !within_any(zones, &wire(n)))?;
     let mut out: [Option<NxTail>; 3] = Default::default();
     for (v, slot) in out.iter_mut().enumerate() {
         let q = synthetic(&Name::from_ascii(name).ok()?, RecordType::A, v)?;
@@ -398,7 +410,11 @@ fn refusal_template(handler: &Handler, zones: &[Vec<u8>]) -> Option<[Option<NxTa
         }
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&r.bytes[..HEADER_LEN]);
-        *slot = Some(NxTail { header, tail: r.bytes[qend..].to_vec(), pointers: Vec::new() });
+        *slot = Some(NxTail {
+            header,
+            tail: r.bytes[qend..].to_vec(),
+            pointers: Vec::new(),
+        });
     }
     Some(out)
 }
@@ -435,7 +451,11 @@ fn nx_template(handler: &Handler, zone: &str, aliases: &[String]) -> Option<NxTe
         }
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&a1[..HEADER_LEN]);
-        *slot = Some(NxTail { header, tail: t1.to_vec(), pointers: ptrs });
+        *slot = Some(NxTail {
+            header,
+            tail: t1.to_vec(),
+            pointers: ptrs,
+        });
     }
     // Names directly below the apex that are not plain NXDOMAINs (ancestors
     // of aliases), or that the SOA's own names could be compressed against
@@ -447,10 +467,15 @@ fn nx_template(handler: &Handler, zone: &str, aliases: &[String]) -> Option<NxTe
         .chain(aliases.iter())
         .filter_map(|n| {
             let labels: Vec<&str> = n.trim_end_matches('.').split('.').collect();
-            (labels.len() > apex_labels && n.ends_with(zone)).then(|| wire(&labels[labels.len() - apex_labels - 1..].join(".")))
+            (labels.len() > apex_labels && n.ends_with(zone))
+                .then(|| wire(&labels[labels.len() - apex_labels - 1..].join(".")))
         })
         .collect();
     excluded.sort();
     excluded.dedup();
-    Some(NxTemplate { apex: wire(zone), tails, excluded })
+    Some(NxTemplate {
+        apex: wire(zone),
+        tails,
+        excluded,
+    })
 }

@@ -23,7 +23,15 @@ struct Q {
 }
 
 fn q(name: &'static str, qtype: RecordType) -> Q {
-    Q { name, qtype, class: DNSClass::IN, edns: None, rd: true, cd: false, id: 0x4242 }
+    Q {
+        name,
+        qtype,
+        class: DNSClass::IN,
+        edns: None,
+        rd: true,
+        cd: false,
+        id: 0x4242,
+    }
 }
 
 impl Q {
@@ -57,21 +65,52 @@ fn full(h: &Handler, raw: &[u8]) -> Vec<u8> {
 fn fast_answers_equal_full_answers_byte_for_byte() {
     let (h, t) = setup();
     let mut cases = Vec::new();
-    for name in ["prod.db.test.", "ro.eu.db.test.", "nope.db.test.", "x.db.test.", "a-much-longer-label-for-nxdomain.db.test."] {
+    for name in [
+        "prod.db.test.",
+        "ro.eu.db.test.",
+        "nope.db.test.",
+        "x.db.test.",
+        "a-much-longer-label-for-nxdomain.db.test.",
+    ] {
         for qtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY] {
-            for edns in [None, Some((1232, false, 0)), Some((4096, true, 0)), Some((512, false, 0))] {
+            for edns in [
+                None,
+                Some((1232, false, 0)),
+                Some((4096, true, 0)),
+                Some((512, false, 0)),
+            ] {
                 for (rd, cd) in [(true, false), (false, true)] {
-                    cases.push(Q { edns, rd, cd, id: 0xBEEF, ..q(name, qtype) });
+                    cases.push(Q {
+                        edns,
+                        rd,
+                        cd,
+                        id: 0xBEEF,
+                        ..q(name, qtype)
+                    });
                 }
             }
         }
     }
-    cases.push(Q { qtype: RecordType::MX, ..q("nope.db.test.", RecordType::MX) });
+    cases.push(Q {
+        qtype: RecordType::MX,
+        ..q("nope.db.test.", RecordType::MX)
+    });
     let mut out = vec![0u8; 4096];
     for c in &cases {
         let raw = c.bytes();
-        let (n, _) = t.answer(&raw, &mut out).unwrap_or_else(|| panic!("fast path declined {} {:?} {:?}", c.name, c.qtype, c.edns));
-        assert_eq!(out[..n], full(&h, &raw)[..], "{} {:?} edns {:?} rd {} cd {}", c.name, c.qtype, c.edns, c.rd, c.cd);
+        let (n, _) = t
+            .answer(&raw, &mut out)
+            .unwrap_or_else(|| panic!("fast path declined {} {:?} {:?}", c.name, c.qtype, c.edns));
+        assert_eq!(
+            out[..n],
+            full(&h, &raw)[..],
+            "{} {:?} edns {:?} rd {} cd {}",
+            c.name,
+            c.qtype,
+            c.edns,
+            c.rd,
+            c.cd
+        );
     }
     // The alias answer really is CNAME + address.
     let raw = q("prod.db.test.", RecordType::A).bytes();
@@ -86,18 +125,30 @@ fn unusual_queries_take_the_full_path() {
     let (_, t) = setup();
     let mut out = vec![0u8; 4096];
     let declined = [
-        q("Prod.DB.test.", RecordType::A),             // upper case changes compression
-        q("prod.db.test.", RecordType::TXT),           // needs the upstream
-        Q { class: DNSClass::CH, ..q("prod.db.test.", RecordType::A) },
-        Q { edns: Some((1232, false, 1)), ..q("prod.db.test.", RecordType::A) }, // BADVERS
-        q("eu.db.test.", RecordType::A),               // empty non-terminal: NODATA
-        q("db.test.", RecordType::SOA),                // apex
-        q("ns.db.test.", RecordType::A),               // the SOA's own name
-        q("a.b.db.test.", RecordType::A),              // deeper than one label
-        q("www.example.com.", RecordType::A),          // forwarded
+        q("Prod.DB.test.", RecordType::A),   // upper case changes compression
+        q("prod.db.test.", RecordType::TXT), // needs the upstream
+        Q {
+            class: DNSClass::CH,
+            ..q("prod.db.test.", RecordType::A)
+        },
+        Q {
+            edns: Some((1232, false, 1)),
+            ..q("prod.db.test.", RecordType::A)
+        }, // BADVERS
+        q("eu.db.test.", RecordType::A),      // empty non-terminal: NODATA
+        q("db.test.", RecordType::SOA),       // apex
+        q("ns.db.test.", RecordType::A),      // the SOA's own name
+        q("a.b.db.test.", RecordType::A),     // deeper than one label
+        q("www.example.com.", RecordType::A), // forwarded
     ];
     for c in &declined {
-        assert!(t.answer(&c.bytes(), &mut out).is_none(), "{} {:?} {:?}", c.name, c.qtype, c.class);
+        assert!(
+            t.answer(&c.bytes(), &mut out).is_none(),
+            "{} {:?} {:?}",
+            c.name,
+            c.qtype,
+            c.class
+        );
     }
     let good = q("prod.db.test.", RecordType::A).bytes();
     let mut trailing = good.clone();
@@ -106,7 +157,12 @@ fn unusual_queries_take_the_full_path() {
     tc[2] |= 0x02;
     let mut response = good.clone();
     response[2] |= 0x80;
-    for (what, raw) in [("trailing byte", trailing), ("TC set", tc), ("QR set", response), ("short", good[..15].to_vec())] {
+    for (what, raw) in [
+        ("trailing byte", trailing),
+        ("TC set", tc),
+        ("QR set", response),
+        ("short", good[..15].to_vec()),
+    ] {
         assert!(t.answer(&raw, &mut out).is_none(), "{what}");
     }
     assert!(t.answer(&good, &mut out[..20]).is_none(), "does not fit the buffer");
@@ -116,17 +172,37 @@ fn unusual_queries_take_the_full_path() {
 fn forwarded_names_are_recognised_and_refused_like_the_full_path() {
     use hickory_proto::op::ResponseCode;
     let (handler, table) = setup();
-    for (name, forward) in [("www.example.com.", true), ("test.", true), ("db.test.", false), ("nope.db.test.", false), ("prod.db.test.", false), ("xdb.test.", true), ("WWW.Example.COM.", true), ("Nope.DB.Test.", false), ("DB.TEST.", false)] {
+    for (name, forward) in [
+        ("www.example.com.", true),
+        ("test.", true),
+        ("db.test.", false),
+        ("nope.db.test.", false),
+        ("prod.db.test.", false),
+        ("xdb.test.", true),
+        ("WWW.Example.COM.", true),
+        ("Nope.DB.Test.", false),
+        ("DB.TEST.", false),
+    ] {
         for edns in [None, Some((1232, false, 0)), Some((4096, true, 0))] {
-            let bytes = Q { edns, ..q(name, RecordType::A) }.bytes();
+            let bytes = Q {
+                edns,
+                ..q(name, RecordType::A)
+            }
+            .bytes();
             let f = table.forwardable(&bytes);
             assert_eq!(f.is_some(), forward, "{name}");
             let Some(f) = f else { continue };
-            let Plan::Forward(req) = handler.plan(&bytes, Transport::Udp) else { panic!("{name}: the full path does not forward") };
+            let Plan::Forward(req) = handler.plan(&bytes, Transport::Udp) else {
+                panic!("{name}: the full path does not forward")
+            };
             let mut out = [0u8; 4096];
             for (rcode, code) in [(2, ResponseCode::ServFail), (5, ResponseCode::Refused)] {
                 let n = table.refuse(&bytes, &f, rcode, &mut out).unwrap();
-                assert_eq!(out[..n], handler.refuse(&req, code, Transport::Udp).unwrap().bytes[..], "{name} {edns:?} {code:?}");
+                assert_eq!(
+                    out[..n],
+                    handler.refuse(&req, code, Transport::Udp).unwrap().bytes[..],
+                    "{name} {edns:?} {code:?}"
+                );
             }
         }
     }

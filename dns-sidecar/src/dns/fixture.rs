@@ -47,19 +47,56 @@ pub fn fixture() -> (Config, Handler, FastTable) {
     let shared = Arc::new(Shared::new(config.clone()));
     let mut routes = Routes::default();
     let target = DnsName::parse("pg-a.test").expect("valid name");
-    routes.aliases.insert("prod.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Cname(target) });
-    routes.aliases.insert("ro.eu.db.test.".into(), AliasRoute { ttl: 5, answer: RouteAnswer::Servfail });
+    routes.aliases.insert(
+        "prod.db.test.".into(),
+        AliasRoute {
+            ttl: 5,
+            answer: RouteAnswer::Cname(target),
+        },
+    );
+    routes.aliases.insert(
+        "ro.eu.db.test.".into(),
+        AliasRoute {
+            ttl: 5,
+            answer: RouteAnswer::Servfail,
+        },
+    );
     shared.routes.store(Arc::new(routes.clone()));
     let mut targets = Targets::default();
-    let a = Record::from_rdata(Name::from_ascii("pg-a.test.").expect("valid name"), 30, RData::A(A::new(127, 0, 0, 2)));
+    let a = Record::from_rdata(
+        Name::from_ascii("pg-a.test.").expect("valid name"),
+        30,
+        RData::A(A::new(127, 0, 0, 2)),
+    );
     let later = Instant::now() + Duration::from_secs(3600);
-    targets.entries.insert(("pg-a.test.".into(), RecordType::A), Cached { rcode: ResponseCode::NoError, answers: vec![a], refresh_at: later });
-    targets.entries.insert(("pg-a.test.".into(), RecordType::AAAA), Cached { rcode: ResponseCode::NoError, answers: vec![], refresh_at: later });
+    targets.entries.insert(
+        ("pg-a.test.".into(), RecordType::A),
+        Cached {
+            rcode: ResponseCode::NoError,
+            answers: vec![a],
+            refresh_at: later,
+        },
+    );
+    targets.entries.insert(
+        ("pg-a.test.".into(), RecordType::AAAA),
+        Cached {
+            rcode: ResponseCode::NoError,
+            answers: vec![],
+            refresh_at: later,
+        },
+    );
     let guard = super::Guard::new(shared.clone());
     // A manual clock: answers from the cache do not change between two calls.
     let cache = Arc::new(super::cache::Cache::manual(&config.cache, shared.metrics.cache.clone()));
     cache.configure_from(&config);
-    let handler = Handler::new(&config, shared, Arc::new(arc_swap::ArcSwap::from_pointee(targets)), guard, cache).expect("valid names");
+    let handler = Handler::new(
+        &config,
+        shared,
+        Arc::new(arc_swap::ArcSwap::from_pointee(targets)),
+        guard,
+        cache,
+    )
+    .expect("valid names");
     let table = FastTable::build(&handler, &routes);
     (config, handler, table)
 }

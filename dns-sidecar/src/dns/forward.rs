@@ -62,15 +62,37 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder without health tracking.
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
-        let upstreams = upstreams.into_iter().map(|addr| Upstream { addr, state: Arc::default() }).collect();
-        Forwarder { upstreams, timeout, max_fails: u32::MAX, guard: None }
+        let upstreams = upstreams
+            .into_iter()
+            .map(|addr| Upstream {
+                addr,
+                state: Arc::default(),
+            })
+            .collect();
+        Forwarder {
+            upstreams,
+            timeout,
+            max_fails: u32::MAX,
+            guard: None,
+        }
     }
 
     /// A forwarder whose upstreams share their health with every other
     /// forwarder of `guard` (the relays, the next reload's handler).
     pub fn with_health(upstreams: &[SocketAddr], timeout: Duration, max_fails: u32, guard: &Arc<Guard>) -> Forwarder {
-        let upstreams = upstreams.iter().map(|&addr| Upstream { addr, state: guard.health.get(addr) }).collect();
-        Forwarder { upstreams, timeout, max_fails, guard: Some(guard.clone()) }
+        let upstreams = upstreams
+            .iter()
+            .map(|&addr| Upstream {
+                addr,
+                state: guard.health.get(addr),
+            })
+            .collect();
+        Forwarder {
+            upstreams,
+            timeout,
+            max_fails,
+            guard: Some(guard.clone()),
+        }
     }
 
     pub fn upstreams(&self) -> &Arc<[Upstream]> {
@@ -112,7 +134,11 @@ impl Forwarder {
     /// returned as is when the client asked over UDP (it will retry over TCP),
     /// and retried over TCP when the client is already on TCP.
     pub async fn forward(&self, query: &[u8], transport: Transport) -> Result<Vec<u8>, ForwardError> {
-        let mut last = if self.upstreams.is_empty() { ForwardError::NoUpstream } else { ForwardError::AllDown };
+        let mut last = if self.upstreams.is_empty() {
+            ForwardError::NoUpstream
+        } else {
+            ForwardError::AllDown
+        };
         for u in self.upstreams.iter() {
             if u.state.is_down() {
                 continue;
@@ -149,7 +175,11 @@ impl Forwarder {
 
     async fn udp(&self, addr: SocketAddr, query: &[u8], deadline: Instant) -> Result<Vec<u8>, ForwardError> {
         let io = |source| ForwardError::Io { addr, source };
-        let local: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") };
+        let local: SocketAddr = if addr.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal")
+        } else {
+            "[::]:0".parse().expect("literal")
+        };
         let sock = UdpSocket::bind(local).await.map_err(io)?;
         // A connected socket only accepts datagrams from the upstream and
         // reports ICMP port-unreachable as an error at once.
@@ -163,7 +193,12 @@ impl Forwarder {
         let mut buf = vec![0u8; MAX_UDP_ANSWER + 1];
         loop {
             let n = match timeout_at(deadline, sock.recv(&mut buf)).await {
-                Err(_) => return Err(ForwardError::Timeout { addr, timeout: self.timeout }),
+                Err(_) => {
+                    return Err(ForwardError::Timeout {
+                        addr,
+                        timeout: self.timeout,
+                    })
+                }
                 Ok(r) => r.map_err(io)?,
             };
             if answers(&out, &buf[..n.min(MAX_UDP_ANSWER)]) {
@@ -196,7 +231,10 @@ impl Forwarder {
             }
         };
         match timeout_at(deadline, work).await {
-            Err(_) => Err(ForwardError::Timeout { addr, timeout: self.timeout }),
+            Err(_) => Err(ForwardError::Timeout {
+                addr,
+                timeout: self.timeout,
+            }),
             Ok(r) => r.map_err(io),
         }
     }

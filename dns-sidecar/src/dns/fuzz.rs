@@ -46,7 +46,11 @@ impl Target {
     pub fn new() -> Target {
         let (_, handler, table) = super::fixture::fixture();
         warm(&handler);
-        Target { handler, table, cached: Default::default() }
+        Target {
+            handler,
+            table,
+            cached: Default::default(),
+        }
     }
 
     /// Runs one datagram through the fast path and the full path (UDP and TCP).
@@ -65,28 +69,53 @@ impl Target {
             assert!(fast.is_none(), "answered and forwardable: {data:02x?}");
             let cache = self.handler.cache();
             if let Found::Fresh(n) | Found::Stale(n) = cache.answer(data, &f, f.udp_limit, cache.now(), &mut out) {
-                let Plan::Reply(r) = &full else { panic!("answered from the cache, but the full path does not answer directly: {data:02x?}") };
-                assert_eq!(r.bytes, out[..n], "fast and full answers from the cache differ for {data:02x?}");
-                assert!(Message::from_vec(&r.bytes).is_ok(), "an answer from the cache does not decode: {data:02x?}");
+                let Plan::Reply(r) = &full else {
+                    panic!("answered from the cache, but the full path does not answer directly: {data:02x?}")
+                };
+                assert_eq!(
+                    r.bytes,
+                    out[..n],
+                    "fast and full answers from the cache differ for {data:02x?}"
+                );
+                assert!(
+                    Message::from_vec(&r.bytes).is_ok(),
+                    "an answer from the cache does not decode: {data:02x?}"
+                );
                 check_reply(data, &r.bytes, Some(self.handler.max_udp() as usize));
                 self.cached.set(self.cached.get() + 1);
                 return;
             }
-            let Plan::Forward(req) = &full else { panic!("the fast path would forward what the full path does not: {data:02x?}") };
+            let Plan::Forward(req) = &full else {
+                panic!("the fast path would forward what the full path does not: {data:02x?}")
+            };
             // The upstream failed: a stale answer (or SERVFAIL) alike from both.
             let stale = match cache.stale(data, &f, f.udp_limit, cache.now(), &mut out) {
                 Found::Fresh(n) | Found::Stale(n) => Some(out[..n].to_vec()),
                 _ => None,
             };
             if let Some(stale) = stale {
-                let full = self.handler.refuse_or_stale(req, data, hickory_proto::op::ResponseCode::ServFail, Transport::Udp).map(|r| r.bytes);
-                assert_eq!(full.as_ref(), Some(&stale), "fast and full stale answers differ for {data:02x?}");
+                let full = self
+                    .handler
+                    .refuse_or_stale(req, data, hickory_proto::op::ResponseCode::ServFail, Transport::Udp)
+                    .map(|r| r.bytes);
+                assert_eq!(
+                    full.as_ref(),
+                    Some(&stale),
+                    "fast and full stale answers differ for {data:02x?}"
+                );
                 check_reply(data, &stale, Some(self.handler.max_udp() as usize));
             }
-            for (rcode, code) in [(2, hickory_proto::op::ResponseCode::ServFail), (5, hickory_proto::op::ResponseCode::Refused)] {
+            for (rcode, code) in [
+                (2, hickory_proto::op::ResponseCode::ServFail),
+                (5, hickory_proto::op::ResponseCode::Refused),
+            ] {
                 let n = self.table.refuse(data, &f, rcode, &mut out);
                 let full = self.handler.refuse(req, code, Transport::Udp).map(|r| r.bytes);
-                assert_eq!(n.map(|n| out[..n].to_vec()), full, "fast and full refusals differ for {data:02x?}");
+                assert_eq!(
+                    n.map(|n| out[..n].to_vec()),
+                    full,
+                    "fast and full refusals differ for {data:02x?}"
+                );
             }
         }
         if let Plan::Reply(r) = &full {
@@ -103,12 +132,22 @@ fn check_reply(query: &[u8], reply: &[u8], udp_max: Option<usize>) {
     assert_eq!(reply[..2], query[..2], "an answer with another ID for {query:02x?}");
     assert_ne!(reply[2] & 0x80, 0, "an answer without QR for {query:02x?}");
     if let Some(max) = udp_max {
-        assert!(reply.len() <= max.max(CLASSIC_UDP_LIMIT), "a UDP answer of {} bytes for {query:02x?}", reply.len());
+        assert!(
+            reply.len() <= max.max(CLASSIC_UDP_LIMIT),
+            "a UDP answer of {} bytes for {query:02x?}",
+            reply.len()
+        );
     }
 }
 
 /// Names the fuzz harness keeps in the cache (see [`warm`]).
-pub const CACHED: [&str; 5] = ["www.example.com.", "gone.example.com.", "chain.example.net.", "broken.example.org.", "old.example.com."];
+pub const CACHED: [&str; 5] = [
+    "www.example.com.",
+    "gone.example.com.",
+    "chain.example.net.",
+    "broken.example.org.",
+    "old.example.com.",
+];
 
 /// Fills `handler`'s cache as upstream answers would: for each EDNS
 /// variant and CD, `www.example.com.` A (two records) and AAAA (NODATA with
@@ -120,26 +159,85 @@ pub fn warm(handler: &Handler) {
     use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
     let n = |s: &str| Name::from_ascii(s).expect("valid");
-    let soa = |z: &str| Record::from_rdata(n(z), 600, RData::SOA(SOA::new(n(&format!("ns.{z}")), n(&format!("hostmaster.{z}")), 1, 3600, 600, 86400, 300)));
+    let soa = |z: &str| {
+        Record::from_rdata(
+            n(z),
+            600,
+            RData::SOA(SOA::new(
+                n(&format!("ns.{z}")),
+                n(&format!("hostmaster.{z}")),
+                1,
+                3600,
+                600,
+                86400,
+                300,
+            )),
+        )
+    };
     /// Name, type, the upstream's rcode, answer and authority sections.
     type Upstream<'a> = (&'a str, RecordType, ResponseCode, Vec<Record>, Vec<Record>);
     let cases: Vec<Upstream> = vec![
-        ("www.example.com.", RecordType::A, ResponseCode::NoError, vec![Record::from_rdata(n("www.example.com."), 300, RData::A(A::new(192, 0, 2, 1))), Record::from_rdata(n("www.example.com."), 300, RData::A(A::new(192, 0, 2, 2)))], vec![]),
-        ("www.example.com.", RecordType::AAAA, ResponseCode::NoError, vec![], vec![soa("example.com.")]),
-        ("gone.example.com.", RecordType::A, ResponseCode::NXDomain, vec![], vec![soa("example.com.")]),
+        (
+            "www.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![
+                Record::from_rdata(n("www.example.com."), 300, RData::A(A::new(192, 0, 2, 1))),
+                Record::from_rdata(n("www.example.com."), 300, RData::A(A::new(192, 0, 2, 2))),
+            ],
+            vec![],
+        ),
+        (
+            "www.example.com.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            vec![],
+            vec![soa("example.com.")],
+        ),
+        (
+            "gone.example.com.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            vec![],
+            vec![soa("example.com.")],
+        ),
         (
             "chain.example.net.",
             RecordType::A,
             ResponseCode::NoError,
             vec![
-                Record::from_rdata(n("chain.example.net."), 3600, RData::CNAME(CNAME(n("edge.example.net.")))),
-                Record::from_rdata(n("edge.example.net."), 60, RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
+                Record::from_rdata(
+                    n("chain.example.net."),
+                    3600,
+                    RData::CNAME(CNAME(n("edge.example.net."))),
+                ),
+                Record::from_rdata(
+                    n("edge.example.net."),
+                    60,
+                    RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                ),
                 Record::from_rdata(n("edge.example.net."), 60, RData::A(A::new(192, 0, 2, 3))),
             ],
             vec![],
         ),
-        ("broken.example.org.", RecordType::A, ResponseCode::ServFail, vec![], vec![]),
-        ("old.example.com.", RecordType::A, ResponseCode::NoError, vec![Record::from_rdata(n("old.example.com."), 1, RData::A(A::new(192, 0, 2, 4)))], vec![]),
+        (
+            "broken.example.org.",
+            RecordType::A,
+            ResponseCode::ServFail,
+            vec![],
+            vec![],
+        ),
+        (
+            "old.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![Record::from_rdata(
+                n("old.example.com."),
+                1,
+                RData::A(A::new(192, 0, 2, 4)),
+            )],
+            vec![],
+        ),
     ];
     let cache = handler.cache();
     for (name, qtype, rcode, answers, authority) in cases {
@@ -166,7 +264,9 @@ pub fn warm(handler: &Handler) {
                     e.set_max_payload(4096);
                     a.set_edns(e);
                 }
-                let (Ok(q), Ok(a)) = (q.to_vec(), a.to_vec()) else { continue };
+                let (Ok(q), Ok(a)) = (q.to_vec(), a.to_vec()) else {
+                    continue;
+                };
                 if let Some(qn) = super::fast::question(&q, handler.max_udp()) {
                     cache.insert(&q, &qn, &a, cache.now());
                 }
@@ -239,10 +339,30 @@ pub fn dns_seeds() -> Vec<Vec<u8>> {
     use hickory_proto::op::{Edns, Query};
     use hickory_proto::rr::{Name, RecordType};
     let mut seeds = Vec::new();
-    let cached = CACHED.iter().flat_map(|n| [n.to_string(), n.to_uppercase(), n.replacen('e', "E", 2)]);
-    let names: Vec<String> = ["prod.db.test.", "PROD.db.test.", "nope.db.test.", "db.test.", "ro.eu.db.test.", "eu.db.test."].iter().map(|s| s.to_string()).chain(cached).collect();
+    let cached = CACHED
+        .iter()
+        .flat_map(|n| [n.to_string(), n.to_uppercase(), n.replacen('e', "E", 2)]);
+    let names: Vec<String> = [
+        "prod.db.test.",
+        "PROD.db.test.",
+        "nope.db.test.",
+        "db.test.",
+        "ro.eu.db.test.",
+        "eu.db.test.",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(cached)
+    .collect();
     for name in &names {
-        for t in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY, RecordType::SOA, RecordType::TXT] {
+        for t in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::CNAME,
+            RecordType::ANY,
+            RecordType::SOA,
+            RecordType::TXT,
+        ] {
             for edns in 0..5 {
                 let mut m = Message::query();
                 m.metadata.id = 0x4242;
@@ -255,7 +375,8 @@ pub fn dns_seeds() -> Vec<Vec<u8>> {
                     e.set_dnssec_ok(edns == 2);
                     if edns == 3 {
                         // A client cookie: ignored by the cache's key.
-                        e.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, vec![7; 8]));
+                        e.options_mut()
+                            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, vec![7; 8]));
                     }
                     m.set_edns(e);
                 }
@@ -270,7 +391,9 @@ pub fn dns_seeds() -> Vec<Vec<u8>> {
     loop_q.extend_from_slice(&[0xC0, 0x0E, 0xC0, 0x0C, 0, 1, 0, 1]);
     seeds.push(loop_q);
     let mut long_opt = hdr(1);
-    long_opt.extend_from_slice(b"\x04nope\x02db\x04test\x00\x00\x01\x00\x01\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x64");
+    long_opt.extend_from_slice(
+        b"\x04nope\x02db\x04test\x00\x00\x01\x00\x01\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x64",
+    );
     seeds.push(long_opt);
     seeds
 }
@@ -284,7 +407,9 @@ mod tests {
     use super::*;
 
     fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
         let mut out = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
@@ -297,7 +422,10 @@ mod tests {
     }
 
     fn budget() -> Duration {
-        let secs = std::env::var("DNS_SIDECAR_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+        let secs = std::env::var("DNS_SIDECAR_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0);
         Duration::from_secs_f64(secs)
     }
 
@@ -305,8 +433,15 @@ mod tests {
         for s in &seeds {
             f(s);
         }
-        let seed: u64 = std::env::var("DNS_SIDECAR_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-        eprintln!("fuzz: {} seeds, mutating for {:?} (DNS_SIDECAR_FUZZ_SEED={seed})", seeds.len(), budget());
+        let seed: u64 = std::env::var("DNS_SIDECAR_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        eprintln!(
+            "fuzz: {} seeds, mutating for {:?} (DNS_SIDECAR_FUZZ_SEED={seed})",
+            seeds.len(),
+            budget()
+        );
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let start = Instant::now();
         let mut n = 0;
@@ -330,7 +465,11 @@ mod tests {
         seeds.extend(corpus("dns"));
         let n = run(seeds, |d| t.datagram(d));
         assert!(n > 0);
-        assert!(t.cached.get() > 100, "only {} datagrams were answered from the cache", t.cached.get());
+        assert!(
+            t.cached.get() > 100,
+            "only {} datagrams were answered from the cache",
+            t.cached.get()
+        );
     }
 
     #[test]

@@ -90,7 +90,11 @@ impl Guard {
             self.refused(Limited::Memory);
             return Err(Refusal::Memory);
         }
-        Ok(Ticket { guard: self.clone(), bytes, flight: false })
+        Ok(Ticket {
+            guard: self.clone(),
+            bytes,
+            flight: false,
+        })
     }
 
     /// Bytes reserved now.
@@ -159,7 +163,11 @@ const UNIT: u64 = 64;
 
 impl RateLimiter {
     pub fn new(n: usize) -> RateLimiter {
-        RateLimiter { slots: (0..n).map(|_| AtomicU64::new(0)).collect(), key: Default::default(), epoch: Instant::now() }
+        RateLimiter {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            key: Default::default(),
+            epoch: Instant::now(),
+        }
     }
 
     /// Takes one token for `ip` (IPv6: its /64); false when the bucket is empty.
@@ -253,7 +261,10 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let ok = (0..100).filter(|_| r.allow(ip, 10, 20)).count();
         assert_eq!(ok, 20, "the burst, then nothing (no time passed)");
-        assert!(r.allow("10.0.0.2".parse().unwrap(), 10, 20) || r.slots.len() < 2, "another client has its own bucket");
+        assert!(
+            r.allow("10.0.0.2".parse().unwrap(), 10, 20) || r.slots.len() < 2,
+            "another client has its own bucket"
+        );
         assert!((0..1000).all(|_| r.allow(ip, 0, 0)), "rate 0 = no limit");
         std::thread::sleep(std::time::Duration::from_millis(250));
         let ok = (0..100).filter(|_| r.allow(ip, 10, 20)).count();

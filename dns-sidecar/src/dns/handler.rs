@@ -12,8 +12,8 @@ use super::cache::{Cache, Found, MAX_ANSWER};
 use super::fast::question;
 use super::forward::{ForwardError, Forwarder};
 use super::guard::Guard;
-use super::targets::{self, SharedTargets};
 use super::message::{self, check_wire, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to};
+use super::targets::{self, SharedTargets};
 use super::zone::{cname, wire_name, NameConversion, ZoneData};
 use super::Transport;
 use crate::config::{Cidr, Config, Limits};
@@ -43,7 +43,12 @@ pub enum Plan {
     /// Relay to the upstream resolvers.
     Forward(Box<Message>),
     /// Answer the alias's CNAME plus the target's records of the asked type.
-    Chase { req: Box<Message>, resp: Box<Message>, target: Name, qtype: RecordType },
+    Chase {
+        req: Box<Message>,
+        resp: Box<Message>,
+        target: Name,
+        qtype: RecordType,
+    },
 }
 
 pub struct Handler {
@@ -63,14 +68,27 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(config: &Config, shared: Arc<Shared>, targets: SharedTargets, guard: Arc<Guard>, cache: Arc<Cache>) -> Result<Handler, NameConversion> {
-        let zones = config.zones.iter().map(|z| ZoneData::build(z, config)).collect::<Result<Vec<_>, _>>()?;
+    pub fn new(
+        config: &Config,
+        shared: Arc<Shared>,
+        targets: SharedTargets,
+        guard: Arc<Guard>,
+        cache: Arc<Cache>,
+    ) -> Result<Handler, NameConversion> {
+        let zones = config
+            .zones
+            .iter()
+            .map(|z| ZoneData::build(z, config))
+            .collect::<Result<Vec<_>, _>>()?;
         let names = config
             .servers
             .iter()
             .map(|s| Ok((s.target.as_str().to_string(), wire_name(s.target.as_str())?)))
             .collect::<Result<HashMap<_, _>, NameConversion>>()?;
-        let forwarder = config.upstream.as_ref().map(|u| Forwarder::with_health(&u.servers, u.timeout, u.max_fails, &guard));
+        let forwarder = config
+            .upstream
+            .as_ref()
+            .map(|u| Forwarder::with_health(&u.servers, u.timeout, u.max_fails, &guard));
         Ok(Handler {
             zones,
             targets: names,
@@ -102,7 +120,11 @@ impl Handler {
             return None;
         };
         let mut out = [0u8; MAX_ANSWER];
-        let limit = if transport == Transport::Udp { qn.udp_limit } else { usize::MAX };
+        let limit = if transport == Transport::Udp {
+            qn.udp_limit
+        } else {
+            usize::MAX
+        };
         let (n, counter) = match self.cache.answer(raw, &qn, limit, self.cache.now(), &mut out) {
             Found::Fresh(n) => (n, &m.hits),
             Found::Stale(n) => (n, &m.stale),
@@ -112,7 +134,10 @@ impl Handler {
             }
         };
         counter.inc();
-        Some(Reply { bytes: out[..n].to_vec(), kind: QueryKind::Forwarded })
+        Some(Reply {
+            bytes: out[..n].to_vec(),
+            kind: QueryKind::Forwarded,
+        })
     }
 
     /// The upstream failed for `raw`: a stale answer from the cache (RFC
@@ -120,7 +145,11 @@ impl Handler {
     pub fn stale(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
         let qn = question(raw, self.max_udp)?;
         let mut out = [0u8; MAX_ANSWER];
-        let limit = if transport == Transport::Udp { qn.udp_limit } else { usize::MAX };
+        let limit = if transport == Transport::Udp {
+            qn.udp_limit
+        } else {
+            usize::MAX
+        };
         let m = self.cache.metrics();
         let n = match self.cache.stale(raw, &qn, limit, self.cache.now(), &mut out) {
             Found::Stale(n) => {
@@ -133,7 +162,10 @@ impl Handler {
             }
             Found::Miss | Found::Off => return None,
         };
-        Some(Reply { bytes: out[..n].to_vec(), kind: QueryKind::Forwarded })
+        Some(Reply {
+            bytes: out[..n].to_vec(),
+            kind: QueryKind::Forwarded,
+        })
     }
 
     /// Keeps the upstream's `answer` to `raw` in the cache, if it may be kept.
@@ -145,7 +177,13 @@ impl Handler {
 
     /// [`Handler::refuse`], but a SERVFAIL (no upstream, a limit) is
     /// replaced by a stale answer when the cache has one.
-    pub fn refuse_or_stale(&self, req: &Message, raw: &[u8], code: ResponseCode, transport: Transport) -> Option<Reply> {
+    pub fn refuse_or_stale(
+        &self,
+        req: &Message,
+        raw: &[u8],
+        code: ResponseCode,
+        transport: Transport,
+    ) -> Option<Reply> {
         if code == ResponseCode::ServFail {
             if let Some(r) = self.stale(raw, transport) {
                 return Some(r);
@@ -171,7 +209,10 @@ impl Handler {
 
     /// Takes a forwarded-query token for the client at `ip`.
     pub fn rate_ok(&self, ip: std::net::IpAddr) -> bool {
-        let ok = self.guard.rate.allow(ip, self.limits.forward_rate, self.limits.forward_burst);
+        let ok = self
+            .guard
+            .rate
+            .allow(ip, self.limits.forward_rate, self.limits.forward_burst);
         if !ok {
             self.guard.refused(Limited::Rate);
         }
@@ -181,7 +222,11 @@ impl Handler {
     /// An immediate answer with `code` for a query we decided not to forward
     /// (a limit, every upstream out of use).
     pub fn refuse(&self, req: &Message, code: ResponseCode, transport: Transport) -> Option<Reply> {
-        self.reply_bytes(req, code, transport, QueryKind::Forwarded).map(|bytes| Reply { bytes, kind: QueryKind::Forwarded })
+        self.reply_bytes(req, code, transport, QueryKind::Forwarded)
+            .map(|bytes| Reply {
+                bytes,
+                kind: QueryKind::Forwarded,
+            })
     }
 
     /// TC answer (header, question, OPT) for a query whose upstream answer
@@ -238,10 +283,22 @@ impl Handler {
         match plan {
             Plan::Reply(r) => Some(r),
             Plan::Drop => None,
-            Plan::Forward(req) => self.forward(&req, raw, transport).await.map(|bytes| Reply { bytes, kind: QueryKind::Forwarded }),
-            Plan::Chase { req, resp, target, qtype } => {
-                self.chase(&req, *resp, target, qtype, transport).await.map(|bytes| Reply { bytes, kind: QueryKind::Alias })
-            }
+            Plan::Forward(req) => self.forward(&req, raw, transport).await.map(|bytes| Reply {
+                bytes,
+                kind: QueryKind::Forwarded,
+            }),
+            Plan::Chase {
+                req,
+                resp,
+                target,
+                qtype,
+            } => self
+                .chase(&req, *resp, target, qtype, transport)
+                .await
+                .map(|bytes| Reply {
+                    bytes,
+                    kind: QueryKind::Alias,
+                }),
         }
     }
 
@@ -258,13 +315,19 @@ impl Handler {
         }
         if let Err(e) = check_wire(raw) {
             tracing::debug!(error = ?e, "malformed query");
-            return Plan::Reply(Reply { bytes: formerr_from_raw(raw), kind: QueryKind::Other });
+            return Plan::Reply(Reply {
+                bytes: formerr_from_raw(raw),
+                kind: QueryKind::Other,
+            });
         }
         let req = match Message::from_vec(raw) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "malformed query");
-                return Plan::Reply(Reply { bytes: formerr_from_raw(raw), kind: QueryKind::Other });
+                return Plan::Reply(Reply {
+                    bytes: formerr_from_raw(raw),
+                    kind: QueryKind::Other,
+                });
             }
         };
         if !message::is_query(&req) {
@@ -281,7 +344,12 @@ impl Handler {
             return self.reply(&req, ResponseCode::Refused, transport);
         }
         let qname = canonical(&q.name);
-        let Some(zone) = self.zones.iter().filter(|z| within(&qname, &z.apex_text)).max_by_key(|z| z.apex_text.len()) else {
+        let Some(zone) = self
+            .zones
+            .iter()
+            .filter(|z| within(&qname, &z.apex_text))
+            .max_by_key(|z| z.apex_text.len())
+        else {
             if self.forwarder.is_none() {
                 return self.reply(&req, ResponseCode::Refused, transport);
             }
@@ -320,7 +388,11 @@ impl Handler {
         let target = match answer {
             // A target added by a reload whose handler is not swapped in yet
             // is converted on the spot.
-            RouteAnswer::Cname(t) => self.targets.get(t.as_str()).cloned().or_else(|| wire_name(t.as_str()).ok()),
+            RouteAnswer::Cname(t) => self
+                .targets
+                .get(t.as_str())
+                .cloned()
+                .or_else(|| wire_name(t.as_str()).ok()),
             RouteAnswer::Pending | RouteAnswer::Servfail => None,
         };
         let Some(target) = target else {
@@ -331,7 +403,8 @@ impl Handler {
         resp.metadata.authoritative = true;
         resp.answers.push(cname(&q.name, &target, ttl));
         let qtype = q.query_type;
-        if matches!(qtype, RecordType::CNAME | RecordType::ANY) || self.forwarder.is_none() || self.in_own_zone(&target) {
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) || self.forwarder.is_none() || self.in_own_zone(&target)
+        {
             return self.finish(&req, resp, transport, QueryKind::Alias);
         }
         if let RouteAnswer::Cname(t) = answer {
@@ -344,7 +417,12 @@ impl Handler {
                 return self.finish(&req, resp, transport, QueryKind::Alias);
             }
         }
-        Plan::Chase { target, qtype, req: Box::new(req), resp: Box::new(resp) }
+        Plan::Chase {
+            target,
+            qtype,
+            req: Box::new(req),
+            resp: Box::new(resp),
+        }
     }
 
     fn in_own_zone(&self, name: &Name) -> bool {
@@ -384,7 +462,14 @@ impl Handler {
 
     /// Adds the target's records of type `qtype` (resolved upstream) to an
     /// alias answer, so a stub resolver gets an address in one answer.
-    async fn chase(&self, req: &Message, mut resp: Message, target: Name, qtype: RecordType, transport: Transport) -> Option<Vec<u8>> {
+    async fn chase(
+        &self,
+        req: &Message,
+        mut resp: Message,
+        target: Name,
+        qtype: RecordType,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let fwd = self.forwarder.as_ref()?;
         let answer = match targets::resolve(fwd, &target, qtype).await {
             Ok(a) => Some(a),
@@ -413,7 +498,14 @@ impl Handler {
             super::ForwardError::Io { addr, .. } => (addr.to_string(), "error"),
             super::ForwardError::NoUpstream | super::ForwardError::AllDown | super::ForwardError::TooBig => return,
         };
-        self.shared.metrics.upstream_errors.get_or_create(&UpstreamLabel { upstream, kind: kind.into() }).inc();
+        self.shared
+            .metrics
+            .upstream_errors
+            .get_or_create(&UpstreamLabel {
+                upstream,
+                kind: kind.into(),
+            })
+            .inc();
     }
 
     fn reply(&self, req: &Message, code: ResponseCode, transport: Transport) -> Plan {
@@ -421,7 +513,8 @@ impl Handler {
     }
 
     fn reply_kind(&self, req: &Message, code: ResponseCode, transport: Transport, kind: QueryKind) -> Plan {
-        self.reply_bytes(req, code, transport, kind).map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
+        self.reply_bytes(req, code, transport, kind)
+            .map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
     }
 
     fn reply_bytes(&self, req: &Message, code: ResponseCode, transport: Transport, kind: QueryKind) -> Option<Vec<u8>> {
@@ -434,7 +527,8 @@ impl Handler {
 
     fn finish(&self, req: &Message, mut resp: Message, transport: Transport, kind: QueryKind) -> Plan {
         echo_edns(req, &mut resp, self.max_udp);
-        encode(&resp, limit_for(transport, req, self.max_udp)).map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
+        encode(&resp, limit_for(transport, req, self.max_udp))
+            .map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
     }
 }
 
@@ -448,5 +542,6 @@ fn canonical(name: &Name) -> String {
 }
 
 fn within(name: &str, zone: &str) -> bool {
-    name == zone || (name.len() > zone.len() && name.ends_with(zone) && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
+    name == zone
+        || (name.len() > zone.len() && name.ends_with(zone) && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
 }

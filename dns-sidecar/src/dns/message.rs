@@ -145,7 +145,9 @@ pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
 /// decoding them: header (ID, opcode, RD, CD) and the question when it is a
 /// plain one; never longer than the query, so it amplifies nothing.
 pub fn refused_from_raw(raw: &[u8]) -> Vec<u8> {
-    let question = (u16::from_be_bytes([raw[4], raw[5]]) == 1).then(|| super::forward::question_end(raw)).flatten();
+    let question = (u16::from_be_bytes([raw[4], raw[5]]) == 1)
+        .then(|| super::forward::question_end(raw))
+        .flatten();
     let end = question.unwrap_or(HEADER_LEN);
     let mut out = raw[..end].to_vec();
     out[2] = 0x80 | (raw[2] & 0x79);
@@ -258,13 +260,28 @@ mod tests {
         assert_eq!(check_wire(&query(&[], 0)), Ok(()));
         assert_eq!(check_wire(&query(&opt(&[]), 1)), Ok(()));
         assert_eq!(check_wire(&query(&opt(&[0, 10, 0, 2, 1, 2]), 1)), Ok(()));
-        assert_eq!(check_wire(&query(&opt(&[0, 10, 0, 100]), 1)), Err(Malformed::BadOpt), "option longer than the OPT");
-        assert_eq!(check_wire(&query(&opt(&[0, 10, 0, 8, 1, 2, 3, 4]), 1)), Err(Malformed::BadOpt));
-        assert_eq!(check_wire(&query(&opt(&[0, 10]), 1)), Err(Malformed::BadOpt), "half an option header");
+        assert_eq!(
+            check_wire(&query(&opt(&[0, 10, 0, 100]), 1)),
+            Err(Malformed::BadOpt),
+            "option longer than the OPT"
+        );
+        assert_eq!(
+            check_wire(&query(&opt(&[0, 10, 0, 8, 1, 2, 3, 4]), 1)),
+            Err(Malformed::BadOpt)
+        );
+        assert_eq!(
+            check_wire(&query(&opt(&[0, 10]), 1)),
+            Err(Malformed::BadOpt),
+            "half an option header"
+        );
         let mut two = opt(&[]);
         two.extend(opt(&[]));
         assert_eq!(check_wire(&query(&two, 2)), Err(Malformed::BadOpt));
-        assert_eq!(check_wire(&query(&[], 1)), Err(Malformed::Short), "a record that is not there");
+        assert_eq!(
+            check_wire(&query(&[], 1)),
+            Err(Malformed::Short),
+            "a record that is not there"
+        );
         // Question names with pointers.
         let mut q = query(&[], 0);
         q.splice(12..15, [0xC0, 0x0E, 0xC0, 0x0C]);

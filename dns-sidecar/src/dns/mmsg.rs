@@ -29,7 +29,13 @@ impl Batch {
         // SAFETY: sockaddr_storage and mmsghdr are plain C structs for which
         // all-zero is a valid value.
         let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { zeroed() }; count];
-        let mut iov: Vec<libc::iovec> = bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: size }).collect();
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: size,
+            })
+            .collect();
         let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; count];
         for i in 0..count {
             msgs[i].msg_hdr.msg_iov = &mut iov[i];
@@ -49,7 +55,15 @@ impl Batch {
             iov.iov_len = self.bufs[0].len();
         }
         // SAFETY: the arrays are valid for `len()` entries and live in `self`.
-        let n = unsafe { libc::recvmmsg(fd, self.msgs.as_mut_ptr(), self.msgs.len() as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                self.msgs.len() as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         n.max(0) as usize
     }
 
@@ -61,7 +75,15 @@ impl Batch {
             iov.iov_len = self.bufs[0].len();
         }
         // SAFETY: as in `recv`.
-        let n = unsafe { libc::recvmmsg(fd, self.msgs.as_mut_ptr(), self.msgs.len() as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                self.msgs.len() as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
         n.max(0) as usize
     }
 
@@ -133,7 +155,11 @@ impl Batch {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::WouldBlock && retries < 100 {
                 retries += 1;
-                let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 10) };
                 continue;

@@ -10,10 +10,10 @@ pub mod cache;
 #[cfg(test)]
 mod cache_tests;
 pub mod fast;
-#[doc(hidden)]
-pub mod fixture;
 #[cfg(test)]
 mod fast_tests;
+#[doc(hidden)]
+pub mod fixture;
 mod forward;
 pub mod fuzz;
 pub mod guard;
@@ -58,7 +58,14 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// exchanges) to be answered. UDP sockets are served by batched worker
 /// threads (see `udp`); TCP by the runtime; upstreams taken out of use are
 /// health-checked by a task of their own, off the query path.
-pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, guard: Arc<Guard>, udp: Vec<std::net::UdpSocket>, tcp: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    handler: SharedHandler,
+    shared: Arc<crate::shared::Shared>,
+    guard: Arc<Guard>,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) {
     let registry = Arc::new(tcp::Registry::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads = match udp::spawn(udp, handler.clone(), shared.clone(), guard.clone(), stop.clone()) {
@@ -72,7 +79,13 @@ pub async fn serve(handler: SharedHandler, shared: Arc<crate::shared::Shared>, g
     for l in tcp {
         tasks.spawn(tcp::accept_loop(l, handler.clone(), registry.clone(), shutdown.clone()));
     }
-    tasks.spawn(health_checks(handler.clone(), shared.clone(), guard.clone(), registry.clone(), shutdown.clone()));
+    tasks.spawn(health_checks(
+        handler.clone(),
+        shared.clone(),
+        guard.clone(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
     let mut rx = shutdown.clone();
     crate::shutdown::stopped(&mut rx).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -108,9 +121,21 @@ pub fn lower_priority(nice: i32) {
 /// Every `[upstream] health_check` (at most every second), asks each upstream that is out of use
 /// whether it answers again (see [`guard::UpstreamState`]).
 /// Also refreshes the gauges of the limits (memory, in flight, TCP).
-async fn health_checks(handler: SharedHandler, shared: Arc<crate::shared::Shared>, guard: Arc<Guard>, tcp: Arc<tcp::Registry>, mut shutdown: watch::Receiver<bool>) {
+async fn health_checks(
+    handler: SharedHandler,
+    shared: Arc<crate::shared::Shared>,
+    guard: Arc<Guard>,
+    tcp: Arc<tcp::Registry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        let every = shared.config.load().upstream.as_ref().map_or(Duration::from_secs(1), |u| u.health_check).min(Duration::from_secs(1));
+        let every = shared
+            .config
+            .load()
+            .upstream
+            .as_ref()
+            .map_or(Duration::from_secs(1), |u| u.health_check)
+            .min(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = crate::shutdown::stopped(&mut shutdown) => return,

@@ -133,8 +133,22 @@ pub enum NotTaken {
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
     pub fn new(client: UdpSocket, guard: Arc<Guard>, shared: Arc<Shared>, cache: Arc<Cache>) -> Arc<Relay> {
-        let state = State { pending: HashMap::default(), deadlines: VecDeque::new(), slots: Vec::new(), retired: Vec::new(), next: 0, serial: 0, current: [None; 2] };
-        Arc::new(Relay { client, state: Mutex::new(state), guard, shared, cache })
+        let state = State {
+            pending: HashMap::default(),
+            deadlines: VecDeque::new(),
+            slots: Vec::new(),
+            retired: Vec::new(),
+            next: 0,
+            serial: 0,
+            current: [None; 2],
+        };
+        Arc::new(Relay {
+            client,
+            state: Mutex::new(state),
+            guard,
+            shared,
+            cache,
+        })
     }
 
     /// A stale answer to `query` from the cache, written into `out` (the
@@ -167,13 +181,25 @@ impl Relay {
 
     /// Registers `query` from `client` for the first upstream of `handler`
     /// in use, and puts it in `outbox` (sent at the end of the worker's batch).
-    pub fn submit(&self, handler: &Arc<Handler>, query: &[u8], client: SocketAddr, started: Instant, outbox: &mut Outbox) -> Result<(), NotTaken> {
-        let Some(fwd) = handler.forwarder() else { return Err(NotTaken::NoUpstream) };
+    pub fn submit(
+        &self,
+        handler: &Arc<Handler>,
+        query: &[u8],
+        client: SocketAddr,
+        started: Instant,
+        outbox: &mut Outbox,
+    ) -> Result<(), NotTaken> {
+        let Some(fwd) = handler.forwarder() else {
+            return Err(NotTaken::NoUpstream);
+        };
         let upstreams = fwd.upstreams().clone();
         let Some(first) = upstreams.iter().position(|u| !u.state.is_down()) else {
             return Err(NotTaken::Down);
         };
-        let ticket = self.guard.try_forward(PENDING_COST + query.len() as u64, handler.limits()).map_err(NotTaken::Limit)?;
+        let ticket = self
+            .guard
+            .try_forward(PENDING_COST + query.len() as u64, handler.limits())
+            .map_err(NotTaken::Limit)?;
         let to = upstreams[first].addr;
         let (id, sock) = {
             let mut st = self.lock();
@@ -193,7 +219,17 @@ impl Relay {
             let deadline = started + fwd.timeout();
             st.pending.insert(
                 id,
-                Pending { client, query: query.into(), upstreams, tried: first, sock: serial, deadline, started, handler: handler.clone(), _ticket: ticket },
+                Pending {
+                    client,
+                    query: query.into(),
+                    upstreams,
+                    tried: first,
+                    sock: serial,
+                    deadline,
+                    started,
+                    handler: handler.clone(),
+                    _ticket: ticket,
+                },
             );
             st.deadlines.push_back((deadline, id));
             (id, sock)
@@ -229,7 +265,14 @@ impl Relay {
             {
                 let st = self.lock();
                 for s in st.slots.iter().chain(st.retired.iter().map(|(s, _)| s)) {
-                    fds.push((libc::pollfd { fd: s.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 }, s.serial));
+                    fds.push((
+                        libc::pollfd {
+                            fd: s.sock.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                        s.serial,
+                    ));
                 }
             }
             if fds.is_empty() {
@@ -239,7 +282,13 @@ impl Relay {
                 polled.extend(fds.iter().map(|(p, _)| *p));
                 // SAFETY: `polled` is a valid array of pollfds; the sockets stay
                 // open because only this thread closes them (in `maintain`).
-                unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, SWEEP.as_millis() as i32) };
+                unsafe {
+                    libc::poll(
+                        polled.as_mut_ptr(),
+                        polled.len() as libc::nfds_t,
+                        SWEEP.as_millis() as i32,
+                    )
+                };
                 for (p, (_, serial)) in polled.iter().zip(&fds) {
                     if p.revents & libc::POLLIN != 0 {
                         let n = batch.recv_nowait(p.fd);
@@ -266,7 +315,9 @@ impl Relay {
         // longest wait in it. The histogram takes a lock per observation.
         let mut longest: Option<Duration> = None;
         for i in 0..n {
-            let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else { continue };
+            let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else {
+                continue;
+            };
             let truncated = batch.truncated(i);
             let answer = batch.data(i);
             if answer.len() < 12 {
@@ -276,7 +327,11 @@ impl Relay {
             let p = {
                 let mut st = self.lock();
                 match st.pending.get(&id) {
-                    Some(p) if p.sock == serial && p.upstreams[p.tried].addr == from && same_question(&p.query, answer) => st.pending.remove(&id),
+                    Some(p)
+                        if p.sock == serial && p.upstreams[p.tried].addr == from && same_question(&p.query, answer) =>
+                    {
+                        st.pending.remove(&id)
+                    }
                     _ => None,
                 }
             };
@@ -297,7 +352,10 @@ impl Relay {
             } else {
                 answer[..2].copy_from_slice(&p.query[..2]);
                 let failed = matches!(answer[3] & 0x0F, 2 | 5);
-                match failed.then(|| self.stale(&p.handler, &p.query, tx.buf_mut(out))).flatten() {
+                match failed
+                    .then(|| self.stale(&p.handler, &p.query, tx.buf_mut(out)))
+                    .flatten()
+                {
                     Some(n) => n,
                     None => {
                         if let Some(qn) = question(&p.query, p.handler.max_udp()) {
@@ -343,7 +401,10 @@ impl Relay {
                     continue; // resent since; a later queue entry covers it
                 }
                 let u = p.upstreams[p.tried].clone();
-                let err = ForwardError::Timeout { addr: u.addr, timeout: p.handler.forwarder().map_or(Duration::ZERO, |f| f.timeout()) };
+                let err = ForwardError::Timeout {
+                    addr: u.addr,
+                    timeout: p.handler.forwarder().map_or(Duration::ZERO, |f| f.timeout()),
+                };
                 if let Some(fwd) = p.handler.forwarder() {
                     fwd.record(&u, false);
                 }
@@ -391,7 +452,9 @@ impl Relay {
                 },
             };
             let _ = self.client.send_to(bytes, p.client);
-            self.shared.metrics.answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
+            self.shared
+                .metrics
+                .answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
         }
     }
 }
@@ -411,7 +474,11 @@ pub struct Outbox {
 
 impl Default for Outbox {
     fn default() -> Self {
-        Outbox { batch: Batch::new(super::udp::BATCH, OUT_SLOT), sock: None, n: 0 }
+        Outbox {
+            batch: Batch::new(super::udp::BATCH, OUT_SLOT),
+            sock: None,
+            n: 0,
+        }
     }
 }
 
@@ -468,12 +535,23 @@ impl State {
         let i = if count < POOL {
             let sock = open(v6)?;
             self.serial += 1;
-            self.slots.push(Slot { sock: Arc::new(sock), serial: self.serial, v6, born: Instant::now(), used: 0 });
+            self.slots.push(Slot {
+                sock: Arc::new(sock),
+                serial: self.serial,
+                v6,
+                born: Instant::now(),
+                used: 0,
+            });
             self.slots.len() - 1
         } else {
             self.next = self.next.wrapping_add(1);
             let nth = self.next % count;
-            self.slots.iter().enumerate().filter(|(_, s)| s.v6 == v6).nth(nth).map_or(0, |(i, _)| i)
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.v6 == v6)
+                .nth(nth)
+                .map_or(0, |(i, _)| i)
         };
         let s = &mut self.slots[i];
         s.used += 1;
@@ -487,11 +565,22 @@ impl State {
     fn maintain(&mut self) {
         let now = Instant::now();
         let pending = &self.pending;
-        self.retired.retain(|(s, _)| pending.values().any(|p| p.sock == s.serial));
-        if let Some(i) = self.slots.iter().position(|s| s.born.elapsed() >= ROTATE_AFTER || s.used >= ROTATE_QUERIES) {
+        self.retired
+            .retain(|(s, _)| pending.values().any(|p| p.sock == s.serial));
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.born.elapsed() >= ROTATE_AFTER || s.used >= ROTATE_QUERIES)
+        {
             if let Ok(sock) = open(self.slots[i].v6) {
                 self.serial += 1;
-                let fresh = Slot { sock: Arc::new(sock), serial: self.serial, v6: self.slots[i].v6, born: now, used: 0 };
+                let fresh = Slot {
+                    sock: Arc::new(sock),
+                    serial: self.serial,
+                    v6: self.slots[i].v6,
+                    born: now,
+                    used: 0,
+                };
                 let old = std::mem::replace(&mut self.slots[i], fresh);
                 if self.pending.values().any(|p| p.sock == old.serial) {
                     self.retired.push((old, now));
@@ -502,7 +591,11 @@ impl State {
 }
 
 fn open(v6: bool) -> io::Result<UdpSocket> {
-    let local: SocketAddr = if v6 { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
+    let local: SocketAddr = if v6 {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
     let s = UdpSocket::bind(local)?;
     s.set_nonblocking(true)?;
     Ok(s)

@@ -71,7 +71,10 @@ pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<
 pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown: watch::Receiver<bool>) {
     loop {
         let config = shared.config.load_full();
-        let fwd = config.upstream.as_ref().map(|u| Forwarder::new(u.servers.clone(), u.timeout));
+        let fwd = config
+            .upstream
+            .as_ref()
+            .map(|u| Forwarder::new(u.servers.clone(), u.timeout));
         let mut next = MIN_REFRESH;
         if let Some(fwd) = fwd {
             let now = Instant::now();
@@ -96,20 +99,40 @@ pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown
                         Ok(m) if matches!(m.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
                             let ttl = m.answers.iter().map(|r| r.ttl).min().unwrap_or(5);
                             let refresh = Duration::from_secs(ttl.into()).clamp(MIN_REFRESH, MAX_REFRESH);
-                            fresh.insert(key, Cached { rcode: m.metadata.response_code, answers: m.answers, refresh_at: now + refresh });
+                            fresh.insert(
+                                key,
+                                Cached {
+                                    rcode: m.metadata.response_code,
+                                    answers: m.answers,
+                                    refresh_at: now + refresh,
+                                },
+                            );
                             changed = true;
                         }
                         other => {
                             debug!(target = name, ?qtype, result = ?other.map(|m| m.metadata.response_code), "refreshing a target's records failed; keeping the last answer");
                             match current.entries.get(&key) {
                                 Some(c) => {
-                                    fresh.insert(key, Cached { refresh_at: now + MIN_REFRESH, ..c.clone() });
+                                    fresh.insert(
+                                        key,
+                                        Cached {
+                                            refresh_at: now + MIN_REFRESH,
+                                            ..c.clone()
+                                        },
+                                    );
                                 }
                                 // Never resolved: remember the failure, so alias
                                 // answers say SERVFAIL at once (from the fast
                                 // path) instead of each waiting on a dead upstream.
                                 None => {
-                                    fresh.insert(key, Cached { rcode: ResponseCode::ServFail, answers: Vec::new(), refresh_at: now + MIN_REFRESH });
+                                    fresh.insert(
+                                        key,
+                                        Cached {
+                                            rcode: ResponseCode::ServFail,
+                                            answers: Vec::new(),
+                                            refresh_at: now + MIN_REFRESH,
+                                        },
+                                    );
                                     changed = true;
                                 }
                             }
@@ -120,7 +143,14 @@ pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown
             if changed || fresh.len() != current.entries.len() {
                 targets.store(Arc::new(Targets { entries: fresh }));
             }
-            next = targets.load().entries.values().map(|c| c.refresh_at.saturating_duration_since(Instant::now())).min().unwrap_or(MIN_REFRESH).clamp(Duration::from_millis(100), MIN_REFRESH);
+            next = targets
+                .load()
+                .entries
+                .values()
+                .map(|c| c.refresh_at.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(MIN_REFRESH)
+                .clamp(Duration::from_millis(100), MIN_REFRESH);
         }
         tokio::select! {
             _ = tokio::time::sleep(next) => {}

@@ -89,8 +89,14 @@ impl Registry {
             return Err(Limited::TcpPerClient);
         }
         if inner.conns.len() >= cap {
-            let victim = inner.conns.iter().filter_map(|(id, e)| e.idle_since.map(|t| (t, *id))).min();
-            let Some((_, id)) = victim else { return Err(Limited::TcpConnections) };
+            let victim = inner
+                .conns
+                .iter()
+                .filter_map(|(id, e)| e.idle_since.map(|t| (t, *id)))
+                .min();
+            let Some((_, id)) = victim else {
+                return Err(Limited::TcpConnections);
+            };
             if let Some(e) = inner.conns.remove(&id) {
                 e.close.notify_one();
                 dec(&mut inner.per_client, e.ip);
@@ -100,9 +106,20 @@ impl Registry {
         inner.next += 1;
         let id = inner.next;
         let close = Arc::new(Notify::new());
-        inner.conns.insert(id, Entry { ip, idle_since: Some(Instant::now()), close: close.clone() });
+        inner.conns.insert(
+            id,
+            Entry {
+                ip,
+                idle_since: Some(Instant::now()),
+                close: close.clone(),
+            },
+        );
         *inner.per_client.entry(ip).or_default() += 1;
-        Ok(Place { id, registry: self.clone(), close })
+        Ok(Place {
+            id,
+            registry: self.clone(),
+            close,
+        })
     }
 }
 
@@ -135,7 +152,12 @@ impl Drop for Place {
     }
 }
 
-pub async fn accept_loop(listener: TcpListener, handler: SharedHandler, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    handler: SharedHandler,
+    registry: Arc<Registry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -162,7 +184,9 @@ pub async fn accept_loop(listener: TcpListener, handler: SharedHandler, registry
                 continue;
             }
         };
-        let Ok(ticket) = h.guard().try_bytes(CONN_COST, limits) else { continue };
+        let Ok(ticket) = h.guard().try_bytes(CONN_COST, limits) else {
+            continue;
+        };
         h.guard().metrics().tcp_connections.set(registry.len() as i64);
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -188,7 +212,14 @@ fn reset(stream: TcpStream) {
 
 /// Answers length-prefixed queries on one connection, in order, until the
 /// client closes, goes idle, is too slow to read, or we shut down.
-async fn connection(mut stream: TcpStream, peer: SocketAddr, handler: SharedHandler, place: Place, mut ticket: Ticket, mut shutdown: watch::Receiver<bool>) {
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: SharedHandler,
+    place: Place,
+    mut ticket: Ticket,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut last = Instant::now();
     loop {
         let h = handler.load_full();
@@ -303,7 +334,10 @@ mod tests {
         for e in r.lock().conns.values_mut() {
             e.idle_since = None;
         }
-        assert_eq!(r.admit("127.0.0.4".parse().unwrap(), 3, 2).err(), Some(Limited::TcpConnections));
+        assert_eq!(
+            r.admit("127.0.0.4".parse().unwrap(), 3, 2).err(),
+            Some(Limited::TcpConnections)
+        );
         drop(p2);
         assert_eq!(r.len(), 2);
         assert_eq!(r.lock().per_client.get(&a), None);

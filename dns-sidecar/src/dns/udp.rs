@@ -81,9 +81,18 @@ pub fn spawn(
         // Unbounded, but every job in it holds a ticket of the budget.
         let (tx, rx) = mpsc::unbounded_channel::<SlowJob>();
         tokio::spawn(slow_answers(rx, sender));
-        let relay = Relay::new(sock.try_clone()?, guard.clone(), shared.clone(), handler.load().cache().clone());
+        let relay = Relay::new(
+            sock.try_clone()?,
+            guard.clone(),
+            shared.clone(),
+            handler.load().cache().clone(),
+        );
         let (r, relay_stop) = (relay.clone(), stop.clone());
-        threads.push(std::thread::Builder::new().name(format!("dns-relay-{i}")).spawn(move || r.run(relay_stop))?);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("dns-relay-{i}"))
+                .spawn(move || r.run(relay_stop))?,
+        );
         let (handler, shared, stop) = (handler.clone(), shared.clone(), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
@@ -140,8 +149,27 @@ struct Worker {
 const OVERLOAD_STREAK: u32 = 4;
 
 impl Worker {
-    fn new(sock: UdpSocket, handler: SharedHandler, shared: Arc<Shared>, slow: mpsc::UnboundedSender<SlowJob>, relay: Arc<Relay>) -> Worker {
-        Worker { sock, handler, shared, slow, relay, table: None, rx: Batch::new(BATCH, BUF), tx: Batch::new(BATCH, BUF), outbox: Outbox::default(), counts: [[0; 8]; 4], cached: [0; 3], full_streak: 0 }
+    fn new(
+        sock: UdpSocket,
+        handler: SharedHandler,
+        shared: Arc<Shared>,
+        slow: mpsc::UnboundedSender<SlowJob>,
+        relay: Arc<Relay>,
+    ) -> Worker {
+        Worker {
+            sock,
+            handler,
+            shared,
+            slow,
+            relay,
+            table: None,
+            rx: Batch::new(BATCH, BUF),
+            tx: Batch::new(BATCH, BUF),
+            outbox: Outbox::default(),
+            counts: [[0; 8]; 4],
+            cached: [0; 3],
+            full_streak: 0,
+        }
     }
 
     fn run(mut self, stop: &AtomicBool) {
@@ -170,7 +198,11 @@ impl Worker {
         // refused at a limit are dropped rather than answered (half of their
         // cost is the answer's send), so the CPU goes to the answers that
         // matter and the queue in front of them shrinks.
-        self.full_streak = if n == BATCH { self.full_streak.saturating_add(1) } else { 0 };
+        self.full_streak = if n == BATCH {
+            self.full_streak.saturating_add(1)
+        } else {
+            0
+        };
         let overloaded = self.full_streak >= OVERLOAD_STREAK;
         self.refresh_table();
         let started = Instant::now();
@@ -185,7 +217,9 @@ impl Worker {
             // A datagram larger than its slot is larger than any query we accept.
             let Some(q) = self.rx.received(i) else { continue };
             let q: &[u8] = q;
-            let Some(peer) = sockaddr_to_std(&peer_addr) else { continue };
+            let Some(peer) = sockaddr_to_std(&peer_addr) else {
+                continue;
+            };
             if !handler.allows(peer.ip()) {
                 if must_drop(q) {
                     continue;
@@ -221,7 +255,11 @@ impl Worker {
                             match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
                                 Ok(()) => None,
                                 Err(code) => {
-                                    let stale = if code == ResponseCode::ServFail { cache.stale(q, &f, f.udp_limit, now, self.tx.buf_mut(out)) } else { Found::Miss };
+                                    let stale = if code == ResponseCode::ServFail {
+                                        cache.stale(q, &f, f.udp_limit, now, self.tx.buf_mut(out))
+                                    } else {
+                                        Found::Miss
+                                    };
                                     match stale {
                                         Found::Stale(len) => {
                                             self.cached[2] += 1;
@@ -253,12 +291,16 @@ impl Worker {
                     let reply = match handler.plan(q, Transport::Udp) {
                         Plan::Reply(r) => Some(r),
                         Plan::Drop => None,
-                        Plan::Forward(req) => match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
-                            Ok(()) => None,
-                            // Under overload a refusal is dropped; a stale answer
-                            // (never SERVFAIL or REFUSED itself) is sent.
-                            Err(code) => handler.refuse_or_stale(&req, q, code, Transport::Udp).filter(|r| !overloaded || r.rcode() != code.low() as u16),
-                        },
+                        Plan::Forward(req) => {
+                            match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
+                                Ok(()) => None,
+                                // Under overload a refusal is dropped; a stale answer
+                                // (never SERVFAIL or REFUSED itself) is sent.
+                                Err(code) => handler
+                                    .refuse_or_stale(&req, q, code, Transport::Udp)
+                                    .filter(|r| !overloaded || r.rcode() != code.low() as u16),
+                            }
+                        }
                         plan => slow(&self.slow, &handler, plan, q, peer, started),
                     };
                     match reply {
@@ -281,13 +323,25 @@ impl Worker {
         self.outbox.flush();
         self.tx.send(self.sock.as_raw_fd(), out);
         let m = &self.shared.metrics;
-        for (n, c) in self.cached.iter_mut().zip([&m.cache.hits, &m.cache.misses, &m.cache.stale]) {
+        for (n, c) in self
+            .cached
+            .iter_mut()
+            .zip([&m.cache.hits, &m.cache.misses, &m.cache.stale])
+        {
             if *n > 0 {
                 c.inc_by(std::mem::take(n));
             }
         }
         let elapsed = started.elapsed().as_secs_f64();
-        for (k, kind) in [QueryKind::Alias, QueryKind::Authoritative, QueryKind::Forwarded, QueryKind::Other].into_iter().enumerate() {
+        for (k, kind) in [
+            QueryKind::Alias,
+            QueryKind::Authoritative,
+            QueryKind::Forwarded,
+            QueryKind::Other,
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let total: u64 = self.counts[k].iter().sum();
             if total == 0 {
                 continue;
@@ -306,7 +360,14 @@ impl Worker {
 
 /// Relays a forwarded query, or says how to refuse it: REFUSED over the
 /// client's rate, SERVFAIL when no upstream is in use or a limit is reached.
-fn relay_or_refuse(relay: &Relay, outbox: &mut Outbox, handler: &Arc<Handler>, q: &[u8], peer: SocketAddr, started: Instant) -> Result<(), ResponseCode> {
+fn relay_or_refuse(
+    relay: &Relay,
+    outbox: &mut Outbox,
+    handler: &Arc<Handler>,
+    q: &[u8],
+    peer: SocketAddr,
+    started: Instant,
+) -> Result<(), ResponseCode> {
     if !handler.rate_ok(peer.ip()) {
         return Err(ResponseCode::Refused);
     }
@@ -321,10 +382,27 @@ fn relay_or_refuse(relay: &Relay, outbox: &mut Outbox, handler: &Arc<Handler>, q
 
 /// Hands a query that waits on an upstream to the runtime, if the budget
 /// allows; otherwise returns the SERVFAIL to send at once.
-fn slow(tx: &mpsc::UnboundedSender<SlowJob>, handler: &Arc<Handler>, plan: Plan, q: &[u8], peer: SocketAddr, started: Instant) -> Option<super::Reply> {
-    match handler.guard().try_forward(SLOW_COST + q.len() as u64, handler.limits()) {
+fn slow(
+    tx: &mpsc::UnboundedSender<SlowJob>,
+    handler: &Arc<Handler>,
+    plan: Plan,
+    q: &[u8],
+    peer: SocketAddr,
+    started: Instant,
+) -> Option<super::Reply> {
+    match handler
+        .guard()
+        .try_forward(SLOW_COST + q.len() as u64, handler.limits())
+    {
         Ok(ticket) => {
-            let job = SlowJob { plan, raw: q.to_vec(), peer, started, handler: handler.clone(), _ticket: ticket };
+            let job = SlowJob {
+                plan,
+                raw: q.to_vec(),
+                peer,
+                started,
+                handler: handler.clone(),
+                _ticket: ticket,
+            };
             if tx.send(job).is_err() {
                 debug!("the runtime is gone; dropping a query");
             }
@@ -343,7 +421,10 @@ pub(super) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> 
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
             let a: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
-            Some(SocketAddr::from((u32::from_be(a.sin_addr.s_addr).to_be_bytes(), u16::from_be(a.sin_port))))
+            Some(SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.

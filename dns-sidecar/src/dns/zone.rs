@@ -16,7 +16,10 @@ pub struct NameConversion {
 }
 
 pub fn wire_name(s: &str) -> Result<Name, NameConversion> {
-    Name::from_ascii(s).map_err(|source| NameConversion { name: s.to_string(), source })
+    Name::from_ascii(s).map_err(|source| NameConversion {
+        name: s.to_string(),
+        source,
+    })
 }
 
 /// One zone, ready to answer from.
@@ -44,7 +47,13 @@ impl ZoneData {
         let ns = zone
             .nameservers
             .iter()
-            .map(|n| Ok(Record::from_rdata(apex.clone(), zone.ttl, RData::NS(NS(wire_name(n.as_str())?)))))
+            .map(|n| {
+                Ok(Record::from_rdata(
+                    apex.clone(),
+                    zone.ttl,
+                    RData::NS(NS(wire_name(n.as_str())?)),
+                ))
+            })
             .collect::<Result<Vec<_>, NameConversion>>()?;
         let mut ents = Vec::new();
         for a in config.aliases.iter().filter(|a| a.name.is_within(&zone.name)) {
@@ -61,7 +70,14 @@ impl ZoneData {
         }
         let mut own_names: Vec<String> = zone.nameservers.iter().map(|n| n.to_string()).collect();
         own_names.push(zone.hostmaster.to_string());
-        Ok(ZoneData { own_names, apex_text: zone.name.as_str().to_string(), soa, ns, empty_non_terminals: ents, negative_ttl: zone.ttl.min(zone.negative_ttl) })
+        Ok(ZoneData {
+            own_names,
+            apex_text: zone.name.as_str().to_string(),
+            soa,
+            ns,
+            empty_non_terminals: ents,
+            negative_ttl: zone.ttl.min(zone.negative_ttl),
+        })
     }
 
     /// The SOA as it appears in the authority section of a negative answer:

@@ -82,14 +82,27 @@ impl Prober {
         let c = &server.conn;
         let (tls, mode) = tls::connector(c)?;
         let mut pg = tokio_postgres::Config::new();
-        pg.host(&c.host).port(c.port).user(&c.user).dbname(&c.dbname).application_name(&c.application_name).ssl_mode(mode);
+        pg.host(&c.host)
+            .port(c.port)
+            .user(&c.user)
+            .dbname(&c.dbname)
+            .application_name(&c.application_name)
+            .ssl_mode(mode);
         if let Some(addr) = c.hostaddr {
             pg.hostaddr(addr);
         }
         if let Some(p) = &c.password {
             pg.password(p.expose());
         }
-        Ok(Prober { name: Arc::from(server.id.as_str()), pg, tls, timing, kept: None, last_fresh: None, sql: query::FULL })
+        Ok(Prober {
+            name: Arc::from(server.id.as_str()),
+            pg,
+            tls,
+            timing,
+            kept: None,
+            last_fresh: None,
+            sql: query::FULL,
+        })
     }
 
     /// The probe loop. Observations go to `tx`; stops when `shutdown` is true
@@ -97,7 +110,12 @@ impl Prober {
     /// probes every `incident_interval` (starting at once) instead of every
     /// `interval`. Probes never overlap: the next one starts after the last
     /// one finished or hit its deadline.
-    pub async fn run(mut self, tx: mpsc::Sender<Tagged>, mut shutdown: watch::Receiver<bool>, mut incident: IncidentSet) {
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Tagged>,
+        mut shutdown: watch::Receiver<bool>,
+        mut incident: IncidentSet,
+    ) {
         let mut cadence = Cadence::new(&self.timing, Instant::now());
         cadence.set_fast(incident.borrow_and_update().contains(&*self.name), Instant::now());
         let mut incident_open = true;
@@ -144,8 +162,20 @@ impl Prober {
             }
             let now = Instant::now();
             cadence.probed(started, now);
-            let obs = Observation { server: 0, at: now, latency: now - started, outcome };
-            if tx.send(Tagged { server: self.name.clone(), obs }).await.is_err() {
+            let obs = Observation {
+                server: 0,
+                at: now,
+                latency: now - started,
+                outcome,
+            };
+            if tx
+                .send(Tagged {
+                    server: self.name.clone(),
+                    obs,
+                })
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -180,7 +210,9 @@ impl Prober {
             self.kept = None;
             retry = true;
         }
-        let fresh_due = self.last_fresh.is_none_or(|t| t.elapsed() >= self.timing.fresh_connection_interval);
+        let fresh_due = self
+            .last_fresh
+            .is_none_or(|t| t.elapsed() >= self.timing.fresh_connection_interval);
         if self.kept.is_some() && !fresh_due {
             match self.query().await {
                 Ok(state) => return Ok(state),
@@ -245,7 +277,13 @@ struct Cadence {
 impl Cadence {
     /// The first probe is due at once.
     fn new(timing: &ProbeTiming, now: Instant) -> Cadence {
-        Cadence { interval: timing.interval, incident_interval: timing.incident_interval, fast: false, last_start: None, next: now }
+        Cadence {
+            interval: timing.interval,
+            incident_interval: timing.incident_interval,
+            fast: false,
+            last_start: None,
+            next: now,
+        }
     }
 
     fn period(&self) -> Duration {

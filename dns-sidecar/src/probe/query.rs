@@ -54,14 +54,21 @@ pub fn is_permission_denied(e: &tokio_postgres::Error) -> bool {
 /// Turns a driver error into a failure, deciding whether the server is
 /// certainly gone (refused, closed, shutting down) or it might be a blip.
 pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
-    let definite_sql = [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW];
+    let definite_sql = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ];
     let mut definite = e.is_closed() || e.code().is_some_and(|c| definite_sql.contains(c));
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            definite |= matches!(io.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe);
+            definite |= matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+            );
         }
         let text = s.to_string();
         if !message.contains(&text) {
@@ -70,7 +77,14 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
         }
         source = s.source();
     }
-    ProbeFailure { kind: if definite { FailureKind::Definite } else { FailureKind::Ambiguous }, message }
+    ProbeFailure {
+        kind: if definite {
+            FailureKind::Definite
+        } else {
+            FailureKind::Ambiguous
+        },
+        message,
+    }
 }
 
 /// [`classify`] for the new connection that replaces a kept one the server

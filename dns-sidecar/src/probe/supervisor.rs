@@ -37,7 +37,10 @@ pub struct Probers {
 impl Probers {
     /// No probers yet; each one started later follows `incident`.
     pub fn new(incident: IncidentSet) -> Probers {
-        Probers { running: HashMap::new(), incident }
+        Probers {
+            running: HashMap::new(),
+            incident,
+        }
     }
 
     /// Builds probers for every server in `config` that lacks an identical
@@ -45,15 +48,26 @@ impl Probers {
     pub fn sync(&mut self, config: &Config, tx: &mpsc::Sender<Tagged>) -> Result<SyncReport, SetupError> {
         let mut fresh = Vec::new();
         for s in &config.servers {
-            let same = self.running.get(&s.id).is_some_and(|r| r.server == *s && r.timing == config.probe);
+            let same = self
+                .running
+                .get(&s.id)
+                .is_some_and(|r| r.server == *s && r.timing == config.probe);
             if !same {
-                let p = Prober::new(s, config.probe).map_err(|source| SetupError { server: s.id.clone(), source })?;
+                let p = Prober::new(s, config.probe).map_err(|source| SetupError {
+                    server: s.id.clone(),
+                    source,
+                })?;
                 fresh.push((s.clone(), p));
             }
         }
         let mut report = SyncReport::default();
         let keep: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
-        let gone: Vec<String> = self.running.keys().filter(|id| !keep.contains(&id.as_str())).cloned().collect();
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|id| !keep.contains(&id.as_str()))
+            .cloned()
+            .collect();
         for id in gone {
             if let Some(r) = self.running.remove(&id) {
                 let _ = r.stop.send(true);
@@ -64,7 +78,15 @@ impl Probers {
             let (stop, stop_rx) = watch::channel(false);
             let task = tokio::spawn(p.run(tx.clone(), stop_rx, self.incident.clone()));
             let id = server.id.clone();
-            if let Some(old) = self.running.insert(id.clone(), Running { server, timing: config.probe, stop, task }) {
+            if let Some(old) = self.running.insert(
+                id.clone(),
+                Running {
+                    server,
+                    timing: config.probe,
+                    stop,
+                    task,
+                },
+            ) {
                 let _ = old.stop.send(true);
                 report.restarted.push(id);
             } else {

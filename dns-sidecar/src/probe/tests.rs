@@ -18,7 +18,11 @@ use crate::config::Config;
 const MS: Duration = Duration::from_millis(1);
 
 fn timing(interval_ms: u64, incident_ms: u64) -> ProbeTiming {
-    ProbeTiming { interval: MS * interval_ms as u32, incident_interval: MS * incident_ms as u32, ..ProbeTiming::default() }
+    ProbeTiming {
+        interval: MS * interval_ms as u32,
+        incident_interval: MS * incident_ms as u32,
+        ..ProbeTiming::default()
+    }
 }
 
 #[test]
@@ -94,7 +98,10 @@ async fn collect(rx: &mut mpsc::Receiver<Tagged>, window: Duration) -> Vec<Obser
 #[tokio::test]
 async fn incident_set_switches_the_cadence() {
     let (port, accepted) = hang_up_listener();
-    let cfg = config(&format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""), "interval = \"1s\"\nincident_interval = \"10ms\"\ndeadline = \"500ms\"");
+    let cfg = config(
+        &format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""),
+        "interval = \"1s\"\nincident_interval = \"10ms\"\ndeadline = \"500ms\"",
+    );
     let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
     let (tx, mut rx) = mpsc::channel(1024);
     let (stop, stop_rx) = watch::channel(false);
@@ -114,17 +121,36 @@ async fn incident_set_switches_the_cadence() {
     // every 10ms (generous bound: a loaded 2-core machine).
     let entered = Instant::now();
     incident.send_replace(Arc::new(BTreeSet::from(["a".to_string(), "b".to_string()])));
-    let first = tokio::time::timeout(MS * 300, rx.recv()).await.expect("a probe at once").unwrap();
+    let first = tokio::time::timeout(MS * 300, rx.recv())
+        .await
+        .expect("a probe at once")
+        .unwrap();
     assert!(first.obs.at >= entered);
     let fast = collect(&mut rx, MS * 500).await;
-    eprintln!("MEASURED incident cadence: {} probes in 500 ms at incident_interval 10ms (first after {:?})", fast.len(), first.obs.at - entered);
-    assert!(fast.len() >= 15, "only {} probes in 500ms at a 10ms cadence", fast.len());
-    assert!(fast.len() <= 51, "{} probes in 500ms: faster than the cadence", fast.len());
+    eprintln!(
+        "MEASURED incident cadence: {} probes in 500 ms at incident_interval 10ms (first after {:?})",
+        fast.len(),
+        first.obs.at - entered
+    );
+    assert!(
+        fast.len() >= 15,
+        "only {} probes in 500ms at a 10ms cadence",
+        fast.len()
+    );
+    assert!(
+        fast.len() <= 51,
+        "{} probes in 500ms: faster than the cadence",
+        fast.len()
+    );
 
     // Out of the set: back to one probe per second, counted from the last.
     incident.send_replace(Arc::default());
     let slow = collect(&mut rx, MS * 600).await;
-    assert!(slow.len() <= 1, "{} probes in 600ms after leaving the incident set", slow.len());
+    assert!(
+        slow.len() <= 1,
+        "{} probes in 600ms after leaving the incident set",
+        slow.len()
+    );
 
     let _ = stop.send(true);
     task.await.unwrap();
@@ -138,7 +164,10 @@ async fn incident_set_switches_the_cadence() {
 #[tokio::test]
 async fn a_dropped_incident_sender_keeps_the_cadence() {
     let (port, _) = hang_up_listener();
-    let cfg = config(&format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""), "interval = \"200ms\"");
+    let cfg = config(
+        &format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""),
+        "interval = \"200ms\"",
+    );
     let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
     let (tx, mut rx) = mpsc::channel(1024);
     let (stop, stop_rx) = watch::channel(false);
@@ -146,7 +175,11 @@ async fn a_dropped_incident_sender_keeps_the_cadence() {
     let task = tokio::spawn(prober.run(tx, stop_rx, incident.subscribe()));
     drop(incident);
     let got = collect(&mut rx, MS * 700).await;
-    assert!((3..=5).contains(&got.len()), "{} probes in 700ms at a 200ms interval", got.len());
+    assert!(
+        (3..=5).contains(&got.len()),
+        "{} probes in 700ms at a 200ms interval",
+        got.len()
+    );
     let _ = stop.send(true);
     task.await.unwrap();
 }
@@ -158,15 +191,32 @@ async fn a_dropped_incident_sender_keeps_the_cadence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_probe_session_is_not_a_failure() {
     use crate::testbed::{PairOptions, PgBinaries, PgPair};
-    let pair = tokio::task::spawn_blocking(|| PgPair::start(&PgBinaries::locate().unwrap(), PairOptions::default()).unwrap()).await.unwrap();
+    let pair =
+        tokio::task::spawn_blocking(|| PgPair::start(&PgBinaries::locate().unwrap(), PairOptions::default()).unwrap())
+            .await
+            .unwrap();
     let p = pair.primary.clone();
-    let dir = std::env::temp_dir().join(format!("dns-sidecar-probe-test-{}-{}", std::process::id(), rand::random::<u64>()));
+    let dir = std::env::temp_dir().join(format!(
+        "dns-sidecar-probe-test-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let pw = dir.join("pw");
-    std::fs::File::create(&pw).unwrap().write_all(pair.password.as_bytes()).unwrap();
+    std::fs::File::create(&pw)
+        .unwrap()
+        .write_all(pair.password.as_bytes())
+        .unwrap();
     let cfg = config(
-        &format!("target = \"{}\"\nhostaddr = \"{}\"\nport = {}\napplication_name = \"probe-retry-test\"", p.name, p.ip, p.port),
-        &format!("interval = \"20ms\"\nsslmode = \"verify-full\"\nsslrootcert = \"{}\"\npassword_file = \"{}\"", pair.ca_cert.display(), pw.display()),
+        &format!(
+            "target = \"{}\"\nhostaddr = \"{}\"\nport = {}\napplication_name = \"probe-retry-test\"",
+            p.name, p.ip, p.port
+        ),
+        &format!(
+            "interval = \"20ms\"\nsslmode = \"verify-full\"\nsslrootcert = \"{}\"\npassword_file = \"{}\"",
+            pair.ca_cert.display(),
+            pw.display()
+        ),
     );
     let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
     let (tx, mut rx) = mpsc::channel(4096);
@@ -194,26 +244,48 @@ async fn a_killed_probe_session_is_not_a_failure() {
     .unwrap();
     let obs = collect(&mut rx, MS * 100).await;
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(killed >= 10, "only {killed} probe sessions were terminated; the test proves nothing");
+    assert!(
+        killed >= 10,
+        "only {killed} probe sessions were terminated; the test proves nothing"
+    );
     assert!(obs.len() >= 20, "{} observations", obs.len());
     let failures: Vec<_> = obs.iter().filter_map(|o| o.outcome.as_ref().err()).collect();
-    assert!(failures.is_empty(), "a healthy server was reported failing: {failures:?}");
-    let fresh = obs.iter().filter(|o| o.outcome.as_ref().is_ok_and(|s| s.fresh_connection)).count();
-    assert!(fresh >= killed as usize / 2, "{fresh} fresh connections for {killed} killed sessions");
+    assert!(
+        failures.is_empty(),
+        "a healthy server was reported failing: {failures:?}"
+    );
+    let fresh = obs
+        .iter()
+        .filter(|o| o.outcome.as_ref().is_ok_and(|s| s.fresh_connection))
+        .count();
+    assert!(
+        fresh >= killed as usize / 2,
+        "{fresh} fresh connections for {killed} killed sessions"
+    );
 
     // A crash is still a definite failure: the retry is refused (or told the
     // server is shutting down). A retry that races the shutdown and sees its
     // new session closed is ambiguous; the next probe is refused.
-    tokio::task::spawn_blocking(move || p.stop_immediate()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || p.stop_immediate())
+        .await
+        .unwrap()
+        .unwrap();
     let mut seen = Vec::new();
     loop {
-        let o = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an observation").unwrap().obs;
+        let o = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an observation")
+            .unwrap()
+            .obs;
         if let Err(f) = o.outcome {
             if f.kind == FailureKind::Definite {
                 break;
             }
             seen.push(f);
-            assert!(seen.len() <= 1, "more than one ambiguous failure after a crash: {seen:?}");
+            assert!(
+                seen.len() <= 1,
+                "more than one ambiguous failure after a crash: {seen:?}"
+            );
         }
     }
     let _ = stop.send(true);

@@ -42,12 +42,21 @@ pub fn connector(c: &ConnSettings) -> Result<(MakeTlsConnector, tokio_postgres::
     };
     if let RootCert::File(path) = &c.sslrootcert {
         let shown = path.display().to_string();
-        let pem = std::fs::read_to_string(path).map_err(|source| TlsSetupError::Read { path: shown.clone(), source })?;
+        let pem = std::fs::read_to_string(path).map_err(|source| TlsSetupError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         // Like libpq, an explicit root file replaces the system store.
         b.disable_built_in_roots(true);
         let mut any = false;
-        for block in pem.split_inclusive("-----END CERTIFICATE-----").filter(|b| b.contains("-----BEGIN CERTIFICATE-----")) {
-            let cert = Certificate::from_pem(block.trim().as_bytes()).map_err(|source| TlsSetupError::Pem { path: shown.clone(), source })?;
+        for block in pem
+            .split_inclusive("-----END CERTIFICATE-----")
+            .filter(|b| b.contains("-----BEGIN CERTIFICATE-----"))
+        {
+            let cert = Certificate::from_pem(block.trim().as_bytes()).map_err(|source| TlsSetupError::Pem {
+                path: shown.clone(),
+                source,
+            })?;
             b.add_root_certificate(cert);
             any = true;
         }

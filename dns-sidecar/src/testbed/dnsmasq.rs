@@ -70,9 +70,7 @@ impl Dnsmasq {
                 .map_err(|e| TestbedError::io(format!("writing {}", conf_file.display()), e))?;
             let log = fs::File::create(&log_file)
                 .map_err(|e| TestbedError::io(format!("creating {}", log_file.display()), e))?;
-            let log2 = log
-                .try_clone()
-                .map_err(|e| TestbedError::io("dup dnsmasq log", e))?;
+            let log2 = log.try_clone().map_err(|e| TestbedError::io("dup dnsmasq log", e))?;
             let mut cmd = Command::new(&program);
             cmd.args(args(&conf_file, port))
                 .stdin(Stdio::null())
@@ -122,8 +120,8 @@ impl Dnsmasq {
     /// with our id arrives; fail early if dnsmasq exited (bad flag, port
     /// taken).
     fn wait_ready(&mut self) -> Result<()> {
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| TestbedError::io("binding a UDP socket", e))?;
+        let sock =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| TestbedError::io("binding a UDP socket", e))?;
         sock.set_read_timeout(Some(Duration::from_millis(10)))
             .map_err(|e| TestbedError::io("setting a UDP timeout", e))?;
         let id: u16 = rand::random();
@@ -134,14 +132,8 @@ impl Dnsmasq {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 512];
         loop {
-            if let Some(status) = self
-                .child
-                .try_wait()
-                .map_err(|e| TestbedError::io("dnsmasq", e))?
-            {
-                return Err(TestbedError::NotRunning(format!(
-                    "dnsmasq (exited: {status})"
-                )));
+            if let Some(status) = self.child.try_wait().map_err(|e| TestbedError::io("dnsmasq", e))? {
+                return Err(TestbedError::NotRunning(format!("dnsmasq (exited: {status})")));
             }
             let _ = sock.send_to(&query, self.addr);
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
@@ -193,9 +185,7 @@ fn validate(opts: &DnsmasqOptions) -> Result<()> {
         .chain(opts.local_domains.iter());
     for n in names {
         if n.is_empty() || n.contains([',', '/', ' ', '"']) {
-            return Err(TestbedError::InvalidOptions(format!(
-                "{n:?} is not a plain DNS name"
-            )));
+            return Err(TestbedError::InvalidOptions(format!("{n:?} is not a plain DNS name")));
         }
     }
     for (n, t) in &opts.txt_records {
@@ -243,7 +233,11 @@ pub const LOOPBACK_ARGS: &[&str] = &[
 ///   switch to `nobody` / `dip` after binding;
 /// - `--log-facility=-`: log to stderr, which goes to the log file.
 fn args(conf_file: &Path, port: u16) -> Vec<String> {
-    let mut a: Vec<String> = LOOPBACK_ARGS.iter().chain(&["--log-queries"]).map(|s| s.to_string()).collect();
+    let mut a: Vec<String> = LOOPBACK_ARGS
+        .iter()
+        .chain(&["--log-queries"])
+        .map(|s| s.to_string())
+        .collect();
     a.push(format!("--conf-file={}", conf_file.display()));
     a.push(format!("--port={port}"));
     if let Some(uid) = process::effective_uid() {

@@ -98,11 +98,7 @@ impl PairOptions {
             }
         }
         for (_, name) in servers {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
                 return bad(format!("{name:?} is not a plain DNS name"));
             }
         }
@@ -161,11 +157,7 @@ impl PgPair {
         let t0 = Instant::now();
         let run_as = RunAs::for_postgres()?;
         let dir = scratch::unique_dir("dns-sidecar-testbed")?;
-        let ips: Vec<IpAddr> = opts
-            .servers()
-            .iter()
-            .map(|(ip, _)| IpAddr::V4(*ip))
-            .collect();
+        let ips: Vec<IpAddr> = opts.servers().iter().map(|(ip, _)| IpAddr::V4(*ip)).collect();
         let port = match scratch::free_port(&ips, false) {
             Ok(p) => p,
             Err(e) => {
@@ -235,12 +227,7 @@ impl PgPair {
         let all = self.clusters();
         let replicas = &all[1..];
         let t0 = Instant::now();
-        let step = |what: &str| {
-            tracing::debug!(
-                elapsed_ms = t0.elapsed().as_millis() as u64,
-                "testbed: {what}"
-            )
-        };
+        let step = |what: &str| tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "testbed: {what}");
         for &c in &all {
             let cdir = c.log_file.parent().expect("cluster dir");
             mkdir(cdir)?;
@@ -314,8 +301,7 @@ impl PgPair {
             Duration::from_secs(30),
             Duration::from_millis(5),
             || {
-                let n =
-                    p.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?;
+                let n = p.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?;
                 Ok((n == want).then_some(()))
             },
         )
@@ -327,12 +313,7 @@ impl PgPair {
         let mut cmd = p.pg_command("initdb");
         cmd.arg("-D")
             .arg(&p.data_dir)
-            .args([
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-U",
-                "postgres",
-            ])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres"])
             .arg(format!("--pwfile={}", pwfile.display()))
             // C locale / UTF8: independent of the host's locales. -N: no
             // fsync (tmpfs anyway). 1 MiB WAL segments: a smaller data dir,

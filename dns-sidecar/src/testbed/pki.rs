@@ -44,14 +44,10 @@ pub struct ServerCert {
 impl Ca {
     /// Create `dir` (if needed) and a self-signed CA `ca.crt` / `ca.key` in it.
     pub fn create(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir)
-            .map_err(|e| TestbedError::io(format!("creating {}", dir.display()), e))?;
+        fs::create_dir_all(dir).map_err(|e| TestbedError::io(format!("creating {}", dir.display()), e))?;
         let config = dir.join("openssl.cnf");
-        fs::write(
-            &config,
-            "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\n",
-        )
-        .map_err(|e| TestbedError::io(format!("writing {}", config.display()), e))?;
+        fs::write(&config, "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\n")
+            .map_err(|e| TestbedError::io(format!("writing {}", config.display()), e))?;
         let ca = Ca {
             dir: dir.to_path_buf(),
             cert: dir.join("ca.crt"),
@@ -71,12 +67,7 @@ impl Ca {
             .args(["-addext", "basicConstraints=critical,CA:TRUE"])
             .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
             .args(["-addext", "subjectKeyIdentifier=hash"]);
-        run(
-            &mut cmd,
-            "openssl: creating the testbed CA",
-            TIMEOUT,
-            OPENSSL_HINT,
-        )?;
+        run(&mut cmd, "openssl: creating the testbed CA", TIMEOUT, OPENSSL_HINT)?;
         set_mode(&ca.cert, 0o644)?;
         Ok(ca)
     }

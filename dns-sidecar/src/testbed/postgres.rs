@@ -65,14 +65,7 @@ impl PgBinaries {
     /// Use the binaries in `dir`, checking that all needed programs exist.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Result<Self> {
         let bins = PgBinaries { bindir: dir.into() };
-        for name in [
-            "initdb",
-            "pg_ctl",
-            "pg_basebackup",
-            "pg_rewind",
-            "postgres",
-            "psql",
-        ] {
+        for name in ["initdb", "pg_ctl", "pg_basebackup", "pg_rewind", "postgres", "psql"] {
             let p = bins.path(name);
             if !process::is_executable(&p) {
                 return Err(TestbedError::MissingBinary {
@@ -93,23 +86,14 @@ impl PgBinaries {
     /// against `conninfo` (e.g. from [`Cluster::conninfo`]), with
     /// `PGPASSWORD=password`. Returns trimmed stdout. Killed after `timeout`.
     /// This is how tests check what a TCP/TLS client sees.
-    pub fn psql_client(
-        &self,
-        conninfo: &str,
-        password: Option<&str>,
-        sql: &str,
-        timeout: Duration,
-    ) -> Result<String> {
+    pub fn psql_client(&self, conninfo: &str, password: Option<&str>, sql: &str, timeout: Duration) -> Result<String> {
         let mut cmd = RunAs::Me.command(&self.path("psql"));
         cmd.args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql]);
         if let Some(pw) = password {
             cmd.env("PGPASSWORD", pw);
         }
         let what = format!("psql \"{conninfo}\" -c {sql:?}");
-        Ok(run(&mut cmd, &what, timeout, PG_HINT)?
-            .stdout
-            .trim()
-            .to_string())
+        Ok(run(&mut cmd, &what, timeout, PG_HINT)?.stdout.trim().to_string())
     }
 }
 
@@ -188,27 +172,16 @@ impl Cluster {
     /// for `ALTER SYSTEM`, which refuses to run in a multi-statement string).
     fn psql(&self, statements: &[&str], timeout: Duration) -> Result<String> {
         let mut cmd = self.pg_command("psql");
-        cmd.args([
-            "-XAtq",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .arg("-h")
-        .arg(&self.socket_dir)
-        .arg("-p")
-        .arg(self.port.to_string());
+        cmd.args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"])
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string());
         for s in statements {
             cmd.arg("-c").arg(s);
         }
         let what = format!("psql on {} {:?}", self.name, statements);
-        Ok(run(&mut cmd, &what, timeout, PG_HINT)?
-            .stdout
-            .trim()
-            .to_string())
+        Ok(run(&mut cmd, &what, timeout, PG_HINT)?.stdout.trim().to_string())
     }
 
     /// `SELECT pg_is_in_recovery()`.
@@ -227,19 +200,14 @@ impl Cluster {
         if self.is_running() {
             return Ok(());
         }
-        let what = format!(
-            "starting PostgreSQL {} ({})",
-            self.name,
-            self.data_dir.display()
-        );
-        self.start_inner(&what)
-            .map_err(|e| e.with_log(what, &self.log_file))
+        let what = format!("starting PostgreSQL {} ({})", self.name, self.data_dir.display());
+        self.start_inner(&what).map_err(|e| e.with_log(what, &self.log_file))
     }
 
     fn start_inner(&self, what: &str) -> Result<()> {
         let out_path = self.log_file.with_file_name("pg_ctl.out");
-        let out = fs::File::create(&out_path)
-            .map_err(|e| TestbedError::io(format!("creating {}", out_path.display()), e))?;
+        let out =
+            fs::File::create(&out_path).map_err(|e| TestbedError::io(format!("creating {}", out_path.display()), e))?;
         let err = out
             .try_clone()
             .map_err(|e| TestbedError::io("dup pg_ctl output file", e))?;
@@ -263,10 +231,7 @@ impl Cluster {
                 return Err(TestbedError::Command {
                     what: "pg_ctl start".into(),
                     status,
-                    output: fs::read_to_string(&out_path)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
+                    output: fs::read_to_string(&out_path).unwrap_or_default().trim().to_string(),
                 });
             }
             if self.pidfile_ready() {
@@ -312,8 +277,7 @@ impl Cluster {
         let mut cmd = self.pg_command("pg_ctl");
         cmd.args(["promote", "-W", "-s", "-D"]).arg(&self.data_dir);
         let what = format!("pg_ctl promote {}", self.name);
-        run(&mut cmd, &what, SQL_TIMEOUT, PG_HINT)
-            .map_err(|e| e.with_log(what.clone(), &self.log_file))?;
+        run(&mut cmd, &what, SQL_TIMEOUT, PG_HINT).map_err(|e| e.with_log(what.clone(), &self.log_file))?;
         if wait {
             process::poll(
                 &format!("promotion of {}", self.name),
@@ -341,12 +305,9 @@ impl Cluster {
         let what = format!("pg_ctl stop -m immediate {}", self.name);
         run(&mut cmd, &what, SQL_TIMEOUT, PG_HINT)?;
         let pidfile = self.data_dir.join("postmaster.pid");
-        process::poll(
-            &what,
-            Duration::from_secs(30),
-            Duration::from_millis(2),
-            || Ok((!pidfile.exists() && !process::alive(pm)).then_some(())),
-        )
+        process::poll(&what, Duration::from_secs(30), Duration::from_millis(2), || {
+            Ok((!pidfile.exists() && !process::alive(pm)).then_some(()))
+        })
         .map_err(|e| e.with_log(what, &self.log_file))
     }
 
@@ -433,20 +394,16 @@ fn wait_stopped(pids: &BTreeSet<u32>) -> Result<()> {
         Duration::from_millis(1),
         || {
             Ok(pids
-            .iter()
-            .all(|&p| !matches!(process::proc_stat(p), Some((s, _)) if s != 'T' && s != 't' && s != 'Z'))
-            .then_some(()))
+                .iter()
+                .all(|&p| !matches!(process::proc_stat(p), Some((s, _)) if s != 'T' && s != 't' && s != 'Z'))
+                .then_some(()))
         },
     )
 }
 
 /// Quote a libpq conninfo value if needed (`'...'` with `\'` and `\\`).
 pub(crate) fn conn_quote(v: &str) -> String {
-    if !v.is_empty()
-        && !v
-            .chars()
-            .any(|c| c.is_whitespace() || c == '\'' || c == '\\')
-    {
+    if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '\\') {
         return v.to_string();
     }
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))

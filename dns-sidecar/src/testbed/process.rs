@@ -60,11 +60,7 @@ pub(crate) fn user_name(uid: u32) -> Option<String> {
             }
         }
     }
-    let out = Command::new("id")
-        .arg("-nu")
-        .arg(uid.to_string())
-        .output()
-        .ok()?;
+    let out = Command::new("id").arg("-nu").arg(uid.to_string()).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -137,8 +133,7 @@ impl RunAs {
         let name = "postgres";
         let (uid, gid) = user_ids(name).ok_or_else(|| TestbedError::MissingUser {
             name: name.into(),
-            hint: "apt-get install -y postgresql-15 (creates it), or useradd --system postgres"
-                .into(),
+            hint: "apt-get install -y postgresql-15 (creates it), or useradd --system postgres".into(),
         })?;
         let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
             .iter()
@@ -202,9 +197,7 @@ pub(crate) struct Output {
 /// [`TestbedError::Command`], a missing program [`TestbedError::MissingBinary`]
 /// with `hint`.
 pub(crate) fn run(cmd: &mut Command, what: &str, timeout: Duration, hint: &str) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = spawn(cmd, what, hint)?;
     let out_reader = reader(child.stdout.take());
     let err_reader = reader(child.stderr.take());
@@ -268,10 +261,7 @@ fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Strin
 /// `try_wait` with a short, growing poll interval (1 ms .. 10 ms): the
 /// commands we run mostly take a few milliseconds, and a fixed 100 ms poll
 /// would dominate the testbed's start time.
-pub(crate) fn wait_timeout(
-    child: &mut Child,
-    timeout: Duration,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
     let deadline = Instant::now() + timeout;
     let mut step = Duration::from_millis(1);
     loop {
@@ -362,13 +352,7 @@ pub(crate) fn signal(pids: &[u32], signal: &str) -> Result<()> {
         .arg(format!("kill -s {signal} \"$@\" 2>/dev/null; exit 0"))
         .arg("kill")
         .args(pids.iter().map(|p| p.to_string()));
-    run(
-        &mut cmd,
-        &what,
-        Duration::from_secs(10),
-        "apt-get install -y dash",
-    )
-    .map(|_| ())
+    run(&mut cmd, &what, Duration::from_secs(10), "apt-get install -y dash").map(|_| ())
 }
 
 /// Shell prelude of every watchdog: ignore terminal signals, define

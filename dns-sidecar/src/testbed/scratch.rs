@@ -40,11 +40,7 @@ fn shm_free_kib(path: &Path) -> Option<u64> {
 pub(crate) fn unique_dir(prefix: &str) -> Result<PathBuf> {
     let base = base_dir();
     for _ in 0..100 {
-        let dir = base.join(format!(
-            "{prefix}-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir = base.join(format!("{prefix}-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -64,9 +60,9 @@ pub(crate) fn unique_dir(prefix: &str) -> Result<PathBuf> {
 pub(crate) fn free_port(ips: &[IpAddr], udp: bool) -> Result<u16> {
     for _ in 0..500 {
         let port = rand::random_range(20000..60000u16);
-        let ok = ips.iter().all(|ip| {
-            TcpListener::bind((*ip, port)).is_ok() && (!udp || UdpSocket::bind((*ip, port)).is_ok())
-        });
+        let ok = ips
+            .iter()
+            .all(|ip| TcpListener::bind((*ip, port)).is_ok() && (!udp || UdpSocket::bind((*ip, port)).is_ok()));
         if ok {
             return Ok(port);
         }

@@ -53,8 +53,7 @@ impl Cluster {
         for f in ["standby.signal", "recovery.signal"] {
             let p = self.data_dir.join(f);
             if p.exists() {
-                fs::remove_file(&p)
-                    .map_err(|e| TestbedError::io(format!("removing {}", p.display()), e))?;
+                fs::remove_file(&p).map_err(|e| TestbedError::io(format!("removing {}", p.display()), e))?;
             }
         }
         self.start()?;
@@ -64,12 +63,7 @@ impl Cluster {
             Duration::from_millis(5),
             || Ok((!self.is_in_recovery()?).then_some(())),
         )
-        .map_err(|e| {
-            e.with_log(
-                format!("starting {} as a primary", self.name),
-                &self.log_file,
-            )
-        })
+        .map_err(|e| e.with_log(format!("starting {} as a primary", self.name), &self.log_file))
     }
 
     /// Make this server a streaming standby of `primary` (which must be
@@ -79,17 +73,13 @@ impl Cluster {
     /// address and certificate settings, start it and wait until it streams.
     /// Its timeline becomes `primary`'s.
     pub fn rebuild_as_standby_of(&self, primary: &Cluster, how: Rebuild) -> Result<()> {
-        let what = format!(
-            "rebuilding {} as a standby of {} ({how:?})",
-            self.name, primary.name
-        );
+        let what = format!("rebuilding {} as a standby of {} ({how:?})", self.name, primary.name);
         self.stop_immediate()?;
         match how {
             Rebuild::Rewind => self.rewind_from(primary),
             Rebuild::BaseBackup => {
-                fs::remove_dir_all(&self.data_dir).map_err(|e| {
-                    TestbedError::io(format!("removing {}", self.data_dir.display()), e)
-                })?;
+                fs::remove_dir_all(&self.data_dir)
+                    .map_err(|e| TestbedError::io(format!("removing {}", self.data_dir.display()), e))?;
                 self.basebackup_from(primary)
             }
         }
@@ -107,19 +97,9 @@ impl Cluster {
             &format!("{} to stream WAL", self.name),
             within,
             Duration::from_millis(5),
-            || {
-                Ok(
-                    (self.sql("SELECT status FROM pg_stat_wal_receiver")? == "streaming")
-                        .then_some(()),
-                )
-            },
+            || Ok((self.sql("SELECT status FROM pg_stat_wal_receiver")? == "streaming").then_some(())),
         )
-        .map_err(|e| {
-            e.with_log(
-                format!("waiting for {} to stream", self.name),
-                &self.log_file,
-            )
-        })
+        .map_err(|e| e.with_log(format!("waiting for {} to stream", self.name), &self.log_file))
     }
 
     /// End every session whose `application_name` is `application_name`
@@ -160,9 +140,8 @@ impl Cluster {
                              (SELECT timeline_id FROM pg_control_checkpoint())) \
                ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
         )?;
-        out.parse().map_err(|_| {
-            TestbedError::InvalidOptions(format!("unexpected timeline {out:?} from {}", self.name))
-        })
+        out.parse()
+            .map_err(|_| TestbedError::InvalidOptions(format!("unexpected timeline {out:?} from {}", self.name)))
     }
 
     /// `pg_basebackup -R` of `primary` into this server's (absent or empty)
@@ -173,16 +152,13 @@ impl Cluster {
             .arg(&self.data_dir)
             // -R: write standby.signal + primary_conninfo (via the primary's
             // unix socket); -c fast: do not wait for a spread checkpoint.
-            .args([
-                "-R", "-X", "stream", "-c", "fast", "-N", "-w", "-U", "postgres",
-            ])
+            .args(["-R", "-X", "stream", "-c", "fast", "-N", "-w", "-U", "postgres"])
             .arg("-h")
             .arg(&primary.socket_dir)
             .arg("-p")
             .arg(primary.port.to_string());
         let what = format!("pg_basebackup of {} into {}", primary.name, self.name);
-        run(&mut cmd, &what, COPY_TIMEOUT, PG_HINT)
-            .map_err(|e| e.with_log(what, &primary.log_file))?;
+        run(&mut cmd, &what, COPY_TIMEOUT, PG_HINT).map_err(|e| e.with_log(what, &primary.log_file))?;
         Ok(())
     }
 

@@ -84,8 +84,7 @@ fn pair_roles_tls_freeze_thaw() {
     assert!(err.contains("does not match host name"), "{err}");
 
     // Replication works.
-    p.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
-        .unwrap();
+    p.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (42)").unwrap();
     process::poll("replication of t", T, Duration::from_millis(5), || {
         Ok((r.sql("SELECT to_regclass('t') IS NOT NULL").unwrap() == "t").then_some(()))
     })
@@ -218,10 +217,7 @@ fn dnsmasq_records_nxdomain_truncation() {
     let t0 = Instant::now();
     let dns = Dnsmasq::start(DnsmasqOptions {
         hosts: vec![
-            (
-                "www.example.test".into(),
-                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10)),
-            ),
+            ("www.example.test".into(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10))),
             ("www.example.test".into(), "::1".parse().unwrap()),
         ],
         local_domains: vec!["example.test".into()],
@@ -254,10 +250,7 @@ fn dnsmasq_records_nxdomain_truncation() {
     let resp = udp(dns.addr, &dns_query(6, "odd.example.test", 16));
     assert_eq!(header(&resp), (false, 0, 1));
     let odd = br#"a,b "q" \ # end"#;
-    assert!(
-        resp.ends_with(&[&[odd.len() as u8][..], odd].concat()),
-        "{resp:?}"
-    );
+    assert!(resp.ends_with(&[&[odd.len() as u8][..], odd].concat()), "{resp:?}");
 
     let (dir, pid) = (dns.dir.clone(), dns.pid());
     drop(dns);
@@ -297,7 +290,12 @@ fn trio_replay_pause_terminate_diverge_rewind_rebuild() {
         assert!(s.is_in_recovery().unwrap());
         // TLS with its own name, SCRAM, the probe role.
         let out = bins
-            .psql_client(&s.conninfo(&pair.probe_user), Some(&pair.password), "SELECT pg_is_in_recovery()", T)
+            .psql_client(
+                &s.conninfo(&pair.probe_user),
+                Some(&pair.password),
+                "SELECT pg_is_in_recovery()",
+                T,
+            )
             .unwrap();
         assert_eq!(out, "t", "{}", s.name);
     }
@@ -310,10 +308,15 @@ fn trio_replay_pause_terminate_diverge_rewind_rebuild() {
     a.sql("CREATE TABLE while_paused (x int)").unwrap();
     caught_up(a, b);
     assert!(has_table(b, "while_paused"));
-    process::poll("c to receive WAL it does not replay", T, Duration::from_millis(5), || {
-        let lag = c.sql("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())")?;
-        Ok((lag.parse::<f64>().unwrap() > 0.0).then_some(()))
-    })
+    process::poll(
+        "c to receive WAL it does not replay",
+        T,
+        Duration::from_millis(5),
+        || {
+            let lag = c.sql("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())")?;
+            Ok((lag.parse::<f64>().unwrap() > 0.0).then_some(()))
+        },
+    )
     .unwrap();
     assert!(!has_table(c, "while_paused"));
     c.resume_replay().unwrap();
@@ -333,7 +336,10 @@ fn trio_replay_pause_terminate_diverge_rewind_rebuild() {
     .unwrap();
     assert_eq!(a.terminate_backends("holder").unwrap(), 1);
     let err = holder.join().unwrap().unwrap_err().to_string();
-    assert!(err.contains("terminating connection due to administrator command"), "{err}");
+    assert!(
+        err.contains("terminating connection due to administrator command"),
+        "{err}"
+    );
     assert_eq!(a.terminate_backends("holder").unwrap(), 0);
 
     // Kill the primary, promote b: timeline 2.
@@ -359,7 +365,12 @@ fn trio_replay_pause_terminate_diverge_rewind_rebuild() {
     assert!(!has_table(a, "diverged"));
     // It still answers on its own address with its own certificate.
     let out = bins
-        .psql_client(&a.conninfo(&pair.probe_user), Some(&pair.password), "SELECT pg_is_in_recovery()", T)
+        .psql_client(
+            &a.conninfo(&pair.probe_user),
+            Some(&pair.password),
+            "SELECT pg_is_in_recovery()",
+            T,
+        )
         .unwrap();
     assert_eq!(out, "t");
 

@@ -31,7 +31,11 @@ impl Dig {
     }
     /// Data of the answer records of `rtype`.
     pub fn answers(&self, rtype: &str) -> Vec<String> {
-        self.answer.iter().filter(|r| r.rtype == rtype).map(|r| r.data.clone()).collect()
+        self.answer
+            .iter()
+            .filter(|r| r.rtype == rtype)
+            .map(|r| r.data.clone())
+            .collect()
     }
 }
 
@@ -54,7 +58,10 @@ pub fn dig(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
 }
 
 fn parse(raw: &str) -> Dig {
-    let mut d = Dig { raw: raw.to_string(), ..Default::default() };
+    let mut d = Dig {
+        raw: raw.to_string(),
+        ..Default::default()
+    };
     let mut section = "";
     for line in raw.lines() {
         let line = line.trim_end();
@@ -80,7 +87,12 @@ fn parse(raw: &str) -> Dig {
                 section = "";
             }
         } else if section == "q" && line.starts_with(';') {
-            d.question = line.trim_start_matches(';').split_whitespace().next().unwrap_or("").to_string();
+            d.question = line
+                .trim_start_matches(';')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
             section = "";
         } else if (section == "an" || section == "au") && !line.starts_with(';') {
             let mut f = line.split_whitespace();

@@ -74,7 +74,14 @@ pub fn config_text(pair: Option<&PgPair>, upstream: SocketAddr, pw_file: &Path, 
 
 /// [`config_text`] with `probe` lines in the `[probe]` table and the servers
 /// in `via` reached at the given (proxy) address instead of their own.
-pub fn render(pair: Option<&PgPair>, upstream: SocketAddr, pw_file: &Path, probe: &str, via: &[(String, SocketAddr)], extra: &str) -> String {
+pub fn render(
+    pair: Option<&PgPair>,
+    upstream: SocketAddr,
+    pw_file: &Path,
+    probe: &str,
+    via: &[(String, SocketAddr)],
+    extra: &str,
+) -> String {
     let state = pw_file.with_file_name("sidecar-state.json");
     let mut t = format!(
         r#"
@@ -104,7 +111,11 @@ password_file = "{}"
         pw_file.display()
     );
     if let Some(p) = pair {
-        t.push_str(&format!("sslmode = \"verify-full\"\nsslrootcert = \"{}\"\nport = {}\n", p.ca_cert.display(), p.port));
+        t.push_str(&format!(
+            "sslmode = \"verify-full\"\nsslrootcert = \"{}\"\nport = {}\n",
+            p.ca_cert.display(),
+            p.port
+        ));
         let clusters = p.clusters();
         let ids = &IDS[..clusters.len()];
         for (id, c) in ids.iter().zip(&clusters) {
@@ -147,7 +158,15 @@ impl Env {
 
     /// Like [`Env::start`], running `setup` on the pair before the sidecar starts.
     pub async fn start_with(with_pg: bool, extra: &str, setup: impl FnOnce(&PgPair) + Send + 'static) -> Env {
-        Self::build(with_pg, Options { extra: extra.into(), ..Default::default() }, setup).await
+        Self::build(
+            with_pg,
+            Options {
+                extra: extra.into(),
+                ..Default::default()
+            },
+            setup,
+        )
+        .await
     }
 
     /// A pair (or trio) with the sidecar configured as `opts` says.
@@ -166,7 +185,11 @@ impl Env {
             Some(
                 tokio::task::spawn_blocking(move || {
                     let bins = PgBinaries::locate().expect("PostgreSQL server binaries");
-                    let pair_opts = if trio { PairOptions::trio() } else { PairOptions::default() };
+                    let pair_opts = if trio {
+                        PairOptions::trio()
+                    } else {
+                        PairOptions::default()
+                    };
                     let pair = PgPair::start(&bins, pair_opts).expect("starting PostgreSQL servers");
                     setup(&pair);
                     pair
@@ -180,18 +203,33 @@ impl Env {
         let upstream = tokio::task::spawn_blocking(upstream).await.unwrap();
         let dir = tempdir::Dir::new();
         let pw_file = dir.path().join("probe.pw");
-        std::fs::write(&pw_file, format!("{}\n", pair.as_ref().map_or("unused", |p| p.password.as_str()))).unwrap();
+        std::fs::write(
+            &pw_file,
+            format!("{}\n", pair.as_ref().map_or("unused", |p| p.password.as_str())),
+        )
+        .unwrap();
         let mut proxies = Vec::new();
         if let Some(p) = &pair {
             for id in &opts.proxied {
-                let i = IDS.iter().position(|x| x == id).unwrap_or_else(|| panic!("no server {id}"));
+                let i = IDS
+                    .iter()
+                    .position(|x| x == id)
+                    .unwrap_or_else(|| panic!("no server {id}"));
                 proxies.push((id.to_string(), Proxy::start(p.clusters()[i].addr())));
             }
         }
         let via: Vec<(String, SocketAddr)> = proxies.iter().map(|(id, p)| (id.clone(), p.addr)).collect();
         let config_text = render(pair.as_ref(), upstream.addr, &pw_file, &opts.probe, &via, &opts.extra);
         let sidecar = Sidecar::start(&config_text).expect("starting the sidecar");
-        Env { dns: sidecar.dns, sidecar: Some(sidecar), pair, upstream, config_text, proxies, _dir: dir }
+        Env {
+            dns: sidecar.dns,
+            sidecar: Some(sidecar),
+            pair,
+            upstream,
+            config_text,
+            proxies,
+            _dir: dir,
+        }
     }
 
     /// Stops the sidecar (as a crash or a rolling update would); see
@@ -217,7 +255,9 @@ impl Env {
     /// Another sidecar instance on the same servers, with its own state file
     /// (a second pod, started later).
     pub fn another_sidecar(&self, name: &str) -> Sidecar {
-        let text = self.config_text.replace("sidecar-state.json", &format!("{name}-state.json"));
+        let text = self
+            .config_text
+            .replace("sidecar-state.json", &format!("{name}-state.json"));
         Sidecar::start(&text).expect("starting another sidecar")
     }
 
@@ -243,7 +283,11 @@ impl Env {
 
     /// The proxy in front of server `id` (see [`Options::proxied`]).
     pub fn proxy(&self, id: &str) -> &Proxy {
-        self.proxies.iter().find(|(i, _)| i == id).map(|(_, p)| p).unwrap_or_else(|| panic!("server {id} has no proxy"))
+        self.proxies
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("server {id} has no proxy"))
     }
 
     /// The value of one sample in the sidecar's `/metrics` text, e.g.
@@ -257,7 +301,9 @@ impl Env {
 
     /// `dns_sidecar_probes_total` of server `id` with `result` (ok, timeout, error).
     pub fn probes(&self, id: &str, result: &str) -> u64 {
-        self.metric(&format!("dns_sidecar_probes_total{{server=\"{id}\",result=\"{result}\"}}")) as u64
+        self.metric(&format!(
+            "dns_sidecar_probes_total{{server=\"{id}\",result=\"{result}\"}}"
+        )) as u64
     }
 
     pub fn pair(&self) -> &PgPair {
@@ -272,7 +318,10 @@ impl Env {
             if got.as_deref() == Some(target) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < within, "{alias} did not point at {target} within {within:?} (last answer: {got:?})");
+            assert!(
+                start.elapsed() < within,
+                "{alias} did not point at {target} within {within:?} (last answer: {got:?})"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -281,7 +330,11 @@ impl Env {
     pub async fn assert_stays(&self, alias: &str, target: &str, period: Duration) {
         let start = Instant::now();
         while start.elapsed() < period {
-            assert_eq!(raw::cname_of(self.dns, alias).as_deref(), Some(target), "{alias} moved away from {target}");
+            assert_eq!(
+                raw::cname_of(self.dns, alias).as_deref(),
+                Some(target),
+                "{alias} moved away from {target}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -291,7 +344,11 @@ impl Env {
     pub async fn assert_never(&self, alias: &str, target: &str, period: Duration) {
         let start = Instant::now();
         while start.elapsed() < period {
-            assert_ne!(raw::cname_of(self.dns, alias).as_deref(), Some(target), "{alias} answered {target}");
+            assert_ne!(
+                raw::cname_of(self.dns, alias).as_deref(),
+                Some(target),
+                "{alias} answered {target}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -303,8 +360,17 @@ impl Env {
     pub async fn app_connect(&self, alias: &str) -> Result<IpAddr, String> {
         let pair = self.pair();
         let d = dig(self.dns, alias, "A", &[]);
-        let target = d.answers("CNAME").first().cloned().ok_or_else(|| format!("no CNAME in {}", d.raw))?;
-        let ip: IpAddr = d.answers("A").first().ok_or_else(|| format!("no A in {}", d.raw))?.parse().unwrap();
+        let target = d
+            .answers("CNAME")
+            .first()
+            .cloned()
+            .ok_or_else(|| format!("no CNAME in {}", d.raw))?;
+        let ip: IpAddr = d
+            .answers("A")
+            .first()
+            .ok_or_else(|| format!("no A in {}", d.raw))?
+            .parse()
+            .unwrap();
         let pem = std::fs::read(&pair.ca_cert).unwrap();
         let tls = native_tls::TlsConnector::builder()
             .add_root_certificate(native_tls::Certificate::from_pem(&pem).unwrap())
@@ -320,11 +386,17 @@ impl Env {
             .dbname("postgres")
             .ssl_mode(tokio_postgres::config::SslMode::Require)
             .connect_timeout(Duration::from_secs(5));
-        let (client, conn) = cfg.connect(postgres_native_tls::MakeTlsConnector::new(tls)).await.map_err(|e| e.to_string())?;
+        let (client, conn) = cfg
+            .connect(postgres_native_tls::MakeTlsConnector::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         // txid_current() assigns a transaction id: it fails on a standby and
         // on a read-only primary, so it proves the connection can write.
-        let row = client.query_one("SELECT inet_server_addr()::text, txid_current()", &[]).await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_one("SELECT inet_server_addr()::text, txid_current()", &[])
+            .await
+            .map_err(|e| e.to_string())?;
         let server: String = row.get(0);
         Ok(server.trim_end_matches("/32").parse().unwrap())
     }
@@ -338,7 +410,11 @@ pub mod tempdir {
 
     impl Dir {
         pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!("dns-sidecar-test-{}-{}", std::process::id(), rand::random::<u64>()));
+            let p = std::env::temp_dir().join(format!(
+                "dns-sidecar-test-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
         }

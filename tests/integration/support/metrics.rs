@@ -66,7 +66,9 @@ impl Scrape {
 
     /// Samples of `name` whose labels include every pair of `matchers`.
     pub fn select<'a>(&'a self, name: &'a str, matchers: &'a Labels) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |s| s.name == name && matchers.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        self.samples
+            .iter()
+            .filter(move |s| s.name == name && matchers.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
     }
 }
 
@@ -96,13 +98,34 @@ impl Op {
 #[derive(Debug, Clone)]
 pub enum Alert {
     /// `metric{matchers} OP n`
-    Compare { metric: String, matchers: Labels, op: Op, n: f64 },
+    Compare {
+        metric: String,
+        matchers: Labels,
+        op: Op,
+        n: f64,
+    },
     /// `increase(metric{matchers}[window]) OP n`
-    Increase { metric: String, matchers: Labels, op: Op, n: f64 },
+    Increase {
+        metric: String,
+        matchers: Labels,
+        op: Op,
+        n: f64,
+    },
     /// `rate(metric{matchers}[window]) OP n`, per second over the window.
-    Rate { metric: String, matchers: Labels, window: f64, op: Op, n: f64 },
+    Rate {
+        metric: String,
+        matchers: Labels,
+        window: f64,
+        op: Op,
+        n: f64,
+    },
     /// `sum by (label) (metric) OP n`
-    SumBy { label: String, metric: String, op: Op, n: f64 },
+    SumBy {
+        label: String,
+        metric: String,
+        op: Op,
+        n: f64,
+    },
     /// `min(metric) OP n`
     Min { metric: String, op: Op, n: f64 },
 }
@@ -131,34 +154,77 @@ impl Alert {
             .iter()
             .find_map(|o| expr.rsplit_once(o).map(|(l, r)| (l.trim(), o.trim(), r.trim())))
             .unwrap_or_else(|| panic!("alert {expr:?}: no comparison"));
-        let (op, n) = (Op::parse(op), rhs.parse::<f64>().unwrap_or_else(|_| panic!("alert {expr:?}: right side")));
+        let (op, n) = (
+            Op::parse(op),
+            rhs.parse::<f64>()
+                .unwrap_or_else(|_| panic!("alert {expr:?}: right side")),
+        );
         if let Some(inner) = lhs.strip_prefix("increase(").and_then(|r| r.strip_suffix(')')) {
             let (sel, _window) = inner.split_once('[').unwrap_or_else(|| panic!("alert {expr:?}: range"));
             let (metric, matchers) = selector(sel);
-            return Alert::Increase { metric, matchers, op, n };
+            return Alert::Increase {
+                metric,
+                matchers,
+                op,
+                n,
+            };
         }
         if let Some(inner) = lhs.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
             let (sel, window) = inner.split_once('[').unwrap_or_else(|| panic!("alert {expr:?}: range"));
             let window = window.trim_end_matches(']');
             let secs = match window.strip_suffix('m') {
                 Some(m) => m.parse::<f64>().unwrap() * 60.0,
-                None => window.trim_end_matches('s').parse::<f64>().unwrap_or_else(|_| panic!("alert {expr:?}: window")),
+                None => window
+                    .trim_end_matches('s')
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("alert {expr:?}: window")),
             };
             let (metric, matchers) = selector(sel);
-            return Alert::Rate { metric, matchers, window: secs, op, n };
+            return Alert::Rate {
+                metric,
+                matchers,
+                window: secs,
+                op,
+                n,
+            };
         }
         if let Some(inner) = lhs.strip_prefix("min(").and_then(|r| r.strip_suffix(')')) {
-            assert!(!inner.contains('{') && !inner.contains('('), "alert {expr:?}: min of a plain metric only");
-            return Alert::Min { metric: inner.trim().to_string(), op, n };
+            assert!(
+                !inner.contains('{') && !inner.contains('('),
+                "alert {expr:?}: min of a plain metric only"
+            );
+            return Alert::Min {
+                metric: inner.trim().to_string(),
+                op,
+                n,
+            };
         }
         if let Some(rest) = lhs.strip_prefix("sum by (") {
             let (label, rest) = rest.split_once(')').expect("sum by label");
-            let metric = rest.trim().trim_start_matches('(').trim_end_matches(')').trim().to_string();
-            return Alert::SumBy { label: label.trim().to_string(), metric, op, n };
+            let metric = rest
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .trim()
+                .to_string();
+            return Alert::SumBy {
+                label: label.trim().to_string(),
+                metric,
+                op,
+                n,
+            };
         }
-        assert!(!lhs.contains('('), "alert {expr:?}: function not understood by the test's evaluator");
+        assert!(
+            !lhs.contains('('),
+            "alert {expr:?}: function not understood by the test's evaluator"
+        );
         let (metric, matchers) = selector(lhs);
-        Alert::Compare { metric, matchers, op, n }
+        Alert::Compare {
+            metric,
+            matchers,
+            op,
+            n,
+        }
     }
 
     /// The label sets for which the alert fires at `now`, with `before` the
@@ -167,8 +233,22 @@ impl Alert {
     /// appears at its first event never fires.
     pub fn firing(&self, before: &Scrape, now: &Scrape) -> Vec<Labels> {
         match self {
-            Alert::Compare { metric, matchers, op, n } => now.select(metric, matchers).filter(|s| op.holds(s.value, *n)).map(|s| s.labels.clone()).collect(),
-            Alert::Increase { metric, matchers, op, n } => now
+            Alert::Compare {
+                metric,
+                matchers,
+                op,
+                n,
+            } => now
+                .select(metric, matchers)
+                .filter(|s| op.holds(s.value, *n))
+                .map(|s| s.labels.clone())
+                .collect(),
+            Alert::Increase {
+                metric,
+                matchers,
+                op,
+                n,
+            } => now
                 .select(metric, matchers)
                 .filter_map(|s| {
                     let prev = before.select(metric, matchers).find(|p| p.labels == s.labels)?;
@@ -176,7 +256,13 @@ impl Alert {
                 })
                 .collect(),
             // As for `increase`: a series absent at the start has no rate.
-            Alert::Rate { metric, matchers, window, op, n } => now
+            Alert::Rate {
+                metric,
+                matchers,
+                window,
+                op,
+                n,
+            } => now
                 .select(metric, matchers)
                 .filter_map(|s| {
                     let prev = before.select(metric, matchers).find(|p| p.labels == s.labels)?;
@@ -196,9 +282,14 @@ impl Alert {
                 let mut sums: BTreeMap<String, f64> = BTreeMap::new();
                 let none = Labels::new();
                 for s in now.select(metric, &none) {
-                    *sums.entry(s.labels.get(label).cloned().unwrap_or_default()).or_default() += s.value;
+                    *sums
+                        .entry(s.labels.get(label).cloned().unwrap_or_default())
+                        .or_default() += s.value;
                 }
-                sums.into_iter().filter(|(_, v)| op.holds(*v, *n)).map(|(k, _)| Labels::from([(label.clone(), k)])).collect()
+                sums.into_iter()
+                    .filter(|(_, v)| op.holds(*v, *n))
+                    .map(|(k, _)| Labels::from([(label.clone(), k)]))
+                    .collect()
             }
         }
     }
@@ -207,10 +298,17 @@ impl Alert {
 /// The alert expressions the README suggests (the backticked expressions
 /// of its "Useful alerts" paragraph).
 pub fn readme_alerts(readme: &str) -> Vec<String> {
-    let start = readme.find("Useful alerts").expect("README: \"Useful alerts\" paragraph");
+    let start = readme
+        .find("Useful alerts")
+        .expect("README: \"Useful alerts\" paragraph");
     let para = &readme[start..];
     let para = &para[..para.find("\n\n").unwrap_or(para.len())];
-    para.split('`').skip(1).step_by(2).filter(|s| s.contains("dns_sidecar_") && (s.contains(" > ") || s.contains(" == "))).map(str::to_string).collect()
+    para.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.contains("dns_sidecar_") && (s.contains(" > ") || s.contains(" == ")))
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,14 +320,33 @@ mod tests {
         let before = Scrape::parse("# TYPE x counter\nx_total{a=\"1\"} 0\n# EOF\n");
         let now = Scrape::parse("# TYPE x counter\nx_total{a=\"1\"} 1\nx_total{a=\"2\"} 1\ng{a=\"1\",s=\"p\"} 0\ng{a=\"1\",s=\"q\"} 0\ng{a=\"2\",s=\"p\"} 1\n# EOF\n");
         let inc = Alert::parse("increase(x_total[5m]) > 0");
-        assert_eq!(inc.firing(&before, &now), vec![Labels::from([("a".to_string(), "1".to_string())])], "a series born at 1 has no increase");
+        assert_eq!(
+            inc.firing(&before, &now),
+            vec![Labels::from([("a".to_string(), "1".to_string())])],
+            "a series born at 1 has no increase"
+        );
         let sum = Alert::parse("sum by (a) (g) == 0");
-        assert_eq!(sum.firing(&before, &now), vec![Labels::from([("a".to_string(), "1".to_string())])]);
+        assert_eq!(
+            sum.firing(&before, &now),
+            vec![Labels::from([("a".to_string(), "1".to_string())])]
+        );
         assert!(Alert::parse("x_total{a=\"2\"} > 0").firing(&before, &now).len() == 1);
-        assert_eq!(Alert::parse("rate(x_total[5m]) > 0").firing(&before, &now).len(), 1, "only the series present at the start");
-        assert!(Alert::parse("rate(x_total[5m]) > 0.01").firing(&before, &now).is_empty(), "1 per 300 s");
+        assert_eq!(
+            Alert::parse("rate(x_total[5m]) > 0").firing(&before, &now).len(),
+            1,
+            "only the series present at the start"
+        );
+        assert!(
+            Alert::parse("rate(x_total[5m]) > 0.01")
+                .firing(&before, &now)
+                .is_empty(),
+            "1 per 300 s"
+        );
         assert_eq!(Alert::parse("min(g) == 0").firing(&before, &now).len(), 1);
         assert!(Alert::parse("min(g) == 1").firing(&before, &now).is_empty());
-        assert!(Alert::parse("min(nothing) == 0").firing(&before, &now).is_empty(), "no series, no minimum");
+        assert!(
+            Alert::parse("min(nothing) == 0").firing(&before, &now).is_empty(),
+            "no series, no minimum"
+        );
     }
 }

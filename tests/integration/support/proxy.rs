@@ -65,26 +65,41 @@ impl Proxy {
     pub fn start(backend: SocketAddr) -> Proxy {
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
         sock.set_reuse_address(true).unwrap();
-        sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind 127.0.0.1:0");
+        sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind 127.0.0.1:0");
         // Backlog 0: one queued connection fills the accept queue.
         sock.listen(0).unwrap();
         sock.set_nonblocking(true).unwrap();
         let listener: std::net::TcpListener = sock.into();
         let addr = listener.local_addr().unwrap();
         let (mode, mode_rx) = watch::channel(Mode::Pass);
-        let inner = Arc::new(Inner { parked: AtomicBool::new(false), filler_addrs: Mutex::default(), accepted: AtomicUsize::new(0) });
+        let inner = Arc::new(Inner {
+            parked: AtomicBool::new(false),
+            filler_addrs: Mutex::default(),
+            accepted: AtomicUsize::new(0),
+        });
         let shared = inner.clone();
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener).unwrap();
                     accept_loop(listener, backend, mode_rx, shared).await;
                 });
             })
             .unwrap();
-        Proxy { addr, backend, mode, inner, fillers: Mutex::default(), thread: Some(thread) }
+        Proxy {
+            addr,
+            backend,
+            mode,
+            inner,
+            fillers: Mutex::default(),
+            thread: Some(thread),
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -112,7 +127,10 @@ impl Proxy {
     fn fill_accept_queue(&self) {
         let start = Instant::now();
         while !self.inner.parked.load(Ordering::SeqCst) {
-            assert!(start.elapsed() < Duration::from_secs(5), "proxy acceptor did not stop accepting");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "proxy acceptor did not stop accepting"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let mut fillers = self.fillers.lock().unwrap();
@@ -215,7 +233,11 @@ async fn forward(mut client: TcpStream, backend: SocketAddr, mode: watch::Receiv
 
 /// Copies `from` to `to` while the mode lets bytes through; EOF is passed on
 /// as a half-close.
-async fn pump(from: &mut tokio::net::tcp::ReadHalf<'_>, to: &mut tokio::net::tcp::WriteHalf<'_>, mut mode: watch::Receiver<Mode>) -> io::Result<()> {
+async fn pump(
+    from: &mut tokio::net::tcp::ReadHalf<'_>,
+    to: &mut tokio::net::tcp::WriteHalf<'_>,
+    mut mode: watch::Receiver<Mode>,
+) -> io::Result<()> {
     let closed = || io::Error::other("proxy stopped");
     let mut buf = vec![0u8; 16 * 1024];
     loop {

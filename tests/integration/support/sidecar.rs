@@ -27,9 +27,14 @@ impl Sidecar {
         let listeners = Listeners::bind(&config)?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (reload, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<(Config, mpsc::Sender<Result<(), String>>)>();
+        let (reload, mut reload_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Config, mpsc::Sender<Result<(), String>>)>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 match dns_sidecar::start(config, listeners) {
                     Ok(mut running) => {
@@ -51,7 +56,14 @@ impl Sidecar {
             });
         });
         let (dns, admin, shared) = ready_rx.recv().expect("sidecar thread")?;
-        Ok(Sidecar { dns, admin, shared, stop: Some(stop), reload, thread: Some(thread) })
+        Ok(Sidecar {
+            dns,
+            admin,
+            shared,
+            stop: Some(stop),
+            reload,
+            thread: Some(thread),
+        })
     }
 
     /// Reloads with `text`, as a SIGHUP does (listener addresses stay).
@@ -65,7 +77,11 @@ impl Sidecar {
 /// Without an `[admin]` table the admin listener goes on 127.0.0.1:0 (the
 /// default port would collide between tests running in parallel).
 fn parse(text: &str) -> Config {
-    let text = if text.contains("[admin]") { text.to_string() } else { format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\n") };
+    let text = if text.contains("[admin]") {
+        text.to_string()
+    } else {
+        format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+    };
     Config::from_toml(Path::new("test.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -49,16 +49,28 @@ impl Upstream {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = sock.local_addr().unwrap();
-        let u = Upstream { addr, counts: Arc::default(), records: Arc::default(), mode: Arc::default(), stop: Arc::default() };
+        let u = Upstream {
+            addr,
+            counts: Arc::default(),
+            records: Arc::default(),
+            mode: Arc::default(),
+            stop: Arc::default(),
+        };
         let (counts, records, mode, stop) = (u.counts.clone(), u.records.clone(), u.mode.clone(), u.stop.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while !stop.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
                 let Some(question) = q.queries.first() else { continue };
                 let name = question.name.to_lowercase().to_ascii();
-                *counts.lock().unwrap().entry((name.clone(), question.query_type)).or_default() += 1;
+                *counts
+                    .lock()
+                    .unwrap()
+                    .entry((name.clone(), question.query_type))
+                    .or_default() += 1;
                 let mode = mode.load(Ordering::Relaxed);
                 if mode == Mode::Silent as u8 {
                     continue;
@@ -73,14 +85,28 @@ impl Upstream {
                 } else if name.ends_with(".nx.test.") {
                     r.metadata.response_code = ResponseCode::NXDomain;
                     let apex = Name::from_ascii("nx.test.").unwrap();
-                    let soa = SOA::new(Name::from_ascii("ns.nx.test.").unwrap(), Name::from_ascii("hostmaster.nx.test.").unwrap(), 1, 3600, 600, 86400, NEGATIVE_TTL);
+                    let soa = SOA::new(
+                        Name::from_ascii("ns.nx.test.").unwrap(),
+                        Name::from_ascii("hostmaster.nx.test.").unwrap(),
+                        1,
+                        3600,
+                        600,
+                        86400,
+                        NEGATIVE_TTL,
+                    );
                     r.authorities.push(Record::from_rdata(apex, 300, RData::SOA(soa)));
                 } else if question.query_type == RecordType::A {
                     let (ttl, ip) = records.lock().unwrap().get(&name).copied().unwrap_or_else(|| {
-                        let h = name.bytes().fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(b as u16));
+                        let h = name
+                            .bytes()
+                            .fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(b as u16));
                         (300, [10, 9, (h >> 8) as u8, h as u8])
                     });
-                    r.answers.push(Record::from_rdata(question.name.clone(), ttl, RData::A(A::new(ip[0], ip[1], ip[2], ip[3]))));
+                    r.answers.push(Record::from_rdata(
+                        question.name.clone(),
+                        ttl,
+                        RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
+                    ));
                 }
                 if let Some(e) = &q.edns {
                     let mut out = Edns::new();
@@ -98,7 +124,10 @@ impl Upstream {
 
     /// `name` answers A `ip` with `ttl`.
     pub fn a(&self, name: &str, ttl: u32, ip: [u8; 4]) -> &Self {
-        self.records.lock().unwrap().insert(name.to_ascii_lowercase(), (ttl, ip));
+        self.records
+            .lock()
+            .unwrap()
+            .insert(name.to_ascii_lowercase(), (ttl, ip));
         self
     }
 
@@ -108,7 +137,12 @@ impl Upstream {
 
     /// Queries received for `name` (any case) of `rtype`.
     pub fn count(&self, name: &str, rtype: RecordType) -> usize {
-        self.counts.lock().unwrap().get(&(name.to_ascii_lowercase(), rtype)).copied().unwrap_or(0)
+        self.counts
+            .lock()
+            .unwrap()
+            .get(&(name.to_ascii_lowercase(), rtype))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Queries received in all.
