@@ -220,8 +220,9 @@ impl Client {
         result
     }
 
-    /// The request as the old hand-written client sent it: `Host` is the
-    /// address as typed, `Connection: close` (one request per connection).
+    /// The request: `Host` is the address as the operator typed it, and
+    /// `Connection: close`, since a one-shot CLI has nothing to keep alive
+    /// and the listener can free the connection at once.
     fn build(
         &self,
         method: &str,
