@@ -33,7 +33,7 @@ pub(crate) fn base_dir() -> PathBuf {
 
 /// Space available to unprivileged users under `path`, in KiB (what
 /// `df -Pk` calls "Available"), from `statvfs(3)`. `None` if unknown.
-fn shm_free_kib(path: &Path) -> Option<u64> {
+pub(crate) fn shm_free_kib(path: &Path) -> Option<u64> {
     let path = CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st = MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `path` is NUL-terminated and `st` is writable memory of the
