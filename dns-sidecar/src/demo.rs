@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 use tokio::io::AsyncBufReadExt;
 
 use crate::config::Config;
 use crate::routes::{RouteAnswer, Routes};
-use crate::testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 use crate::{Listeners, RunError};
 
 /// The demo's config, with `{placeholders}` filled in at run time.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod decision;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dns;
 pub mod engine;
@@ -30,7 +31,6 @@ pub mod shared;
 pub mod shutdown;
 pub mod statefile;
 pub mod status;
-pub mod testbed;
 
 use std::future::Future;
 use std::net::SocketAddr;

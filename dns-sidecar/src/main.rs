@@ -49,6 +49,7 @@ enum Command {
         strict: bool,
     },
     /// Start a throwaway primary + replica and serve an alias for them.
+    #[cfg(feature = "demo")]
     Demo(dns_sidecar::demo::DemoArgs),
     /// Talk to a running sidecar's admin listener.
     #[command(flatten)]
@@ -123,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             }
             Err(e) => Err(e.into()),
         },
+        #[cfg(feature = "demo")]
         Command::Demo(args) => tokio::runtime::Runtime::new()?.block_on(dns_sidecar::demo::run(args)),
         Command::Admin(_) => unreachable!("handled above"),
     }

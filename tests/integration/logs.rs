@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dns_sidecar::testbed::{PairOptions, PgBinaries, PgPair};
 use serde_json::Value;
+use testbed::{PairOptions, PgBinaries, PgPair};
 
 use crate::support::env::{config_text, tempdir, upstream};
 use crate::support::raw;

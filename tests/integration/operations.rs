@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dns_sidecar::testbed::{PairOptions, PgBinaries, PgPair};
+use testbed::{PairOptions, PgBinaries, PgPair};
 
 use crate::support::env::{config_text, tempdir, upstream, Env};
 use crate::support::{dig, raw};

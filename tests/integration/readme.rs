@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use dns_sidecar::testbed::{PairOptions, PgBinaries, PgPair};
+use testbed::{PairOptions, PgBinaries, PgPair};
 
 use crate::logs::{free_port, wait_until};
 use crate::support::env::{tempdir, upstream};
@@ -106,7 +106,7 @@ fn root() -> PathBuf {
 /// Everything the walk needs: servers, upstream, files, ports.
 struct World {
     pair: PgPair,
-    _upstream: dns_sidecar::testbed::Dnsmasq,
+    _upstream: testbed::Dnsmasq,
     dir: tempdir::Dir,
     bin_dir: PathBuf,
     config: PathBuf,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dns_sidecar::control::Override;
 use dns_sidecar::status::Status;
-use dns_sidecar::testbed::Rebuild;
+use testbed::Rebuild;
 
 use crate::support::env::{Env, Options, INTERVAL};
 use crate::support::{dig, raw};
@@ -42,7 +42,7 @@ async fn restart_a_writable(env: &Env) {
     blocking(move || {
         a.start()?;
         assert!(!a.is_in_recovery()?, "the old primary came back writable");
-        Ok::<_, dns_sidecar::testbed::TestbedError>(())
+        Ok::<_, testbed::TestbedError>(())
     })
     .await
     .expect("start a");

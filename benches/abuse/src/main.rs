@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dns_sidecar::testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
+use testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Abuse benchmark for dns-sidecar (loopback only)")]

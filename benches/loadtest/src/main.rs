@@ -6,8 +6,8 @@
 //! 1. pins itself to the client CPU (so everything it starts that is not a
 //!    server under test -- PostgreSQL, the upstream, dnsperf -- runs there);
 //! 2. starts the upstream Knot (`fwd.test.` + `test.`), a PostgreSQL
-//!    primary and streaming replica (dns-sidecar's testbed), and the servers
-//!    under test pinned to the server CPU with `taskset`;
+//!    primary and streaming replica (the testbed crate, tests/testbed/),
+//!    and the servers under test pinned to the server CPU with `taskset`;
 //! 3. checks every server's answers with raw queries;
 //! 4. per query mix, runs dnsperf against each server in turn, round after
 //!    round, reading each server's CPU time from /proc before and after;
@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dns_sidecar::testbed::{PairOptions, PgBinaries, PgPair};
 use hickory_proto::rr::RecordType;
+use testbed::{PairOptions, PgBinaries, PgPair};
 
 use servers::{Kind, Server};
 

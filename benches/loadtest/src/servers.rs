@@ -373,8 +373,7 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             fs::write(&empty, "# all settings are on the command line\n")?;
             let prog = sys::which("dnsmasq").context("dnsmasq not found (apt-get install -y dnsmasq-base)")?;
             let mut cmd = taskset(cpu, &prog);
-            cmd.args(dns_sidecar::testbed::DNSMASQ_LOOPBACK_ARGS)
-                .arg("--dns-forward-max=4096");
+            cmd.args(testbed::DNSMASQ_LOOPBACK_ARGS).arg("--dns-forward-max=4096");
             cmd.arg(format!("--conf-file={}", empty.display()));
             cmd.arg(format!("--port={port}"));
             cmd.arg(format!("--server={}#{}", s.upstream.ip(), s.upstream.port()));

@@ -190,7 +190,7 @@ async fn a_dropped_incident_sender_keeps_the_cadence() {
 /// goes away is still reported, as a definite failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_probe_session_is_not_a_failure() {
-    use crate::testbed::{PairOptions, PgBinaries, PgPair};
+    use testbed::{PairOptions, PgBinaries, PgPair};
     let pair =
         tokio::task::spawn_blocking(|| PgPair::start(&PgBinaries::locate().unwrap(), PairOptions::default()).unwrap())
             .await

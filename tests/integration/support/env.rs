@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dns_sidecar::testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
+use testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 
 use super::proxy::Proxy;
 use super::sidecar::Sidecar;

@@ -1,10 +1,12 @@
 //! Scratch directories and free ports.
 
+use std::ffi::CString;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, TcpListener, UdpSocket};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use super::error::{Result, TestbedError};
+use crate::error::{Result, TestbedError};
 
 /// Environment variable that overrides where scratch directories are created.
 pub const DIR_ENV: &str = "DNS_SIDECAR_TESTBED_DIR";
@@ -29,11 +31,21 @@ pub(crate) fn base_dir() -> PathBuf {
     std::env::temp_dir()
 }
 
-/// Free space in KiB via `df -Pk` (std has no statvfs). `None` if unknown.
-fn shm_free_kib(path: &Path) -> Option<u64> {
-    let out = Command::new("df").arg("-Pk").arg(path).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
+/// Space available to unprivileged users under `path`, in KiB (what
+/// `df -Pk` calls "Available"), from `statvfs(3)`. `None` if unknown.
+pub(crate) fn shm_free_kib(path: &Path) -> Option<u64> {
+    let path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is writable memory of the
+    // right type.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // Both are u64 here, but `c_ulong` is 32 bits on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)) / 1024)
 }
 
 /// Create a fresh, uniquely named directory `<base>/<prefix>-<pid>-<random>`.

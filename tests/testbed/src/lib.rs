@@ -1,6 +1,16 @@
-//! Real, throwaway infrastructure for tests and for `dns-sidecar demo`:
-//! PostgreSQL 15 primary + streaming-replica pairs and a dnsmasq resolver,
-//! all on loopback.
+//! Real, throwaway infrastructure for dns-sidecar's tests, its benchmarks
+//! and `dns-sidecar demo`: PostgreSQL 15 primary + streaming-replica pairs
+//! and a dnsmasq resolver, all on loopback.
+//!
+//! # Why a crate of its own
+//!
+//! It is test infrastructure, not product code: the sidecar never starts a
+//! database. Kept apart, the product library holds only what runs in
+//! production, and a build with `--no-default-features` (no `demo`
+//! subcommand) links none of this. The crate does not depend on dns-sidecar,
+//! so dns-sidecar can use it as a dev-dependency (unit and integration tests)
+//! and as the optional dependency behind its default `demo` feature; the
+//! benches depend on it directly.
 //!
 //! # Why real servers
 //!
@@ -64,9 +74,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use dns_sidecar::testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
+//! use testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 //!
-//! # fn main() -> Result<(), dns_sidecar::testbed::TestbedError> {
+//! # fn main() -> Result<(), testbed::TestbedError> {
 //! let bins = PgBinaries::locate()?;
 //! let pair = PgPair::start(&bins, PairOptions::default())?;
 //! assert_eq!(pair.primary.sql("SELECT pg_is_in_recovery()")?, "f");
@@ -101,6 +111,7 @@ mod postgres;
 mod process;
 mod scratch;
 mod standby;
+mod users;
 
 #[cfg(test)]
 mod tests;

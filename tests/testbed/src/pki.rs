@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::error::{Result, TestbedError};
-use super::process::run;
+use crate::error::{Result, TestbedError};
+use crate::process::run;
 
 const OPENSSL_HINT: &str = "apt-get install -y openssl";
 const TIMEOUT: Duration = Duration::from_secs(30);

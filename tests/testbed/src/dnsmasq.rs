@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::error::{Result, TestbedError};
-use super::process::{self, Watchdog};
-use super::scratch;
+use crate::error::{Result, TestbedError};
+use crate::process::{self, Watchdog};
+use crate::scratch;
+use crate::users;
 
 const HINT: &str = "apt-get install -y dnsmasq-base";
 
@@ -240,15 +241,11 @@ fn args(conf_file: &Path, port: u16) -> Vec<String> {
         .collect();
     a.push(format!("--conf-file={}", conf_file.display()));
     a.push(format!("--port={port}"));
-    if let Some(uid) = process::effective_uid() {
-        if let Some(user) = process::user_name(uid) {
-            a.push(format!("--user={user}"));
-        }
+    if let Some(user) = users::user_name(users::effective_uid()) {
+        a.push(format!("--user={user}"));
     }
-    if let Some(gid) = effective_gid() {
-        if let Some(group) = group_name(gid) {
-            a.push(format!("--group={group}"));
-        }
+    if let Some(group) = users::group_name(users::effective_gid()) {
+        a.push(format!("--group={group}"));
     }
     a
 }
@@ -272,18 +269,4 @@ fn records_conf(opts: &DnsmasqOptions) -> String {
         c.push_str(&format!("txt-record={name},\"{quoted}\"\n"));
     }
     c
-}
-
-fn effective_gid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Gid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    let groups = fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[2].parse() == Ok(gid)).then(|| f[0].to_string())
-    })
 }

@@ -10,11 +10,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::error::{Result, TestbedError};
-use super::pki::Ca;
-use super::postgres::{sql_literal, Cluster, PgBinaries, PG_HINT};
-use super::process::{self, run, RunAs, Watchdog, SH_PG_CRASH};
-use super::scratch;
+use crate::error::{Result, TestbedError};
+use crate::pki::Ca;
+use crate::postgres::{sql_literal, Cluster, PgBinaries, PG_HINT};
+use crate::process::{self, run, RunAs, Watchdog, SH_PG_CRASH};
+use crate::scratch;
 
 /// Set to `1` to keep a pair's directory (logs, data) after it is dropped;
 /// the servers are still stopped.
@@ -349,8 +349,8 @@ impl Drop for PgPair {
                 if let Some(pm) = c.pid() {
                     let mut pids = process::children_of(pm);
                     pids.push(pm);
-                    let _ = process::signal(&pids, "CONT");
-                    let _ = process::signal(&pids, "KILL");
+                    let _ = process::signal(&pids, process::Signal::Cont);
+                    let _ = process::signal(&pids, process::Signal::Kill);
                 }
             }
         }

@@ -2,10 +2,10 @@
 //! `postgres` OS user when we are root, finding child processes through
 //! `/proc`, sending signals, and a cleanup watchdog.
 //!
-//! Only `std` is used. Signals are sent with the shell's builtin `kill`
-//! (`/bin/sh -c 'kill ...'`) rather than `libc::kill`, because the crate has
-//! no direct `libc` dependency and a slim Debian image may lack the
-//! procps `kill` binary, while `/bin/sh` is always there.
+//! Signals are sent with `libc::kill` (no `kill` program, no shell). The
+//! watchdog alone is a `/bin/sh` script using the shell's builtin `kill`,
+//! because it has to act after this process is gone, and `/bin/sh` is on
+//! every image while procps (the `kill` and `ps` programs) may be missing.
 
 use std::ffi::OsString;
 use std::fs;
@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::error::{Result, TestbedError};
+use crate::error::{Result, TestbedError};
+use crate::users;
 
 /// Environment variables that would silently change what `psql`,
 /// `pg_basebackup` or `initdb` do if inherited from a developer's shell.
@@ -41,53 +42,6 @@ const SCRUBBED_ENV: &[&str] = &[
     "PGAPPNAME",
     "PSQLRC",
 ];
-
-/// Effective uid of this process, from `/proc/self/status`
-/// (`Uid: real effective saved fs`). `None` if it cannot be read.
-pub(crate) fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Name of the user with `uid`, from `/etc/passwd`, falling back to `id -nu`.
-pub(crate) fn user_name(uid: u32) -> Option<String> {
-    if let Ok(passwd) = fs::read_to_string("/etc/passwd") {
-        for line in passwd.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() > 3 && f[2].parse() == Ok(uid) {
-                return Some(f[0].to_string());
-            }
-        }
-    }
-    let out = Command::new("id").arg("-nu").arg(uid.to_string()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// `(uid, gid)` of the user `name`, from `/etc/passwd`, falling back to
-/// `id -u` / `id -g` (which also consult NSS).
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    if let Ok(passwd) = fs::read_to_string("/etc/passwd") {
-        for line in passwd.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() > 3 && f[0] == name {
-                if let (Ok(u), Ok(g)) = (f[2].parse(), f[3].parse()) {
-                    return Some((u, g));
-                }
-            }
-        }
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").arg(flag).arg(name).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
-}
 
 /// Look `name` up on `PATH`.
 pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -127,11 +81,11 @@ pub(crate) enum RunAs {
 impl RunAs {
     /// `Me` unless we are root, in which case the `postgres` user.
     pub(crate) fn for_postgres() -> Result<Self> {
-        if effective_uid() != Some(0) {
+        if users::effective_uid() != 0 {
             return Ok(RunAs::Me);
         }
         let name = "postgres";
-        let (uid, gid) = user_ids(name).ok_or_else(|| TestbedError::MissingUser {
+        let (uid, gid) = users::user_ids(name).ok_or_else(|| TestbedError::MissingUser {
             name: name.into(),
             hint: "apt-get install -y postgresql-15 (creates it), or useradd --system postgres".into(),
         })?;
@@ -340,19 +294,64 @@ pub(crate) fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Send `signal` (a name such as `STOP`, `CONT`, `KILL`) to `pids` with the
-/// shell's builtin `kill`. Processes that already vanished are not an error.
-pub(crate) fn signal(pids: &[u32], signal: &str) -> Result<()> {
-    if pids.is_empty() {
-        return Ok(());
+/// The signals the testbed sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Freeze a process (it cannot catch or ignore it).
+    Stop,
+    /// Resume a stopped process.
+    Cont,
+    /// The last resort of a teardown.
+    Kill,
+}
+
+impl Signal {
+    fn number(self) -> libc::c_int {
+        match self {
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
+            Signal::Kill => libc::SIGKILL,
+        }
     }
-    let what = format!("kill -s {signal} {pids:?}");
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!("kill -s {signal} \"$@\" 2>/dev/null; exit 0"))
-        .arg("kill")
-        .args(pids.iter().map(|p| p.to_string()));
-    run(&mut cmd, &what, Duration::from_secs(10), "apt-get install -y dash").map(|_| ())
+
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Stop => "SIGSTOP",
+            Signal::Cont => "SIGCONT",
+            Signal::Kill => "SIGKILL",
+        }
+    }
+}
+
+/// Send `signal` to every process in `pids`. Processes that already vanished
+/// are not an error; any other failure (e.g. `EPERM`) is reported after the
+/// signal was sent to the remaining pids. A pid that is not a single
+/// process's (0, or beyond `pid_t`, which `kill(2)` would take as a process
+/// group or "every process") is refused.
+pub(crate) fn signal(pids: &[u32], signal: Signal) -> Result<()> {
+    let mut first_error = None;
+    for &pid in pids {
+        let error = match libc::pid_t::try_from(pid) {
+            Ok(p) if p > 0 => {
+                // SAFETY: kill has no memory-safety preconditions; `p` names
+                // one process.
+                if unsafe { libc::kill(p, signal.number()) } == 0 {
+                    continue;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    continue;
+                }
+                e
+            }
+            _ => std::io::Error::new(std::io::ErrorKind::InvalidInput, "not the id of one process"),
+        };
+        first_error.get_or_insert(TestbedError::io(
+            format!("sending {} to pid {pid}", signal.name()),
+            error,
+        ));
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Shell prelude of every watchdog: ignore terminal signals, define

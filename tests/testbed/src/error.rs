@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-/// Result alias used throughout [`crate::testbed`].
+/// Result alias used throughout this crate.
 pub type Result<T, E = TestbedError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while starting, driving or stopping the
@@ -99,7 +99,7 @@ impl TestbedError {
         TestbedError::Server {
             what: what.into(),
             log: log.to_path_buf(),
-            log_tail: super::process::log_tail(log, 30),
+            log_tail: crate::process::log_tail(log, 30),
             source: Box::new(self),
         }
     }

@@ -401,3 +401,49 @@ fn trio_replay_pause_terminate_diverge_rewind_rebuild() {
         assert!(!process::alive(pid), "postmaster {pid} still alive");
     }
 }
+
+/// The libc lookups that replaced `id`, `/etc/passwd` and `df`: root exists
+/// on every Unix, an unknown name is `None` (not an error or a panic).
+#[test]
+fn users_groups_and_free_space_from_libc() {
+    use crate::{scratch, users};
+    assert_eq!(users::user_name(0).as_deref(), Some("root"));
+    assert_eq!(users::user_ids("root"), Some((0, 0)));
+    assert_eq!(users::group_name(0).as_deref(), Some("root"));
+    assert_eq!(users::user_ids("no-such-user-dns-sidecar-testbed"), None);
+    assert_eq!(users::user_ids("nul\0in-name"), None);
+    let me = users::user_name(users::effective_uid()).expect("our own user has a name");
+    assert_eq!(users::user_ids(&me).map(|(uid, _)| uid), Some(users::effective_uid()));
+
+    assert!(scratch::shm_free_kib(std::path::Path::new("/")).is_some());
+    assert_eq!(scratch::shm_free_kib(std::path::Path::new("/no/such/dir")), None);
+}
+
+/// `kill(2)` through [`process::signal`]: stop, continue and kill a real
+/// child; a pid that would mean a process group or every process is refused
+/// without sending anything.
+#[test]
+fn signals_through_libc() {
+    use crate::process::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id();
+    process::signal(&[pid], Signal::Stop).unwrap();
+    process::poll("the child to stop", T, Duration::from_millis(1), || {
+        Ok(matches!(process::proc_stat(pid), Some(('T', _))).then_some(()))
+    })
+    .unwrap();
+    process::signal(&[pid], Signal::Cont).unwrap();
+    process::poll("the child to continue", T, Duration::from_millis(1), || {
+        Ok(matches!(process::proc_stat(pid), Some(('S' | 'R', _))).then_some(()))
+    })
+    .unwrap();
+    process::signal(&[pid], Signal::Kill).unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+
+    for bad in [0, u32::MAX, u32::MAX - 1] {
+        let err = process::signal(&[bad], Signal::Cont).unwrap_err();
+        assert!(matches!(err, TestbedError::Io { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("pid {bad}")), "{err}");
+    }
+}

@@ -9,10 +9,10 @@
 use std::fs;
 use std::time::Duration;
 
-use super::error::{Result, TestbedError};
-use super::pair::write_file;
-use super::postgres::{sql_literal, Cluster, PG_HINT};
-use super::process::{self, run};
+use crate::error::{Result, TestbedError};
+use crate::pair::write_file;
+use crate::postgres::{sql_literal, Cluster, PG_HINT};
+use crate::process::{self, run};
 
 /// How [`Cluster::rebuild_as_standby_of`] makes a server's data a copy of
 /// its new primary's.
@@ -171,7 +171,7 @@ impl Cluster {
         primary.sql("CHECKPOINT")?;
         let source = format!(
             "host={} port={} user=postgres dbname=postgres",
-            super::postgres::conn_quote(&primary.socket_dir.to_string_lossy()),
+            crate::postgres::conn_quote(&primary.socket_dir.to_string_lossy()),
             primary.port
         );
         let mut cmd = self.pg_command("pg_rewind");

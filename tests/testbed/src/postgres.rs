@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::error::{Result, TestbedError};
-use super::process::{self, run, RunAs};
+use crate::error::{Result, TestbedError};
+use crate::process::{self, run, RunAs};
 
 /// Install hint for the PostgreSQL server packages.
 pub(crate) const PG_HINT: &str = "apt-get install -y postgresql-15";
@@ -97,7 +97,7 @@ impl PgBinaries {
     }
 }
 
-/// One running (or stopped) PostgreSQL server of a [`super::PgPair`].
+/// One running (or stopped) PostgreSQL server of a [`crate::PgPair`].
 ///
 /// The public fields describe how to reach it; `name` is the DNS name its
 /// TLS certificate is issued for, so clients connect with
@@ -323,7 +323,7 @@ impl Cluster {
             .filter(|&p| process::alive(p))
             .ok_or_else(|| TestbedError::NotRunning(format!("PostgreSQL {}", self.name)))?;
         let mut stopped = BTreeSet::from([pm]);
-        process::signal(&[pm], "STOP")?;
+        process::signal(&[pm], process::Signal::Stop)?;
         // Once the postmaster is stopped it cannot fork, so the child list
         // taken afterwards is complete.
         wait_stopped(&stopped)?;
@@ -335,7 +335,7 @@ impl Cluster {
             if new.is_empty() {
                 break;
             }
-            process::signal(&new, "STOP")?;
+            process::signal(&new, process::Signal::Stop)?;
             stopped.extend(new);
         }
         wait_stopped(&stopped)
@@ -349,7 +349,7 @@ impl Cluster {
         };
         let mut pids = process::children_of(pm);
         pids.push(pm);
-        process::signal(&pids, "CONT")
+        process::signal(&pids, process::Signal::Cont)
     }
 
     /// `ALTER SYSTEM SET default_transaction_read_only = on|off` plus
