@@ -10,9 +10,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::cache::Cache;
 use super::fast::FastTable;
+use super::guard::Guard;
+use super::handler::Handler;
 use super::targets::{Cached, Targets};
-use super::Handler;
 use crate::config::Config;
 use crate::name::DnsName;
 use crate::routes::{AliasRoute, RouteAnswer, Routes};
@@ -85,9 +87,9 @@ pub fn fixture() -> (Config, Handler, FastTable) {
             refresh_at: later,
         },
     );
-    let guard = super::Guard::new(shared.clone());
+    let guard = Guard::new(shared.clone());
     // A manual clock: answers from the cache do not change between two calls.
-    let cache = Arc::new(super::cache::Cache::manual(&config.cache, shared.metrics.cache.clone()));
+    let cache = Arc::new(Cache::manual(&config.cache, shared.metrics.cache.clone()));
     cache.configure_from(&config);
     let handler = Handler::new(
         &config,

@@ -23,9 +23,9 @@ use hickory_proto::op::Message;
 
 use super::cache::Found;
 use super::fast::FastTable;
-use super::handler::{Handler, Plan};
-use super::message::{check_wire, CLASSIC_UDP_LIMIT};
-use super::Transport;
+use super::handler::{Handler, Plan, Request};
+use super::message::{check_wire, Transport, CLASSIC_UDP_LIMIT};
+use super::question::question;
 use crate::config::Config;
 
 /// The fixture handler and its fast table (see [`super::fixture`]).
@@ -85,7 +85,7 @@ impl Target {
                 self.cached.set(self.cached.get() + 1);
                 return;
             }
-            let Plan::Forward(req) = &full else {
+            let Plan::Forward(Request(req)) = &full else {
                 panic!("the fast path would forward what the full path does not: {data:02x?}")
             };
             // The upstream failed: a stale answer (or SERVFAIL) alike from both.
@@ -267,7 +267,7 @@ pub fn warm(handler: &Handler) {
                 let (Ok(q), Ok(a)) = (q.to_vec(), a.to_vec()) else {
                     continue;
                 };
-                if let Some(qn) = super::fast::question(&q, handler.max_udp()) {
+                if let Some(qn) = question(&q, handler.max_udp()) {
                     cache.insert(&q, &qn, &a, cache.now());
                 }
             }

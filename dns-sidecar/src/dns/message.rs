@@ -1,9 +1,15 @@
 //! Wire-level helpers: early header checks, response skeletons, EDNS echo and
-//! UDP truncation. Everything that knows hickory's message types is in `dns/`.
+//! UDP truncation, and the [`Transport`] a query came on (which bounds the
+//! answer's size). Everything that knows hickory's message types is in `dns/`.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 
-use super::Transport;
+/// How the query arrived, which bounds the answer size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
 
 /// The fixed DNS header is 12 bytes.
 pub const HEADER_LEN: usize = 12;
