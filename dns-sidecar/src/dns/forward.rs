@@ -16,7 +16,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
 use super::guard::{Guard, UpstreamState};
-use super::message::Transport;
+use super::message::{question_end, Transport};
 use crate::config::UpstreamSettings;
 
 /// Largest upstream answer taken over UDP; a bigger one is answered with
@@ -246,23 +246,6 @@ pub(super) fn same_question(query: &[u8], answer: &[u8]) -> bool {
         && answer[2] & 0x80 != 0
         && answer[4..6] == query[4..6]
         && answer[12..end].eq_ignore_ascii_case(&query[12..end])
-}
-
-/// End of the first question of an uncompressed query.
-pub(super) fn question_end(msg: &[u8]) -> Option<usize> {
-    let mut i = 12;
-    loop {
-        let len = *msg.get(i)? as usize;
-        if len == 0 {
-            break;
-        }
-        if len & 0xC0 != 0 {
-            return None;
-        }
-        i += 1 + len;
-    }
-    let end = i + 1 + 4;
-    (end <= msg.len()).then_some(end)
 }
 
 #[cfg(test)]
