@@ -1,6 +1,7 @@
 //! A ready handler and fast table over a fixed config, with the alias
 //! decided and its target's address cached: shared by the fast-path tests
 //! and the micro-benchmarks so both measure and check the same thing.
+//! Compiled only for tests and with the `testing` feature (see `mod.rs`).
 
 use std::path::Path;
 use std::sync::Arc;

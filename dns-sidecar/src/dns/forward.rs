@@ -1,5 +1,9 @@
-//! The upstream client: relays queries outside our zones to the configured
-//! resolvers, and resolves alias targets.
+//! The upstream client on the async runtime: relays queries outside our
+//! zones to the configured resolvers for TCP clients, resolves alias targets
+//! (the background refresher, and alias answers a UDP worker hands over),
+//! and health-checks upstreams out of use. The UDP workers' own forwarding
+//! is the relay's, off the runtime; both share the upstreams' health through
+//! the guard.
 //!
 //! Forwarded queries are relayed as raw bytes with a fresh random ID and a
 //! fresh socket (random source port), so the upstream's answer comes back

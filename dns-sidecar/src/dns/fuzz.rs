@@ -16,8 +16,12 @@
 //!   answers alike; every answer carries the query's ID with QR set, and
 //!   fits the transport's size.
 //! * [`config`]: config parsing and validation return errors, never panic.
+//!
+//! Compiled only for tests and with the `testing` feature (the fuzz crate
+//! enables it).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::op::Message;
 
@@ -33,7 +37,8 @@ pub struct Target {
     handler: Handler,
     table: FastTable,
     /// Datagrams answered from the cache (so a run shows it reached it).
-    pub cached: std::cell::Cell<usize>,
+    /// Atomic so that a `Target` can live in the fuzz crate's `static`.
+    pub cached: AtomicUsize,
 }
 
 impl Default for Target {
@@ -82,7 +87,7 @@ impl Target {
                     "an answer from the cache does not decode: {data:02x?}"
                 );
                 check_reply(data, &r.bytes, Some(self.handler.max_udp() as usize));
-                self.cached.set(self.cached.get() + 1);
+                self.cached.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             let Plan::Forward(Request(req)) = &full else {
@@ -466,9 +471,9 @@ mod tests {
         let n = run(seeds, |d| t.datagram(d));
         assert!(n > 0);
         assert!(
-            t.cached.get() > 100,
+            t.cached.load(Ordering::Relaxed) > 100,
             "only {} datagrams were answered from the cache",
-            t.cached.get()
+            t.cached.load(Ordering::Relaxed)
         );
     }
 
