@@ -72,10 +72,7 @@ impl DnsName {
 
     /// Whether `self` equals `zone` or lies below it.
     pub fn is_within(&self, zone: &DnsName) -> bool {
-        if zone.0 == "." {
-            return true;
-        }
-        self.0 == zone.0 || (self.0.ends_with(&zone.0) && self.0.as_bytes()[self.0.len() - zone.0.len() - 1] == b'.')
+        within(&self.0, &zone.0)
     }
 
     /// Number of labels (the root has none).
@@ -86,6 +83,18 @@ impl DnsName {
             self.0.matches('.').count()
         }
     }
+}
+
+/// Whether the canonical name `name` (as [`DnsName::as_str`] writes it)
+/// equals `zone` or lies below it, label by label (`xdb.internal.` is not
+/// below `db.internal.`). The one containment check on names in text form:
+/// [`DnsName::is_within`] and the DNS handler's zone lookup both use it.
+pub fn within(name: &str, zone: &str) -> bool {
+    if zone == "." {
+        return true;
+    }
+    name == zone
+        || (name.len() > zone.len() && name.ends_with(zone) && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
 }
 
 impl fmt::Display for DnsName {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use dns_sidecar::config::CacheSettings;
 use dns_sidecar::dns::cache::{Cache, Found};
-use dns_sidecar::dns::fast::question;
+use dns_sidecar::dns::question;
 use dns_sidecar::metrics::CacheMetrics;
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};

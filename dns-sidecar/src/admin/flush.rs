@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use super::{denied, guard, text, AppState};
-use crate::dns::fast::wire;
+use crate::dns::names::wire;
 use crate::name::DnsName;
 
 #[derive(Deserialize, Default)]

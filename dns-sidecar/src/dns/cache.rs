@@ -63,8 +63,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::fast::{within_any, Question};
 use super::message::{skip_name, HEADER_LEN};
+use super::names::within_any;
+use super::question::Question;
 use crate::config::CacheSettings;
 use crate::metrics::CacheMetrics;
 
@@ -491,7 +492,7 @@ impl Cache {
             config
                 .zones
                 .iter()
-                .map(|z| super::fast::wire(z.name.as_str()))
+                .map(|z| super::names::wire(z.name.as_str()))
                 .collect(),
         );
     }

@@ -9,7 +9,8 @@ use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::cache::{Cache, Found, STALE_TTL};
-use super::fast::{question, wire, Question};
+use super::names::wire;
+use super::question::{question, Question};
 use crate::config::CacheSettings;
 use crate::metrics::CacheMetrics;
 

@@ -20,9 +20,11 @@ use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
 use super::handler::{Handler, Plan};
-use super::message::{CLASSIC_UDP_LIMIT, HEADER_LEN};
-use super::Transport;
+use super::message::{Transport, HEADER_LEN};
+use super::names::{wire, wire_name, within_any};
+use super::question::{question, Question};
 use crate::metrics::QueryKind;
+use crate::name::within;
 use crate::routes::Routes;
 
 const TYPES: [RecordType; 4] = [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY];
@@ -75,32 +77,6 @@ pub struct FastTable {
     refusals: Option<[Option<NxTail>; 3]>,
 }
 
-/// An ordinary query's question and EDNS, as read by [`question`]: what the
-/// fast path, the refusal templates and the cache need, without decoding.
-#[derive(Debug, Clone, Copy)]
-pub struct Question {
-    /// End of the question name (the name is `q[HEADER_LEN..qname_end]`).
-    pub qname_end: usize,
-    pub qtype: u16,
-    /// 0 = no EDNS, 1 = EDNS, 2 = EDNS with DO.
-    pub edns: usize,
-    /// Largest UDP answer this client takes (its EDNS size, at least 512,
-    /// at most ours; 512 without EDNS).
-    pub udp_limit: usize,
-    /// The name has upper-case letters (0x20 randomisation).
-    pub upper: bool,
-    /// The OPT record, if any, carries no options other than a cookie or
-    /// padding (nothing that makes the answer specific to this client).
-    pub plain: bool,
-}
-
-impl Question {
-    /// End of the question section (name, type, class).
-    pub fn end(&self) -> usize {
-        self.qname_end + 4
-    }
-}
-
 fn synthetic(name: &Name, qtype: RecordType, edns: usize) -> Option<Vec<u8>> {
     let mut m = Message::query();
     m.metadata.id = 0;
@@ -133,7 +109,7 @@ impl FastTable {
         };
         let alias_names: Vec<String> = routes.aliases.keys().cloned().collect();
         for alias in &alias_names {
-            let Ok(name) = Name::from_ascii(alias) else { continue };
+            let Ok(name) = wire_name(alias) else { continue };
             let mut per_type: [Variants; 4] = Default::default();
             for (ti, qtype) in TYPES.iter().enumerate() {
                 for v in 0..3 {
@@ -265,131 +241,12 @@ impl FastTable {
     }
 }
 
-/// Reads an ordinary query: QUERY opcode, one question of class IN, no
-/// answer or authority records, at most an OPT record (version 0, options
-/// well formed) and nothing after it; QR, AA, TC, RA, Z and the rcode clear.
-/// Anything else is `None` (the full path decides). `max_udp` is ours.
-pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
-    if q.len() < HEADER_LEN + 5 {
-        return None;
-    }
-    // QR, opcode, AA, TC must be 0 (RD may be set); RA, Z and the rcode
-    // must be 0 (AD and CD may be set).
-    if q[2] & 0xFE != 0 || q[3] & 0xCF != 0 {
-        return None;
-    }
-    if q[4..10] != [0, 1, 0, 0, 0, 0] || q[10] != 0 || q[11] > 1 {
-        return None;
-    }
-    let mut i = HEADER_LEN;
-    let mut upper = false;
-    loop {
-        let len = *q.get(i)? as usize;
-        if len == 0 {
-            break;
-        }
-        if len > 63 {
-            return None;
-        }
-        let label = q.get(i + 1..i + 1 + len)?;
-        if label.contains(&b'.') {
-            return None;
-        }
-        upper |= label.iter().any(u8::is_ascii_uppercase);
-        i += 1 + len;
-    }
-    let qname_end = i + 1;
-    // A name is at most 255 bytes on the wire; longer ones are FORMERR.
-    if qname_end - HEADER_LEN > 255 {
-        return None;
-    }
-    let fixed = q.get(qname_end..qname_end + 4)?;
-    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-    if fixed[2..4] != [0, 1] {
-        return None;
-    }
-    let mut end = qname_end + 4;
-    let mut plain = true;
-    let (edns, udp_limit) = if q[11] == 1 {
-        // OPT: root name, type 41, class = payload, ttl = ext-rcode, version, flags.
-        let opt = q.get(end..end + 11)?;
-        if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
-            return None;
-        }
-        let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(max_udp) as usize;
-        let dnssec_ok = opt[7] & 0x80 != 0;
-        let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
-        // Options must exactly fill the OPT data; anything else is the
-        // full path's FORMERR.
-        let rdata = q.get(end + 11..end + 11 + rdlen)?;
-        let mut o = 0;
-        while o < rdata.len() {
-            let head = rdata.get(o..o + 4)?;
-            let code = u16::from_be_bytes([head[0], head[1]]);
-            // NSID (3) and client subnet (8) have a content the full path
-            // checks (FORMERR when malformed): it decides.
-            if matches!(code, 3 | 8) {
-                return None;
-            }
-            // COOKIE (10) and PADDING (12) say nothing about the question.
-            plain &= matches!(code, 10 | 12);
-            o += 4 + u16::from_be_bytes([head[2], head[3]]) as usize;
-        }
-        if o != rdata.len() {
-            return None;
-        }
-        end += 11 + rdlen;
-        (if dnssec_ok { 2 } else { 1 }, payload)
-    } else {
-        (0, CLASSIC_UDP_LIMIT)
-    };
-    if end != q.len() {
-        return None;
-    }
-    Some(Question {
-        qname_end,
-        qtype,
-        edns,
-        udp_limit,
-        upper,
-        plain,
-    })
-}
-
-/// Whether the wire-form, lower-case `name` equals or lies below one of `zones`.
-pub(super) fn within_any(zones: &[Vec<u8>], name: &[u8]) -> bool {
-    let mut i = 0;
-    loop {
-        if zones.iter().any(|z| z.as_slice() == &name[i..]) {
-            return true;
-        }
-        match name.get(i) {
-            Some(&len) if len != 0 => i += 1 + len as usize,
-            _ => return false,
-        }
-        if i >= name.len() {
-            return false;
-        }
-    }
-}
-
 /// ID from the query; RD and CD as the query had them.
 fn patch_header(out: &mut [u8], q: &[u8]) {
     out[0] = q[0];
     out[1] = q[1];
     out[2] = (out[2] & !0x01) | (q[2] & 0x01);
     out[3] = (out[3] & !0x10) | (q[3] & 0x10);
-}
-
-/// `db.test.` -> `\x02db\x04test\x00`.
-pub fn wire(name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(name.len() + 1);
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
 }
 
 /// The SERVFAIL template for forwarded queries, from the full path's answer
@@ -401,7 +258,7 @@ fn refusal_template(handler: &Handler, zones: &[Vec<u8>]) -> Option<[Option<NxTa
         .find(|n| !within_any(zones, &wire(n)))?;
     let mut out: [Option<NxTail>; 3] = Default::default();
     for (v, slot) in out.iter_mut().enumerate() {
-        let q = synthetic(&Name::from_ascii(name).ok()?, RecordType::A, v)?;
+        let q = synthetic(&wire_name(name).ok()?, RecordType::A, v)?;
         let req = Message::from_vec(&q).ok()?;
         let r = handler.refuse(&req, hickory_proto::op::ResponseCode::ServFail, Transport::Udp)?;
         let qend = HEADER_LEN + wire(name).len() + 4;
@@ -424,7 +281,7 @@ fn refusal_template(handler: &Handler, zones: &[Vec<u8>]) -> Option<[Option<NxTa
 /// pointers into the question.
 fn nx_template(handler: &Handler, zone: &str, aliases: &[String]) -> Option<NxTemplate> {
     let probe = |label: &str, edns: usize| -> Option<(Vec<u8>, usize)> {
-        let name = Name::from_ascii(format!("{label}.{zone}")).ok()?;
+        let name = wire_name(&format!("{label}.{zone}")).ok()?;
         let q = synthetic(&name, RecordType::A, edns)?;
         let a = full_answer(handler, &q)?;
         let qend = HEADER_LEN + wire(&format!("{label}.{zone}")).len() + 4;
@@ -467,7 +324,7 @@ fn nx_template(handler: &Handler, zone: &str, aliases: &[String]) -> Option<NxTe
         .chain(aliases.iter())
         .filter_map(|n| {
             let labels: Vec<&str> = n.trim_end_matches('.').split('.').collect();
-            (labels.len() > apex_labels && n.ends_with(zone))
+            (labels.len() > apex_labels && within(n, zone))
                 .then(|| wire(&labels[labels.len() - apex_labels - 1..].join(".")))
         })
         .collect();

@@ -4,8 +4,8 @@ use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::fast::FastTable;
-use super::handler::{Handler, Plan};
-use super::Transport;
+use super::handler::{Handler, Plan, Request};
+use super::message::Transport;
 
 fn setup() -> (Handler, FastTable) {
     let (_, handler, table) = super::fixture::fixture();
@@ -192,7 +192,7 @@ fn forwarded_names_are_recognised_and_refused_like_the_full_path() {
             let f = table.forwardable(&bytes);
             assert_eq!(f.is_some(), forward, "{name}");
             let Some(f) = f else { continue };
-            let Plan::Forward(req) = handler.plan(&bytes, Transport::Udp) else {
+            let Plan::Forward(Request(req)) = handler.plan(&bytes, Transport::Udp) else {
                 panic!("{name}: the full path does not forward")
             };
             let mut out = [0u8; 4096];

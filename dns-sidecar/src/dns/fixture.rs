@@ -1,6 +1,7 @@
 //! A ready handler and fast table over a fixed config, with the alias
 //! decided and its target's address cached: shared by the fast-path tests
 //! and the micro-benchmarks so both measure and check the same thing.
+//! Compiled only for tests and with the `testing` feature (see `mod.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,9 +11,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::cache::Cache;
 use super::fast::FastTable;
+use super::guard::Guard;
+use super::handler::Handler;
 use super::targets::{Cached, Targets};
-use super::Handler;
 use crate::config::Config;
 use crate::name::DnsName;
 use crate::routes::{AliasRoute, RouteAnswer, Routes};
@@ -85,9 +88,9 @@ pub fn fixture() -> (Config, Handler, FastTable) {
             refresh_at: later,
         },
     );
-    let guard = super::Guard::new(shared.clone());
+    let guard = Guard::new(shared.clone());
     // A manual clock: answers from the cache do not change between two calls.
-    let cache = Arc::new(super::cache::Cache::manual(&config.cache, shared.metrics.cache.clone()));
+    let cache = Arc::new(Cache::manual(&config.cache, shared.metrics.cache.clone()));
     cache.configure_from(&config);
     let handler = Handler::new(
         &config,

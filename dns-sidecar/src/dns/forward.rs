@@ -1,5 +1,9 @@
-//! The upstream client: relays queries outside our zones to the configured
-//! resolvers, and resolves alias targets.
+//! The upstream client on the async runtime: relays queries outside our
+//! zones to the configured resolvers for TCP clients, resolves alias targets
+//! (the background refresher, and alias answers a UDP worker hands over),
+//! and health-checks upstreams out of use. The UDP workers' own forwarding
+//! is the relay's, off the runtime; both share the upstreams' health through
+//! the guard.
 //!
 //! Forwarded queries are relayed as raw bytes with a fresh random ID and a
 //! fresh socket (random source port), so the upstream's answer comes back
@@ -16,12 +20,18 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
 use super::guard::{Guard, UpstreamState};
-use super::Transport;
+use super::message::{question_end, Transport};
+use crate::config::UpstreamSettings;
 
 /// Largest upstream answer taken over UDP; a bigger one is answered with
 /// TC set so the client retries over TCP (our own answers never exceed
 /// 4096 bytes either).
 pub const MAX_UDP_ANSWER: usize = 4096;
+
+/// Bytes charged per query answered through the runtime (UDP queries handed
+/// over by a worker, TCP queries that wait on an upstream): its task, a
+/// socket and a receive buffer of [`MAX_UDP_ANSWER`] bytes, the parsed query.
+pub const SLOW_COST: u64 = 16 * 1024;
 
 /// Why no upstream answered.
 #[derive(Debug, thiserror::Error)]
@@ -60,38 +70,28 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder without health tracking.
-    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
-        let upstreams = upstreams
-            .into_iter()
-            .map(|addr| Upstream {
-                addr,
-                state: Arc::default(),
-            })
-            .collect();
-        Forwarder {
-            upstreams,
-            timeout,
-            max_fails: u32::MAX,
-            guard: None,
-        }
-    }
-
-    /// A forwarder whose upstreams share their health with every other
-    /// forwarder of `guard` (the relays, the next reload's handler).
-    pub fn with_health(upstreams: &[SocketAddr], timeout: Duration, max_fails: u32, guard: &Arc<Guard>) -> Forwarder {
-        let upstreams = upstreams
+    /// The forwarder of `[upstream]`, the one way one is built.
+    ///
+    /// With `guard` (the query path: every handler), its upstreams share
+    /// their health with every other forwarder of `guard` (the relays, the
+    /// next reload's handler) and go out of use after `max_fails` timeouts in
+    /// a row. Without (the background target refresher), it keeps no health
+    /// and never moves the breaker: the refresher serves stale answers
+    /// instead.
+    pub fn from_config(settings: &UpstreamSettings, guard: Option<&Arc<Guard>>) -> Forwarder {
+        let upstreams = settings
+            .servers
             .iter()
             .map(|&addr| Upstream {
                 addr,
-                state: guard.health.get(addr),
+                state: guard.map_or_else(Arc::default, |g| g.health.get(addr)),
             })
             .collect();
         Forwarder {
             upstreams,
-            timeout,
-            max_fails,
-            guard: Some(guard.clone()),
+            timeout: settings.timeout,
+            max_fails: if guard.is_some() { settings.max_fails } else { u32::MAX },
+            guard: guard.cloned(),
         }
     }
 
@@ -101,10 +101,6 @@ impl Forwarder {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
-    }
-
-    pub fn max_fails(&self) -> u32 {
-        self.max_fails
     }
 
     /// Records the outcome of one attempt at `u`.
@@ -254,23 +250,6 @@ pub(super) fn same_question(query: &[u8], answer: &[u8]) -> bool {
         && answer[2] & 0x80 != 0
         && answer[4..6] == query[4..6]
         && answer[12..end].eq_ignore_ascii_case(&query[12..end])
-}
-
-/// End of the first question of an uncompressed query.
-pub(super) fn question_end(msg: &[u8]) -> Option<usize> {
-    let mut i = 12;
-    loop {
-        let len = *msg.get(i)? as usize;
-        if len == 0 {
-            break;
-        }
-        if len & 0xC0 != 0 {
-            return None;
-        }
-        i += 1 + len;
-    }
-    let end = i + 1 + 4;
-    (end <= msg.len()).then_some(end)
 }
 
 #[cfg(test)]

@@ -16,16 +16,20 @@
 //!   answers alike; every answer carries the query's ID with QR set, and
 //!   fits the transport's size.
 //! * [`config`]: config parsing and validation return errors, never panic.
+//!
+//! Compiled only for tests and with the `testing` feature (the fuzz crate
+//! enables it).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::op::Message;
 
 use super::cache::Found;
 use super::fast::FastTable;
-use super::handler::{Handler, Plan};
-use super::message::{check_wire, CLASSIC_UDP_LIMIT};
-use super::Transport;
+use super::handler::{Handler, Plan, Request};
+use super::message::{check_wire, Transport, CLASSIC_UDP_LIMIT};
+use super::question::question;
 use crate::config::Config;
 
 /// The fixture handler and its fast table (see [`super::fixture`]).
@@ -33,7 +37,8 @@ pub struct Target {
     handler: Handler,
     table: FastTable,
     /// Datagrams answered from the cache (so a run shows it reached it).
-    pub cached: std::cell::Cell<usize>,
+    /// Atomic so that a `Target` can live in the fuzz crate's `static`.
+    pub cached: AtomicUsize,
 }
 
 impl Default for Target {
@@ -82,10 +87,10 @@ impl Target {
                     "an answer from the cache does not decode: {data:02x?}"
                 );
                 check_reply(data, &r.bytes, Some(self.handler.max_udp() as usize));
-                self.cached.set(self.cached.get() + 1);
+                self.cached.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let Plan::Forward(req) = &full else {
+            let Plan::Forward(Request(req)) = &full else {
                 panic!("the fast path would forward what the full path does not: {data:02x?}")
             };
             // The upstream failed: a stale answer (or SERVFAIL) alike from both.
@@ -267,7 +272,7 @@ pub fn warm(handler: &Handler) {
                 let (Ok(q), Ok(a)) = (q.to_vec(), a.to_vec()) else {
                     continue;
                 };
-                if let Some(qn) = super::fast::question(&q, handler.max_udp()) {
+                if let Some(qn) = question(&q, handler.max_udp()) {
                     cache.insert(&q, &qn, &a, cache.now());
                 }
             }
@@ -466,9 +471,9 @@ mod tests {
         let n = run(seeds, |d| t.datagram(d));
         assert!(n > 0);
         assert!(
-            t.cached.get() > 100,
+            t.cached.load(Ordering::Relaxed) > 100,
             "only {} datagrams were answered from the cache",
-            t.cached.get()
+            t.cached.load(Ordering::Relaxed)
         );
     }
 

@@ -1,25 +1,35 @@
-//! What to answer. [`Handler::plan`] decides synchronously from the routes
-//! snapshot and the zones; only forwarding and resolving an alias target's
-//! addresses wait on the network, and they never wait on a probe.
+//! What to answer: the full (hickory-based) path. [`Handler::plan`] decides
+//! synchronously from the routes snapshot and the zones; only forwarding and
+//! resolving an alias target's addresses wait on the network, and they never
+//! wait on a probe. The UDP workers ask it only for what the fast path
+//! ([`super::fast`]) and the cache ([`super::cache`]) do not answer; TCP asks
+//! it for everything.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::cache::{Cache, Found, MAX_ANSWER};
-use super::fast::question;
 use super::forward::{ForwardError, Forwarder};
 use super::guard::Guard;
-use super::message::{self, check_wire, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to};
+use super::message::{
+    self, check_wire, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to, Transport,
+};
+use super::names::{canonical, wire_name, NameConversion};
+use super::question::question;
 use super::targets::{self, SharedTargets};
-use super::zone::{cname, wire_name, NameConversion, ZoneData};
-use super::Transport;
+use super::zone::{cname, ZoneData};
 use crate::config::{Cidr, Config, Limits};
 use crate::metrics::{Limited, QueryKind};
+use crate::name::within;
 use crate::routes::RouteAnswer;
 use crate::shared::Shared;
+
+/// The handler in force; swapped whole on a config reload.
+pub type SharedHandler = Arc<ArcSwap<Handler>>;
 
 /// Bytes to send, and what kind of query they answer (for metrics).
 pub struct Reply {
@@ -41,14 +51,22 @@ pub enum Plan {
     /// Send nothing (not a query we may answer).
     Drop,
     /// Relay to the upstream resolvers.
-    Forward(Box<Message>),
+    Forward(Request),
     /// Answer the alias's CNAME plus the target's records of the asked type.
-    Chase {
-        req: Box<Message>,
-        resp: Box<Message>,
-        target: Name,
-        qtype: RecordType,
-    },
+    Chase(Chase),
+}
+
+/// A decoded query still to be relayed. Opaque outside `dns`, so that
+/// hickory's message type does not leave the module.
+pub struct Request(pub(super) Box<Message>);
+
+/// An alias answer still waiting for its target's records. Opaque outside
+/// `dns`, like [`Request`].
+pub struct Chase {
+    pub(super) req: Box<Message>,
+    pub(super) resp: Box<Message>,
+    pub(super) target: Name,
+    pub(super) qtype: RecordType,
 }
 
 pub struct Handler {
@@ -68,7 +86,9 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(
+    /// The handler for `config`; `targets`, `guard` and `cache` are
+    /// process-wide and outlive it (a reload builds a new handler on them).
+    pub(crate) fn new(
         config: &Config,
         shared: Arc<Shared>,
         targets: SharedTargets,
@@ -88,7 +108,7 @@ impl Handler {
         let forwarder = config
             .upstream
             .as_ref()
-            .map(|u| Forwarder::with_health(&u.servers, u.timeout, u.max_fails, &guard));
+            .map(|u| Forwarder::from_config(u, Some(&guard)));
         Ok(Handler {
             zones,
             targets: names,
@@ -104,7 +124,7 @@ impl Handler {
     }
 
     /// The cache of forwarded answers.
-    pub fn cache(&self) -> &Arc<Cache> {
+    pub(crate) fn cache(&self) -> &Arc<Cache> {
         &self.cache
     }
 
@@ -142,7 +162,7 @@ impl Handler {
 
     /// The upstream failed for `raw`: a stale answer from the cache (RFC
     /// 8767), if it has one; counted.
-    pub fn stale(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
+    pub(crate) fn stale(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
         let qn = question(raw, self.max_udp)?;
         let mut out = [0u8; MAX_ANSWER];
         let limit = if transport == Transport::Udp {
@@ -169,7 +189,7 @@ impl Handler {
     }
 
     /// Keeps the upstream's `answer` to `raw` in the cache, if it may be kept.
-    pub fn keep(&self, raw: &[u8], answer: &[u8]) {
+    pub(crate) fn keep(&self, raw: &[u8], answer: &[u8]) {
         if let Some(qn) = question(raw, self.max_udp) {
             self.cache.insert(raw, &qn, answer, self.cache.now());
         }
@@ -177,7 +197,7 @@ impl Handler {
 
     /// [`Handler::refuse`], but a SERVFAIL (no upstream, a limit) is
     /// replaced by a stale answer when the cache has one.
-    pub fn refuse_or_stale(
+    pub(crate) fn refuse_or_stale(
         &self,
         req: &Message,
         raw: &[u8],
@@ -193,22 +213,22 @@ impl Handler {
     }
 
     /// The limits in force with this handler's config.
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
     /// Whether a client at `ip` may query.
-    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn allows(&self, ip: std::net::IpAddr) -> bool {
         super::guard::allowed(&self.allow, ip)
     }
 
     /// The process-wide counters and limiters.
-    pub fn guard(&self) -> &Arc<Guard> {
+    pub(crate) fn guard(&self) -> &Arc<Guard> {
         &self.guard
     }
 
     /// Takes a forwarded-query token for the client at `ip`.
-    pub fn rate_ok(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn rate_ok(&self, ip: std::net::IpAddr) -> bool {
         let ok = self
             .guard
             .rate
@@ -221,7 +241,7 @@ impl Handler {
 
     /// An immediate answer with `code` for a query we decided not to forward
     /// (a limit, every upstream out of use).
-    pub fn refuse(&self, req: &Message, code: ResponseCode, transport: Transport) -> Option<Reply> {
+    pub(crate) fn refuse(&self, req: &Message, code: ResponseCode, transport: Transport) -> Option<Reply> {
         self.reply_bytes(req, code, transport, QueryKind::Forwarded)
             .map(|bytes| Reply {
                 bytes,
@@ -231,7 +251,7 @@ impl Handler {
 
     /// TC answer (header, question, OPT) for a query whose upstream answer
     /// was too big to relay over UDP: the client retries over TCP.
-    pub fn truncated(&self, raw: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn truncated(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let req = Message::from_vec(raw).ok()?;
         let mut resp = response_to(&req, ResponseCode::NoError, true);
         resp.metadata.truncation = true;
@@ -240,59 +260,53 @@ impl Handler {
     }
 
     /// The target-address snapshot this handler answers from.
-    pub fn targets_snapshot(&self) -> Arc<super::targets::Targets> {
+    pub(crate) fn targets_snapshot(&self) -> Arc<targets::Targets> {
         self.targets_cache.load_full()
     }
 
     /// The upstream client, when upstreams are configured.
-    pub fn forwarder(&self) -> Option<&Forwarder> {
+    pub(crate) fn forwarder(&self) -> Option<&Forwarder> {
         self.forwarder.as_ref()
     }
 
     /// SERVFAIL for a query whose forwarding failed (counted as such).
-    pub fn forward_failed(&self, raw: &[u8], error: &super::ForwardError) -> Option<Vec<u8>> {
+    pub(crate) fn forward_failed(&self, raw: &[u8], error: &ForwardError) -> Option<Vec<u8>> {
         self.count_upstream_error(error);
         let req = Message::from_vec(raw).ok()?;
         self.reply_bytes(&req, ResponseCode::ServFail, Transport::Udp, QueryKind::Forwarded)
     }
 
     /// Largest UDP answer for EDNS clients.
-    pub fn max_udp(&self) -> u16 {
+    pub(crate) fn max_udp(&self) -> u16 {
         self.max_udp
     }
 
     /// The zone apexes (canonical text).
-    pub fn zone_apexes(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn zone_apexes(&self) -> impl Iterator<Item = &str> {
         self.zones.iter().map(|z| z.apex_text.as_str())
     }
 
     /// The names a zone's own records use (SOA, NS) and its empty non-terminals.
-    pub fn zone_names(&self, apex: &str) -> Option<(Vec<String>, Vec<String>)> {
+    pub(crate) fn zone_names(&self, apex: &str) -> Option<(Vec<String>, Vec<String>)> {
         let z = self.zones.iter().find(|z| z.apex_text == apex)?;
         Some((z.own_names.clone(), z.empty_non_terminals.clone()))
     }
 
-    /// Answers one query end to end.
-    pub async fn handle(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
-        let plan = self.plan(raw, transport);
-        self.complete(plan, raw, transport).await
-    }
-
     /// Finishes a plan that may need the network.
-    pub async fn complete(&self, plan: Plan, raw: &[u8], transport: Transport) -> Option<Reply> {
+    pub(crate) async fn complete(&self, plan: Plan, raw: &[u8], transport: Transport) -> Option<Reply> {
         match plan {
             Plan::Reply(r) => Some(r),
             Plan::Drop => None,
-            Plan::Forward(req) => self.forward(&req, raw, transport).await.map(|bytes| Reply {
+            Plan::Forward(Request(req)) => self.forward(&req, raw, transport).await.map(|bytes| Reply {
                 bytes,
                 kind: QueryKind::Forwarded,
             }),
-            Plan::Chase {
+            Plan::Chase(Chase {
                 req,
                 resp,
                 target,
                 qtype,
-            } => self
+            }) => self
                 .chase(&req, *resp, target, qtype, transport)
                 .await
                 .map(|bytes| Reply {
@@ -303,7 +317,7 @@ impl Handler {
     }
 
     /// Counts an answer sent (query path: atomics only).
-    pub fn count(&self, reply: &Reply, seconds: f64) {
+    pub(crate) fn count(&self, reply: &Reply, seconds: f64) {
         self.shared.metrics.answered(reply.kind, reply.rcode());
         self.shared.metrics.latency(reply.kind, seconds);
     }
@@ -355,7 +369,7 @@ impl Handler {
             }
             return match self.cached(raw, transport) {
                 Some(r) => Plan::Reply(r),
-                None => Plan::Forward(Box::new(req)),
+                None => Plan::Forward(Request(Box::new(req))),
             };
         };
         let routes = self.shared.routes.load();
@@ -417,12 +431,12 @@ impl Handler {
                 return self.finish(&req, resp, transport, QueryKind::Alias);
             }
         }
-        Plan::Chase {
+        Plan::Chase(Chase {
             target,
             qtype,
             req: Box::new(req),
             resp: Box::new(resp),
-        }
+        })
     }
 
     fn in_own_zone(&self, name: &Name) -> bool {
@@ -491,12 +505,12 @@ impl Handler {
         }
     }
 
-    pub(super) fn count_upstream_error(&self, e: &super::ForwardError) {
+    pub(super) fn count_upstream_error(&self, e: &ForwardError) {
         use crate::metrics::UpstreamLabel;
         let (upstream, kind) = match e {
-            super::ForwardError::Timeout { addr, .. } => (addr.to_string(), "timeout"),
-            super::ForwardError::Io { addr, .. } => (addr.to_string(), "error"),
-            super::ForwardError::NoUpstream | super::ForwardError::AllDown | super::ForwardError::TooBig => return,
+            ForwardError::Timeout { addr, .. } => (addr.to_string(), "timeout"),
+            ForwardError::Io { addr, .. } => (addr.to_string(), "error"),
+            ForwardError::NoUpstream | ForwardError::AllDown | ForwardError::TooBig => return,
         };
         self.shared
             .metrics
@@ -530,18 +544,4 @@ impl Handler {
         encode(&resp, limit_for(transport, req, self.max_udp))
             .map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
     }
-}
-
-/// Lower-case text with the trailing dot, comparable with config names.
-fn canonical(name: &Name) -> String {
-    let mut s = name.to_lowercase().to_ascii();
-    if !s.ends_with('.') {
-        s.push('.');
-    }
-    s
-}
-
-fn within(name: &str, zone: &str) -> bool {
-    name == zone
-        || (name.len() > zone.len() && name.ends_with(zone) && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
 }

@@ -1,9 +1,15 @@
 //! Wire-level helpers: early header checks, response skeletons, EDNS echo and
-//! UDP truncation. Everything that knows hickory's message types is in `dns/`.
+//! UDP truncation, and the [`Transport`] a query came on (which bounds the
+//! answer's size). Everything that knows hickory's message types is in `dns/`.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 
-use super::Transport;
+/// How the query arrived, which bounds the answer size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
 
 /// The fixed DNS header is 12 bytes.
 pub const HEADER_LEN: usize = 12;
@@ -131,6 +137,23 @@ pub(super) fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, Malformed> {
     }
 }
 
+/// End of the first question of an uncompressed query.
+pub fn question_end(msg: &[u8]) -> Option<usize> {
+    let mut i = 12;
+    loop {
+        let len = *msg.get(i)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    let end = i + 1 + 4;
+    (end <= msg.len()).then_some(end)
+}
+
 /// FORMERR for a query we could not parse: ID, opcode and RD copied from the
 /// raw header, nothing else (we cannot trust the rest).
 pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
@@ -146,7 +169,7 @@ pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
 /// plain one; never longer than the query, so it amplifies nothing.
 pub fn refused_from_raw(raw: &[u8]) -> Vec<u8> {
     let question = (u16::from_be_bytes([raw[4], raw[5]]) == 1)
-        .then(|| super::forward::question_end(raw))
+        .then(|| question_end(raw))
         .flatten();
     let end = question.unwrap_or(HEADER_LEN);
     let mut out = raw[..end].to_vec();

@@ -1,11 +1,19 @@
-//! Buffers for batched datagram I/O (`recvmmsg`/`sendmmsg`), shared by the
-//! UDP workers and the forwarding relay.
+//! Batched datagram I/O (`recvmmsg`/`sendmmsg`): the buffers, the batch
+//! size of the UDP workers, and the conversion of the kernel's socket
+//! addresses. Shared by the UDP workers and the forwarding relay, so that
+//! neither imports the other's internals (the workers use the relay; the
+//! relay uses nothing of the workers).
 
 use std::io;
 use std::mem::{size_of, zeroed};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use tracing::debug;
+
+/// Datagrams per `recvmmsg` of a UDP worker; also the most queries one
+/// worker batch can hand to its relay.
+pub const WORKER_BATCH: usize = 64;
 
 /// `count` datagram slots of `size` bytes each, with the C structures that
 /// point into them. The pointers target the Vecs' heap storage, which never
@@ -173,5 +181,28 @@ impl Batch {
             debug!("udp send buffer full; dropping {} answers", count - sent);
             return;
         }
+    }
+}
+
+/// The kernel's address of a datagram's sender, as a [`std::net::SocketAddr`].
+// Per datagram on the UDP hot path; `#[inline]` keeps it inlinable into
+// the worker, as when it lived in udp.rs.
+#[inline]
+pub fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::from((a.sin6_addr.s6_addr, u16::from_be(a.sin6_port))))
+        }
+        _ => None,
     }
 }

@@ -1,10 +1,36 @@
-//! The DNS side: UDP and TCP listeners and the query handler.
+//! The DNS side: the listeners, and everything between a query's bytes and
+//! its answer's.
 //!
 //! Built on hickory-proto's wire codec rather than hickory-server's request
 //! pipeline, because the stock server answers QR-set datagrams, does not echo
 //! the question exactly and mishandles other classes (measured); owning the
 //! loop also lets the hot path stay free of per-query task spawns for
-//! anything answered from the snapshot. Hickory types do not leave this module.
+//! anything answered from the snapshot. Hickory types do not leave this
+//! module: what it exports speaks the crate's own types and raw bytes.
+//!
+//! Where a query goes:
+//!
+//! * `server` starts everything below on the bound listeners and drains
+//!   on shutdown.
+//! * `udp`: one worker thread per UDP socket, batched `recvmmsg`/`sendmmsg`
+//!   (`mmsg`). A worker answers aliases and NXDOMAINs from the precomputed
+//!   [`fast`] table, forwarded names from the [`cache`], and hands cache
+//!   misses to its `relay`; anything unusual goes to the full path.
+//! * `tcp`: DNS over TCP on the async runtime, always through the full path.
+//! * `handler`: the full (hickory-based) path, which decides every answer;
+//!   the fast table is precomputed from it, so both give the same bytes.
+//!   Authoritative data comes from `zone`, the CNAME targets' addresses
+//!   from `targets` (kept fresh in the background).
+//! * `relay`: forwarding for the UDP workers, off the runtime; `forward`:
+//!   the runtime's upstream client (TCP, alias targets, health checks).
+//! * `guard`: the limits (memory, in flight, rate, allow list) and the
+//!   upstreams' circuit breaker; `health` brings upstreams back.
+//! * `question` reads a query's question without decoding; `names` holds
+//!   the conversions between name forms; `message` the hickory-level
+//!   response helpers; `sched` the threads' scheduling priority.
+//!
+//! `fixture` and `fuzz` are test support, compiled only for tests and with
+//! the `testing` feature (benches, the fuzz crate).
 
 pub mod cache;
 #[cfg(test)]
@@ -12,149 +38,33 @@ mod cache_tests;
 pub mod fast;
 #[cfg(test)]
 mod fast_tests;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fixture;
 mod forward;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
 pub mod fuzz;
-pub mod guard;
+pub(crate) mod guard;
 mod handler;
+mod health;
 mod message;
 mod mmsg;
+pub(crate) mod names;
+mod question;
 mod relay;
-pub mod targets;
+mod sched;
+mod server;
+pub(crate) mod targets;
 mod tcp;
 mod udp;
 mod zone;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use arc_swap::ArcSwap;
-
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-
-pub use forward::ForwardError;
-pub use guard::Guard;
+pub(crate) use guard::Guard;
+pub(crate) use handler::SharedHandler;
 pub use handler::{Handler, Plan, Reply};
-pub use zone::NameConversion;
-
-/// How the query arrived, which bounds the answer size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-/// The handler in force; swapped whole on a config reload.
-pub type SharedHandler = Arc<ArcSwap<Handler>>;
-
-/// How long shutdown waits for queries that are already being answered.
-const DRAIN: Duration = Duration::from_secs(5);
-
-/// Serves until `shutdown` is true, then stops accepting and waits (at most
-/// [`DRAIN`]) for queries already in progress (upstream waits, open TCP
-/// exchanges) to be answered. UDP sockets are served by batched worker
-/// threads (see `udp`); TCP by the runtime; upstreams taken out of use are
-/// health-checked by a task of their own, off the query path.
-pub async fn serve(
-    handler: SharedHandler,
-    shared: Arc<crate::shared::Shared>,
-    guard: Arc<Guard>,
-    udp: Vec<std::net::UdpSocket>,
-    tcp: Vec<TcpListener>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let registry = Arc::new(tcp::Registry::default());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let threads = match udp::spawn(udp, handler.clone(), shared.clone(), guard.clone(), stop.clone()) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the UDP workers; serving TCP only");
-            Vec::new()
-        }
-    };
-    let mut tasks = JoinSet::new();
-    for l in tcp {
-        tasks.spawn(tcp::accept_loop(l, handler.clone(), registry.clone(), shutdown.clone()));
-    }
-    tasks.spawn(health_checks(
-        handler.clone(),
-        shared.clone(),
-        guard.clone(),
-        registry.clone(),
-        shutdown.clone(),
-    ));
-    let mut rx = shutdown.clone();
-    crate::shutdown::stopped(&mut rx).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    })
-    .await;
-    while tasks.join_next().await.is_some() {}
-    let drained = async {
-        while guard.in_flight() > 0 || !registry.is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    if tokio::time::timeout(DRAIN, drained).await.is_err() {
-        tracing::warn!("shutdown: some queries were still waiting on upstreams after {DRAIN:?}; dropping them");
-    }
-}
-
-/// Lowers the calling thread's scheduling priority by `nice` (Linux nice
-/// values are per thread). Used for everything that may compete with the UDP
-/// workers for a CPU under load: the relays, the async runtime's threads.
-pub fn lower_priority(nice: i32) {
-    // SAFETY: plain syscalls on the calling thread.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19));
-    }
-}
-
-/// Every `[upstream] health_check` (at most every second), asks each upstream that is out of use
-/// whether it answers again (see [`guard::UpstreamState`]).
-/// Also refreshes the gauges of the limits (memory, in flight, TCP).
-async fn health_checks(
-    handler: SharedHandler,
-    shared: Arc<crate::shared::Shared>,
-    guard: Arc<Guard>,
-    tcp: Arc<tcp::Registry>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let every = shared
-            .config
-            .load()
-            .upstream
-            .as_ref()
-            .map_or(Duration::from_secs(1), |u| u.health_check)
-            .min(Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = crate::shutdown::stopped(&mut shutdown) => return,
-        }
-        let m = &shared.metrics;
-        m.memory_used.set(guard.used() as i64);
-        m.in_flight.set(guard.in_flight() as i64);
-        m.tcp_connections.set(tcp.len() as i64);
-        let h = handler.load_full();
-        let Some(fwd) = h.forwarder() else { continue };
-        let mut checks = JoinSet::new();
-        for u in fwd.upstreams().iter().filter(|u| u.state.is_down()) {
-            let (fwd, u) = (fwd.clone(), u.clone());
-            checks.spawn(async move {
-                if !fwd.check(&u).await {
-                    tracing::debug!(upstream = %u.addr, "health check: still no answer");
-                }
-            });
-        }
-        while checks.join_next().await.is_some() {}
-    }
-}
+pub use message::Transport;
+pub use names::NameConversion;
+pub use question::{question, Question};
+pub use sched::lower_priority;
+pub(crate) use server::serve;

@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::cache::{Cache, Found};
-use super::fast::question;
 use super::forward::{same_question, ForwardError, Upstream, MAX_UDP_ANSWER};
 use super::guard::{Guard, Refusal, Ticket};
 use super::handler::Handler;
-use super::mmsg::Batch;
+use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
+use super::question::question;
+use super::sched::lower_priority;
 use crate::metrics::{rcode_index, Limited, QueryKind};
 use crate::shared::Shared;
 
@@ -244,7 +245,7 @@ impl Relay {
         // Below the UDP workers: when the relay and a worker compete for a
         // CPU (a flood of forwarded names), the worker, which answers the
         // aliases, wins. Lowering our own priority needs no privilege.
-        super::lower_priority(10);
+        lower_priority(10);
         let mut batch = Batch::new(BATCH, MAX_UDP_ANSWER);
         // The answers to the clients, sent together per received batch.
         let mut tx = Batch::new(BATCH, MAX_UDP_ANSWER);
@@ -315,7 +316,7 @@ impl Relay {
         // longest wait in it. The histogram takes a lock per observation.
         let mut longest: Option<Duration> = None;
         for i in 0..n {
-            let Some(from) = super::udp::sockaddr_to_std(batch.addr(i)) else {
+            let Some(from) = sockaddr_to_std(batch.addr(i)) else {
                 continue;
             };
             let truncated = batch.truncated(i);
@@ -475,7 +476,7 @@ pub struct Outbox {
 impl Default for Outbox {
     fn default() -> Self {
         Outbox {
-            batch: Batch::new(super::udp::BATCH, OUT_SLOT),
+            batch: Batch::new(WORKER_BATCH, OUT_SLOT),
             sock: None,
             n: 0,
         }

@@ -23,9 +23,9 @@ use hickory_proto::rr::{Name, Record, RecordType};
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::forward::Forwarder;
-use super::zone::wire_name;
-use super::Transport;
+use super::forward::{ForwardError, Forwarder};
+use super::message::Transport;
+use super::names::wire_name;
 use crate::shared::Shared;
 
 /// One cached upstream answer for (target, type).
@@ -53,17 +53,17 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 const TYPES: [RecordType; 2] = [RecordType::A, RecordType::AAAA];
 
 /// Resolves `name`/`qtype` through `fwd` (retrying over TCP when truncated).
-pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<Message, super::ForwardError> {
+pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<Message, ForwardError> {
     let mut q = Message::query();
     q.metadata.recursion_desired = true;
     q.queries.push(Query::query(name.clone(), qtype));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
     q.set_edns(edns);
-    let bytes = q.to_vec().map_err(|_| super::ForwardError::NoUpstream)?;
+    let bytes = q.to_vec().map_err(|_| ForwardError::NoUpstream)?;
     // `Tcp` here means: retry over TCP if the UDP answer is truncated.
     let answer = fwd.forward(&bytes, Transport::Tcp).await?;
-    Message::from_vec(&answer).map_err(|_| super::ForwardError::NoUpstream)
+    Message::from_vec(&answer).map_err(|_| ForwardError::NoUpstream)
 }
 
 /// Keeps `targets` fresh for every target in the current config until
@@ -71,10 +71,7 @@ pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<
 pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown: watch::Receiver<bool>) {
     loop {
         let config = shared.config.load_full();
-        let fwd = config
-            .upstream
-            .as_ref()
-            .map(|u| Forwarder::new(u.servers.clone(), u.timeout));
+        let fwd = config.upstream.as_ref().map(|u| Forwarder::from_config(u, None));
         let mut next = MIN_REFRESH;
         if let Some(fwd) = fwd {
             let now = Instant::now();

@@ -24,10 +24,10 @@ use tokio::sync::{watch, Notify};
 use tokio::time::timeout_at;
 use tracing::debug;
 
+use super::forward::SLOW_COST;
 use super::guard::Ticket;
-use super::handler::Plan;
-use super::udp::SLOW_COST;
-use super::{SharedHandler, Transport};
+use super::handler::{Chase, Plan, Request, SharedHandler};
+use super::message::Transport;
 use crate::metrics::Limited;
 
 /// Largest query accepted over TCP; a longer length prefix closes the
@@ -254,9 +254,9 @@ async fn connection(
             let reply = match h.plan(&buf, Transport::Tcp) {
                 Plan::Reply(r) => Some(r),
                 Plan::Drop => None,
-                plan @ (Plan::Forward(_) | Plan::Chase { .. }) => {
+                plan @ (Plan::Forward(_) | Plan::Chase(_)) => {
                     let req = match &plan {
-                        Plan::Forward(r) | Plan::Chase { req: r, .. } => r.clone(),
+                        Plan::Forward(Request(r)) | Plan::Chase(Chase { req: r, .. }) => r.clone(),
                         _ => unreachable!("matched above"),
                     };
                     let forward = matches!(plan, Plan::Forward(_));

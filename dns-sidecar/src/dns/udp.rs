@@ -2,7 +2,7 @@
 //!
 //! Each UDP socket (several per address, bound with SO_REUSEPORT so the
 //! kernel spreads clients over them) gets a thread that receives up to
-//! [`BATCH`] datagrams with one `recvmmsg`, answers what it can from the
+//! [`WORKER_BATCH`] datagrams with one `recvmmsg`, answers what it can from the
 //! precomputed [`FastTable`] or synchronously through the full handler, and
 //! sends all answers with one `sendmmsg`. No task is spawned and nothing is
 //! allocated per query on that path. Forwarded queries go to the worker's
@@ -30,25 +30,19 @@ use tracing::debug;
 
 use super::cache::Found;
 use super::fast::{Fast, FastTable};
+use super::forward::SLOW_COST;
 use super::guard::{Guard, Ticket};
-use super::handler::{Handler, Plan};
-use super::message::{must_drop, refused_from_raw};
-use super::mmsg::Batch;
+use super::handler::{Chase, Handler, Plan, Reply, Request, SharedHandler};
+use super::message::{must_drop, refused_from_raw, Transport};
+use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
 use super::relay::{self, NotTaken, Outbox, Relay};
-use super::{SharedHandler, Transport};
 use crate::metrics::{rcode_index, Limited, QueryKind};
 use crate::shared::Shared;
 
-/// Datagrams per `recvmmsg`.
-pub const BATCH: usize = 64;
 /// Receive buffer per datagram (queries are small; EDNS caps answers lower).
 const BUF: usize = 4096;
 /// How often a worker checks for shutdown while idle.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Bytes charged per query handed to the runtime: its task, a socket and a
-/// receive buffer of [`super::forward::MAX_UDP_ANSWER`] bytes, the parsed query.
-pub const SLOW_COST: u64 = 16 * 1024;
 
 /// A query handed to the runtime because it waits on an upstream.
 struct SlowJob {
@@ -163,8 +157,8 @@ impl Worker {
             slow,
             relay,
             table: None,
-            rx: Batch::new(BATCH, BUF),
-            tx: Batch::new(BATCH, BUF),
+            rx: Batch::new(WORKER_BATCH, BUF),
+            tx: Batch::new(WORKER_BATCH, BUF),
             outbox: Outbox::default(),
             counts: [[0; 8]; 4],
             cached: [0; 3],
@@ -198,7 +192,7 @@ impl Worker {
         // refused at a limit are dropped rather than answered (half of their
         // cost is the answer's send), so the CPU goes to the answers that
         // matter and the queue in front of them shrinks.
-        self.full_streak = if n == BATCH {
+        self.full_streak = if n == WORKER_BATCH {
             self.full_streak.saturating_add(1)
         } else {
             0
@@ -291,7 +285,7 @@ impl Worker {
                     let reply = match handler.plan(q, Transport::Udp) {
                         Plan::Reply(r) => Some(r),
                         Plan::Drop => None,
-                        Plan::Forward(req) => {
+                        Plan::Forward(Request(req)) => {
                             match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
                                 Ok(()) => None,
                                 // Under overload a refusal is dropped; a stale answer
@@ -389,7 +383,7 @@ fn slow(
     q: &[u8],
     peer: SocketAddr,
     started: Instant,
-) -> Option<super::Reply> {
+) -> Option<Reply> {
     match handler
         .guard()
         .try_forward(SLOW_COST + q.len() as u64, handler.limits())
@@ -409,28 +403,9 @@ fn slow(
             None
         }
         Err(_) => match plan {
-            Plan::Forward(req) => handler.refuse_or_stale(&req, q, ResponseCode::ServFail, Transport::Udp),
-            Plan::Chase { req, .. } => handler.refuse(&req, ResponseCode::ServFail, Transport::Udp),
+            Plan::Forward(Request(req)) => handler.refuse_or_stale(&req, q, ResponseCode::ServFail, Transport::Udp),
+            Plan::Chase(Chase { req, .. }) => handler.refuse(&req, ResponseCode::ServFail, Transport::Udp),
             _ => None,
         },
-    }
-}
-
-pub(super) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let a: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
-            Some(SocketAddr::from((
-                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a: &libc::sockaddr_in6 = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
-            Some(SocketAddr::from((a.sin6_addr.s6_addr, u16::from_be(a.sin6_port))))
-        }
-        _ => None,
     }
 }

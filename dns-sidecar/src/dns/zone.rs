@@ -3,24 +3,8 @@
 use hickory_proto::rr::rdata::{CNAME, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record};
 
+use super::names::{wire_name, NameConversion};
 use crate::config::{Config, Zone};
-
-/// Errors turning config names into wire names (cannot happen for names that
-/// passed config validation, but we do not panic on it).
-#[derive(Debug, thiserror::Error)]
-#[error("`{name}` is not a valid DNS name: {source}")]
-pub struct NameConversion {
-    name: String,
-    #[source]
-    source: hickory_proto::ProtoError,
-}
-
-pub fn wire_name(s: &str) -> Result<Name, NameConversion> {
-    Name::from_ascii(s).map_err(|source| NameConversion {
-        name: s.to_string(),
-        source,
-    })
-}
 
 /// One zone, ready to answer from.
 #[derive(Debug)]

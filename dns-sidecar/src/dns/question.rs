@@ -1,0 +1,129 @@
+//! The question of an ordinary query, read from the wire without decoding.
+//!
+//! The fast path, the cache of forwarded answers, the relay and the refusal
+//! templates all need the same few facts about a query (where its name ends,
+//! its type, its EDNS variant and UDP size); [`question`] reads them once, in
+//! a few dozen byte comparisons, and declines anything unusual so the full
+//! (hickory-based) path decides.
+
+use super::message::{CLASSIC_UDP_LIMIT, HEADER_LEN};
+
+/// An ordinary query's question and EDNS, as read by [`question`]: what the
+/// fast path, the refusal templates and the cache need, without decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Question {
+    /// End of the question name (the name is `q[HEADER_LEN..qname_end]`).
+    pub qname_end: usize,
+    pub qtype: u16,
+    /// 0 = no EDNS, 1 = EDNS, 2 = EDNS with DO.
+    pub edns: usize,
+    /// Largest UDP answer this client takes (its EDNS size, at least 512,
+    /// at most ours; 512 without EDNS).
+    pub udp_limit: usize,
+    /// The name has upper-case letters (0x20 randomisation).
+    pub upper: bool,
+    /// The OPT record, if any, carries no options other than a cookie or
+    /// padding (nothing that makes the answer specific to this client).
+    pub plain: bool,
+}
+
+impl Question {
+    /// End of the question section (name, type, class).
+    pub fn end(&self) -> usize {
+        self.qname_end + 4
+    }
+}
+
+/// Reads an ordinary query: QUERY opcode, one question of class IN, no
+/// answer or authority records, at most an OPT record (version 0, options
+/// well formed) and nothing after it; QR, AA, TC, RA, Z and the rcode clear.
+/// Anything else is `None` (the full path decides). `max_udp` is ours.
+// Per datagram on the UDP hot path; `#[inline]` keeps it inlinable into
+// the fast path's `classify`, as when it lived in fast.rs.
+#[inline]
+pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
+    if q.len() < HEADER_LEN + 5 {
+        return None;
+    }
+    // QR, opcode, AA, TC must be 0 (RD may be set); RA, Z and the rcode
+    // must be 0 (AD and CD may be set).
+    if q[2] & 0xFE != 0 || q[3] & 0xCF != 0 {
+        return None;
+    }
+    if q[4..10] != [0, 1, 0, 0, 0, 0] || q[10] != 0 || q[11] > 1 {
+        return None;
+    }
+    let mut i = HEADER_LEN;
+    let mut upper = false;
+    loop {
+        let len = *q.get(i)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        let label = q.get(i + 1..i + 1 + len)?;
+        if label.contains(&b'.') {
+            return None;
+        }
+        upper |= label.iter().any(u8::is_ascii_uppercase);
+        i += 1 + len;
+    }
+    let qname_end = i + 1;
+    // A name is at most 255 bytes on the wire; longer ones are FORMERR.
+    if qname_end - HEADER_LEN > 255 {
+        return None;
+    }
+    let fixed = q.get(qname_end..qname_end + 4)?;
+    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    if fixed[2..4] != [0, 1] {
+        return None;
+    }
+    let mut end = qname_end + 4;
+    let mut plain = true;
+    let (edns, udp_limit) = if q[11] == 1 {
+        // OPT: root name, type 41, class = payload, ttl = ext-rcode, version, flags.
+        let opt = q.get(end..end + 11)?;
+        if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
+            return None;
+        }
+        let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(max_udp) as usize;
+        let dnssec_ok = opt[7] & 0x80 != 0;
+        let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
+        // Options must exactly fill the OPT data; anything else is the
+        // full path's FORMERR.
+        let rdata = q.get(end + 11..end + 11 + rdlen)?;
+        let mut o = 0;
+        while o < rdata.len() {
+            let head = rdata.get(o..o + 4)?;
+            let code = u16::from_be_bytes([head[0], head[1]]);
+            // NSID (3) and client subnet (8) have a content the full path
+            // checks (FORMERR when malformed): it decides.
+            if matches!(code, 3 | 8) {
+                return None;
+            }
+            // COOKIE (10) and PADDING (12) say nothing about the question.
+            plain &= matches!(code, 10 | 12);
+            o += 4 + u16::from_be_bytes([head[2], head[3]]) as usize;
+        }
+        if o != rdata.len() {
+            return None;
+        }
+        end += 11 + rdlen;
+        (if dnssec_ok { 2 } else { 1 }, payload)
+    } else {
+        (0, CLASSIC_UDP_LIMIT)
+    };
+    if end != q.len() {
+        return None;
+    }
+    Some(Question {
+        qname_end,
+        qtype,
+        edns,
+        udp_limit,
+        upper,
+        plain,
+    })
+}
