@@ -540,10 +540,10 @@ impl Cache {
         lock(&self.shards[(hash >> 32) as usize % SHARDS])
     }
 
-    /// Answers query `q` (read as `qn`) into `out` from a fresh entry, or
-    /// from a stale one while the upstream is known to fail; `limit` is
-    /// the largest answer the client takes.
-    pub fn answer(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
+    /// Runs `f` on the entry for query `q` (read as `qn`) under its shard's
+    /// lock, with that shard's limits; [`Found::Off`] when the cache is off,
+    /// [`Found::Miss`] when the query cannot be kept or nothing is stored.
+    fn with_entry(&self, q: &[u8], qn: &Question, f: impl FnOnce(&mut Entry, &ShardLimits) -> Found) -> Found {
         if !self.enabled() {
             return Found::Off;
         }
@@ -555,49 +555,46 @@ impl Cache {
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard(hash);
         let l = shard.limits;
-        let Some(e) = shard.get(hash, key) else {
-            return Found::Miss;
-        };
-        if e.fresh(now) {
-            e.referenced = true;
-            let age = ((now - e.stored) / 1000) as u32;
-            return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
+        match shard.get(hash, key) {
+            Some(e) => f(e, &l),
+            None => Found::Miss,
         }
-        if now < e.stale_until && e.stale_ok(now, &l) {
-            e.referenced = true;
-            return write(e, q, qn, limit, Ttls::Stale, out).map_or(Found::Miss, Found::Stale);
-        }
-        Found::Miss
+    }
+
+    /// Answers query `q` (read as `qn`) into `out` from a fresh entry, or
+    /// from a stale one while the upstream is known to fail; `limit` is
+    /// the largest answer the client takes.
+    pub fn answer(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
+        self.with_entry(q, qn, |e, l| {
+            if e.fresh(now) {
+                e.referenced = true;
+                let age = ((now - e.stored) / 1000) as u32;
+                return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
+            }
+            if now < e.stale_until && e.stale_ok(now, l) {
+                e.referenced = true;
+                return write(e, q, qn, limit, Ttls::Stale, out).map_or(Found::Miss, Found::Stale);
+            }
+            Found::Miss
+        })
     }
 
     /// The upstream failed for `q`: answers from an entry that expired less
     /// than `max_stale` ago (or a fresh one stored meanwhile), and answers
     /// it stale without asking the upstream for the next [`STALE_TTL`] s.
     pub fn stale(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
-        if !self.enabled() {
-            return Found::Off;
-        }
-        if !qn.plain {
-            return Found::Miss;
-        }
-        let mut buf = [0u8; KEY_MAX];
-        let key = key_of(q, qn, &mut buf);
-        let hash = self.hasher.hash_one(key);
-        let mut shard = self.shard(hash);
-        let l = shard.limits;
-        let Some(e) = shard.get(hash, key) else {
-            return Found::Miss;
-        };
-        if e.fresh(now) {
-            let age = ((now - e.stored) / 1000) as u32;
-            return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
-        }
-        if !e.stale_ok(now, &l) {
-            return Found::Miss;
-        }
-        e.stale_until = now + STALE_TTL as u64 * 1000;
-        e.referenced = true;
-        write(e, q, qn, limit, Ttls::Stale, out).map_or(Found::Miss, Found::Stale)
+        self.with_entry(q, qn, |e, l| {
+            if e.fresh(now) {
+                let age = ((now - e.stored) / 1000) as u32;
+                return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
+            }
+            if !e.stale_ok(now, l) {
+                return Found::Miss;
+            }
+            e.stale_until = now + STALE_TTL as u64 * 1000;
+            e.referenced = true;
+            write(e, q, qn, limit, Ttls::Stale, out).map_or(Found::Miss, Found::Stale)
+        })
     }
 
     /// Keeps `answer`, the upstream's answer to `q`, if it may be kept.
