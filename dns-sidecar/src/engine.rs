@@ -23,7 +23,7 @@ use crate::decision::{apply_override, decide, fence, lag, reconfigure, Answer, B
 use crate::episodes::{Episodes, Line};
 use crate::hook::HookRun;
 use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
-use crate::observation::{format_lsn, FailureKind, Observation, Tagged};
+use crate::observation::{format_lsn, FailureCause, Observation, ProbeReport};
 use crate::routes::Routes;
 use crate::shared::Shared;
 use crate::statefile;
@@ -37,7 +37,7 @@ pub struct Reconfigure {
 
 /// The engine's inputs.
 pub struct Inputs {
-    pub observations: mpsc::Receiver<Tagged>,
+    pub observations: mpsc::Receiver<ProbeReport>,
     pub control: mpsc::Receiver<ControlRequest>,
     pub reconfigure: mpsc::Receiver<Reconfigure>,
     pub hooks: mpsc::Sender<HookRun>,
@@ -105,7 +105,7 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
         tokio::select! {
             n = inputs.observations.recv_many(&mut batch, 64) => {
                 if n == 0 { break }
-                let obs: Vec<Observation> = batch.drain(..).filter_map(|t| e.untag(t)).collect();
+                let obs: Vec<Observation> = batch.drain(..).filter_map(|r| e.resolve(r)).collect();
                 let (next, events) = decide(&e.state, &obs, &e.config, Instant::now());
                 e.commit(next, events).await;
             }
@@ -171,30 +171,30 @@ fn index(config: &Config) -> HashMap<Arc<str>, usize> {
 }
 
 impl Engine {
-    /// Maps a tagged observation to the current config's server index and
-    /// records its metrics. Observations from a server no longer configured
-    /// (a prober being stopped by a reload) are dropped.
-    fn untag(&mut self, t: Tagged) -> Option<Observation> {
-        let &i = self.index.get(&t.server)?;
+    /// Resolves a prober's report to the current config's server index and
+    /// records its metrics. Reports from a server no longer configured (a
+    /// prober being stopped by a reload) are dropped.
+    fn resolve(&mut self, r: ProbeReport) -> Option<Observation> {
+        let &i = self.index.get(&r.server)?;
         let m = &self.shared.metrics;
-        let result = match &t.obs.outcome {
+        let result = match &r.outcome {
             Ok(_) => "ok",
-            Err(f) if f.kind == FailureKind::Ambiguous && f.message.starts_with("no answer within") => "timeout",
+            Err(f) if f.cause == FailureCause::Timeout => "timeout",
             Err(_) => "error",
         };
         m.probes
             .get_or_create(&ProbeResult {
-                server: t.server.to_string(),
+                server: r.server.to_string(),
                 result: result.into(),
             })
             .inc();
         m.probe_latency
             .get_or_create(&ServerLabel {
-                server: t.server.to_string(),
+                server: r.server.to_string(),
             })
-            .observe(t.obs.latency.as_secs_f64());
-        self.last_latency[i] = Some(t.obs.latency);
-        Some(Observation { server: i, ..t.obs })
+            .observe(r.latency.as_secs_f64());
+        self.last_latency[i] = Some(r.latency);
+        Some(r.observation(i))
     }
 
     /// Restores the state file's content, if there is one, before anything
