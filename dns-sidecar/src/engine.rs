@@ -201,7 +201,10 @@ impl Engine {
     /// is decided.
     fn restore(&mut self, now: Instant) {
         let Some(path) = self.state_file.clone() else {
-            warn!("no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a restart (see README: state file)");
+            warn!(
+                "no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a \
+                restart (see README: state file)"
+            );
             return;
         };
         match statefile::load(&path) {
@@ -410,7 +413,13 @@ impl Engine {
                     "server down (not up since the start)"
                 };
                 if flaps > 0 {
-                    warn!(server = server.as_str(), error = reason.as_str(), flaps, "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged one by one)");
+                    warn!(
+                        server = server.as_str(),
+                        error = reason.as_str(),
+                        flaps,
+                        "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged \
+                        one by one)"
+                    );
                 } else {
                     warn!(server = server.as_str(), error = reason.as_str(), "{what}");
                 }
@@ -444,7 +453,13 @@ impl Engine {
                 self.record(None, Some(server), "server_up", state);
             }
             Line::Flapped { server, flaps, window } => {
-                warn!(server = server.as_str(), flaps, "server flapped: {flaps} short down episode(s) in the last {}s, not logged one by one; it is up now", window.as_secs());
+                warn!(
+                    server = server.as_str(),
+                    flaps,
+                    "server flapped: {flaps} short down episode(s) in the last {}s, not logged one by one; \
+                    it is up now",
+                    window.as_secs()
+                );
                 self.record(
                     None,
                     Some(server),
@@ -684,7 +699,11 @@ impl Engine {
             }
             Event::FirstRound { missing } => {
                 let names: Vec<&str> = missing.iter().map(|s| server(*s)).collect();
-                warn!(servers = ?names, "first probe round closed at the probe deadline without these servers reporting; answering with what is known");
+                warn!(
+                    servers = ?names,
+                    "first probe round closed at the probe deadline without these servers reporting; answering with \
+                    what is known"
+                );
                 self.record(
                     None,
                     None,
@@ -787,7 +806,13 @@ impl Engine {
                 } else {
                     "no timeline data: kept the current target"
                 };
-                error!(alias = alias(*a), writable = ?names, chosen = server(*chosen), by, "SPLIT BRAIN: more than one candidate is writable");
+                error!(
+                    alias = alias(*a),
+                    writable = ?names,
+                    chosen = server(*chosen),
+                    by,
+                    "SPLIT BRAIN: more than one candidate is writable"
+                );
                 m.split_brain
                     .get_or_create(&AliasLabel {
                         alias: alias(*a).into(),
@@ -848,7 +873,15 @@ impl Engine {
             } => {
                 // `server` is the fenced one; `serving` what DNS answers instead.
                 let (answer, serving, _) = self.answer_fields(*a);
-                error!(alias = alias(*a), server = server(*s), reason = reason.as_str(), answer, serving = serving.as_str(), "FENCED: the alias is kept off a server that matches its role, because it has diverged; run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated");
+                error!(
+                    alias = alias(*a),
+                    server = server(*s),
+                    reason = reason.as_str(),
+                    answer,
+                    serving = serving.as_str(),
+                    "FENCED: the alias is kept off a server that matches its role, because it has diverged; run \
+                    `dns-sidecar unfence` only once it was rebuilt or the cluster recreated"
+                );
                 m.fence_holds
                     .get_or_create(&AliasLabel {
                         alias: alias(*a).into(),
@@ -884,7 +917,13 @@ impl Engine {
                 server: s,
                 reason,
             } => {
-                warn!(alias = alias(*a), server = server(*s), lag = reason.as_str(), "standby too far behind the primary: the alias will not choose it until it is within the limit for `rise` probes");
+                warn!(
+                    alias = alias(*a),
+                    server = server(*s),
+                    lag = reason.as_str(),
+                    "standby too far behind the primary: the alias will not choose it until it is within the limit \
+                    for `rise` probes"
+                );
                 self.record(
                     Some(alias(*a).into()),
                     Some(server(*s).into()),

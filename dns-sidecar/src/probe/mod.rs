@@ -210,7 +210,11 @@ impl Prober {
             match self.query().await {
                 Ok(state) => return Ok(state),
                 Err(e) => {
-                    debug!(server = %self.name, error = %e, "probe on the kept connection failed; retrying on a new connection");
+                    debug!(
+                        server = %self.name,
+                        error = %e,
+                        "probe on the kept connection failed; retrying on a new connection"
+                    );
                     self.reset();
                     retry = true;
                 }
@@ -245,7 +249,12 @@ impl Prober {
         let client = &self.kept.as_ref().expect("a kept connection").client;
         match query::run(client, self.sql).await {
             Err(e) if query::is_permission_denied(&e) && self.sql == query::FULL => {
-                warn!(server = %self.name, error = %e, "probe role may not read the WAL position; timelines and replay lag are unknown, so two writable servers cannot be ordered (see README: probe grants)");
+                warn!(
+                    server = %self.name,
+                    error = %e,
+                    "probe role may not read the WAL position; timelines and replay lag are unknown, so two writable \
+                    servers cannot be ordered (see README: probe grants)"
+                );
                 self.sql = query::BASIC;
                 query::run(client, self.sql).await
             }

@@ -21,7 +21,8 @@ use crate::observation::{FailureCause, FailureKind, ProbeFailure, ServerState};
 pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
-     CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END, \
+     CASE WHEN pg_is_in_recovery() \
+          THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END, \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
 
 /// Fallback when the WAL functions are not allowed for the probe role (some

@@ -80,7 +80,9 @@ fn hang_up_listener() -> (u16, Arc<AtomicUsize>) {
 
 fn config(server_table: &str, probe: &str) -> Config {
     let text = format!(
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n[probe]\nuser = \"probe\"\n{probe}\n[servers.a]\n{server_table}\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n\
+        [probe]\nuser = \"probe\"\n{probe}\n[servers.a]\n{server_table}\n\
+        [[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
     );
     Config::from_toml(Path::new("probe-test.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
