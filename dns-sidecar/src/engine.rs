@@ -417,8 +417,8 @@ impl Engine {
                         server = server.as_str(),
                         error = reason.as_str(),
                         flaps,
-                        "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged \
-                        one by one)"
+                        "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged one \
+                        by one)"
                     );
                 } else {
                     warn!(server = server.as_str(), error = reason.as_str(), "{what}");
@@ -701,8 +701,8 @@ impl Engine {
                 let names: Vec<&str> = missing.iter().map(|s| server(*s)).collect();
                 warn!(
                     servers = ?names,
-                    "first probe round closed at the probe deadline without these servers reporting; answering with \
-                    what is known"
+                    "first probe round closed at the probe deadline without these servers reporting; \
+                    answering with what is known"
                 );
                 self.record(
                     None,
@@ -759,9 +759,10 @@ impl Engine {
             }
             Event::NoMatch { alias: a, policy, .. } => {
                 // Says what DNS answers now, not what the policy would like.
+                let served = self.state.answer(&c, *a);
                 let (answer, srv, target) = self.answer_fields(*a);
-                let reason = match answer {
-                    "servfail" => self.state.servfail_reason(&c, *a),
+                let reason = match served {
+                    Answer::NoTarget => self.state.servfail_reason(&c, *a),
                     _ => format!(
                         "keep-last keeps {srv}; candidates: {}",
                         self.state.candidates_summary(&c, *a)
@@ -782,14 +783,13 @@ impl Engine {
                         alias: alias(*a).into(),
                     })
                     .inc();
-                let said = if answer == "servfail" {
-                    "answering SERVFAIL".to_string()
-                } else {
-                    format!("answering {srv}")
+                let said = match served {
+                    Answer::NoTarget => "answering SERVFAIL".to_string(),
+                    _ => format!("answering {srv}"),
                 };
                 self.record(
                     Some(alias(*a).into()),
-                    (srv != "-").then_some(srv),
+                    matches!(served, Answer::Target(_)).then_some(srv),
                     "no_match",
                     format!("no candidate is {}; {said}: {reason}", c.aliases[*a].role.as_str()),
                 );
@@ -879,8 +879,8 @@ impl Engine {
                     reason = reason.as_str(),
                     answer,
                     serving = serving.as_str(),
-                    "FENCED: the alias is kept off a server that matches its role, because it has diverged; run \
-                    `dns-sidecar unfence` only once it was rebuilt or the cluster recreated"
+                    "FENCED: the alias is kept off a server that matches its role, because it has diverged; \
+                    run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated"
                 );
                 m.fence_holds
                     .get_or_create(&AliasLabel {
@@ -921,8 +921,8 @@ impl Engine {
                     alias = alias(*a),
                     server = server(*s),
                     lag = reason.as_str(),
-                    "standby too far behind the primary: the alias will not choose it until it is within the limit \
-                    for `rise` probes"
+                    "standby too far behind the primary: the alias will not choose it until it is within the limit for \
+                    `rise` probes"
                 );
                 self.record(
                     Some(alias(*a).into()),
