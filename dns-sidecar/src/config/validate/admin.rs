@@ -2,14 +2,11 @@
 //! token.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use toml::Spanned;
-
+use super::at_least_100ms;
 use super::ctx::{Ctx, Owner};
-use super::human;
 use crate::config::raw::RawAdmin;
-use crate::config::{AdminSettings, ConfigError, HumanDuration, Secret, DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_PORT};
+use crate::config::{AdminSettings, ConfigError, Secret, DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_PORT};
 
 pub(super) fn check(cx: &Ctx<'_>, raw: Option<RawAdmin>) -> Result<AdminSettings, ConfigError> {
     let Some(raw) = raw else {
@@ -80,17 +77,6 @@ pub(super) fn check(cx: &Ctx<'_>, raw: Option<RawAdmin>) -> Result<AdminSettings
         }
     }
     let d = AdminSettings::default();
-    let timeout = |v: &Option<Spanned<HumanDuration>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
-        let got = v.as_ref().map_or(default, |d| d.get_ref().0);
-        if got < Duration::from_millis(100) {
-            return cx.err(
-                v.as_ref().map(|v| v.span()),
-                format!("`admin.{key}` of {} is too short", human(got)),
-                format!("use 100ms or more; the default is {}", human(default)),
-            );
-        }
-        Ok(got)
-    };
     let max_connections = match &raw.max_connections {
         None => d.max_connections,
         Some(v) if (1..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
@@ -105,8 +91,8 @@ pub(super) fn check(cx: &Ctx<'_>, raw: Option<RawAdmin>) -> Result<AdminSettings
     Ok(AdminSettings {
         listen,
         token,
-        header_timeout: timeout(&raw.header_timeout, "header_timeout", d.header_timeout)?,
-        request_timeout: timeout(&raw.request_timeout, "request_timeout", d.request_timeout)?,
+        header_timeout: at_least_100ms(cx, &raw.header_timeout, "admin.header_timeout", d.header_timeout)?,
+        request_timeout: at_least_100ms(cx, &raw.request_timeout, "admin.request_timeout", d.request_timeout)?,
         max_connections,
     })
 }

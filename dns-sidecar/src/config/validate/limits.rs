@@ -1,14 +1,12 @@
 //! `[limits]`: the bounds on what grows with traffic (memory, forwarding,
 //! TCP connections).
 
-use std::time::Duration;
-
 use toml::Spanned;
 
+use super::at_least_100ms;
 use super::ctx::Ctx;
-use super::human;
 use crate::config::raw::RawLimits;
-use crate::config::{ConfigError, HumanDuration, Limits, MAX_FORWARD_IN_FLIGHT};
+use crate::config::{ConfigError, Limits, MAX_FORWARD_IN_FLIGHT};
 
 pub(super) fn check(cx: &Ctx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
     let d = Limits::default();
@@ -53,17 +51,6 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError
             )
         }
     };
-    let secs = |v: &Option<Spanned<HumanDuration>>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
-        let got = v.as_ref().map_or(default, |d| d.get_ref().0);
-        if got < Duration::from_millis(100) {
-            return cx.err(
-                v.as_ref().map(|v| v.span()),
-                format!("`limits.{key}` of {} is too short", human(got)),
-                format!("use 100ms or more; the default is {}", human(default)),
-            );
-        }
-        Ok(got)
-    };
     let tcp_connections = count(&raw.tcp_connections, "tcp_connections", 1, 65_536, d.tcp_connections)?;
     let tcp_connections_per_client = count(
         &raw.tcp_connections_per_client,
@@ -86,7 +73,12 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError
         forward_burst,
         tcp_connections,
         tcp_connections_per_client,
-        tcp_idle_timeout: secs(&raw.tcp_idle_timeout, "tcp_idle_timeout", d.tcp_idle_timeout)?,
-        tcp_write_timeout: secs(&raw.tcp_write_timeout, "tcp_write_timeout", d.tcp_write_timeout)?,
+        tcp_idle_timeout: at_least_100ms(cx, &raw.tcp_idle_timeout, "limits.tcp_idle_timeout", d.tcp_idle_timeout)?,
+        tcp_write_timeout: at_least_100ms(
+            cx,
+            &raw.tcp_write_timeout,
+            "limits.tcp_write_timeout",
+            d.tcp_write_timeout,
+        )?,
     })
 }

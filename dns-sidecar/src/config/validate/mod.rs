@@ -24,8 +24,10 @@ mod zones;
 use std::path::Path;
 use std::time::Duration;
 
+use toml::Spanned;
+
 use super::raw::{RawAdmin, RawConfig};
-use super::{Config, ConfigError, ConfigWarning, Secrets};
+use super::{Config, ConfigError, ConfigWarning, HumanDuration, Secrets};
 use ctx::Ctx;
 
 pub use upstream::forwards_to_self;
@@ -77,11 +79,64 @@ fn secret_vars(admin: Option<&RawAdmin>, probe: &[String]) -> Vec<String> {
     secret_vars
 }
 
+/// A timeout of at least 100ms (`key` as written in the file, with its
+/// table), or `default` when not set.
+fn at_least_100ms(
+    cx: &Ctx<'_>,
+    v: &Option<Spanned<HumanDuration>>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let got = v.as_ref().map_or(default, |d| d.get_ref().0);
+    if got < Duration::from_millis(100) {
+        return cx.err(
+            v.as_ref().map(|v| v.span()),
+            format!("`{key}` of {} is too short", human(got)),
+            format!("use 100ms or more; the default is {}", human(default)),
+        );
+    }
+    Ok(got)
+}
+
 /// A duration as people write it in the config (`0s` rather than `0ns`).
 fn human(d: Duration) -> String {
     if d.is_zero() {
         "0s".into()
     } else {
         format!("{d:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const BASE: &str = "[dns]\nlisten = [\"127.0.0.1:5353\"]\n[[zones]]\nname = \"db.internal\"\n\
+        [probe]\nuser = \"probe\"\nsslmode = \"require\"\n[servers.a]\ntarget = \"pg-a.example.com\"\n\
+        [[aliases]]\nname = \"prod.db.internal\"\nservers = [\"a\"]\n";
+
+    /// The admin and limits timeouts share one check: each names its own
+    /// table and key, where it is written, and its own default.
+    #[test]
+    fn short_timeouts_name_their_table_key_and_default() {
+        for (table, key, default) in [
+            ("admin", "header_timeout", "5s"),
+            ("admin", "request_timeout", "10s"),
+            ("limits", "tcp_idle_timeout", "10s"),
+            ("limits", "tcp_write_timeout", "5s"),
+        ] {
+            let text = format!("{BASE}[{table}]\n{key} = \"50ms\"\n");
+            let err = Config::from_toml(Path::new("t.toml"), &text).unwrap_err().to_string();
+            // The value's place: the line after the table's header.
+            let line = BASE.lines().count() + 2;
+            let want = format!("t.toml:{line}:{}: `{table}.{key}` of 50ms is too short", key.len() + 4);
+            assert!(err.starts_with(&want), "{err}");
+            assert!(
+                err.contains(&format!("hint: use 100ms or more; the default is {default}")),
+                "{err}"
+            );
+        }
     }
 }
