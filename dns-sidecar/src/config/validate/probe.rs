@@ -10,9 +10,8 @@ use super::human;
 use crate::config::raw::RawProbe;
 use crate::config::{ConfigError, HumanDuration, ProbeTiming};
 
-pub(super) fn check(cx: &Ctx<'_>, raw: &RawProbe) -> Result<ProbeTiming, ConfigError> {
+pub(super) fn check(cx: &Ctx<'_>, p: &RawProbe) -> Result<ProbeTiming, ConfigError> {
     let d = ProbeTiming::default();
-    let p = raw;
     let duration =
         |v: &Option<Spanned<HumanDuration>>, default: Duration| v.as_ref().map_or(default, |v| v.get_ref().0);
     let span = |v: &Option<Spanned<HumanDuration>>| v.as_ref().map(|v| v.span());

@@ -1,6 +1,7 @@
 //! `[servers.<id>]`: the PostgreSQL servers to probe, each with its
 //! connection settings (`[probe]`'s as defaults) and password.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -25,7 +26,7 @@ pub(super) struct Servers {
 pub(super) fn check(
     cx: &Ctx<'_>,
     probe: &RawProbe,
-    raw: std::collections::BTreeMap<String, Spanned<RawServer>>,
+    raw: BTreeMap<String, Spanned<RawServer>>,
 ) -> Result<Servers, ConfigError> {
     let defaults = probe.conn();
     let mut probe_secret_vars: Vec<String> = defaults.password_env.iter().map(|v| v.get_ref().clone()).collect();
