@@ -23,7 +23,7 @@ use crate::decision::{apply_override, decide, fence, lag, reconfigure, Answer, B
 use crate::episodes::{Episodes, Line};
 use crate::hook::HookRun;
 use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
-use crate::observation::{format_lsn, FailureKind, Observation, Tagged};
+use crate::observation::{format_lsn, FailureCause, Observation, ProbeReport};
 use crate::routes::Routes;
 use crate::shared::Shared;
 use crate::statefile;
@@ -37,7 +37,7 @@ pub struct Reconfigure {
 
 /// The engine's inputs.
 pub struct Inputs {
-    pub observations: mpsc::Receiver<Tagged>,
+    pub observations: mpsc::Receiver<ProbeReport>,
     pub control: mpsc::Receiver<ControlRequest>,
     pub reconfigure: mpsc::Receiver<Reconfigure>,
     pub hooks: mpsc::Sender<HookRun>,
@@ -105,7 +105,7 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
         tokio::select! {
             n = inputs.observations.recv_many(&mut batch, 64) => {
                 if n == 0 { break }
-                let obs: Vec<Observation> = batch.drain(..).filter_map(|t| e.untag(t)).collect();
+                let obs: Vec<Observation> = batch.drain(..).filter_map(|r| e.resolve(r)).collect();
                 let (next, events) = decide(&e.state, &obs, &e.config, Instant::now());
                 e.commit(next, events).await;
             }
@@ -171,37 +171,40 @@ fn index(config: &Config) -> HashMap<Arc<str>, usize> {
 }
 
 impl Engine {
-    /// Maps a tagged observation to the current config's server index and
-    /// records its metrics. Observations from a server no longer configured
-    /// (a prober being stopped by a reload) are dropped.
-    fn untag(&mut self, t: Tagged) -> Option<Observation> {
-        let &i = self.index.get(&t.server)?;
+    /// Resolves a prober's report to the current config's server index and
+    /// records its metrics. Reports from a server no longer configured (a
+    /// prober being stopped by a reload) are dropped.
+    fn resolve(&mut self, r: ProbeReport) -> Option<Observation> {
+        let &i = self.index.get(&r.server)?;
         let m = &self.shared.metrics;
-        let result = match &t.obs.outcome {
+        let result = match &r.outcome {
             Ok(_) => "ok",
-            Err(f) if f.kind == FailureKind::Ambiguous && f.message.starts_with("no answer within") => "timeout",
+            Err(f) if f.cause == FailureCause::Timeout => "timeout",
             Err(_) => "error",
         };
         m.probes
             .get_or_create(&ProbeResult {
-                server: t.server.to_string(),
+                server: r.server.to_string(),
                 result: result.into(),
             })
             .inc();
         m.probe_latency
             .get_or_create(&ServerLabel {
-                server: t.server.to_string(),
+                server: r.server.to_string(),
             })
-            .observe(t.obs.latency.as_secs_f64());
-        self.last_latency[i] = Some(t.obs.latency);
-        Some(Observation { server: i, ..t.obs })
+            .observe(r.latency.as_secs_f64());
+        self.last_latency[i] = Some(r.latency);
+        Some(r.observation(i))
     }
 
     /// Restores the state file's content, if there is one, before anything
     /// is decided.
     fn restore(&mut self, now: Instant) {
         let Some(path) = self.state_file.clone() else {
-            warn!("no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a restart (see README: state file)");
+            warn!(
+                "no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a \
+                restart (see README: state file)"
+            );
             return;
         };
         match statefile::load(&path) {
@@ -410,7 +413,13 @@ impl Engine {
                     "server down (not up since the start)"
                 };
                 if flaps > 0 {
-                    warn!(server = server.as_str(), error = reason.as_str(), flaps, "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged one by one)");
+                    warn!(
+                        server = server.as_str(),
+                        error = reason.as_str(),
+                        flaps,
+                        "{what}; it also went down {flaps} more time(s) in the last 30s (short episodes not logged one \
+                        by one)"
+                    );
                 } else {
                     warn!(server = server.as_str(), error = reason.as_str(), "{what}");
                 }
@@ -444,7 +453,13 @@ impl Engine {
                 self.record(None, Some(server), "server_up", state);
             }
             Line::Flapped { server, flaps, window } => {
-                warn!(server = server.as_str(), flaps, "server flapped: {flaps} short down episode(s) in the last {}s, not logged one by one; it is up now", window.as_secs());
+                warn!(
+                    server = server.as_str(),
+                    flaps,
+                    "server flapped: {flaps} short down episode(s) in the last {}s, not logged one by one; \
+                    it is up now",
+                    window.as_secs()
+                );
                 self.record(
                     None,
                     Some(server),
@@ -684,7 +699,11 @@ impl Engine {
             }
             Event::FirstRound { missing } => {
                 let names: Vec<&str> = missing.iter().map(|s| server(*s)).collect();
-                warn!(servers = ?names, "first probe round closed at the probe deadline without these servers reporting; answering with what is known");
+                warn!(
+                    servers = ?names,
+                    "first probe round closed at the probe deadline without these servers reporting; \
+                    answering with what is known"
+                );
                 self.record(
                     None,
                     None,
@@ -740,9 +759,10 @@ impl Engine {
             }
             Event::NoMatch { alias: a, policy, .. } => {
                 // Says what DNS answers now, not what the policy would like.
+                let served = self.state.answer(&c, *a);
                 let (answer, srv, target) = self.answer_fields(*a);
-                let reason = match answer {
-                    "servfail" => self.state.servfail_reason(&c, *a),
+                let reason = match served {
+                    Answer::NoTarget => self.state.servfail_reason(&c, *a),
                     _ => format!(
                         "keep-last keeps {srv}; candidates: {}",
                         self.state.candidates_summary(&c, *a)
@@ -763,14 +783,13 @@ impl Engine {
                         alias: alias(*a).into(),
                     })
                     .inc();
-                let said = if answer == "servfail" {
-                    "answering SERVFAIL".to_string()
-                } else {
-                    format!("answering {srv}")
+                let said = match served {
+                    Answer::NoTarget => "answering SERVFAIL".to_string(),
+                    _ => format!("answering {srv}"),
                 };
                 self.record(
                     Some(alias(*a).into()),
-                    (srv != "-").then_some(srv),
+                    matches!(served, Answer::Target(_)).then_some(srv),
                     "no_match",
                     format!("no candidate is {}; {said}: {reason}", c.aliases[*a].role.as_str()),
                 );
@@ -787,7 +806,13 @@ impl Engine {
                 } else {
                     "no timeline data: kept the current target"
                 };
-                error!(alias = alias(*a), writable = ?names, chosen = server(*chosen), by, "SPLIT BRAIN: more than one candidate is writable");
+                error!(
+                    alias = alias(*a),
+                    writable = ?names,
+                    chosen = server(*chosen),
+                    by,
+                    "SPLIT BRAIN: more than one candidate is writable"
+                );
                 m.split_brain
                     .get_or_create(&AliasLabel {
                         alias: alias(*a).into(),
@@ -848,7 +873,15 @@ impl Engine {
             } => {
                 // `server` is the fenced one; `serving` what DNS answers instead.
                 let (answer, serving, _) = self.answer_fields(*a);
-                error!(alias = alias(*a), server = server(*s), reason = reason.as_str(), answer, serving = serving.as_str(), "FENCED: the alias is kept off a server that matches its role, because it has diverged; run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated");
+                error!(
+                    alias = alias(*a),
+                    server = server(*s),
+                    reason = reason.as_str(),
+                    answer,
+                    serving = serving.as_str(),
+                    "FENCED: the alias is kept off a server that matches its role, because it has diverged; \
+                    run `dns-sidecar unfence` only once it was rebuilt or the cluster recreated"
+                );
                 m.fence_holds
                     .get_or_create(&AliasLabel {
                         alias: alias(*a).into(),
@@ -884,7 +917,13 @@ impl Engine {
                 server: s,
                 reason,
             } => {
-                warn!(alias = alias(*a), server = server(*s), lag = reason.as_str(), "standby too far behind the primary: the alias will not choose it until it is within the limit for `rise` probes");
+                warn!(
+                    alias = alias(*a),
+                    server = server(*s),
+                    lag = reason.as_str(),
+                    "standby too far behind the primary: the alias will not choose it until it is within the limit for \
+                    `rise` probes"
+                );
                 self.record(
                     Some(alias(*a).into()),
                     Some(server(*s).into()),

@@ -207,7 +207,7 @@ pub struct Running {
     guard: Arc<dns::Guard>,
     cache: Arc<dns::cache::Cache>,
     probers: Probers,
-    observations: mpsc::Sender<observation::Tagged>,
+    observations: mpsc::Sender<observation::ProbeReport>,
     reconfigure: mpsc::Sender<engine::Reconfigure>,
     stop: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,

@@ -1,14 +1,23 @@
 //! What a probe reports. Shared by the probers (which produce it) and the
 //! decision function (which consumes it); it carries no connection state.
+//!
+//! Two shapes of the same facts, one per side of the seam: a prober sends a
+//! [`ProbeReport`] naming its server by id, and the engine resolves that id
+//! against the config in force into an [`Observation`] naming the server by
+//! its index, which is what `decide()` consumes. Neither carries a
+//! placeholder: a report cannot know the index (positions change when the
+//! config is reloaded while the prober keeps running).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ServerId;
 
-/// One finished probe of one server.
+/// One finished probe of one server, as its prober reports it.
 #[derive(Debug, Clone)]
-pub struct Observation {
-    pub server: ServerId,
+pub struct ProbeReport {
+    /// The server's id (its key under `[servers]`), stable across reloads.
+    pub server: Arc<str>,
     /// When the probe finished.
     pub at: Instant,
     /// How long the probe took (connect included when it connected).
@@ -16,13 +25,29 @@ pub struct Observation {
     pub outcome: Result<ServerState, ProbeFailure>,
 }
 
-/// An observation as a prober sends it: tagged with the server's id rather
-/// than its position, because positions change when the config is reloaded
-/// while the prober keeps running.
+impl ProbeReport {
+    /// The report as an observation of the server at `index` in the config
+    /// in force (the caller looked the id up).
+    pub fn observation(self, index: ServerId) -> Observation {
+        Observation {
+            server: index,
+            at: self.at,
+            latency: self.latency,
+            outcome: self.outcome,
+        }
+    }
+}
+
+/// One finished probe of one server, as the decision function consumes it.
 #[derive(Debug, Clone)]
-pub struct Tagged {
-    pub server: std::sync::Arc<str>,
-    pub obs: Observation,
+pub struct Observation {
+    /// The server's index in the config in force.
+    pub server: ServerId,
+    /// When the probe finished.
+    pub at: Instant,
+    /// How long the probe took (connect included when it connected).
+    pub latency: Duration,
+    pub outcome: Result<ServerState, ProbeFailure>,
 }
 
 /// A server's state as its probe query saw it.
@@ -89,10 +114,16 @@ pub fn format_lsn(lsn: u64) -> String {
 /// Why a probe failed, and how sure we are that the server is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeFailure {
+    /// How sure: decides how fast the server counts as down.
     pub kind: FailureKind,
+    /// What happened, for code that must tell failures apart (the probe
+    /// metric's `timeout` label); never parse `message` for that.
+    pub cause: FailureCause,
+    /// What happened, for humans: logs, `/status` and the history.
     pub message: String,
 }
 
+/// How sure a failure makes us that the server is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The server certainly is not serving: connection refused or closed, or it
@@ -101,6 +132,38 @@ pub enum FailureKind {
     /// Could be a blip: deadline exceeded, TLS or authentication errors, other
     /// errors. Counts as down after `fall` in a row.
     Ambiguous,
+}
+
+/// What made a probe fail. Independent of [`FailureKind`]: the same cause
+/// can be definite on a first attempt and ambiguous on a retry (see
+/// `probe::query::classify_retry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// No answer within the probe deadline (a frozen server, a black-holed
+    /// network path); the prober gave up and dropped the connection.
+    Timeout,
+    /// The TCP connect was refused: nothing listens on the port.
+    Refused,
+    /// The connection was closed, reset or cut short by the server or the
+    /// network.
+    Closed,
+    /// The server ended the session (SQLSTATE 57P01): a fast shutdown, or
+    /// someone's `pg_terminate_backend`.
+    Terminated,
+    /// The server said it crashed or is still starting up or shutting down
+    /// (SQLSTATE 57P02, 57P03).
+    Unavailable,
+    /// The server rejected the login (SQLSTATE class 28: a wrong password,
+    /// no `pg_hba.conf` entry).
+    Auth,
+    /// The server answered with another error (the probe query failed,
+    /// too many connections, a missing database).
+    Server,
+    /// The TLS handshake failed (certificate, host name, protocol).
+    Tls,
+    /// Anything else the driver reported (name resolution, a local I/O
+    /// error, an unexpected message).
+    Other,
 }
 
 #[cfg(test)]

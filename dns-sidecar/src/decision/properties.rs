@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::snapshot::{capture, restore, Remembered};
 use super::*;
 use crate::control::Override;
-use crate::observation::{ProbeFailure, ServerState};
+use crate::observation::{FailureCause, ProbeFailure, ServerState};
 
 const SERVERS: [&str; 3] = ["a", "b", "c"];
 const ALIASES: [&str; 5] = [
@@ -295,10 +295,12 @@ impl Cluster {
             }),
             Truth::Down => Err(ProbeFailure {
                 kind: FailureKind::Definite,
+                cause: FailureCause::Refused,
                 message: "refused".into(),
             }),
             Truth::Frozen => Err(ProbeFailure {
                 kind: FailureKind::Ambiguous,
+                cause: FailureCause::Timeout,
                 message: "timeout".into(),
             }),
         };

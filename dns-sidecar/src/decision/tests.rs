@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::control::{ControlError, Override};
-use crate::observation::{FailureKind, ProbeFailure};
+use crate::observation::{FailureCause, FailureKind, ProbeFailure};
 
 fn config(role: &str, policy: &str) -> Config {
     Config::from_toml(Path::new("t.toml"), &config_text(role, policy)).unwrap()
@@ -72,9 +72,15 @@ pub(super) fn standby() -> Result<ServerState, ProbeFailure> {
         fresh_connection: false,
     })
 }
+/// A failure of `kind`, with the cause such a failure typically has (the
+/// decision looks at the kind only).
 pub(super) fn fail(kind: FailureKind) -> Result<ServerState, ProbeFailure> {
     Err(ProbeFailure {
         kind,
+        cause: match kind {
+            FailureKind::Definite => FailureCause::Refused,
+            FailureKind::Ambiguous => FailureCause::Timeout,
+        },
         message: format!("{kind:?} failure"),
     })
 }
@@ -477,6 +483,7 @@ fn a_server_never_up_is_reported_down_once_with_its_reason() {
     let tls = || {
         Err(ProbeFailure {
             kind: FailureKind::Ambiguous,
+            cause: FailureCause::Tls,
             message: "TLS: certificate verify failed".into(),
         })
     };

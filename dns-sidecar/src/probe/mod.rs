@@ -24,6 +24,7 @@ pub mod supervisor;
 pub mod tls;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres_native_tls::MakeTlsConnector;
@@ -32,10 +33,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tracing::{debug, warn};
 
-use std::sync::Arc;
-
 use crate::config::{ProbeTiming, Server};
-use crate::observation::{FailureKind, Observation, ProbeFailure, ServerState, Tagged};
+use crate::observation::{FailureCause, FailureKind, ProbeFailure, ProbeReport, ServerState};
 
 pub use tls::TlsSetupError;
 
@@ -105,14 +104,14 @@ impl Prober {
         })
     }
 
-    /// The probe loop. Observations go to `tx`; stops when `shutdown` is true
+    /// The probe loop. Reports go to `tx`; stops when `shutdown` is true
     /// or the receiver is gone. While `incident` contains this server's id it
     /// probes every `incident_interval` (starting at once) instead of every
     /// `interval`. Probes never overlap: the next one starts after the last
     /// one finished or hit its deadline.
     pub async fn run(
         mut self,
-        tx: mpsc::Sender<Tagged>,
+        tx: mpsc::Sender<ProbeReport>,
         mut shutdown: watch::Receiver<bool>,
         mut incident: IncidentSet,
     ) {
@@ -153,6 +152,7 @@ impl Prober {
                     self.reset();
                     Err(ProbeFailure {
                         kind: FailureKind::Ambiguous,
+                        cause: FailureCause::Timeout,
                         message: format!("no answer within the probe deadline of {:?}", self.timing.deadline),
                     })
                 }
@@ -162,20 +162,13 @@ impl Prober {
             }
             let now = Instant::now();
             cadence.probed(started, now);
-            let obs = Observation {
-                server: 0,
+            let report = ProbeReport {
+                server: self.name.clone(),
                 at: now,
                 latency: now - started,
                 outcome,
             };
-            if tx
-                .send(Tagged {
-                    server: self.name.clone(),
-                    obs,
-                })
-                .await
-                .is_err()
-            {
+            if tx.send(report).await.is_err() {
                 break;
             }
         }
@@ -217,7 +210,11 @@ impl Prober {
             match self.query().await {
                 Ok(state) => return Ok(state),
                 Err(e) => {
-                    debug!(server = %self.name, error = %e, "probe on the kept connection failed; retrying on a new connection");
+                    debug!(
+                        server = %self.name,
+                        error = %e,
+                        "probe on the kept connection failed; retrying on a new connection"
+                    );
                     self.reset();
                     retry = true;
                 }
@@ -252,7 +249,12 @@ impl Prober {
         let client = &self.kept.as_ref().expect("a kept connection").client;
         match query::run(client, self.sql).await {
             Err(e) if query::is_permission_denied(&e) && self.sql == query::FULL => {
-                warn!(server = %self.name, error = %e, "probe role may not read the WAL position; timelines and replay lag are unknown, so two writable servers cannot be ordered (see README: probe grants)");
+                warn!(
+                    server = %self.name,
+                    error = %e,
+                    "probe role may not read the WAL position; timelines and replay lag are unknown, \
+                    so two writable servers cannot be ordered (see README: probe grants)"
+                );
                 self.sql = query::BASIC;
                 query::run(client, self.sql).await
             }

@@ -5,7 +5,7 @@ use std::error::Error as _;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::observation::{FailureKind, ProbeFailure, ServerState};
+use crate::observation::{FailureCause, FailureKind, ProbeFailure, ServerState};
 
 /// One round trip, no grants needed beyond LOGIN and CONNECT:
 /// * `pg_is_in_recovery()` and `transaction_read_only` are libpq's
@@ -21,7 +21,8 @@ use crate::observation::{FailureKind, ProbeFailure, ServerState};
 pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
-     CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END, \
+     CASE WHEN pg_is_in_recovery() \
+          THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END, \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
 
 /// Fallback when the WAL functions are not allowed for the probe role (some
@@ -52,7 +53,8 @@ pub fn is_permission_denied(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Turns a driver error into a failure, deciding whether the server is
-/// certainly gone (refused, closed, shutting down) or it might be a blip.
+/// certainly gone (refused, closed, shutting down) or it might be a blip, and
+/// naming its [`FailureCause`].
 pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
     let definite_sql = [
         SqlState::ADMIN_SHUTDOWN,
@@ -60,6 +62,8 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
         SqlState::CANNOT_CONNECT_NOW,
     ];
     let mut definite = e.is_closed() || e.code().is_some_and(|c| definite_sql.contains(c));
+    let mut io_cause = None;
+    let mut tls = false;
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -69,7 +73,13 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
                 io.kind(),
                 ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
             );
+            io_cause = io_cause.or(match io.kind() {
+                ConnectionRefused => Some(FailureCause::Refused),
+                ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe => Some(FailureCause::Closed),
+                _ => None,
+            });
         }
+        tls |= s.is::<native_tls::Error>();
         let text = s.to_string();
         if !message.contains(&text) {
             message.push_str(": ");
@@ -77,12 +87,28 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
         }
         source = s.source();
     }
+    let cause = match e.code() {
+        Some(c) if *c == SqlState::ADMIN_SHUTDOWN => FailureCause::Terminated,
+        Some(c) if definite_sql.contains(c) => FailureCause::Unavailable,
+        // Class 28: invalid authorization specification.
+        Some(c) if c.code().starts_with("28") => FailureCause::Auth,
+        Some(_) => FailureCause::Server,
+        // A reset inside a TLS handshake is a cut connection, not a TLS fault.
+        None => io_cause.unwrap_or(if e.is_closed() {
+            FailureCause::Closed
+        } else if tls {
+            FailureCause::Tls
+        } else {
+            FailureCause::Other
+        }),
+    };
     ProbeFailure {
         kind: if definite {
             FailureKind::Definite
         } else {
             FailureKind::Ambiguous
         },
+        cause,
         message,
     }
 }
@@ -90,7 +116,7 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
 /// [`classify`] for the new connection that replaces a kept one the server
 /// ended: if this session is ended as well (closed, or "terminating
 /// connection due to administrator command") the failure is ambiguous, not
-/// definite. Someone is ending sessions (an operator, an idle timeout), which
+/// definite (its cause stays what it was). Someone is ending sessions (an operator, an idle timeout), which
 /// does not prove the server is down; a server that is going away refuses
 /// the next connection or says it is shutting down, which stays definite.
 pub fn classify_retry(e: &tokio_postgres::Error) -> ProbeFailure {

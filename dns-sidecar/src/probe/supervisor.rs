@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::{IncidentSet, Prober, TlsSetupError};
 use crate::config::{Config, ProbeTiming, Server};
-use crate::observation::Tagged;
+use crate::observation::ProbeReport;
 
 struct Running {
     server: Server,
@@ -45,7 +45,7 @@ impl Probers {
 
     /// Builds probers for every server in `config` that lacks an identical
     /// running one. Fails without changing anything if one cannot be built.
-    pub fn sync(&mut self, config: &Config, tx: &mpsc::Sender<Tagged>) -> Result<SyncReport, SetupError> {
+    pub fn sync(&mut self, config: &Config, tx: &mpsc::Sender<ProbeReport>) -> Result<SyncReport, SetupError> {
         let mut fresh = Vec::new();
         for s in &config.servers {
             let same = self

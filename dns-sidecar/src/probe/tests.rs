@@ -80,17 +80,19 @@ fn hang_up_listener() -> (u16, Arc<AtomicUsize>) {
 
 fn config(server_table: &str, probe: &str) -> Config {
     let text = format!(
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n[probe]\nuser = \"probe\"\n{probe}\n[servers.a]\n{server_table}\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n\
+        [probe]\nuser = \"probe\"\n{probe}\n[servers.a]\n{server_table}\n\
+        [[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
     );
     Config::from_toml(Path::new("probe-test.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Observations received within `window`.
-async fn collect(rx: &mut mpsc::Receiver<Tagged>, window: Duration) -> Vec<Observation> {
+/// Reports received within `window`.
+async fn collect(rx: &mut mpsc::Receiver<ProbeReport>, window: Duration) -> Vec<ProbeReport> {
     let end = tokio::time::Instant::now() + window;
     let mut got = Vec::new();
-    while let Ok(Some(t)) = tokio::time::timeout_at(end, rx.recv()).await {
-        got.push(t.obs);
+    while let Ok(Some(r)) = tokio::time::timeout_at(end, rx.recv()).await {
+        got.push(r);
     }
     got
 }
@@ -125,12 +127,12 @@ async fn incident_set_switches_the_cadence() {
         .await
         .expect("a probe at once")
         .unwrap();
-    assert!(first.obs.at >= entered);
+    assert!(first.at >= entered);
     let fast = collect(&mut rx, MS * 500).await;
     eprintln!(
         "MEASURED incident cadence: {} probes in 500 ms at incident_interval 10ms (first after {:?})",
         fast.len(),
-        first.obs.at - entered
+        first.at - entered
     );
     assert!(
         fast.len() >= 15,
@@ -158,6 +160,55 @@ async fn incident_set_switches_the_cadence() {
     // kept connection to retry on here).
     let probes = 1 + 1 + fast.len() + slow.len();
     assert_eq!(accepted.load(Ordering::SeqCst), probes);
+}
+
+/// The first report of a prober for a server on `port` (plain TCP, no TLS).
+async fn first_report(port: u16, deadline: &str) -> ProbeReport {
+    let cfg = config(
+        &format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""),
+        &format!("interval = \"10s\"\ndeadline = \"{deadline}\""),
+    );
+    let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(prober.run(tx, stop_rx, watch::Sender::new(Arc::default()).subscribe()));
+    let report = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a report")
+        .unwrap();
+    let _ = stop.send(true);
+    task.await.unwrap();
+    report
+}
+
+/// The engine labels the probe metric by the failure's typed cause, so the
+/// prober must name it: a server that accepts connections and never answers
+/// (frozen) is a timeout, a port nobody listens on is refused, a server that
+/// hangs up is a closed connection. The kinds are the decision's, unchanged.
+#[tokio::test]
+async fn failures_carry_a_typed_cause() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let refused_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (hang_up_port, _) = hang_up_listener();
+
+    let cases = [
+        (silent_port, FailureCause::Timeout, FailureKind::Ambiguous),
+        (refused_port, FailureCause::Refused, FailureKind::Definite),
+        (hang_up_port, FailureCause::Closed, FailureKind::Definite),
+    ];
+    for (port, cause, kind) in cases {
+        let report = first_report(port, "200ms").await;
+        let f = report.outcome.expect_err("a failure");
+        assert_eq!((f.cause, f.kind), (cause, kind), "{f:?}");
+        assert_eq!(&*report.server, "a");
+    }
 }
 
 /// Closing the sender of the incident set must not make the loop spin.
@@ -222,7 +273,7 @@ async fn a_killed_probe_session_is_not_a_failure() {
     let (tx, mut rx) = mpsc::channel(4096);
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(prober.run(tx, stop_rx, watch::Sender::new(Arc::default()).subscribe()));
-    let first = rx.recv().await.unwrap().obs;
+    let first = rx.recv().await.unwrap();
     assert!(first.outcome.is_ok(), "{first:?}");
 
     // Kill the session at various points of the 20ms cycle until 15 kills
@@ -275,8 +326,7 @@ async fn a_killed_probe_session_is_not_a_failure() {
         let o = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("an observation")
-            .unwrap()
-            .obs;
+            .unwrap();
         if let Err(f) = o.outcome {
             if f.kind == FailureKind::Definite {
                 break;
