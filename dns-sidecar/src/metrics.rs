@@ -95,7 +95,7 @@ const RCODES: [&str; 8] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
 ];
 
-/// Index into [`RCODES`] for a 12-bit rcode.
+/// Index into `RCODES` for a 12-bit rcode.
 pub fn rcode_index(rcode: u16) -> usize {
     match rcode {
         0..=5 => rcode as usize,

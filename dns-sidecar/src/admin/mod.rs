@@ -13,10 +13,10 @@
 //! | POST | `/drain` `{"server":..}` | never choose this server |
 //! | POST | `/undrain` `{"server":..}` | undo a drain |
 //! | POST | `/unfence` `{"alias":..,"server":..}` | lift a writer alias's fence on a server (or all, without `server`) |
-//! | POST | `/override` `{"op":"pin",..}` | any of the above, as a tagged [`Override`] |
+//! | POST | `/override` `{"op":"pin",..}` | any of the above, as a tagged `Override` |
 //! | POST | `/cache/flush` `{}` or `{"name":..}` | empty the cache of forwarded answers, or drop a name and the names below it |
 //!
-//! Overrides and the cache flush are guarded by [`guard`]: with `[admin] token_file`/`token_env`
+//! Overrides and the cache flush are guarded by `guard`: with `[admin] token_file`/`token_env`
 //! set, every caller needs `Authorization: Bearer <token>`; without a token,
 //! only loopback peers may send them. Either way an override must be sent as
 //! `Content-Type: application/json` and must not carry an `Origin` header,

@@ -1,7 +1,7 @@
 //! Configuration: one TOML file, parsed once into typed values.
 //!
 //! [`Config::load`] reads the file, lets serde check shapes and single values
-//! (with line numbers from the TOML parser), then [`validate`] resolves
+//! (with line numbers from the TOML parser), then `validate` resolves
 //! cross-references (alias -> servers, alias -> zone), reads secrets and
 //! applies defaults. Nothing downstream ever sees a string that still needs
 //! parsing. See the README's configuration reference for every key.
