@@ -74,11 +74,7 @@ impl Proc {
     }
 
     fn hup(&self) {
-        assert!(Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        crate::support::signal(&self.child, libc::SIGHUP);
     }
 }
 

@@ -1,13 +1,13 @@
 //! Running it as a service: SIGHUP reload, SIGTERM shutdown, on-change hooks.
 //! These start the real binary.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testbed::{PairOptions, PgBinaries, PgPair};
 
 use crate::support::env::{config_text, tempdir, upstream, Env};
-use crate::support::{dig, raw};
+use crate::support::{dig, raw, signal};
 
 fn free_port() -> u16 {
     // UDP and TCP both free; a small race with other processes is acceptable in tests.
@@ -18,15 +18,6 @@ fn free_port() -> u16 {
             return port;
         }
     }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig}");
 }
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
@@ -72,7 +63,7 @@ fn sighup_reloads_keeps_connections_rejects_bad_configs_and_sigterm_exits_cleanl
 
     // An invalid file is rejected with its reason; the old config keeps serving.
     std::fs::write(&cfg, base.replace("[probe]\n", "[probe]\nintervall = \"1s\"\n")).unwrap();
-    signal(&child, "HUP");
+    signal(&child, libc::SIGHUP);
     wait_until("the rejection is logged", Duration::from_secs(5), || {
         read_log().contains("reload rejected")
     });
@@ -87,7 +78,7 @@ fn sighup_reloads_keeps_connections_rejects_bad_configs_and_sigterm_exits_cleanl
     // their probe connections.
     let extra = "\n[[aliases]]\nname = \"reporting.db.test\"\nrole = \"standby\"\nservers = [\"a\", \"b\"]\n";
     std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
-    signal(&child, "HUP");
+    signal(&child, libc::SIGHUP);
     wait_until("the new alias answers", Duration::from_secs(5), || {
         raw::cname_of(dns, "reporting.db.test.").as_deref() == Some("pg-b.test.")
     });
@@ -95,7 +86,7 @@ fn sighup_reloads_keeps_connections_rejects_bad_configs_and_sigterm_exits_cleanl
     assert_eq!(dig(dns, "prod.db.test", "A", &[]).answers("A"), ["127.0.0.2"]);
 
     // SIGTERM: exit 0, probe connections closed.
-    signal(&child, "TERM");
+    signal(&child, libc::SIGTERM);
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -171,7 +162,7 @@ fn sighup_with_a_root_or_overlong_zone_is_rejected_and_serving_goes_on() {
     let long = vec!["a".repeat(62); 4].join(".");
     for (i, (zone, words)) in [(".", "root"), (long.as_str(), "too long")].into_iter().enumerate() {
         std::fs::write(&cfg, base.replace("name = \"db.test\"", &format!("name = \"{zone}\""))).unwrap();
-        signal(&child, "HUP");
+        signal(&child, libc::SIGHUP);
         wait_until("the rejection is logged", Duration::from_secs(5), || {
             read_log().matches("reload rejected").count() > i
         });
@@ -180,7 +171,7 @@ fn sighup_with_a_root_or_overlong_zone_is_rejected_and_serving_goes_on() {
         assert_eq!(nx(), "NXDOMAIN", "the old config keeps serving");
     }
     assert!(!read_log().contains("panicked"), "{}", read_log());
-    signal(&child, "TERM");
+    signal(&child, libc::SIGTERM);
     let _ = child.wait();
 }
 

@@ -6,9 +6,9 @@
 //! precomputed [`FastTable`] or synchronously through the full handler, and
 //! sends all answers with one `sendmmsg`. No task is spawned and nothing is
 //! allocated per query on that path. Forwarded queries go to the worker's
-//! [`Relay`]; the rare queries that must wait on an upstream otherwise (an
-//! alias target not yet cached, an upstream of the other address family) are
-//! handed to the tokio runtime, which answers them through its own handle on
+//! [`Relay`] (which keeps upstream sockets of both address families); the
+//! rare queries that must wait on an upstream otherwise (an alias whose
+//! target's addresses are not cached yet) are handed to the tokio runtime, which answers them through its own handle on
 //! the same socket. Neither ever blocks the worker: when a limit is reached
 //! (memory budget, in-flight count, the client's rate, every upstream out of
 //! use) the query is answered at once, so alias and zone answers in the same

@@ -11,3 +11,17 @@ pub mod sidecar;
 pub mod upstream;
 
 pub use dig::dig;
+
+/// Sends signal `sig` (`libc::SIGHUP`, `libc::SIGTERM`, ...) to the child
+/// process `child` with kill(2), as an operator's `kill -HUP` would.
+pub fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child we own and have not reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({}, {sig}): {}",
+        child.id(),
+        std::io::Error::last_os_error()
+    );
+}
