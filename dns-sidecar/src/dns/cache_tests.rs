@@ -150,6 +150,16 @@ fn insert(c: &Cache, query: &[u8], ans: &[u8]) -> bool {
     c.insert(query, &parse(query), ans, c.now())
 }
 
+/// Inserts the upstream's NOERROR answer to `query`: one A record of `name`
+/// (10.0.0.`last`) with `ttl`.
+fn insert_a(c: &Cache, query: &[u8], name: &str, ttl: u32, last: u8) -> bool {
+    insert(
+        c,
+        query,
+        &answer(query, ResponseCode::NoError, vec![a(name, ttl, last)], vec![], vec![]),
+    )
+}
+
 fn ttls(m: &Message) -> Vec<u32> {
     m.answers.iter().chain(&m.authorities).map(|r| r.ttl).collect()
 }
@@ -162,17 +172,7 @@ fn hit(f: Found) -> bool {
 fn names_are_keyed_without_case_and_answers_echo_the_question_as_asked() {
     let c = cache_with(settings());
     let first = q("www.Example.com.").bytes();
-    assert!(insert(
-        &c,
-        &first,
-        &answer(
-            &first,
-            ResponseCode::NoError,
-            vec![a("www.example.com.", 60, 1)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &first, "www.example.com.", 60, 1));
     for asked in ["www.example.com.", "WWW.EXAMPLE.COM.", "wWw.eXaMpLe.CoM."] {
         let query = Q { id: 0xBEEF, ..q(asked) }.bytes();
         let (f, m) = lookup(&c, &query);
@@ -247,17 +247,7 @@ fn ttls_are_capped_by_max_ttl() {
         ..settings()
     });
     let query = q("long.example.com.").bytes();
-    assert!(insert(
-        &c,
-        &query,
-        &answer(
-            &query,
-            ResponseCode::NoError,
-            vec![a("long.example.com.", 86_400, 3)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &query, "long.example.com.", 86_400, 3));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [3600]);
     c.advance(Duration::from_secs(3599));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [1]);
@@ -265,17 +255,7 @@ fn ttls_are_capped_by_max_ttl() {
     assert_eq!(lookup(&c, &query).0, Found::Miss);
     // A TTL of 0 means "do not cache".
     let zero = q("zero.example.com.").bytes();
-    assert!(!insert(
-        &c,
-        &zero,
-        &answer(
-            &zero,
-            ResponseCode::NoError,
-            vec![a("zero.example.com.", 0, 3)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(!insert_a(&c, &zero, "zero.example.com.", 0, 3));
 }
 
 #[test]
@@ -394,17 +374,7 @@ fn servfail_is_kept_a_few_seconds_and_never_replaces_a_servable_answer() {
     // A good answer, then (expired) the upstream fails: the SERVFAIL is not
     // kept over it, so the answer can still be served stale.
     let good = q("flaky.example.com.").bytes();
-    assert!(insert(
-        &c,
-        &good,
-        &answer(
-            &good,
-            ResponseCode::NoError,
-            vec![a("flaky.example.com.", 10, 4)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &good, "flaky.example.com.", 10, 4));
     c.advance(Duration::from_secs(11));
     assert!(!insert(
         &c,
@@ -484,17 +454,7 @@ fn header_bits_follow_the_query() {
         ..q("ad.example.com.")
     }
     .bytes();
-    assert!(insert(
-        &c,
-        &query,
-        &answer(
-            &query,
-            ResponseCode::NoError,
-            vec![a("ad.example.com.", 60, 5)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &query, "ad.example.com.", 60, 5));
     let m = lookup(
         &c,
         &Q {
@@ -513,17 +473,7 @@ fn header_bits_follow_the_query() {
         "DO asked: AD kept"
     );
     let plain = q("ad.example.com.").bytes();
-    assert!(insert(
-        &c,
-        &plain,
-        &answer(
-            &plain,
-            ResponseCode::NoError,
-            vec![a("ad.example.com.", 60, 5)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &plain, "ad.example.com.", 60, 5));
     assert!(
         !lookup(&c, &plain).1.unwrap().metadata.authentic_data,
         "neither AD nor DO asked: no AD (RFC 6840)"
@@ -594,17 +544,7 @@ fn cookies_are_not_kept_and_client_specific_options_bypass_the_cache() {
         ..q("e.example.com.")
     }
     .bytes();
-    assert!(!insert(
-        &c,
-        &own,
-        &answer(
-            &own,
-            ResponseCode::NoError,
-            vec![a("e.example.com.", 60, 7)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(!insert_a(&c, &own, "e.example.com.", 60, 7));
     assert_eq!(lookup(&c, &own).0, Found::Miss);
     for code in [3, 8] {
         let raw = Q {
@@ -828,17 +768,7 @@ fn serve_stale_windows() {
         ..settings()
     });
     let query = q("s.example.com.").bytes();
-    assert!(insert(
-        &c,
-        &query,
-        &answer(
-            &query,
-            ResponseCode::NoError,
-            vec![a("s.example.com.", 10, 10)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &query, "s.example.com.", 10, 10));
     // Fresh: the upstream's failure changes nothing.
     c.advance(Duration::from_secs(4));
     let (f, m) = stale(&c, &query);
@@ -868,17 +798,7 @@ fn serve_stale_windows() {
     c.advance(Duration::from_secs(2));
     assert_eq!(stale(&c, &query).0, Found::Miss, "older than max_stale");
     // A fresh answer replaces the stale one.
-    assert!(insert(
-        &c,
-        &query,
-        &answer(
-            &query,
-            ResponseCode::NoError,
-            vec![a("s.example.com.", 10, 11)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &query, "s.example.com.", 10, 11));
     assert_eq!(ttls(&lookup(&c, &query).1.unwrap()), [10]);
 
     // Negative answers are served stale too; nothing is with serve_stale off.
@@ -902,17 +822,7 @@ fn serve_stale_windows() {
         serve_stale: false,
         ..settings()
     });
-    assert!(insert(
-        &off,
-        &query,
-        &answer(
-            &query,
-            ResponseCode::NoError,
-            vec![a("s.example.com.", 10, 10)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&off, &query, "s.example.com.", 10, 10));
     off.advance(Duration::from_secs(11));
     assert_eq!(stale(&off, &query).0, Found::Miss);
 }
@@ -952,17 +862,7 @@ fn names_in_the_sidecars_zones_are_never_kept() {
     c.configure(&settings(), vec![wire("db.test."), wire("example.com.")]);
     assert_eq!(lookup(&c, &www).0, Found::Miss);
     assert!(hit(lookup(&c, &api).0));
-    assert!(!insert(
-        &c,
-        &www,
-        &answer(
-            &www,
-            ResponseCode::NoError,
-            vec![a("www.example.com.", 60, 1)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(!insert_a(&c, &www, "www.example.com.", 60, 1));
     // Other settings: the cache starts empty; off: nothing at all.
     c.configure(
         &CacheSettings {
@@ -972,17 +872,7 @@ fn names_in_the_sidecars_zones_are_never_kept() {
         vec![],
     );
     assert!(c.is_empty());
-    assert!(insert(
-        &c,
-        &api,
-        &answer(
-            &api,
-            ResponseCode::NoError,
-            vec![a("api.example.org.", 60, 1)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &api, "api.example.org.", 60, 1));
     c.configure(
         &CacheSettings {
             enabled: false,
@@ -993,17 +883,7 @@ fn names_in_the_sidecars_zones_are_never_kept() {
     );
     assert!(c.is_empty());
     assert_eq!(lookup(&c, &api).0, Found::Off);
-    assert!(!insert(
-        &c,
-        &api,
-        &answer(
-            &api,
-            ResponseCode::NoError,
-            vec![a("api.example.org.", 60, 1)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(!insert_a(&c, &api, "api.example.org.", 60, 1));
 }
 
 #[test]
@@ -1013,17 +893,7 @@ fn an_answer_in_use_survives_a_stream_of_new_names() {
         ..settings()
     });
     let hot = q("hot.example.com.").bytes();
-    assert!(insert(
-        &c,
-        &hot,
-        &answer(
-            &hot,
-            ResponseCode::NoError,
-            vec![a("hot.example.com.", 300, 1)],
-            vec![],
-            vec![]
-        )
-    ));
+    assert!(insert_a(&c, &hot, "hot.example.com.", 300, 1));
     for i in 0..5000 {
         let n: &'static str = Box::leak(format!("once{i}.example.com.").into_boxed_str());
         let query = q(n).bytes();
