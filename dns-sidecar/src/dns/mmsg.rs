@@ -56,7 +56,20 @@ impl Batch {
     /// Receives up to a batch of datagrams: blocks for the first (up to the
     /// socket's read timeout), then takes whatever else is already queued
     /// (`MSG_WAITFORONE`). Returns how many arrived (0 on timeout or error).
+    #[inline]
     pub fn recv(&mut self, fd: RawFd) -> usize {
+        self.recv_flags(fd, libc::MSG_WAITFORONE)
+    }
+
+    /// Like [`Batch::recv`], but never blocks (for sockets found readable by `poll`).
+    #[inline]
+    pub fn recv_nowait(&mut self, fd: RawFd) -> usize {
+        self.recv_flags(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// One `recvmmsg` into the whole batch with `flags`.
+    #[inline]
+    fn recv_flags(&mut self, fd: RawFd, flags: libc::c_int) -> usize {
         for (m, iov) in self.msgs.iter_mut().zip(&mut self.iov) {
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             m.msg_hdr.msg_flags = 0;
@@ -68,27 +81,7 @@ impl Batch {
                 fd,
                 self.msgs.as_mut_ptr(),
                 self.msgs.len() as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
-        n.max(0) as usize
-    }
-
-    /// Like [`Batch::recv`], but never blocks (for sockets found readable by `poll`).
-    pub fn recv_nowait(&mut self, fd: RawFd) -> usize {
-        for (m, iov) in self.msgs.iter_mut().zip(&mut self.iov) {
-            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            m.msg_hdr.msg_flags = 0;
-            iov.iov_len = self.bufs[0].len();
-        }
-        // SAFETY: as in `recv`.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.msgs.as_mut_ptr(),
-                self.msgs.len() as u32,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
