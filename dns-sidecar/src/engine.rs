@@ -559,7 +559,9 @@ impl Engine {
             .map(|(i, a)| {
                 let s = &st.aliases[i];
                 // Exactly what the published routes answer.
-                let (answer, served) = match routes.get(a.name.as_str()).map(|r| &r.answer) {
+                let route = routes.get(a.name.as_str()).map(|r| &r.answer);
+                let servfail = matches!(route, Some(crate::routes::RouteAnswer::Servfail));
+                let (answer, served) = match route {
                     Some(crate::routes::RouteAnswer::Cname(_)) => (
                         "cname",
                         match st.answer(c, i) {
@@ -577,10 +579,7 @@ impl Engine {
                     answer: answer.into(),
                     server: served.map(|t| c.servers[t].id.clone()),
                     target: served.map(|t| c.servers[t].target.to_string()),
-                    last_server: s
-                        .target
-                        .filter(|_| answer == "servfail")
-                        .map(|t| c.servers[t].id.clone()),
+                    last_server: s.target.filter(|_| servfail).map(|t| c.servers[t].id.clone()),
                     since: s.since.map(|t| self.unix(t)),
                     reason: s.reason.clone(),
                     pinned: st.pins[i].map(|p| c.servers[p].id.clone()),
