@@ -237,14 +237,22 @@ fn bind(
             }
             Err(RunError::Bind { proto, source, .. }) if proto.contains("admin") => {
                 if args.admin_port.is_some() || admin == 0 {
-                    anyhow::bail!("cannot listen on {} for the admin listener: {source}; choose another with --admin-port PORT, or --admin-port 0 for a free one", at(admin));
+                    anyhow::bail!(
+                        "cannot listen on {} for the admin listener: {source}; choose another with \
+                        --admin-port PORT, or --admin-port 0 for a free one",
+                        at(admin)
+                    );
                 }
                 println!("  (admin port {admin} is taken: {source}; using a free port instead)");
                 admin = 0;
             }
             Err(RunError::Bind { source, .. }) => {
                 if args.port.is_some() || dns == 0 {
-                    anyhow::bail!("cannot listen on {} for DNS: {source}; choose another with --port PORT, or --port 0 for a free one", at(dns));
+                    anyhow::bail!(
+                        "cannot listen on {} for DNS: {source}; choose another with --port PORT, or --port \
+                        0 for a free one",
+                        at(dns)
+                    );
                 }
                 println!("  (DNS port {dns} is taken: {source}; using a free port instead)");
                 dns = 0;
@@ -279,7 +287,10 @@ async fn promote(args: &DemoArgs, pair: &PgPair, shared: &crate::shared::Shared)
             println!(">>> OK: {WRITER_ALIAS} answers CNAME {PROMOTED_TARGET} (the promoted server)");
             Ok(())
         }
-        other => anyhow::bail!("{WRITER_ALIAS} answers {other:?} {secs}s after the promote, not CNAME {PROMOTED_TARGET}: the alias did not follow"),
+        other => anyhow::bail!(
+            "{WRITER_ALIAS} answers {other:?} {secs}s after the promote, not CNAME \
+            {PROMOTED_TARGET}: the alias did not follow"
+        ),
     }
 }
 

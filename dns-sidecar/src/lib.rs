@@ -372,7 +372,8 @@ impl Running {
         self.cache.configure_from(&config);
         self.handler.store(Arc::new(handler));
         self.shared.config.store(config);
-        info!(started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped, "configuration reloaded");
+        info!(started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped, "configuration \
+            reloaded");
         Ok(())
     }
 

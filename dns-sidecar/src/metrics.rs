@@ -686,7 +686,13 @@ mod tests {
         m.answered(QueryKind::Alias, 0);
         m.ready.set(1);
         let text = m.encode_classic();
-        assert!(text.contains("# HELP dns_sidecar_queries_total DNS queries answered, by kind and rcode.\n# TYPE dns_sidecar_queries_total counter\n"), "{text}");
+        assert!(
+            text.contains(
+                "# HELP dns_sidecar_queries_total DNS queries answered, by kind and rcode.\n# TYPE \
+            dns_sidecar_queries_total counter\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("# TYPE dns_sidecar_ready gauge\ndns_sidecar_ready 1\n"),
             "{text}"

@@ -312,7 +312,8 @@ async fn a_black_holed_upstream_under_a_flood_costs_bounded_memory_and_the_alias
 async fn the_memory_budget_refuses_before_it_grows() {
     let hole = BlackHole::start();
     let text = format!(
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"2s\"\nmax_fails = 1000000\n[limits]\nmemory = \"1MiB\"\nforward_in_flight = 16384\nforward_rate = 0\n",
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"2s\"\nmax_fails = \
+            1000000\n[limits]\nmemory = \"1MiB\"\nforward_in_flight = 16384\nforward_rate = 0\n",
         hole.addr
     );
     let sidecar = Sidecar::start(&text).unwrap();

@@ -19,7 +19,10 @@ const A: RecordType = RecordType::A;
 /// A forwarding sidecar (zone `db.test`), upstream timeout 300 ms, no
 /// per-client rate limit, plus `extra` TOML.
 fn config(upstream: SocketAddr, extra: &str) -> String {
-    format!("[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{upstream}\"]\ntimeout = \"300ms\"\n[limits]\nforward_rate = 0\n[[zones]]\nname = \"db.test\"\n{extra}")
+    format!(
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{upstream}\"]\ntimeout \
+        = \"300ms\"\n[limits]\nforward_rate = 0\n[[zones]]\nname = \"db.test\"\n{extra}"
+    )
 }
 
 fn sleep(ms: u64) {

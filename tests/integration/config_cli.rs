@@ -95,7 +95,9 @@ fn run_still_needs_the_secret() {
     let p = dir.join("run.toml");
     std::fs::write(
         &p,
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nenabled = false\n[[zones]]\nname = \"db.test\"\n[probe]\nuser = \"probe\"\nsslmode = \"disable\"\npassword_env = \"DNS_SIDECAR_TEST_SURELY_UNSET\"\n[servers.a]\ntarget = \"a.test\"\nhostaddr = \"127.0.0.1\"\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n",
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nenabled = false\n[[zones]]\nname = \"db.test\"\n[probe]\nuser \
+            = \"probe\"\nsslmode = \"disable\"\npassword_env = \"DNS_SIDECAR_TEST_SURELY_UNSET\"\n[servers.a]\ntarget \
+                = \"a.test\"\nhostaddr = \"127.0.0.1\"\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
@@ -134,12 +136,27 @@ fn bad_configs_exit_2_with_file_line_and_fix() {
     let dir = std::env::temp_dir().join(format!("dns-sidecar-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cases: &[(&str, &str, &[&str])] = &[
-        ("typo.toml", "[dns]\nlisten = [\"127.0.0.1:53\"]\nlisen = []\n", &["typo.toml:3:1", "unknown field `lisen`", "hint"]),
-        ("ttl.toml", "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"z.test\"\nttl = 300\n", &["ttl.toml:5:7", "ambiguous", "\"300s\""]),
+        (
+            "typo.toml",
+            "[dns]\nlisten = [\"127.0.0.1:53\"]\nlisen = []\n",
+            &[
+                "typo.toml:3:1",
+                "unknown field \
+            `lisen`",
+                "hint",
+            ],
+        ),
+        (
+            "ttl.toml",
+            "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"z.test\"\nttl = \
+            300\n",
+            &["ttl.toml:5:7", "ambiguous", "\"300s\""],
+        ),
         ("syntax.toml", "[dns\nlisten = 1\n", &["syntax.toml:1:"]),
         (
             "orphan.toml",
-            "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"db.test\"\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"pg1\"]\n",
+            "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"db.test\"\n[[aliases]]\nname \
+                = \"prod.db.test\"\nservers = [\"pg1\"]\n",
             &["orphan.toml:7:", "server `pg1`", "none are defined"],
         ),
     ];

@@ -476,7 +476,12 @@ fn kubernetes_manifests_agree_with_their_configs() {
                     .iter()
                     .find(|x| s(x, "/name") == Some("net.ipv4.ip_unprivileged_port_start"))
                     .and_then(|x| s(x, "/value"))
-                    .unwrap_or_else(|| panic!("{what}: allowPrivilegeEscalation is false, so set the sysctl net.ipv4.ip_unprivileged_port_start"));
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{what}: allowPrivilegeEscalation is false, so set the sysctl \
+                        net.ipv4.ip_unprivileged_port_start"
+                        )
+                    });
                 let start: u16 = start.parse().unwrap();
                 let lowest = cfg
                     .dns
@@ -540,7 +545,8 @@ fn kubernetes_manifests_agree_with_their_configs() {
             if !admin.ip().is_loopback() {
                 assert!(
                     cfg.admin.token.is_some(),
-                    "{what}: the admin listener {admin} is reachable from the network; set token_env/token_file so overrides need a token"
+                    "{what}: the admin listener {admin} is reachable from the network; set token_env/token_file so \
+                        overrides need a token"
                 );
             }
 
@@ -830,7 +836,9 @@ fn azure_hook_script_updates_the_private_dns_cname() {
     let az = dir.join("az");
     std::fs::write(
         &az,
-        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$AZ_LOG\"\ncase \"$*\" in\n  *\" show \"*) [ -n \"$FAKE_CURRENT\" ] || { echo 'ResourceNotFound' >&2; exit 3; }; printf '%s\\n' \"$FAKE_CURRENT\" ;;\n  *set-record*) [ -z \"$FAKE_FAIL\" ] || { echo 'simulated failure' >&2; exit 1; } ;;\nesac\n",
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$AZ_LOG\"\ncase \"$*\" in\n  *\" show \"*) [ -n \"$FAKE_CURRENT\" ] || \
+            { echo 'ResourceNotFound' >&2; exit 3; }; printf '%s\\n' \"$FAKE_CURRENT\" ;;\n  *set-record*) [ \
+                -z \"$FAKE_FAIL\" ] || { echo 'simulated failure' >&2; exit 1; } ;;\nesac\n",
     )
     .unwrap();
     std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -856,8 +864,10 @@ fn azure_hook_script_updates_the_private_dns_cname() {
     assert_eq!(
         take_az_log(&dir),
         [
-            "network private-dns record-set cname show --resource-group rg-dns --zone-name db.internal --name prod --query cnameRecord.cname --output tsv",
-            "network private-dns record-set cname set-record --resource-group rg-dns --zone-name db.internal --record-set-name prod --cname pg-prod-westus2.privatelink.postgres.database.azure.com --output none",
+            "network private-dns record-set cname show --resource-group rg-dns --zone-name db.internal --name prod \
+                --query cnameRecord.cname --output tsv",
+            "network private-dns record-set cname set-record --resource-group rg-dns --zone-name db.internal \
+                --record-set-name prod --cname pg-prod-westus2.privatelink.postgres.database.azure.com --output none",
         ]
     );
     assert!(

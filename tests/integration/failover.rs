@@ -21,7 +21,8 @@ fn follow_bound() -> Duration {
 
 fn report(what: &str, d: Follow) {
     eprintln!(
-        "MEASURED {what}: {:.1} ms from the promote request, {:+.1} ms from the replica accepting writes (bound asserted: {:?})",
+        "MEASURED {what}: {:.1} ms from the promote request, {:+.1} ms from the replica accepting writes (bound \
+            asserted: {:?})",
         d.from_request.as_secs_f64() * 1000.0,
         d.from_writable_ms,
         follow_bound()

@@ -193,7 +193,11 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let down_after = start.elapsed();
-    eprintln!("MEASURED black hole -> server down: {:.0} ms (fall 3 x deadline {DEADLINE:?}); {queries} queries answered meanwhile", down_after.as_secs_f64() * 1000.0);
+    eprintln!(
+        "MEASURED black hole -> server down: {:.0} ms (fall 3 x deadline {DEADLINE:?}); {queries} queries \
+        answered meanwhile",
+        down_after.as_secs_f64() * 1000.0
+    );
     assert!(
         down_after >= DEADLINE * 3 - Duration::from_millis(20),
         "down after {down_after:?}: sooner than 3 deadlines"
@@ -380,7 +384,10 @@ async fn servers_in_the_incident_set_are_probed_at_the_incident_interval() {
     let before = count(&env);
     tokio::time::sleep(window).await;
     let after = over(&env, before);
-    eprintln!("MEASURED probes per second (a, b): normal {normal:?}, during the incident {fast:?}, after {after:?}; interval {INTERVAL:?}, incident_interval 10ms");
+    eprintln!(
+        "MEASURED probes per second (a, b): normal {normal:?}, during the incident {fast:?}, after {after:?}; \
+        interval {INTERVAL:?}, incident_interval 10ms"
+    );
     for (what, (a, b)) in [("normal", normal), ("after", after)] {
         assert!(
             (5..=15).contains(&a) && (5..=15).contains(&b),

@@ -91,7 +91,11 @@ async fn a_standby_over_the_lag_limit_is_left_and_taken_back_after_rise() {
     let mut chunks = 0;
     while raw::cname_of(env.dns, "reader.db.test.").as_deref() == Some("pg-b.test.") {
         assert!(chunks < 200, "the alias never left the standby");
-        sql("CREATE TABLE IF NOT EXISTS lag_big (x text); INSERT INTO lag_big SELECT repeat('x', 200) FROM generate_series(1, 500)").await;
+        sql(
+            "CREATE TABLE IF NOT EXISTS lag_big (x text); INSERT INTO lag_big SELECT repeat('x', 200) FROM \
+            generate_series(1, 500)",
+        )
+        .await;
         chunks += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -209,7 +209,9 @@ async fn every_readme_alert_fires_on_its_event() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let text = format!(
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n[probe]\ndeadline = \"3s\"\nuser = \"probe\"\nsslmode = \"disable\"\n[servers.a]\ntarget = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zones]]\nname = \"db.test\"\n[probe]\ndeadline = \"3s\"\nuser \
+            = \"probe\"\nsslmode = \"disable\"\n[servers.a]\ntarget = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = \
+                {port}\n[[aliases]]\nname = \"prod.db.test\"\nservers = [\"a\"]\n"
     );
     let lonely = Sidecar::start(&text).unwrap();
     let starting = scrape(&lonely);
@@ -223,7 +225,8 @@ async fn every_readme_alert_fires_on_its_event() {
     // out of use, and the rate limit refuses the excess.
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let text = format!(
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"200ms\"\nmax_fails = 2\n[limits]\nforward_rate = 3\nforward_burst = 3\n[[zones]]\nname = \"db.test\"\n",
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"200ms\"\nmax_fails = \
+            2\n[limits]\nforward_rate = 3\nforward_burst = 3\n[[zones]]\nname = \"db.test\"\n",
         hole.local_addr().unwrap()
     );
     let forwarder = Sidecar::start(&text).unwrap();
@@ -256,7 +259,11 @@ async fn every_readme_alert_fires_on_its_event() {
     // the expired answer is served stale.
     let up = crate::support::upstream::Upstream::start();
     up.a("kept.example.test.", 1, [10, 7, 7, 7]);
-    let text = format!("[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"200ms\"\n[[zones]]\nname = \"db.test\"\n", up.addr);
+    let text = format!(
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout \
+        = \"200ms\"\n[[zones]]\nname = \"db.test\"\n",
+        up.addr
+    );
     let cached = Sidecar::start(&text).unwrap();
     assert_eq!(dig(cached.dns, "kept.example.test", "A", &[]).status, "NOERROR");
     std::thread::sleep(Duration::from_millis(1100));

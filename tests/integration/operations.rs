@@ -29,7 +29,12 @@ fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn probe_backends(pair: &PgPair) -> String {
-    pair.primary.sql("SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE application_name = 'dns-sidecar'").unwrap()
+    pair.primary
+        .sql(
+            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE application_name = \
+        'dns-sidecar'",
+        )
+        .unwrap()
 }
 
 #[test]
@@ -109,7 +114,8 @@ async fn on_change_hook_runs_with_old_and_new_target() {
     let dir = tempdir::Dir::new();
     let out = dir.path().join("hook.env");
     let hook = format!(
-        "\n[[aliases]]\nname = \"hooked.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"env | grep ^DNS_SIDECAR_ | sort > {}\"]\non_change_timeout = \"5s\"\n",
+        "\n[[aliases]]\nname = \"hooked.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"env \
+            | grep ^DNS_SIDECAR_ | sort > {}\"]\non_change_timeout = \"5s\"\n",
         out.display()
     );
     let env = Env::start(true, &hook).await;
@@ -145,7 +151,11 @@ fn sighup_with_a_root_or_overlong_zone_is_rejected_and_serving_goes_on() {
     let up = upstream();
     let dir = tempdir::Dir::new();
     let dns = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let base = format!("[dns]\nlisten = [\"{dns}\"]\n[upstream]\nservers = [\"{}\"]\n[[zones]]\nname = \"db.test\"\n[admin]\nenabled = false\n", up.addr);
+    let base = format!(
+        "[dns]\nlisten = [\"{dns}\"]\n[upstream]\nservers = [\"{}\"]\n[[zones]]\nname \
+        = \"db.test\"\n[admin]\nenabled = false\n",
+        up.addr
+    );
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, &base).unwrap();
     let log = dir.path().join("log");
@@ -193,8 +203,10 @@ async fn hooks_see_only_their_variables_and_die_with_their_group() {
     let env_out = dir.path().join("env");
     let pid_out = dir.path().join("pid");
     let hooks = format!(
-        "\n[[aliases]]\nname = \"env.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"env > {}\"]\non_change_env = [\"PATH\", \"HOOKTEST_*\"]\n\
-         \n[[aliases]]\nname = \"group.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"sleep 300 & echo $! > {}; wait\"]\non_change_timeout = \"500ms\"\n",
+        "\n[[aliases]]\nname = \"env.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"env > \
+            {}\"]\non_change_env = [\"PATH\", \"HOOKTEST_*\"]\n\
+         \n[[aliases]]\nname = \"group.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"sleep \
+             300 & echo $! > {}; wait\"]\non_change_timeout = \"500ms\"\n",
         env_out.display(),
         pid_out.display()
     );
@@ -247,7 +259,11 @@ fn admin_post(admin: std::net::SocketAddr, path: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(admin).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \
+        {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -259,7 +275,8 @@ async fn piled_up_changes_run_the_hook_once_with_the_latest_target() {
     let dir = tempdir::Dir::new();
     let log = dir.path().join("runs");
     let hook = format!(
-        "\n[[aliases]]\nname = \"hooked.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"echo $DNS_SIDECAR_OLD_SERVER-$DNS_SIDECAR_NEW_SERVER >> {}; sleep 1\"]\n",
+        "\n[[aliases]]\nname = \"hooked.db.test\"\nservers = [\"a\", \"b\"]\non_change = [\"/bin/sh\", \"-c\", \"echo \
+            $DNS_SIDECAR_OLD_SERVER-$DNS_SIDECAR_NEW_SERVER >> {}; sleep 1\"]\n",
         log.display()
     );
     let env = Env::start(true, &hook).await;

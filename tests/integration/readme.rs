@@ -286,7 +286,8 @@ fn error_example(w: &World, example: &str) {
         parts.next().unwrap().parse().unwrap(),
     );
     let bad = example.lines().nth(1).unwrap().split_once(" | ").unwrap().1;
-    let head = "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"db.internal\"\n[probe]\nuser = \"probe\"\nsslmode = \"disable\"\n[servers.eastus]\ntarget = \"pg-eastus.example.com\"\n";
+    let head = "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"db.internal\"\n[probe]\nuser \
+        = \"probe\"\nsslmode = \"disable\"\n[servers.eastus]\ntarget = \"pg-eastus.example.com\"\n";
     let alias = "[[aliases]]\nname = \"prod.db.internal\"\nservers = [\"eastus\"]\n";
     let pad = line - 1 - head.lines().count() - alias.lines().count();
     let text = format!("{head}{}{alias}{bad}\n", "# padding\n".repeat(pad));
@@ -306,7 +307,11 @@ fn error_example(w: &World, example: &str) {
 /// it refers to.
 fn toml_example(w: &World, toml: &str) {
     let toml = toml.replace("/run/secrets/dns-sidecar-admin-token", w.token.to_str().unwrap());
-    let mut text = String::from("[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"db.internal\"\n[probe]\nuser = \"probe\"\nsslmode = \"disable\"\n[servers.eastus]\ntarget = \"pg-eastus.example.com\"\n[servers.westus2]\ntarget = \"pg-westus2.example.com\"\n");
+    let mut text = String::from(
+        "[dns]\nlisten = [\"127.0.0.1:53\"]\n[[zones]]\nname = \"db.internal\"\n[probe]\nuser \
+        = \"probe\"\nsslmode = \"disable\"\n[servers.eastus]\ntarget \
+            = \"pg-eastus.example.com\"\n[servers.westus2]\ntarget = \"pg-westus2.example.com\"\n",
+    );
     if !toml.contains("[[aliases]]") {
         text.push_str("[[aliases]]\nname = \"prod.db.internal\"\nservers = [\"eastus\", \"westus2\"]\n");
     }
@@ -387,7 +392,12 @@ fn every_readme_command_and_example_runs() {
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let clusters = pair.clusters();
     let config = format!(
-        "[dns]\nlisten = [\"{dns}\"]\n\n[upstream]\nservers = [\"{}\"]\n\n[[zones]]\nname = \"db.internal\"\n\n[state]\npath = \"{}\"\n\n[probe]\nuser = \"dns_sidecar_probe\"\npassword_env = \"PGPROBE_PASSWORD\"\nsslrootcert = \"{}\"\nport = {}\n\n[servers.eastus]\ntarget = \"{}\"\nhostaddr = \"{}\"\n\n[servers.westus2]\ntarget = \"{}\"\nhostaddr = \"{}\"\n\n[[aliases]]\nname = \"prod.db.internal\"\nservers = [\"eastus\", \"westus2\"]\n\n[admin]\nlisten = \"{admin}\"\n",
+        "[dns]\nlisten = [\"{dns}\"]\n\n[upstream]\nservers = [\"{}\"]\n\n[[zones]]\nname \
+            = \"db.internal\"\n\n[state]\npath = \"{}\"\n\n[probe]\nuser = \"dns_sidecar_probe\"\npassword_env \
+                = \"PGPROBE_PASSWORD\"\nsslrootcert = \"{}\"\nport = {}\n\n[servers.eastus]\ntarget \
+                    = \"{}\"\nhostaddr = \"{}\"\n\n[servers.westus2]\ntarget = \"{}\"\nhostaddr \
+                        = \"{}\"\n\n[[aliases]]\nname = \"prod.db.internal\"\nservers = \
+                            [\"eastus\", \"westus2\"]\n\n[admin]\nlisten = \"{admin}\"\n",
         up.addr,
         dir.path().join("state.json").display(),
         pair.ca_cert.display(),

@@ -602,8 +602,17 @@ fn tcp_noread(dns: SocketAddr, n: u32, dur: Duration) -> (String, String) {
     std::thread::sleep(Duration::from_secs(6));
     let later = conns.iter().filter(|c| peer_closed(c)).count();
     (
-        format!("{n} TCP connections from {} addresses, {PIPELINED} pipelined queries each, never reading", n.div_ceil(10).min(250)),
-        format!("{} connected, {failed} refused at connect; closed by the sidecar: {closed} during the {}s flood, {later} 6 s later", conns.len(), dur.as_secs()),
+        format!(
+            "{n} TCP connections from {} addresses, {PIPELINED} pipelined queries each, never \
+            reading",
+            n.div_ceil(10).min(250)
+        ),
+        format!(
+            "{} connected, {failed} refused at connect; closed by the sidecar: {closed} during the {}s flood, \
+            {later} 6 s later",
+            conns.len(),
+            dur.as_secs()
+        ),
     )
 }
 
@@ -713,10 +722,15 @@ fn report(args: &Args, rows: &[Row]) -> String {
     let _ = writeln!(r, "## Abuse benchmark\n");
     let _ = writeln!(
         r,
-        "Command: `benches/abuse.sh --duration {} --rate {}`; sidecar pinned to CPU {}, flood, prober and upstreams on CPU {}; default `[limits]`; alias probed once per ms.\n",
+        "Command: `benches/abuse.sh --duration {} --rate {}`; sidecar pinned to CPU {}, flood, prober and upstreams \
+            on CPU {}; default `[limits]`; alias probed once per ms.\n",
         args.duration, args.rate, args.server_cpu, args.client_cpu
     );
-    let _ = writeln!(r, "| scenario | flood | what the flood got back | VmHWM | RSS idle / after | alias p50 / p99 / p99.9 / max (ms) | alias lost | limits counted | alive and answering after |");
+    let _ = writeln!(
+        r,
+        "| scenario | flood | what the flood got back | VmHWM | RSS idle / after | alias p50 / p99 / \
+        p99.9 / max (ms) | alias lost | limits counted | alive and answering after |"
+    );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let a = &row.alias;

@@ -172,9 +172,18 @@ impl Mix {
         match self {
             Mix::A => "alias only (`prod.db.test A`)",
             Mix::B => "90% alias, 10% nonexistent names in the zone (NXDOMAIN)",
-            Mix::C => "forwarded names that repeat (`hN.fwd.test A`, TTL 300 s): answered from the cache by the caches, forwarded by the others",
-            Mix::D => "a realistic mix: Zipf-distributed names of `zipf.test.` with TTLs of 5 s to 1 h and 20% NXDOMAIN names",
-            Mix::E => "forwarded names never asked before (`mN.miss.test A`, a wildcard upstream): every query a cache miss",
+            Mix::C => {
+                "forwarded names that repeat (`hN.fwd.test A`, TTL 300 s): answered from the cache by the \
+                caches, forwarded by the others"
+            }
+            Mix::D => {
+                "a realistic mix: Zipf-distributed names of `zipf.test.` with TTLs of 5 s to 1 h and 20% \
+                NXDOMAIN names"
+            }
+            Mix::E => {
+                "forwarded names never asked before (`mN.miss.test A`, a wildcard upstream): every query a \
+                cache miss"
+            }
         }
     }
     fn takes_part(self, k: Kind) -> bool {
@@ -358,7 +367,12 @@ fn run(args: Args) -> Result<bool> {
     }
     let mut kinds = Vec::new();
     for s in &args.servers {
-        let k = Kind::parse(s.trim()).with_context(|| format!("unknown server {s:?}; use knot, nsd, floor, sidecar, sidecar-cname, sidecar-noprobe, sidecar-nocache, dnsmasq, dnsdist, dnsdist-cache"))?;
+        let k = Kind::parse(s.trim()).with_context(|| {
+            format!(
+                "unknown server {s:?}; use knot, nsd, floor, sidecar, \
+            sidecar-cname, sidecar-noprobe, sidecar-nocache, dnsmasq, dnsdist, dnsdist-cache"
+            )
+        })?;
         if !kinds.contains(&k) {
             kinds.push(k);
         }
@@ -582,7 +596,8 @@ fn run(args: Args) -> Result<bool> {
                     round.attempts = attempt;
                     let noisy = round.noisy(args.max_other);
                     eprintln!(
-                        "{:>7.0} q/s  lost {:>5}  avg {:>6.3} ms  max {:>6.2} ms  {:>5.2} µs/q  server {:>3.0}%  dnsperf {:>3.0}%  upstream {:>3.0}%  kernel {:>3.0}%  other {:>3.0}%{}{}",
+                        "{:>7.0} q/s  lost {:>5}  avg {:>6.3} ms  max {:>6.2} ms  {:>5.2} µs/q  server \
+                            {:>3.0}%  dnsperf {:>3.0}%  upstream {:>3.0}%  kernel {:>3.0}%  other {:>3.0}%{}{}",
                         round.stats.qps,
                         round.stats.lost,
                         round.stats.avg_latency * 1e3,
@@ -593,7 +608,15 @@ fn run(args: Args) -> Result<bool> {
                         round.pct(round.upstream_cpu),
                         round.pct(round.kernel_cpu),
                         round.pct(round.other_cpu),
-                        if round.upstream_queries.is_some() { format!("  upstream {:.1}/1000", round.upstream_per_1000()) } else { String::new() },
+                        if round.upstream_queries.is_some() {
+                            format!(
+                                "  upstream \
+                            {:.1}/1000",
+                                round.upstream_per_1000()
+                            )
+                        } else {
+                            String::new()
+                        },
                         if noisy { "  (noisy)" } else { "" }
                     );
                     sys::sleep(Duration::from_millis(300))?;
@@ -877,7 +900,8 @@ fn failover_round(
     let sidecar_switched_after = since(&s.proc_.log, "pg-b.test");
     let ms = |x: Option<f64>| x.map_or("?".to_string(), |f| format!("{:.0} ms", f * 1e3));
     eprintln!(
-        "{:.0} q/s, lost {}; after the promote request: PostgreSQL ready {}, sidecar switched {} (logs), first answer naming pg-b {}; now: {}",
+        "{:.0} q/s, lost {}; after the promote request: PostgreSQL ready {}, sidecar switched {} (logs), first answer \
+            naming pg-b {}; now: {}",
         round.stats.qps,
         round.stats.lost,
         ms(pg_ready_after),

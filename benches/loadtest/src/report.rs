@@ -144,12 +144,14 @@ pub fn markdown(o: &Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "- Pinning: servers under test on CPU {}; dnsperf on CPU {}; upstream Knot on CPU {}; PostgreSQL and the harness on CPU {}",
+        "- Pinning: servers under test on CPU {}; dnsperf on CPU {}; upstream Knot on CPU {}; PostgreSQL and the \
+            harness on CPU {}",
         a.server_cpu, a.client_cpu, a.upstream_cpu, a.client_cpu
     );
     let _ = writeln!(
         s,
-        "- dnsperf {}: `-c {} -q {} -T {} -t {}`, {} round(s) x {} s per server and mix, interleaved (A B C A B C ...); medians across rounds; a round with other CPU > {}% is repeated up to {} time(s)",
+        "- dnsperf {}: `-c {} -q {} -T {} -t {}`, {} round(s) x {} s per server and mix, interleaved (A B C A B C \
+            ...); medians across rounds; a round with other CPU > {}% is repeated up to {} time(s)",
         o.dnsperf_version,
         a.clients,
         a.outstanding.iter().map(u32::to_string).collect::<Vec<_>>().join("|"),
@@ -171,7 +173,9 @@ pub fn markdown(o: &Outcome) -> String {
         let fwd = mix.forwarded();
         let _ = writeln!(
             s,
-            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU µs/query |{} server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy (server / dnsperf) | noisy rounds | bound by | responses |",
+            "| server | q/s (median) | q/s min–max | lost / sent | avg latency ms | max latency ms | server CPU \
+                µs/query |{} server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy (server / \
+                    dnsperf) | noisy rounds | bound by | responses |",
             if fwd { " upstream queries per 1000 |" } else { "" }
         );
         let _ = writeln!(
@@ -185,9 +189,11 @@ pub fn markdown(o: &Outcome) -> String {
                 continue;
             }
             let g = aggregate(&rs, a.max_other);
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 s,
-                "| {row} | {} | {}–{} | {} | {} | {} | {} |{} {}% | {}% | {}% | {}% | {}% | {}% / {}% | {}/{} | {} | {} |",
+                "| {row} | {} | {}–{} | {} | {} | {} | {} |{} {}% | {}% | {}% | {}% | {}% | {}% / {}% | {}/{} | {} | \
+                    {} |",
                 fmt_f(g.qps, 0),
                 fmt_f(g.qps_min, 0),
                 fmt_f(g.qps_max, 0),
@@ -216,7 +222,10 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "## Upstream queries saved at a pod's pace (simulated)\n");
         let _ = writeln!(
             s,
-            "Mix d's {} names (same popularity and TTLs), asked with Poisson arrivals for one hour at each rate, through dns-sidecar's own cache code (default `[cache]`) on a manual clock; every miss is answered as the upstream zone would and kept. In the load test above the rounds are too short for any TTL to run out.\n",
+            "Mix d's {} names (same popularity and TTLs), asked with Poisson arrivals for one hour at each rate, \
+                through dns-sidecar's own cache code (default `[cache]`) on a manual clock; every miss is answered as \
+                    the upstream zone would and kept. In the load test above the rounds are too short for any TTL to \
+                        run out.\n",
             a.zipf_names
         );
         let _ = writeln!(
@@ -259,12 +268,21 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s, "## Failover during load\n");
         let _ = writeln!(
             s,
-            "One extra mix-a round of {} s against `{}`; the replica (pg-b) was promoted {:.1} s into it (the old primary keeps running; the newer timeline wins). Times are counted from the `pg_ctl promote` request: PostgreSQL's \"ready to accept connections\" and the sidecar's \"alias target changed\" come from their logs, the first answer naming pg-b from polling the alias every 5 ms. PostgreSQL runs on dnsperf's saturated CPU, so these are upper bounds (the integration tests measure following unloaded).\n",
+            "One extra mix-a round of {} s against `{}`; the replica (pg-b) was promoted {:.1} s into it (the old \
+                primary keeps running; the newer timeline wins). Times are counted from the `pg_ctl promote` request: \
+                    PostgreSQL's \"ready to accept connections\" and the sidecar's \"alias target changed\" come from \
+                        their logs, the first answer naming pg-b from polling the alias every 5 ms. PostgreSQL runs \
+                            on dnsperf's saturated CPU, so these are upper bounds (the integration tests measure \
+                                following unloaded).\n",
             a.duration(),
             f.server,
             f.promoted_at
         );
-        let _ = writeln!(s, "| q/s | lost / sent | avg latency ms | max latency ms | PostgreSQL ready | sidecar switched | first answer naming pg-b | answer after the round | responses | result |");
+        let _ = writeln!(
+            s,
+            "| q/s | lost / sent | avg latency ms | max latency ms | PostgreSQL ready | sidecar \
+            switched | first answer naming pg-b | answer after the round | responses | result |"
+        );
         let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---|---|---|");
         let ms = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{:.0} ms", v * 1e3));
         let _ = writeln!(
@@ -302,7 +320,11 @@ pub fn markdown(o: &Outcome) -> String {
     let _ = writeln!(s);
 
     let _ = writeln!(s, "## Every round\n");
-    let _ = writeln!(s, "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU | upstream CPU | kernel CPU | other CPU | cores busy | tries |");
+    let _ = writeln!(
+        s,
+        "| mix | server | round | q/s | lost | avg ms | max ms | µs/query | server CPU | dnsperf CPU \
+        | upstream CPU | kernel CPU | other CPU | cores busy | tries |"
+    );
     let _ = writeln!(
         s,
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -153,7 +153,8 @@ fn taskset(cpu: usize, program: &Path) -> Command {
 
 fn soa_zone(origin: &str, body: &str) -> String {
     format!(
-        "$ORIGIN {origin}\n$TTL 300\n@ IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 5\n@ IN NS ns.{origin}\n{body}"
+        "$ORIGIN {origin}\n$TTL 300\n@ IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 5\n@ IN NS \
+            ns.{origin}\n{body}"
     )
 }
 
@@ -238,9 +239,14 @@ fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)], stats: bool) -> Stri
     let _ = writeln!(c, "database:\n    storage: \"{}\"", dir.join("db").display());
     let _ = writeln!(
         c,
-        "template:\n  - id: default\n    storage: \"{}\"\n    semantic-checks: off\n    journal-content: none\n    zonefile-sync: -1{}",
+        "template:\n  - id: default\n    storage: \"{}\"\n    semantic-checks: off\n    journal-content: \
+            none\n    zonefile-sync: -1{}",
         dir.display(),
-        if stats { "\n    global-module: mod-stats/default" } else { "" }
+        if stats {
+            "\n    global-module: mod-stats/default"
+        } else {
+            ""
+        }
     );
     c.push_str("zone:\n");
     for (domain, file) in zones {
@@ -453,7 +459,8 @@ fn wait_ready(p: &mut Proc, addr: SocketAddr, name: &str, ok: impl Fn(&dns::Answ
         }
         if start.elapsed() > Duration::from_secs(20) {
             bail!(
-                "{} on {addr} did not answer {name} A as expected within 20 s (last answer: {:?}); command: {}\n--- {} (tail) ---\n{}",
+                "{} on {addr} did not answer {name} A as expected within 20 s (last answer: {:?}); command: {}\n--- \
+                    {} (tail) ---\n{}",
                 p.name,
                 last.map(|a| a.summary()),
                 p.command,
@@ -507,7 +514,10 @@ fn dnsdist_conf(port: u16, upstream: SocketAddr, cache: bool) -> String {
     if cache {
         // The sidecar's defaults: 10000 entries, TTLs capped at 1 h; SERVFAIL
         // kept 5 s; expired entries served for 60 s when no backend is up.
-        c.push_str("pc = newPacketCache(10000, {maxTTL=3600, minTTL=0, temporaryFailureTTL=5, staleTTL=60})\ngetPool(\"\"):setCache(pc)\n");
+        c.push_str(
+            "pc = newPacketCache(10000, \
+            {maxTTL=3600, minTTL=0, temporaryFailureTTL=5, staleTTL=60})\ngetPool(\"\"):setCache(pc)\n",
+        );
     }
     c
 }

@@ -24,7 +24,10 @@ use crate::config::Secret;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
     /// 401: a token is configured and the request did not carry it.
-    #[error("missing `Authorization: Bearer <token>` header; this admin listener requires the token from [admin] token_file/token_env")]
+    #[error(
+        "missing `Authorization: Bearer <token>` header; this admin listener requires the token from [admin] \
+        token_file/token_env"
+    )]
     MissingToken,
     /// 401: a token was sent but it is not the configured one (or malformed).
     #[error("wrong admin token")]

@@ -44,7 +44,10 @@ pub enum ClientError {
 /// What to try next after a refusal; the listener's own answer says why.
 fn hint(status: u16) -> &'static str {
     match status {
-        401 => "\n  hint: pass --token-file FILE or set DNS_SIDECAR_ADMIN_TOKEN to the token of [admin] token_file/token_env",
+        401 => {
+            "\n  hint: pass --token-file FILE or set DNS_SIDECAR_ADMIN_TOKEN to the token of [admin] \
+            token_file/token_env"
+        }
         _ => "",
     }
 }

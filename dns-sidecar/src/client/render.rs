@@ -326,8 +326,20 @@ mod tests {
         };
         let t = render_status(&s, "127.0.0.1:9153", 1000.0);
         assert!(t.starts_with("dns-sidecar at 127.0.0.1:9153: ready"), "{t}");
-        assert!(t.contains("prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s ago  westus2  westus2 is writable"), "{t}");
-        assert!(t.contains("eastus     DOWN  drained  unknown  -         -                     never     connection refused (4 in a row)"), "{t}");
+        assert!(
+            t.contains(
+                "prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s \
+            ago  westus2  westus2 is writable"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "eastus     DOWN  drained  unknown  -         -                     never     connection \
+            refused (4 in a row)"
+            ),
+            "{t}"
+        );
         assert!(
             t.contains("westus2    up    -        standby  2         2.0 KiB (unreplayed)  just now  -"),
             "{t}"

@@ -66,7 +66,8 @@ fn base_config_and_defaults() {
 #[test]
 fn admin_and_hooks() {
     let text = format!(
-        "{BASE}on_change = [\"/bin/echo\", \"changed\"]\non_change_timeout = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+        "{BASE}on_change = [\"/bin/echo\", \"changed\"]\non_change_timeout = \"5s\"\n[admin]\nlisten \
+            = \"127.0.0.1:0\"\n"
     );
     let c = parse(&text).unwrap();
     assert_eq!(
@@ -734,9 +735,20 @@ fn limits_allow_and_hook_env() {
     );
 
     let text = BASE
-        .replace("listen = [\"127.0.0.1:5353\"]", "listen = [\"0.0.0.0:5353\"]\nallow = [\"10.0.0.0/8\", \"fd00::/8\"]")
-        .replace("[probe]\n", "[limits]\nmemory = \"8MiB\"\nforward_rate = 0\ntcp_connections = 64\ntcp_connections_per_client = 100\ntcp_write_timeout = \"2s\"\n[probe]\n")
-        .replace("servers = [\"a\", \"b\"]", "servers = [\"a\", \"b\"]\non_change = [\"/bin/true\"]\non_change_env = [\"HOME\", \"AZURE_*\"]");
+        .replace(
+            "listen = [\"127.0.0.1:5353\"]",
+            "listen = [\"0.0.0.0:5353\"]\nallow = [\"10.0.0.0/8\", \"fd00::/8\"]",
+        )
+        .replace(
+            "[probe]\n",
+            "[limits]\nmemory = \"8MiB\"\nforward_rate = 0\ntcp_connections = \
+            64\ntcp_connections_per_client = 100\ntcp_write_timeout = \"2s\"\n[probe]\n",
+        )
+        .replace(
+            "servers = [\"a\", \"b\"]",
+            "servers = [\"a\", \"b\"]\non_change = [\"/bin/true\"]\non_change_env = \
+            [\"HOME\", \"AZURE_*\"]",
+        );
     let c = parse(&text).unwrap();
     assert_eq!(c.dns.allow.len(), 2);
     assert!(c.dns.allow[0].contains("10.9.8.7".parse().unwrap()));
@@ -767,7 +779,8 @@ fn cache_settings() {
     );
     assert_eq!(c.cache.max_stale, Duration::from_secs(86_400));
     let text = format!(
-        "{BASE}[cache]\nmax_entries = 500\nmax_bytes = \"256KiB\"\nmax_ttl = \"5m\"\nmax_negative_ttl = \"0s\"\nservfail_ttl = \"2s\"\nmax_stale = \"3d\"\n"
+        "{BASE}[cache]\nmax_entries = 500\nmax_bytes = \"256KiB\"\nmax_ttl = \"5m\"\nmax_negative_ttl \
+            = \"0s\"\nservfail_ttl = \"2s\"\nmax_stale = \"3d\"\n"
     );
     let c = parse(&text).unwrap();
     assert_eq!(
@@ -786,7 +799,11 @@ fn cache_settings() {
     let c = parse(&format!("{BASE}[cache]\nenabled = false\nserve_stale = false\n")).unwrap();
     assert!(!c.cache.enabled && !c.cache.serve_stale);
     // The bounds are inclusive.
-    let c = parse(&format!("{BASE}[cache]\nmax_entries = 1\nmax_bytes = \"64KiB\"\nmax_ttl = \"1s\"\nservfail_ttl = \"30s\"\nmax_stale = \"7d\"\n")).unwrap();
+    let c = parse(&format!(
+        "{BASE}[cache]\nmax_entries = 1\nmax_bytes = \"64KiB\"\nmax_ttl = \"1s\"\nservfail_ttl \
+        = \"30s\"\nmax_stale = \"7d\"\n"
+    ))
+    .unwrap();
     assert_eq!(
         (
             c.cache.max_entries,

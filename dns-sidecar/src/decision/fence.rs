@@ -108,19 +108,37 @@ impl Bar<'_> {
                 let tl = f.timeline.map_or_else(String::new, |t| format!(" on timeline {t}"));
                 match f.reason {
                     FenceReason::Superseded { by } => {
-                        format!("the alias left it{tl} for {}; it must be seen in recovery (rebuilt as a standby) or unfenced", id(by))
+                        format!(
+                            "the alias left it{tl} for {}; it must be seen in recovery (rebuilt as a standby) or \
+                            unfenced",
+                            id(by)
+                        )
                     }
                     FenceReason::LostSplitBrain { winner } => {
-                        format!("it lost a split brain{tl} to {}; it must be seen in recovery (rebuilt as a standby) or unfenced", id(winner))
+                        format!(
+                            "it lost a split brain{tl} to {}; it must be seen in recovery (rebuilt as a standby) \
+                            or unfenced",
+                            id(winner)
+                        )
                     }
                     FenceReason::SameTimeline { holder } => {
-                        format!("it became writable{tl}, which {} already holds: it forked from an older primary; it must be seen in recovery (rebuilt as a standby) or unfenced", id(holder))
+                        format!(
+                            "it became writable{tl}, which {} already holds: it forked from an older primary; it \
+                            must be seen in recovery (rebuilt as a standby) or unfenced",
+                            id(holder)
+                        )
                     }
-                    FenceReason::Inherited => format!("it was fenced{tl} (the server it lost to is no longer configured); it must be seen in recovery (rebuilt as a standby) or unfenced"),
+                    FenceReason::Inherited => format!(
+                        "it was fenced{tl} (the server it lost to is no longer \
+                        configured); it must be seen in recovery (rebuilt as a standby) or unfenced"
+                    ),
                 }
             }
             Bar::OlderTimeline { timeline, floor } => {
-                format!("its timeline {timeline} is older than timeline {floor} already seen on a candidate (diverged: rebuild it, or unfence if the cluster was recreated)")
+                format!(
+                    "its timeline {timeline} is older than timeline {floor} already seen on a candidate \
+                    (diverged: rebuild it, or unfence if the cluster was recreated)"
+                )
             }
         }
     }

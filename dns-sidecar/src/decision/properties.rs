@@ -822,7 +822,8 @@ proptest! {
                 if newest.len() == 1 && on_newest == 1 {
                     let expected = Answer::Target(newest[0]);
                     prop_assert_eq!(&one.answers()[alias], &expected, "instance started first, alias {}", alias);
-                    prop_assert_eq!(&two.answers()[alias], &expected, "instance started at step {}, alias {}", late, alias);
+                    prop_assert_eq!(&two.answers()[alias], &expected, "instance started at step {}, alias \
+                        {}", late, alias);
                 }
             }
         }

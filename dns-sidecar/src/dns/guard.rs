@@ -232,7 +232,8 @@ impl UpstreamState {
     pub fn failure(&self, addr: SocketAddr, max_fails: u32, metrics: &Metrics) {
         let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= max_fails && !self.down.swap(true, Ordering::Relaxed) {
-            warn!(upstream = %addr, failures = n, "upstream taken out of use after consecutive timeouts; answering SERVFAIL for it at once and health-checking it");
+            warn!(upstream = %addr, failures = n, "upstream taken out of use after consecutive timeouts; answering \
+                SERVFAIL for it at once and health-checking it");
             metrics.upstream_up(addr, false);
         }
     }

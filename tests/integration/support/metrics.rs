@@ -318,7 +318,10 @@ mod tests {
     #[test]
     fn evaluator_follows_prometheus_semantics() {
         let before = Scrape::parse("# TYPE x counter\nx_total{a=\"1\"} 0\n# EOF\n");
-        let now = Scrape::parse("# TYPE x counter\nx_total{a=\"1\"} 1\nx_total{a=\"2\"} 1\ng{a=\"1\",s=\"p\"} 0\ng{a=\"1\",s=\"q\"} 0\ng{a=\"2\",s=\"p\"} 1\n# EOF\n");
+        let now = Scrape::parse(
+            "# TYPE x counter\nx_total{a=\"1\"} 1\nx_total{a=\"2\"} 1\ng{a=\"1\",s=\"p\"} \
+            0\ng{a=\"1\",s=\"q\"} 0\ng{a=\"2\",s=\"p\"} 1\n# EOF\n",
+        );
         let inc = Alert::parse("increase(x_total[5m]) > 0");
         assert_eq!(
             inc.firing(&before, &now),

@@ -212,7 +212,8 @@ impl Cluster {
     pub(crate) fn write_cluster_conf(&self) -> Result<()> {
         let q = |p: &std::path::Path| sql_literal(&p.to_string_lossy());
         let text = format!(
-            "cluster_name = {}\nlisten_addresses = '{}'\nunix_socket_directories = {}\nssl_cert_file = {}\nssl_key_file = {}\n",
+            "cluster_name = {}\nlisten_addresses = '{}'\nunix_socket_directories = {}\nssl_cert_file = \
+                {}\nssl_key_file = {}\n",
             sql_literal(&self.name),
             self.ip,
             q(&self.socket_dir),

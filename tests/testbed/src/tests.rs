@@ -387,8 +387,11 @@ fn trio_replay_pause_terminate_diverge_rewind_rebuild() {
         assert!(!has_table(s, "diverged"), "{}", s.name);
     }
     assert_eq!(
-        b.sql("SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_replication WHERE state = 'streaming'")
-            .unwrap(),
+        b.sql(
+            "SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_replication WHERE \
+            state = 'streaming'"
+        )
+        .unwrap(),
         "pg-a.test,pg-c.test"
     );
 
