@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::message::{skip_name, HEADER_LEN};
+use super::message::{same_question, skip_name, truncated_raw, HEADER_LEN};
 use super::names::within_any;
 use super::question::Question;
 use crate::config::CacheSettings;
@@ -547,7 +547,7 @@ impl Cache {
         if !self.enabled() {
             return Found::Off;
         }
-        if !qn.plain {
+        if !cacheable(qn) {
             return Found::Miss;
         }
         let mut buf = [0u8; KEY_MAX];
@@ -601,7 +601,7 @@ impl Cache {
     /// Returns whether it was. One allocation: the key, TTL offsets and
     /// answer, built in place.
     pub fn insert(&self, q: &[u8], qn: &Question, answer: &[u8], now: u64) -> bool {
-        if !self.enabled() || !qn.plain {
+        if !self.enabled() || !cacheable(qn) {
             return false;
         }
         let mut buf = [0u8; KEY_MAX];
@@ -671,6 +671,16 @@ impl Cache {
     }
 }
 
+/// Whether answers to this query may come from, and go into, the cache:
+/// it asks for recursion (RD; a resolver answers RD=0 from its own cache
+/// only, often partially: a CNAME without its address, which must not be
+/// handed to the next RD=1 client, and an RD=0 client must not get an
+/// answer the upstream would only give with recursion), and it carries no
+/// EDNS option that makes the answer specific to the client.
+fn cacheable(qn: &Question) -> bool {
+    qn.rd && qn.plain
+}
+
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -695,10 +705,15 @@ fn name_of(key: &[u8]) -> &[u8] {
 }
 
 /// Copies `e`'s answer into `out` for query `q`, patched (see the module
-/// doc); `None` when it does not fit.
+/// doc); larger than `limit` (the client's UDP size), the TC answer
+/// instead, so the client retries over TCP; `None` when it does not fit
+/// `out`.
 fn write(e: &Entry, q: &[u8], qn: &Question, limit: usize, ttls: Ttls, out: &mut [u8]) -> Option<usize> {
     let a = e.answer();
-    if a.len() > limit || a.len() > out.len() {
+    if a.len() > limit {
+        return truncated_raw(q, qn, out);
+    }
+    if a.len() > out.len() {
         return None;
     }
     let out = &mut out[..a.len()];
@@ -757,7 +772,7 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings, ttls: &mut [u1
     }
     let count = |i: usize| u16::from_be_bytes([a[i], a[i + 1]]) as usize;
     let qend = qn.end();
-    if count(4) != 1 || a.len() < qend || !a[HEADER_LEN..qend].eq_ignore_ascii_case(&q[HEADER_LEN..qend]) {
+    if count(4) != 1 || !same_question(&q[..qend], a) {
         return None;
     }
     let (an, ns, ar) = (count(6), count(8), count(10));

@@ -341,31 +341,34 @@ impl Relay {
             if let Some(fwd) = p.handler.forwarder() {
                 fwd.record(u, true);
             }
-            let len = if truncated {
-                // Too big to relay: tell the client to retry over TCP.
-                match p.handler.truncated(&p.query) {
+            let mut relayed = None;
+            if !truncated {
+                answer[..2].copy_from_slice(&p.query[..2]);
+                let failed = matches!(answer[3] & 0x0F, 2 | 5);
+                relayed = failed
+                    .then(|| self.stale(&p.handler, &p.query, tx.buf_mut(out)))
+                    .flatten();
+                if relayed.is_none() {
+                    if let Some(qn) = question(&p.query, p.handler.max_udp()) {
+                        self.cache.insert(&p.query, &qn, answer, now);
+                    }
+                    if answer.len() <= p.handler.udp_limit_of(&p.query) {
+                        tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
+                        relayed = Some(answer.len());
+                    }
+                }
+            }
+            let len = match relayed {
+                Some(n) => n,
+                // Too big to relay (over 4096 bytes, or over the client's
+                // UDP size): tell the client to retry over TCP.
+                None => match p.handler.truncated(&p.query) {
                     Some(b) if b.len() <= tx.buf_mut(out).len() => {
                         tx.buf_mut(out)[..b.len()].copy_from_slice(&b);
                         b.len()
                     }
                     _ => continue,
-                }
-            } else {
-                answer[..2].copy_from_slice(&p.query[..2]);
-                let failed = matches!(answer[3] & 0x0F, 2 | 5);
-                match failed
-                    .then(|| self.stale(&p.handler, &p.query, tx.buf_mut(out)))
-                    .flatten()
-                {
-                    Some(n) => n,
-                    None => {
-                        if let Some(qn) = question(&p.query, p.handler.max_udp()) {
-                            self.cache.insert(&p.query, &qn, answer, now);
-                        }
-                        tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
-                        answer.len()
-                    }
-                }
+                },
             };
             tx.address_to(out, len, p.client);
             counts[rcode_index((tx.buf_mut(out)[3] & 0x0F) as u16)] += 1;
