@@ -365,6 +365,91 @@ mod tests {
     }
 
     #[test]
+    fn one_udp_limit_for_every_answer() {
+        assert_eq!(client_udp_limit(None, 1232), 512, "no EDNS: 512");
+        assert_eq!(client_udp_limit(None, 4096), 512);
+        assert_eq!(client_udp_limit(Some(4096), 1232), 1232, "capped by ours");
+        assert_eq!(client_udp_limit(Some(1000), 1232), 1000);
+        assert_eq!(client_udp_limit(Some(100), 1232), 512, "at least 512");
+        // The raw reader and the decoded message agree.
+        for (payload, ours) in [(None, 1232), (Some(4096), 1232), (Some(600), 4096), (Some(0), 512)] {
+            let mut m = Message::query();
+            m.queries.push(hickory_proto::op::Query::query(
+                "a.".parse().unwrap(),
+                hickory_proto::rr::RecordType::A,
+            ));
+            if let Some(p) = payload {
+                let mut e = Edns::new();
+                e.set_max_payload(p);
+                m.set_edns(e);
+            }
+            let raw = m.to_vec().unwrap();
+            let qn = super::super::question::question(&raw, ours).unwrap();
+            assert_eq!(
+                qn.udp_limit,
+                udp_limit(&Message::from_vec(&raw).unwrap(), ours),
+                "{payload:?}"
+            );
+            assert_eq!(qn.udp_limit, client_udp_limit(payload, ours));
+        }
+    }
+
+    #[test]
+    fn truncated_answers_are_the_full_paths_bytes() {
+        use hickory_proto::op::Query;
+        use hickory_proto::rr::{Name, RecordType};
+        for (name, edns, rd, cd) in [
+            ("www.example.com.", None, true, false),
+            ("WwW.Example.COM.", Some(false), false, true),
+            ("a.", Some(true), true, true),
+        ] {
+            let mut m = Message::query();
+            m.metadata.id = 0xBEEF;
+            m.metadata.recursion_desired = rd;
+            m.metadata.checking_disabled = cd;
+            m.queries
+                .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::TXT));
+            if let Some(dnssec_ok) = edns {
+                let mut e = Edns::new();
+                e.set_max_payload(4096);
+                e.set_dnssec_ok(dnssec_ok);
+                m.set_edns(e);
+            }
+            let raw = m.to_vec().unwrap();
+            let req = Message::from_vec(&raw).unwrap();
+            let mut resp = response_to(&req, ResponseCode::NoError, true);
+            resp.metadata.truncation = true;
+            echo_edns(&req, &mut resp, 1232);
+            let qn = super::super::question::question(&raw, 1232).unwrap();
+            let mut out = [0u8; 512];
+            let n = truncated_raw(&raw, &qn, &mut out).unwrap();
+            assert_eq!(out[..n], resp.to_vec().unwrap()[..], "{name} {edns:?} rd {rd} cd {cd}");
+            assert_eq!(truncated_raw(&raw, &qn, &mut out[..n - 1]), None, "does not fit");
+        }
+    }
+
+    #[test]
+    fn questions_match_by_name_without_case_and_type_and_class_exactly() {
+        let q = query(&[], 0);
+        let mut a = q.clone();
+        assert!(same_question(&q, &a));
+        a[13] = b'A';
+        assert!(same_question(&q, &a), "0x20");
+        for (at, byte, what) in [(16, 0x41, "type 65 vs 1"), (18, 3, "class CH")] {
+            let mut other = q.clone();
+            other[at] = byte;
+            let mut upper = other.clone();
+            assert!(!same_question(&q, &other), "{what}");
+            upper[at] ^= 0x20;
+            assert!(
+                !same_question(&other, &upper),
+                "{what}: types differing in the 0x20 bit"
+            );
+        }
+        assert!(!same_question(&q, &q[..18]), "short");
+    }
+
+    #[test]
     fn refused_is_never_longer_than_the_query() {
         let q = query(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0], 1);
         let r = refused_from_raw(&q);
