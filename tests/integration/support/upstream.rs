@@ -46,7 +46,7 @@ pub const NODATA_TTL: u32 = 60;
 /// A name's unusual answer (see [`Upstream::special`]).
 #[derive(Debug, Clone)]
 pub enum Special {
-    /// A: this many A records (10.8.x.y), with this TTL. 190 make about
+    /// A: this many A records (10.8.x.y), with this TTL. 150 make about
     /// 3 KB, as in issue 15.
     Many { ttl: u32, records: u16 },
     /// A CNAME to `target` (TTL 60); with RD=1 also `target`'s A `ip`. With
