@@ -16,7 +16,10 @@
 //! rcodes, answers larger than 4096 bytes, answers carrying TSIG/SIG(0),
 //! answers to queries with EDNS options other than a cookie or padding
 //! (client subnet, NSID...: the answer may be meant for that client only),
-//! and names inside the sidecar's own zones. The OPT record of a kept
+//! answers to queries without RD (a resolver answers those from its own
+//! cache, often partially; such queries are never answered from the cache
+//! either), answers to another question than asked (type and class
+//! compared exactly), and names inside the sidecar's own zones. The OPT record of a kept
 //! answer loses its options (the upstream's cookie was for the first
 //! client), as the sidecar's own answers have none.
 //!
@@ -25,7 +28,8 @@
 //! it (AD or DO set, RFC 6840); the question name as asked (0x20 case
 //! randomisation); every TTL decremented by the entry's age in whole
 //! seconds. The offsets of the TTLs are found once, when the answer is
-//! stored. Nothing is allocated; the table is split into [`SHARDS`]
+//! stored. An answer larger than the client takes over UDP is answered
+//! with TC (header, question, OPT) instead, so the client retries over TCP. Nothing is allocated; the table is split into [`SHARDS`]
 //! mutex-guarded shards by the key's hash, so the UDP workers rarely meet on
 //! a lock and never on a global one.
 //!

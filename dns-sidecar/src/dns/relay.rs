@@ -14,7 +14,9 @@
 //! [`Relay::submit`] says no and the worker answers SERVFAIL at once. A query
 //! with no answer within the upstream timeout counts as a failure of that
 //! upstream and moves to the next one in use; after the last, SERVFAIL.
-//! Upstream answers larger than [`MAX_UDP_ANSWER`] are answered with TC set.
+//! Upstream answers larger than [`MAX_UDP_ANSWER`], or than the client
+//! takes (its EDNS size capped by ours, 512 without EDNS), are answered with
+//! TC set.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
