@@ -343,34 +343,37 @@ impl Relay {
             if let Some(fwd) = p.handler.forwarder() {
                 fwd.record(u, true);
             }
-            let mut relayed = None;
-            if !truncated {
+            let len = if truncated {
+                // Too big to relay: tell the client to retry over TCP.
+                let Some(n) = truncated_into(&p.handler, &p.query, tx.buf_mut(out)) else {
+                    continue;
+                };
+                n
+            } else {
                 answer[..2].copy_from_slice(&p.query[..2]);
                 let failed = matches!(answer[3] & 0x0F, 2 | 5);
-                relayed = failed
+                match failed
                     .then(|| self.stale(&p.handler, &p.query, tx.buf_mut(out)))
-                    .flatten();
-                if relayed.is_none() {
-                    if let Some(qn) = question(&p.query, p.handler.max_udp()) {
-                        self.cache.insert(&p.query, &qn, answer, now);
-                    }
-                    if answer.len() <= p.handler.udp_limit_of(&p.query) {
-                        tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
-                        relayed = Some(answer.len());
+                    .flatten()
+                {
+                    Some(n) => n,
+                    None => {
+                        if let Some(qn) = question(&p.query, p.handler.max_udp()) {
+                            self.cache.insert(&p.query, &qn, answer, now);
+                        }
+                        // Larger than the client takes over UDP: TC, so it
+                        // retries over TCP (kept whole for that above).
+                        if answer.len() > p.handler.udp_limit_of(&p.query) {
+                            let Some(n) = truncated_into(&p.handler, &p.query, tx.buf_mut(out)) else {
+                                continue;
+                            };
+                            n
+                        } else {
+                            tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
+                            answer.len()
+                        }
                     }
                 }
-            }
-            let len = match relayed {
-                Some(n) => n,
-                // Too big to relay (over 4096 bytes, or over the client's
-                // UDP size): tell the client to retry over TCP.
-                None => match p.handler.truncated(&p.query) {
-                    Some(b) if b.len() <= tx.buf_mut(out).len() => {
-                        tx.buf_mut(out)[..b.len()].copy_from_slice(&b);
-                        b.len()
-                    }
-                    _ => continue,
-                },
             };
             tx.address_to(out, len, p.client);
             counts[rcode_index((tx.buf_mut(out)[3] & 0x0F) as u16)] += 1;
@@ -463,6 +466,13 @@ impl Relay {
                 .answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
         }
     }
+}
+
+/// The TC answer to `query` written into `buf`; its length.
+fn truncated_into(handler: &Handler, query: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let b = handler.truncated(query)?;
+    buf.get_mut(..b.len())?.copy_from_slice(&b);
+    Some(b.len())
 }
 
 /// Largest query an [`Outbox`] slot holds; a larger one (rare: queries
