@@ -10,6 +10,7 @@ mod config_cli;
 #[cfg(feature = "demo")]
 mod demo;
 mod deploy;
+mod exact;
 mod failover;
 mod faults;
 mod forwarding;

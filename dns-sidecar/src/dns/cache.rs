@@ -16,7 +16,10 @@
 //! rcodes, answers larger than 4096 bytes, answers carrying TSIG/SIG(0),
 //! answers to queries with EDNS options other than a cookie or padding
 //! (client subnet, NSID...: the answer may be meant for that client only),
-//! and names inside the sidecar's own zones. The OPT record of a kept
+//! answers to queries without RD (a resolver answers those from its own
+//! cache, often partially; such queries are never answered from the cache
+//! either), answers to another question than asked (type and class
+//! compared exactly), and names inside the sidecar's own zones. The OPT record of a kept
 //! answer loses its options (the upstream's cookie was for the first
 //! client), as the sidecar's own answers have none.
 //!
@@ -25,7 +28,8 @@
 //! it (AD or DO set, RFC 6840); the question name as asked (0x20 case
 //! randomisation); every TTL decremented by the entry's age in whole
 //! seconds. The offsets of the TTLs are found once, when the answer is
-//! stored. Nothing is allocated; the table is split into [`SHARDS`]
+//! stored. An answer larger than the client takes over UDP is answered
+//! with TC (header, question, OPT) instead, so the client retries over TCP. Nothing is allocated; the table is split into [`SHARDS`]
 //! mutex-guarded shards by the key's hash, so the UDP workers rarely meet on
 //! a lock and never on a global one.
 //!
@@ -63,7 +67,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::message::{skip_name, HEADER_LEN};
+use super::message::{same_question, skip_name, truncated_raw, HEADER_LEN};
 use super::names::within_any;
 use super::question::Question;
 use crate::config::CacheSettings;
@@ -547,7 +551,7 @@ impl Cache {
         if !self.enabled() {
             return Found::Off;
         }
-        if !qn.plain {
+        if !cacheable(qn) {
             return Found::Miss;
         }
         let mut buf = [0u8; KEY_MAX];
@@ -601,7 +605,7 @@ impl Cache {
     /// Returns whether it was. One allocation: the key, TTL offsets and
     /// answer, built in place.
     pub fn insert(&self, q: &[u8], qn: &Question, answer: &[u8], now: u64) -> bool {
-        if !self.enabled() || !qn.plain {
+        if !self.enabled() || !cacheable(qn) {
             return false;
         }
         let mut buf = [0u8; KEY_MAX];
@@ -671,6 +675,16 @@ impl Cache {
     }
 }
 
+/// Whether answers to this query may come from, and go into, the cache:
+/// it asks for recursion (RD; a resolver answers RD=0 from its own cache
+/// only, often partially: a CNAME without its address, which must not be
+/// handed to the next RD=1 client, and an RD=0 client must not get an
+/// answer the upstream would only give with recursion), and it carries no
+/// EDNS option that makes the answer specific to the client.
+fn cacheable(qn: &Question) -> bool {
+    qn.rd && qn.plain
+}
+
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -695,10 +709,15 @@ fn name_of(key: &[u8]) -> &[u8] {
 }
 
 /// Copies `e`'s answer into `out` for query `q`, patched (see the module
-/// doc); `None` when it does not fit.
+/// doc); larger than `limit` (the client's UDP size), the TC answer
+/// instead, so the client retries over TCP; `None` when it does not fit
+/// `out`.
 fn write(e: &Entry, q: &[u8], qn: &Question, limit: usize, ttls: Ttls, out: &mut [u8]) -> Option<usize> {
     let a = e.answer();
-    if a.len() > limit || a.len() > out.len() {
+    if a.len() > limit {
+        return truncated_raw(q, qn, out);
+    }
+    if a.len() > out.len() {
         return None;
     }
     let out = &mut out[..a.len()];
@@ -757,7 +776,7 @@ fn keepable(q: &[u8], qn: &Question, a: &[u8], s: &CacheSettings, ttls: &mut [u1
     }
     let count = |i: usize| u16::from_be_bytes([a[i], a[i + 1]]) as usize;
     let qend = qn.end();
-    if count(4) != 1 || a.len() < qend || !a[HEADER_LEN..qend].eq_ignore_ascii_case(&q[HEADER_LEN..qend]) {
+    if count(4) != 1 || !same_question(&q[..qend], a) {
         return None;
     }
     let (an, ns, ar) = (count(6), count(8), count(10));

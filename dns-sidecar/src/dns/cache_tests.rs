@@ -459,7 +459,6 @@ fn header_bits_follow_the_query() {
         &c,
         &Q {
             id: 7,
-            rd: false,
             edns: Some(true),
             ..q("ad.example.com.")
         }
@@ -469,7 +468,7 @@ fn header_bits_follow_the_query() {
     .unwrap();
     assert_eq!(
         (m.metadata.id, m.metadata.recursion_desired, m.metadata.authentic_data),
-        (7, false, true),
+        (7, true, true),
         "DO asked: AD kept"
     );
     let plain = q("ad.example.com.").bytes();
@@ -614,7 +613,44 @@ fn uncacheable_answers_are_not_kept() {
 }
 
 #[test]
-fn answers_larger_than_the_client_takes_are_not_served() {
+fn rd0_queries_neither_read_nor_fill_the_cache() {
+    let c = cache_with(settings());
+    let rd0 = Q {
+        rd: false,
+        ..q("partial.example.com.")
+    }
+    .bytes();
+    // A resolver's RD=0 answer: from its cache only, often partial (a
+    // CNAME without its address). Not kept...
+    let cname = Record::from_rdata(
+        Name::from_ascii("partial.example.com.").unwrap(),
+        60,
+        RData::CNAME(CNAME(Name::from_ascii("target.example.net.").unwrap())),
+    );
+    let partial = answer(&rd0, ResponseCode::NoError, vec![cname.clone()], vec![], vec![]);
+    assert!(!insert(&c, &rd0, &partial), "an RD=0 answer is not kept");
+    assert!(c.is_empty());
+    let rd1 = q("partial.example.com.").bytes();
+    assert_eq!(lookup(&c, &rd1).0, Found::Miss, "so the next RD=1 query goes upstream");
+    // ... and an RD=1 answer is not given to an RD=0 query, fresh or stale.
+    let full = answer(
+        &rd1,
+        ResponseCode::NoError,
+        vec![cname, a("target.example.net.", 60, 9)],
+        vec![],
+        vec![],
+    );
+    assert!(insert(&c, &rd1, &full));
+    assert!(hit(lookup(&c, &rd1).0));
+    assert_eq!(lookup(&c, &rd0).0, Found::Miss);
+    assert_eq!(stale(&c, &rd0).0, Found::Miss);
+    c.advance(Duration::from_secs(61));
+    assert_eq!(stale(&c, &rd0).0, Found::Miss, "not stale either");
+    assert!(matches!(stale(&c, &rd1).0, Found::Stale(_)));
+}
+
+#[test]
+fn answers_larger_than_the_client_takes_are_truncated() {
     let c = cache_with(settings());
     let query = Q {
         qtype: RecordType::TXT,
@@ -644,14 +680,38 @@ fn answers_larger_than_the_client_takes_are_not_served() {
     .bytes();
     let mut out = [0u8; 4096];
     let qs = parse(&small);
+    // Does not fit 512 bytes: the TC answer (header, question, OPT), so
+    // the client retries over TCP, rather than a miss (the upstream would
+    // be asked for an answer that does not fit either).
+    let Found::Fresh(n) = c.answer(&small, &qs, qs.udp_limit, c.now(), &mut out) else {
+        panic!("a hit")
+    };
+    let tc = Message::from_vec(&out[..n]).unwrap();
+    assert!(tc.metadata.truncation, "TC");
+    assert!(n <= 512 && tc.answers.is_empty() && tc.queries == Message::from_vec(&small).unwrap().queries);
+    assert_eq!(tc.metadata.id, 0x1234);
     assert_eq!(
-        c.answer(&small, &qs, qs.udp_limit, c.now(), &mut out),
-        Found::Miss,
-        "does not fit 512 bytes"
+        tc.edns.map(|e| e.max_payload()),
+        Some(4096),
+        "our OPT (max_udp 4096 here)"
     );
     assert!(
         hit(c.answer(&small, &qs, usize::MAX, c.now(), &mut out)),
         "over TCP it fits"
+    );
+    // Stale too.
+    c.advance(Duration::from_secs(61));
+    let Found::Stale(n) = c.stale(&small, &qs, qs.udp_limit, c.now(), &mut out) else {
+        panic!("a stale answer")
+    };
+    assert!(Message::from_vec(&out[..n]).unwrap().metadata.truncation);
+    let Found::Stale(n) = c.stale(&small, &qs, usize::MAX, c.now(), &mut out) else {
+        panic!("a stale answer")
+    };
+    assert_eq!(
+        Message::from_vec(&out[..n]).unwrap().answers.len(),
+        6,
+        "over TCP, all of it"
     );
 }
 

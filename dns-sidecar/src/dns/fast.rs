@@ -2,7 +2,7 @@
 //!
 //! For each routes/targets snapshot, [`FastTable::build`] asks the full
 //! handler (the hickory-based path, [`Handler::plan`]) for the complete answer
-//! to a synthetic query per alias and type (A, AAAA, CNAME, ANY) and per EDNS
+//! to a synthetic query per alias and type (A, AAAA, CNAME, ANY), per RD and per EDNS
 //! variant (none, EDNS, EDNS with DO), and for a NXDOMAIN in each zone. At
 //! query time [`FastTable::answer`] checks that the query is ordinary, looks
 //! the name up without allocating, copies the stored answer and patches the
@@ -29,9 +29,11 @@ use crate::routes::Routes;
 
 const TYPES: [RecordType; 4] = [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY];
 
-/// Answers for no EDNS, EDNS without DO, EDNS with DO.
+/// Answers by RD (0, 1), then for no EDNS, EDNS without DO, EDNS with DO.
+/// RD matters: an RD=0 alias query gets the CNAME only (see
+/// [`Handler::plan`]).
 #[derive(Debug, Default, Clone)]
-struct Variants([Option<Vec<u8>>; 3]);
+struct Variants([[Option<Vec<u8>>; 3]; 2]);
 
 #[derive(Debug)]
 struct NxTemplate {
@@ -78,9 +80,13 @@ pub struct FastTable {
 }
 
 fn synthetic(name: &Name, qtype: RecordType, edns: usize) -> Option<Vec<u8>> {
+    synthetic_rd(name, qtype, edns, true)
+}
+
+fn synthetic_rd(name: &Name, qtype: RecordType, edns: usize, rd: bool) -> Option<Vec<u8>> {
     let mut m = Message::query();
     m.metadata.id = 0;
-    m.metadata.recursion_desired = true;
+    m.metadata.recursion_desired = rd;
     m.queries.push(Query::query(name.clone(), qtype));
     if edns > 0 {
         let mut e = Edns::new();
@@ -112,8 +118,11 @@ impl FastTable {
             let Ok(name) = wire_name(alias) else { continue };
             let mut per_type: [Variants; 4] = Default::default();
             for (ti, qtype) in TYPES.iter().enumerate() {
-                for v in 0..3 {
-                    per_type[ti].0[v] = synthetic(&name, *qtype, v).and_then(|q| full_answer(handler, &q));
+                for rd in [false, true] {
+                    for v in 0..3 {
+                        per_type[ti].0[usize::from(rd)][v] =
+                            synthetic_rd(&name, *qtype, v, rd).and_then(|q| full_answer(handler, &q));
+                    }
                 }
             }
             let key: Box<[u8]> = wire(alias).into();
@@ -204,7 +213,7 @@ impl FastTable {
                 255 => 3,
                 _ => return None,
             };
-            let a = types[ti].0[p.edns].as_deref()?;
+            let a = types[ti].0[usize::from(p.rd)][p.edns].as_deref()?;
             if a.len() > p.udp_limit || a.len() > out.len() {
                 return None;
             }

@@ -118,6 +118,16 @@ fn fast_answers_equal_full_answers_byte_for_byte() {
     let m = Message::from_vec(&out[..n]).unwrap();
     assert_eq!(m.answers.len(), 2);
     assert!(m.metadata.authoritative);
+    // RD=0: the CNAME only (the address is an answer given with recursion).
+    let raw = Q {
+        rd: false,
+        ..q("prod.db.test.", RecordType::A)
+    }
+    .bytes();
+    let (n, _) = t.answer(&raw, &mut out).unwrap();
+    let m = Message::from_vec(&out[..n]).unwrap();
+    assert_eq!(m.answers.len(), 1);
+    assert!(!m.metadata.recursion_desired);
 }
 
 #[test]

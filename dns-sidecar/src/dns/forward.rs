@@ -20,7 +20,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
 use super::guard::{Guard, UpstreamState};
-use super::message::{question_end, Transport};
+use super::message::{self, Transport};
 use crate::config::UpstreamSettings;
 
 /// Largest upstream answer taken over UDP; a bigger one is answered with
@@ -243,13 +243,10 @@ fn answers(query: &[u8], answer: &[u8]) -> bool {
 }
 
 /// Whether `answer` is a response (QR set) to the question of `query`
-/// (names compared without regard to case); IDs are not compared.
+/// (names compared without regard to case, type and class exactly:
+/// [`message::same_question`]); IDs are not compared.
 pub(super) fn same_question(query: &[u8], answer: &[u8]) -> bool {
-    let Some(end) = question_end(query) else { return false };
-    answer.len() >= end
-        && answer[2] & 0x80 != 0
-        && answer[4..6] == query[4..6]
-        && answer[12..end].eq_ignore_ascii_case(&query[12..end])
+    answer.len() > 2 && answer[2] & 0x80 != 0 && message::same_question(query, answer)
 }
 
 #[cfg(test)]
@@ -272,6 +269,18 @@ mod tests {
         a2[0] = 0;
         assert!(!answers(&q, &a2), "another id");
         assert!(!answers(&q, &q), "not a response");
-        assert_eq!(question_end(&q[..15]), None);
+        // Type and class bytes are compared exactly, not without regard to
+        // case: type 65 (HTTPS, 0x41 'A') is not type 97 (0x61 'a').
+        let https = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 0x41, 0, 1];
+        let mut other = https.to_vec();
+        other[2] |= 0x80;
+        assert!(answers(&https, &other));
+        other[16] = 0x61;
+        assert!(!answers(&https, &other), "another type");
+        let mut class = https.to_vec();
+        class[2] |= 0x80;
+        class[18] = 3;
+        assert!(!answers(&https, &class), "another class");
+        assert_eq!(message::question_end(&q[..15]), None);
     }
 }

@@ -16,7 +16,8 @@ use super::cache::{Cache, Found, MAX_ANSWER};
 use super::forward::{ForwardError, Forwarder};
 use super::guard::Guard;
 use super::message::{
-    self, check_wire, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to, Transport,
+    self, check_wire, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to, truncated_raw, udp_limit,
+    Transport, CLASSIC_UDP_LIMIT,
 };
 use super::names::{canonical, wire_name, NameConversion};
 use super::question::question;
@@ -252,11 +253,31 @@ impl Handler {
     /// TC answer (header, question, OPT) for a query whose upstream answer
     /// was too big to relay over UDP: the client retries over TCP.
     pub(crate) fn truncated(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        if let Some(qn) = question(raw, self.max_udp) {
+            let mut out = [0u8; CLASSIC_UDP_LIMIT];
+            let n = truncated_raw(raw, &qn, &mut out)?;
+            return Some(out[..n].to_vec());
+        }
+        self.truncated_decoded(raw)
+    }
+
+    /// [`Handler::truncated`] through hickory, for the queries
+    /// [`question`] declines (EDNS options it leaves to the full path).
+    fn truncated_decoded(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let req = Message::from_vec(raw).ok()?;
         let mut resp = response_to(&req, ResponseCode::NoError, true);
         resp.metadata.truncation = true;
         echo_edns(&req, &mut resp, self.max_udp);
         resp.to_vec().ok()
+    }
+
+    /// Largest UDP answer the client of `raw` takes
+    /// ([`message::client_udp_limit`]).
+    pub(crate) fn udp_limit_of(&self, raw: &[u8]) -> usize {
+        match question(raw, self.max_udp) {
+            Some(qn) => qn.udp_limit,
+            None => Message::from_vec(raw).map_or(CLASSIC_UDP_LIMIT, |m| udp_limit(&m, self.max_udp)),
+        }
     }
 
     /// The target-address snapshot this handler answers from.
@@ -417,7 +438,13 @@ impl Handler {
         resp.metadata.authoritative = true;
         resp.answers.push(cname(&q.name, &target, ttl));
         let qtype = q.query_type;
-        if matches!(qtype, RecordType::CNAME | RecordType::ANY) || self.forwarder.is_none() || self.in_own_zone(&target)
+        // RD=0 (a resolver iterating, not asking us to recurse): our own
+        // data only, as an authoritative server answers; the target's
+        // records would be an answer the upstream gives with recursion.
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY)
+            || !req.metadata.recursion_desired
+            || self.forwarder.is_none()
+            || self.in_own_zone(&target)
         {
             return self.finish(&req, resp, transport, QueryKind::Alias);
         }
@@ -429,6 +456,18 @@ impl Handler {
                 resp.metadata.response_code = c.rcode;
                 resp.answers.extend(c.answers.iter().cloned());
                 return self.finish(&req, resp, transport, QueryKind::Alias);
+            }
+        }
+        // Other types from the cache of forwarded answers, without waiting.
+        // Not A and AAAA: the fast table is precomputed from this function,
+        // and must hold only answers that do not age (the background
+        // snapshot's); theirs come from the cache in `chase`.
+        if !targets::TYPES.contains(&qtype) {
+            if let Ok(query) = targets::query(&target, qtype) {
+                if let Some(a) = self.chased_from_cache(&query, false) {
+                    merge_chased(&mut resp, Some(a));
+                    return self.finish(&req, resp, transport, QueryKind::Alias);
+                }
             }
         }
         Plan::Chase(Chase {
@@ -457,6 +496,10 @@ impl Handler {
                     }
                 }
                 self.keep(raw, &answer);
+                // Larger than the client takes over UDP: TC, it retries over TCP.
+                if transport == Transport::Udp && answer.len() > self.udp_limit_of(raw) {
+                    return self.truncated(raw);
+                }
                 Some(answer)
             }
             Err(ForwardError::TooBig) => self.truncated(raw),
@@ -485,23 +528,69 @@ impl Handler {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let fwd = self.forwarder.as_ref()?;
-        let answer = match targets::resolve(fwd, &target, qtype).await {
-            Ok(a) => Some(a),
-            Err(e) => {
-                self.count_upstream_error(&e);
-                None
-            }
+        let answer = match targets::query(&target, qtype) {
+            Ok(query) => match self.chased_from_cache(&query, true) {
+                Some(a) => Some(a),
+                None => self.chase_upstream(fwd, &query).await,
+            },
+            Err(_) => None,
         };
-        match answer {
-            Some(a) if matches!(a.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
-                resp.metadata.response_code = a.metadata.response_code;
-                resp.answers.extend(a.answers);
-            }
-            _ => resp.metadata.response_code = ResponseCode::ServFail,
-        }
+        merge_chased(&mut resp, answer);
         match self.finish(req, resp, transport, QueryKind::Alias) {
             Plan::Reply(r) => Some(r.bytes),
             _ => None,
+        }
+    }
+
+    /// The cache's answer to `query` (the target's question, as
+    /// [`targets::query`] writes it), fresh or stale while the upstream is
+    /// known to fail; a hit counts, and a miss too when `count_miss`.
+    fn chased_from_cache(&self, query: &[u8], count_miss: bool) -> Option<Message> {
+        let qn = question(query, self.max_udp)?;
+        let m = self.cache.metrics();
+        let mut out = [0u8; MAX_ANSWER];
+        let n = match self.cache.answer(query, &qn, usize::MAX, self.cache.now(), &mut out) {
+            Found::Fresh(n) => {
+                m.hits.inc();
+                n
+            }
+            Found::Stale(n) => {
+                m.stale.inc();
+                n
+            }
+            Found::Miss => {
+                if count_miss {
+                    m.misses.inc();
+                }
+                return None;
+            }
+            Found::Off => return None,
+        };
+        Message::from_vec(&out[..n]).ok()
+    }
+
+    /// Asks the upstream `query` (the target's question) and keeps its
+    /// answer in the cache by the same rules as a forwarded answer; when
+    /// the upstream fails, a stale answer from the cache if there is one.
+    async fn chase_upstream(&self, fwd: &Forwarder, query: &[u8]) -> Option<Message> {
+        let stale = || {
+            self.stale(query, Transport::Tcp)
+                .and_then(|r| Message::from_vec(&r.bytes).ok())
+        };
+        match fwd.forward(query, Transport::Tcp).await {
+            Ok(answer) => {
+                if matches!(answer[3] & 0x0F, 2 | 5) {
+                    if let Some(s) = stale() {
+                        return Some(s);
+                    }
+                }
+                self.keep(query, &answer);
+                Message::from_vec(&answer).ok()
+            }
+            Err(e) => {
+                self.count_upstream_error(&e);
+                stale()
+            }
         }
     }
 
@@ -543,5 +632,145 @@ impl Handler {
         echo_edns(req, &mut resp, self.max_udp);
         encode(&resp, limit_for(transport, req, self.max_udp))
             .map_or(Plan::Drop, |bytes| Plan::Reply(Reply { bytes, kind }))
+    }
+}
+
+/// Adds the upstream's answer for an alias's target (its rcode, NOERROR or
+/// NXDOMAIN, and its answer records) to the alias answer `resp`; no answer,
+/// or any other rcode, makes it SERVFAIL.
+fn merge_chased(resp: &mut Message, answer: Option<Message>) {
+    match answer {
+        Some(a) if matches!(a.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
+            resp.metadata.response_code = a.metadata.response_code;
+            resp.answers.extend(a.answers);
+        }
+        _ => resp.metadata.response_code = ResponseCode::ServFail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Edns, MessageType, Query};
+    use hickory_proto::rr::rdata::{SOA, TXT};
+    use hickory_proto::rr::{RData, Record};
+
+    use super::*;
+
+    fn query(name: &str, qtype: RecordType, rd: bool) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 0x7777;
+        m.metadata.recursion_desired = rd;
+        m.queries.push(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    }
+
+    /// The upstream's answer to `q` with `answers` and `authorities`.
+    fn upstream(q: &[u8], answers: Vec<Record>, authorities: Vec<Record>) -> Vec<u8> {
+        let req = Message::from_vec(q).unwrap();
+        let mut m = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
+        m.metadata.recursion_desired = true;
+        m.metadata.recursion_available = true;
+        m.queries = req.queries.clone();
+        m.answers = answers;
+        m.authorities = authorities;
+        m.set_edns(Edns::new());
+        m.to_vec().unwrap()
+    }
+
+    fn reply(p: Plan) -> Option<Message> {
+        match p {
+            Plan::Reply(r) => Some(Message::from_vec(&r.bytes).unwrap()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn alias_chases_of_other_types_are_answered_from_the_cache() {
+        let (_, h, _) = super::super::fixture::fixture();
+        let target = Name::from_ascii("pg-a.test.").unwrap();
+        let txt = query("prod.db.test.", RecordType::TXT, true);
+        assert!(
+            matches!(h.plan(&txt, Transport::Udp), Plan::Chase(_)),
+            "nothing cached yet: the upstream is asked"
+        );
+        // What `chase` keeps: the upstream's answer to the target's question.
+        let tq = targets::query(&target, RecordType::TXT).unwrap();
+        let record = Record::from_rdata(target.clone(), 60, RData::TXT(TXT::new(vec!["hello".into()])));
+        h.keep(&tq, &upstream(&tq, vec![record], vec![]));
+        let m = reply(h.plan(&txt, Transport::Udp)).expect("answered without waiting");
+        assert_eq!(m.answers.len(), 2, "CNAME + the target's TXT: {m:?}");
+        assert_eq!(m.answers[1].record_type(), RecordType::TXT);
+        assert_eq!(m.metadata.id, 0x7777);
+        // NODATA with an SOA is kept too (negative, RFC 2308).
+        let mx = query("prod.db.test.", RecordType::MX, true);
+        let tq = targets::query(&target, RecordType::MX).unwrap();
+        let soa = SOA::new(target.clone(), target.clone(), 1, 60, 60, 60, 30);
+        h.keep(
+            &tq,
+            &upstream(
+                &tq,
+                vec![],
+                vec![Record::from_rdata(target.clone(), 60, RData::SOA(soa))],
+            ),
+        );
+        let m = reply(h.plan(&mx, Transport::Udp)).expect("answered from the negative entry");
+        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 1));
+        // The entry is keyed by the target's question (name, type, class,
+        // EDNS, DO, CD), as a client's query for the target would be: that
+        // client gets the same upstream answer; another target does not.
+        let same = query("PG-A.test.", RecordType::TXT, true);
+        let m = reply(h.plan(&same, Transport::Udp)).expect("the same question");
+        assert_eq!(m.answers.len(), 1);
+        let other = query("pg-b.test.", RecordType::TXT, true);
+        assert!(matches!(h.plan(&other, Transport::Udp), Plan::Forward(_)));
+    }
+
+    #[test]
+    fn rd0_alias_queries_get_the_cname_only() {
+        let (_, h, _) = super::super::fixture::fixture();
+        for qtype in [RecordType::A, RecordType::AAAA, RecordType::TXT] {
+            let m = reply(h.plan(&query("prod.db.test.", qtype, false), Transport::Udp)).expect("no upstream");
+            assert_eq!(m.answers.len(), 1, "{qtype:?}: {m:?}");
+            assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+            assert!(!m.metadata.recursion_desired && m.metadata.authoritative);
+        }
+        let m = reply(h.plan(&query("prod.db.test.", RecordType::A, true), Transport::Udp)).unwrap();
+        assert_eq!(m.answers.len(), 2, "RD=1: CNAME + address");
+    }
+
+    #[test]
+    fn udp_answers_over_the_clients_limit_are_truncated() {
+        let (_, h, _) = super::super::fixture::fixture();
+        let q = query("big.example.com.", RecordType::TXT, true);
+        assert_eq!(h.udp_limit_of(&q), 1232);
+        let mut plain = q.clone();
+        plain[11] = 0;
+        plain.truncate(plain.len() - 11);
+        assert_eq!(h.udp_limit_of(&plain), 512);
+        let tc = Message::from_vec(&h.truncated(&q).unwrap()).unwrap();
+        assert!(tc.metadata.truncation && tc.answers.is_empty());
+        assert_eq!(tc.edns.map(|e| e.max_payload()), Some(h.max_udp()));
+        // A query the raw reader declines (client subnet) gets the same.
+        let mut ecs = Message::from_vec(&q).unwrap();
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        e.options_mut()
+            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                8,
+                vec![0, 1, 24, 0, 10, 0, 0],
+            ));
+        ecs.set_edns(e);
+        let ecs = ecs.to_vec().unwrap();
+        assert!(question(&ecs, 1232).is_none());
+        assert_eq!(h.udp_limit_of(&ecs), 1232, "its EDNS size, capped by ours");
+        assert!(
+            Message::from_vec(&h.truncated(&ecs).unwrap())
+                .unwrap()
+                .metadata
+                .truncation
+        );
     }
 }

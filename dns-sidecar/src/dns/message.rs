@@ -4,6 +4,8 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 
+use super::question::Question;
+
 /// How the query arrived, which bounds the answer size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -154,6 +156,19 @@ pub fn question_end(msg: &[u8]) -> Option<usize> {
     (end <= msg.len()).then_some(end)
 }
 
+/// Whether `answer`'s question is `query`'s (the first, which is all an
+/// ordinary query has): the same count, the name equal without regard to
+/// ASCII case (0x20 randomisation), and the type and class equal byte for
+/// byte. Every upstream answer is matched with this before it is relayed,
+/// kept or used.
+pub fn same_question(query: &[u8], answer: &[u8]) -> bool {
+    let Some(end) = question_end(query) else { return false };
+    answer.len() >= end
+        && answer[4..6] == query[4..6]
+        && answer[HEADER_LEN..end - 4].eq_ignore_ascii_case(&query[HEADER_LEN..end - 4])
+        && answer[end - 4..end] == query[end - 4..end]
+}
+
 /// FORMERR for a query we could not parse: ID, opcode and RD copied from the
 /// raw header, nothing else (we cannot trust the rest).
 pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
@@ -194,12 +209,45 @@ pub fn response_to(req: &Message, code: ResponseCode, recursion_available: bool)
     m
 }
 
-/// Largest UDP answer this client accepts, capped by our own limit.
-pub fn udp_limit(req: &Message, ours: u16) -> usize {
-    match &req.edns {
-        Some(e) => (e.max_payload().max(512)).min(ours) as usize,
+/// Largest UDP answer a client takes: its EDNS UDP size (`payload`, at
+/// least 512) capped by ours (`[dns] max_udp_payload`); 512 without EDNS
+/// (RFC 1035). The one place this is decided: the full path, the fast
+/// path, the cache and the relay all ask it, so an answer larger than this
+/// is sent with TC wherever it comes from.
+pub fn client_udp_limit(payload: Option<u16>, ours: u16) -> usize {
+    match payload {
+        Some(p) => p.max(512).min(ours) as usize,
         None => CLASSIC_UDP_LIMIT,
     }
+}
+
+/// Largest UDP answer this client accepts ([`client_udp_limit`]).
+pub fn udp_limit(req: &Message, ours: u16) -> usize {
+    client_udp_limit(req.edns.as_ref().map(|e| e.max_payload()), ours)
+}
+
+/// The TC answer to the ordinary query `q` (read as `qn`), written into
+/// `out`: header (ID, opcode, RD and CD of the query; QR, RA and TC set;
+/// NOERROR), the question exactly as asked, and our OPT record (`ours`, DO
+/// copied) when the query had EDNS. What a client gets over UDP when the
+/// answer does not fit its limit: it retries over TCP. The same bytes as
+/// the full path's [`encode`] of an empty truncated response.
+pub fn truncated_raw(q: &[u8], qn: &Question, out: &mut [u8]) -> Option<usize> {
+    let qend = qn.end();
+    let len = qend + if qn.edns > 0 { 11 } else { 0 };
+    if len > out.len() || q.len() < qend {
+        return None;
+    }
+    out[..qend].copy_from_slice(&q[..qend]);
+    out[2] = 0x80 | (q[2] & 0x79) | 0x02;
+    out[3] = 0x80 | (q[3] & 0x10);
+    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(qn.edns > 0)]);
+    if qn.edns > 0 {
+        let [hi, lo] = qn.max_udp.to_be_bytes();
+        let dnssec_ok = if qn.edns == 2 { 0x80 } else { 0 };
+        out[qend..len].copy_from_slice(&[0, 0, 41, hi, lo, 0, 0, dnssec_ok, 0, 0, 0]);
+    }
+    Some(len)
 }
 
 /// Adds our OPT record when the query had one (RFC 6891 requires it), with
@@ -314,6 +362,91 @@ mod tests {
         assert_eq!(check_wire(&query(&rr(12), 1)), Ok(()), "backwards to the question");
         assert_eq!(check_wire(&query(&rr(19), 1)), Err(Malformed::BadName), "itself");
         assert_eq!(check_wire(&query(&rr(40), 1)), Err(Malformed::BadName), "forwards");
+    }
+
+    #[test]
+    fn one_udp_limit_for_every_answer() {
+        assert_eq!(client_udp_limit(None, 1232), 512, "no EDNS: 512");
+        assert_eq!(client_udp_limit(None, 4096), 512);
+        assert_eq!(client_udp_limit(Some(4096), 1232), 1232, "capped by ours");
+        assert_eq!(client_udp_limit(Some(1000), 1232), 1000);
+        assert_eq!(client_udp_limit(Some(100), 1232), 512, "at least 512");
+        // The raw reader and the decoded message agree.
+        for (payload, ours) in [(None, 1232), (Some(4096), 1232), (Some(600), 4096), (Some(0), 512)] {
+            let mut m = Message::query();
+            m.queries.push(hickory_proto::op::Query::query(
+                "a.".parse().unwrap(),
+                hickory_proto::rr::RecordType::A,
+            ));
+            if let Some(p) = payload {
+                let mut e = Edns::new();
+                e.set_max_payload(p);
+                m.set_edns(e);
+            }
+            let raw = m.to_vec().unwrap();
+            let qn = super::super::question::question(&raw, ours).unwrap();
+            assert_eq!(
+                qn.udp_limit,
+                udp_limit(&Message::from_vec(&raw).unwrap(), ours),
+                "{payload:?}"
+            );
+            assert_eq!(qn.udp_limit, client_udp_limit(payload, ours));
+        }
+    }
+
+    #[test]
+    fn truncated_answers_are_the_full_paths_bytes() {
+        use hickory_proto::op::Query;
+        use hickory_proto::rr::{Name, RecordType};
+        for (name, edns, rd, cd) in [
+            ("www.example.com.", None, true, false),
+            ("WwW.Example.COM.", Some(false), false, true),
+            ("a.", Some(true), true, true),
+        ] {
+            let mut m = Message::query();
+            m.metadata.id = 0xBEEF;
+            m.metadata.recursion_desired = rd;
+            m.metadata.checking_disabled = cd;
+            m.queries
+                .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::TXT));
+            if let Some(dnssec_ok) = edns {
+                let mut e = Edns::new();
+                e.set_max_payload(4096);
+                e.set_dnssec_ok(dnssec_ok);
+                m.set_edns(e);
+            }
+            let raw = m.to_vec().unwrap();
+            let req = Message::from_vec(&raw).unwrap();
+            let mut resp = response_to(&req, ResponseCode::NoError, true);
+            resp.metadata.truncation = true;
+            echo_edns(&req, &mut resp, 1232);
+            let qn = super::super::question::question(&raw, 1232).unwrap();
+            let mut out = [0u8; 512];
+            let n = truncated_raw(&raw, &qn, &mut out).unwrap();
+            assert_eq!(out[..n], resp.to_vec().unwrap()[..], "{name} {edns:?} rd {rd} cd {cd}");
+            assert_eq!(truncated_raw(&raw, &qn, &mut out[..n - 1]), None, "does not fit");
+        }
+    }
+
+    #[test]
+    fn questions_match_by_name_without_case_and_type_and_class_exactly() {
+        let q = query(&[], 0);
+        let mut a = q.clone();
+        assert!(same_question(&q, &a));
+        a[13] = b'A';
+        assert!(same_question(&q, &a), "0x20");
+        for (at, byte, what) in [(16, 0x41, "type 65 vs 1"), (18, 3, "class CH")] {
+            let mut other = q.clone();
+            other[at] = byte;
+            let mut upper = other.clone();
+            assert!(!same_question(&q, &other), "{what}");
+            upper[at] ^= 0x20;
+            assert!(
+                !same_question(&other, &upper),
+                "{what}: types differing in the 0x20 bit"
+            );
+        }
+        assert!(!same_question(&q, &q[..18]), "short");
     }
 
     #[test]

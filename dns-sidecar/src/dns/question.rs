@@ -6,7 +6,7 @@
 //! a few dozen byte comparisons, and declines anything unusual so the full
 //! (hickory-based) path decides.
 
-use super::message::{CLASSIC_UDP_LIMIT, HEADER_LEN};
+use super::message::{client_udp_limit, HEADER_LEN};
 
 /// An ordinary query's question and EDNS, as read by [`question`]: what the
 /// fast path, the refusal templates and the cache need, without decoding.
@@ -18,8 +18,13 @@ pub struct Question {
     /// 0 = no EDNS, 1 = EDNS, 2 = EDNS with DO.
     pub edns: usize,
     /// Largest UDP answer this client takes (its EDNS size, at least 512,
-    /// at most ours; 512 without EDNS).
+    /// at most ours; 512 without EDNS): [`client_udp_limit`].
     pub udp_limit: usize,
+    /// Ours (`[dns] max_udp_payload`): what our OPT record advertises.
+    pub max_udp: u16,
+    /// RD: the client asked for recursion. Only such queries are answered
+    /// from, or fill, the cache of forwarded answers.
+    pub rd: bool,
     /// The name has upper-case letters (0x20 randomisation).
     pub upper: bool,
     /// The OPT record, if any, carries no options other than a cookie or
@@ -88,7 +93,7 @@ pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
         if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
             return None;
         }
-        let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512).min(max_udp) as usize;
+        let payload = client_udp_limit(Some(u16::from_be_bytes([opt[3], opt[4]])), max_udp);
         let dnssec_ok = opt[7] & 0x80 != 0;
         let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
         // Options must exactly fill the OPT data; anything else is the
@@ -113,7 +118,7 @@ pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
         end += 11 + rdlen;
         (if dnssec_ok { 2 } else { 1 }, payload)
     } else {
-        (0, CLASSIC_UDP_LIMIT)
+        (0, client_udp_limit(None, max_udp))
     };
     if end != q.len() {
         return None;
@@ -123,6 +128,8 @@ pub fn question(q: &[u8], max_udp: u16) -> Option<Question> {
         qtype,
         edns,
         udp_limit,
+        max_udp,
+        rd: q[2] & 0x01 != 0,
         upper,
         plain,
     })

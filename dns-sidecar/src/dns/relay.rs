@@ -14,7 +14,9 @@
 //! [`Relay::submit`] says no and the worker answers SERVFAIL at once. A query
 //! with no answer within the upstream timeout counts as a failure of that
 //! upstream and moves to the next one in use; after the last, SERVFAIL.
-//! Upstream answers larger than [`MAX_UDP_ANSWER`] are answered with TC set.
+//! Upstream answers larger than [`MAX_UDP_ANSWER`], or than the client
+//! takes (its EDNS size capped by ours, 512 without EDNS), are answered with
+//! TC set.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -343,13 +345,10 @@ impl Relay {
             }
             let len = if truncated {
                 // Too big to relay: tell the client to retry over TCP.
-                match p.handler.truncated(&p.query) {
-                    Some(b) if b.len() <= tx.buf_mut(out).len() => {
-                        tx.buf_mut(out)[..b.len()].copy_from_slice(&b);
-                        b.len()
-                    }
-                    _ => continue,
-                }
+                let Some(n) = truncated_into(&p.handler, &p.query, tx.buf_mut(out)) else {
+                    continue;
+                };
+                n
             } else {
                 answer[..2].copy_from_slice(&p.query[..2]);
                 let failed = matches!(answer[3] & 0x0F, 2 | 5);
@@ -362,8 +361,17 @@ impl Relay {
                         if let Some(qn) = question(&p.query, p.handler.max_udp()) {
                             self.cache.insert(&p.query, &qn, answer, now);
                         }
-                        tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
-                        answer.len()
+                        // Larger than the client takes over UDP: TC, so it
+                        // retries over TCP (kept whole for that above).
+                        if answer.len() > p.handler.udp_limit_of(&p.query) {
+                            let Some(n) = truncated_into(&p.handler, &p.query, tx.buf_mut(out)) else {
+                                continue;
+                            };
+                            n
+                        } else {
+                            tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
+                            answer.len()
+                        }
                     }
                 }
             };
@@ -458,6 +466,13 @@ impl Relay {
                 .answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
         }
     }
+}
+
+/// The TC answer to `query` written into `buf`; its length.
+fn truncated_into(handler: &Handler, query: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let b = handler.truncated(query)?;
+    buf.get_mut(..b.len())?.copy_from_slice(&b);
+    Some(b.len())
 }
 
 /// Largest query an [`Outbox`] slot holds; a larger one (rare: queries

@@ -50,17 +50,26 @@ pub type SharedTargets = Arc<ArcSwap<Targets>>;
 
 const MAX_REFRESH: Duration = Duration::from_secs(30);
 const MIN_REFRESH: Duration = Duration::from_secs(1);
-const TYPES: [RecordType; 2] = [RecordType::A, RecordType::AAAA];
+/// The types kept fresh here; an alias answer of another type gets the
+/// target's records from the cache of forwarded answers, or the upstream.
+pub(super) const TYPES: [RecordType; 2] = [RecordType::A, RecordType::AAAA];
 
-/// Resolves `name`/`qtype` through `fwd` (retrying over TCP when truncated).
-pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<Message, ForwardError> {
+/// The query the sidecar sends upstream for `name`/`qtype`: RD, EDNS 1232
+/// without DO, ID 0 (the forwarder puts a random one on the wire).
+pub(super) fn query(name: &Name, qtype: RecordType) -> Result<Vec<u8>, ForwardError> {
     let mut q = Message::query();
+    q.metadata.id = 0;
     q.metadata.recursion_desired = true;
     q.queries.push(Query::query(name.clone(), qtype));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
     q.set_edns(edns);
-    let bytes = q.to_vec().map_err(|_| ForwardError::NoUpstream)?;
+    q.to_vec().map_err(|_| ForwardError::NoUpstream)
+}
+
+/// Resolves `name`/`qtype` through `fwd` (retrying over TCP when truncated).
+pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<Message, ForwardError> {
+    let bytes = query(name, qtype)?;
     // `Tcp` here means: retry over TCP if the UDP answer is truncated.
     let answer = fwd.forward(&bytes, Transport::Tcp).await?;
     Message::from_vec(&answer).map_err(|_| ForwardError::NoUpstream)
