@@ -241,18 +241,16 @@ async fn a_dropped_incident_sender_keeps_the_cadence() {
     task.await.unwrap();
 }
 
-/// A real primary that kills the probe's session over and over: the
-/// server is healthy, so every observation must be a success (the prober
-/// retries on a new connection within the deadline). A server that really
-/// goes away is still reported, as a definite failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_probe_session_is_not_a_failure() {
+/// A real primary (TLS verify-full, SCRAM) and a config whose server `a` is
+/// it, probed with `application_name = app` and the `probe` timing lines;
+/// the directory holds the password file (the caller removes it).
+async fn real_primary(app: &str, probe: &str) -> (testbed::PgPair, std::path::PathBuf, Config) {
     use testbed::{PairOptions, PgBinaries, PgPair};
     let pair =
         tokio::task::spawn_blocking(|| PgPair::start(&PgBinaries::locate().unwrap(), PairOptions::default()).unwrap())
             .await
             .unwrap();
-    let p = pair.primary.clone();
+    let p = &pair.primary;
     let dir = std::env::temp_dir().join(format!(
         "dns-sidecar-probe-test-{}-{}",
         std::process::id(),
@@ -266,15 +264,82 @@ async fn a_killed_probe_session_is_not_a_failure() {
         .unwrap();
     let cfg = config(
         &format!(
-            "target = \"{}\"\nhostaddr = \"{}\"\nport = {}\napplication_name = \"probe-retry-test\"",
+            "target = \"{}\"\nhostaddr = \"{}\"\nport = {}\napplication_name = \"{app}\"",
             p.name, p.ip, p.port
         ),
         &format!(
-            "interval = \"20ms\"\nsslmode = \"verify-full\"\nsslrootcert = \"{}\"\npassword_file = \"{}\"",
+            "{probe}\nsslmode = \"verify-full\"\nsslrootcert = \"{}\"\npassword_file = \"{}\"",
             pair.ca_cert.display(),
             pw.display()
         ),
     );
+    (pair, dir, cfg)
+}
+
+/// The fast cadence of an incident runs on the kept connection: a server
+/// that is still connected (a replica about to be promoted) is probed every
+/// `incident_interval` without a new connection per probe; and a session
+/// ended once during the incident is replaced at once (the connect backoff
+/// holds back only connects that keep failing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_cadence_reuses_the_kept_connection() {
+    let (pair, dir, cfg) = real_primary(
+        "probe-incident-test",
+        "interval = \"1s\"\nincident_interval = \"10ms\"",
+    )
+    .await;
+    let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
+    let (tx, mut rx) = mpsc::channel(4096);
+    let (stop, stop_rx) = watch::channel(false);
+    let incident = watch::Sender::new(Arc::new(BTreeSet::<String>::new()));
+    let task = tokio::spawn(prober.run(tx, stop_rx, incident.subscribe()));
+    let first = rx.recv().await.unwrap();
+    assert!(first.outcome.is_ok(), "{first:?}");
+    assert_eq!(first.connect, Some(Ok(())));
+
+    incident.send_replace(Arc::new(BTreeSet::from(["a".to_string()])));
+    let fast = collect(&mut rx, MS * 500).await;
+    eprintln!("MEASURED incident cadence on a kept connection: {} probes in 500 ms", fast.len());
+    assert!(fast.len() >= 15, "only {} probes in 500ms at a 10ms cadence", fast.len());
+    assert!(fast.len() <= 51, "{} probes in 500ms: faster than the cadence", fast.len());
+    for r in &fast {
+        assert!(r.outcome.is_ok(), "{r:?}");
+        assert_eq!(r.connect, None, "a new connection during the incident: {r:?}");
+    }
+
+    // The session ended by someone else: replaced within the next probe,
+    // which succeeds; the cadence goes on.
+    let p = pair.primary.clone();
+    let killed = tokio::task::spawn_blocking(move || {
+        (0..50)
+            .map(|_| {
+                std::thread::sleep(MS * 7);
+                p.terminate_idle_backends("probe-incident-test").unwrap()
+            })
+            .find(|&n| n > 0)
+    })
+    .await
+    .unwrap();
+    assert!(killed.is_some(), "the probe session was never idle to be killed");
+    let after = collect(&mut rx, MS * 300).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let failures: Vec<_> = after.iter().filter_map(|o| o.outcome.as_ref().err()).collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    let connects: Vec<_> = after.iter().filter_map(|o| o.connect).collect();
+    assert_eq!(connects, [Ok(())], "one new connection after the kill");
+    assert!(after.len() >= 8, "only {} probes in 300ms after the kill", after.len());
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
+
+/// A real primary that kills the probe's session over and over: the
+/// server is healthy, so every observation must be a success (the prober
+/// retries on a new connection within the deadline). A server that really
+/// goes away is still reported, as a definite failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_probe_session_is_not_a_failure() {
+    let (pair, dir, cfg) = real_primary("probe-retry-test", "interval = \"20ms\"").await;
+    let p = pair.primary.clone();
     let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
     let (tx, mut rx) = mpsc::channel(4096);
     let (stop, stop_rx) = watch::channel(false);
