@@ -79,7 +79,10 @@ async fn probes_back_off_from_a_failing_server_during_an_incident() {
         .unwrap()
         .unwrap();
     env.proxy("a").set_mode(Mode::Reset);
-    wait_until("the incident set", Duration::from_secs(2), || incident(&env) == ["a", "b"]).await;
+    wait_until("the incident set", Duration::from_secs(2), || {
+        incident(&env) == ["a", "b"]
+    })
+    .await;
     let a0 = (env.proxy("a").attempts() as u64, connects(&env, "a", "closed"));
     let b0 = connects(&env, "b", "refused");
     tokio::time::sleep(window).await;
@@ -96,12 +99,21 @@ async fn probes_back_off_from_a_failing_server_during_an_incident() {
     );
     let (most, fewest) = (most_attempts(window), fewest_attempts(window));
     for (id, n) in [("a", a_attempts), ("b", b_refused)] {
-        assert!(n <= most, "{n} connection attempts at {id} in {window:?}: not backed off (at most {most})");
-        assert!(n >= fewest, "only {n} connection attempts at {id} in {window:?} (at least {fewest})");
+        assert!(
+            n <= most,
+            "{n} connection attempts at {id} in {window:?}: not backed off (at most {most})"
+        );
+        assert!(
+            n >= fewest,
+            "only {n} connection attempts at {id} in {window:?} (at least {fewest})"
+        );
     }
     // The metric counts what reached the server (an attempt at the edge of
     // the window may be counted on one side only).
-    assert!(a_closed.abs_diff(a_attempts) <= 1, "metric {a_closed}, proxy {a_attempts}");
+    assert!(
+        a_closed.abs_diff(a_attempts) <= 1,
+        "metric {a_closed}, proxy {a_attempts}"
+    );
 
     // Both come back: seen within about the cap (2 s) plus `rise` probes.
     env.proxy("a").set_mode(Mode::Pass);
