@@ -283,11 +283,7 @@ async fn real_primary(app: &str, probe: &str) -> (testbed::PgPair, std::path::Pa
 /// holds back only connects that keep failing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incident_cadence_reuses_the_kept_connection() {
-    let (pair, dir, cfg) = real_primary(
-        "probe-incident-test",
-        "interval = \"1s\"\nincident_interval = \"10ms\"",
-    )
-    .await;
+    let (pair, dir, cfg) = real_primary("probe-incident-test", "interval = \"1s\"\nincident_interval = \"10ms\"").await;
     let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
     let (tx, mut rx) = mpsc::channel(4096);
     let (stop, stop_rx) = watch::channel(false);
@@ -299,9 +295,20 @@ async fn the_incident_cadence_reuses_the_kept_connection() {
 
     incident.send_replace(Arc::new(BTreeSet::from(["a".to_string()])));
     let fast = collect(&mut rx, MS * 500).await;
-    eprintln!("MEASURED incident cadence on a kept connection: {} probes in 500 ms", fast.len());
-    assert!(fast.len() >= 15, "only {} probes in 500ms at a 10ms cadence", fast.len());
-    assert!(fast.len() <= 51, "{} probes in 500ms: faster than the cadence", fast.len());
+    eprintln!(
+        "MEASURED incident cadence on a kept connection: {} probes in 500 ms",
+        fast.len()
+    );
+    assert!(
+        fast.len() >= 15,
+        "only {} probes in 500ms at a 10ms cadence",
+        fast.len()
+    );
+    assert!(
+        fast.len() <= 51,
+        "{} probes in 500ms: faster than the cadence",
+        fast.len()
+    );
     for r in &fast {
         assert!(r.outcome.is_ok(), "{r:?}");
         assert_eq!(r.connect, None, "a new connection during the incident: {r:?}");
@@ -480,7 +487,10 @@ async fn a_failing_server_is_not_stormed_during_an_incident() {
     let (hang_up_port, accepted) = hang_up_listener();
     let refused_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let window = Duration::from_secs(6);
-    for (port, cause) in [(hang_up_port, FailureCause::Closed), (refused_port, FailureCause::Refused)] {
+    for (port, cause) in [
+        (hang_up_port, FailureCause::Closed),
+        (refused_port, FailureCause::Refused),
+    ] {
         let t0 = Instant::now();
         let got = reports_during_an_incident(port, window).await;
         // Every probe connected (no kept connection to use) and failed.
