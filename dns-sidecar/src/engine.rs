@@ -161,6 +161,17 @@ fn remembered_differs(a: &State, b: &State) -> bool {
         })
 }
 
+/// The `dns_sidecar_probe_connects_total` label of a probe's new connection.
+fn connect_result(connect: Result<(), FailureCause>) -> &'static str {
+    match connect {
+        Ok(()) => "ok",
+        Err(FailureCause::Refused) => "refused",
+        Err(FailureCause::Closed) => "closed",
+        Err(FailureCause::Timeout) => "timeout",
+        Err(_) => "error",
+    }
+}
+
 fn index(config: &Config) -> HashMap<Arc<str>, usize> {
     config
         .servers
@@ -188,6 +199,14 @@ impl Engine {
                 result: result.into(),
             })
             .inc();
+        if let Some(connect) = r.connect {
+            m.probe_connects
+                .get_or_create(&ProbeResult {
+                    server: r.server.to_string(),
+                    result: connect_result(connect).into(),
+                })
+                .inc();
+        }
         m.probe_latency
             .get_or_create(&ServerLabel {
                 server: r.server.to_string(),

@@ -68,6 +68,8 @@ impl Exposition {
 
 /// Probe results (`dns_sidecar_probes_total{result}`).
 pub const PROBE_RESULTS: [&str; 3] = ["ok", "timeout", "error"];
+/// Results of the probes' new connections (`dns_sidecar_probe_connects_total{result}`).
+pub const CONNECT_RESULTS: [&str; 5] = ["ok", "refused", "closed", "timeout", "error"];
 /// Upstream failure kinds (`dns_sidecar_upstream_errors_total{kind}`).
 pub const UPSTREAM_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
 /// Reload results (`dns_sidecar_config_reloads_total{result}`).
@@ -197,6 +199,8 @@ pub struct Metrics {
     queries: Vec<Vec<Counter>>,
     answer_latency: Vec<Histogram>,
     pub probes: Family<ProbeResult, Counter>,
+    /// New probe connections by server and [`CONNECT_RESULTS`].
+    pub probe_connects: Family<ProbeResult, Counter>,
     pub probe_latency: Family<ServerLabel, Histogram, fn() -> Histogram>,
     pub server_up: Family<ServerLabel, Gauge>,
     pub server_writable: Family<ServerLabel, Gauge>,
@@ -292,6 +296,7 @@ impl Metrics {
             queries,
             answer_latency,
             probes: Family::default(),
+            probe_connects: Family::default(),
             probe_latency: Family::new_with_constructor(latency_histogram),
             server_up: Family::default(),
             server_writable: Family::default(),
@@ -322,6 +327,11 @@ impl Metrics {
             "probes",
             "Probes by server and result (ok, timeout, error)",
             m.probes.clone(),
+        );
+        registry.register(
+            "probe_connects",
+            "New connections opened by the probes, by server and result (ok, refused, closed, timeout, error)",
+            m.probe_connects.clone(),
         );
         registry.register(
             "probe_duration_seconds",
@@ -497,6 +507,12 @@ impl Metrics {
                     result: r.into(),
                 });
             }
+            for r in CONNECT_RESULTS {
+                let _ = self.probe_connects.get_or_create(&ProbeResult {
+                    server: s.id.clone(),
+                    result: r.into(),
+                });
+            }
             let _ = self.probe_latency.get_or_create(&l);
             let _ = self.server_up.get_or_create(&l);
             let _ = self.server_writable.get_or_create(&l);
@@ -553,6 +569,12 @@ impl Metrics {
             let l = ServerLabel { server: s.id.clone() };
             for r in PROBE_RESULTS {
                 self.probes.remove(&ProbeResult {
+                    server: s.id.clone(),
+                    result: r.into(),
+                });
+            }
+            for r in CONNECT_RESULTS {
+                self.probe_connects.remove(&ProbeResult {
                     server: s.id.clone(),
                     result: r.into(),
                 });

@@ -23,6 +23,10 @@ pub struct ProbeReport {
     /// How long the probe took (connect included when it connected).
     pub latency: Duration,
     pub outcome: Result<ServerState, ProbeFailure>,
+    /// Whether the probe opened a new connection (`None`: it used the kept
+    /// one) and whether that connect (TCP, TLS, login) succeeded; counted by
+    /// `dns_sidecar_probe_connects_total`.
+    pub connect: Option<Result<(), FailureCause>>,
 }
 
 impl ProbeReport {

@@ -18,6 +18,7 @@ mod lag;
 mod logs;
 mod observability;
 mod operations;
+mod probe_backoff;
 mod protocol;
 mod readme;
 mod sequences;

@@ -18,7 +18,14 @@
 //! healthy server. While a server is in the incident set
 //! ([`crate::shared::Shared::incident`]) its task probes every
 //! `incident_interval` instead of every `interval`.
+//!
+//! The cadence reuses the kept connection; only a probe without one (or one
+//! due to prove a fresh connection) connects. New connections to a server
+//! whose connects keep failing are spaced by a capped, jittered exponential
+//! backoff ([`backoff`]), so a server that refuses or hangs up is not sent a
+//! connection every `incident_interval` by every sidecar of a fleet.
 
+mod backoff;
 mod query;
 pub mod supervisor;
 pub mod tls;
@@ -35,6 +42,7 @@ use tracing::{debug, warn};
 
 use crate::config::{ProbeTiming, Server};
 use crate::observation::{FailureCause, FailureKind, ProbeFailure, ProbeReport, ServerState};
+use backoff::ConnectBackoff;
 
 pub use tls::TlsSetupError;
 
@@ -74,6 +82,19 @@ pub struct Prober {
     kept: Option<Kept>,
     last_fresh: Option<Instant>,
     sql: &'static str,
+    /// Spacing of new connections while connects keep failing.
+    backoff: ConnectBackoff,
+    /// The current probe's new connection, if it opened one.
+    attempt: Option<ConnectAttempt>,
+}
+
+/// A new connection opened by the current probe.
+#[derive(Debug, Clone, Copy)]
+struct ConnectAttempt {
+    started: Instant,
+    /// `None` while the connect is still under way (a deadline that hits then
+    /// is the connect's timeout).
+    result: Option<Result<(), FailureCause>>,
 }
 
 impl Prober {
@@ -101,6 +122,8 @@ impl Prober {
             kept: None,
             last_fresh: None,
             sql: query::FULL,
+            backoff: ConnectBackoff::default(),
+            attempt: None,
         })
     }
 
@@ -108,7 +131,8 @@ impl Prober {
     /// or the receiver is gone. While `incident` contains this server's id it
     /// probes every `incident_interval` (starting at once) instead of every
     /// `interval`. Probes never overlap: the next one starts after the last
-    /// one finished or hit its deadline.
+    /// one finished or hit its deadline. A probe that has to open a new
+    /// connection also waits for the connect backoff ([`backoff`]).
     pub async fn run(
         mut self,
         tx: mpsc::Sender<ProbeReport>,
@@ -119,8 +143,12 @@ impl Prober {
         cadence.set_fast(incident.borrow_and_update().contains(&*self.name), Instant::now());
         let mut incident_open = true;
         loop {
+            let due = match self.backoff.not_before() {
+                Some(t) if self.kept.is_none() => cadence.next.max(t),
+                _ => cadence.next,
+            };
             tokio::select! {
-                _ = tokio::time::sleep_until(cadence.next.into()) => {}
+                _ = tokio::time::sleep_until(due.into()) => {}
                 changed = incident.changed(), if incident_open => {
                     match changed {
                         Ok(()) => {
@@ -160,6 +188,20 @@ impl Prober {
             if let Err(f) = &outcome {
                 debug!(server = %self.name, error = %f.message, "probe failed");
             }
+            let connect = self.attempt.take().map(|a| {
+                match &outcome {
+                    Ok(_) => self.backoff.succeeded(),
+                    Err(_) => {
+                        self.backoff
+                            .failed(a.started, self.timing.incident_interval, backoff::draw_jitter());
+                        if self.backoff.failures() == 2 {
+                            debug!(server = %self.name, "new connections keep failing; spacing them out (connect backoff)");
+                        }
+                    }
+                }
+                // A deadline that hit during the connect is its timeout.
+                a.result.unwrap_or(Err(FailureCause::Timeout))
+            });
             let now = Instant::now();
             cadence.probed(started, now);
             let report = ProbeReport {
@@ -167,6 +209,7 @@ impl Prober {
                 at: now,
                 latency: now - started,
                 outcome,
+                connect,
             };
             if tx.send(report).await.is_err() {
                 break;
@@ -221,7 +264,15 @@ impl Prober {
             }
         }
         let classify = if retry { query::classify_retry } else { query::classify };
-        self.connect().await.map_err(|e| classify(&e))?;
+        self.attempt = Some(ConnectAttempt {
+            started: Instant::now(),
+            result: None,
+        });
+        let connected = self.connect().await.map_err(|e| classify(&e));
+        if let Some(a) = &mut self.attempt {
+            a.result = Some(connected.as_ref().map(|_| ()).map_err(|f| f.cause));
+        }
+        connected?;
         let mut state = self.query().await.map_err(|e| classify(&e))?;
         state.fresh_connection = true;
         Ok(state)

@@ -119,8 +119,13 @@ async fn incident_set_switches_the_cadence() {
     incident.send_replace(Arc::new(BTreeSet::from(["b".to_string()])));
     assert!(collect(&mut rx, MS * 200).await.is_empty());
 
-    // In the set: a probe at once (the normal one is ~400ms away), then
-    // every 10ms (generous bound: a loaded 2-core machine).
+    // In the set: a probe at once (the normal one is ~400ms away; the one
+    // failed connect so far does not hold it back). Every probe of this
+    // server must connect and every connect fails, so after that the
+    // probes are spaced by the connect backoff, not every 10ms: 10, 20,
+    // 40, 80, 160, 320 ms (jittered down by at most a quarter) after the
+    // first, so 4 to 7 in the next 500ms. (The 10ms cadence on a kept
+    // connection is `the_incident_cadence_reuses_the_kept_connection`.)
     let entered = Instant::now();
     incident.send_replace(Arc::new(BTreeSet::from(["a".to_string(), "b".to_string()])));
     let first = tokio::time::timeout(MS * 300, rx.recv())
@@ -130,18 +135,19 @@ async fn incident_set_switches_the_cadence() {
     assert!(first.at >= entered);
     let fast = collect(&mut rx, MS * 500).await;
     eprintln!(
-        "MEASURED incident cadence: {} probes in 500 ms at incident_interval 10ms (first after {:?})",
+        "MEASURED incident cadence against a server that hangs up: {} probes in 500 ms at incident_interval 10ms \
+        (first after {:?})",
         fast.len(),
         first.at - entered
     );
     assert!(
-        fast.len() >= 15,
-        "only {} probes in 500ms at a 10ms cadence",
+        fast.len() >= 3,
+        "only {} probes in 500ms at a 10ms cadence with connect backoff",
         fast.len()
     );
     assert!(
-        fast.len() <= 51,
-        "{} probes in 500ms: faster than the cadence",
+        fast.len() <= 8,
+        "{} probes in 500ms: new connections to a failing server not backed off",
         fast.len()
     );
 
@@ -235,18 +241,16 @@ async fn a_dropped_incident_sender_keeps_the_cadence() {
     task.await.unwrap();
 }
 
-/// A real primary that kills the probe's session over and over: the
-/// server is healthy, so every observation must be a success (the prober
-/// retries on a new connection within the deadline). A server that really
-/// goes away is still reported, as a definite failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_probe_session_is_not_a_failure() {
+/// A real primary (TLS verify-full, SCRAM) and a config whose server `a` is
+/// it, probed with `application_name = app` and the `probe` timing lines;
+/// the directory holds the password file (the caller removes it).
+async fn real_primary(app: &str, probe: &str) -> (testbed::PgPair, std::path::PathBuf, Config) {
     use testbed::{PairOptions, PgBinaries, PgPair};
     let pair =
         tokio::task::spawn_blocking(|| PgPair::start(&PgBinaries::locate().unwrap(), PairOptions::default()).unwrap())
             .await
             .unwrap();
-    let p = pair.primary.clone();
+    let p = &pair.primary;
     let dir = std::env::temp_dir().join(format!(
         "dns-sidecar-probe-test-{}-{}",
         std::process::id(),
@@ -260,15 +264,89 @@ async fn a_killed_probe_session_is_not_a_failure() {
         .unwrap();
     let cfg = config(
         &format!(
-            "target = \"{}\"\nhostaddr = \"{}\"\nport = {}\napplication_name = \"probe-retry-test\"",
+            "target = \"{}\"\nhostaddr = \"{}\"\nport = {}\napplication_name = \"{app}\"",
             p.name, p.ip, p.port
         ),
         &format!(
-            "interval = \"20ms\"\nsslmode = \"verify-full\"\nsslrootcert = \"{}\"\npassword_file = \"{}\"",
+            "{probe}\nsslmode = \"verify-full\"\nsslrootcert = \"{}\"\npassword_file = \"{}\"",
             pair.ca_cert.display(),
             pw.display()
         ),
     );
+    (pair, dir, cfg)
+}
+
+/// The fast cadence of an incident runs on the kept connection: a server
+/// that is still connected (a replica about to be promoted) is probed every
+/// `incident_interval` without a new connection per probe; and a session
+/// ended once during the incident is replaced at once (the connect backoff
+/// holds back only connects that keep failing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_cadence_reuses_the_kept_connection() {
+    let (pair, dir, cfg) = real_primary("probe-incident-test", "interval = \"1s\"\nincident_interval = \"10ms\"").await;
+    let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
+    let (tx, mut rx) = mpsc::channel(4096);
+    let (stop, stop_rx) = watch::channel(false);
+    let incident = watch::Sender::new(Arc::new(BTreeSet::<String>::new()));
+    let task = tokio::spawn(prober.run(tx, stop_rx, incident.subscribe()));
+    let first = rx.recv().await.unwrap();
+    assert!(first.outcome.is_ok(), "{first:?}");
+    assert_eq!(first.connect, Some(Ok(())));
+
+    incident.send_replace(Arc::new(BTreeSet::from(["a".to_string()])));
+    let fast = collect(&mut rx, MS * 500).await;
+    eprintln!(
+        "MEASURED incident cadence on a kept connection: {} probes in 500 ms",
+        fast.len()
+    );
+    assert!(
+        fast.len() >= 15,
+        "only {} probes in 500ms at a 10ms cadence",
+        fast.len()
+    );
+    assert!(
+        fast.len() <= 51,
+        "{} probes in 500ms: faster than the cadence",
+        fast.len()
+    );
+    for r in &fast {
+        assert!(r.outcome.is_ok(), "{r:?}");
+        assert_eq!(r.connect, None, "a new connection during the incident: {r:?}");
+    }
+
+    // The session ended by someone else: replaced within the next probe,
+    // which succeeds; the cadence goes on.
+    let p = pair.primary.clone();
+    let killed = tokio::task::spawn_blocking(move || {
+        (0..50)
+            .map(|_| {
+                std::thread::sleep(MS * 7);
+                p.terminate_idle_backends("probe-incident-test").unwrap()
+            })
+            .find(|&n| n > 0)
+    })
+    .await
+    .unwrap();
+    assert!(killed.is_some(), "the probe session was never idle to be killed");
+    let after = collect(&mut rx, MS * 300).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let failures: Vec<_> = after.iter().filter_map(|o| o.outcome.as_ref().err()).collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    let connects: Vec<_> = after.iter().filter_map(|o| o.connect).collect();
+    assert_eq!(connects, [Ok(())], "one new connection after the kill");
+    assert!(after.len() >= 8, "only {} probes in 300ms after the kill", after.len());
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
+
+/// A real primary that kills the probe's session over and over: the
+/// server is healthy, so every observation must be a success (the prober
+/// retries on a new connection within the deadline). A server that really
+/// goes away is still reported, as a definite failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_probe_session_is_not_a_failure() {
+    let (pair, dir, cfg) = real_primary("probe-retry-test", "interval = \"20ms\"").await;
+    let p = pair.primary.clone();
     let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
     let (tx, mut rx) = mpsc::channel(4096);
     let (stop, stop_rx) = watch::channel(false);
@@ -345,4 +423,98 @@ async fn a_killed_probe_session_is_not_a_failure() {
     }
     let _ = stop.send(true);
     task.await.unwrap();
+}
+
+#[test]
+fn connect_backoff_doubles_from_the_incident_interval_up_to_the_cap() {
+    let base = MS * 10;
+    let waits: Vec<_> = (1..=10).map(|n| ConnectBackoff::delay(base, n)).collect();
+    assert_eq!(
+        waits,
+        [10, 20, 40, 80, 160, 320, 640, 1280, 2000, 2000].map(|ms| MS * ms)
+    );
+    assert_eq!(ConnectBackoff::delay(base, u32::MAX), backoff::CAP, "no overflow");
+    assert_eq!(ConnectBackoff::delay(MS * 5000, 1), backoff::CAP, "never above the cap");
+
+    let t0 = Instant::now();
+    let mut b = ConnectBackoff::default();
+    assert_eq!(b.not_before(), None, "the first connect is never held back");
+    // The first failure waits at most the incident interval (no cadence is
+    // faster), counted from the start of the failed attempt.
+    b.failed(t0, base, 1.0);
+    assert_eq!(b.not_before(), Some(t0 + base));
+    b.failed(t0 + MS * 500, base, 1.0);
+    assert_eq!(b.not_before(), Some(t0 + MS * 520));
+    // Jitter only shortens a wait, by at most a quarter.
+    b.failed(t0 + MS * 600, base, *backoff::JITTER.start());
+    assert_eq!(b.not_before(), Some(t0 + MS * 630));
+    for _ in 0..20 {
+        let j = backoff::draw_jitter();
+        assert!(backoff::JITTER.contains(&j), "{j}");
+    }
+    // A success starts over.
+    b.succeeded();
+    assert_eq!((b.failures(), b.not_before()), (0, None));
+    b.failed(t0 + MS * 700, base, 1.0);
+    assert_eq!(b.not_before(), Some(t0 + MS * 710));
+}
+
+/// A prober of a server on `port` that is in the incident set from the
+/// start; returns its reports over `window` (plain TCP, no TLS).
+async fn reports_during_an_incident(port: u16, window: Duration) -> Vec<ProbeReport> {
+    let cfg = config(
+        &format!("target = \"pg-a.test\"\nhostaddr = \"127.0.0.1\"\nport = {port}\nsslmode = \"disable\""),
+        "interval = \"100ms\"\nincident_interval = \"10ms\"\ndeadline = \"500ms\"",
+    );
+    let prober = Prober::new(&cfg.servers[0], cfg.probe).unwrap();
+    let (tx, mut rx) = mpsc::channel(100_000);
+    let (stop, stop_rx) = watch::channel(false);
+    let incident = watch::Sender::new(Arc::new(BTreeSet::from(["a".to_string()])));
+    let task = tokio::spawn(prober.run(tx, stop_rx, incident.subscribe()));
+    let got = collect(&mut rx, window).await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    got
+}
+
+/// The storm of issue 15: during an incident a server that hangs up on
+/// every connection (or refuses them) got a new connection every ~11 ms
+/// (892 in 10 s). With the connect backoff: 10, 20, 40, ... ms apart up to
+/// ~2 s, so ~8 attempts in the first 1.3 s and then one every 1.5-2 s; and
+/// the attempts never stop (the server's recovery is still seen).
+#[tokio::test]
+async fn a_failing_server_is_not_stormed_during_an_incident() {
+    let (hang_up_port, accepted) = hang_up_listener();
+    let refused_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let window = Duration::from_secs(6);
+    for (port, cause) in [
+        (hang_up_port, FailureCause::Closed),
+        (refused_port, FailureCause::Refused),
+    ] {
+        let t0 = Instant::now();
+        let got = reports_during_an_incident(port, window).await;
+        // Every probe connected (no kept connection to use) and failed.
+        for r in &got {
+            assert_eq!(r.connect, Some(Err(cause)), "{r:?}");
+        }
+        let late = got.iter().filter(|r| r.at >= t0 + Duration::from_secs(3)).count();
+        eprintln!(
+            "MEASURED connection attempts during an incident, server {cause:?}: {} in {window:?}, {late} in the last 3 s",
+            got.len()
+        );
+        // Without jitter 10 attempts by 5.3 s; each jittered wait is at
+        // least 3/4 of its nominal value: at most 12 in 6 s. (A loaded
+        // machine only makes fewer.)
+        assert!(
+            got.len() <= 12,
+            "{} connection attempts in {window:?} at a failing server: not backed off",
+            got.len()
+        );
+        // Still trying: ~1 attempt per 1.5-2 s once the backoff is capped.
+        assert!((1..=2).contains(&late), "{late} attempts in the last 3 s");
+        assert!(got.len() >= 6, "only {} attempts in {window:?}", got.len());
+        if port == hang_up_port {
+            assert_eq!(accepted.load(Ordering::SeqCst), got.len(), "one connection per probe");
+        }
+    }
 }

@@ -47,6 +47,8 @@ struct Inner {
     filler_addrs: Mutex<HashSet<SocketAddr>>,
     /// Client connections accepted and forwarded.
     accepted: AtomicUsize,
+    /// Client connections accepted in any mode (forwarded or reset).
+    attempts: AtomicUsize,
 }
 
 pub struct Proxy {
@@ -77,6 +79,7 @@ impl Proxy {
             parked: AtomicBool::new(false),
             filler_addrs: Mutex::default(),
             accepted: AtomicUsize::new(0),
+            attempts: AtomicUsize::new(0),
         });
         let shared = inner.clone();
         let thread = std::thread::Builder::new()
@@ -109,6 +112,12 @@ impl Proxy {
     /// Client connections accepted and forwarded so far.
     pub fn accepted(&self) -> usize {
         self.inner.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Client connections accepted so far in any mode (forwarded or reset):
+    /// the connection attempts that reached the proxy.
+    pub fn attempts(&self) -> usize {
+        self.inner.attempts.load(Ordering::SeqCst)
     }
 
     /// Switches the mode; returns once it is in force (for a black hole:
@@ -185,6 +194,7 @@ async fn accept_loop(listener: TcpListener, backend: SocketAddr, mut mode: watch
                 if inner.filler_addrs.lock().unwrap().remove(&peer) {
                     continue;
                 }
+                inner.attempts.fetch_add(1, Ordering::SeqCst);
                 if current == Mode::Reset {
                     reset(&sock);
                     continue;
