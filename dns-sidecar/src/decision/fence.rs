@@ -203,14 +203,11 @@ pub(super) fn learn(
                     a.decided_timeline = Some(t);
                 }
                 if let (Some(holder), Some(ht)) = (holder, holder_tl) {
-                    if t == ht && a.fence(o.server).is_none() {
-                        let fence = Fence {
-                            server: o.server,
-                            reason: FenceReason::SameTimeline { holder },
-                            since: now,
-                            timeline: Some(t),
-                        };
-                        add(state, config, i, fence, events);
+                    if t == ht {
+                        // Rule 4 before rule 5: the holder's timeline is not
+                        // "newer" for this server, whatever its old fence
+                        // says; a fence of another kind becomes this one.
+                        same_timeline(state, config, i, o.server, holder, t, now, events);
                         continue;
                     }
                 }
@@ -238,6 +235,45 @@ pub(super) fn learn(
             }
         }
     }
+}
+
+/// Rule 4: `server` is writable on timeline `t`, which `holder` (the alias's
+/// own server) is on: a fork. Whatever fence it had (typically "superseded"
+/// on the timeline the alias left it on) stays, as a same-timeline fence on
+/// `t`: it must not read as "promoted again" (rule 5).
+///
+/// Why this must come before the lift: an old primary restored from its own
+/// WAL (recovery.signal, no primary) promotes itself onto its own timeline +
+/// 1, which is exactly the timeline its successor took. Its old fence was
+/// taken on the older timeline, so the fork alone would lift it. Rule 2 and
+/// the timeline floor make the fork's timeline at most the holder's (the
+/// alias only moves to a newer timeline than the one it left), so a fork is
+/// either on the holder's timeline (this rule) or below the floor (rule 1).
+#[allow(clippy::too_many_arguments)]
+fn same_timeline(
+    state: &mut State,
+    config: &Config,
+    i: usize,
+    server: ServerId,
+    holder: ServerId,
+    t: u32,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
+    let a = &mut state.aliases[i];
+    if let Some(pos) = a.fences.iter().position(|f| f.server == server) {
+        if matches!(a.fences[pos].reason, FenceReason::SameTimeline { .. }) {
+            return;
+        }
+        a.fences.remove(pos);
+    }
+    let fence = Fence {
+        server,
+        reason: FenceReason::SameTimeline { holder },
+        since: now,
+        timeline: Some(t),
+    };
+    add(state, config, i, fence, events);
 }
 
 /// The newest timeline any candidate of alias `i` is known to be on (used
