@@ -12,6 +12,7 @@ mod demo;
 mod deploy;
 mod failover;
 mod faults;
+mod fork;
 mod forwarding;
 mod lag;
 mod logs;
