@@ -544,7 +544,7 @@ fn fork_up_at_once(s: &mut Sim, b_alive: bool) {
             s.state.aliases[0].fence(A).map(|f| (f.reason, f.timeline)),
             Some((FenceReason::SameTimeline { holder: B }, Some(2)))
         ));
-        assert!(!fenced(&s, B));
+        assert!(!fenced(s, B));
     }
     let summary = s.state.candidates_summary(&s.config, 0);
     assert!(
