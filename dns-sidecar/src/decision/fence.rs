@@ -26,7 +26,9 @@
 //!    standby that kept following the old primary, promoted later, or the
 //!    old primary restored from its own WAL, which promotes itself onto its
 //!    own timeline + 1). It takes precedence over rule 5's "newer timeline"
-//!    (see [`same_timeline`]).
+//!    (see [`same_timeline`]), and applies whichever was seen first: a server
+//!    already writable on that timeline when the alias settles on its server
+//!    is fenced too (see [`same_timeline_peers`]).
 //! 5. **Lifting.** A fence is lifted when its server is seen in recovery (it
 //!    was rebuilt as a standby), when it is seen on a newer timeline than when
 //!    it was fenced (only the end of a recovery, a promote, makes a timeline),
@@ -283,6 +285,38 @@ fn same_timeline(state: &mut State, config: &Config, i: usize, fence: Fence, eve
         a.fences.remove(pos);
     }
     add(state, config, i, fence, events);
+}
+
+/// Rule 4 from the other side: the alias's server is settled (chosen, its
+/// timeline known), and a server already writable on that timeline is a fork
+/// too, although it was probed before the alias had that server (so
+/// [`learn`] had no holder to compare it with) and never lost a split brain
+/// (drained meanwhile, so not a candidate then). Only servers with no fence
+/// yet: an existing one stands.
+pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
+    let a = &state.aliases[i];
+    let (Some(holder), Some(t)) = (a.decided, a.decided_timeline) else {
+        return;
+    };
+    let peers: Vec<ServerId> = (config.aliases[i].servers.iter().copied())
+        .filter(|&s| s != holder && a.fence(s).is_none())
+        .filter(|&s| {
+            let h = &state.servers[s];
+            h.up && h
+                .last_state
+                .as_ref()
+                .is_some_and(|st| !st.in_recovery && st.timeline == Some(t))
+        })
+        .collect();
+    for server in peers {
+        let fence = Fence {
+            server,
+            reason: FenceReason::SameTimeline { holder },
+            since: now,
+            timeline: Some(t),
+        };
+        add(state, config, i, fence, events);
+    }
 }
 
 /// The newest timeline any candidate of alias `i` is known to be on (used

@@ -607,3 +607,27 @@ fn a_fork_first_seen_after_a_sidecar_restart_is_never_answered() {
         fork_up_at_once(&mut s, b_alive);
     }
 }
+
+/// Two standbys of one primary both promoted (two forks on timeline 2), one
+/// of them drained when the alias first chose: it was probed before the
+/// alias had a server on timeline 2 and never lost a split brain (drained
+/// servers are not candidates), yet it is a fork of the alias's server.
+/// Found by the property test (a move to a server on the timeline it left).
+#[test]
+fn a_fork_drained_when_the_alias_chose_is_not_answered_once_undrained() {
+    let mut s = Sim::new("read-write", "servfail");
+    s.apply(Override::Drain { server: "b".into() }).unwrap();
+    assert_eq!(s.step(&[(B, primary(Some(2)))]), Answer::Pending);
+    assert_eq!(s.step(&[(A, primary(Some(2)))]), Answer::Target(A));
+    s.apply(Override::Drain { server: "a".into() }).unwrap();
+    s.apply(Override::Undrain { server: "b".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::NoTarget, "not to b, a fork of a");
+    assert_eq!(
+        s.step(&[(A, primary(Some(2))), (B, primary(Some(2)))]),
+        Answer::NoTarget
+    );
+    assert!(matches!(
+        s.state.aliases[0].fence(B).map(|f| (f.reason, f.timeline)),
+        Some((FenceReason::SameTimeline { holder: A }, Some(2)))
+    ));
+}

@@ -297,13 +297,12 @@ impl Cluster {
             // a newer timeline than its successor's, which timelines alone
             // cannot tell from a rebuilt, promoted server (see fence.rs).
             Op::Restore(s) if self.truth[s] == Truth::Down && !self.forked[s] => {
-                let tl = match self.before_down[s] {
-                    Truth::Primary { tl, .. } | Truth::Standby { tl } => tl,
-                    Truth::Down | Truth::Frozen => 1,
-                };
-                self.truth[s] = Truth::Standby { tl };
-                self.forked[s] = true;
-                self.orphan[s] = true;
+                // (Killed while frozen: what it was before is not recorded.)
+                if let Truth::Primary { tl, .. } | Truth::Standby { tl } = self.before_down[s] {
+                    self.truth[s] = Truth::Standby { tl };
+                    self.forked[s] = true;
+                    self.orphan[s] = true;
+                }
             }
             Op::PauseReplay(s) => self.paused[s] = true,
             Op::ResumeReplay(s) => self.paused[s] = false,
@@ -469,9 +468,10 @@ struct Oracle {
     /// Writer aliases: an operator unfenced since the last move.
     unfenced: [bool; 3],
     /// Writer aliases: the history (the cluster's ground truth) the alias was
-    /// seen to follow: its answered server's when last probed as a primary
-    /// while answered; forgotten when an operator unfences.
-    followed: [Option<usize>; 3],
+    /// seen to follow, and its timeline then: its answered server's when last
+    /// probed as a primary while answered; forgotten when an operator
+    /// unfences.
+    followed: [Option<(usize, u32)>; 3],
     /// Writer aliases: servers restored from their own WAL (`Op::Restore`)
     /// while the alias followed another server (the alias's own server
     /// restored continues the alias's history, as a point-in-time recovery).
@@ -686,27 +686,39 @@ impl Oracle {
             }
             // The ground truth: a server restored from its own WAL is never
             // answered as a primary (promoted) once the alias followed a
-            // history it lacks. Without timelines (revoked) a fork seen in
-            // recovery cannot be told from a rebuilt standby, so this holds
-            // only with timelines.
+            // history it lacks, on that history's timeline or an older one
+            // (rules 1 and 4). Not checked: a fork on a newer timeline
+            // number (after rebuilds towards forks, or restored twice), which
+            // numbers cannot tell from a rebuilt, promoted server; and
+            // without timelines (revoked), where a fork seen in recovery
+            // looks like a rebuilt standby (fence.rs, "Limits").
             let h = &inst.state.servers[s];
             let seen = self.fork_promoted[s].is_some_and(|t| h.last_success.is_some_and(|l| l > t));
-            let promoted_fork =
-                self.forks[a][s] && cluster.forked[s] && matches!(cluster.truth[s], Truth::Primary { .. }) && seen;
-            if let (true, false, Some(f)) = (promoted_fork, cluster.revoked, self.followed[a]) {
+            let fork_tl = match cluster.truth[s] {
+                Truth::Primary { tl, .. } if self.forks[a][s] && cluster.forked[s] && seen => Some(tl),
+                _ => None,
+            };
+            if let (Some(tl), false, Some((f, ftl))) = (fork_tl, cluster.revoked, self.followed[a]) {
                 prop_assert!(
-                    cluster.descends(cluster.node[s], f),
-                    "alias {} answers {}, a fork (history {}) of a history the alias did not follow (it followed {}; \
-                    histories: {:?})",
+                    tl > ftl || cluster.descends(cluster.node[s], f),
+                    "alias {} answers {}, a fork (history {}, timeline {}) of a history the alias did not follow (it \
+                    followed {} on timeline {}; histories: {:?})",
                     a,
                     s,
                     cluster.node[s],
+                    tl,
                     f,
+                    ftl,
                     cluster.parents
                 );
             }
-            if h.last_success == Some(inst.now) && h.last_state.as_ref().is_some_and(|st| !st.in_recovery) {
-                self.followed[a] = Some(cluster.node[s]);
+            let observed = h
+                .last_state
+                .as_ref()
+                .filter(|st| !st.in_recovery)
+                .and_then(|st| st.timeline);
+            if let (true, Some(t)) = (h.last_success == Some(inst.now), observed) {
+                self.followed[a] = Some((cluster.node[s], t));
             }
             let tl = inst.state.servers[s]
                 .last_state
