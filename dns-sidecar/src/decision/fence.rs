@@ -26,9 +26,9 @@
 //!    standby that kept following the old primary, promoted later, or the
 //!    old primary restored from its own WAL, which promotes itself onto its
 //!    own timeline + 1). It takes precedence over rule 5's "newer timeline"
-//!    (see [`same_timeline`]), and applies whichever was seen first: a server
+//!    (see `same_timeline`), and applies whichever was seen first: a server
 //!    already writable on that timeline when the alias settles on its server
-//!    is fenced too (see [`same_timeline_peers`]).
+//!    is fenced too (see `same_timeline_peers`).
 //! 5. **Lifting.** A fence is lifted when its server is seen in recovery (it
 //!    was rebuilt as a standby), when it is seen on a newer timeline than when
 //!    it was fenced (only the end of a recovery, a promote, makes a timeline),
