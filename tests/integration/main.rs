@@ -13,6 +13,7 @@ mod deploy;
 mod exact;
 mod failover;
 mod faults;
+mod fork;
 mod forwarding;
 mod lag;
 mod logs;

@@ -23,7 +23,12 @@
 //!    becomes writable on the very timeline the alias's server is on is
 //!    fenced: a promote always starts a newer timeline than the one it
 //!    continues, so two servers on one timeline are two forks (typically a
-//!    standby that kept following the old primary, promoted later).
+//!    standby that kept following the old primary, promoted later, or the
+//!    old primary restored from its own WAL, which promotes itself onto its
+//!    own timeline + 1). It takes precedence over rule 5's "newer timeline"
+//!    (see `same_timeline`), and applies whichever was seen first: a server
+//!    already writable on that timeline when the alias settles on its server
+//!    is fenced too (see `same_timeline_peers`).
 //! 5. **Lifting.** A fence is lifted when its server is seen in recovery (it
 //!    was rebuilt as a standby), when it is seen on a newer timeline than when
 //!    it was fenced (only the end of a recovery, a promote, makes a timeline),
@@ -33,6 +38,12 @@
 //!
 //! Fences only ever remove candidates; `on_no_match` then applies as usual,
 //! except that `keep-last` never keeps a target below the floor.
+//!
+//! Limits: a timeline's number is not its history. A fork on a *newer* number
+//! than the alias's server (restored with access to an archive holding the
+//! new primary's history files, or restored twice) passes rule 5 like a
+//! rebuilt standby that was promoted; without timelines, a fork seen in
+//! recovery passes it like a rebuilt standby.
 
 use std::time::Instant;
 
@@ -203,14 +214,17 @@ pub(super) fn learn(
                     a.decided_timeline = Some(t);
                 }
                 if let (Some(holder), Some(ht)) = (holder, holder_tl) {
-                    if t == ht && a.fence(o.server).is_none() {
+                    if t == ht {
+                        // Rule 4 before rule 5: the holder's timeline is not
+                        // "newer" for this server, whatever its old fence
+                        // says; a fence of another kind becomes this one.
                         let fence = Fence {
                             server: o.server,
                             reason: FenceReason::SameTimeline { holder },
                             since: now,
                             timeline: Some(t),
                         };
-                        add(state, config, i, fence, events);
+                        same_timeline(state, config, i, fence, events);
                         continue;
                     }
                 }
@@ -237,6 +251,71 @@ pub(super) fn learn(
                 });
             }
         }
+    }
+}
+
+/// Rule 4: `fence.server` is writable on the timeline of the alias's own
+/// server: a fork. Whatever fence it had (typically "superseded" on the
+/// timeline the alias left it on) becomes this one, never lifted as
+/// "promoted again" (rule 5).
+///
+/// Why this comes before the lift: an old primary restored from its own WAL
+/// (recovery.signal, no primary) promotes itself onto its own timeline + 1,
+/// exactly the number its successor took, while its old fence was taken on
+/// the older timeline. When rule 5 came first, the fork's first probe on
+/// that timeline lifted the old fence, and rule 4 fenced it again only at
+/// its next probe. That was safe only while the fork was not yet *up* at
+/// its first probe (back from a down episode, `rise` >= 2), which is what
+/// tries with real servers showed. With `rise = 1`, at the first probe after
+/// a sidecar restart, or when the fork was stopped, restored and promoted
+/// between two probes (the kept connection's retry finds the fork, so no
+/// failure is reported), it was up at once: with no other candidate the
+/// alias moved to it (issue 15's code review was right).
+///
+/// Why nothing else gets through: the alias only moves to a newer timeline
+/// than the one it left (rules 1 and 2), so a fork of a server it left,
+/// on that server's timeline + 1, is on the holder's timeline (this rule) or
+/// below the floor (rule 1).
+fn same_timeline(state: &mut State, config: &Config, i: usize, fence: Fence, events: &mut Vec<Event>) {
+    let a = &mut state.aliases[i];
+    if let Some(pos) = a.fences.iter().position(|f| f.server == fence.server) {
+        if matches!(a.fences[pos].reason, FenceReason::SameTimeline { .. }) {
+            return;
+        }
+        a.fences.remove(pos);
+    }
+    add(state, config, i, fence, events);
+}
+
+/// Rule 4 from the other side: the alias's server is settled (chosen, its
+/// timeline known), and a server already writable on that timeline is a fork
+/// too, although it was probed before the alias had that server (so
+/// [`learn`] had no holder to compare it with) and never lost a split brain
+/// (drained meanwhile, so not a candidate then). Only servers with no fence
+/// yet: an existing one stands.
+pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
+    let a = &state.aliases[i];
+    let (Some(holder), Some(t)) = (a.decided, a.decided_timeline) else {
+        return;
+    };
+    let peers: Vec<ServerId> = (config.aliases[i].servers.iter().copied())
+        .filter(|&s| s != holder && a.fence(s).is_none())
+        .filter(|&s| {
+            let h = &state.servers[s];
+            h.up && h
+                .last_state
+                .as_ref()
+                .is_some_and(|st| !st.in_recovery && st.timeline == Some(t))
+        })
+        .collect();
+    for server in peers {
+        let fence = Fence {
+            server,
+            reason: FenceReason::SameTimeline { holder },
+            since: now,
+            timeline: Some(t),
+        };
+        add(state, config, i, fence, events);
     }
 }
 

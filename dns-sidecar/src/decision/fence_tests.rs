@@ -425,3 +425,209 @@ fn a_standby_promoted_later_onto_the_same_timeline_is_a_fork() {
     // A legitimate successor is on a newer timeline.
     assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
 }
+
+/// The fork of issue 15: A primary on timeline 1, B its standby. B is
+/// promoted (timeline 2) and A stops; A is then restored from its own data
+/// directory (recovery.signal, no primary_conninfo), replays its own WAL and
+/// promotes itself onto timeline 2 as well: B's timeline *number* with A's
+/// history. `b_alive` says whether B still runs when the fork appears;
+/// `recovery_seen` whether a probe catches the fork's short recovery.
+fn fork(b_alive: bool, recovery_seen: bool) -> Sim {
+    let mut s = Sim::new("read-write", "keep-last");
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(A));
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
+    assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]), Answer::Target(B));
+    assert!(fenced(&s, A), "A lost the split brain on timeline 1");
+    let b = move || if b_alive { primary(Some(2)) } else { fail(DOWN) };
+    if !b_alive {
+        assert_eq!(
+            s.step(&[(A, fail(DOWN)), (B, b())]),
+            Answer::Target(B),
+            "keep-last keeps the dead B; nothing matches"
+        );
+    }
+    if recovery_seen {
+        assert_eq!(s.step(&[(A, standby()), (B, b())]), Answer::Target(B));
+        assert!(!fenced(&s, A), "seen in recovery: the old fence is lifted");
+    }
+    // The fork promotes itself onto timeline 2.
+    for step in 0..6 {
+        assert_eq!(
+            s.step(&[(A, primary(Some(2))), (B, b())]),
+            Answer::Target(B),
+            "step {step}: never the fork"
+        );
+        assert!(fenced(&s, A), "step {step}: the fork stays fenced");
+    }
+    s
+}
+
+#[test]
+fn a_fork_never_seen_in_recovery_while_the_new_primary_is_dead() {
+    // The code review's path: A's old fence (timeline 1) meets A on timeline
+    // 2, which alone would read as "promoted again since it was fenced", and
+    // nothing else matches. Timeline 2 is B's: rule 4 keeps the fence.
+    let s = fork(false, false);
+    assert!(
+        !s.events.iter().any(|e| matches!(e, Event::Unfenced { server: A, .. })),
+        "never lifted, not even for one decision: {:?}",
+        s.events
+    );
+    assert_eq!(
+        held(&s),
+        None,
+        "the hold was reported at the fork's first writable probe"
+    );
+}
+
+#[test]
+fn a_fork_seen_in_recovery_while_the_new_primary_is_dead() {
+    let s = fork(false, true);
+    assert!(matches!(
+        s.state.aliases[0].fence(A).map(|f| f.reason),
+        Some(FenceReason::SameTimeline { holder: B })
+    ));
+}
+
+#[test]
+fn a_fork_never_seen_in_recovery_while_the_new_primary_is_alive() {
+    fork(true, false);
+}
+
+#[test]
+fn a_fork_seen_in_recovery_while_the_new_primary_is_alive() {
+    let s = fork(true, true);
+    assert!(matches!(
+        s.state.aliases[0].fence(A).map(|f| f.reason),
+        Some(FenceReason::SameTimeline { holder: B })
+    ));
+}
+
+/// B alive but its latest probe timed out (damped) when the fork first shows
+/// up writable: not a split brain B won (rule 3 does not fence), so only rule
+/// 4 keeps the alias off A; then B dies.
+#[test]
+fn a_fork_beside_a_damped_new_primary_then_the_new_primary_dies() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
+    assert!(fenced(&s, A), "superseded on timeline 1");
+    assert_eq!(
+        s.step(&[(A, primary(Some(2))), (B, fail(FailureKind::Ambiguous))]),
+        Answer::Target(B)
+    );
+    assert!(fenced(&s, A));
+    for _ in 0..5 {
+        assert_eq!(s.step(&[(A, primary(Some(2))), (B, fail(DOWN))]), Answer::Target(B));
+    }
+    // Rebuilt from B and promoted later: a legitimate successor.
+    s.step(&[(A, standby()), (B, fail(DOWN))]);
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
+}
+
+/// The paths where the fork is already *up* at its first probe on timeline 2,
+/// so `rise` does not give rule 4 a probe's time to fence it again after the
+/// "promoted again" lift: before rule 4 took precedence, the alias moved to
+/// the fork (and then fenced B as the server it left).
+fn fork_up_at_once(s: &mut Sim, b_alive: bool) {
+    let b = move || if b_alive { primary(Some(2)) } else { fail(DOWN) };
+    for step in 0..6 {
+        assert_eq!(
+            s.step(&[(A, primary(Some(2))), (B, b())]),
+            Answer::Target(B),
+            "step {step}: never the fork"
+        );
+        assert!(matches!(
+            s.state.aliases[0].fence(A).map(|f| (f.reason, f.timeline)),
+            Some((FenceReason::SameTimeline { holder: B }, Some(2)))
+        ));
+        assert!(!fenced(s, B));
+    }
+    let summary = s.state.candidates_summary(&s.config, 0);
+    assert!(
+        summary.contains("a writable, timeline 2, fenced (it became writable on timeline 2, which b already holds"),
+        "{summary}"
+    );
+}
+
+/// A kept running after the failover (fenced on timeline 1), then stopped,
+/// restored and promoted between two probes: the probe's kept connection
+/// broke and its retry on a new connection found the fork, so no failure was
+/// ever reported.
+#[test]
+fn a_fork_made_between_two_probes_is_never_answered() {
+    for b_alive in [false, true] {
+        let mut s = Sim::new("read-write", "keep-last");
+        s.step(&[(A, primary(Some(1))), (B, standby())]);
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]);
+        if !b_alive {
+            assert_eq!(s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]), Answer::Target(B));
+        }
+        assert!(s.state.servers[A].up && fenced(&s, A));
+        fork_up_at_once(&mut s, b_alive);
+    }
+}
+
+/// `rise = 1`: a server back from down is up at its first good probe.
+#[test]
+fn a_fork_is_never_answered_with_rise_1() {
+    for b_alive in [false, true] {
+        let text = super::tests::config_text("read-write", "keep-last").replace("rise = 2", "rise = 1");
+        let mut s = Sim::with_config(Config::from_toml(Path::new("t.toml"), &text).unwrap());
+        s.step(&[(A, primary(Some(1))), (B, standby())]);
+        s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
+        if !b_alive {
+            s.step(&[(A, fail(DOWN)), (B, fail(DOWN))]);
+        }
+        fork_up_at_once(&mut s, b_alive);
+    }
+}
+
+/// The sidecar restarts (state file) while the fork is made: its first probe
+/// of A makes A up at once, and A is writable on timeline 2.
+#[test]
+fn a_fork_first_seen_after_a_sidecar_restart_is_never_answered() {
+    for b_alive in [false, true] {
+        let mut s = Sim::new("read-write", "keep-last");
+        s.step(&[(A, primary(Some(1))), (B, standby())]);
+        s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
+        let t0 = s.now;
+        let unix = |t: Instant| 1000.0 + t.duration_since(t0).as_secs_f64();
+        let json = serde_json::to_string(&capture(&s.state, &s.config, unix)).unwrap();
+        let start = s.now + Duration::from_secs(30);
+        let (state, notes) = restore(&s.config, &serde_json::from_str(&json).unwrap(), start, |u| {
+            t0 + Duration::from_secs_f64(u - 1000.0)
+        });
+        assert!(notes.is_empty(), "{notes:?}");
+        s.state = state;
+        s.now = start;
+        fork_up_at_once(&mut s, b_alive);
+    }
+}
+
+/// Two standbys of one primary both promoted (two forks on timeline 2), one
+/// of them drained when the alias first chose: it was probed before the
+/// alias had a server on timeline 2 and never lost a split brain (drained
+/// servers are not candidates), yet it is a fork of the alias's server.
+/// Found by the property test (a move to a server on the timeline it left).
+#[test]
+fn a_fork_drained_when_the_alias_chose_is_not_answered_once_undrained() {
+    let mut s = Sim::new("read-write", "servfail");
+    s.apply(Override::Drain { server: "b".into() }).unwrap();
+    assert_eq!(s.step(&[(B, primary(Some(2)))]), Answer::Pending);
+    assert_eq!(s.step(&[(A, primary(Some(2)))]), Answer::Target(A));
+    s.apply(Override::Drain { server: "a".into() }).unwrap();
+    s.apply(Override::Undrain { server: "b".into() }).unwrap();
+    assert_eq!(s.answer(), Answer::NoTarget, "not to b, a fork of a");
+    assert_eq!(
+        s.step(&[(A, primary(Some(2))), (B, primary(Some(2)))]),
+        Answer::NoTarget
+    );
+    assert!(matches!(
+        s.state.aliases[0].fence(B).map(|f| (f.reason, f.timeline)),
+        Some((FenceReason::SameTimeline { holder: A }, Some(2)))
+    ));
+}

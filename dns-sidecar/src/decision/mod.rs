@@ -548,6 +548,9 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         a.since = Some(now);
         a.reason = reason;
     }
+    if writer {
+        fence::same_timeline_peers(state, config, i, now, events);
+    }
 }
 
 fn change_reason(

@@ -109,6 +109,11 @@ enum Op {
     ReadOnly(usize, bool),
     /// Rebuilt as a standby of the newest primary.
     Rebuild(usize),
+    /// A killed server restored from its own data directory (recovery.signal,
+    /// no primary_conninfo): in recovery, replaying only its own WAL; its
+    /// promote (`Promote`) takes its own timeline + 1, whatever the others
+    /// took (no shared archive), and its history forks from its own.
+    Restore(usize),
     Pin(usize, usize),
     Unpin(usize),
     Drain(usize),
@@ -125,7 +130,9 @@ enum Op {
     ResumeReplay(usize),
 }
 
-fn op(overrides: bool) -> impl Strategy<Value = Op> {
+/// `forks`: include `Restore` (see `instances_started_at_different_times_agree`
+/// for why an instance started later may disagree about a fork).
+fn op(overrides: bool, forks: bool) -> impl Strategy<Value = Op> {
     let s = 0..3usize;
     let faults = prop_oneof![
         6 => (1u8..8).prop_map(Op::Probe),
@@ -136,6 +143,7 @@ fn op(overrides: bool) -> impl Strategy<Value = Op> {
         1 => s.clone().prop_map(Op::Thaw),
         1 => (s.clone(), any::<bool>()).prop_map(|(s, b)| Op::ReadOnly(s, b)),
         1 => s.clone().prop_map(Op::Rebuild),
+        1 => s.clone().prop_map(move |s| if forks { Op::Restore(s) } else { Op::Wait }),
         1 => Just(Op::Wait),
         2 => (100u64..2500).prop_map(Op::Write),
         1 => s.clone().prop_map(Op::PauseReplay),
@@ -173,6 +181,16 @@ struct Cluster {
     lsn: [u64; 3],
     /// Replay paused (takes effect while a standby).
     paused: [bool; 3],
+    /// The ground truth of histories: each server's place in a tree of
+    /// histories (a promote starts a child of the promoted server's node;
+    /// a rebuild copies the primary's node). `parents[n]` is `n`'s parent.
+    node: [usize; 3],
+    parents: Vec<Option<usize>>,
+    /// Restored from its own WAL (`Restore`), until rebuilt: its history
+    /// forks from its own node, not from anyone it might follow.
+    forked: [bool; 3],
+    /// In recovery from its own WAL only (replays nobody's).
+    orphan: [bool; 3],
 }
 
 impl Cluster {
@@ -193,6 +211,23 @@ impl Cluster {
             revoked,
             lsn: [0; 3],
             paused: [false; 3],
+            node: [0; 3],
+            parents: vec![None],
+            forked: [false; 3],
+            orphan: [false; 3],
+        }
+    }
+
+    /// Whether history `n` contains history `ancestor` (equal or descends).
+    fn descends(&self, mut n: usize, ancestor: usize) -> bool {
+        loop {
+            if n == ancestor {
+                return true;
+            }
+            match self.parents[n] {
+                Some(p) => n = p,
+                None => return false,
+            }
         }
     }
 
@@ -201,9 +236,16 @@ impl Cluster {
         match *op {
             Op::Promote(s) => {
                 if let Truth::Standby { tl } = self.truth[s] {
-                    let tl = if self.unique { self.max_tl + 1 } else { tl + 1 };
+                    let tl = if self.unique && !self.orphan[s] {
+                        self.max_tl + 1
+                    } else {
+                        tl + 1
+                    };
                     self.max_tl = self.max_tl.max(tl);
                     self.truth[s] = Truth::Primary { tl, read_only: false };
+                    self.parents.push(Some(self.node[s]));
+                    self.node[s] = self.parents.len() - 1;
+                    self.orphan[s] = false;
                 }
             }
             Op::Kill(s) if self.truth[s] != Truth::Down => {
@@ -223,10 +265,10 @@ impl Cluster {
             }
             Op::Rebuild(s) => {
                 let newest = (0..3).filter(|&x| x != s).filter_map(|x| match self.truth[x] {
-                    Truth::Primary { tl, .. } => Some(tl),
+                    Truth::Primary { tl, .. } => Some((tl, self.lsn[x], x)),
                     _ => None,
                 });
-                if let Some(tl) = newest.max() {
+                if let Some((tl, _, from)) = newest.max() {
                     // Only from the newest lineage (rebuilding towards an
                     // older one would discard newer writes on purpose).
                     let own = match self.truth[s] {
@@ -238,6 +280,9 @@ impl Cluster {
                         // A fresh base backup (or pg_rewind) from there.
                         self.lsn[s] = self.newest_primary_lsn().unwrap_or(self.lsn[s]);
                         self.paused[s] = false;
+                        self.node[s] = self.node[from];
+                        self.forked[s] = false;
+                        self.orphan[s] = false;
                     }
                 }
             }
@@ -248,15 +293,26 @@ impl Cluster {
                     }
                 }
             }
+            // Once per server until rebuilt: a fork restored again would take
+            // a newer timeline than its successor's, which timelines alone
+            // cannot tell from a rebuilt, promoted server (see fence.rs).
+            Op::Restore(s) if self.truth[s] == Truth::Down && !self.forked[s] => {
+                // (Killed while frozen: what it was before is not recorded.)
+                if let Truth::Primary { tl, .. } | Truth::Standby { tl } = self.before_down[s] {
+                    self.truth[s] = Truth::Standby { tl };
+                    self.forked[s] = true;
+                    self.orphan[s] = true;
+                }
+            }
             Op::PauseReplay(s) => self.paused[s] = true,
             Op::ResumeReplay(s) => self.paused[s] = false,
-            Op::Kill(_) | Op::Restart(_) | Op::Freeze(_) | Op::Thaw(_) | Op::Probe(_) | Op::Wait => {}
+            Op::Kill(_) | Op::Restart(_) | Op::Freeze(_) | Op::Thaw(_) | Op::Restore(_) | Op::Probe(_) | Op::Wait => {}
             _ => return false,
         }
         // Running standbys that replay catch up with the newest primary.
         if let Some(newest) = self.newest_primary_lsn() {
             for s in 0..3 {
-                if matches!(self.truth[s], Truth::Standby { .. }) && !self.paused[s] {
+                if matches!(self.truth[s], Truth::Standby { .. }) && !self.paused[s] && !self.orphan[s] {
                     self.lsn[s] = self.lsn[s].max(newest);
                 }
             }
@@ -411,6 +467,17 @@ struct Oracle {
     last_tl: [Option<u32>; 3],
     /// Writer aliases: an operator unfenced since the last move.
     unfenced: [bool; 3],
+    /// Writer aliases: the history (the cluster's ground truth) the alias was
+    /// seen to follow, and its timeline then: its answered server's when last
+    /// probed as a primary while answered; forgotten when an operator
+    /// unfences.
+    followed: [Option<(usize, u32)>; 3],
+    /// Writer aliases: servers restored from their own WAL (`Op::Restore`)
+    /// while the alias followed another server (the alias's own server
+    /// restored continues the alias's history, as a point-in-time recovery).
+    forks: [[bool; 3]; 3],
+    /// When a fork promoted itself: it is judged once probed since.
+    fork_promoted: [Option<Instant>; 3],
     /// Since the (re)start: servers that reported, and when it started.
     reported: [bool; 3],
     started: Option<Instant>,
@@ -570,6 +637,7 @@ impl Oracle {
 
     fn unfence(&mut self, a: usize, server: Option<usize>, state: &State) {
         self.unfenced[a] = true;
+        self.followed[a] = None;
         match server {
             None => {
                 self.left[a].clear();
@@ -590,7 +658,13 @@ impl Oracle {
     }
 
     /// Checks every invariant against `answers`, then learns from them.
-    fn check(&mut self, inst: &Instance, answers: &[Answer], deadline: Duration) -> Result<(), TestCaseError> {
+    fn check(
+        &mut self,
+        inst: &Instance,
+        cluster: &Cluster,
+        answers: &[Answer],
+        deadline: Duration,
+    ) -> Result<(), TestCaseError> {
         let first_round =
             self.reported.iter().all(|r| *r) || self.started.is_some_and(|t| inst.now.duration_since(t) >= deadline);
         for (a, ans) in answers.iter().enumerate() {
@@ -609,6 +683,42 @@ impl Oracle {
             let Answer::Target(s) = *ans else { continue };
             if !writer(a) {
                 continue;
+            }
+            // The ground truth: a server restored from its own WAL is never
+            // answered as a primary (promoted) once the alias followed a
+            // history it lacks, on that history's timeline or an older one
+            // (rules 1 and 4). Not checked: a fork on a newer timeline
+            // number (after rebuilds towards forks, or restored twice), which
+            // numbers cannot tell from a rebuilt, promoted server; and
+            // without timelines (revoked), where a fork seen in recovery
+            // looks like a rebuilt standby (fence.rs, "Limits").
+            let h = &inst.state.servers[s];
+            let seen = self.fork_promoted[s].is_some_and(|t| h.last_success.is_some_and(|l| l > t));
+            let fork_tl = match cluster.truth[s] {
+                Truth::Primary { tl, .. } if self.forks[a][s] && cluster.forked[s] && seen => Some(tl),
+                _ => None,
+            };
+            if let (Some(tl), false, Some((f, ftl))) = (fork_tl, cluster.revoked, self.followed[a]) {
+                prop_assert!(
+                    tl > ftl || cluster.descends(cluster.node[s], f),
+                    "alias {} answers {}, a fork (history {}, timeline {}) of a history the alias did not follow (it \
+                    followed {} on timeline {}; histories: {:?})",
+                    a,
+                    s,
+                    cluster.node[s],
+                    tl,
+                    f,
+                    ftl,
+                    cluster.parents
+                );
+            }
+            let observed = h
+                .last_state
+                .as_ref()
+                .filter(|st| !st.in_recovery)
+                .and_then(|st| st.timeline);
+            if let (true, Some(t)) = (h.last_success == Some(inst.now), observed) {
+                self.followed[a] = Some((cluster.node[s], t));
             }
             let tl = inst.state.servers[s]
                 .last_state
@@ -691,7 +801,17 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
     let mut all = Vec::new();
     for op in ops {
         inst.tick();
+        let orphan = cluster.orphan;
         if cluster.apply(op) {
+            match *op {
+                Op::Restore(s) if cluster.orphan[s] && !orphan[s] => {
+                    for a in (0..3).filter(|&a| writer(a)) {
+                        oracle.forks[a][s] = oracle.last[a] != Some(s);
+                    }
+                }
+                Op::Promote(s) if orphan[s] && !cluster.orphan[s] => oracle.fork_promoted[s] = Some(inst.now),
+                _ => {}
+            }
             let obs: Vec<Observation> = match op {
                 Op::Probe(mask) => (0..3)
                     .filter(|s| mask & (1 << s) != 0)
@@ -751,10 +871,75 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
             oracle.lag_step(&[], done && !matches!(op, Op::RestartSidecar));
         }
         let answers = inst.answers();
-        oracle.check(&inst, &answers, deadline)?;
+        oracle.check(&inst, &cluster, &answers, deadline)?;
         all.push(answers);
     }
     Ok(all)
+}
+
+/// Probe rounds, each finishing the probes of a random set of servers (none
+/// at all is a fault nobody saw).
+fn rounds(n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec((1u8..8).prop_map(Op::Probe), n)
+}
+
+/// Issue 15's fork: A (server 0) primary, B and C its standbys. B is promoted
+/// (timeline 2); A is killed (before or after the promote); B is killed
+/// before the fork appears, or stays alive (and may die later); A is
+/// restored from its own WAL and promotes itself onto its own timeline + 1,
+/// B's timeline number with A's history. Probe rounds of random reach
+/// between every step (so the fork's recovery, or A's death, may go unseen),
+/// and a few other ops (a sidecar restart, a reload, writes, B frozen...)
+/// at random places.
+fn fork_sequence() -> impl Strategy<Value = Vec<Op>> {
+    let noise = prop_oneof![
+        3 => (1u8..8).prop_map(Op::Probe),
+        2 => Just(Op::RestartSidecar),
+        1 => Just(Op::Reload),
+        1 => Just(Op::Wait),
+        1 => (100u64..2500).prop_map(Op::Write),
+        1 => Just(Op::Freeze(1)),
+        1 => Just(Op::Thaw(1)),
+    ];
+    (
+        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (rounds(0..3), rounds(0..3), rounds(0..3), rounds(0..3)),
+        (rounds(0..3), rounds(1..6), rounds(0..3), rounds(1..6)),
+        proptest::collection::vec((any::<prop::sample::Index>(), noise), 0..5),
+    )
+        .prop_map(
+            |((kill_first, b_dead, b_dies_later), (p1, p2, p3, p4), (p5, p6, p7, p8), noise)| {
+                let mut ops = vec![Op::Probe(7), Op::Probe(7), Op::Probe(7)];
+                if kill_first {
+                    ops.push(Op::Kill(0));
+                    ops.extend(p1);
+                }
+                ops.push(Op::Promote(1));
+                ops.extend(p2);
+                if !kill_first {
+                    ops.push(Op::Kill(0));
+                    ops.extend(p3);
+                }
+                if b_dead {
+                    ops.push(Op::Kill(1));
+                    ops.extend(p4);
+                }
+                ops.push(Op::Restore(0));
+                ops.extend(p5);
+                ops.push(Op::Promote(0));
+                ops.extend(p6);
+                if !b_dead && b_dies_later {
+                    ops.push(Op::Kill(1));
+                    ops.extend(p7);
+                }
+                ops.extend(p8);
+                for (at, op) in noise {
+                    let at = at.index(ops.len() + 1).max(3);
+                    ops.insert(at.min(ops.len()), op);
+                }
+                ops
+            },
+        )
 }
 
 proptest! {
@@ -764,7 +949,7 @@ proptest! {
     /// and without timelines; and the same inputs give the same answers.
     #[test]
     fn invariants_hold_over_random_sequences(
-        ops in proptest::collection::vec(op(true), 1..160),
+        ops in proptest::collection::vec(op(true, true), 1..160),
         unique in any::<bool>(),
         revoked in prop::bool::weighted(0.25),
     ) {
@@ -773,12 +958,21 @@ proptest! {
         prop_assert_eq!(first, second, "the same inputs must give the same answers");
     }
 
+    /// The fork is never answered (the ground-truth check in `Oracle::check`),
+    /// nor any other invariant broken, in issue 15's fork sequences.
+    #[test]
+    fn a_fork_restored_from_its_own_wal_is_never_answered(ops in fork_sequence(), unique in any::<bool>()) {
+        run(&ops, unique, false)?;
+    }
+
     /// Two instances started at different times agree once they have seen
     /// the same, stable picture: every server reporting, no frozen server,
-    /// and one writable server on the newest timeline ever seen.
+    /// and one writable server on the newest timeline ever seen. Without
+    /// forks: an instance that saw a fork being made fences it, one started
+    /// later without the state file cannot tell it from a new primary.
     #[test]
     fn instances_started_at_different_times_agree(
-        ops in proptest::collection::vec(op(false), 1..160),
+        ops in proptest::collection::vec(op(false, false), 1..160),
         late in 0usize..120,
     ) {
         let mut cluster = Cluster::new(true, false);

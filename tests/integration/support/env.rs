@@ -40,6 +40,10 @@ pub struct Options {
     pub probe: String,
     /// TOML appended to the generated config.
     pub extra: String,
+    /// The probe deadline instead of [`DEADLINE`]: for tests that need every
+    /// server seen even when a fresh connection (TLS, SCRAM) is slow on a
+    /// starved machine, and do not measure failure detection.
+    pub deadline: Option<Duration>,
 }
 
 /// The server ids of a pair's clusters, in [`PgPair::clusters`] order.
@@ -219,7 +223,12 @@ impl Env {
             }
         }
         let via: Vec<(String, SocketAddr)> = proxies.iter().map(|(id, p)| (id.clone(), p.addr)).collect();
-        let config_text = render(pair.as_ref(), upstream.addr, &pw_file, &opts.probe, &via, &opts.extra);
+        let mut config_text = render(pair.as_ref(), upstream.addr, &pw_file, &opts.probe, &via, &opts.extra);
+        if let Some(d) = opts.deadline {
+            let default = format!("deadline = \"{}ms\"\n", DEADLINE.as_millis());
+            assert!(config_text.contains(&default), "{config_text}");
+            config_text = config_text.replace(&default, &format!("deadline = \"{}ms\"\n", d.as_millis()));
+        }
         let sidecar = Sidecar::start(&config_text).expect("starting the sidecar");
         Env {
             dns: sidecar.dns,

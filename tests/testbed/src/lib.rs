@@ -105,6 +105,7 @@
 
 mod dnsmasq;
 mod error;
+mod fork;
 mod pair;
 mod pki;
 mod postgres;
