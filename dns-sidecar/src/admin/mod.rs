@@ -30,7 +30,9 @@
 //! request's headers (which also bounds idle keep-alive connections) and
 //! `request_timeout` from the headers to the answer (a slow body gets 408).
 
+mod conns;
 mod flush;
+mod gate;
 mod guard;
 mod overrides;
 
@@ -67,15 +69,22 @@ const MAX_BODY: usize = 16 * 1024;
 struct AppState {
     shared: Arc<Shared>,
     control: Control,
+    /// Requests with a body in progress (see [`gate`]).
+    bodies: Arc<gate::Bodies>,
 }
 
 /// The routes, without a listener (so tests can drive them directly).
+///
+/// Routes without a body are answered from memory and never read one; the
+/// routes that take a body are behind [`gate::gate`], which checks their
+/// headers before reading it.
 fn router(shared: Arc<Shared>, control: Control) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
+    let state = AppState {
+        shared: shared.clone(),
+        control,
+        bodies: Arc::default(),
+    };
+    let with_body = Router::new()
         .route("/pin", post(overrides::pin))
         .route("/unpin", post(overrides::unpin))
         .route("/drain", post(overrides::drain))
@@ -83,26 +92,29 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
         .route("/unfence", post(overrides::unfence))
         .route("/override", post(overrides::any))
         .route("/cache/flush", post(flush::flush))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate::gate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .merge(with_body)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), request_timeout))
-        .with_state(AppState { shared, control })
+        .layer(axum::middleware::from_fn_with_state(shared, request_timeout))
+        .with_state(state)
 }
 
 /// Answers 408 (and closes the connection) when a request takes longer than
-/// `[admin] request_timeout` from its headers to its answer.
+/// `[admin] request_timeout` from its headers to its answer; closes the
+/// connection after any answer whose request body was left unread.
 async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let limit = shared.config.load().admin.request_timeout;
+    let headers = req.headers().clone();
     match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
+        Ok(r) => gate::close_if_body_unread(&headers, r),
         Err(_) => {
-            shared
-                .metrics
-                .admin_refused
-                .get_or_create(&ResultLabel {
-                    result: "request_timeout".into(),
-                })
-                .inc();
+            refused(&shared, "request_timeout");
             let mut r = text(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("request not completed within {limit:?}"),
@@ -114,82 +126,13 @@ async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: 
     }
 }
 
-/// The open admin connections. When all places are taken, the connection
-/// that has waited longest for a request (headers not sent yet, or idle
-/// between requests) is closed to make room, so clients that trickle their
-/// headers (slowloris) cannot keep a quick request such as a health check
-/// out; only connections that are all busy answering refuse a new one.
-#[derive(Default)]
-struct Conns {
-    inner: std::sync::Mutex<(ConnMap, u64)>,
-}
-
-/// Per connection: since when it waits for a request (`None` while busy),
-/// and how to close it.
-type ConnMap = std::collections::HashMap<u64, (Option<std::time::Instant>, Arc<tokio::sync::Notify>)>;
-
-/// A connection's place; dropping it frees the place.
-struct Place {
-    id: u64,
-    conns: Arc<Conns>,
-    close: Arc<tokio::sync::Notify>,
-}
-
-impl Conns {
-    fn admit(self: &Arc<Self>, cap: usize) -> Option<Place> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, next) = &mut *g;
-        if map.len() >= cap {
-            let victim = map
-                .iter()
-                .filter_map(|(id, (since, _))| since.map(|t| (t, *id)))
-                .min()?;
-            if let Some((_, close)) = map.remove(&victim.1) {
-                close.notify_one();
-            }
-        }
-        *next += 1;
-        let close = Arc::new(tokio::sync::Notify::new());
-        map.insert(*next, (Some(std::time::Instant::now()), close.clone()));
-        Some(Place {
-            id: *next,
-            conns: self.clone(),
-            close,
-        })
-    }
-
-    /// Marks a connection busy (a request is being answered) or waiting.
-    fn set_waiting(&self, id: u64, waiting: bool) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = g.0.get_mut(&id) {
-            e.0 = waiting.then(std::time::Instant::now);
-        }
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut g = self.conns.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.remove(&self.id);
-    }
-}
-
-/// Marks its connection busy while it lives (the request being answered).
-struct Busy(Arc<Conns>, u64);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.set_waiting(self.1, true);
-    }
-}
-
 /// Serves until `shutdown` is true. Requests in flight are finished; idle
 /// keep-alive connections are closed.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control, mut shutdown: watch::Receiver<bool>) {
     let local = listener.local_addr().ok();
     info!(listen = ?local, "admin listener started");
     let app = router(shared.clone(), control);
-    let conns = Arc::new(Conns::default());
+    let conns = Arc::new(conns::Conns::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -204,23 +147,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let settings = shared.config.load().admin.clone();
-        let Some(place) = conns.admit(settings.max_connections) else {
-            shared
-                .metrics
-                .admin_refused
-                .get_or_create(&ResultLabel {
-                    result: "max_connections".into(),
-                })
-                .inc();
-            debug!(%peer, "admin connection cap reached and every connection is busy; closing a new one");
-            continue;
+        let place = match conns.admit(peer.ip(), settings.max_connections, settings.max_connections_per_client) {
+            Ok((place, evicted)) => {
+                match evicted {
+                    Some(conns::Evicted::Oldest) => refused(&shared, "evicted"),
+                    Some(conns::Evicted::SameClient) => refused(&shared, "client_evicted"),
+                    None => {}
+                }
+                place
+            }
+            Err(conns::Refused::MaxConnections) => {
+                refused(&shared, "max_connections");
+                debug!(%peer, "admin connection cap reached and every connection is busy; closing a new one");
+                continue;
+            }
+            Err(conns::Refused::PerClient) => {
+                refused(&shared, "per_client");
+                debug!(%peer, "admin per-client connection cap reached and all of its connections are busy; closing a new one");
+                continue;
+            }
         };
         let app = app.clone();
         let (c, id) = (conns.clone(), place.id);
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            c.set_waiting(id, false);
-            let busy = Busy(c.clone(), id);
+            let busy = conns::Busy::new(c.clone(), id);
             let call = tower_service::Service::call(&mut app.clone(), req);
             async move {
                 let r = call.await;
@@ -233,13 +184,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
             .header_read_timeout(settings.header_timeout)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
-        let m = shared.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = conn => {}
-                _ = place.close.notified() => {
-                    m.metrics.admin_refused.get_or_create(&ResultLabel { result: "evicted".into() }).inc();
-                }
+                _ = place.close.notified() => {}
             }
             drop(place);
         });
@@ -250,6 +198,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
     {
         debug!("admin: connections still open after 5s of shutdown; dropping them");
     }
+}
+
+/// Counts a refused or evicted connection or request in
+/// `dns_sidecar_admin_refused_total{result}`.
+fn refused(shared: &Shared, result: &str) {
+    shared
+        .metrics
+        .admin_refused
+        .get_or_create(&ResultLabel { result: result.into() })
+        .inc();
 }
 
 /// The answer to a request [`guard`] refused: its status (with a
