@@ -84,15 +84,16 @@ fn router(shared: Arc<Shared>, control: Control) -> Router {
         control,
         bodies: Arc::default(),
     };
+    // On each POST handler, not on the paths: a wrong method is 405 at once.
+    let gate = axum::middleware::from_fn_with_state(state.clone(), gate::gate);
     let with_body = Router::new()
-        .route("/pin", post(overrides::pin))
-        .route("/unpin", post(overrides::unpin))
-        .route("/drain", post(overrides::drain))
-        .route("/undrain", post(overrides::undrain))
-        .route("/unfence", post(overrides::unfence))
-        .route("/override", post(overrides::any))
-        .route("/cache/flush", post(flush::flush))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate::gate));
+        .route("/pin", post(overrides::pin).route_layer(gate.clone()))
+        .route("/unpin", post(overrides::unpin).route_layer(gate.clone()))
+        .route("/drain", post(overrides::drain).route_layer(gate.clone()))
+        .route("/undrain", post(overrides::undrain).route_layer(gate.clone()))
+        .route("/unfence", post(overrides::unfence).route_layer(gate.clone()))
+        .route("/override", post(overrides::any).route_layer(gate.clone()))
+        .route("/cache/flush", post(flush::flush).route_layer(gate));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
