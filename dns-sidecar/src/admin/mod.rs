@@ -30,6 +30,7 @@
 //! request's headers (which also bounds idle keep-alive connections) and
 //! `request_timeout` from the headers to the answer (a slow body gets 408).
 
+mod accept;
 mod conns;
 mod flush;
 mod gate;
@@ -60,6 +61,9 @@ pub use guard::{authorize, Denied};
 /// (Prometheus does); others get the classic text format (see
 /// [`crate::metrics::Exposition`]).
 pub const METRICS_CONTENT_TYPE: &str = crate::metrics::CONTENT_TYPE;
+
+/// Connections the kernel queues for the accept loop.
+const ACCEPT_BACKLOG: i32 = 1024;
 
 /// Largest override body accepted (they are a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -129,14 +133,71 @@ async fn request_timeout(State(shared): State<Arc<Shared>>, req: Request, next: 
 
 /// Serves until `shutdown` is true. Requests in flight are finished; idle
 /// keep-alive connections are closed.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control, mut shutdown: watch::Receiver<bool>) {
+///
+/// The accept loop runs on a thread of its own (a one-thread runtime) and
+/// serves health checks, readiness checks and metrics scrapes there (see
+/// [`accept`]); every other connection is handed to the caller's runtime
+/// once its first bytes are in. So however much work a flood has queued on
+/// the caller's runtime, a probe is accepted and answered without waiting
+/// behind it.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control, shutdown: watch::Receiver<bool>) {
     let local = listener.local_addr().ok();
+    // A longer queue of connections not yet accepted than std's 128 (Linux
+    // caps it at net.core.somaxconn): a burst of connects then waits for the
+    // accept loop instead of having its SYNs dropped, which would delay a
+    // health check's connect by a whole SYN retransmission (1 s).
+    if let Err(e) = socket2::SockRef::from(&listener).listen(ACCEPT_BACKLOG) {
+        debug!(error = %e, "admin listener: cannot lengthen the accept queue");
+    }
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener: cannot take it off the runtime");
+            return;
+        }
+    };
     info!(listen = ?local, "admin listener started");
-    let app = router(shared.clone(), control);
-    let conns = Arc::new(conns::Conns::default());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let opener = Arc::new(Opener {
+        app: router(shared.clone(), control),
+        conns: Arc::new(conns::Conns::default()),
+        pending: Arc::new(accept::Pending::default()),
+        graceful: std::sync::Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
+        shared,
+        main: tokio::runtime::Handle::current(),
+    });
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new().name("admin-accept".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener: cannot start its runtime");
+                return;
+            }
+        };
+        rt.block_on(accept_loop(listener, opener, shutdown));
+        let _ = done.send(());
+    });
+    if let Err(e) = thread {
+        tracing::error!(error = %e, "admin listener: cannot start its thread");
+        return;
+    }
+    if finished.await.is_err() {
+        tracing::error!("the admin listener's thread ended without being asked to (a panic)");
+    }
+}
+
+/// Accepts until `shutdown`, health checks first; then waits (at most 5 s)
+/// for the requests in flight.
+async fn accept_loop(listener: std::net::TcpListener, opener: Arc<Opener>, mut shutdown: watch::Receiver<bool>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener: cannot register it");
+            return;
+        }
+    };
     loop {
-        let (stream, peer) = tokio::select! {
+        let first = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -147,29 +208,87 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
             },
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
+        opener.open(first.0, first.1);
+    }
+    let graceful = opener.graceful.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(g) = graceful {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), g.shutdown())
+            .await
+            .is_err()
+        {
+            debug!("admin: connections still open after 5s of shutdown; dropping them");
+        }
+    }
+}
+
+/// What a new connection needs to be served.
+struct Opener {
+    app: Router,
+    conns: Arc<conns::Conns>,
+    /// Connections that have not sent a byte yet.
+    pending: Arc<accept::Pending>,
+    /// Taken at shutdown; connections that start later are closed.
+    graceful: std::sync::Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
+    shared: Arc<Shared>,
+    /// The runtime [`serve`] was called on.
+    main: tokio::runtime::Handle,
+}
+
+impl Opener {
+    /// Holds the new connection until its first bytes are in (closing it
+    /// after `header_timeout` of silence, or when [`accept::PENDING`] newer
+    /// silent ones need room), then [`Opener::start`]s it.
+    fn open(self: &Arc<Self>, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let (ticket, evicted) = self.pending.enter();
+        if evicted {
+            refused(&self.shared, "silent_evicted");
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let header_timeout = me.shared.config.load().admin.header_timeout;
+            tokio::select! {
+                r = tokio::time::timeout(header_timeout, stream.readable()) => {
+                    if !matches!(r, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                _ = ticket.closed() => return,
+            }
+            drop(ticket);
+            me.start(stream, peer).await;
+        });
+    }
+
+    /// Gives the connection a place (or closes it) and serves it: here, at
+    /// once, if it is a health check; on the main runtime if not.
+    async fn start(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let shared = &self.shared;
         let settings = shared.config.load().admin.clone();
-        let place = match conns.admit(peer.ip(), settings.max_connections, settings.max_connections_per_client) {
+        let place = match self
+            .conns
+            .admit(peer.ip(), settings.max_connections, settings.max_connections_per_client)
+        {
             Ok((place, evicted)) => {
                 match evicted {
-                    Some(conns::Evicted::Oldest) => refused(&shared, "evicted"),
-                    Some(conns::Evicted::SameClient) => refused(&shared, "client_evicted"),
+                    Some(conns::Evicted::Oldest) => refused(shared, "evicted"),
+                    Some(conns::Evicted::SameClient) => refused(shared, "client_evicted"),
                     None => {}
                 }
                 place
             }
             Err(conns::Refused::MaxConnections) => {
-                refused(&shared, "max_connections");
+                refused(shared, "max_connections");
                 debug!(%peer, "admin connection cap reached and every connection is busy; closing a new one");
-                continue;
+                return;
             }
             Err(conns::Refused::PerClient) => {
-                refused(&shared, "per_client");
+                refused(shared, "per_client");
                 debug!(%peer, "admin per-client connection cap reached and all of its connections are busy; closing a new one");
-                continue;
+                return;
             }
         };
-        let app = app.clone();
-        let (c, id) = (conns.clone(), place.id);
+        let app = self.app.clone();
+        let (c, id) = (self.conns.clone(), place.id);
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let busy = conns::Busy::new(c.clone(), id);
@@ -180,24 +299,42 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, control: Control,
                 r
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        let builder = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
+            b
+        };
+        let Some(watcher) = self
+            .graceful
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|g| g.watcher())
+        else {
+            return;
+        };
+        let serve = async move |stream: tokio::net::TcpStream| {
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
             tokio::select! {
                 _ = conn => {}
                 _ = place.close.notified() => {}
             }
             drop(place);
+        };
+        if accept::is_health_check(&stream) {
+            // In this task's first poll hyper reads the request (its bytes
+            // are in) and marks the connection busy: no newer connection can
+            // take its place before it is answered.
+            serve(stream).await;
+            return;
+        }
+        // Moved from this thread's reactor to the main runtime's.
+        let Ok(stream) = stream.into_std() else { return };
+        self.main.spawn(async move {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                serve(stream).await;
+            }
         });
-    }
-    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        debug!("admin: connections still open after 5s of shutdown; dropping them");
     }
 }
 
