@@ -1034,3 +1034,116 @@ fn health_checks_are_answered_while_header_only_posts_hold_connections() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Sends `head` (headers only, or headers and part of a body) and then
+/// nothing, and reads until the server closes: what it answered, and when.
+fn send_and_hold(addr: SocketAddr, head: &str, then: &[(Duration, &str)]) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let start = Instant::now();
+    s.write_all(head.as_bytes()).unwrap();
+    for (after, more) in then {
+        std::thread::sleep(*after);
+        let _ = s.write_all(more.as_bytes());
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
+}
+
+/// With a token configured: a request that fails any check on its headers
+/// (method, path, token, content type, Origin, declared length) is answered
+/// at once and its connection closed, although its (huge) body was never
+/// sent; a body that trickles in is cut at `body_timeout`, not at
+/// `request_timeout`. The real binary.
+#[test]
+fn headers_are_checked_before_the_body_and_bodies_have_a_deadline() {
+    let dir = tempdir::Dir::new();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-admin-token\n").unwrap();
+    let s = RealSidecar::start(&format!(
+        "token_file = \"{}\"\nbody_timeout = \"1s\"\nrequest_timeout = \"30s\"",
+        token.display()
+    ));
+    let huge = "Content-Length: 1000000000\r\n";
+    let auth = "Authorization: Bearer s3cret-admin-token\r\n";
+    for (what, head, want) in [
+        (
+            "no token",
+            format!("POST /pin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 401",
+        ),
+        (
+            "wrong token",
+            format!("POST /pin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer guess\r\nContent-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 401",
+        ),
+        (
+            "form content type",
+            format!("POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\n{huge}\r\n"),
+            "HTTP/1.1 415",
+        ),
+        (
+            "from a web page",
+            format!("POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nOrigin: http://evil.example\r\n{huge}\r\n"),
+            "HTTP/1.1 403",
+        ),
+        (
+            "over the size limit",
+            format!("POST /cache/flush HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 413",
+        ),
+        (
+            "wrong method",
+            format!("PUT /pin HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 405",
+        ),
+        (
+            "unknown path",
+            format!("POST /pins HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 404",
+        ),
+        (
+            "chunked body, no token",
+            "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_string(),
+            "HTTP/1.1 401",
+        ),
+    ] {
+        let (r, took) = send_and_hold(s.admin, &head, &[]);
+        assert!(r.starts_with(want), "{what}: {r:?}");
+        assert!(
+            r.to_ascii_lowercase().contains("connection: close"),
+            "{what}: says it closes: {r}"
+        );
+        // Answered on the headers: well before the body could have been
+        // waited for (body_timeout 1 s), and the server closed the connection.
+        assert!(took < Duration::from_millis(900), "{what}: answered after {took:?}");
+    }
+
+    // A body that never comes, or trickles in byte by byte, is cut at
+    // body_timeout (1 s), long before request_timeout (30 s).
+    let post = format!(
+        "POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+    );
+    let trickle: Vec<(Duration, &str)> = (0..12).map(|_| (Duration::from_millis(200), " ")).collect();
+    for (what, then) in [("never", &[][..]), ("trickling", &trickle[..])] {
+        let (r, took) = send_and_hold(s.admin, &format!("{post}{{\"server\":"), then);
+        assert!(r.starts_with("HTTP/1.1 408"), "{what}: {r:?}");
+        assert!(r.contains("body_timeout"), "{what}: {r}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+            "{what}: cut after {took:?}"
+        );
+    }
+    assert!(s.refused("body_timeout") >= 2.0, "{}", s.refused_summary());
+    // The right token and a body in time: applied.
+    let body = r#"{"server":"b"}"#;
+    let (r, _) = send_and_hold(
+        s.admin,
+        &format!("POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+        &[],
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(s.log().contains("override refused"), "refusals are logged");
+}
