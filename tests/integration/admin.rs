@@ -969,6 +969,12 @@ impl Drop for Flood {
     }
 }
 
+/// How fast every health check must be answered during the flood (issue
+/// 15's bar). Measured from connect to the end of the answer, on a fresh
+/// connection, as a kubelet does; a debug build on a machine shared with
+/// other tests, so it also absorbs some scheduling delay.
+const PROBE_DEADLINE: Duration = Duration::from_millis(100);
+
 /// The report of issue 15: header-only `POST /pin`s (valid: from loopback,
 /// JSON, no Origin; a Content-Length and never the body) held open, 200 from
 /// 50 other addresses and 30 from the address the probes come from (the
@@ -1003,7 +1009,7 @@ fn health_checks_are_answered_while_header_only_posts_hold_connections() {
                 "round {round} {path}: {body:?} after {took:?}; {}",
                 s.refused_summary()
             );
-            assert!(took < Duration::from_millis(100), "round {round} {path} took {took:?}");
+            assert!(took < PROBE_DEADLINE, "round {round} {path} took {took:?}");
             worst = worst.max(took);
         }
         std::thread::sleep(Duration::from_millis(150));
@@ -1062,7 +1068,7 @@ fn headers_are_checked_before_the_body_and_bodies_have_a_deadline() {
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret-admin-token\n").unwrap();
     let s = RealSidecar::start(&format!(
-        "token_file = \"{}\"\nbody_timeout = \"1s\"\nrequest_timeout = \"30s\"",
+        "token_file = \"{}\"\nbody_timeout = \"3s\"\nrequest_timeout = \"30s\"",
         token.display()
     ));
     let huge = "Content-Length: 1000000000\r\n";
@@ -1116,23 +1122,23 @@ fn headers_are_checked_before_the_body_and_bodies_have_a_deadline() {
             r.to_ascii_lowercase().contains("connection: close"),
             "{what}: says it closes: {r}"
         );
-        // Answered on the headers: well before the body could have been
-        // waited for (body_timeout 1 s), and the server closed the connection.
-        assert!(took < Duration::from_millis(900), "{what}: answered after {took:?}");
+        // Answered on the headers: before the body could have been waited
+        // for (body_timeout 3 s), and the server closed the connection.
+        assert!(took < Duration::from_millis(2500), "{what}: answered after {took:?}");
     }
 
     // A body that never comes, or trickles in byte by byte, is cut at
-    // body_timeout (1 s), long before request_timeout (30 s).
+    // body_timeout (3 s), long before request_timeout (30 s).
     let post = format!(
         "POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 40\r\n\r\n"
     );
-    let trickle: Vec<(Duration, &str)> = (0..12).map(|_| (Duration::from_millis(200), " ")).collect();
+    let trickle: Vec<(Duration, &str)> = (0..25).map(|_| (Duration::from_millis(200), " ")).collect();
     for (what, then) in [("never", &[][..]), ("trickling", &trickle[..])] {
         let (r, took) = send_and_hold(s.admin, &format!("{post}{{\"server\":"), then);
         assert!(r.starts_with("HTTP/1.1 408"), "{what}: {r:?}");
         assert!(r.contains("body_timeout"), "{what}: {r}");
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+            took >= Duration::from_millis(2900) && took < Duration::from_secs(15),
             "{what}: cut after {took:?}"
         );
     }
