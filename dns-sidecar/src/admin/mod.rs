@@ -24,11 +24,15 @@
 //! only send form or text bodies, and browsers always add `Origin`).
 //!
 //! The listener is our own accept loop on hyper (axum's `serve` has no
-//! header-read timeout): at most `[admin] max_connections` connections (when
-//! full, the one waiting longest for a request is closed to make room; if all
-//! are busy answering, the new one is closed), `header_timeout` to send a
-//! request's headers (which also bounds idle keep-alive connections) and
-//! `request_timeout` from the headers to the answer (a slow body gets 408).
+//! header-read timeout), on a thread of its own, so that no client can keep
+//! a health check, readiness check or metrics scrape from being answered:
+//! `accept` (silent connections wait apart; probes are served on that
+//! thread), `conns` (at most `[admin] max_connections`, and
+//! `max_connections_per_client` per address; the connection waiting longest
+//! makes room), `gate` (requests with a body are checked on their headers
+//! before the body is read, hold at most a quarter of the places, and have
+//! `body_timeout` to send it). `header_timeout` bounds the headers (and idle
+//! keep-alive connections), `request_timeout` a whole request (408).
 
 mod accept;
 mod conns;
