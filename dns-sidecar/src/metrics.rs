@@ -79,7 +79,16 @@ pub const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
 /// State file write results (`dns_sidecar_state_writes_total{result}`).
 pub const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
 /// Values of `dns_sidecar_admin_refused_total{result}`.
-pub const ADMIN_REFUSED_RESULTS: [&str; 3] = ["request_timeout", "max_connections", "evicted"];
+pub const ADMIN_REFUSED_RESULTS: [&str; 8] = [
+    "request_timeout",
+    "max_connections",
+    "evicted",
+    "client_evicted",
+    "per_client",
+    "body_busy",
+    "body_timeout",
+    "silent_evicted",
+];
 
 /// What kind of query an answer was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -786,3 +786,370 @@ fn admin_connections_are_capped_and_the_longest_waiting_makes_room() {
         .encode()
         .contains("dns_sidecar_admin_refused_total{result=\"evicted\"}"));
 }
+
+// ------------------------------------------------ hostile clients, real binary
+
+/// The real `dns-sidecar run` binary with a real primary + replica, its admin
+/// listener on a free loopback port; killed on drop.
+struct RealSidecar {
+    admin: SocketAddr,
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _pair: testbed::PgPair,
+    _upstream: testbed::Dnsmasq,
+    _dir: tempdir::Dir,
+}
+
+impl RealSidecar {
+    /// Starts it with `admin` (lines of the `[admin]` table besides `listen`)
+    /// and waits until `/readyz` answers 200.
+    fn start(admin: &str) -> RealSidecar {
+        let pair = testbed::PgPair::start(&testbed::PgBinaries::locate().unwrap(), testbed::PairOptions::default())
+            .expect("starting PostgreSQL");
+        let up = crate::support::env::upstream();
+        let dir = tempdir::Dir::new();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, &pair.password).unwrap();
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let text = crate::support::env::config_text(
+            Some(&pair),
+            up.addr,
+            &pw,
+            &format!("\n[admin]\nlisten = \"{addr}\"\n{admin}\n"),
+        );
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let log = dir.path().join("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let s = RealSidecar {
+            admin: addr,
+            child,
+            log,
+            _pair: pair,
+            _upstream: up,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while timed_get(s.admin, "/readyz").0 != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "not ready within 20 s; log:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every `dns_sidecar_admin_refused_total` sample, for failure messages.
+    fn refused_summary(&self) -> String {
+        let (_, body, _) = timed_get(self.admin, "/metrics");
+        body.lines()
+            .filter(|l| l.starts_with("dns_sidecar_admin_refused_total"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The value of `dns_sidecar_admin_refused_total{result="<result>"}`.
+    fn refused(&self, result: &str) -> f64 {
+        let (_, body, _) = timed_get(self.admin, "/metrics");
+        let want = format!("dns_sidecar_admin_refused_total{{result=\"{result}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&want))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {want} in:\n{body}"))
+    }
+}
+
+impl Drop for RealSidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on a new connection from 127.0.0.1 (`Connection: close`): the
+/// status (0 if none), the body, and the time from connect to the end of the
+/// answer.
+fn timed_get(addr: SocketAddr, path: &str) -> (u16, String, Duration) {
+    let start = Instant::now();
+    let r = (|| {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).ok()?;
+
+        Some(String::from_utf8_lossy(&out).into_owned())
+    })();
+    let took = start.elapsed();
+    let text = r.unwrap_or_default();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body, took)
+}
+
+/// Connections that each send their bytes (a request's headers, or part of
+/// them) and then nothing, from their source addresses; one that the server
+/// closes (or answers) is opened again at the next pass (every 100 ms), so
+/// the flood holds every place it can for as long as it runs.
+struct Flood {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    opened: Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(admin: SocketAddr, conns: Vec<(std::net::Ipv4Addr, &'static str)>) -> Flood {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicU64::new(0));
+        let (s, o) = (stop.clone(), opened.clone());
+        let thread = std::thread::spawn(move || {
+            let open = |ip: std::net::Ipv4Addr, head: &str| -> Option<TcpStream> {
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+                sock.bind(&SocketAddr::from((ip, 0)).into()).ok()?;
+                sock.connect_timeout(&admin.into(), Duration::from_millis(500)).ok()?;
+                let mut t: TcpStream = sock.into();
+                t.write_all(head.as_bytes()).ok()?;
+                t.set_nonblocking(true).ok()?;
+                Some(t)
+            };
+            let mut slots: Vec<Option<TcpStream>> = conns.iter().map(|_| None).collect();
+            let mut buf = [0u8; 4096];
+            while !s.load(Ordering::Relaxed) {
+                for (slot, (ip, head)) in slots.iter_mut().zip(&conns) {
+                    let alive = slot.as_mut().is_some_and(
+                        |t| matches!(t.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                    );
+                    if !alive {
+                        *slot = open(*ip, head);
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Flood {
+            stop,
+            opened,
+            thread: Some(thread),
+        }
+    }
+
+    fn opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How fast every health check must be answered during the flood (issue
+/// 15's bar). Measured from connect to the end of the answer, on a fresh
+/// connection, as a kubelet does; a debug build on a machine shared with
+/// other tests, so it also absorbs some scheduling delay.
+const PROBE_DEADLINE: Duration = Duration::from_millis(100);
+
+/// The report of issue 15: header-only `POST /pin`s (valid: from loopback,
+/// JSON, no Origin; a Content-Length and never the body) held open, 200 from
+/// 50 other addresses and 30 from the address the probes come from (the
+/// kubelet probes from the node's address, which other clients may share),
+/// with 20 more from that address that never finish their headers. Every
+/// `/readyz` and `/healthz` answers 200 within 100 ms, round after round, and
+/// so does a metrics scrape.
+#[test]
+fn health_checks_are_answered_while_header_only_posts_hold_connections() {
+    let s = RealSidecar::start("");
+    let post = "POST /pin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n";
+    let mut conns: Vec<(std::net::Ipv4Addr, &str)> = (0..200u32)
+        .map(|i| (std::net::Ipv4Addr::new(127, 0, 9, 1 + (i % 50) as u8), post))
+        .collect();
+    conns.extend(std::iter::repeat_n((std::net::Ipv4Addr::LOCALHOST, post), 30));
+    let slowloris = "POST /pin HTTP/1.1\r\nHost: x\r\n";
+    conns.extend(std::iter::repeat_n((std::net::Ipv4Addr::LOCALHOST, slowloris), 20));
+    let flood = Flood::start(s.admin, conns);
+    // Until the flood has opened every connection once and then some.
+    let start = Instant::now();
+    while flood.opened() < 1000 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the flood did not get going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut worst = Duration::ZERO;
+    for round in 0..8 {
+        for path in ["/readyz", "/healthz", "/readyz", "/metrics"] {
+            let (status, body, took) = timed_get(s.admin, path);
+            assert_eq!(
+                status,
+                200,
+                "round {round} {path}: {body:?} after {took:?}; {}",
+                s.refused_summary()
+            );
+            assert!(took < PROBE_DEADLINE, "round {round} {path} took {took:?}");
+            worst = worst.max(took);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    eprintln!(
+        "slowest health check during the flood: {worst:?}; flood connections opened: {}",
+        flood.opened()
+    );
+    // The flood was really there: it held every body place it could, the rest
+    // of its requests were refused on their headers, and the connections of
+    // the probes' address made room among themselves.
+    let summary = s.refused_summary();
+    assert!(s.refused("body_busy") >= 100.0, "{summary}");
+    assert!(s.refused("client_evicted") >= 1.0, "{summary}");
+    drop(flood);
+    // Afterwards (once the server has seen the flood's connections close) an
+    // override goes through as before.
+    let start = Instant::now();
+    loop {
+        let r = raw_http(
+            s.admin,
+            b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 14\r\nConnection: close\r\n\r\n{\"server\":\"b\"}",
+        );
+        if r.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `head` (headers only, or headers and part of a body) and then
+/// nothing, and reads until the server closes: what it answered, and when.
+fn send_and_hold(addr: SocketAddr, head: &str, then: &[(Duration, &str)]) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let start = Instant::now();
+    s.write_all(head.as_bytes()).unwrap();
+    for (after, more) in then {
+        std::thread::sleep(*after);
+        let _ = s.write_all(more.as_bytes());
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
+}
+
+/// With a token configured: a request that fails any check on its headers
+/// (method, path, token, content type, Origin, declared length) is answered
+/// at once and its connection closed, although its (huge) body was never
+/// sent; a body that trickles in is cut at `body_timeout`, not at
+/// `request_timeout`. The real binary.
+#[test]
+fn headers_are_checked_before_the_body_and_bodies_have_a_deadline() {
+    let dir = tempdir::Dir::new();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-admin-token\n").unwrap();
+    let s = RealSidecar::start(&format!(
+        "token_file = \"{}\"\nbody_timeout = \"3s\"\nrequest_timeout = \"30s\"",
+        token.display()
+    ));
+    let huge = "Content-Length: 1000000000\r\n";
+    let auth = "Authorization: Bearer s3cret-admin-token\r\n";
+    for (what, head, want) in [
+        (
+            "no token",
+            format!("POST /pin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 401",
+        ),
+        (
+            "wrong token",
+            format!("POST /pin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer guess\r\nContent-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 401",
+        ),
+        (
+            "form content type",
+            format!("POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\n{huge}\r\n"),
+            "HTTP/1.1 415",
+        ),
+        (
+            "from a web page",
+            format!("POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nOrigin: http://evil.example\r\n{huge}\r\n"),
+            "HTTP/1.1 403",
+        ),
+        (
+            "over the size limit",
+            format!("POST /cache/flush HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 413",
+        ),
+        (
+            "wrong method",
+            format!("PUT /pin HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 405",
+        ),
+        (
+            "unknown path",
+            format!("POST /pins HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n{huge}\r\n"),
+            "HTTP/1.1 404",
+        ),
+        (
+            "chunked body, no token",
+            "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_string(),
+            "HTTP/1.1 401",
+        ),
+    ] {
+        let (r, took) = send_and_hold(s.admin, &head, &[]);
+        assert!(r.starts_with(want), "{what}: {r:?}");
+        assert!(
+            r.to_ascii_lowercase().contains("connection: close"),
+            "{what}: says it closes: {r}"
+        );
+        // Answered on the headers: before the body could have been waited
+        // for (body_timeout 3 s), and the server closed the connection.
+        assert!(took < Duration::from_millis(2500), "{what}: answered after {took:?}");
+    }
+
+    // A body that never comes, or trickles in byte by byte, is cut at
+    // body_timeout (3 s), long before request_timeout (30 s).
+    let post = format!(
+        "POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+    );
+    let trickle: Vec<(Duration, &str)> = (0..25).map(|_| (Duration::from_millis(200), " ")).collect();
+    for (what, then) in [("never", &[][..]), ("trickling", &trickle[..])] {
+        let (r, took) = send_and_hold(s.admin, &format!("{post}{{\"server\":"), then);
+        assert!(r.starts_with("HTTP/1.1 408"), "{what}: {r:?}");
+        assert!(r.contains("body_timeout"), "{what}: {r}");
+        assert!(
+            took >= Duration::from_millis(2900) && took < Duration::from_secs(15),
+            "{what}: cut after {took:?}"
+        );
+    }
+    assert!(s.refused("body_timeout") >= 2.0, "{}", s.refused_summary());
+    // The right token and a body in time: applied.
+    let body = r#"{"server":"b"}"#;
+    let (r, _) = send_and_hold(
+        s.admin,
+        &format!("POST /drain HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+        &[],
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(s.log().contains("override refused"), "refusals are logged");
+}

@@ -10,7 +10,10 @@
 //! * `tcp-noread`: thousands of TCP connections that pipeline queries and
 //!   never read an answer;
 //! * `admin-slow`: a thousand admin connections sending their headers one
-//!   byte at a time (slowloris).
+//!   byte at a time (slowloris);
+//! * `admin-starve`: admin connections that send `POST /pin` headers with a
+//!   Content-Length and never the body, reopened when closed, while a probe
+//!   asks `/readyz` on a new connection every 50 ms and times each answer.
 //!
 //! Meanwhile a prober asks the alias once per millisecond from another
 //! address (a SCHED_FIFO thread, so the flood on its CPU does not delay its
@@ -38,11 +41,11 @@ use testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Abuse benchmark for dns-sidecar (loopback only)")]
 struct Args {
-    /// Scenarios, comma-separated: blackhole, slow, healthy, tcp-noread, admin-slow.
+    /// Scenarios, comma-separated: blackhole, slow, healthy, tcp-noread, admin-slow, admin-starve.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "blackhole,slow,healthy,tcp-noread,admin-slow"
+        default_value = "blackhole,slow,healthy,tcp-noread,admin-slow,admin-starve"
     )]
     scenarios: Vec<String>,
     /// Seconds each flood lasts.
@@ -60,6 +63,10 @@ struct Args {
     /// Admin connections in admin-slow.
     #[arg(long, default_value_t = 1000)]
     admin_connections: u32,
+    /// Header-only POSTs held open in admin-starve (from 50 addresses, plus
+    /// 30 more from the probe's own address).
+    #[arg(long, default_value_t = 200)]
+    starve_connections: u32,
     /// CPU the sidecar is pinned to.
     #[arg(long, default_value_t = 1)]
     server_cpu: usize,
@@ -77,7 +84,16 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     for s in &args.scenarios {
-        if !["blackhole", "slow", "healthy", "tcp-noread", "admin-slow"].contains(&s.as_str()) {
+        if ![
+            "blackhole",
+            "slow",
+            "healthy",
+            "tcp-noread",
+            "admin-slow",
+            "admin-starve",
+        ]
+        .contains(&s.as_str())
+        {
             bail!("unknown scenario `{s}`");
         }
     }
@@ -190,6 +206,7 @@ fn scenario(args: &Args, name: &str, pair: &PgPair, dir: &std::path::Path, pw: &
     let (flood, got_back) = match name {
         "tcp-noread" => tcp_noread(dns, args.tcp_connections, dur),
         "admin-slow" => admin_slow(admin, args.admin_connections, dur),
+        "admin-starve" => admin_starve(admin, args.starve_connections, dur),
         _ => udp_flood(dns, args.sources, args.rate, dur),
     };
     flooding.store(false, Ordering::Relaxed);
@@ -671,6 +688,73 @@ fn admin_slow(admin: SocketAddr, n: u32, dur: Duration) -> (String, String) {
         format!(
             "{} connects (closed and reopened); a normal GET /healthz succeeded {ok} of {tries} times",
             reconnects.load(Ordering::Relaxed)
+        ),
+    )
+}
+
+/// Header-only `POST /pin`s (valid from loopback: JSON, no Origin, a
+/// Content-Length, never the body): `n` from 127.0.4.1-50 and 30 from
+/// 127.0.0.1, each reopened (every 100 ms) when the sidecar closes it. A
+/// probe from 127.0.0.1 asks `GET /readyz` on a new connection every 50 ms,
+/// as a kubelet does, and times each answer from connect to the end.
+fn admin_starve(admin: SocketAddr, n: u32, dur: Duration) -> (String, String) {
+    const HEAD: &[u8] =
+        b"POST /pin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n";
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut sources: Vec<Ipv4Addr> = (0..n).map(|i| Ipv4Addr::new(127, 0, 4, 1 + (i % 50) as u8)).collect();
+    sources.extend(std::iter::repeat_n(Ipv4Addr::LOCALHOST, 30));
+    let flood = {
+        let (s, o) = (stop.clone(), opened.clone());
+        std::thread::spawn(move || {
+            let mut conns: Vec<Option<TcpStream>> = sources.iter().map(|_| None).collect();
+            let mut buf = [0u8; 1024];
+            while !s.load(Ordering::Relaxed) {
+                for (slot, ip) in conns.iter_mut().zip(&sources) {
+                    let alive = slot.as_mut().is_some_and(
+                        |t| matches!(t.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                    );
+                    if !alive {
+                        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok();
+                        *slot = sock.and_then(|sock| {
+                            sock.bind(&SocketAddr::from((*ip, 0)).into()).ok()?;
+                            sock.connect_timeout(&admin.into(), Duration::from_millis(200)).ok()?;
+                            let mut t: TcpStream = sock.into();
+                            t.write_all(HEAD).ok()?;
+                            t.set_nonblocking(true).ok()?;
+                            Some(t)
+                        });
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ready = Latencies::default();
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        let t = Instant::now();
+        match http_get(admin, "/readyz") {
+            Some(b) if b.contains("ready") => ready.ms.push(t.elapsed().as_secs_f64() * 1000.0),
+            _ => ready.lost += 1,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = flood.join();
+    ready.ms.sort_by(f64::total_cmp);
+    let tries = ready.ms.len() as u64 + ready.lost;
+    (
+        format!("{} header-only POST /pin connections held open ({n} from 50 addresses, 30 from the probe's), reopened when closed", n + 30),
+        format!(
+            "{} connects; GET /readyz (new connection every 50 ms) 200 in {} of {tries}, p50 / p99 / max {:.3} / {:.3} / {:.3} ms",
+            opened.load(Ordering::Relaxed),
+            ready.ms.len(),
+            ready.p(0.5),
+            ready.p(0.99),
+            ready.ms.last().copied().unwrap_or(f64::INFINITY)
         ),
     )
 }

@@ -1,6 +1,7 @@
 //! `POST /pin`, `/unpin`, `/drain`, `/undrain`, `/unfence` and `/override`.
 //!
-//! Each request is checked by [`super::guard`], parsed, its alias name
+//! Each request has passed [`super::gate`] (token, content type, `Origin`,
+//! checked before its body was read); it is parsed, its alias name
 //! canonicalised (any case, with or without the trailing dot), and handed to
 //! the engine; the engine's one-line summary is the answer. Every attempt,
 //! refused ones included, is logged at WARN with the op, the peer and the
@@ -10,12 +11,12 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use tracing::warn;
 
-use super::{denied, guard, text, AppState};
+use super::{text, AppState};
 use crate::control::{ControlError, Override};
 use crate::name::DnsName;
 
@@ -46,13 +47,8 @@ struct UnfenceBody {
     server: Option<String>,
 }
 
-pub(super) async fn pin(
-    st: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(st, peer, headers, "pin", || {
+pub(super) async fn pin(st: State<AppState>, peer: ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    handle(st, peer, "pin", || {
         parse::<PinBody>(&body, r#"{"alias":"prod.db.internal","server":"westus2"}"#).map(|b| Override::Pin {
             alias: b.alias,
             server: b.server,
@@ -61,49 +57,29 @@ pub(super) async fn pin(
     .await
 }
 
-pub(super) async fn unpin(
-    st: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(st, peer, headers, "unpin", || {
+pub(super) async fn unpin(st: State<AppState>, peer: ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    handle(st, peer, "unpin", || {
         parse::<AliasBody>(&body, r#"{"alias":"prod.db.internal"}"#).map(|b| Override::Unpin { alias: b.alias })
     })
     .await
 }
 
-pub(super) async fn drain(
-    st: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(st, peer, headers, "drain", || {
+pub(super) async fn drain(st: State<AppState>, peer: ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    handle(st, peer, "drain", || {
         parse::<ServerBody>(&body, r#"{"server":"eastus"}"#).map(|b| Override::Drain { server: b.server })
     })
     .await
 }
 
-pub(super) async fn undrain(
-    st: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(st, peer, headers, "undrain", || {
+pub(super) async fn undrain(st: State<AppState>, peer: ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    handle(st, peer, "undrain", || {
         parse::<ServerBody>(&body, r#"{"server":"eastus"}"#).map(|b| Override::Undrain { server: b.server })
     })
     .await
 }
 
-pub(super) async fn unfence(
-    st: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(st, peer, headers, "unfence", || {
+pub(super) async fn unfence(st: State<AppState>, peer: ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    handle(st, peer, "unfence", || {
         parse::<UnfenceBody>(&body, r#"{"alias":"prod.db.internal","server":"eastus"}"#).map(|b| Override::Unfence {
             alias: b.alias,
             server: b.server,
@@ -113,13 +89,8 @@ pub(super) async fn unfence(
 }
 
 /// `POST /override` with a tagged [`Override`]: `{"op":"pin","alias":..,"server":..}`.
-pub(super) async fn any(
-    st: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(st, peer, headers, "override", || {
+pub(super) async fn any(st: State<AppState>, peer: ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    handle(st, peer, "override", || {
         parse::<Override>(&body, r#"{"op":"pin","alias":"prod.db.internal","server":"westus2"}"#)
     })
     .await
@@ -177,17 +148,9 @@ fn control_status(e: &ControlError) -> StatusCode {
 async fn handle(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     endpoint: &'static str,
     parse: impl FnOnce() -> Result<Override, String>,
 ) -> Response {
-    let token = st.shared.config.load().admin.token.clone();
-    if let Err(why) =
-        guard::authorize(token.as_ref(), &headers, peer).and_then(|()| guard::not_from_a_browser(&headers))
-    {
-        warn!(op = endpoint, %peer, result = %why, "override refused");
-        return denied(&why);
-    }
     let op = match parse().and_then(canonical) {
         Ok(op) => op,
         Err(msg) => {

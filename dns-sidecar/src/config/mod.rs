@@ -156,6 +156,10 @@ pub struct AdminSettings {
     pub request_timeout: Duration,
     /// Open admin connections; more are closed at once.
     pub max_connections: usize,
+    /// Time a request's body may take to arrive once its headers are in.
+    pub body_timeout: Duration,
+    /// Open admin connections per client address.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for AdminSettings {
@@ -166,6 +170,8 @@ impl Default for AdminSettings {
             header_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_connections: 32,
+            body_timeout: Duration::from_secs(2),
+            max_connections_per_client: 8,
         }
     }
 }

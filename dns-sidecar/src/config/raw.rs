@@ -113,6 +113,10 @@ pub struct RawAdmin {
     pub request_timeout: Option<Spanned<HumanDuration>>,
     /// Open admin connections (default 32).
     pub max_connections: Option<Spanned<u32>>,
+    /// Time a request's body may take once its headers are in (default 2s).
+    pub body_timeout: Option<Spanned<HumanDuration>>,
+    /// Open admin connections per client address (default 8).
+    pub max_connections_per_client: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

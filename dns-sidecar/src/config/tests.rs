@@ -513,6 +513,16 @@ fn bad_configs_name_line_and_fix() {
             &["max_connections"],
         ),
         (
+            "admin connections per client",
+            "[probe]\n",
+            "[admin]\nmax_connections_per_client = 1\n[probe]\n",
+            12,
+            &[
+                "`admin.max_connections_per_client = 1` is outside 2..=4096",
+                "health checks",
+            ],
+        ),
+        (
             "verify-full without file",
             "sslmode = \"require\"",
             "sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"",
@@ -732,6 +742,10 @@ fn limits_allow_and_hook_env() {
     assert_eq!(
         (c.admin.header_timeout, c.admin.request_timeout, c.admin.max_connections),
         (Duration::from_secs(5), Duration::from_secs(10), 32)
+    );
+    assert_eq!(
+        (c.admin.body_timeout, c.admin.max_connections_per_client),
+        (Duration::from_secs(2), 8)
     );
 
     let text = BASE

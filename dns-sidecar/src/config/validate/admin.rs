@@ -79,12 +79,26 @@ pub(super) fn check(cx: &Ctx<'_>, raw: Option<RawAdmin>) -> Result<AdminSettings
     let d = AdminSettings::default();
     let max_connections = match &raw.max_connections {
         None => d.max_connections,
-        Some(v) if (1..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) if (2..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
         Some(v) => {
             return cx.err(
                 Some(v.span()),
-                format!("`admin.max_connections = {}` is outside 1..=4096", v.get_ref()),
-                "max_connections = 32 is the default",
+                format!("`admin.max_connections = {}` is outside 2..=4096", v.get_ref()),
+                "max_connections = 32 is the default; at least 2, as places are kept for health checks",
+            )
+        }
+    };
+    let max_connections_per_client = match &raw.max_connections_per_client {
+        None => d.max_connections_per_client,
+        Some(v) if (2..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) => {
+            return cx.err(
+                Some(v.span()),
+                format!(
+                    "`admin.max_connections_per_client = {}` is outside 2..=4096",
+                    v.get_ref()
+                ),
+                "max_connections_per_client = 8 is the default; at least 2, as places are kept for health checks",
             )
         }
     };
@@ -94,6 +108,8 @@ pub(super) fn check(cx: &Ctx<'_>, raw: Option<RawAdmin>) -> Result<AdminSettings
         header_timeout: at_least_100ms(cx, &raw.header_timeout, "admin.header_timeout", d.header_timeout)?,
         request_timeout: at_least_100ms(cx, &raw.request_timeout, "admin.request_timeout", d.request_timeout)?,
         max_connections,
+        body_timeout: at_least_100ms(cx, &raw.body_timeout, "admin.body_timeout", d.body_timeout)?,
+        max_connections_per_client,
     })
 }
 

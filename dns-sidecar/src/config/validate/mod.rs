@@ -124,6 +124,7 @@ mod tests {
         for (table, key, default) in [
             ("admin", "header_timeout", "5s"),
             ("admin", "request_timeout", "10s"),
+            ("admin", "body_timeout", "2s"),
             ("limits", "tcp_idle_timeout", "10s"),
             ("limits", "tcp_write_timeout", "5s"),
         ] {
