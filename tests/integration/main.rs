@@ -21,5 +21,6 @@ mod operations;
 mod probe_backoff;
 mod protocol;
 mod readme;
+mod reload;
 mod sequences;
 mod support;
