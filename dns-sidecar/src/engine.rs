@@ -283,14 +283,23 @@ impl Engine {
             let text = note.to_string();
             match note {
                 ReloadNote::Renamed { old, new } => {
-                    info!(server = new.as_str(), old = old.as_str(), "server renamed (same host, hostaddr and port): its health, fences, drain and pins are kept");
+                    info!(
+                        server = new.as_str(),
+                        old = old.as_str(),
+                        "server renamed (same host, hostaddr and port): its health, fences, drain and pins are kept"
+                    );
                     self.record(None, Some(new.clone()), "reload", text);
                 }
                 ReloadNote::Moved { server } => {
                     info!(server = server.as_str(), "server's host, hostaddr or port changed: its health, fences, drain and pins are kept until its new prober reports");
                     self.record(None, Some(server.clone()), "reload", text);
                 }
-                ReloadNote::FenceDropped { alias, server, kind, why } => {
+                ReloadNote::FenceDropped {
+                    alias,
+                    server,
+                    kind,
+                    why,
+                } => {
                     warn!(alias = alias.as_str(), server = server.as_str(), fence = kind, reason = %why, "reload dropped a fence");
                     self.record(Some(alias.clone()), Some(server.clone()), "reload", text);
                 }
@@ -299,7 +308,10 @@ impl Engine {
                     self.record(Some(alias.clone()), Some(server.clone()), "reload", text);
                 }
                 ReloadNote::DrainDropped { server } => {
-                    warn!(server = server.as_str(), "reload dropped a drain: the server is no longer configured");
+                    warn!(
+                        server = server.as_str(),
+                        "reload dropped a drain: the server is no longer configured"
+                    );
                     self.record(None, Some(server.clone()), "reload", text);
                 }
             }

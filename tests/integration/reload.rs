@@ -127,11 +127,14 @@ fn fenced_on_disk(path: &Path, alias: &str) -> Vec<String> {
     out
 }
 
+/// An alias and what it answered instead (None: no CNAME, e.g. SERVFAIL).
+type Wrong = (String, Option<String>);
+
 /// Queries `aliases` every 2 ms on a thread until dropped; keeps every answer
 /// that is not `want` (None: no CNAME, e.g. SERVFAIL).
 struct Watch {
     stop: Arc<AtomicBool>,
-    wrong: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    wrong: Arc<Mutex<Vec<Wrong>>>,
     queries: Arc<Mutex<u64>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -165,7 +168,7 @@ impl Watch {
     }
 
     /// Stops; returns (queries sent, wrong answers).
-    fn finish(mut self) -> (u64, Vec<(String, Option<String>)>) {
+    fn finish(mut self) -> (u64, Vec<Wrong>) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
         let n = *self.queries.lock().unwrap();
@@ -258,7 +261,12 @@ fn renames_keep_answers_fences_and_connections_and_a_dropped_fence_is_logged_and
         .find(|l| l.contains("reload dropped a fence"))
         .unwrap_or_else(|| panic!("no dropped-fence line in:\n{}", d.log()))
         .to_string();
-    for part in ["prod.db.test", "server=\"a\"", "lost-split-brain", "no longer one of the alias's servers"] {
+    for part in [
+        "prod.db.test",
+        "server=\"a\"",
+        "lost-split-brain",
+        "no longer one of the alias's servers",
+    ] {
         assert!(line.contains(part), "{part} missing in {line}");
     }
     wait_until("the state file no longer has the fence", Duration::from_secs(3), || {
@@ -278,7 +286,8 @@ async fn a_ca_file_replaced_in_place_is_reread_by_a_reload() {
         ..Default::default()
     })
     .await;
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(10)).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(10))
+        .await;
     let ca_file = env.pair().ca_cert.clone();
     let old_ca = std::fs::read(&ca_file).unwrap();
     // Blocking (openssl, psql): off the runtime's workers.
@@ -291,7 +300,10 @@ async fn a_ca_file_replaced_in_place_is_reread_by_a_reload() {
     let before = failing(&env);
     let start = Instant::now();
     while failing(&env) < before + 3.0 {
-        assert!(start.elapsed() < Duration::from_secs(10), "old CA: connects kept succeeding");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "old CA: connects kept succeeding"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Same path, same config text, new contents; reload.
@@ -299,10 +311,14 @@ async fn a_ca_file_replaced_in_place_is_reread_by_a_reload() {
     let ok_before = env.metric("dns_sidecar_probe_connects_total{server=\"a\",result=\"ok\"}");
     let errors_before = failing(&env);
     env.sidecar().reload(&env.config_text).unwrap();
-    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(10)).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(10))
+        .await;
     let start = Instant::now();
     while env.metric("dns_sidecar_probe_connects_total{server=\"a\",result=\"ok\"}") < ok_before + 3.0 {
-        assert!(start.elapsed() < Duration::from_secs(10), "new CA: connects do not succeed");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "new CA: connects do not succeed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(

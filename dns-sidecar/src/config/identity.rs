@@ -134,7 +134,11 @@ mod tests {
 
     #[test]
     fn same_renamed_moved_and_gone() {
-        let old = [server("a", "h1", 5432), server("b", "h2", 5432), server("c", "h3", 5432)];
+        let old = [
+            server("a", "h1", 5432),
+            server("b", "h2", 5432),
+            server("c", "h3", 5432),
+        ];
         let mut b2 = server("b", "h2", 5432);
         b2.conn.dbname = "other".into();
         let new = [server("a", "h9", 5432), b2, server("x", "h1", 5432)];

@@ -158,10 +158,15 @@ pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Ve
 pub enum ReloadNote {
     /// The same endpoint under a new id: health, fences, drain and pins
     /// follow it.
-    Renamed { old: String, new: String },
+    Renamed {
+        old: String,
+        new: String,
+    },
     /// The same id at another endpoint: what it knew is kept until its new
     /// prober reports.
-    Moved { server: String },
+    Moved {
+        server: String,
+    },
     /// A fence the new config no longer has (old server id).
     FenceDropped {
         alias: String,
@@ -170,8 +175,14 @@ pub enum ReloadNote {
         kind: &'static str,
         why: Dropped,
     },
-    PinDropped { alias: String, server: String, why: Dropped },
-    DrainDropped { server: String },
+    PinDropped {
+        alias: String,
+        server: String,
+        why: Dropped,
+    },
+    DrainDropped {
+        server: String,
+    },
 }
 
 /// Why a reload dropped a fence or a pin.
@@ -248,7 +259,10 @@ mod tests {
     fn fenced() -> Sim {
         let mut s = Sim::new("read-write", "keep-last");
         s.step(&[(A, primary(Some(1))), (B, standby())]);
-        assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+        assert_eq!(
+            s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+            Answer::Target(B)
+        );
         assert!(s.state.aliases[0].fence(A).is_some(), "a lost the split brain");
         s.apply(Override::Drain { server: "a".into() }).unwrap();
         s.apply(Override::Pin {
@@ -381,7 +395,10 @@ mod tests {
             }]
         );
         assert!(
-            next.aliases[0].fences.iter().all(|f| f.reason == FenceReason::Inherited),
+            next.aliases[0]
+                .fences
+                .iter()
+                .all(|f| f.reason == FenceReason::Inherited),
             "the fence on a stays; its winner is gone: {:?}",
             next.aliases[0].fences
         );

@@ -49,7 +49,7 @@ enum Plan {
     /// Start this prober, replacing the one at this index of the old list
     /// (for the reason given), if any.
     Start {
-        prober: Prober,
+        prober: Box<Prober>,
         roots: Option<String>,
         replaces: Option<(usize, &'static str)>,
     },
@@ -103,12 +103,12 @@ impl Probers {
             match change {
                 Some((o, None)) => plans.push(Plan::Keep(o)),
                 Some((o, Some(why))) => plans.push(Plan::Start {
-                    prober: Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?,
+                    prober: Box::new(Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?),
                     roots,
                     replaces: Some((o, why)),
                 }),
                 None => plans.push(Plan::Start {
-                    prober: Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?,
+                    prober: Box::new(Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?),
                     roots,
                     replaces: None,
                 }),
@@ -134,7 +134,7 @@ impl Probers {
                 } => {
                     let (stop, stop_rx) = watch::channel(false);
                     let (name, names) = watch::channel(Arc::from(s.id.as_str()));
-                    let prober = prober.follow_renames(names);
+                    let prober = (*prober).follow_renames(names);
                     let task = tokio::spawn(prober.run(tx.clone(), stop_rx, self.incident.clone()));
                     match replaces.and_then(|(o, why)| Some((old_running[o].take()?, why))) {
                         Some((old, why)) => {

@@ -358,10 +358,9 @@ impl PgPair {
             c.sql("SELECT pg_reload_conf()")?;
         }
         for c in self.clusters() {
-            let conninfo = c.conninfo(&self.probe_user).replace(
-                &c.ca_cert.to_string_lossy().into_owned(),
-                &ca.cert.to_string_lossy(),
-            );
+            let conninfo = c
+                .conninfo(&self.probe_user)
+                .replace(&c.ca_cert.to_string_lossy().into_owned(), &ca.cert.to_string_lossy());
             process::poll(
                 &format!("{} to present its new certificate", c.name),
                 Duration::from_secs(30),
