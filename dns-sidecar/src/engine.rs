@@ -265,13 +265,15 @@ impl Engine {
     /// state, and makes the answers remembered for [`Self::log_unexplained_answers`]
     /// follow renamed servers (a rename changes no answer).
     fn note_reload(&mut self, notes: &[ReloadNote]) {
-        let renamed: HashMap<&str, &str> = notes
+        let pairs: Vec<(&str, &str)> = notes
             .iter()
             .filter_map(|n| match n {
                 ReloadNote::Renamed { old, new } => Some((old.as_str(), new.as_str())),
                 _ => None,
             })
             .collect();
+        self.episodes.rename(&pairs);
+        let renamed: HashMap<&str, &str> = pairs.into_iter().collect();
         for served in self.served.values_mut() {
             if let Served::Server(id) = served {
                 if let Some(new) = renamed.get(id.as_str()) {
