@@ -141,13 +141,14 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 }
                 let (next, events) = decide(&carried, &[], &e.config, Instant::now());
                 e.state = carried;
-                e.commit(next, events).await;
                 // What the reload itself dropped or renamed (fences of a removed
                 // server, a renamed server's fences) is written now, not at the
-                // next decision that happens to change the state.
-                if capture(&e.state, &e.config, |t| e.unix(t)) != remembered {
+                // next decision that happens to change the state (once: by
+                // `commit` when the decision changes it too).
+                if capture(&e.state, &e.config, |t| e.unix(t)) != remembered && !remembered_differs(&e.state, &next) {
                     e.persist().await;
                 }
+                e.commit(next, events).await;
                 let _ = r.done.send(());
             }
             _ = crate::shutdown::stopped(&mut shutdown) => break,
