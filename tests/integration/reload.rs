@@ -248,6 +248,22 @@ fn renames_keep_answers_fences_and_connections_and_a_dropped_fence_is_logged_and
             sessions,
             "renamed servers keep their probe sessions"
         );
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        wait_until(
+            "the kept probers report under the new ids",
+            Duration::from_secs(10),
+            || {
+                let st = d.status();
+                [a, b].iter().all(|id| {
+                    st.servers
+                        .iter()
+                        .any(|s| s.server == *id && s.last_success.is_some_and(|t| t > after))
+                })
+            },
+        );
     }
     assert!(d.log().contains("server renamed"), "{}", d.log());
 
