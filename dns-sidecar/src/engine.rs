@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::control::ControlRequest;
 use crate::decision::snapshot::{capture, restore};
-use crate::decision::{apply_override, decide, fence, lag, reconfigure, Answer, Bar, Event, State};
+use crate::decision::{apply_override, decide, fence, lag, reconfigure_noted, Answer, Bar, Event, ReloadNote, State};
 use crate::episodes::{Episodes, Line};
 use crate::hook::HookRun;
 use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
@@ -125,7 +125,9 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 let _ = req.reply.send(reply);
             }
             Some(r) = inputs.reconfigure.recv() => {
-                let carried = reconfigure(&e.state, &e.config, &r.config);
+                let remembered = capture(&e.state, &e.config, |t| e.unix(t));
+                let (carried, notes) = reconfigure_noted(&e.state, &e.config, &r.config);
+                e.note_reload(&notes);
                 e.shared.metrics.prepare(&r.config);
                 e.shared.metrics.forget(&e.config, &r.config);
                 e.episodes.retain(|id| r.config.servers.iter().any(|s| s.id == id));
@@ -139,6 +141,13 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 }
                 let (next, events) = decide(&carried, &[], &e.config, Instant::now());
                 e.state = carried;
+                // What the reload itself dropped or renamed (fences of a removed
+                // server, a renamed server's fences) is written now, not at the
+                // next decision that happens to change the state (once: by
+                // `commit` when the decision changes it too).
+                if capture(&e.state, &e.config, |t| e.unix(t)) != remembered && !remembered_differs(&e.state, &next) {
+                    e.persist().await;
+                }
                 e.commit(next, events).await;
                 let _ = r.done.send(());
             }
@@ -248,6 +257,65 @@ impl Engine {
                 self.record(None, None, "state_file", err.to_string());
                 if !err.may_overwrite() {
                     self.state_file = None;
+                }
+            }
+        }
+    }
+
+    /// Logs (one line each) and records what a reload did to the decision
+    /// state, and makes the answers remembered for [`Self::log_unexplained_answers`]
+    /// follow renamed servers (a rename changes no answer).
+    fn note_reload(&mut self, notes: &[ReloadNote]) {
+        let pairs: Vec<(&str, &str)> = notes
+            .iter()
+            .filter_map(|n| match n {
+                ReloadNote::Renamed { old, new } => Some((old.as_str(), new.as_str())),
+                _ => None,
+            })
+            .collect();
+        self.episodes.rename(&pairs);
+        let renamed: HashMap<&str, &str> = pairs.into_iter().collect();
+        for served in self.served.values_mut() {
+            if let Served::Server(id) = served {
+                if let Some(new) = renamed.get(id.as_str()) {
+                    *id = new.to_string();
+                }
+            }
+        }
+        for note in notes {
+            let text = note.to_string();
+            match note {
+                ReloadNote::Renamed { old, new } => {
+                    info!(
+                        server = new.as_str(),
+                        old = old.as_str(),
+                        "server renamed (same host, hostaddr and port): its health, fences, drain and pins are kept"
+                    );
+                    self.record(None, Some(new.clone()), "reload", text);
+                }
+                ReloadNote::Moved { server } => {
+                    info!(server = server.as_str(), "server's host, hostaddr or port changed: its health, fences, drain and pins are kept until its new prober reports");
+                    self.record(None, Some(server.clone()), "reload", text);
+                }
+                ReloadNote::FenceDropped {
+                    alias,
+                    server,
+                    kind,
+                    why,
+                } => {
+                    warn!(alias = alias.as_str(), server = server.as_str(), fence = kind, reason = %why, "reload dropped a fence");
+                    self.record(Some(alias.clone()), Some(server.clone()), "reload", text);
+                }
+                ReloadNote::PinDropped { alias, server, why } => {
+                    warn!(alias = alias.as_str(), server = server.as_str(), reason = %why, "reload dropped a pin");
+                    self.record(Some(alias.clone()), Some(server.clone()), "reload", text);
+                }
+                ReloadNote::DrainDropped { server } => {
+                    warn!(
+                        server = server.as_str(),
+                        "reload dropped a drain: the server is no longer configured"
+                    );
+                    self.record(None, Some(server.clone()), "reload", text);
                 }
             }
         }

@@ -134,6 +134,17 @@ impl Episodes {
         out
     }
 
+    /// Moves each `(old, new)` server's state to its new id (a reload renamed
+    /// it; swaps included), so a renamed server's rate limit carries on.
+    pub fn rename(&mut self, renames: &[(&str, &str)]) {
+        let moved: Vec<(&str, Option<Track>)> = renames.iter().map(|(o, n)| (*n, self.servers.remove(*o))).collect();
+        for (new, track) in moved {
+            if let Some(t) = track {
+                self.servers.insert(new.to_string(), t);
+            }
+        }
+    }
+
     /// Forgets servers no longer configured.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.servers.retain(|k, _| keep(k));
@@ -247,5 +258,20 @@ mod tests {
         assert!(e.down("b", "refused", true, t0).is_some());
         e.retain(|s| s == "b");
         assert!(e.down("a", "refused", true, at(t0, 10)).is_some(), "a was forgotten");
+    }
+
+    #[test]
+    fn a_rename_carries_the_rate_limit() {
+        let t0 = Instant::now();
+        let mut e = Episodes::default();
+        assert!(e.down("a", "refused", true, t0).is_some());
+        // a and b swap ids: a's track is b's now, and a has none.
+        e.rename(&[("a", "b"), ("b", "a")]);
+        assert_eq!(
+            e.down("b", "refused", true, at(t0, 10)),
+            None,
+            "b is a's track: within the window"
+        );
+        assert!(e.down("a", "refused", true, at(t0, 10)).is_some());
     }
 }

@@ -372,8 +372,7 @@ impl Running {
         self.cache.configure_from(&config);
         self.handler.store(Arc::new(handler));
         self.shared.config.store(config);
-        info!(started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped, "configuration \
-            reloaded");
+        info!(started = ?report.started, restarted = ?report.restarted, renamed = ?report.renamed, stopped = ?report.stopped, "configuration reloaded");
         Ok(())
     }
 

@@ -22,5 +22,6 @@ mod operations;
 mod probe_backoff;
 mod protocol;
 mod readme;
+mod reload;
 mod sequences;
 mod support;

@@ -7,6 +7,7 @@
 //! parsing. See the README's configuration reference for every key.
 
 mod error;
+mod identity;
 mod raw;
 mod validate;
 mod values;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigWarning, Located};
+pub use identity::{match_servers, Endpoint, Matched};
 pub use validate::forwards_to_self;
 pub use values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl, MAX_TTL};
 

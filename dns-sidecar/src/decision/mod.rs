@@ -45,7 +45,7 @@ use crate::observation::{FailureKind, Observation, ServerState};
 
 pub use fence::{Bar, Fence, FenceReason};
 pub use overrides::apply_override;
-pub use reload::reconfigure;
+pub use reload::{reconfigure, reconfigure_noted, Dropped, ReloadNote};
 
 /// Everything the decision remembers between calls.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,31 +1,70 @@
 //! Carrying the decision state over a config reload.
 
+use std::fmt;
+
 use super::{fence, State};
-use crate::config::{Config, ServerId};
+use crate::config::{match_servers, Config, Matched, ServerId};
+
+/// Carries the decision state over a config reload (see [`reconfigure_noted`]).
+pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
+    reconfigure_noted(prev, old, new).0
+}
 
 /// Carries the decision state over a config reload: servers keep their
-/// health by id, even when their settings changed, until their new prober
-/// reports (so a reload never blips an answer); aliases with the same name
-/// keep their target while it is still a candidate, their fences and
-/// timeline floor, and the standbys they keep off for lag (while they still
-/// have a lag limit); pins and drains follow their names. Everything new starts
+/// health, drains and fences by identity ([`crate::config::match_servers`]:
+/// the same endpoint under a new id is the same server renamed; the same id
+/// with new settings keeps what it had until its new prober reports), so a
+/// reload never blips an answer; aliases with the same name keep their
+/// target while it is still a candidate, their fences and timeline floor,
+/// and the standbys they keep off for lag (while they still have a lag
+/// limit); pins follow the alias name and the server. Everything new starts
 /// fresh (a new server is chosen only once it has reported; a new writer
 /// alias starts with the newest timeline already known on its candidates).
-pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
+///
+/// The notes say what an operator must hear about: renames and moves, and
+/// every fence, pin and drain the new config dropped, with why.
+pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Vec<ReloadNote>) {
+    let mut notes = Vec::new();
     let mut state = State {
         started: prev.started,
         first_round_done: prev.first_round_done,
         ..State::new(new, prev.started)
     };
-    let map: Vec<Option<ServerId>> = old
-        .servers
-        .iter()
-        .map(|os| new.servers.iter().position(|ns| ns.id == os.id))
-        .collect();
-    for (o, n) in map.iter().enumerate() {
-        if let Some(n) = *n {
-            state.servers[n] = prev.servers[o].clone();
-            state.drained[n] = prev.drained[o];
+    let matched = match_servers(&old.servers, &new.servers);
+    let map: Vec<Option<ServerId>> = matched.iter().map(|m| m.map(Matched::new_index)).collect();
+    for (o, m) in matched.iter().enumerate() {
+        let id = || old.servers[o].id.clone();
+        match *m {
+            Some(m) => {
+                let n = m.new_index();
+                state.servers[n] = prev.servers[o].clone();
+                state.drained[n] = prev.drained[o];
+                match m {
+                    Matched::Renamed(_) => notes.push(ReloadNote::Renamed {
+                        old: id(),
+                        new: new.servers[n].id.clone(),
+                    }),
+                    Matched::Moved(_) => notes.push(ReloadNote::Moved { server: id() }),
+                    Matched::Same(_) => {}
+                }
+            }
+            None if prev.drained[o] => notes.push(ReloadNote::DrainDropped { server: id() }),
+            None => {}
+        }
+    }
+    let name = |s: ServerId| old.servers[s].id.clone();
+    for (o, oa) in old.aliases.iter().enumerate() {
+        if new.aliases.iter().any(|a| a.name == oa.name) {
+            continue;
+        }
+        let alias = oa.name.to_string();
+        for f in &prev.aliases[o].fences {
+            notes.push(ReloadNote::FenceDropped {
+                alias: alias.clone(),
+                server: name(f.server),
+                kind: f.reason.kind(),
+                why: Dropped::AliasRemoved,
+            });
         }
     }
     for (i, na) in new.aliases.iter().enumerate() {
@@ -34,6 +73,33 @@ pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
             continue;
         };
         let keep = |t: &ServerId| map[*t].filter(|t| na.servers.contains(t));
+        // Why `t` (an old server id) is not carried into this alias.
+        let why = |t: ServerId| match map[t] {
+            None => Dropped::ServerRemoved,
+            Some(_) => Dropped::NotACandidate,
+        };
+        let alias = na.name.to_string();
+        let writer = fence::is_writer(na.role);
+        for f in &prev.aliases[o].fences {
+            let why = match keep(&f.server) {
+                None => why(f.server),
+                Some(_) if !writer => Dropped::NotAWriter,
+                Some(_) => continue,
+            };
+            notes.push(ReloadNote::FenceDropped {
+                alias: alias.clone(),
+                server: name(f.server),
+                kind: f.reason.kind(),
+                why,
+            });
+        }
+        if let Some(p) = prev.pins[o].filter(|p| keep(p).is_none()) {
+            notes.push(ReloadNote::PinDropped {
+                alias: alias.clone(),
+                server: name(p),
+                why: why(p),
+            });
+        }
         let mut a = prev.aliases[o].clone();
         a.target = a.target.as_ref().and_then(keep);
         a.decided = a.decided.as_ref().and_then(keep);
@@ -73,18 +139,98 @@ pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
         if a.target.is_none() {
             a.matched = false;
         }
-        if !fence::is_writer(na.role) {
+        if !writer {
             a.fences.clear();
             a.held.clear();
             a.timeline_floor = None;
         }
         state.aliases[i] = a;
         state.pins[i] = prev.pins[o].as_ref().and_then(keep);
-        if fence::is_writer(na.role) && state.aliases[i].timeline_floor.is_none() {
+        if writer && state.aliases[i].timeline_floor.is_none() {
             state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
         }
     }
-    state
+    (state, notes)
+}
+
+/// Something a reload did to the decision state, for one log line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadNote {
+    /// The same endpoint under a new id: health, fences, drain and pins
+    /// follow it.
+    Renamed {
+        old: String,
+        new: String,
+    },
+    /// The same id at another endpoint: what it knew is kept until its new
+    /// prober reports.
+    Moved {
+        server: String,
+    },
+    /// A fence the new config no longer has (old server id).
+    FenceDropped {
+        alias: String,
+        server: String,
+        /// [`fence::FenceReason::kind`].
+        kind: &'static str,
+        why: Dropped,
+    },
+    PinDropped {
+        alias: String,
+        server: String,
+        why: Dropped,
+    },
+    DrainDropped {
+        server: String,
+    },
+}
+
+/// Why a reload dropped a fence or a pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The server is no longer configured (no server with its id or its endpoint).
+    ServerRemoved,
+    /// The server is no longer one of the alias's servers.
+    NotACandidate,
+    /// The alias is no longer configured.
+    AliasRemoved,
+    /// The alias is no longer a writer alias (fences bar writers only).
+    NotAWriter,
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dropped::ServerRemoved => "the server is no longer configured",
+            Dropped::NotACandidate => "the server is no longer one of the alias's servers",
+            Dropped::AliasRemoved => "the alias is no longer configured",
+            Dropped::NotAWriter => "the alias is no longer a writer alias",
+        })
+    }
+}
+
+impl fmt::Display for ReloadNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadNote::Renamed { old, new } => write!(
+                f,
+                "server `{old}` renamed to `{new}` (same host, hostaddr and port): its health, fences, drain and pins are kept"
+            ),
+            ReloadNote::Moved { server } => write!(
+                f,
+                "server `{server}` now has another host, hostaddr or port: its health, fences, drain and pins are kept until its new prober reports"
+            ),
+            ReloadNote::FenceDropped { alias, server, kind, why } => {
+                write!(f, "alias `{alias}`: fence on `{server}` ({kind}) dropped: {why}")
+            }
+            ReloadNote::PinDropped { alias, server, why } => {
+                write!(f, "alias `{alias}`: pin on `{server}` dropped: {why}")
+            }
+            ReloadNote::DrainDropped { server } => {
+                write!(f, "drain of `{server}` dropped: the server is no longer configured")
+            }
+        }
+    }
 }
 
 /// The same reason with its other server renumbered (or `Inherited` when that
@@ -96,5 +242,165 @@ fn remap(r: fence::FenceReason, map: impl Fn(ServerId) -> Option<ServerId>) -> f
         LostSplitBrain { winner } => map(winner).map_or(Inherited, |winner| LostSplitBrain { winner }),
         SameTimeline { holder } => map(holder).map_or(Inherited, |holder| SameTimeline { holder }),
         Inherited => Inherited,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::tests::{config_text, primary, standby, Sim, A, B};
+    use super::super::{decide, Answer, Event, FenceReason};
+    use super::*;
+    use crate::control::Override;
+
+    /// A fenced `a` (lost a split brain to `b`, which the alias answers),
+    /// `a` drained, the alias pinned to `b`.
+    fn fenced() -> Sim {
+        let mut s = Sim::new("read-write", "keep-last");
+        s.step(&[(A, primary(Some(1))), (B, standby())]);
+        assert_eq!(
+            s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+            Answer::Target(B)
+        );
+        assert!(s.state.aliases[0].fence(A).is_some(), "a lost the split brain");
+        s.apply(Override::Drain { server: "a".into() }).unwrap();
+        s.apply(Override::Pin {
+            alias: "prod.db.internal".into(),
+            server: "b".into(),
+        })
+        .unwrap();
+        s
+    }
+
+    fn config(text: &str) -> Config {
+        Config::from_toml(Path::new("t.toml"), text).unwrap()
+    }
+
+    /// [`config_text`] with `[servers.a]` renamed to `id` (same host: the
+    /// target's name) and the alias's servers spelled `servers`.
+    fn renamed(id: &str, servers: &str) -> Config {
+        config(
+            &config_text("read-write", "keep-last")
+                .replace("[servers.a]", &format!("[servers.{id}]\nhost = \"pg-a.test\""))
+                .replace("servers = [\"a\", \"b\"]", &format!("servers = {servers}")),
+        )
+    }
+
+    #[test]
+    fn a_rename_keeps_health_fences_drains_and_pins() {
+        let s = fenced();
+        // `z` sorts after `b`: the renamed server changes index too.
+        let new = renamed("z", r#"["b", "z"]"#);
+        let (z, b) = (1, 0);
+        assert_eq!(new.servers[z].id, "z");
+        let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
+        assert_eq!(
+            notes,
+            [ReloadNote::Renamed {
+                old: "a".into(),
+                new: "z".into()
+            }]
+        );
+        assert_eq!(next.servers[z], s.state.servers[A], "health follows the rename");
+        assert_eq!(next.servers[b], s.state.servers[B]);
+        assert!(next.drained[z] && !next.drained[b], "the drain follows the rename");
+        assert_eq!(next.pins[0], Some(b));
+        let a = &next.aliases[0];
+        assert_eq!(a.target, Some(b));
+        assert_eq!(a.fences.len(), 1, "{:?}", a.fences);
+        assert_eq!(a.fences[0].server, z);
+        assert_eq!(a.fences[0].reason, FenceReason::LostSplitBrain { winner: b });
+        assert_eq!(a.fences[0].since, s.state.aliases[0].fences[0].since);
+        assert_eq!(a.timeline_floor, Some(2));
+        // No blip: the next decision (no probe has reported since) answers
+        // the same server and changes nothing.
+        let (after, events) = decide(&next, &[], &new, s.now);
+        assert_eq!(after.answer(&new, 0), Answer::Target(b));
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::TargetChanged { .. })),
+            "{events:?}"
+        );
+        // Unpinned and undrained, the renamed server stays fenced.
+        let mut s2 = Sim::with_config(new);
+        s2.state = after;
+        s2.now = s.now;
+        s2.apply(Override::Unpin {
+            alias: "prod.db.internal".into(),
+        })
+        .unwrap();
+        s2.apply(Override::Undrain { server: "z".into() }).unwrap();
+        assert_eq!(s2.step(&[(b, standby()), (z, primary(Some(1)))]), Answer::Target(b));
+        assert!(s2.state.aliases[0].fence(z).is_some());
+    }
+
+    #[test]
+    fn a_new_server_at_another_port_is_not_a_rename() {
+        let s = fenced();
+        let new = config(
+            &config_text("read-write", "keep-last")
+                .replace("[servers.a]", "[servers.z]\nhost = \"pg-a.test\"\nport = 6000")
+                .replace("servers = [\"a\", \"b\"]", "servers = [\"b\", \"z\"]"),
+        );
+        let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
+        assert!(!next.servers[1].reported, "z is another server: no health yet");
+        assert!(!next.drained[1]);
+        assert!(next.aliases[0].fences.is_empty());
+        assert_eq!(
+            notes,
+            [
+                ReloadNote::DrainDropped { server: "a".into() },
+                ReloadNote::FenceDropped {
+                    alias: "prod.db.internal.".into(),
+                    server: "a".into(),
+                    kind: "lost-split-brain",
+                    why: Dropped::ServerRemoved,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_dropped_fence_and_pin_is_noted_with_why() {
+        let s = fenced();
+        let fence = |alias: &str, why| ReloadNote::FenceDropped {
+            alias: alias.into(),
+            server: "a".into(),
+            kind: "lost-split-brain",
+            why,
+        };
+        // a stays configured but leaves the alias.
+        let new = renamed("a", r#"["b"]"#);
+        let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
+        assert!(next.aliases[0].fences.is_empty());
+        assert_eq!(notes, [fence("prod.db.internal.", Dropped::NotACandidate)]);
+        // The alias becomes a reader alias.
+        let new = config(&config_text("read-only", "keep-last"));
+        let (_, notes) = reconfigure_noted(&s.state, &s.config, &new);
+        assert_eq!(notes, [fence("prod.db.internal.", Dropped::NotAWriter)]);
+        // The alias is renamed (a new alias): its fences go with the old name.
+        let new = config(&config_text("read-write", "keep-last").replace("prod.db.internal", "main.db.internal"));
+        let (_, notes) = reconfigure_noted(&s.state, &s.config, &new);
+        assert_eq!(notes, [fence("prod.db.internal.", Dropped::AliasRemoved)]);
+        // The pinned server leaves the alias.
+        let new = renamed("a", r#"["a"]"#);
+        let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
+        assert_eq!(next.pins[0], None);
+        assert_eq!(
+            notes,
+            [ReloadNote::PinDropped {
+                alias: "prod.db.internal.".into(),
+                server: "b".into(),
+                why: Dropped::NotACandidate,
+            }]
+        );
+        assert!(
+            next.aliases[0]
+                .fences
+                .iter()
+                .all(|f| f.reason == FenceReason::Inherited),
+            "the fence on a stays; its winner is gone: {:?}",
+            next.aliases[0].fences
+        );
     }
 }

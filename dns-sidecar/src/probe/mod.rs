@@ -76,6 +76,8 @@ pub type IncidentSet = watch::Receiver<Arc<BTreeSet<String>>>;
 /// Probes one server until `shutdown` flips to true.
 pub struct Prober {
     name: Arc<str>,
+    /// The server's id after a reload renamed it (see [`Prober::follow_renames`]).
+    renames: Option<watch::Receiver<Arc<str>>>,
     pg: tokio_postgres::Config,
     tls: MakeTlsConnector,
     timing: ProbeTiming,
@@ -99,8 +101,15 @@ struct ConnectAttempt {
 
 impl Prober {
     pub fn new(server: &Server, timing: ProbeTiming) -> Result<Prober, TlsSetupError> {
+        Prober::with_roots(server, timing, tls::read_roots(&server.conn)?.as_deref())
+    }
+
+    /// [`Prober::new`] with the contents of the server's `sslrootcert` file
+    /// already read ([`tls::read_roots`]), so the caller knows exactly which
+    /// trust anchors this prober verifies with.
+    pub fn with_roots(server: &Server, timing: ProbeTiming, roots: Option<&str>) -> Result<Prober, TlsSetupError> {
         let c = &server.conn;
-        let (tls, mode) = tls::connector(c)?;
+        let (tls, mode) = tls::connector_with(c, roots)?;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&c.host)
             .port(c.port)
@@ -116,6 +125,7 @@ impl Prober {
         }
         Ok(Prober {
             name: Arc::from(server.id.as_str()),
+            renames: None,
             pg,
             tls,
             timing,
@@ -125,6 +135,26 @@ impl Prober {
             backoff: ConnectBackoff::default(),
             attempt: None,
         })
+    }
+
+    /// Makes the prober take the server's new id from `names` when a reload
+    /// renames the server (same endpoint, see [`crate::config::match_servers`]),
+    /// so it keeps its connection and its reports follow the new name.
+    pub fn follow_renames(mut self, names: watch::Receiver<Arc<str>>) -> Prober {
+        self.renames = Some(names);
+        self
+    }
+
+    /// Takes a new name, if one was sent; whether it changed.
+    fn take_rename(&mut self) -> bool {
+        let Some(rx) = &mut self.renames else { return false };
+        if !rx.has_changed().unwrap_or(false) {
+            return false;
+        }
+        let name = rx.borrow_and_update().clone();
+        debug!(server = %name, old = %self.name, "prober renamed");
+        self.name = name;
+        true
     }
 
     /// The probe loop. Reports go to `tx`; stops when `shutdown` is true
@@ -143,6 +173,9 @@ impl Prober {
         cadence.set_fast(incident.borrow_and_update().contains(&*self.name), Instant::now());
         let mut incident_open = true;
         loop {
+            if self.take_rename() {
+                cadence.set_fast(incident.borrow().contains(&*self.name), Instant::now());
+            }
             let due = match self.backoff.not_before() {
                 Some(t) if self.kept.is_none() => cadence.next.max(t),
                 _ => cadence.next,
@@ -204,6 +237,9 @@ impl Prober {
             });
             let now = Instant::now();
             cadence.probed(started, now);
+            if self.take_rename() {
+                cadence.set_fast(incident.borrow().contains(&*self.name), now);
+            }
             let report = ProbeReport {
                 server: self.name.clone(),
                 at: now,

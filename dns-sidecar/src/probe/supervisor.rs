@@ -1,20 +1,27 @@
 //! Keeps exactly one prober task per configured server, across reloads: a
-//! server whose settings did not change keeps its task (and so its open
-//! connection and its place in the decision), a changed one is restarted, a
-//! removed one is stopped.
+//! server whose connection settings, probe timing and trust anchors (the
+//! *contents* of its `sslrootcert` file, re-read at every reload) did not
+//! change keeps its task (and so its open connection and its place in the
+//! decision), even when it was renamed ([`crate::config::match_servers`]);
+//! a changed one is restarted, a removed one is stopped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{IncidentSet, Prober, TlsSetupError};
-use crate::config::{Config, ProbeTiming, Server};
+use super::{tls, IncidentSet, Prober, TlsSetupError};
+use crate::config::{match_servers, Config, ProbeTiming, Server};
 use crate::observation::ProbeReport;
 
 struct Running {
     server: Server,
     timing: ProbeTiming,
+    /// The `sslrootcert` contents its TLS connector was built with.
+    roots: Option<String>,
+    /// Tells the prober its new id when the server is renamed.
+    name: watch::Sender<Arc<str>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -34,6 +41,20 @@ pub struct Probers {
     incident: IncidentSet,
 }
 
+/// What [`Probers::sync`] does with one server of the new config.
+enum Plan {
+    /// Keep the running prober at this index of the old list (renamed when
+    /// the ids differ).
+    Keep(usize),
+    /// Start this prober, replacing the one at this index of the old list
+    /// (for the reason given), if any.
+    Start {
+        prober: Box<Prober>,
+        roots: Option<String>,
+        replaces: Option<(usize, &'static str)>,
+    },
+}
+
 impl Probers {
     /// No probers yet; each one started later follows `incident`.
     pub fn new(incident: IncidentSet) -> Probers {
@@ -44,54 +65,104 @@ impl Probers {
     }
 
     /// Builds probers for every server in `config` that lacks an identical
-    /// running one. Fails without changing anything if one cannot be built.
+    /// running one: one of the same identity (same id or renamed), the same
+    /// connection settings and timing, and a TLS connector built from the
+    /// same `sslrootcert` contents (the file is read again here, so a CA
+    /// replaced in place is picked up by a reload whose config text did not
+    /// change). Fails without changing anything if one cannot be built.
     pub fn sync(&mut self, config: &Config, tx: &mpsc::Sender<ProbeReport>) -> Result<SyncReport, SetupError> {
-        let mut fresh = Vec::new();
-        for s in &config.servers {
-            let same = self
-                .running
-                .get(&s.id)
-                .is_some_and(|r| r.server == *s && r.timing == config.probe);
-            if !same {
-                let p = Prober::new(s, config.probe).map_err(|source| SetupError {
-                    server: s.id.clone(),
-                    source,
-                })?;
-                fresh.push((s.clone(), p));
+        let mut ids: Vec<String> = self.running.keys().cloned().collect();
+        ids.sort();
+        let old: Vec<Server> = ids.iter().map(|id| self.running[id].server.clone()).collect();
+        let mut from: Vec<Option<usize>> = vec![None; config.servers.len()];
+        for (o, m) in match_servers(&old, &config.servers).iter().enumerate() {
+            if let Some(m) = m {
+                from[m.new_index()] = Some(o);
+            }
+        }
+        let mut plans = Vec::new();
+        for (n, s) in config.servers.iter().enumerate() {
+            let err = |source| SetupError {
+                server: s.id.clone(),
+                source,
+            };
+            let roots = tls::read_roots(&s.conn).map_err(err)?;
+            let change = from[n].map(|o| {
+                let r = &self.running[&ids[o]];
+                let why = if r.server.conn != s.conn {
+                    Some("connection settings changed")
+                } else if r.timing != config.probe {
+                    Some("probe timing changed")
+                } else if r.roots != roots {
+                    Some("sslrootcert contents changed")
+                } else {
+                    None
+                };
+                (o, why)
+            });
+            match change {
+                Some((o, None)) => plans.push(Plan::Keep(o)),
+                Some((o, Some(why))) => plans.push(Plan::Start {
+                    prober: Box::new(Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?),
+                    roots,
+                    replaces: Some((o, why)),
+                }),
+                None => plans.push(Plan::Start {
+                    prober: Box::new(Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?),
+                    roots,
+                    replaces: None,
+                }),
             }
         }
         let mut report = SyncReport::default();
-        let keep: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
-        let gone: Vec<String> = self
-            .running
-            .keys()
-            .filter(|id| !keep.contains(&id.as_str()))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(r) = self.running.remove(&id) {
-                let _ = r.stop.send(true);
-                report.stopped.push(id);
-            }
+        let mut old_running: Vec<Option<Running>> = ids.iter().map(|id| self.running.remove(id)).collect();
+        for (s, plan) in config.servers.iter().zip(plans) {
+            let running = match plan {
+                Plan::Keep(o) => {
+                    let mut r = old_running[o].take().expect("each old prober is matched once");
+                    if r.server.id != s.id {
+                        let _ = r.name.send(Arc::from(s.id.as_str()));
+                        report.renamed.push(format!("{} -> {}", r.server.id, s.id));
+                    }
+                    r.server = s.clone();
+                    r
+                }
+                Plan::Start {
+                    prober,
+                    roots,
+                    replaces,
+                } => {
+                    let (stop, stop_rx) = watch::channel(false);
+                    let (name, names) = watch::channel(Arc::from(s.id.as_str()));
+                    let prober = (*prober).follow_renames(names);
+                    let task = tokio::spawn(prober.run(tx.clone(), stop_rx, self.incident.clone()));
+                    match replaces.and_then(|(o, why)| Some((old_running[o].take()?, why))) {
+                        Some((old, why)) => {
+                            let _ = old.stop.send(true);
+                            let was = if old.server.id == s.id {
+                                String::new()
+                            } else {
+                                format!(", was {}", old.server.id)
+                            };
+                            report.restarted.push(format!("{} ({why}{was})", s.id));
+                        }
+                        None => report.started.push(s.id.clone()),
+                    }
+                    Running {
+                        server: s.clone(),
+                        timing: config.probe,
+                        roots,
+                        name,
+                        stop,
+                        task,
+                    }
+                }
+            };
+            self.running.insert(s.id.clone(), running);
         }
-        for (server, p) in fresh {
-            let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(p.run(tx.clone(), stop_rx, self.incident.clone()));
-            let id = server.id.clone();
-            if let Some(old) = self.running.insert(
-                id.clone(),
-                Running {
-                    server,
-                    timing: config.probe,
-                    stop,
-                    task,
-                },
-            ) {
-                let _ = old.stop.send(true);
-                report.restarted.push(id);
-            } else {
-                report.started.push(id);
-            }
+        for r in old_running.into_iter().flatten() {
+            let _ = r.stop.send(true);
+            report.stopped.push(r.server.id);
         }
         Ok(report)
     }
@@ -111,6 +182,9 @@ impl Probers {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
     pub started: Vec<String>,
+    /// `id (reason)`: a new prober (and connection) for the same server.
     pub restarted: Vec<String>,
+    /// `old -> new`: the same prober and connection under a new id.
+    pub renamed: Vec<String>,
     pub stopped: Vec<String>,
 }

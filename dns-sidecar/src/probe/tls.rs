@@ -20,8 +20,34 @@ pub enum TlsSetupError {
     Build(#[source] native_tls::Error),
 }
 
-/// Builds the connector for `c` and the `sslmode` to give tokio-postgres.
+/// The trust anchors of `c` as read from its `sslrootcert` file now (`None`
+/// for the system store). Read once per prober build, and again at every
+/// reload: a reload compares the contents, so a CA file replaced in place
+/// (same path, new certificates) takes effect on SIGHUP.
+pub fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
+    match &c.sslrootcert {
+        RootCert::System => Ok(None),
+        RootCert::File(path) => std::fs::read_to_string(path)
+            .map(Some)
+            .map_err(|source| TlsSetupError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+    }
+}
+
+/// Builds the connector for `c` (reading its `sslrootcert` file) and the
+/// `sslmode` to give tokio-postgres.
 pub fn connector(c: &ConnSettings) -> Result<(MakeTlsConnector, tokio_postgres::config::SslMode), TlsSetupError> {
+    connector_with(c, read_roots(c)?.as_deref())
+}
+
+/// Builds the connector for `c` with `roots`, the contents of its
+/// `sslrootcert` file ([`read_roots`]).
+pub fn connector_with(
+    c: &ConnSettings,
+    roots: Option<&str>,
+) -> Result<(MakeTlsConnector, tokio_postgres::config::SslMode), TlsSetupError> {
     use tokio_postgres::config::SslMode as Pg;
     let mut b = TlsConnector::builder();
     let pg_mode = match c.sslmode {
@@ -41,11 +67,8 @@ pub fn connector(c: &ConnSettings) -> Result<(MakeTlsConnector, tokio_postgres::
         SslMode::VerifyFull => Pg::Require,
     };
     if let RootCert::File(path) = &c.sslrootcert {
+        let pem = roots.unwrap_or_default();
         let shown = path.display().to_string();
-        let pem = std::fs::read_to_string(path).map_err(|source| TlsSetupError::Read {
-            path: shown.clone(),
-            source,
-        })?;
         // Like libpq, an explicit root file replaces the system store.
         b.disable_built_in_roots(true);
         let mut any = false;

@@ -337,6 +337,45 @@ impl PgPair {
         all.extend(&self.extra);
         all
     }
+
+    /// Rotates the certificate authority: makes a new CA in `pki/<name>`,
+    /// issues every server a new certificate (same names and addresses) from
+    /// it, installs them over the servers' certificate and key files, and
+    /// has the running servers load them (`pg_reload_conf()`; returns once
+    /// each one presents the new certificate). Returns the new CA
+    /// certificate's path; [`PgPair::ca_cert`] keeps the old CA, so clients
+    /// that trust only it now fail verification on new connections.
+    pub fn rotate_ca(&self, name: &str) -> Result<PathBuf> {
+        let ca = Ca::create(&self.dir.join("pki").join(name))?;
+        for c in self.clusters() {
+            let sc = ca.issue_server(&c.name, &c.name, IpAddr::V4(c.ip))?;
+            for (from, to) in [(&sc.cert, &c.cert_file), (&sc.key, &c.key_file)] {
+                fs::copy(from, to)
+                    .map_err(|e| TestbedError::io(format!("copying {} to {}", from.display(), to.display()), e))?;
+            }
+            c.run_as.chown(&c.key_file)?;
+            c.run_as.chown(&c.cert_file)?;
+            c.sql("SELECT pg_reload_conf()")?;
+        }
+        for c in self.clusters() {
+            let conninfo = c
+                .conninfo(&self.probe_user)
+                .replace(&c.ca_cert.to_string_lossy().into_owned(), &ca.cert.to_string_lossy());
+            process::poll(
+                &format!("{} to present its new certificate", c.name),
+                Duration::from_secs(30),
+                Duration::from_millis(20),
+                || {
+                    let ok = c
+                        .bins
+                        .psql_client(&conninfo, Some(&self.password), "SELECT 1", Duration::from_secs(5))
+                        .is_ok();
+                    Ok(ok.then_some(()))
+                },
+            )?;
+        }
+        Ok(ca.cert)
+    }
 }
 
 impl Drop for PgPair {
