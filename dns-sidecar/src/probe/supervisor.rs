@@ -2,6 +2,10 @@
 //! server whose settings did not change keeps its task (and so its open
 //! connection and its place in the decision), a changed one is restarted, a
 //! removed one is stopped.
+//!
+//! Each task is supervised ([`crate::supervise`]): a prober that ends or
+//! panics without having been stopped here (or by the process's stop) is a
+//! death of the process; one stopped by a reload is not.
 
 use std::collections::HashMap;
 
@@ -11,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::{IncidentSet, Prober, TlsSetupError};
 use crate::config::{Config, ProbeTiming, Server};
 use crate::observation::ProbeReport;
+use crate::supervise::Supervisor;
 
 struct Running {
     server: Server,
@@ -32,14 +37,17 @@ pub struct Probers {
     running: HashMap<String, Running>,
     /// Handed (cloned) to every prober; see [`crate::shared::Shared::incident`].
     incident: IncidentSet,
+    supervisor: Supervisor,
 }
 
 impl Probers {
-    /// No probers yet; each one started later follows `incident`.
-    pub fn new(incident: IncidentSet) -> Probers {
+    /// No probers yet; each one started later follows `incident` and is
+    /// watched by `supervisor`.
+    pub fn new(incident: IncidentSet, supervisor: Supervisor) -> Probers {
         Probers {
             running: HashMap::new(),
             incident,
+            supervisor,
         }
     }
 
@@ -76,8 +84,12 @@ impl Probers {
         }
         for (server, p) in fresh {
             let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(p.run(tx.clone(), stop_rx, self.incident.clone()));
             let id = server.id.clone();
+            let task = tokio::spawn(self.supervisor.watch_stoppable(
+                format!("prober {id}"),
+                Some(stop_rx.clone()),
+                p.run(tx.clone(), stop_rx, self.incident.clone()),
+            ));
             if let Some(old) = self.running.insert(
                 id.clone(),
                 Running {
