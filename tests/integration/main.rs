@@ -20,4 +20,5 @@ mod operations;
 mod protocol;
 mod readme;
 mod sequences;
+mod supervision;
 mod support;
