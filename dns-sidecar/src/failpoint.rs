@@ -2,8 +2,9 @@
 //! the `testing` feature (never in the product: `cargo build` leaves it out).
 //!
 //! `DNS_SIDECAR_FAILPOINT=<task>:<path>` makes the named task panic at its
-//! next wake-up once the file `<path>` exists, so a test kills a task of the
-//! real binary at the moment it chooses.
+//! next wake-up once the file `<path>` exists (removing it), so a test kills
+//! a task of the real binary at the moment it chooses, and learns when it
+//! died.
 
 use std::path::Path;
 
@@ -14,8 +15,9 @@ pub const VAR: &str = "DNS_SIDECAR_FAILPOINT";
 pub fn check(task: &str) {
     let Ok(spec) = std::env::var(VAR) else { return };
     if let Some((t, path)) = spec.split_once(':') {
-        if t == task && Path::new(path).exists() {
-            panic!("failpoint: {VAR} names `{task}` and {path} exists");
+        // Removed first, so it fires once and the test knows when.
+        if t == task && std::fs::remove_file(Path::new(path)).is_ok() {
+            panic!("failpoint: {VAR} names `{task}` and {path} existed");
         }
     }
 }

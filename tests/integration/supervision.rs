@@ -49,7 +49,17 @@ fn config_without_postgres(dir: &Path, dns: SocketAddr, admin: SocketAddr) -> St
     .replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [\"{dns}\"]"))
 }
 
-fn spawn(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+/// The real binary, killed on drop (a failed assertion leaves no process behind).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(config: &Path, log: &Path, env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"));
     cmd.args(["--log-format", "json", "run", "--config"])
         .arg(config)
@@ -58,7 +68,7 @@ fn spawn(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    Proc(cmd.spawn().unwrap())
 }
 
 fn lines(log: &Path) -> Vec<Value> {
@@ -83,15 +93,20 @@ fn a_task_that_dies_stops_the_process_with_status_3_and_healthz_failing() {
     let log = dir.path().join("log");
     let trigger = dir.path().join("kill-the-engine");
     let spec = format!("engine:{}", trigger.display());
-    let mut child = spawn(&cfg, &log, &[("DNS_SIDECAR_FAILPOINT", &spec)]);
+    let mut proc = spawn(&cfg, &log, &[("DNS_SIDECAR_FAILPOINT", &spec)]);
+    let child = &mut proc.0;
     let dump = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until("/healthz answers 200", Duration::from_secs(10), || {
         healthz(admin).is_some_and(|(c, _)| c == 200)
     });
     std::fs::write(&trigger, "").unwrap();
-    // Every answer from now on, until the process is gone.
+    // Every answer from now on, until the process is gone. The failpoint
+    // removes the file just before the panic: a request sent well after that
+    // (the report follows the panic within microseconds; 250 ms of margin)
+    // must not get 200.
     let start = Instant::now();
     let mut seen: Vec<Option<u16>> = Vec::new();
+    let mut died_at: Option<Instant> = None;
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -101,7 +116,17 @@ fn a_task_that_dies_stops_the_process_with_status_3_and_healthz_failing() {
             "still running 20 s after the engine died; /healthz: {seen:?}; log:\n{}",
             dump()
         );
+        if died_at.is_none() && !trigger.exists() {
+            died_at = Some(Instant::now());
+        }
+        let after_death = died_at.is_some_and(|t| t.elapsed() > Duration::from_millis(250));
         let h = healthz(admin);
+        if after_death {
+            assert!(
+                !matches!(h, Some((200, _))),
+                "/healthz 200 after the engine died: {seen:?}"
+            );
+        }
         if let Some((503, body)) = &h {
             // The first death (a prober whose engine is gone may be reported
             // before the engine's panic), then the panic.
@@ -161,7 +186,8 @@ fn an_absurd_since_in_the_state_file_is_reported_ignored_and_replaced() {
     )
     .unwrap();
     let log = dir.path().join("log");
-    let mut child = spawn(&cfg, &log, &[]);
+    let mut proc = spawn(&cfg, &log, &[]);
+    let child = &mut proc.0;
     let dump = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until("the alias answers the primary", Duration::from_secs(15), || {
         raw::cname_of(dns, "prod.db.test.").as_deref() == Some("pg-a.test.")
@@ -180,7 +206,7 @@ fn an_absurd_since_in_the_state_file_is_reported_ignored_and_replaced() {
         t.contains("\"target\": \"a\"") && !t.contains("1e19")
     });
     assert!(child.try_wait().unwrap().is_none(), "still running; log:\n{}", dump());
-    crate::support::signal(&child, libc::SIGTERM);
+    crate::support::signal(child, libc::SIGTERM);
     assert!(child.wait().unwrap().success(), "log:\n{}", dump());
 }
 
