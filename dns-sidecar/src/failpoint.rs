@@ -15,9 +15,20 @@ pub const VAR: &str = "DNS_SIDECAR_FAILPOINT";
 pub fn check(task: &str) {
     let Ok(spec) = std::env::var(VAR) else { return };
     if let Some((t, path)) = spec.split_once(':') {
-        // Removed first, so it fires once and the test knows when.
-        if t == task && std::fs::remove_file(Path::new(path)).is_ok() {
-            panic!("failpoint: {VAR} names `{task}` and {path} existed");
+        if t == task && Path::new(path).exists() {
+            // Removed while the panic unwinds (after the panic hook, which may
+            // spend long printing a backtrace), so it fires once and the test
+            // learns the moment the panic reaches the supervisor.
+            let _fired = Fired(path.into());
+            panic!("failpoint: {VAR} names `{task}` and {path} exists");
         }
+    }
+}
+
+struct Fired(std::path::PathBuf);
+
+impl Drop for Fired {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
