@@ -109,3 +109,47 @@ fn reap(sup: &Supervisor, threads: &mut Vec<std::thread::JoinHandle<()>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::{Cause, Health};
+
+    #[test]
+    fn a_thread_that_panics_or_returns_is_reaped_and_reported_by_name() {
+        let (_stop, stop_rx) = watch::channel(false);
+        let (sup, mut deaths) = Supervisor::new(stop_rx, Arc::new(Health::default()));
+        let spawn = |name: &str, f: fn()| std::thread::Builder::new().name(name.into()).spawn(f).unwrap();
+        let park = Arc::new(AtomicBool::new(false));
+        let p = park.clone();
+        let running = std::thread::Builder::new()
+            .name("dns-udp-0".into())
+            .spawn(move || {
+                while !p.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+            .unwrap();
+        let mut threads = vec![
+            running,
+            spawn("dns-relay-1", || panic!("relay broke")),
+            spawn("dns-udp-1", || {}),
+        ];
+        while threads[1..].iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        reap(&sup, &mut threads);
+        assert_eq!(threads.len(), 1, "the running one is kept");
+        let mut got: Vec<_> = std::iter::from_fn(|| deaths.try_recv().ok()).collect();
+        got.sort_by(|a, b| a.task.cmp(&b.task));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].task, "dns-relay-1 thread");
+        assert_eq!(got[0].cause, Cause::Panicked("relay broke".into()));
+        assert_eq!(
+            (got[1].task.as_str(), &got[1].cause),
+            ("dns-udp-1 thread", &Cause::Ended)
+        );
+        park.store(true, Ordering::Relaxed);
+        threads.pop().unwrap().join().unwrap();
+    }
+}
