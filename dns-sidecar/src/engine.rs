@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
@@ -28,6 +28,7 @@ use crate::routes::Routes;
 use crate::shared::Shared;
 use crate::statefile;
 use crate::status::{AliasStatus, FenceStatus, HistoryEntry, LagStatus, ServerStatus, Status, HISTORY_LEN};
+use crate::wallclock::WallClock;
 
 /// A new config for the engine; the sender learns when it is in force.
 pub struct Reconfigure {
@@ -51,10 +52,12 @@ struct Engine {
     last_latency: Vec<Option<Duration>>,
     history: VecDeque<HistoryEntry>,
     hooks: mpsc::Sender<HookRun>,
-    /// `Instant` -> wall clock, for `/status` and the state file.
-    epoch: (Instant, SystemTime),
+    /// `Instant` <-> wall clock, for `/status` and the state file.
+    epoch: WallClock,
     /// Where to persist the state, while that is allowed (not a stranger's file).
     state_file: Option<PathBuf>,
+    /// Orders the state-file writes (a late one never lands over a newer one).
+    writer: Arc<statefile::Writer>,
     /// The last write failed (logged once per episode).
     state_file_failing: bool,
     /// Rate limit of the "server down" / "server up" lines.
@@ -87,8 +90,9 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
         last_latency: vec![None; config.servers.len()],
         history: VecDeque::new(),
         hooks: inputs.hooks.clone(),
-        epoch: (now, SystemTime::now()),
+        epoch: WallClock::new(now, SystemTime::now()),
         state_file: config.state.path.clone(),
+        writer: Arc::default(),
         state_file_failing: false,
         episodes: Episodes::default(),
         served: HashMap::new(),
@@ -101,6 +105,8 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
     tokio::pin!(first_round);
     let mut batch = Vec::new();
     loop {
+        #[cfg(feature = "testing")]
+        crate::failpoint::check("engine");
         batch.clear();
         tokio::select! {
             n = inputs.observations.recv_many(&mut batch, 64) => {
@@ -336,7 +342,10 @@ impl Engine {
         let Some(path) = self.state_file.clone() else { return };
         let remembered = capture(&self.state, &self.config, |t| self.unix(t));
         let at = self.unix(Instant::now());
-        let write = tokio::task::spawn_blocking(move || statefile::store(&path, &remembered, at));
+        // Taken here, in decision order: a write given up on below may still
+        // land later, but never over this one's successors.
+        let (writer, generation) = (self.writer.clone(), self.writer.generation());
+        let write = tokio::task::spawn_blocking(move || writer.store(&path, generation, &remembered, at).map(|_| ()));
         let result = match tokio::time::timeout(STATE_WRITE_TIMEOUT, write).await {
             Ok(Ok(r)) => r.map_err(|e| e.to_string()),
             Ok(Err(join)) => Err(format!("state file writer failed: {join}")),
@@ -366,14 +375,7 @@ impl Engine {
     }
 
     fn instant(&self, unix: f64) -> Instant {
-        let (i0, s0) = self.epoch;
-        let s0 = s0.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        let delta = Duration::try_from_secs_f64((unix - s0).abs()).unwrap_or_default();
-        if unix >= s0 {
-            i0 + delta
-        } else {
-            i0.checked_sub(delta).unwrap_or(i0)
-        }
+        self.epoch.instant(unix)
     }
 
     /// The servers to probe at the incident interval: every candidate of a
@@ -630,9 +632,7 @@ impl Engine {
     }
 
     fn unix(&self, at: Instant) -> f64 {
-        let (i0, s0) = self.epoch;
-        let wall = if at >= i0 { s0 + (at - i0) } else { s0 - (i0 - at) };
-        wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+        self.epoch.unix(at)
     }
 
     fn status(&self, routes: &Routes) -> Status {

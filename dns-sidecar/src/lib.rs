@@ -21,6 +21,8 @@ pub mod demo;
 pub mod dns;
 pub mod engine;
 pub mod episodes;
+#[cfg(feature = "testing")]
+pub mod failpoint;
 pub mod hook;
 pub mod metrics;
 pub mod name;
@@ -31,6 +33,8 @@ pub mod shared;
 pub mod shutdown;
 pub mod statefile;
 pub mod status;
+pub mod supervise;
+pub mod wallclock;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,6 +50,7 @@ use crate::control::Control;
 use crate::metrics::ResultLabel;
 use crate::probe::supervisor::{Probers, SetupError};
 use crate::shared::Shared;
+use crate::supervise::{Death, Supervisor};
 
 /// Sockets bound before the server starts (so a port 0 can be learned, and
 /// privileged ports bound before dropping privileges).
@@ -71,6 +76,9 @@ pub enum RunError {
     Names(#[from] dns::NameConversion),
     #[error("upstream {upstream} is this sidecar's own listener {listener}; forwarding to it would loop")]
     ForwardLoop { upstream: SocketAddr, listener: SocketAddr },
+    /// A long-lived task died while serving (see [`Running::died`]).
+    #[error("{0}; stopped")]
+    Died(Death),
 }
 
 /// Why a reload was rejected (the old config keeps serving).
@@ -186,13 +194,22 @@ fn bind_group(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::UdpSocket>, s
     Err(last.expect("at least one attempt"))
 }
 
-/// Runs the sidecar until `shutdown` resolves, then stops gracefully.
+/// Runs the sidecar until `shutdown` resolves, then stops gracefully; or
+/// until a long-lived task dies: then it stops too and returns
+/// [`RunError::Died`].
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let running = start(config, listeners)?;
-    shutdown.await;
+    let mut running = start(config, listeners)?;
+    let died = tokio::select! {
+        _ = shutdown => None,
+        d = running.died() => Some(d),
+    };
     running.stop().await;
-    Ok(())
+    died.map_or(Ok(()), |d| Err(RunError::Died(d)))
 }
+
+/// How long [`Running::died`] waits, after a task ended, for the panic that
+/// may have caused it.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// A started sidecar; see [`start`].
 pub struct Running {
@@ -211,6 +228,12 @@ pub struct Running {
     reconfigure: mpsc::Sender<engine::Reconfigure>,
     stop: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
+    /// The admin listener stops last, so that `/healthz` says "failing" or
+    /// "stopping" while the rest goes down, rather than nothing.
+    /// (A set of its own: dropping `Running` aborts it, as it does the rest.)
+    admin: (watch::Sender<bool>, tokio::task::JoinSet<()>),
+    supervisor: Supervisor,
+    deaths: mpsc::UnboundedReceiver<Death>,
 }
 
 type Bound = (
@@ -273,11 +296,12 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
+    let (supervisor, deaths) = Supervisor::new(stop_rx.clone(), shared.health.clone());
     let (obs_tx, obs_rx) = mpsc::channel(1024);
     let (control_tx, control_rx) = mpsc::channel(16);
     let (reconf_tx, reconf_rx) = mpsc::channel(1);
     let (hook_tx, hook_rx) = mpsc::channel(64);
-    let mut probers = Probers::new(shared.incident.subscribe());
+    let mut probers = Probers::new(shared.incident.subscribe(), supervisor.clone());
     probers.sync(&config, &obs_tx)?;
     let control = Control::new(control_tx);
     let mut tasks = tokio::task::JoinSet::new();
@@ -287,23 +311,32 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
         reconfigure: reconf_rx,
         hooks: hook_tx,
     };
-    tasks.spawn(engine::run(shared.clone(), inputs, stop_rx.clone()));
-    tasks.spawn(hook::runner(hook_rx, shared.clone()));
-    tasks.spawn(dns::targets::refresher(
-        shared.clone(),
-        targets.clone(),
-        stop_rx.clone(),
+    let sup = &supervisor;
+    tasks.spawn(sup.watch("engine", engine::run(shared.clone(), inputs, stop_rx.clone())));
+    tasks.spawn(sup.watch("hook runner", hook::runner(hook_rx, shared.clone())));
+    tasks.spawn(sup.watch(
+        "targets refresher",
+        dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()),
     ));
-    tasks.spawn(dns::serve(
-        handler.clone(),
-        shared.clone(),
-        guard.clone(),
-        udp,
-        tcp,
-        stop_rx.clone(),
+    tasks.spawn(sup.watch(
+        "dns listeners",
+        dns::serve(
+            sup.clone(),
+            handler.clone(),
+            shared.clone(),
+            guard.clone(),
+            udp,
+            tcp,
+            stop_rx.clone(),
+        ),
     ));
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let mut admin_task = tokio::task::JoinSet::new();
     if let Some(a) = admin {
-        tasks.spawn(admin::serve(a, shared.clone(), control.clone(), stop_rx));
+        admin_task.spawn(sup.watch(
+            "admin listener",
+            admin::serve(a, shared.clone(), control.clone(), admin_stop_rx),
+        ));
     }
     info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
     Ok(Running {
@@ -320,6 +353,9 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
         reconfigure: reconf_tx,
         stop,
         tasks,
+        admin: (admin_stop, admin_task),
+        supervisor,
+        deaths,
     })
 }
 
@@ -376,15 +412,53 @@ impl Running {
         Ok(())
     }
 
+    /// Resolves when a long-lived task (the engine, a prober, the hook
+    /// runner, the targets refresher, a DNS listener thread or task, the
+    /// admin listener) has ended or panicked without being asked to stop:
+    /// the sidecar is then broken (`/healthz` already fails), and the caller
+    /// should [`Running::stop`] it and exit non-zero. Never resolves
+    /// otherwise.
+    /// The death named is the cause when one can be told: a panic reported
+    /// within [`SETTLE`] of the first death wins over an end (tasks whose
+    /// channels a panicking task dropped may end, and be reported, first).
+    pub async fn died(&mut self) -> Death {
+        let Some(first) = self.deaths.recv().await else {
+            // Unreachable: `self.supervisor` keeps the channel open.
+            return std::future::pending().await;
+        };
+        if first.cause != supervise::Cause::Ended {
+            return first;
+        }
+        tokio::time::sleep(SETTLE).await;
+        self.shared.health.death().unwrap_or(first)
+    }
+
+    /// The supervisor of this sidecar's tasks: wrap a task in
+    /// [`Supervisor::watch`] to have its death reported by [`Running::died`].
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
     /// Stops gracefully: listeners stop accepting, queries in progress are
-    /// answered, probe connections are closed; waits at most ten seconds.
+    /// answered, probe connections are closed; waits at most ten seconds,
+    /// then (at most five more) for the admin listener, which stops last and
+    /// answers `/healthz` with 503 meanwhile.
     pub async fn stop(mut self) {
+        self.shared.health.set_stopping();
         let _ = self.stop.send(true);
         self.probers.stop_all().await;
         drop(self.observations);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
             self.tasks.abort_all();
+        }
+        let (admin_stop, admin) = &mut self.admin;
+        let _ = admin_stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(6), admin.join_next())
+            .await
+            .is_err()
+        {
+            admin.abort_all();
         }
         info!("dns-sidecar stopped");
     }

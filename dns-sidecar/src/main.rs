@@ -122,6 +122,8 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("{e}");
                 std::process::exit(2);
             }
+            // Logged at ERROR already; a status of its own for the service manager.
+            Err(dns_sidecar::daemon::DaemonError::Died(_)) => std::process::exit(dns_sidecar::daemon::EXIT_TASK_DIED),
             Err(e) => Err(e.into()),
         },
         #[cfg(feature = "demo")]

@@ -30,6 +30,8 @@ pub struct Shared {
     /// The cache of forwarded answers, once the DNS side has started (the
     /// admin listener's `/cache/flush` empties it).
     pub cache: std::sync::OnceLock<Arc<crate::dns::cache::Cache>>,
+    /// What `/healthz` says: failed by the first task death, or by a stop.
+    pub health: Arc<crate::supervise::Health>,
 }
 
 impl Shared {
@@ -43,6 +45,7 @@ impl Shared {
             metrics,
             incident: watch::Sender::new(Arc::default()),
             cache: std::sync::OnceLock::new(),
+            health: Arc::default(),
         }
     }
 }

@@ -24,4 +24,5 @@ mod protocol;
 mod readme;
 mod reload;
 mod sequences;
+mod supervision;
 mod support;

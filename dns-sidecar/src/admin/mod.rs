@@ -4,7 +4,7 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | GET | `/healthz` | 200 `ok` while the process runs |
+//! | GET | `/healthz` | 200 `ok` while the process runs; 503 once a task died or while stopping |
 //! | GET | `/readyz` | 200 `ready` once the first probe round is done, else 503 with the reason |
 //! | GET | `/metrics` | OpenMetrics or classic Prometheus text, as the `Accept` header asks |
 //! | GET | `/status` | [`Status`](crate::status::Status) as pretty JSON |
@@ -372,8 +372,12 @@ fn text(code: StatusCode, body: impl Into<String>) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-async fn healthz() -> Response {
-    text(StatusCode::OK, "ok")
+async fn healthz(State(st): State<AppState>) -> Response {
+    // 503 from a task's death (or a stop) until the process exits.
+    match st.shared.health.check() {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {

@@ -4,6 +4,10 @@
 //! change keeps its task (and so its open connection and its place in the
 //! decision), even when it was renamed ([`crate::config::match_servers`]);
 //! a changed one is restarted, a removed one is stopped.
+//!
+//! Each task is supervised ([`crate::supervise`]): a prober that ends or
+//! panics without having been stopped here (or by the process's stop) is a
+//! death of the process; one stopped by a reload is not.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::{tls, IncidentSet, Prober, TlsSetupError};
 use crate::config::{match_servers, Config, ProbeTiming, Server};
 use crate::observation::ProbeReport;
+use crate::supervise::Supervisor;
 
 struct Running {
     server: Server,
@@ -39,6 +44,7 @@ pub struct Probers {
     running: HashMap<String, Running>,
     /// Handed (cloned) to every prober; see [`crate::shared::Shared::incident`].
     incident: IncidentSet,
+    supervisor: Supervisor,
 }
 
 /// What [`Probers::sync`] does with one server of the new config.
@@ -56,11 +62,13 @@ enum Plan {
 }
 
 impl Probers {
-    /// No probers yet; each one started later follows `incident`.
-    pub fn new(incident: IncidentSet) -> Probers {
+    /// No probers yet; each one started later follows `incident` and is
+    /// watched by `supervisor`.
+    pub fn new(incident: IncidentSet, supervisor: Supervisor) -> Probers {
         Probers {
             running: HashMap::new(),
             incident,
+            supervisor,
         }
     }
 
@@ -135,7 +143,11 @@ impl Probers {
                     let (stop, stop_rx) = watch::channel(false);
                     let (name, names) = watch::channel(Arc::from(s.id.as_str()));
                     let prober = (*prober).follow_renames(names);
-                    let task = tokio::spawn(prober.run(tx.clone(), stop_rx, self.incident.clone()));
+                    let task = tokio::spawn(self.supervisor.watch_stoppable(
+                        format!("prober {}", s.id),
+                        Some(stop_rx.clone()),
+                        prober.run(tx.clone(), stop_rx, self.incident.clone()),
+                    ));
                     match replaces.and_then(|(o, why)| Some((old_running[o].take()?, why))) {
                         Some((old, why)) => {
                             let _ = old.stop.send(true);
