@@ -126,3 +126,77 @@ pub fn adapt(answer: &mut [u8], query: &[u8], qn: &Question) -> bool {
     answer[HEADER_LEN..qn.qname_end].copy_from_slice(&query[HEADER_LEN..qn.qname_end]);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::fixture::fixture;
+    use crate::dns::question::question;
+
+    /// A query for `name` (wire labels given as text), type A, with `rd`.
+    fn query(id: u16, name: &str, rd: bool) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[u8::from(rd), 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn identical_questions_wait_on_the_first_and_get_its_answer_as_their_own() {
+        let (_, h, _) = fixture();
+        let c = Coalesce::default();
+        let waiter = |q: &[u8]| Waiter {
+            client: "127.0.0.1:1".parse().unwrap(),
+            query: q.into(),
+            started: Instant::now(),
+            _ticket: h.guard().try_forward(100, h.limits()).unwrap(),
+        };
+        let first = query(1, "www.example.test", true);
+        let qn = question(&first, 1232).unwrap();
+        let Joined::Leader(key, _) = c.join(&qn, waiter(&first)) else {
+            panic!("the first is the leader")
+        };
+        // The same name in another case: waits.
+        let second = query(2, "WWW.Example.TEST", true);
+        let qn2 = question(&second, 1232).unwrap();
+        assert!(matches!(c.join(&qn2, waiter(&second)), Joined::Waiting));
+        // RD=0 is another question (its answer may differ), and so is another name.
+        let rd0 = query(3, "www.example.test", false);
+        assert!(matches!(
+            c.join(&question(&rd0, 1232).unwrap(), waiter(&rd0)),
+            Joined::Leader(..)
+        ));
+        let other = query(4, "ftp.example.test", true);
+        assert!(matches!(
+            c.join(&question(&other, 1232).unwrap(), waiter(&other)),
+            Joined::Leader(..)
+        ));
+        assert_eq!(c.len(), 3);
+        for _ in 1..MAX_WAITERS {
+            assert!(matches!(c.join(&qn2, waiter(&second)), Joined::Waiting));
+        }
+        assert!(
+            matches!(c.join(&qn2, waiter(&second)), Joined::Alone(_)),
+            "bounded waiters per question"
+        );
+        let waiters = c.take(&key);
+        assert_eq!(waiters.len(), MAX_WAITERS);
+        assert!(c.take(&key).is_empty(), "taken once");
+        assert_eq!(c.len(), 2);
+        assert_eq!(h.guard().in_flight(), MAX_WAITERS, "only the waiters hold tickets (leaders are given back)");
+
+        // The leader's answer, made the second client's.
+        let mut answer = first.clone();
+        answer[2] |= 0x80;
+        answer.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
+        answer[7] = 1;
+        assert!(adapt(&mut answer, &waiters[0].query, &qn2));
+        assert_eq!(&answer[..2], &[0, 2], "its own ID");
+        assert_eq!(&answer[12..qn2.qname_end], &second[12..qn2.qname_end], "its own case");
+        assert_eq!(answer[2], 0x81, "QR, and its RD");
+    }
+}

@@ -7,8 +7,10 @@
 //! Answers: names listed with [`Upstream::a`] get an A record with their
 //! TTL; names below `nx.test.` get NXDOMAIN with an SOA (TTL 300, MINIMUM
 //! [`NEGATIVE_TTL`]); every other name gets `10.9.x.y` with a TTL of 300
-//! (a flood of unique names is answered). The question is echoed as asked
-//! and EDNS with the DO bit copied.
+//! (a flood of unique names is answered). Names below [`DEAD_DOMAIN`] are
+//! never answered (a domain whose nameservers are dead: the upstream itself
+//! is healthy). The question is echoed as asked and EDNS with the DO bit
+//! copied.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -22,6 +24,9 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// The SOA MINIMUM of `nx.test.`: how long NXDOMAIN answers may be cached.
 pub const NEGATIVE_TTL: u32 = 2;
+
+/// Names below this domain are never answered (counted all the same).
+pub const DEAD_DOMAIN: &str = "dead.test.";
 
 /// What the upstream does with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +77,7 @@ impl Upstream {
                     .entry((name.clone(), question.query_type))
                     .or_default() += 1;
                 let mode = mode.load(Ordering::Relaxed);
-                if mode == Mode::Silent as u8 {
+                if mode == Mode::Silent as u8 || name.ends_with(&format!(".{DEAD_DOMAIN}")) {
                     continue;
                 }
                 let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
