@@ -29,7 +29,6 @@
 //! cached or alias answer.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 
@@ -106,11 +105,13 @@ pub fn admit(h: &Handler, client: IpAddr, bytes: u64) -> Result<Ticket, Denied> 
     })
 }
 
-/// The upstream a query goes to first: the first in use; when none is, the
-/// first due a trial (see [`super::health`]). A refusal is counted.
-pub fn first_upstream(h: &Handler, upstreams: &Arc<[Upstream]>) -> Result<usize, Denied> {
-    let health = &h.guard().health;
-    let found = pick(upstreams, health);
+/// The upstream a query goes to first: the first in use. When none is, a
+/// stale answer at once is better than a trial (`stale` says whether the
+/// cache has one: then [`Denied::Down`], and the caller sends it); without
+/// one, the first upstream due a trial (see [`super::health`]). A refusal
+/// is counted.
+pub fn first_upstream(h: &Handler, upstreams: &[Upstream], stale: impl FnOnce() -> bool) -> Result<usize, Denied> {
+    let found = pick(upstreams, &h.guard().health, stale);
     if let Err(why) = found {
         h.guard().refused(why.limited());
     }
@@ -119,18 +120,26 @@ pub fn first_upstream(h: &Handler, upstreams: &Arc<[Upstream]>) -> Result<usize,
 
 /// [`first_upstream`] without counting (the runtime's forwarder counts
 /// through its caller).
-pub fn pick(upstreams: &[Upstream], health: &Health) -> Result<usize, Denied> {
+pub fn pick(upstreams: &[Upstream], health: &Health, stale: impl FnOnce() -> bool) -> Result<usize, Denied> {
     if upstreams.is_empty() {
         return Err(Denied::NoUpstream);
     }
     if let Some(i) = upstreams.iter().position(|u| !u.state.is_down()) {
         return Ok(i);
     }
+    if stale() {
+        return Err(Denied::Down);
+    }
     let now = health.now_ms();
     upstreams
         .iter()
         .position(|u| u.state.try_trial(now))
         .ok_or(Denied::Down)
+}
+
+/// Whether every upstream is out of use.
+pub fn all_down(upstreams: &[Upstream]) -> bool {
+    upstreams.iter().all(|u| u.state.is_down())
 }
 
 /// The next upstream in use after `tried`, for a query whose upstream timed

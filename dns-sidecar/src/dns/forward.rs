@@ -103,6 +103,11 @@ impl Forwarder {
         &self.upstreams
     }
 
+    /// Whether every upstream is out of use (see [`admission::all_down`]).
+    pub fn all_down(&self) -> bool {
+        self.guard.is_some() && admission::all_down(&self.upstreams)
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -142,7 +147,7 @@ impl Forwarder {
         // The first upstream in use (or due a trial when none is), then the
         // next ones in use: the admission policy, as the relays apply it.
         let first = match &self.guard {
-            Some(g) => admission::pick(&self.upstreams, &g.health),
+            Some(g) => admission::pick(&self.upstreams, &g.health, || false),
             None if self.upstreams.is_empty() => Err(Denied::NoUpstream),
             None => Ok(0),
         };

@@ -417,6 +417,14 @@ impl Handler {
     /// Relays a query to the upstreams; SERVFAIL when none answers.
     async fn forward(&self, req: &Message, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let fwd = self.forwarder.as_ref()?;
+        // Every upstream out of use: a stale answer at once beats a trial
+        // (the admission policy, as the relays apply it).
+        if fwd.all_down() {
+            if let Some(r) = self.stale(raw, transport) {
+                self.guard.refused(Limited::UpstreamDown);
+                return Some(r.bytes);
+            }
+        }
         match fwd.forward(raw, transport).await {
             Ok(answer) => {
                 // The upstream could not answer (SERVFAIL, REFUSED): a stale

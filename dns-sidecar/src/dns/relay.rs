@@ -177,6 +177,19 @@ impl Relay {
         }
     }
 
+    /// Whether the cache can answer `query` stale (every upstream is out of
+    /// use: that answer goes at once, no trial).
+    fn has_stale(&self, handler: &Handler, query: &[u8]) -> bool {
+        let Some(qn) = question(query, handler.max_udp()) else {
+            return false;
+        };
+        let mut scratch = [0u8; MAX_UDP_ANSWER];
+        matches!(
+            self.cache.stale(query, &qn, qn.udp_limit, self.cache.now(), &mut scratch),
+            Found::Stale(_) | Found::Fresh(_)
+        )
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -205,7 +218,7 @@ impl Relay {
         };
         let ticket = admission::admit(handler, client.ip(), PENDING_COST + query.len() as u64)?;
         let upstreams = fwd.upstreams().clone();
-        let first = admission::first_upstream(handler, &upstreams)?;
+        let first = admission::first_upstream(handler, &upstreams, || self.has_stale(handler, query))?;
         let w = Waiter {
             client,
             query: query.into(),
