@@ -187,7 +187,11 @@ mod tests {
         assert_eq!(waiters.len(), MAX_WAITERS);
         assert!(c.take(&key).is_empty(), "taken once");
         assert_eq!(c.len(), 2);
-        assert_eq!(h.guard().in_flight(), MAX_WAITERS, "only the waiters hold tickets (leaders are given back)");
+        assert_eq!(
+            h.guard().in_flight(),
+            MAX_WAITERS,
+            "only the waiters hold tickets (leaders are given back)"
+        );
 
         // The leader's answer, made the second client's.
         let mut answer = first.clone();

@@ -66,6 +66,9 @@ pub struct Upstream {
 pub struct Forwarder {
     upstreams: Arc<[Upstream]>,
     timeout: Duration,
+    /// A health check's deadline: `timeout`, at most `health_check` (a
+    /// check is over before the next is due).
+    check_timeout: Duration,
     max_fails: u32,
     /// For health bookkeeping; `None` for the background target refresher,
     /// which keeps no health (it serves stale answers instead).
@@ -94,6 +97,7 @@ impl Forwarder {
         Forwarder {
             upstreams,
             timeout: settings.timeout,
+            check_timeout: settings.timeout.min(settings.health_check),
             max_fails: if guard.is_some() { settings.max_fails } else { u32::MAX },
             guard: guard.cloned(),
         }
@@ -130,7 +134,7 @@ impl Forwarder {
     /// does; `max_fails` checks in a row without one take it out of use.
     pub async fn check(&self, u: &Upstream) -> bool {
         let q = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
-        let ok = self.udp(u.addr, &q, Instant::now() + self.timeout).await.is_ok();
+        let ok = self.udp(u.addr, &q, Instant::now() + self.check_timeout).await.is_ok();
         match (&self.guard, ok) {
             (_, true) => self.record(u, true),
             (Some(g), false) => u.state.check_failed(u.addr, self.max_fails, g.metrics()),

@@ -135,12 +135,7 @@ pub struct Relay {
 
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
-    pub fn new(
-        client: UdpSocket,
-        shared: Arc<Shared>,
-        cache: Arc<Cache>,
-        coalesce: Arc<Coalesce>,
-    ) -> Arc<Relay> {
+    pub fn new(client: UdpSocket, shared: Arc<Shared>, cache: Arc<Cache>, coalesce: Arc<Coalesce>) -> Arc<Relay> {
         let state = State {
             pending: HashMap::default(),
             deadlines: BTreeSet::new(),
@@ -185,7 +180,8 @@ impl Relay {
         };
         let mut scratch = [0u8; MAX_UDP_ANSWER];
         matches!(
-            self.cache.stale(query, &qn, qn.udp_limit, self.cache.now(), &mut scratch),
+            self.cache
+                .stale(query, &qn, qn.udp_limit, self.cache.now(), &mut scratch),
             Found::Stale(_) | Found::Fresh(_)
         )
     }
@@ -385,8 +381,8 @@ impl Relay {
             let waiters = p.key.as_ref().map(|k| self.coalesce.take(k)).unwrap_or_default();
             let failed = !truncated && admission::stale_instead(answer[3]);
             let mut leader_stale = false;
-            let recipients =
-                std::iter::once((&p.query, p.client, p.started)).chain(waiters.iter().map(|w| (&w.query, w.client, w.started)));
+            let recipients = std::iter::once((&p.query, p.client, p.started))
+                .chain(waiters.iter().map(|w| (&w.query, w.client, w.started)));
             for (k, (query, client, started)) in recipients.enumerate() {
                 if out == tx.capacity() {
                     tx.send(self.client.as_raw_fd(), out);
