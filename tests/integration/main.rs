@@ -21,3 +21,4 @@ mod protocol;
 mod readme;
 mod sequences;
 mod support;
+mod upstream_health;

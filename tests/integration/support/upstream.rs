@@ -9,7 +9,8 @@
 //! [`NEGATIVE_TTL`]); every other name gets `10.9.x.y` with a TTL of 300
 //! (a flood of unique names is answered). Names below [`DEAD_DOMAIN`] are
 //! never answered (a domain whose nameservers are dead: the upstream itself
-//! is healthy). The question is echoed as asked and EDNS with the DO bit
+//! is healthy); names below [`SLOW_DOMAIN`] are answered after
+//! [`SLOW_DELAY`] (so that queries for them overlap). The question is echoed as asked and EDNS with the DO bit
 //! copied.
 
 use std::collections::HashMap;
@@ -27,6 +28,10 @@ pub const NEGATIVE_TTL: u32 = 2;
 
 /// Names below this domain are never answered (counted all the same).
 pub const DEAD_DOMAIN: &str = "dead.test.";
+
+/// Names below this domain are answered after [`SLOW_DELAY`].
+pub const SLOW_DOMAIN: &str = "slow.test.";
+pub const SLOW_DELAY: Duration = Duration::from_millis(150);
 
 /// What the upstream does with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +125,14 @@ impl Upstream {
                     r.set_edns(out);
                 }
                 if let Ok(bytes) = r.to_vec() {
+                    if name.ends_with(&format!(".{SLOW_DOMAIN}")) {
+                        let Ok(s) = sock.try_clone() else { continue };
+                        std::thread::spawn(move || {
+                            std::thread::sleep(SLOW_DELAY);
+                            let _ = s.send_to(&bytes, from);
+                        });
+                        continue;
+                    }
                     let _ = sock.send_to(&bytes, from);
                 }
             }
