@@ -117,7 +117,9 @@ fn a_hundred_lookups_of_a_dead_domain_leave_every_other_name_answered() {
     let (bad, asked) = asker.join().unwrap();
     assert!(
         bad.is_empty(),
-        "healthy, uncached names failed during or after the dead-domain wave: {bad:?} of {asked}"
+        "healthy, uncached names failed during or after the dead-domain wave: {} of {asked}, first {:?}",
+        bad.len(),
+        &bad[..bad.len().min(12)]
     );
     assert!(asked > 50, "the healthy client kept asking: {asked}");
     let up_metric = format!("upstream_up{{upstream=\"{}\"}}", up.addr);
@@ -151,7 +153,12 @@ fn waves_of_dead_lookups_from_one_client_do_not_fail_another_clients_lookups() {
     }
     stop.store(true, Ordering::Relaxed);
     let (bad, asked) = asker.join().unwrap();
-    assert!(bad.is_empty(), "the other client's lookups failed: {bad:?} of {asked}");
+    assert!(
+        bad.is_empty(),
+        "the other client's lookups failed: {} of {asked}, first {:?}",
+        bad.len(),
+        &bad[..bad.len().min(12)]
+    );
     assert!(asked > 100, "the other client kept asking: {asked}");
 }
 
