@@ -397,7 +397,7 @@ impl Metrics {
         );
         registry.register(
             "upstream_up",
-            "1 while an upstream is in use, 0 while taken out of use after timeouts",
+            "1 while an upstream is in use, 0 while taken out of use after failed health checks",
             m.upstream_health.clone(),
         );
         registry.register(

@@ -182,3 +182,76 @@ pub fn refusal(
     }
     h.refuse(req, why.rcode(), transport)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::fixture::fixture;
+    use crate::metrics::Metrics;
+
+    fn upstreams(n: usize) -> Vec<Upstream> {
+        (0..n)
+            .map(|i| Upstream {
+                addr: format!("127.0.0.1:{}", 5300 + i).parse().unwrap(),
+                state: std::sync::Arc::default(),
+            })
+            .collect()
+    }
+
+    fn down(u: &Upstream) {
+        u.state.check_failed(u.addr, 1, &Metrics::new());
+    }
+
+    #[test]
+    fn the_first_upstream_in_use_else_a_stale_answer_else_a_trial() {
+        let health = Health::default();
+        let us = upstreams(2);
+        assert_eq!(pick(&[], &health, || false), Err(Denied::NoUpstream));
+        assert_eq!(pick(&us, &health, || panic!("not asked while one is in use")), Ok(0));
+        down(&us[0]);
+        assert_eq!(pick(&us, &health, || false), Ok(1), "the next in use");
+        assert_eq!(next_upstream(&us, 0), Some(1));
+        down(&us[1]);
+        assert_eq!(next_upstream(&us, 0), None, "no trial on a retry");
+        // Every upstream out of use: a stale answer beats a trial...
+        assert_eq!(pick(&us, &health, || true), Err(Denied::Down));
+        // ... else one trial per upstream per interval, then SERVFAIL.
+        assert_eq!(pick(&us, &health, || false), Ok(0));
+        assert_eq!(pick(&us, &health, || false), Ok(1));
+        assert_eq!(pick(&us, &health, || false), Err(Denied::Down));
+        assert!(all_down(&us));
+    }
+
+    #[test]
+    fn refusals_and_what_answers_them() {
+        assert_eq!(Denied::Rate.rcode(), ResponseCode::Refused);
+        assert!(
+            !Denied::Rate.stale_ok(),
+            "over its rate a client gets nothing of the upstream's"
+        );
+        for d in [Denied::InFlight, Denied::Memory, Denied::NoUpstream, Denied::Down] {
+            assert_eq!(d.rcode(), ResponseCode::ServFail);
+            assert!(d.stale_ok());
+        }
+        assert!(stale_instead(2) && stale_instead(5) && stale_instead(0x82));
+        assert!(!stale_instead(0) && !stale_instead(3));
+        // The rate comes first, and is per client.
+        let (_, h, _) = fixture();
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        let burst = h.limits().forward_burst as usize;
+        assert!(burst > 0 && h.limits().forward_rate > 0, "the defaults limit the rate");
+        // (Each ticket is dropped at once: only the rate can refuse.)
+        let refused = (0..burst + 50)
+            .filter(|_| admit(&h, ip, 100).err() == Some(Denied::Rate))
+            .count();
+        assert!(
+            (1..=50).contains(&refused),
+            "{refused} refused after a burst of {burst}"
+        );
+        assert!(
+            admit(&h, "127.0.0.10".parse().unwrap(), 100).is_ok(),
+            "another client's bucket"
+        );
+        assert_eq!(h.guard().used(), 0, "refusals hold nothing");
+    }
+}

@@ -667,3 +667,66 @@ fn open(v6: bool) -> io::Result<UdpSocket> {
     s.set_nonblocking(true)?;
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::fixture::fixture;
+
+    fn query(id: u16, label: &str) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+        q.extend_from_slice(&[7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn the_deadline_queue_holds_one_entry_per_pending_query_and_is_paid_for_by_it() {
+        let (config, h, _) = fixture();
+        let h = Arc::new(h);
+        // The client socket answers go to: our own, on loopback.
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = client.local_addr().unwrap();
+        let shared = Arc::new(Shared::new(config));
+        let relay = Relay::new(
+            client.try_clone().unwrap(),
+            shared,
+            h.cache().clone(),
+            Arc::new(Coalesce::default()),
+        );
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        // Deadlines out of the order of sending: an older query sent later.
+        let (late, early) = (query(1, "late"), query(2, "early"));
+        relay.submit(&h, &late, me, now, &mut outbox).unwrap();
+        relay
+            .submit(&h, &early, me, now - Duration::from_secs(10), &mut outbox)
+            .unwrap();
+        // An identical question waits on the first: no entry of its own.
+        relay.submit(&h, &query(3, "LATE"), me, now, &mut outbox).unwrap();
+        outbox.flush();
+        {
+            let st = relay.lock();
+            assert_eq!((st.pending.len(), st.deadlines.len()), (2, 2));
+            let first = st.deadlines.first().unwrap().1;
+            assert_eq!(st.pending[&first].query[..], early[..], "ordered by deadline");
+        }
+        let charged = 3 * PENDING_COST + (2 * late.len() + early.len()) as u64;
+        assert_eq!(h.guard().used(), charged);
+        // The sweep answers the expired query and drops its entry and charge;
+        // the other is not due.
+        relay.sweep(&mut [0u8; MAX_UDP_ANSWER]);
+        {
+            let st = relay.lock();
+            assert_eq!((st.pending.len(), st.deadlines.len()), (1, 1));
+        }
+        assert_eq!(h.guard().used(), charged - PENDING_COST - early.len() as u64);
+        let mut buf = [0u8; 512];
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, _) = client.recv_from(&mut buf).expect("the expired query is answered");
+        assert_eq!((&buf[..2], buf[3] & 0x0F), (&[0u8, 2][..], 2), "SERVFAIL, its ID");
+        assert!(n >= 12);
+    }
+}
