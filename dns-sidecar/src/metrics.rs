@@ -161,7 +161,8 @@ pub enum Limited {
     InFlight = 2,
     /// The memory budget is used up (SERVFAIL / connection closed).
     Memory = 3,
-    /// Every upstream is out of use after timeouts (answered SERVFAIL).
+    /// Every upstream is out of use after failed health checks, and none is
+    /// due a trial (answered SERVFAIL, or stale).
     UpstreamDown = 4,
     /// `tcp_connections` reached and no idle connection to evict.
     TcpConnections = 5,
