@@ -631,6 +631,14 @@ fn dead_domain(dns: SocketAddr, dur: Duration) -> (String, String) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+    // The last wave's SERVFAILs come after the upstream timeout.
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        while let Ok((n, _)) = s.recv_from(&mut buf) {
+            servfail += u32::from(n >= 4 && buf[3] & 0x0F == 2);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     stop.store(true, Ordering::Relaxed);
     let (asked, failed) = healthy.join().unwrap_or((0, 0));
     (
