@@ -55,8 +55,11 @@ pub enum Joined {
     Alone(Waiter),
 }
 
+/// One shard: the questions in flight (by key) and who waits on each.
+type Shard = HashMap<Key, Vec<Waiter>>;
+
 pub struct Coalesce {
-    shards: Box<[Mutex<HashMap<Key, Vec<Waiter>>>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
 }
 
@@ -70,7 +73,7 @@ impl Default for Coalesce {
 }
 
 impl Coalesce {
-    fn shard(&self, key: &[u8]) -> MutexGuard<'_, HashMap<Key, Vec<Waiter>>> {
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
         let i = self.hasher.hash_one(key) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
