@@ -232,7 +232,7 @@ async fn every_readme_alert_fires_on_its_event() {
     );
     let forwarder = Sidecar::start(&text).unwrap();
     let before = scrape(&forwarder);
-    for i in 0..12 {
+    for i in 0..20 {
         let _ = dig(
             forwarder.dns,
             &format!("n{i}.example.test"),

@@ -34,7 +34,7 @@ use crate::shared::Shared;
 
 /// While every upstream is out of use, one query per upstream this often is
 /// still sent to it.
-pub const TRIAL_EVERY: Duration = Duration::from_millis(100);
+pub const TRIAL_EVERY: Duration = Duration::from_millis(250);
 /// Suspicion-triggered health checks of one upstream start at most this
 /// often (a wave of timeouts asks once, not once per query).
 const SUSPECT_GAP: Duration = Duration::from_millis(50);
