@@ -11,7 +11,9 @@
 //!
 //! The key is the forwarding cache's (the name without regard to case, type,
 //! class, EDNS, DO and CD: what selects a cache entry) plus the RD bit, so
-//! only queries whose answers may be the same are coalesced. Queries with
+//! only queries whose answers may be the same are coalesced, and the
+//! listening address the query came in on (the answer must leave from it:
+//! workers of one address share it, another address's do not). Queries with
 //! EDNS options that may make the answer client-specific (client subnet...)
 //! are never coalesced.
 
@@ -78,16 +80,22 @@ impl Coalesce {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers the query of `w` (read as `qn`): leader, waiter, or alone.
-    pub fn join(&self, qn: &Question, w: Waiter) -> Joined {
+    /// Registers the query of `w` (read as `qn`), received on the listening
+    /// address `local`: leader, waiter, or alone.
+    pub fn join(&self, qn: &Question, local: SocketAddr, w: Waiter) -> Joined {
         if !qn.plain {
             return Joined::Alone(w);
         }
         let mut buf = [0u8; KEY_MAX];
         let k = entry_key(&w.query, qn, &mut buf);
-        let mut key = Vec::with_capacity(k.len() + 1);
+        let mut key = Vec::with_capacity(k.len() + 1 + 18);
         key.extend_from_slice(k);
         key.push(w.query[2] & 0x01);
+        match local.ip() {
+            std::net::IpAddr::V4(ip) => key.extend_from_slice(&ip.octets()),
+            std::net::IpAddr::V6(ip) => key.extend_from_slice(&ip.octets()),
+        }
+        key.extend_from_slice(&local.port().to_be_bytes());
         let key: Key = key.into_boxed_slice();
         let mut shard = self.shard(&key);
         match shard.get_mut(&key) {
@@ -160,36 +168,43 @@ mod tests {
         };
         let first = query(1, "www.example.test", true);
         let qn = question(&first, 1232).unwrap();
-        let Joined::Leader(key, _) = c.join(&qn, waiter(&first)) else {
+        let here: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let Joined::Leader(key, _) = c.join(&qn, here, waiter(&first)) else {
             panic!("the first is the leader")
         };
         // The same name in another case: waits.
         let second = query(2, "WWW.Example.TEST", true);
         let qn2 = question(&second, 1232).unwrap();
-        assert!(matches!(c.join(&qn2, waiter(&second)), Joined::Waiting));
+        assert!(matches!(c.join(&qn2, here, waiter(&second)), Joined::Waiting));
         // RD=0 is another question (its answer may differ), and so is another name.
         let rd0 = query(3, "www.example.test", false);
         assert!(matches!(
-            c.join(&question(&rd0, 1232).unwrap(), waiter(&rd0)),
+            c.join(&question(&rd0, 1232).unwrap(), here, waiter(&rd0)),
             Joined::Leader(..)
         ));
         let other = query(4, "ftp.example.test", true);
         assert!(matches!(
-            c.join(&question(&other, 1232).unwrap(), waiter(&other)),
+            c.join(&question(&other, 1232).unwrap(), here, waiter(&other)),
             Joined::Leader(..)
         ));
-        assert_eq!(c.len(), 3);
+        // The same question received on another listening address: its
+        // answer must leave from there.
+        assert!(matches!(
+            c.join(&qn2, "127.0.0.1:5353".parse().unwrap(), waiter(&second)),
+            Joined::Leader(..)
+        ));
+        assert_eq!(c.len(), 4);
         for _ in 1..MAX_WAITERS {
-            assert!(matches!(c.join(&qn2, waiter(&second)), Joined::Waiting));
+            assert!(matches!(c.join(&qn2, here, waiter(&second)), Joined::Waiting));
         }
         assert!(
-            matches!(c.join(&qn2, waiter(&second)), Joined::Alone(_)),
+            matches!(c.join(&qn2, here, waiter(&second)), Joined::Alone(_)),
             "bounded waiters per question"
         );
         let waiters = c.take(&key);
         assert_eq!(waiters.len(), MAX_WAITERS);
         assert!(c.take(&key).is_empty(), "taken once");
-        assert_eq!(c.len(), 2);
+        assert_eq!(c.len(), 3);
         assert_eq!(
             h.guard().in_flight(),
             MAX_WAITERS,

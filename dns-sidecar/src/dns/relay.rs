@@ -124,6 +124,9 @@ struct State {
 
 pub struct Relay {
     client: UdpSocket,
+    /// The listening address `client` is bound to (what its answers leave
+    /// from: queries coalesce only with others received on it).
+    local: SocketAddr,
     state: Mutex<State>,
     shared: Arc<Shared>,
     /// Upstream answers are kept here; stale answers come from here when
@@ -145,7 +148,11 @@ impl Relay {
             serial: 0,
             current: [None; 2],
         };
+        let local = client
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         Arc::new(Relay {
+            local,
             client,
             state: Mutex::new(state),
             shared,
@@ -222,7 +229,7 @@ impl Relay {
             _ticket: ticket,
         };
         let (w, key) = match question(query, handler.max_udp()) {
-            Some(qn) => match self.coalesce.join(&qn, w) {
+            Some(qn) => match self.coalesce.join(&qn, self.local, w) {
                 Joined::Waiting => return Ok(()),
                 Joined::Leader(key, w) => (w, Some(key)),
                 Joined::Alone(w) => (w, None),
