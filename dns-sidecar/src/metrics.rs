@@ -172,7 +172,8 @@ pub enum Limited {
     InFlight = 2,
     /// The memory budget is used up (SERVFAIL / connection closed).
     Memory = 3,
-    /// Every upstream is out of use after timeouts (answered SERVFAIL).
+    /// Every upstream is out of use after failed health checks, and none is
+    /// due a trial (answered SERVFAIL, or stale).
     UpstreamDown = 4,
     /// `tcp_connections` reached and no idle connection to evict.
     TcpConnections = 5,
@@ -416,7 +417,7 @@ impl Metrics {
         );
         registry.register(
             "upstream_up",
-            "1 while an upstream is in use, 0 while taken out of use after timeouts",
+            "1 while an upstream is in use, 0 while taken out of use after failed health checks",
             m.upstream_health.clone(),
         );
         registry.register(

@@ -26,3 +26,4 @@ mod reload;
 mod sequences;
 mod supervision;
 mod support;
+mod upstream_health;

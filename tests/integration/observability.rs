@@ -221,8 +221,9 @@ async fn every_readme_alert_fires_on_its_event() {
     drop(lonely);
 
     // Forwarding to an upstream that never answers (a black hole), with a
-    // client over its forwarded-query rate: the breaker takes the upstream
-    // out of use, and the rate limit refuses the excess.
+    // client over its forwarded-query rate: failed health checks take the
+    // upstream out of use, and the rate limit refuses the excess (once the
+    // upstream is out of use, the answers come at once and outrun the rate).
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let text = format!(
         "[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{}\"]\ntimeout = \"200ms\"\nmax_fails = \
@@ -231,7 +232,7 @@ async fn every_readme_alert_fires_on_its_event() {
     );
     let forwarder = Sidecar::start(&text).unwrap();
     let before = scrape(&forwarder);
-    for i in 0..6 {
+    for i in 0..20 {
         let _ = dig(
             forwarder.dns,
             &format!("n{i}.example.test"),

@@ -14,6 +14,10 @@
 //! * `admin-starve`: admin connections that send `POST /pin` headers with a
 //!   Content-Length and never the body, reopened when closed, while a probe
 //!   asks `/readyz` on a new connection every 50 ms and times each answer.
+//! * `dead-domain`: a healthy upstream that never answers the names of one
+//!   domain; one client sends waves of lookups under it (100 at once every
+//!   1.5 s) while another looks up healthy, never cached names (four at a
+//!   time, every 10 ms): how many of those failed is the result.
 //!
 //! Meanwhile a prober asks the alias once per millisecond from another
 //! address (a SCHED_FIFO thread, so the flood on its CPU does not delay its
@@ -41,11 +45,11 @@ use testbed::{Dnsmasq, DnsmasqOptions, PairOptions, PgBinaries, PgPair};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Abuse benchmark for dns-sidecar (loopback only)")]
 struct Args {
-    /// Scenarios, comma-separated: blackhole, slow, healthy, tcp-noread, admin-slow, admin-starve.
+    /// Scenarios, comma-separated: blackhole, slow, healthy, tcp-noread, admin-slow, admin-starve, dead-domain.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "blackhole,slow,healthy,tcp-noread,admin-slow,admin-starve"
+        default_value = "blackhole,slow,healthy,tcp-noread,admin-slow,admin-starve,dead-domain"
     )]
     scenarios: Vec<String>,
     /// Seconds each flood lasts.
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
             "tcp-noread",
             "admin-slow",
             "admin-starve",
+            "dead-domain",
         ]
         .contains(&s.as_str())
         {
@@ -155,7 +160,7 @@ fn scenario(args: &Args, name: &str, pair: &PgPair, dir: &std::path::Path, pw: &
     let mode = Arc::new(AtomicU8::new(HEALTHY));
     let mut _dnsmasq = None;
     let upstream: SocketAddr = match name {
-        "blackhole" | "slow" => programmable_upstream(stop.clone(), mode.clone())?,
+        "blackhole" | "slow" | "dead-domain" => programmable_upstream(stop.clone(), mode.clone())?,
         _ => {
             let d = Dnsmasq::start(DnsmasqOptions {
                 hosts: vec![
@@ -207,6 +212,7 @@ fn scenario(args: &Args, name: &str, pair: &PgPair, dir: &std::path::Path, pw: &
         "tcp-noread" => tcp_noread(dns, args.tcp_connections, dur),
         "admin-slow" => admin_slow(admin, args.admin_connections, dur),
         "admin-starve" => admin_starve(admin, args.starve_connections, dur),
+        "dead-domain" => dead_domain(dns, dur),
         _ => udp_flood(dns, args.sources, args.rate, dur),
     };
     flooding.store(false, Ordering::Relaxed);
@@ -292,8 +298,10 @@ const BLACK_HOLE: u8 = 1;
 const SLOW: u8 = 2;
 
 /// An upstream whose behaviour can be switched: healthy (answers pg-a.test
-/// and pg-b.test A with their addresses, everything else NXDOMAIN), a black
-/// hole (reads and never answers) or slow (answers after 200 ms). Scenarios
+/// and pg-b.test A with their addresses, names under live.example with
+/// 10.0.0.1, never answers names under dead.example, everything else
+/// NXDOMAIN), a black hole (reads and never answers) or slow (answers after
+/// 200 ms). Scenarios
 /// start it healthy, so the sidecar has resolved its targets, as it would
 /// have in production before the upstream starts failing.
 fn programmable_upstream(stop: Arc<AtomicBool>, mode: Arc<AtomicU8>) -> Result<SocketAddr> {
@@ -307,7 +315,10 @@ fn programmable_upstream(stop: Arc<AtomicBool>, mode: Arc<AtomicU8>) -> Result<S
         while !stop.load(Ordering::Relaxed) {
             if let Ok((n, from)) = s.recv_from(&mut buf) {
                 let m = mode.load(Ordering::Relaxed);
-                if n >= 17 && m != BLACK_HOLE {
+                let dead = buf[..n]
+                    .windows(14)
+                    .any(|w| w.eq_ignore_ascii_case(b"\x04dead\x07example\x00"));
+                if n >= 17 && m != BLACK_HOLE && !dead {
                     let a = answer(&buf[..n]);
                     if m == SLOW {
                         queue.push_back((Instant::now() + Duration::from_millis(200), from, a));
@@ -339,6 +350,8 @@ fn answer(q: &[u8]) -> Vec<u8> {
     let name = String::from_utf8_lossy(&q[12..end.min(q.len())]).to_lowercase();
     let ip = if name == "\u{4}pg-a\u{4}test" {
         Some([127, 0, 0, 2])
+    } else if name.ends_with("\u{4}live\u{7}example") {
+        Some([10, 0, 0, 1])
     } else if name == "\u{4}pg-b\u{4}test" {
         Some([127, 0, 0, 3])
     } else {
@@ -573,6 +586,79 @@ fn udp_flood(dns: SocketAddr, sources: u32, rate: u64, dur: Duration) -> (String
             sent as f64 / secs
         ),
         got,
+    )
+}
+
+/// Waves of 100 lookups under dead.example (never answered) every 1.5 s
+/// from 127.0.4.1, while 127.0.4.2 looks up fresh names under live.example,
+/// four at a time every 10 ms: how many of those were not answered NOERROR.
+fn dead_domain(dns: SocketAddr, dur: Duration) -> (String, String) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let healthy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.4.2:0").expect("bind");
+            s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            let (mut asked, mut failed, mut i) = (0u64, 0u64, 0u32);
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Relaxed) {
+                for k in 0..4 {
+                    let _ = s.send_to(&query(&format!("h{}.live.example", i + k), 1, (i + k) as u16), dns);
+                }
+                let mut ok = 0;
+                for _ in 0..4 {
+                    match s.recv_from(&mut buf) {
+                        Ok((n, _)) if n >= 12 && buf[3] & 0x0F == 0 => ok += 1,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                asked += 4;
+                failed += 4 - ok;
+                i += 4;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (asked, failed)
+        })
+    };
+    let s = UdpSocket::bind("127.0.4.1:0").expect("bind");
+    s.set_nonblocking(true).expect("nonblocking");
+    let (mut sent, mut waves, mut servfail) = (0u32, 0, 0);
+    let mut buf = [0u8; 1500];
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        let wave = Instant::now();
+        for _ in 0..100 {
+            let _ = s.send_to(&query(&format!("d{sent}.dead.example"), 1, sent as u16), dns);
+            sent += 1;
+        }
+        waves += 1;
+        while wave.elapsed() < Duration::from_millis(1500) {
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                servfail += u32::from(n >= 4 && buf[3] & 0x0F == 2);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // The last wave's SERVFAILs come after the upstream timeout.
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        while let Ok((n, _)) = s.recv_from(&mut buf) {
+            servfail += u32::from(n >= 4 && buf[3] & 0x0F == 2);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (asked, failed) = healthy.join().unwrap_or((0, 0));
+    (
+        format!(
+            "{waves} waves of 100 lookups under a dead domain, every 1.5 s, from one address; another address \
+            looks up fresh healthy names, 4 at a time every 10 ms"
+        ),
+        format!(
+            "dead lookups: SERVFAIL {servfail} of {sent}; healthy lookups failed: {failed} of {asked} ({:.1}%)",
+            100.0 * failed as f64 / asked.max(1) as f64
+        ),
     )
 }
 

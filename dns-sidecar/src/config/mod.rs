@@ -201,9 +201,10 @@ pub struct DnsSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     pub servers: Vec<SocketAddr>,
-    /// Per upstream attempt; the client gets SERVFAIL after all attempts fail.
+    /// Per upstream attempt (at most `validate::upstream::MAX_TIMEOUT`); the
+    /// client gets SERVFAIL after all attempts fail.
     pub timeout: Duration,
-    /// Consecutive timeouts that take an upstream out of use.
+    /// Failed health checks in a row that take an upstream out of use.
     pub max_fails: u32,
     /// How often an upstream out of use is health-checked.
     pub health_check: Duration,

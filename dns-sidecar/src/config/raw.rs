@@ -137,11 +137,11 @@ pub struct RawDns {
 pub struct RawUpstream {
     /// Resolvers tried in order (Azure: `"168.63.129.16"`).
     pub servers: Spanned<Vec<DnsAddr>>,
-    /// How long to wait for one upstream before trying the next.
+    /// How long to wait for one upstream before trying the next (at most 5s).
     #[serde(default)]
     pub timeout: Option<Spanned<HumanDuration>>,
-    /// Consecutive timeouts after which an upstream is taken out of use
-    /// until a health check answers (default 5).
+    /// Failed health checks in a row after which an upstream is taken out
+    /// of use until it answers again (default 5).
     #[serde(default)]
     pub max_fails: Option<Spanned<u32>>,
     /// How often an upstream taken out of use is health-checked (default 1s).

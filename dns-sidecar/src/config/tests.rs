@@ -551,6 +551,17 @@ fn bad_configs_name_line_and_fix() {
             &["`upstream.timeout` must be more than zero", "hint: ", "1500ms"],
         ),
         (
+            "upstream timeout too long",
+            "servers = [\"127.0.0.1:5300\"]",
+            "servers = [\"127.0.0.1:5300\"]\ntimeout = \"6s\"",
+            7,
+            &[
+                "`upstream.timeout` of 6s is longer than the maximum, 5s",
+                "hint: ",
+                "1500ms",
+            ],
+        ),
+        (
             "upstream timeout without unit",
             "servers = [\"127.0.0.1:5300\"]",
             "servers = [\"127.0.0.1:5300\"]\ntimeout = 2",

@@ -84,7 +84,7 @@ pub const MAX_ANSWER: usize = 4096;
 /// entry itself, its slot in the map, the allocator's header.
 pub const ENTRY_OVERHEAD: u64 = 96;
 /// A key: the name (at most 255 bytes), type, class and one byte of flags.
-const KEY_MAX: usize = 255 + 5;
+pub(super) const KEY_MAX: usize = 255 + 5;
 
 /// Where the cache's time comes from (milliseconds since it was created).
 pub enum Clock {
@@ -702,6 +702,12 @@ fn key_of<'b>(q: &[u8], qn: &Question, buf: &'b mut [u8; KEY_MAX]) -> &'b [u8] {
     buf[n + 2..n + 4].copy_from_slice(&[0, 1]);
     buf[n + 4] = qn.edns as u8 | ((q[3] & 0x10) >> 2);
     &buf[..n + 5]
+}
+
+/// The key that selects `q`'s entry (see [`key_of`]); the relay also
+/// coalesces identical questions in flight by it.
+pub(super) fn entry_key<'b>(q: &[u8], qn: &Question, buf: &'b mut [u8; KEY_MAX]) -> &'b [u8] {
+    key_of(q, qn, buf)
 }
 
 fn name_of(key: &[u8]) -> &[u8] {

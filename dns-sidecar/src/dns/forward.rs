@@ -9,6 +9,8 @@
 //! fresh socket (random source port), so the upstream's answer comes back
 //! faithfully: rcode, every section and its EDNS, exactly as sent. Each
 //! upstream gets `timeout`; after all fail the caller answers SERVFAIL.
+//! Which upstream is asked is [`super::admission`]'s policy; a timeout only
+//! makes the upstream suspect (see [`super::health`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
+use super::admission::{self, Denied};
 use super::guard::{Guard, UpstreamState};
 use super::message::{self, Transport};
 use crate::config::UpstreamSettings;
@@ -46,7 +49,7 @@ pub enum ForwardError {
     },
     #[error("no upstream is configured")]
     NoUpstream,
-    #[error("every upstream is out of use after repeated timeouts")]
+    #[error("every upstream is out of use after failed health checks")]
     AllDown,
     #[error("the upstream's answer is larger than {MAX_UDP_ANSWER} bytes")]
     TooBig,
@@ -63,9 +66,12 @@ pub struct Upstream {
 pub struct Forwarder {
     upstreams: Arc<[Upstream]>,
     timeout: Duration,
+    /// A health check's deadline: `timeout`, at most `health_check` (a
+    /// check is over before the next is due).
+    check_timeout: Duration,
     max_fails: u32,
     /// For health bookkeeping; `None` for the background target refresher,
-    /// which must not move the breaker (it serves stale answers instead).
+    /// which keeps no health (it serves stale answers instead).
     guard: Option<Arc<Guard>>,
 }
 
@@ -74,10 +80,11 @@ impl Forwarder {
     ///
     /// With `guard` (the query path: every handler), its upstreams share
     /// their health with every other forwarder of `guard` (the relays, the
-    /// next reload's handler) and go out of use after `max_fails` timeouts in
-    /// a row. Without (the background target refresher), it keeps no health
-    /// and never moves the breaker: the refresher serves stale answers
-    /// instead.
+    /// next reload's handler): a timeout makes an upstream suspect, and
+    /// `max_fails` failed health checks in a row take it out of use (see
+    /// [`super::health`]). Without (the background target refresher), it
+    /// keeps no health and suspects nothing: the refresher serves stale
+    /// answers instead.
     pub fn from_config(settings: &UpstreamSettings, guard: Option<&Arc<Guard>>) -> Forwarder {
         let upstreams = settings
             .servers
@@ -90,6 +97,7 @@ impl Forwarder {
         Forwarder {
             upstreams,
             timeout: settings.timeout,
+            check_timeout: settings.timeout.min(settings.health_check),
             max_fails: if guard.is_some() { settings.max_fails } else { u32::MAX },
             guard: guard.cloned(),
         }
@@ -99,28 +107,38 @@ impl Forwarder {
         &self.upstreams
     }
 
+    /// Whether every upstream is out of use (see [`admission::all_down`]).
+    pub fn all_down(&self) -> bool {
+        self.guard.is_some() && admission::all_down(&self.upstreams)
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// Records the outcome of one attempt at `u`.
+    /// Records the outcome of one client query at `u`: an answer shows it
+    /// is alive; a timeout (or send error) only makes it suspect, which has
+    /// it health-checked at once: the name may be the one at fault.
     pub fn record(&self, u: &Upstream, ok: bool) {
         if let Some(g) = &self.guard {
             if ok {
                 u.state.success(u.addr, g.metrics());
             } else {
-                u.state.failure(u.addr, self.max_fails, g.metrics());
+                g.health.suspect(&u.state);
             }
         }
     }
 
     /// A health check: asks `addr` for the root's NS over UDP; any answer
-    /// (whatever its rcode) shows it is alive, as CoreDNS's forward plugin does.
+    /// (whatever its rcode) shows it is alive, as CoreDNS's forward plugin
+    /// does; `max_fails` checks in a row without one take it out of use.
     pub async fn check(&self, u: &Upstream) -> bool {
         let q = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
-        let ok = self.udp(u.addr, &q, Instant::now() + self.timeout).await.is_ok();
-        if ok {
-            self.record(u, true);
+        let ok = self.udp(u.addr, &q, Instant::now() + self.check_timeout).await.is_ok();
+        match (&self.guard, ok) {
+            (_, true) => self.record(u, true),
+            (Some(g), false) => u.state.check_failed(u.addr, self.max_fails, g.metrics()),
+            (None, false) => {}
         }
         ok
     }
@@ -130,15 +148,26 @@ impl Forwarder {
     /// returned as is when the client asked over UDP (it will retry over TCP),
     /// and retried over TCP when the client is already on TCP.
     pub async fn forward(&self, query: &[u8], transport: Transport) -> Result<Vec<u8>, ForwardError> {
-        let mut last = if self.upstreams.is_empty() {
-            ForwardError::NoUpstream
-        } else {
-            ForwardError::AllDown
+        // The first upstream in use (or due a trial when none is), then the
+        // next ones in use: the admission policy, as the relays apply it.
+        let first = match &self.guard {
+            Some(g) => admission::pick(&self.upstreams, &g.health, || false),
+            None if self.upstreams.is_empty() => Err(Denied::NoUpstream),
+            None => Ok(0),
         };
-        for u in self.upstreams.iter() {
-            if u.state.is_down() {
-                continue;
-            }
+        let mut at = match first {
+            Ok(i) => Some(i),
+            Err(Denied::NoUpstream) => return Err(ForwardError::NoUpstream),
+            Err(_) => return Err(ForwardError::AllDown),
+        };
+        let mut last = ForwardError::AllDown;
+        while let Some(i) = at {
+            let u = &self.upstreams[i];
+            at = if self.guard.is_some() {
+                admission::next_upstream(&self.upstreams, i)
+            } else {
+                Some(i + 1).filter(|&n| n < self.upstreams.len())
+            };
             let addr = u.addr;
             let deadline = Instant::now() + self.timeout;
             let result = match transport {

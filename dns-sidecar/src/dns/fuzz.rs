@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::op::Message;
 
+use super::admission::Denied;
 use super::cache::Found;
 use super::fast::FastTable;
 use super::handler::{Handler, Plan, Request};
@@ -99,9 +100,7 @@ impl Target {
                 _ => None,
             };
             if let Some(stale) = stale {
-                let full = self
-                    .handler
-                    .refuse_or_stale(req, data, hickory_proto::op::ResponseCode::ServFail, Transport::Udp)
+                let full = super::admission::refusal(&self.handler, req, data, Denied::InFlight, Transport::Udp)
                     .map(|r| r.bytes);
                 assert_eq!(
                     full.as_ref(),

@@ -1,21 +1,20 @@
 //! What keeps hostile or heavy traffic from taking the sidecar down: one
 //! memory budget and one in-flight count for everything that grows with
 //! traffic, the client allow list, the per-client rate limit on forwarded
-//! queries, and the upstreams' health (a circuit breaker).
+//! queries, and the upstreams' health (judged by health checks: see
+//! [`super::health`]).
 //!
 //! Every check here is a few atomic operations, so the UDP workers can make
 //! them per datagram. Nothing waits: when a limit is reached the caller
 //! refuses the query at once (SERVFAIL, REFUSED or a closed connection).
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{info, warn};
-
+pub use super::health::{Health, UpstreamState};
 use crate::config::{Cidr, Limits};
 use crate::metrics::{Limited, Metrics};
 
@@ -198,57 +197,6 @@ impl RateLimiter {
                 Err(actual) => cur = actual,
             }
         }
-    }
-}
-
-/// Health of one upstream: a circuit breaker. After `max_fails` timeouts in
-/// a row it is taken out of use (queries skip it, or get SERVFAIL at once
-/// when no upstream is left) until a health check gets an answer from it.
-#[derive(Debug, Default)]
-pub struct UpstreamState {
-    fails: AtomicU32,
-    down: AtomicBool,
-}
-
-impl UpstreamState {
-    pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
-    }
-
-    /// An answer arrived: the upstream is usable.
-    pub fn success(&self, addr: SocketAddr, metrics: &Metrics) {
-        if self.fails.load(Ordering::Relaxed) != 0 {
-            self.fails.store(0, Ordering::Relaxed);
-        }
-        // A load first: every answer comes here, and the swap (a locked
-        // read-modify-write) is only needed when the upstream was out.
-        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
-            info!(upstream = %addr, "upstream answers again; forwarding to it");
-            metrics.upstream_up(addr, true);
-        }
-    }
-
-    /// A timeout (or send error).
-    pub fn failure(&self, addr: SocketAddr, max_fails: u32, metrics: &Metrics) {
-        let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= max_fails && !self.down.swap(true, Ordering::Relaxed) {
-            warn!(upstream = %addr, failures = n, "upstream taken out of use after consecutive timeouts; answering \
-                SERVFAIL for it at once and health-checking it");
-            metrics.upstream_up(addr, false);
-        }
-    }
-}
-
-/// Every upstream's state, by address; shared across reloads.
-#[derive(Default)]
-pub struct Health {
-    map: Mutex<HashMap<SocketAddr, Arc<UpstreamState>>>,
-}
-
-impl Health {
-    pub fn get(&self, addr: SocketAddr) -> Arc<UpstreamState> {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(addr).or_default().clone()
     }
 }
 

@@ -196,48 +196,19 @@ impl Handler {
         }
     }
 
-    /// [`Handler::refuse`], but a SERVFAIL (no upstream, a limit) is
-    /// replaced by a stale answer when the cache has one.
-    pub(crate) fn refuse_or_stale(
-        &self,
-        req: &Message,
-        raw: &[u8],
-        code: ResponseCode,
-        transport: Transport,
-    ) -> Option<Reply> {
-        if code == ResponseCode::ServFail {
-            if let Some(r) = self.stale(raw, transport) {
-                return Some(r);
-            }
-        }
-        self.refuse(req, code, transport)
-    }
-
     /// The limits in force with this handler's config.
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
-    /// Whether a client at `ip` may query.
-    pub(crate) fn allows(&self, ip: std::net::IpAddr) -> bool {
-        super::guard::allowed(&self.allow, ip)
+    /// The allow list in force (see [`super::admission::allows`]).
+    pub(crate) fn allow(&self) -> &[Cidr] {
+        &self.allow
     }
 
     /// The process-wide counters and limiters.
     pub(crate) fn guard(&self) -> &Arc<Guard> {
         &self.guard
-    }
-
-    /// Takes a forwarded-query token for the client at `ip`.
-    pub(crate) fn rate_ok(&self, ip: std::net::IpAddr) -> bool {
-        let ok = self
-            .guard
-            .rate
-            .allow(ip, self.limits.forward_rate, self.limits.forward_burst);
-        if !ok {
-            self.guard.refused(Limited::Rate);
-        }
-        ok
     }
 
     /// An immediate answer with `code` for a query we decided not to forward
@@ -290,9 +261,8 @@ impl Handler {
         self.forwarder.as_ref()
     }
 
-    /// SERVFAIL for a query whose forwarding failed (counted as such).
-    pub(crate) fn forward_failed(&self, raw: &[u8], error: &ForwardError) -> Option<Vec<u8>> {
-        self.count_upstream_error(error);
+    /// SERVFAIL for a query whose forwarding failed.
+    pub(crate) fn servfail(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let req = Message::from_vec(raw).ok()?;
         self.reply_bytes(&req, ResponseCode::ServFail, Transport::Udp, QueryKind::Forwarded)
     }
@@ -486,11 +456,19 @@ impl Handler {
     /// Relays a query to the upstreams; SERVFAIL when none answers.
     async fn forward(&self, req: &Message, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let fwd = self.forwarder.as_ref()?;
+        // Every upstream out of use: a stale answer at once beats a trial
+        // (the admission policy, as the relays apply it).
+        if fwd.all_down() {
+            if let Some(r) = self.stale(raw, transport) {
+                self.guard.refused(Limited::UpstreamDown);
+                return Some(r.bytes);
+            }
+        }
         match fwd.forward(raw, transport).await {
             Ok(answer) => {
                 // The upstream could not answer (SERVFAIL, REFUSED): a stale
                 // answer is better (RFC 8767).
-                if matches!(answer[3] & 0x0F, 2 | 5) {
+                if super::admission::stale_instead(answer[3]) {
                     if let Some(r) = self.stale(raw, transport) {
                         return Some(r.bytes);
                     }
@@ -512,7 +490,11 @@ impl Handler {
                 if let Some(r) = self.stale(raw, transport) {
                     return Some(r.bytes);
                 }
-                self.reply_bytes(req, ResponseCode::ServFail, transport, QueryKind::Forwarded)
+                let servfail = self.reply_bytes(req, ResponseCode::ServFail, transport, QueryKind::Forwarded)?;
+                if matches!(e, ForwardError::Timeout { .. }) {
+                    super::admission::remember_timeout(self, raw, &servfail);
+                }
+                Some(servfail)
             }
         }
     }

@@ -23,8 +23,11 @@
 //!   from `targets` (kept fresh in the background).
 //! * `relay`: forwarding for the UDP workers, off the runtime; `forward`:
 //!   the runtime's upstream client (TCP, alias targets, health checks).
-//! * `guard`: the limits (memory, in flight, rate, allow list) and the
-//!   upstreams' circuit breaker; `health` brings upstreams back.
+//! * `admission`: the one policy for "cannot forward now" (allow list,
+//!   rate, in flight, budget, which upstream, serve-stale, refusal), which
+//!   every path asks; `guard`: the counters and limiters it uses; `health`:
+//!   upstream health, judged by health checks; `coalesce`: identical
+//!   questions in flight share one upstream query.
 //! * `question` reads a query's question without decoding; `names` holds
 //!   the conversions between name forms; `message` the hickory-level
 //!   response helpers; `sched` the threads' scheduling priority.
@@ -32,9 +35,11 @@
 //! `fixture` and `fuzz` are test support, compiled only for tests and with
 //! the `testing` feature (benches, the fuzz crate).
 
+mod admission;
 pub mod cache;
 #[cfg(test)]
 mod cache_tests;
+mod coalesce;
 pub mod fast;
 #[cfg(test)]
 mod fast_tests;

@@ -8,17 +8,21 @@
 //! question), restores the client's ID and sends them back from the
 //! client-facing socket.
 //!
-//! Nothing here queues: a query is taken only with a [`Ticket`] (one
-//! in-flight slot and its bytes of the memory budget); without one, or when
-//! every upstream is out of use (the circuit breaker in [`super::guard`]),
-//! [`Relay::submit`] says no and the worker answers SERVFAIL at once. A query
-//! with no answer within the upstream timeout counts as a failure of that
-//! upstream and moves to the next one in use; after the last, SERVFAIL.
-//! Upstream answers larger than [`MAX_UDP_ANSWER`], or than the client
-//! takes (its EDNS size capped by ours, 512 without EDNS), are answered with
-//! TC set.
+//! Nothing here queues: a query is taken only when [`super::admission`]
+//! admits it (the client's rate, one in-flight slot and its bytes of the
+//! memory budget, an upstream in use or due a trial); otherwise
+//! [`Relay::submit`] says why not and the worker answers at once. Identical
+//! questions in flight share one upstream query ([`super::coalesce`]). A
+//! query with no answer within the upstream timeout makes that upstream
+//! suspect (health checks decide, see [`super::health`]) and moves to the
+//! next one in use; after the last, a stale answer or SERVFAIL, remembered
+//! for the name (`[cache] servfail_ttl`). Pending queries wait in a queue
+//! ordered by deadline (a query may have its own), each entry removed with
+//! its query and paid for by its ticket. Upstream answers larger than
+//! [`MAX_UDP_ANSWER`], or than the recipient takes (its EDNS size capped by
+//! ours, 512 without EDNS), are answered with TC set.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -28,14 +32,16 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::admission::{self, Denied};
 use super::cache::{Cache, Found};
+use super::coalesce::{self, Coalesce, Joined, Key, Waiter};
 use super::forward::{same_question, ForwardError, Upstream, MAX_UDP_ANSWER};
-use super::guard::{Guard, Refusal, Ticket};
+use super::guard::Ticket;
 use super::handler::Handler;
 use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
 use super::question::question;
 use super::sched::lower_priority;
-use crate::metrics::{rcode_index, Limited, QueryKind};
+use crate::metrics::{rcode_index, QueryKind};
 use crate::shared::Shared;
 
 const BATCH: usize = 32;
@@ -49,8 +55,9 @@ const ROTATE_AFTER: Duration = Duration::from_secs(60);
 /// ... or after this many queries, whichever comes first.
 const ROTATE_QUERIES: u32 = 10_000;
 /// Bytes charged to the budget per pending query, besides the query itself
-/// (the entry, its table and queue slots, allocator overhead).
-pub const PENDING_COST: u64 = 256;
+/// (the entry, its table and deadline-queue slots, its coalescing key,
+/// allocator overhead); a query waiting on another's is charged the same.
+pub const PENDING_COST: u64 = 512;
 
 struct Pending {
     client: SocketAddr,
@@ -64,6 +71,8 @@ struct Pending {
     deadline: Instant,
     started: Instant,
     handler: Arc<Handler>,
+    /// Its key in the coalescing table, when others may wait on it.
+    key: Option<Key>,
     _ticket: Ticket,
 }
 
@@ -99,9 +108,11 @@ type Ids = std::hash::BuildHasherDefault<IdHasher>;
 
 struct State {
     pending: HashMap<u16, Pending, Ids>,
-    /// (deadline, id) in the order queries were sent; deadlines only grow
-    /// for one timeout, so the sweep looks at the front only.
-    deadlines: VecDeque<(Instant, u16)>,
+    /// (deadline, id) of every pending query, earliest first: exactly one
+    /// entry per entry of `pending`, removed with it (so bounded by the
+    /// in-flight limit and paid for by its ticket). Ordered by deadline,
+    /// whatever each query's timeout.
+    deadlines: BTreeSet<(Instant, u16)>,
     slots: Vec<Slot>,
     /// Sockets replaced by newer ones, kept until their queries are done.
     retired: Vec<(Slot, Instant)>,
@@ -114,43 +125,40 @@ struct State {
 
 pub struct Relay {
     client: UdpSocket,
+    /// The listening address `client` is bound to (what its answers leave
+    /// from: queries coalesce only with others received on it).
+    local: SocketAddr,
     state: Mutex<State>,
-    guard: Arc<Guard>,
     shared: Arc<Shared>,
     /// Upstream answers are kept here; stale answers come from here when
     /// the upstream fails.
     cache: Arc<Cache>,
-}
-
-/// Why [`Relay::submit`] did not take a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotTaken {
-    /// No upstream is configured.
-    NoUpstream,
-    /// Every upstream is out of use.
-    Down,
-    /// A limit was reached.
-    Limit(Refusal),
+    /// Questions in flight, shared by every relay.
+    coalesce: Arc<Coalesce>,
 }
 
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
-    pub fn new(client: UdpSocket, guard: Arc<Guard>, shared: Arc<Shared>, cache: Arc<Cache>) -> Arc<Relay> {
+    pub fn new(client: UdpSocket, shared: Arc<Shared>, cache: Arc<Cache>, coalesce: Arc<Coalesce>) -> Arc<Relay> {
         let state = State {
             pending: HashMap::default(),
-            deadlines: VecDeque::new(),
+            deadlines: BTreeSet::new(),
             slots: Vec::new(),
             retired: Vec::new(),
             next: 0,
             serial: 0,
             current: [None; 2],
         };
+        let local = client
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         Arc::new(Relay {
+            local,
             client,
             state: Mutex::new(state),
-            guard,
             shared,
             cache,
+            coalesce,
         })
     }
 
@@ -172,6 +180,20 @@ impl Relay {
         }
     }
 
+    /// Whether the cache can answer `query` stale (every upstream is out of
+    /// use: that answer goes at once, no trial).
+    fn has_stale(&self, handler: &Handler, query: &[u8]) -> bool {
+        let Some(qn) = question(query, handler.max_udp()) else {
+            return false;
+        };
+        let mut scratch = [0u8; MAX_UDP_ANSWER];
+        matches!(
+            self.cache
+                .stale(query, &qn, qn.udp_limit, self.cache.now(), &mut scratch),
+            Found::Stale(_) | Found::Fresh(_)
+        )
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -182,8 +204,11 @@ impl Relay {
         self.lock().current = [None; 2];
     }
 
-    /// Registers `query` from `client` for the first upstream of `handler`
-    /// in use, and puts it in `outbox` (sent at the end of the worker's batch).
+    /// Admits `query` from `client` (see [`super::admission`]) and either
+    /// has it wait on an identical question in flight, or registers it for
+    /// the first upstream of `handler` (in use, or due a trial) and puts it
+    /// in `outbox` (sent at the end of the worker's batch). The refusal,
+    /// counted, says how to answer at once.
     pub fn submit(
         &self,
         handler: &Arc<Handler>,
@@ -191,26 +216,40 @@ impl Relay {
         client: SocketAddr,
         started: Instant,
         outbox: &mut Outbox,
-    ) -> Result<(), NotTaken> {
+    ) -> Result<(), Denied> {
         let Some(fwd) = handler.forwarder() else {
-            return Err(NotTaken::NoUpstream);
+            return Err(Denied::NoUpstream);
         };
+        let ticket = admission::admit(handler, client.ip(), PENDING_COST + query.len() as u64)?;
         let upstreams = fwd.upstreams().clone();
-        let Some(first) = upstreams.iter().position(|u| !u.state.is_down()) else {
-            return Err(NotTaken::Down);
+        let first = admission::first_upstream(handler, &upstreams, || self.has_stale(handler, query))?;
+        let w = Waiter {
+            client,
+            query: query.into(),
+            started,
+            _ticket: ticket,
         };
-        let ticket = self
-            .guard
-            .try_forward(PENDING_COST + query.len() as u64, handler.limits())
-            .map_err(NotTaken::Limit)?;
+        let (w, key) = match question(query, handler.max_udp()) {
+            Some(qn) => match self.coalesce.join(&qn, self.local, w) {
+                Joined::Waiting => return Ok(()),
+                Joined::Leader(key, w) => (w, Some(key)),
+                Joined::Alone(w) => (w, None),
+            },
+            None => (w, None),
+        };
         let to = upstreams[first].addr;
         let (id, sock) = {
             let mut st = self.lock();
             let (sock, serial) = match st.socket(to.is_ipv6()) {
                 Ok(s) => s,
                 Err(e) => {
+                    drop(st);
                     debug!(error = %e, "cannot open an upstream socket");
-                    return Err(NotTaken::Limit(Refusal::Memory));
+                    // Rare; those that joined meanwhile retry (no answer).
+                    if let Some(k) = key {
+                        self.coalesce.take(&k);
+                    }
+                    return Err(Denied::Memory);
                 }
             };
             let id = loop {
@@ -224,17 +263,18 @@ impl Relay {
                 id,
                 Pending {
                     client,
-                    query: query.into(),
+                    query: w.query,
                     upstreams,
                     tried: first,
                     sock: serial,
                     deadline,
                     started,
                     handler: handler.clone(),
-                    _ticket: ticket,
+                    key,
+                    _ticket: w._ticket,
                 },
             );
-            st.deadlines.push_back((deadline, id));
+            st.deadlines.insert((deadline, id));
             (id, sock)
         };
         outbox.push(&sock, to, query, id);
@@ -307,9 +347,10 @@ impl Relay {
         }
     }
 
-    /// Relays the `n` datagrams in `batch`, received on socket `serial`, and
-    /// keeps them in the cache; when the upstream answered SERVFAIL or
-    /// REFUSED, a stale answer from the cache goes to the client instead.
+    /// Relays the `n` datagrams in `batch`, received on socket `serial`, to
+    /// their client and every client waiting on the same question, and keeps
+    /// them in the cache; when the upstream answered SERVFAIL or REFUSED, a
+    /// stale answer from the cache goes to a client instead when it has one.
     fn answers(&self, batch: &mut Batch, n: usize, serial: u64, tx: &mut Batch) {
         let now = self.cache.now();
         let mut counts = [0u64; 8];
@@ -333,7 +374,9 @@ impl Relay {
                     Some(p)
                         if p.sock == serial && p.upstreams[p.tried].addr == from && same_question(&p.query, answer) =>
                     {
-                        st.pending.remove(&id)
+                        let p = st.pending.remove(&id).expect("present above");
+                        st.deadlines.remove(&(p.deadline, id));
+                        Some(p)
                     }
                     _ => None,
                 }
@@ -343,42 +386,30 @@ impl Relay {
             if let Some(fwd) = p.handler.forwarder() {
                 fwd.record(u, true);
             }
-            let len = if truncated {
-                // Too big to relay: tell the client to retry over TCP.
-                let Some(n) = truncated_into(&p.handler, &p.query, tx.buf_mut(out)) else {
+            let waiters = p.key.as_ref().map(|k| self.coalesce.take(k)).unwrap_or_default();
+            let failed = !truncated && admission::stale_instead(answer[3]);
+            let mut leader_stale = false;
+            let recipients = std::iter::once((&p.query, p.client, p.started))
+                .chain(waiters.iter().map(|w| (&w.query, w.client, w.started)));
+            for (k, (query, client, started)) in recipients.enumerate() {
+                if out == tx.capacity() {
+                    tx.send(self.client.as_raw_fd(), out);
+                    out = 0;
+                }
+                let Some(len) = self.deliver(&p.handler, query, answer, truncated, failed, tx.buf_mut(out)) else {
                     continue;
                 };
-                n
-            } else {
-                answer[..2].copy_from_slice(&p.query[..2]);
-                let failed = matches!(answer[3] & 0x0F, 2 | 5);
-                match failed
-                    .then(|| self.stale(&p.handler, &p.query, tx.buf_mut(out)))
-                    .flatten()
-                {
-                    Some(n) => n,
-                    None => {
-                        if let Some(qn) = question(&p.query, p.handler.max_udp()) {
-                            self.cache.insert(&p.query, &qn, answer, now);
-                        }
-                        // Larger than the client takes over UDP: TC, so it
-                        // retries over TCP (kept whole for that above).
-                        if answer.len() > p.handler.udp_limit_of(&p.query) {
-                            let Some(n) = truncated_into(&p.handler, &p.query, tx.buf_mut(out)) else {
-                                continue;
-                            };
-                            n
-                        } else {
-                            tx.buf_mut(out)[..answer.len()].copy_from_slice(answer);
-                            answer.len()
-                        }
-                    }
+                leader_stale |= k == 0 && failed && len.1;
+                tx.address_to(out, len.0, client);
+                counts[rcode_index((tx.buf_mut(out)[3] & 0x0F) as u16)] += 1;
+                out += 1;
+                longest = longest.max(Some(started.elapsed()));
+            }
+            if !truncated && !leader_stale {
+                if let Some(qn) = question(&p.query, p.handler.max_udp()) {
+                    self.cache.insert(&p.query, &qn, answer, now);
                 }
-            };
-            tx.address_to(out, len, p.client);
-            counts[rcode_index((tx.buf_mut(out)[3] & 0x0F) as u16)] += 1;
-            out += 1;
-            longest = longest.max(Some(p.started.elapsed()));
+            }
         }
         // Every answer of the batch with one sendmmsg.
         tx.send(self.client.as_raw_fd(), out);
@@ -392,32 +423,66 @@ impl Relay {
         }
     }
 
-    /// Moves timed-out queries to the next upstream in use, or answers
-    /// (stale from the cache, else SERVFAIL).
+    /// Writes into `buf` the answer to `query` from the upstream's `answer`
+    /// (to that query or an identical one): a TC answer when it was too big
+    /// for UDP, a stale answer when it `failed` and the cache has one, else
+    /// the answer with the query's ID, question case and RD. Returns its
+    /// length and whether it came from the cache.
+    fn deliver(
+        &self,
+        handler: &Handler,
+        query: &[u8],
+        answer: &[u8],
+        truncated: bool,
+        failed: bool,
+        buf: &mut [u8],
+    ) -> Option<(usize, bool)> {
+        // Too big to relay, or larger than this recipient takes over UDP
+        // (the cache keeps it whole for its TCP retry): TC.
+        if truncated || answer.len() > handler.udp_limit_of(query) {
+            return Some((truncated_into(handler, query, buf)?, false));
+        }
+        if failed {
+            if let Some(n) = self.stale(handler, query, buf) {
+                return Some((n, true));
+            }
+        }
+        let qn = question(query, handler.max_udp());
+        let out = buf.get_mut(..answer.len())?;
+        out.copy_from_slice(answer);
+        match qn {
+            Some(qn) => {
+                if !coalesce::adapt(out, query, &qn) {
+                    return None;
+                }
+            }
+            None => out[..2].copy_from_slice(&query[..2]),
+        }
+        Some((answer.len(), false))
+    }
+
+    /// Moves timed-out queries to the next upstream in use, or answers them
+    /// and those waiting on them (stale from the cache, else SERVFAIL, which
+    /// the name is remembered by: see [`admission::remember_timeout`]).
     fn sweep(&self, scratch: &mut [u8]) {
         let now = Instant::now();
         let mut failed = Vec::new();
         let mut resend = Vec::new();
         {
             let mut st = self.lock();
-            while let Some(&(deadline, id)) = st.deadlines.front() {
+            while let Some(&(deadline, id)) = st.deadlines.first() {
                 if deadline > now {
                     break;
                 }
-                st.deadlines.pop_front();
+                st.deadlines.pop_first();
                 let Some(p) = st.pending.get(&id) else { continue };
-                if p.deadline != deadline {
-                    continue; // resent since; a later queue entry covers it
-                }
                 let u = p.upstreams[p.tried].clone();
-                let err = ForwardError::Timeout {
-                    addr: u.addr,
-                    timeout: p.handler.forwarder().map_or(Duration::ZERO, |f| f.timeout()),
-                };
+                let timeout = p.handler.forwarder().map_or(Duration::ZERO, |f| f.timeout());
+                let err = ForwardError::Timeout { addr: u.addr, timeout };
                 if let Some(fwd) = p.handler.forwarder() {
                     fwd.record(&u, false);
                 }
-                let next = (p.tried + 1..p.upstreams.len()).find(|&i| !p.upstreams[i].state.is_down());
+                let next = admission::next_upstream(&p.upstreams, p.tried);
                 let v6 = next.map(|i| p.upstreams[i].addr.is_ipv6());
                 let sock = v6.and_then(|v6| st.socket(v6).ok());
                 match (next, sock) {
@@ -425,12 +490,12 @@ impl Relay {
                         let p = st.pending.get_mut(&id).expect("present above");
                         p.tried = i;
                         p.sock = serial;
-                        p.deadline = now + err_timeout(&err);
+                        p.deadline = now + timeout;
                         let mut out = p.query.to_vec();
                         out[..2].copy_from_slice(&id.to_be_bytes());
                         resend.push((sock, out, p.upstreams[i].addr, p.handler.clone(), err));
                         let d = p.deadline;
-                        st.deadlines.push_back((d, id));
+                        st.deadlines.insert((d, id));
                     }
                     _ => {
                         if let Some(p) = st.pending.remove(&id) {
@@ -445,25 +510,32 @@ impl Relay {
             let _ = sock.send_to(&out, to);
         }
         for (p, err) in failed {
-            let stale = self.stale(&p.handler, &p.query, scratch);
-            let failed;
-            let bytes: &[u8] = match stale {
-                Some(n) => {
-                    p.handler.count_upstream_error(&err);
-                    &scratch[..n]
-                }
-                None => match p.handler.forward_failed(&p.query, &err) {
-                    Some(b) => {
-                        failed = b;
-                        &failed
-                    }
-                    None => continue,
-                },
-            };
-            let _ = self.client.send_to(bytes, p.client);
-            self.shared
-                .metrics
-                .answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
+            let waiters = p.key.as_ref().map(|k| self.coalesce.take(k)).unwrap_or_default();
+            p.handler.count_upstream_error(&err);
+            let recipients = std::iter::once((&p.query, p.client)).chain(waiters.iter().map(|w| (&w.query, w.client)));
+            let mut remembered = false;
+            for (query, client) in recipients {
+                let stale = self.stale(&p.handler, query, scratch);
+                let servfail;
+                let bytes: &[u8] = match stale {
+                    Some(n) => &scratch[..n],
+                    None => match p.handler.servfail(query) {
+                        Some(b) => {
+                            servfail = b;
+                            if !remembered {
+                                admission::remember_timeout(&p.handler, query, &servfail);
+                                remembered = true;
+                            }
+                            &servfail
+                        }
+                        None => continue,
+                    },
+                };
+                let _ = self.client.send_to(bytes, client);
+                self.shared
+                    .metrics
+                    .answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
+            }
         }
     }
 }
@@ -527,13 +599,6 @@ impl Outbox {
             self.batch.send(sock.as_raw_fd(), self.n);
         }
         self.n = 0;
-    }
-}
-
-fn err_timeout(e: &ForwardError) -> Duration {
-    match e {
-        ForwardError::Timeout { timeout, .. } => *timeout,
-        _ => Duration::from_secs(1),
     }
 }
 
@@ -617,11 +682,65 @@ fn open(v6: bool) -> io::Result<UdpSocket> {
     Ok(s)
 }
 
-/// The metric for a refusal.
-pub fn limited(n: NotTaken) -> Limited {
-    match n {
-        NotTaken::Limit(Refusal::Memory) => Limited::Memory,
-        NotTaken::Limit(Refusal::InFlight) => Limited::InFlight,
-        NotTaken::Down | NotTaken::NoUpstream => Limited::UpstreamDown,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::fixture::fixture;
+
+    fn query(id: u16, label: &str) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+        q.extend_from_slice(&[7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn the_deadline_queue_holds_one_entry_per_pending_query_and_is_paid_for_by_it() {
+        let (config, h, _) = fixture();
+        let h = Arc::new(h);
+        // The client socket answers go to: our own, on loopback.
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = client.local_addr().unwrap();
+        let shared = Arc::new(Shared::new(config));
+        let relay = Relay::new(
+            client.try_clone().unwrap(),
+            shared,
+            h.cache().clone(),
+            Arc::new(Coalesce::default()),
+        );
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        // Deadlines out of the order of sending: an older query sent later.
+        let (late, early) = (query(1, "late"), query(2, "early"));
+        relay.submit(&h, &late, me, now, &mut outbox).unwrap();
+        relay
+            .submit(&h, &early, me, now - Duration::from_secs(10), &mut outbox)
+            .unwrap();
+        // An identical question waits on the first: no entry of its own.
+        relay.submit(&h, &query(3, "LATE"), me, now, &mut outbox).unwrap();
+        outbox.flush();
+        {
+            let st = relay.lock();
+            assert_eq!((st.pending.len(), st.deadlines.len()), (2, 2));
+            let first = st.deadlines.first().unwrap().1;
+            assert_eq!(st.pending[&first].query[..], early[..], "ordered by deadline");
+        }
+        let charged = 3 * PENDING_COST + (2 * late.len() + early.len()) as u64;
+        assert_eq!(h.guard().used(), charged);
+        // The sweep answers the expired query and drops its entry and charge;
+        // the other is not due.
+        relay.sweep(&mut [0u8; MAX_UDP_ANSWER]);
+        {
+            let st = relay.lock();
+            assert_eq!((st.pending.len(), st.deadlines.len()), (1, 1));
+        }
+        assert_eq!(h.guard().used(), charged - PENDING_COST - early.len() as u64);
+        let mut buf = [0u8; 512];
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, _) = client.recv_from(&mut buf).expect("the expired query is answered");
+        assert_eq!((&buf[..2], buf[3] & 0x0F), (&[0u8, 2][..], 2), "SERVFAIL, its ID");
+        assert!(n >= 12);
     }
 }

@@ -17,13 +17,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use hickory_proto::op::ResponseCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::time::timeout_at;
 use tracing::debug;
 
+use super::admission;
 use super::forward::SLOW_COST;
 use super::guard::Ticket;
 use super::handler::{Chase, Plan, Request, SharedHandler};
@@ -172,8 +172,7 @@ pub async fn accept_loop(
         };
         let h = handler.load_full();
         let ip = peer.ip().to_canonical();
-        if !h.allows(ip) {
-            h.guard().refused(Limited::Acl);
+        if !admission::allows(&h, ip) {
             continue;
         }
         let limits = h.limits();
@@ -255,19 +254,14 @@ async fn connection(
                 Plan::Reply(r) => Some(r),
                 Plan::Drop => None,
                 plan @ (Plan::Forward(_) | Plan::Chase(_)) => {
-                    let req = match &plan {
-                        Plan::Forward(Request(r)) | Plan::Chase(Chase { req: r, .. }) => r.clone(),
-                        _ => unreachable!("matched above"),
-                    };
-                    let forward = matches!(plan, Plan::Forward(_));
-                    if forward && !h.rate_ok(peer.ip()) {
-                        h.refuse(&req, ResponseCode::Refused, Transport::Tcp)
-                    } else {
-                        match h.guard().try_forward(SLOW_COST, &limits) {
-                            Ok(_flight) => h.complete(plan, &buf, Transport::Tcp).await,
-                            Err(_) if forward => h.refuse_or_stale(&req, &buf, ResponseCode::ServFail, Transport::Tcp),
-                            Err(_) => h.refuse(&req, ResponseCode::ServFail, Transport::Tcp),
-                        }
+                    // The same admission as UDP's: rate, in-flight, budget.
+                    match admission::admit(&h, peer.ip(), SLOW_COST) {
+                        Ok(_flight) => h.complete(plan, &buf, Transport::Tcp).await,
+                        Err(why) => match &plan {
+                            Plan::Forward(Request(req)) => admission::refusal(&h, req, &buf, why, Transport::Tcp),
+                            Plan::Chase(Chase { req, .. }) => h.refuse(req, why.rcode(), Transport::Tcp),
+                            _ => None,
+                        },
                     }
                 }
             };

@@ -11,8 +11,8 @@
 //! target's addresses are not cached yet) are handed to the tokio runtime, which answers them through its own handle on
 //! the same socket. Neither ever blocks the worker: when a limit is reached
 //! (memory budget, in-flight count, the client's rate, every upstream out of
-//! use) the query is answered at once, so alias and zone answers in the same
-//! batch never wait behind forwarding.
+//! use: the policy is [`super::admission`]'s) the query is answered at once,
+//! so alias and zone answers in the same batch never wait behind forwarding.
 //!
 //! Clients outside `[dns] allow` get REFUSED, built from the raw header
 //! without decoding the query.
@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hickory_proto::op::ResponseCode;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -35,8 +34,9 @@ use super::guard::{Guard, Ticket};
 use super::handler::{Chase, Handler, Plan, Reply, Request, SharedHandler};
 use super::message::{must_drop, refused_from_raw, Transport};
 use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
-use super::relay::{self, NotTaken, Outbox, Relay};
-use crate::metrics::{rcode_index, Limited, QueryKind};
+use super::relay::{Outbox, Relay};
+use super::{admission, coalesce::Coalesce};
+use crate::metrics::{rcode_index, QueryKind};
 use crate::shared::Shared;
 
 /// Receive buffer per datagram (queries are small; EDNS caps answers lower).
@@ -55,15 +55,18 @@ struct SlowJob {
 }
 
 /// Starts one worker thread per socket, and the runtime tasks that answer
-/// their slow queries. Must be called inside the tokio runtime.
+/// their slow queries. Must be called inside the tokio runtime. (`_guard`:
+/// the relays and workers reach the guard through the handler in force.)
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     handler: SharedHandler,
     shared: Arc<Shared>,
-    guard: Arc<Guard>,
+    _guard: Arc<Guard>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
+    // One table of questions in flight for every worker's relay.
+    let coalesce = Arc::new(Coalesce::default());
     for (i, sock) in sockets.into_iter().enumerate() {
         // The worker blocks in recvmmsg (waking every IDLE_CHECK to look for
         // shutdown), so the socket stays in blocking mode; slow answers are
@@ -77,9 +80,9 @@ pub fn spawn(
         tokio::spawn(slow_answers(rx, sender));
         let relay = Relay::new(
             sock.try_clone()?,
-            guard.clone(),
             shared.clone(),
             handler.load().cache().clone(),
+            coalesce.clone(),
         );
         let (r, relay_stop) = (relay.clone(), stop.clone());
         threads.push(
@@ -214,11 +217,10 @@ impl Worker {
             let Some(peer) = sockaddr_to_std(&peer_addr) else {
                 continue;
             };
-            if !handler.allows(peer.ip()) {
+            if !admission::allows(&handler, peer.ip()) {
                 if must_drop(q) {
                     continue;
                 }
-                handler.guard().refused(Limited::Acl);
                 let r = refused_from_raw(q);
                 self.tx.buf_mut(out)[..r.len()].copy_from_slice(&r);
                 self.tx.address_reply(out, r.len(), &self.rx, i);
@@ -246,10 +248,10 @@ impl Worker {
                         }
                         Found::Miss | Found::Off => {
                             self.cached[1] += u64::from(found == Found::Miss);
-                            match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
+                            match self.relay.submit(&handler, q, peer, started, &mut self.outbox) {
                                 Ok(()) => None,
-                                Err(code) => {
-                                    let stale = if code == ResponseCode::ServFail {
+                                Err(why) => {
+                                    let stale = if why.stale_ok() {
                                         cache.stale(q, &f, f.udp_limit, now, self.tx.buf_mut(out))
                                     } else {
                                         Found::Miss
@@ -264,7 +266,7 @@ impl Worker {
                                             Some(len)
                                         }
                                         _ if overloaded => None,
-                                        _ => table.refuse(q, &f, code.low(), self.tx.buf_mut(out)),
+                                        _ => table.refuse(q, &f, why.rcode().low(), self.tx.buf_mut(out)),
                                     }
                                 }
                             }
@@ -286,13 +288,12 @@ impl Worker {
                         Plan::Reply(r) => Some(r),
                         Plan::Drop => None,
                         Plan::Forward(Request(req)) => {
-                            match relay_or_refuse(&self.relay, &mut self.outbox, &handler, q, peer, started) {
+                            match self.relay.submit(&handler, q, peer, started, &mut self.outbox) {
                                 Ok(()) => None,
                                 // Under overload a refusal is dropped; a stale answer
                                 // (never SERVFAIL or REFUSED itself) is sent.
-                                Err(code) => handler
-                                    .refuse_or_stale(&req, q, code, Transport::Udp)
-                                    .filter(|r| !overloaded || r.rcode() != code.low() as u16),
+                                Err(why) => admission::refusal(&handler, &req, q, why, Transport::Udp)
+                                    .filter(|r| !overloaded || r.rcode() != why.rcode().low() as u16),
                             }
                         }
                         plan => slow(&self.slow, &handler, plan, q, peer, started),
@@ -352,30 +353,9 @@ impl Worker {
     }
 }
 
-/// Relays a forwarded query, or says how to refuse it: REFUSED over the
-/// client's rate, SERVFAIL when no upstream is in use or a limit is reached.
-fn relay_or_refuse(
-    relay: &Relay,
-    outbox: &mut Outbox,
-    handler: &Arc<Handler>,
-    q: &[u8],
-    peer: SocketAddr,
-    started: Instant,
-) -> Result<(), ResponseCode> {
-    if !handler.rate_ok(peer.ip()) {
-        return Err(ResponseCode::Refused);
-    }
-    relay.submit(handler, q, peer, started, outbox).map_err(|why| {
-        // (Limits count themselves in the guard.)
-        if !matches!(why, NotTaken::Limit(_)) {
-            handler.guard().refused(relay::limited(why));
-        }
-        ResponseCode::ServFail
-    })
-}
-
-/// Hands a query that waits on an upstream to the runtime, if the budget
-/// allows; otherwise returns the SERVFAIL to send at once.
+/// Hands a query that waits on an upstream to the runtime (a chased alias
+/// target), if [`admission::admit`] lets it (the client's rate, the
+/// budget); otherwise returns the refusal to send at once.
 fn slow(
     tx: &mpsc::UnboundedSender<SlowJob>,
     handler: &Arc<Handler>,
@@ -384,10 +364,7 @@ fn slow(
     peer: SocketAddr,
     started: Instant,
 ) -> Option<Reply> {
-    match handler
-        .guard()
-        .try_forward(SLOW_COST + q.len() as u64, handler.limits())
-    {
+    match admission::admit(handler, peer.ip(), SLOW_COST + q.len() as u64) {
         Ok(ticket) => {
             let job = SlowJob {
                 plan,
@@ -402,9 +379,9 @@ fn slow(
             }
             None
         }
-        Err(_) => match plan {
-            Plan::Forward(Request(req)) => handler.refuse_or_stale(&req, q, ResponseCode::ServFail, Transport::Udp),
-            Plan::Chase(Chase { req, .. }) => handler.refuse(&req, ResponseCode::ServFail, Transport::Udp),
+        Err(why) => match plan {
+            Plan::Forward(Request(req)) => admission::refusal(handler, &req, q, why, Transport::Udp),
+            Plan::Chase(Chase { req, .. }) => handler.refuse(&req, why.rcode(), Transport::Udp),
             _ => None,
         },
     }

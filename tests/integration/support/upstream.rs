@@ -7,8 +7,11 @@
 //! Answers: names listed with [`Upstream::a`] get an A record with their
 //! TTL; names below `nx.test.` get NXDOMAIN with an SOA (TTL 300, MINIMUM
 //! [`NEGATIVE_TTL`]); every other name gets `10.9.x.y` with a TTL of 300
-//! (a flood of unique names is answered). The question is echoed as asked
-//! and EDNS with the DO bit copied.
+//! (a flood of unique names is answered). Names below [`DEAD_DOMAIN`] are
+//! never answered (a domain whose nameservers are dead: the upstream itself
+//! is healthy); names below [`SLOW_DOMAIN`] are answered after
+//! [`SLOW_DELAY`] (so that queries for them overlap). The question is echoed as asked and EDNS with the DO bit
+//! copied.
 //!
 //! Names given a [`Special`] answer otherwise: many A records (large
 //! answers), a resolver's partial RD=0 answer, NODATA with an SOA for every
@@ -26,6 +29,13 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// The SOA MINIMUM of `nx.test.`: how long NXDOMAIN answers may be cached.
 pub const NEGATIVE_TTL: u32 = 2;
+
+/// Names below this domain are never answered (counted all the same).
+pub const DEAD_DOMAIN: &str = "dead.test.";
+
+/// Names below this domain are answered after [`SLOW_DELAY`].
+pub const SLOW_DOMAIN: &str = "slow.test.";
+pub const SLOW_DELAY: Duration = Duration::from_millis(150);
 
 /// What the upstream does with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +117,7 @@ impl Upstream {
                     *rd0.lock().unwrap().entry(name.clone()).or_default() += 1;
                 }
                 let mode = mode.load(Ordering::Relaxed);
-                if mode == Mode::Silent as u8 {
+                if mode == Mode::Silent as u8 || name.ends_with(&format!(".{DEAD_DOMAIN}")) {
                     continue;
                 }
                 let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
@@ -153,6 +163,14 @@ impl Upstream {
                     r.set_edns(out);
                 }
                 if let Ok(bytes) = r.to_vec() {
+                    if name.ends_with(&format!(".{SLOW_DOMAIN}")) {
+                        let Ok(s) = sock.try_clone() else { continue };
+                        std::thread::spawn(move || {
+                            std::thread::sleep(SLOW_DELAY);
+                            let _ = s.send_to(&bytes, from);
+                        });
+                        continue;
+                    }
                     let _ = sock.send_to(&bytes, from);
                 }
             }

@@ -8,6 +8,11 @@ use super::human;
 use crate::config::raw::RawUpstream;
 use crate::config::{ConfigError, UpstreamSettings};
 
+/// Longest `[upstream] timeout`. A stub resolver gives up on a query after a
+/// few seconds (glibc: 5 s), so an answer later than this reaches nobody,
+/// while every query waiting for it holds an in-flight slot and its bytes.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `listen`: this sidecar's own DNS addresses, which must not be an upstream.
 pub(super) fn check(
     cx: &Ctx<'_>,
@@ -44,6 +49,18 @@ pub(super) fn check(
             u.timeout.as_ref().map(|t| t.span()),
             "`upstream.timeout` must be more than zero",
             "it is how long each upstream gets before the next is tried; \
+            e.g. timeout = \"1500ms\" (the default)",
+        );
+    }
+    if timeout > MAX_TIMEOUT {
+        return cx.err(
+            u.timeout.as_ref().map(|t| t.span()),
+            format!(
+                "`upstream.timeout` of {} is longer than the maximum, {}",
+                human(timeout),
+                human(MAX_TIMEOUT)
+            ),
+            "clients give up after a few seconds (glibc: 5s), so a later answer reaches nobody; \
             e.g. timeout = \"1500ms\" (the default)",
         );
     }
