@@ -169,7 +169,11 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
         // Every query is answered, at once: the alias (damping keeps `a`
         // while only timeouts are seen) and a forwarded name.
         let d = dig(env.dns, "strict.db.test", "A", &[]);
-        assert!(d.elapsed < Duration::from_millis(300), "an answer took {:?}", d.elapsed);
+        assert!(
+            d.answer_time() < Duration::from_millis(300),
+            "an answer took {:?}",
+            d.answer_time()
+        );
         if d.status == "SERVFAIL" {
             // `a` went down between the check above and this query.
             wait_until("a down after SERVFAIL", Duration::from_millis(200), || {
