@@ -424,6 +424,11 @@ async fn tcp_connection_caps_evict_the_idle_and_refuse_the_excess() {
     };
     let mut a1 = connect("127.0.0.1:0");
     assert!(tcp_query(&mut a1, &q).is_some());
+    // The sidecar marks a connection idle just after sending its answer; a
+    // loaded machine may preempt it in between while the other runtime
+    // thread serves the next connections (seen: a1 marked idle after b1, so
+    // b1 was the longest idle). A pause keeps a1 the longest idle by far.
+    std::thread::sleep(Duration::from_millis(300));
     let mut a2 = connect("127.0.0.1:0");
     assert!(tcp_query(&mut a2, &q).is_some());
     // A third from the same client: over its share, closed at once.
@@ -438,6 +443,9 @@ async fn tcp_connection_caps_evict_the_idle_and_refuse_the_excess() {
     let mut b2 = connect("127.0.0.2:0");
     assert!(tcp_query(&mut b2, &q).is_some(), "the new connection is served");
     if !closed(&mut a1) {
+        for s in [&a2, &b1] {
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        }
         panic!(
             "the longest-idle connection was not closed (instead: a2 {}, b1 {})",
             closed(&mut a2),
