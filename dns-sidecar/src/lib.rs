@@ -141,26 +141,39 @@ pub fn udp_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
-    s.set_reuse_port(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     // Room for bursts; the kernel caps it at net.core.rmem_max.
     let _ = s.set_recv_buffer_size(4 << 20);
     s.bind(&addr.into())?;
     Ok(s.into())
 }
 
-/// Binds `n` UDP sockets sharing one port (SO_REUSEPORT) and a TCP listener
-/// on the same port. Port 0 picks a port free for both.
+/// Binds `n` UDP sockets on one port and a TCP listener on the same port.
+/// Port 0 picks a port free for both.
+///
+/// An explicit port gets `n` sockets with SO_REUSEPORT, so the kernel spreads
+/// clients over the workers. Port 0 gets one socket *without* it, which the
+/// `n` workers share (`try_clone`): Linux hands a port held only by
+/// SO_REUSEPORT sockets to a later port-0 bind with SO_REUSEPORT by the same
+/// user, which then shares the port. `dig` binds its query socket that way: a
+/// `dig` given our port sent its query to itself and read it back as the
+/// answer (QR clear); another sidecar's group would take a share of our
+/// queries. Port 0 always yields such an ephemeral port; an explicit port
+/// outside `net.ipv4.ip_local_port_range` (53, 5353) is never handed out so.
 fn bind_group(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), RunError> {
-    let attempts = if addr.port() == 0 { 50 } else { 1 };
+    let explicit = addr.port() != 0;
+    let attempts = if explicit { 1 } else { 50 };
     let mut last = None;
     for _ in 0..attempts {
-        let first = udp_socket(addr).map_err(|source| RunError::Bind {
+        let first = udp_socket(addr, explicit).map_err(|source| RunError::Bind {
             addr,
             proto: "udp",
             source,
@@ -183,7 +196,12 @@ fn bind_group(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::UdpSocket>, s
         };
         let mut udp = vec![first];
         for _ in 1..n {
-            udp.push(udp_socket(bound).map_err(|source| RunError::Bind {
+            let more = if explicit {
+                udp_socket(bound, true)
+            } else {
+                udp[0].try_clone()
+            };
+            udp.push(more.map_err(|source| RunError::Bind {
                 addr: bound,
                 proto: "udp",
                 source,
@@ -463,3 +481,6 @@ impl Running {
         info!("dns-sidecar stopped");
     }
 }
+
+#[cfg(test)]
+mod bind_tests;

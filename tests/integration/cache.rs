@@ -234,9 +234,9 @@ fn stale_answers_when_the_upstream_fails_and_not_when_serve_stale_is_off() {
         let d = dig(s.dns, "s1.cache.test", "A", &[]);
         assert_eq!((d.status.as_str(), d.answer[0].ttl), ("NOERROR", 30));
         assert!(
-            d.elapsed < Duration::from_millis(250),
+            d.answer_time() < Duration::from_millis(250),
             "answered without waiting for the upstream: {:?}",
-            d.elapsed
+            d.answer_time()
         );
     }
     assert_eq!(up.count("s1.cache.test.", A), 2);
@@ -287,7 +287,7 @@ fn stale_answers_at_once_while_the_upstream_is_out_of_use() {
     // ... then stale answers come at once, and the upstream is not asked.
     let d = dig(s.dns, "b2.cache.test", "A", &[]);
     assert_eq!((d.status.as_str(), d.answer[0].ttl), ("NOERROR", 30), "{}", d.raw);
-    assert!(d.elapsed < Duration::from_millis(250), "{:?}", d.elapsed);
+    assert!(d.answer_time() < Duration::from_millis(250), "{:?}", d.answer_time());
     assert_eq!(up.count("b2.cache.test.", A), 1);
     // A name never cached: SERVFAIL at once, as before.
     assert_eq!(dig(s.dns, "never.cache.test", "A", &[]).status, "SERVFAIL");

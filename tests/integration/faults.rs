@@ -169,7 +169,11 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
         // Every query is answered, at once: the alias (damping keeps `a`
         // while only timeouts are seen) and a forwarded name.
         let d = dig(env.dns, "strict.db.test", "A", &[]);
-        assert!(d.elapsed < Duration::from_millis(300), "an answer took {:?}", d.elapsed);
+        assert!(
+            d.answer_time() < Duration::from_millis(300),
+            "an answer took {:?}",
+            d.answer_time()
+        );
         if d.status == "SERVFAIL" {
             // `a` went down between the check above and this query.
             wait_until("a down after SERVFAIL", Duration::from_millis(200), || {
@@ -245,9 +249,19 @@ async fn a_network_black_hole_takes_a_server_down_after_fall_and_back_after_rise
 /// `pg_terminate_backend`, an idle-session timeout), 40 times in ~3.5 s: the
 /// prober reconnects within the same probe, so no probe fails, no server goes
 /// down and no alias moves.
+///
+/// The probe deadline is 2 s here, not 500 ms: each kill makes a probe open a
+/// new connection (TCP, TLS, SCRAM, a forked backend), which took over 500 ms
+/// now and then on a loaded 2-core CI machine, and such a timeout says how
+/// busy the machine is, not how kills are handled. A kill that counted
+/// against the server would still show as a failed probe (an error, at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_probe_session_never_takes_a_healthy_server_down() {
-    let env = Env::start(true, "").await;
+    let env = Env::start_opts(Options {
+        probe: "deadline = \"2s\"".into(),
+        ..Default::default()
+    })
+    .await;
     env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(5))
         .await;
     env.wait_for_target("ro.db.test.", "pg-b.test.", Duration::from_secs(5))
@@ -263,11 +277,18 @@ async fn killing_the_probe_session_never_takes_a_healthy_server_down() {
     let killer = tokio::task::spawn_blocking(move || {
         let mut killed = 0;
         for i in 0..20 {
-            killed += p.terminate_backends("dns-sidecar").unwrap();
-            killed += r.terminate_backends("dns-sidecar").unwrap();
+            // Established sessions only, idle between probes (a probe query
+            // takes ~0.03 ms, so nearly every session is): a session still
+            // being set up is the replacement a probe opened after the last
+            // kill, and ending that too is a second fault within one probe,
+            // which the prober rightly reports (ambiguous, see
+            // `classify_retry`). A slow connect on a loaded machine made
+            // such double faults likely.
+            killed += p.terminate_idle_backends("dns-sidecar").unwrap();
+            killed += r.terminate_idle_backends("dns-sidecar").unwrap();
             // Each session lives more than one probe interval, so every kill
-            // finds an established session (idle or mid-query) rather than the
-            // replacement being born; the phase against the 100 ms cycle varies.
+            // finds an established session rather than the replacement being
+            // born; the phase against the 100 ms cycle varies.
             std::thread::sleep(Duration::from_millis(150 + (i % 5) * 11));
         }
         killed
@@ -292,7 +313,11 @@ async fn killing_the_probe_session_never_takes_a_healthy_server_down() {
     assert_eq!(
         failed_probes(&env, "a") + failed_probes(&env, "b"),
         failed0,
-        "a probe failed"
+        "a probe failed (errors, timeouts: a {}/{}, b {}/{})",
+        env.probes("a", "error"),
+        env.probes("a", "timeout"),
+        env.probes("b", "error"),
+        env.probes("b", "timeout")
     );
     assert!(
         env.probes("a", "ok") + env.probes("b", "ok") - ok0 >= 20,

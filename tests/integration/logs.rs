@@ -15,14 +15,10 @@ use testbed::{PairOptions, PgBinaries, PgPair};
 use crate::support::env::{config_text, tempdir, upstream};
 use crate::support::raw;
 
+/// A port free on 127.0.0.1 for UDP and TCP, outside the ephemeral range
+/// (see [`testbed::free_port`]); a small race with other processes remains.
 pub fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    testbed::free_port(&[std::net::Ipv4Addr::LOCALHOST.into()], true).expect("a free port")
 }
 
 pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {

@@ -245,6 +245,20 @@ async fn every_readme_alert_fires_on_its_event() {
             .select("dns_sidecar_upstream_up", &Labels::new())
             .any(|s| s.value == 0.0)
     });
+    // Six digs (a process each, with 200 ms upstream waits) may come slower
+    // than the 3 per second the rate refills on a loaded machine: a burst
+    // from one socket is over the rate however slow the machine is.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..20 {
+        let q = raw::query(&format!("burst{i}.example.test."), hickory_proto::rr::RecordType::A);
+        client.send_to(&q, forwarder.dns).unwrap();
+    }
+    let rate = Labels::from([("reason".to_string(), "rate".to_string())]);
+    wait_until("the rate limit refuses", Duration::from_secs(5), || {
+        scrape(&forwarder)
+            .select("dns_sidecar_limited_total", &rate)
+            .any(|s| s.value > 0.0)
+    });
     let after = scrape(&forwarder);
     check("dns_sidecar_upstream_up", &before, &after, &before, &[]);
     check(

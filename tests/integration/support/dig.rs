@@ -22,12 +22,22 @@ pub struct Dig {
     pub authority: Vec<Rr>,
     pub edns: Option<String>,
     pub raw: String,
+    /// The whole run of `dig`, process start-up included (tens of ms, and
+    /// hundreds on a loaded machine).
     pub elapsed: Duration,
+    /// dig's own `;; Query time:`, from its query to the answer: what a
+    /// test of how fast the sidecar answers should look at.
+    pub query_time: Option<Duration>,
 }
 
 impl Dig {
     pub fn has_flag(&self, f: &str) -> bool {
         self.flags.iter().any(|x| x == f)
+    }
+    /// How long the answer took: dig's query time (without its process
+    /// start-up), or the whole run when dig printed none.
+    pub fn answer_time(&self) -> Duration {
+        self.query_time.unwrap_or(self.elapsed)
     }
     /// Data of the answer records of `rtype`.
     pub fn answers(&self, rtype: &str) -> Vec<String> {
@@ -72,6 +82,12 @@ fn parse(raw: &str) -> Dig {
         } else if let Some(rest) = line.strip_prefix(";; flags:") {
             let flags = rest.split(';').next().unwrap_or("");
             d.flags = flags.split_whitespace().map(str::to_string).collect();
+        } else if let Some(rest) = line.strip_prefix(";; Query time:") {
+            d.query_time = rest
+                .trim()
+                .strip_suffix("msec")
+                .and_then(|ms| ms.trim().parse().ok())
+                .map(Duration::from_millis);
         } else if let Some(rest) = line.strip_prefix("; EDNS:") {
             d.edns = Some(rest.trim().to_string());
         } else if line.starts_with(";; QUESTION SECTION") {

@@ -36,7 +36,8 @@ pub struct Options {
     /// Ids of servers the sidecar reaches through a [`Proxy`] (see
     /// [`Env::proxy`]) instead of directly.
     pub proxied: Vec<&'static str>,
-    /// Lines added to the `[probe]` table, e.g. `"fall = 5"`.
+    /// Lines added to the `[probe]` table, e.g. `"fall = 5"`; one that sets
+    /// `interval` or `deadline` replaces the default ([`INTERVAL`], [`DEADLINE`]).
     pub probe: String,
     /// TOML appended to the generated config.
     pub extra: String,
@@ -103,15 +104,13 @@ timeout = "500ms"
 name = "db.test"
 
 [probe]
-interval = "{}ms"
-deadline = "{}ms"
-user = "probe"
+{}{}user = "probe"
 password_file = "{}"
 {probe}
 "#,
         state.display(),
-        INTERVAL.as_millis(),
-        DEADLINE.as_millis(),
+        default_unless_set(probe, "interval", INTERVAL),
+        default_unless_set(probe, "deadline", DEADLINE),
         pw_file.display()
     );
     if let Some(p) = pair {
@@ -152,6 +151,18 @@ servers = [{list}]
     }
     t.push_str(extra);
     t
+}
+
+/// `key = "<default>ms"` and a newline, unless the `probe` lines set `key`.
+fn default_unless_set(probe: &str, key: &str, default: Duration) -> String {
+    let set = probe
+        .lines()
+        .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+    if set {
+        String::new()
+    } else {
+        format!("{key} = \"{}ms\"\n", default.as_millis())
+    }
 }
 
 impl Env {

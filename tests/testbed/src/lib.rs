@@ -121,5 +121,5 @@ pub use dnsmasq::{Dnsmasq, DnsmasqOptions, LOOPBACK_ARGS as DNSMASQ_LOOPBACK_ARG
 pub use error::{Result, TestbedError};
 pub use pair::{PairOptions, PgPair, KEEP_ENV};
 pub use postgres::{Cluster, PgBinaries};
-pub use scratch::DIR_ENV;
+pub use scratch::{free_port, DIR_ENV};
 pub use standby::Rebuild;

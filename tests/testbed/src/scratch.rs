@@ -65,13 +65,19 @@ pub(crate) fn unique_dir(prefix: &str) -> Result<PathBuf> {
     )))
 }
 
-/// A port in 20000..60000 that is currently bindable on every address in
+/// A port in 20000..32768 that is currently bindable on every address in
 /// `ips` for TCP (and UDP too if `udp`). Random rather than sequential so
 /// that tests running in parallel rarely race for the same port; there is
 /// still a small window between this check and the server binding it.
-pub(crate) fn free_port(ips: &[IpAddr], udp: bool) -> Result<u16> {
+///
+/// Below Linux's ephemeral range (`net.ipv4.ip_local_port_range`, 32768 and
+/// up by default): a port-0 bind never gets such a port, so neither a client
+/// socket opened meanwhile takes it before the server binds it, nor does a
+/// `dig` (which binds its query socket with SO_REUSEPORT) join a server's
+/// SO_REUSEPORT group on it later and read its own query back.
+pub fn free_port(ips: &[IpAddr], udp: bool) -> Result<u16> {
     for _ in 0..500 {
-        let port = rand::random_range(20000..60000u16);
+        let port = rand::random_range(20000..32768u16);
         let ok = ips
             .iter()
             .all(|ip| TcpListener::bind((*ip, port)).is_ok() && (!udp || UdpSocket::bind((*ip, port)).is_ok()));
