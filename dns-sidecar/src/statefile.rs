@@ -329,6 +329,11 @@ mod tests {
                     since: 1.5,
                 }],
                 pinned: None,
+                hooked: Some(crate::decision::snapshot::HookedTarget {
+                    server: "b".into(),
+                    target: "pg-b.test.".into(),
+                }),
+                hook_unsure: None,
             },
         );
         r
