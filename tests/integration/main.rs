@@ -13,6 +13,7 @@ mod deploy;
 mod failover;
 mod faults;
 mod forwarding;
+mod hook_record;
 mod lag;
 mod logs;
 mod observability;

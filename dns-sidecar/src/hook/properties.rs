@@ -185,6 +185,12 @@ impl World {
             if let Some((run, persist)) = self.rec.next(self.now) {
                 // Written (and waited for) before the run starts.
                 self.persist();
+                let known = self.file.get(&run.alias).cloned().unwrap_or_default();
+                prop_assert!(
+                    known.unsure.is_some() || known.hooked.as_ref().is_none_or(|h| h.target != run.new_target),
+                    "a needless run: the record already holds {}",
+                    run.new_target
+                );
                 self.file.insert(persist.alias, persist.record);
                 prop_assert!(run.seq > self.last_seq, "seq {} after {}", run.seq, self.last_seq);
                 prop_assert_ne!(run.old_target.as_deref(), Some(run.new_target.as_str()), "OLD = NEW");
