@@ -110,13 +110,14 @@ fn the_external_record_follows_reloads_restarts_and_shutdowns() {
     let d = dir.path();
     let (runs_file, record, slow, child_pid) = (d.join("runs"), d.join("record"), d.join("slow"), d.join("child"));
     // The hook: logs `SEQ OLD>NEW`, then sets the external record. When
-    // `slow` exists it leaves a child that would set it 3 s later, and hangs.
+    // `slow` exists it sets it at once, leaves a child that would set it
+    // again 3 s later, and hangs.
     let script = d.join("hook.sh");
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\necho \"$DNS_SIDECAR_SEQ $DNS_SIDECAR_OLD_TARGET>$DNS_SIDECAR_NEW_TARGET\" >> {runs}\nif [ -e {slow} \
-             ]; then\n  (sleep 3; echo \"$DNS_SIDECAR_NEW_TARGET\" > {record}) &\n  echo $! > {child}\n  sleep 300\nfi\n\
+             ]; then\n  echo \"$DNS_SIDECAR_NEW_TARGET\" > {record}\n  (sleep 3; echo \"$DNS_SIDECAR_NEW_TARGET\" > {record}) &\n  echo $! > {child}\n  sleep 300\nfi\n\
              echo \"$DNS_SIDECAR_NEW_TARGET\" > {record}\n",
             runs = runs_file.display(),
             slow = slow.display(),
@@ -204,8 +205,9 @@ fn the_external_record_follows_reloads_restarts_and_shutdowns() {
         Some(("pg-stale.test", "pg-c.test"))
     );
 
-    // A slow hook (for a reload back to pg-a.test) is running when the
-    // sidecar stops: its whole group dies, the child never writes.
+    // A slow hook (for a reload back to pg-a.test) has set the external
+    // record and is still running when the sidecar stops: its whole group
+    // dies, and the state file says the record is not known.
     std::fs::write(&slow, "").unwrap();
     std::fs::write(&cfg, &base).unwrap();
     let before = runs(&runs_file).len();
@@ -213,35 +215,41 @@ fn the_external_record_follows_reloads_restarts_and_shutdowns() {
     wait_until("the slow hook started its child", Duration::from_secs(10), || {
         runs(&runs_file).len() > before && read(&child_pid).trim().parse::<u32>().is_ok()
     });
+    assert_eq!(read(&record), "pg-a.test\n");
     let pid: u32 = read(&child_pid).trim().parse().unwrap();
     let stopped = Instant::now();
     bin.stop();
-    assert!(
-        dead(pid),
-        "the hook's child is killed with its group by the time the sidecar exits"
-    );
-    // Past the moment the child would have written.
-    std::thread::sleep(Duration::from_secs(4).saturating_sub(stopped.elapsed()));
-    assert_eq!(read(&record), "pg-c.test\n", "no stale write after shutdown");
+    assert!(dead(pid), "the hook's child is killed with its group by the time the sidecar exits");
     assert!(
         read(&state).contains("\"hook_unsure\""),
         "the state file says the record may have changed: {}",
         read(&state)
     );
 
-    // The next start repeats the run that did not finish.
+    // The next start, with the rename again (DNS answers what the state
+    // file's last success says): the record is not known, so the hook runs;
+    // and the old hook's child never overwrites it.
     std::fs::remove_file(&slow).unwrap();
+    std::fs::write(&cfg, &renamed).unwrap();
     let before = runs(&runs_file).len();
     let bin = Bin::start(&cfg, d.join("log4"));
-    wait_until("the repeated hook", Duration::from_secs(15), || {
-        read(&record) == "pg-a.test\n"
-    });
-    assert_eq!(runs(&runs_file).len(), before + 1, "{}", read(&runs_file));
+    wait_until("the repeated hook", Duration::from_secs(15), || read(&record) == "pg-c.test\n");
+    assert_eq!(
+        runs(&runs_file)[before..].iter().map(|r| (&*r.1, &*r.2)).collect::<Vec<_>>(),
+        [("pg-a.test", "pg-c.test")],
+        "one run, from what the record may hold"
+    );
+    // Past the moment the killed child would have written.
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(stopped.elapsed()));
+    assert_eq!(read(&record), "pg-c.test\n", "no stale write after a newer run");
     let all = runs(&runs_file);
     assert!(
         all.windows(2).all(|w| w[1].0 > w[0].0),
         "DNS_SIDECAR_SEQ grows across runs and restarts: {all:?}"
     );
     assert!(all.iter().all(|r| r.1 != r.2), "no run has OLD = NEW: {all:?}");
+    wait_until("the state file is sure again", Duration::from_secs(5), || {
+        !read(&state).contains("\"hook_unsure\"")
+    });
     bin.stop();
 }
