@@ -6,7 +6,10 @@
 //! It also keeps the state file: the state is restored from it before the
 //! first decision, and every decision that changes what must survive a
 //! restart (targets, fences, timeline floors, pins, drains) is written to it
-//! *before* the routes that depend on it are published.
+//! *before* the routes that depend on it are published. The hook runner's
+//! records of the external records go to it too (before a run starts, and
+//! after a success); after every decision the runner is told what each
+//! alias with a hook answers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;

@@ -60,8 +60,9 @@ pub struct HookRun {
     pub reason: String,
 }
 
-/// Runs hooks as the engine's messages on `rx` require, reporting each
-/// success on `confirmed` (the engine persists it), until `shutdown`: then
+/// Runs hooks as the engine's messages on `rx` require, until `shutdown`.
+/// Every change of a record goes to the engine on `confirmed` (it persists
+/// it; before a run starts, the runner waits for that). At `shutdown`
 /// the run in progress is killed with its process group and reaped. The
 /// channel is drained continuously (also while a hook runs), so the engine
 /// never finds it full.

@@ -1,6 +1,7 @@
 //! The state file: what the decision must not forget across a restart
 //! (fences, timeline floors, targets, pins, drains; see
-//! [`crate::decision::snapshot`]), as a small JSON document.
+//! [`crate::decision::snapshot`]) and what each on-change hook's external
+//! record holds (see [`crate::hook::reconcile`]), as a small JSON document.
 //!
 //! Written atomically (a temporary file in the same directory, fsync, rename,
 //! fsync of the directory), so a crash leaves either the old or the new

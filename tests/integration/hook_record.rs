@@ -219,7 +219,10 @@ fn the_external_record_follows_reloads_restarts_and_shutdowns() {
     let pid: u32 = read(&child_pid).trim().parse().unwrap();
     let stopped = Instant::now();
     bin.stop();
-    assert!(dead(pid), "the hook's child is killed with its group by the time the sidecar exits");
+    assert!(
+        dead(pid),
+        "the hook's child is killed with its group by the time the sidecar exits"
+    );
     assert!(
         read(&state).contains("\"hook_unsure\""),
         "the state file says the record may have changed: {}",
@@ -233,9 +236,14 @@ fn the_external_record_follows_reloads_restarts_and_shutdowns() {
     std::fs::write(&cfg, &renamed).unwrap();
     let before = runs(&runs_file).len();
     let bin = Bin::start(&cfg, d.join("log4"));
-    wait_until("the repeated hook", Duration::from_secs(15), || read(&record) == "pg-c.test\n");
+    wait_until("the repeated hook", Duration::from_secs(15), || {
+        read(&record) == "pg-c.test\n"
+    });
     assert_eq!(
-        runs(&runs_file)[before..].iter().map(|r| (&*r.1, &*r.2)).collect::<Vec<_>>(),
+        runs(&runs_file)[before..]
+            .iter()
+            .map(|r| (&*r.1, &*r.2))
+            .collect::<Vec<_>>(),
         [("pg-a.test", "pg-c.test")],
         "one run, from what the record may hold"
     );

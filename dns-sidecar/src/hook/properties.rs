@@ -115,7 +115,7 @@ impl World {
 
     /// The engine after a decision: tells the runner each changed answer.
     fn tell(&mut self) -> Result<(), TestCaseError> {
-        for a in 0..ALIASES.len() {
+        for (a, name) in ALIASES.iter().enumerate() {
             let Some(s) = self.dns[a] else { continue };
             let new = self.target(s);
             if self.told[a].as_ref() == Some(&new) {
@@ -123,7 +123,7 @@ impl World {
             }
             self.told[a] = Some(new.clone());
             self.rec.apply(ToHooks::Want {
-                alias: ALIASES[a].into(),
+                alias: (*name).into(),
                 hook: Hook {
                     argv: vec!["/bin/true".into()],
                     timeout: TIMEOUT,
@@ -278,7 +278,7 @@ proptest! {
         for _ in 0..5 {
             w.step(&Op::Wait(crate::hook::reconcile::MAX_BACKOFF.as_millis() as u64 + 2000))?;
         }
-        for a in 0..ALIASES.len() {
+        for (a, name) in ALIASES.iter().enumerate() {
             let Some(s) = w.dns[a] else {
                 // Never answered since the last restart's first answer, or
                 // SERVFAIL now: nothing to converge on (the record keeps the
@@ -286,9 +286,9 @@ proptest! {
                 continue;
             };
             let want = w.target(s).target;
-            prop_assert_eq!(w.external[a].as_deref(), Some(want.as_str()), "external record of {}", ALIASES[a]);
-            let file = w.file.get(ALIASES[a]).cloned().unwrap_or_default();
-            prop_assert_eq!(file.hooked.map(|t| t.target), Some(want), "state file record of {}", ALIASES[a]);
+            prop_assert_eq!(w.external[a].as_deref(), Some(want.as_str()), "external record of {}", name);
+            let file = w.file.get(*name).cloned().unwrap_or_default();
+            prop_assert_eq!(file.hooked.map(|t| t.target), Some(want), "state file record of {}", name);
             prop_assert_eq!(file.unsure, None);
             prop_assert!(w.rec.pending().is_empty());
         }
