@@ -358,6 +358,90 @@ mod tests {
         assert!(q.next(now).is_none());
     }
 
+    fn shell(script: String, seq: u64) -> HookRun {
+        HookRun {
+            hook: Hook {
+                argv: vec!["/bin/sh".into(), "-c".into(), script],
+                timeout: std::time::Duration::from_secs(30),
+                env: vec!["PATH".into()],
+            },
+            seq,
+            alias: "a.".into(),
+            old_server: None,
+            old_target: None,
+            new_server: "x".into(),
+            new_target: "x.test.".into(),
+            reason: "r".into(),
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("dns-sidecar-hook-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A hook that exits 0 but left a child to write later: the child dies
+    /// with the group when the hook exits, so it never writes after a newer run.
+    #[tokio::test]
+    async fn a_child_left_behind_by_a_finished_hook_never_writes() {
+        let d = scratch("finished");
+        let late = d.join("late");
+        let script = format!("(sleep 1; echo late > {}) 2>/dev/null & exit 0", late.display());
+        let (_stop, rx) = watch::channel(false);
+        run_one(&shell(script, 1), rx).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(!late.exists(), "the child wrote after its hook ended");
+    }
+
+    /// At shutdown the running hook and its children are killed and reaped
+    /// at once; the run reports `Stopped` and the seq reaches the command.
+    #[tokio::test]
+    async fn shutdown_kills_the_running_hook_with_its_group() {
+        let d = scratch("shutdown");
+        let (pid, seq) = (d.join("pid"), d.join("seq"));
+        let script = format!(
+            "echo $DNS_SIDECAR_SEQ > {}; sleep 300 & echo $! > {}; wait",
+            seq.display(),
+            pid.display()
+        );
+        let (stop, rx) = watch::channel(false);
+        let run = shell(script, 42);
+        let work = tokio::spawn(async move { run_one(&run, rx).await });
+        let started = Instant::now();
+        let child: u32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pid).ok().and_then(|t| t.trim().parse().ok()) {
+                break p;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the hook did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        stop.send(true).unwrap();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(5), work)
+            .await
+            .expect("stopped promptly")
+            .unwrap();
+        assert!(matches!(result, Err(HookError::Stopped)), "{result:?}");
+        assert_eq!(std::fs::read_to_string(&seq).unwrap(), "42\n");
+        let gone = |p: u32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        let t = Instant::now();
+        while !gone(child) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "the hook's child survived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     #[test]
     fn only_listed_variables_pass() {
         std::env::set_var("DNS_SIDECAR_HOOKTEST_SECRET", "s");
