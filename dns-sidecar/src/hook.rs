@@ -85,6 +85,14 @@ pub async fn runner(
             if confirmed.send((record, Some(ack))).await.is_ok() {
                 let _ = tokio::time::timeout(PERSIST_WAIT, persisted).await;
             }
+            info!(
+                alias = run.alias.as_str(),
+                seq = run.seq,
+                old = run.old_target.as_deref().unwrap_or("-"),
+                new = run.new_target.as_str(),
+                reason = run.reason.as_str(),
+                "on_change hook started"
+            );
             let work = run_one(&run, shutdown.clone());
             tokio::pin!(work);
             let result = loop {
