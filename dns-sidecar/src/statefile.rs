@@ -402,6 +402,22 @@ mod tests {
         )
     }
 
+    /// Files written before the hook records existed load, without them.
+    #[test]
+    fn files_without_hook_records_load() {
+        let dir = tempdir();
+        let path = dir.join("state.json");
+        std::fs::write(&path, with_since("1700000000.25")).unwrap();
+        let r = load(&path).unwrap().unwrap();
+        let a = &r.aliases["prod.db.internal."];
+        assert_eq!(
+            (a.target.as_deref(), &a.hooked, &a.hook_unsure),
+            (Some("a"), &None, &None)
+        );
+        let text = String::from_utf8(body(&r, 1.0)).unwrap();
+        assert!(!text.contains("hook"), "absent records are not written: {text}");
+    }
+
     #[test]
     fn out_of_range_times_make_the_file_damaged_with_the_field_named() {
         let dir = tempdir();
