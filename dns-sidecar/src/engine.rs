@@ -6,9 +6,12 @@
 //! It also keeps the state file: the state is restored from it before the
 //! first decision, and every decision that changes what must survive a
 //! restart (targets, fences, timeline floors, pins, drains) is written to it
-//! *before* the routes that depend on it are published.
+//! *before* the routes that depend on it are published. The hook runner's
+//! records of the external records go to it too (before a run starts, and
+//! after a success); after every decision the runner is told what each
+//! alias with a hook answers.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,10 +21,10 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::ControlRequest;
-use crate::decision::snapshot::{capture, restore};
+use crate::decision::snapshot::{capture, restore, HookedTarget};
 use crate::decision::{apply_override, decide, fence, lag, reconfigure_noted, Answer, Bar, Event, ReloadNote, State};
 use crate::episodes::{Episodes, Line};
-use crate::hook::HookRun;
+use crate::hook::reconcile::{Confirmed, Record, ToHooks};
 use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
 use crate::observation::{format_lsn, FailureCause, Observation, ProbeReport};
 use crate::routes::Routes;
@@ -41,7 +44,10 @@ pub struct Inputs {
     pub observations: mpsc::Receiver<ProbeReport>,
     pub control: mpsc::Receiver<ControlRequest>,
     pub reconfigure: mpsc::Receiver<Reconfigure>,
-    pub hooks: mpsc::Sender<HookRun>,
+    pub hooks: mpsc::Sender<ToHooks>,
+    /// What the hook runner knows of each external record (it goes to the
+    /// state file; the sender, if any, learns when it is written).
+    pub hooks_confirmed: mpsc::Receiver<(Confirmed, Option<oneshot::Sender<()>>)>,
 }
 
 struct Engine {
@@ -51,7 +57,12 @@ struct Engine {
     index: HashMap<Arc<str>, usize>,
     last_latency: Vec<Option<Duration>>,
     history: VecDeque<HistoryEntry>,
-    hooks: mpsc::Sender<HookRun>,
+    hooks: mpsc::Sender<ToHooks>,
+    /// Per alias, what is known of the external record its on-change hook
+    /// keeps (kept in the state file; see [`crate::hook::reconcile`]).
+    hooked: BTreeMap<String, Record>,
+    /// Per alias, the answer (and hook) last told the hook runner.
+    hook_told: HashMap<String, (HookedTarget, crate::config::Hook)>,
     /// `Instant` <-> wall clock, for `/status` and the state file.
     epoch: WallClock,
     /// Where to persist the state, while that is allowed (not a stranger's file).
@@ -90,6 +101,8 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
         last_latency: vec![None; config.servers.len()],
         history: VecDeque::new(),
         hooks: inputs.hooks.clone(),
+        hooked: BTreeMap::new(),
+        hook_told: HashMap::new(),
         epoch: WallClock::new(now, SystemTime::now()),
         state_file: config.state.path.clone(),
         writer: Arc::default(),
@@ -156,6 +169,12 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 }
                 e.commit(next, events).await;
                 let _ = r.done.send(());
+            }
+            Some((c, ack)) = inputs.hooks_confirmed.recv() => {
+                e.hook_confirmed(c).await;
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
             }
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         }
@@ -248,6 +267,22 @@ impl Engine {
                 for note in &notes {
                     warn!(path = %path.display(), "state file: {note}");
                 }
+                self.hooked = remembered
+                    .aliases
+                    .iter()
+                    .filter(|(name, _)| self.config.aliases.iter().any(|a| a.name.as_str() == name.as_str()))
+                    .map(|(name, a)| {
+                        let r = Record {
+                            hooked: a.hooked.clone(),
+                            unsure: a.hook_unsure.clone(),
+                        };
+                        (name.clone(), r)
+                    })
+                    .filter(|(_, r)| *r != Record::default())
+                    .collect();
+                let records = self.hooked.iter().map(|(a, t)| (a.clone(), t.clone())).collect();
+                // The first message: the runner reads it before any answer.
+                let _ = self.hooks.try_send(ToHooks::Restored(records));
                 let fences: usize = state.aliases.iter().map(|a| a.fences.len()).sum();
                 info!(path = %path.display(), fences, "state restored from the state file");
                 self.record(
@@ -340,7 +375,11 @@ impl Engine {
 
     async fn persist(&mut self) {
         let Some(path) = self.state_file.clone() else { return };
-        let remembered = capture(&self.state, &self.config, |t| self.unix(t));
+        let mut remembered = capture(&self.state, &self.config, |t| self.unix(t));
+        for (name, a) in remembered.aliases.iter_mut() {
+            let r = self.hooked.get(name).cloned().unwrap_or_default();
+            (a.hooked, a.hook_unsure) = (r.hooked, r.unsure);
+        }
         let at = self.unix(Instant::now());
         // Taken here, in decision order: a write given up on below may still
         // land later, but never over this one's successors.
@@ -413,6 +452,74 @@ impl Engine {
         }
         self.log_unexplained_answers(events);
         self.publish();
+        self.tell_hooks(events);
+    }
+
+    /// Tells the hook runner what each alias with an `on_change` hook answers
+    /// now, when that changed (server, its target name, or the hook): the
+    /// runner runs the hook when its record differs.
+    fn tell_hooks(&mut self, events: &[Event]) {
+        let c = self.config.clone();
+        self.hook_told.retain(|name, _| {
+            let kept = c
+                .aliases
+                .iter()
+                .any(|a| a.name.as_str() == name && a.on_change.is_some());
+            // Full channel: told again at the next decision.
+            kept || self.hooks.try_send(ToHooks::Forget(name.clone())).is_err()
+        });
+        for (i, a) in c.aliases.iter().enumerate() {
+            let (Some(hook), Answer::Target(s)) = (&a.on_change, self.state.answer(&c, i)) else {
+                continue;
+            };
+            let name = a.name.as_str();
+            let new = HookedTarget {
+                server: c.servers[s].id.clone(),
+                target: c.servers[s].target.to_string(),
+            };
+            let before = self.hook_told.get(name);
+            if before.is_some_and(|(t, h)| *t == new && h == hook) {
+                continue;
+            }
+            let reason = events
+                .iter()
+                .find_map(|e| match e {
+                    Event::TargetChanged { alias, reason, .. } if *alias == i => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| match before {
+                    Some((t, _)) if t.server == new.server => {
+                        format!("the target of server {} changed (reload)", new.server)
+                    }
+                    Some(_) => format!("answering {} again", new.server),
+                    None => "the external record is not known to hold what DNS answers".to_string(),
+                });
+            let msg = ToHooks::Want {
+                alias: name.to_string(),
+                hook: hook.clone(),
+                new: new.clone(),
+                reason,
+            };
+            if self.hooks.try_send(msg).is_err() {
+                error!(
+                    alias = name,
+                    "on_change hook queue is full; the hook is told again at the next decision"
+                );
+                continue;
+            }
+            self.hook_told.insert(name.to_string(), (new, hook.clone()));
+        }
+    }
+
+    /// The hook runner's knowledge of an external record changed (a run
+    /// starts, or succeeded): it goes to the state file.
+    async fn hook_confirmed(&mut self, c: Confirmed) {
+        if !self.config.aliases.iter().any(|a| a.name.as_str() == c.alias) {
+            return;
+        }
+        if self.hooked.insert(c.alias, c.record.clone()).as_ref() != Some(&c.record) {
+            self.persist().await;
+        }
     }
 
     /// What alias `i` answers now.
@@ -825,23 +932,6 @@ impl Engine {
                     "target_changed",
                     format!("{} -> {}: {reason}", old.map_or("-", server), server(*new)),
                 );
-                if let Some(hook) = &c.aliases[*a].on_change {
-                    let run = HookRun {
-                        hook: hook.clone(),
-                        alias: alias(*a).into(),
-                        old_server: old.map(|o| server(o).to_string()),
-                        old_target: old.map(|o| c.servers[o].target.to_string()),
-                        new_server: server(*new).into(),
-                        new_target: target.into(),
-                        reason: reason.clone(),
-                    };
-                    if self.hooks.try_send(run).is_err() {
-                        error!(
-                            alias = alias(*a),
-                            "on_change hook queue is full; this change's hook is skipped"
-                        );
-                    }
-                }
             }
             Event::NoMatch { alias: a, policy, .. } => {
                 // Says what DNS answers now, not what the policy would like.

@@ -1,41 +1,57 @@
 //! On-change hooks: a command run when an alias changes target, e.g. to keep
 //! an Azure Private DNS CNAME in step.
 //!
+//! * The external record converges on what DNS answers: the last target
+//!   whose hook succeeded is the alias's *record* (kept in the state file),
+//!   and a hook runs whenever DNS answers something else, at start, after a
+//!   change, after a reload (a server's `target` renamed included); a failed
+//!   run is repeated after a back-off while DNS still differs (see
+//!   [`reconcile`]). OLD is always the record, never equal to NEW.
 //! * One hook runs at a time. Changes that arrive while one runs are kept,
-//!   one per alias: a newer change of the same alias replaces the waiting
-//!   one (its old target stays the one the last run set), because the hook's
-//!   job is to converge the external record on the latest target, and running
-//!   stale updates in between only delays that (or, with a slow command,
-//!   finishes a stale update after a newer one).
+//!   one per alias: only the latest target waits, because the hook's job is
+//!   to converge the external record, and running stale updates in between
+//!   only delays that.
+//! * Every run carries a sequence number (`DNS_SIDECAR_SEQ`) larger than
+//!   any before it, also across restarts (it starts from the wall clock in
+//!   microseconds), so the external side can refuse a stale write.
 //! * The command starts with a cleared environment: only the
 //!   `DNS_SIDECAR_*` variables below and those listed in `on_change_env`
 //!   (default `PATH`, `HOME`), so the probe password and the admin token
 //!   never reach it.
-//! * It runs in its own process group. At its timeout the whole group is
-//!   killed (SIGKILL), so a child it started (`az`, `curl`) cannot finish a
-//!   stale update later; the process is always reaped.
-//! * A failure is logged and counted, never retried, and never delays DNS
-//!   answers or decisions.
+//! * It runs in its own process group. When it exits, at its timeout and at
+//!   shutdown the whole group is killed (SIGKILL to the group) and the
+//!   process reaped before anything else runs, so a child it started (`az`,
+//!   `curl`) can never finish a stale update after a newer run.
+//! * A failure is logged and counted, and never delays DNS answers or
+//!   decisions.
 
-use std::collections::VecDeque;
+#[cfg(test)]
+mod properties;
+pub mod reconcile;
+
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
-use tracing::{error, info};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
 
 use crate::config::Hook;
 use crate::metrics::ResultLabel;
 use crate::shared::Shared;
+use reconcile::{Confirmed, Reconciler, ToHooks};
 
 /// One hook invocation. The command sees these in its environment as
-/// `DNS_SIDECAR_ALIAS`, `DNS_SIDECAR_OLD_SERVER`, `DNS_SIDECAR_OLD_TARGET`
-/// (empty on the first decision), `DNS_SIDECAR_NEW_SERVER`,
-/// `DNS_SIDECAR_NEW_TARGET` and `DNS_SIDECAR_REASON`.
+/// `DNS_SIDECAR_ALIAS`, `DNS_SIDECAR_SEQ`, `DNS_SIDECAR_OLD_SERVER`,
+/// `DNS_SIDECAR_OLD_TARGET` (both empty when no hook of this alias ever
+/// succeeded), `DNS_SIDECAR_NEW_SERVER`, `DNS_SIDECAR_NEW_TARGET` and
+/// `DNS_SIDECAR_REASON`.
 #[derive(Debug, Clone)]
 pub struct HookRun {
     pub hook: Hook,
+    /// Larger than every run's before it.
+    pub seq: u64,
     pub alias: String,
     pub old_server: Option<String>,
     pub old_target: Option<String>,
@@ -44,94 +60,116 @@ pub struct HookRun {
     pub reason: String,
 }
 
-/// Changes waiting for their hook, at most one per alias, oldest first.
-#[derive(Debug, Default)]
-pub struct Queue {
-    waiting: VecDeque<HookRun>,
-}
-
-impl Queue {
-    /// Adds a change; a waiting change of the same alias is replaced by it,
-    /// keeping the waiting one's old target (what the external record holds).
-    pub fn push(&mut self, run: HookRun) {
-        if let Some(w) = self.waiting.iter_mut().find(|w| w.alias == run.alias) {
-            info!(
-                alias = run.alias.as_str(),
-                skipped = w.new_server.as_str(),
-                latest = run.new_server.as_str(),
-                "on_change hook: a newer change replaces one still waiting"
-            );
-            let (old_server, old_target) = (w.old_server.take(), w.old_target.take());
-            *w = HookRun {
-                old_server,
-                old_target,
-                ..run
-            };
-        } else {
-            self.waiting.push_back(run);
-        }
-    }
-
-    pub fn pop(&mut self) -> Option<HookRun> {
-        self.waiting.pop_front()
-    }
-
-    pub fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
-    }
-}
-
-/// Runs hooks from `rx` until the channel closes. The channel is drained
-/// continuously (also while a hook runs), so the engine never finds it full.
-pub async fn runner(mut rx: mpsc::Receiver<HookRun>, shared: Arc<Shared>) {
-    let mut queue = Queue::default();
+/// Runs hooks as the engine's messages on `rx` require, until `shutdown`.
+/// Every change of a record goes to the engine on `confirmed` (it persists
+/// it; before a run starts, the runner waits for that). At `shutdown`
+/// the run in progress is killed with its process group and reaped. The
+/// channel is drained continuously (also while a hook runs), so the engine
+/// never finds it full.
+pub async fn runner(
+    mut rx: mpsc::Receiver<ToHooks>,
+    confirmed: mpsc::Sender<(Confirmed, Option<oneshot::Sender<()>>)>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let micros = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let mut rec = Reconciler::new(micros);
     let mut open = true;
     loop {
-        if queue.is_empty() {
-            match rx.recv().await {
-                Some(run) => queue.push(run),
-                None => return,
+        if let Some((run, record)) = rec.next(Instant::now()) {
+            // The state file says the external record may change before it
+            // does, so that a crash in between repeats the run at start.
+            let (ack, persisted) = oneshot::channel();
+            if confirmed.send((record, Some(ack))).await.is_ok() {
+                let _ = tokio::time::timeout(PERSIST_WAIT, persisted).await;
             }
-        }
-        let Some(run) = queue.pop() else { continue };
-        let work = run_one(&run);
-        tokio::pin!(work);
-        let result = loop {
-            tokio::select! {
-                r = &mut work => break r,
-                next = rx.recv(), if open => match next {
-                    Some(next) => queue.push(next),
-                    None => open = false,
-                },
-            }
-        };
-        let label = match &result {
-            Ok(()) => "ok",
-            Err(HookError::Timeout(_)) => "timeout",
-            Err(_) => "failed",
-        };
-        shared
-            .metrics
-            .hook_runs
-            .get_or_create(&ResultLabel { result: label.into() })
-            .inc();
-        match result {
-            Ok(()) => info!(
+            info!(
                 alias = run.alias.as_str(),
-                new = run.new_server.as_str(),
-                "on_change hook succeeded"
-            ),
-            Err(e) => {
-                error!(alias = run.alias.as_str(), new = run.new_server.as_str(), error = %e, "on_change hook failed")
+                seq = run.seq,
+                old = run.old_target.as_deref().unwrap_or("-"),
+                new = run.new_target.as_str(),
+                reason = run.reason.as_str(),
+                "on_change hook started"
+            );
+            let work = run_one(&run, shutdown.clone());
+            tokio::pin!(work);
+            let result = loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    msg = rx.recv(), if open => match msg {
+                        Some(msg) => rec.apply(msg),
+                        None => open = false,
+                    },
+                }
+            };
+            let label = match &result {
+                Ok(()) => Some("ok"),
+                Err(HookError::Timeout(_)) => Some("timeout"),
+                // Neither a success nor the hook's failure.
+                Err(HookError::Stopped) => None,
+                Err(_) => Some("failed"),
+            };
+            if let Some(label) = label {
+                shared
+                    .metrics
+                    .hook_runs
+                    .get_or_create(&ResultLabel { result: label.into() })
+                    .inc();
             }
+            let ok = result.is_ok();
+            match result {
+                Ok(()) => info!(
+                    alias = run.alias.as_str(),
+                    seq = run.seq,
+                    new = run.new_server.as_str(),
+                    "on_change hook succeeded"
+                ),
+                Err(HookError::Stopped) => {
+                    warn!(
+                        alias = run.alias.as_str(),
+                        seq = run.seq,
+                        new = run.new_server.as_str(),
+                        "on_change hook killed with its process group at shutdown; it runs again at the next start"
+                    )
+                }
+                Err(e) => {
+                    error!(alias = run.alias.as_str(), seq = run.seq, new = run.new_server.as_str(), error = %e, "on_change hook failed")
+                }
+            }
+            if let Some(c) = rec.finished(run.seq, ok, Instant::now()) {
+                // The engine drains this channel; it is gone only at shutdown.
+                let _ = confirmed.send((c, None)).await;
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            continue;
         }
-        if !open && queue.is_empty() {
+        if !open {
             return;
         }
+        let retry = rec.next_retry();
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => rec.apply(msg),
+                None => open = false,
+            },
+            _ = sleep_until(retry) => {}
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// How long a run waits for the engine to persist that it may change the
+/// external record (a hung disk must not stop hooks for good).
+const PERSIST_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -148,6 +186,8 @@ pub enum HookError {
     },
     #[error("waiting for it failed: {0}")]
     Wait(#[source] std::io::Error),
+    #[error("killed (with its process group) at shutdown")]
+    Stopped,
 }
 
 /// The variables of our environment that `patterns` lets through
@@ -166,13 +206,14 @@ pub fn passed_env(patterns: &[String]) -> Vec<(String, String)> {
 /// Most stderr kept from a failed hook (its tail is logged).
 const STDERR_KEEP: usize = 16 * 1024;
 
-async fn run_one(run: &HookRun) -> Result<(), HookError> {
+async fn run_one(run: &HookRun, mut shutdown: watch::Receiver<bool>) -> Result<(), HookError> {
     let argv = &run.hook.argv;
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
         .envs(passed_env(&run.hook.env))
         .env("DNS_SIDECAR_ALIAS", run.alias.trim_end_matches('.'))
+        .env("DNS_SIDECAR_SEQ", run.seq.to_string())
         .env("DNS_SIDECAR_OLD_SERVER", run.old_server.as_deref().unwrap_or(""))
         .env(
             "DNS_SIDECAR_OLD_TARGET",
@@ -184,15 +225,19 @@ async fn run_one(run: &HookRun) -> Result<(), HookError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        // Its own process group (pgid = its pid), so the timeout can kill
-        // everything it started.
+        // Its own process group (pgid = its pid), so the timeout and the
+        // shutdown can kill everything it started.
         .process_group(0)
         .kill_on_drop(true);
+    if *shutdown.borrow() {
+        return Err(HookError::Stopped);
+    }
     let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
         program: argv[0].clone(),
         source,
     })?;
-    let pgid = child.id();
+    // Kills the group however this function ends (dropped included).
+    let group = Group(child.id());
     let mut stderr = child.stderr.take();
     let collect = async {
         let mut buf = Vec::new();
@@ -210,16 +255,17 @@ async fn run_one(run: &HookRun) -> Result<(), HookError> {
         }
         buf
     };
-    let waited = tokio::time::timeout(run.hook.timeout, async { tokio::join!(child.wait(), collect) }).await;
-    // Whatever happened, nothing of the group may outlive this run.
-    if let Some(pgid) = pgid {
-        // SAFETY: plain syscall; a group that no longer exists gives ESRCH.
-        unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
-    }
+    let waited = tokio::select! {
+        w = tokio::time::timeout(run.hook.timeout, async { tokio::join!(child.wait(), collect) }) => w.map_err(|_| HookError::Timeout(run.hook.timeout)),
+        _ = crate::shutdown::stopped(&mut shutdown) => Err(HookError::Stopped),
+    };
+    // Whatever happened, nothing of the group may outlive this run; then
+    // the process is reaped before the next run can start.
+    group.kill();
     let (status, err) = match waited {
-        Err(_) => {
+        Err(e) => {
             let _ = child.wait().await;
-            return Err(HookError::Timeout(run.hook.timeout));
+            return Err(e);
         }
         Ok((status, err)) => (status.map_err(HookError::Wait)?, err),
     };
@@ -242,35 +288,68 @@ async fn run_one(run: &HookRun) -> Result<(), HookError> {
     }
 }
 
+/// A hook's process group (its pgid is the hook's pid), killed with
+/// SIGKILL when asked and again when dropped.
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: plain syscall; a group that no longer exists gives ESRCH.
+            unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::reconcile::ToHooks;
     use super::*;
+    use crate::decision::snapshot::HookedTarget;
 
-    fn run(alias: &str, old: Option<&str>, new: &str) -> HookRun {
-        HookRun {
+    fn want(alias: &str, new: &str) -> ToHooks {
+        ToHooks::Want {
+            alias: alias.into(),
             hook: Hook {
                 argv: vec!["/bin/true".into()],
                 timeout: std::time::Duration::from_secs(1),
                 env: vec![],
             },
-            alias: alias.into(),
-            old_server: old.map(Into::into),
-            old_target: old.map(|o| format!("{o}.test.")),
-            new_server: new.into(),
-            new_target: format!("{new}.test."),
+            new: target(new),
             reason: "r".into(),
+        }
+    }
+
+    fn target(server: &str) -> HookedTarget {
+        HookedTarget {
+            server: server.into(),
+            target: format!("{server}.test."),
         }
     }
 
     #[test]
     fn piled_up_changes_keep_the_latest_per_alias() {
-        let mut q = Queue::default();
-        q.push(run("a.", Some("x"), "y"));
-        q.push(run("b.", None, "x"));
-        q.push(run("a.", Some("y"), "z"));
-        q.push(run("a.", Some("z"), "w"));
-        assert_eq!(q.len(), 2);
-        let first = q.pop().unwrap();
+        let now = Instant::now();
+        let mut q = Reconciler::new(1);
+        q.apply(ToHooks::Restored(vec![(
+            "a.".into(),
+            reconcile::Record {
+                hooked: Some(target("x")),
+                unsure: None,
+            },
+        )]));
+        q.apply(want("a.", "y"));
+        q.apply(want("b.", "x"));
+        q.apply(want("a.", "z"));
+        q.apply(want("a.", "w"));
+        assert_eq!(q.pending().len(), 2);
+        let (first, _) = q.next(now).unwrap();
         assert_eq!(
             (
                 first.alias.as_str(),
@@ -279,8 +358,96 @@ mod tests {
             ),
             ("a.", Some("x"), "w")
         );
-        assert_eq!(q.pop().unwrap().alias, "b.");
-        assert!(q.pop().is_none());
+        q.finished(first.seq, true, now).unwrap();
+        let (second, _) = q.next(now).unwrap();
+        assert_eq!(second.alias, "b.");
+        assert!(second.seq > first.seq);
+        q.finished(second.seq, true, now).unwrap();
+        assert!(q.next(now).is_none());
+    }
+
+    fn shell(script: String, seq: u64) -> HookRun {
+        HookRun {
+            hook: Hook {
+                argv: vec!["/bin/sh".into(), "-c".into(), script],
+                timeout: std::time::Duration::from_secs(30),
+                env: vec!["PATH".into()],
+            },
+            seq,
+            alias: "a.".into(),
+            old_server: None,
+            old_target: None,
+            new_server: "x".into(),
+            new_target: "x.test.".into(),
+            reason: "r".into(),
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("dns-sidecar-hook-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A hook that exits 0 but left a child to write later: the child dies
+    /// with the group when the hook exits, so it never writes after a newer run.
+    #[tokio::test]
+    async fn a_child_left_behind_by_a_finished_hook_never_writes() {
+        let d = scratch("finished");
+        let late = d.join("late");
+        let script = format!("(sleep 1; echo late > {}) 2>/dev/null & exit 0", late.display());
+        let (_stop, rx) = watch::channel(false);
+        run_one(&shell(script, 1), rx).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(!late.exists(), "the child wrote after its hook ended");
+    }
+
+    /// At shutdown the running hook and its children are killed and reaped
+    /// at once; the run reports `Stopped` and the seq reaches the command.
+    #[tokio::test]
+    async fn shutdown_kills_the_running_hook_with_its_group() {
+        let d = scratch("shutdown");
+        let (pid, seq) = (d.join("pid"), d.join("seq"));
+        let script = format!(
+            "echo $DNS_SIDECAR_SEQ > {}; sleep 300 & echo $! > {}; wait",
+            seq.display(),
+            pid.display()
+        );
+        let (stop, rx) = watch::channel(false);
+        let run = shell(script, 42);
+        let work = tokio::spawn(async move { run_one(&run, rx).await });
+        let started = Instant::now();
+        let child: u32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pid).ok().and_then(|t| t.trim().parse().ok()) {
+                break p;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the hook did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        stop.send(true).unwrap();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(5), work)
+            .await
+            .expect("stopped promptly")
+            .unwrap();
+        assert!(matches!(result, Err(HookError::Stopped)), "{result:?}");
+        assert_eq!(std::fs::read_to_string(&seq).unwrap(), "42\n");
+        let gone = |p: u32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        let t = Instant::now();
+        while !gone(child) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "the hook's child survived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[test]

@@ -319,6 +319,7 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let (control_tx, control_rx) = mpsc::channel(16);
     let (reconf_tx, reconf_rx) = mpsc::channel(1);
     let (hook_tx, hook_rx) = mpsc::channel(64);
+    let (confirmed_tx, confirmed_rx) = mpsc::channel(16);
     let mut probers = Probers::new(shared.incident.subscribe(), supervisor.clone());
     probers.sync(&config, &obs_tx)?;
     let control = Control::new(control_tx);
@@ -328,10 +329,14 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
         control: control_rx,
         reconfigure: reconf_rx,
         hooks: hook_tx,
+        hooks_confirmed: confirmed_rx,
     };
     let sup = &supervisor;
     tasks.spawn(sup.watch("engine", engine::run(shared.clone(), inputs, stop_rx.clone())));
-    tasks.spawn(sup.watch("hook runner", hook::runner(hook_rx, shared.clone())));
+    tasks.spawn(sup.watch(
+        "hook runner",
+        hook::runner(hook_rx, confirmed_tx, shared.clone(), stop_rx.clone()),
+    ));
     tasks.spawn(sup.watch(
         "targets refresher",
         dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()),

@@ -1,6 +1,7 @@
 //! The state file: what the decision must not forget across a restart
 //! (fences, timeline floors, targets, pins, drains; see
-//! [`crate::decision::snapshot`]), as a small JSON document.
+//! [`crate::decision::snapshot`]) and what each on-change hook's external
+//! record holds (see [`crate::hook::reconcile`]), as a small JSON document.
 //!
 //! Written atomically (a temporary file in the same directory, fsync, rename,
 //! fsync of the directory), so a crash leaves either the old or the new
@@ -329,6 +330,11 @@ mod tests {
                     since: 1.5,
                 }],
                 pinned: None,
+                hooked: Some(crate::decision::snapshot::HookedTarget {
+                    server: "b".into(),
+                    target: "pg-b.test.".into(),
+                }),
+                hook_unsure: None,
             },
         );
         r
@@ -394,6 +400,22 @@ mod tests {
             {{\"aliases\": {{\"prod.db.internal.\": {{\"target\": \"a\", \"since\": {since}, \"timeline_floor\": 2, \
             \"pinned\": null}}}}}}}}"
         )
+    }
+
+    /// Files written before the hook records existed load, without them.
+    #[test]
+    fn files_without_hook_records_load() {
+        let dir = tempdir();
+        let path = dir.join("state.json");
+        std::fs::write(&path, with_since("1700000000.25")).unwrap();
+        let r = load(&path).unwrap().unwrap();
+        let a = &r.aliases["prod.db.internal."];
+        assert_eq!(
+            (a.target.as_deref(), &a.hooked, &a.hook_unsure),
+            (Some("a"), &None, &None)
+        );
+        let text = String::from_utf8(body(&r, 1.0)).unwrap();
+        assert!(!text.contains("hook"), "absent records are not written: {text}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod failover;
 mod faults;
 mod fork;
 mod forwarding;
+mod hook_record;
 mod lag;
 mod logs;
 mod observability;

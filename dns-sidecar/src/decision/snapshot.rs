@@ -45,6 +45,28 @@ pub struct RememberedAlias {
     #[serde(default)]
     pub fences: Vec<RememberedFence>,
     pub pinned: Option<String>,
+    /// The last target whose on-change hook succeeded: what the external
+    /// record holds, as far as the sidecar knows. Absent in files written
+    /// before it existed (and when no hook ever succeeded): then a hook runs
+    /// at the first answer. Kept by the engine, not the decision (see
+    /// [`crate::hook::reconcile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooked: Option<HookedTarget>,
+    /// Set while the external record is not known: a hook run that has not
+    /// succeeded (started, failed, timed out, killed) may have set this
+    /// target. A hook then runs at start whatever DNS answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_unsure: Option<HookedTarget>,
+}
+
+/// A target as an on-change hook set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookedTarget {
+    /// Server id.
+    pub server: String,
+    /// The server's `target` DNS name (canonical, with the final dot).
+    pub target: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +111,8 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
                 timeline_floor: a.timeline_floor,
                 fences,
                 pinned: pin.map(id),
+                hooked: None,
+                hook_unsure: None,
             };
             (c.name.as_str().to_string(), r)
         })
