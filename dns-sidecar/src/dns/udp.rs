@@ -1,8 +1,9 @@
 //! Batched UDP serving, off the async runtime.
 //!
 //! Each UDP socket (several per address, bound with SO_REUSEPORT so the
-//! kernel spreads clients over them) gets a thread that receives up to
-//! [`WORKER_BATCH`] datagrams with one `recvmmsg`, answers what it can from the
+//! kernel spreads clients over them; on a port-0 listener duplicates of one
+//! socket without it, see `bind_group` in lib.rs) gets a thread that
+//! receives up to [`WORKER_BATCH`] datagrams with one `recvmmsg`, answers what it can from the
 //! precomputed [`FastTable`] or synchronously through the full handler, and
 //! sends all answers with one `sendmmsg`. No task is spawned and nothing is
 //! allocated per query on that path. Forwarded queries go to the worker's
