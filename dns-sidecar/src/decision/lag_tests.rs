@@ -35,6 +35,8 @@ fn writer(tl: u32, lsn: u64) -> Result<ServerState, ProbeFailure> {
         timeline: Some(tl),
         replay_lag_bytes: None,
         wal_lsn: Some(lsn),
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -47,6 +49,8 @@ fn replayed(lsn: u64) -> Result<ServerState, ProbeFailure> {
         timeline: None,
         replay_lag_bytes: Some(0),
         wal_lsn: Some(lsn),
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -172,6 +176,8 @@ fn read_only_role_keeps_read_only_primaries_and_drops_lagging_standbys() {
         timeline: Some(1),
         replay_lag_bytes: None,
         wal_lsn: Some(8 * MIB),
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     });
     assert_eq!(
@@ -279,6 +285,8 @@ fn unknown_lag_does_not_qualify() {
             timeline: None,
             replay_lag_bytes: None,
             wal_lsn: None,
+            received_lsn: None,
+            received_timeline: None,
             fresh_connection: false,
         })
     };

@@ -339,6 +339,8 @@ impl Cluster {
                 timeline: (!self.revoked).then_some(tl),
                 replay_lag_bytes: None,
                 wal_lsn: (!self.revoked).then_some(self.lsn[s]),
+                received_lsn: None,
+                received_timeline: None,
                 fresh_connection: false,
             }),
             Truth::Standby { .. } => Ok(ServerState {
@@ -347,6 +349,8 @@ impl Cluster {
                 timeline: None,
                 replay_lag_bytes: Some(0),
                 wal_lsn: (!self.revoked).then_some(self.lsn[s]),
+                received_lsn: None,
+                received_timeline: None,
                 fresh_connection: false,
             }),
             Truth::Down => Err(ProbeFailure {

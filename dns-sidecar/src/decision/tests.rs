@@ -49,6 +49,8 @@ pub(super) fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
         timeline: tl,
         replay_lag_bytes: None,
         wal_lsn: None,
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -59,6 +61,8 @@ pub(super) fn read_only_primary() -> Result<ServerState, ProbeFailure> {
         timeline: Some(1),
         replay_lag_bytes: None,
         wal_lsn: None,
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -69,8 +73,17 @@ pub(super) fn standby() -> Result<ServerState, ProbeFailure> {
         timeline: None,
         replay_lag_bytes: Some(0),
         wal_lsn: None,
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
+}
+/// A standby whose WAL receiver receives on timeline `tl` (what a probe
+/// role with `pg_read_all_stats` sees): it follows a primary on `tl`.
+pub(super) fn following(tl: u32) -> Result<ServerState, ProbeFailure> {
+    let mut s = standby()?;
+    s.received_timeline = Some(tl);
+    Ok(s)
 }
 /// A failure of `kind`, with the cause such a failure typically has (the
 /// decision looks at the kind only).
