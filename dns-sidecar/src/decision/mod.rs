@@ -226,7 +226,12 @@ impl State {
         if let Some(p) = self.pins[i] {
             return Answer::Target(p);
         }
-        let barred = |t: ServerId| fence::is_writer(config.aliases[i].role) && a.bar(t, &self.servers).is_some();
+        // Writers never answer a fenced server; readers never a diverged one
+        // (`keep-last` included).
+        let barred = |t: ServerId| match fence::is_writer(config.aliases[i].role) {
+            true => a.bar(t, &self.servers).is_some(),
+            false => truth::diverged(self, config, t).is_some(),
+        };
         match a.target {
             _ if !self.first_round_done => Answer::Pending,
             Some(t) if self.drained[t] || barred(t) => Answer::NoTarget,
