@@ -669,3 +669,62 @@ fn a_fork_drained_when_the_alias_chose_is_not_answered_once_undrained() {
         Some((FenceReason::SameTimeline { holder: A }, Some(2)))
     ));
 }
+
+/// Issue 16, item 6: a frozen primary (its probes time out, damping still
+/// remembers it writable) and the standby promoted meanwhile are not a split
+/// brain: no event, and the old primary's fence is "superseded".
+#[test]
+fn a_frozen_primary_failover_is_not_a_split_brain() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
+    assert!(s.state.servers[A].up, "still remembered through damping");
+    assert!(!s.events.iter().any(|e| matches!(e, Event::SplitBrain { .. })), "{:?}", s.events);
+    assert!(matches!(
+        s.state.aliases[0].fence(A).map(|f| f.reason),
+        Some(FenceReason::Superseded { by: B })
+    ));
+    assert!(s.state.aliases[0].split_brain.is_empty());
+    let (_, _, reason) = s.changed().unwrap();
+    assert!(reason.contains("not a split brain"), "{reason}");
+    // Thawed while still writable on timeline 1: now two live writers.
+    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert!(s.events.iter().any(|e| matches!(e, Event::SplitBrain { .. })));
+}
+
+/// Issue 16, item 2, without `pg_read_all_stats` (no receiver timeline): a
+/// WAL receiver that receives (its position advances) or has caught up with
+/// the alias's server is evidence of a rebuild; one stuck where it asked to
+/// start is not.
+#[test]
+fn a_receiver_that_streams_lifts_the_fence_one_that_is_stuck_does_not() {
+    let at = |in_recovery: bool, tl: Option<u32>, lsn: u64, received: Option<u64>| {
+        let mut st = if in_recovery { standby() } else { primary(tl) }.unwrap();
+        st.wal_lsn = Some(lsn);
+        st.received_lsn = received;
+        Ok(st)
+    };
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, at(false, Some(1), 100, None)), (B, at(true, None, 100, Some(100)))]);
+    s.step(&[(A, fail(DOWN)), (B, at(false, Some(2), 200, None))]);
+    assert!(fenced(&s, A));
+    // standby.signal without pg_rewind: replayed past the fork, its receiver
+    // stuck at the segment it asked for.
+    for lsn in [300, 400, 500] {
+        s.step(&[(A, at(true, None, 4096, Some(0))), (B, at(false, Some(2), lsn, None))]);
+        assert!(fenced(&s, A), "stuck receiver: no rebuild");
+    }
+    // Rebuilt: streams from B (its received position advances)...
+    s.step(&[(A, at(true, None, 500, Some(500))), (B, at(false, Some(2), 700, None))]);
+    assert!(!fenced(&s, A), "received more since its last probe");
+
+    // ... or has received and replayed exactly B's position (an idle B).
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, at(false, Some(1), 100, None)), (B, at(true, None, 100, Some(100)))]);
+    s.step(&[(A, fail(DOWN)), (B, at(false, Some(2), 200, None))]);
+    s.step(&[(A, at(true, None, 200, Some(200))), (B, at(false, Some(2), 200, None))]);
+    assert!(!fenced(&s, A), "caught up with B");
+}
