@@ -583,3 +583,29 @@ fn a_standby_on_another_timeline_is_diverged_not_current() {
     assert_eq!(lag::measure(&s.state, &s.config, B, s.now).unwrap().bytes, None);
     assert_eq!(ro(&s), Answer::Target(A), "the writer's choice, not the other branch");
 }
+
+/// Without a lag limit too: a `standby` alias never answers an old primary
+/// the writer fenced that is in recovery without following the new primary
+/// (standby.signal without pg_rewind), and takes it once it follows.
+#[test]
+fn a_standby_alias_without_a_limit_never_answers_a_fenced_server() {
+    let text = format!(
+        "{}[[aliases]]\nname = \"sb.db.internal\"\nrole = \"standby\"\non_no_match = \"servfail\"\nservers = [\"a\", \"b\"]\n",
+        super::tests::config_text("read-write", "keep-last")
+    );
+    let mut s = Sim::with_config(Config::from_toml(Path::new("sb.toml"), &text).unwrap_or_else(|e| panic!("{e}")));
+    s.step(&[(A, writer(1, 10 * MIB)), (B, replayed(10 * MIB))]);
+    assert_eq!(s.state.answer(&s.config, 1), Answer::Target(B));
+    s.step(&[(A, fail(FailureKind::Definite)), (B, writer(2, 10 * MIB + 4096))]);
+    for _ in 0..5 {
+        s.step(&[(A, replayed(12 * MIB)), (B, writer(2, 11 * MIB))]);
+        assert_eq!(s.state.answer(&s.config, 1), Answer::NoTarget, "a is diverged");
+    }
+    // Rebuilt: its receiver streams from b and it replays b's position.
+    let mut st = replayed(11 * MIB).unwrap();
+    st.received_lsn = Some(11 * MIB);
+    s.step(&[(A, Ok(st.clone())), (B, writer(2, 11 * MIB))]);
+    assert!(truth::diverged(&s.state, &s.config, A).is_none());
+    s.step(&[(A, Ok(st)), (B, writer(2, 11 * MIB))]);
+    assert_eq!(s.state.answer(&s.config, 1), Answer::Target(A));
+}
