@@ -19,6 +19,7 @@ mod logs;
 mod observability;
 mod operations;
 mod protocol;
+mod readers;
 mod readme;
 mod sequences;
 mod support;

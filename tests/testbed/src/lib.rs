@@ -105,6 +105,7 @@
 
 mod dnsmasq;
 mod error;
+mod diverged;
 mod fork;
 mod pair;
 mod pki;
