@@ -50,9 +50,11 @@ async fn a_reader_leaves_the_old_primary_when_the_standby_is_promoted() {
     let b2 = b.clone();
     blocking(move || b2.pause_replay()).await.expect("pause replay on b");
     let a2 = a.clone();
-    blocking(move || a2.sql("CREATE TABLE lag_big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g"))
-        .await
-        .expect("write on a");
+    blocking(move || {
+        a2.sql("CREATE TABLE lag_big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g")
+    })
+    .await
+    .expect("write on a");
     env.wait_for_target(READER, A, WAIT).await;
 
     // Promoted while a keeps running (and takes writes b will never have).
@@ -108,11 +110,19 @@ async fn an_old_primary_made_a_standby_without_rewind_stays_fenced() {
             .expect("write on b");
         tokio::time::sleep(INTERVAL * 2).await;
         let status = env.status();
-        let in_recovery = status.servers.iter().find(|s| s.server == "a").and_then(|s| s.in_recovery);
+        let in_recovery = status
+            .servers
+            .iter()
+            .find(|s| s.server == "a")
+            .and_then(|s| s.in_recovery);
         assert!(
             fence_kind(&status, PROD, "a").is_some(),
             "a in recovery ({in_recovery:?}) but never streaming must stay fenced: {:?}",
-            status.history.iter().filter(|h| h.kind == "unfenced").collect::<Vec<_>>()
+            status
+                .history
+                .iter()
+                .filter(|h| h.kind == "unfenced")
+                .collect::<Vec<_>>()
         );
         assert_ne!(raw::cname_of(env.dns, READER).as_deref(), Some(A));
         assert_ne!(raw::cname_of(env.dns, "ro.db.test.").as_deref(), Some(A));

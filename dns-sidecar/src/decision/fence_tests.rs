@@ -179,7 +179,11 @@ fn a_newer_timeline_alone_does_not_lift_the_fence() {
         );
         assert!(fenced(&s, A));
     }
-    assert_eq!(s.state.aliases[0].timeline_floor, Some(2), "a fenced server's timeline is no floor");
+    assert_eq!(
+        s.state.aliases[0].timeline_floor,
+        Some(2),
+        "a fenced server's timeline is no floor"
+    );
     // B dies: nothing the alias may follow (keep-last keeps B).
     assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(B));
     assert!(fenced(&s, A));
@@ -682,7 +686,11 @@ fn a_frozen_primary_failover_is_not_a_split_brain() {
         Answer::Target(B)
     );
     assert!(s.state.servers[A].up, "still remembered through damping");
-    assert!(!s.events.iter().any(|e| matches!(e, Event::SplitBrain { .. })), "{:?}", s.events);
+    assert!(
+        !s.events.iter().any(|e| matches!(e, Event::SplitBrain { .. })),
+        "{:?}",
+        s.events
+    );
     assert!(matches!(
         s.state.aliases[0].fence(A).map(|f| f.reason),
         Some(FenceReason::Superseded { by: B })
@@ -691,7 +699,10 @@ fn a_frozen_primary_failover_is_not_a_split_brain() {
     let (_, _, reason) = s.changed().unwrap();
     assert!(reason.contains("not a split brain"), "{reason}");
     // Thawed while still writable on timeline 1: now two live writers.
-    assert_eq!(s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]), Answer::Target(B));
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
     assert!(s.events.iter().any(|e| matches!(e, Event::SplitBrain { .. })));
 }
 

@@ -162,8 +162,12 @@ pub fn window(config: &Config) -> Option<Duration> {
 /// position.
 pub fn reference(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
     if truth::has_writer(config, server) {
-        return truth::current_primary(state, config, server)
-            .filter(|&p| state.servers[p].last_state.as_ref().is_some_and(|st| st.wal_lsn.is_some()));
+        return truth::current_primary(state, config, server).filter(|&p| {
+            state.servers[p]
+                .last_state
+                .as_ref()
+                .is_some_and(|st| st.wal_lsn.is_some())
+        });
     }
     config
         .aliases

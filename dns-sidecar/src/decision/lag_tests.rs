@@ -560,7 +560,10 @@ fn a_reader_leaves_an_old_primary_the_writer_fenced() {
         let lag = lag::measure(&s.state, &s.config, A, s.now).unwrap();
         assert_eq!((lag.primary, lag.bytes), (Some(B), None), "no lag across branches");
     }
-    assert!(s.state.aliases[1].lagging.iter().any(|l| l.server == A && l.reason.contains("diverged")));
+    assert!(s.state.aliases[1]
+        .lagging
+        .iter()
+        .any(|l| l.server == A && l.reason.contains("diverged")));
 }
 
 /// A standby whose WAL receiver receives on another timeline than the

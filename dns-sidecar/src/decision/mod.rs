@@ -354,7 +354,11 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
             h.consecutive_fail = 0;
             // The WAL receiver received more since the last good probe: it
             // streams (evidence that lifts a fence; see `fence`, rule 5).
-            let before = h.last_state.as_ref().filter(|p| p.in_recovery).and_then(|p| p.received_lsn);
+            let before = h
+                .last_state
+                .as_ref()
+                .filter(|p| p.in_recovery)
+                .and_then(|p| p.received_lsn);
             h.receiving = s.in_recovery && matches!((before, s.received_lsn), (Some(b), Some(n)) if n > b);
             h.last_state = Some(s.clone());
             h.last_success = Some(o.at);
@@ -575,11 +579,7 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         a.timeline_floor = a.timeline_floor.max(a.decided_timeline);
     }
     a.matched = true;
-    a.split_brain = if live.len() > 1 && writer {
-        matching
-    } else {
-        Vec::new()
-    };
+    a.split_brain = if live.len() > 1 && writer { matching } else { Vec::new() };
     if let Some(reason) = reason {
         events.push(Event::TargetChanged {
             alias: i,

@@ -535,7 +535,12 @@ impl Oracle {
             // ground truth of following; the decision needs more evidence),
             // or on a newer timeline that the server the alias left it for
             // now streams from.
-            let followed = || self.last[a].filter(|&l| l != o.server).and_then(latest).is_some_and(streaming);
+            let followed = || {
+                self.last[a]
+                    .filter(|&l| l != o.server)
+                    .and_then(latest)
+                    .is_some_and(streaming)
+            };
             let lifted = match self.left[a].get(&o.server) {
                 Some(_) if s.in_recovery => streaming(s),
                 Some(Some(then)) => s.timeline.is_some_and(|now| now > *then) && followed(),
@@ -545,7 +550,10 @@ impl Oracle {
                 self.left[a].remove(&o.server);
             }
             // Only a server the alias may follow raises what "newest" means.
-            if let Some(tl) = s.timeline.filter(|_| !s.in_recovery && !self.left[a].contains_key(&o.server)) {
+            if let Some(tl) = s
+                .timeline
+                .filter(|_| !s.in_recovery && !self.left[a].contains_key(&o.server))
+            {
                 self.max_seen[a] = Some(self.max_seen[a].map_or(tl, |m| m.max(tl)));
             }
         }
@@ -672,7 +680,10 @@ impl Oracle {
                 self.left[w]
             );
         }
-        let in_recovery = inst.state.servers[s].last_state.as_ref().is_some_and(|st| st.in_recovery);
+        let in_recovery = inst.state.servers[s]
+            .last_state
+            .as_ref()
+            .is_some_and(|st| st.in_recovery);
         // (`keep-last` may keep a server that stopped matching its role.)
         if !in_recovery && inst.state.aliases[a].matched {
             let chosen = |w: usize| inst.state.aliases[w].decided.filter(|_| inst.state.aliases[w].matched);

@@ -588,7 +588,12 @@ fn damping_is_time_not_probe_count() {
     assert_eq!(s.step(&[(A, timeout())]), Answer::Target(A));
     for _ in 0..11 {
         assert_eq!(s.step_after(ms(12), &[(A, timeout())]), Answer::Target(A));
-        assert!(s.state.servers[A].up, "{} failures within {:?}", s.state.servers[A].consecutive_fail, ms(132));
+        assert!(
+            s.state.servers[A].up,
+            "{} failures within {:?}",
+            s.state.servers[A].consecutive_fail,
+            ms(132)
+        );
     }
     assert!(s.state.servers[A].consecutive_fail >= 3);
     // 144 ms after the first failure: still up; 150 ms: down.

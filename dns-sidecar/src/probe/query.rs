@@ -33,7 +33,8 @@ pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction
 
 /// Fallback when the WAL functions are not allowed for the probe role (some
 /// managed services revoke them): everything but the timeline, lag and position.
-pub const BASIC: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL, NULL, NULL, NULL";
+pub const BASIC: &str =
+    "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL, NULL, NULL, NULL";
 
 /// Runs `sql` (one of the above) and parses its single row.
 pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgres::Error> {

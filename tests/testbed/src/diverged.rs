@@ -44,7 +44,10 @@ impl Cluster {
         ));
         write_file(&conf, &text, 0o600)?;
         self.run_as.chown(&conf)?;
-        let what = format!("{} started as a standby of {} without pg_rewind", self.name, primary.name);
+        let what = format!(
+            "{} started as a standby of {} without pg_rewind",
+            self.name, primary.name
+        );
         self.start()?;
         process::poll(&what, Duration::from_secs(10), Duration::from_millis(5), || {
             Ok(self.is_in_recovery()?.then_some(()))

@@ -103,9 +103,9 @@
 //! // Dropping `pair` and `dns` stops everything and deletes the files.
 //! ```
 
+mod diverged;
 mod dnsmasq;
 mod error;
-mod diverged;
 mod fork;
 mod pair;
 mod pki;
