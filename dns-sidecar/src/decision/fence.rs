@@ -224,6 +224,8 @@ pub(super) fn learn(
                         // Rule 4 before rule 5: the holder's timeline is not
                         // "newer" for this server, whatever its old fence
                         // says; a fence of another kind becomes this one.
+                        // The floor: `t` is the holder's timeline (truth).
+                        a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
                         let fence = Fence {
                             server: o.server,
                             reason: FenceReason::SameTimeline { holder },

@@ -470,6 +470,11 @@ struct Oracle {
     last: [Option<usize>; 3],
     /// Writer aliases: servers left behind, with their timeline then.
     left: [BTreeMap<usize, Option<u32>>; 3],
+    /// Writer aliases: every server ever left (or lost a split brain) since
+    /// an operator last unfenced it. Only the others' timelines count for
+    /// `max_seen` (issue 16: a fenced server's timeline is no truth, and the
+    /// decision lifts a fence on evidence the oracle does not track exactly).
+    ever_left: [std::collections::BTreeSet<usize>; 3],
     /// Writer aliases: the timeline of the last server answered, when known.
     last_tl: [Option<u32>; 3],
     /// Writer aliases: an operator unfenced since the last move.
@@ -549,10 +554,10 @@ impl Oracle {
             if lifted {
                 self.left[a].remove(&o.server);
             }
-            // Only a server the alias may follow raises what "newest" means.
+            // Only a server never left raises what "newest" means.
             if let Some(tl) = s
                 .timeline
-                .filter(|_| !s.in_recovery && !self.left[a].contains_key(&o.server))
+                .filter(|_| !s.in_recovery && !self.ever_left[a].contains(&o.server))
             {
                 self.max_seen[a] = Some(self.max_seen[a].map_or(tl, |m| m.max(tl)));
             }
@@ -705,10 +710,12 @@ impl Oracle {
         match server {
             None => {
                 self.left[a].clear();
+                self.ever_left[a].clear();
                 self.max_seen[a] = None;
             }
             Some(s) => {
                 self.left[a].remove(&s);
+                self.ever_left[a].remove(&s);
                 let tl = state.servers[s]
                     .last_state
                     .as_ref()
@@ -820,6 +827,7 @@ impl Oracle {
                 for x in (0..3).filter(|&x| x != s && role_ok(x) && !inst.state.drained[x]) {
                     let tl_then = inst.state.servers[x].last_state.as_ref().and_then(|st| st.timeline);
                     self.left[a].entry(x).or_insert(tl_then);
+                    self.ever_left[a].insert(x);
                 }
             }
             if let (Some(_), Some(then), Some(now), false) =
@@ -847,6 +855,7 @@ impl Oracle {
                     .filter(|x| !x.in_recovery)
                     .and_then(|x| x.timeline);
                 self.left[a].insert(prev, tl_then);
+                self.ever_left[a].insert(prev);
             }
             self.last[a] = Some(s);
         }
