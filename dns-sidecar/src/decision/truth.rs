@@ -17,14 +17,17 @@
 //!   (`pg_stat_wal_receiver.received_tli`, visible only to probe roles with
 //!   `pg_read_all_stats`, e.g. `pg_monitor`); or, when that is not visible,
 //! * its WAL receiver received more since its previous probe (it streams), or
-//!   it has received and replayed exactly up to the primary's position.
+//!   its receiver was started and it has replayed exactly the primary's
+//!   position (an idle primary, a standby caught up).
 //!
 //! An old primary given `standby.signal` without pg_rewind, whose history
 //! forked before its own position, never streams: its received position
-//! stays where it asked to start (a segment boundary), so none of these
-//! holds. Limit: without `pg_read_all_stats` a standby streaming from
-//! another server than the current primary (a cascade, or a stale old
-//! primary) is taken to follow it.
+//! stays where it asked to start (a segment boundary) and its replay
+//! position is its own, past the fork, so none of these holds. Limits:
+//! without `pg_read_all_stats` a standby streaming from another server than
+//! the current primary (a cascade, or a stale old primary) is taken to
+//! follow it, and so is a diverged one whose own position happens to equal
+//! the primary's to the byte.
 
 use super::{fence, timeline, State};
 use crate::config::{Config, ServerId};
@@ -68,7 +71,12 @@ pub fn follows(state: &State, server: ServerId, primary: ServerId) -> bool {
         (Some(t), Some(pt)) => t == pt,
         (Some(_), None) => false,
         (None, _) => {
-            let caught_up = st.received_lsn.is_some() && st.received_lsn == st.wal_lsn && st.wal_lsn == p.wal_lsn;
+            // Its receiver was started (standby mode with a primary) and it has
+            // replayed exactly the primary's position. (The received position
+            // itself says little: a rebuilt standby that replayed the copied
+            // WAL asks to stream from the start of its segment, where it
+            // stays while the primary is idle, as a diverged one's does.)
+            let caught_up = st.received_lsn.is_some() && st.wal_lsn.is_some() && st.wal_lsn == p.wal_lsn;
             h.receiving || caught_up
         }
     }
