@@ -14,6 +14,7 @@ mod failover;
 mod faults;
 mod fork;
 mod forwarding;
+mod frozen;
 mod lag;
 mod logs;
 mod observability;
