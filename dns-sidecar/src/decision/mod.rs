@@ -8,19 +8,27 @@
 //! Rules, per alias:
 //! * A server is *up* after its first good probe. It goes *down* at once on a
 //!   definite failure (refused/closed), or after `fall` ambiguous failures in a
-//!   row (timeouts...). While fewer than `fall` ambiguous failures have been
-//!   seen, its last known state stands (damping). A server that was down needs
-//!   `rise` good probes in a row before it can be chosen again.
+//!   row (timeouts...) that have lasted about `fall` intervals. Until then its
+//!   last known state stands (damping). A server that was down needs `rise`
+//!   good probes in a row, lasting about `rise` intervals, before it can be
+//!   chosen again (damping is time, not probe count: see [`damping`]).
 //! * The alias keeps its current target while that target still matches the
 //!   role; otherwise it switches to the first matching candidate in the alias's
 //!   list order, at the first observation that shows it (one probe interval).
 //! * Writer aliases (`read-write`, `primary`) are *fenced* (see [`fence`]):
-//!   never a server on an older timeline than the newest one seen on a
-//!   candidate, never back to a server they left or that lost a split brain
-//!   until it has been seen in recovery (rebuilt as a standby).
+//!   never a server on an older timeline than the newest one seen on an
+//!   unfenced candidate, never back to a server they left or that lost a
+//!   split brain until it has been seen following the alias's server
+//!   (rebuilt as a standby), not merely in recovery.
 //! * Two writable servers (split brain): the one on the newest timeline wins
 //!   when every candidate's timeline is known and one is strictly newest;
-//!   otherwise the current target is kept (or the first in list order).
+//!   otherwise the current target is kept (or the first in list order). A
+//!   split brain is two *live* writers: a server whose last probe failed is
+//!   only remembered (damping) and loses nothing; it is superseded.
+//! * Readers obey the writers' truth (see [`truth`]): writer aliases are
+//!   decided first; no alias answers a server a writer alias fenced, lag is
+//!   measured against the writer alias's choice only, and `prefer-standby`
+//!   falls back to exactly that choice.
 //! * Reader aliases with a lag limit (`max_lag`, `max_lag_time`; see [`lag`]):
 //!   a standby further behind the primary than the limit does not match, and
 //!   matches again only after `rise` good probes within it. `prefer-standby`
@@ -176,7 +184,8 @@ pub enum Event {
         server: ServerId,
         reason: String,
     },
-    /// A fence was lifted (server seen in recovery, or by an operator).
+    /// A fence was lifted (server seen following the alias's server, or by
+    /// an operator).
     Unfenced {
         alias: usize,
         server: ServerId,
