@@ -11,7 +11,7 @@
 //!   row (timeouts...) that have lasted about `fall` intervals. Until then its
 //!   last known state stands (damping). A server that was down needs `rise`
 //!   good probes in a row, lasting about `rise` intervals, before it can be
-//!   chosen again (damping is time, not probe count: see [`damping`]).
+//!   chosen again (damping is time, not probe count: see `damping.rs`).
 //! * The alias keeps its current target while that target still matches the
 //!   role; otherwise it switches to the first matching candidate in the alias's
 //!   list order, at the first observation that shows it (one probe interval).
