@@ -61,6 +61,8 @@ fn answer_path(c: &mut Criterion) {
             timeline: Some(1),
             replay_lag_bytes: None,
             wal_lsn: None,
+            received_lsn: None,
+            received_timeline: None,
             fresh_connection: false,
         }),
     };

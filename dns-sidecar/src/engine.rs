@@ -822,6 +822,7 @@ impl Engine {
                         .as_ref()
                         .and_then(|l| l.time)
                         .map(|t| t.unwrap_or_else(|more| more).as_secs_f64()),
+                    diverged: crate::decision::truth::diverged(st, c, i),
                     last_error: h.last_error.clone(),
                     last_success: h.last_success.map(|t| self.unix(t)),
                     last_probe_ms: self.last_latency[i].map(|d| d.as_secs_f64() * 1000.0),

@@ -74,6 +74,18 @@ pub struct ServerState {
     /// measure how far a standby is behind (see [`crate::decision::lag`]).
     /// `None` when unknown (WAL functions revoked).
     pub wal_lsn: Option<u64>,
+    /// Standbys: WAL received and flushed by the WAL receiver
+    /// (`pg_last_wal_receive_lsn()`). It only *advances* while the receiver
+    /// streams, which is what lifts a fence when the timeline below cannot be
+    /// read (see [`crate::decision::fence`]). `None` on primaries.
+    pub received_lsn: Option<u64>,
+    /// Standbys: the timeline the WAL receiver receives on
+    /// (`pg_stat_wal_receiver.received_tli`). PostgreSQL shows it only to
+    /// roles with `pg_read_all_stats` (e.g. `pg_monitor`); `None` otherwise,
+    /// or when no receiver runs. Equal to the primary's timeline: the standby
+    /// follows that primary's lineage; older: it follows a branch that was
+    /// left (see [`crate::decision::truth`]).
+    pub received_timeline: Option<u32>,
     /// Whether this result came from a brand-new connection.
     pub fresh_connection: bool,
 }
@@ -95,6 +107,9 @@ impl ServerState {
         let mut s = role.to_string();
         if let Some(t) = self.timeline {
             s.push_str(&format!(", timeline {t}"));
+        }
+        if let Some(t) = self.received_timeline {
+            s.push_str(&format!(", receiving timeline {t}"));
         }
         if let Some(l) = self.replay_lag_bytes {
             s.push_str(&format!(", replay lag {l} B"));

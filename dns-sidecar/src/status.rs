@@ -127,6 +127,13 @@ pub struct ServerStatus {
     /// behind every primary position kept.
     #[serde(default)]
     pub lag_seconds: Option<f64>,
+    /// Why the server has diverged from its cluster, if it has: fenced by a
+    /// writer alias (superseded, lost a split brain, forked, below the
+    /// timeline floor) or a standby receiving on another timeline than the
+    /// current primary's. No alias answers it for reads, and its lag is not
+    /// measured (`lag_bytes` and `lag_seconds` absent).
+    #[serde(default)]
+    pub diverged: Option<String>,
     pub last_error: Option<String>,
     pub last_success: Option<UnixTime>,
     pub last_probe_ms: Option<f64>,

@@ -6,8 +6,8 @@
 //! and it must be rebuilt (pg_rewind, a new base backup) before it may take
 //! writes again. The rules, for `read-write` and `primary` aliases only:
 //!
-//! 1. **Timeline floor.** Every good probe of a candidate that is not in
-//!    recovery raises the alias's floor to that server's timeline. A candidate
+//! 1. **Timeline floor.** Every good probe of an unfenced candidate that is
+//!    not in recovery raises the alias's floor to that server's timeline. A candidate
 //!    whose known timeline is older than the floor is never chosen; if it is
 //!    the current target, the alias stops answering it (SERVFAIL, whatever
 //!    `on_no_match` says): "never an older timeline while a newer one has been
@@ -29,9 +29,16 @@
 //!    (see `same_timeline`), and applies whichever was seen first: a server
 //!    already writable on that timeline when the alias settles on its server
 //!    is fenced too (see `same_timeline_peers`).
-//! 5. **Lifting.** A fence is lifted when its server is seen in recovery (it
-//!    was rebuilt as a standby), when it is seen on a newer timeline than when
-//!    it was fenced (only the end of a recovery, a promote, makes a timeline),
+//! 5. **Lifting.** A fence is lifted when its server is seen in recovery
+//!    *and following the alias's current server* (rebuilt as a standby: its
+//!    WAL receiver receives on that server's timeline, or streams, or has
+//!    received and replayed exactly up to its position; see
+//!    [`super::truth`]; recovery alone is not a rebuild: an old primary given
+//!    `standby.signal` without pg_rewind is in recovery and never streams),
+//!    when it is seen on a newer timeline than when it was fenced *and* the
+//!    alias's current server is seen following it (the cluster was turned
+//!    around while nobody looked; a newer timeline alone is no rebuild: that
+//!    old primary, promoted by mistake, reaches one too),
 //!    or by an operator (`dns-sidecar unfence`), who may also lower the floor
 //!    (a cluster rebuilt from scratch starts again at timeline 1).
 //! 6. A pin overrides fences, as it overrides everything else.
@@ -47,7 +54,7 @@
 
 use std::time::Instant;
 
-use super::{timeline, AliasState, Event, ServerHealth, State};
+use super::{timeline, truth, AliasState, Event, ServerHealth, State};
 use crate::config::{Config, Role, ServerId};
 use crate::observation::Observation;
 
@@ -120,28 +127,28 @@ impl Bar<'_> {
                 match f.reason {
                     FenceReason::Superseded { by } => {
                         format!(
-                            "the alias left it{tl} for {}; it must be seen in recovery (rebuilt as a standby) or \
-                            unfenced",
+                            "the alias left it{tl} for {}; it must be seen following the current primary as a \
+                            standby (rebuilt) or unfenced",
                             id(by)
                         )
                     }
                     FenceReason::LostSplitBrain { winner } => {
                         format!(
-                            "it lost a split brain{tl} to {}; it must be seen in recovery (rebuilt as a standby) \
-                            or unfenced",
+                            "it lost a split brain{tl} to {}; it must be seen following the current primary \
+                            as a standby (rebuilt) or unfenced",
                             id(winner)
                         )
                     }
                     FenceReason::SameTimeline { holder } => {
                         format!(
                             "it became writable{tl}, which {} already holds: it forked from an older primary; it \
-                            must be seen in recovery (rebuilt as a standby) or unfenced",
+                            must be seen following the current primary as a standby (rebuilt) or unfenced",
                             id(holder)
                         )
                     }
                     FenceReason::Inherited => format!(
                         "it was fenced{tl} (the server it lost to is no longer \
-                        configured); it must be seen in recovery (rebuilt as a standby) or unfenced"
+                        configured); it must be seen following the current primary as a standby (rebuilt) or unfenced"
                     ),
                 }
             }
@@ -190,8 +197,8 @@ impl AliasState {
 }
 
 /// What the probes teach the fences, before any alias is decided: timelines
-/// seen raise the floors, and servers seen in recovery (or promoted again)
-/// are released.
+/// seen on unfenced servers raise the floors, and servers seen following
+/// the alias's server (or followed by it) are released.
 pub(super) fn learn(
     state: &mut State,
     observations: &[Observation],
@@ -209,7 +216,6 @@ pub(super) fn learn(
             let holder = a.decided.filter(|&d| d != o.server);
             let holder_tl = a.decided_timeline;
             if let Some(t) = s.timeline.filter(|_| !s.in_recovery) {
-                a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
                 if a.decided == Some(o.server) {
                     a.decided_timeline = Some(t);
                 }
@@ -218,6 +224,8 @@ pub(super) fn learn(
                         // Rule 4 before rule 5: the holder's timeline is not
                         // "newer" for this server, whatever its old fence
                         // says; a fence of another kind becomes this one.
+                        // The floor: `t` is the holder's timeline (truth).
+                        a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
                         let fence = Fence {
                             server: o.server,
                             reason: FenceReason::SameTimeline { holder },
@@ -229,26 +237,51 @@ pub(super) fn learn(
                     }
                 }
             }
+            // Evidence of a rebuild: in recovery *and* following the alias's
+            // current server (see `truth::follows`), not recovery alone.
+            let following = (state.aliases[i].decided)
+                .filter(|&p| p != o.server)
+                .filter(|&p| truth::follows(state, o.server, p));
+            // Promoted again since it was fenced, *and* the server that
+            // superseded it now follows it: the cluster moved back to it. A
+            // newer timeline alone is no rebuild (an old primary restored
+            // without pg_rewind and promoted by mistake reaches one too).
+            let followed = (state.aliases[i].decided)
+                .filter(|&d| d != o.server)
+                .filter(|&d| truth::follows(state, d, o.server));
             let a = &mut state.aliases[i];
-            let Some(pos) = a.fences.iter().position(|f| f.server == o.server) else {
-                continue;
-            };
-            let newer = match (s.timeline, a.fences[pos].timeline) {
-                (Some(now), Some(then)) if !s.in_recovery => now > then,
+            let pos = a.fences.iter().position(|f| f.server == o.server);
+            let newer = pos.is_some_and(|pos| match (s.timeline, a.fences[pos].timeline) {
+                (Some(now), Some(then)) if !s.in_recovery => now > then && followed.is_some(),
                 _ => false,
-            };
-            if s.in_recovery || newer {
+            });
+            if let Some(pos) = pos.filter(|_| following.is_some() || newer) {
                 a.fences.remove(pos);
-                let reason = if s.in_recovery {
-                    "seen in recovery (rebuilt as a standby)".to_string()
+                let reason = if let Some(p) = following {
+                    format!(
+                        "rebuilt as a standby: in recovery and following {} ({})",
+                        config.servers[p].id,
+                        s.describe()
+                    )
                 } else {
-                    format!("promoted again since it was fenced (now {})", s.describe())
+                    format!(
+                        "promoted again since it was fenced (now {}), and {} follows it",
+                        s.describe(),
+                        followed.map_or("", |d| config.servers[d].id.as_str())
+                    )
                 };
                 events.push(Event::Unfenced {
                     alias: i,
                     server: o.server,
                     reason,
                 });
+            }
+            // Rule 1: the floor is raised by servers the alias may follow; a
+            // fenced server's timeline is no truth (a fork promoted by
+            // mistake must not bar the healthy primary).
+            let a = &mut state.aliases[i];
+            if let Some(t) = s.timeline.filter(|_| !s.in_recovery && a.fence(o.server).is_none()) {
+                a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
             }
         }
     }

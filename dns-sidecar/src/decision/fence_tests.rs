@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::snapshot::{capture, restore};
-use super::tests::{fail, primary, read_only_primary, standby, Sim, A, B};
+use super::tests::{fail, following, primary, read_only_primary, standby, Sim, A, B};
 use super::*;
 use crate::control::Override;
 use crate::observation::FailureKind;
@@ -138,13 +138,22 @@ fn a_frozen_primary_does_not_fence_its_promoted_replica() {
 }
 
 #[test]
-fn seen_in_recovery_lifts_the_fence() {
+fn following_the_new_primary_lifts_the_fence_recovery_alone_does_not() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
     assert!(fenced(&s, A));
-    // Rebuilt as a standby of B: the fence is lifted...
-    s.step(&[(A, standby()), (B, primary(Some(2)))]);
+    // Issue 16: given standby.signal without pg_rewind, A is in recovery but
+    // never streams (its history forked before its own position): no rebuild.
+    for _ in 0..5 {
+        s.step(&[(A, standby()), (B, primary(Some(2)))]);
+        assert!(fenced(&s, A), "recovery alone is no rebuild");
+    }
+    // Receiving on another timeline than B's: another branch.
+    s.step(&[(A, following(1)), (B, primary(Some(2)))]);
+    assert!(fenced(&s, A), "receiving timeline 1, B is on 2");
+    // Rebuilt as a standby of B (receives on B's timeline): the fence is lifted...
+    s.step(&[(A, following(2)), (B, primary(Some(2)))]);
     assert!(!fenced(&s, A));
     assert!(s.events.iter().any(|e| matches!(e, Event::Unfenced { server: A, .. })));
     // ... and when B dies and A is promoted (timeline 3), the alias follows.
@@ -152,20 +161,49 @@ fn seen_in_recovery_lifts_the_fence() {
     assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
 }
 
+/// Behaviour changed by issue 16: a newer timeline alone no longer lifts a
+/// fence. An old primary restored without pg_rewind and promoted by mistake
+/// reaches one too (timeline 3, having read B's history file), and must not
+/// win over B, which holds the real data, nor raise the floor above it.
 #[test]
-fn a_newer_timeline_than_when_fenced_lifts_the_fence() {
-    // The recovery phase was not seen (the sidecar was down meanwhile), but a
-    // newer timeline proves A went through recovery and a promote.
+fn a_newer_timeline_alone_does_not_lift_the_fence() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
+    s.step(&[(A, standby()), (B, primary(Some(2)))]);
+    for _ in 0..5 {
+        assert_eq!(
+            s.step(&[(A, primary(Some(3))), (B, primary(Some(2)))]),
+            Answer::Target(B),
+            "the fork on timeline 3 does not win"
+        );
+        assert!(fenced(&s, A));
+    }
+    assert_eq!(
+        s.state.aliases[0].timeline_floor,
+        Some(2),
+        "a fenced server's timeline is no floor"
+    );
+    // B dies: nothing the alias may follow (keep-last keeps B).
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(B));
+    assert!(fenced(&s, A));
+}
+
+/// The cluster was turned around while the sidecar did not look (A rebuilt
+/// and promoted, timeline 3): A's newer timeline *and* B following it lift
+/// the fence.
+#[test]
+fn a_newer_timeline_followed_by_the_alias_server_lifts_the_fence() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]);
     assert_eq!(
-        s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]),
-        Answer::NoTarget,
-        "A needs `rise` good probes; B is older now"
+        s.step(&[(A, primary(Some(3))), (B, following(3))]),
+        Answer::Target(B),
+        "keep-last; A needs rise"
     );
-    assert!(!fenced(&s, A));
-    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
+    assert!(!fenced(&s, A), "B follows A on timeline 3");
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, following(3))]), Answer::Target(A));
 }
 
 #[test]
@@ -405,7 +443,8 @@ fn a_standby_promoted_later_onto_the_same_timeline_is_a_fork() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     assert_eq!(s.step(&[(A, fail(DOWN)), (B, primary(Some(2)))]), Answer::Target(B));
-    // "A" now plays C: rebuilt? No: a standby of the old lineage, promoted.
+    // "A" now plays C: rebuilt? No: a standby of the old lineage, promoted
+    // (it does not follow B, so the fence stays: issue 16).
     s.step(&[(A, standby()), (B, primary(Some(2)))]);
     assert_eq!(s.step(&[(A, standby()), (B, fail(DOWN))]), Answer::Target(B));
     assert_eq!(
@@ -422,8 +461,9 @@ fn a_standby_promoted_later_onto_the_same_timeline_is_a_fork() {
         "{:?}",
         s.events
     );
-    // A legitimate successor is on a newer timeline.
-    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
+    // A newer timeline alone is no rebuild (issue 16): an operator decides.
+    assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(B));
+    assert!(fenced(&s, A));
 }
 
 /// The fork of issue 15: A primary on timeline 1, B its standby. B is
@@ -451,7 +491,7 @@ fn fork(b_alive: bool, recovery_seen: bool) -> Sim {
     }
     if recovery_seen {
         assert_eq!(s.step(&[(A, standby()), (B, b())]), Answer::Target(B));
-        assert!(!fenced(&s, A), "seen in recovery: the old fence is lifted");
+        assert!(fenced(&s, A), "recovery alone (issue 16): the fork does not follow B");
     }
     // The fork promotes itself onto timeline 2.
     for step in 0..6 {
@@ -523,8 +563,10 @@ fn a_fork_beside_a_damped_new_primary_then_the_new_primary_dies() {
     for _ in 0..5 {
         assert_eq!(s.step(&[(A, primary(Some(2))), (B, fail(DOWN))]), Answer::Target(B));
     }
-    // Rebuilt from B and promoted later: a legitimate successor.
-    s.step(&[(A, standby()), (B, fail(DOWN))]);
+    // Rebuilt from B (B back for a while) and promoted later: a legitimate successor.
+    s.step(&[(A, following(2)), (B, primary(Some(2)))]);
+    assert!(!fenced(&s, A));
+    s.step(&[(A, following(2)), (B, fail(DOWN))]);
     assert_eq!(s.step(&[(A, primary(Some(3))), (B, fail(DOWN))]), Answer::Target(A));
 }
 
@@ -630,4 +672,71 @@ fn a_fork_drained_when_the_alias_chose_is_not_answered_once_undrained() {
         s.state.aliases[0].fence(B).map(|f| (f.reason, f.timeline)),
         Some((FenceReason::SameTimeline { holder: A }, Some(2)))
     ));
+}
+
+/// Issue 16, item 6: a frozen primary (its probes time out, damping still
+/// remembers it writable) and the standby promoted meanwhile are not a split
+/// brain: no event, and the old primary's fence is "superseded".
+#[test]
+fn a_frozen_primary_failover_is_not_a_split_brain() {
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(Some(1))), (B, standby())]);
+    assert_eq!(
+        s.step(&[(A, fail(FailureKind::Ambiguous)), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
+    assert!(s.state.servers[A].up, "still remembered through damping");
+    assert!(
+        !s.events.iter().any(|e| matches!(e, Event::SplitBrain { .. })),
+        "{:?}",
+        s.events
+    );
+    assert!(matches!(
+        s.state.aliases[0].fence(A).map(|f| f.reason),
+        Some(FenceReason::Superseded { by: B })
+    ));
+    assert!(s.state.aliases[0].split_brain.is_empty());
+    let (_, _, reason) = s.changed().unwrap();
+    assert!(reason.contains("not a split brain"), "{reason}");
+    // Thawed while still writable on timeline 1: now two live writers.
+    assert_eq!(
+        s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
+        Answer::Target(B)
+    );
+    assert!(s.events.iter().any(|e| matches!(e, Event::SplitBrain { .. })));
+}
+
+/// Issue 16, item 2, without `pg_read_all_stats` (no receiver timeline): a
+/// WAL receiver that receives (its position advances) or has caught up with
+/// the alias's server is evidence of a rebuild; one stuck where it asked to
+/// start is not.
+#[test]
+fn a_receiver_that_streams_lifts_the_fence_one_that_is_stuck_does_not() {
+    let at = |in_recovery: bool, tl: Option<u32>, lsn: u64, received: Option<u64>| {
+        let mut st = if in_recovery { standby() } else { primary(tl) }.unwrap();
+        st.wal_lsn = Some(lsn);
+        st.received_lsn = received;
+        Ok(st)
+    };
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, at(false, Some(1), 100, None)), (B, at(true, None, 100, Some(100)))]);
+    s.step(&[(A, fail(DOWN)), (B, at(false, Some(2), 200, None))]);
+    assert!(fenced(&s, A));
+    // standby.signal without pg_rewind: replayed past the fork, its receiver
+    // stuck at the segment it asked for.
+    for lsn in [300, 400, 500] {
+        s.step(&[(A, at(true, None, 4096, Some(0))), (B, at(false, Some(2), lsn, None))]);
+        assert!(fenced(&s, A), "stuck receiver: no rebuild");
+    }
+    // Rebuilt: streams from B (its received position advances)...
+    s.step(&[(A, at(true, None, 500, Some(500))), (B, at(false, Some(2), 700, None))]);
+    assert!(!fenced(&s, A), "received more since its last probe");
+
+    // ... or, its receiver started, has replayed exactly B's position (an
+    // idle B; the receiver asks for the start of its segment and stays there).
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, at(false, Some(1), 100, None)), (B, at(true, None, 100, Some(100)))]);
+    s.step(&[(A, fail(DOWN)), (B, at(false, Some(2), 200, None))]);
+    s.step(&[(A, at(true, None, 200, Some(0))), (B, at(false, Some(2), 200, None))]);
+    assert!(!fenced(&s, A), "caught up with B");
 }

@@ -44,7 +44,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{Event, State};
+use super::{damping, truth, Event, State};
 use crate::config::{Config, MaxLag, ServerId};
 use crate::observation::Observation;
 
@@ -127,6 +127,9 @@ pub struct Lagging {
     pub server: ServerId,
     /// Good probes in a row within the limit since it was last over it.
     pub good: u32,
+    /// When the first of those `good` probes was seen: `rise` is judged in
+    /// time as well as in probes (see `decision::damping`).
+    pub good_since: Option<Instant>,
     pub since: Instant,
     /// Why, as last measured: e.g. `20.0 MiB behind east (max_lag 16.0 MiB)`.
     pub reason: String,
@@ -151,10 +154,21 @@ pub fn window(config: &Config) -> Option<Duration> {
     config.aliases.iter().filter_map(|a| a.max_lag.time).max()
 }
 
-/// The primary `server` is measured against: among the servers that share an
-/// alias with it, one not in recovery whose last good probe gave a WAL
-/// position; the newest timeline wins, then the highest position.
+/// The primary `server` is measured against: the current primary of a
+/// writer alias that has it among its candidates (see
+/// [`super::truth::current_primary`]); with no writer alias, among the
+/// servers that share an alias with it, one not in recovery whose last good
+/// probe gave a WAL position; the newest timeline wins, then the highest
+/// position.
 pub fn reference(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
+    if truth::has_writer(config, server) {
+        return truth::current_primary(state, config, server).filter(|&p| {
+            state.servers[p]
+                .last_state
+                .as_ref()
+                .is_some_and(|st| st.wal_lsn.is_some())
+        });
+    }
     config
         .aliases
         .iter()
@@ -170,10 +184,18 @@ pub fn reference(state: &State, config: &Config, server: ServerId) -> Option<Ser
 }
 
 /// How far `server` is behind its primary; `None` unless its last good probe
-/// saw it in recovery.
+/// saw it in recovery. A diverged standby (see [`super::truth::diverged`])
+/// has no lag: positions on another branch are not comparable.
 pub fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -> Option<Lag> {
     let st = state.servers[server].last_state.as_ref().filter(|st| st.in_recovery)?;
     let primary = reference(state, config, server);
+    if truth::diverged(state, config, server).is_some() {
+        return Some(Lag {
+            primary,
+            bytes: None,
+            time: None,
+        });
+    }
     let (bytes, time) = match (primary, st.wal_lsn) {
         (Some(p), Some(replayed)) => {
             let p_lsn = state.servers[p]
@@ -266,6 +288,7 @@ pub(super) fn learn(
     observations: &[Observation],
     config: &Config,
     now: Instant,
+    round_done: bool,
     events: &mut Vec<Event>,
 ) {
     if let Some(window) = window(config) {
@@ -288,10 +311,12 @@ pub(super) fn learn(
                 state.aliases[i].lagging.retain(|l| l.server != s);
                 continue;
             };
+            let diverged = truth::diverged(state, config, s);
             let verdict = match check(&lag, &alias.max_lag, config) {
+                _ if diverged.is_some() => Verdict::Over(format!("diverged: {}", diverged.unwrap_or_default())),
                 // Before the first round a primary may simply not have
                 // reported yet: wait, without an episode.
-                Verdict::Over(reason) if lag.primary.is_none() && !state.first_round_done => Verdict::NotYet(reason),
+                Verdict::Over(reason) if lag.primary.is_none() && !round_done => Verdict::NotYet(reason),
                 v => v,
             };
             let probed = observations.iter().any(|o| o.server == s && o.outcome.is_ok());
@@ -310,6 +335,7 @@ pub(super) fn learn(
                         Lagging {
                             server: s,
                             good: 0,
+                            good_since: None,
                             since: now,
                             reason,
                             pending: false,
@@ -327,6 +353,7 @@ pub(super) fn learn(
                         l.pending = false;
                     }
                     l.good = 0;
+                    l.good_since = None;
                     l.reason = reason;
                 }
                 (Verdict::NotYet(reason), None) => {
@@ -336,6 +363,7 @@ pub(super) fn learn(
                         Lagging {
                             server: s,
                             good: 0,
+                            good_since: None,
                             since: now,
                             reason,
                             pending: true,
@@ -348,8 +376,10 @@ pub(super) fn learn(
                     lagging.remove(at);
                 }
                 (Verdict::Within, Some(at)) if probed => {
-                    lagging[at].good += 1;
-                    if lagging[at].good >= config.probe.rise {
+                    let l = &mut lagging[at];
+                    l.good += 1;
+                    let since = *l.good_since.get_or_insert(now);
+                    if damping::lasted(l.good, config.probe.rise, Some(since), now, config) {
                         let l = lagging.remove(at);
                         let within = describe(&lag, config);
                         events.push(Event::LagRecovered {

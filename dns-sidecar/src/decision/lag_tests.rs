@@ -35,6 +35,8 @@ fn writer(tl: u32, lsn: u64) -> Result<ServerState, ProbeFailure> {
         timeline: Some(tl),
         replay_lag_bytes: None,
         wal_lsn: Some(lsn),
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -47,6 +49,8 @@ fn replayed(lsn: u64) -> Result<ServerState, ProbeFailure> {
         timeline: None,
         replay_lag_bytes: Some(0),
         wal_lsn: Some(lsn),
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -172,6 +176,8 @@ fn read_only_role_keeps_read_only_primaries_and_drops_lagging_standbys() {
         timeline: Some(1),
         replay_lag_bytes: None,
         wal_lsn: Some(8 * MIB),
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     });
     assert_eq!(
@@ -279,6 +285,8 @@ fn unknown_lag_does_not_qualify() {
             timeline: None,
             replay_lag_bytes: None,
             wal_lsn: None,
+            received_lsn: None,
+            received_timeline: None,
             fresh_connection: false,
         })
     };
@@ -505,4 +513,102 @@ fn a_standby_probed_before_the_primary_at_start_is_not_an_episode() {
         "measured at once, no rise needed"
     );
     assert!(exceeded(&s).is_none() && recovered(&s).is_none(), "{:?}", s.events);
+}
+
+/// `prod` (read-write) and `ro` (prefer-standby, 1 MiB) over a and b.
+fn prod_and_ro() -> Sim {
+    let text = format!(
+        "{}[[aliases]]\nname = \"ro.db.internal\"\nrole = \"prefer-standby\"\nservers = [\"b\", \"a\"]\nmax_lag = \"1MiB\"\n",
+        super::tests::config_text("read-write", "keep-last")
+    );
+    Sim::with_config(Config::from_toml(Path::new("ro.toml"), &text).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn ro(s: &Sim) -> Answer {
+    s.state.answer(&s.config, 1)
+}
+
+/// Issue 16's repro: `ro` moved to the primary while the standby's replay
+/// was paused; the standby is promoted while the old primary keeps running.
+/// `prod` moves and fences the old one, and `ro` follows `prod`'s choice at
+/// the same probe, never the fenced old primary.
+#[test]
+fn a_reader_leaves_an_old_primary_the_writer_fenced() {
+    let mut s = prod_and_ro();
+    s.step(&[(A, writer(1, 10 * MIB)), (B, replayed(10 * MIB))]);
+    assert_eq!(ro(&s), Answer::Target(B));
+    // Replay paused: b falls behind; ro falls back to the writer's choice.
+    s.step(&[(A, writer(1, 20 * MIB)), (B, replayed(10 * MIB))]);
+    assert_eq!(ro(&s), Answer::Target(A));
+    // b promoted (timeline 2) while a keeps running on timeline 1.
+    assert_eq!(
+        s.step(&[(A, writer(1, 21 * MIB)), (B, writer(2, 10 * MIB + 4096))]),
+        Answer::Target(B)
+    );
+    assert_eq!(ro(&s), Answer::Target(B), "the writer alias's own choice, at once");
+    let why = truth::diverged(&s.state, &s.config, A).expect("a diverged");
+    assert!(why.contains("fenced by prod.db.internal"), "{why}");
+    for _ in 0..5 {
+        s.step(&[(A, writer(1, 22 * MIB)), (B, writer(2, 11 * MIB))]);
+        assert_eq!(ro(&s), Answer::Target(B));
+    }
+    // The old primary restarted as a standby without pg_rewind: in recovery,
+    // never streaming (its receiver stuck), replayed past b's position.
+    for _ in 0..5 {
+        s.step(&[(A, replayed(22 * MIB)), (B, writer(2, 12 * MIB))]);
+        assert_eq!(ro(&s), Answer::Target(B), "a diverged standby is no reader candidate");
+        let lag = lag::measure(&s.state, &s.config, A, s.now).unwrap();
+        assert_eq!((lag.primary, lag.bytes), (Some(B), None), "no lag across branches");
+    }
+    assert!(s.state.aliases[1]
+        .lagging
+        .iter()
+        .any(|l| l.server == A && l.reason.contains("diverged")));
+}
+
+/// A standby whose WAL receiver receives on another timeline than the
+/// current primary's (visible with `pg_read_all_stats`) is diverged, even
+/// replayed past the primary's position: never lag 0.
+#[test]
+fn a_standby_on_another_timeline_is_diverged_not_current() {
+    let on = |tl: u32, lsn: u64| {
+        let mut st = replayed(lsn).unwrap();
+        st.received_timeline = Some(tl);
+        st.received_lsn = Some(lsn);
+        Ok(st)
+    };
+    let mut s = prod_and_ro();
+    s.step(&[(A, writer(2, 10 * MIB)), (B, on(2, 10 * MIB))]);
+    assert_eq!(ro(&s), Answer::Target(B), "on the primary's timeline: current");
+    s.step(&[(A, writer(2, 10 * MIB)), (B, on(1, 30 * MIB))]);
+    let why = truth::diverged(&s.state, &s.config, B).expect("b diverged");
+    assert!(why.contains("timeline 1"), "{why}");
+    assert_eq!(lag::measure(&s.state, &s.config, B, s.now).unwrap().bytes, None);
+    assert_eq!(ro(&s), Answer::Target(A), "the writer's choice, not the other branch");
+}
+
+/// Without a lag limit too: a `standby` alias never answers an old primary
+/// the writer fenced that is in recovery without following the new primary
+/// (standby.signal without pg_rewind), and takes it once it follows.
+#[test]
+fn a_standby_alias_without_a_limit_never_answers_a_fenced_server() {
+    let text = format!(
+        "{}[[aliases]]\nname = \"sb.db.internal\"\nrole = \"standby\"\non_no_match = \"servfail\"\nservers = [\"a\", \"b\"]\n",
+        super::tests::config_text("read-write", "keep-last")
+    );
+    let mut s = Sim::with_config(Config::from_toml(Path::new("sb.toml"), &text).unwrap_or_else(|e| panic!("{e}")));
+    s.step(&[(A, writer(1, 10 * MIB)), (B, replayed(10 * MIB))]);
+    assert_eq!(s.state.answer(&s.config, 1), Answer::Target(B));
+    s.step(&[(A, fail(FailureKind::Definite)), (B, writer(2, 10 * MIB + 4096))]);
+    for _ in 0..5 {
+        s.step(&[(A, replayed(12 * MIB)), (B, writer(2, 11 * MIB))]);
+        assert_eq!(s.state.answer(&s.config, 1), Answer::NoTarget, "a is diverged");
+    }
+    // Rebuilt: its receiver streams from b and it replays b's position.
+    let mut st = replayed(11 * MIB).unwrap();
+    st.received_lsn = Some(11 * MIB);
+    s.step(&[(A, Ok(st.clone())), (B, writer(2, 11 * MIB))]);
+    assert!(truth::diverged(&s.state, &s.config, A).is_none());
+    s.step(&[(A, Ok(st)), (B, writer(2, 11 * MIB))]);
+    assert_eq!(s.state.answer(&s.config, 1), Answer::Target(A));
 }

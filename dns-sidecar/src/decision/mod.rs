@@ -8,19 +8,27 @@
 //! Rules, per alias:
 //! * A server is *up* after its first good probe. It goes *down* at once on a
 //!   definite failure (refused/closed), or after `fall` ambiguous failures in a
-//!   row (timeouts...). While fewer than `fall` ambiguous failures have been
-//!   seen, its last known state stands (damping). A server that was down needs
-//!   `rise` good probes in a row before it can be chosen again.
+//!   row (timeouts...) that have lasted about `fall` intervals. Until then its
+//!   last known state stands (damping). A server that was down needs `rise`
+//!   good probes in a row, lasting about `rise` intervals, before it can be
+//!   chosen again (damping is time, not probe count: see `damping.rs`).
 //! * The alias keeps its current target while that target still matches the
 //!   role; otherwise it switches to the first matching candidate in the alias's
 //!   list order, at the first observation that shows it (one probe interval).
 //! * Writer aliases (`read-write`, `primary`) are *fenced* (see [`fence`]):
-//!   never a server on an older timeline than the newest one seen on a
-//!   candidate, never back to a server they left or that lost a split brain
-//!   until it has been seen in recovery (rebuilt as a standby).
+//!   never a server on an older timeline than the newest one seen on an
+//!   unfenced candidate, never back to a server they left or that lost a
+//!   split brain until it has been seen following the alias's server
+//!   (rebuilt as a standby), not merely in recovery.
 //! * Two writable servers (split brain): the one on the newest timeline wins
 //!   when every candidate's timeline is known and one is strictly newest;
-//!   otherwise the current target is kept (or the first in list order).
+//!   otherwise the current target is kept (or the first in list order). A
+//!   split brain is two *live* writers: a server whose last probe failed is
+//!   only remembered (damping) and loses nothing; it is superseded.
+//! * Readers obey the writers' truth (see [`truth`]): writer aliases are
+//!   decided first; no alias answers a server a writer alias fenced, lag is
+//!   measured against the writer alias's choice only, and `prefer-standby`
+//!   falls back to exactly that choice.
 //! * Reader aliases with a lag limit (`max_lag`, `max_lag_time`; see [`lag`]):
 //!   a standby further behind the primary than the limit does not match, and
 //!   matches again only after `rise` good probes within it. `prefer-standby`
@@ -32,11 +40,13 @@
 //!   start) nothing is decided: the alias is not answered from a guess.
 //! * A pin overrides all of the above.
 
+mod damping;
 pub mod fence;
 pub mod lag;
 mod overrides;
 mod reload;
 pub mod snapshot;
+pub mod truth;
 
 use std::time::Instant;
 
@@ -76,6 +86,13 @@ pub struct ServerHealth {
     /// the first failure that leaves the server not up, cleared when it is
     /// up again. A server never up counts as down from its first failure.
     pub down_since: Option<Instant>,
+    /// When the current run of good probes (or of failed ones) began: the
+    /// first probe of the run. `fall` and `rise` are judged on its length
+    /// in time as well as in probes (see [`damping`]).
+    pub run_since: Option<Instant>,
+    /// Its last good probe saw it in recovery with its WAL receiver having
+    /// received more than at the good probe before (it streams).
+    pub receiving: bool,
     /// Recent WAL positions while it is a primary (kept only when some
     /// alias has a `max_lag_time`; see [`lag::WalHistory`]).
     pub wal: lag::WalHistory,
@@ -167,7 +184,8 @@ pub enum Event {
         server: ServerId,
         reason: String,
     },
-    /// A fence was lifted (server seen in recovery, or by an operator).
+    /// A fence was lifted (server seen following the alias's server, or by
+    /// an operator).
     Unfenced {
         alias: usize,
         server: ServerId,
@@ -217,7 +235,12 @@ impl State {
         if let Some(p) = self.pins[i] {
             return Answer::Target(p);
         }
-        let barred = |t: ServerId| fence::is_writer(config.aliases[i].role) && a.bar(t, &self.servers).is_some();
+        // Writers never answer a fenced server; readers never a diverged one
+        // (`keep-last` included).
+        let barred = |t: ServerId| match fence::is_writer(config.aliases[i].role) {
+            true => a.bar(t, &self.servers).is_some(),
+            false => truth::diverged(self, config, t).is_some(),
+        };
         match a.target {
             _ if !self.first_round_done => Answer::Pending,
             Some(t) if self.drained[t] || barred(t) => Answer::NoTarget,
@@ -296,7 +319,9 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
         observe(&mut state.servers[o.server], o, config, &mut events);
     }
     fence::learn(&mut state, observations, config, now, &mut events);
-    lag::learn(&mut state, observations, config, now, &mut events);
+    // Whether the first round was complete before these observations (a
+    // primary may simply not have reported yet; see `lag`).
+    let round_done = state.first_round_done;
     if !state.first_round_done {
         let all = state.servers.iter().all(|s| s.reported);
         if all || now.duration_since(state.started) >= config.probe.deadline {
@@ -305,12 +330,23 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
                 .filter(|&s| !state.servers[s].reported)
                 .collect();
             events.push(Event::FirstRound { missing });
-        } else {
-            return (state, events);
         }
     }
-    for i in 0..config.aliases.len() {
-        decide_alias(&mut state, config, i, now, &mut events);
+    // Writer aliases first: reader aliases (and the lag they measure) take
+    // the cluster's truth (the current primary, the fences) from their
+    // decision of this very round (see [`truth`]).
+    let (writers, readers): (Vec<usize>, Vec<usize>) =
+        (0..config.aliases.len()).partition(|&i| fence::is_writer(config.aliases[i].role));
+    if state.first_round_done {
+        for &i in &writers {
+            decide_alias(&mut state, config, i, now, &mut events);
+        }
+    }
+    lag::learn(&mut state, observations, config, now, round_done, &mut events);
+    if state.first_round_done {
+        for &i in &readers {
+            decide_alias(&mut state, config, i, now, &mut events);
+        }
     }
     (state, events)
 }
@@ -320,12 +356,24 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
     h.reported = true;
     match &o.outcome {
         Ok(s) => {
+            if h.consecutive_ok == 0 {
+                h.run_since = Some(o.at);
+            }
             h.consecutive_ok += 1;
             h.consecutive_fail = 0;
+            // The WAL receiver received more since the last good probe: it
+            // streams (evidence that lifts a fence; see `fence`, rule 5).
+            let before = h
+                .last_state
+                .as_ref()
+                .filter(|p| p.in_recovery)
+                .and_then(|p| p.received_lsn);
+            h.receiving = s.in_recovery && matches!((before, s.received_lsn), (Some(b), Some(n)) if n > b);
             h.last_state = Some(s.clone());
             h.last_success = Some(o.at);
             h.last_error = None;
-            if !h.up && (first || h.consecutive_ok >= config.probe.rise) {
+            let rose = damping::lasted(h.consecutive_ok, config.probe.rise, h.run_since, o.at, config);
+            if !h.up && (first || rose) {
                 h.up = true;
                 let down_for = h.down_since.take().map(|t| o.at.saturating_duration_since(t));
                 events.push(Event::ServerUp {
@@ -336,11 +384,16 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
             }
         }
         Err(f) => {
+            if h.consecutive_fail == 0 {
+                h.run_since = Some(o.at);
+            }
             h.consecutive_ok = 0;
             h.consecutive_fail += 1;
+            h.receiving = false;
             h.last_error = Some(f.message.clone());
             let was_up = h.up;
-            if f.kind == FailureKind::Definite || h.consecutive_fail >= config.probe.fall {
+            let fell = damping::lasted(h.consecutive_fail, config.probe.fall, h.run_since, o.at, config);
+            if f.kind == FailureKind::Definite || fell {
                 h.up = false;
             }
             // Once per episode: the failure that leaves the server not up
@@ -405,11 +458,13 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     // Every candidate that matches the role (split brains are judged on these)...
     let a = &state.aliases[i];
     let fresh = |s: ServerId| !a.lagging.iter().any(|l| l.server == s);
+    // Readers obey the writers' truth: never a diverged server.
+    let not_diverged = |s: ServerId| writer || truth::diverged(state, config, s).is_none();
     let matching: Vec<ServerId> = alias
         .servers
         .iter()
         .copied()
-        .filter(|&s| !drained[s] && matches(&servers[s], alias.role) && fresh(s))
+        .filter(|&s| !drained[s] && matches(&servers[s], alias.role) && fresh(s) && not_diverged(s))
         .collect();
     // ... and those the fences allow.
     let cands: Vec<ServerId> = matching
@@ -422,6 +477,14 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     let keep_or_first = |set: &[ServerId]| match current {
         Some(c) if set.contains(&c) => c,
         _ => set[0],
+    };
+
+    // prefer-standby with no standby to answer: the writer alias's own
+    // choice, when a writer alias covers these servers (another writable
+    // one is not the primary: it lost, or is about to).
+    let cands = match alias.role {
+        Role::PreferStandby => prefer_standby_cands(state, config, cands),
+        _ => cands,
     };
 
     if cands.is_empty() {
@@ -470,16 +533,21 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
 
     let servers = &state.servers;
     let mut by_timeline = false;
+    // A split brain is two *live* writers: a server whose last probe failed
+    // is only remembered as writable (damping), e.g. a frozen old primary.
+    let live: Vec<ServerId> = (matching.iter().copied())
+        .filter(|&s| state.servers[s].consecutive_fail == 0)
+        .collect();
     let chosen = match alias.role {
+        Role::ReadWrite | Role::Primary if matching.len() > 1 && live.len() <= 1 => {
+            // One live writer at most, and others only remembered: the newest
+            // known timeline among the allowed ones, as in a split brain, but
+            // nobody lost one (a server left is fenced as superseded).
+            newest_timeline(servers, &cands).unwrap_or_else(|| keep_or_first(&cands))
+        }
         Role::ReadWrite | Role::Primary if matching.len() > 1 => {
             // Fenced servers lost already; among the rest the newest timeline wins.
-            let timelines: Option<Vec<u32>> = cands.iter().map(|&s| timeline(&servers[s])).collect();
-            let newest = timelines.as_ref().and_then(|t| {
-                let max = *t.iter().max()?;
-                (t.iter().filter(|&&x| x == max).count() == 1)
-                    .then(|| cands[t.iter().position(|&x| x == max).unwrap_or(0)])
-            });
-            let chosen = newest.unwrap_or_else(|| keep_or_first(&cands));
+            let chosen = newest_timeline(servers, &cands).unwrap_or_else(|| keep_or_first(&cands));
             // Chosen for its timeline: every other writable one is known to be older.
             by_timeline = timeline(&servers[chosen]).is_some_and(|t| {
                 matching
@@ -496,18 +564,6 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
             }
             fence::split_brain_losers(state, config, i, &matching, chosen, now, events);
             chosen
-        }
-        Role::PreferStandby => {
-            let standbys: Vec<ServerId> = cands
-                .iter()
-                .copied()
-                .filter(|&s| servers[s].last_state.as_ref().is_some_and(|st| st.in_recovery))
-                .collect();
-            if standbys.is_empty() {
-                keep_or_first(&cands)
-            } else {
-                keep_or_first(&standbys)
-            }
         }
         _ => keep_or_first(&cands),
     };
@@ -532,11 +588,7 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         a.timeline_floor = a.timeline_floor.max(a.decided_timeline);
     }
     a.matched = true;
-    a.split_brain = if matching.len() > 1 && writer {
-        matching
-    } else {
-        Vec::new()
-    };
+    a.split_brain = if live.len() > 1 && writer { matching } else { Vec::new() };
     if let Some(reason) = reason {
         events.push(Event::TargetChanged {
             alias: i,
@@ -551,6 +603,32 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     if writer {
         fence::same_timeline_peers(state, config, i, now, events);
     }
+}
+
+/// The one candidate on the strictly newest timeline, when every
+/// candidate's timeline is known.
+fn newest_timeline(servers: &[ServerHealth], cands: &[ServerId]) -> Option<ServerId> {
+    let t: Vec<u32> = cands.iter().map(|&s| timeline(&servers[s])).collect::<Option<_>>()?;
+    let max = *t.iter().max()?;
+    (t.iter().filter(|&&x| x == max).count() == 1).then(|| cands[t.iter().position(|&x| x == max).unwrap_or(0)])
+}
+
+/// `prefer-standby`'s candidates: the standbys among `cands` if any;
+/// otherwise, where a writer alias covers them, only its current primary
+/// (none while it answers none); otherwise `cands` as they are.
+fn prefer_standby_cands(state: &State, config: &Config, cands: Vec<ServerId>) -> Vec<ServerId> {
+    let standby = |s: ServerId| state.servers[s].last_state.as_ref().is_some_and(|st| st.in_recovery);
+    if cands.iter().any(|&s| standby(s)) {
+        return cands.into_iter().filter(|&s| standby(s)).collect();
+    }
+    if !cands.iter().any(|&s| truth::has_writer(config, s)) {
+        return cands;
+    }
+    cands
+        .iter()
+        .copied()
+        .filter(|&s| truth::current_primary(state, config, s) == Some(s))
+        .collect()
 }
 
 fn change_reason(
@@ -582,6 +660,15 @@ fn change_reason(
             "split brain: {} and {} are both writable; {new_part} (newer timeline wins)",
             id(old),
             id(new)
+        );
+    }
+    if h.up && h.consecutive_fail > 0 && matches(h, alias.role) {
+        return format!(
+            "{} has failed its last {} probe(s) ({}; remembered as up through damping, not a split brain); \
+            {new_part}",
+            id(old),
+            h.consecutive_fail,
+            h.last_error.as_deref().unwrap_or("no answer")
         );
     }
     if !h.up {

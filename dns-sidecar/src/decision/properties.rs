@@ -339,6 +339,8 @@ impl Cluster {
                 timeline: (!self.revoked).then_some(tl),
                 replay_lag_bytes: None,
                 wal_lsn: (!self.revoked).then_some(self.lsn[s]),
+                received_lsn: None,
+                received_timeline: None,
                 fresh_connection: false,
             }),
             Truth::Standby { .. } => Ok(ServerState {
@@ -347,6 +349,11 @@ impl Cluster {
                 timeline: None,
                 replay_lag_bytes: Some(0),
                 wal_lsn: (!self.revoked).then_some(self.lsn[s]),
+                // Streaming from the newest primary unless restored from its
+                // own WAL (no receiver): received up to where it writes.
+                received_lsn: (!self.revoked && !self.orphan[s])
+                    .then(|| self.newest_primary_lsn().unwrap_or(0).max(self.lsn[s])),
+                received_timeline: None,
                 fresh_connection: false,
             }),
             Truth::Down => Err(ProbeFailure {
@@ -463,6 +470,11 @@ struct Oracle {
     last: [Option<usize>; 3],
     /// Writer aliases: servers left behind, with their timeline then.
     left: [BTreeMap<usize, Option<u32>>; 3],
+    /// Writer aliases: every server ever left (or lost a split brain) since
+    /// an operator last unfenced it. Only the others' timelines count for
+    /// `max_seen` (issue 16: a fenced server's timeline is no truth, and the
+    /// decision lifts a fence on evidence the oracle does not track exactly).
+    ever_left: [std::collections::BTreeSet<usize>; 3],
     /// Writer aliases: the timeline of the last server answered, when known.
     last_tl: [Option<u32>; 3],
     /// Writer aliases: an operator unfenced since the last move.
@@ -506,45 +518,64 @@ fn writer(alias: usize) -> bool {
 }
 
 impl Oracle {
-    fn observed(&mut self, o: &Observation) {
+    /// `round`: every observation of this probe round (the decision sees
+    /// them all before it judges fences).
+    fn observed(&mut self, o: &Observation, round: &[Observation]) {
         self.reported[o.server] = true;
         let Ok(s) = &o.outcome else { return };
+        // A server as last seen: this round's good probe, or the one before.
+        let latest = |x: usize| {
+            (round.iter().rev())
+                .find(|r| r.server == x && r.outcome.is_ok())
+                .and_then(|r| r.outcome.as_ref().ok())
+                .or(self.last_obs[x].as_ref())
+        };
+        let streaming = |st: &ServerState| st.in_recovery && st.received_lsn.is_some();
         for a in 0..3 {
             if !writer(a) {
                 continue;
             }
-            if let Some(tl) = s.timeline.filter(|_| !s.in_recovery) {
-                self.max_seen[a] = Some(self.max_seen[a].map_or(tl, |m| m.max(tl)));
-            }
+            // Issue 16: lifted by evidence of a rebuild, never by recovery or
+            // a newer timeline alone. In recovery and streaming (the model's
+            // ground truth of following; the decision needs more evidence),
+            // or on a newer timeline that the server the alias left it for
+            // now streams from.
+            let followed = || {
+                self.last[a]
+                    .filter(|&l| l != o.server)
+                    .and_then(latest)
+                    .is_some_and(streaming)
+            };
             let lifted = match self.left[a].get(&o.server) {
-                Some(_) if s.in_recovery => true,
-                Some(Some(then)) => s.timeline.is_some_and(|now| now > *then),
+                Some(_) if s.in_recovery => streaming(s),
+                Some(Some(then)) => s.timeline.is_some_and(|now| now > *then) && followed(),
                 _ => false,
             };
             if lifted {
                 self.left[a].remove(&o.server);
             }
+            // Only a server never left raises what "newest" means.
+            if let Some(tl) = s
+                .timeline
+                .filter(|_| !s.in_recovery && !self.ever_left[a].contains(&o.server))
+            {
+                self.max_seen[a] = Some(self.max_seen[a].map_or(tl, |m| m.max(tl)));
+            }
         }
     }
 
-    /// The primary a standby's lag is measured against: the newest
-    /// (timeline, position) among the others' last good observations as
-    /// primaries (every server shares an alias with every other here).
-    fn reference(&self, s: usize) -> Option<(usize, u64)> {
-        (0..3)
-            .filter(|&p| p != s)
-            .filter_map(|p| {
-                let o = self.last_obs[p].as_ref().filter(|o| !o.in_recovery)?;
-                Some((o.timeline.unwrap_or(0), o.wal_lsn?, std::cmp::Reverse(p)))
-            })
-            .max()
-            .map(|(_, lsn, std::cmp::Reverse(p))| (p, lsn))
+    /// The primary a standby's lag is measured against: the writer alias's
+    /// own choice (issue 16: never another writable server), at its last
+    /// good observation's position.
+    fn reference(&self, inst: &Instance, s: usize) -> Option<(usize, u64)> {
+        let p = truth::current_primary(&inst.state, &inst.config, s)?;
+        Some((p, self.last_obs[p].as_ref().filter(|o| !o.in_recovery)?.wal_lsn?))
     }
 
     /// Learns from a decision step's observations (none for overrides and
     /// reloads): positions, and alias 3's episodes (over the byte limit, or
     /// unmeasurable: kept off; back after `RISE` good probes within it).
-    fn lag_step(&mut self, obs: &[Observation], first_round_done: bool) {
+    fn lag_step(&mut self, inst: &Instance, obs: &[Observation], first_round_done: bool) {
         for o in obs {
             let Ok(st) = &o.outcome else { continue };
             let pos = &mut self.primary_positions[o.server];
@@ -564,8 +595,9 @@ impl Oracle {
                 self.lag[s] = LagState::Fine;
                 continue;
             };
-            let reference = self.reference(s);
+            let reference = self.reference(inst, s);
             let over = match (reference, replayed) {
+                _ if truth::diverged(&inst.state, &inst.config, s).is_some() => true,
                 (Some((_, p)), Some(r)) => p.saturating_sub(r) > MAX_LAG,
                 _ => true,
             };
@@ -599,7 +631,11 @@ impl Oracle {
             }
             (3, _) => {
                 let qualifies = (0..3).find(|&s| {
-                    standby(s) && self.lag[s] == LagState::Fine && inst.state.servers[s].up && !inst.state.drained[s]
+                    standby(s)
+                        && self.lag[s] == LagState::Fine
+                        && inst.state.servers[s].up
+                        && !inst.state.drained[s]
+                        && truth::diverged(&inst.state, &inst.config, s).is_none()
                 });
                 if let Some(q) = qualifies {
                     prop_assert!(
@@ -612,7 +648,7 @@ impl Oracle {
             }
             (4, &Answer::Target(s)) => {
                 let replayed = self.last_obs[s].as_ref().and_then(|o| o.wal_lsn);
-                let (Some(r), Some((p, _))) = (replayed, self.reference(s)) else {
+                let (Some(r), Some((p, _))) = (replayed, self.reference(inst, s)) else {
                     return Err(TestCaseError::fail(format!(
                         "alias 4 answers {s}, whose lag cannot be measured"
                     )));
@@ -635,16 +671,51 @@ impl Oracle {
         Ok(())
     }
 
+    /// Reader aliases obey the writers' truth (issue 16): never a server a
+    /// writer alias left behind and that was not seen rebuilt since; a
+    /// primary only when it is the writer alias's own choice.
+    fn check_reader(&self, inst: &Instance, a: usize, s: usize) -> Result<(), TestCaseError> {
+        for w in (0..3).filter(|&w| writer(w)) {
+            prop_assert!(
+                !self.left[w].contains_key(&s),
+                "reader alias {} answers {}, which writer alias {} left (left: {:?})",
+                a,
+                s,
+                w,
+                self.left[w]
+            );
+        }
+        let in_recovery = inst.state.servers[s]
+            .last_state
+            .as_ref()
+            .is_some_and(|st| st.in_recovery);
+        // (`keep-last` may keep a server that stopped matching its role.)
+        if !in_recovery && inst.state.aliases[a].matched {
+            let chosen = |w: usize| inst.state.aliases[w].decided.filter(|_| inst.state.aliases[w].matched);
+            prop_assert!(
+                (0..3).any(|w| writer(w) && chosen(w) == Some(s)),
+                "reader alias {} falls back to {}, no writer alias's own choice ({:?}, {:?})",
+                a,
+                s,
+                chosen(0),
+                chosen(1)
+            );
+        }
+        Ok(())
+    }
+
     fn unfence(&mut self, a: usize, server: Option<usize>, state: &State) {
         self.unfenced[a] = true;
         self.followed[a] = None;
         match server {
             None => {
                 self.left[a].clear();
+                self.ever_left[a].clear();
                 self.max_seen[a] = None;
             }
             Some(s) => {
                 self.left[a].remove(&s);
+                self.ever_left[a].remove(&s);
                 let tl = state.servers[s]
                     .last_state
                     .as_ref()
@@ -682,6 +753,7 @@ impl Oracle {
             self.check_lag(inst, a, ans)?;
             let Answer::Target(s) = *ans else { continue };
             if !writer(a) {
+                self.check_reader(inst, a, s)?;
                 continue;
             }
             // The ground truth: a server restored from its own WAL is never
@@ -755,6 +827,7 @@ impl Oracle {
                 for x in (0..3).filter(|&x| x != s && role_ok(x) && !inst.state.drained[x]) {
                     let tl_then = inst.state.servers[x].last_state.as_ref().and_then(|st| st.timeline);
                     self.left[a].entry(x).or_insert(tl_then);
+                    self.ever_left[a].insert(x);
                 }
             }
             if let (Some(_), Some(then), Some(now), false) =
@@ -782,6 +855,7 @@ impl Oracle {
                     .filter(|x| !x.in_recovery)
                     .and_then(|x| x.timeline);
                 self.left[a].insert(prev, tl_then);
+                self.ever_left[a].insert(prev);
             }
             self.last[a] = Some(s);
         }
@@ -820,11 +894,11 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
                 _ => Vec::new(),
             };
             for o in &obs {
-                oracle.observed(o);
+                oracle.observed(o, &obs);
             }
             let done = inst.state.first_round_done;
             inst.decide(&obs);
-            oracle.lag_step(&obs, done);
+            oracle.lag_step(&inst, &obs, done);
         } else {
             let done = inst.state.first_round_done;
             let alias = |a: usize| ALIASES[a].to_string();
@@ -868,7 +942,7 @@ fn run(ops: &[Op], unique: bool, revoked: bool) -> Result<Vec<Vec<Answer>>, Test
                 }
                 _ => unreachable!(),
             }
-            oracle.lag_step(&[], done && !matches!(op, Op::RestartSidecar));
+            oracle.lag_step(&inst, &[], done && !matches!(op, Op::RestartSidecar));
         }
         let answers = inst.answers();
         oracle.check(&inst, &cluster, &answers, deadline)?;

@@ -49,6 +49,8 @@ pub(super) fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
         timeline: tl,
         replay_lag_bytes: None,
         wal_lsn: None,
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -59,6 +61,8 @@ pub(super) fn read_only_primary() -> Result<ServerState, ProbeFailure> {
         timeline: Some(1),
         replay_lag_bytes: None,
         wal_lsn: None,
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
 }
@@ -69,8 +73,17 @@ pub(super) fn standby() -> Result<ServerState, ProbeFailure> {
         timeline: None,
         replay_lag_bytes: Some(0),
         wal_lsn: None,
+        received_lsn: None,
+        received_timeline: None,
         fresh_connection: false,
     })
+}
+/// A standby whose WAL receiver receives on timeline `tl` (what a probe
+/// role with `pg_read_all_stats` sees): it follows a primary on `tl`.
+pub(super) fn following(tl: u32) -> Result<ServerState, ProbeFailure> {
+    let mut s = standby()?;
+    s.received_timeline = Some(tl);
+    Ok(s)
 }
 /// A failure of `kind`, with the cause such a failure typically has (the
 /// decision looks at the kind only).
@@ -107,7 +120,11 @@ impl Sim {
         }
     }
     pub fn step(&mut self, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
-        self.now += Duration::from_millis(100);
+        self.step_after(Duration::from_millis(100), obs)
+    }
+    /// A step `dt` after the last one (the incident cadence probes faster).
+    pub fn step_after(&mut self, dt: Duration, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
+        self.now += dt;
         let obs: Vec<Observation> = obs
             .iter()
             .map(|(s, o)| Observation {
@@ -555,4 +572,47 @@ fn servfail_reasons_say_why() {
         .state
         .servfail_reason(&s.config, 0)
         .contains("keep-last has nothing to keep"));
+}
+
+/// Issue 16: damping is time, not probe count. With `interval` 100 ms and
+/// `fall` 3, the incident cadence's three timeouts within 36 ms do not take
+/// the server down; the run must last (fall - 1) x interval less half an
+/// interval (150 ms from its first failure). `rise` likewise.
+#[test]
+fn damping_is_time_not_probe_count() {
+    let ms = Duration::from_millis;
+    let mut s = Sim::new("read-write", "keep-last");
+    s.step(&[(A, primary(None)), (B, standby())]);
+    let timeout = || fail(FailureKind::Ambiguous);
+    // First failure at the usual cadence, then every 12 ms (incident cadence).
+    assert_eq!(s.step(&[(A, timeout())]), Answer::Target(A));
+    for _ in 0..11 {
+        assert_eq!(s.step_after(ms(12), &[(A, timeout())]), Answer::Target(A));
+        assert!(
+            s.state.servers[A].up,
+            "{} failures within {:?}",
+            s.state.servers[A].consecutive_fail,
+            ms(132)
+        );
+    }
+    assert!(s.state.servers[A].consecutive_fail >= 3);
+    // 144 ms after the first failure: still up; 150 ms: down.
+    assert_eq!(s.step_after(ms(12), &[(A, timeout())]), Answer::Target(A));
+    assert!(s.state.servers[A].up);
+    s.step_after(ms(6), &[(A, timeout())]);
+    assert!(!s.state.servers[A].up, "the run lasted 150 ms");
+    // Back: two good probes 10 ms apart are not `rise` = 2 yet; 50 ms after
+    // the first good one they are.
+    s.step_after(ms(10), &[(A, primary(None))]);
+    s.step_after(ms(10), &[(A, primary(None))]);
+    assert!(!s.state.servers[A].up, "rise is time as well");
+    s.step_after(ms(20), &[(A, primary(None))]);
+    assert!(!s.state.servers[A].up, "30 ms after the first good probe");
+    s.step_after(ms(20), &[(A, primary(None))]);
+    assert!(s.state.servers[A].up, "50 ms after the first good probe");
+    // At the configured cadence nothing changed: three timeouts 100 ms apart.
+    for (n, up) in [(1, true), (2, true), (3, false)] {
+        s.step(&[(A, timeout())]);
+        assert_eq!(s.state.servers[A].up, up, "after {n} timeouts");
+    }
 }

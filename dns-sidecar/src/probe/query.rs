@@ -17,17 +17,24 @@ use crate::observation::{FailureCause, FailureKind, ProbeFailure, ServerState};
 ///   not executable by ordinary roles);
 /// * the replay lag is WAL received but not yet replayed, in bytes;
 /// * the WAL position: where a primary writes, or what a standby has
-///   replayed (reader aliases with a lag limit compare the two).
+///   replayed (reader aliases with a lag limit compare the two);
+/// * standbys: what the WAL receiver has received (advancing while it
+///   streams) and the timeline it receives on (visible only to roles with
+///   `pg_read_all_stats`, NULL otherwise); both say whether a fenced server
+///   follows the current primary (`decision::fence`, rule 5).
 pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
      CASE WHEN pg_is_in_recovery() \
           THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END, \
-     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text END, \
+     (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)";
 
 /// Fallback when the WAL functions are not allowed for the probe role (some
 /// managed services revoke them): everything but the timeline, lag and position.
-pub const BASIC: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL, NULL";
+pub const BASIC: &str =
+    "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL, NULL, NULL, NULL";
 
 /// Runs `sql` (one of the above) and parses its single row.
 pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgres::Error> {
@@ -43,6 +50,8 @@ pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgr
         timeline: get(2).and_then(|s| s.parse().ok()),
         replay_lag_bytes: get(3).and_then(|s| s.parse().ok()),
         wal_lsn: get(4).and_then(crate::observation::parse_lsn),
+        received_lsn: get(5).and_then(crate::observation::parse_lsn),
+        received_timeline: get(6).and_then(|s| s.parse().ok()),
         fresh_connection: false,
     })
 }

@@ -103,6 +103,7 @@
 //! // Dropping `pair` and `dns` stops everything and deletes the files.
 //! ```
 
+mod diverged;
 mod dnsmasq;
 mod error;
 mod fork;
