@@ -158,6 +158,15 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
         out.push_str("\nLagging standbys (kept off until within the alias's lag limit for `rise` probes in a row)\n");
         table(&mut out, &["ALIAS", "SERVER", "GOOD PROBES", "SINCE", "LAG"], &lagging);
     }
+    let diverged: Vec<Vec<String>> = s
+        .servers
+        .iter()
+        .filter_map(|v| Some(vec![v.server.clone(), v.diverged.clone()?]))
+        .collect();
+    if !diverged.is_empty() {
+        out.push_str("\nDiverged servers (no alias answers them for reads, and their lag is not measured)\n");
+        table(&mut out, &["SERVER", "REASON"], &diverged);
+    }
     out.push_str("\nServers\n");
     if s.servers.is_empty() {
         out.push_str("  (none)\n");
@@ -171,6 +180,12 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                     (_, Some(true), _) => "standby",
                     (_, _, Some(true)) => "read-only",
                     _ => "unknown",
+                };
+                // Marked here too, so a diverged writable server (a fenced old
+                // primary) does not read as a healthy one.
+                let state = match v.diverged {
+                    Some(_) => format!("{state} (DIVERGED)"),
+                    None => state.to_string(),
                 };
                 // Behind the primary when known (what max_lag limits), else
                 // received but not replayed.
@@ -188,7 +203,7 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                     v.server.clone(),
                     if v.up { "up" } else { "DOWN" }.into(),
                     if v.drained { "drained" } else { "-" }.into(),
-                    state.into(),
+                    state,
                     v.timeline.map_or("-".into(), |t| t.to_string()),
                     lag,
                     if v.last_success.is_some() {
@@ -362,5 +377,75 @@ mod tests {
             empty.contains("NOT READY (status from never)") && empty.contains("(none)"),
             "{empty}"
         );
+    }
+
+    /// A diverged server gets a marker in the servers table and a row with
+    /// its reason in "Diverged servers"; the others neither.
+    #[test]
+    fn diverged_servers() {
+        let s = Status {
+            ready: true,
+            generated_at: 1000.0,
+            servers: vec![
+                ServerStatus {
+                    server: "eastus".into(),
+                    up: true,
+                    writable: Some(true),
+                    timeline: Some(1),
+                    diverged: Some("fenced by prod.db.internal.: superseded by westus2".into()),
+                    last_success: Some(999.5),
+                    ..Default::default()
+                },
+                ServerStatus {
+                    server: "westus2".into(),
+                    up: true,
+                    writable: Some(true),
+                    timeline: Some(2),
+                    last_success: Some(999.5),
+                    ..Default::default()
+                },
+                ServerStatus {
+                    server: "centralus".into(),
+                    up: true,
+                    in_recovery: Some(true),
+                    timeline: Some(1),
+                    diverged: Some("it receives WAL on timeline 1, another branch than timeline 2".into()),
+                    last_success: Some(999.5),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let t = render_status(&s, "127.0.0.1:9153", 1000.0);
+        assert!(
+            t.contains("eastus     up  -        writable (DIVERGED)  1         -    just now  -"),
+            "{t}"
+        );
+        assert!(
+            t.contains("westus2    up  -        writable             2         -    just now  -"),
+            "{t}"
+        );
+        assert!(
+            t.contains("centralus  up  -        standby (DIVERGED)   1         -    just now  -"),
+            "{t}"
+        );
+        let table = t
+            .split("\nDiverged servers (")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap_or_else(|| panic!("no diverged table: {t}"));
+        assert!(
+            table.contains("\n  SERVER     REASON\n")
+                && table.contains("\n  eastus     fenced by prod.db.internal.: superseded by westus2\n")
+                && table.contains("\n  centralus  it receives WAL on timeline 1, another branch than timeline 2")
+                && !table.contains("westus2 "),
+            "{t}"
+        );
+        // Nothing diverged, no table.
+        let healthy = Status {
+            servers: vec![s.servers[1].clone()],
+            ..s
+        };
+        assert!(!render_status(&healthy, "x:1", 1000.0).contains("Diverged"));
     }
 }
