@@ -694,6 +694,33 @@ impl Admin {
         (c.admin.header_timeout, c.admin.request_timeout, c.admin.max_connections) = (header, request, max_connections);
         self.shared.config.store(Arc::new(c));
     }
+
+    fn set_per_client(&self, max_connections_per_client: usize) {
+        let mut c = (**self.shared.config.load()).clone();
+        c.admin.max_connections_per_client = max_connections_per_client;
+        self.shared.config.store(Arc::new(c));
+    }
+
+    /// The value of `dns_sidecar_admin_refused_total{result="<result>"}`
+    /// (0 when the series does not exist yet).
+    fn refused(&self, result: &str) -> u64 {
+        let want = format!("dns_sidecar_admin_refused_total{{result=\"{result}\"}} ");
+        self.shared
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&want).map(|v| v.trim().parse::<f64>().unwrap() as u64))
+            .unwrap_or(0)
+    }
+
+    /// Every `dns_sidecar_admin_refused_total` sample, for failure messages.
+    fn refused_summary(&self) -> String {
+        let m = self.shared.metrics.encode();
+        m.lines()
+            .filter(|l| l.starts_with("dns_sidecar_admin_refused_total"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Sends `req` on a new connection; returns everything read until the
@@ -762,29 +789,211 @@ fn slow_admin_clients_are_cut_off() {
     assert_eq!(a.get("/healthz").status, 200);
 }
 
+/// What a read on a client's socket says about the server's end.
+#[derive(Debug, PartialEq, Eq)]
+enum PeerEnd {
+    /// The server closed it: end of stream, or a reset.
+    Closed,
+    /// Nothing arrived within the wait: the server holds it open.
+    Open,
+}
+
+/// Waits up to `wait` for the server to close `s` (which must not be sent
+/// any data): [`PeerEnd::Closed`] on end of stream or a reset, [`PeerEnd::Open`]
+/// when the wait ends first. A read timeout is told apart from a close
+/// explicitly, never lumped in with it.
+fn peer_end(s: &mut TcpStream, wait: Duration) -> PeerEnd {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, TimedOut, WouldBlock};
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => PeerEnd::Closed,
+        Ok(n) => panic!("the server sent {:?} unasked", String::from_utf8_lossy(&buf[..n])),
+        Err(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted) => PeerEnd::Closed,
+        Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => PeerEnd::Open,
+        Err(e) => panic!("unexpected read error: {e}"),
+    }
+}
+
+/// A connection from `ip` (a loopback address) to `addr`.
+fn connect_from(ip: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
+    sock.into()
+}
+
+/// Sends a whole keep-alive `GET /status` on `s` and reads its answer (to the
+/// end of its body), panicking unless it is a 200.
+fn status_round_trip(s: &mut TcpStream, what: &str) {
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    read_answer(s, what);
+}
+
+/// Reads one answer (headers and a `Content-Length` body) from `s`; panics
+/// unless it is a 200.
+fn read_answer(s: &mut TcpStream, what: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{what}: {head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{what}: no content-length in {head}"));
+            if got.len() >= end + 4 + len {
+                assert_eq!(got.len(), end + 4 + len, "{what}: more than one answer");
+                return;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!("{what}: closed after {:?}", String::from_utf8_lossy(&got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{what}: {e} after {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+}
+
+/// Connections that have not sent a byte wait on the accept thread, outside
+/// the table of places, at most 256 (`accept::PENDING`): each one beyond
+/// closes the oldest silent one (`silent_evicted`), the newer ones stay
+/// open, and a health check still answers (itself taking the place of the
+/// oldest remaining one, as it too is silent for an instant).
 #[test]
-fn admin_connections_are_capped_and_the_longest_waiting_makes_room() {
+fn silent_connections_beyond_256_close_the_oldest_and_health_checks_still_answer() {
+    const PENDING: usize = 256;
+    const BEYOND: usize = 16;
     let a = Admin::start();
-    a.set_limits(Duration::from_secs(10), Duration::from_secs(10), 2);
-    // Two connections that never send their headers (slowloris) hold both places.
-    let mut first = TcpStream::connect(a.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    let _second = TcpStream::connect(a.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    // A quick request still gets through: the connection waiting longest is closed.
+    // Long enough that no silent connection is closed by header_timeout
+    // during the test, even on a loaded machine; a table of 2 places, which
+    // silent connections must not need.
+    a.set_limits(Duration::from_secs(120), Duration::from_secs(120), 2);
+    // Connects complete one after another, so the server accepts them in
+    // this order (the kernel's accept queue is first in, first out).
+    let mut silent: Vec<TcpStream> = (0..PENDING + BEYOND)
+        .map(|_| TcpStream::connect(a.addr).unwrap())
+        .collect();
+    // The oldest BEYOND are closed, each to make room for a newer one.
+    for (i, s) in silent[..BEYOND].iter_mut().enumerate() {
+        assert_eq!(
+            peer_end(s, Duration::from_secs(20)),
+            PeerEnd::Closed,
+            "silent connection {i} (of the oldest {BEYOND}) was not closed; {}",
+            a.refused_summary()
+        );
+    }
+    assert_eq!(a.refused("silent_evicted"), BEYOND as u64, "{}", a.refused_summary());
+    // Every newer one is still open (the server had time to close any it
+    // wrongly would: the closes above are done).
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, s) in silent.iter_mut().enumerate().skip(BEYOND) {
+        assert_eq!(
+            peer_end(s, Duration::from_millis(20)),
+            PeerEnd::Open,
+            "silent connection {i} was closed; {}",
+            a.refused_summary()
+        );
+    }
+    // Silent connections took none of the 2 places: no other eviction.
+    for result in ["evicted", "client_evicted", "max_connections", "per_client"] {
+        assert_eq!(a.refused(result), 0, "{result}: {}", a.refused_summary());
+    }
+    // A health check is answered, on a fresh connection, as a kubelet's.
     let r = raw_http(a.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
-    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 16];
-    assert!(
-        matches!(first.read(&mut buf), Ok(0) | Err(_)),
-        "the longest-waiting connection was closed"
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok\n"), "{r:?}");
+    // Its connection was silent for an instant too: it made room by closing
+    // the oldest remaining silent one, and only that one.
+    assert_eq!(
+        peer_end(&mut silent[BEYOND], Duration::from_secs(20)),
+        PeerEnd::Closed,
+        "the oldest remaining silent connection"
     );
-    assert!(a
-        .shared
-        .metrics
-        .encode()
-        .contains("dns_sidecar_admin_refused_total{result=\"evicted\"}"));
+    assert_eq!(
+        a.refused("silent_evicted"),
+        BEYOND as u64 + 1,
+        "{}",
+        a.refused_summary()
+    );
+    assert_eq!(
+        peer_end(&mut silent[BEYOND + 1], Duration::from_millis(200)),
+        PeerEnd::Open
+    );
+    // And a request that is not a health check gets a place and an answer.
+    let r = raw_http(a.addr, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+}
+
+/// Connections from one address that have sent part of a request hold
+/// places; one more from that address at `max_connections_per_client` closes
+/// the one of that address that has waited longest (`client_evicted`), not
+/// another address's connection that has waited longer still, and every
+/// other connection is untouched: it can finish its request and get its
+/// answer.
+#[test]
+fn a_client_at_its_cap_loses_its_longest_waiting_connection_and_no_one_elses() {
+    const CAP: usize = 4;
+    let a = Admin::start();
+    a.set_limits(Duration::from_secs(120), Duration::from_secs(120), 32);
+    a.set_per_client(CAP);
+    let (flood, other) = (
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
+        std::net::Ipv4Addr::new(127, 0, 0, 3),
+    );
+    let partial = b"GET /status HTTP/1.1\r\nHost: x\r\n";
+    // Each connection first completes a request, so it has a place and waits
+    // since its answer: the order of their waits is the order below, and the
+    // other address's connection has waited longest of all.
+    let open = |ip| {
+        let mut s = connect_from(ip, a.addr);
+        status_round_trip(&mut s, &format!("a connection from {ip}"));
+        s.write_all(partial).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s
+    };
+    let mut theirs = open(other);
+    let mut mine: Vec<TcpStream> = (0..CAP).map(|_| open(flood)).collect();
+    assert_eq!(a.refused("client_evicted"), 0, "{}", a.refused_summary());
+    // One more from the flood's address: admitted and answered, at the
+    // expense of the flood's first connection.
+    mine.push(open(flood));
+    assert_eq!(
+        peer_end(&mut mine[0], Duration::from_secs(20)),
+        PeerEnd::Closed,
+        "the longest-waiting connection of the address at its cap; {}",
+        a.refused_summary()
+    );
+    assert_eq!(a.refused("client_evicted"), 1, "{}", a.refused_summary());
+    // And one more: the next-longest-waiting of that address goes.
+    mine.push(open(flood));
+    assert_eq!(
+        peer_end(&mut mine[1], Duration::from_secs(20)),
+        PeerEnd::Closed,
+        "the next longest-waiting; {}",
+        a.refused_summary()
+    );
+    assert_eq!(a.refused("client_evicted"), 2, "{}", a.refused_summary());
+    for result in ["evicted", "per_client", "max_connections", "silent_evicted"] {
+        assert_eq!(a.refused(result), 0, "{result}: {}", a.refused_summary());
+    }
+    // Everyone else is open, and their half-sent requests are answered.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(peer_end(&mut theirs, Duration::from_millis(20)), PeerEnd::Open);
+    theirs.write_all(b"\r\n").unwrap();
+    read_answer(&mut theirs, "the other address's connection");
+    for (i, s) in mine.iter_mut().enumerate().skip(2) {
+        assert_eq!(
+            peer_end(s, Duration::from_millis(20)),
+            PeerEnd::Open,
+            "flood connection {i}"
+        );
+        s.write_all(b"\r\n").unwrap();
+        read_answer(s, &format!("flood connection {i}"));
+    }
 }
 
 // ------------------------------------------------ hostile clients, real binary

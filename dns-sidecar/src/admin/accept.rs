@@ -75,6 +75,26 @@ impl Drop for Ticket {
     }
 }
 
+/// Returns once `stream`'s first bytes are in; an error if it ends (or
+/// fails) before. Tokio's readiness can be a false positive (a fresh
+/// connection reported readable with nothing to read), which would let a
+/// silent connection take a place among `max_connections`: each readiness
+/// is confirmed by a peek, and a false one cleared before waiting again.
+pub(super) async fn first_bytes(stream: &TcpStream) -> std::io::Result<()> {
+    loop {
+        stream.readable().await?;
+        let mut buf = [MaybeUninit::<u8>::uninit(); 1];
+        match stream.try_io(tokio::io::Interest::READABLE, || {
+            socket2::SockRef::from(stream).peek(&mut buf)
+        }) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The request lines (their start) served on the accept loop's thread.
 const HEALTH_CHECKS: [&[u8]; 6] = [
     b"GET /healthz",

@@ -251,7 +251,7 @@ impl Opener {
         tokio::spawn(async move {
             let header_timeout = me.shared.config.load().admin.header_timeout;
             tokio::select! {
-                r = tokio::time::timeout(header_timeout, stream.readable()) => {
+                r = tokio::time::timeout(header_timeout, accept::first_bytes(&stream)) => {
                     if !matches!(r, Ok(Ok(()))) {
                         return;
                     }
