@@ -40,7 +40,7 @@ pub async fn serve(
 ) {
     let registry = Arc::new(tcp::Registry::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = match udp::spawn(udp, handler.clone(), shared.clone(), guard.clone(), stop.clone()) {
+    let mut threads = match udp::spawn(udp, handler.clone(), shared.clone(), stop.clone()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the UDP workers; serving TCP only");

@@ -31,7 +31,7 @@ use tracing::debug;
 use super::cache::Found;
 use super::fast::{Fast, FastTable};
 use super::forward::SLOW_COST;
-use super::guard::{Guard, Ticket};
+use super::guard::Ticket;
 use super::handler::{Chase, Handler, Plan, Reply, Request, SharedHandler};
 use super::message::{must_drop, refused_from_raw, Transport};
 use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
@@ -56,13 +56,12 @@ struct SlowJob {
 }
 
 /// Starts one worker thread per socket, and the runtime tasks that answer
-/// their slow queries. Must be called inside the tokio runtime. (`_guard`:
-/// the relays and workers reach the guard through the handler in force.)
+/// their slow queries. Must be called inside the tokio runtime. The relays
+/// and workers reach the guard through the handler in force.
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     handler: SharedHandler,
     shared: Arc<Shared>,
-    _guard: Arc<Guard>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
