@@ -11,7 +11,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::support::env::{Env, Options, DEADLINE, INTERVAL};
 use crate::support::proxy::{Mode, Proxy};
-use crate::support::{dig, raw};
+use crate::support::{dig, raw, wait_until};
 
 /// A TCP echo server on 127.0.0.1 (one thread per connection).
 fn echo_server() -> SocketAddr {
@@ -106,16 +106,6 @@ fn proxy_plays_a_black_hole_and_resets() {
     }
     proxy.set_mode(Mode::Pass);
     echo(&mut connect(proxy.addr), b"back");
-}
-
-/// Polls until `cond` holds, failing after `within`.
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    start.elapsed()
 }
 
 fn server_up(env: &Env, id: &str) -> bool {

@@ -12,16 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::env::{Env, Options};
 use crate::support::proxy::Mode;
-
-/// Polls until `cond` holds, failing after `within`; returns how long it took.
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    start.elapsed()
-}
+use crate::support::wait_until;
 
 fn connects(env: &Env, id: &str, result: &str) -> u64 {
     env.metric(&format!(

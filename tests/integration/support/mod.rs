@@ -12,6 +12,21 @@ pub mod upstream;
 
 pub use dig::dig;
 
+/// Polls `cond` every 5 ms until it holds, failing after `within`; returns
+/// how long it took.
+pub async fn wait_until(
+    what: &str,
+    within: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
+
 /// Sends signal `sig` (`libc::SIGHUP`, `libc::SIGTERM`, ...) to the child
 /// process `child` with kill(2), as an operator's `kill -HUP` would.
 pub fn signal(child: &std::process::Child, sig: libc::c_int) {
