@@ -7,11 +7,9 @@
 //!
 //! Like the rest of the testbed this blocks and is bounded in time.
 
-use std::fs;
 use std::time::Duration;
 
-use crate::error::{Result, TestbedError};
-use crate::pair::write_file;
+use crate::error::Result;
 use crate::postgres::Cluster;
 use crate::process;
 
@@ -22,28 +20,16 @@ impl Cluster {
     /// connections in recovery (it does not wait for streaming, which a
     /// diverged server never reaches).
     pub fn start_as_standby_without_rewind(&self, primary: &Cluster) -> Result<()> {
-        if self.is_running() {
-            return Err(TestbedError::InvalidOptions(format!(
-                "{} is running; stop it (stop_immediate) before start_as_standby_without_rewind",
-                self.name
-            )));
-        }
-        let signal = self.data_dir.join("standby.signal");
-        write_file(&signal, "", 0o600)?;
-        self.run_as.chown(&signal)?;
-        // Per-server settings are rewritten on every rebuild
-        // (`write_cluster_conf`), so this ends with a real rebuild.
-        let conf = self.data_dir.join("testbed-cluster.conf");
-        let mut text =
-            fs::read_to_string(&conf).map_err(|e| TestbedError::io(format!("reading {}", conf.display()), e))?;
-        text.push_str(&format!(
-            "# standby without pg_rewind (testbed diverged)\nprimary_conninfo = 'host={} port={} user=postgres \
-            dbname=postgres'\n",
-            primary.socket_dir.to_string_lossy(),
-            primary.port
-        ));
-        write_file(&conf, &text, 0o600)?;
-        self.run_as.chown(&conf)?;
+        self.restart_in_recovery(
+            "start_as_standby_without_rewind",
+            "standby.signal",
+            &format!(
+                "# standby without pg_rewind (testbed diverged)\nprimary_conninfo = 'host={} port={} user=postgres \
+                dbname=postgres'\n",
+                primary.socket_dir.to_string_lossy(),
+                primary.port
+            ),
+        )?;
         let what = format!(
             "{} started as a standby of {} without pg_rewind",
             self.name, primary.name

@@ -8,7 +8,6 @@ use std::fs;
 use std::time::Duration;
 
 use crate::error::{Result, TestbedError};
-use crate::pair::write_file;
 use crate::postgres::Cluster;
 use crate::process;
 
@@ -23,29 +22,16 @@ impl Cluster {
     /// writes (promoting it if its recovery has not ended by itself within a
     /// few seconds) and returns its timeline.
     pub fn start_restored_from_own_wal(&self) -> Result<u32> {
-        if self.is_running() {
-            return Err(TestbedError::InvalidOptions(format!(
-                "{} is running; stop it (stop_immediate) before start_restored_from_own_wal",
-                self.name
-            )));
-        }
+        self.ensure_stopped("start_restored_from_own_wal")?;
         let standby = self.data_dir.join("standby.signal");
         if standby.exists() {
             fs::remove_file(&standby).map_err(|e| TestbedError::io(format!("removing {}", standby.display()), e))?;
         }
-        let signal = self.data_dir.join("recovery.signal");
-        write_file(&signal, "", 0o600)?;
-        self.run_as.chown(&signal)?;
-        // Per-server settings are rewritten on every rebuild
-        // (`write_cluster_conf`), so these end with the fork.
-        let conf = self.data_dir.join("testbed-cluster.conf");
-        let mut text =
-            fs::read_to_string(&conf).map_err(|e| TestbedError::io(format!("reading {}", conf.display()), e))?;
-        text.push_str(
+        self.restart_in_recovery(
+            "start_restored_from_own_wal",
+            "recovery.signal",
             "# restored from its own WAL (testbed fork)\nrestore_command = 'exit 1'\nprimary_conninfo = ''\n",
-        );
-        write_file(&conf, &text, 0o600)?;
-        self.run_as.chown(&conf)?;
+        )?;
         let what = format!("{} restored from its own WAL", self.name);
         self.start()?;
         let ended = process::poll(&what, Duration::from_secs(5), Duration::from_millis(5), || {
@@ -54,7 +40,7 @@ impl Cluster {
         if ended.is_err() {
             self.promote(true)?;
         }
-        if signal.exists() {
+        if self.data_dir.join("recovery.signal").exists() {
             return Err(TestbedError::InvalidOptions(format!(
                 "{what}: recovery.signal is still there after the promote"
             )));

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, TestbedError};
+use crate::pair::write_file;
 use crate::process::{self, run, RunAs};
 
 /// Install hint for the PostgreSQL server packages.
@@ -124,6 +125,34 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Fails unless the server is stopped (`what` names the caller).
+    pub(crate) fn ensure_stopped(&self, what: &str) -> Result<()> {
+        if self.is_running() {
+            return Err(TestbedError::InvalidOptions(format!(
+                "{} is running; stop it (stop_immediate) before {what}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Prepares a **stopped** server to start in recovery: writes the empty
+    /// `signal` file and appends `conf` to its per-server settings. Those
+    /// are rewritten on every rebuild (`write_cluster_conf`), so the
+    /// settings end with a real rebuild.
+    pub(crate) fn restart_in_recovery(&self, what: &str, signal: &str, conf: &str) -> Result<()> {
+        self.ensure_stopped(what)?;
+        let signal = self.data_dir.join(signal);
+        write_file(&signal, "", 0o600)?;
+        self.run_as.chown(&signal)?;
+        let path = self.data_dir.join("testbed-cluster.conf");
+        let mut text =
+            fs::read_to_string(&path).map_err(|e| TestbedError::io(format!("reading {}", path.display()), e))?;
+        text.push_str(conf);
+        write_file(&path, &text, 0o600)?;
+        self.run_as.chown(&path)
+    }
+
     /// TCP address of the server.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((self.ip, self.port))
