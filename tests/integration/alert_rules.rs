@@ -39,6 +39,9 @@ fn yaml(p: &Path) -> Value {
 /// Labels Prometheus adds to every scraped series (not the sidecar's).
 const TARGET_LABELS: [&str; 2] = ["instance", "job"];
 
+/// Labels whose values are names from the config.
+const CONFIG_LABELS: [&str; 3] = ["alias", "server", "upstream"];
+
 fn promtool() -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .into_iter()
@@ -245,6 +248,19 @@ fn rules_read_only_what_a_live_sidecar_exports_at_start_up() {
                 live_shapes.contains(&own),
                 "{sel}: labels {own:?}; the sidecar's {name} has {live_shapes:?}"
             );
+            // Values the sidecar defines (result, reason, ...) must be real
+            // ones; alias, server and upstream come from the config.
+            for (k, v) in labels.iter().filter(|(k, _)| own.contains(k.as_str())) {
+                if CONFIG_LABELS.contains(&k.as_str()) {
+                    continue;
+                }
+                assert!(
+                    live.samples
+                        .iter()
+                        .any(|s| s.name == name && s.labels.get(k) == Some(v)),
+                    "{sel}: the sidecar never exports {name} with {k}={v:?}"
+                );
+            }
             n += 1;
         }
     }
