@@ -1337,6 +1337,34 @@ fn deploy_docs_links_resolve() {
     assert!(n >= 20, "only {n} links");
 }
 
+/// The deploy docs' TOML examples are TOML, and use only keys the shipped
+/// configs or the loader's tables know (a typo in a documented key would
+/// otherwise only show when a user copies it).
+#[test]
+fn deploy_docs_toml_examples_parse() {
+    let mut n = 0;
+    for doc in ["README.md", "azure/README.md"] {
+        for b in crate::readme::blocks(&read(&deploy(doc)))
+            .iter()
+            .filter(|b| b.lang == "toml")
+        {
+            let v: toml::Value = toml::from_str(&b.text).unwrap_or_else(|e| panic!("{doc}:{}: not TOML: {e}", b.line));
+            if let Some(probe) = v.get("probe").and_then(toml::Value::as_table) {
+                for key in probe.keys() {
+                    assert!(
+                        CREDENTIAL_KEYS.contains(&key.as_str())
+                            || read(&repo().join("README.md")).contains(&format!("`{key}`")),
+                        "{doc}:{}: [probe] {key} is not a documented key",
+                        b.line
+                    );
+                }
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "only {n} TOML examples");
+}
+
 // ------------------------------------------------------------------- Docker
 
 /// Dockerfile instructions with continuation lines joined: (INSTRUCTION, rest).
