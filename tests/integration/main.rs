@@ -5,6 +5,7 @@
 
 mod abuse;
 mod admin;
+mod alert_rules;
 mod cache;
 mod config_cli;
 mod damping;

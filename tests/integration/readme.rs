@@ -452,6 +452,18 @@ fn every_readme_command_and_example_runs() {
                 }
             }
             "toml" => toml_example(&w, &b.text),
+            // The alert rules, shown verbatim: one source of truth.
+            "yaml" => {
+                let file = std::fs::read_to_string(root().join("deploy/prometheus/dns-sidecar.rules.yml")).unwrap();
+                let differs = b.text.lines().zip(file.lines()).position(|(a, f)| a != f);
+                assert!(
+                    differs.is_none() && b.text.lines().count() == file.lines().count(),
+                    "README:{}: the alert rules block differs from deploy/prometheus/dns-sidecar.rules.yml at its line \
+                        {:?} (copy the file into the README)",
+                    b.line,
+                    differs.map(|i| i + 1)
+                );
+            }
             "sql" => {}                                    // ran above
             "" if b.text.contains("+-------------+") => {} // the diagram
             "" if b.text.starts_with("config.toml:") => error_example(&w, &b.text),

@@ -1,11 +1,13 @@
-//! Reading `/metrics` as Prometheus does, and evaluating the README's alert
-//! expressions the way Prometheus would over two scrapes.
+//! Reading `/metrics` as Prometheus does, and evaluating the alert
+//! expressions of deploy/prometheus/dns-sidecar.rules.yml the way Prometheus
+//! would over two scrapes (without `for:`, which promtool's unit tests of the
+//! file cover).
 //!
-//! Only the expression shapes the README uses are understood (a sample
+//! Only the expression shapes the rules use are understood (a sample
 //! compared with a number, `increase(...[5m]) OP N`, `rate(...[5m]) OP N`,
-//! `sum by (l) (...) OP N`, `min(...) OP N`);
+//! `sum by (l) (...) OP N`, `sum without (l) (...) OP N`, `min(...) OP N`);
 //! an alert of another shape makes [`Alert::parse`] panic, so a new alert in
-//! the README needs this evaluator (and a test that triggers it) extended.
+//! the rules needs this evaluator (and a test that triggers it) extended.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -126,6 +128,13 @@ pub enum Alert {
         op: Op,
         n: f64,
     },
+    /// `sum without (label) (metric) OP n`: summed over `label`, keeping the others.
+    SumWithout {
+        label: String,
+        metric: String,
+        op: Op,
+        n: f64,
+    },
     /// `min(metric) OP n`
     Min { metric: String, op: Op, n: f64 },
 }
@@ -195,6 +204,20 @@ impl Alert {
             );
             return Alert::Min {
                 metric: inner.trim().to_string(),
+                op,
+                n,
+            };
+        }
+        if let Some(rest) = lhs.strip_prefix("sum without (") {
+            let (label, rest) = rest.split_once(')').expect("sum without label");
+            let metric = rest.trim().trim_start_matches('(').trim_end_matches(')').trim();
+            assert!(
+                !metric.contains('{') && !metric.contains('('),
+                "alert {expr:?}: sum of a plain metric only"
+            );
+            return Alert::SumWithout {
+                label: label.trim().to_string(),
+                metric: metric.to_string(),
                 op,
                 n,
             };
@@ -278,6 +301,19 @@ impl Alert {
                     Vec::new()
                 }
             }
+            Alert::SumWithout { label, metric, op, n } => {
+                let mut sums: BTreeMap<Labels, f64> = BTreeMap::new();
+                let none = Labels::new();
+                for s in now.select(metric, &none) {
+                    let mut rest = s.labels.clone();
+                    rest.remove(label);
+                    *sums.entry(rest).or_default() += s.value;
+                }
+                sums.into_iter()
+                    .filter(|(_, v)| op.holds(*v, *n))
+                    .map(|(k, _)| k)
+                    .collect()
+            }
             Alert::SumBy { label, metric, op, n } => {
                 let mut sums: BTreeMap<String, f64> = BTreeMap::new();
                 let none = Labels::new();
@@ -295,20 +331,89 @@ impl Alert {
     }
 }
 
-/// The alert expressions the README suggests (the backticked expressions
-/// of its "Useful alerts" paragraph).
-pub fn readme_alerts(readme: &str) -> Vec<String> {
-    let start = readme
-        .find("Useful alerts")
-        .expect("README: \"Useful alerts\" paragraph");
-    let para = &readme[start..];
-    let para = &para[..para.find("\n\n").unwrap_or(para.len())];
-    para.split('`')
-        .skip(1)
-        .step_by(2)
-        .filter(|s| s.contains("dns_sidecar_") && (s.contains(" > ") || s.contains(" == ")))
-        .map(str::to_string)
+/// The shipped alert rules file.
+pub fn rules_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/dns-sidecar.rules.yml")
+}
+
+/// One alerting rule of the rules file.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub expr: String,
+}
+
+/// Every alerting rule of deploy/prometheus/dns-sidecar.rules.yml, in order.
+pub fn rules_alerts() -> Vec<Rule> {
+    let path = rules_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: serde_json::Value =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: YAML: {e}", path.display()));
+    let groups = doc["groups"].as_array().expect("rules file: groups");
+    groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules file: group rules").iter())
+        .filter_map(|r| {
+            Some(Rule {
+                name: r.get("alert")?.as_str()?.to_string(),
+                expr: r["expr"].as_str().expect("rules file: expr").trim().to_string(),
+            })
+        })
         .collect()
+}
+
+/// The metric names an expression reads, each with the label names it
+/// matches on or groups by and the label values it matches (`None`: any).
+pub fn expr_metrics(expr: &str) -> BTreeMap<String, BTreeMap<String, Option<String>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Option<String>>> = BTreeMap::new();
+    let mut grouping: Vec<String> = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    while i < bytes.len() {
+        if !ident(bytes[i]) || (i > 0 && ident(bytes[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && ident(bytes[i]) {
+            i += 1;
+        }
+        let word = &expr[start..i];
+        if word == "by" || word == "without" {
+            let rest = expr[i..].trim_start();
+            let (inside, _) = rest
+                .strip_prefix('(')
+                .and_then(|r| r.split_once(')'))
+                .unwrap_or_else(|| panic!("{expr:?}: {word} without a label list"));
+            grouping.extend(
+                inside
+                    .split(',')
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty()),
+            );
+        } else if word.starts_with("dns_sidecar_") {
+            let labels = out.entry(word.to_string()).or_default();
+            if let Some(body) = expr[i..].strip_prefix('{') {
+                let body = &body[..body.find('}').unwrap_or_else(|| panic!("{expr:?}: unclosed {{"))];
+                for m in body.split(',').filter(|m| !m.trim().is_empty()) {
+                    let (k, v) = m.split_once('=').unwrap_or_else(|| panic!("{expr:?}: matcher {m:?}"));
+                    assert!(
+                        !k.ends_with('!') && !v.starts_with('~'),
+                        "{expr:?}: only equality matchers are understood"
+                    );
+                    labels.insert(k.trim().to_string(), Some(v.trim().trim_matches('"').to_string()));
+                }
+            }
+        }
+    }
+    // Grouping labels belong to every metric of the expression.
+    for labels in out.values_mut() {
+        for l in &grouping {
+            labels.entry(l.clone()).or_insert(None);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -333,6 +438,10 @@ mod tests {
             sum.firing(&before, &now),
             vec![Labels::from([("a".to_string(), "1".to_string())])]
         );
+        assert_eq!(
+            Alert::parse("sum without (s) (g) == 0").firing(&before, &now),
+            vec![Labels::from([("a".to_string(), "1".to_string())])]
+        );
         assert!(Alert::parse("x_total{a=\"2\"} > 0").firing(&before, &now).len() == 1);
         assert_eq!(
             Alert::parse("rate(x_total[5m]) > 0").firing(&before, &now).len(),
@@ -351,5 +460,20 @@ mod tests {
             Alert::parse("min(nothing) == 0").firing(&before, &now).is_empty(),
             "no series, no minimum"
         );
+    }
+
+    #[test]
+    fn expr_metrics_reads_names_matchers_and_grouping() {
+        let m = expr_metrics("increase(dns_sidecar_x_total{result=\"error\"}[5m]) > 0");
+        assert_eq!(
+            m["dns_sidecar_x_total"],
+            BTreeMap::from([("result".to_string(), Some("error".to_string()))])
+        );
+        let m = expr_metrics("sum without (server) (dns_sidecar_alias_target) == 0");
+        assert_eq!(
+            m["dns_sidecar_alias_target"],
+            BTreeMap::from([("server".to_string(), None)])
+        );
+        assert_eq!(expr_metrics("dns_sidecar_ready == 0").len(), 1);
     }
 }
