@@ -596,15 +596,21 @@ impl Oracle {
                 continue;
             };
             let reference = self.reference(inst, s);
+            let diverged = truth::diverged(&inst.state, &inst.config, s).is_some();
             let over = match (reference, replayed) {
-                _ if truth::diverged(&inst.state, &inst.config, s).is_some() => true,
+                _ if diverged => true,
                 (Some((_, p)), Some(r)) => p.saturating_sub(r) > MAX_LAG,
                 _ => true,
             };
+            // Waiting (no episode) is only for a primary that has not
+            // reported yet; a diverged standby starts an episode at once,
+            // even before the first round (e.g. a fence restored from the
+            // state file), and needs `RISE` good probes after it lifts.
+            let waiting = reference.is_none() && !first_round_done && !diverged;
             let probed = obs.iter().any(|o| o.server == s && o.outcome.is_ok());
             self.lag[s] = match (self.lag[s], over) {
-                (LagState::Fine, true) if reference.is_none() && !first_round_done => LagState::Waiting,
-                (LagState::Waiting, true) if reference.is_none() && !first_round_done => LagState::Waiting,
+                (LagState::Fine, true) if waiting => LagState::Waiting,
+                (LagState::Waiting, true) if waiting => LagState::Waiting,
                 (_, true) => LagState::Over { good: 0 },
                 (LagState::Over { good }, false) if probed && good + 1 >= RISE => LagState::Fine,
                 (LagState::Over { good }, false) if probed => LagState::Over { good: good + 1 },
