@@ -776,3 +776,6 @@ mod lag_tests;
 
 #[cfg(test)]
 mod properties;
+
+#[cfg(test)]
+mod select_properties;
