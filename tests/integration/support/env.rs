@@ -41,6 +41,9 @@ pub struct Options {
     pub probe: String,
     /// TOML appended to the generated config.
     pub extra: String,
+    /// Latency each proxy in [`Options::proxied`] adds in each direction from
+    /// the start (see [`Proxy::set_latency`]): a server in a far region.
+    pub latency: Duration,
     /// The probe deadline instead of [`DEADLINE`]: for tests that need every
     /// server seen even when a fresh connection (TLS, SCRAM) is slow on a
     /// starved machine, and do not measure failure detection.
@@ -230,7 +233,10 @@ impl Env {
                     .iter()
                     .position(|x| x == id)
                     .unwrap_or_else(|| panic!("no server {id}"));
-                proxies.push((id.to_string(), Proxy::start(p.clusters()[i].addr())));
+                proxies.push((
+                    id.to_string(),
+                    Proxy::with_latency(p.clusters()[i].addr(), opts.latency),
+                ));
             }
         }
         let via: Vec<(String, SocketAddr)> = proxies.iter().map(|(id, p)| (id.clone(), p.addr)).collect();
