@@ -146,7 +146,8 @@ fn the_latency_proxy_delays_each_direction_without_serializing() {
     );
 
     // Five chunks 10 ms apart: pipelined they are all back after about
-    // 2 x 100 + 40 ms; one at a time, after 5 x 200 ms.
+    // 2 x 100 + 40 ms; one at a time, after 5 x 200 ms (less when the
+    // chunks held back coalesce: about 850 ms).
     let t0 = Instant::now();
     for i in 0..5u8 {
         s.write_all(&[i; 8]).unwrap();
@@ -157,7 +158,7 @@ fn the_latency_proxy_delays_each_direction_without_serializing() {
     let all = t0.elapsed();
     assert_eq!(got.iter().filter(|&&b| b == 4).count(), 8);
     assert!(all >= latency * 2, "{all:?}");
-    assert!(all < latency * 8, "five chunks took {all:?}: serialized by the proxy?");
+    assert!(all < latency * 6, "five chunks took {all:?}: serialized by the proxy?");
 
     // Latency off: a round trip is quick again.
     proxy.set_latency(Duration::ZERO);
