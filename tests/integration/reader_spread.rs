@@ -252,7 +252,8 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
     env.assert_stays(NEAR, B, INTERVAL * 10).await;
 
     // (d) b is killed: it leaves every set within `fall` failed probes (a
-    // refused connection counts at once), and nearest falls back to c.
+    // refused connection counts at once; one or two more may run before the
+    // answer is seen here), and nearest falls back to c.
     let failed0 = failed_probes(&env, "b");
     let b = env.pair().replica.clone();
     let b2 = b.clone();
@@ -262,7 +263,7 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
     let failed = failed_probes(&env, "b") - failed0;
     eprintln!("nearest fell back to c {took:?} after b was killed, after {failed} failed probe(s) of b");
     assert!(
-        failed <= FALL + 1,
+        failed <= FALL + 2,
         "b left only after {failed} failed probes (fall = {FALL})"
     );
     let t = tally(&env, ROTATE, 200).await;
