@@ -311,6 +311,10 @@ async fn show_routes(shared: Arc<crate::shared::Shared>) {
                 let shown = match &route.answer {
                     RouteAnswer::Pending => "(waiting for the first probe round)".to_string(),
                     RouteAnswer::Cname(t) => format!("CNAME {t}"),
+                    RouteAnswer::Spread(r) => {
+                        let t: Vec<&str> = r.members.iter().map(|m| m.target.as_str()).collect();
+                        format!("CNAME one of {} ({})", t.join(", "), r.spread.as_str())
+                    }
                     RouteAnswer::Servfail => "SERVFAIL (no server matches)".to_string(),
                 };
                 println!("[{:>7.3}s] {name} -> {shown}", start.elapsed().as_secs_f64());

@@ -1126,6 +1126,22 @@ impl Engine {
                     reason.clone(),
                 );
             }
+            Event::SetChanged { alias: a, old, new } => {
+                let ids = |v: &[usize]| v.iter().map(|&s| server(s)).collect::<Vec<_>>().join(", ");
+                let (old, new) = (ids(old), ids(new));
+                info!(
+                    alias = alias(*a),
+                    set = new.as_str(),
+                    old_set = old.as_str(),
+                    "reader set changed"
+                );
+                self.record(
+                    Some(alias(*a).into()),
+                    None,
+                    "set_changed",
+                    format!("[{old}] -> [{new}]"),
+                );
+            }
             Event::Override { summary } => {
                 warn!(summary = summary.as_str(), "manual override");
                 self.record(None, None, "override", summary.clone());

@@ -234,6 +234,16 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     pub admin_refused: Family<ResultLabel, Counter>,
     pub cache: CacheMetrics,
+    /// Spreading reader aliases: answers per alias and server, set sizes.
+    pub reader: ReaderMetrics,
+}
+
+/// Spreading reader aliases (`spread = "rotate" | "client"`). The query path
+/// adds to handles taken once per fast table, never through the family.
+#[derive(Clone, Debug, Default)]
+pub struct ReaderMetrics {
+    pub answers: Family<AliasServer, Counter>,
+    pub set_size: Family<AliasLabel, Gauge>,
 }
 
 /// The forwarding cache's series (handles shared with [`crate::dns::cache::Cache`]).
@@ -331,6 +341,7 @@ impl Metrics {
             tcp_connections: Gauge::default(),
             admin_refused: Family::default(),
             cache: CacheMetrics::default(),
+            reader: ReaderMetrics::default(),
         };
         let mut m = m;
         registry.register(
@@ -457,6 +468,16 @@ impl Metrics {
             "cache_bytes",
             "Bytes the cached answers take (what [cache] max_bytes bounds)",
             m.cache.bytes.clone(),
+        );
+        registry.register(
+            "reader_answers",
+            "Answers of spreading reader aliases, by alias and the server answered",
+            m.reader.answers.clone(),
+        );
+        registry.register(
+            "reader_set_size",
+            "Servers a spreading reader alias answers in turn (0 while none matches)",
+            m.reader.set_size.clone(),
         );
         m.registry = registry;
         m

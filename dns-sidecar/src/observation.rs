@@ -27,6 +27,9 @@ pub struct ProbeReport {
     /// one) and whether that connect (TCP, TLS, login) succeeded; counted by
     /// `dns_sidecar_probe_connects_total`.
     pub connect: Option<Result<(), FailureCause>>,
+    /// How long the probe query took on an open connection (connect, TLS
+    /// and login excluded): the round trip `prefer = "nearest"` compares.
+    pub rtt: Option<Duration>,
 }
 
 impl ProbeReport {
@@ -38,6 +41,7 @@ impl ProbeReport {
             at: self.at,
             latency: self.latency,
             outcome: self.outcome,
+            rtt: self.rtt,
         }
     }
 }
@@ -52,6 +56,9 @@ pub struct Observation {
     /// How long the probe took (connect included when it connected).
     pub latency: Duration,
     pub outcome: Result<ServerState, ProbeFailure>,
+    /// The probe query's round trip on an open connection (see
+    /// [`ProbeReport::rtt`]).
+    pub rtt: Option<Duration>,
 }
 
 /// A server's state as its probe query saw it.

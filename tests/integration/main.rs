@@ -29,6 +29,7 @@ mod readers;
 mod readme;
 mod reload;
 mod sequences;
+mod spread_smoke;
 mod supervision;
 mod support;
 mod upstream_health;

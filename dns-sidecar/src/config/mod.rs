@@ -9,6 +9,7 @@
 mod error;
 mod identity;
 mod raw;
+mod spread;
 mod validate;
 mod values;
 
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigWarning, Located};
 pub use identity::{match_servers, Endpoint, Matched};
+pub use spread::{Prefer, Spread, MAX_WEIGHT};
 pub use validate::forwards_to_self;
 pub use values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl, MAX_TTL};
 
@@ -315,6 +317,14 @@ pub struct Alias {
     /// Reader aliases: standbys further behind the primary than this do not
     /// match (see [`crate::decision::lag`]).
     pub max_lag: MaxLag,
+    /// Reader aliases: one server, or a set answered in turn or per client.
+    pub spread: Spread,
+    /// Reader aliases: the weight of each of `servers` (same order; 1 each by
+    /// default). Weight 0: a backup, answered only when no weighted server is
+    /// in the set.
+    pub weights: Vec<u32>,
+    /// Reader aliases: list order, or the nearest by probe round-trip time.
+    pub prefer: Prefer,
 }
 
 /// How far behind the primary a standby may be and still be chosen by a

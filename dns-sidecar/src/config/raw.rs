@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl};
-use super::{NoMatchPolicy, Role, SslMode};
+use super::{NoMatchPolicy, Prefer, Role, Spread, SslMode};
 use crate::name::DnsName;
 
 #[derive(Debug, Deserialize)]
@@ -324,4 +324,13 @@ pub struct RawAlias {
     /// `PREFIX_*` passes every variable starting with `PREFIX_`.
     #[serde(default)]
     pub on_change_env: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Reader aliases: `"first"` (default), `"rotate"` or `"client"`.
+    #[serde(default)]
+    pub spread: Option<Spanned<Spread>>,
+    /// Reader aliases: weight per server id (default 1 each).
+    #[serde(default)]
+    pub weights: Option<Spanned<BTreeMap<Spanned<String>, Spanned<u32>>>>,
+    /// Reader aliases: `"order"` (default) or `"nearest"`.
+    #[serde(default)]
+    pub prefer: Option<Spanned<Prefer>>,
 }

@@ -45,12 +45,13 @@ pub mod fence;
 pub mod lag;
 mod overrides;
 mod reload;
+pub mod select;
 pub mod snapshot;
 pub mod truth;
 
 use std::time::Instant;
 
-use crate::config::{Config, NoMatchPolicy, Role, ServerId};
+use crate::config::{Config, NoMatchPolicy, Prefer, Role, ServerId};
 use crate::observation::{FailureKind, Observation, ServerState};
 
 pub use fence::{Bar, Fence, FenceReason};
@@ -96,6 +97,9 @@ pub struct ServerHealth {
     /// Recent WAL positions while it is a primary (kept only when some
     /// alias has a `max_lag_time`; see [`lag::WalHistory`]).
     pub wal: lag::WalHistory,
+    /// Round-trip times of its recent probe queries (`prefer = "nearest"`;
+    /// cleared while it is down).
+    pub rtt: select::RttWindow,
 }
 
 /// One alias's current choice, and what it must remember to stay safe.
@@ -127,6 +131,10 @@ pub struct AliasState {
     /// Reader aliases with a lag limit: standbys kept off for their lag
     /// (sorted by server).
     pub lagging: Vec<lag::Lagging>,
+    /// Spreading reader aliases (`rotate`, `client`): the servers answered
+    /// in turn, `target` (the lead) among them; empty while none matches
+    /// and for other aliases (see [`select`]).
+    pub set: Vec<ServerId>,
 }
 
 /// Something worth a log line (and, later, a metric).
@@ -205,6 +213,12 @@ pub enum Event {
         server: ServerId,
         reason: String,
     },
+    /// A spreading reader alias answers a different set of servers.
+    SetChanged {
+        alias: usize,
+        old: Vec<ServerId>,
+        new: Vec<ServerId>,
+    },
 }
 
 /// What the DNS side should answer for an alias right now.
@@ -251,6 +265,29 @@ impl State {
 }
 
 impl State {
+    /// The servers alias `i` answers with their weights, when
+    /// [`State::answer`] is a target: that one alone, unless the alias
+    /// spreads (`rotate`, `client`) and matched at the last decision (not
+    /// pinned, not keeping its last target): then its whole set.
+    pub fn answer_set(&self, config: &Config, i: usize) -> Vec<(ServerId, u32)> {
+        let Answer::Target(t) = self.answer(config, i) else {
+            return Vec::new();
+        };
+        let alias = &config.aliases[i];
+        let a = &self.aliases[i];
+        if self.pins[i].is_some() || !alias.spread.is_set() || !a.matched || !a.set.contains(&t) {
+            return vec![(t, 1)];
+        }
+        let weight = |s: ServerId| {
+            let k = alias.servers.iter().position(|&x| x == s);
+            k.and_then(|k| alias.weights.get(k).copied()).unwrap_or(1)
+        };
+        (a.set.iter().copied())
+            .filter(|&s| !self.drained[s] && truth::diverged(self, config, s).is_none())
+            .map(|s| (s, weight(s)))
+            .collect()
+    }
+
     /// Why alias `i` answers SERVFAIL when [`State::answer`] says
     /// [`Answer::NoTarget`]: what the operator would ask first.
     pub fn servfail_reason(&self, config: &Config, i: usize) -> String {
@@ -370,6 +407,9 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
                 .and_then(|p| p.received_lsn);
             h.receiving = s.in_recovery && matches!((before, s.received_lsn), (Some(b), Some(n)) if n > b);
             h.last_state = Some(s.clone());
+            if let Some(rtt) = o.rtt {
+                h.rtt.push(rtt);
+            }
             h.last_success = Some(o.at);
             h.last_error = None;
             let rose = damping::lasted(h.consecutive_ok, config.probe.rise, h.run_since, o.at, config);
@@ -395,6 +435,7 @@ fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut 
             let fell = damping::lasted(h.consecutive_fail, config.probe.fall, h.run_since, o.at, config);
             if f.kind == FailureKind::Definite || fell {
                 h.up = false;
+                h.rtt.clear();
             }
             // Once per episode: the failure that leaves the server not up
             // (damped failures of a server that is up are not an episode yet).
@@ -520,6 +561,7 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
         }
         a.matched = false;
         a.split_brain.clear();
+        set_changed(a, i, Vec::new(), events);
         if a.reason.is_empty() {
             let within = if a.lagging.is_empty() {
                 ""
@@ -565,6 +607,20 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
             fence::split_brain_losers(state, config, i, &matching, chosen, now, events);
             chosen
         }
+        _ if alias.spread.is_set() || alias.prefer == Prefer::Nearest => {
+            let prev = if alias.spread.is_set() {
+                state.aliases[i].set.clone()
+            } else {
+                Vec::new()
+            };
+            let median = |s: ServerId| state.servers[s].rtt.median();
+            let set = select::set(alias, &cands, median, &prev);
+            let chosen = select::lead(&set, current).unwrap_or_else(|| keep_or_first(&cands));
+            if alias.spread.is_set() {
+                set_changed(&mut state.aliases[i], i, set, events);
+            }
+            chosen
+        }
         _ => keep_or_first(&cands),
     };
 
@@ -602,6 +658,18 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     }
     if writer {
         fence::same_timeline_peers(state, config, i, now, events);
+    }
+}
+
+/// Records a spreading alias's new set; an event when it differs.
+fn set_changed(a: &mut AliasState, alias: usize, set: Vec<ServerId>, events: &mut Vec<Event>) {
+    if a.set != set {
+        events.push(Event::SetChanged {
+            alias,
+            old: std::mem::take(&mut a.set),
+            new: set.clone(),
+        });
+        a.set = set;
     }
 }
 
@@ -708,3 +776,6 @@ mod lag_tests;
 
 #[cfg(test)]
 mod properties;
+
+#[cfg(test)]
+mod select_properties;

@@ -372,6 +372,7 @@ impl Cluster {
             at,
             latency: Duration::from_millis(1),
             outcome,
+            rtt: None,
         }
     }
 }

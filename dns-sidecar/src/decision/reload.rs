@@ -108,6 +108,11 @@ pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Ve
         }
         a.split_brain = a.split_brain.iter().filter_map(keep).collect();
         a.held = a.held.iter().filter_map(keep).collect();
+        // A spreading alias's set, until the next decision re-forms it.
+        a.set = a.set.iter().filter_map(keep).collect();
+        if !na.spread.is_set() {
+            a.set.clear();
+        }
         a.fences = a
             .fences
             .iter()

@@ -132,6 +132,7 @@ impl Sim {
                 at: self.now,
                 latency: Duration::from_millis(1),
                 outcome: o.clone(),
+                rtt: None,
             })
             .collect();
         let (state, events) = decide(&self.state, &obs, &self.config, self.now);

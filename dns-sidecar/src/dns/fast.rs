@@ -23,9 +23,13 @@ use super::handler::{Handler, Plan};
 use super::message::{Transport, HEADER_LEN};
 use super::names::{wire, wire_name, within_any};
 use super::question::{question, Question};
-use crate::metrics::QueryKind;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::{AliasServer, QueryKind};
 use crate::name::within;
-use crate::routes::Routes;
+use crate::routes::{Asker, RouteAnswer, Routes, SpreadRoute};
 
 const TYPES: [RecordType; 4] = [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY];
 
@@ -34,6 +38,20 @@ const TYPES: [RecordType; 4] = [RecordType::A, RecordType::AAAA, RecordType::CNA
 /// [`Handler::plan`]).
 #[derive(Debug, Default, Clone)]
 struct Variants([[Option<Vec<u8>>; 3]; 2]);
+
+/// One alias's answers: one set per member of a spreading alias's set (one
+/// set for any other alias).
+#[derive(Debug)]
+struct FastAlias {
+    /// A spreading alias's route, which chooses the member per query.
+    spread: Option<SpreadRoute>,
+    answers: Vec<[Variants; 4]>,
+    /// Spreading aliases: answers per member since the last
+    /// [`FastTable::flush_shares`] (the table belongs to one worker: a
+    /// plain load and store, no contended cache line), and the series they
+    /// are added to.
+    shares: Vec<(AtomicU64, Counter)>,
+}
 
 #[derive(Debug)]
 struct NxTemplate {
@@ -68,8 +86,10 @@ pub enum Fast {
 /// What the fast path can answer for one snapshot generation.
 #[derive(Debug, Default)]
 pub struct FastTable {
-    /// Wire-form lower-case alias name -> answers by type index.
-    aliases: HashMap<Box<[u8]>, [Variants; 4]>,
+    /// Wire-form lower-case alias name -> answers by member, then type index.
+    aliases: HashMap<Box<[u8]>, FastAlias>,
+    /// Whether any alias spreads (has shares to flush).
+    spreading: bool,
     nx: Vec<NxTemplate>,
     max_udp: u16,
     /// Every zone apex in wire form: names outside all of them are forwarded.
@@ -99,7 +119,12 @@ fn synthetic_rd(name: &Name, qtype: RecordType, edns: usize, rd: bool) -> Option
 
 /// The full path's UDP answer for `query`, when it needs no upstream.
 fn full_answer(handler: &Handler, query: &[u8]) -> Option<Vec<u8>> {
-    match handler.plan(query, Transport::Tcp) {
+    full_member_answer(handler, query, 0)
+}
+
+/// [`full_answer`] with member `k` of a spreading alias's set.
+fn full_member_answer(handler: &Handler, query: &[u8], k: usize) -> Option<Vec<u8>> {
+    match handler.plan_member(query, Transport::Tcp, k) {
         Plan::Reply(r) => Some(r.bytes),
         _ => None,
     }
@@ -116,17 +141,46 @@ impl FastTable {
         let alias_names: Vec<String> = routes.aliases.keys().cloned().collect();
         for alias in &alias_names {
             let Ok(name) = wire_name(alias) else { continue };
-            let mut per_type: [Variants; 4] = Default::default();
-            for (ti, qtype) in TYPES.iter().enumerate() {
-                for rd in [false, true] {
-                    for v in 0..3 {
-                        per_type[ti].0[usize::from(rd)][v] =
-                            synthetic_rd(&name, *qtype, v, rd).and_then(|q| full_answer(handler, &q));
+            let spread = match routes.get(alias).map(|r| &r.answer) {
+                Some(RouteAnswer::Spread(r)) if !r.members.is_empty() => Some(r.clone()),
+                _ => None,
+            };
+            let members = spread.as_ref().map_or(1, |r| r.members.len());
+            let mut answers = Vec::with_capacity(members);
+            for k in 0..members {
+                let mut per_type: [Variants; 4] = Default::default();
+                for (ti, qtype) in TYPES.iter().enumerate() {
+                    for rd in [false, true] {
+                        for v in 0..3 {
+                            per_type[ti].0[usize::from(rd)][v] =
+                                synthetic_rd(&name, *qtype, v, rd).and_then(|q| full_member_answer(handler, &q, k));
+                        }
                     }
                 }
+                answers.push(per_type);
             }
+            let shares = (spread.iter().flat_map(|r| &r.members))
+                .map(|m| {
+                    let label = AliasServer {
+                        alias: alias.clone(),
+                        server: m.server.clone(),
+                    };
+                    (
+                        AtomicU64::new(0),
+                        handler.metrics().reader.answers.get_or_create(&label).clone(),
+                    )
+                })
+                .collect();
+            t.spreading |= spread.is_some();
             let key: Box<[u8]> = wire(alias).into();
-            t.aliases.insert(key, per_type);
+            t.aliases.insert(
+                key,
+                FastAlias {
+                    spread,
+                    answers,
+                    shares,
+                },
+            );
         }
         for zone in handler.zone_apexes() {
             t.zones.push(wire(zone));
@@ -151,9 +205,11 @@ impl FastTable {
     /// What the UDP worker does with `q`, reading it once: an answer written
     /// into `out` ([`FastTable::answer`]), a name to forward
     /// ([`FastTable::forwardable`]), or neither (the full path decides).
-    pub fn classify(&self, q: &[u8], out: &mut [u8]) -> Fast {
+    /// `asker` chooses a spreading alias's member, as in
+    /// [`Handler::plan_for`].
+    pub fn classify(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Fast {
         let Some(p) = self.parse(q) else { return Fast::Neither };
-        if let Some((len, kind)) = self.answer_parsed(q, &p, out) {
+        if let Some((len, kind)) = self.answer_parsed(q, &p, out, asker) {
             return Fast::Answer(len, kind);
         }
         match self.forwardable_parsed(q, p) {
@@ -196,16 +252,41 @@ impl FastTable {
 
     /// Answers `q` into `out` when it is an ordinary query this table covers.
     /// Returns the answer's length and kind.
+    /// A spreading alias answers as for [`Asker::NONE`] (see
+    /// [`FastTable::answer_for`]).
     pub fn answer(&self, q: &[u8], out: &mut [u8]) -> Option<(usize, QueryKind)> {
-        self.answer_parsed(q, &self.parse(q)?, out)
+        self.answer_for(q, out, Asker::NONE)
     }
 
-    fn answer_parsed(&self, q: &[u8], p: &Question, out: &mut [u8]) -> Option<(usize, QueryKind)> {
+    /// [`FastTable::answer`], a spreading alias answering `asker`'s member
+    /// (what [`Handler::plan_for`] answers for the same asker).
+    pub fn answer_for(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Option<(usize, QueryKind)> {
+        self.answer_parsed(q, &self.parse(q)?, out, asker)
+    }
+
+    /// Adds the answers counted per spreading alias and server since the
+    /// last call to their series (once per batch).
+    pub fn flush_shares(&self) {
+        if !self.spreading {
+            return;
+        }
+        for a in self.aliases.values() {
+            for (local, counter) in &a.shares {
+                let n = local.load(Ordering::Relaxed);
+                if n > 0 {
+                    local.store(0, Ordering::Relaxed);
+                    counter.inc_by(n);
+                }
+            }
+        }
+    }
+
+    fn answer_parsed(&self, q: &[u8], p: &Question, out: &mut [u8], asker: Asker) -> Option<(usize, QueryKind)> {
         if p.upper {
             return None;
         }
         let name = &q[HEADER_LEN..p.qname_end];
-        if let Some(types) = self.aliases.get(name) {
+        if let Some(alias) = self.aliases.get(name) {
             let ti = match p.qtype {
                 1 => 0,
                 28 => 1,
@@ -213,12 +294,17 @@ impl FastTable {
                 255 => 3,
                 _ => return None,
             };
-            let a = types[ti].0[usize::from(p.rd)][p.edns].as_deref()?;
+            let k = alias.spread.as_ref().map_or(0, |r| r.pick(asker));
+            let a = alias.answers.get(k)?[ti].0[usize::from(p.rd)][p.edns].as_deref()?;
             if a.len() > p.udp_limit || a.len() > out.len() {
                 return None;
             }
             out[..a.len()].copy_from_slice(a);
             patch_header(out, q);
+            if let Some((local, _)) = alias.shares.get(k) {
+                // This worker's own counter: no atomic read-modify-write.
+                local.store(local.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
             return Some((a.len(), QueryKind::Alias));
         }
         // NXDOMAIN for one label directly below a zone apex.

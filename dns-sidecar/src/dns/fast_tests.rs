@@ -217,3 +217,53 @@ fn forwarded_names_are_recognised_and_refused_like_the_full_path() {
         }
     }
 }
+
+/// A spreading alias: for the same (query, client, counter) both paths give
+/// the same bytes, and over a cycle each member gets its weight's share.
+#[test]
+fn spread_answers_are_the_full_paths_for_each_asker() {
+    use crate::routes::Asker;
+    let (h, t) = setup();
+    let mut seen = std::collections::HashMap::new();
+    let clients: [Option<std::net::IpAddr>; 4] = [
+        None,
+        Some("127.0.0.1".parse().unwrap()),
+        Some("10.1.2.3".parse().unwrap()),
+        Some("2001:db8::1".parse().unwrap()),
+    ];
+    for qtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::ANY] {
+        for edns in [None, Some((1232, false, 0)), Some((4096, true, 0))] {
+            for rd in [true, false] {
+                let mut c = q(super::fixture::SPREAD, qtype);
+                c.edns = edns;
+                c.rd = rd;
+                let raw = c.bytes();
+                for client in clients {
+                    for seq in 0..9u64 {
+                        let asker = Asker { seq, client };
+                        let full = match h.plan_for(&raw, Transport::Udp, asker) {
+                            Plan::Reply(r) => r.bytes,
+                            _ => panic!("the full path needs the network"),
+                        };
+                        let mut out = vec![0u8; 4096];
+                        let (n, _) = t.answer_for(&raw, &mut out, asker).expect("the fast path answers");
+                        assert_eq!(out[..n], full[..], "{qtype:?} {edns:?} rd={rd} {asker:?}");
+                        let m = Message::from_vec(&full).unwrap();
+                        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+                        assert_eq!(m.answers[0].ttl, 5, "the alias's TTL");
+                        if qtype == RecordType::A && rd && client.is_some() {
+                            let hickory_proto::rr::RData::CNAME(c) = &m.answers[0].data else {
+                                panic!("a CNAME: {m:?}")
+                            };
+                            let target = c.0.to_string();
+                            *seen.entry(target).or_insert(0) += 1;
+                            assert_eq!(m.answers.len(), 2, "CNAME + the chased address: {m:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // 3 clients x 2 EDNS variants... x 9 queries: weights 2:1 over whole cycles.
+    assert_eq!(seen.get("pg-a.test."), Some(&(2 * seen["pg-b.test."])), "{seen:?}");
+}

@@ -16,9 +16,9 @@ use super::fast::FastTable;
 use super::guard::Guard;
 use super::handler::Handler;
 use super::targets::{Cached, Targets};
-use crate::config::Config;
+use crate::config::{Config, Spread};
 use crate::name::DnsName;
-use crate::routes::{AliasRoute, RouteAnswer, Routes};
+use crate::routes::{AliasRoute, RouteAnswer, Routes, SpreadRoute};
 use crate::shared::Shared;
 
 /// Zone `db.test.`; `prod.db.test.` -> `pg-a.test.` (A 127.0.0.2, no AAAA);
@@ -43,7 +43,17 @@ servers = ["a", "b"]
 [[aliases]]
 name = "ro.eu.db.test"
 servers = ["a"]
+[[aliases]]
+name = "spread.db.test"
+role = "standby"
+servers = ["a", "b"]
+spread = "rotate"
+weights = { a = 2 }
 "#;
+
+/// The fixture's spreading alias: `pg-a.test.` (weight 2, A 127.0.0.2) and
+/// `pg-b.test.` (weight 1, A 127.0.0.3), rotating.
+pub const SPREAD: &str = "spread.db.test.";
 
 pub fn fixture() -> (Config, Handler, FastTable) {
     let config = Config::from_toml(Path::new("fixture.toml"), CONFIG).expect("the fixture config is valid");
@@ -62,6 +72,17 @@ pub fn fixture() -> (Config, Handler, FastTable) {
         AliasRoute {
             ttl: 5,
             answer: RouteAnswer::Servfail,
+        },
+    );
+    let members = vec![
+        ("a".to_string(), DnsName::parse("pg-a.test").expect("valid name"), 2),
+        ("b".to_string(), DnsName::parse("pg-b.test").expect("valid name"), 1),
+    ];
+    routes.aliases.insert(
+        SPREAD.into(),
+        AliasRoute {
+            ttl: 5,
+            answer: RouteAnswer::Spread(SpreadRoute::new(Spread::Rotate, members)),
         },
     );
     shared.routes.store(Arc::new(routes.clone()));
@@ -88,6 +109,25 @@ pub fn fixture() -> (Config, Handler, FastTable) {
             refresh_at: later,
         },
     );
+    for (name, addr) in [("pg-b.test.", Some(A::new(127, 0, 0, 3))), ("pg-b.test.", None)] {
+        let qtype = if addr.is_some() {
+            RecordType::A
+        } else {
+            RecordType::AAAA
+        };
+        let answers = addr
+            .map(|a| Record::from_rdata(Name::from_ascii(name).expect("valid name"), 30, RData::A(a)))
+            .into_iter()
+            .collect();
+        targets.entries.insert(
+            (name.into(), qtype),
+            Cached {
+                rcode: ResponseCode::NoError,
+                answers,
+                refresh_at: later,
+            },
+        );
+    }
     let guard = Guard::new(shared.clone());
     // A manual clock: answers from the cache do not change between two calls.
     let cache = Arc::new(Cache::manual(&config.cache, shared.metrics.cache.clone()));

@@ -24,9 +24,10 @@ use super::question::question;
 use super::targets::{self, SharedTargets};
 use super::zone::{cname, ZoneData};
 use crate::config::{Cidr, Config, Limits};
+use crate::metrics::AliasServer;
 use crate::metrics::{Limited, QueryKind};
 use crate::name::within;
-use crate::routes::RouteAnswer;
+use crate::routes::{Asker, RouteAnswer};
 use crate::shared::Shared;
 
 /// The handler in force; swapped whole on a config reload.
@@ -55,6 +56,15 @@ pub enum Plan {
     Forward(Request),
     /// Answer the alias's CNAME plus the target's records of the asked type.
     Chase(Chase),
+}
+
+/// Which member of a spreading alias's set a plan answers.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    /// A query: the route's policy chooses ([`crate::routes::SpreadRoute::pick`]).
+    Asked(Asker),
+    /// Member `k` (the fast table's precomputation).
+    Member(usize),
 }
 
 /// A decoded query still to be relayed. Opaque outside `dns`, so that
@@ -122,6 +132,11 @@ impl Handler {
             guard,
             cache,
         })
+    }
+
+    /// The process's metrics.
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
     }
 
     /// The cache of forwarded answers.
@@ -313,8 +328,25 @@ impl Handler {
         self.shared.metrics.latency(reply.kind, seconds);
     }
 
-    /// Decides without waiting.
+    /// Decides without waiting, for an unknown client (a spreading alias
+    /// answers as for [`Asker::NONE`]).
     pub fn plan(&self, raw: &[u8], transport: Transport) -> Plan {
+        self.plan_for(raw, transport, Asker::NONE)
+    }
+
+    /// Decides without waiting; a spreading alias answers `asker`'s member
+    /// ([`crate::routes::SpreadRoute::pick`]), counted per server.
+    pub fn plan_for(&self, raw: &[u8], transport: Transport, asker: Asker) -> Plan {
+        self.plan_picked(raw, transport, Pick::Asked(asker))
+    }
+
+    /// The answer with member `k` of a spreading alias's set (the fast
+    /// table's precomputation; not counted).
+    pub(super) fn plan_member(&self, raw: &[u8], transport: Transport, k: usize) -> Plan {
+        self.plan_picked(raw, transport, Pick::Member(k))
+    }
+
+    fn plan_picked(&self, raw: &[u8], transport: Transport, pick: Pick) -> Plan {
         if must_drop(raw) {
             return Plan::Drop;
         }
@@ -365,7 +397,7 @@ impl Handler {
         };
         let routes = self.shared.routes.load();
         if let Some(route) = routes.get(&qname) {
-            return self.alias(req, &route.answer, route.ttl, transport);
+            return self.alias(req, &qname, &route.answer, route.ttl, transport, pick);
         }
         let mut resp = response_to(&req, ResponseCode::NoError, self.forwarder.is_some());
         resp.metadata.authoritative = true;
@@ -389,7 +421,40 @@ impl Handler {
         self.finish(&req, resp, transport, QueryKind::Authoritative)
     }
 
-    fn alias(&self, req: Message, answer: &RouteAnswer, ttl: u32, transport: Transport) -> Plan {
+    #[allow(clippy::too_many_arguments)]
+    fn alias(
+        &self,
+        req: Message,
+        qname: &str,
+        answer: &RouteAnswer,
+        ttl: u32,
+        transport: Transport,
+        pick: Pick,
+    ) -> Plan {
+        // A spreading alias: the member this query gets, as one CNAME.
+        let chosen = match (answer, pick) {
+            (RouteAnswer::Spread(r), Pick::Member(k)) => r.members.get(k),
+            (RouteAnswer::Spread(r), Pick::Asked(asker)) => {
+                let m = r.members.get(r.pick(asker));
+                if let Some(m) = m {
+                    self.shared
+                        .metrics
+                        .reader
+                        .answers
+                        .get_or_create(&AliasServer {
+                            alias: qname.to_string(),
+                            server: m.server.clone(),
+                        })
+                        .inc();
+                }
+                m
+            }
+            _ => None,
+        };
+        let answer = match chosen {
+            Some(m) => &RouteAnswer::Cname(m.target.clone()),
+            None => answer,
+        };
         let target = match answer {
             // A target added by a reload whose handler is not swapped in yet
             // is converted on the spot.
@@ -398,7 +463,7 @@ impl Handler {
                 .get(t.as_str())
                 .cloned()
                 .or_else(|| wire_name(t.as_str()).ok()),
-            RouteAnswer::Pending | RouteAnswer::Servfail => None,
+            RouteAnswer::Pending | RouteAnswer::Servfail | RouteAnswer::Spread(_) => None,
         };
         let Some(target) = target else {
             return self.reply_kind(&req, ResponseCode::ServFail, transport, QueryKind::Alias);

@@ -29,6 +29,11 @@ use super::guard::Ticket;
 use super::handler::{Chase, Plan, Request, SharedHandler};
 use super::message::Transport;
 use crate::metrics::Limited;
+use crate::routes::Asker;
+
+/// Queries over TCP so far: a rotating reader alias's turn (TCP is not
+/// the hot path, so one shared counter is fine here).
+static TCP_QUERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Largest query accepted over TCP; a longer length prefix closes the
 /// connection (queries are a few dozen bytes; UDP takes at most 4096 too).
@@ -250,7 +255,11 @@ async fn connection(
         // closes the connection: it no longer holds a place.
         let answer = async {
             let started = Instant::now();
-            let reply = match h.plan(&buf, Transport::Tcp) {
+            let asker = Asker {
+                seq: TCP_QUERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                client: Some(peer.ip()),
+            };
+            let reply = match h.plan_for(&buf, Transport::Tcp, asker) {
                 Plan::Reply(r) => Some(r),
                 Plan::Drop => None,
                 plan @ (Plan::Forward(_) | Plan::Chase(_)) => {

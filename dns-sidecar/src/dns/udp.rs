@@ -38,6 +38,7 @@ use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
 use super::relay::{Outbox, Relay};
 use super::{admission, coalesce::Coalesce};
 use crate::metrics::{rcode_index, QueryKind};
+use crate::routes::Asker;
 use crate::shared::Shared;
 
 /// Receive buffer per datagram (queries are small; EDNS caps answers lower).
@@ -139,6 +140,8 @@ struct Worker {
     cached: [u64; 3],
     /// Full batches received in a row.
     full_streak: u32,
+    /// Queries received so far: a rotating reader alias's turn.
+    seq: u64,
 }
 
 /// Full batches in a row (datagrams waiting behind them all along) after
@@ -166,6 +169,7 @@ impl Worker {
             counts: [[0; 8]; 4],
             cached: [0; 3],
             full_streak: 0,
+            seq: 0,
         }
     }
 
@@ -186,7 +190,9 @@ impl Worker {
             return;
         }
         let table = FastTable::build(&gen.0, &gen.1);
-        self.table = Some((gen, table));
+        if let Some((_, old)) = self.table.replace((gen, table)) {
+            old.flush_shares();
+        }
     }
 
     fn batch(&mut self, n: usize) {
@@ -228,8 +234,14 @@ impl Worker {
                 out += 1;
                 continue;
             }
+            // A rotating reader alias's turn: this worker's own count.
+            self.seq = self.seq.wrapping_add(1);
+            let asker = Asker {
+                seq: self.seq,
+                client: Some(peer.ip()),
+            };
             // Alias and zone answers first: they never wait on anything.
-            let fast = match table.classify(q, self.tx.buf_mut(out)) {
+            let fast = match table.classify(q, self.tx.buf_mut(out), asker) {
                 Fast::Answer(len, kind) => Some((len, kind)),
                 Fast::Neither => None,
                 Fast::Forward(f) => {
@@ -284,7 +296,7 @@ impl Worker {
             let answer = match fast {
                 Some((alen, kind)) => Some((alen, kind)),
                 None => {
-                    let reply = match handler.plan(q, Transport::Udp) {
+                    let reply = match handler.plan_for(q, Transport::Udp, asker) {
                         Plan::Reply(r) => Some(r),
                         Plan::Drop => None,
                         Plan::Forward(Request(req)) => {
@@ -314,6 +326,7 @@ impl Worker {
                 out += 1;
             }
         }
+        table.flush_shares();
         // The upstream starts on the relayed queries, then the answers go.
         self.outbox.flush();
         self.tx.send(self.sock.as_raw_fd(), out);

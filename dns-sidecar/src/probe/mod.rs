@@ -84,6 +84,8 @@ pub struct Prober {
     kept: Option<Kept>,
     last_fresh: Option<Instant>,
     sql: &'static str,
+    /// The last probe query's round trip on its open connection.
+    rtt: Option<Duration>,
     /// Spacing of new connections while connects keep failing.
     backoff: ConnectBackoff,
     /// The current probe's new connection, if it opened one.
@@ -132,6 +134,7 @@ impl Prober {
             kept: None,
             last_fresh: None,
             sql: query::FULL,
+            rtt: None,
             backoff: ConnectBackoff::default(),
             attempt: None,
         })
@@ -244,6 +247,7 @@ impl Prober {
                 server: self.name.clone(),
                 at: now,
                 latency: now - started,
+                rtt: self.rtt.take().filter(|_| outcome.is_ok()),
                 outcome,
                 connect,
             };
@@ -334,7 +338,10 @@ impl Prober {
     /// Runs the probe query on the kept connection.
     async fn query(&mut self) -> Result<ServerState, tokio_postgres::Error> {
         let client = &self.kept.as_ref().expect("a kept connection").client;
-        match query::run(client, self.sql).await {
+        let started = Instant::now();
+        let r = query::run(client, self.sql).await;
+        self.rtt = Some(started.elapsed());
+        match r {
             Err(e) if query::is_permission_denied(&e) && self.sql == query::FULL => {
                 warn!(
                     server = %self.name,

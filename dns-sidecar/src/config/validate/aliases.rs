@@ -6,7 +6,9 @@ use super::ctx::Ctx;
 use super::hooks::on_change;
 use super::servers::Servers;
 use crate::config::raw::RawAlias;
-use crate::config::{Alias, ConfigError, MaxLag, NoMatchPolicy, ProbeTiming, Role, Server, ServerId, Zone};
+use crate::config::{
+    Alias, ConfigError, MaxLag, NoMatchPolicy, Prefer, ProbeTiming, Role, Server, ServerId, Spread, Zone, MAX_WEIGHT,
+};
 use crate::name::DnsName;
 
 /// `secret_vars`: the variables no hook may be given.
@@ -47,7 +49,11 @@ fn alias(
     let role = a.role.unwrap_or(Role::ReadWrite);
     let max_lag = max_lag(cx, &a, &name, role, probe)?;
     let on_change = on_change(cx, &a, &name, secret_vars)?;
+    let (spread, weights, prefer) = spread(cx, &a, &name, role, &refs, servers)?;
     Ok(Alias {
+        spread,
+        weights,
+        prefer,
         on_change,
         max_lag,
         name,
@@ -168,6 +174,75 @@ fn max_lag(cx: &Ctx<'_>, a: &RawAlias, name: &DnsName, role: Role, probe: &Probe
         }
     }
     Ok(limit)
+}
+
+/// A reader alias's `spread`, `weights` (one per candidate, in `refs`
+/// order) and `prefer`: only on reader roles (a writer alias must name
+/// exactly one server), weights only with a set (`rotate`, `client`), each
+/// naming one of the alias's servers, at most [`MAX_WEIGHT`], not all zero.
+fn spread(
+    cx: &Ctx<'_>,
+    a: &RawAlias,
+    name: &DnsName,
+    role: Role,
+    refs: &[ServerId],
+    servers: &[Server],
+) -> Result<(Spread, Vec<u32>, Prefer), ConfigError> {
+    let first = (a.spread.as_ref().map(|s| s.span()))
+        .or_else(|| a.prefer.as_ref().map(|p| p.span()))
+        .or_else(|| a.weights.as_ref().map(|w| w.span()));
+    if first.is_some() && !role.reads_standbys() {
+        return cx.err(
+            first,
+            format!(
+                "alias `{name}` has role `{}`: spread, weights and prefer apply only to reader aliases",
+                role.as_str()
+            ),
+            "an alias that writes (read-write, primary) or follows any server must answer exactly one server             at a time, the one the decision chose; use them on a role = \"standby\", \"prefer-standby\" or \"read-only\" alias",
+        );
+    }
+    let spread = a.spread.as_ref().map_or(Spread::First, |s| *s.get_ref());
+    let prefer = a.prefer.as_ref().map_or(Prefer::Order, |p| *p.get_ref());
+    let mut weights = vec![1; refs.len()];
+    let Some(raw) = &a.weights else {
+        return Ok((spread, weights, prefer));
+    };
+    if !spread.is_set() {
+        return cx.err(
+            Some(raw.span()),
+            format!("alias `{name}` has weights but spread = \"first\", which answers one server"),
+            "set spread = \"rotate\" or \"client\", or remove weights",
+        );
+    }
+    for (id, w) in raw.get_ref() {
+        let Some(k) = refs.iter().position(|&s| servers[s].id == *id.get_ref()) else {
+            let listed: Vec<&str> = refs.iter().map(|&s| servers[s].id.as_str()).collect();
+            return cx.err(
+                Some(id.span()),
+                format!(
+                    "alias `{name}` has a weight for `{}`, which is not one of its servers",
+                    id.get_ref()
+                ),
+                format!("weights name the alias's own servers: {}", listed.join(", ")),
+            );
+        };
+        if *w.get_ref() > MAX_WEIGHT {
+            return cx.err(
+                Some(w.span()),
+                format!("weight {} is more than {MAX_WEIGHT}", w.get_ref()),
+                "weights are relative: e.g. 2 and 1 send two answers to the first for one to the second",
+            );
+        }
+        weights[k] = *w.get_ref();
+    }
+    if weights.iter().all(|&w| w == 0) {
+        return cx.err(
+            Some(raw.span()),
+            format!("alias `{name}` has weight 0 for every server"),
+            "weight 0 marks a backup, answered only when no weighted server matches; give at least one server a weight",
+        );
+    }
+    Ok((spread, weights, prefer))
 }
 
 /// No server's `target` may be an alias.

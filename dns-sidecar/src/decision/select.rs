@@ -1,0 +1,117 @@
+//! Reader aliases that spread (`spread = "rotate" | "client"`) or prefer
+//! the nearest server (`prefer = "nearest"`): which matching candidates
+//! form the alias's *set*, in order. Pure: the decision passes the matching
+//! candidates (up, role, lag limit, not fenced, not drained, risen) and the
+//! servers' recent round-trip times.
+//!
+//! * `prefer = "order"`: the set is every matching candidate, in the
+//!   alias's `servers` order.
+//! * `prefer = "nearest"`: the *near group*: the matching candidates whose
+//!   median probe round-trip time (of the last [`RTT_WINDOW`] probes on an
+//!   open connection) is within [`ENTER`] of the best one's; a member stays
+//!   in it while within the wider [`LEAVE`], so jitter of one server or the
+//!   other does not flip it. Ordered nearest first. Candidates not measured
+//!   yet join only while no candidate is measured. When the near ones stop
+//!   matching, the group is formed from the others (the nearest of those).
+//!
+//! The decision then keeps its current lead server while it is in the set
+//! (`spread = "first"` answers only that one: with `nearest`, the nearest
+//! matching server, which changes only when another is nearer by the
+//! margin), and `rotate` / `client` answer the whole set.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::config::{Alias, Prefer, ServerId};
+
+/// How many recent round-trip times are kept per server.
+pub const RTT_WINDOW: usize = 5;
+
+/// A margin: `pct` percent of the reference, and at least `min`.
+#[derive(Debug, Clone, Copy)]
+pub struct Margin {
+    pub pct: u32,
+    pub min: Duration,
+}
+
+/// A candidate joins the near group within this of the best median.
+pub const ENTER: Margin = Margin {
+    pct: 25,
+    min: Duration::from_millis(2),
+};
+
+/// A member leaves the near group beyond this of the best median.
+pub const LEAVE: Margin = Margin {
+    pct: 50,
+    min: Duration::from_millis(4),
+};
+
+impl Margin {
+    /// Whether `x` is within this margin of `best`.
+    pub fn admits(self, best: Duration, x: Duration) -> bool {
+        x <= best + (best * self.pct / 100).max(self.min)
+    }
+}
+
+/// The last [`RTT_WINDOW`] round-trip times of one server's probe query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RttWindow(VecDeque<Duration>);
+
+impl RttWindow {
+    pub fn push(&mut self, rtt: Duration) {
+        if self.0.len() == RTT_WINDOW {
+            self.0.pop_front();
+        }
+        self.0.push_back(rtt);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The median (the lower middle one of an even count); `None` before
+    /// the first sample.
+    pub fn median(&self) -> Option<Duration> {
+        let mut v: Vec<Duration> = self.0.iter().copied().collect();
+        v.sort();
+        v.get(v.len().saturating_sub(1) / 2).copied()
+    }
+}
+
+/// The alias's set among `cands` (the matching candidates, in the alias's
+/// order), given each server's median round-trip time and the previous set.
+pub fn set(
+    alias: &Alias,
+    cands: &[ServerId],
+    median: impl Fn(ServerId) -> Option<Duration>,
+    prev: &[ServerId],
+) -> Vec<ServerId> {
+    if alias.prefer == Prefer::Order {
+        return cands.to_vec();
+    }
+    let best = cands.iter().filter_map(|&s| median(s)).min();
+    let Some(best) = best else {
+        return cands.to_vec();
+    };
+    let mut group: Vec<(Duration, usize, ServerId)> = cands
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &s)| {
+            let m = median(s)?;
+            let margin = if prev.contains(&s) { LEAVE } else { ENTER };
+            margin.admits(best, m).then_some((m, k, s))
+        })
+        .collect();
+    group.sort();
+    group.into_iter().map(|(_, _, s)| s).collect()
+}
+
+/// The lead server of `set`: the current one while it is in the set (so
+/// the lead, which a `first` alias answers and a hook is told, changes only
+/// when it must), else the set's first.
+pub fn lead(set: &[ServerId], current: Option<ServerId>) -> Option<ServerId> {
+    match current {
+        Some(c) if set.contains(&c) => Some(c),
+        _ => set.first().copied(),
+    }
+}
