@@ -110,6 +110,42 @@ fn failed_probes(env: &Env, id: &str) -> u64 {
     env.probes(id, "timeout") + env.probes(id, "error")
 }
 
+/// `dns_sidecar_reader_answers_total` of `alias` (with or without its dot
+/// in the label) and server `id`: 0 when absent.
+fn reader_answers(env: &Env, alias: &str, id: &str) -> u64 {
+    let text = env.sidecar().shared.metrics.encode();
+    let alias = alias.trim_end_matches('.');
+    text.lines()
+        .filter(|l| l.starts_with("dns_sidecar_reader_answers_total{"))
+        .filter(|l| {
+            (l.contains(&format!("alias=\"{alias}\"")) || l.contains(&format!("alias=\"{alias}.\"")))
+                && l.contains(&format!("server=\"{id}\""))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+/// Waits until the answers metric of `alias` grew by what `t` counted, per
+/// server, since `before` ((b, c)).
+async fn assert_counted(env: &Env, alias: &str, before: (u64, u64), t: &Tally) {
+    let want = (t.get(B) as u64, t.get(C) as u64);
+    let delta = || {
+        (
+            reader_answers(env, alias, "b") - before.0,
+            reader_answers(env, alias, "c") - before.1,
+        )
+    };
+    let start = Instant::now();
+    while delta() != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{alias}: dns_sidecar_reader_answers_total grew by {:?} (b, c), the clients counted {want:?}",
+            delta()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The latency proxy itself: a round trip through it takes at least twice its
 /// latency, and chunks sent back to back travel together (the delay is not a
 /// throughput limit that would serialize a TLS handshake's flights).
@@ -190,12 +226,15 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
         wait_for_both(&env, alias, WAIT).await;
     }
 
-    // (a) rotate: 1000 answers, even within 10%; weights 2:1 within 10%.
+    // (a) rotate: 1000 answers, even within 10%; weights 2:1 within 10%;
+    // the metric of answers per server counts what the clients saw.
+    let before = (reader_answers(&env, ROTATE, "b"), reader_answers(&env, ROTATE, "c"));
     let t = tally(&env, ROTATE, 1000).await;
     eprintln!("rotate: {t:?}");
     assert_eq!(t.get(B) + t.get(C), 1000, "every answer names a replica: {t:?}");
     assert_share("rotate", &t, B, 0.5);
     assert_share("rotate", &t, C, 0.5);
+    assert_counted(&env, ROTATE, before, &t).await;
     let t = tally(&env, WEIGHTED, 1000).await;
     eprintln!("weighted 2:1: {t:?}");
     assert_eq!(t.get(B) + t.get(C), 1000, "{t:?}");
