@@ -712,6 +712,7 @@ impl Engine {
                     .set((answered == Some(s)) as i64);
             }
         }
+        crate::status_reader::set_sizes(&self.config, &self.state, m);
         for (i, a) in self.config.aliases.iter().enumerate() {
             for &s in &a.servers {
                 let fenced = fence::is_writer(a.role) && self.state.aliases[i].bar(s, &self.state.servers).is_some();
@@ -756,7 +757,7 @@ impl Engine {
                 let route = routes.get(a.name.as_str()).map(|r| &r.answer);
                 let servfail = matches!(route, Some(crate::routes::RouteAnswer::Servfail));
                 let (answer, served) = match route {
-                    Some(crate::routes::RouteAnswer::Cname(_)) => (
+                    Some(crate::routes::RouteAnswer::Cname(_) | crate::routes::RouteAnswer::Spread(_)) => (
                         "cname",
                         match st.answer(c, i) {
                             Answer::Target(t) => Some(t),
@@ -792,6 +793,7 @@ impl Engine {
                             good_probes: l.good,
                         })
                         .collect(),
+                    ..crate::status_reader::reader(c, st, i, &self.shared.metrics)
                 }
             })
             .collect();

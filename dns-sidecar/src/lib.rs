@@ -33,6 +33,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod statefile;
 pub mod status;
+mod status_reader;
 pub mod supervise;
 pub mod wallclock;
 

@@ -63,6 +63,44 @@ pub struct AliasStatus {
     /// Reader aliases: standbys kept off because they are too far behind.
     #[serde(default)]
     pub lagging: Vec<LagStatus>,
+    /// Reader aliases: `first`, `rotate` or `client` (`spread`).
+    #[serde(default)]
+    pub spread: Option<String>,
+    /// Reader aliases: `order` or `nearest` (`prefer`).
+    #[serde(default)]
+    pub prefer: Option<String>,
+    /// Reader aliases: the servers DNS answers now (a spreading alias's set,
+    /// in order; one server otherwise), with their share of the answers.
+    #[serde(default)]
+    pub set: Vec<SetMember>,
+    /// Reader aliases: each candidate DNS does not answer now, and why.
+    #[serde(default)]
+    pub excluded: Vec<Excluded>,
+}
+
+/// A server a reader alias answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SetMember {
+    pub server: String,
+    pub target: String,
+    /// Its weight (`weights`; 1 by default).
+    pub weight: u32,
+    /// Spreading aliases: the answers it got since the start (what
+    /// `dns_sidecar_reader_answers_total` counts).
+    pub answers: Option<u64>,
+    /// Spreading aliases: `answers` as a fraction of the set's answers.
+    pub share: Option<f64>,
+    /// The median round trip of its recent probe queries, in ms.
+    pub rtt_ms: Option<f64>,
+}
+
+/// A candidate a reader alias does not answer now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Excluded {
+    pub server: String,
+    /// e.g. `down (connection refused)`, `lagging: 20.0 MiB behind a
+    /// (max_lag 16.0 MiB)`, `not a standby (writable, timeline 2)`.
+    pub reason: String,
 }
 
 /// A standby a reader alias keeps off for its lag.
@@ -146,7 +184,7 @@ pub struct HistoryEntry {
     /// `target_changed`, `answer_changed`, `no_match`, `split_brain`,
     /// `server_up`, `server_down`, `server_flapped`, `first_round`,
     /// `override`, `reload`, `fenced`, `fence_held`, `unfenced`, `state_file`,
-    /// `lag_exceeded`, `lag_recovered`.
+    /// `lag_exceeded`, `lag_recovered`, `set_changed`.
     pub kind: String,
     pub alias: Option<String>,
     pub server: Option<String>,

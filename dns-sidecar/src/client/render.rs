@@ -62,6 +62,49 @@ fn or_dash(s: Option<&str>) -> String {
     s.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
 }
 
+/// One row per reader alias candidate: the set's members first, then the
+/// excluded ones with why.
+fn reader_rows(s: &Status) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for a in &s.aliases {
+        let Some(spread) = &a.spread else { continue };
+        let policy = match a.prefer.as_deref() {
+            Some("nearest") => format!("{spread}, nearest"),
+            _ => spread.clone(),
+        };
+        for m in &a.set {
+            let share = match (m.share, m.answers) {
+                (Some(f), Some(n)) => format!("{:.1}% ({n})", f * 100.0),
+                (None, Some(n)) => format!("- ({n})"),
+                _ => "-".into(),
+            };
+            rows.push(vec![
+                a.name.clone(),
+                policy.clone(),
+                m.server.clone(),
+                "yes".into(),
+                m.weight.to_string(),
+                share,
+                m.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms")),
+                "-".into(),
+            ]);
+        }
+        for x in &a.excluded {
+            rows.push(vec![
+                a.name.clone(),
+                policy.clone(),
+                x.server.clone(),
+                "no".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                x.reason.clone(),
+            ]);
+        }
+    }
+    rows
+}
+
 /// The human-readable `status` output.
 pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
     let mut out = String::new();
@@ -89,6 +132,11 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
                     (None, Some(t), _) => t.clone(),
                     (None, None, Some(last)) => format!("- (last: {last})"),
                     (None, None, None) => "-".into(),
+                };
+                // A spreading alias answers more than its lead.
+                let target = match a.set.len() {
+                    n if n > 1 => format!("{target} +{} more", n - 1),
+                    _ => target,
                 };
                 vec![
                     a.name.clone(),
@@ -157,6 +205,17 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
     if !lagging.is_empty() {
         out.push_str("\nLagging standbys (kept off until within the alias's lag limit for `rise` probes in a row)\n");
         table(&mut out, &["ALIAS", "SERVER", "GOOD PROBES", "SINCE", "LAG"], &lagging);
+    }
+    let readers = reader_rows(s);
+    if !readers.is_empty() {
+        out.push_str("\nReader sets (the servers each reader alias answers, their share of answers, and why the others are out)\n");
+        table(
+            &mut out,
+            &[
+                "ALIAS", "SPREAD", "SERVER", "IN SET", "WEIGHT", "SHARE", "RTT", "WHY NOT",
+            ],
+            &readers,
+        );
     }
     let diverged: Vec<Vec<String>> = s
         .servers
@@ -447,5 +506,47 @@ mod tests {
             ..s
         };
         assert!(!render_status(&healthy, "x:1", 1000.0).contains("Diverged"));
+    }
+
+    #[test]
+    fn reader_sets() {
+        use crate::status::{Excluded, SetMember};
+        let member = |server: &str, answers: u64, share: f64, rtt: f64| SetMember {
+            server: server.into(),
+            target: format!("pg-{server}.example."),
+            weight: 1,
+            answers: Some(answers),
+            share: Some(share),
+            rtt_ms: Some(rtt),
+        };
+        let s = Status {
+            aliases: vec![AliasStatus {
+                name: "ro.db.internal.".into(),
+                role: "standby".into(),
+                answer: "cname".into(),
+                server: Some("b".into()),
+                target: Some("pg-b.example.".into()),
+                spread: Some("rotate".into()),
+                prefer: Some("nearest".into()),
+                set: vec![member("b", 600, 0.6, 0.41), member("c", 400, 0.4, 0.52)],
+                excluded: vec![Excluded {
+                    server: "a".into(),
+                    reason: "not standby (writable, timeline 1)".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = render_status(&s, "x", 0.0);
+        assert!(t.contains("b (pg-b.example.) +1 more"), "{t}");
+        assert!(t.contains("Reader sets"), "{t}");
+        assert!(
+            t.contains("ro.db.internal.  rotate, nearest  b       yes     1       60.0% (600)  0.41 ms  -"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ro.db.internal.  rotate, nearest  a       no      -       -            -        not standby (writable, timeline 1)"),
+            "{t}"
+        );
     }
 }

@@ -61,3 +61,89 @@ impl Prefer {
 /// The largest weight: keeps a rotation's schedule (the sum of the
 /// weights) short enough to precompute.
 pub const MAX_WEIGHT: u32 = 100;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Prefer, Spread};
+
+    /// Servers a, b, c; one alias (line 12 on) with `lines` appended.
+    fn parse(lines: &str) -> Result<Config, String> {
+        let text = format!(
+            "[dns]\nlisten = [\"127.0.0.1:5353\"]\n[[zones]]\nname = \"db.internal\"\n[probe]\nuser = \"p\"\n\
+            [servers.a]\ntarget = \"pg-a.test\"\n[servers.b]\ntarget = \"pg-b.test\"\n[servers.c]\ntarget = \"pg-c.test\"\n\
+            [[aliases]]\nname = \"ro.db.internal\"\nservers = [\"a\", \"b\", \"c\"]\n{lines}\n"
+        );
+        Config::from_toml(Path::new("t.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let a = &parse("role = \"standby\"").unwrap().aliases[0];
+        assert_eq!(
+            (a.spread, a.prefer, a.weights.clone()),
+            (Spread::First, Prefer::Order, vec![1, 1, 1])
+        );
+        let a = &parse("role = \"read-only\"\nspread = \"client\"\nprefer = \"nearest\"\nweights = { c = 3, a = 0 }")
+            .unwrap()
+            .aliases[0];
+        assert_eq!(
+            (a.spread, a.prefer, a.weights.clone()),
+            (Spread::Client, Prefer::Nearest, vec![0, 1, 3])
+        );
+        let a = &parse("role = \"prefer-standby\"\nprefer = \"nearest\"")
+            .unwrap()
+            .aliases[0];
+        assert_eq!((a.spread, a.prefer), (Spread::First, Prefer::Nearest));
+    }
+
+    #[test]
+    fn located_errors() {
+        for (lines, line, words) in [
+            (
+                "spread = \"rotate\"",
+                16,
+                "role `read-write`: spread, weights and prefer apply only to reader",
+            ),
+            ("role = \"primary\"\nprefer = \"nearest\"", 17, "role `primary`"),
+            (
+                "role = \"any\"\nspread = \"client\"",
+                17,
+                "must answer exactly one server",
+            ),
+            (
+                "role = \"standby\"\nweights = { a = 2 }",
+                17,
+                "spread = \"first\", which answers one server",
+            ),
+            (
+                "role = \"standby\"\nspread = \"rotate\"\nweights = { a = 2, d = 1 }",
+                18,
+                "`d`, which is not one of",
+            ),
+            (
+                "role = \"standby\"\nspread = \"rotate\"\nweights = { a = 101 }",
+                18,
+                "more than 100",
+            ),
+            (
+                "role = \"standby\"\nspread = \"rotate\"\nweights = { a = 0, b = 0, c = 0 }",
+                18,
+                "weight 0 for every",
+            ),
+            (
+                "role = \"standby\"\nspread = \"round-robin\"",
+                17,
+                "unknown variant `round-robin`",
+            ),
+            ("role = \"standby\"\nprefer = \"near\"", 17, "unknown variant `near`"),
+        ] {
+            let err = parse(lines).expect_err(lines);
+            assert!(
+                err.starts_with(&format!("t.toml:{line}:")) && err.contains(words),
+                "{lines}: {err}"
+            );
+        }
+    }
+}

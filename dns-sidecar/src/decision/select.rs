@@ -22,7 +22,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::config::{Alias, Prefer, ServerId};
+use super::{matches, truth, State};
+use crate::config::{Alias, Config, Prefer, Role, ServerId, Spread};
 
 /// How many recent round-trip times are kept per server.
 pub const RTT_WINDOW: usize = 5;
@@ -114,4 +115,70 @@ pub fn lead(set: &[ServerId], current: Option<ServerId>) -> Option<ServerId> {
         Some(c) if set.contains(&c) => Some(c),
         _ => set.first().copied(),
     }
+}
+
+/// Why each candidate of reader alias `i` that DNS does not answer now is
+/// out (for `/status` and `dns-sidecar status`), given what it answers.
+pub fn excluded(state: &State, config: &Config, i: usize, answered: &[ServerId]) -> Vec<(ServerId, String)> {
+    let alias = &config.aliases[i];
+    let a = &state.aliases[i];
+    let id = |s: ServerId| config.servers[s].id.as_str();
+    let best = answered.iter().filter_map(|&s| state.servers[s].rtt.median()).min();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let why = |s: ServerId| -> String {
+        let h = &state.servers[s];
+        if let Some(p) = state.pins[i] {
+            return format!("the alias is pinned to {} by an operator", id(p));
+        }
+        if state.drained[s] {
+            return "drained by an operator".into();
+        }
+        if !h.up {
+            let err = h.last_error.as_deref().unwrap_or("no probe result yet");
+            return match (h.consecutive_ok, h.last_state.is_some()) {
+                (n, true) if n > 0 => format!("damped: rising ({n}/{} good probes)", config.probe.rise),
+                _ => format!("down ({err})"),
+            };
+        }
+        if let Some(d) = truth::diverged(state, config, s) {
+            return format!("diverged: {d}");
+        }
+        if let Some(l) = a.lagging.iter().find(|l| l.server == s) {
+            return format!(
+                "lagging: {} (within the limit for {}/{} probes)",
+                l.reason, l.good, config.probe.rise
+            );
+        }
+        let desc = h.last_state.as_ref().map_or_else(String::new, |x| x.describe());
+        if !matches(h, alias.role) {
+            return format!("not {} ({desc})", alias.role.as_str());
+        }
+        let standby = |x: ServerId| state.servers[x].last_state.as_ref().is_some_and(|st| st.in_recovery);
+        if alias.role == Role::PreferStandby && !standby(s) && answered.iter().any(|&x| standby(x)) {
+            return format!("a standby is preferred ({desc})");
+        }
+        if alias.prefer == Prefer::Nearest {
+            match (h.rtt.median(), best) {
+                (None, _) => return "round trip not measured yet (prefer = \"nearest\")".into(),
+                (Some(m), Some(b)) if !ENTER.admits(b, m) => {
+                    return format!(
+                        "farther: median round trip {:.2} ms, nearest {:.2} ms (prefer = \"nearest\")",
+                        ms(m),
+                        ms(b)
+                    )
+                }
+                _ => {}
+            }
+        }
+        if alias.spread == Spread::First {
+            let lead = answered.first().map_or("-", |&x| id(x));
+            return format!("matches, but spread = \"first\" answers one server ({lead})");
+        }
+        // Matches, yet not in the set: it joins at the next decision.
+        "matches; joins the set at the next decision".into()
+    };
+    (alias.servers.iter().copied())
+        .filter(|s| !answered.contains(s))
+        .map(|s| (s, why(s)))
+        .collect()
 }

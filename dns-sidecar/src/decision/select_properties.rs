@@ -387,3 +387,35 @@ fn median_window_and_margins() {
     assert!(!select::ENTER.admits(ms(1), ms(3) + Duration::from_micros(1)));
     assert!(select::LEAVE.admits(ms(10), ms(15)) && !select::LEAVE.admits(ms(10), ms(16)));
 }
+
+/// `/status` says why each candidate is out of a rotating set.
+#[test]
+fn excluded_candidates_say_why() {
+    let config = config("rotate", "order", "");
+    let t0 = Instant::now();
+    let mut st = State::new(&config, t0);
+    let ms = Duration::from_millis(1);
+    for n in 1..=3u64 {
+        let now = t0 + Duration::from_millis(100 * n);
+        let c = if n == 3 {
+            failure(true)
+        } else {
+            Ok(state(true, 64 * MIB))
+        };
+        let o = vec![
+            obs(0, now, Ok(state(false, 64 * MIB)), ms),
+            obs(1, now, Ok(state(true, 64 * MIB)), ms),
+            obs(2, now, c, ms),
+            obs(3, now, Ok(state(true, 61 * MIB)), ms),
+        ];
+        st = decide(&st, &o, &config, now).0;
+    }
+    assert_eq!(st.answer_set(&config, ALIAS), vec![(1, 1)]);
+    let why: BTreeMap<ServerId, String> = select::excluded(&st, &config, ALIAS, &[1]).into_iter().collect();
+    assert!(why[&0].starts_with("not standby (writable"), "{why:?}");
+    assert!(why[&2].starts_with("down (no answer"), "{why:?}");
+    assert!(why[&3].starts_with("lagging: 3.0 MiB behind a"), "{why:?}");
+    st.drained[1] = true;
+    let why: BTreeMap<ServerId, String> = select::excluded(&st, &config, ALIAS, &[]).into_iter().collect();
+    assert_eq!(why[&1], "drained by an operator");
+}

@@ -198,7 +198,8 @@ fn spread(
                 "alias `{name}` has role `{}`: spread, weights and prefer apply only to reader aliases",
                 role.as_str()
             ),
-            "an alias that writes (read-write, primary) or follows any server must answer exactly one server             at a time, the one the decision chose; use them on a role = \"standby\", \"prefer-standby\" or \"read-only\" alias",
+            "an alias that writes (read-write, primary) or follows any server must answer exactly one server at a \
+            time, the one the decision chose; use them on a role = \"standby\", \"prefer-standby\" or \"read-only\" alias",
         );
     }
     let spread = a.spread.as_ref().map_or(Spread::First, |s| *s.get_ref());
@@ -239,7 +240,8 @@ fn spread(
         return cx.err(
             Some(raw.span()),
             format!("alias `{name}` has weight 0 for every server"),
-            "weight 0 marks a backup, answered only when no weighted server matches; give at least one server a weight",
+            "weight 0 marks a backup, answered only when no weighted server matches; \
+            give at least one server a weight",
         );
     }
     Ok((spread, weights, prefer))
