@@ -20,6 +20,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use dns_sidecar::status::AliasStatus;
+
 use crate::support::env::{Env, Options, INTERVAL};
 use crate::support::proxy::Proxy;
 use crate::support::raw::{Client, Tally};
@@ -146,6 +148,48 @@ async fn assert_counted(env: &Env, alias: &str, before: (u64, u64), t: &Tally) {
     }
 }
 
+/// `/status` of `alias`.
+fn alias_status(env: &Env, alias: &str) -> AliasStatus {
+    let s = env.status();
+    s.aliases
+        .into_iter()
+        .find(|a| a.name == alias)
+        .unwrap_or_else(|| panic!("no alias {alias} in /status"))
+}
+
+/// The servers `alias`'s set answers now, per `/status`, sorted.
+fn set_of(a: &AliasStatus) -> Vec<&str> {
+    let mut ids: Vec<&str> = a.set.iter().map(|m| m.server.as_str()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Why `/status` says `server` is out of `alias`'s set (panics if it is not out).
+fn why_out<'a>(a: &'a AliasStatus, server: &str) -> &'a str {
+    a.excluded
+        .iter()
+        .find(|e| e.server == server)
+        .map(|e| e.reason.as_str())
+        .unwrap_or_else(|| panic!("{}: {server} is not listed as excluded: {a:#?}", a.name))
+}
+
+/// Asserts `/status` gives `server` of `alias` a share of `share` +/- 10%
+/// and weight `weight`.
+fn assert_status_share(a: &AliasStatus, server: &str, weight: u32, share: f64) {
+    let m = (a.set.iter().find(|m| m.server == server))
+        .unwrap_or_else(|| panic!("{}: {server} not in the set: {a:#?}", a.name));
+    assert_eq!(m.weight, weight, "{}: {m:?}", a.name);
+    let got = m
+        .share
+        .unwrap_or_else(|| panic!("{}: no share for {server}: {m:?}", a.name));
+    assert!(
+        (got - share).abs() <= 0.1 * share,
+        "{}: /status share of {server} {got}, want {share} +/- 10%: {a:#?}",
+        a.name
+    );
+    assert!(m.answers.unwrap_or(0) > 0, "{m:?}");
+}
+
 /// The latency proxy itself: a round trip through it takes at least twice its
 /// latency, and chunks sent back to back travel together (the delay is not a
 /// throughput limit that would serialize a TLS handshake's flights).
@@ -241,6 +285,20 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
     assert_share("weights b=2 c=1", &t, B, 2.0 / 3.0);
     assert_share("weights b=2 c=1", &t, C, 1.0 / 3.0);
 
+    // (f) /status: the set, weights and shares.
+    let a = alias_status(&env, ROTATE);
+    assert_eq!(a.spread.as_deref(), Some("rotate"), "{a:#?}");
+    assert_eq!(set_of(&a), ["b", "c"], "{a:#?}");
+    assert_status_share(&a, "b", 1, 0.5);
+    assert_status_share(&a, "c", 1, 0.5);
+    let a = alias_status(&env, WEIGHTED);
+    assert_eq!(set_of(&a), ["b", "c"], "{a:#?}");
+    assert_status_share(&a, "b", 2, 2.0 / 3.0);
+    assert_status_share(&a, "c", 1, 1.0 / 3.0);
+    let a = alias_status(&env, CLIENT);
+    assert_eq!(a.spread.as_deref(), Some("client"), "{a:#?}");
+    assert_eq!(set_of(&a), ["b", "c"], "{a:#?}");
+
     // (b) client: 31 client addresses, each always given the same replica
     // over 20 queries; both replicas are used.
     let dns = env.dns;
@@ -290,6 +348,13 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
     let t = tally(&env, NEAR, 200).await;
     assert_eq!(t.only(), Some(B), "nearest answered the far replica: {t:?}");
     env.assert_stays(NEAR, B, INTERVAL * 10).await;
+    let a = alias_status(&env, NEAR);
+    eprintln!("nearest: {:?}; {:?}", a.set, a.excluded);
+    assert_eq!(a.prefer.as_deref(), Some("nearest"), "{a:#?}");
+    assert_eq!(set_of(&a), ["b"], "{a:#?}");
+    assert!(a.set[0].rtt_ms.is_some(), "{a:#?}");
+    let why = why_out(&a, "c");
+    assert!(why.contains("farther"), "c is out of {NEAR} for: {why}");
 
     // (d) b is killed: it leaves every set within `fall` failed probes (a
     // refused connection counts at once; one or two more may run before the
@@ -317,9 +382,20 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
         left < INTERVAL * (FALL as u32) + Duration::from_secs(5),
         "b left the sets only {left:?} after the kill"
     );
-    let status = serde_json::to_value(env.status()).unwrap();
-    eprintln!("status after the kill: {:#}", status["aliases"]);
-    // TODO(i19-spread merge): /status set, shares and the reason b is out.
+    // (f) /status: b is out of every set, down.
+    for alias in [ROTATE, WEIGHTED, CLIENT, NEAR] {
+        let a = alias_status(&env, alias);
+        assert_eq!(set_of(&a), ["c"], "{a:#?}");
+        let why = why_out(&a, "b");
+        assert!(why.starts_with("down"), "{alias}: b is out for: {why}");
+    }
+    let changes = env
+        .status()
+        .history
+        .into_iter()
+        .filter(|h| h.kind == "set_changed")
+        .count();
+    assert!(changes > 0, "no set_changed in the history");
 
     // b restarts: back in every set after `rise` good probes, and nearest
     // returns to it.
@@ -378,9 +454,14 @@ async fn a_lagging_replica_leaves_the_rotation_and_returns_after_resume() {
     let s = env.status();
     let cs = s.servers.iter().find(|s| s.server == "c").unwrap();
     assert!(cs.lag_bytes.unwrap() > 256 * 1024, "{cs:?}");
-    let status = serde_json::to_value(&s).unwrap();
-    eprintln!("status while c lags: {:#}", status["aliases"]);
-    // TODO(i19-spread merge): /status set = [b], c excluded for lag.
+    // (f) /status: c is out of the set, and why.
+    let a = alias_status(&env, ROTATE);
+    assert_eq!(set_of(&a), ["b"], "{a:#?}");
+    let why = why_out(&a, "c");
+    assert!(
+        why.starts_with("lagging") && why.contains("max_lag 256.0 KiB"),
+        "c is out for: {why}"
+    );
 
     // Replay resumes: c comes back, and the rotation is even again.
     let c2 = c.clone();
@@ -389,4 +470,7 @@ async fn a_lagging_replica_leaves_the_rotation_and_returns_after_resume() {
     let t = tally(&env, ROTATE, 1000).await;
     assert_share("rotate after resume", &t, B, 0.5);
     assert_share("rotate after resume", &t, C, 0.5);
+    let a = alias_status(&env, ROTATE);
+    assert_eq!(set_of(&a), ["b", "c"], "{a:#?}");
+    assert!(a.excluded.is_empty(), "{a:#?}");
 }
