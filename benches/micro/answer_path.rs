@@ -2,6 +2,9 @@
 //! regressions show without the full load test:
 //!
 //! * `fast/alias_a`: parse an alias A query and produce the precomputed answer;
+//! * `fast/spread_rotate_a`, `fast/spread_client_a`: the same for a reader
+//!   alias rotating over two servers (weights 2:1), by query counter and by
+//!   client address (issue 19: within 5% of `fast/alias_a`);
 //! * `fast/nxdomain`: the same for a nonexistent name in the zone;
 //! * `full/alias_a`, `full/nxdomain`: the hickory-based full path for the same;
 //! * `decision/observe_2_servers`: one decision round for two observations.
@@ -17,6 +20,7 @@ use hickory_proto::rr::{Name, RecordType};
 use dns_sidecar::decision::{decide, State};
 use dns_sidecar::dns::{Plan, Transport};
 use dns_sidecar::observation::{Observation, ServerState};
+use dns_sidecar::routes::Asker;
 
 fn query(name: &str) -> Vec<u8> {
     let mut m = Message::query();
@@ -33,6 +37,23 @@ fn answer_path(c: &mut Criterion) {
     let mut out = vec![0u8; 4096];
     c.bench_function("fast/alias_a", |b| {
         b.iter(|| table.answer(std::hint::black_box(&alias), &mut out).unwrap())
+    });
+    let spread = query(dns_sidecar::dns::fixture::SPREAD);
+    let mut seq = 0u64;
+    c.bench_function("fast/spread_rotate_a", |b| {
+        b.iter(|| {
+            seq += 1;
+            let asker = Asker { seq, client: None };
+            table.answer_for(std::hint::black_box(&spread), &mut out, asker).unwrap()
+        })
+    });
+    let client = Some(std::net::IpAddr::from([10, 1, 2, 3]));
+    c.bench_function("fast/spread_client_a", |b| {
+        b.iter(|| {
+            seq += 1;
+            let asker = Asker { seq, client };
+            table.answer_for(std::hint::black_box(&spread), &mut out, asker).unwrap()
+        })
     });
     c.bench_function("fast/nxdomain", |b| {
         b.iter(|| table.answer(std::hint::black_box(&nx), &mut out).unwrap())
@@ -65,6 +86,7 @@ fn answer_path(c: &mut Criterion) {
             received_timeline: None,
             fresh_connection: false,
         }),
+        rtt: Some(Duration::from_micros(30)),
     };
     let round = [obs(0, false), obs(1, true)];
     let (state, _) = decide(&state, &round, &config, now);
