@@ -44,7 +44,9 @@ fn answer_path(c: &mut Criterion) {
         b.iter(|| {
             seq += 1;
             let asker = Asker { seq, client: None };
-            table.answer_for(std::hint::black_box(&spread), &mut out, asker).unwrap()
+            table
+                .answer_for(std::hint::black_box(&spread), &mut out, asker)
+                .unwrap()
         })
     });
     let client = Some(std::net::IpAddr::from([10, 1, 2, 3]));
@@ -52,7 +54,9 @@ fn answer_path(c: &mut Criterion) {
         b.iter(|| {
             seq += 1;
             let asker = Asker { seq, client };
-            table.answer_for(std::hint::black_box(&spread), &mut out, asker).unwrap()
+            table
+                .answer_for(std::hint::black_box(&spread), &mut out, asker)
+                .unwrap()
         })
     });
     c.bench_function("fast/nxdomain", |b| {

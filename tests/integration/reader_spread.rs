@@ -148,6 +148,20 @@ async fn assert_counted(env: &Env, alias: &str, before: (u64, u64), t: &Tally) {
     }
 }
 
+/// `n` answers of the client-spread alias to each of 31 client addresses
+/// (127.0.0.10 to 127.0.0.40).
+async fn clients(dns: std::net::SocketAddr, n: usize) -> Vec<(Ipv4Addr, Tally)> {
+    blocking(move || {
+        (10..=40u8)
+            .map(|x| {
+                let src = Ipv4Addr::new(127, 0, 0, x);
+                (src, Client::bind(src, dns).tally(CLIENT, n))
+            })
+            .collect()
+    })
+    .await
+}
+
 /// `/status` of `alias`.
 fn alias_status(env: &Env, alias: &str) -> AliasStatus {
     let s = env.status();
@@ -302,15 +316,7 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
     // (b) client: 31 client addresses, each always given the same replica
     // over 20 queries; both replicas are used.
     let dns = env.dns;
-    let per_client: Vec<(Ipv4Addr, Tally)> = blocking(move || {
-        (10..=40u8)
-            .map(|x| {
-                let src = Ipv4Addr::new(127, 0, 0, x);
-                (src, Client::bind(src, dns).tally(CLIENT, 20))
-            })
-            .collect()
-    })
-    .await;
+    let per_client = clients(dns, 20).await;
     let mut on = (0, 0);
     for (src, t) in &per_client {
         match t.only() {
@@ -325,15 +331,7 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
         "client spread used one replica only: {per_client:?}"
     );
     // The same clients again, later: still each on its replica.
-    let again: Vec<(Ipv4Addr, Tally)> = blocking(move || {
-        (10..=40u8)
-            .map(|x| {
-                let src = Ipv4Addr::new(127, 0, 0, x);
-                (src, Client::bind(src, dns).tally(CLIENT, 5))
-            })
-            .collect()
-    })
-    .await;
+    let again = clients(dns, 5).await;
     for ((src, first), (_, later)) in per_client.iter().zip(&again) {
         assert_eq!(
             first.only(),
@@ -410,6 +408,16 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
     let t = tally(&env, ROTATE, 1000).await;
     assert_share("rotate after b's return", &t, B, 0.5);
     assert_share("rotate after b's return", &t, C, 0.5);
+    // Every client is back on the replica it had before b left (a server
+    // leaving and returning moves only its own clients, and back).
+    let back = clients(dns, 5).await;
+    for ((src, first), (_, later)) in per_client.iter().zip(&back) {
+        assert_eq!(
+            first.only(),
+            later.only(),
+            "client {src}: {first:?} before, {later:?} after b's return"
+        );
+    }
 }
 
 /// (c) A replica whose replay is paused while the primary writes past
