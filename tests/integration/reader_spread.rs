@@ -270,8 +270,9 @@ fn the_latency_proxy_delays_each_direction_without_serializing() {
 async fn readers_spread_stick_and_prefer_the_nearest_replica() {
     let env = Env::start_opts(Options {
         trio: true,
-        proxied: vec!["c"],
-        latency: FAR,
+        // b's proxy adds nothing until the end, when the two swap places.
+        proxied: vec!["b", "c"],
+        latency: vec![("c", FAR)],
         // A fresh connection to c (TLS + SCRAM, several round trips) takes
         // 100+ ms through the proxy; more on a loaded machine.
         deadline: Some(Duration::from_secs(2)),
@@ -418,6 +419,17 @@ async fn readers_spread_stick_and_prefer_the_nearest_replica() {
             "client {src}: {first:?} before, {later:?} after b's return"
         );
     }
+
+    // The replicas swap places (b far, c near): nearest follows once the
+    // medians of recent probes move, and stays.
+    env.proxy("b").set_latency(FAR * 2);
+    env.proxy("c").set_latency(Duration::ZERO);
+    let took = env.wait_for_target(NEAR, C, WAIT).await;
+    eprintln!("nearest moved to c {took:?} after the swap");
+    env.assert_stays(NEAR, C, INTERVAL * 10).await;
+    let a = alias_status(&env, NEAR);
+    let why = why_out(&a, "b");
+    assert!(why.contains("farther"), "b is out of {NEAR} for: {why}");
 }
 
 /// (c) A replica whose replay is paused while the primary writes past
