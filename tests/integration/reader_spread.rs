@@ -508,5 +508,7 @@ async fn a_lagging_replica_leaves_the_rotation_and_returns_after_resume() {
     assert!(a.excluded.is_empty(), "{a:#?}");
     let changes = set_changes(&env, ROTATE);
     eprintln!("set changes: {changes:?}");
-    assert!(changes.last().is_some_and(|m| m == "[b] -> [b, c]"), "{changes:?}");
+    // (b may have been past the limit for a probe or two after the last
+    // write, so the set may have gone through [] and [c] on its way back.)
+    assert!(changes.last().is_some_and(|m| m.ends_with("-> [b, c]")), "{changes:?}");
 }
