@@ -1,20 +1,25 @@
 //! Reader aliases spread over every matching standby (issue 19), on a real
 //! primary and two streaming replicas (TLS, SCRAM) with real DNS answers:
 //!
-//! * `spread = "rotate"` shares 1000 answers evenly (and 2:1 with weights);
-//! * `spread = "client"` keeps each client address on one replica;
+//! * `spread = "rotate"` shares 1000 answers evenly (and 2:1 with weights),
+//!   and `dns_sidecar_reader_answers_total` counts what the clients saw;
+//! * `spread = "client"` keeps each of 31 client addresses on one replica,
+//!   uses both, and gives each client its own replica back after that
+//!   replica left and returned;
 //! * `prefer = "nearest"` answers the replica without the artificial delay
-//!   (a TCP proxy adding latency in front of the other), and falls back to the
-//!   far one when the near one is killed;
-//! * a killed replica leaves the set within `fall` failed probes and comes
+//!   (a TCP proxy adding latency in front of the other, [`Proxy`]), falls
+//!   back to the far one when the near one is killed, and follows when the
+//!   two swap latencies;
+//! * a killed replica leaves every set within `fall` failed probes and comes
 //!   back after `rise` good ones; a replica whose replay is paused past
-//!   `max_lag` leaves and comes back after resume; `/status` shows the set,
-//!   the shares and why an excluded server is out.
+//!   `max_lag` leaves and comes back after resume;
+//! * `/status` shows each set with weights and shares, why each excluded
+//!   server is out, and the set changes in its history.
 //!
-//! Two environments, run in parallel: one with the far replica behind the
-//! latency proxy (spread, weights, client, nearest, kill and restart) and one
-//! without (lag). Counting uses one UDP socket per client address
-//! ([`raw::Client`]): 1000 queries take a fraction of a second.
+//! Two environments, run in parallel: one with both replicas behind proxies
+//! (c adding latency; spread, weights, client, nearest, kill and restart) and
+//! one without (lag). Counting uses one UDP socket per client address
+//! ([`Client`]): 1000 queries take a fraction of a second.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
