@@ -476,7 +476,7 @@ impl Metrics {
         );
         registry.register(
             "reader_set_size",
-            "Servers a spreading reader alias answers in turn (0 while none matches)",
+            "Servers DNS answers for the alias: a spreading reader alias's set; 1 or 0 for any other",
             m.reader.set_size.clone(),
         );
         m.registry = registry;
@@ -568,7 +568,9 @@ impl Metrics {
                 };
                 let _ = self.alias_target.get_or_create(&l);
                 let _ = self.fenced.get_or_create(&l);
+                let _ = self.reader.answers.get_or_create(&l);
             }
+            let _ = self.reader.set_size.get_or_create(&l);
         }
         for r in ADMIN_REFUSED_RESULTS {
             let _ = self.admin_refused.get_or_create(&result(r));

@@ -58,15 +58,14 @@ pub(crate) fn reader(config: &Config, state: &State, i: usize, metrics: &Metrics
     }
 }
 
-/// `dns_sidecar_reader_set_size` for every spreading alias.
+/// `dns_sidecar_reader_set_size` for every alias: how many servers DNS
+/// answers for it (a spreading alias's set; 1 or 0 for any other).
 pub(crate) fn set_sizes(config: &Config, state: &State, metrics: &Metrics) {
     for (i, a) in config.aliases.iter().enumerate() {
-        if a.spread.is_set() {
-            let label = AliasLabel {
-                alias: a.name.to_string(),
-            };
-            let n = state.answer_set(config, i).len();
-            metrics.reader.set_size.get_or_create(&label).set(n as i64);
-        }
+        let label = AliasLabel {
+            alias: a.name.to_string(),
+        };
+        let n = state.answer_set(config, i).len();
+        metrics.reader.set_size.get_or_create(&label).set(n as i64);
     }
 }

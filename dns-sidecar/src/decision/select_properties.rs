@@ -419,3 +419,43 @@ fn excluded_candidates_say_why() {
     let why: BTreeMap<ServerId, String> = select::excluded(&st, &config, ALIAS, &[]).into_iter().collect();
     assert_eq!(why[&1], "drained by an operator");
 }
+
+/// A reload keeps a spreading alias's set by server (ids move), without
+/// a server the new config dropped.
+#[test]
+fn a_reload_remaps_the_set() {
+    let old = config("rotate", "order", "");
+    let t0 = Instant::now();
+    let mut st = State::new(&old, t0);
+    let ms = Duration::from_millis(1);
+    let o: Vec<Observation> = (0..4).map(|s| obs(s, t0, Ok(state(s > 0, 64 * MIB)), ms)).collect();
+    st = decide(&st, &o, &old, t0).0;
+    assert_eq!(st.aliases[ALIAS].set, vec![1, 2, 3]);
+    let text = r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+[[zones]]
+name = "db.internal"
+[probe]
+user = "probe"
+sslmode = "require"
+[servers.d]
+target = "pg-d.test"
+[servers.a]
+target = "pg-a.test"
+[servers.b]
+target = "pg-b.test"
+[[aliases]]
+name = "ro.db.internal"
+role = "standby"
+servers = ["d", "a", "b"]
+spread = "rotate"
+"#;
+    let new = Config::from_toml(Path::new("t.toml"), text).unwrap();
+    let next = reconfigure(&st, &old, &new);
+    let id = |s: ServerId| new.servers[s].id.as_str();
+    let set: Vec<&str> = next.aliases[ALIAS].set.iter().map(|&s| id(s)).collect();
+    assert_eq!(set, ["b", "d"], "the old set's order, by server");
+    let answered: BTreeSet<&str> = next.answer_set(&new, ALIAS).iter().map(|&(s, _)| id(s)).collect();
+    assert_eq!(answered, BTreeSet::from(["b", "d"]));
+}
