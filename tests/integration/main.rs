@@ -25,6 +25,7 @@ mod observability;
 mod operations;
 mod probe_backoff;
 mod protocol;
+mod reader_spread;
 mod readers;
 mod readme;
 mod reload;

@@ -63,7 +63,9 @@ pub struct Args {
     /// Query mixes, comma-separated: a (alias only), b (90% alias, 10%
     /// nonexistent names), c (forwarded names that repeat: cache hits), d (a
     /// realistic mix: Zipf-distributed names with mixed TTLs), e (forwarded
-    /// names never asked before: cache misses; last, as it fills caches).
+    /// names never asked before: cache misses; last, as it fills caches), r
+    /// (a reader alias rotating over two standbys; dns-sidecar only, starts a
+    /// second replica).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
     mixes: Vec<String>,
     /// Promote the replica in the middle of an extra dns-sidecar round (mix a)
@@ -140,6 +142,7 @@ pub enum Mix {
     C,
     D,
     E,
+    R,
 }
 
 /// Names of mix e per second of a round: more than any server answers, so
@@ -156,6 +159,7 @@ impl Mix {
             "c" => Some(Mix::C),
             "d" => Some(Mix::D),
             "e" => Some(Mix::E),
+            "r" => Some(Mix::R),
             _ => None,
         }
     }
@@ -166,6 +170,7 @@ impl Mix {
             Mix::C => "c",
             Mix::D => "d",
             Mix::E => "e",
+            Mix::R => "r",
         }
     }
     pub fn title(self) -> &'static str {
@@ -184,12 +189,17 @@ impl Mix {
                 "forwarded names never asked before (`mN.miss.test A`, a wildcard upstream): every query a \
                 cache miss"
             }
+            Mix::R => {
+                "a reader alias rotating over two standbys (`readers.db.test A`, `spread = \"rotate\"`): compare \
+                with mix a's single-target alias"
+            }
         }
     }
     fn takes_part(self, k: Kind) -> bool {
         match self {
             Mix::A | Mix::B => k.authoritative(),
             Mix::C | Mix::D | Mix::E => k.forwards(),
+            Mix::R => k.is_sidecar(),
         }
     }
     /// The queries reach the upstream (its query count is read per round).
@@ -222,6 +232,7 @@ impl Mix {
                     s.push_str(" A\n");
                 }
             }
+            Mix::R => s.push_str(&format!("{} A\n", servers::READERS)),
         }
         s
     }
@@ -379,7 +390,7 @@ fn run(args: Args) -> Result<bool> {
     }
     let mut mixes = Vec::new();
     for m in &args.mixes {
-        let mix = Mix::parse(m.trim()).with_context(|| format!("unknown mix {m:?}; use a, b, c, d, e"))?;
+        let mix = Mix::parse(m.trim()).with_context(|| format!("unknown mix {m:?}; use a, b, c, d, e, r"))?;
         if !mixes.contains(&mix) {
             mixes.push(mix);
         }
@@ -450,10 +461,17 @@ fn run(args: Args) -> Result<bool> {
         ("127.0.0.1:9".parse().expect("literal"), None)
     };
 
+    // Mix r rotates over two standbys: a second replica (pg-c) then.
+    let second_replica = mixes.contains(&Mix::R);
     let pair = if kinds.iter().any(|k| k.is_sidecar()) {
-        eprintln!("loadtest: starting a PostgreSQL primary + streaming replica (testbed)");
+        let (what, opts) = if second_replica {
+            ("primary + two streaming replicas", PairOptions::trio())
+        } else {
+            ("primary + streaming replica", PairOptions::default())
+        };
+        eprintln!("loadtest: starting a PostgreSQL {what} (testbed)");
         let bins = PgBinaries::locate().context("PostgreSQL server binaries (apt-get install -y postgresql-15)")?;
-        let pair = PgPair::start(&bins, PairOptions::default()).context("starting the PostgreSQL pair")?;
+        let pair = PgPair::start(&bins, opts).context("starting the PostgreSQL pair")?;
         sys::check_interrupted()?;
         Some(pair)
     } else {
@@ -471,6 +489,7 @@ fn run(args: Args) -> Result<bool> {
                 port: p.port,
                 ca_cert: p.ca_cert.clone(),
                 password_file: pw,
+                second_replica,
             })
         }
         None => None,
@@ -547,6 +566,11 @@ fn run(args: Args) -> Result<bool> {
         if s.kind.forwards() {
             let (n, ip) = servers::fwd_name(1);
             check(&n, &|a| a.rcode == "NOERROR" && a.addrs == [ip.clone()]);
+        }
+        if s.kind.is_sidecar() && second_replica {
+            let (good, text) = check_rotation(s.addr, s.kind.chases());
+            answers_ok &= good;
+            row.push((format!("{} (x{ROTATION_CHECK})", servers::READERS), text));
         }
         answers.push((s.kind.id().to_string(), row));
     }
@@ -828,6 +852,44 @@ fn measure(
         upstream_queries: queries0.zip(queries1).map(|(a, b)| b.saturating_sub(a)),
         attempts: 1,
     })
+}
+
+/// Queries of mix r's alias in the answer check.
+const ROTATION_CHECK: usize = 20;
+
+/// Mix r's alias rotates: [`ROTATION_CHECK`] answers name both standbys,
+/// each with its own address when `chase`. Polls for up to 10 s (the second
+/// replica may still be rising). Returns whether it does, and what the last
+/// answers were.
+fn check_rotation(addr: std::net::SocketAddr, chase: bool) -> (bool, String) {
+    let start = Instant::now();
+    loop {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        let mut good = true;
+        for _ in 0..ROTATION_CHECK {
+            let a = dns::ask(addr, servers::READERS, RecordType::A, Duration::from_secs(2));
+            let ok = a.as_ref().is_some_and(|a| {
+                a.rcode == "NOERROR"
+                    && match a.cnames.as_slice() {
+                        [t] if t == servers::TARGET_B => !chase || a.addrs == ["127.0.0.3"],
+                        [t] if t == servers::TARGET_C => !chase || a.addrs == ["127.0.0.4"],
+                        _ => false,
+                    }
+            });
+            good &= ok;
+            let text = a.map_or("(no answer)".to_string(), |a| a.summary());
+            *seen.entry(text).or_default() += 1;
+        }
+        let text = seen
+            .iter()
+            .map(|(t, n)| format!("{n} x {t}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if (good && seen.len() == 2) || start.elapsed() > Duration::from_secs(10) {
+            return (good && seen.len() == 2, text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// An extra mix-a round against the sidecar: the replica is promoted at

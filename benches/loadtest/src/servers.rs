@@ -19,6 +19,10 @@ pub const ZONE: &str = "db.test.";
 pub const ALIAS: &str = "prod.db.test.";
 pub const TARGET_A: &str = "pg-a.test.";
 pub const TARGET_B: &str = "pg-b.test.";
+/// Mix r's reader alias: `spread = "rotate"` over the two standbys pg-b and
+/// pg-c (only configured when the harness starts a second replica).
+pub const READERS: &str = "readers.db.test.";
+pub const TARGET_C: &str = "pg-c.test.";
 /// The zone the upstream serves for forwarded-name tests.
 pub const FWD_ZONE: &str = "fwd.test.";
 
@@ -138,6 +142,9 @@ pub struct PgInfo {
     pub port: u16,
     pub ca_cert: PathBuf,
     pub password_file: PathBuf,
+    /// A second replica (pg-c on 127.0.0.4) runs: the sidecar gets server c
+    /// and mix r's rotating reader alias over b and c.
+    pub second_replica: bool,
 }
 
 fn is_root() -> bool {
@@ -212,7 +219,10 @@ fn zipf_zone(w: &crate::replay::Workload) -> String {
 /// `test.`: the alias targets' addresses, which dns-sidecar resolves
 /// upstream to complete its alias answers.
 fn targets_zone() -> String {
-    soa_zone("test.", "ns IN A 127.0.0.1\npg-a IN A 127.0.0.2\npg-b IN A 127.0.0.3\n")
+    soa_zone(
+        "test.",
+        "ns IN A 127.0.0.1\npg-a IN A 127.0.0.2\npg-b IN A 127.0.0.3\npg-c IN A 127.0.0.4\n",
+    )
 }
 
 fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)], stats: bool) -> String {
@@ -545,7 +555,9 @@ pub fn upstream_queries(scratch: &Path) -> Option<u64> {
 /// The sidecar config: as the integration tests write it (zone db.test,
 /// servers a/b on 127.0.0.2/.3 with TLS verify-full, alias prod.db.test
 /// read-write, probes every `interval`), plus nine more aliases of various
-/// roles (the memory target is stated for ten aliases), admin listener off.
+/// roles (the memory target is stated for ten aliases), admin listener off;
+/// with a second replica, server c (127.0.0.4) and mix r's reader alias
+/// rotating over b and c.
 pub fn sidecar_conf(port: u16, upstream: Option<SocketAddr>, pg: &PgInfo, interval: &str) -> String {
     let mut t = format!("[dns]\nlisten = [\"127.0.0.1:{port}\"]\n\n");
     if let Some(u) = upstream {
@@ -591,6 +603,23 @@ forward_rate = 0
         pgport = pg.port,
         fresh = if interval == "100ms" { "10s" } else { interval },
     );
+    if pg.second_replica {
+        let _ = write!(
+            t,
+            r#"
+[servers.c]
+target = "pg-c.test"
+hostaddr = "127.0.0.4"
+
+[[aliases]]
+name = "{readers}"
+role = "standby"
+servers = ["b", "c"]
+spread = "rotate"
+"#,
+            readers = READERS.trim_end_matches('.')
+        );
+    }
     let roles = ["read-write", "standby", "prefer-standby", "any", "read-only", "primary"];
     for i in 2..=10 {
         let _ = write!(

@@ -41,6 +41,10 @@ pub struct Options {
     pub probe: String,
     /// TOML appended to the generated config.
     pub extra: String,
+    /// `(server id, latency)`: what the proxy of a server in
+    /// [`Options::proxied`] adds in each direction from the start (see
+    /// [`Proxy::set_latency`]): a server in a far region. Others add none.
+    pub latency: Vec<(&'static str, Duration)>,
     /// The probe deadline instead of [`DEADLINE`]: for tests that need every
     /// server seen even when a fresh connection (TLS, SCRAM) is slow on a
     /// starved machine, and do not measure failure detection.
@@ -230,7 +234,10 @@ impl Env {
                     .iter()
                     .position(|x| x == id)
                     .unwrap_or_else(|| panic!("no server {id}"));
-                proxies.push((id.to_string(), Proxy::start(p.clusters()[i].addr())));
+                let latency = (opts.latency.iter())
+                    .find(|(x, _)| x == id)
+                    .map_or(Duration::ZERO, |(_, l)| *l);
+                proxies.push((id.to_string(), Proxy::with_latency(p.clusters()[i].addr(), latency)));
             }
         }
         let via: Vec<(String, SocketAddr)> = proxies.iter().map(|(id, p)| (id.clone(), p.addr)).collect();

@@ -16,13 +16,19 @@
 //! * [`Mode::Reset`]: every connection is reset (RST), existing and new: a
 //!   middlebox that kills sessions.
 //!
+//! Independently of the mode, [`Proxy::set_latency`] delays every chunk of
+//! bytes by a fixed time in each direction (a far region: the round trip
+//! grows by twice the latency), without limiting throughput: chunks are
+//! timestamped when read and written once their time has come, so several
+//! can be in flight at once.
+//!
 //! It runs on its own thread and runtime, so a test that blocks cannot stall
 //! it, and it listens on `127.0.0.1:<random port>` only.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +55,14 @@ struct Inner {
     accepted: AtomicUsize,
     /// Client connections accepted in any mode (forwarded or reset).
     attempts: AtomicUsize,
+    /// Delay added to every chunk in each direction, in microseconds.
+    latency_us: AtomicU64,
+}
+
+impl Inner {
+    fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Ordering::SeqCst))
+    }
 }
 
 pub struct Proxy {
@@ -80,6 +94,7 @@ impl Proxy {
             filler_addrs: Mutex::default(),
             accepted: AtomicUsize::new(0),
             attempts: AtomicUsize::new(0),
+            latency_us: AtomicU64::new(0),
         });
         let shared = inner.clone();
         let thread = std::thread::Builder::new()
@@ -103,6 +118,28 @@ impl Proxy {
             fillers: Mutex::default(),
             thread: Some(thread),
         }
+    }
+
+    /// [`Proxy::start`] with `latency` added in each direction (see
+    /// [`Proxy::set_latency`]) from the first connection on.
+    pub fn with_latency(backend: SocketAddr, latency: Duration) -> Proxy {
+        let p = Proxy::start(backend);
+        p.set_latency(latency);
+        p
+    }
+
+    /// Delays every chunk of bytes read from then on by `latency` before it
+    /// is passed on, in each direction, on new and existing connections: a
+    /// request/response exchange through the proxy takes `2 * latency` more.
+    /// `Duration::ZERO` ends the delay.
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner
+            .latency_us
+            .store(latency.as_micros().try_into().unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    pub fn latency(&self) -> Duration {
+        self.inner.latency()
     }
 
     pub fn mode(&self) -> Mode {
@@ -200,7 +237,7 @@ async fn accept_loop(listener: TcpListener, backend: SocketAddr, mut mode: watch
                     continue;
                 }
                 inner.accepted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(forward(sock, backend, mode.clone()));
+                tokio::spawn(forward(sock, backend, mode.clone(), inner.clone()));
             }
         }
     }
@@ -211,7 +248,7 @@ fn reset(sock: &TcpStream) {
     let _ = SockRef::from(sock).set_linger(Some(Duration::ZERO));
 }
 
-async fn forward(mut client: TcpStream, backend: SocketAddr, mode: watch::Receiver<Mode>) {
+async fn forward(mut client: TcpStream, backend: SocketAddr, mode: watch::Receiver<Mode>, inner: Arc<Inner>) {
     let Ok(mut server) = TcpStream::connect(backend).await else {
         reset(&client);
         return;
@@ -220,8 +257,8 @@ async fn forward(mut client: TcpStream, backend: SocketAddr, mode: watch::Receiv
     let was_reset = {
         let (mut cr, mut cw) = client.split();
         let (mut sr, mut sw) = server.split();
-        let up = pump(&mut cr, &mut sw, mode.clone());
-        let down = pump(&mut sr, &mut cw, mode.clone());
+        let up = pump(&mut cr, &mut sw, mode.clone(), &inner);
+        let down = pump(&mut sr, &mut cw, mode.clone(), &inner);
         tokio::pin!(up, down);
         let (mut up_done, mut down_done) = (false, false);
         loop {
@@ -241,28 +278,42 @@ async fn forward(mut client: TcpStream, backend: SocketAddr, mode: watch::Receiv
     }
 }
 
-/// Copies `from` to `to` while the mode lets bytes through; EOF is passed on
-/// as a half-close.
+/// Copies `from` to `to` while the mode lets bytes through, each chunk
+/// after the proxy's latency (none by default); EOF is passed on as a
+/// half-close (after the bytes before it). Bytes read just as a black hole
+/// began are held until it ends.
 async fn pump(
     from: &mut tokio::net::tcp::ReadHalf<'_>,
     to: &mut tokio::net::tcp::WriteHalf<'_>,
     mut mode: watch::Receiver<Mode>,
+    inner: &Inner,
 ) -> io::Result<()> {
     let closed = || io::Error::other("proxy stopped");
     let mut buf = vec![0u8; 16 * 1024];
+    // Chunks read and not yet written, with the time each is due; EOF read.
+    let mut due: VecDeque<(tokio::time::Instant, Vec<u8>)> = VecDeque::new();
+    let mut eof = false;
     loop {
-        mode.wait_for(|m| *m != Mode::BlackHole).await.map_err(|_| closed())?;
-        let n = tokio::select! {
-            r = from.read(&mut buf) => r?,
-            // Reading is cancel-safe: nothing is lost by stopping here.
-            r = mode.wait_for(|m| *m == Mode::BlackHole) => { r.map_err(|_| closed())?; continue }
-        };
-        if n == 0 {
+        if eof && due.is_empty() {
             to.shutdown().await?;
             return Ok(());
         }
-        // Bytes read just as the black hole began are held until it ends.
-        mode.wait_for(|m| *m != Mode::BlackHole).await.map_err(|_| closed())?;
-        to.write_all(&buf[..n]).await?;
+        let held = *mode.borrow_and_update() == Mode::BlackHole;
+        let next = due.front().map(|(t, _)| *t);
+        tokio::select! {
+            r = mode.changed() => r.map_err(|_| closed())?,
+            r = from.read(&mut buf), if !eof && !held => {
+                let n = r?;
+                if n == 0 {
+                    eof = true;
+                } else {
+                    due.push_back((tokio::time::Instant::now() + inner.latency(), buf[..n].to_vec()));
+                }
+            }
+            () = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() && !held => {
+                let (_, chunk) = due.pop_front().expect("a due chunk");
+                to.write_all(&chunk).await?;
+            }
+        }
     }
 }
