@@ -156,6 +156,15 @@ pub struct UpstreamLabel {
     pub kind: String,
 }
 
+/// `dns_sidecar_credential_refreshes_total{source, result}`: `source` is
+/// the password source's kind (`file`, `command`, `managed-identity`,
+/// `workload-identity`), `result` is `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialResult {
+    pub source: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
@@ -234,6 +243,8 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     pub admin_refused: Family<ResultLabel, Counter>,
     pub cache: CacheMetrics,
+    /// Fetches of probe passwords and tokens (see [`crate::credential`]).
+    pub credential_refreshes: Family<CredentialResult, Counter>,
 }
 
 /// The forwarding cache's series (handles shared with [`crate::dns::cache::Cache`]).
@@ -331,6 +342,7 @@ impl Metrics {
             tcp_connections: Gauge::default(),
             admin_refused: Family::default(),
             cache: CacheMetrics::default(),
+            credential_refreshes: Family::default(),
         };
         let mut m = m;
         registry.register(
@@ -457,6 +469,11 @@ impl Metrics {
             "cache_bytes",
             "Bytes the cached answers take (what [cache] max_bytes bounds)",
             m.cache.bytes.clone(),
+        );
+        registry.register(
+            "credential_refreshes",
+            "Fetches of probe passwords and tokens by source kind (file, command, managed-identity, workload-identity) and result (ok, error)",
+            m.credential_refreshes.clone(),
         );
         m.registry = registry;
         m

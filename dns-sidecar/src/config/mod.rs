@@ -8,6 +8,7 @@
 
 mod error;
 mod identity;
+mod password;
 mod raw;
 mod validate;
 mod values;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigWarning, Located};
 pub use identity::{match_servers, Endpoint, Matched};
+pub use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
 pub use validate::forwards_to_self;
 pub use values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl, MAX_TTL};
 
@@ -271,7 +273,8 @@ pub struct ConnSettings {
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: RootCert,
-    pub password: Option<Secret>,
+    /// Where the password comes from (`None`: no password is sent).
+    pub password: Option<PasswordSource>,
     pub application_name: String,
 }
 
@@ -285,7 +288,7 @@ pub enum RootCert {
 }
 
 /// A password. Its `Debug` and `Display` print `***`, so it cannot leak into logs.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {

@@ -41,6 +41,7 @@ use tokio_postgres::Client;
 use tracing::{debug, warn};
 
 use crate::config::{ProbeTiming, Server};
+use crate::credential::Credential;
 use crate::observation::{FailureCause, FailureKind, ProbeFailure, ProbeReport, ServerState};
 use backoff::ConnectBackoff;
 
@@ -88,6 +89,9 @@ pub struct Prober {
     backoff: ConnectBackoff,
     /// The current probe's new connection, if it opened one.
     attempt: Option<ConnectAttempt>,
+    /// Where the password comes from (`None`: no password is sent); read
+    /// before every new connection, never waited on.
+    credential: Option<Credential>,
 }
 
 /// A new connection opened by the current probe.
@@ -120,9 +124,6 @@ impl Prober {
         if let Some(addr) = c.hostaddr {
             pg.hostaddr(addr);
         }
-        if let Some(p) = &c.password {
-            pg.password(p.expose());
-        }
         Ok(Prober {
             name: Arc::from(server.id.as_str()),
             renames: None,
@@ -134,7 +135,48 @@ impl Prober {
             sql: query::FULL,
             backoff: ConnectBackoff::default(),
             attempt: None,
+            credential: c.password.as_ref().map(Credential::detached),
         })
+    }
+
+    /// Makes the prober take its password from `credential` (a shared,
+    /// refreshed source; see [`crate::credential::Registry`]).
+    pub fn with_credential(mut self, credential: Credential) -> Prober {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Sets the password for the next connection; a failure when the
+    /// source has none to give (not fetched yet, or expired).
+    fn take_password(&mut self) -> Result<(), ProbeFailure> {
+        let Some(c) = &self.credential else { return Ok(()) };
+        match c.current() {
+            Ok(secret) => {
+                self.pg.password(secret.expose());
+                Ok(())
+            }
+            Err(message) => Err(ProbeFailure {
+                kind: FailureKind::Ambiguous,
+                cause: FailureCause::Auth,
+                message,
+            }),
+        }
+    }
+
+    /// An authentication failure names the password source (never the
+    /// password) and asks the source for a new value (rate-limited there).
+    fn refused(&self, mut f: ProbeFailure) -> ProbeFailure {
+        if f.cause != FailureCause::Auth {
+            return f;
+        }
+        if let Some(c) = &self.credential {
+            c.refused();
+            f.message.push_str(&format!(" (password source: {})", c.source()));
+            if let Some(p) = c.problem() {
+                f.message.push_str(&format!("; its last refresh failed: {p}"));
+            }
+        }
+        f
     }
 
     /// Makes the prober take the server's new id from `names` when a reload
@@ -300,11 +342,12 @@ impl Prober {
             }
         }
         let classify = if retry { query::classify_retry } else { query::classify };
+        self.take_password()?;
         self.attempt = Some(ConnectAttempt {
             started: Instant::now(),
             result: None,
         });
-        let connected = self.connect().await.map_err(|e| classify(&e));
+        let connected = self.connect().await.map_err(|e| self.refused(classify(&e)));
         if let Some(a) = &mut self.attempt {
             a.result = Some(connected.as_ref().map(|_| ()).map_err(|f| f.cause));
         }

@@ -1,0 +1,147 @@
+//! A server's password source: exactly one of `password_env`,
+//! `password_file`, `password_command`, `entra_identity`, with its
+//! qualifiers. Checks the choice and the environment it needs (a readable
+//! file, a command on PATH, the workload-identity variables) without ever
+//! fetching a token or running the command; what is missing is an error when
+//! secrets are required and a warning for `check-config` (see [`Ctx::missing_secret`]).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ctx::{Ctx, Owner};
+use super::human;
+use crate::config::raw::RawConn;
+use crate::config::{ConfigError, EntraIdentity, PasswordSource, Secret, DEFAULT_PASSWORD_REFRESH};
+use crate::credential::endpoint;
+
+/// Shortest `password_refresh` accepted.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+
+pub(super) fn source(cx: &Ctx<'_>, id: &str, c: &RawConn) -> Result<Option<PasswordSource>, ConfigError> {
+    let set: Vec<(&str, Range<usize>)> = [
+        ("password_env", c.password_env.as_ref().map(|v| v.span())),
+        ("password_file", c.password_file.as_ref().map(|v| v.span())),
+        ("password_command", c.password_command.as_ref().map(|v| v.span())),
+        ("entra_identity", c.entra_identity.as_ref().map(|v| v.span())),
+    ]
+    .into_iter()
+    .filter_map(|(k, s)| Some((k, s?)))
+    .collect();
+    if let [(a, _), (b, span), ..] = set.as_slice() {
+        return cx.err(
+            Some(span.clone()),
+            format!("server `{id}` has both {a} and {b}"),
+            "keep one password source (a server's own source replaces [probe]'s)",
+        );
+    }
+    if let (Some(r), None) = (&c.password_refresh, &c.password_command) {
+        return cx.err(
+            Some(r.span()),
+            format!("server `{id}` has password_refresh but no password_command"),
+            "password_refresh says how often password_command runs again; remove it or add password_command",
+        );
+    }
+    if let (Some(r), None) = (&c.entra_client_id, &c.entra_identity) {
+        return cx.err(
+            Some(r.span()),
+            format!("server `{id}` has entra_client_id but no entra_identity"),
+            "add entra_identity = \"managed-identity\" (or \"workload-identity\"), or remove entra_client_id",
+        );
+    }
+    if let Some(var) = &c.password_env {
+        return Ok(match std::env::var(var.get_ref()) {
+            Ok(v) if !v.is_empty() => Some(PasswordSource::Env {
+                var: var.get_ref().clone(),
+                value: Secret::new(v),
+            }),
+            _ => {
+                cx.missing_secret(
+                    var.span(),
+                    format!("environment variable `{}` is not set or empty", var.get_ref()),
+                    Owner::Server(id),
+                    format!("export {}=... before starting, or use password_file", var.get_ref()),
+                )?;
+                None
+            }
+        });
+    }
+    if let Some(file) = &c.password_file {
+        return Ok(match std::fs::read(file.get_ref()) {
+            Ok(_) => Some(PasswordSource::File(file.get_ref().clone())),
+            Err(e) => {
+                cx.missing_secret(
+                    file.span(),
+                    format!("cannot read password_file `{}`: {e}", file.get_ref().display()),
+                    Owner::Server(id),
+                    "check the path and that this user may read it".into(),
+                )?;
+                None
+            }
+        });
+    }
+    if let Some(cmd) = &c.password_command {
+        let argv = cmd.get_ref().clone();
+        let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+            return cx.err(
+                Some(cmd.span()),
+                format!("server `{id}` has an empty password_command"),
+                "give the program and its arguments, e.g. [\"/usr/local/bin/get-pg-token\", \"--db\", \"prod\"]",
+            );
+        };
+        if find_program(program).is_none() {
+            cx.missing_secret(
+                cmd.span(),
+                format!("password_command `{program}` is not an executable file or not found on PATH"),
+                Owner::Server(id),
+                "give an absolute path, or install it where the sidecar runs".into(),
+            )?;
+        }
+        let refresh = c.password_refresh.as_ref().map_or(DEFAULT_PASSWORD_REFRESH, |r| r.get_ref().0);
+        if refresh < MIN_REFRESH {
+            return cx.err(
+                c.password_refresh.as_ref().map(|r| r.span()),
+                format!("password_refresh of {} is too short", human(refresh)),
+                "use 1s or more; the command also runs again whenever the server refuses the password",
+            );
+        }
+        return Ok(Some(PasswordSource::Command { argv, refresh }));
+    }
+    if let Some(identity) = &c.entra_identity {
+        let client_id = c.entra_client_id.as_ref().map(|c| c.get_ref().clone());
+        let problem = match identity.get_ref() {
+            EntraIdentity::ManagedIdentity => endpoint::Imds::from_env(client_id.clone()).err(),
+            EntraIdentity::WorkloadIdentity => endpoint::Workload::from_env(client_id.clone()).err(),
+        };
+        if let Some(problem) = problem {
+            cx.missing_secret(
+                identity.span(),
+                problem,
+                Owner::Server(id),
+                "set the variables where the sidecar runs (AKS workload identity injects them into pods \
+                whose service account is annotated and that carry the azure.workload.identity/use label)"
+                    .into(),
+            )?;
+        }
+        return Ok(Some(PasswordSource::Entra {
+            identity: *identity.get_ref(),
+            client_id,
+        }));
+    }
+    Ok(None)
+}
+
+/// The file `program` names: itself when it contains a `/`, else the first
+/// executable file of that name on PATH.
+pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
+    let executable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
+}
