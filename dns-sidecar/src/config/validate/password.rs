@@ -145,3 +145,134 @@ pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::{Config, EntraIdentity, PasswordSource, Secrets};
+
+    const BASE: &str = r#"
+[dns]
+listen = ["127.0.0.1:5353"]
+
+[[zones]]
+name = "db.internal"
+
+[probe]
+user = "probe"
+sslmode = "require"
+PROBE
+
+[servers.a]
+target = "pg-a.example.com"
+A
+
+[servers.b]
+target = "pg-b.example.com"
+
+[[aliases]]
+name = "prod.db.internal"
+servers = ["a", "b"]
+"#;
+
+    fn text(probe: &str, a: &str) -> String {
+        BASE.replace("PROBE", probe).replace("A\n", &format!("{a}\n"))
+    }
+
+    fn deferred(probe: &str, a: &str) -> Result<(Config, Vec<String>), String> {
+        Config::from_toml_with(Path::new("t.toml"), &text(probe, a), Secrets::Deferred)
+            .map(|(c, w)| (c, w.iter().map(|w| w.to_string()).collect()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn required(probe: &str, a: &str) -> Result<Config, String> {
+        Config::from_toml(Path::new("t.toml"), &text(probe, a)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_source_with_its_qualifiers_and_server_overrides() {
+        let (c, w) = deferred(
+            "entra_identity = \"managed-identity\"\nentra_client_id = \"cid\"",
+            "password_command = [\"/bin/sh\", \"-c\", \"echo x\"]\npassword_refresh = \"5s\"",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.servers[0].conn.password,
+            Some(PasswordSource::Command {
+                argv: vec!["/bin/sh".into(), "-c".into(), "echo x".into()],
+                refresh: Duration::from_secs(5),
+            }),
+            "a server's own source replaces [probe]'s"
+        );
+        assert_eq!(
+            c.servers[1].conn.password,
+            Some(PasswordSource::Entra {
+                identity: EntraIdentity::ManagedIdentity,
+                client_id: Some("cid".into()),
+            })
+        );
+        // A server without its own source may override [probe]'s qualifier.
+        let c = required(
+            "password_command = [\"/bin/sh\", \"-c\", \"echo x\"]",
+            "password_refresh = \"2s\"",
+        )
+        .unwrap();
+        let refresh = |i: usize| match &c.servers[i].conn.password {
+            Some(PasswordSource::Command { refresh, .. }) => *refresh,
+            p => panic!("{p:?}"),
+        };
+        assert_eq!((refresh(0), refresh(1)), (Duration::from_secs(2), Duration::from_secs(600)));
+        // Managed identity needs nothing from the environment to be checked.
+        assert!(required("entra_identity = \"managed-identity\"", "").is_ok());
+    }
+
+    #[test]
+    fn one_source_per_server_and_qualifiers_need_their_source() {
+        let e = deferred("", "password_file = \"/x\"\nentra_identity = \"workload-identity\"").unwrap_err();
+        assert!(
+            e.starts_with("t.toml:16:") && e.contains("has both password_file and entra_identity"),
+            "{e}"
+        );
+        let e = deferred("password_env = \"X\"\npassword_command = [\"true\"]", "").unwrap_err();
+        assert!(e.contains("both password_env and password_command"), "{e}");
+        let e = deferred("password_refresh = \"1m\"", "").unwrap_err();
+        assert!(e.contains("password_refresh but no password_command"), "{e}");
+        let e = deferred("", "entra_client_id = \"x\"").unwrap_err();
+        assert!(e.contains("entra_client_id but no entra_identity"), "{e}");
+        let e = deferred("password_command = []", "").unwrap_err();
+        assert!(e.contains("empty password_command"), "{e}");
+        let e = deferred("password_command = [\"/bin/sh\"]\npassword_refresh = \"100ms\"", "").unwrap_err();
+        assert!(e.contains("too short"), "{e}");
+        let e = deferred("entra_identity = \"service-principal\"", "").unwrap_err();
+        assert!(e.contains("managed-identity") && e.contains("workload-identity"), "{e}");
+    }
+
+    /// `check-config` warns where the environment a source needs is
+    /// missing; `--strict` (and `run`) make it an error, at the key.
+    #[test]
+    fn missing_environment_is_a_warning_or_with_strict_an_error() {
+        for (probe, words) in [
+            (
+                "password_command = [\"dns-sidecar-no-such-program\"]",
+                "`dns-sidecar-no-such-program` is not an executable file or not found on PATH",
+            ),
+            // The test environment has no workload identity variables.
+            (
+                "entra_identity = \"workload-identity\"",
+                "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID (or entra_client_id), \
+                AZURE_FEDERATED_TOKEN_FILE set",
+            ),
+        ] {
+            let (c, w) = deferred(probe, "").unwrap();
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert!(w[0].starts_with("t.toml:11:") && w[0].contains(words), "{}", w[0]);
+            assert!(w[0].contains("servers `a`, `b`"), "{}", w[0]);
+            assert!(c.servers[0].conn.password.is_some());
+            let e = required(probe, "").unwrap_err();
+            assert!(e.starts_with("t.toml:11:") && e.contains(words), "{e}");
+        }
+    }
+}
