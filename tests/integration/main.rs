@@ -7,6 +7,7 @@ mod abuse;
 mod admin;
 mod cache;
 mod config_cli;
+mod credentials;
 mod damping;
 #[cfg(feature = "demo")]
 mod demo;
