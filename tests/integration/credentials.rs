@@ -290,9 +290,16 @@ impl Proc {
 
     /// Waits for both servers up and the writer alias on the primary.
     fn wait_ready(&self) {
-        wait_until("both servers up and prod.db.test on pg-a.test", Duration::from_secs(30), || {
-            self.all_up() && raw::cname_of(self.dns, "prod.db.test").as_deref() == Some("pg-a.test")
-        });
+        let start = Instant::now();
+        while !(self.all_up() && raw::cname_of(self.dns, "prod.db.test.").as_deref() == Some("pg-a.test.")) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "not ready within 30 s: {:?}\n{}",
+                self.status().map(|s| s.servers),
+                self.log()
+            );
+            sleep(Duration::from_millis(50));
+        }
     }
 
     fn all_up(&self) -> bool {
@@ -314,8 +321,8 @@ impl Proc {
                 );
             }
             assert_eq!(
-                raw::cname_of(self.dns, "prod.db.test").as_deref(),
-                Some("pg-a.test"),
+                raw::cname_of(self.dns, "prod.db.test.").as_deref(),
+                Some("pg-a.test."),
                 "{what}: the writer alias moved"
             );
             sleep(Duration::from_millis(100));
