@@ -470,6 +470,15 @@ impl Metrics {
             "Bytes the cached answers take (what [cache] max_bytes bounds)",
             m.cache.bytes.clone(),
         );
+        // Every label set from start-up, so rules on it never see a missing series.
+        for source in ["file", "command", "managed-identity", "workload-identity"] {
+            for result in ["ok", "error"] {
+                m.credential_refreshes.get_or_create(&CredentialResult {
+                    source: source.into(),
+                    result: result.into(),
+                });
+            }
+        }
         registry.register(
             "credential_refreshes",
             "Fetches of probe passwords and tokens by source kind (file, command, managed-identity, workload-identity) and result (ok, error)",
