@@ -473,7 +473,7 @@ impl Metrics {
         // Every label set from start-up, so rules on it never see a missing series.
         for source in ["file", "command", "managed-identity", "workload-identity"] {
             for result in ["ok", "error"] {
-                m.credential_refreshes.get_or_create(&CredentialResult {
+                let _ = m.credential_refreshes.get_or_create(&CredentialResult {
                     source: source.into(),
                     result: result.into(),
                 });

@@ -129,7 +129,11 @@ fn serve(mut s: TcpStream, kind: Kind, primary: &Cluster, lifetime_s: u64, state
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .unwrap_or(0);
     while buf.len() < head_end + len {
         match s.read(&mut chunk) {
@@ -303,7 +307,8 @@ impl Proc {
     }
 
     fn all_up(&self) -> bool {
-        self.status().is_some_and(|s| s.servers.len() == 2 && s.servers.iter().all(|s| s.up))
+        self.status()
+            .is_some_and(|s| s.servers.len() == 2 && s.servers.iter().all(|s| s.up))
     }
 
     /// For `period`: both servers stay up and the writer alias stays on the primary.
@@ -400,7 +405,11 @@ fn managed_identity_tokens_rotate_survive_an_outage_and_a_refusal_is_clear() {
             "{}",
             r.head
         );
-        assert!(r.head.to_ascii_lowercase().contains("\r\nmetadata: true\r\n"), "{}", r.head);
+        assert!(
+            r.head.to_ascii_lowercase().contains("\r\nmetadata: true\r\n"),
+            "{}",
+            r.head
+        );
     }
     p.assert_no_token_logged(&imds.issued());
     let status = serde_json::to_string(&p.status().unwrap()).unwrap();
@@ -438,7 +447,11 @@ fn workload_identity_exchanges_the_federated_token_and_rotates() {
     let seen = entra.seen();
     assert!(seen.len() >= before + 2, "{} exchanges", seen.len());
     for (i, r) in seen.iter().enumerate() {
-        assert!(r.head.starts_with("POST /tenant-1/oauth2/v2.0/token HTTP/1.1\r\n"), "{}", r.head);
+        assert!(
+            r.head.starts_with("POST /tenant-1/oauth2/v2.0/token HTTP/1.1\r\n"),
+            "{}",
+            r.head
+        );
         assert!(
             r.head
                 .to_ascii_lowercase()
@@ -475,13 +488,16 @@ fn a_rotated_password_file_is_picked_up_without_a_restart() {
     let dir = tempdir::Dir::new();
     let file = dir.path().join("probe.pw");
     std::fs::write(&file, format!("{}\n", pair.password)).unwrap();
-    let p = Proc::start(dir.path(), &pair, &format!("password_file = \"{}\"", file.display()), &[]);
+    let p = Proc::start(
+        dir.path(),
+        &pair,
+        &format!("password_file = \"{}\"", file.display()),
+        &[],
+    );
     p.wait_ready();
     for round in 1..=2 {
         let new = format!("rotated-{round}-{:x}", rand_u64());
-        pair.primary
-            .sql(&format!("ALTER ROLE probe PASSWORD '{new}'"))
-            .unwrap();
+        pair.primary.sql(&format!("ALTER ROLE probe PASSWORD '{new}'")).unwrap();
         // A Kubernetes Secret volume: a new file, swapped in by rename.
         let tmp = dir.path().join("probe.pw.tmp");
         std::fs::write(&tmp, format!("{new}\n")).unwrap();
@@ -489,8 +505,7 @@ fn a_rotated_password_file_is_picked_up_without_a_restart() {
         let t0 = Instant::now();
         let connects = p.metric("dns_sidecar_probe_connects_total{server=\"a\",result=\"ok\"}");
         wait_until("new logins with the new password", Duration::from_secs(10), || {
-            p.metric("dns_sidecar_probe_connects_total{server=\"a\",result=\"ok\"}") >= connects + 3.0
-                && p.all_up()
+            p.metric("dns_sidecar_probe_connects_total{server=\"a\",result=\"ok\"}") >= connects + 3.0 && p.all_up()
         });
         eprintln!("round {round}: new logins {:?} after the rotation", t0.elapsed());
         p.assert_no_token_logged(&[new]);
@@ -522,7 +537,10 @@ fn a_password_command_is_rerun_when_the_password_is_refused() {
     let p = Proc::start(
         dir.path(),
         &pair,
-        &format!("password_command = [\"{}\"]\npassword_refresh = \"1h\"", script.display()),
+        &format!(
+            "password_command = [\"{}\"]\npassword_refresh = \"1h\"",
+            script.display()
+        ),
         &[],
     );
     p.wait_ready();
@@ -530,9 +548,7 @@ fn a_password_command_is_rerun_when_the_password_is_refused() {
     assert_eq!(count(), 1, "one source, one run for both servers");
     let new = format!("rotated-{:x}", rand_u64());
     std::fs::write(&vault, &new).unwrap();
-    pair.primary
-        .sql(&format!("ALTER ROLE probe PASSWORD '{new}'"))
-        .unwrap();
+    pair.primary.sql(&format!("ALTER ROLE probe PASSWORD '{new}'")).unwrap();
     let t0 = Instant::now();
     wait_until("the command rerun and the servers up", Duration::from_secs(20), || {
         count() >= 2 && p.all_up()

@@ -181,7 +181,10 @@ impl Workload {
         let (Some(tenant), Some(client_id), Some(file)) = (tenant, client_id, file) else {
             return Err(format!("workload identity needs {} set", missing.join(", ")));
         };
-        if !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        if !tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
             return Err("AZURE_TENANT_ID is not a tenant id or domain".into());
         }
         let authority = var("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY.into());

@@ -25,6 +25,5 @@ pub async fn fetch(imds: &Imds) -> Result<Token, String> {
             token::describe_error(r.status, &r.body)
         ));
     }
-    token::parse(&r.body, token::unix_now())
-        .map_err(|e| format!("instance metadata service: {e}"))
+    token::parse(&r.body, token::unix_now()).map_err(|e| format!("instance metadata service: {e}"))
 }

@@ -235,7 +235,10 @@ impl Episode {
 /// How a source is fetched.
 enum Fetcher {
     File(file::Watched),
-    Command { argv: Vec<String>, refresh: Duration },
+    Command {
+        argv: Vec<String>,
+        refresh: Duration,
+    },
     Imds(endpoint::Imds),
     Workload(endpoint::Workload),
     /// The environment the source needs is missing (checked again at every attempt).
@@ -260,9 +263,7 @@ impl Fetcher {
         if let Fetcher::Entra(identity, client_id) = self {
             *self = match identity {
                 EntraIdentity::ManagedIdentity => Fetcher::Imds(endpoint::Imds::from_env(client_id.clone())?),
-                EntraIdentity::WorkloadIdentity => {
-                    Fetcher::Workload(endpoint::Workload::from_env(client_id.clone())?)
-                }
+                EntraIdentity::WorkloadIdentity => Fetcher::Workload(endpoint::Workload::from_env(client_id.clone())?),
             };
         }
         match self {
@@ -439,7 +440,13 @@ impl Registry {
             Some(stop_rx.clone()),
             refresher.run(stop_rx, due),
         ));
-        self.running.insert(source.clone(), Running { cred: cred.clone(), stop });
+        self.running.insert(
+            source.clone(),
+            Running {
+                cred: cred.clone(),
+                stop,
+            },
+        );
         cred
     }
 

@@ -29,7 +29,10 @@ fn retries_back_off_but_fit_in_the_remaining_life() {
     assert_eq!(retry_after(60, None), s(30));
     assert_eq!(retry_after(6, Some(s(30 * 60))), s(30));
     assert_eq!(retry_after(6, Some(s(3))), s(1), "a third of the remaining life");
-    assert_eq!(retry_after(6, Some(Duration::from_millis(30))), Duration::from_millis(200));
+    assert_eq!(
+        retry_after(6, Some(Duration::from_millis(30))),
+        Duration::from_millis(200)
+    );
     assert_eq!(retry_after(3, Some(Duration::ZERO)), s(4), "expired: plain backoff");
 }
 
@@ -107,7 +110,9 @@ async fn stand_in(answers: Vec<(u16, String)>) -> (SocketAddr, Arc<Mutex<Vec<Str
     let mut answers: VecDeque<(u16, String)> = answers.into();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let mut buf = vec![0u8; 8192];
             let mut n = 0;
             while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
@@ -116,7 +121,9 @@ async fn stand_in(answers: Vec<(u16, String)>) -> (SocketAddr, Arc<Mutex<Vec<Str
                     Ok(k) => n += k,
                 }
             }
-            log.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
             let (status, body) = if answers.len() > 1 {
                 answers.pop_front().unwrap()
             } else {
@@ -178,7 +185,10 @@ async fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 async fn a_refresh_outage_is_one_warning_keeps_the_token_and_never_logs_it() {
     let logs = Logs::default();
     let _guard = logs.capture();
-    let err = (500, r#"{"error":"unknown","error_description":"IMDS is busy"}"#.to_string());
+    let err = (
+        500,
+        r#"{"error":"unknown","error_description":"IMDS is busy"}"#.to_string(),
+    );
     let (addr, seen) = stand_in(vec![
         token("SECRET-TOKEN-one", 3),
         err.clone(),
@@ -226,7 +236,11 @@ async fn a_refresh_outage_is_one_warning_keeps_the_token_and_never_logs_it() {
     assert_eq!(logs.count("WARN", "credential refresh failed"), 1, "{}", logs.text());
     assert!(logs.text().contains("IMDS is busy"), "{}", logs.text());
     assert_eq!(logs.count("INFO", "credential refresh recovered"), 1, "{}", logs.text());
-    assert!(!logs.text().contains("SECRET-TOKEN"), "a token was logged:\n{}", logs.text());
+    assert!(
+        !logs.text().contains("SECRET-TOKEN"),
+        "a token was logged:\n{}",
+        logs.text()
+    );
     assert!(!format!("{cred:?}").contains("SECRET-TOKEN"));
     // The request shape: GET, Metadata header, resource and client id.
     let first = seen.lock().unwrap()[0].clone();
@@ -245,7 +259,10 @@ async fn an_expired_token_is_not_offered() {
     let _guard = logs.capture();
     let (addr, _) = stand_in(vec![
         token("tok", 1),
-        (400, r#"{"error":"invalid_request","error_description":"Identity not found"}"#.into()),
+        (
+            400,
+            r#"{"error":"invalid_request","error_description":"Identity not found"}"#.into(),
+        ),
     ])
     .await;
     let source = PasswordSource::Entra {
@@ -283,7 +300,11 @@ async fn refusals_rerun_the_command_at_most_once_per_gap() {
     let argv = vec![
         "/bin/sh".to_string(),
         "-c".into(),
-        format!("echo run >> '{}'; echo pw-$(wc -l < '{}')", runs.display(), runs.display()),
+        format!(
+            "echo run >> '{}'; echo pw-$(wc -l < '{}')",
+            runs.display(),
+            runs.display()
+        ),
     ];
     let source = PasswordSource::Command {
         argv: argv.clone(),
@@ -309,7 +330,11 @@ async fn refusals_rerun_the_command_at_most_once_per_gap() {
     }
     assert_eq!(count(), 1, "re-run before the gap");
     wait_for("the re-run after the gap", Duration::from_secs(5), || count() == 2).await;
-    assert!(t0.elapsed() >= REFUSAL_GAP - Duration::from_millis(1600), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= REFUSAL_GAP - Duration::from_millis(1600),
+        "{:?}",
+        t0.elapsed()
+    );
     wait_for("the new password", Duration::from_secs(2), || {
         cred.current().is_ok_and(|s| s.expose() == "pw-2")
     })

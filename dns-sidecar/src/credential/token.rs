@@ -32,7 +32,10 @@ pub fn parse(body: &[u8], now_unix: u64) -> Result<Token, String> {
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or("the answer has no access_token")?;
-    let lifetime = match (v.get("expires_in").and_then(seconds), v.get("expires_on").and_then(seconds)) {
+    let lifetime = match (
+        v.get("expires_in").and_then(seconds),
+        v.get("expires_on").and_then(seconds),
+    ) {
         (Some(s), _) => s,
         (None, Some(on)) => on.saturating_sub(now_unix),
         (None, None) => return Err("the answer has neither expires_in nor expires_on".into()),
@@ -57,7 +60,12 @@ pub fn unix_now() -> u64 {
 /// JSON, else the start of the body.
 pub fn describe_error(status: u16, body: &[u8]) -> String {
     let v: Option<Value> = serde_json::from_slice(body).ok();
-    let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+    let field = |k: &str| {
+        v.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let detail = match (field("error"), field("error_description")) {
         (Some(e), Some(d)) => format!("{e}: {}", first_line(&d, 300)),
         (Some(e), None) => e,

@@ -35,7 +35,10 @@ pub async fn fetch(w: &Workload) -> Result<Token, String> {
     })?;
     let assertion = assertion.trim();
     if assertion.is_empty() {
-        return Err(format!("AZURE_FEDERATED_TOKEN_FILE `{}` is empty", w.token_file.display()));
+        return Err(format!(
+            "AZURE_FEDERATED_TOKEN_FILE `{}` is empty",
+            w.token_file.display()
+        ));
     }
     let r = http::send(
         &w.url,

@@ -97,7 +97,10 @@ pub(super) fn source(cx: &Ctx<'_>, id: &str, c: &RawConn) -> Result<Option<Passw
                 "give an absolute path, or install it where the sidecar runs".into(),
             )?;
         }
-        let refresh = c.password_refresh.as_ref().map_or(DEFAULT_PASSWORD_REFRESH, |r| r.get_ref().0);
+        let refresh = c
+            .password_refresh
+            .as_ref()
+            .map_or(DEFAULT_PASSWORD_REFRESH, |r| r.get_ref().0);
         if refresh < MIN_REFRESH {
             return cx.err(
                 c.password_refresh.as_ref().map(|r| r.span()),
@@ -143,7 +146,9 @@ pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
         return executable(&p).then_some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
 }
 
 #[cfg(test)]
@@ -224,7 +229,10 @@ servers = ["a", "b"]
             Some(PasswordSource::Command { refresh, .. }) => *refresh,
             p => panic!("{p:?}"),
         };
-        assert_eq!((refresh(0), refresh(1)), (Duration::from_secs(2), Duration::from_secs(600)));
+        assert_eq!(
+            (refresh(0), refresh(1)),
+            (Duration::from_secs(2), Duration::from_secs(600))
+        );
         // Managed identity needs nothing from the environment to be checked.
         assert!(required("entra_identity = \"managed-identity\"", "").is_ok());
     }
