@@ -298,8 +298,8 @@ struct Refresher {
 }
 
 impl Refresher {
-    /// Fetches once now when the source is a file (so the first probe has
-    /// the password), then runs until `stop`.
+    /// Fetches at `due` and then as the source's schedule, a failure's
+    /// backoff, a changed file or a refusal say, until `stop`.
     async fn run(mut self, mut stop: watch::Receiver<bool>, mut due: Instant) {
         loop {
             let refused = tokio::select! {

@@ -360,3 +360,40 @@ fn workload_form_has_the_client_credentials_fields() {
         scope=https%3A%2F%2Fossrdbms-aad.database.windows.net%2F.default"
     );
 }
+
+/// A password file rewritten in place is picked up by the poll, without a
+/// refusal; an unchanged file is not read again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_changed_password_file_is_read_again_without_a_refusal() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let dir = std::env::temp_dir().join(format!("dns-sidecar-pwpoll-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pw");
+    std::fs::write(&path, "first\n").unwrap();
+    let source = PasswordSource::File(path.clone());
+    let (r, cred, family) = refresher(Fetcher::File(file::Watched::new(path.clone())), &source);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(r.run(stop_rx, Instant::now()));
+    wait_for("the first read", Duration::from_secs(3), || cred.current().is_ok()).await;
+    assert_eq!(cred.current().unwrap().expose(), "first");
+    tokio::time::sleep(FILE_POLL * 2 + Duration::from_millis(200)).await;
+    let reads = || {
+        family
+            .get_or_create(&CredentialResult {
+                source: "file".into(),
+                result: "ok".into(),
+            })
+            .get()
+    };
+    assert_eq!(reads(), 1, "an unchanged file is not read again");
+    std::fs::write(&path, "second-longer\n").unwrap();
+    wait_for("the new password", FILE_POLL * 3, || {
+        cred.current().is_ok_and(|s| s.expose() == "second-longer")
+    })
+    .await;
+    assert_eq!(reads(), 2);
+    let _ = stop.send(true);
+    task.await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
