@@ -76,7 +76,8 @@ impl Drop for StandIn {
 }
 
 impl StandIn {
-    fn start(kind: Kind, primary: Cluster, lifetime_s: u64) -> StandIn {
+    /// `pair`: the primary and its standby, whose probe role gets each token.
+    fn start(kind: Kind, pair: (Cluster, Cluster), lifetime_s: u64) -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -91,7 +92,7 @@ impl StandIn {
         std::thread::spawn(move || {
             while !sp.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((s, _)) => serve(s, kind, &primary, lifetime_s, &st),
+                    Ok((s, _)) => serve(s, kind, &pair, lifetime_s, &st),
                     Err(_) => sleep(Duration::from_millis(5)),
                 }
             }
@@ -112,7 +113,7 @@ impl StandIn {
     }
 }
 
-fn serve(mut s: TcpStream, kind: Kind, primary: &Cluster, lifetime_s: u64, state: &Mutex<State>) {
+fn serve(mut s: TcpStream, kind: Kind, pair: &(Cluster, Cluster), lifetime_s: u64, state: &Mutex<State>) {
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = Vec::new();
@@ -159,9 +160,7 @@ fn serve(mut s: TcpStream, kind: Kind, primary: &Cluster, lifetime_s: u64, state
             let n = state.lock().unwrap().issued.len();
             let token = format!("tok{n}x{:016x}", rand_u64());
             if mode == Mode::Issue {
-                primary
-                    .sql(&format!("ALTER ROLE probe PASSWORD '{token}'"))
-                    .expect("rotating the probe password");
+                rotate(pair, &token);
             }
             state.lock().unwrap().issued.push(token.clone());
             let body = match kind {
@@ -181,6 +180,29 @@ fn serve(mut s: TcpStream, kind: Kind, primary: &Cluster, lifetime_s: u64, state
         answer.len()
     );
     let _ = s.write_all(reply.as_bytes());
+}
+
+/// Makes `password` the probe role's, on the primary and (replayed) on its
+/// standby, before the token is handed out: Entra ID would accept a token
+/// everywhere at once.
+fn rotate((primary, standby): &(Cluster, Cluster), password: &str) {
+    let lsn = primary
+        .sql(&format!(
+            "ALTER ROLE probe PASSWORD '{password}'; SELECT pg_current_wal_insert_lsn()"
+        ))
+        .expect("rotating the probe password");
+    let start = Instant::now();
+    while standby
+        .sql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"))
+        .expect("standby replay position")
+        != "t"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the standby did not replay the rotation"
+        );
+        sleep(Duration::from_millis(5));
+    }
 }
 
 fn rand_u64() -> u64 {
@@ -357,7 +379,7 @@ impl Proc {
 #[test]
 fn managed_identity_tokens_rotate_survive_an_outage_and_a_refusal_is_clear() {
     let pair = start_pair();
-    let imds = StandIn::start(Kind::Imds, pair.primary.clone(), 4);
+    let imds = StandIn::start(Kind::Imds, (pair.primary.clone(), pair.replica.clone()), 4);
     let dir = tempdir::Dir::new();
     let p = Proc::start(
         dir.path(),
@@ -366,11 +388,15 @@ fn managed_identity_tokens_rotate_survive_an_outage_and_a_refusal_is_clear() {
         &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", format!("http://{}", imds.addr))],
     );
     p.wait_ready();
+    // The first probes wait for the first token: no server is reported
+    // down at start-up.
+    assert_eq!(p.count("WARN", "server down"), 0, "{}", p.log());
     let before = imds.issued().len();
     // Tokens of 4 s are refreshed every ~2 s: at least four rotations, each
     // followed by new logins (a fresh connection every 300 ms).
     p.assert_steady("rotations", Duration::from_secs(9));
     let rotations = imds.issued().len() - before;
+    eprintln!("managed identity: {rotations} rotations in 9 s, no server down");
     assert!(rotations >= 3, "only {rotations} rotations in 9 s");
     assert!(p.metric("dns_sidecar_credential_refreshes_total{source=\"managed-identity\",result=\"ok\"}") >= 4.0);
     // An outage (503) shorter than the token's life.
@@ -378,7 +404,9 @@ fn managed_identity_tokens_rotate_survive_an_outage_and_a_refusal_is_clear() {
     sleep(Duration::from_millis(1500));
     imds.set(Mode::Issue);
     p.assert_steady("after the outage", Duration::from_secs(4));
-    assert!(imds.state.lock().unwrap().failed >= 1, "the outage was not seen");
+    let failed = imds.state.lock().unwrap().failed;
+    eprintln!("managed identity: {failed} failed fetches during a 1.5 s outage, no server down");
+    assert!(failed >= 1, "the outage was not seen");
     assert_eq!(p.count("WARN", "credential refresh failed"), 1, "{}", p.log());
     assert!(p.log().contains("stand-in outage"));
     assert_eq!(p.count("INFO", "credential refresh recovered"), 1, "{}", p.log());
@@ -394,6 +422,23 @@ fn managed_identity_tokens_rotate_survive_an_outage_and_a_refusal_is_clear() {
                 && e.contains("(password source: managed identity)")
         })
     });
+    // And the log says it too (the WARN of a server going down carries the
+    // same message, unless its flap limit holds the line back).
+    let start = Instant::now();
+    loop {
+        let log = p.log();
+        let down: Vec<&str> = log.lines().filter(|l| l.contains("server down")).collect();
+        if log.lines().any(|l| {
+            l.contains("password authentication failed for user") && l.contains("(password source: managed identity)")
+        }) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no log line naming the source: {down:#?}"
+        );
+        sleep(Duration::from_millis(100));
+    }
     // The requests: the documented shape.
     let seen = imds.seen();
     for r in &seen {
@@ -424,7 +469,7 @@ fn managed_identity_tokens_rotate_survive_an_outage_and_a_refusal_is_clear() {
 #[test]
 fn workload_identity_exchanges_the_federated_token_and_rotates() {
     let pair = start_pair();
-    let entra = StandIn::start(Kind::Entra, pair.primary.clone(), 4);
+    let entra = StandIn::start(Kind::Entra, (pair.primary.clone(), pair.replica.clone()), 4);
     let dir = tempdir::Dir::new();
     let fed = dir.path().join("azure-identity-token");
     std::fs::write(&fed, "federated-1\n").unwrap();

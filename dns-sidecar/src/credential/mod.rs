@@ -65,6 +65,8 @@ struct Slot {
     /// Why the last fetch failed (cleared by a success).
     problem: ArcSwapOption<String>,
     refused: Notify,
+    /// Wakes [`Credential::first_fetch`].
+    updated: Notify,
 }
 
 /// A prober's handle on its password source. Cheap to clone.
@@ -87,6 +89,7 @@ impl Credential {
                 value: ArcSwapOption::empty(),
                 problem: ArcSwapOption::empty(),
                 refused: Notify::new(),
+                updated: Notify::new(),
             }),
         }
     }
@@ -113,10 +116,31 @@ impl Credential {
             expires: lifetime.map(|l| Instant::now() + l),
         })));
         self.slot.problem.store(None);
+        self.slot.updated.notify_waiters();
     }
 
     fn fail(&self, problem: String) {
         self.slot.problem.store(Some(Arc::new(problem)));
+        self.slot.updated.notify_waiters();
+    }
+
+    /// Whether the first fetch is still under way (no value, no failure yet).
+    fn pending(&self) -> bool {
+        self.slot.value.load().is_none() && self.slot.problem.load().is_none()
+    }
+
+    /// Returns once the first fetch has ended, well or not. Only the
+    /// first probe of a prober waits here (bounded by its deadline): it
+    /// cannot log in before, and reporting "no token yet" would mark a
+    /// healthy server down at every start.
+    pub async fn first_fetch(&self) {
+        loop {
+            let updated = self.slot.updated.notified();
+            if !self.pending() {
+                return;
+            }
+            updated.await;
+        }
     }
 
     /// The password to log in with now, or why there is none (never waits).

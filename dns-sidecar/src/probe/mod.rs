@@ -214,6 +214,13 @@ impl Prober {
         let mut cadence = Cadence::new(&self.timing, Instant::now());
         cadence.set_fast(incident.borrow_and_update().contains(&*self.name), Instant::now());
         let mut incident_open = true;
+        if let Some(c) = self.credential.clone() {
+            // A token source's first fetch (bounded; see `Credential::first_fetch`).
+            tokio::select! {
+                _ = tokio::time::timeout(self.timing.deadline, c.first_fetch()) => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            }
+        }
         loop {
             if self.take_rename() {
                 cadence.set_fast(incident.borrow().contains(&*self.name), Instant::now());
