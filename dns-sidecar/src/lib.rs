@@ -14,6 +14,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod credential;
 pub mod daemon;
 pub mod decision;
 #[cfg(feature = "demo")]
@@ -321,7 +322,11 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let (reconf_tx, reconf_rx) = mpsc::channel(1);
     let (hook_tx, hook_rx) = mpsc::channel(64);
     let (confirmed_tx, confirmed_rx) = mpsc::channel(16);
-    let mut probers = Probers::new(shared.incident.subscribe(), supervisor.clone());
+    let mut probers = Probers::new(
+        shared.incident.subscribe(),
+        supervisor.clone(),
+        shared.metrics.credential_refreshes.clone(),
+    );
     probers.sync(&config, &obs_tx)?;
     let control = Control::new(control_tx);
     let mut tasks = tokio::task::JoinSet::new();

@@ -156,6 +156,15 @@ pub struct UpstreamLabel {
     pub kind: String,
 }
 
+/// `dns_sidecar_credential_refreshes_total{source, result}`: `source` is
+/// the password source's kind (`file`, `command`, `managed-identity`,
+/// `workload-identity`), `result` is `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialResult {
+    pub source: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
@@ -234,6 +243,8 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     pub admin_refused: Family<ResultLabel, Counter>,
     pub cache: CacheMetrics,
+    /// Fetches of probe passwords and tokens (see [`crate::credential`]).
+    pub credential_refreshes: Family<CredentialResult, Counter>,
     /// Spreading reader aliases: answers per alias and server, set sizes.
     pub reader: ReaderMetrics,
 }
@@ -342,6 +353,7 @@ impl Metrics {
             admin_refused: Family::default(),
             cache: CacheMetrics::default(),
             reader: ReaderMetrics::default(),
+            credential_refreshes: Family::default(),
         };
         let mut m = m;
         registry.register(
@@ -478,6 +490,20 @@ impl Metrics {
             "reader_set_size",
             "Servers DNS answers for the alias: a spreading reader alias's set; 1 or 0 for any other",
             m.reader.set_size.clone(),
+        );
+        // Every label set from start-up, so rules on it never see a missing series.
+        for source in ["file", "command", "managed-identity", "workload-identity"] {
+            for result in ["ok", "error"] {
+                let _ = m.credential_refreshes.get_or_create(&CredentialResult {
+                    source: source.into(),
+                    result: result.into(),
+                });
+            }
+        }
+        registry.register(
+            "credential_refreshes",
+            "Fetches of probe passwords and tokens by source kind (file, command, managed-identity, workload-identity) and result (ok, error)",
+            m.credential_refreshes.clone(),
         );
         m.registry = registry;
         m

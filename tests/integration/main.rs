@@ -8,6 +8,7 @@ mod admin;
 mod alert_rules;
 mod cache;
 mod config_cli;
+mod credentials;
 mod damping;
 #[cfg(feature = "demo")]
 mod demo;

@@ -8,6 +8,7 @@
 
 mod error;
 mod identity;
+mod password;
 mod raw;
 mod spread;
 mod validate;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigWarning, Located};
 pub use identity::{match_servers, Endpoint, Matched};
+pub use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
 pub use spread::{Prefer, Spread, MAX_WEIGHT};
 pub use validate::forwards_to_self;
 pub use values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl, MAX_TTL};
@@ -273,7 +275,8 @@ pub struct ConnSettings {
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: RootCert,
-    pub password: Option<Secret>,
+    /// Where the password comes from (`None`: no password is sent).
+    pub password: Option<PasswordSource>,
     pub application_name: String,
 }
 
@@ -287,7 +290,7 @@ pub enum RootCert {
 }
 
 /// A password. Its `Debug` and `Display` print `***`, so it cannot leak into logs.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {

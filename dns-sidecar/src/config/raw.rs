@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl};
-use super::{NoMatchPolicy, Prefer, Role, Spread, SslMode};
+use super::{EntraIdentity, NoMatchPolicy, Prefer, Role, Spread, SslMode};
 use crate::name::DnsName;
 
 #[derive(Debug, Deserialize)]
@@ -191,8 +191,17 @@ macro_rules! with_conn_fields {
             pub sslrootcert: Option<Spanned<String>>,
             /// Environment variable that holds the password.
             pub password_env: Option<Spanned<String>>,
-            /// File that holds the password (trailing newline ignored).
+            /// File that holds the password (trailing newline ignored); read
+            /// again when it changes and when the server refuses the password.
             pub password_file: Option<Spanned<PathBuf>>,
+            /// Command (argv, no shell) whose standard output is the password or token.
+            pub password_command: Option<Spanned<Vec<String>>>,
+            /// How often `password_command` runs again (default 10m).
+            pub password_refresh: Option<Spanned<HumanDuration>>,
+            /// Microsoft Entra ID token source: `managed-identity` or `workload-identity`.
+            pub entra_identity: Option<Spanned<EntraIdentity>>,
+            /// MI: the user-assigned identity's client id; WI: overrides `AZURE_CLIENT_ID`.
+            pub entra_client_id: Option<Spanned<String>>,
             /// Not supported: accepted by the parser only to explain why.
             pub password: Option<Spanned<toml::Value>>,
             /// `application_name` shown in pg_stat_activity (default `dns-sidecar`).
@@ -210,6 +219,10 @@ macro_rules! with_conn_fields {
                     sslrootcert: self.sslrootcert.clone(),
                     password_env: self.password_env.clone(),
                     password_file: self.password_file.clone(),
+                    password_command: self.password_command.clone(),
+                    password_refresh: self.password_refresh.clone(),
+                    entra_identity: self.entra_identity.clone(),
+                    entra_client_id: self.entra_client_id.clone(),
                     password: self.password.clone(),
                     application_name: self.application_name.clone(),
                 }
@@ -228,6 +241,10 @@ pub struct RawConn {
     pub sslrootcert: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub password_file: Option<Spanned<PathBuf>>,
+    pub password_command: Option<Spanned<Vec<String>>>,
+    pub password_refresh: Option<Spanned<HumanDuration>>,
+    pub entra_identity: Option<Spanned<EntraIdentity>>,
+    pub entra_client_id: Option<Spanned<String>>,
     pub password: Option<Spanned<toml::Value>>,
     pub application_name: Option<String>,
 }
@@ -235,13 +252,25 @@ pub struct RawConn {
 impl RawConn {
     /// Fields set here win over `defaults`.
     pub fn or(self, defaults: RawConn) -> RawConn {
-        // A server that names its own password source replaces both defaults.
-        let own_password = self.password_env.is_some() || self.password_file.is_some();
-        let (password_env, password_file) = if own_password {
-            (self.password_env, self.password_file)
+        // A server that names its own password source replaces [probe]'s,
+        // with its qualifiers (`password_refresh`, `entra_client_id`); a
+        // server that names none may still override [probe]'s qualifiers.
+        let own = self.has_password_source();
+        let (password_refresh, entra_client_id) = if own {
+            (self.password_refresh.clone(), self.entra_client_id.clone())
         } else {
-            (defaults.password_env, defaults.password_file)
+            (
+                self.password_refresh.clone().or(defaults.password_refresh.clone()),
+                self.entra_client_id.clone().or(defaults.entra_client_id.clone()),
+            )
         };
+        let src = if own { &self } else { &defaults };
+        let (password_env, password_file, password_command, entra_identity) = (
+            src.password_env.clone(),
+            src.password_file.clone(),
+            src.password_command.clone(),
+            src.entra_identity.clone(),
+        );
         RawConn {
             port: self.port.or(defaults.port),
             user: self.user.or(defaults.user),
@@ -250,9 +279,21 @@ impl RawConn {
             sslrootcert: self.sslrootcert.or(defaults.sslrootcert),
             password_env,
             password_file,
+            password_command,
+            password_refresh,
+            entra_identity,
+            entra_client_id,
             password: self.password.or(defaults.password),
             application_name: self.application_name.or(defaults.application_name),
         }
+    }
+
+    /// Whether one of the password source keys is set here.
+    fn has_password_source(&self) -> bool {
+        self.password_env.is_some()
+            || self.password_file.is_some()
+            || self.password_command.is_some()
+            || self.entra_identity.is_some()
     }
 }
 

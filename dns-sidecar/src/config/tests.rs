@@ -165,7 +165,10 @@ fn password_sources_never_show_in_debug() {
     std::env::set_var("DNS_SIDECAR_TEST_PW", "s3cret");
     let text = BASE.replace("[probe]\n", "[probe]\npassword_env = \"DNS_SIDECAR_TEST_PW\"\n");
     let c = parse(&text).unwrap();
-    assert_eq!(c.servers[0].conn.password.as_ref().unwrap().expose(), "s3cret");
+    let Some(crate::config::PasswordSource::Env { value, .. }) = &c.servers[0].conn.password else {
+        panic!("{:?}", c.servers[0].conn.password)
+    };
+    assert_eq!(value.expose(), "s3cret");
     assert!(!format!("{c:?}").contains("s3cret"));
 }
 

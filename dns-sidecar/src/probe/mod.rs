@@ -41,6 +41,7 @@ use tokio_postgres::Client;
 use tracing::{debug, warn};
 
 use crate::config::{ProbeTiming, Server};
+use crate::credential::Credential;
 use crate::observation::{FailureCause, FailureKind, ProbeFailure, ProbeReport, ServerState};
 use backoff::ConnectBackoff;
 
@@ -90,6 +91,9 @@ pub struct Prober {
     backoff: ConnectBackoff,
     /// The current probe's new connection, if it opened one.
     attempt: Option<ConnectAttempt>,
+    /// Where the password comes from (`None`: no password is sent); read
+    /// before every new connection, never waited on.
+    credential: Option<Credential>,
 }
 
 /// A new connection opened by the current probe.
@@ -122,9 +126,6 @@ impl Prober {
         if let Some(addr) = c.hostaddr {
             pg.hostaddr(addr);
         }
-        if let Some(p) = &c.password {
-            pg.password(p.expose());
-        }
         Ok(Prober {
             name: Arc::from(server.id.as_str()),
             renames: None,
@@ -137,7 +138,48 @@ impl Prober {
             rtt: None,
             backoff: ConnectBackoff::default(),
             attempt: None,
+            credential: c.password.as_ref().map(Credential::detached),
         })
+    }
+
+    /// Makes the prober take its password from `credential` (a shared,
+    /// refreshed source; see [`crate::credential::Registry`]).
+    pub fn with_credential(mut self, credential: Credential) -> Prober {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Sets the password for the next connection; a failure when the
+    /// source has none to give (not fetched yet, or expired).
+    fn take_password(&mut self) -> Result<(), ProbeFailure> {
+        let Some(c) = &self.credential else { return Ok(()) };
+        match c.current() {
+            Ok(secret) => {
+                self.pg.password(secret.expose());
+                Ok(())
+            }
+            Err(message) => Err(ProbeFailure {
+                kind: FailureKind::Ambiguous,
+                cause: FailureCause::Auth,
+                message,
+            }),
+        }
+    }
+
+    /// An authentication failure names the password source (never the
+    /// password) and asks the source for a new value (rate-limited there).
+    fn refused(&self, mut f: ProbeFailure) -> ProbeFailure {
+        if f.cause != FailureCause::Auth {
+            return f;
+        }
+        if let Some(c) = &self.credential {
+            c.refused();
+            f.message.push_str(&format!(" (password source: {})", c.source()));
+            if let Some(p) = c.problem() {
+                f.message.push_str(&format!("; its last refresh failed: {p}"));
+            }
+        }
+        f
     }
 
     /// Makes the prober take the server's new id from `names` when a reload
@@ -175,6 +217,13 @@ impl Prober {
         let mut cadence = Cadence::new(&self.timing, Instant::now());
         cadence.set_fast(incident.borrow_and_update().contains(&*self.name), Instant::now());
         let mut incident_open = true;
+        if let Some(c) = self.credential.clone() {
+            // A token source's first fetch (bounded; see `Credential::first_fetch`).
+            tokio::select! {
+                _ = tokio::time::timeout(self.timing.deadline, c.first_fetch()) => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            }
+        }
         loop {
             if self.take_rename() {
                 cadence.set_fast(incident.borrow().contains(&*self.name), Instant::now());
@@ -304,11 +353,12 @@ impl Prober {
             }
         }
         let classify = if retry { query::classify_retry } else { query::classify };
+        self.take_password()?;
         self.attempt = Some(ConnectAttempt {
             started: Instant::now(),
             result: None,
         });
-        let connected = self.connect().await.map_err(|e| classify(&e));
+        let connected = self.connect().await.map_err(|e| self.refused(classify(&e)));
         if let Some(a) = &mut self.attempt {
             a.result = Some(connected.as_ref().map(|_| ()).map_err(|f| f.cause));
         }

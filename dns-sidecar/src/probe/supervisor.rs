@@ -12,11 +12,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{tls, IncidentSet, Prober, TlsSetupError};
 use crate::config::{match_servers, Config, ProbeTiming, Server};
+use crate::credential::Registry;
+use crate::metrics::CredentialResult;
 use crate::observation::ProbeReport;
 use crate::supervise::Supervisor;
 
@@ -45,6 +49,8 @@ pub struct Probers {
     /// Handed (cloned) to every prober; see [`crate::shared::Shared::incident`].
     incident: IncidentSet,
     supervisor: Supervisor,
+    /// The password sources' refreshers, shared by the probers.
+    credentials: Registry,
 }
 
 /// What [`Probers::sync`] does with one server of the new config.
@@ -63,11 +69,17 @@ enum Plan {
 
 impl Probers {
     /// No probers yet; each one started later follows `incident` and is
-    /// watched by `supervisor`.
-    pub fn new(incident: IncidentSet, supervisor: Supervisor) -> Probers {
+    /// watched by `supervisor` (as are the password refreshers, which count
+    /// their fetches in `credential_metrics`).
+    pub fn new(
+        incident: IncidentSet,
+        supervisor: Supervisor,
+        credential_metrics: Family<CredentialResult, Counter>,
+    ) -> Probers {
         Probers {
             running: HashMap::new(),
             incident,
+            credentials: Registry::new(supervisor.clone(), credential_metrics),
             supervisor,
         }
     }
@@ -142,7 +154,10 @@ impl Probers {
                 } => {
                     let (stop, stop_rx) = watch::channel(false);
                     let (name, names) = watch::channel(Arc::from(s.id.as_str()));
-                    let prober = (*prober).follow_renames(names);
+                    let mut prober = (*prober).follow_renames(names);
+                    if let Some(source) = &s.conn.password {
+                        prober = prober.with_credential(self.credentials.get(source));
+                    }
                     let task = tokio::spawn(self.supervisor.watch_stoppable(
                         format!("prober {}", s.id),
                         Some(stop_rx.clone()),
@@ -176,6 +191,8 @@ impl Probers {
             let _ = r.stop.send(true);
             report.stopped.push(r.server.id);
         }
+        self.credentials
+            .retain(config.servers.iter().filter_map(|s| s.conn.password.as_ref()));
         Ok(report)
     }
 
@@ -184,6 +201,7 @@ impl Probers {
         for r in self.running.values() {
             let _ = r.stop.send(true);
         }
+        self.credentials.stop_all();
         for (_, r) in self.running.drain() {
             let _ = r.task.await;
         }

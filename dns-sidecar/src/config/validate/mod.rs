@@ -15,6 +15,7 @@ mod ctx;
 mod dns;
 mod hooks;
 mod limits;
+mod password;
 mod probe;
 mod servers;
 mod state;

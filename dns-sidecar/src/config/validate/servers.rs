@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::ctx::{Ctx, Owner};
+use super::ctx::Ctx;
 use crate::config::raw::{RawConn, RawProbe, RawServer};
-use crate::config::{ConfigError, ConnSettings, RootCert, Secret, Server, SslMode};
+use crate::config::{ConfigError, ConnSettings, RootCert, Server, SslMode};
 use crate::name::DnsName;
 
 /// The servers, in the order of their ids (which is their [`crate::config::ServerId`]).
@@ -62,9 +62,10 @@ fn conn_settings(
         return cx.err(
             Some(p.span()),
             "inline passwords are not accepted, so they never end up in a repository or a ConfigMap",
-            "use password_env = \"PGPROBE_PASSWORD\" or password_file = \"/run/secrets/pgprobe\"",
+            "use password_env, password_file, password_command or entra_identity (see the configuration reference)",
         );
     }
+    let password = super::password::source(cx, id, &c)?;
     let Some(user) = c.user else {
         return cx.err(
             Some(span),
@@ -87,34 +88,6 @@ fn conn_settings(
             }
             RootCert::File(p)
         }
-    };
-    let password = match (&c.password_env, &c.password_file) {
-        (Some(_), Some(f)) => {
-            return cx.err(
-                Some(f.span()),
-                format!("server `{id}` has both password_env and password_file"),
-                "keep one of them",
-            );
-        }
-        (Some(var), None) => match std::env::var(var.get_ref()) {
-            Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-            _ => cx.missing_secret(
-                var.span(),
-                format!("environment variable `{}` is not set or empty", var.get_ref()),
-                Owner::Server(id),
-                format!("export {}=... before starting, or use password_file", var.get_ref()),
-            )?,
-        },
-        (None, Some(file)) => match std::fs::read_to_string(file.get_ref()) {
-            Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']).to_string())),
-            Err(e) => cx.missing_secret(
-                file.span(),
-                format!("cannot read password_file `{}`: {e}", file.get_ref().display()),
-                Owner::Server(id),
-                "check the path and that this user may read it".into(),
-            )?,
-        },
-        (None, None) => None,
     };
     Ok(ConnSettings {
         host: host.unwrap_or_else(|| target.without_dot().to_string()),
