@@ -113,15 +113,6 @@ const CREDENTIAL_KEYS: [&str; 4] = [
     "password_refresh",
 ];
 
-/// A config using issue 18's credential keys while the loader that knows
-/// them (`dns-sidecar/src/credential/`, branch i18-cred) is not merged yet:
-/// it is checked as TOML and for its wiring (`entra_variants_...`), not
-/// loaded. Once that module exists this is always false and such configs
-/// are loaded and `check-config`ed like every other. Remove after the merge.
-fn credential_loader_pending(text: &str) -> bool {
-    CREDENTIAL_KEYS.iter().any(|k| toml_has_key(text, k)) && !repo().join("dns-sidecar/src/credential").is_dir()
-}
-
 /// The environment variables a config reads secrets from.
 fn secret_envs(text: &str) -> BTreeSet<String> {
     let mut names = toml_strings(text, "password_env");
@@ -232,9 +223,6 @@ struct Kustomize {
     docs: Vec<Value>,
     /// ConfigMap name -> (data key -> (file text, config)).
     configmaps: BTreeMap<String, BTreeMap<String, (String, Config)>>,
-    /// Configs not loaded yet: ConfigMap name -> (data key -> file text);
-    /// see [`credential_loader_pending`].
-    pending: BTreeMap<String, BTreeMap<String, String>>,
     images: BTreeSet<String>,
 }
 
@@ -251,7 +239,6 @@ impl Kustomize {
             docs.extend(yaml_docs(&dir.join(r)));
         }
         let mut configmaps: BTreeMap<String, BTreeMap<String, (String, Config)>> = BTreeMap::new();
-        let mut pending: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for g in arr(&k, "/configMapGenerator") {
             let name = s(g, "/name").expect("configMapGenerator name").to_string();
             for f in arr(g, "/files") {
@@ -262,13 +249,7 @@ impl Kustomize {
                     .unwrap_or((Path::new(f).file_name().unwrap().to_str().unwrap(), f));
                 let path = dir.join(file);
                 let text = read(&path);
-                if key.ends_with(".toml") && credential_loader_pending(&text) {
-                    eprintln!(
-                        "{}: uses issue 18's credential keys, which this build's loader does not know yet; not loaded",
-                        path.display()
-                    );
-                    pending.entry(name.clone()).or_default().insert(key.to_string(), text);
-                } else if key.ends_with(".toml") {
+                if key.ends_with(".toml") {
                     let c = load_config(&path, &text);
                     configmaps
                         .entry(name.clone())
@@ -301,7 +282,6 @@ impl Kustomize {
             namespace: s(&k, "/namespace").map(str::to_string),
             docs,
             configmaps,
-            pending,
             images,
         }
     }
@@ -312,7 +292,6 @@ impl Kustomize {
             .get(cm)
             .and_then(|m| m.get(key))
             .map(|(t, _)| t.as_str())
-            .or_else(|| self.pending.get(cm).and_then(|m| m.get(key)).map(String::as_str))
     }
 
     fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -371,7 +350,7 @@ fn kubernetes_configs_load_with_the_real_loader() {
     let mut n = 0;
     for k in kustomizations() {
         assert!(
-            !k.configmaps.is_empty() || !k.pending.is_empty(),
+            !k.configmaps.is_empty(),
             "{}: no config.toml in any ConfigMap",
             k.dir.display()
         );
@@ -1063,25 +1042,18 @@ fn systemd_managed_identity_variant_keeps_no_secret_on_disk() {
         "{}: everything but [probe]'s credential as in config.toml",
         path.display()
     );
-    if credential_loader_pending(&text) {
-        eprintln!(
-            "{}: uses issue 18's credential keys, which this build's loader does not know yet; not loaded",
-            path.display()
-        );
-    } else {
-        let c = load_config(&path, &text);
-        assert!(c.dns.listen.iter().all(|a| a.port() == 53), "{:?}", c.dns.listen);
-        let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "check-config: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let c = load_config(&path, &text);
+    assert!(c.dns.listen.iter().all(|a| a.port() == 53), "{:?}", c.dns.listen);
+    let out = Command::new(env!("CARGO_BIN_EXE_dns-sidecar"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // -------------------------------------------------------------------- Azure
