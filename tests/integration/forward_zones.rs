@@ -155,6 +155,28 @@ fn an_uncached_zone_is_asked_every_time_a_cached_one_once() {
 }
 
 #[test]
+fn a_zone_made_uncached_by_a_reload_is_never_answered_from_what_the_cache_holds() {
+    let (default, corp) = (Upstream::start(), Upstream::start());
+    let s = Sidecar::start(&config(default.addr, corp.addr, "", "")).unwrap();
+    let names = ["held.corp.test.", "held-tcp.corp.test."];
+    for (name, flags) in names.iter().zip([&[][..], &["+tcp"][..]]) {
+        for _ in 0..2 {
+            assert_eq!(dig(s.dns, name, "A", flags).status, "NOERROR");
+        }
+        assert_eq!(corp.count(name, A), 1, "{name}: cached while the zone is");
+    }
+    // The same [cache] settings: the cache keeps its entries...
+    s.reload(&config(default.addr, corp.addr, "cache = false", "")).unwrap();
+    // ... but the zone's queries no longer read them, over UDP or TCP.
+    for (name, flags) in names.iter().zip([&[][..], &["+tcp"][..]]) {
+        for _ in 0..2 {
+            assert_eq!(dig(s.dns, name, "A", flags).status, "NOERROR");
+        }
+        assert_eq!(corp.count(name, A), 3, "{name}: asked each time once uncached");
+    }
+}
+
+#[test]
 fn reload_keeps_the_health_of_an_unchanged_zone_and_a_changed_zone_starts_fresh() {
     let (default, corp, corp2) = (Upstream::start(), Upstream::start(), Upstream::start());
     let text = config(default.addr, corp.addr, "", "");
