@@ -9,7 +9,9 @@
 //!   `forward/hit_zone_5_zones`: a UDP worker's cache hit for a forwarded
 //!   name (classify, route to its zone's forwarder, answer from the cache)
 //!   without `[[forward]]`, and with five forward zones for a name of the
-//!   default and of a zone: what the routing adds to the default path.
+//!   default and of a zone: what the routing adds to the default path;
+//!   `forward/hit_unrouted_baseline` is the same hit without routing (the
+//!   worker before `[[forward]]`).
 //!
 //! Run: `cargo bench -p dns-sidecar --bench answer_path`.
 
@@ -95,7 +97,7 @@ fn answer_to(q: &[u8]) -> Vec<u8> {
 }
 
 fn forward_hits(c: &mut Criterion) {
-    use dns_sidecar::dns::fixture::{fixture_with, forwarded_from_cache, keep, CONFIG};
+    use dns_sidecar::dns::fixture::{fixture_with, forwarded_from_cache, forwarded_from_cache_unrouted, keep, CONFIG};
     let zones = (0..5)
         .map(|i| {
             format!(
@@ -106,6 +108,14 @@ fn forward_hits(c: &mut Criterion) {
         .collect::<String>();
     let with_zones = format!("{CONFIG}{zones}");
     let mut out = vec![0u8; 4096];
+    {
+        let (_, handler, table) = fixture_with(CONFIG);
+        let q = query("www.example.com.");
+        keep(&handler, &q, &answer_to(&q));
+        c.bench_function("forward/hit_unrouted_baseline", |b| {
+            b.iter(|| forwarded_from_cache_unrouted(&table, &handler, std::hint::black_box(&q), &mut out).unwrap())
+        });
+    }
     for (label, text, name) in [
         ("forward/hit_no_zones", CONFIG, "www.example.com."),
         ("forward/hit_default_5_zones", with_zones.as_str(), "www.example.com."),

@@ -266,3 +266,48 @@ fn fleet_mode_without_servers_or_aliases_is_ready_at_once_and_forwards() {
     assert_eq!(default.count("www.example.test.", A), 1);
     assert!(s.shared.status.load().servers.is_empty());
 }
+
+/// Alias targets follow the routing too: the background refresh of their
+/// addresses and the per-query chase of other types go to the target's own
+/// forward zone, not to `[upstream]` (the testbed's dnsmasq, which answers
+/// `pg-a.test` 127.0.0.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_targets_are_resolved_through_their_own_forward_zone() {
+    let targets = Upstream::start();
+    targets
+        .a("pg-a.test.", 30, [127, 0, 0, 77])
+        .a("pg-b.test.", 30, [127, 0, 0, 78]);
+    let extra = format!(
+        "\n[[forward]]\nzone = \"pg-a.test\"\nservers = [\"{0}\"]\n[[forward]]\nzone = \"pg-b.test\"\nservers = \
+        [\"{0}\"]\n",
+        targets.addr
+    );
+    let env = crate::support::env::Env::start(true, &extra).await;
+    env.wait_for_target("prod.db.test.", "pg-a.test.", Duration::from_secs(10))
+        .await;
+    let dns = env.dns;
+    let (a, txt) = tokio::task::spawn_blocking(move || {
+        (
+            dig(dns, "prod.db.test.", "A", &[]),
+            dig(dns, "prod.db.test.", "TXT", &[]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        a.answers("A"),
+        ["127.0.0.77"],
+        "the zone's address, not dnsmasq's: {}",
+        a.raw
+    );
+    assert!(
+        targets.count("pg-a.test.", A) >= 1,
+        "the refresher asked the zone's upstream"
+    );
+    assert_eq!(txt.answers("CNAME"), ["pg-a.test."], "{}", txt.raw);
+    assert_eq!(
+        targets.count("pg-a.test.", RecordType::TXT),
+        1,
+        "the chase asked the zone's upstream"
+    );
+}

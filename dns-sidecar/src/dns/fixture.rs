@@ -129,6 +129,19 @@ pub fn forwarded_from_cache(handler: &Handler, table: &FastTable, q: &[u8], out:
     }
 }
 
+/// [`forwarded_from_cache`] without finding the zone (what a worker did
+/// before `[[forward]]`): the baseline of what routing adds.
+pub fn forwarded_from_cache_unrouted(table: &FastTable, handler: &Handler, q: &[u8], out: &mut [u8]) -> Option<usize> {
+    let super::fast::Fast::Forward(f) = table.classify(q, out) else {
+        return None;
+    };
+    let cache = handler.cache();
+    match cache.answer(q, &f, f.udp_limit, cache.now(), out) {
+        super::cache::Found::Fresh(n) => Some(n),
+        _ => None,
+    }
+}
+
 /// Keeps `answer`, an upstream's answer to `q`, in `handler`'s cache, as the
 /// forwarder does (for the micro-benchmarks).
 pub fn keep(handler: &Handler, q: &[u8], answer: &[u8]) {
