@@ -16,6 +16,13 @@
 //! workers of one address share it, another address's do not). Queries with
 //! EDNS options that may make the answer client-specific (client subnet...)
 //! are never coalesced.
+//!
+//! The key needs no forward zone: the zone is a function of the name
+//! ([`super::forward_zones`]), so identical questions go to the same zone's
+//! upstreams and share its cache policy (a `cache = false` zone's answer is
+//! shared with those waiting on it, never kept). Only across a reload that
+//! moves a name to another zone may a waiter get the answer of the query
+//! its old zone's upstream was already asked.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
