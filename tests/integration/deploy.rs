@@ -946,6 +946,66 @@ fn azure_resolver_rule_matches_the_forwarder_zone() {
     assert!(cfg.dns.listen.iter().all(|a| a.port() == port));
 }
 
+/// The `param NAME TYPE = 'default'` of a Bicep file.
+fn bicep_default(file: &str, param: &str) -> String {
+    let bicep = read(&deploy(file));
+    let line = bicep
+        .lines()
+        .find(|l| l.starts_with(&format!("param {param} ")))
+        .unwrap_or_else(|| panic!("{file}: no param {param}"));
+    line.split_once('=')
+        .unwrap_or_else(|| panic!("{file}: param {param} has no default"))
+        .1
+        .trim()
+        .trim_matches('\'')
+        .to_string()
+}
+
+#[test]
+fn azure_tier_ruleset_for_vms_matches_the_forwarder_tier() {
+    // forwarding-ruleset.bicep: the rule for VMs, added to an existing
+    // resolver. Same zone as the tier serves, and as resolver.bicep and the
+    // CoreDNS block (pods) route.
+    let file = "azure/forwarding-ruleset.bicep";
+    let forwarder = kustomizations()
+        .into_iter()
+        .find(|k| k.dir.ends_with("forwarder"))
+        .expect("kubernetes/forwarder");
+    let (_, cfg) = forwarder.configmaps.values().flat_map(|m| m.values()).next().unwrap();
+    let zones: Vec<String> = cfg
+        .zones
+        .iter()
+        .map(|z| format!("{}.", z.name.as_str().trim_end_matches('.')))
+        .collect();
+    let zone = bicep_default(file, "aliasZone");
+    assert!(zones.contains(&zone), "{file} forwards {zone}, the tier serves {zones:?}");
+    assert_eq!(zone, bicep_default("azure/resolver.bicep", "aliasZone"));
+    let port: u16 = bicep_default(file, "tierPort").parse().unwrap();
+    assert!(cfg.dns.listen.iter().all(|a| a.port() == port));
+    let bicep = read(&deploy(file));
+    // The rule targets the tier's addresses (a parameter without a default:
+    // the internal LB IP or VMs), on that port, for every linked VNet.
+    for needle in [
+        "domainName: aliasZone",
+        "targetDnsServers: [for ip in tierAddresses:",
+        "port: tierPort",
+        "param outboundEndpointId string\n",
+        "param tierAddresses array\n",
+        "virtualNetworkLinks@",
+    ] {
+        assert!(bicep.contains(needle), "{file}: lacks `{needle}`");
+    }
+    // Balanced braces and brackets: a cheap stand-in for `bicep build`,
+    // which is not packaged for Debian.
+    for (open, close) in [('{', '}'), ('[', ']'), ('(', ')')] {
+        assert_eq!(
+            bicep.matches(open).count(),
+            bicep.matches(close).count(),
+            "{file}: unbalanced {open}{close}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------- Docker
 
 /// Dockerfile instructions with continuation lines joined: (INSTRUCTION, rest).
