@@ -16,6 +16,7 @@ mod failover;
 mod faults;
 mod fleet;
 mod fork;
+mod forward_zones;
 mod forwarding;
 mod frozen;
 mod hook_record;
