@@ -301,6 +301,50 @@ fn strings(v: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// A fleet-mode config (issue 17): no servers, no aliases, no probe
+/// password; it forwards a zone the forwarder tier serves, uncached, to the
+/// tier's in-cluster ClusterIP Service on the tier's DNS port.
+fn assert_fleet_mode(what: &str, c: &Config, text: &str) {
+    assert!(c.servers.is_empty(), "{what}: no aliases but servers: neither or both");
+    assert!(
+        toml_strings(text, "password_env").is_empty() && toml_strings(text, "password_file").is_empty(),
+        "{what}: a fleet-mode sidecar connects to no database and needs no probe password"
+    );
+    let forwarder = kustomizations()
+        .into_iter()
+        .find(|k| k.dir.ends_with("forwarder"))
+        .expect("kubernetes/forwarder");
+    let (_, tier) = forwarder.configmaps.values().flat_map(|m| m.values()).next().unwrap();
+    let svc = forwarder
+        .of_kind("Service")
+        .find(|svc| s(svc, "/spec/type").unwrap_or("ClusterIP") == "ClusterIP")
+        .unwrap_or_else(|| panic!("{what}: the forwarder has no ClusterIP Service for in-cluster clients"));
+    let ip: std::net::IpAddr = s(svc, "/spec/clusterIP")
+        .unwrap_or_else(|| panic!("{what}: pin the tier Service's clusterIP (configs name it by address)"))
+        .parse()
+        .unwrap();
+    let tier_zones: Vec<&str> = tier.zones.iter().map(|z| z.name.as_str()).collect();
+    let to_tier: Vec<_> = c
+        .forward
+        .iter()
+        .filter(|f| tier_zones.contains(&f.zone.as_str()))
+        .collect();
+    assert_eq!(
+        to_tier.len(),
+        1,
+        "{what}: forward the tier's zone ({tier_zones:?}) to the tier, once"
+    );
+    let f = to_tier[0];
+    assert!(!f.cache, "{what}: the alias zone must be forwarded with cache = false");
+    let tier_port = tier.dns.listen[0].port();
+    assert!(
+        f.upstream.servers.iter().all(|a| a.ip() == ip && a.port() == tier_port),
+        "{what}: forwards {} to {:?}, the tier Service is {ip}:{tier_port}",
+        f.zone.as_str(),
+        f.upstream.servers
+    );
+}
+
 #[test]
 fn kubernetes_configs_load_with_the_real_loader() {
     let mut n = 0;
@@ -332,7 +376,11 @@ fn kubernetes_configs_load_with_the_real_loader() {
                     "{cm}/{key}: clients (resolv.conf, VNet DNS) can only use port 53: {:?}",
                     c.dns.listen
                 );
-                assert!(!c.aliases.is_empty(), "{cm}/{key}: no aliases");
+                if c.aliases.is_empty() {
+                    // Fleet mode: no aliases of its own, so the alias zone
+                    // must reach the tier, uncached.
+                    assert_fleet_mode(&format!("{}: {cm}/{key}", k.dir.display()), c, text);
+                }
             }
         }
     }
