@@ -1026,7 +1026,10 @@ fn azure_tier_ruleset_for_vms_matches_the_forwarder_tier() {
         .map(|z| format!("{}.", z.name.as_str().trim_end_matches('.')))
         .collect();
     let zone = bicep_default(file, "aliasZone");
-    assert!(zones.contains(&zone), "{file} forwards {zone}, the tier serves {zones:?}");
+    assert!(
+        zones.contains(&zone),
+        "{file} forwards {zone}, the tier serves {zones:?}"
+    );
     assert_eq!(zone, bicep_default("azure/resolver.bicep", "aliasZone"));
     let port: u16 = bicep_default(file, "tierPort").parse().unwrap();
     assert!(cfg.dns.listen.iter().all(|a| a.port() == port));

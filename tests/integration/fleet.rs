@@ -187,7 +187,13 @@ async fn a_fleet_follows_the_tier_with_one_probe_connection_per_tier_instance() 
     while killed.elapsed() < Duration::from_secs(2) {
         for (i, s) in fleet.iter().enumerate() {
             let d = dig(s.dns, &alias, "A", &[]);
-            assert_eq!(d.status, "NOERROR", "fleet-{i}, {:?} after the kill: {}", killed.elapsed(), d.raw);
+            assert_eq!(
+                d.status,
+                "NOERROR",
+                "fleet-{i}, {:?} after the kill: {}",
+                killed.elapsed(),
+                d.raw
+            );
             assert_eq!(d.answers("CNAME"), ["pg-b.test."], "fleet-{i}: {}", d.raw);
             slowest = slowest.max(d.answer_time());
             answered += 1;
@@ -224,5 +230,8 @@ async fn a_fleet_follows_the_tier_with_one_probe_connection_per_tier_instance() 
         )
         .await;
     }
-    eprintln!("MEASURED fleet test wall time: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "MEASURED fleet test wall time: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

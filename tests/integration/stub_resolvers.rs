@@ -178,7 +178,11 @@ fn shipped_stub() -> Stub {
         .filter(|(k, _)| k.ends_with(".server"))
         .map(|(_, v)| v.as_str().unwrap())
         .collect();
-    assert_eq!(servers.len(), 1, "{rel}: one .server key (AKS ignores other suffixes but .override)");
+    assert_eq!(
+        servers.len(),
+        1,
+        "{rel}: one .server key (AKS ignores other suffixes but .override)"
+    );
     let blocks = parse_corefile(servers[0]);
     assert_eq!(blocks.len(), 1, "{rel}: one server block: {blocks:?}");
     let b = &blocks[0];
@@ -193,8 +197,16 @@ fn shipped_stub() -> Stub {
     assert!(!targets.is_empty(), "{rel}: forward without targets");
     for opt in &fwd.block {
         assert!(
-            ["max_fails", "health_check", "expire", "policy", "prefer_udp", "force_tcp", "max_concurrent"]
-                .contains(&opt.name.as_str()),
+            [
+                "max_fails",
+                "health_check",
+                "expire",
+                "policy",
+                "prefer_udp",
+                "force_tcp",
+                "max_concurrent"
+            ]
+            .contains(&opt.name.as_str()),
             "{rel}: forward option {} is not one of CoreDNS's forward options",
             opt.name
         );
@@ -214,14 +226,21 @@ fn shipped_stub() -> Stub {
         .iter()
         .map(|z| format!("{}.", z["name"].as_str().unwrap().trim_end_matches('.')))
         .collect();
-    assert!(tier_zones.contains(&zone), "{rel}: forwards {zone}, the tier serves {tier_zones:?}");
+    assert!(
+        tier_zones.contains(&zone),
+        "{rel}: forwards {zone}, the tier serves {tier_zones:?}"
+    );
 
     // The targets are the tier's ClusterIP Service.
     let svc = Value::deserialize(serde_norway::Deserializer::from_str(&read(
         "deploy/kubernetes/forwarder/service-tier.yaml",
     )))
     .unwrap();
-    let ip: IpAddr = svc["spec"]["clusterIP"].as_str().expect("a pinned clusterIP").parse().unwrap();
+    let ip: IpAddr = svc["spec"]["clusterIP"]
+        .as_str()
+        .expect("a pinned clusterIP")
+        .parse()
+        .unwrap();
     let ports: Vec<(u64, &str)> = svc["spec"]["ports"]
         .as_array()
         .unwrap()
@@ -254,7 +273,11 @@ fn shipped_stub() -> Stub {
         .map(|s| forward_target(s.as_str().unwrap()))
         .collect();
     assert_eq!(fleet_targets, targets, "fleet config vs {rel}");
-    assert_eq!(fwd["cache"].as_bool(), Some(false), "the fleet config must not cache {zone}");
+    assert_eq!(
+        fwd["cache"].as_bool(),
+        Some(false),
+        "the fleet config must not cache {zone}"
+    );
     Stub { zone, targets }
 }
 
@@ -338,7 +361,12 @@ fn dnsmasq_stub(dir: &Path, zone: &str, tier: &[SocketAddr], upstream: SocketAdd
         .arg(format!("--port={port}"))
         .arg("--log-queries");
     for t in tier {
-        cmd.arg(format!("--server=/{}/{}#{}", zone.trim_end_matches('.'), t.ip(), t.port()));
+        cmd.arg(format!(
+            "--server=/{}/{}#{}",
+            zone.trim_end_matches('.'),
+            t.ip(),
+            t.port()
+        ));
     }
     cmd.arg(format!("--server={}#{}", upstream.ip(), upstream.port()));
     Resolver::spawn("dnsmasq", &mut cmd, port, dir.join("dnsmasq-stub.log"))
@@ -397,7 +425,10 @@ forward-zone:
     ));
     let path = dir.join("unbound.conf");
     std::fs::write(&path, conf).unwrap();
-    if let Ok(out) = Command::new(program.with_file_name("unbound-checkconf")).arg(&path).output() {
+    if let Ok(out) = Command::new(program.with_file_name("unbound-checkconf"))
+        .arg(&path)
+        .output()
+    {
         assert!(
             out.status.success(),
             "unbound-checkconf: {}{}",
@@ -440,7 +471,12 @@ async fn stub_resolvers_with_the_coredns_block_follow_a_promote() {
         assert_eq!(d.status, "NOERROR", "{}: {}\n{}", r.name, d.raw, r.log());
         assert_eq!(d.answers("CNAME"), ["pg-a.test."], "{}: {}", r.name, d.raw);
         assert_eq!(d.answers("A"), ["127.0.0.2"], "{}: {}", r.name, d.raw);
-        assert!(d.answer[0].ttl <= ttl.as_secs() as u32, "{}: TTL {}", r.name, d.answer[0].ttl);
+        assert!(
+            d.answer[0].ttl <= ttl.as_secs() as u32,
+            "{}: TTL {}",
+            r.name,
+            d.answer[0].ttl
+        );
         // Names outside the zone still resolve through the stub's default route.
         assert_eq!(
             dig(r.addr, "www.example.test", "A", &[]).answers("A"),
@@ -450,9 +486,15 @@ async fn stub_resolvers_with_the_coredns_block_follow_a_promote() {
         );
     }
 
-    let mut watches = vec![("tier".to_string(), Watch::start(targets[0], &alias, "pg-a.test.", "pg-b.test."))];
+    let mut watches = vec![(
+        "tier".to_string(),
+        Watch::start(targets[0], &alias, "pg-a.test.", "pg-b.test."),
+    )];
     for r in &resolvers {
-        watches.push((r.name.to_string(), Watch::start(r.addr, &alias, "pg-a.test.", "pg-b.test.")));
+        watches.push((
+            r.name.to_string(),
+            Watch::start(r.addr, &alias, "pg-a.test.", "pg-b.test."),
+        ));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (t0, promoted) = tier.promote();
@@ -469,7 +511,8 @@ async fn stub_resolvers_with_the_coredns_block_follow_a_promote() {
     let seen: Vec<(String, _)> = watches.into_iter().map(|(n, w)| (n, w.finish())).collect();
     let settled = |n: &str| -> Duration {
         let s = &seen.iter().find(|(x, _)| x == n).unwrap().1;
-        s.settled_after(t0).unwrap_or_else(|| panic!("{n} never answered the new primary: {s:?}"))
+        s.settled_after(t0)
+            .unwrap_or_else(|| panic!("{n} never answered the new primary: {s:?}"))
     };
     let tier_switch = settled("tier");
     // A caching stub holds the old answer at most one TTL after the tier
@@ -478,7 +521,10 @@ async fn stub_resolvers_with_the_coredns_block_follow_a_promote() {
     // its TTL says: one more second, plus slack for a loaded machine.
     let clock = Duration::from_secs(1);
     let slack = Duration::from_millis(500);
-    eprintln!("MEASURED tier instance: switched {:.1} ms after the promote request", ms(tier_switch));
+    eprintln!(
+        "MEASURED tier instance: switched {:.1} ms after the promote request",
+        ms(tier_switch)
+    );
     for r in &resolvers {
         let f = settled(r.name);
         eprintln!(

@@ -143,7 +143,10 @@ port = {port}
         port = pair.port,
     );
     for (id, c) in ["a", "b"].iter().zip(pair.clusters()) {
-        t.push_str(&format!("\n[servers.{id}]\ntarget = \"{}\"\nhostaddr = \"{}\"\n", c.name, c.ip));
+        t.push_str(&format!(
+            "\n[servers.{id}]\ntarget = \"{}\"\nhostaddr = \"{}\"\n",
+            c.name, c.ip
+        ));
     }
     t.push_str(&format!(
         "\n[[aliases]]\nname = \"prod.{zone}\"\nttl = \"{}s\"\nservers = [\"a\", \"b\"]\n",
