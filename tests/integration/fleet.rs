@@ -157,9 +157,11 @@ async fn a_fleet_follows_the_tier_with_one_probe_connection_per_tier_instance() 
         );
     }
     for s in &fleet {
-        let d = dig(s.dns, &alias, "A", &[]);
-        assert_eq!(d.answers("CNAME"), ["pg-b.test."], "{}", d.raw);
-        assert_eq!(d.answers("A"), ["127.0.0.3"], "{}", d.raw);
+        for extra in [&[][..], &["+tcp"][..]] {
+            let d = dig(s.dns, &alias, "A", extra);
+            assert_eq!(d.answers("CNAME"), ["pg-b.test."], "{extra:?}: {}", d.raw);
+            assert_eq!(d.answers("A"), ["127.0.0.3"], "{extra:?}: {}", d.raw);
+        }
     }
     // The promote did not add connections.
     for c in tier.pair.clusters() {
