@@ -34,6 +34,31 @@ fn shipped_configs_are_valid() {
     assert!(n >= 1, "config/ should hold the example config");
 }
 
+#[test]
+fn the_shipped_fleet_config_forwards_the_example_alias_zone_uncached() {
+    // config/fleet.toml is fleet mode: nothing of its own to probe, and the
+    // alias zone of config/example.toml (what a tier instance runs) forwarded
+    // uncached to two or more tier instances.
+    use dns_sidecar::config::{Config, Secrets};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let load = |name: &str| {
+        let (c, _warnings) = Config::load_with(&dir.join(name), Secrets::Deferred).unwrap_or_else(|e| panic!("{e}"));
+        c
+    };
+    let fleet = load("fleet.toml");
+    let tier = load("example.toml");
+    assert!(fleet.servers.is_empty() && fleet.aliases.is_empty() && fleet.zones.is_empty());
+    let zone = &tier.zones[0].name;
+    let f = fleet
+        .forward
+        .iter()
+        .find(|f| &f.zone == zone)
+        .unwrap_or_else(|| panic!("config/fleet.toml does not forward {}", zone.as_str()));
+    assert!(!f.cache, "the alias zone must not be cached");
+    assert!(f.upstream.servers.len() >= 2, "two or more tier instances");
+    assert!(fleet.upstream.is_some(), "everything else needs an upstream");
+}
+
 /// `dns-sidecar check-config ARGS` from the repository's root, with no
 /// secrets in the environment.
 fn check_without_secrets(args: &[&str]) -> (i32, String, String) {

@@ -345,6 +345,50 @@ fn strings(v: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// A fleet-mode config (issue 17): no servers, no aliases, no probe
+/// password; it forwards a zone the forwarder tier serves, uncached, to the
+/// tier's in-cluster ClusterIP Service on the tier's DNS port.
+fn assert_fleet_mode(what: &str, c: &Config, text: &str) {
+    assert!(c.servers.is_empty(), "{what}: no aliases but servers: neither or both");
+    assert!(
+        toml_strings(text, "password_env").is_empty() && toml_strings(text, "password_file").is_empty(),
+        "{what}: a fleet-mode sidecar connects to no database and needs no probe password"
+    );
+    let forwarder = kustomizations()
+        .into_iter()
+        .find(|k| k.dir.ends_with("forwarder"))
+        .expect("kubernetes/forwarder");
+    let (_, tier) = forwarder.configmaps.values().flat_map(|m| m.values()).next().unwrap();
+    let svc = forwarder
+        .of_kind("Service")
+        .find(|svc| s(svc, "/spec/type").unwrap_or("ClusterIP") == "ClusterIP")
+        .unwrap_or_else(|| panic!("{what}: the forwarder has no ClusterIP Service for in-cluster clients"));
+    let ip: std::net::IpAddr = s(svc, "/spec/clusterIP")
+        .unwrap_or_else(|| panic!("{what}: pin the tier Service's clusterIP (configs name it by address)"))
+        .parse()
+        .unwrap();
+    let tier_zones: Vec<&str> = tier.zones.iter().map(|z| z.name.as_str()).collect();
+    let to_tier: Vec<_> = c
+        .forward
+        .iter()
+        .filter(|f| tier_zones.contains(&f.zone.as_str()))
+        .collect();
+    assert_eq!(
+        to_tier.len(),
+        1,
+        "{what}: forward the tier's zone ({tier_zones:?}) to the tier, once"
+    );
+    let f = to_tier[0];
+    assert!(!f.cache, "{what}: the alias zone must be forwarded with cache = false");
+    let tier_port = tier.dns.listen[0].port();
+    assert!(
+        f.upstream.servers.iter().all(|a| a.ip() == ip && a.port() == tier_port),
+        "{what}: forwards {} to {:?}, the tier Service is {ip}:{tier_port}",
+        f.zone.as_str(),
+        f.upstream.servers
+    );
+}
+
 #[test]
 fn kubernetes_configs_load_with_the_real_loader() {
     let mut n = 0;
@@ -376,7 +420,11 @@ fn kubernetes_configs_load_with_the_real_loader() {
                     "{cm}/{key}: clients (resolv.conf, VNet DNS) can only use port 53: {:?}",
                     c.dns.listen
                 );
-                assert!(!c.aliases.is_empty(), "{cm}/{key}: no aliases");
+                if c.aliases.is_empty() {
+                    // Fleet mode: no aliases of its own, so the alias zone
+                    // must reach the tier, uncached.
+                    assert_fleet_mode(&format!("{}: {cm}/{key}", k.dir.display()), c, text);
+                }
             }
         }
     }
@@ -1335,6 +1383,69 @@ fn deploy_docs_toml_examples_parse() {
         }
     }
     assert!(n >= 3, "only {n} TOML examples");
+}
+
+/// The `param NAME TYPE = 'default'` of a Bicep file.
+fn bicep_default(file: &str, param: &str) -> String {
+    let bicep = read(&deploy(file));
+    let line = bicep
+        .lines()
+        .find(|l| l.starts_with(&format!("param {param} ")))
+        .unwrap_or_else(|| panic!("{file}: no param {param}"));
+    line.split_once('=')
+        .unwrap_or_else(|| panic!("{file}: param {param} has no default"))
+        .1
+        .trim()
+        .trim_matches('\'')
+        .to_string()
+}
+
+#[test]
+fn azure_tier_ruleset_for_vms_matches_the_forwarder_tier() {
+    // forwarding-ruleset.bicep: the rule for VMs, added to an existing
+    // resolver. Same zone as the tier serves, and as resolver.bicep and the
+    // CoreDNS block (pods) route.
+    let file = "azure/forwarding-ruleset.bicep";
+    let forwarder = kustomizations()
+        .into_iter()
+        .find(|k| k.dir.ends_with("forwarder"))
+        .expect("kubernetes/forwarder");
+    let (_, cfg) = forwarder.configmaps.values().flat_map(|m| m.values()).next().unwrap();
+    let zones: Vec<String> = cfg
+        .zones
+        .iter()
+        .map(|z| format!("{}.", z.name.as_str().trim_end_matches('.')))
+        .collect();
+    let zone = bicep_default(file, "aliasZone");
+    assert!(
+        zones.contains(&zone),
+        "{file} forwards {zone}, the tier serves {zones:?}"
+    );
+    assert_eq!(zone, bicep_default("azure/resolver.bicep", "aliasZone"));
+    let port: u16 = bicep_default(file, "tierPort").parse().unwrap();
+    assert!(cfg.dns.listen.iter().all(|a| a.port() == port));
+    let bicep = read(&deploy(file));
+    // The rule targets the tier's addresses (a parameter without a default:
+    // the internal LB IP or VMs), on that port, for every linked VNet.
+    for needle in [
+        "domainName: aliasZone",
+        "targetDnsServers: [for ip in tierAddresses:",
+        "port: tierPort",
+        "param outboundEndpointId string\n",
+        "param tierAddresses array\n",
+        "virtualNetworkLinks@",
+    ] {
+        assert!(bicep.contains(needle), "{file}: lacks `{needle}`");
+    }
+    // Balanced braces and brackets: a cheap stand-in for `bicep build`,
+    // which is not packaged for Debian.
+    for (open, close) in [('{', '}'), ('[', ']'), ('(', ')')] {
+        assert_eq!(
+            bicep.matches(open).count(),
+            bicep.matches(close).count(),
+            "{file}: unbalanced {open}{close}"
+        );
+    }
 }
 
 // ------------------------------------------------------------------- Docker

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod raw;
 pub mod sidecar;
+pub mod tier;
 pub mod upstream;
 
 pub use dig::dig;
