@@ -249,6 +249,11 @@ pub struct CacheMetrics {
     pub evictions: Counter,
     pub entries: Gauge,
     pub bytes: Gauge,
+    /// Refreshes of popular entries sent upstream before they expired.
+    pub prefetches: Counter,
+    /// Refreshes that came due but were not sent (queue full, a limit,
+    /// every upstream out of use).
+    pub prefetch_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -457,6 +462,16 @@ impl Metrics {
             "cache_bytes",
             "Bytes the cached answers take (what [cache] max_bytes bounds)",
             m.cache.bytes.clone(),
+        );
+        registry.register(
+            "cache_prefetches",
+            "Refreshes of popular cache entries sent upstream shortly before they expired ([cache] prefetch)",
+            m.cache.prefetches.clone(),
+        );
+        registry.register(
+            "cache_prefetches_dropped",
+            "Refreshes of popular cache entries not sent: the queue was full, a limit refused it, or every upstream is out of use",
+            m.cache.prefetch_dropped.clone(),
         );
         m.registry = registry;
         m
