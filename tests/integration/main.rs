@@ -22,6 +22,7 @@ mod lag;
 mod logs;
 mod observability;
 mod operations;
+mod prefetch;
 mod probe_backoff;
 mod protocol;
 mod readers;
