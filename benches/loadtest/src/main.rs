@@ -658,10 +658,10 @@ fn run(args: Args) -> Result<bool> {
 
     // Mix d's names at a pod's pace, through the cache's own code.
     let replays = if mixes.contains(&Mix::D) {
-        eprintln!("loadtest: simulating an hour of mix d's names through the cache at 1, 10, 100 and 1000 queries/s");
+        eprintln!("loadtest: simulating an hour of mix d's names through the cache at 1, 10, 100 and 1000 queries/s, without and with prefetch");
         [1.0, 10.0, 100.0, 1000.0]
             .into_iter()
-            .map(|rate| replay::simulate(&zipf, rate, 3600, 42))
+            .flat_map(|rate| [false, true].map(|prefetch| replay::simulate(&zipf, rate, 3600, 42, prefetch)))
             .collect()
     } else {
         Vec::new()

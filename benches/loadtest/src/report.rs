@@ -225,20 +225,27 @@ pub fn markdown(o: &Outcome) -> String {
             "Mix d's {} names (same popularity and TTLs), asked with Poisson arrivals for one hour at each rate, \
                 through dns-sidecar's own cache code (default `[cache]`) on a manual clock; every miss is answered as \
                     the upstream zone would and kept. In the load test above the rounds are too short for any TTL to \
-                        run out.\n",
-            a.zipf_names
+                        run out. Each rate runs without and with `[cache] prefetch` (a popular entry hit in the last \
+                        tenth of its lifetime refreshed in the background, the refresh answered {} ms later): \
+                        **hit rate** is the share answered from the cache, **reached the upstream** counts misses and \
+                        refreshes.\n",
+            a.zipf_names,
+            crate::replay::REFRESH_RTT_MS
         );
         let _ = writeln!(
             s,
-            "| queries/s | queries in the hour | reached the upstream | saved | entries at the end |"
+            "| queries/s | prefetch | queries in the hour | hit rate | refreshes | reached the upstream | saved | entries at the end |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|");
         for r in &o.replays {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1}% | {} |",
+                "| {} | {} | {} | {:.2}% | {} | {} | {:.1}% | {} |",
                 r.rate,
+                if r.prefetch { "on" } else { "off" },
                 r.queries,
+                100.0 * r.hit_rate(),
+                r.refreshes,
                 r.upstream,
                 100.0 * r.saved(),
                 r.entries
