@@ -23,6 +23,7 @@ mod dnsperf;
 #[cfg(test)]
 mod docs_tests;
 mod replay;
+mod charts;
 mod report;
 mod servers;
 mod sys;
@@ -291,6 +292,9 @@ pub struct FailoverResult {
     pub sidecar_switched_after: Option<f64>,
     pub after: Option<dns::Answer>,
     pub ok: bool,
+    /// The alias polled every 5 ms from half a second before the promote to
+    /// half a second after the first answer naming the new target.
+    pub polls: Vec<charts::Poll>,
 }
 
 pub struct Memory {
@@ -694,6 +698,11 @@ fn run(args: Args) -> Result<bool> {
     let csv = results.with_file_name("rounds.csv");
     fs::write(&csv, report::csv(&outcome))?;
     eprintln!("loadtest: wrote {} and {}", results.display(), csv.display());
+    for (name, svg) in report::charts(&outcome) {
+        let path = results.with_file_name(name);
+        fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("loadtest: wrote {}", path.display());
+    }
 
     // Stop the servers before the pair they probe.
     drop(running);
@@ -845,6 +854,8 @@ fn failover_round(
     let mut followed_after = None;
     let mut last_poll = Instant::now();
     let mut promoted_wall = None;
+    let mut polls: Vec<(Instant, Option<String>)> = Vec::new();
+    let mut followed_at: Option<Instant> = None;
     let q = args.outstanding[0];
     eprint!(
         "loadtest: failover round: {} mix a, promoting {} at {half:.1} s ",
@@ -862,18 +873,23 @@ fn failover_round(
         1,
         &format!("{} (failover)", s.kind.id()),
         |t| {
+            // The timeline (the chart): every 5 ms around the promote.
+            let around = t >= half - 0.5 && followed_at.is_none_or(|f| f.elapsed() < Duration::from_millis(500));
+            if around && last_poll.elapsed() >= Duration::from_millis(5) {
+                last_poll = Instant::now();
+                let target = dns::cname_of(s.addr, servers::ALIAS);
+                if promoted_at.is_some() && followed_at.is_none() && target.as_deref() == Some(servers::TARGET_B) {
+                    followed_at = Some(last_poll);
+                    followed_after = promoted_at.map(|(_, at)| last_poll.duration_since(at).as_secs_f64());
+                }
+                polls.push((last_poll, target));
+            }
             match promoted_at {
                 None if t >= half => {
                     let (at, wall) = (Instant::now(), std::time::SystemTime::now());
                     pair.replica.promote(false).context("promoting the replica")?;
                     promoted_at = Some((t, at));
                     promoted_wall = Some(wall);
-                }
-                Some((_, at)) if followed_after.is_none() && last_poll.elapsed() >= Duration::from_millis(5) => {
-                    last_poll = Instant::now();
-                    if dns::cname_of(s.addr, servers::ALIAS).as_deref() == Some(servers::TARGET_B) {
-                        followed_after = Some(at.elapsed().as_secs_f64());
-                    }
                 }
                 _ => {}
             }
@@ -918,5 +934,18 @@ fn failover_round(
         sidecar_switched_after,
         after,
         ok,
+        polls: polls
+            .into_iter()
+            .map(|(at, target)| charts::Poll {
+                t: promoted_at.map_or(f64::NAN, |(_, p)| {
+                    if at >= p {
+                        at.duration_since(p).as_secs_f64()
+                    } else {
+                        -p.duration_since(at).as_secs_f64()
+                    }
+                }),
+                target,
+            })
+            .collect(),
     })
 }

@@ -117,6 +117,47 @@ fn aggregate(rs: &[&Round], max_other: f64) -> Agg {
     }
 }
 
+/// The charts' file names, next to results.md.
+pub const CPU_SVG: &str = "cpu.svg";
+pub const FAILOVER_SVG: &str = "failover.svg";
+
+/// The charts to write next to results.md: (file name, SVG).
+pub fn charts(o: &Outcome) -> Vec<(&'static str, String)> {
+    let mut bars = Vec::new();
+    for (mix, rows) in &o.rows {
+        for row in rows {
+            let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
+            if rs.is_empty() {
+                continue;
+            }
+            bars.push(crate::charts::Bar {
+                mix: mix.id().to_string(),
+                server: row.clone(),
+                us_per_query: median(rs.iter().map(|r| r.us_per_query()).collect()),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    if !bars.is_empty() {
+        out.push((
+            CPU_SVG,
+            crate::charts::cpu(&bars, "dns-sidecar load test: server CPU µs per answered query (median)"),
+        ));
+    }
+    if let Some(f) = o.failover.as_ref().filter(|f| !f.polls.is_empty()) {
+        let marks = crate::charts::Marks {
+            pg_ready: f.pg_ready_after,
+            switched: f.sidecar_switched_after,
+            followed: f.followed_after,
+        };
+        out.push((
+            FAILOVER_SVG,
+            crate::charts::failover(&f.polls, &marks, &format!("{}: the alias's answers around the promote", f.server)),
+        ));
+    }
+    out
+}
+
 fn lost_cell(lost: u64, sent: u64) -> String {
     if sent == 0 {
         return "–".into();
@@ -218,6 +259,14 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s);
     }
 
+    if !o.rounds.is_empty() {
+        let _ = writeln!(
+            s,
+            "![Server CPU µs per query, per server and mix]({CPU_SVG})\n\n[{CPU_SVG}]({CPU_SVG}): the \
+                \"server CPU µs/query\" column of the tables above (medians), one bar per server and mix.\n"
+        );
+    }
+
     if !o.replays.is_empty() {
         let _ = writeln!(s, "## Upstream queries saved at a pod's pace (simulated)\n");
         let _ = writeln!(
@@ -314,6 +363,13 @@ pub fn markdown(o: &Outcome) -> String {
             }
         );
         let _ = writeln!(s);
+        if !f.polls.is_empty() {
+            let _ = writeln!(
+                s,
+                "![The alias's answers around the promote]({FAILOVER_SVG})\n\n[{FAILOVER_SVG}]({FAILOVER_SVG}): \
+                    every answer polled around the promote, in the lane of the target it named.\n"
+            );
+        }
     }
 
     let _ = writeln!(s, "## Answers checked before the load\n");
