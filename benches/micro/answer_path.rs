@@ -4,15 +4,21 @@
 //! * `fast/alias_a`: parse an alias A query and produce the precomputed answer;
 //! * `fast/nxdomain`: the same for a nonexistent name in the zone;
 //! * `full/alias_a`, `full/nxdomain`: the hickory-based full path for the same;
-//! * `decision/observe_2_servers`: one decision round for two observations.
+//! * `decision/observe_2_servers`: one decision round for two observations;
+//! * `forward/hit_no_zones`, `forward/hit_default_5_zones`,
+//!   `forward/hit_zone_5_zones`: a UDP worker's cache hit for a forwarded
+//!   name (classify, route to its zone's forwarder, answer from the cache)
+//!   without `[[forward]]`, and with five forward zones for a name of the
+//!   default and of a zone: what the routing adds to the default path.
 //!
 //! Run: `cargo bench -p dns-sidecar --bench answer_path`.
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use dns_sidecar::decision::{decide, State};
 use dns_sidecar::dns::{Plan, Transport};
@@ -49,6 +55,8 @@ fn answer_path(c: &mut Criterion) {
         b.iter(|| matches!(handler.plan(std::hint::black_box(&nx), Transport::Udp), Plan::Reply(_)))
     });
 
+    forward_hits(c);
+
     let now = Instant::now();
     let state = State::new(&config, now);
     let obs = |server, in_recovery| Observation {
@@ -71,6 +79,53 @@ fn answer_path(c: &mut Criterion) {
     c.bench_function("decision/observe_2_servers", |b| {
         b.iter(|| decide(std::hint::black_box(&state), &round, &config, now))
     });
+}
+
+/// The upstream's answer to `q`: one A record, TTL 300.
+fn answer_to(q: &[u8]) -> Vec<u8> {
+    let req = Message::from_vec(q).unwrap();
+    let mut m = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
+    m.metadata.recursion_desired = true;
+    m.metadata.recursion_available = true;
+    m.queries = req.queries.clone();
+    let name = req.queries[0].name.clone();
+    m.answers
+        .push(Record::from_rdata(name, 300, RData::A(A::new(10, 0, 0, 1))));
+    m.to_vec().unwrap()
+}
+
+fn forward_hits(c: &mut Criterion) {
+    use dns_sidecar::dns::fixture::{fixture_with, forwarded_from_cache, keep, CONFIG};
+    let zones = (0..5)
+        .map(|i| {
+            format!(
+                "[[forward]]\nzone = \"zone{i}.corp.example.com\"\nservers = [\"127.0.0.1:{}\"]\n",
+                5310 + i
+            )
+        })
+        .collect::<String>();
+    let with_zones = format!("{CONFIG}{zones}");
+    let mut out = vec![0u8; 4096];
+    for (label, text, name) in [
+        ("forward/hit_no_zones", CONFIG, "www.example.com."),
+        ("forward/hit_default_5_zones", with_zones.as_str(), "www.example.com."),
+        (
+            "forward/hit_zone_5_zones",
+            with_zones.as_str(),
+            "www.zone3.corp.example.com.",
+        ),
+    ] {
+        let (_, handler, table) = fixture_with(text);
+        let q = query(name);
+        keep(&handler, &q, &answer_to(&q));
+        assert!(
+            forwarded_from_cache(&handler, &table, &q, &mut out).is_some(),
+            "{label}: a hit"
+        );
+        c.bench_function(label, |b| {
+            b.iter(|| forwarded_from_cache(&handler, &table, std::hint::black_box(&q), &mut out).unwrap())
+        });
+    }
 }
 
 criterion_group!(benches, answer_path);

@@ -114,7 +114,14 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
     };
     e.restore(now);
     e.publish();
-    let first_round = tokio::time::sleep(e.config.probe.deadline);
+    // With no servers (fleet mode: a sidecar that only forwards) there is
+    // no probe round to wait for: ready at once.
+    let first_wait = if e.config.servers.is_empty() {
+        Duration::ZERO
+    } else {
+        e.config.probe.deadline
+    };
+    let first_round = tokio::time::sleep(first_wait);
     tokio::pin!(first_round);
     let mut batch = Vec::new();
     loop {

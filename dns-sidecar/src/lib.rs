@@ -278,7 +278,8 @@ fn to_tokio(listeners: Listeners) -> Result<Bound, RunError> {
 }
 
 fn check_loop(config: &Config, local: &[SocketAddr]) -> Result<(), RunError> {
-    if let Some(up) = &config.upstream {
+    // `[upstream]` and every `[[forward]]` zone.
+    for (_, up) in config.upstreams() {
         for &u in &up.servers {
             if let Some(&l) = local.iter().find(|&&l| config::forwards_to_self(l, u)) {
                 return Err(RunError::ForwardLoop {
@@ -430,6 +431,8 @@ impl Running {
         // cache, and no answer for them is kept from now on.
         self.cache.configure_from(&config);
         self.handler.store(Arc::new(handler));
+        // Zones the new config dropped lose their upstreams' health.
+        self.guard.health.retain(config.upstreams().map(|(zone, _)| zone));
         self.shared.config.store(config);
         info!(started = ?report.started, restarted = ?report.restarted, renamed = ?report.renamed, stopped = ?report.stopped, "configuration reloaded");
         Ok(())

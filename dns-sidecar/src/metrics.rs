@@ -152,6 +152,8 @@ pub struct AliasServer {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabel {
     pub upstream: String,
+    /// The forward zone whose upstream it is (`.`: `[upstream]`).
+    pub zone: String,
     /// `timeout` or `error`.
     pub kind: String,
 }
@@ -259,6 +261,8 @@ pub struct CacheMetrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamAddr {
     pub upstream: String,
+    /// The forward zone whose upstream it is (`.`: `[upstream]`).
+    pub zone: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -377,7 +381,7 @@ impl Metrics {
         );
         registry.register(
             "upstream_errors",
-            "Upstream failures by upstream and kind (timeout, error)",
+            "Upstream failures by upstream, forward zone and kind (timeout, error)",
             m.upstream_errors.clone(),
         );
         registry.register(
@@ -495,11 +499,12 @@ impl Metrics {
         self.limited[why as usize].inc();
     }
 
-    /// Sets whether an upstream is in use.
-    pub fn upstream_up(&self, addr: std::net::SocketAddr, up: bool) {
+    /// Sets whether an upstream of forward zone `zone` is in use.
+    pub fn upstream_up(&self, zone: &str, addr: std::net::SocketAddr, up: bool) {
         self.upstream_health
             .get_or_create(&UpstreamAddr {
                 upstream: addr.to_string(),
+                zone: zone.to_string(),
             })
             .set(up as i64);
     }
@@ -567,11 +572,15 @@ impl Metrics {
         for r in ADMIN_REFUSED_RESULTS {
             let _ = self.admin_refused.get_or_create(&result(r));
         }
-        for u in config.upstream.iter().flat_map(|u| &u.servers) {
+        for (zone, u) in config
+            .upstreams()
+            .flat_map(|(z, u)| u.servers.iter().map(move |s| (z, s)))
+        {
             // Upstreams start in use; the DNS side sets 0 when one is taken
             // out. A reload keeps what an existing series says.
             let addr = UpstreamAddr {
                 upstream: u.to_string(),
+                zone: zone.to_string(),
             };
             if self.upstream_health.get(&addr).is_none() {
                 self.upstream_health.get_or_create(&addr).set(1);
@@ -580,6 +589,7 @@ impl Metrics {
                 // The label is the address as the DNS side writes it.
                 let _ = self.upstream_errors.get_or_create(&UpstreamLabel {
                     upstream: u.to_string(),
+                    zone: zone.to_string(),
                     kind: k.into(),
                 });
             }
@@ -637,18 +647,21 @@ impl Metrics {
                 }
             }
         }
-        let upstreams = |c: &Config| c.upstream.iter().flat_map(|u| u.servers.clone()).collect::<Vec<_>>();
+        let upstreams = |c: &Config| {
+            c.upstreams()
+                .flat_map(|(z, u)| u.servers.iter().map(move |s| (z.to_string(), s.to_string())))
+                .collect::<Vec<_>>()
+        };
         let keep = upstreams(new);
-        for u in upstreams(old).into_iter().filter(|u| !keep.contains(u)) {
+        for (zone, u) in upstreams(old).into_iter().filter(|u| !keep.contains(u)) {
             for k in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.remove(&UpstreamLabel {
-                    upstream: u.to_string(),
+                    upstream: u.clone(),
+                    zone: zone.clone(),
                     kind: k.into(),
                 });
             }
-            self.upstream_health.remove(&UpstreamAddr {
-                upstream: u.to_string(),
-            });
+            self.upstream_health.remove(&UpstreamAddr { upstream: u, zone });
         }
     }
 

@@ -291,7 +291,7 @@ async fn a_black_holed_upstream_under_a_flood_costs_bounded_memory_and_the_alias
         "the alias answered during the flood ({misses} misses)"
     );
     assert!(metric(&sidecar, "memory_budget_used_bytes") <= (16 << 20) as f64);
-    let up = format!("upstream_up{{upstream=\"{}\"}}", hole.addr);
+    let up = format!("upstream_up{{upstream=\"{}\",zone=\".\"}}", hole.addr);
     assert_eq!(metric(&sidecar, &up), 0.0, "the upstream is out of use");
     assert_eq!(
         raw::cname_of(dns, "prod.db.test.").as_deref(),

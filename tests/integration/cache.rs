@@ -275,7 +275,7 @@ fn stale_answers_at_once_while_the_upstream_is_out_of_use() {
     up.set_mode(Mode::Silent);
     // One timeout takes the upstream out of use (max_fails = 1)...
     assert_eq!(dig(s.dns, "b1.cache.test", "A", &[]).answer[0].ttl, 30);
-    let up_metric = format!("upstream_up{{upstream=\"{}\"}}", up.addr);
+    let up_metric = format!("upstream_up{{upstream=\"{}\",zone=\".\"}}", up.addr);
     let start = Instant::now();
     while metric(&s, &up_metric) != 0.0 {
         assert!(

@@ -15,6 +15,7 @@ mod exact;
 mod failover;
 mod faults;
 mod fork;
+mod forward_zones;
 mod forwarding;
 mod frozen;
 mod hook_record;

@@ -35,8 +35,10 @@ pub struct Config {
     /// The file it came from (for messages).
     pub path: PathBuf,
     pub dns: DnsSettings,
-    /// `None`: queries outside the zones are REFUSED.
+    /// `None`: queries outside the zones and the forward zones are REFUSED.
     pub upstream: Option<UpstreamSettings>,
+    /// `[[forward]]`: zones with their own upstreams, in file order.
+    pub forward: Vec<ForwardZone>,
     pub zones: Vec<Zone>,
     pub probe: ProbeTiming,
     /// Index in this vector is the server's [`ServerId`].
@@ -217,6 +219,20 @@ pub struct UpstreamSettings {
     /// How often an upstream out of use is health-checked.
     pub health_check: Duration,
 }
+
+/// A `[[forward]]` zone: its names (matched by the longest suffix, on label
+/// boundaries) go to its own upstreams, with their own health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardZone {
+    /// Not the root, not inside one of [`Config::zones`].
+    pub zone: DnsName,
+    pub upstream: UpstreamSettings,
+    /// `false`: its answers are never put in, or answered from, the cache.
+    pub cache: bool,
+}
+
+/// The zone label of the `[upstream]` default (metrics, health).
+pub const DEFAULT_ZONE: &str = ".";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Zone {
@@ -475,6 +491,13 @@ impl Config {
             ConfigError::from(with_toml_hint(located))
         })?;
         validate::validate(path, text, raw, secrets)
+    }
+
+    /// Every upstream list with its zone label: the `[upstream]` default
+    /// (zone [`DEFAULT_ZONE`]) first, then each `[[forward]]` zone.
+    pub fn upstreams(&self) -> impl Iterator<Item = (&str, &UpstreamSettings)> {
+        let default = self.upstream.iter().map(|u| (DEFAULT_ZONE, u));
+        default.chain(self.forward.iter().map(|f| (f.zone.as_str(), &f.upstream)))
     }
 
     /// The alias whose name equals `name`.

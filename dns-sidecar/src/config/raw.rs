@@ -24,6 +24,9 @@ pub struct RawConfig {
     /// Zones the sidecar is authoritative for (the aliases live in them).
     #[serde(default)]
     pub zones: Vec<RawZone>,
+    /// Zones forwarded to their own upstreams (longest suffix wins).
+    #[serde(default)]
+    pub forward: Vec<RawForward>,
     /// Probe timing and damping, and connection defaults for every server.
     #[serde(default)]
     pub probe: RawProbe,
@@ -151,6 +154,28 @@ pub struct RawUpstream {
     /// How often an upstream taken out of use is health-checked (default 1s).
     #[serde(default)]
     pub health_check: Option<Spanned<HumanDuration>>,
+}
+
+/// `[[forward]]`: one zone sent to its own resolvers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    /// The zone, e.g. `"corp.example.com."` (it and every name below it).
+    pub zone: Spanned<DnsName>,
+    /// Resolvers tried in order.
+    pub servers: Spanned<Vec<DnsAddr>>,
+    /// As `[upstream] timeout`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<HumanDuration>>,
+    /// As `[upstream] max_fails`.
+    #[serde(default)]
+    pub max_fails: Option<Spanned<u32>>,
+    /// As `[upstream] health_check`.
+    #[serde(default)]
+    pub health_check: Option<Spanned<HumanDuration>>,
+    /// Whether this zone's answers are cached (default true).
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

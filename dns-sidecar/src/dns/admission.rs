@@ -13,10 +13,18 @@
 //!    beyond it, never a stale answer (a client over its rate gets nothing
 //!    of the upstream's). Then one in-flight slot and its bytes of the memory
 //!    budget (`forward_in_flight`, `memory`): SERVFAIL without them.
-//! 3. [`first_upstream`]: the first upstream in use; when every one is out of
-//!    use, one that is due a trial (see [`super::health`]); else SERVFAIL.
-//! 4. Whatever refused the query in 2 and 3, but the rate, a stale answer
-//!    from the cache (RFC 8767) is sent instead of SERVFAIL when there is one
+//! 3. [`route`]: which zone's upstreams: the `[[forward]]` zone that is the
+//!    name's longest suffix, else `[upstream]`; neither: REFUSED, as the full
+//!    path answers a name nothing forwards. Each zone has its own upstreams,
+//!    timeout, health and cache policy ([`super::forward_zones`]); the steps
+//!    below apply to the zone's upstreams only, so one zone's dead upstreams
+//!    never refuse another zone's names.
+//!    [`first_upstream`]: the zone's first upstream in use; when every one is
+//!    out of use, one that is due a trial (see [`super::health`]); else
+//!    SERVFAIL.
+//! 4. Whatever refused the query in 2 and 3, but the rate and a name with no
+//!    route, a stale answer from the cache (RFC 8767; never for a zone with
+//!    `cache = false`) is sent instead of SERVFAIL when there is one
 //!    ([`Denied::stale_ok`]); so is it when the upstream answers SERVFAIL or
 //!    REFUSED or every upstream tried timed out ([`stale_instead`]).
 //! 5. A query whose every upstream timed out is remembered for its name
@@ -33,6 +41,7 @@ use std::net::IpAddr;
 use hickory_proto::op::ResponseCode;
 
 use super::forward::Upstream;
+use super::forward_zones::RouteId;
 use super::guard::Ticket;
 use super::handler::Handler;
 use super::health::Health;
@@ -47,24 +56,26 @@ pub enum Denied {
     InFlight,
     /// The memory budget is used up.
     Memory,
-    /// No upstream is configured.
+    /// No upstream is configured for the name (no `[[forward]]` zone
+    /// matches, and no `[upstream]`).
     NoUpstream,
     /// Every upstream is out of use, and none is due a trial.
     Down,
 }
 
 impl Denied {
-    /// The answer's rcode: REFUSED over the rate, SERVFAIL otherwise.
+    /// The answer's rcode: REFUSED over the rate and for a name nothing
+    /// forwards (as the full path answers it), SERVFAIL otherwise.
     pub fn rcode(self) -> ResponseCode {
         match self {
-            Denied::Rate => ResponseCode::Refused,
+            Denied::Rate | Denied::NoUpstream => ResponseCode::Refused,
             _ => ResponseCode::ServFail,
         }
     }
 
     /// Whether a stale answer from the cache may be sent instead.
     pub fn stale_ok(self) -> bool {
-        self != Denied::Rate
+        !matches!(self, Denied::Rate | Denied::NoUpstream)
     }
 
     fn limited(self) -> Limited {
@@ -121,6 +132,14 @@ pub fn admit_refresh(h: &Handler, bytes: u64) -> Result<Ticket, Denied> {
         super::guard::Refusal::Memory => Denied::Memory,
         super::guard::Refusal::InFlight => Denied::InFlight,
     })
+}
+
+/// Which zone's forwarder query `raw` goes to (see [`Handler::route`]):
+/// [`Denied::NoUpstream`] when none, not counted as a limit (the full path
+/// answers such a name REFUSED too).
+#[inline]
+pub fn route(h: &Handler, raw: &[u8]) -> Result<RouteId, Denied> {
+    h.route(raw).ok_or(Denied::NoUpstream)
 }
 
 /// The upstream a query goes to first: the first in use. When none is, a
@@ -217,7 +236,7 @@ mod tests {
     }
 
     fn down(u: &Upstream) {
-        u.state.check_failed(u.addr, 1, &Metrics::new());
+        u.state.check_failed(".", u.addr, 1, &Metrics::new());
     }
 
     #[test]
@@ -247,7 +266,9 @@ mod tests {
             !Denied::Rate.stale_ok(),
             "over its rate a client gets nothing of the upstream's"
         );
-        for d in [Denied::InFlight, Denied::Memory, Denied::NoUpstream, Denied::Down] {
+        assert_eq!(Denied::NoUpstream.rcode(), ResponseCode::Refused, "as the full path");
+        assert!(!Denied::NoUpstream.stale_ok());
+        for d in [Denied::InFlight, Denied::Memory, Denied::Down] {
             assert_eq!(d.rcode(), ResponseCode::ServFail);
             assert!(d.stale_ok());
         }

@@ -46,7 +46,13 @@ servers = ["a"]
 "#;
 
 pub fn fixture() -> (Config, Handler, FastTable) {
-    let config = Config::from_toml(Path::new("fixture.toml"), CONFIG).expect("the fixture config is valid");
+    fixture_with(CONFIG)
+}
+
+/// [`fixture`] over `text`, which must have the fixture's zone, servers and
+/// aliases (e.g. [`CONFIG`] with `[[forward]]` tables added).
+pub fn fixture_with(text: &str) -> (Config, Handler, FastTable) {
+    let config = Config::from_toml(Path::new("fixture.toml"), text).expect("the fixture config is valid");
     let shared = Arc::new(Shared::new(config.clone()));
     let mut routes = Routes::default();
     let target = DnsName::parse("pg-a.test").expect("valid name");
@@ -102,4 +108,29 @@ pub fn fixture() -> (Config, Handler, FastTable) {
     .expect("valid names");
     let table = FastTable::build(&handler, &routes);
     (config, handler, table)
+}
+
+/// What a UDP worker does with a query for a forwarded name before it
+/// relays it: classify it, find its zone's forwarder and, when the zone is
+/// cached, answer from the cache into `out` (for the micro-benchmarks; the
+/// worker's own code is in `udp.rs`).
+pub fn forwarded_from_cache(handler: &Handler, table: &FastTable, q: &[u8], out: &mut [u8]) -> Option<usize> {
+    let super::fast::Fast::Forward(f) = table.classify(q, out) else {
+        return None;
+    };
+    let route = super::admission::route(handler, q).ok()?;
+    if !handler.forwarders().get(route).caches() {
+        return None;
+    }
+    let cache = handler.cache();
+    match cache.answer(q, &f, f.udp_limit, cache.now(), out) {
+        super::cache::Found::Fresh(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// Keeps `answer`, an upstream's answer to `q`, in `handler`'s cache, as the
+/// forwarder does (for the micro-benchmarks).
+pub fn keep(handler: &Handler, q: &[u8], answer: &[u8]) {
+    handler.keep(q, answer);
 }

@@ -62,8 +62,14 @@ pub struct Upstream {
     pub state: Arc<UpstreamState>,
 }
 
+/// One zone's upstream client (the `[upstream]` default's, or a
+/// `[[forward]]` zone's: see [`super::forward_zones`]).
 #[derive(Clone)]
 pub struct Forwarder {
+    /// The zone's name (`.` for the default): its metrics and logs label.
+    zone: Arc<str>,
+    /// Whether its answers may be cached (`[[forward]] cache`).
+    cache: bool,
     upstreams: Arc<[Upstream]>,
     timeout: Duration,
     /// A health check's deadline: `timeout`, at most `health_check` (a
@@ -76,31 +82,57 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// The forwarder of `[upstream]`, the one way one is built.
+    /// The forwarder of one zone's upstreams (`[upstream]`: zone `.`), the
+    /// one way one is built.
     ///
     /// With `guard` (the query path: every handler), its upstreams share
-    /// their health with every other forwarder of `guard` (the relays, the
-    /// next reload's handler): a timeout makes an upstream suspect, and
-    /// `max_fails` failed health checks in a row take it out of use (see
+    /// their health with every other forwarder of `guard` for the same zone
+    /// (the relays, the next reload's handler while the zone's servers are
+    /// unchanged): a timeout makes an upstream suspect, and `max_fails`
+    /// failed health checks in a row take it out of use (see
     /// [`super::health`]). Without (the background target refresher), it
     /// keeps no health and suspects nothing: the refresher serves stale
     /// answers instead.
-    pub fn from_config(settings: &UpstreamSettings, guard: Option<&Arc<Guard>>) -> Forwarder {
+    pub fn new(zone: &str, settings: &UpstreamSettings, cache: bool, guard: Option<&Arc<Guard>>) -> Forwarder {
+        let states = match guard {
+            Some(g) => {
+                let (states, fresh) = g.health.zone(zone, &settings.servers);
+                if fresh {
+                    // A new or changed zone starts with every upstream in use.
+                    for &addr in &settings.servers {
+                        g.metrics().upstream_up(zone, addr, true);
+                    }
+                }
+                states
+            }
+            None => settings.servers.iter().map(|_| Arc::default()).collect(),
+        };
         let upstreams = settings
             .servers
             .iter()
-            .map(|&addr| Upstream {
-                addr,
-                state: guard.map_or_else(Arc::default, |g| g.health.get(addr)),
-            })
+            .zip(states)
+            .map(|(&addr, state)| Upstream { addr, state })
             .collect();
         Forwarder {
+            zone: zone.into(),
+            cache,
             upstreams,
             timeout: settings.timeout,
             check_timeout: settings.timeout.min(settings.health_check),
             max_fails: if guard.is_some() { settings.max_fails } else { u32::MAX },
             guard: guard.cloned(),
         }
+    }
+
+    /// The zone label (`.` for `[upstream]`).
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// Whether this zone's answers may be kept in, and answered from, the
+    /// cache (`[[forward]] cache`; always true for `[upstream]`).
+    pub fn caches(&self) -> bool {
+        self.cache
     }
 
     pub fn upstreams(&self) -> &Arc<[Upstream]> {
@@ -122,7 +154,7 @@ impl Forwarder {
     pub fn record(&self, u: &Upstream, ok: bool) {
         if let Some(g) = &self.guard {
             if ok {
-                u.state.success(u.addr, g.metrics());
+                u.state.success(&self.zone, u.addr, g.metrics());
             } else {
                 g.health.suspect(&u.state);
             }
@@ -137,7 +169,7 @@ impl Forwarder {
         let ok = self.udp(u.addr, &q, Instant::now() + self.check_timeout).await.is_ok();
         match (&self.guard, ok) {
             (_, true) => self.record(u, true),
-            (Some(g), false) => u.state.check_failed(u.addr, self.max_fails, g.metrics()),
+            (Some(g), false) => u.state.check_failed(&self.zone, u.addr, self.max_fails, g.metrics()),
             (None, false) => {}
         }
         ok

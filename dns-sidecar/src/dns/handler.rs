@@ -14,12 +14,13 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::cache::{Cache, Found, MAX_ANSWER};
 use super::forward::{ForwardError, Forwarder};
+use super::forward_zones::{self, ForwardZones, RouteId};
 use super::guard::Guard;
 use super::message::{
     self, check_wire, echo_edns, encode, formerr_from_raw, limit_for, must_drop, response_to, truncated_raw, udp_limit,
     Transport, CLASSIC_UDP_LIMIT,
 };
-use super::names::{canonical, wire_name, NameConversion};
+use super::names::{canonical, wire, wire_name, NameConversion};
 use super::question::question;
 use super::targets::{self, SharedTargets};
 use super::zone::{cname, ZoneData};
@@ -77,7 +78,8 @@ pub struct Handler {
     shared: Arc<Shared>,
     /// Target addresses kept fresh in the background.
     targets_cache: SharedTargets,
-    forwarder: Option<Forwarder>,
+    /// The `[upstream]` default and the `[[forward]]` zones' forwarders.
+    forward: ForwardZones,
     max_udp: u16,
     limits: Limits,
     allow: Vec<Cidr>,
@@ -106,16 +108,13 @@ impl Handler {
             .iter()
             .map(|s| Ok((s.target.as_str().to_string(), wire_name(s.target.as_str())?)))
             .collect::<Result<HashMap<_, _>, NameConversion>>()?;
-        let forwarder = config
-            .upstream
-            .as_ref()
-            .map(|u| Forwarder::from_config(u, Some(&guard)));
+        let forward = ForwardZones::new(config, Some(&guard));
         Ok(Handler {
             zones,
             targets: names,
             shared,
             targets_cache: targets,
-            forwarder,
+            forward,
             max_udp: config.dns.max_udp_payload,
             limits: config.limits.clone(),
             allow: config.dns.allow.clone(),
@@ -164,6 +163,9 @@ impl Handler {
     /// The upstream failed for `raw`: a stale answer from the cache (RFC
     /// 8767), if it has one; counted.
     pub(crate) fn stale(&self, raw: &[u8], transport: Transport) -> Option<Reply> {
+        if !self.caches(raw) {
+            return None;
+        }
         let qn = question(raw, self.max_udp)?;
         let mut out = [0u8; MAX_ANSWER];
         let limit = if transport == Transport::Udp {
@@ -191,6 +193,9 @@ impl Handler {
 
     /// Keeps the upstream's `answer` to `raw` in the cache, if it may be kept.
     pub(crate) fn keep(&self, raw: &[u8], answer: &[u8]) {
+        if !self.caches(raw) {
+            return;
+        }
         if let Some(qn) = question(raw, self.max_udp) {
             self.cache.insert(raw, &qn, answer, self.cache.now());
         }
@@ -256,9 +261,48 @@ impl Handler {
         self.targets_cache.load_full()
     }
 
-    /// The upstream client, when upstreams are configured.
+    /// A forwarder, when any name is forwarded (`[upstream]`'s, else the
+    /// first `[[forward]]` zone's). Which one a query goes to is
+    /// [`Handler::route`]'s.
     pub(crate) fn forwarder(&self) -> Option<&Forwarder> {
-        self.forwarder.as_ref()
+        self.forward.all().next()
+    }
+
+    /// Every forwarder, and the table that picks one per name.
+    pub(crate) fn forwarders(&self) -> &ForwardZones {
+        &self.forward
+    }
+
+    /// Whether any name is forwarded (the RA bit of our answers).
+    fn recurses(&self) -> bool {
+        self.forward.any()
+    }
+
+    /// Which forwarder query `raw` goes to (its zone's, else `[upstream]`'s;
+    /// `None`: neither, the query is REFUSED). Reads the name as sent; a
+    /// compressed question name (never sent by real clients) is decoded.
+    #[inline]
+    pub(crate) fn route(&self, raw: &[u8]) -> Option<RouteId> {
+        match forward_zones::qname(raw) {
+            Some(name) => self.forward.route(name),
+            None => {
+                let m = Message::from_vec(raw).ok()?;
+                self.route_name(&m.queries.first()?.name)
+            }
+        }
+    }
+
+    /// [`Handler::route`] for a decoded name.
+    fn route_name(&self, name: &Name) -> Option<RouteId> {
+        self.forward.route(&wire(&canonical(name)))
+    }
+
+    /// Whether answers to `raw` may be kept in, and answered from, the
+    /// cache: its zone's `cache` (`[[forward]] cache = false`: never). The
+    /// one place the handler asks; the relays and UDP workers ask the
+    /// forwarder of the route they hold.
+    fn caches(&self, raw: &[u8]) -> bool {
+        self.route(raw).is_none_or(|r| self.forward.get(r).caches())
     }
 
     /// SERVFAIL for a query whose forwarding failed.
@@ -355,10 +399,14 @@ impl Handler {
             .filter(|z| within(&qname, &z.apex_text))
             .max_by_key(|z| z.apex_text.len())
         else {
-            if self.forwarder.is_none() {
+            let Some(route) = self.route(raw) else {
                 return self.reply(&req, ResponseCode::Refused, transport);
-            }
-            return match self.cached(raw, transport) {
+            };
+            let cached = match self.forward.get(route).caches() {
+                true => self.cached(raw, transport),
+                false => None,
+            };
+            return match cached {
                 Some(r) => Plan::Reply(r),
                 None => Plan::Forward(Request(Box::new(req))),
             };
@@ -367,7 +415,7 @@ impl Handler {
         if let Some(route) = routes.get(&qname) {
             return self.alias(req, &route.answer, route.ttl, transport);
         }
-        let mut resp = response_to(&req, ResponseCode::NoError, self.forwarder.is_some());
+        let mut resp = response_to(&req, ResponseCode::NoError, self.recurses());
         resp.metadata.authoritative = true;
         let qtype = q.query_type;
         if qname == zone.apex_text {
@@ -404,7 +452,7 @@ impl Handler {
             return self.reply_kind(&req, ResponseCode::ServFail, transport, QueryKind::Alias);
         };
         let q = &req.queries[0];
-        let mut resp = response_to(&req, ResponseCode::NoError, self.forwarder.is_some());
+        let mut resp = response_to(&req, ResponseCode::NoError, self.recurses());
         resp.metadata.authoritative = true;
         resp.answers.push(cname(&q.name, &target, ttl));
         let qtype = q.query_type;
@@ -413,8 +461,8 @@ impl Handler {
         // records would be an answer the upstream gives with recursion.
         if matches!(qtype, RecordType::CNAME | RecordType::ANY)
             || !req.metadata.recursion_desired
-            || self.forwarder.is_none()
             || self.in_own_zone(&target)
+            || self.route_name(&target).is_none()
         {
             return self.finish(&req, resp, transport, QueryKind::Alias);
         }
@@ -455,7 +503,7 @@ impl Handler {
 
     /// Relays a query to the upstreams; SERVFAIL when none answers.
     async fn forward(&self, req: &Message, raw: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let fwd = self.forwarder.as_ref()?;
+        let fwd = self.forward.get(self.route(raw)?);
         // Every upstream out of use: a stale answer at once beats a trial
         // (the admission policy, as the relays apply it).
         if fwd.all_down() {
@@ -485,8 +533,8 @@ impl Handler {
                 if matches!(e, ForwardError::AllDown) {
                     self.guard.refused(Limited::UpstreamDown);
                 }
-                tracing::debug!(error = %e, "forwarding failed");
-                self.count_upstream_error(&e);
+                tracing::debug!(error = %e, zone = fwd.zone(), "forwarding failed");
+                self.count_upstream_error(fwd.zone(), &e);
                 if let Some(r) = self.stale(raw, transport) {
                     return Some(r.bytes);
                 }
@@ -509,11 +557,14 @@ impl Handler {
         qtype: RecordType,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let fwd = self.forwarder.as_ref()?;
         let answer = match targets::query(&target, qtype) {
             Ok(query) => match self.chased_from_cache(&query, true) {
                 Some(a) => Some(a),
-                None => self.chase_upstream(fwd, &query).await,
+                // The target's own zone's upstreams.
+                None => match self.route(&query) {
+                    Some(r) => self.chase_upstream(self.forward.get(r), &query).await,
+                    None => None,
+                },
             },
             Err(_) => None,
         };
@@ -528,6 +579,9 @@ impl Handler {
     /// [`targets::query`] writes it), fresh or stale while the upstream is
     /// known to fail; a hit counts, and a miss too when `count_miss`.
     fn chased_from_cache(&self, query: &[u8], count_miss: bool) -> Option<Message> {
+        if !self.caches(query) {
+            return None;
+        }
         let qn = question(query, self.max_udp)?;
         let m = self.cache.metrics();
         let mut out = [0u8; MAX_ANSWER];
@@ -570,13 +624,14 @@ impl Handler {
                 Message::from_vec(&answer).ok()
             }
             Err(e) => {
-                self.count_upstream_error(&e);
+                self.count_upstream_error(fwd.zone(), &e);
                 stale()
             }
         }
     }
 
-    pub(super) fn count_upstream_error(&self, e: &ForwardError) {
+    /// Counts a failure of an upstream of forward zone `zone`.
+    pub(super) fn count_upstream_error(&self, zone: &str, e: &ForwardError) {
         use crate::metrics::UpstreamLabel;
         let (upstream, kind) = match e {
             ForwardError::Timeout { addr, .. } => (addr.to_string(), "timeout"),
@@ -588,6 +643,7 @@ impl Handler {
             .upstream_errors
             .get_or_create(&UpstreamLabel {
                 upstream,
+                zone: zone.into(),
                 kind: kind.into(),
             })
             .inc();
@@ -603,7 +659,7 @@ impl Handler {
     }
 
     fn reply_bytes(&self, req: &Message, code: ResponseCode, transport: Transport, kind: QueryKind) -> Option<Vec<u8>> {
-        let resp = response_to(req, code, self.forwarder.is_some());
+        let resp = response_to(req, code, self.recurses());
         match self.finish(req, resp, transport, kind) {
             Plan::Reply(r) => Some(r.bytes),
             _ => None,

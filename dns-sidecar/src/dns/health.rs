@@ -58,16 +58,16 @@ impl UpstreamState {
     }
 
     /// An answer arrived (to a client query or a health check): the
-    /// upstream is usable.
-    pub fn success(&self, addr: SocketAddr, metrics: &Metrics) {
+    /// upstream (of forward zone `zone`) is usable.
+    pub fn success(&self, zone: &str, addr: SocketAddr, metrics: &Metrics) {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
         // A load first: every answer comes here, and the swap (a locked
         // read-modify-write) is only needed when the upstream was out.
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
-            info!(upstream = %addr, "upstream answers again; forwarding to it");
-            metrics.upstream_up(addr, true);
+            info!(upstream = %addr, zone, "upstream answers again; forwarding to it");
+            metrics.upstream_up(zone, addr, true);
         }
     }
 
@@ -80,11 +80,11 @@ impl UpstreamState {
 
     /// A health check got no answer: after `max_fails` in a row the upstream
     /// is taken out of use.
-    pub fn check_failed(&self, addr: SocketAddr, max_fails: u32, metrics: &Metrics) {
+    pub fn check_failed(&self, zone: &str, addr: SocketAddr, max_fails: u32, metrics: &Metrics) {
         let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= max_fails && !self.down.swap(true, Ordering::Relaxed) {
-            warn!(upstream = %addr, failed_checks = n, "upstream taken out of use after failed health checks; forwarding to it only as a trial while no upstream is in use");
-            metrics.upstream_up(addr, false);
+            warn!(upstream = %addr, zone, failed_checks = n, "upstream taken out of use after failed health checks; forwarding to it only as a trial while no upstream of its zone is in use");
+            metrics.upstream_up(zone, addr, false);
         }
     }
 
@@ -106,10 +106,13 @@ impl UpstreamState {
     }
 }
 
-/// Every upstream's state, by address; shared across reloads. Also wakes the
-/// health task when a query makes an upstream suspect.
+/// Every upstream's state, per forward zone (the `[upstream]` default is
+/// zone `.`); shared across reloads. A zone's health is its own: the same
+/// resolver listed by two zones has two states (one zone's dead domain
+/// cannot take the other's resolver out of use). Also wakes the health task
+/// when a query makes an upstream suspect.
 pub struct Health {
-    map: Mutex<HashMap<SocketAddr, Arc<UpstreamState>>>,
+    map: Mutex<HashMap<Box<str>, ZoneHealth>>,
     wake: Notify,
     epoch: Instant,
 }
@@ -124,10 +127,36 @@ impl Default for Health {
     }
 }
 
+/// One zone's upstreams (in order) and their states.
+struct ZoneHealth {
+    servers: Vec<SocketAddr>,
+    states: Vec<Arc<UpstreamState>>,
+}
+
 impl Health {
-    pub fn get(&self, addr: SocketAddr) -> Arc<UpstreamState> {
+    /// The states of `zone`'s upstreams `servers`, in order: the ones it had
+    /// when its list is unchanged (a reload keeps a zone's health), fresh
+    /// ones (every upstream in use) when the list changed or the zone is
+    /// new. Returns whether they are fresh.
+    pub fn zone(&self, zone: &str, servers: &[SocketAddr]) -> (Vec<Arc<UpstreamState>>, bool) {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(addr).or_default().clone()
+        if let Some(z) = m.get(zone).filter(|z| z.servers == servers) {
+            return (z.states.clone(), false);
+        }
+        let states: Vec<Arc<UpstreamState>> = servers.iter().map(|_| Arc::default()).collect();
+        let z = ZoneHealth {
+            servers: servers.to_vec(),
+            states: states.clone(),
+        };
+        m.insert(zone.into(), z);
+        (states, true)
+    }
+
+    /// Forgets the zones not in `keep` (after a reload removed them).
+    pub fn retain<'a>(&self, keep: impl Iterator<Item = &'a str>) {
+        let keep: Vec<&str> = keep.collect();
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|z, _| keep.contains(&&**z));
     }
 
     /// A query to `u` timed out: have it health-checked soon.
@@ -143,9 +172,9 @@ impl Health {
     }
 }
 
-/// Health-checks the upstreams that are suspect (at once), out of use or on
-/// a run of failed checks (every `[upstream] health_check`, at most every
-/// second). Also refreshes the gauges of the limits (memory, in flight, TCP).
+/// Health-checks the upstreams of every zone that are suspect (at once),
+/// out of use or on a run of failed checks (every shortest `health_check`
+/// of any zone, at most every second). Also refreshes the gauges of the limits (memory, in flight, TCP).
 pub(super) async fn health_checks(
     handler: SharedHandler,
     shared: Arc<Shared>,
@@ -154,12 +183,14 @@ pub(super) async fn health_checks(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // The shortest `health_check` of any zone, at most a second.
         let every = shared
             .config
             .load()
-            .upstream
-            .as_ref()
-            .map_or(Duration::from_secs(1), |u| u.health_check)
+            .upstreams()
+            .map(|(_, u)| u.health_check)
+            .min()
+            .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -174,17 +205,18 @@ pub(super) async fn health_checks(
         m.in_flight.set(guard.in_flight() as i64);
         m.tcp_connections.set(tcp.len() as i64);
         let h = handler.load_full();
-        let Some(fwd) = h.forwarder() else { continue };
         let mut checks = JoinSet::new();
-        for u in fwd.upstreams().iter().filter(|u| u.state.needs_check()) {
-            // Suspicions raised while this check runs ask again.
-            u.state.suspect.store(false, Ordering::Relaxed);
-            let (fwd, u) = (fwd.clone(), u.clone());
-            checks.spawn(async move {
-                if !fwd.check(&u).await {
-                    tracing::debug!(upstream = %u.addr, "health check: no answer");
-                }
-            });
+        for fwd in h.forwarders().all() {
+            for u in fwd.upstreams().iter().filter(|u| u.state.needs_check()) {
+                // Suspicions raised while this check runs ask again.
+                u.state.suspect.store(false, Ordering::Relaxed);
+                let (fwd, u) = (fwd.clone(), u.clone());
+                checks.spawn(async move {
+                    if !fwd.check(&u).await {
+                        tracing::debug!(upstream = %u.addr, zone = fwd.zone(), "health check: no answer");
+                    }
+                });
+            }
         }
         while checks.join_next().await.is_some() {}
     }
@@ -205,17 +237,48 @@ mod tests {
             assert!(!u.suspect(), "already suspect: no new wake-up");
         }
         assert!(!u.is_down() && u.needs_check());
-        u.check_failed(addr, 3, &m);
-        u.check_failed(addr, 3, &m);
+        u.check_failed(".", addr, 3, &m);
+        u.check_failed(".", addr, 3, &m);
         assert!(!u.is_down(), "two failed checks of three");
-        u.success(addr, &m);
-        u.check_failed(addr, 3, &m);
-        u.check_failed(addr, 3, &m);
+        u.success(".", addr, &m);
+        u.check_failed(".", addr, 3, &m);
+        u.check_failed(".", addr, 3, &m);
         assert!(!u.is_down(), "an answer reset the run");
-        u.check_failed(addr, 3, &m);
+        u.check_failed(".", addr, 3, &m);
         assert!(u.is_down(), "three failed checks in a row");
-        u.success(addr, &m);
+        u.success(".", addr, &m);
         assert!(!u.is_down());
+    }
+
+    #[test]
+    fn a_zone_keeps_its_states_while_its_servers_are_unchanged() {
+        let m = Metrics::new();
+        let h = Health::default();
+        let a: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:53".parse().unwrap();
+        let (corp, fresh) = h.zone("corp.test.", &[a, b]);
+        assert!(fresh);
+        corp[0].check_failed("corp.test.", a, 1, &m);
+        // The same list (a reload that did not touch the zone): the same states.
+        let (again, fresh) = h.zone("corp.test.", &[a, b]);
+        assert!(!fresh && again[0].is_down() && Arc::ptr_eq(&again[1], &corp[1]));
+        // The same resolver in another zone has a health of its own.
+        let (other, _) = h.zone(".", &[a]);
+        assert!(!other[0].is_down(), "one zone's failures are not another's");
+        // A changed list (order included) starts fresh.
+        let (changed, fresh) = h.zone("corp.test.", &[b, a]);
+        assert!(fresh && changed.iter().all(|s| !s.is_down()));
+        let (back, fresh) = h.zone("corp.test.", &[a, b]);
+        assert!(
+            fresh && !back[0].is_down(),
+            "the old states are gone once the list changed"
+        );
+        // Zones a reload dropped are forgotten.
+        h.retain(["."].into_iter());
+        let (_, fresh) = h.zone("corp.test.", &[a, b]);
+        assert!(fresh);
+        let (_, fresh) = h.zone(".", &[a]);
+        assert!(!fresh);
     }
 
     #[test]

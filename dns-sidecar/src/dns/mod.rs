@@ -22,7 +22,9 @@
 //!   Authoritative data comes from `zone`, the CNAME targets' addresses
 //!   from `targets` (kept fresh in the background).
 //! * `relay`: forwarding for the UDP workers, off the runtime; `forward`:
-//!   the runtime's upstream client (TCP, alias targets, health checks).
+//!   the runtime's upstream client (TCP, alias targets, health checks);
+//!   `forward_zones`: which zone's forwarder a name goes to (`[[forward]]`,
+//!   longest suffix; else `[upstream]`).
 //! * `admission`: the one policy for "cannot forward now" (allow list,
 //!   rate, in flight, budget, which upstream, serve-stale, refusal), which
 //!   every path asks; `guard`: the counters and limiters it uses; `health`:
@@ -48,6 +50,7 @@ mod fast_tests;
 #[doc(hidden)]
 pub mod fixture;
 mod forward;
+mod forward_zones;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz;

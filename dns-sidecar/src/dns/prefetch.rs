@@ -12,9 +12,11 @@
 //!
 //! [`run`], a supervised task on the runtime, takes the refreshes and sends
 //! each through the same forwarding policy as a client's cache miss
-//! ([`super::admission`]: an in-flight slot and its bytes of the memory
-//! budget, the first upstream in use, the upstreams' health; the handler in
-//! force, so a reload's upstreams and cache rules apply). Unlike a client's
+//! ([`super::admission`]: the forwarder of the name's `[[forward]]` zone,
+//! else `[upstream]`'s; an in-flight slot and its bytes of the memory
+//! budget; the first upstream in use and the upstreams' health; the handler
+//! in force, so a reload's upstreams and cache rules apply; a zone with
+//! `cache = false` keeps, and so refreshes, nothing). Unlike a client's
 //! query it has no client rate (the sidecar asks, not a client), it never
 //! takes the last half of `forward_in_flight` (client misses come first),
 //! and it never spends an upstream's trial: when every upstream is out of
@@ -122,10 +124,13 @@ pub(super) async fn run(handler: SharedHandler, mut shutdown: watch::Receiver<bo
 /// Sends one refresh upstream and keeps the answer (see the module doc).
 /// False when it was not sent.
 async fn refresh(h: &Handler, query: &[u8]) -> bool {
-    let Some(fwd) = h.forwarder() else {
+    // The zone's forwarder (`[[forward]]`, else `[upstream]`), as a
+    // client's miss is routed; a zone that keeps nothing refreshes nothing.
+    let Ok(route) = admission::route(h, query) else {
         return false;
     };
-    if fwd.all_down() {
+    let fwd = h.forwarders().get(route);
+    if !fwd.caches() || fwd.all_down() {
         return false;
     }
     let Ok(_ticket) = admission::admit_refresh(h, SLOW_COST + query.len() as u64) else {
@@ -141,7 +146,7 @@ async fn refresh(h: &Handler, query: &[u8]) -> bool {
         }
         Err(e) => {
             tracing::debug!(error = %e, "prefetch failed");
-            h.count_upstream_error(&e);
+            h.count_upstream_error(fwd.zone(), &e);
         }
     }
     true

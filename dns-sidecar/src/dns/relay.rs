@@ -35,7 +35,8 @@ use tracing::debug;
 use super::admission::{self, Denied};
 use super::cache::{Cache, Found};
 use super::coalesce::{self, Coalesce, Joined, Key, Waiter};
-use super::forward::{same_question, ForwardError, Upstream, MAX_UDP_ANSWER};
+use super::forward::{same_question, ForwardError, Forwarder, Upstream, MAX_UDP_ANSWER};
+use super::forward_zones::RouteId;
 use super::guard::Ticket;
 use super::handler::Handler;
 use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
@@ -64,6 +65,8 @@ struct Pending {
     /// The query as the client sent it (its ID included).
     query: Box<[u8]>,
     upstreams: Arc<[Upstream]>,
+    /// The zone whose upstreams they are (its forwarder in `handler`).
+    route: RouteId,
     /// Index of the upstream asked last.
     tried: usize,
     /// Serial of the socket it was sent from.
@@ -206,23 +209,23 @@ impl Relay {
 
     /// Admits `query` from `client` (see [`super::admission`]) and either
     /// has it wait on an identical question in flight, or registers it for
-    /// the first upstream of `handler` (in use, or due a trial) and puts it
-    /// in `outbox` (sent at the end of the worker's batch). The refusal,
+    /// the first upstream of its zone's forwarder in `handler` (`route`,
+    /// from [`admission::route`]; in use, or due a trial) and puts it in
+    /// `outbox` (sent at the end of the worker's batch). The refusal,
     /// counted, says how to answer at once.
     pub fn submit(
         &self,
         handler: &Arc<Handler>,
+        route: RouteId,
         query: &[u8],
         client: SocketAddr,
         started: Instant,
         outbox: &mut Outbox,
     ) -> Result<(), Denied> {
-        let Some(fwd) = handler.forwarder() else {
-            return Err(Denied::NoUpstream);
-        };
+        let fwd = handler.forwarders().get(route);
         let ticket = admission::admit(handler, client.ip(), PENDING_COST + query.len() as u64)?;
         let upstreams = fwd.upstreams().clone();
-        let first = admission::first_upstream(handler, &upstreams, || self.has_stale(handler, query))?;
+        let first = admission::first_upstream(handler, &upstreams, || fwd.caches() && self.has_stale(handler, query))?;
         let w = Waiter {
             client,
             query: query.into(),
@@ -265,6 +268,7 @@ impl Relay {
                     client,
                     query: w.query,
                     upstreams,
+                    route,
                     tried: first,
                     sock: serial,
                     deadline,
@@ -383,11 +387,13 @@ impl Relay {
             };
             let Some(p) = p else { continue };
             let u = &p.upstreams[p.tried];
-            if let Some(fwd) = p.handler.forwarder() {
-                fwd.record(u, true);
-            }
+            let fwd = p.forwarder();
+            fwd.record(u, true);
+            let caches = fwd.caches();
             let waiters = p.key.as_ref().map(|k| self.coalesce.take(k)).unwrap_or_default();
-            let failed = !truncated && admission::stale_instead(answer[3]);
+            // A stale answer instead of the upstream's failure only from a
+            // zone whose answers are cached.
+            let failed = !truncated && caches && admission::stale_instead(answer[3]);
             let mut leader_stale = false;
             let recipients = std::iter::once((&p.query, p.client, p.started))
                 .chain(waiters.iter().map(|w| (&w.query, w.client, w.started)));
@@ -405,7 +411,7 @@ impl Relay {
                 out += 1;
                 longest = longest.max(Some(started.elapsed()));
             }
-            if !truncated && !leader_stale {
+            if !truncated && !leader_stale && caches {
                 if let Some(qn) = question(&p.query, p.handler.max_udp()) {
                     self.cache.insert(&p.query, &qn, answer, now);
                 }
@@ -477,11 +483,10 @@ impl Relay {
                 st.deadlines.pop_first();
                 let Some(p) = st.pending.get(&id) else { continue };
                 let u = p.upstreams[p.tried].clone();
-                let timeout = p.handler.forwarder().map_or(Duration::ZERO, |f| f.timeout());
+                let fwd = p.forwarder();
+                let timeout = fwd.timeout();
                 let err = ForwardError::Timeout { addr: u.addr, timeout };
-                if let Some(fwd) = p.handler.forwarder() {
-                    fwd.record(&u, false);
-                }
+                fwd.record(&u, false);
                 let next = admission::next_upstream(&p.upstreams, p.tried);
                 let v6 = next.map(|i| p.upstreams[i].addr.is_ipv6());
                 let sock = v6.and_then(|v6| st.socket(v6).ok());
@@ -493,7 +498,7 @@ impl Relay {
                         p.deadline = now + timeout;
                         let mut out = p.query.to_vec();
                         out[..2].copy_from_slice(&id.to_be_bytes());
-                        resend.push((sock, out, p.upstreams[i].addr, p.handler.clone(), err));
+                        resend.push((sock, out, p.upstreams[i].addr, p.handler.clone(), p.route, err));
                         let d = p.deadline;
                         st.deadlines.insert((d, id));
                     }
@@ -505,17 +510,23 @@ impl Relay {
                 }
             }
         }
-        for (sock, out, to, handler, err) in resend {
-            handler.count_upstream_error(&err);
+        for (sock, out, to, handler, route, err) in resend {
+            handler.count_upstream_error(handler.forwarders().get(route).zone(), &err);
             let _ = sock.send_to(&out, to);
         }
         for (p, err) in failed {
             let waiters = p.key.as_ref().map(|k| self.coalesce.take(k)).unwrap_or_default();
-            p.handler.count_upstream_error(&err);
+            let fwd = p.forwarder();
+            p.handler.count_upstream_error(fwd.zone(), &err);
+            let caches = fwd.caches();
             let recipients = std::iter::once((&p.query, p.client)).chain(waiters.iter().map(|w| (&w.query, w.client)));
             let mut remembered = false;
             for (query, client) in recipients {
-                let stale = self.stale(&p.handler, query, scratch);
+                let stale = if caches {
+                    self.stale(&p.handler, query, scratch)
+                } else {
+                    None
+                };
                 let servfail;
                 let bytes: &[u8] = match stale {
                     Some(n) => &scratch[..n],
@@ -537,6 +548,13 @@ impl Relay {
                     .answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
             }
         }
+    }
+}
+
+impl Pending {
+    /// The forwarder of the zone this query goes to.
+    fn forwarder(&self) -> &Forwarder {
+        self.handler.forwarders().get(self.route)
     }
 }
 
@@ -714,12 +732,15 @@ mod tests {
         let now = Instant::now();
         // Deadlines out of the order of sending: an older query sent later.
         let (late, early) = (query(1, "late"), query(2, "early"));
-        relay.submit(&h, &late, me, now, &mut outbox).unwrap();
+        let route = admission::route(&h, &late).unwrap();
+        relay.submit(&h, route, &late, me, now, &mut outbox).unwrap();
         relay
-            .submit(&h, &early, me, now - Duration::from_secs(10), &mut outbox)
+            .submit(&h, route, &early, me, now - Duration::from_secs(10), &mut outbox)
             .unwrap();
         // An identical question waits on the first: no entry of its own.
-        relay.submit(&h, &query(3, "LATE"), me, now, &mut outbox).unwrap();
+        relay
+            .submit(&h, route, &query(3, "LATE"), me, now, &mut outbox)
+            .unwrap();
         outbox.flush();
         {
             let st = relay.lock();

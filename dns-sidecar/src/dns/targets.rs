@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::forward::{ForwardError, Forwarder};
+use super::forward_zones::ForwardZones;
 use super::message::Transport;
 use super::names::wire_name;
 use crate::shared::Shared;
@@ -80,9 +81,10 @@ pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<
 pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown: watch::Receiver<bool>) {
     loop {
         let config = shared.config.load_full();
-        let fwd = config.upstream.as_ref().map(|u| Forwarder::from_config(u, None));
+        // Each target through its own zone's upstreams (`[[forward]]`).
+        let zones = ForwardZones::new(&config, None);
         let mut next = MIN_REFRESH;
-        if let Some(fwd) = fwd {
+        if zones.any() {
             let now = Instant::now();
             let current = targets.load_full();
             let mut fresh = HashMap::new();
@@ -101,7 +103,10 @@ pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown
                         _ => {}
                     }
                     let Ok(wire) = wire_name(name) else { continue };
-                    match resolve(&fwd, &wire, qtype).await {
+                    let Some(route) = zones.route(&super::names::wire(name)) else {
+                        continue;
+                    };
+                    match resolve(zones.get(route), &wire, qtype).await {
                         Ok(m) if matches!(m.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
                             let ttl = m.answers.iter().map(|r| r.ttl).min().unwrap_or(5);
                             let refresh = Duration::from_secs(ttl.into()).clamp(MIN_REFRESH, MAX_REFRESH);

@@ -209,7 +209,7 @@ impl Worker {
         let cache = handler.cache().clone();
         let now = cache.now();
         let mut out = 0;
-        for i in 0..n {
+        'queries: for i in 0..n {
             let peer_addr = *self.rx.addr(i);
             // A datagram larger than its slot is larger than any query we accept.
             let Some(q) = self.rx.received(i) else { continue };
@@ -232,11 +232,21 @@ impl Worker {
             let fast = match table.classify(q, self.tx.buf_mut(out)) {
                 Fast::Answer(len, kind) => Some((len, kind)),
                 Fast::Neither => None,
-                Fast::Forward(f) => {
+                Fast::Forward(f) => 'forward: {
                     // Forwarded names, without decoding: from the cache, or
-                    // relayed, or refused at once (a stale answer rather
-                    // than SERVFAIL when the cache has one).
-                    let found = cache.answer(q, &f, f.udp_limit, now, self.tx.buf_mut(out));
+                    // relayed to their zone's upstreams, or refused at once
+                    // (a stale answer rather than SERVFAIL when the cache
+                    // has one). A name nothing forwards: the full path.
+                    let Ok(route) = admission::route(&handler, q) else {
+                        break 'forward None;
+                    };
+                    // A zone with `cache = false`: never from the cache.
+                    let caches = handler.forwarders().get(route).caches();
+                    let found = if caches {
+                        cache.answer(q, &f, f.udp_limit, now, self.tx.buf_mut(out))
+                    } else {
+                        Found::Off
+                    };
                     let len = match found {
                         Found::Fresh(len) => {
                             self.cached[0] += 1;
@@ -248,10 +258,10 @@ impl Worker {
                         }
                         Found::Miss | Found::Off => {
                             self.cached[1] += u64::from(found == Found::Miss);
-                            match self.relay.submit(&handler, q, peer, started, &mut self.outbox) {
+                            match self.relay.submit(&handler, route, q, peer, started, &mut self.outbox) {
                                 Ok(()) => None,
                                 Err(why) => {
-                                    let stale = if why.stale_ok() {
+                                    let stale = if why.stale_ok() && caches {
                                         cache.stale(q, &f, f.udp_limit, now, self.tx.buf_mut(out))
                                     } else {
                                         Found::Miss
@@ -278,7 +288,7 @@ impl Worker {
                         self.counts[QueryKind::Forwarded as usize][rcode_index(rcode)] += 1;
                         out += 1;
                     }
-                    continue;
+                    continue 'queries;
                 }
             };
             let answer = match fast {
@@ -288,7 +298,10 @@ impl Worker {
                         Plan::Reply(r) => Some(r),
                         Plan::Drop => None,
                         Plan::Forward(Request(req)) => {
-                            match self.relay.submit(&handler, q, peer, started, &mut self.outbox) {
+                            let submitted = admission::route(&handler, q).and_then(|route| {
+                                self.relay.submit(&handler, route, q, peer, started, &mut self.outbox)
+                            });
+                            match submitted {
                                 Ok(()) => None,
                                 // Under overload a refusal is dropped; a stale answer
                                 // (never SERVFAIL or REFUSED itself) is sent.

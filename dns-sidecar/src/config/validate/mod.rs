@@ -1,6 +1,6 @@
 //! Cross-field checks and defaults: raw TOML tables -> [`Config`].
 //!
-//! One file per table (`dns`, `upstream`, `zones`, `probe`, `servers`,
+//! One file per table (`dns`, `upstream`, `forward`, `zones`, `probe`, `servers`,
 //! `aliases` with their `hooks`, `admin`, `state`, `limits`, `cache`), each
 //! with a `check` that turns its raw table into typed settings, reporting
 //! through [`ctx::Ctx`] (file, line, hint). [`validate`] runs them in the
@@ -13,6 +13,7 @@ mod aliases;
 mod cache;
 mod ctx;
 mod dns;
+mod forward;
 mod hooks;
 mod limits;
 mod probe;
@@ -42,6 +43,7 @@ pub(super) fn validate(
     let dns = dns::check(&cx, &raw.dns)?;
     let upstream = upstream::check(&cx, raw.upstream, &dns.listen)?;
     let zones = zones::check(&cx, raw.zones)?;
+    let forward = forward::check(&cx, raw.forward, &dns.listen, &zones)?;
     let probe = probe::check(&cx, &raw.probe)?;
     let servers = servers::check(&cx, &raw.probe, raw.servers)?;
     let secret_vars = secret_vars(raw.admin.as_ref(), &servers.secret_vars);
@@ -55,6 +57,7 @@ pub(super) fn validate(
         path: path.to_path_buf(),
         dns,
         upstream,
+        forward,
         zones,
         probe,
         servers: servers.list,
