@@ -98,3 +98,40 @@ fn without_prefetch_the_same_client_misses_at_every_ttl_boundary() {
     assert_eq!(up.count(NAME, RecordType::A) as f64, misses);
     assert_eq!(*seen.last().unwrap(), 2, "{seen:?}");
 }
+
+#[test]
+fn refreshes_go_to_the_names_forward_zone_and_a_zone_that_keeps_nothing_refreshes_nothing() {
+    let default = Upstream::start();
+    let corp = Upstream::start();
+    let kept = "hot.corp.test.";
+    let uncached = "hot.live.test.";
+    corp.a(kept, TTL, [10, 8, 0, 1]);
+    corp.a(uncached, TTL, [10, 8, 0, 2]);
+    let zones = format!(
+        "[[forward]]\nzone = \"corp.test\"\nservers = [\"{}\"]\n[[forward]]\nzone = \"live.test\"\nservers = \
+        [\"{}\"]\ncache = false\n",
+        corp.addr, corp.addr
+    );
+    let text = config(default.addr, "prefetch = true\n").replace("[cache]\n", &format!("{zones}[cache]\n"));
+    let s = Sidecar::start(&text).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(4500) {
+        for name in [kept, uncached] {
+            let a = raw::exchange(s.dns, &raw::query(name, RecordType::A), Duration::from_secs(2)).expect("an answer");
+            assert_eq!(Message::from_vec(&a).unwrap().answers.len(), 1, "{name}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let prefetches = metric(&s, "cache_prefetches_total");
+    assert!(prefetches >= 1.0, "{prefetches}");
+    assert_eq!(default.total(), 0, "nothing went to [upstream]");
+    // The kept name: its misses (the first, with a miss of slack on a
+    // loaded machine) and its refreshes, all at the zone's upstream.
+    let misses = metric(&s, "cache_misses_total");
+    assert!(misses <= 2.0, "{misses}");
+    assert_eq!(corp.count(kept, RecordType::A) as f64, misses + prefetches);
+    // cache = false: never kept, so every query was relayed (not counted as
+    // a miss either: the cache is not asked) and none refreshed.
+    let asked = corp.count(uncached, RecordType::A);
+    assert!(asked >= 40, "{asked}: relayed each time");
+}
