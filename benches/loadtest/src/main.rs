@@ -64,8 +64,10 @@ pub struct Args {
     /// Query mixes, comma-separated: a (alias only), b (90% alias, 10%
     /// nonexistent names), c (forwarded names that repeat: cache hits), d (a
     /// realistic mix: Zipf-distributed names with mixed TTLs), e (forwarded
-    /// names never asked before: cache misses; last, as it fills caches).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
+    /// names never asked before: cache misses; last, as it fills caches),
+    /// f and g (c and e with every other name in a `[[forward]]` zone, at a
+    /// second upstream; forwarding sidecars only).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,f,e,g")]
     mixes: Vec<String>,
     /// Promote the replica in the middle of an extra dns-sidecar round (mix a)
     /// and check that the alias follows.
@@ -141,6 +143,10 @@ pub enum Mix {
     C,
     D,
     E,
+    /// Mix c's names, every other one in the `[[forward]]` zone.
+    F,
+    /// Mix e's names, every other one in the `[[forward]]` zone.
+    G,
 }
 
 /// Names of mix e per second of a round: more than any server answers, so
@@ -157,6 +163,8 @@ impl Mix {
             "c" => Some(Mix::C),
             "d" => Some(Mix::D),
             "e" => Some(Mix::E),
+            "f" => Some(Mix::F),
+            "g" => Some(Mix::G),
             _ => None,
         }
     }
@@ -167,6 +175,8 @@ impl Mix {
             Mix::C => "c",
             Mix::D => "d",
             Mix::E => "e",
+            Mix::F => "f",
+            Mix::G => "g",
         }
     }
     pub fn title(self) -> &'static str {
@@ -181,6 +191,14 @@ impl Mix {
                 "a realistic mix: Zipf-distributed names of `zipf.test.` with TTLs of 5 s to 1 h and 20% \
                 NXDOMAIN names"
             }
+            Mix::F => {
+                "mix c's names split across two upstreams: every other one (`hN.corp.test A`) in a `[[forward]]` \
+                zone: compare with mix c"
+            }
+            Mix::G => {
+                "mix e's names split across two upstreams: every other one (`mN.miss.corp.test A`) in a \
+                `[[forward]]` zone, every query a cache miss: compare with mix e"
+            }
             Mix::E => {
                 "forwarded names never asked before (`mN.miss.test A`, a wildcard upstream): every query a \
                 cache miss"
@@ -191,11 +209,12 @@ impl Mix {
         match self {
             Mix::A | Mix::B => k.authoritative(),
             Mix::C | Mix::D | Mix::E => k.forwards(),
+            Mix::F | Mix::G => k.forwards() && k.is_sidecar(),
         }
     }
     /// The queries reach the upstream (its query count is read per round).
     pub fn forwarded(self) -> bool {
-        matches!(self, Mix::C | Mix::D | Mix::E)
+        matches!(self, Mix::C | Mix::D | Mix::E | Mix::F | Mix::G)
     }
     /// dnsperf's input (dnsperf loops over it).
     fn data(self, args: &Args, zipf: &replay::Workload) -> String {
@@ -220,6 +239,28 @@ impl Mix {
             Mix::E => {
                 for i in 0..args.duration() as usize * MISS_NAMES_PER_SECOND {
                     s.push_str(&servers::miss_name(i));
+                    s.push_str(" A\n");
+                }
+            }
+            Mix::F => {
+                for i in 0..args.fwd_names.max(1) {
+                    let name = if i % 2 == 0 {
+                        servers::fwd_name(i / 2).0
+                    } else {
+                        servers::corp_name(i / 2).0
+                    };
+                    s.push_str(&format!("{name} A\n"));
+                }
+            }
+            Mix::G => {
+                for i in 0..args.duration() as usize * MISS_NAMES_PER_SECOND {
+                    // New names: mix e's own are asked again in neither.
+                    let name = if i % 2 == 0 {
+                        servers::miss_name(i + 1_000_000_000)
+                    } else {
+                        servers::corp_miss_name(i)
+                    };
+                    s.push_str(&name);
                     s.push_str(" A\n");
                 }
             }
@@ -444,11 +485,16 @@ fn run(args: Args) -> Result<bool> {
 
     // The upstream: forwarded names for mix c, and the alias targets'
     // addresses that the forwarding sidecar adds to its alias answers.
+    let mut zone_upstream = None;
     let need_upstream = kinds.iter().any(|k| k.chases() || k.forwards());
     let (upstream_addr, upstream) = if need_upstream {
-        let (a, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names, &zipf)?;
+        let (a, zone, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names, &zipf)?;
         sys::pin_tree(p.pid(), args.upstream_cpu)?;
-        eprintln!("loadtest: upstream Knot on {a} (CPU {})", args.upstream_cpu);
+        eprintln!(
+            "loadtest: upstream Knot on {a} and {zone} (the [[forward]] zone's server; CPU {})",
+            args.upstream_cpu
+        );
+        zone_upstream = Some(zone);
         (a, Some(p))
     } else {
         ("127.0.0.1:9".parse().expect("literal"), None)
@@ -493,6 +539,7 @@ fn run(args: Args) -> Result<bool> {
         dnsmasq_cache: args.dnsmasq_cache,
         floor_exit_after: planned * 2 + 600,
         pg,
+        zone_upstream,
     };
     let mut running: Vec<Server> = Vec::new();
     for &k in &kinds {
