@@ -64,7 +64,10 @@ fn a_steadily_asked_name_is_refreshed_before_it_expires_and_never_misses() {
     // The first query misses; after that every one is a hit, because each
     // entry was refreshed before it expired (one miss of slack for a
     // refresh delayed on a loaded machine).
-    assert!(misses <= 2.0, "{misses} misses; {prefetches} prefetches, {upstream} upstream queries");
+    assert!(
+        misses <= 2.0,
+        "{misses} misses; {prefetches} prefetches, {upstream} upstream queries"
+    );
     assert!(
         prefetches >= 2.0,
         "one refresh per boundary crossed: {prefetches} (misses {misses})"

@@ -349,7 +349,10 @@ mod tests {
     /// CDATA): every tag closed in order, attribute values quoted and
     /// without `<` or a bare `&`, one root. Returns the elements in
     /// document order (name, attributes).
-    fn parse(xml: &str) -> Result<Vec<(String, Vec<(String, String)>)>, String> {
+    /// An element: its name and attributes.
+    type Element = (String, Vec<(String, String)>);
+
+    fn parse(xml: &str) -> Result<Vec<Element>, String> {
         let mut stack: Vec<String> = Vec::new();
         let mut elements = Vec::new();
         let mut roots = 0;
@@ -436,7 +439,7 @@ mod tests {
         Ok(elements)
     }
 
-    fn attr<'a>(e: &'a (String, Vec<(String, String)>), k: &str) -> Option<&'a str> {
+    fn attr<'a>(e: &'a Element, k: &str) -> Option<&'a str> {
         e.1.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
     }
 
@@ -484,7 +487,12 @@ mod tests {
         assert_eq!(rects.len(), 12, "4 mixes x 3 servers; the NaN bar is left out");
         // Taller for more CPU: knot's 3 µs bar is a quarter of dnsdist-cache's 12.
         let height = |i: usize| attr(rects[i], "height").unwrap().parse::<f64>().unwrap();
-        assert!((height(2) / height(0) - 4.0).abs() < 0.05, "{} {}", height(0), height(2));
+        assert!(
+            (height(2) / height(0) - 4.0).abs() < 0.05,
+            "{} {}",
+            height(0),
+            height(2)
+        );
         assert!(svg.contains(">server CPU µs per query</text>") && svg.contains(">mix</text>"));
         for name in ["knot", "sidecar", "dnsdist-cache", "f &lt;&amp;&gt; &quot;zones&quot;"] {
             assert!(svg.contains(&format!(">{name}</text>")), "{name} labelled");
@@ -532,6 +540,15 @@ mod tests {
         ] {
             assert!(svg.contains(needle), "{needle}");
         }
-        parse(&failover(&[], &Marks { pg_ready: None, switched: None, followed: None }, "none")).unwrap();
+        parse(&failover(
+            &[],
+            &Marks {
+                pg_ready: None,
+                switched: None,
+                followed: None,
+            },
+            "none",
+        ))
+        .unwrap();
     }
 }

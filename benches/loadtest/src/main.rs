@@ -18,12 +18,12 @@
 //! Every child is in its own process group with `PR_SET_PDEATHSIG`, and
 //! SIGINT/SIGTERM unwind through `Drop`, so nothing outlives the harness.
 
+mod charts;
 mod dns;
 mod dnsperf;
 #[cfg(test)]
 mod docs_tests;
 mod replay;
-mod charts;
 mod report;
 mod servers;
 mod sys;

@@ -313,7 +313,11 @@ mod tests {
         assert!(r.saved() > 0.9, "{r:?}");
         // Faster is cheaper per query.
         assert!(simulate(&w, 5.0, 120, 3, false).saved() < r.saved());
-        assert_eq!(r.hits + r.upstream, r.queries, "without prefetch every miss goes upstream");
+        assert_eq!(
+            r.hits + r.upstream,
+            r.queries,
+            "without prefetch every miss goes upstream"
+        );
     }
 
     /// The report's table alone, without the load test:

@@ -141,7 +141,10 @@ pub fn charts(o: &Outcome) -> Vec<(&'static str, String)> {
     if !bars.is_empty() {
         out.push((
             CPU_SVG,
-            crate::charts::cpu(&bars, "dns-sidecar load test: server CPU µs per answered query (median)"),
+            crate::charts::cpu(
+                &bars,
+                "dns-sidecar load test: server CPU µs per answered query (median)",
+            ),
         ));
     }
     if let Some(f) = o.failover.as_ref().filter(|f| !f.polls.is_empty()) {
@@ -152,7 +155,11 @@ pub fn charts(o: &Outcome) -> Vec<(&'static str, String)> {
         };
         out.push((
             FAILOVER_SVG,
-            crate::charts::failover(&f.polls, &marks, &format!("{}: the alias's answers around the promote", f.server)),
+            crate::charts::failover(
+                &f.polls,
+                &marks,
+                &format!("{}: the alias's answers around the promote", f.server),
+            ),
         ));
     }
     out

@@ -1104,7 +1104,11 @@ fn a_popular_entry_hit_near_its_expiry_is_offered_for_refresh_exactly_once() {
     let c = cache_with(settings());
     let mut refreshes = c.prefetch_queue().take().expect("the receiving end");
     assert!(c.prefetch_queue().take().is_none(), "taken once");
-    let query = Q { id: 0x4242, ..q("Hot.Example.com.") }.bytes();
+    let query = Q {
+        id: 0x4242,
+        ..q("Hot.Example.com.")
+    }
+    .bytes();
     assert!(insert_a(&c, &query, "hot.example.com.", 60, 1));
     // Popular (default prefetch_hits = 3), but far from its expiry.
     for _ in 0..10 {
@@ -1112,7 +1116,10 @@ fn a_popular_entry_hit_near_its_expiry_is_offered_for_refresh_exactly_once() {
     }
     c.advance(Duration::from_millis(53_900));
     assert!(hit(lookup(&c, &query).0));
-    assert!(offered(&mut refreshes).is_empty(), "6.1 s left of 60: not in the last tenth yet");
+    assert!(
+        offered(&mut refreshes).is_empty(),
+        "6.1 s left of 60: not in the last tenth yet"
+    );
     c.advance(Duration::from_millis(200));
     let (f, m) = lookup(&c, &query);
     assert!(hit(f), "the hit that makes it due is answered from the cache at once");
@@ -1165,7 +1172,11 @@ fn an_unpopular_entry_a_stale_one_and_a_servfail_are_never_refreshed() {
     }
     assert!(offered(&mut refreshes).is_empty(), "SERVFAIL entries are not refreshed");
     // RD=0 queries never reach an entry (nor make one due).
-    let rd0 = Q { rd: false, ..q("hot2.example.com.") }.bytes();
+    let rd0 = Q {
+        rd: false,
+        ..q("hot2.example.com.")
+    }
+    .bytes();
     let rd1 = q("hot2.example.com.").bytes();
     assert!(insert_a(&c, &rd1, "hot2.example.com.", 10, 2));
     c.advance(Duration::from_millis(9_500));
@@ -1208,7 +1219,10 @@ fn a_refreshed_entry_stays_fresh_past_the_old_expiry_and_must_be_popular_again()
     assert!(insert_a(&c, &due[0], "www.example.com.", 2, 7));
     c.advance(Duration::from_millis(1_000));
     let (f, m) = lookup(&c, &query);
-    assert!(hit(f), "2.25 s after the first answer, past its expiry: fresh from the refresh");
+    assert!(
+        hit(f),
+        "2.25 s after the first answer, past its expiry: fresh from the refresh"
+    );
     assert_eq!(m.unwrap().answers[0].data, RData::A(A::new(10, 0, 0, 7)));
     // Its popularity starts again: one hit so far, due at the third.
     assert!(offered(&mut refreshes).is_empty());

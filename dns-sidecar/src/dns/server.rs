@@ -68,10 +68,7 @@ pub async fn serve(
             shutdown.clone(),
         ),
     ));
-    tasks.spawn(sup.watch(
-        "cache prefetch",
-        prefetch::run(handler.clone(), shutdown.clone()),
-    ));
+    tasks.spawn(sup.watch("cache prefetch", prefetch::run(handler.clone(), shutdown.clone())));
     let mut rx = shutdown.clone();
     let mut check = tokio::time::interval(THREAD_CHECK);
     loop {

@@ -7,7 +7,9 @@ use toml::Spanned;
 use super::ctx::Ctx;
 use super::human;
 use crate::config::raw::RawCache;
-use crate::config::{CacheSettings, ConfigError, Ttl, MAX_CACHE_ENTRIES, MAX_PREFETCH_HITS, MAX_SERVFAIL_TTL, MAX_STALE, MAX_TTL};
+use crate::config::{
+    CacheSettings, ConfigError, Ttl, MAX_CACHE_ENTRIES, MAX_PREFETCH_HITS, MAX_SERVFAIL_TTL, MAX_STALE, MAX_TTL,
+};
 
 pub(super) fn check(cx: &Ctx<'_>, raw: &RawCache) -> Result<CacheSettings, ConfigError> {
     let d = CacheSettings::default();
