@@ -151,3 +151,48 @@ async fn refresh(h: &Handler, query: &[u8]) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::fixture::fixture;
+
+    #[test]
+    fn refreshes_never_take_the_half_of_the_slots_and_budget_client_misses_need() {
+        let (_, h, _) = fixture();
+        let g = h.guard();
+        let limits = h.limits().clone();
+        let half = limits.forward_in_flight / 2;
+        let held: Vec<_> = (0..half - 1).map(|_| g.try_forward(100, &limits).unwrap()).collect();
+        let one = admission::admit_refresh(&h, 100).expect("below half: admitted");
+        assert_eq!(g.in_flight(), half, "it holds a slot like a client's miss");
+        assert!(
+            admission::admit_refresh(&h, 100).is_err(),
+            "half the slots in use: refused"
+        );
+        assert!(g.try_forward(100, &limits).is_ok(), "a client's miss still gets one");
+        drop(one);
+        drop(held);
+        assert_eq!(g.in_flight(), 0);
+        // The memory budget likewise: a client's big reservation past half.
+        let big = g.try_bytes(limits.memory / 2, &limits).unwrap();
+        assert!(admission::admit_refresh(&h, 100).is_err(), "half the budget in use");
+        drop(big);
+        assert!(admission::admit_refresh(&h, 100).is_ok());
+        assert_eq!(g.used(), 0, "tickets give everything back");
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_refresh_and_counts_it() {
+        let q = Queue::default();
+        let m = CacheMetrics::default();
+        for _ in 0..QUEUE + 3 {
+            q.offer(b"query", &m);
+        }
+        assert_eq!(m.prefetch_dropped.get(), 3);
+        let mut r = q.take().unwrap();
+        assert_eq!(std::iter::from_fn(|| r.try_next()).count(), QUEUE);
+        q.offer(b"again", &m);
+        assert_eq!(r.try_next().as_deref(), Some(&b"again"[..]), "room again once taken");
+    }
+}
