@@ -599,6 +599,11 @@ fn run(args: Args) -> Result<bool> {
             let (n, ip) = servers::fwd_name(1);
             check(&n, &|a| a.rcode == "NOERROR" && a.addrs == [ip.clone()]);
         }
+        if s.kind.forwards() && s.kind.is_sidecar() && zone_upstream.is_some() {
+            // The [[forward]] zone (mixes f and g), through its own upstream.
+            let (n, ip) = servers::corp_name(1);
+            check(&n, &|a| a.rcode == "NOERROR" && a.addrs == [ip.clone()]);
+        }
         answers.push((s.kind.id().to_string(), row));
     }
     if !answers_ok {
