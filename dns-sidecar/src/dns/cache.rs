@@ -42,6 +42,15 @@
 //! timer). SERVFAIL entries are never served stale, and an upstream's
 //! SERVFAIL never replaces an answer that can still be served stale.
 //!
+//! **Prefetch** (`prefetch`, `prefetch_hits`). Each entry counts its fresh
+//! hits. A fresh hit on an entry hit at least `prefetch_hits` times, with
+//! less than [`prefetch_window`] of its lifetime left, makes it due: the
+//! hit is answered as usual, and the query is offered (once per entry, never
+//! waited on) to [`super::prefetch`], which refreshes the entry in the
+//! background. The refreshed answer is a new entry (new lifetime, hits from
+//! zero). Stale answers, SERVFAIL entries and RD=0 queries never make an
+//! entry due.
+//!
 //! **Bounds.** At most `max_entries` answers and `max_bytes` bytes (answer,
 //! key, TTL offsets and [`ENTRY_OVERHEAD`] of bookkeeping each), split
 //! evenly over the shards; negative and SERVFAIL entries take at most half
