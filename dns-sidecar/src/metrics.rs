@@ -272,6 +272,11 @@ pub struct CacheMetrics {
     pub evictions: Counter,
     pub entries: Gauge,
     pub bytes: Gauge,
+    /// Refreshes of popular entries sent upstream before they expired.
+    pub prefetches: Counter,
+    /// Refreshes that came due but were not sent (queue full, a limit,
+    /// every upstream out of use).
+    pub prefetch_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -508,6 +513,16 @@ impl Metrics {
             "credential_refreshes",
             "Fetches of probe passwords and tokens by source kind (file, command, managed-identity, workload-identity) and result (ok, error)",
             m.credential_refreshes.clone(),
+        );
+        registry.register(
+            "cache_prefetches",
+            "Refreshes of popular cache entries sent upstream shortly before they expired ([cache] prefetch)",
+            m.cache.prefetches.clone(),
+        );
+        registry.register(
+            "cache_prefetches_dropped",
+            "Refreshes of popular cache entries not sent: the queue was full, a limit refused it, or every upstream is out of use",
+            m.cache.prefetch_dropped.clone(),
         );
         m.registry = registry;
         m

@@ -26,6 +26,7 @@ mod lag;
 mod logs;
 mod observability;
 mod operations;
+mod prefetch;
 mod probe_backoff;
 mod protocol;
 mod reader_spread;

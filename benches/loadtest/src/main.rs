@@ -18,6 +18,7 @@
 //! Every child is in its own process group with `PR_SET_PDEATHSIG`, and
 //! SIGINT/SIGTERM unwind through `Drop`, so nothing outlives the harness.
 
+mod charts;
 mod dns;
 mod dnsperf;
 #[cfg(test)]
@@ -63,10 +64,12 @@ pub struct Args {
     /// Query mixes, comma-separated: a (alias only), b (90% alias, 10%
     /// nonexistent names), c (forwarded names that repeat: cache hits), d (a
     /// realistic mix: Zipf-distributed names with mixed TTLs), e (forwarded
-    /// names never asked before: cache misses; last, as it fills caches), r
-    /// (a reader alias rotating over two standbys; dns-sidecar only, starts a
-    /// second replica).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
+    /// names never asked before: cache misses; last, as it fills caches),
+    /// f and g (c and e with every other name in a `[[forward]]` zone, at a
+    /// second upstream; forwarding sidecars only), r (a reader alias
+    /// rotating over two standbys; dns-sidecar only, starts a second
+    /// replica; only when named).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,f,e,g")]
     mixes: Vec<String>,
     /// Promote the replica in the middle of an extra dns-sidecar round (mix a)
     /// and check that the alias follows.
@@ -143,6 +146,10 @@ pub enum Mix {
     D,
     E,
     R,
+    /// Mix c's names, every other one in the `[[forward]]` zone.
+    F,
+    /// Mix e's names, every other one in the `[[forward]]` zone.
+    G,
 }
 
 /// Names of mix e per second of a round: more than any server answers, so
@@ -160,6 +167,8 @@ impl Mix {
             "d" => Some(Mix::D),
             "e" => Some(Mix::E),
             "r" => Some(Mix::R),
+            "f" => Some(Mix::F),
+            "g" => Some(Mix::G),
             _ => None,
         }
     }
@@ -171,6 +180,8 @@ impl Mix {
             Mix::D => "d",
             Mix::E => "e",
             Mix::R => "r",
+            Mix::F => "f",
+            Mix::G => "g",
         }
     }
     pub fn title(self) -> &'static str {
@@ -184,6 +195,14 @@ impl Mix {
             Mix::D => {
                 "a realistic mix: Zipf-distributed names of `zipf.test.` with TTLs of 5 s to 1 h and 20% \
                 NXDOMAIN names"
+            }
+            Mix::F => {
+                "mix c's names split across two upstreams: every other one (`hN.corp.test A`) in a `[[forward]]` \
+                zone: compare with mix c"
+            }
+            Mix::G => {
+                "mix e's names split across two upstreams: every other one (`mN.miss.corp.test A`) in a \
+                `[[forward]]` zone, every query a cache miss: compare with mix e"
             }
             Mix::E => {
                 "forwarded names never asked before (`mN.miss.test A`, a wildcard upstream): every query a \
@@ -200,11 +219,12 @@ impl Mix {
             Mix::A | Mix::B => k.authoritative(),
             Mix::C | Mix::D | Mix::E => k.forwards(),
             Mix::R => k.is_sidecar(),
+            Mix::F | Mix::G => k.forwards() && k.is_sidecar(),
         }
     }
     /// The queries reach the upstream (its query count is read per round).
     pub fn forwarded(self) -> bool {
-        matches!(self, Mix::C | Mix::D | Mix::E)
+        matches!(self, Mix::C | Mix::D | Mix::E | Mix::F | Mix::G)
     }
     /// dnsperf's input (dnsperf loops over it).
     fn data(self, args: &Args, zipf: &replay::Workload) -> String {
@@ -229,6 +249,28 @@ impl Mix {
             Mix::E => {
                 for i in 0..args.duration() as usize * MISS_NAMES_PER_SECOND {
                     s.push_str(&servers::miss_name(i));
+                    s.push_str(" A\n");
+                }
+            }
+            Mix::F => {
+                for i in 0..args.fwd_names.max(1) {
+                    let name = if i % 2 == 0 {
+                        servers::fwd_name(i / 2).0
+                    } else {
+                        servers::corp_name(i / 2).0
+                    };
+                    s.push_str(&format!("{name} A\n"));
+                }
+            }
+            Mix::G => {
+                for i in 0..args.duration() as usize * MISS_NAMES_PER_SECOND {
+                    // New names: mix e's own are asked again in neither.
+                    let name = if i % 2 == 0 {
+                        servers::miss_name(i + 1_000_000_000)
+                    } else {
+                        servers::corp_miss_name(i)
+                    };
+                    s.push_str(&name);
                     s.push_str(" A\n");
                 }
             }
@@ -302,6 +344,9 @@ pub struct FailoverResult {
     pub sidecar_switched_after: Option<f64>,
     pub after: Option<dns::Answer>,
     pub ok: bool,
+    /// The alias polled every 5 ms from half a second before the promote to
+    /// half a second after the first answer naming the new target.
+    pub polls: Vec<charts::Poll>,
 }
 
 pub struct Memory {
@@ -451,11 +496,16 @@ fn run(args: Args) -> Result<bool> {
 
     // The upstream: forwarded names for mix c, and the alias targets'
     // addresses that the forwarding sidecar adds to its alias answers.
+    let mut zone_upstream = None;
     let need_upstream = kinds.iter().any(|k| k.chases() || k.forwards());
     let (upstream_addr, upstream) = if need_upstream {
-        let (a, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names, &zipf)?;
+        let (a, zone, p) = servers::start_upstream(&dir, args.upstream_cpu, args.fwd_names, &zipf)?;
         sys::pin_tree(p.pid(), args.upstream_cpu)?;
-        eprintln!("loadtest: upstream Knot on {a} (CPU {})", args.upstream_cpu);
+        eprintln!(
+            "loadtest: upstream Knot on {a} and {zone} (the [[forward]] zone's server; CPU {})",
+            args.upstream_cpu
+        );
+        zone_upstream = Some(zone);
         (a, Some(p))
     } else {
         ("127.0.0.1:9".parse().expect("literal"), None)
@@ -508,6 +558,7 @@ fn run(args: Args) -> Result<bool> {
         dnsmasq_cache: args.dnsmasq_cache,
         floor_exit_after: planned * 2 + 600,
         pg,
+        zone_upstream,
     };
     let mut running: Vec<Server> = Vec::new();
     for &k in &kinds {
@@ -565,6 +616,11 @@ fn run(args: Args) -> Result<bool> {
         }
         if s.kind.forwards() {
             let (n, ip) = servers::fwd_name(1);
+            check(&n, &|a| a.rcode == "NOERROR" && a.addrs == [ip.clone()]);
+        }
+        if s.kind.forwards() && s.kind.is_sidecar() && zone_upstream.is_some() {
+            // The [[forward]] zone (mixes f and g), through its own upstream.
+            let (n, ip) = servers::corp_name(1);
             check(&n, &|a| a.rcode == "NOERROR" && a.addrs == [ip.clone()]);
         }
         if s.kind.is_sidecar() && second_replica {
@@ -682,10 +738,10 @@ fn run(args: Args) -> Result<bool> {
 
     // Mix d's names at a pod's pace, through the cache's own code.
     let replays = if mixes.contains(&Mix::D) {
-        eprintln!("loadtest: simulating an hour of mix d's names through the cache at 1, 10, 100 and 1000 queries/s");
+        eprintln!("loadtest: simulating an hour of mix d's names through the cache at 1, 10, 100 and 1000 queries/s, without and with prefetch");
         [1.0, 10.0, 100.0, 1000.0]
             .into_iter()
-            .map(|rate| replay::simulate(&zipf, rate, 3600, 42))
+            .flat_map(|rate| [false, true].map(|prefetch| replay::simulate(&zipf, rate, 3600, 42, prefetch)))
             .collect()
     } else {
         Vec::new()
@@ -718,6 +774,11 @@ fn run(args: Args) -> Result<bool> {
     let csv = results.with_file_name("rounds.csv");
     fs::write(&csv, report::csv(&outcome))?;
     eprintln!("loadtest: wrote {} and {}", results.display(), csv.display());
+    for (name, svg) in report::charts(&outcome) {
+        let path = results.with_file_name(name);
+        fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("loadtest: wrote {}", path.display());
+    }
 
     // Stop the servers before the pair they probe.
     drop(running);
@@ -907,6 +968,8 @@ fn failover_round(
     let mut followed_after = None;
     let mut last_poll = Instant::now();
     let mut promoted_wall = None;
+    let mut polls: Vec<(Instant, Option<String>)> = Vec::new();
+    let mut followed_at: Option<Instant> = None;
     let q = args.outstanding[0];
     eprint!(
         "loadtest: failover round: {} mix a, promoting {} at {half:.1} s ",
@@ -924,18 +987,23 @@ fn failover_round(
         1,
         &format!("{} (failover)", s.kind.id()),
         |t| {
+            // The timeline (the chart): every 5 ms around the promote.
+            let around = t >= half - 0.5 && followed_at.is_none_or(|f| f.elapsed() < Duration::from_millis(500));
+            if around && last_poll.elapsed() >= Duration::from_millis(5) {
+                last_poll = Instant::now();
+                let target = dns::cname_of(s.addr, servers::ALIAS);
+                if promoted_at.is_some() && followed_at.is_none() && target.as_deref() == Some(servers::TARGET_B) {
+                    followed_at = Some(last_poll);
+                    followed_after = promoted_at.map(|(_, at)| last_poll.duration_since(at).as_secs_f64());
+                }
+                polls.push((last_poll, target));
+            }
             match promoted_at {
                 None if t >= half => {
                     let (at, wall) = (Instant::now(), std::time::SystemTime::now());
                     pair.replica.promote(false).context("promoting the replica")?;
                     promoted_at = Some((t, at));
                     promoted_wall = Some(wall);
-                }
-                Some((_, at)) if followed_after.is_none() && last_poll.elapsed() >= Duration::from_millis(5) => {
-                    last_poll = Instant::now();
-                    if dns::cname_of(s.addr, servers::ALIAS).as_deref() == Some(servers::TARGET_B) {
-                        followed_after = Some(at.elapsed().as_secs_f64());
-                    }
                 }
                 _ => {}
             }
@@ -980,5 +1048,18 @@ fn failover_round(
         sidecar_switched_after,
         after,
         ok,
+        polls: polls
+            .into_iter()
+            .map(|(at, target)| charts::Poll {
+                t: promoted_at.map_or(f64::NAN, |(_, p)| {
+                    if at >= p {
+                        at.duration_since(p).as_secs_f64()
+                    } else {
+                        -p.duration_since(at).as_secs_f64()
+                    }
+                }),
+                target,
+            })
+            .collect(),
     })
 }

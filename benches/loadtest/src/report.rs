@@ -117,6 +117,54 @@ fn aggregate(rs: &[&Round], max_other: f64) -> Agg {
     }
 }
 
+/// The charts' file names, next to results.md.
+pub const CPU_SVG: &str = "cpu.svg";
+pub const FAILOVER_SVG: &str = "failover.svg";
+
+/// The charts to write next to results.md: (file name, SVG).
+pub fn charts(o: &Outcome) -> Vec<(&'static str, String)> {
+    let mut bars = Vec::new();
+    for (mix, rows) in &o.rows {
+        for row in rows {
+            let rs: Vec<&Round> = o.rounds.iter().filter(|r| r.mix == *mix && &r.row == row).collect();
+            if rs.is_empty() {
+                continue;
+            }
+            bars.push(crate::charts::Bar {
+                mix: mix.id().to_string(),
+                server: row.clone(),
+                us_per_query: median(rs.iter().map(|r| r.us_per_query()).collect()),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    if !bars.is_empty() {
+        out.push((
+            CPU_SVG,
+            crate::charts::cpu(
+                &bars,
+                "dns-sidecar load test: server CPU µs per answered query (median)",
+            ),
+        ));
+    }
+    if let Some(f) = o.failover.as_ref().filter(|f| !f.polls.is_empty()) {
+        let marks = crate::charts::Marks {
+            pg_ready: f.pg_ready_after,
+            switched: f.sidecar_switched_after,
+            followed: f.followed_after,
+        };
+        out.push((
+            FAILOVER_SVG,
+            crate::charts::failover(
+                &f.polls,
+                &marks,
+                &format!("{}: the alias's answers around the promote", f.server),
+            ),
+        ));
+    }
+    out
+}
+
 fn lost_cell(lost: u64, sent: u64) -> String {
     if sent == 0 {
         return "–".into();
@@ -218,6 +266,14 @@ pub fn markdown(o: &Outcome) -> String {
         let _ = writeln!(s);
     }
 
+    if !o.rounds.is_empty() {
+        let _ = writeln!(
+            s,
+            "![Server CPU µs per query, per server and mix]({CPU_SVG})\n\n[{CPU_SVG}]({CPU_SVG}): the \
+                \"server CPU µs/query\" column of the tables above (medians), one bar per server and mix.\n"
+        );
+    }
+
     if !o.replays.is_empty() {
         let _ = writeln!(s, "## Upstream queries saved at a pod's pace (simulated)\n");
         let _ = writeln!(
@@ -225,20 +281,27 @@ pub fn markdown(o: &Outcome) -> String {
             "Mix d's {} names (same popularity and TTLs), asked with Poisson arrivals for one hour at each rate, \
                 through dns-sidecar's own cache code (default `[cache]`) on a manual clock; every miss is answered as \
                     the upstream zone would and kept. In the load test above the rounds are too short for any TTL to \
-                        run out.\n",
-            a.zipf_names
+                        run out. Each rate runs without and with `[cache] prefetch` (a popular entry hit in the last \
+                        tenth of its lifetime refreshed in the background, the refresh answered {} ms later): \
+                        **hit rate** is the share answered from the cache, **reached the upstream** counts misses and \
+                        refreshes.\n",
+            a.zipf_names,
+            crate::replay::REFRESH_RTT_MS
         );
         let _ = writeln!(
             s,
-            "| queries/s | queries in the hour | reached the upstream | saved | entries at the end |"
+            "| queries/s | prefetch | queries in the hour | hit rate | refreshes | reached the upstream | saved | entries at the end |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|");
         for r in &o.replays {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1}% | {} |",
+                "| {} | {} | {} | {:.2}% | {} | {} | {:.1}% | {} |",
                 r.rate,
+                if r.prefetch { "on" } else { "off" },
                 r.queries,
+                100.0 * r.hit_rate(),
+                r.refreshes,
                 r.upstream,
                 100.0 * r.saved(),
                 r.entries
@@ -307,6 +370,13 @@ pub fn markdown(o: &Outcome) -> String {
             }
         );
         let _ = writeln!(s);
+        if !f.polls.is_empty() {
+            let _ = writeln!(
+                s,
+                "![The alias's answers around the promote]({FAILOVER_SVG})\n\n[{FAILOVER_SVG}]({FAILOVER_SVG}): \
+                    every answer polled around the promote, in the lane of the target it named.\n"
+            );
+        }
     }
 
     let _ = writeln!(s, "## Answers checked before the load\n");

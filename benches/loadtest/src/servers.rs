@@ -136,6 +136,9 @@ pub struct Setup<'a> {
     pub floor_exit_after: u64,
     /// For the sidecar: the pair's port, CA and password file.
     pub pg: Option<PgInfo>,
+    /// The upstream's second address: the forwarding sidecars' `[[forward]]`
+    /// zone (mixes f and g).
+    pub zone_upstream: Option<SocketAddr>,
 }
 
 pub struct PgInfo {
@@ -199,6 +202,38 @@ fn miss_zone() -> String {
     soa_zone(MISS_ZONE, "ns IN A 127.0.0.1\n* IN A 127.3.0.1\n")
 }
 
+/// The `[[forward]]` zone of mixes f and g, served by the upstream Knot on
+/// a second port: to the sidecar a second upstream (its own address,
+/// sockets, health and breaker), to the CPU accounting the same process.
+pub const CORP_ZONE: &str = "corp.test.";
+
+/// Name `i` of the forward zone that repeats (mix f), and its address.
+pub fn corp_name(i: usize) -> (String, String) {
+    (format!("h{i}.{CORP_ZONE}"), format!("127.6.{}.{}", i / 256, i % 256))
+}
+
+/// Name `i` of the forward zone never asked before (mix g).
+pub fn corp_miss_name(i: usize) -> String {
+    format!("m{i}.miss.{CORP_ZONE}")
+}
+
+fn corp_zone(names: usize) -> String {
+    let mut body = String::from("ns IN A 127.0.0.1\n*.miss IN A 127.7.0.1\n");
+    for i in 0..names {
+        let (n, a) = corp_name(i);
+        let _ = writeln!(body, "{n} IN A {a}");
+    }
+    soa_zone(CORP_ZONE, &body)
+}
+
+/// The `[[forward]]` zone the forwarding sidecars get (mixes f and g).
+pub fn forward_zone_conf(server: SocketAddr) -> String {
+    format!(
+        "\n[[forward]]\nzone = \"{}\"\nservers = [\"{server}\"]\ntimeout = \"500ms\"\n",
+        CORP_ZONE.trim_end_matches('.')
+    )
+}
+
 /// The zone of mix d (see [`crate::replay::Workload`]): every name that
 /// exists with its own TTL; the others get NXDOMAIN, kept for the SOA
 /// MINIMUM of 30 s.
@@ -225,13 +260,13 @@ fn targets_zone() -> String {
     )
 }
 
-fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)], stats: bool) -> String {
+fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)], stats: bool, port2: Option<u16>) -> String {
     let mut c = String::new();
-    let _ = writeln!(
-        c,
-        "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{}\"",
-        dir.display()
-    );
+    let listen = match port2 {
+        Some(p2) => format!("[ 127.0.0.1@{port}, 127.0.0.1@{p2} ]"),
+        None => format!("127.0.0.1@{port}"),
+    };
+    let _ = writeln!(c, "server:\n    listen: {listen}\n    rundir: \"{}\"", dir.display());
     if is_root() {
         c.push_str("    user: root:root\n");
     }
@@ -268,6 +303,18 @@ fn knot_conf(dir: &Path, port: u16, zones: &[(&str, &str)], stats: bool) -> Stri
 /// Starts a Knot instance serving `zones` (name, zone text) on a free port
 /// (with `stats`, counting the queries it answers: see [`upstream_queries`]).
 fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)], stats: bool) -> Result<(SocketAddr, Proc)> {
+    start_knot_on(name, dir, cpu, zones, stats, None)
+}
+
+/// [`start_knot`], also listening on `port2` when given.
+fn start_knot_on(
+    name: &str,
+    dir: &Path,
+    cpu: usize,
+    zones: &[(&str, String)],
+    stats: bool,
+    port2: Option<u16>,
+) -> Result<(SocketAddr, Proc)> {
     fs::create_dir_all(dir.join("db"))?;
     let port = sys::free_port()?;
     let mut files = Vec::new();
@@ -278,7 +325,7 @@ fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)], stat
     }
     let refs: Vec<(&str, &str)> = files.iter().map(|(d, f)| (*d, f.as_str())).collect();
     let conf = dir.join("knot.conf");
-    fs::write(&conf, knot_conf(dir, port, &refs, stats))?;
+    fs::write(&conf, knot_conf(dir, port, &refs, stats, port2))?;
     let knotd = sys::which("knotd").context("knotd not found (apt-get install -y knot)")?;
     let mut cmd = taskset(cpu, &knotd);
     cmd.arg("-c").arg(&conf);
@@ -288,26 +335,32 @@ fn start_knot(name: &str, dir: &Path, cpu: usize, zones: &[(&str, String)], stat
 
 /// The upstream for forwarded names and alias targets: Knot, authoritative
 /// for `fwd.test.` (`names` A records), `miss.test.` (a wildcard),
-/// `zipf.test.` (the names of mix d) and `test.` (pg-a, pg-b); it counts
-/// the queries it answers.
+/// `zipf.test.` (the names of mix d), `corp.test.` (mixes f and g) and
+/// `test.` (pg-a, pg-b); it counts the queries it answers. It also listens
+/// on a second port, returned second: the sidecars' `[[forward]]` zone.
 pub fn start_upstream(
     dir: &Path,
     cpu: usize,
     names: usize,
     zipf: &crate::replay::Workload,
-) -> Result<(SocketAddr, Proc)> {
+) -> Result<(SocketAddr, SocketAddr, Proc)> {
     let dir = dir.join("upstream");
     fs::create_dir_all(&dir)?;
     let zones = [
         (FWD_ZONE, fwd_zone(names)),
         (MISS_ZONE, miss_zone()),
         (crate::replay::ZONE, zipf_zone(zipf)),
+        (CORP_ZONE, corp_zone(names)),
         ("test.", targets_zone()),
     ];
-    let (addr, mut p) = start_knot("upstream knotd", &dir, cpu, &zones, true)?;
+    let port2 = sys::free_port()?;
+    let (addr, mut p) = start_knot_on("upstream knotd", &dir, cpu, &zones, true, Some(port2))?;
     let probe = fwd_name(0);
     wait_ready(&mut p, addr, &probe.0, |a| a.addrs == [probe.1.clone()])?;
-    Ok((addr, p))
+    let second = SocketAddr::from(([127, 0, 0, 1], port2));
+    let probe = corp_name(0);
+    wait_ready(&mut p, second, &probe.0, |a| a.addrs == [probe.1.clone()])?;
+    Ok((addr, second, p))
 }
 
 /// Starts one server under test, pinned to `setup.server_cpu`, and waits
@@ -367,6 +420,9 @@ pub fn start(kind: Kind, s: &Setup) -> Result<Server> {
             let upstream = kind.chases().then_some(s.upstream);
             let interval = if kind == Kind::SidecarNoProbe { "1h" } else { "100ms" };
             let mut text = sidecar_conf(port, upstream, pg, interval);
+            if let (Some(z), true) = (s.zone_upstream, kind.chases()) {
+                text.push_str(&forward_zone_conf(z));
+            }
             if kind == Kind::SidecarNoCache {
                 text.push_str("\n[cache]\nenabled = false\n");
             }

@@ -76,6 +76,10 @@ pub struct CacheSettings {
     pub serve_stale: bool,
     /// How long after expiry an entry may still be served stale.
     pub max_stale: Duration,
+    /// Refresh an entry hit at least `prefetch_hits` times when it is hit
+    /// in the last tenth of its lifetime (see [`crate::dns::cache`]).
+    pub prefetch: bool,
+    pub prefetch_hits: u32,
 }
 
 impl Default for CacheSettings {
@@ -89,6 +93,8 @@ impl Default for CacheSettings {
             servfail_ttl: 5,
             serve_stale: true,
             max_stale: Duration::from_secs(86_400),
+            prefetch: true,
+            prefetch_hits: 3,
         }
     }
 }
@@ -98,6 +104,8 @@ pub const MAX_CACHE_ENTRIES: u32 = 1_000_000;
 /// Longest `[cache] servfail_ttl` (RFC 9520 allows up to 5 minutes; a
 /// forwarder in front of one resolver wants seconds).
 pub const MAX_SERVFAIL_TTL: u32 = 30;
+/// Largest `[cache] prefetch_hits`.
+pub const MAX_PREFETCH_HITS: u32 = 1_000_000;
 /// Longest `[cache] max_stale` (RFC 8767 suggests a cap of 7 days).
 pub const MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
 

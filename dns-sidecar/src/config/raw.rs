@@ -69,6 +69,10 @@ pub struct RawCache {
     pub serve_stale: Option<bool>,
     /// How long after it expired an entry may still be served stale (default 1d).
     pub max_stale: Option<Spanned<HumanDuration>>,
+    /// Refresh popular entries shortly before they expire (default true).
+    pub prefetch: Option<bool>,
+    /// Hits an entry needs within its lifetime to be refreshed (default 3).
+    pub prefetch_hits: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

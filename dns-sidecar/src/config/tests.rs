@@ -821,11 +821,17 @@ fn cache_settings() {
             max_negative_ttl: 0,
             servfail_ttl: 2,
             serve_stale: true,
-            max_stale: Duration::from_secs(3 * 86_400)
+            max_stale: Duration::from_secs(3 * 86_400),
+            prefetch: true,
+            prefetch_hits: 3,
         }
     );
     let c = parse(&format!("{BASE}[cache]\nenabled = false\nserve_stale = false\n")).unwrap();
     assert!(!c.cache.enabled && !c.cache.serve_stale);
+    let c = parse(&format!("{BASE}[cache]\nprefetch = false\n")).unwrap();
+    assert!(!c.cache.prefetch);
+    let c = parse(&format!("{BASE}[cache]\nprefetch_hits = 1\n")).unwrap();
+    assert_eq!((c.cache.prefetch, c.cache.prefetch_hits), (true, 1));
     // The bounds are inclusive.
     let c = parse(&format!(
         "{BASE}[cache]\nmax_entries = 1\nmax_bytes = \"64KiB\"\nmax_ttl = \"1s\"\nservfail_ttl \
@@ -908,6 +914,18 @@ fn bad_cache_settings_name_line_and_fix() {
             "serve_stale = false\nmax_stale = \"1h\"",
             27,
             &["serve_stale = false", "never apply"],
+        ),
+        (
+            "prefetch_hits zero",
+            "prefetch_hits = 0",
+            26,
+            &["`cache.prefetch_hits = 0` is outside 1..=1000000", "prefetch = false"],
+        ),
+        (
+            "prefetch_hits without prefetching",
+            "prefetch = false\nprefetch_hits = 5",
+            27,
+            &["prefetch = false", "never apply"],
         ),
         (
             "enabled as string",

@@ -116,6 +116,24 @@ pub fn admit(h: &Handler, client: IpAddr, bytes: u64) -> Result<Ticket, Denied> 
     })
 }
 
+/// Admits a background refresh of a cached answer ([`super::prefetch`]):
+/// an in-flight slot and `bytes` of the budget, as a client's query needs,
+/// but no client rate (the sidecar asks, not a client), and only while
+/// less than half of `forward_in_flight` and of `memory` is in use, so
+/// that refreshes never take what client misses need. Refusals here are counted by
+/// the prefetcher, not as a client's.
+pub fn admit_refresh(h: &Handler, bytes: u64) -> Result<Ticket, Denied> {
+    let g = h.guard();
+    let limits = h.limits();
+    if g.in_flight() >= limits.forward_in_flight / 2 || g.used() + bytes > limits.memory / 2 {
+        return Err(Denied::InFlight);
+    }
+    g.try_forward(bytes, limits).map_err(|r| match r {
+        super::guard::Refusal::Memory => Denied::Memory,
+        super::guard::Refusal::InFlight => Denied::InFlight,
+    })
+}
+
 /// Which zone's forwarder query `raw` goes to (see [`Handler::route`]):
 /// [`Denied::NoUpstream`] when none, not counted as a limit (the full path
 /// answers such a name REFUSED too).

@@ -42,6 +42,15 @@
 //! timer). SERVFAIL entries are never served stale, and an upstream's
 //! SERVFAIL never replaces an answer that can still be served stale.
 //!
+//! **Prefetch** (`prefetch`, `prefetch_hits`). Each entry counts its fresh
+//! hits. A fresh hit on an entry hit at least `prefetch_hits` times, with
+//! less than [`prefetch_window`] of its lifetime left, makes it due: the
+//! hit is answered as usual, and the query is offered (once per entry, never
+//! waited on) to [`super::prefetch`], which refreshes the entry in the
+//! background. The refreshed answer is a new entry (new lifetime, hits from
+//! zero). Stale answers, SERVFAIL entries and RD=0 queries never make an
+//! entry due.
+//!
 //! **Bounds.** At most `max_entries` answers and `max_bytes` bytes (answer,
 //! key, TTL offsets and [`ENTRY_OVERHEAD`] of bookkeeping each), split
 //! evenly over the shards; negative and SERVFAIL entries take at most half
@@ -69,6 +78,7 @@ use arc_swap::ArcSwap;
 
 use super::message::{same_question, skip_name, truncated_raw, HEADER_LEN};
 use super::names::within_any;
+use super::prefetch::Queue;
 use super::question::Question;
 use crate::config::CacheSettings;
 use crate::metrics::CacheMetrics;
@@ -142,6 +152,10 @@ struct Entry {
     /// While `now` is before this, it is answered stale without asking the
     /// upstream (the upstream failed recently); 0 = not in that state.
     stale_until: u64,
+    /// Fresh hits since it was stored (saturating): its popularity.
+    hits: u32,
+    /// Its refresh was offered (at most once per entry: see [`prefetch_window`]).
+    prefetched: bool,
 }
 
 impl Entry {
@@ -184,6 +198,31 @@ impl Entry {
     fn denial(&self) -> bool {
         self.kind != Kind::Positive
     }
+
+    /// Counts a fresh hit at `now`; true when it makes the entry due a
+    /// refresh (see the module doc): popular enough, in its last tenth,
+    /// not refreshed yet, not a SERVFAIL. True once per entry.
+    fn hit(&mut self, now: u64, l: &ShardLimits) -> bool {
+        self.hits = self.hits.saturating_add(1);
+        if l.prefetch_hits == 0 || self.prefetched || self.kind == Kind::ServFail || self.hits < l.prefetch_hits {
+            return false;
+        }
+        if self.expires().saturating_sub(now) > prefetch_window(self.lifetime) {
+            return false;
+        }
+        self.prefetched = true;
+        true
+    }
+}
+
+/// How long before its expiry (ms) a popular entry of `lifetime` seconds
+/// is refreshed when hit: the last tenth of its lifetime, at least one
+/// second (half the lifetime for a 1-second entry), as CoreDNS's default
+/// 10% rounds up to a whole second; so the refresh has time to come back
+/// before the entry expires.
+pub fn prefetch_window(lifetime: u32) -> u64 {
+    let life = u64::from(lifetime) * 1000;
+    (life / 10).max(1000.min(life / 2))
 }
 
 /// One shard's share of the bounds, and the settings read under its lock.
@@ -193,6 +232,8 @@ struct ShardLimits {
     bytes: u64,
     serve_stale: bool,
     max_stale_ms: u64,
+    /// Hits that make an entry due a refresh; 0 = no prefetch.
+    prefetch_hits: u32,
 }
 
 impl ShardLimits {
@@ -206,6 +247,7 @@ impl ShardLimits {
             bytes: s.max_bytes / SHARDS as u64,
             serve_stale: s.serve_stale,
             max_stale_ms: s.max_stale.as_millis() as u64,
+            prefetch_hits: if s.prefetch { s.prefetch_hits } else { 0 },
         }
     }
 }
@@ -372,6 +414,8 @@ pub struct Cache {
     seen: Box<[AtomicU64]>,
     /// Bits set since the doorkeeper was last cleared.
     seen_sets: AtomicU64,
+    /// Refreshes of popular entries due (see [`super::prefetch`]).
+    prefetch: Queue,
 }
 
 /// Bits of the doorkeeper (32 KiB).
@@ -419,6 +463,7 @@ impl Cache {
             metrics,
             seen: (0..SEEN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             seen_sets: AtomicU64::new(0),
+            prefetch: Queue::default(),
         }
     }
 
@@ -459,6 +504,11 @@ impl Cache {
 
     pub fn metrics(&self) -> &CacheMetrics {
         &self.metrics
+    }
+
+    /// The refreshes of popular entries that came due (`[cache] prefetch`).
+    pub fn prefetch_queue(&self) -> &Queue {
+        &self.prefetch
     }
 
     /// Applies (new) settings and the zones the sidecar serves. Changed
@@ -568,10 +618,14 @@ impl Cache {
     /// Answers query `q` (read as `qn`) into `out` from a fresh entry, or
     /// from a stale one while the upstream is known to fail; `limit` is
     /// the largest answer the client takes.
+    /// A fresh hit that makes its entry due a refresh offers `q` to the
+    /// prefetch queue (without waiting; see [`super::prefetch`]).
     pub fn answer(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
-        self.with_entry(q, qn, |e, l| {
+        let mut due = false;
+        let found = self.with_entry(q, qn, |e, l| {
             if e.fresh(now) {
                 e.referenced = true;
+                due = e.hit(now, l);
                 let age = ((now - e.stored) / 1000) as u32;
                 return write(e, q, qn, limit, Ttls::Aged(age), out).map_or(Found::Miss, Found::Fresh);
             }
@@ -580,7 +634,11 @@ impl Cache {
                 return write(e, q, qn, limit, Ttls::Stale, out).map_or(Found::Miss, Found::Stale);
             }
             Found::Miss
-        })
+        });
+        if due {
+            self.prefetch.offer(q, &self.metrics);
+        }
+        found
     }
 
     /// The upstream failed for `q`: answers from an entry that expired less
@@ -659,6 +717,8 @@ impl Cache {
             kind: kept.kind,
             referenced: false,
             stale_until: 0,
+            hits: 0,
+            prefetched: false,
         };
         let mut shard = self.shard(hash);
         if kept.kind == Kind::ServFail {

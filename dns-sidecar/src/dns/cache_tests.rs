@@ -1093,3 +1093,169 @@ fn cache_cost() {
         c.bytes()
     );
 }
+
+/// How many refreshes were offered since the last call.
+fn offered(r: &mut super::prefetch::Refreshes) -> Vec<Box<[u8]>> {
+    std::iter::from_fn(|| r.try_next()).collect()
+}
+
+#[test]
+fn a_popular_entry_hit_near_its_expiry_is_offered_for_refresh_exactly_once() {
+    let c = cache_with(settings());
+    let mut refreshes = c.prefetch_queue().take().expect("the receiving end");
+    assert!(c.prefetch_queue().take().is_none(), "taken once");
+    let query = Q {
+        id: 0x4242,
+        ..q("Hot.Example.com.")
+    }
+    .bytes();
+    assert!(insert_a(&c, &query, "hot.example.com.", 60, 1));
+    // Popular (default prefetch_hits = 3), but far from its expiry.
+    for _ in 0..10 {
+        assert!(hit(lookup(&c, &query).0));
+    }
+    c.advance(Duration::from_millis(53_900));
+    assert!(hit(lookup(&c, &query).0));
+    assert!(
+        offered(&mut refreshes).is_empty(),
+        "6.1 s left of 60: not in the last tenth yet"
+    );
+    c.advance(Duration::from_millis(200));
+    let (f, m) = lookup(&c, &query);
+    assert!(hit(f), "the hit that makes it due is answered from the cache at once");
+    assert_eq!(ttls(&m.unwrap()), [6]);
+    let got = offered(&mut refreshes);
+    assert_eq!(got.len(), 1, "one refresh");
+    assert_eq!(&*got[0], &query[..], "the query that hit it, as the client sent it");
+    for _ in 0..20 {
+        assert!(hit(lookup(&c, &query).0));
+        c.advance(Duration::from_millis(100));
+    }
+    assert!(offered(&mut refreshes).is_empty(), "at most once per entry");
+    assert_eq!(c.metrics().prefetch_dropped.get(), 0);
+}
+
+#[test]
+fn an_unpopular_entry_a_stale_one_and_a_servfail_are_never_refreshed() {
+    let c = cache_with(CacheSettings {
+        prefetch_hits: 5,
+        ..settings()
+    });
+    let mut refreshes = c.prefetch_queue().take().unwrap();
+    let cold = q("cold.example.com.").bytes();
+    assert!(insert_a(&c, &cold, "cold.example.com.", 10, 1));
+    c.advance(Duration::from_millis(9_100));
+    for _ in 0..4 {
+        assert!(hit(lookup(&c, &cold).0));
+    }
+    assert!(offered(&mut refreshes).is_empty(), "4 hits < prefetch_hits = 5");
+    assert!(hit(lookup(&c, &cold).0));
+    assert_eq!(offered(&mut refreshes).len(), 1, "the fifth, in the window");
+    // Expired, then answered stale (the upstream failed): no refresh from there.
+    c.advance(Duration::from_secs(5));
+    assert_eq!(lookup(&c, &cold).0, Found::Miss);
+    assert!(matches!(stale(&c, &cold).0, Found::Stale(_)));
+    for _ in 0..10 {
+        assert!(matches!(lookup(&c, &cold).0, Found::Stale(_)));
+    }
+    assert!(offered(&mut refreshes).is_empty(), "stale answers never refresh");
+    // The upstream's SERVFAIL, however popular.
+    let failing = q("fail.example.com.").bytes();
+    assert!(insert(
+        &c,
+        &failing,
+        &answer(&failing, ResponseCode::ServFail, vec![], vec![], vec![])
+    ));
+    c.advance(Duration::from_millis(4_500));
+    for _ in 0..10 {
+        assert!(hit(lookup(&c, &failing).0));
+    }
+    assert!(offered(&mut refreshes).is_empty(), "SERVFAIL entries are not refreshed");
+    // RD=0 queries never reach an entry (nor make one due).
+    let rd0 = Q {
+        rd: false,
+        ..q("hot2.example.com.")
+    }
+    .bytes();
+    let rd1 = q("hot2.example.com.").bytes();
+    assert!(insert_a(&c, &rd1, "hot2.example.com.", 10, 2));
+    c.advance(Duration::from_millis(9_500));
+    for _ in 0..10 {
+        assert_eq!(lookup(&c, &rd0).0, Found::Miss);
+    }
+    assert!(offered(&mut refreshes).is_empty(), "RD=0 is not a hit");
+    // prefetch = false: nothing, however hot.
+    let off = cache_with(CacheSettings {
+        prefetch: false,
+        ..settings()
+    });
+    let mut none = off.prefetch_queue().take().unwrap();
+    assert!(insert_a(&off, &rd1, "hot2.example.com.", 10, 2));
+    off.advance(Duration::from_millis(9_500));
+    for _ in 0..10 {
+        assert!(hit(lookup(&off, &rd1).0));
+    }
+    assert!(offered(&mut none).is_empty());
+}
+
+#[test]
+fn a_refreshed_entry_stays_fresh_past_the_old_expiry_and_must_be_popular_again() {
+    let c = cache_with(settings());
+    let mut refreshes = c.prefetch_queue().take().unwrap();
+    let query = q("www.example.com.").bytes();
+    assert!(insert_a(&c, &query, "www.example.com.", 2, 1));
+    // A 2-second entry: its window is the last second.
+    assert_eq!(super::cache::prefetch_window(2), 1000);
+    assert_eq!(super::cache::prefetch_window(1), 500);
+    assert_eq!(super::cache::prefetch_window(300), 30_000);
+    c.advance(Duration::from_millis(1_200));
+    for _ in 0..3 {
+        assert!(hit(lookup(&c, &query).0));
+    }
+    let due = offered(&mut refreshes);
+    assert_eq!(due.len(), 1);
+    // What the prefetcher does: the upstream's new answer, kept.
+    c.advance(Duration::from_millis(50));
+    assert!(insert_a(&c, &due[0], "www.example.com.", 2, 7));
+    c.advance(Duration::from_millis(1_000));
+    let (f, m) = lookup(&c, &query);
+    assert!(
+        hit(f),
+        "2.25 s after the first answer, past its expiry: fresh from the refresh"
+    );
+    assert_eq!(m.unwrap().answers[0].data, RData::A(A::new(10, 0, 0, 7)));
+    // Its popularity starts again: one hit so far, due at the third.
+    assert!(offered(&mut refreshes).is_empty());
+    assert!(hit(lookup(&c, &query).0));
+    assert!(offered(&mut refreshes).is_empty());
+    assert!(hit(lookup(&c, &query).0));
+    assert_eq!(offered(&mut refreshes).len(), 1, "due again, once");
+    // Not refreshed again: it expires as it would have.
+    c.advance(Duration::from_millis(1_000));
+    assert_eq!(lookup(&c, &query).0, Found::Miss);
+}
+
+#[test]
+fn the_refresh_queue_is_bounded_and_counts_what_it_drops() {
+    let c = cache_with(CacheSettings {
+        prefetch_hits: 1,
+        ..settings()
+    });
+    let extra = 5;
+    let queries: Vec<Vec<u8>> = (0..super::prefetch::QUEUE + extra)
+        .map(|i| {
+            let name: &'static str = Box::leak(format!("n{i}.example.com.").into_boxed_str());
+            q(name).bytes()
+        })
+        .collect();
+    for (i, query) in queries.iter().enumerate() {
+        assert!(insert_a(&c, query, &format!("n{i}.example.com."), 10, 1));
+    }
+    c.advance(Duration::from_millis(9_500));
+    for query in &queries {
+        assert!(hit(lookup(&c, query).0), "answered whether or not its refresh fits");
+    }
+    assert_eq!(c.metrics().prefetch_dropped.get(), extra as u64);
+    let mut refreshes = c.prefetch_queue().take().unwrap();
+    assert_eq!(offered(&mut refreshes).len(), super::prefetch::QUEUE);
+}

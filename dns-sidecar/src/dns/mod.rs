@@ -29,7 +29,8 @@
 //!   rate, in flight, budget, which upstream, serve-stale, refusal), which
 //!   every path asks; `guard`: the counters and limiters it uses; `health`:
 //!   upstream health, judged by health checks; `coalesce`: identical
-//!   questions in flight share one upstream query.
+//!   questions in flight share one upstream query; `prefetch`: popular
+//!   cached answers refreshed in the background before they expire.
 //! * `question` reads a query's question without decoding; `names` holds
 //!   the conversions between name forms; `message` the hickory-level
 //!   response helpers; `sched` the threads' scheduling priority.
@@ -59,6 +60,7 @@ mod health;
 mod message;
 mod mmsg;
 pub(crate) mod names;
+pub mod prefetch;
 mod question;
 mod relay;
 mod sched;

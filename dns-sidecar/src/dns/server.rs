@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::guard::Guard;
 use super::handler::SharedHandler;
-use super::{health, tcp, udp};
+use super::{health, prefetch, tcp, udp};
 use crate::shared::Shared;
 use crate::supervise::Supervisor;
 
@@ -68,6 +68,7 @@ pub async fn serve(
             shutdown.clone(),
         ),
     ));
+    tasks.spawn(sup.watch("cache prefetch", prefetch::run(handler.clone(), shutdown.clone())));
     let mut rx = shutdown.clone();
     let mut check = tokio::time::interval(THREAD_CHECK);
     loop {

@@ -7,7 +7,9 @@ use toml::Spanned;
 use super::ctx::Ctx;
 use super::human;
 use crate::config::raw::RawCache;
-use crate::config::{CacheSettings, ConfigError, Ttl, MAX_CACHE_ENTRIES, MAX_SERVFAIL_TTL, MAX_STALE, MAX_TTL};
+use crate::config::{
+    CacheSettings, ConfigError, Ttl, MAX_CACHE_ENTRIES, MAX_PREFETCH_HITS, MAX_SERVFAIL_TTL, MAX_STALE, MAX_TTL,
+};
 
 pub(super) fn check(cx: &Ctx<'_>, raw: &RawCache) -> Result<CacheSettings, ConfigError> {
     let d = CacheSettings::default();
@@ -104,6 +106,32 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawCache) -> Result<CacheSettings, Confi
             );
         }
     }
+    let prefetch = raw.prefetch.unwrap_or(d.prefetch);
+    let prefetch_hits = match &raw.prefetch_hits {
+        None => d.prefetch_hits,
+        Some(_) if !prefetch => {
+            return cx.err(
+                raw.prefetch_hits.as_ref().map(|v| v.span()),
+                "`cache.prefetch_hits` is set but prefetch = false, so it would never apply",
+                "remove prefetch_hits, or set prefetch = true",
+            )
+        }
+        Some(v) if (1..=MAX_PREFETCH_HITS).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            return cx.err(
+                Some(v.span()),
+                format!(
+                    "`cache.prefetch_hits = {}` is outside 1..={MAX_PREFETCH_HITS}",
+                    v.get_ref()
+                ),
+                format!(
+                    "prefetch_hits = {} is the default: an entry hit that often before the last tenth of its \
+                    lifetime is refreshed; to refresh none write prefetch = false",
+                    d.prefetch_hits
+                ),
+            )
+        }
+    };
     Ok(CacheSettings {
         enabled: raw.enabled.unwrap_or(d.enabled),
         max_entries,
@@ -113,5 +141,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawCache) -> Result<CacheSettings, Confi
         servfail_ttl,
         serve_stale: raw.serve_stale.unwrap_or(d.serve_stale),
         max_stale,
+        prefetch,
+        prefetch_hits,
     })
 }
