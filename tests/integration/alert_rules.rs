@@ -40,7 +40,7 @@ fn yaml(p: &Path) -> Value {
 const TARGET_LABELS: [&str; 2] = ["instance", "job"];
 
 /// Labels whose values are names from the config.
-const CONFIG_LABELS: [&str; 3] = ["alias", "server", "upstream"];
+const CONFIG_LABELS: [&str; 4] = ["alias", "server", "upstream", "zone"];
 
 fn promtool() -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
