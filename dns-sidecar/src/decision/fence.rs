@@ -428,7 +428,17 @@ pub(super) fn split_brain_losers(
     }
 }
 
-/// Rule 2: the alias moved from `old` to `new`.
+/// Rule 2: the alias moved from `old` to `new`; unless `old`, last seen in
+/// recovery, already follows `new` (rule 5's evidence of a rebuild, in hand
+/// before the move).
+///
+/// Why: the alias often leaves a server *because* it was seen rebuilt as a
+/// standby (keep-last kept it meanwhile), before the new primary was seen.
+/// Rule 5 lifts a fence only at its server's own probe, so a fence taken
+/// then waited for one more probe in recovery; promoted again first (a
+/// switchover back), the server was seen only on its newer timeline, which
+/// alone lifts nothing, and the alias stayed on the server it had just left
+/// behind (found by `instances_started_at_different_times_agree`).
 pub(super) fn superseded(
     state: &mut State,
     config: &Config,
@@ -438,6 +448,9 @@ pub(super) fn superseded(
     now: Instant,
     events: &mut Vec<Event>,
 ) {
+    if truth::follows(state, old, new) {
+        return;
+    }
     let fence = Fence {
         server: old,
         reason: FenceReason::Superseded { by: new },

@@ -740,3 +740,27 @@ fn a_receiver_that_streams_lifts_the_fence_one_that_is_stuck_does_not() {
     s.step(&[(A, at(true, None, 200, Some(0))), (B, at(false, Some(2), 200, None))]);
     assert!(!fenced(&s, A), "caught up with B");
 }
+
+/// A switchover and back, the old primary probed once in between: A is seen
+/// rebuilt as B's standby (keep-last keeps A) before B is seen promoted, so
+/// the alias leaves A already knowing A follows B, and no fence is taken.
+/// When A is promoted again (timeline 3) before its next probe in recovery,
+/// the alias follows it; B, left on timeline 2, is below the floor. In
+/// recovery without following B (never streams), A is fenced as before and
+/// its newer timeline alone wins nothing (issue 16).
+#[test]
+fn a_server_left_while_already_following_the_new_primary_is_not_fenced() {
+    for (a_seen, rebuilt) in [(following(2), true), (standby(), false)] {
+        let mut s = Sim::new("read-write", "keep-last");
+        assert_eq!(s.step(&[(A, primary(Some(1))), (B, standby())]), Answer::Target(A));
+        assert_eq!(s.step(&[(A, a_seen)]), Answer::Target(A), "keep-last");
+        assert_eq!(s.step(&[(B, primary(Some(2)))]), Answer::Target(B));
+        assert_eq!(fenced(&s, A), !rebuilt, "rebuilt: {rebuilt}");
+        let expected = if rebuilt { Answer::Target(A) } else { Answer::Target(B) };
+        assert_eq!(
+            s.step(&[(A, primary(Some(3))), (B, primary(Some(2)))]),
+            expected,
+            "rebuilt: {rebuilt}"
+        );
+    }
+}

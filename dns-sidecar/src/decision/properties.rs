@@ -471,8 +471,9 @@ struct Oracle {
     last: [Option<usize>; 3],
     /// Writer aliases: servers left behind, with their timeline then.
     left: [BTreeMap<usize, Option<u32>>; 3],
-    /// Writer aliases: every server ever left (or lost a split brain) since
-    /// an operator last unfenced it. Only the others' timelines count for
+    /// Writer aliases: every server ever left (or lost a split brain, or
+    /// seen as a primary on the answered server's timeline, drained or not)
+    /// since an operator last unfenced it. Only the others' timelines count for
     /// `max_seen` (issue 16: a fenced server's timeline is no truth, and the
     /// decision lifts a fence on evidence the oracle does not track exactly).
     ever_left: [std::collections::BTreeSet<usize>; 3],
@@ -837,6 +838,26 @@ impl Oracle {
                     self.ever_left[a].insert(x);
                 }
             }
+            // Another server up as a primary on the answered server's very
+            // timeline is a fork (a promote always starts a newer timeline
+            // than the one it continues; rule 4), drained or not: a drained
+            // server is never a candidate, so it loses no split brain above,
+            // but it is no less a fork. Like any fenced server's, its later
+            // timelines are no truth (issue 16): promoted again while drained
+            // and never seen following the answered server, it may as well be
+            // that fork promoted by mistake as a rebuilt standby, so it bars
+            // nobody (`max_seen`), and the alias never moves to it, undrained
+            // or not, until it is seen rebuilt (`left`).
+            if let Some(t) = tl {
+                for x in (0..3).filter(|&x| x != s) {
+                    let h = &inst.state.servers[x];
+                    let st = h.last_state.as_ref().filter(|st| h.up && !st.in_recovery);
+                    if st.is_some_and(|st| st.timeline == Some(t)) {
+                        self.left[a].entry(x).or_insert(Some(t));
+                        self.ever_left[a].insert(x);
+                    }
+                }
+            }
             if let (Some(_), Some(then), Some(now), false) =
                 (self.last[a].filter(|&p| p != s), self.last_tl[a], tl, self.unfenced[a])
             {
@@ -861,7 +882,17 @@ impl Oracle {
                     .as_ref()
                     .filter(|x| !x.in_recovery)
                     .and_then(|x| x.timeline);
-                self.left[a].insert(prev, tl_then);
+                // Left while already seen in recovery and streaming (from
+                // the newest primary: rebuilt), it is not left behind: the
+                // alias may go back to it once promoted (issue 16's lift,
+                // before the move). Its timelines still count for nothing
+                // (`ever_left`): the decision asks for more evidence of
+                // following than the model's streaming.
+                let rebuilt = (inst.state.servers[prev].last_state.as_ref())
+                    .is_some_and(|x| x.in_recovery && x.received_lsn.is_some());
+                if !rebuilt {
+                    self.left[a].insert(prev, tl_then);
+                }
                 self.ever_left[a].insert(prev);
             }
             self.last[a] = Some(s);
@@ -1050,7 +1081,13 @@ proptest! {
     /// the same, stable picture: every server reporting, no frozen server,
     /// and one writable server on the newest timeline ever seen. Without
     /// forks: an instance that saw a fork being made fences it, one started
-    /// later without the state file cannot tell it from a new primary.
+    /// later without the state file cannot tell it from a new primary. The
+    /// same for a server the first instance saw as a primary and that was
+    /// then rebuilt and promoted again while no probe saw it in recovery:
+    /// that instance may have fenced it (left it, or it lost a split brain),
+    /// and a newer timeline alone lifts no fence (issue 16: a fork promoted
+    /// by mistake reaches one too), so it keeps the server it has or answers
+    /// none; one that never saw the old primary takes the newest timeline.
     #[test]
     fn instances_started_at_different_times_agree(
         ops in proptest::collection::vec(op(false, false), 1..160),
@@ -1062,17 +1099,37 @@ proptest! {
         let mut two: Option<Instance> = None;
         let mut stable = 0u32;
         let mut max_seen = 1;
+        // Seen as a primary by the first instance; then rebuilt, and promoted,
+        // with no probe seeing it in recovery since (see above).
+        let (mut seen_primary, mut rebuilt_unseen, mut promoted_unseen) = ([false; 3], [false; 3], [false; 3]);
         for (step, op) in ops.iter().enumerate() {
             one.tick();
             if let Some(t) = two.as_mut() { t.tick() }
             if step == late {
                 two = Some(Instance { now: one.now, ..Instance::new(one.now) });
             }
+            let before = cluster.truth.clone();
             cluster.apply(op);
+            match *op {
+                Op::Rebuild(s) if seen_primary[s] && matches!(cluster.truth[s], Truth::Standby { .. }) => {
+                    rebuilt_unseen[s] = true;
+                }
+                Op::Promote(s) if rebuilt_unseen[s] && matches!(before[s], Truth::Standby { .. }) => {
+                    promoted_unseen[s] = true;
+                }
+                _ => {}
+            }
             let obs: Vec<Observation> = match op {
                 Op::Probe(mask) => (0..3).filter(|s| mask & (1 << s) != 0).map(|s| cluster.observe(s, one.now)).collect(),
                 _ => Vec::new(),
             };
+            for o in &obs {
+                match &o.outcome {
+                    Ok(st) if st.in_recovery => (rebuilt_unseen[o.server], promoted_unseen[o.server]) = (false, false),
+                    Ok(_) => seen_primary[o.server] = true,
+                    Err(_) => {}
+                }
+            }
             let full = matches!(op, Op::Probe(7)) && !cluster.truth.contains(&Truth::Frozen);
             // Anything but a full, clean probe round starts the count again.
             stable = if full { stable + 1 } else { 0 };
@@ -1094,7 +1151,7 @@ proptest! {
                     _ => false,
                 }).collect();
                 let on_newest = (0..3).filter(|&s| matches!(cluster.truth[s], Truth::Primary { tl, .. } if tl == max_seen)).count();
-                if newest.len() == 1 && on_newest == 1 {
+                if newest.len() == 1 && on_newest == 1 && !promoted_unseen[newest[0]] {
                     let expected = Answer::Target(newest[0]);
                     prop_assert_eq!(&one.answers()[alias], &expected, "instance started first, alias {}", alias);
                     prop_assert_eq!(&two.answers()[alias], &expected, "instance started at step {}, alias \
