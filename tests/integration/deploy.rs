@@ -1266,19 +1266,7 @@ fn azure_hook_script_updates_the_private_dns_cname() {
 
 #[test]
 fn azure_resolver_rule_matches_the_forwarder_zone() {
-    let bicep = read(&deploy("azure/resolver.bicep"));
-    let default = |param: &str| -> String {
-        let line = bicep
-            .lines()
-            .find(|l| l.starts_with(&format!("param {param} ")))
-            .unwrap_or_else(|| panic!("resolver.bicep: no param {param}"));
-        line.split_once('=')
-            .unwrap_or_else(|| panic!("param {param} has no default"))
-            .1
-            .trim()
-            .trim_matches('\'')
-            .to_string()
-    };
+    let default = |param: &str| bicep_default("azure/resolver.bicep", param);
     let forwarder = kustomizations()
         .into_iter()
         .find(|k| k.dir.ends_with("forwarder"))
