@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{sys, Outcome, Round};
+use crate::{servers, sys, Mix, Outcome, Round};
 
 /// Seconds since midnight of the first `HH:MM:SS[.frac]` in a log line's
 /// first 40 characters (PostgreSQL's `2026-11-26 01:22:18.942 UTC` and the
@@ -172,6 +172,27 @@ fn lost_cell(lost: u64, sent: u64) -> String {
     format!("{lost} / {sent} ({:.3}%)", 100.0 * lost as f64 / sent as f64)
 }
 
+/// Mix r's paired row: the same sidecar answering mix a's single-target
+/// alias in the same rounds, the baseline of the rotating alias's cost.
+pub const SINGLE_SUFFIX: &str = " single-target";
+
+/// Mix r: the rotating alias's server CPU per query over the paired
+/// single-target row's, per round (both measured back to back on the same
+/// process); `None` without paired rounds.
+pub fn rotation_ratios(rounds: &[Round], row: &str) -> Option<Vec<f64>> {
+    let single = format!("{row}{SINGLE_SUFFIX}");
+    let of = |name: &str, round: u32| {
+        rounds
+            .iter()
+            .find(|r| r.mix == Mix::R && r.row == name && r.round == round)
+            .map(Round::us_per_query)
+    };
+    let v: Vec<f64> = (rounds.iter().filter(|r| r.mix == Mix::R && r.row == row))
+        .filter_map(|r| Some(r.us_per_query() / of(&single, r.round)?))
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
 pub fn markdown(o: &Outcome) -> String {
     let a = &o.args;
     let mut s = String::new();
@@ -264,6 +285,23 @@ pub fn markdown(o: &Outcome) -> String {
             );
         }
         let _ = writeln!(s);
+        for row in rows.iter().filter(|r| *mix == Mix::R && !r.ends_with(SINGLE_SUFFIX)) {
+            let Some(ratios) = rotation_ratios(&o.rounds, row) else {
+                continue;
+            };
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                s,
+                "**{row}: rotating over single-target, server CPU per query: {:+.1}%** (median of {} per-round ratios, each round measuring `{}` and `{}` back to back on the same process, in alternating order; range {:+.1}% to {:+.1}%).\n",
+                100.0 * (median(ratios.clone()) - 1.0),
+                ratios.len(),
+                servers::ALIAS,
+                servers::READERS,
+                100.0 * (lo - 1.0),
+                100.0 * (hi - 1.0),
+            );
+        }
     }
 
     if !o.rounds.is_empty() {
@@ -511,6 +549,46 @@ pub fn csv(o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn round(mix: Mix, row: &str, round: u32, cpu_s: f64) -> Round {
+        Round {
+            mix,
+            row: row.into(),
+            round,
+            stats: crate::dnsperf::Stats {
+                completed: 1_000_000,
+                ..Default::default()
+            },
+            wall: 5.0,
+            server_cpu: cpu_s,
+            client_cpu: 0.0,
+            upstream_cpu: 0.0,
+            kernel_cpu: 0.0,
+            other_cpu: 0.0,
+            server_core_pct: 0.0,
+            client_core_pct: 0.0,
+            upstream_queries: None,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn rotation_ratios_pair_rounds_by_number() {
+        let single = format!("sidecar{SINGLE_SUFFIX}");
+        let rounds = [
+            round(Mix::R, &single, 1, 4.0),
+            round(Mix::R, "sidecar", 1, 4.2),
+            round(Mix::R, &single, 2, 5.0),
+            round(Mix::R, "sidecar", 2, 5.0),
+            // Another mix's row of the same name is not a partner.
+            round(Mix::A, "sidecar", 3, 1.0),
+            round(Mix::R, "sidecar", 3, 9.0),
+        ];
+        let r = rotation_ratios(&rounds, "sidecar").unwrap();
+        assert_eq!(r.len(), 2, "round 3 has no single-target partner: {r:?}");
+        assert!((r[0] - 1.05).abs() < 1e-9 && (r[1] - 1.0).abs() < 1e-9, "{r:?}");
+        assert!(rotation_ratios(&rounds, "knot").is_none());
+    }
 
     #[test]
     fn median_of_odd_even_and_nan() {
