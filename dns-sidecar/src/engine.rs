@@ -171,7 +171,7 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 // server, a renamed server's fences) is written now, not at the
                 // next decision that happens to change the state (once: by
                 // `commit` when the decision changes it too).
-                if capture(&e.state, &e.config, |t| e.unix(t)) != remembered && !remembered_differs(&e.state, &next) {
+                if capture(&e.state, &e.config, |t| e.unix(t)) != remembered && !e.state.kept_differs(&next) {
                     e.persist().await;
                 }
                 e.commit(next, events).await;
@@ -186,20 +186,6 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         }
     }
-}
-
-/// Whether two states differ in what the state file keeps.
-fn remembered_differs(a: &State, b: &State) -> bool {
-    a.pins != b.pins
-        || a.drained != b.drained
-        || a.aliases.len() != b.aliases.len()
-        || a.aliases.iter().zip(&b.aliases).any(|(x, y)| {
-            x.target != y.target
-                || x.decided != y.decided
-                || x.decided_timeline != y.decided_timeline
-                || x.timeline_floor != y.timeline_floor
-                || x.fences != y.fences
-        })
 }
 
 /// The `dns_sidecar_probe_connects_total` label of a probe's new connection.
@@ -372,7 +358,7 @@ impl Engine {
     /// Takes a decision's result: persists what must survive a restart (when
     /// it changed), then logs, records and publishes.
     async fn commit(&mut self, next: State, events: Vec<Event>) {
-        let changed = remembered_differs(&self.state, &next);
+        let changed = self.state.kept_differs(&next);
         self.state = next;
         if changed {
             self.persist().await;
@@ -722,7 +708,7 @@ impl Engine {
         crate::status_reader::set_sizes(&self.config, &self.state, m);
         for (i, a) in self.config.aliases.iter().enumerate() {
             for &s in &a.servers {
-                let fenced = fence::is_writer(a.role) && self.state.aliases[i].bar(s, &self.state.servers).is_some();
+                let fenced = self.state.barred(&self.config, i, s).is_some();
                 m.fenced
                     .get_or_create(&AliasServer {
                         alias: a.name.to_string(),
@@ -851,15 +837,12 @@ impl Engine {
     /// Alias `i`'s fences and floor-barred servers, for `/status`.
     fn fence_status(&self, i: usize) -> Vec<FenceStatus> {
         let (c, st) = (&self.config, &self.state);
-        if !fence::is_writer(c.aliases[i].role) {
-            return Vec::new();
-        }
         let a = &st.aliases[i];
         c.aliases[i]
             .servers
             .iter()
             .filter_map(|&s| {
-                let bar = a.bar(s, &st.servers)?;
+                let bar = st.barred(c, i, s)?;
                 let (kind, timeline, since) = match bar {
                     Bar::Fenced(f) => (f.reason.kind(), f.timeline, Some(self.unix(f.since))),
                     Bar::OlderTimeline { timeline, .. } => ("older-timeline", Some(timeline), None),

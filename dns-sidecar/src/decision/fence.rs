@@ -167,9 +167,23 @@ pub fn is_writer(role: Role) -> bool {
     matches!(role, Role::ReadWrite | Role::Primary)
 }
 
+impl State {
+    /// Why alias `alias` may not answer `server`, if it may not: the one
+    /// place that says "a writer alias, and the server is fenced or below its
+    /// floor". Readers are never barred (they obey the writers' truth
+    /// instead: see [`truth::diverged`]).
+    pub fn barred(&self, config: &Config, alias: usize, server: ServerId) -> Option<Bar<'_>> {
+        if !is_writer(config.aliases[alias].role) {
+            return None;
+        }
+        self.aliases[alias].bar(server, &self.servers)
+    }
+}
+
 impl AliasState {
-    /// Why `server` may not be chosen by this (writer) alias, if it may not.
-    pub fn bar<'a>(&'a self, server: ServerId, servers: &[ServerHealth]) -> Option<Bar<'a>> {
+    /// Why `server` may not be chosen by this alias, if it were a writer
+    /// alias (callers go through [`State::barred`], which asks the role).
+    fn bar<'a>(&'a self, server: ServerId, servers: &[ServerHealth]) -> Option<Bar<'a>> {
         if let Some(f) = self.fence(server) {
             return Some(Bar::Fenced(f));
         }
@@ -390,7 +404,7 @@ pub(super) fn report_held(
     };
     let a = &state.aliases[i];
     for &s in held.iter().filter(|s| !a.held.contains(s)) {
-        if let Some(bar) = a.bar(s, &state.servers) {
+        if let Some(bar) = state.barred(config, i, s) {
             events.push(Event::FenceHeld {
                 alias: i,
                 server: s,

@@ -252,7 +252,7 @@ impl State {
         // Writers never answer a fenced server; readers never a diverged one
         // (`keep-last` included).
         let barred = |t: ServerId| match fence::is_writer(config.aliases[i].role) {
-            true => a.bar(t, &self.servers).is_some(),
+            true => self.barred(config, i, t).is_some(),
             false => truth::diverged(self, config, t).is_some(),
         };
         match a.target {
@@ -294,16 +294,9 @@ impl State {
         let alias = &config.aliases[i];
         let a = &self.aliases[i];
         let id = |s: ServerId| config.servers[s].id.as_str();
-        let bar = |t: ServerId| {
-            if fence::is_writer(alias.role) {
-                a.bar(t, &self.servers)
-            } else {
-                None
-            }
-        };
         let last = match a.target {
             Some(t) if self.drained[t] => format!("{} was drained by an operator", id(t)),
-            Some(t) => match bar(t) {
+            Some(t) => match self.barred(config, i, t) {
                 Some(b) => format!("{} is fenced: {}", id(t), b.describe(config)),
                 None if alias.on_no_match == NoMatchPolicy::Servfail => {
                     format!("on_no_match = \"servfail\" (last target: {})", id(t))
@@ -319,7 +312,6 @@ impl State {
     /// One phrase per candidate of alias `i`: why it is or is not chosen.
     pub fn candidates_summary(&self, config: &Config, i: usize) -> String {
         let alias = &config.aliases[i];
-        let a = &self.aliases[i];
         alias
             .servers
             .iter()
@@ -337,7 +329,7 @@ impl State {
                         "{id} down ({})",
                         h.last_error.as_deref().unwrap_or("no probe result yet")
                     )
-                } else if let Some(b) = fence::is_writer(alias.role).then(|| a.bar(s, &self.servers)).flatten() {
+                } else if let Some(b) = self.barred(config, i, s) {
                     format!("{id} {desc}, fenced ({})", b.describe(config))
                 } else {
                     format!("{id} {desc}")
@@ -511,7 +503,7 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
     let cands: Vec<ServerId> = matching
         .iter()
         .copied()
-        .filter(|&s| !writer || a.bar(s, servers).is_none())
+        .filter(|&s| state.barred(config, i, s).is_none())
         .collect();
     fence::report_held(state, config, i, &matching, &cands, events);
 
@@ -757,10 +749,8 @@ fn change_reason(
             desc(old)
         );
     }
-    if fence::is_writer(alias.role) {
-        if let Some(bar) = state.aliases[i].bar(old, &state.servers) {
-            return format!("{} is fenced: {}; {new_part}", id(old), bar.describe(config));
-        }
+    if let Some(bar) = state.barred(config, i, old) {
+        return format!("{} is fenced: {}; {new_part}", id(old), bar.describe(config));
     }
     format!("{new_part}, preferred for {}", alias.role.as_str())
 }

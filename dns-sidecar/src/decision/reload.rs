@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use super::{fence, State};
+use super::fence::{self, Fence};
+use super::lag::Lagging;
+use super::{AliasState, State};
 use crate::config::{match_servers, Config, Matched, ServerId};
 
 /// Carries the decision state over a config reload (see [`reconfigure_noted`]).
@@ -30,8 +32,51 @@ pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Ve
         first_round_done: prev.first_round_done,
         ..State::new(new, prev.started)
     };
+    let map = carry_servers(prev, old, new, &mut state, &mut notes);
+    note_removed_aliases(prev, old, new, &mut notes);
+    for (i, na) in new.aliases.iter().enumerate() {
+        let Some(o) = old.aliases.iter().position(|a| a.name == na.name) else {
+            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
+            continue;
+        };
+        let keep = |t: ServerId| map[t].filter(|t| na.servers.contains(t));
+        note_dropped(prev, old, new, o, i, &map, &mut notes);
+        let mut a = prev.aliases[o].remap(keep);
+        // What the new config's alias no longer has a use for.
+        if !na.spread.is_set() {
+            a.set.clear();
+        }
+        if !na.max_lag.is_set() {
+            a.lagging.clear();
+        }
+        if a.target.is_none() {
+            a.matched = false;
+        }
+        let writer = fence::is_writer(na.role);
+        if !writer {
+            a.fences.clear();
+            a.held.clear();
+            a.timeline_floor = None;
+        }
+        state.aliases[i] = a;
+        state.pins[i] = prev.pins[o].and_then(keep);
+        if writer && state.aliases[i].timeline_floor.is_none() {
+            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
+        }
+    }
+    (state, notes)
+}
+
+/// Carries each server's health and drain to its new position; returns the
+/// map from old positions to new ones.
+fn carry_servers(
+    prev: &State,
+    old: &Config,
+    new: &Config,
+    state: &mut State,
+    notes: &mut Vec<ReloadNote>,
+) -> Vec<Option<ServerId>> {
     let matched = match_servers(&old.servers, &new.servers);
-    let map: Vec<Option<ServerId>> = matched.iter().map(|m| m.map(Matched::new_index)).collect();
     for (o, m) in matched.iter().enumerate() {
         let id = || old.servers[o].id.clone();
         match *m {
@@ -52,110 +97,127 @@ pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Ve
             None => {}
         }
     }
-    let name = |s: ServerId| old.servers[s].id.clone();
+    matched.iter().map(|m| m.map(Matched::new_index)).collect()
+}
+
+/// The fences of aliases the new config no longer has.
+fn note_removed_aliases(prev: &State, old: &Config, new: &Config, notes: &mut Vec<ReloadNote>) {
     for (o, oa) in old.aliases.iter().enumerate() {
         if new.aliases.iter().any(|a| a.name == oa.name) {
             continue;
         }
-        let alias = oa.name.to_string();
         for f in &prev.aliases[o].fences {
             notes.push(ReloadNote::FenceDropped {
-                alias: alias.clone(),
-                server: name(f.server),
+                alias: oa.name.to_string(),
+                server: old.servers[f.server].id.clone(),
                 kind: f.reason.kind(),
                 why: Dropped::AliasRemoved,
             });
         }
     }
-    for (i, na) in new.aliases.iter().enumerate() {
-        let Some(o) = old.aliases.iter().position(|a| a.name == na.name) else {
-            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
-            continue;
+}
+
+/// The fences and the pin of old alias `o` that new alias `i` (the same
+/// name) does not carry, with why.
+fn note_dropped(
+    prev: &State,
+    old: &Config,
+    new: &Config,
+    o: usize,
+    i: usize,
+    map: &[Option<ServerId>],
+    notes: &mut Vec<ReloadNote>,
+) {
+    let na = &new.aliases[i];
+    let name = |s: ServerId| old.servers[s].id.clone();
+    let kept = |t: ServerId| map[t].is_some_and(|t| na.servers.contains(&t));
+    // Why `t` (an old server id) is not carried into this alias.
+    let why = |t: ServerId| match map[t] {
+        None => Dropped::ServerRemoved,
+        Some(_) => Dropped::NotACandidate,
+    };
+    let alias = na.name.to_string();
+    let writer = fence::is_writer(na.role);
+    for f in &prev.aliases[o].fences {
+        let why = match kept(f.server) {
+            false => why(f.server),
+            true if !writer => Dropped::NotAWriter,
+            true => continue,
         };
-        let keep = |t: &ServerId| map[*t].filter(|t| na.servers.contains(t));
-        // Why `t` (an old server id) is not carried into this alias.
-        let why = |t: ServerId| match map[t] {
-            None => Dropped::ServerRemoved,
-            Some(_) => Dropped::NotACandidate,
-        };
-        let alias = na.name.to_string();
-        let writer = fence::is_writer(na.role);
-        for f in &prev.aliases[o].fences {
-            let why = match keep(&f.server) {
-                None => why(f.server),
-                Some(_) if !writer => Dropped::NotAWriter,
-                Some(_) => continue,
-            };
-            notes.push(ReloadNote::FenceDropped {
-                alias: alias.clone(),
-                server: name(f.server),
-                kind: f.reason.kind(),
-                why,
-            });
-        }
-        if let Some(p) = prev.pins[o].filter(|p| keep(p).is_none()) {
-            notes.push(ReloadNote::PinDropped {
-                alias: alias.clone(),
-                server: name(p),
-                why: why(p),
-            });
-        }
-        let mut a = prev.aliases[o].clone();
-        a.target = a.target.as_ref().and_then(keep);
-        a.decided = a.decided.as_ref().and_then(keep);
-        if a.decided.is_none() {
-            a.decided_timeline = None;
-        }
-        a.split_brain = a.split_brain.iter().filter_map(keep).collect();
-        a.held = a.held.iter().filter_map(keep).collect();
-        // A spreading alias's set, until the next decision re-forms it.
-        a.set = a.set.iter().filter_map(keep).collect();
-        if !na.spread.is_set() {
-            a.set.clear();
-        }
-        a.fences = a
-            .fences
-            .iter()
+        notes.push(ReloadNote::FenceDropped {
+            alias: alias.clone(),
+            server: name(f.server),
+            kind: f.reason.kind(),
+            why,
+        });
+    }
+    if let Some(p) = prev.pins[o].filter(|&p| !kept(p)) {
+        notes.push(ReloadNote::PinDropped {
+            alias,
+            server: name(p),
+            why: why(p),
+        });
+    }
+}
+
+impl AliasState {
+    /// This alias's state with every server renumbered by `keep` (those it
+    /// returns `None` for are dropped). Every field is named (no `..`): a
+    /// field added to [`AliasState`] that holds servers cannot be forgotten
+    /// by a reload.
+    fn remap(&self, keep: impl Fn(ServerId) -> Option<ServerId>) -> AliasState {
+        let AliasState {
+            target,
+            decided,
+            decided_timeline,
+            matched,
+            since,
+            reason,
+            split_brain,
+            timeline_floor,
+            fences,
+            held,
+            lagging,
+            set,
+        } = self;
+        let decided = decided.and_then(&keep);
+        let mut fences: Vec<Fence> = (fences.iter())
             .filter_map(|f| {
-                let server = keep(&f.server)?;
-                let reason = remap(f.reason, |s| keep(&s));
-                Some(fence::Fence {
+                let server = keep(f.server)?;
+                let reason = remap(f.reason, &keep);
+                Some(Fence {
                     server,
                     reason,
                     ..f.clone()
                 })
             })
             .collect();
-        a.fences.sort_by_key(|f| f.server);
-        a.lagging = a
-            .lagging
-            .iter()
+        fences.sort_by_key(|f| f.server);
+        let mut lagging: Vec<Lagging> = (lagging.iter())
             .filter_map(|l| {
-                Some(super::lag::Lagging {
-                    server: keep(&l.server)?,
+                Some(Lagging {
+                    server: keep(l.server)?,
                     ..l.clone()
                 })
             })
             .collect();
-        a.lagging.sort_by_key(|l| l.server);
-        if !na.max_lag.is_set() {
-            a.lagging.clear();
-        }
-        if a.target.is_none() {
-            a.matched = false;
-        }
-        if !writer {
-            a.fences.clear();
-            a.held.clear();
-            a.timeline_floor = None;
-        }
-        state.aliases[i] = a;
-        state.pins[i] = prev.pins[o].as_ref().and_then(keep);
-        if writer && state.aliases[i].timeline_floor.is_none() {
-            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
+        lagging.sort_by_key(|l| l.server);
+        AliasState {
+            target: target.and_then(&keep),
+            decided,
+            decided_timeline: decided.and(*decided_timeline),
+            matched: *matched,
+            since: *since,
+            reason: reason.clone(),
+            split_brain: split_brain.iter().filter_map(|&s| keep(s)).collect(),
+            timeline_floor: *timeline_floor,
+            fences,
+            held: held.iter().filter_map(|&s| keep(s)).collect(),
+            lagging,
+            // A spreading alias's set, until the next decision re-forms it.
+            set: set.iter().filter_map(|&s| keep(s)).collect(),
         }
     }
-    (state, notes)
 }
 
 /// Something a reload did to the decision state, for one log line each.

@@ -48,7 +48,7 @@ pub fn current_primary(state: &State, config: &Config, server: ServerId) -> Opti
         let a = &state.aliases[i];
         let d = a.decided.filter(|_| a.matched)?;
         let st = state.servers[d].last_state.as_ref()?;
-        (!st.in_recovery && !state.drained[d] && a.bar(d, &state.servers).is_none()).then_some(d)
+        (!st.in_recovery && !state.drained[d] && state.barred(config, i, d).is_none()).then_some(d)
     })
 }
 
@@ -86,7 +86,7 @@ pub fn follows(state: &State, server: ServerId, primary: ServerId) -> bool {
 /// alias never answers it, and its lag is not measured.
 pub fn diverged(state: &State, config: &Config, server: ServerId) -> Option<String> {
     for i in writers(config, server) {
-        if let Some(b) = state.aliases[i].bar(server, &state.servers) {
+        if let Some(b) = state.barred(config, i, server) {
             return Some(format!("fenced by {}: {}", config.aliases[i].name, b.describe(config)));
         }
     }
