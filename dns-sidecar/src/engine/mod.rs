@@ -1,0 +1,342 @@
+//! Glue between the probers and the snapshots: receives observations,
+//! overrides and reloads, runs the pure decision, and publishes the results.
+//! It is the only writer of the routes and status snapshots; its events become
+//! log lines, metrics, `/status` history and on-change hooks.
+//!
+//! It also keeps the state file: the state is restored from it before the
+//! first decision, and every decision that changes what must survive a
+//! restart (targets, fences, timeline floors, pins, drains) is written to it
+//! *before* the routes that depend on it are published. The hook runner's
+//! records of the external records go to it too (before a run starts, and
+//! after a success); after every decision the runner is told what each
+//! alias with a hook answers.
+//!
+//! One file per job: [`persist`] keeps the state file, [`report`] turns
+//! events into log lines, metrics and history, [`publish`] stores the
+//! snapshots and gauges, [`status`] builds `/status`, [`clock`] converts
+//! between `Instant` and unix time.
+
+mod clock;
+mod persist;
+mod publish;
+mod report;
+mod status;
+
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::control::ControlRequest;
+use crate::decision::snapshot::{capture, restore, HookedTarget};
+use crate::decision::{apply_override, decide, fence, lag, reconfigure_noted, Answer, Bar, Event, ReloadNote, State};
+use crate::episodes::{Episodes, Line};
+use crate::hook::reconcile::{Confirmed, Record, ToHooks};
+use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
+use crate::observation::{format_lsn, FailureCause, Observation, ProbeReport};
+use crate::routes::Routes;
+use crate::shared::Shared;
+use crate::statefile;
+use crate::status::{AliasStatus, FenceStatus, HistoryEntry, LagStatus, ServerStatus, Status, HISTORY_LEN};
+use crate::wallclock::WallClock;
+
+/// A new config for the engine; the sender learns when it is in force.
+pub struct Reconfigure {
+    pub config: Arc<Config>,
+    pub done: oneshot::Sender<()>,
+}
+
+/// The engine's inputs.
+pub struct Inputs {
+    pub observations: mpsc::Receiver<ProbeReport>,
+    pub control: mpsc::Receiver<ControlRequest>,
+    pub reconfigure: mpsc::Receiver<Reconfigure>,
+    pub hooks: mpsc::Sender<ToHooks>,
+    /// What the hook runner knows of each external record (it goes to the
+    /// state file; the sender, if any, learns when it is written).
+    pub hooks_confirmed: mpsc::Receiver<(Confirmed, Option<oneshot::Sender<()>>)>,
+}
+
+struct Engine {
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    state: State,
+    index: HashMap<Arc<str>, usize>,
+    last_latency: Vec<Option<Duration>>,
+    history: VecDeque<HistoryEntry>,
+    hooks: mpsc::Sender<ToHooks>,
+    /// Per alias, what is known of the external record its on-change hook
+    /// keeps (kept in the state file; see [`crate::hook::reconcile`]).
+    hooked: BTreeMap<String, Record>,
+    /// Per alias, the answer (and hook) last told the hook runner.
+    hook_told: HashMap<String, (HookedTarget, crate::config::Hook)>,
+    /// `Instant` <-> wall clock, for `/status` and the state file.
+    epoch: WallClock,
+    /// Where to persist the state, while that is allowed (not a stranger's file).
+    state_file: Option<PathBuf>,
+    /// Orders the state-file writes (a late one never lands over a newer one).
+    writer: Arc<statefile::Writer>,
+    /// The last write failed (logged once per episode).
+    state_file_failing: bool,
+    /// Rate limit of the "server down" / "server up" lines.
+    episodes: Episodes,
+    /// What each alias answered at the last publish, by alias name: a change
+    /// no decision event explains (a drain of the target kept by keep-last,
+    /// an undrain) still gets its log line.
+    served: HashMap<String, Served>,
+}
+
+/// What DNS answers for an alias, by server id (stable across reloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Served {
+    Pending,
+    Server(String),
+    Servfail,
+}
+
+/// Runs until `shutdown` is true.
+pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
+    let config = shared.config.load_full();
+    let now = Instant::now();
+    let mut e = Engine {
+        state: State::new(&config, now),
+        index: index(&config),
+        last_latency: vec![None; config.servers.len()],
+        history: VecDeque::new(),
+        hooks: inputs.hooks.clone(),
+        hooked: BTreeMap::new(),
+        hook_told: HashMap::new(),
+        epoch: WallClock::new(now, SystemTime::now()),
+        state_file: config.state.path.clone(),
+        writer: Arc::default(),
+        state_file_failing: false,
+        episodes: Episodes::default(),
+        served: HashMap::new(),
+        config,
+        shared,
+    };
+    e.restore(now);
+    e.publish();
+    // With no servers (fleet mode: a sidecar that only forwards) there is
+    // no probe round to wait for: ready at once.
+    let first_wait = if e.config.servers.is_empty() {
+        Duration::ZERO
+    } else {
+        e.config.probe.deadline
+    };
+    let first_round = tokio::time::sleep(first_wait);
+    tokio::pin!(first_round);
+    let mut batch = Vec::new();
+    loop {
+        #[cfg(feature = "testing")]
+        crate::failpoint::check("engine");
+        batch.clear();
+        tokio::select! {
+            n = inputs.observations.recv_many(&mut batch, 64) => {
+                if n == 0 { break }
+                let obs: Vec<Observation> = batch.drain(..).filter_map(|r| e.resolve(r)).collect();
+                let (next, events) = decide(&e.state, &obs, &e.config, Instant::now());
+                e.commit(next, events).await;
+            }
+            _ = &mut first_round, if !e.state.first_round_done => {
+                let (next, events) = decide(&e.state, &[], &e.config, Instant::now());
+                e.commit(next, events).await;
+            }
+            Some(req) = inputs.control.recv() => {
+                let result = apply_override(&e.state, &e.config, &req.op, Instant::now());
+                let reply = match result {
+                    Ok((next, events, summary)) => {
+                        e.commit(next, events).await;
+                        Ok(summary)
+                    }
+                    Err(err) => Err(err),
+                };
+                let _ = req.reply.send(reply);
+            }
+            Some(r) = inputs.reconfigure.recv() => {
+                let remembered = capture(&e.state, &e.config, |t| e.unix(t));
+                let (carried, notes) = reconfigure_noted(&e.state, &e.config, &r.config);
+                e.note_reload(&notes);
+                e.shared.metrics.prepare(&r.config);
+                e.shared.metrics.forget(&e.config, &r.config);
+                e.episodes.retain(|id| r.config.servers.iter().any(|s| s.id == id));
+                e.served.retain(|name, _| r.config.aliases.iter().any(|a| a.name.as_str() == name));
+                e.config = r.config;
+                e.index = index(&e.config);
+                e.last_latency = vec![None; e.config.servers.len()];
+                e.record(None, None, "reload", "configuration reloaded".to_string());
+                if e.config.state.path != e.state_file {
+                    warn!("state file path changed in the config; it applies at the next restart");
+                }
+                let (next, events) = decide(&carried, &[], &e.config, Instant::now());
+                e.state = carried;
+                // What the reload itself dropped or renamed (fences of a removed
+                // server, a renamed server's fences) is written now, not at the
+                // next decision that happens to change the state (once: by
+                // `commit` when the decision changes it too).
+                if capture(&e.state, &e.config, |t| e.unix(t)) != remembered && !e.state.kept_differs(&next) {
+                    e.persist().await;
+                }
+                e.commit(next, events).await;
+                let _ = r.done.send(());
+            }
+            Some((c, ack)) = inputs.hooks_confirmed.recv() => {
+                e.hook_confirmed(c).await;
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// The `dns_sidecar_probe_connects_total` label of a probe's new connection.
+fn connect_result(connect: Result<(), FailureCause>) -> &'static str {
+    match connect {
+        Ok(()) => "ok",
+        Err(FailureCause::Refused) => "refused",
+        Err(FailureCause::Closed) => "closed",
+        Err(FailureCause::Timeout) => "timeout",
+        Err(_) => "error",
+    }
+}
+
+fn index(config: &Config) -> HashMap<Arc<str>, usize> {
+    config
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (Arc::from(s.id.as_str()), i))
+        .collect()
+}
+
+impl Engine {
+    /// Resolves a prober's report to the current config's server index and
+    /// records its metrics. Reports from a server no longer configured (a
+    /// prober being stopped by a reload) are dropped.
+    fn resolve(&mut self, r: ProbeReport) -> Option<Observation> {
+        let &i = self.index.get(&r.server)?;
+        let m = &self.shared.metrics;
+        let result = match &r.outcome {
+            Ok(_) => "ok",
+            Err(f) if f.cause == FailureCause::Timeout => "timeout",
+            Err(_) => "error",
+        };
+        m.probes
+            .get_or_create(&ProbeResult {
+                server: r.server.to_string(),
+                result: result.into(),
+            })
+            .inc();
+        if let Some(connect) = r.connect {
+            m.probe_connects
+                .get_or_create(&ProbeResult {
+                    server: r.server.to_string(),
+                    result: connect_result(connect).into(),
+                })
+                .inc();
+        }
+        m.probe_latency
+            .get_or_create(&ServerLabel {
+                server: r.server.to_string(),
+            })
+            .observe(r.latency.as_secs_f64());
+        self.last_latency[i] = Some(r.latency);
+        Some(r.observation(i))
+    }
+
+    /// Takes a decision's result: persists what must survive a restart (when
+    /// it changed), then logs, records and publishes.
+    async fn commit(&mut self, next: State, events: Vec<Event>) {
+        let changed = self.state.kept_differs(&next);
+        self.state = next;
+        if changed {
+            self.persist().await;
+        }
+        self.handle(&events);
+    }
+
+    fn handle(&mut self, events: &[Event]) {
+        let now = Instant::now();
+        for ev in events {
+            self.log_event(ev, now);
+        }
+        for line in self.episodes.tick(now) {
+            self.log_episode(line);
+        }
+        self.log_unexplained_answers(events);
+        self.publish();
+        self.tell_hooks(events);
+    }
+
+    /// Tells the hook runner what each alias with an `on_change` hook answers
+    /// now, when that changed (server, its target name, or the hook): the
+    /// runner runs the hook when its record differs.
+    fn tell_hooks(&mut self, events: &[Event]) {
+        let c = self.config.clone();
+        self.hook_told.retain(|name, _| {
+            let kept = c
+                .aliases
+                .iter()
+                .any(|a| a.name.as_str() == name && a.on_change.is_some());
+            // Full channel: told again at the next decision.
+            kept || self.hooks.try_send(ToHooks::Forget(name.clone())).is_err()
+        });
+        for (i, a) in c.aliases.iter().enumerate() {
+            let (Some(hook), Answer::Target(s)) = (&a.on_change, self.state.answer(&c, i)) else {
+                continue;
+            };
+            let name = a.name.as_str();
+            let new = HookedTarget {
+                server: c.servers[s].id.clone(),
+                target: c.servers[s].target.to_string(),
+            };
+            let before = self.hook_told.get(name);
+            if before.is_some_and(|(t, h)| *t == new && h == hook) {
+                continue;
+            }
+            let reason = events
+                .iter()
+                .find_map(|e| match e {
+                    Event::TargetChanged { alias, reason, .. } if *alias == i => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| match before {
+                    Some((t, _)) if t.server == new.server => {
+                        format!("the target of server {} changed (reload)", new.server)
+                    }
+                    Some(_) => format!("answering {} again", new.server),
+                    None => "the external record is not known to hold what DNS answers".to_string(),
+                });
+            let msg = ToHooks::Want {
+                alias: name.to_string(),
+                hook: hook.clone(),
+                new: new.clone(),
+                reason,
+            };
+            if self.hooks.try_send(msg).is_err() {
+                error!(
+                    alias = name,
+                    "on_change hook queue is full; the hook is told again at the next decision"
+                );
+                continue;
+            }
+            self.hook_told.insert(name.to_string(), (new, hook.clone()));
+        }
+    }
+
+    /// What alias `i` answers now.
+    fn served(&self, i: usize) -> Served {
+        match self.state.answer(&self.config, i) {
+            Answer::Pending => Served::Pending,
+            Answer::Target(s) => Served::Server(self.config.servers[s].id.clone()),
+            Answer::NoTarget => Served::Servfail,
+        }
+    }
+}
