@@ -211,9 +211,7 @@ impl Routes {
     /// The snapshot for a decision state.
     pub fn from_state(config: &Config, state: &State) -> Routes {
         let aliases = config
-            .aliases
-            .iter()
-            .enumerate()
+            .enumerate_aliases()
             .map(|(i, a)| {
                 let answer = match state.answer(config, i) {
                     Answer::Pending => RouteAnswer::Pending,

@@ -8,6 +8,7 @@
 
 mod error;
 mod identity;
+mod ids;
 mod password;
 mod raw;
 mod spread;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigWarning, Located};
 pub use identity::{match_servers, Endpoint, Matched};
+pub use ids::{AliasId, Id, IdVec, ServerId};
 pub use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
 pub use spread::{Prefer, Spread, MAX_WEIGHT};
 pub use validate::forwards_to_self;
@@ -197,9 +199,6 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9153";
 
 /// The admin listener's port when `[admin] listen` gives an address only.
 pub const DEFAULT_ADMIN_PORT: u16 = 9153;
-
-/// Index of a server in [`Config::servers`].
-pub type ServerId = usize;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsSettings {
@@ -471,6 +470,26 @@ pub enum Secrets {
 }
 
 impl Config {
+    /// Every server with its id, in file order.
+    pub fn enumerate_servers(&self) -> impl Iterator<Item = (ServerId, &Server)> + '_ {
+        self.servers.iter().enumerate().map(|(i, s)| (ServerId::new(i), s))
+    }
+
+    /// Every alias with its id, in file order.
+    pub fn enumerate_aliases(&self) -> impl Iterator<Item = (AliasId, &Alias)> + '_ {
+        self.aliases.iter().enumerate().map(|(i, a)| (AliasId::new(i), a))
+    }
+
+    /// The server whose id is `id`.
+    pub fn server_id(&self, id: &str) -> Option<ServerId> {
+        self.enumerate_servers().find(|(_, s)| s.id == id).map(|(s, _)| s)
+    }
+
+    /// The alias named `name`.
+    pub fn alias_id(&self, name: &DnsName) -> Option<AliasId> {
+        self.enumerate_aliases().find(|(_, a)| a.name == *name).map(|(i, _)| i)
+    }
+
     /// Reads and validates `path`; every secret must be readable.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::load_with(path, Secrets::Required).map(|(c, _)| c)

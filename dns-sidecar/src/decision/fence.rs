@@ -55,7 +55,7 @@
 use std::time::Instant;
 
 use super::{timeline, truth, AliasState, Event, ServerHealth, State};
-use crate::config::{Config, Role, ServerId};
+use crate::config::{AliasId, Config, IdVec, Role, ServerId};
 use crate::observation::Observation;
 
 /// Why a writer alias will not move to a server.
@@ -172,7 +172,7 @@ impl State {
     /// place that says "a writer alias, and the server is fenced or below its
     /// floor". Readers are never barred (they obey the writers' truth
     /// instead: see [`truth::diverged`]).
-    pub fn barred(&self, config: &Config, alias: usize, server: ServerId) -> Option<Bar<'_>> {
+    pub fn barred(&self, config: &Config, alias: AliasId, server: ServerId) -> Option<Bar<'_>> {
         if !is_writer(config.aliases[alias].role) {
             return None;
         }
@@ -183,7 +183,7 @@ impl State {
 impl AliasState {
     /// Why `server` may not be chosen by this alias, if it were a writer
     /// alias (callers go through [`State::barred`], which asks the role).
-    fn bar<'a>(&'a self, server: ServerId, servers: &[ServerHealth]) -> Option<Bar<'a>> {
+    fn bar<'a>(&'a self, server: ServerId, servers: &IdVec<ServerId, ServerHealth>) -> Option<Bar<'a>> {
         if let Some(f) = self.fence(server) {
             return Some(Bar::Fenced(f));
         }
@@ -222,7 +222,7 @@ pub(super) fn learn(
 ) {
     for o in observations {
         let Ok(s) = &o.outcome else { continue };
-        for (i, alias) in config.aliases.iter().enumerate() {
+        for (i, alias) in config.enumerate_aliases() {
             if !is_writer(alias.role) || !alias.servers.contains(&o.server) {
                 continue;
             }
@@ -323,7 +323,7 @@ pub(super) fn learn(
 /// than the one it left (rules 1 and 2), so a fork of a server it left,
 /// on that server's timeline + 1, is on the holder's timeline (this rule) or
 /// below the floor (rule 1).
-fn same_timeline(state: &mut State, config: &Config, i: usize, fence: Fence, events: &mut Vec<Event>) {
+fn same_timeline(state: &mut State, config: &Config, i: AliasId, fence: Fence, events: &mut Vec<Event>) {
     let a = &mut state.aliases[i];
     if let Some(pos) = a.fences.iter().position(|f| f.server == fence.server) {
         if matches!(a.fences[pos].reason, FenceReason::SameTimeline { .. }) {
@@ -340,7 +340,7 @@ fn same_timeline(state: &mut State, config: &Config, i: usize, fence: Fence, eve
 /// [`learn`] had no holder to compare it with) and never lost a split brain
 /// (drained meanwhile, so not a candidate then). Only servers with no fence
 /// yet: an existing one stands.
-pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
+pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: AliasId, now: Instant, events: &mut Vec<Event>) {
     let a = &state.aliases[i];
     let (Some(holder), Some(t)) = (a.decided, a.decided_timeline) else {
         return;
@@ -368,7 +368,7 @@ pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: usize, 
 
 /// The newest timeline any candidate of alias `i` is known to be on (used
 /// when an alias starts with no history, e.g. added by a reload).
-pub(super) fn initial_floor(state: &State, config: &Config, i: usize) -> Option<u32> {
+pub(super) fn initial_floor(state: &State, config: &Config, i: AliasId) -> Option<u32> {
     let alias = &config.aliases[i];
     if !is_writer(alias.role) {
         return None;
@@ -392,7 +392,7 @@ pub(super) fn initial_floor(state: &State, config: &Config, i: usize) -> Option<
 pub(super) fn report_held(
     state: &mut State,
     config: &Config,
-    i: usize,
+    i: AliasId,
     matching: &[ServerId],
     allowed: &[ServerId],
     events: &mut Vec<Event>,
@@ -420,7 +420,7 @@ pub(super) fn report_held(
 pub(super) fn split_brain_losers(
     state: &mut State,
     config: &Config,
-    i: usize,
+    i: AliasId,
     matching: &[ServerId],
     chosen: ServerId,
     now: Instant,
@@ -456,7 +456,7 @@ pub(super) fn split_brain_losers(
 pub(super) fn superseded(
     state: &mut State,
     config: &Config,
-    i: usize,
+    i: AliasId,
     old: ServerId,
     new: ServerId,
     now: Instant,
@@ -474,7 +474,7 @@ pub(super) fn superseded(
     add(state, config, i, fence, events);
 }
 
-fn add(state: &mut State, config: &Config, i: usize, fence: Fence, events: &mut Vec<Event>) {
+fn add(state: &mut State, config: &Config, i: AliasId, fence: Fence, events: &mut Vec<Event>) {
     let server = fence.server;
     if state.aliases[i].add_fence(fence) {
         let a = &state.aliases[i];

@@ -301,7 +301,7 @@ pub(super) fn learn(
             }
         }
     }
-    for (i, alias) in config.aliases.iter().enumerate() {
+    for (i, alias) in config.enumerate_aliases() {
         if !alias.max_lag.is_set() {
             continue;
         }

@@ -51,7 +51,7 @@ pub mod truth;
 
 use std::time::Instant;
 
-use crate::config::{Config, NoMatchPolicy, Prefer, Role, ServerId};
+use crate::config::{AliasId, Config, IdVec, NoMatchPolicy, Prefer, Role, ServerId};
 use crate::observation::{FailureKind, Observation, ServerState};
 
 pub use fence::{Bar, Fence, FenceReason};
@@ -63,12 +63,12 @@ pub use reload::{reconfigure, reconfigure_noted, Dropped, ReloadNote};
 pub struct State {
     pub started: Instant,
     pub first_round_done: bool,
-    pub servers: Vec<ServerHealth>,
-    pub aliases: Vec<AliasState>,
+    pub servers: IdVec<ServerId, ServerHealth>,
+    pub aliases: IdVec<AliasId, AliasState>,
     /// Manual pins, per alias (see [`apply_override`]).
-    pub pins: Vec<Option<ServerId>>,
+    pub pins: IdVec<AliasId, Option<ServerId>>,
     /// Manually drained servers: never chosen.
-    pub drained: Vec<bool>,
+    pub drained: IdVec<ServerId, bool>,
 }
 
 /// One server as the decision sees it.
@@ -143,7 +143,7 @@ pub enum Event {
     /// The first round closed; `missing` lists servers that had not reported.
     FirstRound { missing: Vec<ServerId> },
     TargetChanged {
-        alias: usize,
+        alias: AliasId,
         old: Option<ServerId>,
         new: ServerId,
         reason: String,
@@ -152,12 +152,12 @@ pub enum Event {
     /// last choice; whether DNS still answers it (`keep-last`) or SERVFAIL
     /// is [`State::answer`]'s to say, after the decision.
     NoMatch {
-        alias: usize,
+        alias: AliasId,
         last: Option<ServerId>,
         policy: NoMatchPolicy,
     },
     SplitBrain {
-        alias: usize,
+        alias: AliasId,
         writable: Vec<ServerId>,
         chosen: ServerId,
         by_timeline: bool,
@@ -181,21 +181,21 @@ pub enum Event {
     Override { summary: String },
     /// A writer alias fenced `server` (it will not move there).
     Fenced {
-        alias: usize,
+        alias: AliasId,
         server: ServerId,
         reason: String,
     },
     /// A fence or the timeline floor kept the alias off `server`, which
     /// otherwise matched its role. Once per episode.
     FenceHeld {
-        alias: usize,
+        alias: AliasId,
         server: ServerId,
         reason: String,
     },
     /// A fence was lifted (server seen following the alias's server, or by
     /// an operator).
     Unfenced {
-        alias: usize,
+        alias: AliasId,
         server: ServerId,
         reason: String,
     },
@@ -203,19 +203,19 @@ pub enum Event {
     /// than the alias's lag limit (or its lag cannot be measured). Once per
     /// episode.
     LagExceeded {
-        alias: usize,
+        alias: AliasId,
         server: ServerId,
         reason: String,
     },
     /// `server` is within the alias's lag limit again (after `rise` good probes).
     LagRecovered {
-        alias: usize,
+        alias: AliasId,
         server: ServerId,
         reason: String,
     },
     /// A spreading reader alias answers a different set of servers.
     SetChanged {
-        alias: usize,
+        alias: AliasId,
         old: Vec<ServerId>,
         new: Vec<ServerId>,
     },
@@ -236,15 +236,15 @@ impl State {
         State {
             started: now,
             first_round_done: false,
-            servers: vec![ServerHealth::default(); config.servers.len()],
-            aliases: vec![AliasState::default(); config.aliases.len()],
-            pins: vec![None; config.aliases.len()],
-            drained: vec![false; config.servers.len()],
+            servers: IdVec::filled(ServerHealth::default(), config.servers.len()),
+            aliases: IdVec::filled(AliasState::default(), config.aliases.len()),
+            pins: IdVec::filled(None, config.aliases.len()),
+            drained: IdVec::filled(false, config.servers.len()),
         }
     }
 
     /// The answer for alias `i` under `config`'s policy.
-    pub fn answer(&self, config: &Config, i: usize) -> Answer {
+    pub fn answer(&self, config: &Config, i: AliasId) -> Answer {
         let a = &self.aliases[i];
         if let Some(p) = self.pins[i] {
             return Answer::Target(p);
@@ -269,7 +269,7 @@ impl State {
     /// [`State::answer`] is a target: that one alone, unless the alias
     /// spreads (`rotate`, `client`) and matched at the last decision (not
     /// pinned, not keeping its last target): then its whole set.
-    pub fn answer_set(&self, config: &Config, i: usize) -> Vec<(ServerId, u32)> {
+    pub fn answer_set(&self, config: &Config, i: AliasId) -> Vec<(ServerId, u32)> {
         let Answer::Target(t) = self.answer(config, i) else {
             return Vec::new();
         };
@@ -290,7 +290,7 @@ impl State {
 
     /// Why alias `i` answers SERVFAIL when [`State::answer`] says
     /// [`Answer::NoTarget`]: what the operator would ask first.
-    pub fn servfail_reason(&self, config: &Config, i: usize) -> String {
+    pub fn servfail_reason(&self, config: &Config, i: AliasId) -> String {
         let alias = &config.aliases[i];
         let a = &self.aliases[i];
         let id = |s: ServerId| config.servers[s].id.as_str();
@@ -310,7 +310,7 @@ impl State {
     }
 
     /// One phrase per candidate of alias `i`: why it is or is not chosen.
-    pub fn candidates_summary(&self, config: &Config, i: usize) -> String {
+    pub fn candidates_summary(&self, config: &Config, i: AliasId) -> String {
         let alias = &config.aliases[i];
         alias
             .servers
@@ -355,8 +355,9 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
         let all = state.servers.iter().all(|s| s.reported);
         if all || now.duration_since(state.started) >= config.probe.deadline {
             state.first_round_done = true;
-            let missing = (0..state.servers.len())
-                .filter(|&s| !state.servers[s].reported)
+            let missing = (state.servers.iter_enumerated())
+                .filter(|(_, h)| !h.reported)
+                .map(|(s, _)| s)
                 .collect();
             events.push(Event::FirstRound { missing });
         }
@@ -364,8 +365,8 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     // Writer aliases first: reader aliases (and the lag they measure) take
     // the cluster's truth (the current primary, the fences) from their
     // decision of this very round (see [`truth`]).
-    let (writers, readers): (Vec<usize>, Vec<usize>) =
-        (0..config.aliases.len()).partition(|&i| fence::is_writer(config.aliases[i].role));
+    let (writers, readers): (Vec<AliasId>, Vec<AliasId>) =
+        (config.enumerate_aliases().map(|(i, _)| i)).partition(|&i| fence::is_writer(config.aliases[i].role));
     if state.first_round_done {
         for &i in &writers {
             decide_alias(&mut state, config, i, now, &mut events);
@@ -460,7 +461,7 @@ fn timeline(h: &ServerHealth) -> Option<u32> {
     h.last_state.as_ref().and_then(|s| s.timeline)
 }
 
-fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
+fn decide_alias(state: &mut State, config: &Config, i: AliasId, now: Instant, events: &mut Vec<Event>) {
     let alias = &config.aliases[i];
     let writer = fence::is_writer(alias.role);
     // What clients are told now (a pin's server while pinned) and what the
@@ -654,7 +655,7 @@ fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, even
 }
 
 /// Records a spreading alias's new set; an event when it differs.
-fn set_changed(a: &mut AliasState, alias: usize, set: Vec<ServerId>, events: &mut Vec<Event>) {
+fn set_changed(a: &mut AliasState, alias: AliasId, set: Vec<ServerId>, events: &mut Vec<Event>) {
     if a.set != set {
         events.push(Event::SetChanged {
             alias,
@@ -667,7 +668,7 @@ fn set_changed(a: &mut AliasState, alias: usize, set: Vec<ServerId>, events: &mu
 
 /// The one candidate on the strictly newest timeline, when every
 /// candidate's timeline is known.
-fn newest_timeline(servers: &[ServerHealth], cands: &[ServerId]) -> Option<ServerId> {
+fn newest_timeline(servers: &IdVec<ServerId, ServerHealth>, cands: &[ServerId]) -> Option<ServerId> {
     let t: Vec<u32> = cands.iter().map(|&s| timeline(&servers[s])).collect::<Option<_>>()?;
     let max = *t.iter().max()?;
     (t.iter().filter(|&&x| x == max).count() == 1).then(|| cands[t.iter().position(|&x| x == max).unwrap_or(0)])
@@ -694,7 +695,7 @@ fn prefer_standby_cands(state: &State, config: &Config, cands: Vec<ServerId>) ->
 fn change_reason(
     state: &State,
     config: &Config,
-    i: usize,
+    i: AliasId,
     old: Option<ServerId>,
     new: ServerId,
     by_timeline: bool,

@@ -5,7 +5,7 @@ use std::fmt;
 use super::fence::{self, Fence};
 use super::lag::Lagging;
 use super::{AliasState, State};
-use crate::config::{match_servers, Config, Matched, ServerId};
+use crate::config::{match_servers, AliasId, Config, Matched, ServerId};
 
 /// Carries the decision state over a config reload (see [`reconfigure_noted`]).
 pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
@@ -34,12 +34,12 @@ pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Ve
     };
     let map = carry_servers(prev, old, new, &mut state, &mut notes);
     note_removed_aliases(prev, old, new, &mut notes);
-    for (i, na) in new.aliases.iter().enumerate() {
-        let Some(o) = old.aliases.iter().position(|a| a.name == na.name) else {
+    for (i, na) in new.enumerate_aliases() {
+        let Some(o) = old.alias_id(&na.name) else {
             state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
             continue;
         };
-        let keep = |t: ServerId| map[t].filter(|t| na.servers.contains(t));
+        let keep = |t: ServerId| map[t.index()].filter(|t| na.servers.contains(t));
         note_dropped(prev, old, new, o, i, &map, &mut notes);
         let mut a = prev.aliases[o].remap(keep);
         // What the new config's alias no longer has a use for.
@@ -77,11 +77,13 @@ fn carry_servers(
     notes: &mut Vec<ReloadNote>,
 ) -> Vec<Option<ServerId>> {
     let matched = match_servers(&old.servers, &new.servers);
-    for (o, m) in matched.iter().enumerate() {
+    let map: Vec<Option<ServerId>> = (matched.iter())
+        .map(|m| m.map(|m| ServerId::new(m.new_index())))
+        .collect();
+    for ((o, m), &n) in old.enumerate_servers().map(|(o, _)| o).zip(&matched).zip(&map) {
         let id = || old.servers[o].id.clone();
-        match *m {
-            Some(m) => {
-                let n = m.new_index();
+        match (*m, n) {
+            (Some(m), Some(n)) => {
                 state.servers[n] = prev.servers[o].clone();
                 state.drained[n] = prev.drained[o];
                 match m {
@@ -93,16 +95,16 @@ fn carry_servers(
                     Matched::Same(_) => {}
                 }
             }
-            None if prev.drained[o] => notes.push(ReloadNote::DrainDropped { server: id() }),
-            None => {}
+            _ if prev.drained[o] => notes.push(ReloadNote::DrainDropped { server: id() }),
+            _ => {}
         }
     }
-    matched.iter().map(|m| m.map(Matched::new_index)).collect()
+    map
 }
 
 /// The fences of aliases the new config no longer has.
 fn note_removed_aliases(prev: &State, old: &Config, new: &Config, notes: &mut Vec<ReloadNote>) {
-    for (o, oa) in old.aliases.iter().enumerate() {
+    for (o, oa) in old.enumerate_aliases() {
         if new.aliases.iter().any(|a| a.name == oa.name) {
             continue;
         }
@@ -123,16 +125,16 @@ fn note_dropped(
     prev: &State,
     old: &Config,
     new: &Config,
-    o: usize,
-    i: usize,
+    o: AliasId,
+    i: AliasId,
     map: &[Option<ServerId>],
     notes: &mut Vec<ReloadNote>,
 ) {
     let na = &new.aliases[i];
     let name = |s: ServerId| old.servers[s].id.clone();
-    let kept = |t: ServerId| map[t].is_some_and(|t| na.servers.contains(&t));
+    let kept = |t: ServerId| map[t.index()].is_some_and(|t| na.servers.contains(&t));
     // Why `t` (an old server id) is not carried into this alias.
-    let why = |t: ServerId| match map[t] {
+    let why = |t: ServerId| match map[t.index()] {
         None => Dropped::ServerRemoved,
         Some(_) => Dropped::NotACandidate,
     };

@@ -176,8 +176,7 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
         .collect();
     let drained = state
         .drained
-        .iter()
-        .enumerate()
+        .iter_enumerated()
         .filter(|(_, d)| **d)
         .map(|(s, _)| id(s))
         .collect();
@@ -196,7 +195,7 @@ pub fn restore(
 ) -> (State, Vec<String>) {
     let mut state = State::new(config, now);
     let mut notes = Vec::new();
-    let server = |id: &str| config.servers.iter().position(|s| s.id == id);
+    let server = |id: &str| config.server_id(id);
     for id in &remembered.drained {
         match server(id) {
             Some(s) => state.drained[s] = true,
@@ -206,7 +205,7 @@ pub fn restore(
     for (name, r) in &remembered.aliases {
         let Some(i) = DnsName::parse(name)
             .ok()
-            .and_then(|n| config.aliases.iter().position(|a| a.name == n))
+            .and_then(|n| config.alias_id(&n))
         else {
             notes.push(format!("alias `{name}` is no longer configured"));
             continue;

@@ -30,11 +30,11 @@
 //! the primary's to the byte.
 
 use super::{fence, timeline, State};
-use crate::config::{Config, ServerId};
+use crate::config::{AliasId, Config, ServerId};
 
 /// Writer aliases that have `server` among their candidates, in config order.
-fn writers(config: &Config, server: ServerId) -> impl Iterator<Item = usize> + '_ {
-    (config.aliases.iter().enumerate())
+fn writers(config: &Config, server: ServerId) -> impl Iterator<Item = AliasId> + '_ {
+    (config.enumerate_aliases())
         .filter(move |(_, a)| fence::is_writer(a.role) && a.servers.contains(&server))
         .map(|(i, _)| i)
 }

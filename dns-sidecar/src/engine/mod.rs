@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{AliasId, Config, IdVec, ServerId};
 use crate::control::ControlRequest;
 use crate::decision::snapshot::{capture, restore, HookedTarget};
 use crate::decision::{apply_override, decide, fence, lag, reconfigure_noted, Answer, Bar, Event, ReloadNote, State};
@@ -66,8 +66,8 @@ struct Engine {
     shared: Arc<Shared>,
     config: Arc<Config>,
     state: State,
-    index: HashMap<Arc<str>, usize>,
-    last_latency: Vec<Option<Duration>>,
+    index: HashMap<Arc<str>, ServerId>,
+    last_latency: IdVec<ServerId, Option<Duration>>,
     history: VecDeque<HistoryEntry>,
     hooks: mpsc::Sender<ToHooks>,
     /// Per alias, what is known of the external record its on-change hook
@@ -106,7 +106,7 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
     let mut e = Engine {
         state: State::new(&config, now),
         index: index(&config),
-        last_latency: vec![None; config.servers.len()],
+        last_latency: IdVec::filled(None, config.servers.len()),
         history: VecDeque::new(),
         hooks: inputs.hooks.clone(),
         hooked: BTreeMap::new(),
@@ -168,7 +168,7 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 e.served.retain(|name, _| r.config.aliases.iter().any(|a| a.name.as_str() == name));
                 e.config = r.config;
                 e.index = index(&e.config);
-                e.last_latency = vec![None; e.config.servers.len()];
+                e.last_latency = IdVec::filled(None, e.config.servers.len());
                 e.record(None, None, "reload", "configuration reloaded".to_string());
                 if e.config.state.path != e.state_file {
                     warn!("state file path changed in the config; it applies at the next restart");
@@ -207,11 +207,9 @@ fn connect_result(connect: Result<(), FailureCause>) -> &'static str {
     }
 }
 
-fn index(config: &Config) -> HashMap<Arc<str>, usize> {
+fn index(config: &Config) -> HashMap<Arc<str>, ServerId> {
     config
-        .servers
-        .iter()
-        .enumerate()
+        .enumerate_servers()
         .map(|(i, s)| (Arc::from(s.id.as_str()), i))
         .collect()
 }
@@ -288,7 +286,7 @@ impl Engine {
             // Full channel: told again at the next decision.
             kept || self.hooks.try_send(ToHooks::Forget(name.clone())).is_err()
         });
-        for (i, a) in c.aliases.iter().enumerate() {
+        for (i, a) in c.enumerate_aliases() {
             let (Some(hook), Answer::Target(s)) = (&a.on_change, self.state.answer(&c, i)) else {
                 continue;
             };
@@ -332,7 +330,7 @@ impl Engine {
     }
 
     /// What alias `i` answers now.
-    fn served(&self, i: usize) -> Served {
+    fn served(&self, i: AliasId) -> Served {
         match self.state.answer(&self.config, i) {
             Answer::Pending => Served::Pending,
             Answer::Target(s) => Served::Server(self.config.servers[s].id.clone()),

@@ -67,7 +67,7 @@ impl Engine {
     /// or fence line, which carry the answer), and remembers every answer.
     pub(super) fn log_unexplained_answers(&mut self, events: &[Event]) {
         let c = self.config.clone();
-        for (i, a) in c.aliases.iter().enumerate() {
+        for (i, a) in c.enumerate_aliases() {
             let now = self.served(i);
             let before = self
                 .served
@@ -198,7 +198,7 @@ impl Engine {
     }
 
     /// The `answer`, `server` and `target` of alias `i` for a log line.
-    pub(super) fn answer_fields(&self, i: usize) -> (&'static str, String, String) {
+    pub(super) fn answer_fields(&self, i: AliasId) -> (&'static str, String, String) {
         match self.state.answer(&self.config, i) {
             Answer::Target(s) => (
                 "cname",
@@ -226,8 +226,8 @@ impl Engine {
 
     pub(super) fn log_event(&mut self, e: &Event, now: Instant) {
         let c = self.config.clone();
-        let server = |s: usize| c.servers[s].id.as_str();
-        let alias = |a: usize| c.aliases[a].name.as_str();
+        let server = |s: ServerId| c.servers[s].id.as_str();
+        let alias = |a: AliasId| c.aliases[a].name.as_str();
         let m = &self.shared.metrics;
         match e {
             Event::FirstRound { missing } if missing.is_empty() => {
@@ -470,7 +470,7 @@ impl Engine {
                 );
             }
             Event::SetChanged { alias: a, old, new } => {
-                let ids = |v: &[usize]| v.iter().map(|&s| server(s)).collect::<Vec<_>>().join(", ");
+                let ids = |v: &[ServerId]| v.iter().map(|&s| server(s)).collect::<Vec<_>>().join(", ");
                 let (old, new) = (ids(old), ids(new));
                 info!(
                     alias = alias(*a),

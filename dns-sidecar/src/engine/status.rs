@@ -9,9 +9,7 @@ impl Engine {
         let st = &self.state;
         let now = Instant::now();
         let aliases = c
-            .aliases
-            .iter()
-            .enumerate()
+            .enumerate_aliases()
             .map(|(i, a)| {
                 let s = &st.aliases[i];
                 // Exactly what the published routes answer.
@@ -59,9 +57,7 @@ impl Engine {
             })
             .collect();
         let servers = c
-            .servers
-            .iter()
-            .enumerate()
+            .enumerate_servers()
             .map(|(i, s)| {
                 let h = &st.servers[i];
                 let ls = h.last_state.as_ref();
@@ -103,7 +99,7 @@ impl Engine {
     }
 
     /// Alias `i`'s fences and floor-barred servers, for `/status`.
-    pub(super) fn fence_status(&self, i: usize) -> Vec<FenceStatus> {
+    pub(super) fn fence_status(&self, i: AliasId) -> Vec<FenceStatus> {
         let (c, st) = (&self.config, &self.state);
         let a = &st.aliases[i];
         c.aliases[i]
