@@ -28,9 +28,7 @@ macro_rules! id {
 
         impl Id for $name {
             fn from_index(index: usize) -> Self {
-                // A config has far fewer than 2^32 servers or aliases (it is
-                // a file an operator writes); more is a bug, not an input.
-                $name(u32::try_from(index).expect("fewer than 2^32 entries"))
+                $name::new(index)
             }
             fn index(self) -> usize {
                 self.0 as usize
@@ -39,12 +37,15 @@ macro_rules! id {
 
         impl $name {
             /// The id of the `index`-th entry (from 0).
-            pub fn new(index: usize) -> Self {
-                <Self as Id>::from_index(index)
+            pub const fn new(index: usize) -> Self {
+                // A config has far fewer than 2^32 servers or aliases (it is
+                // a file an operator writes); more is a bug, not an input.
+                assert!(index <= u32::MAX as usize, "fewer than 2^32 entries");
+                $name(index as u32)
             }
             /// Its position in the config's list.
-            pub fn index(self) -> usize {
-                <Self as Id>::index(self)
+            pub const fn index(self) -> usize {
+                self.0 as usize
             }
         }
 

@@ -318,7 +318,7 @@ fn remap(r: fence::FenceReason, map: impl Fn(ServerId) -> Option<ServerId>) -> f
 mod tests {
     use std::path::Path;
 
-    use super::super::tests::{config_text, primary, standby, Sim, A, B};
+    use super::super::tests::{config_text, primary, standby, Sim, A, ALIAS, B};
     use super::super::{decide, Answer, Event, FenceReason};
     use super::*;
     use crate::control::Override;
@@ -332,7 +332,7 @@ mod tests {
             s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
             Answer::Target(B)
         );
-        assert!(s.state.aliases[0].fence(A).is_some(), "a lost the split brain");
+        assert!(s.state.aliases[ALIAS].fence(A).is_some(), "a lost the split brain");
         s.apply(Override::Drain { server: "a".into() }).unwrap();
         s.apply(Override::Pin {
             alias: "prod.db.internal".into(),
@@ -361,7 +361,7 @@ mod tests {
         let s = fenced();
         // `z` sorts after `b`: the renamed server changes index too.
         let new = renamed("z", r#"["b", "z"]"#);
-        let (z, b) = (1, 0);
+        let (z, b) = (ServerId::new(1), ServerId::new(0));
         assert_eq!(new.servers[z].id, "z");
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
         assert_eq!(
@@ -374,18 +374,18 @@ mod tests {
         assert_eq!(next.servers[z], s.state.servers[A], "health follows the rename");
         assert_eq!(next.servers[b], s.state.servers[B]);
         assert!(next.drained[z] && !next.drained[b], "the drain follows the rename");
-        assert_eq!(next.pins[0], Some(b));
-        let a = &next.aliases[0];
+        assert_eq!(next.pins[ALIAS], Some(b));
+        let a = &next.aliases[ALIAS];
         assert_eq!(a.target, Some(b));
         assert_eq!(a.fences.len(), 1, "{:?}", a.fences);
         assert_eq!(a.fences[0].server, z);
         assert_eq!(a.fences[0].reason, FenceReason::LostSplitBrain { winner: b });
-        assert_eq!(a.fences[0].since, s.state.aliases[0].fences[0].since);
+        assert_eq!(a.fences[0].since, s.state.aliases[ALIAS].fences[0].since);
         assert_eq!(a.timeline_floor, Some(2));
         // No blip: the next decision (no probe has reported since) answers
         // the same server and changes nothing.
         let (after, events) = decide(&next, &[], &new, s.now);
-        assert_eq!(after.answer(&new, 0), Answer::Target(b));
+        assert_eq!(after.answer(&new, ALIAS), Answer::Target(b));
         assert!(
             !events.iter().any(|e| matches!(e, Event::TargetChanged { .. })),
             "{events:?}"
@@ -400,7 +400,7 @@ mod tests {
         .unwrap();
         s2.apply(Override::Undrain { server: "z".into() }).unwrap();
         assert_eq!(s2.step(&[(b, standby()), (z, primary(Some(1)))]), Answer::Target(b));
-        assert!(s2.state.aliases[0].fence(z).is_some());
+        assert!(s2.state.aliases[ALIAS].fence(z).is_some());
     }
 
     #[test]
@@ -412,9 +412,9 @@ mod tests {
                 .replace("servers = [\"a\", \"b\"]", "servers = [\"b\", \"z\"]"),
         );
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
-        assert!(!next.servers[1].reported, "z is another server: no health yet");
-        assert!(!next.drained[1]);
-        assert!(next.aliases[0].fences.is_empty());
+        assert!(!next.servers[ServerId::new(1)].reported, "z is another server: no health yet");
+        assert!(!next.drained[ServerId::new(1)]);
+        assert!(next.aliases[ALIAS].fences.is_empty());
         assert_eq!(
             notes,
             [
@@ -441,7 +441,7 @@ mod tests {
         // a stays configured but leaves the alias.
         let new = renamed("a", r#"["b"]"#);
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
-        assert!(next.aliases[0].fences.is_empty());
+        assert!(next.aliases[ALIAS].fences.is_empty());
         assert_eq!(notes, [fence("prod.db.internal.", Dropped::NotACandidate)]);
         // The alias becomes a reader alias.
         let new = config(&config_text("read-only", "keep-last"));
@@ -454,7 +454,7 @@ mod tests {
         // The pinned server leaves the alias.
         let new = renamed("a", r#"["a"]"#);
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
-        assert_eq!(next.pins[0], None);
+        assert_eq!(next.pins[ALIAS], None);
         assert_eq!(
             notes,
             [ReloadNote::PinDropped {
@@ -464,12 +464,12 @@ mod tests {
             }]
         );
         assert!(
-            next.aliases[0]
+            next.aliases[ALIAS]
                 .fences
                 .iter()
                 .all(|f| f.reason == FenceReason::Inherited),
             "the fence on a stays; its winner is gone: {:?}",
-            next.aliases[0].fences
+            next.aliases[ALIAS].fences
         );
     }
 }
