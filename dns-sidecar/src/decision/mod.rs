@@ -40,10 +40,14 @@
 //!   start) nothing is decided: the alias is not answered from a guess.
 //! * A pin overrides all of the above.
 
+mod answer;
 mod damping;
+mod event;
 pub mod fence;
 pub mod lag;
+mod observe;
 mod overrides;
+mod reason;
 mod reload;
 pub mod select;
 pub mod snapshot;
@@ -51,9 +55,11 @@ pub mod truth;
 
 use std::time::Instant;
 
-use crate::config::{AliasId, Config, IdVec, NoMatchPolicy, Prefer, Role, ServerId};
-use crate::observation::{FailureKind, Observation, ServerState};
+use crate::config::{AliasId, Config, IdVec, Prefer, Role, ServerId};
+use crate::observation::{Observation, ServerState};
 
+pub use answer::{Answer, AnswerKind};
+pub use event::Event;
 pub use fence::{Bar, Fence, FenceReason};
 pub use overrides::apply_override;
 pub use reload::{reconfigure, reconfigure_noted, Dropped, ReloadNote};
@@ -137,100 +143,6 @@ pub struct AliasState {
     pub set: Vec<ServerId>,
 }
 
-/// Something worth a log line (and, later, a metric).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The first round closed; `missing` lists servers that had not reported.
-    FirstRound { missing: Vec<ServerId> },
-    TargetChanged {
-        alias: AliasId,
-        old: Option<ServerId>,
-        new: ServerId,
-        reason: String,
-    },
-    /// No candidate matches (or may be chosen). `last` is the decision's own
-    /// last choice; whether DNS still answers it (`keep-last`) or SERVFAIL
-    /// is [`State::answer`]'s to say, after the decision.
-    NoMatch {
-        alias: AliasId,
-        last: Option<ServerId>,
-        policy: NoMatchPolicy,
-    },
-    SplitBrain {
-        alias: AliasId,
-        writable: Vec<ServerId>,
-        chosen: ServerId,
-        by_timeline: bool,
-    },
-    /// The server may be chosen: its first good probe, or `rise` good probes
-    /// after a down episode that lasted `down_for`.
-    ServerUp {
-        server: ServerId,
-        state: String,
-        down_for: Option<std::time::Duration>,
-    },
-    /// A down episode began (once per episode, however many probes fail):
-    /// a server that was up failed definitely or `fall` times in a row, or
-    /// a server that was never up failed its probe (`was_up` false).
-    ServerDown {
-        server: ServerId,
-        error: String,
-        was_up: bool,
-    },
-    /// A manual override was applied; `summary` says what it did.
-    Override { summary: String },
-    /// A writer alias fenced `server` (it will not move there).
-    Fenced {
-        alias: AliasId,
-        server: ServerId,
-        reason: String,
-    },
-    /// A fence or the timeline floor kept the alias off `server`, which
-    /// otherwise matched its role. Once per episode.
-    FenceHeld {
-        alias: AliasId,
-        server: ServerId,
-        reason: String,
-    },
-    /// A fence was lifted (server seen following the alias's server, or by
-    /// an operator).
-    Unfenced {
-        alias: AliasId,
-        server: ServerId,
-        reason: String,
-    },
-    /// A reader alias keeps `server` off: it is further behind the primary
-    /// than the alias's lag limit (or its lag cannot be measured). Once per
-    /// episode.
-    LagExceeded {
-        alias: AliasId,
-        server: ServerId,
-        reason: String,
-    },
-    /// `server` is within the alias's lag limit again (after `rise` good probes).
-    LagRecovered {
-        alias: AliasId,
-        server: ServerId,
-        reason: String,
-    },
-    /// A spreading reader alias answers a different set of servers.
-    SetChanged {
-        alias: AliasId,
-        old: Vec<ServerId>,
-        new: Vec<ServerId>,
-    },
-}
-
-/// What the DNS side should answer for an alias right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// First probe round not finished.
-    Pending,
-    Target(ServerId),
-    /// No server matches and the policy (or the lack of any earlier target) says SERVFAIL.
-    NoTarget,
-}
-
 impl State {
     pub fn new(config: &Config, now: Instant) -> State {
         State {
@@ -242,102 +154,6 @@ impl State {
             drained: IdVec::filled(false, config.servers.len()),
         }
     }
-
-    /// The answer for alias `i` under `config`'s policy.
-    pub fn answer(&self, config: &Config, i: AliasId) -> Answer {
-        let a = &self.aliases[i];
-        if let Some(p) = self.pins[i] {
-            return Answer::Target(p);
-        }
-        // Writers never answer a fenced server; readers never a diverged one
-        // (`keep-last` included).
-        let barred = |t: ServerId| match fence::is_writer(config.aliases[i].role) {
-            true => self.barred(config, i, t).is_some(),
-            false => truth::diverged(self, config, t).is_some(),
-        };
-        match a.target {
-            _ if !self.first_round_done => Answer::Pending,
-            Some(t) if self.drained[t] || barred(t) => Answer::NoTarget,
-            Some(t) if a.matched || config.aliases[i].on_no_match == NoMatchPolicy::KeepLast => Answer::Target(t),
-            _ => Answer::NoTarget,
-        }
-    }
-}
-
-impl State {
-    /// The servers alias `i` answers with their weights, when
-    /// [`State::answer`] is a target: that one alone, unless the alias
-    /// spreads (`rotate`, `client`) and matched at the last decision (not
-    /// pinned, not keeping its last target): then its whole set.
-    pub fn answer_set(&self, config: &Config, i: AliasId) -> Vec<(ServerId, u32)> {
-        let Answer::Target(t) = self.answer(config, i) else {
-            return Vec::new();
-        };
-        let alias = &config.aliases[i];
-        let a = &self.aliases[i];
-        if self.pins[i].is_some() || !alias.spread.is_set() || !a.matched || !a.set.contains(&t) {
-            return vec![(t, 1)];
-        }
-        let weight = |s: ServerId| {
-            let k = alias.servers.iter().position(|&x| x == s);
-            k.and_then(|k| alias.weights.get(k).copied()).unwrap_or(1)
-        };
-        (a.set.iter().copied())
-            .filter(|&s| !self.drained[s] && truth::diverged(self, config, s).is_none())
-            .map(|s| (s, weight(s)))
-            .collect()
-    }
-
-    /// Why alias `i` answers SERVFAIL when [`State::answer`] says
-    /// [`Answer::NoTarget`]: what the operator would ask first.
-    pub fn servfail_reason(&self, config: &Config, i: AliasId) -> String {
-        let alias = &config.aliases[i];
-        let a = &self.aliases[i];
-        let id = |s: ServerId| config.servers[s].id.as_str();
-        let last = match a.target {
-            Some(t) if self.drained[t] => format!("{} was drained by an operator", id(t)),
-            Some(t) => match self.barred(config, i, t) {
-                Some(b) => format!("{} is fenced: {}", id(t), b.describe(config)),
-                None if alias.on_no_match == NoMatchPolicy::Servfail => {
-                    format!("on_no_match = \"servfail\" (last target: {})", id(t))
-                }
-                None => format!("keep-last keeps {}", id(t)),
-            },
-            None if alias.on_no_match == NoMatchPolicy::Servfail => "on_no_match = \"servfail\"".to_string(),
-            None => "no candidate has matched since the start, so keep-last has nothing to keep".to_string(),
-        };
-        format!("{last}; candidates: {}", self.candidates_summary(config, i))
-    }
-
-    /// One phrase per candidate of alias `i`: why it is or is not chosen.
-    pub fn candidates_summary(&self, config: &Config, i: AliasId) -> String {
-        let alias = &config.aliases[i];
-        alias
-            .servers
-            .iter()
-            .map(|&s| {
-                let h = &self.servers[s];
-                let id = config.servers[s].id.as_str();
-                let desc = h
-                    .last_state
-                    .as_ref()
-                    .map_or_else(|| "never probed successfully".to_string(), ServerState::describe);
-                if self.drained[s] {
-                    format!("{id} drained")
-                } else if !h.up {
-                    format!(
-                        "{id} down ({})",
-                        h.last_error.as_deref().unwrap_or("no probe result yet")
-                    )
-                } else if let Some(b) = self.barred(config, i, s) {
-                    format!("{id} {desc}, fenced ({})", b.describe(config))
-                } else {
-                    format!("{id} {desc}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
 }
 
 /// Applies `observations` and re-decides every alias.
@@ -345,7 +161,7 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     let mut state = prev.clone();
     let mut events = Vec::new();
     for o in observations {
-        observe(&mut state.servers[o.server], o, config, &mut events);
+        observe::observe(&mut state.servers[o.server], o, config, &mut events);
     }
     fence::learn(&mut state, observations, config, now, &mut events);
     // Whether the first round was complete before these observations (a
@@ -381,68 +197,6 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     (state, events)
 }
 
-fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut Vec<Event>) {
-    let first = !h.reported;
-    h.reported = true;
-    match &o.outcome {
-        Ok(s) => {
-            if h.consecutive_ok == 0 {
-                h.run_since = Some(o.at);
-            }
-            h.consecutive_ok += 1;
-            h.consecutive_fail = 0;
-            // The WAL receiver received more since the last good probe: it
-            // streams (evidence that lifts a fence; see `fence`, rule 5).
-            let before = h
-                .last_state
-                .as_ref()
-                .filter(|p| p.in_recovery)
-                .and_then(|p| p.received_lsn);
-            h.receiving = s.in_recovery && matches!((before, s.received_lsn), (Some(b), Some(n)) if n > b);
-            h.last_state = Some(s.clone());
-            if let Some(rtt) = o.rtt {
-                h.rtt.push(rtt);
-            }
-            h.last_success = Some(o.at);
-            h.last_error = None;
-            let rose = damping::lasted(h.consecutive_ok, config.probe.rise, h.run_since, o.at, config);
-            if !h.up && (first || rose) {
-                h.up = true;
-                let down_for = h.down_since.take().map(|t| o.at.saturating_duration_since(t));
-                events.push(Event::ServerUp {
-                    server: o.server,
-                    state: s.describe(),
-                    down_for,
-                });
-            }
-        }
-        Err(f) => {
-            if h.consecutive_fail == 0 {
-                h.run_since = Some(o.at);
-            }
-            h.consecutive_ok = 0;
-            h.consecutive_fail += 1;
-            h.receiving = false;
-            h.last_error = Some(f.message.clone());
-            let was_up = h.up;
-            let fell = damping::lasted(h.consecutive_fail, config.probe.fall, h.run_since, o.at, config);
-            if f.kind == FailureKind::Definite || fell {
-                h.up = false;
-                h.rtt.clear();
-            }
-            // Once per episode: the failure that leaves the server not up
-            // (damped failures of a server that is up are not an episode yet).
-            if !h.up && h.down_since.is_none() {
-                h.down_since = Some(o.at);
-                events.push(Event::ServerDown {
-                    server: o.server,
-                    error: f.message.clone(),
-                    was_up,
-                });
-            }
-        }
-    }
-}
 
 fn matches(h: &ServerHealth, role: Role) -> bool {
     let Some(s) = h.last_state.as_ref().filter(|_| h.up) else {
@@ -620,7 +374,7 @@ fn decide_alias(state: &mut State, config: &Config, i: AliasId, now: Instant, ev
     let reason = if answered == Some(chosen) {
         None
     } else {
-        Some(change_reason(state, config, i, answered, chosen, by_timeline))
+        Some(reason::change_reason(state, config, i, answered, chosen, by_timeline))
     };
     if let (Some(old), true) = (state.aliases[i].decided.filter(|&d| d != chosen), writer) {
         fence::superseded(state, config, i, old, chosen, now, events);
@@ -692,69 +446,6 @@ fn prefer_standby_cands(state: &State, config: &Config, cands: Vec<ServerId>) ->
         .collect()
 }
 
-fn change_reason(
-    state: &State,
-    config: &Config,
-    i: AliasId,
-    old: Option<ServerId>,
-    new: ServerId,
-    by_timeline: bool,
-) -> String {
-    let alias = &config.aliases[i];
-    let id = |s: ServerId| config.servers[s].id.as_str();
-    let desc = |s: ServerId| {
-        state.servers[s]
-            .last_state
-            .as_ref()
-            .map_or_else(|| "unknown".to_string(), ServerState::describe)
-    };
-    let new_part = format!("{} is {}", id(new), desc(new));
-    let Some(old) = old else {
-        return format!("first decision: {new_part}");
-    };
-    let h = &state.servers[old];
-    if state.drained[old] {
-        return format!("{} was drained by an operator; {new_part}", id(old));
-    }
-    if by_timeline && matches(h, alias.role) {
-        return format!(
-            "split brain: {} and {} are both writable; {new_part} (newer timeline wins)",
-            id(old),
-            id(new)
-        );
-    }
-    if h.up && h.consecutive_fail > 0 && matches(h, alias.role) {
-        return format!(
-            "{} has failed its last {} probe(s) ({}; remembered as up through damping, not a split brain); \
-            {new_part}",
-            id(old),
-            h.consecutive_fail,
-            h.last_error.as_deref().unwrap_or("no answer")
-        );
-    }
-    if !h.up {
-        return format!(
-            "{} is down ({}); {new_part}",
-            id(old),
-            h.last_error.as_deref().unwrap_or("no answer")
-        );
-    }
-    if let Some(l) = state.aliases[i].lagging.iter().find(|l| l.server == old) {
-        return format!("{} is too far behind the primary: {}; {new_part}", id(old), l.reason);
-    }
-    if !matches(h, alias.role) {
-        return format!(
-            "{} is no longer {} (now {}); {new_part}",
-            id(old),
-            alias.role.as_str(),
-            desc(old)
-        );
-    }
-    if let Some(bar) = state.barred(config, i, old) {
-        return format!("{} is fenced: {}; {new_part}", id(old), bar.describe(config));
-    }
-    format!("{new_part}, preferred for {}", alias.role.as_str())
-}
 
 #[cfg(test)]
 mod tests;

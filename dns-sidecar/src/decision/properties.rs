@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::snapshot::{capture, restore, Remembered};
 use super::*;
 use crate::control::Override;
-use crate::observation::{FailureCause, ProbeFailure, ServerState};
+use crate::observation::{FailureCause, FailureKind, ProbeFailure, ServerState};
 
 const SERVERS: [&str; 3] = ["a", "b", "c"];
 const ALIASES: [&str; 5] = [
