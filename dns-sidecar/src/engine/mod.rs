@@ -34,7 +34,9 @@ use tracing::{error, info, warn};
 use crate::config::{AliasId, Config, IdVec, ServerId};
 use crate::control::ControlRequest;
 use crate::decision::snapshot::{capture, restore, HookedTarget};
-use crate::decision::{apply_override, decide, fence, lag, reconfigure_noted, Answer, Bar, Event, ReloadNote, State};
+use crate::decision::{
+    apply_override, decide, fence, lag, reconfigure_noted, Answer, AnswerKind, Bar, Event, ReloadNote, State,
+};
 use crate::episodes::{Episodes, Line};
 use crate::hook::reconcile::{Confirmed, Record, ToHooks};
 use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};

@@ -199,14 +199,14 @@ impl Engine {
 
     /// The `answer`, `server` and `target` of alias `i` for a log line.
     pub(super) fn answer_fields(&self, i: AliasId) -> (&'static str, String, String) {
-        match self.state.answer(&self.config, i) {
+        let answer = self.state.answer(&self.config, i);
+        match answer {
             Answer::Target(s) => (
-                "cname",
+                answer.kind().label(),
                 self.config.servers[s].id.clone(),
                 self.config.servers[s].target.to_string(),
             ),
-            Answer::NoTarget => ("servfail", "-".into(), "-".into()),
-            Answer::Pending => ("pending", "-".into(), "-".into()),
+            Answer::NoTarget | Answer::Pending => (answer.kind().label(), "-".into(), "-".into()),
         }
     }
 

@@ -13,24 +13,17 @@ impl Engine {
             .map(|(i, a)| {
                 let s = &st.aliases[i];
                 // Exactly what the published routes answer.
-                let route = routes.get(a.name.as_str()).map(|r| &r.answer);
-                let servfail = matches!(route, Some(crate::routes::RouteAnswer::Servfail));
-                let (answer, served) = match route {
-                    Some(crate::routes::RouteAnswer::Cname(_) | crate::routes::RouteAnswer::Spread(_)) => (
-                        "cname",
-                        match st.answer(c, i) {
-                            Answer::Target(t) => Some(t),
-                            _ => None,
-                        },
-                    ),
-                    Some(crate::routes::RouteAnswer::Servfail) => ("servfail", None),
-                    _ => ("pending", None),
+                let kind = (routes.get(a.name.as_str())).map_or(AnswerKind::Pending, |r| r.answer.kind());
+                let servfail = kind == AnswerKind::Servfail;
+                let served = match (kind, st.answer(c, i)) {
+                    (AnswerKind::Cname, Answer::Target(t)) => Some(t),
+                    _ => None,
                 };
                 AliasStatus {
                     name: a.name.to_string(),
                     role: a.role.as_str().into(),
                     ttl: a.ttl,
-                    answer: answer.into(),
+                    answer: kind.label().into(),
                     server: served.map(|t| c.servers[t].id.clone()),
                     target: served.map(|t| c.servers[t].target.to_string()),
                     last_server: s.target.filter(|_| servfail).map(|t| c.servers[t].id.clone()),
