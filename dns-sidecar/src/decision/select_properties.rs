@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::Spread;
+use crate::config::{Prefer, Spread};
 use crate::name::DnsName;
 use crate::observation::{FailureCause, FailureKind, ProbeFailure};
 use crate::routes::{Asker, RouteAnswer, Routes, SpreadRoute};
