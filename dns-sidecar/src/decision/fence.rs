@@ -56,7 +56,6 @@ use std::time::Instant;
 
 use super::{timeline, truth, AliasState, Event, ServerHealth, State};
 use crate::config::{AliasId, Config, IdVec, Role, ServerId};
-use crate::observation::Observation;
 
 /// Why a writer alias will not move to a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,97 +209,6 @@ impl AliasState {
     }
 }
 
-/// What the probes teach the fences, before any alias is decided: timelines
-/// seen on unfenced servers raise the floors, and servers seen following
-/// the alias's server (or followed by it) are released.
-pub(super) fn learn(
-    state: &mut State,
-    observations: &[Observation],
-    config: &Config,
-    now: Instant,
-    events: &mut Vec<Event>,
-) {
-    for o in observations {
-        let Ok(s) = &o.outcome else { continue };
-        for (i, alias) in config.enumerate_aliases() {
-            if !is_writer(alias.role) || !alias.servers.contains(&o.server) {
-                continue;
-            }
-            let a = &mut state.aliases[i];
-            let holder = a.decided.filter(|&d| d != o.server);
-            let holder_tl = a.decided_timeline;
-            if let Some(t) = s.timeline.filter(|_| !s.in_recovery) {
-                if a.decided == Some(o.server) {
-                    a.decided_timeline = Some(t);
-                }
-                if let (Some(holder), Some(ht)) = (holder, holder_tl) {
-                    if t == ht {
-                        // Rule 4 before rule 5: the holder's timeline is not
-                        // "newer" for this server, whatever its old fence
-                        // says; a fence of another kind becomes this one.
-                        // The floor: `t` is the holder's timeline (truth).
-                        a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
-                        let fence = Fence {
-                            server: o.server,
-                            reason: FenceReason::SameTimeline { holder },
-                            since: now,
-                            timeline: Some(t),
-                        };
-                        same_timeline(state, config, i, fence, events);
-                        continue;
-                    }
-                }
-            }
-            // Evidence of a rebuild: in recovery *and* following the alias's
-            // current server (see `truth::follows`), not recovery alone.
-            let following = (state.aliases[i].decided)
-                .filter(|&p| p != o.server)
-                .filter(|&p| truth::follows(state, o.server, p));
-            // Promoted again since it was fenced, *and* the server that
-            // superseded it now follows it: the cluster moved back to it. A
-            // newer timeline alone is no rebuild (an old primary restored
-            // without pg_rewind and promoted by mistake reaches one too).
-            let followed = (state.aliases[i].decided)
-                .filter(|&d| d != o.server)
-                .filter(|&d| truth::follows(state, d, o.server));
-            let a = &mut state.aliases[i];
-            let pos = a.fences.iter().position(|f| f.server == o.server);
-            let newer = pos.is_some_and(|pos| match (s.timeline, a.fences[pos].timeline) {
-                (Some(now), Some(then)) if !s.in_recovery => now > then && followed.is_some(),
-                _ => false,
-            });
-            if let Some(pos) = pos.filter(|_| following.is_some() || newer) {
-                a.fences.remove(pos);
-                let reason = if let Some(p) = following {
-                    format!(
-                        "rebuilt as a standby: in recovery and following {} ({})",
-                        config.servers[p].id,
-                        s.describe()
-                    )
-                } else {
-                    format!(
-                        "promoted again since it was fenced (now {}), and {} follows it",
-                        s.describe(),
-                        followed.map_or("", |d| config.servers[d].id.as_str())
-                    )
-                };
-                events.push(Event::Unfenced {
-                    alias: i,
-                    server: o.server,
-                    reason,
-                });
-            }
-            // Rule 1: the floor is raised by servers the alias may follow; a
-            // fenced server's timeline is no truth (a fork promoted by
-            // mistake must not bar the healthy primary).
-            let a = &mut state.aliases[i];
-            if let Some(t) = s.timeline.filter(|_| !s.in_recovery && a.fence(o.server).is_none()) {
-                a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
-            }
-        }
-    }
-}
-
 /// Rule 4: `fence.server` is writable on the timeline of the alias's own
 /// server: a fork. Whatever fence it had (typically "superseded" on the
 /// timeline the alias left it on) becomes this one, never lifted as
@@ -323,7 +231,7 @@ pub(super) fn learn(
 /// than the one it left (rules 1 and 2), so a fork of a server it left,
 /// on that server's timeline + 1, is on the holder's timeline (this rule) or
 /// below the floor (rule 1).
-fn same_timeline(state: &mut State, config: &Config, i: AliasId, fence: Fence, events: &mut Vec<Event>) {
+pub(super) fn same_timeline(state: &mut State, config: &Config, i: AliasId, fence: Fence, events: &mut Vec<Event>) {
     let a = &mut state.aliases[i];
     if let Some(pos) = a.fences.iter().position(|f| f.server == fence.server) {
         if matches!(a.fences[pos].reason, FenceReason::SameTimeline { .. }) {

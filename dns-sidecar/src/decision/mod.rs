@@ -45,6 +45,7 @@ mod answer;
 mod damping;
 mod event;
 pub mod fence;
+mod fence_learn;
 pub mod lag;
 mod observe;
 mod overrides;
@@ -164,7 +165,7 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     for o in observations {
         observe::observe(&mut state.servers[o.server], o, config, &mut events);
     }
-    fence::learn(&mut state, observations, config, now, &mut events);
+    fence_learn::learn(&mut state, observations, config, now, &mut events);
     // Whether the first round was complete before these observations (a
     // primary may simply not have reported yet; see `lag`).
     let round_done = state.first_round_done;
