@@ -24,26 +24,25 @@ mod status;
 
 use persist::remembered_differs;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::control::ControlRequest;
-use crate::decision::snapshot::{capture, restore, HookedTarget};
-use crate::decision::{apply_override, decide, fence, lag, reconfigure_noted, Answer, Bar, Event, ReloadNote, State};
-use crate::episodes::{Episodes, Line};
+use crate::decision::snapshot::{capture, HookedTarget};
+use crate::decision::{apply_override, decide, reconfigure_noted, Answer, Event, State};
+use crate::episodes::Episodes;
 use crate::hook::reconcile::{Confirmed, Record, ToHooks};
-use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
-use crate::observation::{format_lsn, FailureCause, Observation, ProbeReport};
-use crate::routes::Routes;
+use crate::metrics::{ProbeResult, ServerLabel};
+use crate::observation::{FailureCause, Observation, ProbeReport};
 use crate::shared::Shared;
 use crate::statefile;
-use crate::status::{AliasStatus, FenceStatus, HistoryEntry, LagStatus, ServerStatus, Status, HISTORY_LEN};
+use crate::status::{HistoryEntry, HistoryKind};
 use crate::wallclock::WallClock;
 
 /// A new config for the engine; the sender learns when it is in force.
@@ -170,7 +169,7 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 e.config = r.config;
                 e.index = index(&e.config);
                 e.last_latency = vec![None; e.config.servers.len()];
-                e.record(None, None, "reload", "configuration reloaded".to_string());
+                e.record(HistoryKind::Reload, None, None, "configuration reloaded".to_string());
                 if e.config.state.path != e.state_file {
                     warn!("state file path changed in the config; it applies at the next restart");
                 }

@@ -1,7 +1,13 @@
 //! Building the `/status` snapshot from the config, the state and the
 //! published routes.
 
-use super::*;
+use std::time::Instant;
+
+use super::Engine;
+use crate::decision::{fence, lag, Answer, Bar};
+use crate::observation::format_lsn;
+use crate::routes::Routes;
+use crate::status::{AliasStatus, FenceStatus, LagStatus, ServerStatus, Status};
 
 impl Engine {
     pub(super) fn status(&self, routes: &Routes) -> Status {
