@@ -314,7 +314,7 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{AliasStatus, LagStatus, ServerStatus};
+    use crate::status::{AliasStatus, HistoryKind, LagStatus, ServerStatus};
 
     #[test]
     fn relative_times_and_sizes() {
@@ -391,7 +391,7 @@ mod tests {
             history: (0..15)
                 .map(|i| HistoryEntry {
                     at: 900.0 + i as f64,
-                    kind: "server_up".into(),
+                    kind: HistoryKind::ServerUp.as_str().into(),
                     server: Some(format!("s{i}")),
                     message: format!("m{i}"),
                     ..Default::default()
