@@ -119,7 +119,10 @@ async fn every_readme_metric_exists_from_start_up_with_its_label_sets() {
     let s = scrape(env.sidecar());
     let config = env.sidecar().shared.config.load_full();
     let rows = readme_metrics(&metrics_page());
-    assert!(rows.len() >= 19, "the metrics table of docs/operations.md was not found");
+    assert!(
+        rows.len() >= 19,
+        "the metrics table of docs/operations.md was not found"
+    );
     for row in &rows {
         let family = row.name.trim_end_matches("_total");
         assert_eq!(

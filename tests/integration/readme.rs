@@ -120,7 +120,11 @@ fn pages() -> Vec<(&'static str, String)> {
         .filter(|p| p.ends_with(".md"))
         .collect();
     on_disk.sort();
-    let mut walked: Vec<String> = PAGES.iter().filter(|p| p.starts_with("docs/")).map(|p| p.to_string()).collect();
+    let mut walked: Vec<String> = PAGES
+        .iter()
+        .filter(|p| p.starts_with("docs/"))
+        .map(|p| p.to_string())
+        .collect();
     walked.sort();
     assert_eq!(on_disk, walked, "docs/*.md vs the pages the README walk knows (PAGES)");
     PAGES
@@ -693,7 +697,10 @@ fn every_link_of_the_readme_and_docs_resolves() {
             }
             for (j, _) in l.match_indices("](") {
                 let rest = &l[j + 2..];
-                let target = &rest[..rest.find(')').unwrap_or_else(|| panic!("{page}:{}: unclosed link", i + 1))];
+                let end = rest
+                    .find(')')
+                    .unwrap_or_else(|| panic!("{page}:{}: unclosed link", i + 1));
+                let target = &rest[..end];
                 if target.contains("://") || target.contains(' ') {
                     continue;
                 }
