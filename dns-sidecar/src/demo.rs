@@ -238,8 +238,7 @@ fn bind(
             Err(RunError::Bind { proto, source, .. }) if proto.contains("admin") => {
                 if args.admin_port.is_some() || admin == 0 {
                     anyhow::bail!(
-                        "cannot listen on {} for the admin listener: {source}; choose another with \
-                        --admin-port PORT, or --admin-port 0 for a free one",
+                        "cannot listen on {} for the admin listener: {source}; choose another with --admin-port PORT, or --admin-port 0 for a free one",
                         at(admin)
                     );
                 }
@@ -249,8 +248,7 @@ fn bind(
             Err(RunError::Bind { source, .. }) => {
                 if args.port.is_some() || dns == 0 {
                     anyhow::bail!(
-                        "cannot listen on {} for DNS: {source}; choose another with --port PORT, or --port \
-                        0 for a free one",
+                        "cannot listen on {} for DNS: {source}; choose another with --port PORT, or --port 0 for a free one",
                         at(dns)
                     );
                 }
@@ -288,8 +286,7 @@ async fn promote(args: &DemoArgs, pair: &PgPair, shared: &crate::shared::Shared)
             Ok(())
         }
         other => anyhow::bail!(
-            "{WRITER_ALIAS} answers {other:?} {secs}s after the promote, not CNAME \
-            {PROMOTED_TARGET}: the alias did not follow"
+            "{WRITER_ALIAS} answers {other:?} {secs}s after the promote, not CNAME {PROMOTED_TARGET}: the alias did not follow"
         ),
     }
 }

@@ -402,15 +402,13 @@ mod tests {
         assert!(t.starts_with("dns-sidecar at 127.0.0.1:9153: ready"), "{t}");
         assert!(
             t.contains(
-                "prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s \
-            ago  westus2  westus2 is writable"
+                "prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s ago  westus2  westus2 is writable"
             ),
             "{t}"
         );
         assert!(
             t.contains(
-                "eastus     DOWN  drained  unknown  -         -                     never     connection \
-            refused (4 in a row)"
+                "eastus     DOWN  drained  unknown  -         -                     never     connection refused (4 in a row)"
             ),
             "{t}"
         );

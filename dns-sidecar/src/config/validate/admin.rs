@@ -26,8 +26,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: Option<RawAdmin>) -> Result<AdminSettings
                     Some(l.span()),
                     format!("`{}` is not an IP address with an optional port", l.get_ref()),
                     format!(
-                        "e.g. listen = \"{DEFAULT_ADMIN_LISTEN}\", or \"127.0.0.1\" for the default port \
-                        {DEFAULT_ADMIN_PORT}; host names are not accepted"
+                        "e.g. listen = \"{DEFAULT_ADMIN_LISTEN}\", or \"127.0.0.1\" for the default port {DEFAULT_ADMIN_PORT}; host names are not accepted"
                     ),
                 )
             }

@@ -37,8 +37,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawCache) -> Result<CacheSettings, Confi
             return cx.err(
                 Some(b.span()),
                 format!("`cache.max_bytes` of {} bytes is outside 64KiB..=1GiB", b.get_ref().0),
-                "max_bytes = \"4MiB\" is the default (about 20 000 typical answers); it counts on its own, \
-                besides [limits] memory",
+                "max_bytes = \"4MiB\" is the default (about 20 000 typical answers); it counts on its own, besides [limits] memory",
             )
         }
     };
@@ -92,8 +91,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawCache) -> Result<CacheSettings, Confi
             return cx.err(
                 Some(m.span()),
                 format!("`cache.max_stale` of {} is outside 1s..=7d", human(m.get_ref().0)),
-                "max_stale = \"1d\" is the default (RFC 8767 suggests 1 to 3 days, at most 7); \
-                to serve nothing stale write serve_stale = false",
+                "max_stale = \"1d\" is the default (RFC 8767 suggests 1 to 3 days, at most 7); to serve nothing stale write serve_stale = false",
             )
         }
     };
@@ -125,8 +123,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawCache) -> Result<CacheSettings, Confi
                     v.get_ref()
                 ),
                 format!(
-                    "prefetch_hits = {} is the default: an entry hit that often before the last tenth of its \
-                    lifetime is refreshed; to refresh none write prefetch = false",
+                    "prefetch_hits = {} is the default: an entry hit that often before the last tenth of its lifetime is refreshed; to refresh none write prefetch = false",
                     d.prefetch_hits
                 ),
             )

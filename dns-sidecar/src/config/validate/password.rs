@@ -121,8 +121,7 @@ pub(super) fn source(cx: &Ctx<'_>, id: &str, c: &RawConn) -> Result<Option<Passw
                 identity.span(),
                 problem,
                 Owner::Server(id),
-                "set the variables where the sidecar runs (AKS workload identity injects them into pods \
-                whose service account is annotated and that carry the azure.workload.identity/use label)"
+                "set the variables where the sidecar runs (AKS workload identity injects them into pods whose service account is annotated and that carry the azure.workload.identity/use label)"
                     .into(),
             )?;
         }
@@ -270,8 +269,7 @@ servers = ["a", "b"]
             // The test environment has no workload identity variables.
             (
                 "entra_identity = \"workload-identity\"",
-                "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID (or entra_client_id), \
-                AZURE_FEDERATED_TOKEN_FILE set",
+                "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID (or entra_client_id), AZURE_FEDERATED_TOKEN_FILE set",
             ),
         ] {
             let (c, w) = deferred(probe, "").unwrap();

@@ -79,8 +79,7 @@ pub(super) fn settings(
             if table == "upstream" {
                 "point upstream at the resolver the sidecar itself should use (Azure: \"168.63.129.16\")"
             } else {
-                "list the resolvers that serve this zone (another sidecar or forwarder tier, a VPN resolver), not this \
-                sidecar's own listen address"
+                "list the resolvers that serve this zone (another sidecar or forwarder tier, a VPN resolver), not this sidecar's own listen address"
             },
         );
     }
@@ -92,8 +91,7 @@ pub(super) fn settings(
         return cx.err(
             f.timeout.as_ref().map(|t| t.span()),
             format!("`{table}.timeout` must be more than zero"),
-            "it is how long each upstream gets before the next is tried; \
-            e.g. timeout = \"1500ms\" (the default)",
+            "it is how long each upstream gets before the next is tried; e.g. timeout = \"1500ms\" (the default)",
         );
     }
     if timeout > MAX_TIMEOUT {
@@ -104,8 +102,7 @@ pub(super) fn settings(
                 human(timeout),
                 human(MAX_TIMEOUT)
             ),
-            "clients give up after a few seconds (glibc: 5s), so a later answer reaches nobody; \
-            e.g. timeout = \"1500ms\" (the default)",
+            "clients give up after a few seconds (glibc: 5s), so a later answer reaches nobody; e.g. timeout = \"1500ms\" (the default)",
         );
     }
     let max_fails = match f.max_fails {
