@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::config::EntraIdentity;
 
 #[test]
 fn tokens_are_refreshed_at_two_thirds_or_five_minutes_before_expiry_whichever_first() {
