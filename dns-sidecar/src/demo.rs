@@ -159,6 +159,31 @@ async fn serve(args: &DemoArgs, pair: &PgPair, upstream: Option<SocketAddr>) -> 
     let config = Config::from_toml(&config_path, &text)?;
     let running = crate::start(config, listeners)?;
 
+    print_instructions(args, dns, admin, &config_path);
+
+    let shown = tokio::spawn(show_routes(running.shared.clone()));
+    let promote_at = async {
+        match args.promote_after {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None if std::io::stdin().is_terminal() => {
+                let mut line = String::new();
+                let _ = tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = promote_at => promote(args, pair, &running.shared).await,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    shown.abort();
+    running.stop().await;
+    outcome
+}
+
+/// What to try while the demo runs: the `dig`, `status` and `curl` commands
+/// for the addresses actually bound, and how the promote is triggered.
+fn print_instructions(args: &DemoArgs, dns: SocketAddr, admin: SocketAddr, config_path: &Path) {
     let me = std::env::current_exe().ok().and_then(|p| {
         let cwd = std::env::current_dir().ok()?;
         Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
@@ -195,25 +220,6 @@ async fn serve(args: &DemoArgs, pair: &PgPair, upstream: Option<SocketAddr>) -> 
         Some(s) => println!("The replica will be promoted in {s}s. Ctrl-C stops the demo and removes everything."),
         None => println!("Press Enter to promote the replica (pg-west). Ctrl-C stops the demo and removes everything."),
     }
-
-    let shown = tokio::spawn(show_routes(running.shared.clone()));
-    let promote_at = async {
-        match args.promote_after {
-            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None if std::io::stdin().is_terminal() => {
-                let mut line = String::new();
-                let _ = tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    let outcome = tokio::select! {
-        _ = promote_at => promote(args, pair, &running.shared).await,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    };
-    shown.abort();
-    running.stop().await;
-    outcome
 }
 
 /// Binds the DNS and admin listeners on loopback. A port given on the
@@ -238,8 +244,7 @@ fn bind(
             Err(RunError::Bind { proto, source, .. }) if proto.contains("admin") => {
                 if args.admin_port.is_some() || admin == 0 {
                     anyhow::bail!(
-                        "cannot listen on {} for the admin listener: {source}; choose another with \
-                        --admin-port PORT, or --admin-port 0 for a free one",
+                        "cannot listen on {} for the admin listener: {source}; choose another with --admin-port PORT, or --admin-port 0 for a free one",
                         at(admin)
                     );
                 }
@@ -249,8 +254,7 @@ fn bind(
             Err(RunError::Bind { source, .. }) => {
                 if args.port.is_some() || dns == 0 {
                     anyhow::bail!(
-                        "cannot listen on {} for DNS: {source}; choose another with --port PORT, or --port \
-                        0 for a free one",
+                        "cannot listen on {} for DNS: {source}; choose another with --port PORT, or --port 0 for a free one",
                         at(dns)
                     );
                 }
@@ -288,8 +292,7 @@ async fn promote(args: &DemoArgs, pair: &PgPair, shared: &crate::shared::Shared)
             Ok(())
         }
         other => anyhow::bail!(
-            "{WRITER_ALIAS} answers {other:?} {secs}s after the promote, not CNAME \
-            {PROMOTED_TARGET}: the alias did not follow"
+            "{WRITER_ALIAS} answers {other:?} {secs}s after the promote, not CNAME {PROMOTED_TARGET}: the alias did not follow"
         ),
     }
 }

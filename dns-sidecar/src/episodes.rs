@@ -173,8 +173,7 @@ mod tests {
         );
         let down = e.down("a", "connection refused", true, at(t0, 100));
         assert!(
-            matches!(down, Some(Line::Down { ref reason, flaps: 0, was_up: true, .. }) if reason == "connection \
-                refused"),
+            matches!(down, Some(Line::Down { ref reason, flaps: 0, was_up: true, .. }) if reason == "connection refused"),
             "{down:?}"
         );
         let up = e.up("a", "writable", Some(Duration::from_secs(5)));

@@ -85,60 +85,9 @@ pub async fn runner(
             if confirmed.send((record, Some(ack))).await.is_ok() {
                 let _ = tokio::time::timeout(PERSIST_WAIT, persisted).await;
             }
-            info!(
-                alias = run.alias.as_str(),
-                seq = run.seq,
-                old = run.old_target.as_deref().unwrap_or("-"),
-                new = run.new_target.as_str(),
-                reason = run.reason.as_str(),
-                "on_change hook started"
-            );
-            let work = run_one(&run, shutdown.clone());
-            tokio::pin!(work);
-            let result = loop {
-                tokio::select! {
-                    r = &mut work => break r,
-                    msg = rx.recv(), if open => match msg {
-                        Some(msg) => rec.apply(msg),
-                        None => open = false,
-                    },
-                }
-            };
-            let label = match &result {
-                Ok(()) => Some("ok"),
-                Err(HookError::Timeout(_)) => Some("timeout"),
-                // Neither a success nor the hook's failure.
-                Err(HookError::Stopped) => None,
-                Err(_) => Some("failed"),
-            };
-            if let Some(label) = label {
-                shared
-                    .metrics
-                    .hook_runs
-                    .get_or_create(&ResultLabel { result: label.into() })
-                    .inc();
-            }
-            let ok = result.is_ok();
-            match result {
-                Ok(()) => info!(
-                    alias = run.alias.as_str(),
-                    seq = run.seq,
-                    new = run.new_server.as_str(),
-                    "on_change hook succeeded"
-                ),
-                Err(HookError::Stopped) => {
-                    warn!(
-                        alias = run.alias.as_str(),
-                        seq = run.seq,
-                        new = run.new_server.as_str(),
-                        "on_change hook killed with its process group at shutdown; it runs again at the next start"
-                    )
-                }
-                Err(e) => {
-                    error!(alias = run.alias.as_str(), seq = run.seq, new = run.new_server.as_str(), error = %e, "on_change hook failed")
-                }
-            }
-            if let Some(c) = rec.finished(run.seq, ok, Instant::now()) {
+            let result = execute(&run, &mut rx, &mut rec, &mut open, &shutdown).await;
+            report(&run, &result, &shared);
+            if let Some(c) = rec.finished(run.seq, result.is_ok(), Instant::now()) {
                 // The engine drains this channel; it is gone only at shutdown.
                 let _ = confirmed.send((c, None)).await;
             }
@@ -158,6 +107,73 @@ pub async fn runner(
             },
             _ = sleep_until(retry) => {}
             _ = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Runs one hook to its end, applying the engine's messages meanwhile
+/// (`open` turns false when the channel closes).
+async fn execute(
+    run: &HookRun,
+    rx: &mut mpsc::Receiver<ToHooks>,
+    rec: &mut Reconciler,
+    open: &mut bool,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), HookError> {
+    info!(
+        alias = run.alias.as_str(),
+        seq = run.seq,
+        old = run.old_target.as_deref().unwrap_or("-"),
+        new = run.new_target.as_str(),
+        reason = run.reason.as_str(),
+        "on_change hook started"
+    );
+    let work = run_one(run, shutdown.clone());
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            msg = rx.recv(), if *open => match msg {
+                Some(msg) => rec.apply(msg),
+                None => *open = false,
+            },
+        }
+    }
+}
+
+/// Counts and logs how a run ended.
+fn report(run: &HookRun, result: &Result<(), HookError>, shared: &Shared) {
+    let label = match result {
+        Ok(()) => Some("ok"),
+        Err(HookError::Timeout(_)) => Some("timeout"),
+        // Neither a success nor the hook's failure.
+        Err(HookError::Stopped) => None,
+        Err(_) => Some("failed"),
+    };
+    if let Some(label) = label {
+        shared
+            .metrics
+            .hook_runs
+            .get_or_create(&ResultLabel { result: label.into() })
+            .inc();
+    }
+    match result {
+        Ok(()) => info!(
+            alias = run.alias.as_str(),
+            seq = run.seq,
+            new = run.new_server.as_str(),
+            "on_change hook succeeded"
+        ),
+        Err(HookError::Stopped) => {
+            warn!(
+                alias = run.alias.as_str(),
+                seq = run.seq,
+                new = run.new_server.as_str(),
+                "on_change hook killed with its process group at shutdown; it runs again at the next start"
+            )
+        }
+        Err(e) => {
+            error!(alias = run.alias.as_str(), seq = run.seq, new = run.new_server.as_str(), error = %e, "on_change hook failed")
         }
     }
 }
@@ -207,6 +223,45 @@ pub fn passed_env(patterns: &[String]) -> Vec<(String, String)> {
 const STDERR_KEEP: usize = 16 * 1024;
 
 async fn run_one(run: &HookRun, mut shutdown: watch::Receiver<bool>) -> Result<(), HookError> {
+    let mut cmd = command(run);
+    if *shutdown.borrow() {
+        return Err(HookError::Stopped);
+    }
+    let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
+        program: run.hook.argv[0].clone(),
+        source,
+    })?;
+    // Kills the group however this function ends (dropped included).
+    let group = Group(child.id());
+    let mut stderr = child.stderr.take();
+    let collect = collect_stderr(stderr.as_mut());
+    let waited = tokio::select! {
+        w = tokio::time::timeout(run.hook.timeout, async { tokio::join!(child.wait(), collect) }) => w.map_err(|_| HookError::Timeout(run.hook.timeout)),
+        _ = crate::shutdown::stopped(&mut shutdown) => Err(HookError::Stopped),
+    };
+    // Whatever happened, nothing of the group may outlive this run; then
+    // the process is reaped before the next run can start.
+    group.kill();
+    let (status, err) = match waited {
+        Err(e) => {
+            let _ = child.wait().await;
+            return Err(e);
+        }
+        Ok((status, err)) => (status.map_err(HookError::Wait)?, err),
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(HookError::Failed {
+            status,
+            stderr: stderr_tail(&err),
+        })
+    }
+}
+
+/// The hook's command: its argv, the cleared environment with only the
+/// variables it may see, in its own process group.
+fn command(run: &HookRun) -> tokio::process::Command {
     let argv = &run.hook.argv;
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -229,63 +284,39 @@ async fn run_one(run: &HookRun, mut shutdown: watch::Receiver<bool>) -> Result<(
         // shutdown can kill everything it started.
         .process_group(0)
         .kill_on_drop(true);
-    if *shutdown.borrow() {
-        return Err(HookError::Stopped);
-    }
-    let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
-        program: argv[0].clone(),
-        source,
-    })?;
-    // Kills the group however this function ends (dropped included).
-    let group = Group(child.id());
-    let mut stderr = child.stderr.take();
-    let collect = async {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = s.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > STDERR_KEEP {
-                    buf.drain(..buf.len() - STDERR_KEEP);
-                }
+    cmd
+}
+
+/// Reads the hook's stderr to its end, keeping the last [`STDERR_KEEP`] bytes.
+async fn collect_stderr(stderr: Option<&mut tokio::process::ChildStderr>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(s) = stderr {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > STDERR_KEEP {
+                buf.drain(..buf.len() - STDERR_KEEP);
             }
         }
-        buf
-    };
-    let waited = tokio::select! {
-        w = tokio::time::timeout(run.hook.timeout, async { tokio::join!(child.wait(), collect) }) => w.map_err(|_| HookError::Timeout(run.hook.timeout)),
-        _ = crate::shutdown::stopped(&mut shutdown) => Err(HookError::Stopped),
-    };
-    // Whatever happened, nothing of the group may outlive this run; then
-    // the process is reaped before the next run can start.
-    group.kill();
-    let (status, err) = match waited {
-        Err(e) => {
-            let _ = child.wait().await;
-            return Err(e);
-        }
-        Ok((status, err)) => (status.map_err(HookError::Wait)?, err),
-    };
-    if status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&err);
-        let tail: String = stderr
-            .chars()
-            .rev()
-            .take(500)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        Err(HookError::Failed {
-            status,
-            stderr: tail.trim().to_string(),
-        })
     }
+    buf
+}
+
+/// The last 500 characters of a failed hook's stderr, for its error.
+fn stderr_tail(err: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(err);
+    let tail: String = stderr
+        .chars()
+        .rev()
+        .take(500)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    tail.trim().to_string()
 }
 
 /// A hook's process group (its pgid is the hook's pid), killed with

@@ -181,12 +181,65 @@ pub struct ServerStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct HistoryEntry {
     pub at: UnixTime,
-    /// `target_changed`, `answer_changed`, `no_match`, `split_brain`,
-    /// `server_up`, `server_down`, `server_flapped`, `first_round`,
-    /// `override`, `reload`, `fenced`, `fence_held`, `unfenced`, `state_file`,
-    /// `lag_exceeded`, `lag_recovered`, `set_changed`.
+    /// One of [`HistoryKind`]'s wire strings. A string, not the enum, on
+    /// the wire: `dns-sidecar status` may read a newer sidecar's `/status`
+    /// and must still show a kind it does not know.
     pub kind: String,
     pub alias: Option<String>,
     pub server: Option<String>,
     pub message: String,
+}
+
+/// What a history entry records. [`HistoryKind::as_str`] is the one place
+/// that spells each kind's wire string (`kind` in `/status`, which the
+/// client's renderer, dashboards and tests read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HistoryKind {
+    /// An alias's target changed by a decision.
+    TargetChanged,
+    /// An alias's answer changed without a decision event saying so (a
+    /// drain of the target kept by keep-last, an undrain).
+    AnswerChanged,
+    NoMatch,
+    SplitBrain,
+    ServerUp,
+    ServerDown,
+    /// Short down episodes not logged one by one.
+    ServerFlapped,
+    FirstRound,
+    Override,
+    Reload,
+    Fenced,
+    FenceHeld,
+    Unfenced,
+    /// The state file was restored, ignored, or could not be written.
+    StateFile,
+    LagExceeded,
+    LagRecovered,
+    SetChanged,
+}
+
+impl HistoryKind {
+    /// The kind's wire string.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::TargetChanged => "target_changed",
+            HistoryKind::AnswerChanged => "answer_changed",
+            HistoryKind::NoMatch => "no_match",
+            HistoryKind::SplitBrain => "split_brain",
+            HistoryKind::ServerUp => "server_up",
+            HistoryKind::ServerDown => "server_down",
+            HistoryKind::ServerFlapped => "server_flapped",
+            HistoryKind::FirstRound => "first_round",
+            HistoryKind::Override => "override",
+            HistoryKind::Reload => "reload",
+            HistoryKind::Fenced => "fenced",
+            HistoryKind::FenceHeld => "fence_held",
+            HistoryKind::Unfenced => "unfenced",
+            HistoryKind::StateFile => "state_file",
+            HistoryKind::LagExceeded => "lag_exceeded",
+            HistoryKind::LagRecovered => "lag_recovered",
+            HistoryKind::SetChanged => "set_changed",
+        }
+    }
 }

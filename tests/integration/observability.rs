@@ -1,8 +1,8 @@
-//! What operators rely on during an incident: every metric the README lists
-//! exists from start-up (at 0, with its known label sets), `/metrics` says
-//! what format it is, and every alert of deploy/prometheus/dns-sidecar.rules.yml
-//! (which the README shows) fires when its event happens on real servers, and
-//! not before.
+//! What operators rely on during an incident: every metric docs/operations.md
+//! lists exists from start-up (at 0, with its known label sets), `/metrics`
+//! says what format it is, and every alert of
+//! deploy/prometheus/dns-sidecar.rules.yml (which docs/operations.md shows)
+//! fires when its event happens on real servers, and not before.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -16,8 +16,9 @@ use crate::support::metrics::{rules_alerts, Alert, Labels, Scrape, PROMETHEUS_AC
 use crate::support::sidecar::Sidecar;
 use crate::support::{dig, raw};
 
-fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap()
+/// docs/operations.md, which holds the metrics table (it was the README's).
+fn metrics_page() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md")).unwrap()
 }
 
 /// `/metrics` over HTTP as Prometheus asks for it; checks the format.
@@ -44,21 +45,21 @@ fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// One row of the README's metrics table.
+/// One row of the metrics table (docs/operations.md).
 struct Row {
     name: String,
     ty: String,
     labels: Vec<(String, Vec<String>)>,
 }
 
-/// The metrics table of the README: name, type, and each label with the
-/// values the README lists for it (in the labels or meaning column, or for
+/// The metrics table of docs/operations.md: name, type, and each label with
+/// the values the page lists for it (in the labels or meaning column, or for
 /// `rcode` in the paragraph under the table).
 fn readme_metrics(readme: &str) -> Vec<Row> {
     let rcodes: Vec<String> = readme
         .split("`rcode` is one of ")
         .nth(1)
-        .expect("README lists the rcodes")
+        .expect("docs/operations.md lists the rcodes")
         .split('.')
         .next()
         .unwrap()
@@ -117,8 +118,11 @@ async fn every_readme_metric_exists_from_start_up_with_its_label_sets() {
     let env = Env::start(true, "").await;
     let s = scrape(env.sidecar());
     let config = env.sidecar().shared.config.load_full();
-    let rows = readme_metrics(&readme());
-    assert!(rows.len() >= 19, "the README's metrics table was not found");
+    let rows = readme_metrics(&metrics_page());
+    assert!(
+        rows.len() >= 19,
+        "the metrics table of docs/operations.md was not found"
+    );
     for row in &rows {
         let family = row.name.trim_end_matches("_total");
         assert_eq!(
@@ -174,7 +178,7 @@ async fn every_readme_metric_exists_from_start_up_with_its_label_sets() {
 }
 
 /// Every alert of the rules file (deploy/prometheus/dns-sidecar.rules.yml,
-/// shown in the README), against one real primary + replica through a
+/// shown in docs/operations.md), against one real primary + replica through a
 /// sequence of incidents (plus one sidecar whose only server never answers,
 /// for readiness). Each expression must be silent before its event and true
 /// after it (`for:` durations are promtool's to test: alert_rules.rs); the

@@ -1,9 +1,12 @@
-//! The README, walked as a new user would: every code block is found by
-//! parsing README.md, and every command in it is run, in order, against a
-//! real sidecar (started by the README's own `dns-sidecar run` command) on a
-//! real PostgreSQL primary + replica with a real dnsmasq upstream. So a new
-//! example is covered the day it is written, and the README cannot drift
-//! from the binary.
+//! The README and every page of docs/, walked as a new user would: every
+//! code block is found by parsing README.md and then each page of [`PAGES`]
+//! in that order (commands may depend on earlier ones), and every command in
+//! them is run, in order, against a real sidecar (started by the README's own
+//! `dns-sidecar run` command) on a real PostgreSQL primary + replica with a
+//! real dnsmasq upstream. So a new example is covered the day it is written,
+//! and the docs cannot drift from the binary. A page in docs/ that is not in
+//! [`PAGES`] fails the walk, and every relative link and `#anchor` of the
+//! pages must resolve.
 //!
 //! The sidecar uses the README's names (zone `db.internal`, alias
 //! `prod.db.internal`, servers `eastus` and `westus2`) and the probe role the
@@ -95,8 +98,39 @@ pub fn commands(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn readme() -> String {
-    std::fs::read_to_string(root().join("README.md")).unwrap()
+/// The walked pages, in walk order: the README first (it starts the
+/// sidecar), then docs/ as a reader would follow the README's links.
+const PAGES: &[&str] = &[
+    "README.md",
+    "docs/design.md",
+    "docs/dns.md",
+    "docs/cache.md",
+    "docs/operations.md",
+    "docs/testing.md",
+    "docs/benchmarks.md",
+    "docs/architecture.md",
+];
+
+/// Every page of [`PAGES`] with its text; fails if docs/ holds a Markdown
+/// page the walk does not know (it would go unchecked).
+fn pages() -> Vec<(&'static str, String)> {
+    let mut on_disk: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| format!("docs/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|p| p.ends_with(".md"))
+        .collect();
+    on_disk.sort();
+    let mut walked: Vec<String> = PAGES
+        .iter()
+        .filter(|p| p.starts_with("docs/"))
+        .map(|p| p.to_string())
+        .collect();
+    walked.sort();
+    assert_eq!(on_disk, walked, "docs/*.md vs the pages the README walk knows (PAGES)");
+    PAGES
+        .iter()
+        .map(|p| (*p, std::fs::read_to_string(root().join(p)).unwrap()))
+        .collect()
 }
 
 fn root() -> PathBuf {
@@ -374,8 +408,10 @@ fn layout(block: &str) {
 
 #[test]
 fn every_readme_command_and_example_runs() {
-    let md = readme();
-    let all = blocks(&md);
+    let all: Vec<(&str, Block)> = pages()
+        .into_iter()
+        .flat_map(|(page, md)| blocks(&md).into_iter().map(move |b| (page, b)))
+        .collect();
     assert!(all.len() >= 10, "{} blocks", all.len());
 
     // The world: a primary (eastus) and its streaming replica (westus2),
@@ -425,27 +461,28 @@ fn every_readme_command_and_example_runs() {
 
     // Setup first, as an operator would before deploying: the README's SQL
     // creating the probe role (the config above logs in as it).
-    let sql: Vec<&Block> = all.iter().filter(|b| b.lang == "sql").collect();
+    let sql: Vec<&(&str, Block)> = all.iter().filter(|(_, b)| b.lang == "sql").collect();
     assert_eq!(sql.len(), 1, "one SQL block (the probe role)");
-    let statements = sql[0].text.replace("'...'", &format!("'{}'", w.pair.password));
+    let (sql_page, sql) = sql[0];
+    let statements = sql.text.replace("'...'", &format!("'{}'", w.pair.password));
     w.pair
         .primary
         .sql(&statements)
-        .unwrap_or_else(|e| panic!("README SQL (line {}): {e}", sql[0].line));
+        .unwrap_or_else(|e| panic!("{sql_page} SQL (line {}): {e}", sql.line));
 
     let mut ran = 0;
-    for b in &all {
+    for (page, b) in &all {
         match b.lang.as_str() {
             "sh" => {
                 for cmd in commands(&b.text) {
                     if let Some((_, why)) = NOT_RUN.iter().find(|(p, _)| cmd.starts_with(p)) {
-                        eprintln!("README:{}: not run ({why}): {cmd}", b.line);
+                        eprintln!("{page}:{}: not run ({why}): {cmd}", b.line);
                         if cmd.starts_with("apt-get install") {
                             apt_line_matches_ci(&cmd);
                         }
                         continue;
                     }
-                    eprintln!("README:{}: {cmd}", b.line);
+                    eprintln!("{page}:{}: {cmd}", b.line);
                     let out = run(&mut w, &cmd);
                     ran += 1;
                     check_output(&w, &cmd, &out);
@@ -458,8 +495,8 @@ fn every_readme_command_and_example_runs() {
                 let differs = b.text.lines().zip(file.lines()).position(|(a, f)| a != f);
                 assert!(
                     differs.is_none() && b.text.lines().count() == file.lines().count(),
-                    "README:{}: the alert rules block differs from deploy/prometheus/dns-sidecar.rules.yml at its line \
-                        {:?} (copy the file into the README)",
+                    "{page}:{}: the alert rules block differs from deploy/prometheus/dns-sidecar.rules.yml at its line \
+                        {:?} (copy the file into {page})",
                     b.line,
                     differs.map(|i| i + 1)
                 );
@@ -470,14 +507,14 @@ fn every_readme_command_and_example_runs() {
             "" if b.text.starts_with("WARN ") || b.text.starts_with("INFO ") || b.text.starts_with("ERROR ") => {
                 assert!(
                     w.sidecar.is_some(),
-                    "README:{}: a log example before the sidecar was started",
+                    "{page}:{}: a log example before the sidecar was started",
                     b.line
                 );
                 log_example(&w, b.text.trim());
             }
             "" if b.text.starts_with("Cargo.toml") => layout(&b.text),
             other => panic!(
-                "README:{}: a ```{other} block the walk does not know; add a check for it",
+                "{page}:{}: a ```{other} block the walk does not know; add a check for it",
                 b.line
             ),
         }
@@ -579,10 +616,16 @@ fn every_command_and_flag_the_readme_mentions_exists() {
     let all_help: String = std::iter::once(top.clone())
         .chain(subcommands.iter().map(|s| help(&[s])))
         .collect();
-    let md = readme();
-    let prose = &md[..md.find("## Benchmarks").unwrap()];
+    // Every page but the benchmarks, whose flags are the load test's (checked
+    // against its own help in the loadtest crate).
+    let prose: String = pages()
+        .into_iter()
+        .filter(|(page, _)| *page != "docs/benchmarks.md")
+        .map(|(_, md)| md)
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut checked = 0;
-    for span in inline_code(prose) {
+    for span in inline_code(&prose) {
         let words: Vec<&str> = span.split_whitespace().collect();
         if words.first() == Some(&"dns-sidecar") {
             if let Some(sub) = words.get(1).filter(|w| !w.starts_with('-')) {
@@ -608,4 +651,83 @@ fn every_command_and_flag_the_readme_mentions_exists() {
         }
     }
     assert!(checked >= 10, "only {checked} mentions checked");
+}
+
+/// A heading's anchor, as GitHub makes it: lower case, punctuation other
+/// than `-` and `_` dropped, spaces to `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(md: &str) -> BTreeSet<String> {
+    let mut in_block = false;
+    let mut out = BTreeSet::new();
+    for l in md.lines() {
+        if l.starts_with("```") {
+            in_block = !in_block;
+        } else if !in_block && l.starts_with('#') {
+            out.insert(slug(l.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Every relative link of the README and docs/ (`[text](path#anchor)`,
+/// outside code blocks) names a file that exists and, with an anchor, a
+/// heading of it; `(#anchor)` alone, a heading of the same page.
+#[test]
+fn every_link_of_the_readme_and_docs_resolves() {
+    let mut n = 0;
+    for (page, md) in pages() {
+        let path = root().join(page);
+        let mut in_block = false;
+        for (i, l) in md.lines().enumerate() {
+            if l.starts_with("```") {
+                in_block = !in_block;
+            }
+            if in_block {
+                continue;
+            }
+            for (j, _) in l.match_indices("](") {
+                let rest = &l[j + 2..];
+                let end = rest
+                    .find(')')
+                    .unwrap_or_else(|| panic!("{page}:{}: unclosed link", i + 1));
+                let target = &rest[..end];
+                if target.contains("://") || target.contains(' ') {
+                    continue;
+                }
+                let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+                let linked = if file.is_empty() {
+                    path.clone()
+                } else {
+                    path.parent().unwrap().join(file)
+                };
+                assert!(
+                    linked.exists(),
+                    "{page}:{}: link to {target}: {} does not exist",
+                    i + 1,
+                    linked.display()
+                );
+                if !anchor.is_empty() {
+                    let headings = anchors(&std::fs::read_to_string(&linked).unwrap());
+                    assert!(
+                        headings.contains(anchor),
+                        "{page}:{}: link to {target}: no such heading in {}",
+                        i + 1,
+                        linked.display()
+                    );
+                }
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 40, "only {n} links");
 }

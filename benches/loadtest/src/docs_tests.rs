@@ -95,8 +95,8 @@ fn quick_takes_what_both_readmes_say() {
         .to_string();
     let said = quick.split("in ").last().unwrap().trim_end_matches('.').to_string();
     assert!(said.starts_with("about "), "{quick}");
-    let top = std::fs::read_to_string(benches().join("../README.md")).unwrap();
-    for (name, md) in [("benches/README.md", readme()), ("README.md", top)] {
+    let top = std::fs::read_to_string(benches().join("../docs/benchmarks.md")).unwrap();
+    for (name, md) in [("benches/README.md", readme()), ("docs/benchmarks.md", top)] {
         let line = md
             .lines()
             .find(|l| l.contains("loadtest.sh --quick"))

@@ -25,8 +25,7 @@ use crate::config::Secret;
 pub enum Denied {
     /// 401: a token is configured and the request did not carry it.
     #[error(
-        "missing `Authorization: Bearer <token>` header; this admin listener requires the token from [admin] \
-        token_file/token_env"
+        "missing `Authorization: Bearer <token>` header; this admin listener requires the token from [admin] token_file/token_env"
     )]
     MissingToken,
     /// 401: a token was sent but it is not the configured one (or malformed).
@@ -34,9 +33,7 @@ pub enum Denied {
     WrongToken,
     /// 403: no token is configured and the peer is not on loopback.
     #[error(
-        "overrides from {peer} refused: without an admin token they are accepted from loopback only; \
-         to allow remote overrides set `token_file = \"/path/to/token\"` (or `token_env = \"VAR\"`) in [admin] \
-         and send `Authorization: Bearer <token>`"
+        "overrides from {peer} refused: without an admin token they are accepted from loopback only; to allow remote overrides set `token_file = \"/path/to/token\"` (or `token_env = \"VAR\"`) in [admin] and send `Authorization: Bearer <token>`"
     )]
     NotLoopback { peer: SocketAddr },
     /// 415: the body is not declared as JSON.

@@ -171,8 +171,7 @@ async fn handle(
             text(StatusCode::OK, summary)
         }
         Err(e) => {
-            warn!(op = name, alias = alias.as_deref(), server = server.as_deref(), %peer, result = %e, "override \
-                refused");
+            warn!(op = name, alias = alias.as_deref(), server = server.as_deref(), %peer, result = %e, "override refused");
             text(control_status(&e), e.to_string())
         }
     }

@@ -45,8 +45,7 @@ pub enum ClientError {
 fn hint(status: u16) -> &'static str {
     match status {
         401 => {
-            "\n  hint: pass --token-file FILE or set DNS_SIDECAR_ADMIN_TOKEN to the token of [admin] \
-            token_file/token_env"
+            "\n  hint: pass --token-file FILE or set DNS_SIDECAR_ADMIN_TOKEN to the token of [admin] token_file/token_env"
         }
         _ => "",
     }

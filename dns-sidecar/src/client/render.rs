@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::status::{HistoryEntry, Status};
+use crate::status::{AliasStatus, HistoryEntry, ServerStatus, Status};
 
 /// "0 B", "12.0 KiB", "3.4 MiB".
 pub use crate::decision::lag::bytes;
@@ -105,7 +105,8 @@ fn reader_rows(s: &Status) -> Vec<Vec<String>> {
     rows
 }
 
-/// The human-readable `status` output.
+/// The human-readable `status` output: a headline, then one section per
+/// table (the optional ones only when they have rows).
 pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -118,94 +119,9 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
             "never".into()
         }
     );
-    out.push_str("\nAliases\n");
-    if s.aliases.is_empty() {
-        out.push_str("  (none)\n");
-    } else {
-        let rows: Vec<Vec<String>> = s
-            .aliases
-            .iter()
-            .map(|a| {
-                let target = match (&a.server, &a.target, &a.last_server) {
-                    (Some(s), Some(t), _) => format!("{s} ({t})"),
-                    (Some(s), None, _) => s.clone(),
-                    (None, Some(t), _) => t.clone(),
-                    (None, None, Some(last)) => format!("- (last: {last})"),
-                    (None, None, None) => "-".into(),
-                };
-                // A spreading alias answers more than its lead.
-                let target = match a.set.len() {
-                    n if n > 1 => format!("{target} +{} more", n - 1),
-                    _ => target,
-                };
-                vec![
-                    a.name.clone(),
-                    a.role.clone(),
-                    a.answer.clone(),
-                    target,
-                    ago(a.since, now),
-                    or_dash(a.pinned.as_deref()),
-                    or_dash(Some(&a.reason)),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "ALIAS",
-                "ROLE",
-                "ANSWER",
-                "SERVER (TARGET)",
-                "SINCE",
-                "PINNED",
-                "REASON",
-            ],
-            &rows,
-        );
-    }
-    let fences: Vec<Vec<String>> = s
-        .aliases
-        .iter()
-        .flat_map(|a| {
-            a.fences.iter().map(|f| {
-                vec![
-                    a.name.clone(),
-                    f.server.clone(),
-                    f.kind.clone(),
-                    if f.holding { "HOLDING" } else { "-" }.into(),
-                    f.since.map_or("-".into(), |t| ago(Some(t), now)),
-                    f.reason.clone(),
-                ]
-            })
-        })
-        .collect();
-    if !fences.is_empty() {
-        out.push_str("\nFences (the alias will not move to these servers; see `dns-sidecar unfence --help`)\n");
-        table(
-            &mut out,
-            &["ALIAS", "SERVER", "KIND", "HOLDING", "SINCE", "REASON"],
-            &fences,
-        );
-    }
-    let lagging: Vec<Vec<String>> = s
-        .aliases
-        .iter()
-        .flat_map(|a| {
-            a.lagging.iter().map(|l| {
-                vec![
-                    a.name.clone(),
-                    l.server.clone(),
-                    l.good_probes.to_string(),
-                    l.since.map_or("-".into(), |t| ago(Some(t), now)),
-                    l.reason.clone(),
-                ]
-            })
-        })
-        .collect();
-    if !lagging.is_empty() {
-        out.push_str("\nLagging standbys (kept off until within the alias's lag limit for `rise` probes in a row)\n");
-        table(&mut out, &["ALIAS", "SERVER", "GOOD PROBES", "SINCE", "LAG"], &lagging);
-    }
+    aliases(&mut out, s, now);
+    fences(&mut out, s, now);
+    lagging(&mut out, s, now);
     let readers = reader_rows(s);
     if !readers.is_empty() {
         out.push_str("\nReader sets (the servers each reader alias answers, their share of answers, and why the others are out)\n");
@@ -226,95 +142,197 @@ pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
         out.push_str("\nDiverged servers (no alias answers them for reads, and their lag is not measured)\n");
         table(&mut out, &["SERVER", "REASON"], &diverged);
     }
+    servers(&mut out, s, now);
+    history(&mut out, s, now);
+    out
+}
+
+/// The aliases table: what each answers, since when, and why.
+fn aliases(out: &mut String, s: &Status, now: f64) {
+    out.push_str("\nAliases\n");
+    if s.aliases.is_empty() {
+        out.push_str("  (none)\n");
+        return;
+    }
+    let rows: Vec<Vec<String>> = s.aliases.iter().map(|a| alias_row(a, now)).collect();
+    table(
+        out,
+        &[
+            "ALIAS",
+            "ROLE",
+            "ANSWER",
+            "SERVER (TARGET)",
+            "SINCE",
+            "PINNED",
+            "REASON",
+        ],
+        &rows,
+    );
+}
+
+fn alias_row(a: &AliasStatus, now: f64) -> Vec<String> {
+    let target = match (&a.server, &a.target, &a.last_server) {
+        (Some(s), Some(t), _) => format!("{s} ({t})"),
+        (Some(s), None, _) => s.clone(),
+        (None, Some(t), _) => t.clone(),
+        (None, None, Some(last)) => format!("- (last: {last})"),
+        (None, None, None) => "-".into(),
+    };
+    // A spreading alias answers more than its lead.
+    let target = match a.set.len() {
+        n if n > 1 => format!("{target} +{} more", n - 1),
+        _ => target,
+    };
+    vec![
+        a.name.clone(),
+        a.role.clone(),
+        a.answer.clone(),
+        target,
+        ago(a.since, now),
+        or_dash(a.pinned.as_deref()),
+        or_dash(Some(&a.reason)),
+    ]
+}
+
+/// The fences, when there are any.
+fn fences(out: &mut String, s: &Status, now: f64) {
+    let fences: Vec<Vec<String>> = s
+        .aliases
+        .iter()
+        .flat_map(|a| {
+            a.fences.iter().map(|f| {
+                vec![
+                    a.name.clone(),
+                    f.server.clone(),
+                    f.kind.clone(),
+                    if f.holding { "HOLDING" } else { "-" }.into(),
+                    f.since.map_or("-".into(), |t| ago(Some(t), now)),
+                    f.reason.clone(),
+                ]
+            })
+        })
+        .collect();
+    if !fences.is_empty() {
+        out.push_str("\nFences (the alias will not move to these servers; see `dns-sidecar unfence --help`)\n");
+        table(out, &["ALIAS", "SERVER", "KIND", "HOLDING", "SINCE", "REASON"], &fences);
+    }
+}
+
+/// The standbys kept off for lag, when there are any.
+fn lagging(out: &mut String, s: &Status, now: f64) {
+    let lagging: Vec<Vec<String>> = s
+        .aliases
+        .iter()
+        .flat_map(|a| {
+            a.lagging.iter().map(|l| {
+                vec![
+                    a.name.clone(),
+                    l.server.clone(),
+                    l.good_probes.to_string(),
+                    l.since.map_or("-".into(), |t| ago(Some(t), now)),
+                    l.reason.clone(),
+                ]
+            })
+        })
+        .collect();
+    if !lagging.is_empty() {
+        out.push_str("\nLagging standbys (kept off until within the alias's lag limit for `rise` probes in a row)\n");
+        table(out, &["ALIAS", "SERVER", "GOOD PROBES", "SINCE", "LAG"], &lagging);
+    }
+}
+
+/// The servers table: up, drained, role seen, lag, last success and error.
+fn servers(out: &mut String, s: &Status, now: f64) {
     out.push_str("\nServers\n");
     if s.servers.is_empty() {
         out.push_str("  (none)\n");
-    } else {
-        let rows: Vec<Vec<String>> = s
-            .servers
-            .iter()
-            .map(|v| {
-                let state = match (v.writable, v.in_recovery, v.read_only) {
-                    (Some(true), _, _) => "writable",
-                    (_, Some(true), _) => "standby",
-                    (_, _, Some(true)) => "read-only",
-                    _ => "unknown",
-                };
-                // Marked here too, so a diverged writable server (a fenced old
-                // primary) does not read as a healthy one.
-                let state = match v.diverged {
-                    Some(_) => format!("{state} (DIVERGED)"),
-                    None => state.to_string(),
-                };
-                // Behind the primary when known (what max_lag limits), else
-                // received but not replayed.
-                let lag = match (v.in_recovery, v.lag_bytes, v.replay_lag_bytes) {
-                    (Some(true), Some(l), _) => bytes(l),
-                    (Some(true), None, Some(l)) => format!("{} (unreplayed)", bytes(l)),
-                    _ => "-".into(),
-                };
-                let err = match (&v.last_error, v.consecutive_failures) {
-                    (Some(e), n) if n > 0 => format!("{e} ({n} in a row)"),
-                    (Some(e), _) => e.clone(),
-                    (None, _) => "-".into(),
-                };
-                vec![
-                    v.server.clone(),
-                    if v.up { "up" } else { "DOWN" }.into(),
-                    if v.drained { "drained" } else { "-" }.into(),
-                    state,
-                    v.timeline.map_or("-".into(), |t| t.to_string()),
-                    lag,
-                    if v.last_success.is_some() {
-                        ago(v.last_success, now)
-                    } else {
-                        "never".into()
-                    },
-                    err,
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "SERVER",
-                "UP",
-                "DRAINED",
-                "STATE",
-                "TIMELINE",
-                "LAG",
-                "LAST OK",
-                "LAST ERROR",
-            ],
-            &rows,
-        );
+        return;
     }
+    let rows: Vec<Vec<String>> = s.servers.iter().map(|v| server_row(v, now)).collect();
+    table(
+        out,
+        &[
+            "SERVER",
+            "UP",
+            "DRAINED",
+            "STATE",
+            "TIMELINE",
+            "LAG",
+            "LAST OK",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+}
+
+fn server_row(v: &ServerStatus, now: f64) -> Vec<String> {
+    let state = match (v.writable, v.in_recovery, v.read_only) {
+        (Some(true), _, _) => "writable",
+        (_, Some(true), _) => "standby",
+        (_, _, Some(true)) => "read-only",
+        _ => "unknown",
+    };
+    // Marked here too, so a diverged writable server (a fenced old
+    // primary) does not read as a healthy one.
+    let state = match v.diverged {
+        Some(_) => format!("{state} (DIVERGED)"),
+        None => state.to_string(),
+    };
+    // Behind the primary when known (what max_lag limits), else
+    // received but not replayed.
+    let lag = match (v.in_recovery, v.lag_bytes, v.replay_lag_bytes) {
+        (Some(true), Some(l), _) => bytes(l),
+        (Some(true), None, Some(l)) => format!("{} (unreplayed)", bytes(l)),
+        _ => "-".into(),
+    };
+    let err = match (&v.last_error, v.consecutive_failures) {
+        (Some(e), n) if n > 0 => format!("{e} ({n} in a row)"),
+        (Some(e), _) => e.clone(),
+        (None, _) => "-".into(),
+    };
+    vec![
+        v.server.clone(),
+        if v.up { "up" } else { "DOWN" }.into(),
+        if v.drained { "drained" } else { "-" }.into(),
+        state,
+        v.timeline.map_or("-".into(), |t| t.to_string()),
+        lag,
+        if v.last_success.is_some() {
+            ago(v.last_success, now)
+        } else {
+            "never".into()
+        },
+        err,
+    ]
+}
+
+/// The last [`HISTORY_SHOWN`] history entries.
+fn history(out: &mut String, s: &Status, now: f64) {
     let shown = s.history.len().min(HISTORY_SHOWN);
     let _ = writeln!(out, "\nHistory (last {shown} of {})", s.history.len());
     if s.history.is_empty() {
         out.push_str("  (none)\n");
-    } else {
-        let rows: Vec<Vec<String>> = s.history[s.history.len() - shown..]
-            .iter()
-            .map(|h: &HistoryEntry| {
-                let subject = match (&h.alias, &h.server) {
-                    (Some(a), Some(v)) => format!("{a} ({v})"),
-                    (Some(a), None) => a.clone(),
-                    (None, Some(v)) => v.clone(),
-                    (None, None) => "-".into(),
-                };
-                vec![ago(Some(h.at), now), h.kind.clone(), subject, h.message.clone()]
-            })
-            .collect();
-        table(&mut out, &["WHEN", "KIND", "SUBJECT", "MESSAGE"], &rows);
+        return;
     }
-    out
+    let rows: Vec<Vec<String>> = s.history[s.history.len() - shown..]
+        .iter()
+        .map(|h: &HistoryEntry| {
+            let subject = match (&h.alias, &h.server) {
+                (Some(a), Some(v)) => format!("{a} ({v})"),
+                (Some(a), None) => a.clone(),
+                (None, Some(v)) => v.clone(),
+                (None, None) => "-".into(),
+            };
+            vec![ago(Some(h.at), now), h.kind.clone(), subject, h.message.clone()]
+        })
+        .collect();
+    table(out, &["WHEN", "KIND", "SUBJECT", "MESSAGE"], &rows);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{AliasStatus, LagStatus, ServerStatus};
+    use crate::status::{HistoryKind, LagStatus};
 
     #[test]
     fn relative_times_and_sizes() {
@@ -391,7 +409,7 @@ mod tests {
             history: (0..15)
                 .map(|i| HistoryEntry {
                     at: 900.0 + i as f64,
-                    kind: "server_up".into(),
+                    kind: HistoryKind::ServerUp.as_str().into(),
                     server: Some(format!("s{i}")),
                     message: format!("m{i}"),
                     ..Default::default()
@@ -402,15 +420,13 @@ mod tests {
         assert!(t.starts_with("dns-sidecar at 127.0.0.1:9153: ready"), "{t}");
         assert!(
             t.contains(
-                "prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s \
-            ago  westus2  westus2 is writable"
+                "prod.db.internal.  read-write      cname   westus2 (pg-westus2.example.)  12s ago  westus2  westus2 is writable"
             ),
             "{t}"
         );
         assert!(
             t.contains(
-                "eastus     DOWN  drained  unknown  -         -                     never     connection \
-            refused (4 in a row)"
+                "eastus     DOWN  drained  unknown  -         -                     never     connection refused (4 in a row)"
             ),
             "{t}"
         );

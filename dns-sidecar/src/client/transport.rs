@@ -420,8 +420,7 @@ mod tests {
             (200, "OK", "ok\n", Some("y"))
         );
         let r = answer(
-            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: \
-                chunked\r\n\r\n4\r\nnot \r\n5;x=1\r\nready\r\n0\r\n\r\n",
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n5;x=1\r\nready\r\n0\r\n\r\n",
         )
         .unwrap();
         assert_eq!((r.status, r.body.as_str()), (503, "not ready"));
@@ -511,8 +510,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "cannot reach the admin listener at {closed}: connection refused; is dns-sidecar running with [admin] \
-                    enabled?"
+                "cannot reach the admin listener at {closed}: connection refused; is dns-sidecar running with [admin] enabled?"
             )
         );
         let err = Client::new("no-port-here", None).get("/").unwrap_err();

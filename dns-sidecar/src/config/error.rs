@@ -7,8 +7,7 @@ use std::path::PathBuf;
 /// followed by the offending line and a hint where we have one.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}\n  hint: check the path and that this user may read the \
-        file", path.display())]
+    #[error("cannot read config file {}: {source}\n  hint: check the path and that this user may read the file", path.display())]
     Read {
         path: PathBuf,
         #[source]

@@ -66,8 +66,7 @@ fn base_config_and_defaults() {
 #[test]
 fn admin_and_hooks() {
     let text = format!(
-        "{BASE}on_change = [\"/bin/echo\", \"changed\"]\non_change_timeout = \"5s\"\n[admin]\nlisten \
-            = \"127.0.0.1:0\"\n"
+        "{BASE}on_change = [\"/bin/echo\", \"changed\"]\non_change_timeout = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
     );
     let c = parse(&text).unwrap();
     assert_eq!(
@@ -769,13 +768,11 @@ fn limits_allow_and_hook_env() {
         )
         .replace(
             "[probe]\n",
-            "[limits]\nmemory = \"8MiB\"\nforward_rate = 0\ntcp_connections = \
-            64\ntcp_connections_per_client = 100\ntcp_write_timeout = \"2s\"\n[probe]\n",
+            "[limits]\nmemory = \"8MiB\"\nforward_rate = 0\ntcp_connections = 64\ntcp_connections_per_client = 100\ntcp_write_timeout = \"2s\"\n[probe]\n",
         )
         .replace(
             "servers = [\"a\", \"b\"]",
-            "servers = [\"a\", \"b\"]\non_change = [\"/bin/true\"]\non_change_env = \
-            [\"HOME\", \"AZURE_*\"]",
+            "servers = [\"a\", \"b\"]\non_change = [\"/bin/true\"]\non_change_env = [\"HOME\", \"AZURE_*\"]",
         );
     let c = parse(&text).unwrap();
     assert_eq!(c.dns.allow.len(), 2);
@@ -807,8 +804,7 @@ fn cache_settings() {
     );
     assert_eq!(c.cache.max_stale, Duration::from_secs(86_400));
     let text = format!(
-        "{BASE}[cache]\nmax_entries = 500\nmax_bytes = \"256KiB\"\nmax_ttl = \"5m\"\nmax_negative_ttl \
-            = \"0s\"\nservfail_ttl = \"2s\"\nmax_stale = \"3d\"\n"
+        "{BASE}[cache]\nmax_entries = 500\nmax_bytes = \"256KiB\"\nmax_ttl = \"5m\"\nmax_negative_ttl = \"0s\"\nservfail_ttl = \"2s\"\nmax_stale = \"3d\"\n"
     );
     let c = parse(&text).unwrap();
     assert_eq!(
@@ -834,8 +830,7 @@ fn cache_settings() {
     assert_eq!((c.cache.prefetch, c.cache.prefetch_hits), (true, 1));
     // The bounds are inclusive.
     let c = parse(&format!(
-        "{BASE}[cache]\nmax_entries = 1\nmax_bytes = \"64KiB\"\nmax_ttl = \"1s\"\nservfail_ttl \
-        = \"30s\"\nmax_stale = \"7d\"\n"
+        "{BASE}[cache]\nmax_entries = 1\nmax_bytes = \"64KiB\"\nmax_ttl = \"1s\"\nservfail_ttl = \"30s\"\nmax_stale = \"7d\"\n"
     ))
     .unwrap();
     assert_eq!(

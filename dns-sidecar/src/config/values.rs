@@ -103,8 +103,7 @@ impl FromStr for DnsAddr {
             return Ok(DnsAddr(SocketAddr::new(ip, 53)));
         }
         Err(format!(
-            "`{s}` is not an IP address with an optional port; write e.g. \"127.0.0.1:5353\", \"[::1]:53\" \
-                or \"168.63.129.16\" (host names are not allowed here)"
+            "`{s}` is not an IP address with an optional port; write e.g. \"127.0.0.1:5353\", \"[::1]:53\" or \"168.63.129.16\" (host names are not allowed here)"
         ))
     }
 }

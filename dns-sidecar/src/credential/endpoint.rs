@@ -229,8 +229,7 @@ mod tests {
         };
         assert_eq!(
             i.target(),
-            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=\
-            https%3A%2F%2Fossrdbms-aad.database.windows.net&client_id=abc-1"
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fossrdbms-aad.database.windows.net&client_id=abc-1"
         );
     }
 }

@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::config::EntraIdentity;
 
 #[test]
 fn tokens_are_refreshed_at_two_thirds_or_five_minutes_before_expiry_whichever_first() {
@@ -355,9 +356,7 @@ fn workload_form_has_the_client_credentials_fields() {
     };
     assert_eq!(
         workload::form(&w, "a.b+c"),
-        "grant_type=client_credentials&client_id=cid&client_assertion_type=\
-        urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=a.b%2Bc&\
-        scope=https%3A%2F%2Fossrdbms-aad.database.windows.net%2F.default"
+        "grant_type=client_credentials&client_id=cid&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=a.b%2Bc&scope=https%3A%2F%2Fossrdbms-aad.database.windows.net%2F.default"
     );
 }
 

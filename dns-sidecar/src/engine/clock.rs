@@ -1,6 +1,8 @@
 //! `Instant` <-> unix time, for `/status` and the state file.
 
-use super::*;
+use std::time::Instant;
+
+use super::Engine;
 
 impl Engine {
     pub(super) fn instant(&self, unix: f64) -> Instant {

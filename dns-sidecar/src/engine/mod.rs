@@ -23,28 +23,25 @@ mod report;
 mod status;
 
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::config::{AliasId, Config, IdVec, ServerId};
 use crate::control::ControlRequest;
-use crate::decision::snapshot::{capture, restore, HookedTarget};
-use crate::decision::{
-    apply_override, decide, fence, lag, reconfigure_noted, Answer, AnswerKind, Bar, Event, ReloadNote, State,
-};
-use crate::episodes::{Episodes, Line};
+use crate::decision::snapshot::{capture, HookedTarget};
+use crate::decision::{apply_override, decide, reconfigure_noted, Answer, Event, State};
+use crate::episodes::Episodes;
 use crate::hook::reconcile::{Confirmed, Record, ToHooks};
-use crate::metrics::{AliasLabel, AliasServer, ProbeResult, ResultLabel, ServerLabel};
-use crate::observation::{format_lsn, FailureCause, Observation, ProbeReport};
-use crate::routes::Routes;
+use crate::metrics::{ProbeResult, ServerLabel};
+use crate::observation::{FailureCause, Observation, ProbeReport};
 use crate::shared::Shared;
 use crate::statefile;
-use crate::status::{AliasStatus, FenceStatus, HistoryEntry, LagStatus, ServerStatus, Status, HISTORY_LEN};
+use crate::status::{HistoryEntry, HistoryKind};
 use crate::wallclock::WallClock;
 
 /// A new config for the engine; the sender learns when it is in force.
@@ -103,27 +100,7 @@ enum Served {
 
 /// Runs until `shutdown` is true.
 pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
-    let config = shared.config.load_full();
-    let now = Instant::now();
-    let mut e = Engine {
-        state: State::new(&config, now),
-        index: index(&config),
-        last_latency: IdVec::filled(None, config.servers.len()),
-        history: VecDeque::new(),
-        hooks: inputs.hooks.clone(),
-        hooked: BTreeMap::new(),
-        hook_told: HashMap::new(),
-        epoch: WallClock::new(now, SystemTime::now()),
-        state_file: config.state.path.clone(),
-        writer: Arc::default(),
-        state_file_failing: false,
-        episodes: Episodes::default(),
-        served: HashMap::new(),
-        config,
-        shared,
-    };
-    e.restore(now);
-    e.publish();
+    let mut e = Engine::new(shared, inputs.hooks.clone(), Instant::now());
     // With no servers (fleet mode: a sidecar that only forwards) there is
     // no probe round to wait for: ready at once.
     let first_wait = if e.config.servers.is_empty() {
@@ -161,30 +138,7 @@ pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::R
                 let _ = req.reply.send(reply);
             }
             Some(r) = inputs.reconfigure.recv() => {
-                let remembered = capture(&e.state, &e.config, |t| e.unix(t));
-                let (carried, notes) = reconfigure_noted(&e.state, &e.config, &r.config);
-                e.note_reload(&notes);
-                e.shared.metrics.prepare(&r.config);
-                e.shared.metrics.forget(&e.config, &r.config);
-                e.episodes.retain(|id| r.config.servers.iter().any(|s| s.id == id));
-                e.served.retain(|name, _| r.config.aliases.iter().any(|a| a.name.as_str() == name));
-                e.config = r.config;
-                e.index = index(&e.config);
-                e.last_latency = IdVec::filled(None, e.config.servers.len());
-                e.record(None, None, "reload", "configuration reloaded".to_string());
-                if e.config.state.path != e.state_file {
-                    warn!("state file path changed in the config; it applies at the next restart");
-                }
-                let (next, events) = decide(&carried, &[], &e.config, Instant::now());
-                e.state = carried;
-                // What the reload itself dropped or renamed (fences of a removed
-                // server, a renamed server's fences) is written now, not at the
-                // next decision that happens to change the state (once: by
-                // `commit` when the decision changes it too).
-                if capture(&e.state, &e.config, |t| e.unix(t)) != remembered && !e.state.kept_differs(&next) {
-                    e.persist().await;
-                }
-                e.commit(next, events).await;
+                e.reconfigure(r.config).await;
                 let _ = r.done.send(());
             }
             Some((c, ack)) = inputs.hooks_confirmed.recv() => {
@@ -217,6 +171,64 @@ fn index(config: &Config) -> HashMap<Arc<str>, ServerId> {
 }
 
 impl Engine {
+    /// The engine at the start: the state restored from the state file (if
+    /// any) and published, so `/status` and the routes exist before the
+    /// first decision.
+    fn new(shared: Arc<Shared>, hooks: mpsc::Sender<ToHooks>, now: Instant) -> Engine {
+        let config = shared.config.load_full();
+        let mut e = Engine {
+            state: State::new(&config, now),
+            index: index(&config),
+            last_latency: IdVec::filled(None, config.servers.len()),
+            history: VecDeque::new(),
+            hooks,
+            hooked: BTreeMap::new(),
+            hook_told: HashMap::new(),
+            epoch: WallClock::new(now, SystemTime::now()),
+            state_file: config.state.path.clone(),
+            writer: Arc::default(),
+            state_file_failing: false,
+            episodes: Episodes::default(),
+            served: HashMap::new(),
+            config,
+            shared,
+        };
+        e.restore(now);
+        e.publish();
+        e
+    }
+
+    /// Puts a new config in force: carries the state over (and reports what
+    /// that dropped or renamed), then decides under the new config.
+    async fn reconfigure(&mut self, config: Arc<Config>) {
+        let remembered = capture(&self.state, &self.config, |t| self.unix(t));
+        let (carried, notes) = reconfigure_noted(&self.state, &self.config, &config);
+        self.note_reload(&notes);
+        self.shared.metrics.prepare(&config);
+        self.shared.metrics.forget(&self.config, &config);
+        self.episodes.retain(|id| config.servers.iter().any(|s| s.id == id));
+        self.served
+            .retain(|name, _| config.aliases.iter().any(|a| a.name.as_str() == name));
+        self.config = config;
+        self.index = index(&self.config);
+        self.last_latency = IdVec::filled(None, self.config.servers.len());
+        self.record(HistoryKind::Reload, None, None, "configuration reloaded".to_string());
+        if self.config.state.path != self.state_file {
+            warn!("state file path changed in the config; it applies at the next restart");
+        }
+        let (next, events) = decide(&carried, &[], &self.config, Instant::now());
+        self.state = carried;
+        // What the reload itself dropped or renamed (fences of a removed
+        // server, a renamed server's fences) is written now, not at the
+        // next decision that happens to change the state (once: by
+        // `commit` when the decision changes it too).
+        if capture(&self.state, &self.config, |t| self.unix(t)) != remembered && !self.state.kept_differs(&next)
+        {
+            self.persist().await;
+        }
+        self.commit(next, events).await;
+    }
+
     /// Resolves a prober's report to the current config's server index and
     /// records its metrics. Reports from a server no longer configured (a
     /// prober being stopped by a reload) are dropped.

@@ -1,7 +1,16 @@
 //! The state file: restored before the first decision, written (in decision
 //! order, with a deadline) whenever what must survive a restart changes.
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::Engine;
+use crate::decision::snapshot::{capture, restore};
+use crate::hook::reconcile::{Confirmed, Record, ToHooks};
+use crate::metrics::ResultLabel;
+use crate::statefile;
+use crate::status::HistoryKind;
 
 /// How long a decision waits for its state-file write before publishing
 /// anyway (a hung disk must not stop the alias from following a failover).
@@ -13,8 +22,7 @@ impl Engine {
     pub(super) fn restore(&mut self, now: Instant) {
         let Some(path) = self.state_file.clone() else {
             warn!(
-                "no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a \
-                restart (see README: state file)"
+                "no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a restart (see README: state file)"
             );
             return;
         };
@@ -44,16 +52,16 @@ impl Engine {
                 let fences: usize = state.aliases.iter().map(|a| a.fences.len()).sum();
                 info!(path = %path.display(), fences, "state restored from the state file");
                 self.record(
+                    HistoryKind::StateFile,
                     None,
                     None,
-                    "state_file",
                     format!("restored from {} ({fences} fences)", path.display()),
                 );
                 self.state = state;
             }
             Err(err) => {
                 error!(error = %err, "state file ignored");
-                self.record(None, None, "state_file", err.to_string());
+                self.record(HistoryKind::StateFile, None, None, err.to_string());
                 if !err.may_overwrite() {
                     self.state_file = None;
                 }
@@ -95,7 +103,7 @@ impl Engine {
             Err(msg) if !self.state_file_failing => {
                 self.state_file_failing = true;
                 error!(error = %msg, "cannot persist the decision state; a restart would forget fences and timelines");
-                self.record(None, None, "state_file", msg);
+                self.record(HistoryKind::StateFile, None, None, msg);
             }
             Err(_) => {}
         }

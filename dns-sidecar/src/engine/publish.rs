@@ -1,7 +1,13 @@
 //! Publishing a decision: the routes snapshot (when changed), the status
 //! snapshot, the gauges and the incident probe set.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::Engine;
+use crate::decision::{fence, Answer};
+use crate::metrics::{AliasServer, ServerLabel};
+use crate::routes::Routes;
 
 impl Engine {
     /// Publishes routes (when changed), status and gauges.

@@ -26,6 +26,7 @@
 //! connection every `incident_interval` by every sidecar of a fleet.
 
 mod backoff;
+mod cadence;
 mod query;
 pub mod supervisor;
 pub mod tls;
@@ -44,6 +45,7 @@ use crate::config::{ProbeTiming, Server};
 use crate::credential::Credential;
 use crate::observation::{FailureCause, FailureKind, ProbeFailure, ProbeReport, ServerState};
 use backoff::ConnectBackoff;
+use cadence::Cadence;
 
 pub use tls::TlsSetupError;
 
@@ -236,13 +238,7 @@ impl Prober {
                 _ = tokio::time::sleep_until(due.into()) => {}
                 changed = incident.changed(), if incident_open => {
                     match changed {
-                        Ok(()) => {
-                            let fast = incident.borrow_and_update().contains(&*self.name);
-                            if fast != cadence.fast {
-                                debug!(server = %self.name, incident = fast, "probe cadence changed");
-                            }
-                            cadence.set_fast(fast, Instant::now());
-                        }
+                        Ok(()) => self.incident_changed(&mut cadence, &mut incident),
                         // Nobody can change the set any more: keep the cadence.
                         Err(_) => incident_open = false,
                     }
@@ -255,51 +251,7 @@ impl Prober {
                 r = tokio::time::timeout(self.timing.deadline, self.probe_once()) => r,
                 _ = crate::shutdown::stopped(&mut shutdown) => break,
             };
-            let outcome = match outcome {
-                Ok(Ok(state)) => Ok(state),
-                Ok(Err(f)) => {
-                    self.reset();
-                    Err(f)
-                }
-                Err(_) => {
-                    self.reset();
-                    Err(ProbeFailure {
-                        kind: FailureKind::Ambiguous,
-                        cause: FailureCause::Timeout,
-                        message: format!("no answer within the probe deadline of {:?}", self.timing.deadline),
-                    })
-                }
-            };
-            if let Err(f) = &outcome {
-                debug!(server = %self.name, error = %f.message, "probe failed");
-            }
-            let connect = self.attempt.take().map(|a| {
-                match &outcome {
-                    Ok(_) => self.backoff.succeeded(),
-                    Err(_) => {
-                        self.backoff
-                            .failed(a.started, self.timing.incident_interval, backoff::draw_jitter());
-                        if self.backoff.failures() == 2 {
-                            debug!(server = %self.name, "new connections keep failing; spacing them out (connect backoff)");
-                        }
-                    }
-                }
-                // A deadline that hit during the connect is its timeout.
-                a.result.unwrap_or(Err(FailureCause::Timeout))
-            });
-            let now = Instant::now();
-            cadence.probed(started, now);
-            if self.take_rename() {
-                cadence.set_fast(incident.borrow().contains(&*self.name), now);
-            }
-            let report = ProbeReport {
-                server: self.name.clone(),
-                at: now,
-                latency: now - started,
-                rtt: self.rtt.take().filter(|_| outcome.is_ok()),
-                outcome,
-                connect,
-            };
+            let report = self.report(outcome, started, &mut cadence, &incident);
             if tx.send(report).await.is_err() {
                 break;
             }
@@ -307,6 +259,76 @@ impl Prober {
         if let Some(k) = self.kept.take() {
             k.close().await;
         }
+    }
+
+    /// The incident set changed: probe at the cadence it now asks for.
+    fn incident_changed(&self, cadence: &mut Cadence, incident: &mut IncidentSet) {
+        let fast = incident.borrow_and_update().contains(&*self.name);
+        if fast != cadence.fast {
+            debug!(server = %self.name, incident = fast, "probe cadence changed");
+        }
+        cadence.set_fast(fast, Instant::now());
+    }
+
+    /// The report of a probe that started at `started` and ended with
+    /// `outcome` (`Err` when it hit the deadline); drops the connection after
+    /// a failure, and counts a new connection's result into the backoff.
+    fn report(
+        &mut self,
+        outcome: Result<Result<ServerState, ProbeFailure>, tokio::time::error::Elapsed>,
+        started: Instant,
+        cadence: &mut Cadence,
+        incident: &IncidentSet,
+    ) -> ProbeReport {
+        let outcome = match outcome {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(f)) => {
+                self.reset();
+                Err(f)
+            }
+            Err(_) => {
+                self.reset();
+                Err(ProbeFailure {
+                    kind: FailureKind::Ambiguous,
+                    cause: FailureCause::Timeout,
+                    message: format!("no answer within the probe deadline of {:?}", self.timing.deadline),
+                })
+            }
+        };
+        if let Err(f) = &outcome {
+            debug!(server = %self.name, error = %f.message, "probe failed");
+        }
+        let connect = self.connect_result(outcome.is_ok());
+        let now = Instant::now();
+        cadence.probed(started, now);
+        if self.take_rename() {
+            cadence.set_fast(incident.borrow().contains(&*self.name), now);
+        }
+        ProbeReport {
+            server: self.name.clone(),
+            at: now,
+            latency: now - started,
+            rtt: self.rtt.take().filter(|_| outcome.is_ok()),
+            outcome,
+            connect,
+        }
+    }
+
+    /// The result of the new connection this probe opened, if it opened one,
+    /// counted into the connect backoff by whether the probe `succeeded`.
+    fn connect_result(&mut self, succeeded: bool) -> Option<Result<(), FailureCause>> {
+        let a = self.attempt.take()?;
+        if succeeded {
+            self.backoff.succeeded();
+        } else {
+            self.backoff
+                .failed(a.started, self.timing.incident_interval, backoff::draw_jitter());
+            if self.backoff.failures() == 2 {
+                debug!(server = %self.name, "new connections keep failing; spacing them out (connect backoff)");
+            }
+        }
+        // A deadline that hit during the connect is its timeout.
+        Some(a.result.unwrap_or(Err(FailureCause::Timeout)))
     }
 
     /// Drops the connection at once (it may belong to a frozen server).
@@ -396,68 +418,13 @@ impl Prober {
                 warn!(
                     server = %self.name,
                     error = %e,
-                    "probe role may not read the WAL position; timelines and replay lag are unknown, \
-                    so two writable servers cannot be ordered (see README: probe grants)"
+                    "probe role may not read the WAL position; timelines and replay lag are unknown, so two writable servers cannot be ordered (see README: probe grants)"
                 );
                 self.sql = query::BASIC;
                 query::run(client, self.sql).await
             }
             r => r,
         }
-    }
-}
-
-/// When the next probe of one server is due: `interval` after the last one
-/// started, or `incident_interval` while the server is in the incident set.
-/// A probe that overran its period is followed at once (never two at a time).
-#[derive(Debug, Clone)]
-struct Cadence {
-    interval: Duration,
-    incident_interval: Duration,
-    /// In the incident set.
-    fast: bool,
-    last_start: Option<Instant>,
-    next: Instant,
-}
-
-impl Cadence {
-    /// The first probe is due at once.
-    fn new(timing: &ProbeTiming, now: Instant) -> Cadence {
-        Cadence {
-            interval: timing.interval,
-            incident_interval: timing.incident_interval,
-            fast: false,
-            last_start: None,
-            next: now,
-        }
-    }
-
-    fn period(&self) -> Duration {
-        if self.fast {
-            self.incident_interval
-        } else {
-            self.interval
-        }
-    }
-
-    /// A probe that started at `started` has finished at `now`.
-    fn probed(&mut self, started: Instant, now: Instant) {
-        self.last_start = Some(started);
-        self.next = (started + self.period()).max(now);
-    }
-
-    /// The server is (`true`) or is not in the incident set, as of `now`.
-    /// Entering it makes a probe due at once; leaving it returns to
-    /// `interval` counted from the last probe's start.
-    fn set_fast(&mut self, fast: bool, now: Instant) {
-        if fast == self.fast {
-            return;
-        }
-        self.fast = fast;
-        self.next = match (fast, self.last_start) {
-            (true, _) | (false, None) => self.next.min(now),
-            (false, Some(s)) => (s + self.interval).max(now),
-        };
     }
 }
 

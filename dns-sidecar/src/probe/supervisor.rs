@@ -58,13 +58,16 @@ enum Plan {
     /// Keep the running prober at this index of the old list (renamed when
     /// the ids differ).
     Keep(usize),
-    /// Start this prober, replacing the one at this index of the old list
-    /// (for the reason given), if any.
-    Start {
-        prober: Box<Prober>,
-        roots: Option<String>,
-        replaces: Option<(usize, &'static str)>,
-    },
+    /// Start a prober.
+    Start(Start),
+}
+
+/// A prober to start, replacing the one at an index of the old list (for the
+/// reason given), if any.
+struct Start {
+    prober: Box<Prober>,
+    roots: Option<String>,
+    replaces: Option<(usize, &'static str)>,
 }
 
 impl Probers {
@@ -93,6 +96,40 @@ impl Probers {
     pub fn sync(&mut self, config: &Config, tx: &mpsc::Sender<ProbeReport>) -> Result<SyncReport, SetupError> {
         let mut ids: Vec<String> = self.running.keys().cloned().collect();
         ids.sort();
+        let plans = self.plans(config, &ids)?;
+        let mut report = SyncReport::default();
+        let mut old_running: Vec<Option<Running>> = ids.iter().map(|id| self.running.remove(id)).collect();
+        for (s, plan) in config.servers.iter().zip(plans) {
+            let running = match plan {
+                Plan::Keep(o) => {
+                    let mut r = old_running[o].take().expect("each old prober is matched once");
+                    if r.server.id != s.id {
+                        let _ = r.name.send(Arc::from(s.id.as_str()));
+                        report.renamed.push(format!("{} -> {}", r.server.id, s.id));
+                    }
+                    r.server = s.clone();
+                    r
+                }
+                Plan::Start(start) => {
+                    let replaced = start.replaces.and_then(|(o, why)| Some((old_running[o].take()?, why)));
+                    self.start(s, config, tx, start, replaced, &mut report)
+                }
+            };
+            self.running.insert(s.id.clone(), running);
+        }
+        for r in old_running.into_iter().flatten() {
+            let _ = r.stop.send(true);
+            report.stopped.push(r.server.id);
+        }
+        self.credentials
+            .retain(config.servers.iter().filter_map(|s| s.conn.password.as_ref()));
+        Ok(report)
+    }
+
+    /// What to do with each server of `config`, given the running probers
+    /// `ids` (sorted); builds every prober to start first, so that one that
+    /// cannot be built changes nothing.
+    fn plans(&self, config: &Config, ids: &[String]) -> Result<Vec<Plan>, SetupError> {
         let old: Vec<Server> = ids.iter().map(|id| self.running[id].server.clone()).collect();
         let mut from: Vec<Option<usize>> = vec![None; config.servers.len()];
         for (o, m) in match_servers(&old, &config.servers).iter().enumerate() {
@@ -122,78 +159,64 @@ impl Probers {
             });
             match change {
                 Some((o, None)) => plans.push(Plan::Keep(o)),
-                Some((o, Some(why))) => plans.push(Plan::Start {
+                Some((o, Some(why))) => plans.push(Plan::Start(Start {
                     prober: Box::new(Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?),
                     roots,
                     replaces: Some((o, why)),
-                }),
-                None => plans.push(Plan::Start {
+                })),
+                None => plans.push(Plan::Start(Start {
                     prober: Box::new(Prober::with_roots(s, config.probe, roots.as_deref()).map_err(err)?),
                     roots,
                     replaces: None,
-                }),
+                })),
             }
         }
-        let mut report = SyncReport::default();
-        let mut old_running: Vec<Option<Running>> = ids.iter().map(|id| self.running.remove(id)).collect();
-        for (s, plan) in config.servers.iter().zip(plans) {
-            let running = match plan {
-                Plan::Keep(o) => {
-                    let mut r = old_running[o].take().expect("each old prober is matched once");
-                    if r.server.id != s.id {
-                        let _ = r.name.send(Arc::from(s.id.as_str()));
-                        report.renamed.push(format!("{} -> {}", r.server.id, s.id));
-                    }
-                    r.server = s.clone();
-                    r
-                }
-                Plan::Start {
-                    prober,
-                    roots,
-                    replaces,
-                } => {
-                    let (stop, stop_rx) = watch::channel(false);
-                    let (name, names) = watch::channel(Arc::from(s.id.as_str()));
-                    let mut prober = (*prober).follow_renames(names);
-                    if let Some(source) = &s.conn.password {
-                        prober = prober.with_credential(self.credentials.get(source));
-                    }
-                    let task = tokio::spawn(self.supervisor.watch_stoppable(
-                        format!("prober {}", s.id),
-                        Some(stop_rx.clone()),
-                        prober.run(tx.clone(), stop_rx, self.incident.clone()),
-                    ));
-                    match replaces.and_then(|(o, why)| Some((old_running[o].take()?, why))) {
-                        Some((old, why)) => {
-                            let _ = old.stop.send(true);
-                            let was = if old.server.id == s.id {
-                                String::new()
-                            } else {
-                                format!(", was {}", old.server.id)
-                            };
-                            report.restarted.push(format!("{} ({why}{was})", s.id));
-                        }
-                        None => report.started.push(s.id.clone()),
-                    }
-                    Running {
-                        server: s.clone(),
-                        timing: config.probe,
-                        roots,
-                        name,
-                        stop,
-                        task,
-                    }
-                }
-            };
-            self.running.insert(s.id.clone(), running);
+        Ok(plans)
+    }
+
+    /// Starts `start`'s prober for `s` under the supervisor, then stops the
+    /// prober it replaces (`replaced`, taken from the old list), if any.
+    fn start(
+        &mut self,
+        s: &Server,
+        config: &Config,
+        tx: &mpsc::Sender<ProbeReport>,
+        start: Start,
+        replaced: Option<(Running, &'static str)>,
+        report: &mut SyncReport,
+    ) -> Running {
+        let Start { prober, roots, .. } = start;
+        let (stop, stop_rx) = watch::channel(false);
+        let (name, names) = watch::channel(Arc::from(s.id.as_str()));
+        let mut prober = (*prober).follow_renames(names);
+        if let Some(source) = &s.conn.password {
+            prober = prober.with_credential(self.credentials.get(source));
         }
-        for r in old_running.into_iter().flatten() {
-            let _ = r.stop.send(true);
-            report.stopped.push(r.server.id);
+        let task = tokio::spawn(self.supervisor.watch_stoppable(
+            format!("prober {}", s.id),
+            Some(stop_rx.clone()),
+            prober.run(tx.clone(), stop_rx, self.incident.clone()),
+        ));
+        match replaced {
+            Some((old, why)) => {
+                let _ = old.stop.send(true);
+                let was = if old.server.id == s.id {
+                    String::new()
+                } else {
+                    format!(", was {}", old.server.id)
+                };
+                report.restarted.push(format!("{} ({why}{was})", s.id));
+            }
+            None => report.started.push(s.id.clone()),
         }
-        self.credentials
-            .retain(config.servers.iter().filter_map(|s| s.conn.password.as_ref()));
-        Ok(report)
+        Running {
+            server: s.clone(),
+            timing: config.probe,
+            roots,
+            name,
+            stop,
+            task,
+        }
     }
 
     /// Stops every prober and waits for them to close their connections.

@@ -135,8 +135,7 @@ async fn incident_set_switches_the_cadence() {
     assert!(first.at >= entered);
     let fast = collect(&mut rx, MS * 500).await;
     eprintln!(
-        "MEASURED incident cadence against a server that hangs up: {} probes in 500 ms at incident_interval 10ms \
-        (first after {:?})",
+        "MEASURED incident cadence against a server that hangs up: {} probes in 500 ms at incident_interval 10ms (first after {:?})",
         fast.len(),
         first.at - entered
     );

@@ -52,11 +52,9 @@ pub(super) fn check(cx: &Ctx<'_>, raw: &RawDns) -> Result<DnsSettings, ConfigErr
                 return cx.err(
                     Some(raw.listen.span()),
                     format!(
-                        "`dns.listen` has {l}, which is not loopback, but [dns] has no `allow` list (without one only \
-                        loopback clients may query)"
+                        "`dns.listen` has {l}, which is not loopback, but [dns] has no `allow` list (without one only loopback clients may query)"
                     ),
-                    "add the networks of your clients to [dns], e.g. allow = [\"10.0.0.0/8\", \"127.0.0.1\"]; \
-                    allow = [\"0.0.0.0/0\", \"::/0\"] would make this an open resolver for anyone who reaches it",
+                    "add the networks of your clients to [dns], e.g. allow = [\"10.0.0.0/8\", \"127.0.0.1\"]; allow = [\"0.0.0.0/0\", \"::/0\"] would make this an open resolver for anyone who reaches it",
                 );
             }
             Cidr::loopback()

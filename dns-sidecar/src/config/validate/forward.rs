@@ -28,8 +28,7 @@ pub(super) fn check(
             return cx.err(
                 span,
                 "forward zone `.` (the root) is what [upstream] is for",
-                "move these servers to [upstream] servers = [...]: it is the default for every name no [[forward]] \
-                zone matches",
+                "move these servers to [upstream] servers = [...]: it is the default for every name no [[forward]] zone matches",
             );
         }
         if zones.iter().any(|z| z.zone == zone) {
@@ -54,8 +53,7 @@ pub(super) fn check(
             return cx.err(
                 span,
                 format!("{what}; its names would never be forwarded"),
-                "the sidecar's own zones are answered before any forwarding: remove this [[forward]], or forward a \
-                zone that is not one of [[zones]] (a forward zone may contain an own zone, not the reverse)",
+                "the sidecar's own zones are answered before any forwarding: remove this [[forward]], or forward a zone that is not one of [[zones]] (a forward zone may contain an own zone, not the reverse)",
             );
         }
         let fields = Fields {
@@ -70,8 +68,7 @@ pub(super) fn check(
             &fields,
             listen,
             &format!(
-                "name at least one resolver for `{zone}`, e.g. servers = [\"10.1.0.4\"], or remove this [[forward]] \
-                to send its names to [upstream]"
+                "name at least one resolver for `{zone}`, e.g. servers = [\"10.1.0.4\"], or remove this [[forward]] to send its names to [upstream]"
             ),
         )?;
         zones.push(ForwardZone {

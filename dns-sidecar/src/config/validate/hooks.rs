@@ -24,8 +24,7 @@ pub(super) fn on_change(
         return cx.err(
             Some(argv.span()),
             format!("alias `{name}` has an empty on_change"),
-            "give the program and its arguments, e.g. on_change = [\"/usr/local/bin/sync-dns\", \
-            \"--zone\", \"db.internal\"]",
+            "give the program and its arguments, e.g. on_change = [\"/usr/local/bin/sync-dns\", \"--zone\", \"db.internal\"]",
         );
     }
     let timeout = a

@@ -9,6 +9,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use toml::Spanned;
+
 use super::ctx::{Ctx, Owner};
 use super::human;
 use crate::config::raw::RawConn;
@@ -19,6 +21,24 @@ use crate::credential::endpoint;
 const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 pub(super) fn source(cx: &Ctx<'_>, id: &str, c: &RawConn) -> Result<Option<PasswordSource>, ConfigError> {
+    one_source(cx, id, c)?;
+    if let Some(var) = &c.password_env {
+        return env(cx, id, var);
+    }
+    if let Some(file) = &c.password_file {
+        return file_source(cx, id, file);
+    }
+    if let Some(cmd) = &c.password_command {
+        return command(cx, id, c, cmd);
+    }
+    if let Some(identity) = &c.entra_identity {
+        return entra(cx, id, c, identity);
+    }
+    Ok(None)
+}
+
+/// At most one source, and no qualifier without the source it qualifies.
+fn one_source(cx: &Ctx<'_>, id: &str, c: &RawConn) -> Result<(), ConfigError> {
     let set: Vec<(&str, Range<usize>)> = [
         ("password_env", c.password_env.as_ref().map(|v| v.span())),
         ("password_file", c.password_file.as_ref().map(|v| v.span())),
@@ -49,89 +69,106 @@ pub(super) fn source(cx: &Ctx<'_>, id: &str, c: &RawConn) -> Result<Option<Passw
             "add entra_identity = \"managed-identity\" (or \"workload-identity\"), or remove entra_client_id",
         );
     }
-    if let Some(var) = &c.password_env {
-        return Ok(match std::env::var(var.get_ref()) {
-            Ok(v) if !v.is_empty() => Some(PasswordSource::Env {
-                var: var.get_ref().clone(),
-                value: Secret::new(v),
-            }),
-            _ => {
-                cx.missing_secret(
-                    var.span(),
-                    format!("environment variable `{}` is not set or empty", var.get_ref()),
-                    Owner::Server(id),
-                    format!("export {}=... before starting, or use password_file", var.get_ref()),
-                )?;
-                None
-            }
-        });
-    }
-    if let Some(file) = &c.password_file {
-        return Ok(match std::fs::read(file.get_ref()) {
-            Ok(_) => Some(PasswordSource::File(file.get_ref().clone())),
-            Err(e) => {
-                cx.missing_secret(
-                    file.span(),
-                    format!("cannot read password_file `{}`: {e}", file.get_ref().display()),
-                    Owner::Server(id),
-                    "check the path and that this user may read it".into(),
-                )?;
-                None
-            }
-        });
-    }
-    if let Some(cmd) = &c.password_command {
-        let argv = cmd.get_ref().clone();
-        let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
-            return cx.err(
-                Some(cmd.span()),
-                format!("server `{id}` has an empty password_command"),
-                "give the program and its arguments, e.g. [\"/usr/local/bin/get-pg-token\", \"--db\", \"prod\"]",
-            );
-        };
-        if find_program(program).is_none() {
+    Ok(())
+}
+
+/// `password_env`: the variable must be set (its value is the password).
+fn env(cx: &Ctx<'_>, id: &str, var: &Spanned<String>) -> Result<Option<PasswordSource>, ConfigError> {
+    Ok(match std::env::var(var.get_ref()) {
+        Ok(v) if !v.is_empty() => Some(PasswordSource::Env {
+            var: var.get_ref().clone(),
+            value: Secret::new(v),
+        }),
+        _ => {
             cx.missing_secret(
-                cmd.span(),
-                format!("password_command `{program}` is not an executable file or not found on PATH"),
+                var.span(),
+                format!("environment variable `{}` is not set or empty", var.get_ref()),
                 Owner::Server(id),
-                "give an absolute path, or install it where the sidecar runs".into(),
+                format!("export {}=... before starting, or use password_file", var.get_ref()),
             )?;
+            None
         }
-        let refresh = c
-            .password_refresh
-            .as_ref()
-            .map_or(DEFAULT_PASSWORD_REFRESH, |r| r.get_ref().0);
-        if refresh < MIN_REFRESH {
-            return cx.err(
-                c.password_refresh.as_ref().map(|r| r.span()),
-                format!("password_refresh of {} is too short", human(refresh)),
-                "use 1s or more; the command also runs again whenever the server refuses the password",
-            );
-        }
-        return Ok(Some(PasswordSource::Command { argv, refresh }));
-    }
-    if let Some(identity) = &c.entra_identity {
-        let client_id = c.entra_client_id.as_ref().map(|c| c.get_ref().clone());
-        let problem = match identity.get_ref() {
-            EntraIdentity::ManagedIdentity => endpoint::Imds::from_env(client_id.clone()).err(),
-            EntraIdentity::WorkloadIdentity => endpoint::Workload::from_env(client_id.clone()).err(),
-        };
-        if let Some(problem) = problem {
+    })
+}
+
+/// `password_file`: the file must be readable (it is read again at each login).
+fn file_source(cx: &Ctx<'_>, id: &str, file: &Spanned<PathBuf>) -> Result<Option<PasswordSource>, ConfigError> {
+    Ok(match std::fs::read(file.get_ref()) {
+        Ok(_) => Some(PasswordSource::File(file.get_ref().clone())),
+        Err(e) => {
             cx.missing_secret(
-                identity.span(),
-                problem,
+                file.span(),
+                format!("cannot read password_file `{}`: {e}", file.get_ref().display()),
                 Owner::Server(id),
-                "set the variables where the sidecar runs (AKS workload identity injects them into pods \
-                whose service account is annotated and that carry the azure.workload.identity/use label)"
-                    .into(),
+                "check the path and that this user may read it".into(),
             )?;
+            None
         }
-        return Ok(Some(PasswordSource::Entra {
-            identity: *identity.get_ref(),
-            client_id,
-        }));
+    })
+}
+
+/// `password_command`: a program that exists, and a refresh of 1s or more.
+fn command(
+    cx: &Ctx<'_>,
+    id: &str,
+    c: &RawConn,
+    cmd: &Spanned<Vec<String>>,
+) -> Result<Option<PasswordSource>, ConfigError> {
+    let argv = cmd.get_ref().clone();
+    let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+        return cx.err(
+            Some(cmd.span()),
+            format!("server `{id}` has an empty password_command"),
+            "give the program and its arguments, e.g. [\"/usr/local/bin/get-pg-token\", \"--db\", \"prod\"]",
+        );
+    };
+    if find_program(program).is_none() {
+        cx.missing_secret(
+            cmd.span(),
+            format!("password_command `{program}` is not an executable file or not found on PATH"),
+            Owner::Server(id),
+            "give an absolute path, or install it where the sidecar runs".into(),
+        )?;
     }
-    Ok(None)
+    let refresh = c
+        .password_refresh
+        .as_ref()
+        .map_or(DEFAULT_PASSWORD_REFRESH, |r| r.get_ref().0);
+    if refresh < MIN_REFRESH {
+        return cx.err(
+            c.password_refresh.as_ref().map(|r| r.span()),
+            format!("password_refresh of {} is too short", human(refresh)),
+            "use 1s or more; the command also runs again whenever the server refuses the password",
+        );
+    }
+    Ok(Some(PasswordSource::Command { argv, refresh }))
+}
+
+/// `entra_identity`: the variables its token endpoint needs.
+fn entra(
+    cx: &Ctx<'_>,
+    id: &str,
+    c: &RawConn,
+    identity: &Spanned<EntraIdentity>,
+) -> Result<Option<PasswordSource>, ConfigError> {
+    let client_id = c.entra_client_id.as_ref().map(|c| c.get_ref().clone());
+    let problem = match identity.get_ref() {
+        EntraIdentity::ManagedIdentity => endpoint::Imds::from_env(client_id.clone()).err(),
+        EntraIdentity::WorkloadIdentity => endpoint::Workload::from_env(client_id.clone()).err(),
+    };
+    if let Some(problem) = problem {
+        cx.missing_secret(
+            identity.span(),
+            problem,
+            Owner::Server(id),
+            "set the variables where the sidecar runs (AKS workload identity injects them into pods whose service account is annotated and that carry the azure.workload.identity/use label)"
+                .into(),
+        )?;
+    }
+    Ok(Some(PasswordSource::Entra {
+        identity: *identity.get_ref(),
+        client_id,
+    }))
 }
 
 /// The file `program` names: itself when it contains a `/`, else the first
@@ -270,8 +307,7 @@ servers = ["a", "b"]
             // The test environment has no workload identity variables.
             (
                 "entra_identity = \"workload-identity\"",
-                "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID (or entra_client_id), \
-                AZURE_FEDERATED_TOKEN_FILE set",
+                "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID (or entra_client_id), AZURE_FEDERATED_TOKEN_FILE set",
             ),
         ] {
             let (c, w) = deferred(probe, "").unwrap();

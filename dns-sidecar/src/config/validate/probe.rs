@@ -57,8 +57,7 @@ pub(super) fn check(cx: &Ctx<'_>, p: &RawProbe) -> Result<ProbeTiming, ConfigErr
                 human(probe.incident_interval),
                 human(probe.interval)
             ),
-            "it is the faster cadence used during an incident: make it at most `interval`, \
-            e.g. incident_interval = \"10ms\"",
+            "it is the faster cadence used during an incident: make it at most `interval`, e.g. incident_interval = \"10ms\"",
         );
     }
     Ok(probe)

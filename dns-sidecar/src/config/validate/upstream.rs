@@ -61,53 +61,8 @@ pub(super) fn settings(
     empty_hint: &str,
 ) -> Result<UpstreamSettings, ConfigError> {
     let table = f.table;
-    let servers: Vec<SocketAddr> = f.servers.get_ref().iter().map(|a| a.0).collect();
-    if servers.is_empty() {
-        return cx.err(
-            Some(f.servers.span()),
-            format!("`{table}.servers` is empty"),
-            empty_hint,
-        );
-    }
-    if let Some(s) = servers
-        .iter()
-        .find(|s| listen.iter().any(|l| forwards_to_self(*l, **s)))
-    {
-        return cx.err(
-            Some(f.servers.span()),
-            format!("{table} {s} is one of this sidecar's own listeners; forwarding to it would loop"),
-            if table == "upstream" {
-                "point upstream at the resolver the sidecar itself should use (Azure: \"168.63.129.16\")"
-            } else {
-                "list the resolvers that serve this zone (another sidecar or forwarder tier, a VPN resolver), not this \
-                sidecar's own listen address"
-            },
-        );
-    }
-    let timeout = f
-        .timeout
-        .as_ref()
-        .map_or(Duration::from_millis(1500), |d| d.get_ref().0);
-    if timeout.is_zero() {
-        return cx.err(
-            f.timeout.as_ref().map(|t| t.span()),
-            format!("`{table}.timeout` must be more than zero"),
-            "it is how long each upstream gets before the next is tried; \
-            e.g. timeout = \"1500ms\" (the default)",
-        );
-    }
-    if timeout > MAX_TIMEOUT {
-        return cx.err(
-            f.timeout.as_ref().map(|t| t.span()),
-            format!(
-                "`{table}.timeout` of {} is longer than the maximum, {}",
-                human(timeout),
-                human(MAX_TIMEOUT)
-            ),
-            "clients give up after a few seconds (glibc: 5s), so a later answer reaches nobody; \
-            e.g. timeout = \"1500ms\" (the default)",
-        );
-    }
+    let servers = servers(cx, f, listen, empty_hint)?;
+    let timeout = timeout(cx, f)?;
     let max_fails = match f.max_fails {
         None => 5,
         Some(v) if *v.get_ref() >= 1 => *v.get_ref(),
@@ -136,6 +91,67 @@ pub(super) fn settings(
         max_fails,
         health_check,
     })
+}
+
+/// `servers`: not empty, and none of them this sidecar's own listener.
+fn servers(
+    cx: &Ctx<'_>,
+    f: &Fields<'_>,
+    listen: &[SocketAddr],
+    empty_hint: &str,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let table = f.table;
+    let servers: Vec<SocketAddr> = f.servers.get_ref().iter().map(|a| a.0).collect();
+    if servers.is_empty() {
+        return cx.err(
+            Some(f.servers.span()),
+            format!("`{table}.servers` is empty"),
+            empty_hint,
+        );
+    }
+    if let Some(s) = servers
+        .iter()
+        .find(|s| listen.iter().any(|l| forwards_to_self(*l, **s)))
+    {
+        return cx.err(
+            Some(f.servers.span()),
+            format!("{table} {s} is one of this sidecar's own listeners; forwarding to it would loop"),
+            if table == "upstream" {
+                "point upstream at the resolver the sidecar itself should use (Azure: \"168.63.129.16\")"
+            } else {
+                "list the resolvers that serve this zone (another sidecar or forwarder tier, a VPN resolver), not this sidecar's own listen address"
+            },
+        );
+    }
+    Ok(servers)
+}
+
+/// `timeout`: more than zero and at most [`MAX_TIMEOUT`] (default 1500ms).
+fn timeout(cx: &Ctx<'_>, f: &Fields<'_>) -> Result<Duration, ConfigError> {
+    let table = f.table;
+    let timeout = f
+        .timeout
+        .as_ref()
+        .map_or(Duration::from_millis(1500), |d| d.get_ref().0);
+    if timeout.is_zero() {
+        return cx.err(
+            f.timeout.as_ref().map(|t| t.span()),
+            format!("`{table}.timeout` must be more than zero"),
+            "it is how long each upstream gets before the next is tried; e.g. timeout = \"1500ms\" (the default)",
+        );
+    }
+    if timeout > MAX_TIMEOUT {
+        return cx.err(
+            f.timeout.as_ref().map(|t| t.span()),
+            format!(
+                "`{table}.timeout` of {} is longer than the maximum, {}",
+                human(timeout),
+                human(MAX_TIMEOUT)
+            ),
+            "clients give up after a few seconds (glibc: 5s), so a later answer reaches nobody; e.g. timeout = \"1500ms\" (the default)",
+        );
+    }
+    Ok(timeout)
 }
 
 /// True when a query sent to `upstream` would arrive at listener `listen`.

@@ -13,8 +13,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: Vec<RawZone>) -> Result<Vec<Zone>, Config
         if name.label_count() == 0 {
             return cx.err(
                 span,
-                "zone `.` (the root) cannot be served: the sidecar would be authoritative for every name and forward \
-                nothing",
+                "zone `.` (the root) cannot be served: the sidecar would be authoritative for every name and forward nothing",
                 "name the zone that holds your aliases, e.g. name = \"db.internal\"",
             );
         }
@@ -47,8 +46,7 @@ pub(super) fn check(cx: &Ctx<'_>, raw: Vec<RawZone>) -> Result<Vec<Zone>, Config
                     Some(ns.span()),
                     format!("zone `{name}` has an empty `nameservers` list; the apex would have no NS records"),
                     format!(
-                        "remove the key to serve the default [\"{default}\"], or list the names of the servers that \
-                        answer for this zone"
+                        "remove the key to serve the default [\"{default}\"], or list the names of the servers that answer for this zone"
                     ),
                 );
             }
