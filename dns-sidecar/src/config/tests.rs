@@ -101,7 +101,12 @@ fn overrides() {
     let a = &c.aliases[0];
     assert_eq!(
         (a.role, a.ttl, a.on_no_match, a.servers.clone()),
-        (Role::PreferStandby, 10, NoMatchPolicy::Servfail, vec![ServerId::new(1), ServerId::new(0)])
+        (
+            Role::PreferStandby,
+            10,
+            NoMatchPolicy::Servfail,
+            vec![ServerId::new(1), ServerId::new(0)]
+        )
     );
 }
 

@@ -89,7 +89,12 @@ fn follow_pin(state: &mut State, config: &Config, i: AliasId, pin: ServerId, now
 /// these), and those of them it may choose (the fences allow them, and
 /// `prefer-standby`'s fallback to the writer alias's choice); reports the
 /// ones the fences hold off.
-fn candidates(state: &mut State, config: &Config, i: AliasId, events: &mut Vec<Event>) -> (Vec<ServerId>, Vec<ServerId>) {
+fn candidates(
+    state: &mut State,
+    config: &Config,
+    i: AliasId,
+    events: &mut Vec<Event>,
+) -> (Vec<ServerId>, Vec<ServerId>) {
     let alias = &config.aliases[i];
     let writer = fence::is_writer(alias.role);
     let (servers, drained, a) = (&state.servers, &state.drained, &state.aliases[i]);
@@ -198,7 +203,10 @@ fn choose(
             // One live writer at most, and others only remembered: the newest
             // known timeline among the allowed ones, as in a split brain, but
             // nobody lost one (a server left is fenced as superseded).
-            (newest_timeline(servers, cands).unwrap_or_else(|| keep_or_first(cands)), false)
+            (
+                newest_timeline(servers, cands).unwrap_or_else(|| keep_or_first(cands)),
+                false,
+            )
         }
         Role::ReadWrite | Role::Primary if matching.len() > 1 => {
             // Fenced servers lost already; among the rest the newest timeline wins.
@@ -282,4 +290,3 @@ fn prefer_standby_cands(state: &State, config: &Config, cands: Vec<ServerId>) ->
         .filter(|&s| truth::current_primary(state, config, s) == Some(s))
         .collect()
 }
-

@@ -248,7 +248,13 @@ pub(super) fn same_timeline(state: &mut State, config: &Config, i: AliasId, fenc
 /// [`learn`] had no holder to compare it with) and never lost a split brain
 /// (drained meanwhile, so not a candidate then). Only servers with no fence
 /// yet: an existing one stands.
-pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: AliasId, now: Instant, events: &mut Vec<Event>) {
+pub(super) fn same_timeline_peers(
+    state: &mut State,
+    config: &Config,
+    i: AliasId,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
     let a = &state.aliases[i];
     let (Some(holder), Some(t)) = (a.decided, a.decided_timeline) else {
         return;

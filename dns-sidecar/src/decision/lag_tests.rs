@@ -201,7 +201,11 @@ fn read_only_role_keeps_read_only_primaries_and_drops_lagging_standbys() {
         "the read-only primary has no lag"
     );
     assert_eq!(
-        s.state.aliases[ALIAS].lagging.iter().map(|l| l.server).collect::<Vec<_>>(),
+        s.state.aliases[ALIAS]
+            .lagging
+            .iter()
+            .map(|l| l.server)
+            .collect::<Vec<_>>(),
         [B]
     );
     assert_eq!(
@@ -602,7 +606,11 @@ fn a_standby_alias_without_a_limit_never_answers_a_fenced_server() {
     s.step(&[(A, fail(FailureKind::Definite)), (B, writer(2, 10 * MIB + 4096))]);
     for _ in 0..5 {
         s.step(&[(A, replayed(12 * MIB)), (B, writer(2, 11 * MIB))]);
-        assert_eq!(s.state.answer(&s.config, AliasId::new(1)), Answer::NoTarget, "a is diverged");
+        assert_eq!(
+            s.state.answer(&s.config, AliasId::new(1)),
+            Answer::NoTarget,
+            "a is diverged"
+        );
     }
     // Rebuilt: its receiver streams from b and it replays b's position.
     let mut st = replayed(11 * MIB).unwrap();

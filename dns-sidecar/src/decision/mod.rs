@@ -199,7 +199,6 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     (state, events)
 }
 
-
 fn matches(h: &ServerHealth, role: Role) -> bool {
     let Some(s) = h.last_state.as_ref().filter(|_| h.up) else {
         return false;
@@ -216,7 +215,6 @@ fn matches(h: &ServerHealth, role: Role) -> bool {
 fn timeline(h: &ServerHealth) -> Option<u32> {
     h.last_state.as_ref().and_then(|s| s.timeline)
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -714,7 +714,11 @@ impl Oracle {
             .is_some_and(|st| st.in_recovery);
         // (`keep-last` may keep a server that stopped matching its role.)
         if !in_recovery && inst.state.aliases[aid(a)].matched {
-            let chosen = |w: usize| inst.state.aliases[aid(w)].decided.filter(|_| inst.state.aliases[aid(w)].matched);
+            let chosen = |w: usize| {
+                inst.state.aliases[aid(w)]
+                    .decided
+                    .filter(|_| inst.state.aliases[aid(w)].matched)
+            };
             prop_assert!(
                 (0..3).any(|w| writer(w) && chosen(w) == Some(sid(s))),
                 "reader alias {} falls back to {}, no writer alias's own choice ({:?}, {:?})",
@@ -850,7 +854,10 @@ impl Oracle {
             };
             if role_ok(s) && !inst.state.drained[sid(s)] {
                 for x in (0..3).filter(|&x| x != s && role_ok(x) && !inst.state.drained[sid(x)]) {
-                    let tl_then = inst.state.servers[sid(x)].last_state.as_ref().and_then(|st| st.timeline);
+                    let tl_then = inst.state.servers[sid(x)]
+                        .last_state
+                        .as_ref()
+                        .and_then(|st| st.timeline);
                     self.left[a].entry(x).or_insert(tl_then);
                     self.ever_left[a].insert(x);
                 }

@@ -7,7 +7,6 @@ use crate::config::{AliasId, Config, NoMatchPolicy, ServerId};
 use crate::observation::ServerState;
 
 impl State {
-
     /// Why alias `i` answers SERVFAIL when [`State::answer`] says
     /// [`Answer::NoTarget`]: what the operator would ask first.
     pub fn servfail_reason(&self, config: &Config, i: AliasId) -> String {

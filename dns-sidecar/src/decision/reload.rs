@@ -412,7 +412,10 @@ mod tests {
                 .replace("servers = [\"a\", \"b\"]", "servers = [\"b\", \"z\"]"),
         );
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
-        assert!(!next.servers[ServerId::new(1)].reported, "z is another server: no health yet");
+        assert!(
+            !next.servers[ServerId::new(1)].reported,
+            "z is another server: no health yet"
+        );
         assert!(!next.drained[ServerId::new(1)]);
         assert!(next.aliases[ALIAS].fences.is_empty());
         assert_eq!(

@@ -180,7 +180,13 @@ fn run(config: &Config, steps: &[Step]) -> Result<State, TestCaseError> {
         };
         let set = st.answer_set(config, ALIAS);
         for (s, _) in &set {
-            prop_assert!(matches(*s), "step {}: {} answered but does not match: {:?}", n, s.index(), st);
+            prop_assert!(
+                matches(*s),
+                "step {}: {} answered but does not match: {:?}",
+                n,
+                s.index(),
+                st
+            );
         }
         if st.first_round_done && (0..4).map(ServerId::new).any(matches) {
             prop_assert!(

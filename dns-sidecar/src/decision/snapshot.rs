@@ -134,7 +134,11 @@ impl State {
     pub fn kept_differs(&self, other: &State) -> bool {
         self.pins != other.pins
             || self.drained != other.drained
-            || !self.aliases.iter().map(AliasState::kept).eq(other.aliases.iter().map(AliasState::kept))
+            || !self
+                .aliases
+                .iter()
+                .map(AliasState::kept)
+                .eq(other.aliases.iter().map(AliasState::kept))
     }
 }
 
@@ -203,10 +207,7 @@ pub fn restore(
         }
     }
     for (name, r) in &remembered.aliases {
-        let Some(i) = DnsName::parse(name)
-            .ok()
-            .and_then(|n| config.alias_id(&n))
-        else {
+        let Some(i) = DnsName::parse(name).ok().and_then(|n| config.alias_id(&n)) else {
             notes.push(format!("alias `{name}` is no longer configured"));
             continue;
         };

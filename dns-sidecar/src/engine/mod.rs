@@ -22,7 +22,6 @@ mod publish;
 mod report;
 mod status;
 
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -222,8 +221,7 @@ impl Engine {
         // server, a renamed server's fences) is written now, not at the
         // next decision that happens to change the state (once: by
         // `commit` when the decision changes it too).
-        if capture(&self.state, &self.config, |t| self.unix(t)) != remembered && !self.state.kept_differs(&next)
-        {
+        if capture(&self.state, &self.config, |t| self.unix(t)) != remembered && !self.state.kept_differs(&next) {
             self.persist().await;
         }
         self.commit(next, events).await;

@@ -19,7 +19,10 @@ impl Engine {
         Status {
             ready: self.state.first_round_done,
             generated_at: self.unix(now),
-            aliases: c.enumerate_aliases().map(|(i, _)| self.alias_status(routes, i)).collect(),
+            aliases: c
+                .enumerate_aliases()
+                .map(|(i, _)| self.alias_status(routes, i))
+                .collect(),
             servers: c.enumerate_servers().map(|(i, _)| self.server_status(i, now)).collect(),
             history: self.history.iter().cloned().collect(),
         }
