@@ -47,6 +47,7 @@ mod event;
 pub mod fence;
 mod fence_learn;
 pub mod lag;
+mod lag_learn;
 mod observe;
 mod overrides;
 mod reason;
@@ -190,7 +191,7 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
             alias::decide_alias(&mut state, config, i, now, &mut events);
         }
     }
-    lag::learn(&mut state, observations, config, now, round_done, &mut events);
+    lag_learn::learn(&mut state, observations, config, now, round_done, &mut events);
     if state.first_round_done {
         for &i in &readers {
             alias::decide_alias(&mut state, config, i, now, &mut events);
