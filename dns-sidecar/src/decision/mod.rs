@@ -218,6 +218,9 @@ fn timeline(h: &ServerHealth) -> Option<u32> {
 }
 
 #[cfg(test)]
+mod fixture;
+
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

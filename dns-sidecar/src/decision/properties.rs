@@ -4,7 +4,6 @@
 //! invariants after every step.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -32,25 +31,7 @@ fn config(order: usize) -> Config {
     let lists = [["a", "b", "c"], ["c", "a", "b"]];
     let l = |i: usize| lists[(order + i) % 2].map(|s| format!("\"{s}\"")).join(", ");
     let text = format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[[zones]]
-name = "db.internal"
-[probe]
-user = "probe"
-sslmode = "require"
-interval = "100ms"
-deadline = "1s"
-fall = 3
-rise = 2
-[servers.a]
-target = "pg-a.test"
-[servers.b]
-target = "pg-b.test"
-[servers.c]
-target = "pg-c.test"
-[[aliases]]
+        r#"{}[[aliases]]
 name = "rw.db.internal"
 role = "read-write"
 on_no_match = "keep-last"
@@ -77,6 +58,7 @@ on_no_match = "servfail"
 servers = [{}]
 max_lag_time = "{}ms"
 "#,
+        fixture::header(3, &["a", "b", "c"]),
         l(0),
         l(1),
         l(0),
@@ -84,7 +66,7 @@ max_lag_time = "{}ms"
         l(0),
         MAX_LAG_TIME.as_millis()
     );
-    Config::from_toml(Path::new("prop.toml"), &text).unwrap()
+    fixture::parse("prop.toml", &text)
 }
 
 /// What a server really is (the model).

@@ -25,27 +25,7 @@ const MIB: u64 = 1 << 20;
 /// nothing matches (so every answer must match).
 fn config(spread: &str, prefer: &str, weights: &str) -> Config {
     let text = format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[[zones]]
-name = "db.internal"
-[probe]
-user = "probe"
-sslmode = "require"
-interval = "100ms"
-deadline = "1s"
-fall = 2
-rise = 2
-[servers.a]
-target = "pg-a.test"
-[servers.b]
-target = "pg-b.test"
-[servers.c]
-target = "pg-c.test"
-[servers.d]
-target = "pg-d.test"
-[[aliases]]
+        r#"{}[[aliases]]
 name = "ro.db.internal"
 role = "standby"
 on_no_match = "servfail"
@@ -54,9 +34,10 @@ max_lag = "1MiB"
 spread = "{spread}"
 prefer = "{prefer}"
 {weights}
-"#
+"#,
+        fixture::header(2, &["a", "b", "c", "d"])
     );
-    Config::from_toml(Path::new("t.toml"), &text).unwrap()
+    fixture::parse("t.toml", &text)
 }
 
 fn state(in_recovery: bool, wal: u64) -> ServerState {

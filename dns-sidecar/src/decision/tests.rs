@@ -6,7 +6,7 @@ use crate::control::{ControlError, Override};
 use crate::observation::{FailureCause, FailureKind, ProbeFailure};
 
 fn config(role: &str, policy: &str) -> Config {
-    Config::from_toml(Path::new("t.toml"), &config_text(role, policy)).unwrap()
+    fixture::parse("t.toml", &config_text(role, policy))
 }
 
 /// Servers a and b, probes every 100 ms (fall 3, rise 2), and one alias
@@ -14,28 +14,13 @@ fn config(role: &str, policy: &str) -> Config {
 /// last, so lines appended to the text belong to it.
 pub(super) fn config_text(role: &str, policy: &str) -> String {
     format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[[zones]]
-name = "db.internal"
-[probe]
-user = "probe"
-sslmode = "require"
-interval = "100ms"
-deadline = "1s"
-fall = 3
-rise = 2
-[servers.a]
-target = "pg-a.test"
-[servers.b]
-target = "pg-b.test"
-[[aliases]]
+        r#"{}[[aliases]]
 name = "prod.db.internal"
 role = "{role}"
 on_no_match = "{policy}"
 servers = ["a", "b"]
-"#
+"#,
+        fixture::header(3, &["a", "b"])
     )
 }
 
