@@ -118,15 +118,6 @@ impl<I: Id, T> IdVec<I, T> {
         self.items.iter()
     }
 
-    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
-        self.items.iter_mut()
-    }
-
-    /// Every id, in order.
-    pub fn ids(&self) -> impl Iterator<Item = I> + Clone {
-        (0..self.items.len()).map(I::from_index)
-    }
-
     /// Every entry with its id, in order.
     pub fn iter_enumerated(&self) -> impl Iterator<Item = (I, &T)> {
         self.items.iter().enumerate().map(|(i, t)| (I::from_index(i), t))
