@@ -67,7 +67,8 @@
 //! budget refuses queries when it is used up, and a full cache must not.
 //!
 //! Time comes from a [`Clock`], in milliseconds, read once per batch by the
-//! UDP workers; tests and the fuzz harness use a manual one.
+//! UDP workers; the tests, the fuzz harness and the load test's replay use
+//! a manual one (`testing`, compiled only for them).
 //!
 //! Where each idea lives: this file holds [`Cache`] (lookups, inserts,
 //! reconfiguration, flushing); `key` the key and which queries have one;
