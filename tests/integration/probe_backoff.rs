@@ -6,7 +6,7 @@
 //! replica stopped (connection refused); then both come back.
 //!
 //! The window is 10 s; `DNS_SIDECAR_OUTAGE_SECS=60` measures the 60 s outage
-//! the README reports (see README: Operations, probe connection backoff).
+//! the README reports (see docs/operations.md: Reload, pressure and probe connections).
 
 use std::time::{Duration, Instant};
 

@@ -40,8 +40,6 @@
 
 mod admission;
 pub mod cache;
-#[cfg(test)]
-mod cache_tests;
 mod coalesce;
 pub mod fast;
 #[cfg(test)]

@@ -22,7 +22,7 @@ impl Engine {
     pub(super) fn restore(&mut self, now: Instant) {
         let Some(path) = self.state_file.clone() else {
             warn!(
-                "no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a restart (see README: state file)"
+                "no [state] path configured: fences and timelines seen are kept in memory only and forgotten at a restart (see docs/design.md: The state file)"
             );
             return;
         };

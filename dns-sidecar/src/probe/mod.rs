@@ -418,7 +418,7 @@ impl Prober {
                 warn!(
                     server = %self.name,
                     error = %e,
-                    "probe role may not read the WAL position; timelines and replay lag are unknown, so two writable servers cannot be ordered (see README: probe grants)"
+                    "probe role may not read the WAL position; timelines and replay lag are unknown, so two writable servers cannot be ordered (see docs/operations.md: Probe role and grants)"
                 );
                 self.sql = query::BASIC;
                 query::run(client, self.sql).await

@@ -8,10 +8,10 @@ use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::cache::{Cache, Found, STALE_TTL};
-use super::names::wire;
-use super::question::{question, Question};
+use super::{Cache, Found, STALE_TTL};
 use crate::config::CacheSettings;
+use crate::dns::names::wire;
+use crate::dns::question::{question, Question};
 use crate::metrics::CacheMetrics;
 
 /// A query: EDNS `None`, `Some(false)` or `Some(true)` (DO), CD, and EDNS
@@ -1095,7 +1095,7 @@ fn cache_cost() {
 }
 
 /// How many refreshes were offered since the last call.
-fn offered(r: &mut super::prefetch::Refreshes) -> Vec<Box<[u8]>> {
+fn offered(r: &mut crate::dns::prefetch::Refreshes) -> Vec<Box<[u8]>> {
     std::iter::from_fn(|| r.try_next()).collect()
 }
 
@@ -1205,9 +1205,9 @@ fn a_refreshed_entry_stays_fresh_past_the_old_expiry_and_must_be_popular_again()
     let query = q("www.example.com.").bytes();
     assert!(insert_a(&c, &query, "www.example.com.", 2, 1));
     // A 2-second entry: its window is the last second.
-    assert_eq!(super::cache::prefetch_window(2), 1000);
-    assert_eq!(super::cache::prefetch_window(1), 500);
-    assert_eq!(super::cache::prefetch_window(300), 30_000);
+    assert_eq!(super::prefetch_window(2), 1000);
+    assert_eq!(super::prefetch_window(1), 500);
+    assert_eq!(super::prefetch_window(300), 30_000);
     c.advance(Duration::from_millis(1_200));
     for _ in 0..3 {
         assert!(hit(lookup(&c, &query).0));
@@ -1242,7 +1242,7 @@ fn the_refresh_queue_is_bounded_and_counts_what_it_drops() {
         ..settings()
     });
     let extra = 5;
-    let queries: Vec<Vec<u8>> = (0..super::prefetch::QUEUE + extra)
+    let queries: Vec<Vec<u8>> = (0..crate::dns::prefetch::QUEUE + extra)
         .map(|i| {
             let name: &'static str = Box::leak(format!("n{i}.example.com.").into_boxed_str());
             q(name).bytes()
@@ -1257,5 +1257,5 @@ fn the_refresh_queue_is_bounded_and_counts_what_it_drops() {
     }
     assert_eq!(c.metrics().prefetch_dropped.get(), extra as u64);
     let mut refreshes = c.prefetch_queue().take().unwrap();
-    assert_eq!(offered(&mut refreshes).len(), super::prefetch::QUEUE);
+    assert_eq!(offered(&mut refreshes).len(), crate::dns::prefetch::QUEUE);
 }
