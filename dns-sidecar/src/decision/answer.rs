@@ -5,12 +5,14 @@
 use super::{fence, truth, State};
 use crate::config::{AliasId, Config, NoMatchPolicy, ServerId};
 
-/// What the DNS side should answer for an alias right now.
+/// What the DNS side should answer for an alias right now. The server is
+/// named by its [`ServerId`] in the decision, and by its id (a name, which
+/// survives a reload) where the engine remembers what was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum Answer<S = ServerId> {
     /// First probe round not finished.
     Pending,
-    Target(ServerId),
+    Target(S),
     /// No server matches and the policy (or the lack of any earlier target) says SERVFAIL.
     NoTarget,
 }
@@ -39,12 +41,21 @@ impl AnswerKind {
     }
 }
 
-impl Answer {
+impl<S> Answer<S> {
     pub fn kind(&self) -> AnswerKind {
         match self {
             Answer::Pending => AnswerKind::Pending,
             Answer::Target(_) => AnswerKind::Cname,
             Answer::NoTarget => AnswerKind::Servfail,
+        }
+    }
+
+    /// The same answer with its server named by `f`.
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Answer<T> {
+        match self {
+            Answer::Pending => Answer::Pending,
+            Answer::Target(s) => Answer::Target(f(s)),
+            Answer::NoTarget => Answer::NoTarget,
         }
     }
 }

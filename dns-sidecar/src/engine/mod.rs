@@ -90,12 +90,7 @@ struct Engine {
 }
 
 /// What DNS answers for an alias, by server id (stable across reloads).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Served {
-    Pending,
-    Server(String),
-    Servfail,
-}
+type Served = Answer<String>;
 
 /// Runs until `shutdown` is true.
 pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
@@ -343,10 +338,6 @@ impl Engine {
 
     /// What alias `i` answers now.
     fn served(&self, i: AliasId) -> Served {
-        match self.state.answer(&self.config, i) {
-            Answer::Pending => Served::Pending,
-            Answer::Target(s) => Served::Server(self.config.servers[s].id.clone()),
-            Answer::NoTarget => Served::Servfail,
-        }
+        (self.state.answer(&self.config, i)).map(|s| self.config.servers[s].id.clone())
     }
 }

@@ -4,7 +4,7 @@
 use tracing::{error, warn};
 
 use crate::config::AliasId;
-use crate::decision::Event;
+use crate::decision::{Answer, Event};
 use crate::engine::{Engine, Served};
 use crate::status::HistoryKind;
 
@@ -19,14 +19,14 @@ impl Engine {
             let before = self
                 .served
                 .insert(a.name.to_string(), now.clone())
-                .unwrap_or(Served::Pending);
-            if now == before || now == Served::Pending || self.explained(events, i, &now) {
+                .unwrap_or(Answer::Pending);
+            if now == before || now == Answer::Pending || self.explained(events, i, &now) {
                 continue;
             }
             match &now {
-                Served::Servfail => self.answers_servfail(i),
-                Served::Server(id) => self.answers_again(i, id),
-                Served::Pending => {}
+                Answer::NoTarget => self.answers_servfail(i),
+                Answer::Target(id) => self.answers_again(i, id),
+                Answer::Pending => {}
             }
         }
     }
@@ -35,7 +35,7 @@ impl Engine {
     fn explained(&self, events: &[Event], i: AliasId, now: &Served) -> bool {
         events.iter().any(|e| match e {
             Event::TargetChanged { alias, new, .. } => {
-                *alias == i && *now == Served::Server(self.config.servers[*new].id.clone())
+                *alias == i && *now == Answer::Target(self.config.servers[*new].id.clone())
             }
             Event::NoMatch { alias, .. } | Event::FenceHeld { alias, .. } => *alias == i,
             _ => false,
