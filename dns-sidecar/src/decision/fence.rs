@@ -126,35 +126,30 @@ impl Bar<'_> {
                 match f.reason {
                     FenceReason::Superseded { by } => {
                         format!(
-                            "the alias left it{tl} for {}; it must be seen following the current primary as a \
-                            standby (rebuilt) or unfenced",
+                            "the alias left it{tl} for {}; it must be seen following the current primary as a standby (rebuilt) or unfenced",
                             id(by)
                         )
                     }
                     FenceReason::LostSplitBrain { winner } => {
                         format!(
-                            "it lost a split brain{tl} to {}; it must be seen following the current primary \
-                            as a standby (rebuilt) or unfenced",
+                            "it lost a split brain{tl} to {}; it must be seen following the current primary as a standby (rebuilt) or unfenced",
                             id(winner)
                         )
                     }
                     FenceReason::SameTimeline { holder } => {
                         format!(
-                            "it became writable{tl}, which {} already holds: it forked from an older primary; it \
-                            must be seen following the current primary as a standby (rebuilt) or unfenced",
+                            "it became writable{tl}, which {} already holds: it forked from an older primary; it must be seen following the current primary as a standby (rebuilt) or unfenced",
                             id(holder)
                         )
                     }
                     FenceReason::Inherited => format!(
-                        "it was fenced{tl} (the server it lost to is no longer \
-                        configured); it must be seen following the current primary as a standby (rebuilt) or unfenced"
+                        "it was fenced{tl} (the server it lost to is no longer configured); it must be seen following the current primary as a standby (rebuilt) or unfenced"
                     ),
                 }
             }
             Bar::OlderTimeline { timeline, floor } => {
                 format!(
-                    "its timeline {timeline} is older than timeline {floor} already seen on a candidate \
-                    (diverged: rebuild it, or unfence if the cluster was recreated)"
+                    "its timeline {timeline} is older than timeline {floor} already seen on a candidate (diverged: rebuild it, or unfence if the cluster was recreated)"
                 )
             }
         }

@@ -92,8 +92,7 @@ pub(super) fn change_reason(
     }
     if h.up && h.consecutive_fail > 0 && matches(h, alias.role) {
         return format!(
-            "{} has failed its last {} probe(s) ({}; remembered as up through damping, not a split brain); \
-            {new_part}",
+            "{} has failed its last {} probe(s) ({}; remembered as up through damping, not a split brain); {new_part}",
             id(old),
             h.consecutive_fail,
             h.last_error.as_deref().unwrap_or("no answer")
