@@ -240,9 +240,8 @@ pub struct Running {
     /// The admin listener's address, when enabled.
     pub admin_addr: Option<SocketAddr>,
     handler: dns::SharedHandler,
-    targets: dns::targets::SharedTargets,
-    guard: Arc<dns::Guard>,
-    cache: Arc<dns::cache::Cache>,
+    /// What the DNS side keeps across reloads (each handler is built on it).
+    dns: dns::ProcessWide,
     probers: Probers,
     observations: mpsc::Sender<observation::ProbeReport>,
     reconfigure: mpsc::Sender<engine::Reconfigure>,
@@ -294,6 +293,44 @@ fn check_loop(config: &Config, local: &[SocketAddr]) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The DNS side's process-wide parts for `shared`'s config, and the
+/// handler in force built on them.
+fn dns_side(shared: &Shared) -> Result<(dns::ProcessWide, dns::SharedHandler), RunError> {
+    let config = shared.config.load_full();
+    let metrics = shared.metrics.clone();
+    let cache = Arc::new(dns::cache::Cache::new(&config.cache, metrics.cache.clone()));
+    cache.configure_from(&config);
+    let _ = shared.cache.set(cache.clone());
+    let on = dns::ProcessWide {
+        guard: dns::Guard::new(metrics.clone()),
+        metrics,
+        routes: shared.routes.clone(),
+        addresses: Arc::default(),
+        cache,
+    };
+    let handler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, &on)?));
+    Ok((on, handler))
+}
+
+/// Starts the admin listener, when there is one, in a set of its own: it
+/// stops last (see [`Running::stop`]). Returns its stop signal and task.
+fn spawn_admin(
+    sup: &Supervisor,
+    admin: Option<tokio::net::TcpListener>,
+    shared: &Arc<Shared>,
+    control: &Control,
+) -> (watch::Sender<bool>, tokio::task::JoinSet<()>) {
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let mut admin_task = tokio::task::JoinSet::new();
+    if let Some(a) = admin {
+        admin_task.spawn(sup.watch(
+            "admin listener",
+            admin::serve(a, shared.clone(), control.clone(), admin_stop_rx),
+        ));
+    }
+    (admin_stop, admin_task)
+}
+
 /// Starts probes, the engine, the DNS listeners and the admin listener; must
 /// be called inside a tokio runtime.
 pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> {
@@ -302,18 +339,7 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     let admin_addr = listeners.admin.as_ref().and_then(|a| a.local_addr().ok());
     let shared = Arc::new(Shared::new(config));
     let config = shared.config.load_full();
-    let targets: dns::targets::SharedTargets = Arc::default();
-    let guard = dns::Guard::new(shared.clone());
-    let cache = Arc::new(dns::cache::Cache::new(&config.cache, shared.metrics.cache.clone()));
-    cache.configure_from(&config);
-    let _ = shared.cache.set(cache.clone());
-    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(
-        &config,
-        shared.clone(),
-        targets.clone(),
-        guard.clone(),
-        cache.clone(),
-    )?));
+    let (dns, handler) = dns_side(&shared)?;
     let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
@@ -346,28 +372,20 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     ));
     tasks.spawn(sup.watch(
         "targets refresher",
-        dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()),
+        dns::targets::refresher(shared.config.clone(), dns.addresses.clone(), stop_rx.clone()),
     ));
     tasks.spawn(sup.watch(
         "dns listeners",
         dns::serve(
             sup.clone(),
             handler.clone(),
-            shared.clone(),
-            guard.clone(),
-            udp,
-            tcp,
+            shared.config.clone(),
+            shared.metrics.clone(),
+            (udp, tcp),
             stop_rx.clone(),
         ),
     ));
-    let (admin_stop, admin_stop_rx) = watch::channel(false);
-    let mut admin_task = tokio::task::JoinSet::new();
-    if let Some(a) = admin {
-        admin_task.spawn(sup.watch(
-            "admin listener",
-            admin::serve(a, shared.clone(), control.clone(), admin_stop_rx),
-        ));
-    }
+    let admin = spawn_admin(sup, admin, &shared, &control);
     info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
     Ok(Running {
         shared,
@@ -375,15 +393,13 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
         local_addrs,
         admin_addr,
         handler,
-        targets,
-        guard,
-        cache,
+        dns,
         probers,
         observations: obs_tx,
         reconfigure: reconf_tx,
         stop,
         tasks,
-        admin: (admin_stop, admin_task),
+        admin,
         supervisor,
         deaths,
     })
@@ -414,14 +430,7 @@ impl Running {
         if config.dns.listen != old.dns.listen || config.admin.listen != old.admin.listen {
             warn!("listener addresses changed in the config; they apply at the next restart");
         }
-        let handler = dns::Handler::new(
-            &config,
-            self.shared.clone(),
-            self.targets.clone(),
-            self.guard.clone(),
-            self.cache.clone(),
-        )
-        .map_err(RunError::from)?;
+        let handler = dns::Handler::new(&config, &self.dns).map_err(RunError::from)?;
         let config = Arc::new(config);
         let report = self.probers.sync(&config, &self.observations).map_err(RunError::from)?;
         let (done, wait) = oneshot::channel();
@@ -435,10 +444,10 @@ impl Running {
         wait.await.map_err(|_| ReloadError::Stopped)?;
         // Before the new handler answers: names of zones it adds leave the
         // cache, and no answer for them is kept from now on.
-        self.cache.configure_from(&config);
+        self.dns.cache.configure_from(&config);
         self.handler.store(Arc::new(handler));
         // Zones the new config dropped lose their upstreams' health.
-        self.guard.health.retain(config.upstreams().map(|(zone, _)| zone));
+        self.dns.guard.health.retain(config.upstreams().map(|(zone, _)| zone));
         self.shared.config.store(config);
         info!(started = ?report.started, restarted = ?report.restarted, renamed = ?report.renamed, stopped = ?report.stopped, "configuration reloaded");
         Ok(())

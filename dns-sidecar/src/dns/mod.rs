@@ -17,8 +17,13 @@
 //!   [`fast`] table, forwarded names from the [`cache`], and hands cache
 //!   misses to its `relay`; anything unusual goes to the full path.
 //! * `tcp`: DNS over TCP on the async runtime, always through the full path.
-//! * `handler`: the full (hickory-based) path, which decides every answer;
-//!   the fast table is precomputed from it, so both give the same bytes.
+//! * `handler`: one config's DNS side, swapped whole on a reload: the pure
+//!   `answerer`, the full (hickory-based) path that decides every answer
+//!   without forwarding state (the fast table is precomputed from it, so
+//!   both give the same bytes; `plan` is its result, `reply` how answers
+//!   are encoded), and the `forwarding` context (forwarders by zone, the
+//!   cache, the guard, limits), passed explicitly to every path that
+//!   forwards; `complete` finishes a plan that waits on an upstream.
 //!   Authoritative data comes from `zone`, the CNAME targets' addresses
 //!   from `targets` (kept fresh in the background).
 //! * `relay`: forwarding for the UDP workers, off the runtime; `forward`:
@@ -39,10 +44,12 @@
 //! the `testing` feature (benches, the fuzz crate).
 
 mod admission;
+mod answerer;
 pub mod cache;
 #[cfg(test)]
 mod cache_tests;
 mod coalesce;
+mod complete;
 pub mod fast;
 #[cfg(test)]
 mod fast_tests;
@@ -51,6 +58,7 @@ mod fast_tests;
 pub mod fixture;
 mod forward;
 mod forward_zones;
+mod forwarding;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz;
@@ -60,9 +68,11 @@ mod health;
 mod message;
 mod mmsg;
 pub(crate) mod names;
+mod plan;
 pub mod prefetch;
 mod question;
 mod relay;
+mod reply;
 mod sched;
 mod server;
 pub(crate) mod targets;
@@ -72,9 +82,11 @@ mod zone;
 
 pub(crate) use guard::Guard;
 pub(crate) use handler::SharedHandler;
-pub use handler::{Handler, Plan, Reply};
+pub use handler::{Handler, ProcessWide};
 pub use message::Transport;
 pub use names::NameConversion;
+pub use plan::{Pick, Plan};
 pub use question::{question, Question};
+pub use reply::Reply;
 pub use sched::lower_priority;
 pub(crate) use server::serve;

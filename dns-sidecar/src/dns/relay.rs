@@ -33,17 +33,16 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::admission::{self, Denied};
-use super::cache::{Cache, Found};
+use super::cache::Found;
 use super::coalesce::{self, Coalesce, Joined, Key, Waiter};
 use super::forward::{same_question, ForwardError, Forwarder, Upstream, MAX_UDP_ANSWER};
 use super::forward_zones::RouteId;
+use super::forwarding::Forwarding;
 use super::guard::Ticket;
-use super::handler::Handler;
 use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
 use super::question::question;
 use super::sched::lower_priority;
-use crate::metrics::{rcode_index, QueryKind};
-use crate::shared::Shared;
+use crate::metrics::{rcode_index, Metrics, QueryKind};
 
 const BATCH: usize = 32;
 /// How often pending queries are checked for timeouts (and how long the
@@ -65,7 +64,7 @@ struct Pending {
     /// The query as the client sent it (its ID included).
     query: Box<[u8]>,
     upstreams: Arc<[Upstream]>,
-    /// The zone whose upstreams they are (its forwarder in `handler`).
+    /// The zone whose upstreams they are (its forwarder in `forwarding`).
     route: RouteId,
     /// Index of the upstream asked last.
     tried: usize,
@@ -73,7 +72,8 @@ struct Pending {
     sock: u64,
     deadline: Instant,
     started: Instant,
-    handler: Arc<Handler>,
+    /// The forwarding context it was admitted by (its config's).
+    forwarding: Arc<Forwarding>,
     /// Its key in the coalescing table, when others may wait on it.
     key: Option<Key>,
     _ticket: Ticket,
@@ -132,17 +132,14 @@ pub struct Relay {
     /// from: queries coalesce only with others received on it).
     local: SocketAddr,
     state: Mutex<State>,
-    shared: Arc<Shared>,
-    /// Upstream answers are kept here; stale answers come from here when
-    /// the upstream fails.
-    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
     /// Questions in flight, shared by every relay.
     coalesce: Arc<Coalesce>,
 }
 
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
-    pub fn new(client: UdpSocket, shared: Arc<Shared>, cache: Arc<Cache>, coalesce: Arc<Coalesce>) -> Arc<Relay> {
+    pub fn new(client: UdpSocket, metrics: Arc<Metrics>, coalesce: Arc<Coalesce>) -> Arc<Relay> {
         let state = State {
             pending: HashMap::default(),
             deadlines: BTreeSet::new(),
@@ -159,18 +156,18 @@ impl Relay {
             local,
             client,
             state: Mutex::new(state),
-            shared,
-            cache,
+            metrics,
             coalesce,
         })
     }
 
     /// A stale answer to `query` from the cache, written into `out` (the
     /// upstream failed); counted.
-    fn stale(&self, handler: &Handler, query: &[u8], out: &mut [u8]) -> Option<usize> {
-        let qn = question(query, handler.max_udp())?;
-        let m = self.cache.metrics();
-        match self.cache.stale(query, &qn, qn.udp_limit, self.cache.now(), out) {
+    fn stale(&self, fwd: &Forwarding, query: &[u8], out: &mut [u8]) -> Option<usize> {
+        let qn = question(query, fwd.encoder().max_udp())?;
+        let cache = fwd.cache();
+        let m = cache.metrics();
+        match cache.stale(query, &qn, qn.udp_limit, cache.now(), out) {
             Found::Stale(n) => {
                 m.stale.inc();
                 Some(n)
@@ -185,14 +182,14 @@ impl Relay {
 
     /// Whether the cache can answer `query` stale (every upstream is out of
     /// use: that answer goes at once, no trial).
-    fn has_stale(&self, handler: &Handler, query: &[u8]) -> bool {
-        let Some(qn) = question(query, handler.max_udp()) else {
+    fn has_stale(&self, fwd: &Forwarding, query: &[u8]) -> bool {
+        let Some(qn) = question(query, fwd.encoder().max_udp()) else {
             return false;
         };
         let mut scratch = [0u8; MAX_UDP_ANSWER];
+        let cache = fwd.cache();
         matches!(
-            self.cache
-                .stale(query, &qn, qn.udp_limit, self.cache.now(), &mut scratch),
+            cache.stale(query, &qn, qn.udp_limit, cache.now(), &mut scratch),
             Found::Stale(_) | Found::Fresh(_)
         )
     }
@@ -209,30 +206,32 @@ impl Relay {
 
     /// Admits `query` from `client` (see [`super::admission`]) and either
     /// has it wait on an identical question in flight, or registers it for
-    /// the first upstream of its zone's forwarder in `handler` (`route`,
+    /// the first upstream of its zone's forwarder in `forwarding` (`route`,
     /// from [`admission::route`]; in use, or due a trial) and puts it in
     /// `outbox` (sent at the end of the worker's batch). The refusal,
     /// counted, says how to answer at once.
     pub fn submit(
         &self,
-        handler: &Arc<Handler>,
+        forwarding: &Arc<Forwarding>,
         route: RouteId,
         query: &[u8],
         client: SocketAddr,
         started: Instant,
         outbox: &mut Outbox,
     ) -> Result<(), Denied> {
-        let fwd = handler.forwarders().get(route);
-        let ticket = admission::admit(handler, client.ip(), PENDING_COST + query.len() as u64)?;
+        let fwd = forwarding.zones().get(route);
+        let ticket = admission::admit(forwarding, client.ip(), PENDING_COST + query.len() as u64)?;
         let upstreams = fwd.upstreams().clone();
-        let first = admission::first_upstream(handler, &upstreams, || fwd.caches() && self.has_stale(handler, query))?;
+        let first = admission::first_upstream(forwarding, &upstreams, || {
+            fwd.caches() && self.has_stale(forwarding, query)
+        })?;
         let w = Waiter {
             client,
             query: query.into(),
             started,
             _ticket: ticket,
         };
-        let (w, key) = match question(query, handler.max_udp()) {
+        let (w, key) = match question(query, forwarding.encoder().max_udp()) {
             Some(qn) => match self.coalesce.join(&qn, self.local, w) {
                 Joined::Waiting => return Ok(()),
                 Joined::Leader(key, w) => (w, Some(key)),
@@ -273,7 +272,7 @@ impl Relay {
                     sock: serial,
                     deadline,
                     started,
-                    handler: handler.clone(),
+                    forwarding: forwarding.clone(),
                     key,
                     _ticket: w._ticket,
                 },
@@ -356,7 +355,6 @@ impl Relay {
     /// them in the cache; when the upstream answered SERVFAIL or REFUSED, a
     /// stale answer from the cache goes to a client instead when it has one.
     fn answers(&self, batch: &mut Batch, n: usize, serial: u64, tx: &mut Batch) {
-        let now = self.cache.now();
         let mut counts = [0u64; 8];
         let mut out = 0;
         // One latency observation per batch (as the UDP workers do): the
@@ -402,7 +400,7 @@ impl Relay {
                     tx.send(self.client.as_raw_fd(), out);
                     out = 0;
                 }
-                let Some(len) = self.deliver(&p.handler, query, answer, truncated, failed, tx.buf_mut(out)) else {
+                let Some(len) = self.deliver(&p.forwarding, query, answer, truncated, failed, tx.buf_mut(out)) else {
                     continue;
                 };
                 leader_stale |= k == 0 && failed && len.1;
@@ -412,19 +410,20 @@ impl Relay {
                 longest = longest.max(Some(started.elapsed()));
             }
             if !truncated && !leader_stale && caches {
-                if let Some(qn) = question(&p.query, p.handler.max_udp()) {
-                    self.cache.insert(&p.query, &qn, answer, now);
+                if let Some(qn) = question(&p.query, p.forwarding.encoder().max_udp()) {
+                    let cache = p.forwarding.cache();
+                    cache.insert(&p.query, &qn, answer, cache.now());
                 }
             }
         }
         // Every answer of the batch with one sendmmsg.
         tx.send(self.client.as_raw_fd(), out);
         if let Some(l) = longest {
-            self.shared.metrics.latency(QueryKind::Forwarded, l.as_secs_f64());
+            self.metrics.latency(QueryKind::Forwarded, l.as_secs_f64());
         }
         for (r, c) in counts.iter().enumerate() {
             if *c > 0 {
-                self.shared.metrics.answered_n(QueryKind::Forwarded, r, *c);
+                self.metrics.answered_n(QueryKind::Forwarded, r, *c);
             }
         }
     }
@@ -436,7 +435,7 @@ impl Relay {
     /// length and whether it came from the cache.
     fn deliver(
         &self,
-        handler: &Handler,
+        fwd: &Forwarding,
         query: &[u8],
         answer: &[u8],
         truncated: bool,
@@ -445,15 +444,15 @@ impl Relay {
     ) -> Option<(usize, bool)> {
         // Too big to relay, or larger than this recipient takes over UDP
         // (the cache keeps it whole for its TCP retry): TC.
-        if truncated || answer.len() > handler.udp_limit_of(query) {
-            return Some((truncated_into(handler, query, buf)?, false));
+        if truncated || answer.len() > fwd.encoder().udp_limit_of(query) {
+            return Some((truncated_into(fwd, query, buf)?, false));
         }
         if failed {
-            if let Some(n) = self.stale(handler, query, buf) {
+            if let Some(n) = self.stale(fwd, query, buf) {
                 return Some((n, true));
             }
         }
-        let qn = question(query, handler.max_udp());
+        let qn = question(query, fwd.encoder().max_udp());
         let out = buf.get_mut(..answer.len())?;
         out.copy_from_slice(answer);
         match qn {
@@ -498,7 +497,7 @@ impl Relay {
                         p.deadline = now + timeout;
                         let mut out = p.query.to_vec();
                         out[..2].copy_from_slice(&id.to_be_bytes());
-                        resend.push((sock, out, p.upstreams[i].addr, p.handler.clone(), p.route, err));
+                        resend.push((sock, out, p.upstreams[i].addr, p.forwarding.clone(), p.route, err));
                         let d = p.deadline;
                         st.deadlines.insert((d, id));
                     }
@@ -510,31 +509,31 @@ impl Relay {
                 }
             }
         }
-        for (sock, out, to, handler, route, err) in resend {
-            handler.count_upstream_error(handler.forwarders().get(route).zone(), &err);
+        for (sock, out, to, fwd, route, err) in resend {
+            fwd.count_upstream_error(fwd.zones().get(route).zone(), &err);
             let _ = sock.send_to(&out, to);
         }
         for (p, err) in failed {
             let waiters = p.key.as_ref().map(|k| self.coalesce.take(k)).unwrap_or_default();
             let fwd = p.forwarder();
-            p.handler.count_upstream_error(fwd.zone(), &err);
+            p.forwarding.count_upstream_error(fwd.zone(), &err);
             let caches = fwd.caches();
             let recipients = std::iter::once((&p.query, p.client)).chain(waiters.iter().map(|w| (&w.query, w.client)));
             let mut remembered = false;
             for (query, client) in recipients {
                 let stale = if caches {
-                    self.stale(&p.handler, query, scratch)
+                    self.stale(&p.forwarding, query, scratch)
                 } else {
                     None
                 };
                 let servfail;
                 let bytes: &[u8] = match stale {
                     Some(n) => &scratch[..n],
-                    None => match p.handler.servfail(query) {
+                    None => match p.forwarding.encoder().servfail(query) {
                         Some(b) => {
                             servfail = b;
                             if !remembered {
-                                admission::remember_timeout(&p.handler, query, &servfail);
+                                admission::remember_timeout(&p.forwarding, query, &servfail);
                                 remembered = true;
                             }
                             &servfail
@@ -543,9 +542,7 @@ impl Relay {
                     },
                 };
                 let _ = self.client.send_to(bytes, client);
-                self.shared
-                    .metrics
-                    .answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
+                self.metrics.answered(QueryKind::Forwarded, (bytes[3] & 0x0F) as u16);
             }
         }
     }
@@ -554,13 +551,13 @@ impl Relay {
 impl Pending {
     /// The forwarder of the zone this query goes to.
     fn forwarder(&self) -> &Forwarder {
-        self.handler.forwarders().get(self.route)
+        self.forwarding.zones().get(self.route)
     }
 }
 
 /// The TC answer to `query` written into `buf`; its length.
-fn truncated_into(handler: &Handler, query: &[u8], buf: &mut [u8]) -> Option<usize> {
-    let b = handler.truncated(query)?;
+fn truncated_into(fwd: &Forwarding, query: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let b = fwd.encoder().truncated(query)?;
     buf.get_mut(..b.len())?.copy_from_slice(&b);
     Some(b.len())
 }
@@ -716,30 +713,28 @@ mod tests {
 
     #[test]
     fn the_deadline_queue_holds_one_entry_per_pending_query_and_is_paid_for_by_it() {
-        let (config, h, _) = fixture();
-        let h = Arc::new(h);
+        let (_, h, _) = fixture();
+        let f = h.forwarding().clone();
         // The client socket answers go to: our own, on loopback.
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         let me = client.local_addr().unwrap();
-        let shared = Arc::new(Shared::new(config));
         let relay = Relay::new(
             client.try_clone().unwrap(),
-            shared,
-            h.cache().clone(),
+            Arc::new(crate::metrics::Metrics::new()),
             Arc::new(Coalesce::default()),
         );
         let mut outbox = Outbox::default();
         let now = Instant::now();
         // Deadlines out of the order of sending: an older query sent later.
         let (late, early) = (query(1, "late"), query(2, "early"));
-        let route = admission::route(&h, &late).unwrap();
-        relay.submit(&h, route, &late, me, now, &mut outbox).unwrap();
+        let route = admission::route(&f, &late).unwrap();
+        relay.submit(&f, route, &late, me, now, &mut outbox).unwrap();
         relay
-            .submit(&h, route, &early, me, now - Duration::from_secs(10), &mut outbox)
+            .submit(&f, route, &early, me, now - Duration::from_secs(10), &mut outbox)
             .unwrap();
         // An identical question waits on the first: no entry of its own.
         relay
-            .submit(&h, route, &query(3, "LATE"), me, now, &mut outbox)
+            .submit(&f, route, &query(3, "LATE"), me, now, &mut outbox)
             .unwrap();
         outbox.flush();
         {
@@ -749,7 +744,7 @@ mod tests {
             assert_eq!(st.pending[&first].query[..], early[..], "ordered by deadline");
         }
         let charged = 3 * PENDING_COST + (2 * late.len() + early.len()) as u64;
-        assert_eq!(h.guard().used(), charged);
+        assert_eq!(f.guard().used(), charged);
         // The sweep answers the expired query and drops its entry and charge;
         // the other is not due.
         relay.sweep(&mut [0u8; MAX_UDP_ANSWER]);
@@ -757,7 +752,7 @@ mod tests {
             let st = relay.lock();
             assert_eq!((st.pending.len(), st.deadlines.len()), (1, 1));
         }
-        assert_eq!(h.guard().used(), charged - PENDING_COST - early.len() as u64);
+        assert_eq!(f.guard().used(), charged - PENDING_COST - early.len() as u64);
         let mut buf = [0u8; 512];
         client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let (n, _) = client.recv_from(&mut buf).expect("the expired query is answered");
