@@ -26,7 +26,7 @@
 //!   forwards; `complete` finishes a plan that waits on an upstream.
 //!   Authoritative data comes from `zone`, the CNAME targets' addresses
 //!   from `targets` (kept fresh in the background).
-//! * `relay`: forwarding for the UDP workers, off the runtime; `forward`:
+//! * `relay/`: forwarding for the UDP workers, off the runtime; `forward`:
 //!   the runtime's upstream client (TCP, alias targets, health checks);
 //!   `forward_zones`: which zone's forwarder a name goes to (`[[forward]]`,
 //!   longest suffix; else `[upstream]`).
