@@ -75,6 +75,7 @@ mod relay;
 mod reply;
 mod sched;
 mod server;
+mod slow;
 pub(crate) mod targets;
 mod tcp;
 mod udp;

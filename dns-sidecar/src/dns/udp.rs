@@ -2,14 +2,15 @@
 //!
 //! Each UDP socket (several per address, bound with SO_REUSEPORT so the
 //! kernel spreads clients over them; on a port-0 listener duplicates of one
-//! socket without it, see `bind_group` in lib.rs) gets a thread that
+//! socket without it, see `bind_group` in listeners.rs) gets a thread that
 //! receives up to [`WORKER_BATCH`] datagrams with one `recvmmsg`, answers what it can from the
 //! precomputed [`FastTable`] or synchronously through the full handler, and
 //! sends all answers with one `sendmmsg`. No task is spawned and nothing is
 //! allocated per query on that path. Forwarded queries go to the worker's
 //! [`Relay`] (which keeps upstream sockets of both address families); the
 //! rare queries that must wait on an upstream otherwise (an alias whose
-//! target's addresses are not cached yet) are handed to the tokio runtime, which answers them through its own handle on
+//! target's addresses are not cached yet) are handed to the tokio runtime
+//! (`slow`), which answers them through its own handle on
 //! the same socket. Neither ever blocks the worker: when a limit is reached
 //! (memory budget, in-flight count, the client's rate, every upstream out of
 //! use: the policy is [`super::admission`]'s) the query is answered at once,
@@ -26,22 +27,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tracing::debug;
 
 use super::admission::{self, Denied};
 use super::cache::Found;
 use super::fast::{Fast, FastTable};
-use super::forward::SLOW_COST;
 use super::forward_zones::RouteId;
 use super::forwarding::Forwarding;
-use super::guard::Ticket;
 use super::handler::{Handler, SharedHandler};
 use super::message::{must_drop, refused_from_raw, Transport};
 use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
-use super::plan::{Chase, Pick, Plan, Request};
+use super::plan::{Pick, Plan, Request};
 use super::question::Question;
 use super::relay::{Outbox, Relay};
-use super::reply::Reply;
+use super::slow::{slow, slow_answers, SlowJob};
 use crate::metrics::{rcode_index, Metrics, QueryKind};
 use crate::routes::Asker;
 
@@ -49,16 +47,6 @@ use crate::routes::Asker;
 const BUF: usize = 4096;
 /// How often a worker checks for shutdown while idle.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// A query handed to the runtime because it waits on an upstream.
-struct SlowJob {
-    plan: Plan,
-    raw: Vec<u8>,
-    peer: SocketAddr,
-    started: Instant,
-    forwarding: Arc<Forwarding>,
-    _ticket: Ticket,
-}
 
 /// Starts one worker thread per socket, and the runtime tasks that answer
 /// their slow queries. Must be called inside the tokio runtime. The relays
@@ -97,18 +85,6 @@ pub fn spawn(
         threads.push(t);
     }
     Ok(threads)
-}
-
-async fn slow_answers(mut rx: mpsc::UnboundedReceiver<SlowJob>, sock: Arc<UdpSocket>, metrics: Arc<Metrics>) {
-    while let Some(job) = rx.recv().await {
-        let (sock, metrics) = (sock.clone(), metrics.clone());
-        tokio::spawn(async move {
-            if let Some(reply) = job.forwarding.complete(job.plan, &job.raw, Transport::Udp).await {
-                let _ = sock.send_to(&reply.bytes, job.peer);
-                reply.count(&metrics, job.started.elapsed().as_secs_f64());
-            }
-        });
-    }
 }
 
 /// The snapshots a fast table was built from. Holding them (not just their
@@ -433,39 +409,5 @@ impl Out {
             // One observation per batch and kind: the time the batch took.
             m.latency(kind, elapsed);
         }
-    }
-}
-
-/// Hands a query that waits on an upstream to the runtime (a chased alias
-/// target), if [`admission::admit`] lets it (the client's rate, the
-/// budget); otherwise returns the refusal to send at once.
-fn slow(
-    tx: &mpsc::UnboundedSender<SlowJob>,
-    fwd: &Arc<Forwarding>,
-    plan: Plan,
-    q: &[u8],
-    peer: SocketAddr,
-    started: Instant,
-) -> Option<Reply> {
-    match admission::admit(fwd, peer.ip(), SLOW_COST + q.len() as u64) {
-        Ok(ticket) => {
-            let job = SlowJob {
-                plan,
-                raw: q.to_vec(),
-                peer,
-                started,
-                forwarding: fwd.clone(),
-                _ticket: ticket,
-            };
-            if tx.send(job).is_err() {
-                debug!("the runtime is gone; dropping a query");
-            }
-            None
-        }
-        Err(why) => match plan {
-            Plan::Forward(Request(req)) => admission::refusal(fwd, &req, q, why, Transport::Udp),
-            Plan::Chase(Chase { req, .. }) => fwd.encoder().refuse(&req, why.rcode(), Transport::Udp),
-            _ => None,
-        },
     }
 }
