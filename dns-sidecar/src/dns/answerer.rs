@@ -27,7 +27,7 @@ use super::zone::{cname, ZoneData};
 use crate::config::Config;
 use crate::metrics::{AliasServer, Metrics, QueryKind};
 use crate::name::within;
-use crate::routes::{Member, RouteAnswer, Routes};
+use crate::routes::{AliasRoute, Member, RouteAnswer, Routes};
 
 pub(crate) struct Answerer {
     zones: Vec<ZoneData>,
@@ -126,7 +126,7 @@ impl Answerer {
         };
         let routes = self.routes.load();
         if let Some(route) = routes.get(&qname) {
-            return self.alias(req, &qname, &route.answer, route.ttl, transport, pick, fwd);
+            return self.alias(req, &qname, route, transport, pick, fwd);
         }
         self.authoritative(req, &qname, zone, transport)
     }
@@ -185,17 +185,18 @@ impl Answerer {
         self.finish(&req, resp, transport, QueryKind::Authoritative)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// An alias's answer: its CNAME (a spreading alias's member `pick`
+    /// chooses), with the target's records when the query recurses.
     fn alias(
         &self,
         req: Message,
         qname: &str,
-        answer: &RouteAnswer,
-        ttl: u32,
+        route: &AliasRoute,
         transport: Transport,
         pick: Pick,
         fwd: &Forwarding,
     ) -> Plan {
+        let (answer, ttl) = (&route.answer, route.ttl);
         // A spreading alias: the member this query gets, as one CNAME.
         let answer = match self.member(qname, answer, pick) {
             Some(m) => &RouteAnswer::Cname(m.target.clone()),

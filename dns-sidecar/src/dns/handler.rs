@@ -26,8 +26,7 @@ use crate::routes::Routes;
 pub type SharedHandler = Arc<ArcSwap<Handler>>;
 
 /// What the DNS side keeps across reloads, and every handler is built on.
-#[derive(Clone)]
-pub struct ProcessWide {
+pub(crate) struct ProcessWide {
     pub(crate) metrics: Arc<Metrics>,
     /// What aliases answer; written by the engine.
     pub(crate) routes: Arc<ArcSwap<Routes>>,

@@ -82,8 +82,8 @@ mod udp;
 mod zone;
 
 pub(crate) use guard::Guard;
-pub(crate) use handler::SharedHandler;
-pub use handler::{Handler, ProcessWide};
+pub use handler::Handler;
+pub(crate) use handler::{ProcessWide, SharedHandler};
 pub use message::Transport;
 pub use names::NameConversion;
 pub use plan::{Pick, Plan};

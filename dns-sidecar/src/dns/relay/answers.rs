@@ -20,6 +20,9 @@ impl Relay {
     /// them in the cache; when the upstream answered SERVFAIL or REFUSED, a
     /// stale answer from the cache goes to a client instead when it has one.
     pub(super) fn answers(&self, batch: &mut Batch, n: usize, serial: u64, tx: &mut Batch) {
+        // The cache's clock, read once per batch (the cache is process-wide:
+        // every pending query's forwarding context holds the same one).
+        let mut now = None;
         let mut counts = [0u64; 8];
         let mut out = 0;
         // One latency observation per batch (as the UDP workers do): the
@@ -77,7 +80,8 @@ impl Relay {
             if !truncated && !leader_stale && caches {
                 if let Some(qn) = question(&p.query, p.forwarding.encoder().max_udp()) {
                     let cache = p.forwarding.cache();
-                    cache.insert(&p.query, &qn, answer, cache.now());
+                    let now = *now.get_or_insert_with(|| cache.now());
+                    cache.insert(&p.query, &qn, answer, now);
                 }
             }
         }
