@@ -27,7 +27,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use dns_sidecar::config::ServerId;
 use dns_sidecar::decision::{decide, State};
-use dns_sidecar::dns::{Plan, Transport};
+use dns_sidecar::dns::{Pick, Plan, Transport};
 use dns_sidecar::observation::{Observation, ServerState};
 use dns_sidecar::routes::Asker;
 
@@ -74,13 +74,18 @@ fn answer_path(c: &mut Criterion) {
     c.bench_function("full/alias_a", |b| {
         b.iter(|| {
             matches!(
-                handler.plan(std::hint::black_box(&alias), Transport::Udp),
+                handler.plan(std::hint::black_box(&alias), Transport::Udp, Pick::ANY),
                 Plan::Reply(_)
             )
         })
     });
     c.bench_function("full/nxdomain", |b| {
-        b.iter(|| matches!(handler.plan(std::hint::black_box(&nx), Transport::Udp), Plan::Reply(_)))
+        b.iter(|| {
+            matches!(
+                handler.plan(std::hint::black_box(&nx), Transport::Udp, Pick::ANY),
+                Plan::Reply(_)
+            )
+        })
     });
 
     forward_hits(c);

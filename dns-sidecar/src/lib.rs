@@ -25,6 +25,7 @@ pub mod episodes;
 #[cfg(feature = "testing")]
 pub mod failpoint;
 pub mod hook;
+mod listeners;
 pub mod metrics;
 pub mod name;
 pub mod observation;
@@ -54,13 +55,10 @@ use crate::probe::supervisor::{Probers, SetupError};
 use crate::shared::Shared;
 use crate::supervise::{Death, Supervisor};
 
-/// Sockets bound before the server starts (so a port 0 can be learned, and
-/// privileged ports bound before dropping privileges).
-pub struct Listeners {
-    udp: Vec<std::net::UdpSocket>,
-    tcp: Vec<std::net::TcpListener>,
-    admin: Option<std::net::TcpListener>,
-}
+#[cfg(test)]
+use listeners::bind_group;
+use listeners::to_tokio;
+pub use listeners::{udp_workers, Listeners};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,126 +92,6 @@ pub enum ReloadError {
     Stopped,
 }
 
-impl Listeners {
-    /// Binds the DNS listeners (UDP and TCP on each address) and the admin
-    /// listener of `config`. Port 0 picks a free port (one port for UDP and
-    /// TCP together).
-    pub fn bind(config: &Config) -> Result<Listeners, RunError> {
-        let mut l = Listeners::bind_dns(&config.dns.listen)?;
-        if let Some(addr) = config.admin.listen {
-            l.admin = Some(std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind {
-                addr,
-                proto: "tcp (admin)",
-                source,
-            })?);
-        }
-        Ok(l)
-    }
-
-    /// Binds DNS listeners only (no admin listener), with one UDP socket
-    /// per worker thread on each address (see [`udp_workers`]).
-    pub fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners, RunError> {
-        let mut l = Listeners {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-            admin: None,
-        };
-        for &addr in addrs {
-            let (mut u, t) = bind_group(addr, udp_workers())?;
-            l.udp.append(&mut u);
-            l.tcp.push(t);
-        }
-        Ok(l)
-    }
-
-    /// The DNS addresses actually bound (UDP and TCP share them).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.tcp.iter().filter_map(|s| s.local_addr().ok()).collect()
-    }
-
-    /// The admin listener's address actually bound, when there is one.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|a| a.local_addr().ok())
-    }
-}
-
-/// UDP worker threads (and sockets) per listen address: one per CPU this
-/// process may run on (so `taskset -c 1` gives one), at most 8.
-pub fn udp_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
-}
-
-fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    if reuse_port {
-        s.set_reuse_port(true)?;
-    }
-    // Room for bursts; the kernel caps it at net.core.rmem_max.
-    let _ = s.set_recv_buffer_size(4 << 20);
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// Binds `n` UDP sockets on one port and a TCP listener on the same port.
-/// Port 0 picks a port free for both.
-///
-/// An explicit port gets `n` sockets with SO_REUSEPORT, so the kernel spreads
-/// clients over the workers. Port 0 gets one socket *without* it, which the
-/// `n` workers share (`try_clone`): Linux hands a port held only by
-/// SO_REUSEPORT sockets to a later port-0 bind with SO_REUSEPORT by the same
-/// user, which then shares the port. `dig` binds its query socket that way: a
-/// `dig` given our port sent its query to itself and read it back as the
-/// answer (QR clear); another sidecar's group would take a share of our
-/// queries. Port 0 always yields such an ephemeral port; an explicit port
-/// outside `net.ipv4.ip_local_port_range` (53, 5353) is never handed out so.
-fn bind_group(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), RunError> {
-    let explicit = addr.port() != 0;
-    let attempts = if explicit { 1 } else { 50 };
-    let mut last = None;
-    for _ in 0..attempts {
-        let first = udp_socket(addr, explicit).map_err(|source| RunError::Bind {
-            addr,
-            proto: "udp",
-            source,
-        })?;
-        let bound = first.local_addr().map_err(|source| RunError::Bind {
-            addr,
-            proto: "udp",
-            source,
-        })?;
-        let tcp = match std::net::TcpListener::bind(bound) {
-            Ok(t) => t,
-            Err(source) => {
-                last = Some(RunError::Bind {
-                    addr: bound,
-                    proto: "tcp",
-                    source,
-                });
-                continue;
-            }
-        };
-        let mut udp = vec![first];
-        for _ in 1..n {
-            let more = if explicit {
-                udp_socket(bound, true)
-            } else {
-                udp[0].try_clone()
-            };
-            udp.push(more.map_err(|source| RunError::Bind {
-                addr: bound,
-                proto: "udp",
-                source,
-            })?);
-        }
-        return Ok((udp, tcp));
-    }
-    Err(last.expect("at least one attempt"))
-}
-
 /// Runs the sidecar until `shutdown` resolves, then stops gracefully; or
 /// until a long-lived task dies: then it stops too and returns
 /// [`RunError::Died`].
@@ -240,9 +118,8 @@ pub struct Running {
     /// The admin listener's address, when enabled.
     pub admin_addr: Option<SocketAddr>,
     handler: dns::SharedHandler,
-    targets: dns::targets::SharedTargets,
-    guard: Arc<dns::Guard>,
-    cache: Arc<dns::cache::Cache>,
+    /// What the DNS side keeps across reloads (each handler is built on it).
+    dns: dns::ProcessWide,
     probers: Probers,
     observations: mpsc::Sender<observation::ProbeReport>,
     reconfigure: mpsc::Sender<engine::Reconfigure>,
@@ -254,29 +131,6 @@ pub struct Running {
     admin: (watch::Sender<bool>, tokio::task::JoinSet<()>),
     supervisor: Supervisor,
     deaths: mpsc::UnboundedReceiver<Death>,
-}
-
-type Bound = (
-    Vec<std::net::UdpSocket>,
-    Vec<tokio::net::TcpListener>,
-    Option<tokio::net::TcpListener>,
-);
-
-/// Hands the TCP listeners to tokio; UDP sockets stay with the worker threads.
-fn to_tokio(listeners: Listeners) -> Result<Bound, RunError> {
-    fn convert(t: std::net::TcpListener, proto: &'static str) -> Result<tokio::net::TcpListener, RunError> {
-        let addr = t.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-        let err = |source| RunError::Bind { addr, proto, source };
-        t.set_nonblocking(true).map_err(err)?;
-        tokio::net::TcpListener::from_std(t).map_err(err)
-    }
-    let tcp = listeners
-        .tcp
-        .into_iter()
-        .map(|t| convert(t, "tcp"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let admin = listeners.admin.map(|a| convert(a, "tcp (admin)")).transpose()?;
-    Ok((listeners.udp, tcp, admin))
 }
 
 fn check_loop(config: &Config, local: &[SocketAddr]) -> Result<(), RunError> {
@@ -294,26 +148,53 @@ fn check_loop(config: &Config, local: &[SocketAddr]) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The DNS side's process-wide parts for `shared`'s config, and the
+/// handler in force built on them.
+fn dns_side(shared: &Shared) -> Result<(dns::ProcessWide, dns::SharedHandler), RunError> {
+    let config = shared.config.load_full();
+    let metrics = shared.metrics.clone();
+    let cache = Arc::new(dns::cache::Cache::new(&config.cache, metrics.cache.clone()));
+    cache.configure_from(&config);
+    let _ = shared.cache.set(cache.clone());
+    let on = dns::ProcessWide {
+        guard: dns::Guard::new(metrics.clone()),
+        metrics,
+        routes: shared.routes.clone(),
+        addresses: Arc::default(),
+        cache,
+    };
+    let handler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(&config, &on)?));
+    Ok((on, handler))
+}
+
+/// Starts the admin listener, when there is one, in a set of its own: it
+/// stops last (see [`Running::stop`]). Returns its stop signal and task.
+fn spawn_admin(
+    sup: &Supervisor,
+    admin: Option<tokio::net::TcpListener>,
+    shared: &Arc<Shared>,
+    control: &Control,
+) -> (watch::Sender<bool>, tokio::task::JoinSet<()>) {
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let mut admin_task = tokio::task::JoinSet::new();
+    if let Some(a) = admin {
+        admin_task.spawn(sup.watch(
+            "admin listener",
+            admin::serve(a, shared.clone(), control.clone(), admin_stop_rx),
+        ));
+    }
+    (admin_stop, admin_task)
+}
+
 /// Starts probes, the engine, the DNS listeners and the admin listener; must
 /// be called inside a tokio runtime.
 pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> {
     let local_addrs = listeners.local_addrs();
     check_loop(&config, &local_addrs)?;
-    let admin_addr = listeners.admin.as_ref().and_then(|a| a.local_addr().ok());
+    let admin_addr = listeners.admin_addr();
     let shared = Arc::new(Shared::new(config));
     let config = shared.config.load_full();
-    let targets: dns::targets::SharedTargets = Arc::default();
-    let guard = dns::Guard::new(shared.clone());
-    let cache = Arc::new(dns::cache::Cache::new(&config.cache, shared.metrics.cache.clone()));
-    cache.configure_from(&config);
-    let _ = shared.cache.set(cache.clone());
-    let handler: dns::SharedHandler = Arc::new(ArcSwap::from_pointee(dns::Handler::new(
-        &config,
-        shared.clone(),
-        targets.clone(),
-        guard.clone(),
-        cache.clone(),
-    )?));
+    let (dns, handler) = dns_side(&shared)?;
     let (udp, tcp, admin) = to_tokio(listeners)?;
 
     let (stop, stop_rx) = watch::channel(false);
@@ -346,28 +227,20 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
     ));
     tasks.spawn(sup.watch(
         "targets refresher",
-        dns::targets::refresher(shared.clone(), targets.clone(), stop_rx.clone()),
+        dns::targets::refresher(shared.config.clone(), dns.addresses.clone(), stop_rx.clone()),
     ));
     tasks.spawn(sup.watch(
         "dns listeners",
         dns::serve(
             sup.clone(),
             handler.clone(),
-            shared.clone(),
-            guard.clone(),
-            udp,
-            tcp,
+            shared.config.clone(),
+            shared.metrics.clone(),
+            (udp, tcp),
             stop_rx.clone(),
         ),
     ));
-    let (admin_stop, admin_stop_rx) = watch::channel(false);
-    let mut admin_task = tokio::task::JoinSet::new();
-    if let Some(a) = admin {
-        admin_task.spawn(sup.watch(
-            "admin listener",
-            admin::serve(a, shared.clone(), control.clone(), admin_stop_rx),
-        ));
-    }
+    let admin = spawn_admin(sup, admin, &shared, &control);
     info!(listen = ?local_addrs, admin = ?admin_addr, aliases = config.aliases.len(), servers = config.servers.len(), "dns-sidecar started");
     Ok(Running {
         shared,
@@ -375,15 +248,13 @@ pub fn start(config: Config, listeners: Listeners) -> Result<Running, RunError> 
         local_addrs,
         admin_addr,
         handler,
-        targets,
-        guard,
-        cache,
+        dns,
         probers,
         observations: obs_tx,
         reconfigure: reconf_tx,
         stop,
         tasks,
-        admin: (admin_stop, admin_task),
+        admin,
         supervisor,
         deaths,
     })
@@ -414,14 +285,7 @@ impl Running {
         if config.dns.listen != old.dns.listen || config.admin.listen != old.admin.listen {
             warn!("listener addresses changed in the config; they apply at the next restart");
         }
-        let handler = dns::Handler::new(
-            &config,
-            self.shared.clone(),
-            self.targets.clone(),
-            self.guard.clone(),
-            self.cache.clone(),
-        )
-        .map_err(RunError::from)?;
+        let handler = dns::Handler::new(&config, &self.dns).map_err(RunError::from)?;
         let config = Arc::new(config);
         let report = self.probers.sync(&config, &self.observations).map_err(RunError::from)?;
         let (done, wait) = oneshot::channel();
@@ -435,10 +299,10 @@ impl Running {
         wait.await.map_err(|_| ReloadError::Stopped)?;
         // Before the new handler answers: names of zones it adds leave the
         // cache, and no answer for them is kept from now on.
-        self.cache.configure_from(&config);
+        self.dns.cache.configure_from(&config);
         self.handler.store(Arc::new(handler));
         // Zones the new config dropped lose their upstreams' health.
-        self.guard.health.retain(config.upstreams().map(|(zone, _)| zone));
+        self.dns.guard.health.retain(config.upstreams().map(|(zone, _)| zone));
         self.shared.config.store(config);
         info!(started = ?report.started, restarted = ?report.restarted, renamed = ?report.renamed, stopped = ?report.stopped, "configuration reloaded");
         Ok(())

@@ -1,7 +1,9 @@
 //! State shared between the parts of a running sidecar. Every field is either
 //! an `ArcSwap` snapshot (one writer, lock-free readers), a `watch` channel
 //! (one writer, readers that wake on change) or a metrics handle (atomics), so
-//! sharing it never makes a reader wait.
+//! sharing it never makes a reader wait. The snapshots the DNS side reads
+//! (config, routes) and the metrics are behind their own `Arc`, so the DNS
+//! side is handed those and never this struct.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,12 +18,12 @@ use crate::status::Status;
 
 pub struct Shared {
     /// The config in force (replaced on reload).
-    pub config: ArcSwap<Config>,
+    pub config: Arc<ArcSwap<Config>>,
     /// What aliases answer; written by the engine, read by the DNS handler.
-    pub routes: ArcSwap<Routes>,
+    pub routes: Arc<ArcSwap<Routes>>,
     /// The `/status` document; written by the engine, read by the admin listener.
     pub status: ArcSwap<Status>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Ids of the servers to probe at `probe.incident_interval` instead of
     /// `probe.interval` (initially none). Written by the engine while an alias
     /// has no matching target; each prober subscribes and switches cadence
@@ -39,10 +41,10 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.prepare(&config);
         Shared {
-            routes: ArcSwap::from_pointee(Routes::pending(&config)),
+            routes: Arc::new(ArcSwap::from_pointee(Routes::pending(&config))),
             status: ArcSwap::from_pointee(Status::default()),
-            config: ArcSwap::from_pointee(config),
-            metrics,
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            metrics: Arc::new(metrics),
             incident: watch::Sender::new(Arc::default()),
             cache: std::sync::OnceLock::new(),
             health: Arc::default(),

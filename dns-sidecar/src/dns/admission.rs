@@ -42,8 +42,8 @@ use hickory_proto::op::ResponseCode;
 
 use super::forward::Upstream;
 use super::forward_zones::RouteId;
+use super::forwarding::Forwarding;
 use super::guard::Ticket;
-use super::handler::Handler;
 use super::health::Health;
 use crate::metrics::Limited;
 
@@ -91,10 +91,10 @@ impl Denied {
 /// Whether a client at `ip` may query at all (`[dns] allow`); a refusal
 /// is counted.
 #[inline]
-pub fn allows(h: &Handler, ip: IpAddr) -> bool {
-    let ok = super::guard::allowed(h.allow(), ip);
+pub fn allows(f: &Forwarding, ip: IpAddr) -> bool {
+    let ok = super::guard::allowed(f.allow(), ip);
     if !ok {
-        h.guard().refused(Limited::Acl);
+        f.guard().refused(Limited::Acl);
     }
     ok
 }
@@ -102,9 +102,9 @@ pub fn allows(h: &Handler, ip: IpAddr) -> bool {
 /// Admits a query from `client` that will wait on an upstream, holding
 /// `bytes` of the budget while it waits: the client's rate, then an
 /// in-flight slot and the bytes. The refusal is counted.
-pub fn admit(h: &Handler, client: IpAddr, bytes: u64) -> Result<Ticket, Denied> {
-    let g = h.guard();
-    let limits = h.limits();
+pub fn admit(f: &Forwarding, client: IpAddr, bytes: u64) -> Result<Ticket, Denied> {
+    let g = f.guard();
+    let limits = f.limits();
     if !g.rate.allow(client, limits.forward_rate, limits.forward_burst) {
         g.refused(Denied::Rate.limited());
         return Err(Denied::Rate);
@@ -122,9 +122,9 @@ pub fn admit(h: &Handler, client: IpAddr, bytes: u64) -> Result<Ticket, Denied> 
 /// less than half of `forward_in_flight` and of `memory` is in use, so
 /// that refreshes never take what client misses need. Refusals here are counted by
 /// the prefetcher, not as a client's.
-pub fn admit_refresh(h: &Handler, bytes: u64) -> Result<Ticket, Denied> {
-    let g = h.guard();
-    let limits = h.limits();
+pub fn admit_refresh(f: &Forwarding, bytes: u64) -> Result<Ticket, Denied> {
+    let g = f.guard();
+    let limits = f.limits();
     if g.in_flight() >= limits.forward_in_flight / 2 || g.used() + bytes > limits.memory / 2 {
         return Err(Denied::InFlight);
     }
@@ -134,12 +134,12 @@ pub fn admit_refresh(h: &Handler, bytes: u64) -> Result<Ticket, Denied> {
     })
 }
 
-/// Which zone's forwarder query `raw` goes to (see [`Handler::route`]):
+/// Which zone's forwarder query `raw` goes to (see [`Forwarding::route`]):
 /// [`Denied::NoUpstream`] when none, not counted as a limit (the full path
 /// answers such a name REFUSED too).
 #[inline]
-pub fn route(h: &Handler, raw: &[u8]) -> Result<RouteId, Denied> {
-    h.route(raw).ok_or(Denied::NoUpstream)
+pub fn route(f: &Forwarding, raw: &[u8]) -> Result<RouteId, Denied> {
+    f.route(raw).ok_or(Denied::NoUpstream)
 }
 
 /// The upstream a query goes to first: the first in use. When none is, a
@@ -147,10 +147,10 @@ pub fn route(h: &Handler, raw: &[u8]) -> Result<RouteId, Denied> {
 /// cache has one: then [`Denied::Down`], and the caller sends it); without
 /// one, the first upstream due a trial (see [`super::health`]). A refusal
 /// is counted.
-pub fn first_upstream(h: &Handler, upstreams: &[Upstream], stale: impl FnOnce() -> bool) -> Result<usize, Denied> {
-    let found = pick(upstreams, &h.guard().health, stale);
+pub fn first_upstream(f: &Forwarding, upstreams: &[Upstream], stale: impl FnOnce() -> bool) -> Result<usize, Denied> {
+    let found = pick(upstreams, &f.guard().health, stale);
     if let Err(why) = found {
-        h.guard().refused(why.limited());
+        f.guard().refused(why.limited());
     }
     found
 }
@@ -198,26 +198,26 @@ pub fn stale_instead(rcode: u8) -> bool {
 /// cache, `[cache] servfail_ttl`), so that the name's next queries are
 /// answered at once rather than each waiting on the upstream. A name that
 /// can still be answered stale is not replaced (the cache's rule).
-pub fn remember_timeout(h: &Handler, raw: &[u8], servfail: &[u8]) {
-    h.keep(raw, servfail);
+pub fn remember_timeout(f: &Forwarding, raw: &[u8], servfail: &[u8]) {
+    f.keep(raw, servfail);
 }
 
 /// The answer to a query refused with `why` (decoded as `req`, raw `raw`):
 /// a stale answer from the cache when allowed and there is one, else
 /// `why`'s rcode.
 pub fn refusal(
-    h: &Handler,
+    f: &Forwarding,
     req: &hickory_proto::op::Message,
     raw: &[u8],
     why: Denied,
     transport: super::message::Transport,
-) -> Option<super::handler::Reply> {
+) -> Option<super::reply::Reply> {
     if why.stale_ok() {
-        if let Some(r) = h.stale(raw, transport) {
+        if let Some(r) = f.stale(raw, transport) {
             return Some(r);
         }
     }
-    h.refuse(req, why.rcode(), transport)
+    f.encoder().refuse(req, why.rcode(), transport)
 }
 
 #[cfg(test)]
@@ -277,20 +277,23 @@ mod tests {
         // The rate comes first, and is per client.
         let (_, h, _) = fixture();
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        let burst = h.limits().forward_burst as usize;
-        assert!(burst > 0 && h.limits().forward_rate > 0, "the defaults limit the rate");
+        let burst = h.forwarding().limits().forward_burst as usize;
+        assert!(
+            burst > 0 && h.forwarding().limits().forward_rate > 0,
+            "the defaults limit the rate"
+        );
         // (Each ticket is dropped at once: only the rate can refuse.)
         let refused = (0..burst + 50)
-            .filter(|_| admit(&h, ip, 100).err() == Some(Denied::Rate))
+            .filter(|_| admit(h.forwarding(), ip, 100).err() == Some(Denied::Rate))
             .count();
         assert!(
             (1..=50).contains(&refused),
             "{refused} refused after a burst of {burst}"
         );
         assert!(
-            admit(&h, "127.0.0.10".parse().unwrap(), 100).is_ok(),
+            admit(h.forwarding(), "127.0.0.10".parse().unwrap(), 100).is_ok(),
             "another client's bucket"
         );
-        assert_eq!(h.guard().used(), 0, "refusals hold nothing");
+        assert_eq!(h.forwarding().guard().used(), 0, "refusals hold nothing");
     }
 }

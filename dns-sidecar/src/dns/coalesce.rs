@@ -171,7 +171,11 @@ mod tests {
             client: "127.0.0.1:1".parse().unwrap(),
             query: q.into(),
             started: Instant::now(),
-            _ticket: h.guard().try_forward(100, h.limits()).unwrap(),
+            _ticket: h
+                .forwarding()
+                .guard()
+                .try_forward(100, h.forwarding().limits())
+                .unwrap(),
         };
         let first = query(1, "www.example.test", true);
         let qn = question(&first, 1232).unwrap();
@@ -213,7 +217,7 @@ mod tests {
         assert!(c.take(&key).is_empty(), "taken once");
         assert_eq!(c.len(), 3);
         assert_eq!(
-            h.guard().in_flight(),
+            h.forwarding().guard().in_flight(),
             MAX_WAITERS,
             "only the waiters hold tickets (leaders are given back)"
         );

@@ -19,9 +19,10 @@ use std::collections::HashMap;
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::handler::{Handler, Plan};
+use super::handler::Handler;
 use super::message::{Transport, HEADER_LEN};
 use super::names::{wire, wire_name, within_any};
+use super::plan::{Pick, Plan};
 use super::question::{question, Question};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -124,7 +125,7 @@ fn full_answer(handler: &Handler, query: &[u8]) -> Option<Vec<u8>> {
 
 /// [`full_answer`] with member `k` of a spreading alias's set.
 fn full_member_answer(handler: &Handler, query: &[u8], k: usize) -> Option<Vec<u8>> {
-    match handler.plan_member(query, Transport::Tcp, k) {
+    match handler.plan(query, Transport::Tcp, Pick::Member(k)) {
         Plan::Reply(r) => Some(r.bytes),
         _ => None,
     }
@@ -135,7 +136,7 @@ impl FastTable {
     /// current routes and targets snapshots.
     pub fn build(handler: &Handler, routes: &Routes) -> FastTable {
         let mut t = FastTable {
-            max_udp: handler.max_udp(),
+            max_udp: handler.answerer().encoder().max_udp(),
             ..Default::default()
         };
         let alias_names: Vec<String> = routes.aliases.keys().cloned().collect();
@@ -167,7 +168,13 @@ impl FastTable {
                     };
                     (
                         AtomicU64::new(0),
-                        handler.metrics().reader.answers.get_or_create(&label).clone(),
+                        handler
+                            .answerer()
+                            .metrics()
+                            .reader
+                            .answers
+                            .get_or_create(&label)
+                            .clone(),
                     )
                 })
                 .collect();
@@ -182,13 +189,13 @@ impl FastTable {
                 },
             );
         }
-        for zone in handler.zone_apexes() {
+        for zone in handler.answerer().zone_apexes() {
             t.zones.push(wire(zone));
             if let Some(nx) = nx_template(handler, zone, &alias_names) {
                 t.nx.push(nx);
             }
         }
-        if handler.forwarder().is_some() {
+        if handler.forwarding().forwards() {
             t.refusals = refusal_template(handler, &t.zones);
         }
         t
@@ -206,7 +213,7 @@ impl FastTable {
     /// into `out` ([`FastTable::answer`]), a name to forward
     /// ([`FastTable::forwardable`]), or neither (the full path decides).
     /// `asker` chooses a spreading alias's member, as in
-    /// [`Handler::plan_for`].
+    /// [`Handler::plan`].
     pub fn classify(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Fast {
         let Some(p) = self.parse(q) else { return Fast::Neither };
         if let Some((len, kind)) = self.answer_parsed(q, &p, out, asker) {
@@ -259,7 +266,7 @@ impl FastTable {
     }
 
     /// [`FastTable::answer`], a spreading alias answering `asker`'s member
-    /// (what [`Handler::plan_for`] answers for the same asker).
+    /// (what [`Handler::plan`] answers for the same asker).
     pub fn answer_for(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Option<(usize, QueryKind)> {
         self.answer_parsed(q, &self.parse(q)?, out, asker)
     }
@@ -345,7 +352,7 @@ fn patch_header(out: &mut [u8], q: &[u8]) {
 }
 
 /// The SERVFAIL template for forwarded queries, from the full path's answer
-/// (through [`Handler::refuse`]) to a synthetic query for a name outside the
+/// (through [`super::reply::Encoder::refuse`]) to a synthetic query for a name outside the
 /// zones.
 fn refusal_template(handler: &Handler, zones: &[Vec<u8>]) -> Option<[Option<NxTail>; 3]> {
     let name = ["fast-path-probe.", "fast-path-probe.invalid.", "fast-path-probe.arpa."]
@@ -355,7 +362,11 @@ fn refusal_template(handler: &Handler, zones: &[Vec<u8>]) -> Option<[Option<NxTa
     for (v, slot) in out.iter_mut().enumerate() {
         let q = synthetic(&wire_name(name).ok()?, RecordType::A, v)?;
         let req = Message::from_vec(&q).ok()?;
-        let r = handler.refuse(&req, hickory_proto::op::ResponseCode::ServFail, Transport::Udp)?;
+        let r =
+            handler
+                .forwarding()
+                .encoder()
+                .refuse(&req, hickory_proto::op::ResponseCode::ServFail, Transport::Udp)?;
         let qend = HEADER_LEN + wire(name).len() + 4;
         if r.bytes.len() < qend || r.bytes[HEADER_LEN..qend] != q[HEADER_LEN..qend] {
             return None;
@@ -413,7 +424,7 @@ fn nx_template(handler: &Handler, zone: &str, aliases: &[String]) -> Option<NxTe
     // of aliases), or that the SOA's own names could be compressed against
     // differently: those take the full path.
     let apex_labels = zone.trim_end_matches('.').split('.').count();
-    let (names, _) = handler.zone_names(zone)?;
+    let (names, _) = handler.answerer().zone_names(zone)?;
     let mut excluded: Vec<Vec<u8>> = names
         .iter()
         .chain(aliases.iter())

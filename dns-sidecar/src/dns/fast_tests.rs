@@ -4,8 +4,9 @@ use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::fast::FastTable;
-use super::handler::{Handler, Plan, Request};
+use super::handler::Handler;
 use super::message::Transport;
+use super::plan::{Pick, Plan, Request};
 
 fn setup() -> (Handler, FastTable) {
     let (_, handler, table) = super::fixture::fixture();
@@ -55,7 +56,7 @@ impl Q {
 }
 
 fn full(h: &Handler, raw: &[u8]) -> Vec<u8> {
-    match h.plan(raw, Transport::Udp) {
+    match h.plan(raw, Transport::Udp, Pick::ANY) {
         Plan::Reply(r) => r.bytes,
         _ => panic!("the full path needs the network for this query"),
     }
@@ -202,7 +203,7 @@ fn forwarded_names_are_recognised_and_refused_like_the_full_path() {
             let f = table.forwardable(&bytes);
             assert_eq!(f.is_some(), forward, "{name}");
             let Some(f) = f else { continue };
-            let Plan::Forward(Request(req)) = handler.plan(&bytes, Transport::Udp) else {
+            let Plan::Forward(Request(req)) = handler.plan(&bytes, Transport::Udp, Pick::ANY) else {
                 panic!("{name}: the full path does not forward")
             };
             let mut out = [0u8; 4096];
@@ -210,7 +211,12 @@ fn forwarded_names_are_recognised_and_refused_like_the_full_path() {
                 let n = table.refuse(&bytes, &f, rcode, &mut out).unwrap();
                 assert_eq!(
                     out[..n],
-                    handler.refuse(&req, code, Transport::Udp).unwrap().bytes[..],
+                    handler
+                        .forwarding()
+                        .encoder()
+                        .refuse(&req, code, Transport::Udp)
+                        .unwrap()
+                        .bytes[..],
                     "{name} {edns:?} {code:?}"
                 );
             }
@@ -241,7 +247,7 @@ fn spread_answers_are_the_full_paths_for_each_asker() {
                 for client in clients {
                     for seq in 0..9u64 {
                         let asker = Asker { seq, client };
-                        let full = match h.plan_for(&raw, Transport::Udp, asker) {
+                        let full = match h.plan(&raw, Transport::Udp, Pick::Asked(asker)) {
                             Plan::Reply(r) => r.bytes,
                             _ => panic!("the full path needs the network"),
                         };

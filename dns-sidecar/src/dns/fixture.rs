@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -14,12 +15,12 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::cache::Cache;
 use super::fast::FastTable;
 use super::guard::Guard;
-use super::handler::Handler;
+use super::handler::{Handler, ProcessWide};
 use super::targets::{Cached, Targets};
 use crate::config::{Config, Spread};
+use crate::metrics::Metrics;
 use crate::name::DnsName;
 use crate::routes::{AliasRoute, RouteAnswer, Routes, SpreadRoute};
-use crate::shared::Shared;
 
 /// Zone `db.test.`; `prod.db.test.` -> `pg-a.test.` (A 127.0.0.2, no AAAA);
 /// `ro.eu.db.test.` answers SERVFAIL (nothing matches).
@@ -63,7 +64,27 @@ pub fn fixture() -> (Config, Handler, FastTable) {
 /// aliases (e.g. [`CONFIG`] with `[[forward]]` tables added).
 pub fn fixture_with(text: &str) -> (Config, Handler, FastTable) {
     let config = Config::from_toml(Path::new("fixture.toml"), text).expect("the fixture config is valid");
-    let shared = Arc::new(Shared::new(config.clone()));
+    let metrics = Arc::new(Metrics::new());
+    metrics.prepare(&config);
+    let routes = routes();
+    // A manual clock: answers from the cache do not change between two calls.
+    let cache = Arc::new(Cache::manual(&config.cache, metrics.cache.clone()));
+    cache.configure_from(&config);
+    let on = ProcessWide {
+        guard: Guard::new(metrics.clone()),
+        metrics,
+        routes: Arc::new(ArcSwap::from_pointee(routes.clone())),
+        addresses: Arc::new(ArcSwap::from_pointee(addresses())),
+        cache,
+    };
+    let handler = Handler::new(&config, &on).expect("valid names");
+    let table = FastTable::build(&handler, &routes);
+    (config, handler, table)
+}
+
+/// The aliases decided: `prod` to `pg-a`, `ro.eu` SERVFAIL, [`SPREAD`]
+/// over both.
+fn routes() -> Routes {
     let mut routes = Routes::default();
     let target = DnsName::parse("pg-a.test").expect("valid name");
     routes.aliases.insert(
@@ -91,7 +112,12 @@ pub fn fixture_with(text: &str) -> (Config, Handler, FastTable) {
             answer: RouteAnswer::Spread(SpreadRoute::new(Spread::Rotate, members)),
         },
     );
-    shared.routes.store(Arc::new(routes.clone()));
+    routes
+}
+
+/// The targets' addresses: `pg-a` A 127.0.0.2 and no AAAA, `pg-b` A
+/// 127.0.0.3 and no AAAA, fresh for an hour.
+fn addresses() -> Targets {
     let mut targets = Targets::default();
     let a = Record::from_rdata(
         Name::from_ascii("pg-a.test.").expect("valid name"),
@@ -134,20 +160,7 @@ pub fn fixture_with(text: &str) -> (Config, Handler, FastTable) {
             },
         );
     }
-    let guard = Guard::new(shared.clone());
-    // A manual clock: answers from the cache do not change between two calls.
-    let cache = Arc::new(Cache::manual(&config.cache, shared.metrics.cache.clone()));
-    cache.configure_from(&config);
-    let handler = Handler::new(
-        &config,
-        shared,
-        Arc::new(arc_swap::ArcSwap::from_pointee(targets)),
-        guard,
-        cache,
-    )
-    .expect("valid names");
-    let table = FastTable::build(&handler, &routes);
-    (config, handler, table)
+    targets
 }
 
 /// What a UDP worker does with a query for a forwarded name before it
@@ -158,11 +171,12 @@ pub fn forwarded_from_cache(handler: &Handler, table: &FastTable, q: &[u8], out:
     let super::fast::Fast::Forward(f) = table.classify(q, out, crate::routes::Asker::NONE) else {
         return None;
     };
-    let route = super::admission::route(handler, q).ok()?;
-    if !handler.forwarders().get(route).caches() {
+    let fwd = handler.forwarding();
+    let route = super::admission::route(fwd, q).ok()?;
+    if !fwd.zones().get(route).caches() {
         return None;
     }
-    let cache = handler.cache();
+    let cache = fwd.cache();
     match cache.answer(q, &f, f.udp_limit, cache.now(), out) {
         super::cache::Found::Fresh(n) => Some(n),
         _ => None,
@@ -175,7 +189,7 @@ pub fn forwarded_from_cache_unrouted(table: &FastTable, handler: &Handler, q: &[
     let super::fast::Fast::Forward(f) = table.classify(q, out, crate::routes::Asker::NONE) else {
         return None;
     };
-    let cache = handler.cache();
+    let cache = handler.forwarding().cache();
     match cache.answer(q, &f, f.udp_limit, cache.now(), out) {
         super::cache::Found::Fresh(n) => Some(n),
         _ => None,
@@ -185,5 +199,5 @@ pub fn forwarded_from_cache_unrouted(table: &FastTable, handler: &Handler, q: &[
 /// Keeps `answer`, an upstream's answer to `q`, in `handler`'s cache, as the
 /// forwarder does (for the micro-benchmarks).
 pub fn keep(handler: &Handler, q: &[u8], answer: &[u8]) {
-    handler.keep(q, answer);
+    handler.forwarding().keep(q, answer);
 }

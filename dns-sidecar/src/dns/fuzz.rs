@@ -28,8 +28,9 @@ use hickory_proto::op::Message;
 use super::admission::Denied;
 use super::cache::Found;
 use super::fast::FastTable;
-use super::handler::{Handler, Plan, Request};
+use super::handler::Handler;
 use super::message::{check_wire, Transport, CLASSIC_UDP_LIMIT};
+use super::plan::{Pick, Plan, Request};
 use super::question::question;
 use crate::config::Config;
 
@@ -64,7 +65,7 @@ impl Target {
         let _ = check_wire(data);
         let mut out = vec![0u8; 4096];
         let fast = self.table.answer(data, &mut out);
-        let full = self.handler.plan(data, Transport::Udp);
+        let full = self.handler.plan(data, Transport::Udp, Pick::ANY);
         if let Some((n, _)) = fast {
             match &full {
                 Plan::Reply(r) => assert_eq!(r.bytes, out[..n], "fast and full path answers differ for {data:02x?}"),
@@ -73,7 +74,7 @@ impl Target {
         }
         if let Some(f) = self.table.forwardable(data) {
             assert!(fast.is_none(), "answered and forwardable: {data:02x?}");
-            let cache = self.handler.cache();
+            let cache = self.handler.forwarding().cache();
             if let Found::Fresh(n) | Found::Stale(n) = cache.answer(data, &f, f.udp_limit, cache.now(), &mut out) {
                 let Plan::Reply(r) = &full else {
                     panic!("answered from the cache, but the full path does not answer directly: {data:02x?}")
@@ -87,7 +88,11 @@ impl Target {
                     Message::from_vec(&r.bytes).is_ok(),
                     "an answer from the cache does not decode: {data:02x?}"
                 );
-                check_reply(data, &r.bytes, Some(self.handler.max_udp() as usize));
+                check_reply(
+                    data,
+                    &r.bytes,
+                    Some(self.handler.forwarding().encoder().max_udp() as usize),
+                );
                 self.cached.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -100,21 +105,31 @@ impl Target {
                 _ => None,
             };
             if let Some(stale) = stale {
-                let full = super::admission::refusal(&self.handler, req, data, Denied::InFlight, Transport::Udp)
-                    .map(|r| r.bytes);
+                let full =
+                    super::admission::refusal(self.handler.forwarding(), req, data, Denied::InFlight, Transport::Udp)
+                        .map(|r| r.bytes);
                 assert_eq!(
                     full.as_ref(),
                     Some(&stale),
                     "fast and full stale answers differ for {data:02x?}"
                 );
-                check_reply(data, &stale, Some(self.handler.max_udp() as usize));
+                check_reply(
+                    data,
+                    &stale,
+                    Some(self.handler.forwarding().encoder().max_udp() as usize),
+                );
             }
             for (rcode, code) in [
                 (2, hickory_proto::op::ResponseCode::ServFail),
                 (5, hickory_proto::op::ResponseCode::Refused),
             ] {
                 let n = self.table.refuse(data, &f, rcode, &mut out);
-                let full = self.handler.refuse(req, code, Transport::Udp).map(|r| r.bytes);
+                let full = self
+                    .handler
+                    .forwarding()
+                    .encoder()
+                    .refuse(req, code, Transport::Udp)
+                    .map(|r| r.bytes);
                 assert_eq!(
                     n.map(|n| out[..n].to_vec()),
                     full,
@@ -123,9 +138,13 @@ impl Target {
             }
         }
         if let Plan::Reply(r) = &full {
-            check_reply(data, &r.bytes, Some(self.handler.max_udp() as usize));
+            check_reply(
+                data,
+                &r.bytes,
+                Some(self.handler.forwarding().encoder().max_udp() as usize),
+            );
         }
-        if let Plan::Reply(r) = self.handler.plan(data, Transport::Tcp) {
+        if let Plan::Reply(r) = self.handler.plan(data, Transport::Tcp, Pick::ANY) {
             check_reply(data, &r.bytes, None);
         }
     }
@@ -243,7 +262,7 @@ pub fn warm(handler: &Handler) {
             vec![],
         ),
     ];
-    let cache = handler.cache();
+    let cache = handler.forwarding().cache();
     for (name, qtype, rcode, answers, authority) in cases {
         for edns in 0..3 {
             for cd in [false, true] {
@@ -271,7 +290,7 @@ pub fn warm(handler: &Handler) {
                 let (Ok(q), Ok(a)) = (q.to_vec(), a.to_vec()) else {
                     continue;
                 };
-                if let Some(qn) = question(&q, handler.max_udp()) {
+                if let Some(qn) = question(&q, handler.forwarding().encoder().max_udp()) {
                     cache.insert(&q, &qn, &a, cache.now());
                 }
             }

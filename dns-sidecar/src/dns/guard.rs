@@ -28,7 +28,7 @@ pub struct Guard {
     in_flight: AtomicUsize,
     pub rate: RateLimiter,
     pub health: Health,
-    shared: Arc<crate::shared::Shared>,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a query or connection was refused.
@@ -41,18 +41,18 @@ pub enum Refusal {
 }
 
 impl Guard {
-    pub fn new(shared: Arc<crate::shared::Shared>) -> Arc<Guard> {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Guard> {
         Arc::new(Guard {
             used: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             rate: RateLimiter::new(RATE_BUCKETS),
             health: Health::default(),
-            shared,
+            metrics,
         })
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
+        &self.metrics
     }
 
     /// Counts one refusal.

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -29,8 +30,8 @@ use tracing::{info, warn};
 use super::guard::Guard;
 use super::handler::SharedHandler;
 use super::tcp;
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shared::Shared;
 
 /// While every upstream is out of use, one query per upstream this often is
 /// still sent to it.
@@ -177,15 +178,15 @@ impl Health {
 /// of any zone, at most every second). Also refreshes the gauges of the limits (memory, in flight, TCP).
 pub(super) async fn health_checks(
     handler: SharedHandler,
-    shared: Arc<Shared>,
+    config: Arc<ArcSwap<Config>>,
+    metrics: Arc<Metrics>,
     guard: Arc<Guard>,
     tcp: Arc<tcp::Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         // The shortest `health_check` of any zone, at most a second.
-        let every = shared
-            .config
+        let every = config
             .load()
             .upstreams()
             .map(|(_, u)| u.health_check)
@@ -200,13 +201,13 @@ pub(super) async fn health_checks(
             }
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
-        let m = &shared.metrics;
+        let m = &metrics;
         m.memory_used.set(guard.used() as i64);
         m.in_flight.set(guard.in_flight() as i64);
         m.tcp_connections.set(tcp.len() as i64);
         let h = handler.load_full();
         let mut checks = JoinSet::new();
-        for fwd in h.forwarders().all() {
+        for fwd in h.forwarding().zones().all() {
             for u in fwd.upstreams().iter().filter(|u| u.state.needs_check()) {
                 // Suspicions raised while this check runs ask again.
                 u.state.suspect.store(false, Ordering::Relaxed);

@@ -17,11 +17,16 @@
 //!   [`fast`] table, forwarded names from the [`cache`], and hands cache
 //!   misses to its `relay`; anything unusual goes to the full path.
 //! * `tcp`: DNS over TCP on the async runtime, always through the full path.
-//! * `handler`: the full (hickory-based) path, which decides every answer;
-//!   the fast table is precomputed from it, so both give the same bytes.
+//! * `handler`: one config's DNS side, swapped whole on a reload: the pure
+//!   `answerer`, the full (hickory-based) path that decides every answer
+//!   without forwarding state (the fast table is precomputed from it, so
+//!   both give the same bytes; `plan` is its result, `reply` how answers
+//!   are encoded), and the `forwarding` context (forwarders by zone, the
+//!   cache, the guard, limits), passed explicitly to every path that
+//!   forwards; `complete` finishes a plan that waits on an upstream.
 //!   Authoritative data comes from `zone`, the CNAME targets' addresses
 //!   from `targets` (kept fresh in the background).
-//! * `relay`: forwarding for the UDP workers, off the runtime; `forward`:
+//! * `relay/`: forwarding for the UDP workers, off the runtime; `forward`:
 //!   the runtime's upstream client (TCP, alias targets, health checks);
 //!   `forward_zones`: which zone's forwarder a name goes to (`[[forward]]`,
 //!   longest suffix; else `[upstream]`).
@@ -39,8 +44,10 @@
 //! the `testing` feature (benches, the fuzz crate).
 
 mod admission;
+mod answerer;
 pub mod cache;
 mod coalesce;
+mod complete;
 pub mod fast;
 #[cfg(test)]
 mod fast_tests;
@@ -49,6 +56,7 @@ mod fast_tests;
 pub mod fixture;
 mod forward;
 mod forward_zones;
+mod forwarding;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz;
@@ -58,21 +66,26 @@ mod health;
 mod message;
 mod mmsg;
 pub(crate) mod names;
+mod plan;
 pub mod prefetch;
 mod question;
 mod relay;
+mod reply;
 mod sched;
 mod server;
+mod slow;
 pub(crate) mod targets;
 mod tcp;
 mod udp;
 mod zone;
 
 pub(crate) use guard::Guard;
-pub(crate) use handler::SharedHandler;
-pub use handler::{Handler, Plan, Reply};
+pub use handler::Handler;
+pub(crate) use handler::{ProcessWide, SharedHandler};
 pub use message::Transport;
 pub use names::NameConversion;
+pub use plan::{Pick, Plan};
 pub use question::{question, Question};
+pub use reply::Reply;
 pub use sched::lower_priority;
 pub(crate) use server::serve;

@@ -22,7 +22,7 @@
 //! and it never spends an upstream's trial: when every upstream is out of
 //! use it is dropped (counted) and health checks decide. At most
 //! [`CONCURRENT`] refreshes wait on upstreams at once. The upstream's
-//! answer is kept by the cache's ordinary rules ([`Handler::keep`]): a new
+//! answer is kept by the cache's ordinary rules ([`Forwarding::keep`]): a new
 //! entry with a whole new lifetime; a SERVFAIL or REFUSED never replaces
 //! the entry; a failed refresh leaves it to expire as it would have.
 
@@ -32,7 +32,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::admission;
 use super::forward::SLOW_COST;
-use super::handler::{Handler, SharedHandler};
+use super::forwarding::Forwarding;
+use super::handler::SharedHandler;
 use super::message::Transport;
 use crate::metrics::CacheMetrics;
 
@@ -90,7 +91,7 @@ impl Refreshes {
 
 /// Sends the refreshes of the process-wide cache until `shutdown`.
 pub(super) async fn run(handler: SharedHandler, mut shutdown: watch::Receiver<bool>) {
-    let Some(mut jobs) = handler.load().cache().prefetch_queue().take() else {
+    let Some(mut jobs) = handler.load().forwarding().cache().prefetch_queue().take() else {
         // Taken already (a second server on the same cache): that one sends them.
         crate::shutdown::stopped(&mut shutdown).await;
         return;
@@ -105,13 +106,13 @@ pub(super) async fn run(handler: SharedHandler, mut shutdown: watch::Receiver<bo
             },
         };
         let h = handler.load_full();
-        let m = h.cache().metrics().clone();
+        let m = h.forwarding().cache().metrics().clone();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             m.prefetch_dropped.inc();
             continue;
         };
         tokio::spawn(async move {
-            if refresh(&h, &query).await {
+            if refresh(h.forwarding(), &query).await {
                 m.prefetches.inc();
             } else {
                 m.prefetch_dropped.inc();
@@ -123,17 +124,17 @@ pub(super) async fn run(handler: SharedHandler, mut shutdown: watch::Receiver<bo
 
 /// Sends one refresh upstream and keeps the answer (see the module doc).
 /// False when it was not sent.
-async fn refresh(h: &Handler, query: &[u8]) -> bool {
+async fn refresh(f: &Forwarding, query: &[u8]) -> bool {
     // The zone's forwarder (`[[forward]]`, else `[upstream]`), as a
     // client's miss is routed; a zone that keeps nothing refreshes nothing.
-    let Ok(route) = admission::route(h, query) else {
+    let Ok(route) = admission::route(f, query) else {
         return false;
     };
-    let fwd = h.forwarders().get(route);
+    let fwd = f.zones().get(route);
     if !fwd.caches() || fwd.all_down() {
         return false;
     }
-    let Ok(_ticket) = admission::admit_refresh(h, SLOW_COST + query.len() as u64) else {
+    let Ok(_ticket) = admission::admit_refresh(f, SLOW_COST + query.len() as u64) else {
         return false;
     };
     // Over TCP when the UDP answer is truncated: the cache keeps answers of
@@ -141,12 +142,12 @@ async fn refresh(h: &Handler, query: &[u8]) -> bool {
     match fwd.forward(query, Transport::Tcp).await {
         Ok(answer) => {
             if !admission::stale_instead(answer[3]) {
-                h.keep(query, &answer);
+                f.keep(query, &answer);
             }
         }
         Err(e) => {
             tracing::debug!(error = %e, "prefetch failed");
-            h.count_upstream_error(fwd.zone(), &e);
+            f.count_upstream_error(fwd.zone(), &e);
         }
     }
     true
@@ -160,14 +161,15 @@ mod tests {
     #[test]
     fn refreshes_never_take_the_half_of_the_slots_and_budget_client_misses_need() {
         let (_, h, _) = fixture();
-        let g = h.guard();
-        let limits = h.limits().clone();
+        let f = h.forwarding();
+        let g = f.guard();
+        let limits = f.limits().clone();
         let half = limits.forward_in_flight / 2;
         let held: Vec<_> = (0..half - 1).map(|_| g.try_forward(100, &limits).unwrap()).collect();
-        let one = admission::admit_refresh(&h, 100).expect("below half: admitted");
+        let one = admission::admit_refresh(f, 100).expect("below half: admitted");
         assert_eq!(g.in_flight(), half, "it holds a slot like a client's miss");
         assert!(
-            admission::admit_refresh(&h, 100).is_err(),
+            admission::admit_refresh(f, 100).is_err(),
             "half the slots in use: refused"
         );
         assert!(g.try_forward(100, &limits).is_ok(), "a client's miss still gets one");
@@ -176,9 +178,9 @@ mod tests {
         assert_eq!(g.in_flight(), 0);
         // The memory budget likewise: a client's big reservation past half.
         let big = g.try_bytes(limits.memory / 2, &limits).unwrap();
-        assert!(admission::admit_refresh(&h, 100).is_err(), "half the budget in use");
+        assert!(admission::admit_refresh(f, 100).is_err(), "half the budget in use");
         drop(big);
-        assert!(admission::admit_refresh(&h, 100).is_ok());
+        assert!(admission::admit_refresh(f, 100).is_ok());
         assert_eq!(g.used(), 0, "tickets give everything back");
     }
 

@@ -10,10 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::guard::Guard;
+use arc_swap::ArcSwap;
+
 use super::handler::SharedHandler;
 use super::{health, prefetch, tcp, udp};
-use crate::shared::Shared;
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::supervise::Supervisor;
 
 /// How long shutdown waits for queries that are already being answered.
@@ -32,15 +34,15 @@ const THREAD_CHECK: Duration = Duration::from_millis(200);
 pub async fn serve(
     sup: Supervisor,
     handler: SharedHandler,
-    shared: Arc<Shared>,
-    guard: Arc<Guard>,
-    udp: Vec<std::net::UdpSocket>,
-    tcp: Vec<TcpListener>,
+    config: Arc<ArcSwap<Config>>,
+    metrics: Arc<Metrics>,
+    (udp, tcp): (Vec<std::net::UdpSocket>, Vec<TcpListener>),
     shutdown: watch::Receiver<bool>,
 ) {
+    let guard = handler.load().forwarding().guard().clone();
     let registry = Arc::new(tcp::Registry::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = match udp::spawn(udp, handler.clone(), shared.clone(), stop.clone()) {
+    let mut threads = match udp::spawn(udp, handler.clone(), metrics.clone(), stop.clone()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the UDP workers; serving TCP only");
@@ -55,14 +57,15 @@ pub async fn serve(
         };
         tasks.spawn(sup.watch(
             name,
-            tcp::accept_loop(l, handler.clone(), registry.clone(), shutdown.clone()),
+            tcp::accept_loop(l, handler.clone(), metrics.clone(), registry.clone(), shutdown.clone()),
         ));
     }
     tasks.spawn(sup.watch(
         "upstream health checks",
         health::health_checks(
             handler.clone(),
-            shared.clone(),
+            config,
+            metrics.clone(),
             guard.clone(),
             registry.clone(),
             shutdown.clone(),

@@ -27,7 +27,7 @@ use super::forward::{ForwardError, Forwarder};
 use super::forward_zones::ForwardZones;
 use super::message::Transport;
 use super::names::wire_name;
-use crate::shared::Shared;
+use crate::config::Config;
 
 /// One cached upstream answer for (target, type).
 #[derive(Debug, Clone)]
@@ -76,84 +76,16 @@ pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<
     Message::from_vec(&answer).map_err(|_| ForwardError::NoUpstream)
 }
 
-/// Keeps `targets` fresh for every target in the current config until
-/// shutdown.
-pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown: watch::Receiver<bool>) {
+/// Keeps `targets` fresh for every target in the config in force (`config`,
+/// replaced on reload) until shutdown.
+pub async fn refresher(config: Arc<ArcSwap<Config>>, targets: SharedTargets, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let config = shared.config.load_full();
+        let config = config.load_full();
         // Each target through its own zone's upstreams (`[[forward]]`).
         let zones = ForwardZones::new(&config, None);
         let mut next = MIN_REFRESH;
         if zones.any() {
-            let now = Instant::now();
-            let current = targets.load_full();
-            let mut fresh = HashMap::new();
-            let mut changed = false;
-            let mut names: Vec<&str> = config.servers.iter().map(|s| s.target.as_str()).collect();
-            names.sort_unstable();
-            names.dedup();
-            for name in names {
-                for qtype in TYPES {
-                    let key = (name.to_string(), qtype);
-                    match current.entries.get(&key) {
-                        Some(c) if c.refresh_at > now => {
-                            fresh.insert(key, c.clone());
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    let Ok(wire) = wire_name(name) else { continue };
-                    let Some(route) = zones.route(&super::names::wire(name)) else {
-                        continue;
-                    };
-                    match resolve(zones.get(route), &wire, qtype).await {
-                        Ok(m) if matches!(m.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
-                            let ttl = m.answers.iter().map(|r| r.ttl).min().unwrap_or(5);
-                            let refresh = Duration::from_secs(ttl.into()).clamp(MIN_REFRESH, MAX_REFRESH);
-                            fresh.insert(
-                                key,
-                                Cached {
-                                    rcode: m.metadata.response_code,
-                                    answers: m.answers,
-                                    refresh_at: now + refresh,
-                                },
-                            );
-                            changed = true;
-                        }
-                        other => {
-                            debug!(target = name, ?qtype, result = ?other.map(|m| m.metadata.response_code), "refreshing a target's records failed; keeping the last answer");
-                            match current.entries.get(&key) {
-                                Some(c) => {
-                                    fresh.insert(
-                                        key,
-                                        Cached {
-                                            refresh_at: now + MIN_REFRESH,
-                                            ..c.clone()
-                                        },
-                                    );
-                                }
-                                // Never resolved: remember the failure, so alias
-                                // answers say SERVFAIL at once (from the fast
-                                // path) instead of each waiting on a dead upstream.
-                                None => {
-                                    fresh.insert(
-                                        key,
-                                        Cached {
-                                            rcode: ResponseCode::ServFail,
-                                            answers: Vec::new(),
-                                            refresh_at: now + MIN_REFRESH,
-                                        },
-                                    );
-                                    changed = true;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            if changed || fresh.len() != current.entries.len() {
-                targets.store(Arc::new(Targets { entries: fresh }));
-            }
+            refresh_round(&config, &zones, &targets).await;
             next = targets
                 .load()
                 .entries
@@ -166,6 +98,87 @@ pub async fn refresher(shared: Arc<Shared>, targets: SharedTargets, mut shutdown
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Resolves every target's entries that are due, and publishes a new
+/// snapshot when anything changed.
+async fn refresh_round(config: &Config, zones: &ForwardZones, targets: &SharedTargets) {
+    let now = Instant::now();
+    let current = targets.load_full();
+    let mut fresh = HashMap::new();
+    let mut changed = false;
+    let mut names: Vec<&str> = config.servers.iter().map(|s| s.target.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        for qtype in TYPES {
+            let key = (name.to_string(), qtype);
+            match current.entries.get(&key) {
+                Some(c) if c.refresh_at > now => {
+                    fresh.insert(key, c.clone());
+                    continue;
+                }
+                _ => {}
+            }
+            let Ok(wire) = wire_name(name) else { continue };
+            let Some(route) = zones.route(&super::names::wire(name)) else {
+                continue;
+            };
+            let result = resolve(zones.get(route), &wire, qtype).await;
+            let (entry, new) = next_entry(result, current.entries.get(&key), now, name, qtype);
+            fresh.insert(key, entry);
+            changed |= new;
+        }
+    }
+    if changed || fresh.len() != current.entries.len() {
+        targets.store(Arc::new(Targets { entries: fresh }));
+    }
+}
+
+/// The entry after a refresh that gave `result` (`last`: the entry before
+/// it), and whether it is new.
+fn next_entry(
+    result: Result<Message, ForwardError>,
+    last: Option<&Cached>,
+    now: Instant,
+    name: &str,
+    qtype: RecordType,
+) -> (Cached, bool) {
+    match result {
+        Ok(m) if matches!(m.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
+            let ttl = m.answers.iter().map(|r| r.ttl).min().unwrap_or(5);
+            let refresh = Duration::from_secs(ttl.into()).clamp(MIN_REFRESH, MAX_REFRESH);
+            let entry = Cached {
+                rcode: m.metadata.response_code,
+                answers: m.answers,
+                refresh_at: now + refresh,
+            };
+            (entry, true)
+        }
+        other => {
+            debug!(target = name, ?qtype, result = ?other.map(|m| m.metadata.response_code), "refreshing a target's records failed; keeping the last answer");
+            match last {
+                Some(c) => (
+                    Cached {
+                        refresh_at: now + MIN_REFRESH,
+                        ..c.clone()
+                    },
+                    false,
+                ),
+                // Never resolved: remember the failure, so alias
+                // answers say SERVFAIL at once (from the fast
+                // path) instead of each waiting on a dead upstream.
+                None => (
+                    Cached {
+                        rcode: ResponseCode::ServFail,
+                        answers: Vec::new(),
+                        refresh_at: now + MIN_REFRESH,
+                    },
+                    true,
+                ),
+            }
         }
     }
 }

@@ -26,9 +26,12 @@ use tracing::debug;
 use super::admission;
 use super::forward::SLOW_COST;
 use super::guard::Ticket;
-use super::handler::{Chase, Plan, Request, SharedHandler};
+use super::handler::{Handler, SharedHandler};
 use super::message::Transport;
-use crate::metrics::Limited;
+use super::plan::{Chase, Pick, Plan, Request};
+use super::reply::Reply;
+use crate::config::Limits;
+use crate::metrics::{Limited, Metrics};
 use crate::routes::Asker;
 
 /// Queries over TCP so far: a rotating reader alias's turn (TCP is not
@@ -157,9 +160,11 @@ impl Drop for Place {
     }
 }
 
+/// Accepts connections until shutdown, each answered on a task of its own.
 pub async fn accept_loop(
     listener: TcpListener,
     handler: SharedHandler,
+    metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -176,25 +181,32 @@ pub async fn accept_loop(
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let h = handler.load_full();
+        let fwd = h.forwarding();
         let ip = peer.ip().to_canonical();
-        if !admission::allows(&h, ip) {
+        if !admission::allows(fwd, ip) {
             continue;
         }
-        let limits = h.limits();
+        let limits = fwd.limits();
         let place = match registry.admit(ip, limits.tcp_connections, limits.tcp_connections_per_client) {
             Ok(p) => p,
             Err(why) => {
-                h.guard().refused(why);
+                fwd.guard().refused(why);
                 continue;
             }
         };
-        let Ok(ticket) = h.guard().try_bytes(CONN_COST, limits) else {
+        let Ok(ticket) = fwd.guard().try_bytes(CONN_COST, limits) else {
             continue;
         };
-        h.guard().metrics().tcp_connections.set(registry.len() as i64);
-        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        metrics.tcp_connections.set(registry.len() as i64);
+        let conn = Connection {
+            peer,
+            handler: handler.clone(),
+            metrics: metrics.clone(),
+            place,
+        };
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection(stream, peer, handler, place, ticket, shutdown).await;
+            conn.serve(stream, ticket, shutdown).await;
         });
     }
 }
@@ -214,101 +226,118 @@ fn reset(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
 }
 
-/// Answers length-prefixed queries on one connection, in order, until the
-/// client closes, goes idle, is too slow to read, or we shut down.
-async fn connection(
-    mut stream: TcpStream,
+/// One accepted connection and what answering it uses.
+struct Connection {
     peer: SocketAddr,
     handler: SharedHandler,
+    metrics: Arc<Metrics>,
     place: Place,
-    mut ticket: Ticket,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut last = Instant::now();
-    loop {
-        let h = handler.load_full();
-        let limits = h.limits().clone();
-        place.set_idle(true);
-        let read = async {
-            let len = stream.read_u16().await.ok()? as usize;
-            if !(12..=MAX_QUERY).contains(&len) {
-                return None;
-            }
-            ticket.grow(len as u64, &limits).ok()?;
-            let mut buf = vec![0u8; len];
-            stream.read_exact(&mut buf).await.ok()?;
-            Some(buf)
-        };
-        let buf = tokio::select! {
-            r = timeout_at((last + limits.tcp_idle_timeout).into(), read) => match r {
-                Ok(Some(b)) => b,
-                _ => return,
-            },
-            _ = place.close.notified() => {
-                h.guard().refused(Limited::TcpEvicted);
-                return reset(stream);
-            }
-            _ = crate::shutdown::stopped(&mut shutdown) => return,
-        };
-        place.set_idle(false);
-        // An eviction notice that raced with this query's arrival still
-        // closes the connection: it no longer holds a place.
-        let answer = async {
-            let started = Instant::now();
-            let asker = Asker {
-                seq: TCP_QUERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                client: Some(peer.ip()),
+}
+
+impl Connection {
+    /// Answers length-prefixed queries, in order, until the client closes,
+    /// goes idle, is too slow to read, or we shut down.
+    async fn serve(self, mut stream: TcpStream, mut ticket: Ticket, mut shutdown: watch::Receiver<bool>) {
+        let mut last = Instant::now();
+        loop {
+            let h = self.handler.load_full();
+            let limits = h.forwarding().limits().clone();
+            self.place.set_idle(true);
+            let read = async {
+                let len = stream.read_u16().await.ok()? as usize;
+                if !(12..=MAX_QUERY).contains(&len) {
+                    return None;
+                }
+                ticket.grow(len as u64, &limits).ok()?;
+                let mut buf = vec![0u8; len];
+                stream.read_exact(&mut buf).await.ok()?;
+                Some(buf)
             };
-            let reply = match h.plan_for(&buf, Transport::Tcp, asker) {
-                Plan::Reply(r) => Some(r),
-                Plan::Drop => None,
-                plan @ (Plan::Forward(_) | Plan::Chase(_)) => {
-                    // The same admission as UDP's: rate, in-flight, budget.
-                    match admission::admit(&h, peer.ip(), SLOW_COST) {
-                        Ok(_flight) => h.complete(plan, &buf, Transport::Tcp).await,
-                        Err(why) => match &plan {
-                            Plan::Forward(Request(req)) => admission::refusal(&h, req, &buf, why, Transport::Tcp),
-                            Plan::Chase(Chase { req, .. }) => h.refuse(req, why.rcode(), Transport::Tcp),
-                            _ => None,
-                        },
-                    }
+            let buf = tokio::select! {
+                r = timeout_at((last + limits.tcp_idle_timeout).into(), read) => match r {
+                    Ok(Some(b)) => b,
+                    _ => return,
+                },
+                _ = self.place.close.notified() => {
+                    h.forwarding().guard().refused(Limited::TcpEvicted);
+                    return reset(stream);
+                }
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            };
+            self.place.set_idle(false);
+            // An eviction notice that raced with this query's arrival still
+            // closes the connection: it no longer holds a place.
+            let next = tokio::select! {
+                r = self.answer(&h, &mut stream, &buf, &mut ticket, &limits) => r,
+                _ = self.place.close.notified() => {
+                    h.forwarding().guard().refused(Limited::TcpEvicted);
+                    Next::Reset
                 }
             };
-            ticket.shrink_to(CONN_COST);
-            if let Some(reply) = reply {
-                let resp = &reply.bytes;
-                if ticket.grow(resp.len() as u64 + 2, &limits).is_err() {
+            match next {
+                Next::Continue => {}
+                Next::Close => return,
+                Next::Reset => return reset(stream),
+            }
+            last = Instant::now();
+        }
+    }
+
+    /// Answers the query `buf` and writes the answer, within
+    /// `tcp_write_timeout`.
+    async fn answer(
+        &self,
+        h: &Handler,
+        stream: &mut TcpStream,
+        buf: &[u8],
+        ticket: &mut Ticket,
+        limits: &Limits,
+    ) -> Next {
+        let started = Instant::now();
+        let reply = self.reply(h, buf).await;
+        ticket.shrink_to(CONN_COST);
+        if let Some(reply) = reply {
+            let resp = &reply.bytes;
+            if ticket.grow(resp.len() as u64 + 2, limits).is_err() {
+                return Next::Reset;
+            }
+            let mut out = Vec::with_capacity(resp.len() + 2);
+            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
+            out.extend_from_slice(resp);
+            match tokio::time::timeout(limits.tcp_write_timeout, stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Next::Close,
+                Err(_) => {
+                    h.forwarding().guard().refused(Limited::TcpWriteTimeout);
                     return Next::Reset;
                 }
-                let mut out = Vec::with_capacity(resp.len() + 2);
-                out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-                out.extend_from_slice(resp);
-                match tokio::time::timeout(limits.tcp_write_timeout, stream.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Next::Close,
-                    Err(_) => {
-                        h.guard().refused(Limited::TcpWriteTimeout);
-                        return Next::Reset;
-                    }
-                }
-                ticket.shrink_to(CONN_COST);
-                h.count(&reply, started.elapsed().as_secs_f64());
             }
-            Next::Continue
-        };
-        let next = tokio::select! {
-            r = answer => r,
-            _ = place.close.notified() => {
-                h.guard().refused(Limited::TcpEvicted);
-                Next::Reset
-            }
-        };
-        match next {
-            Next::Continue => {}
-            Next::Close => return,
-            Next::Reset => return reset(stream),
+            ticket.shrink_to(CONN_COST);
+            reply.count(&self.metrics, started.elapsed().as_secs_f64());
         }
-        last = Instant::now();
+        Next::Continue
+    }
+
+    /// The answer to `buf`: from the full path, waiting on an upstream if
+    /// admitted (the same admission as UDP's: rate, in-flight, budget).
+    async fn reply(&self, h: &Handler, buf: &[u8]) -> Option<Reply> {
+        let asker = Asker {
+            seq: TCP_QUERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            client: Some(self.peer.ip()),
+        };
+        let fwd = h.forwarding();
+        match h.plan(buf, Transport::Tcp, Pick::Asked(asker)) {
+            Plan::Reply(r) => Some(r),
+            Plan::Drop => None,
+            plan @ (Plan::Forward(_) | Plan::Chase(_)) => match admission::admit(fwd, self.peer.ip(), SLOW_COST) {
+                Ok(_flight) => fwd.complete(plan, buf, Transport::Tcp).await,
+                Err(why) => match &plan {
+                    Plan::Forward(Request(req)) => admission::refusal(fwd, req, buf, why, Transport::Tcp),
+                    Plan::Chase(Chase { req, .. }) => fwd.encoder().refuse(req, why.rcode(), Transport::Tcp),
+                    _ => None,
+                },
+            },
+        }
     }
 }
 

@@ -2,14 +2,15 @@
 //!
 //! Each UDP socket (several per address, bound with SO_REUSEPORT so the
 //! kernel spreads clients over them; on a port-0 listener duplicates of one
-//! socket without it, see `bind_group` in lib.rs) gets a thread that
+//! socket without it, see `bind_group` in listeners.rs) gets a thread that
 //! receives up to [`WORKER_BATCH`] datagrams with one `recvmmsg`, answers what it can from the
 //! precomputed [`FastTable`] or synchronously through the full handler, and
 //! sends all answers with one `sendmmsg`. No task is spawned and nothing is
 //! allocated per query on that path. Forwarded queries go to the worker's
 //! [`Relay`] (which keeps upstream sockets of both address families); the
 //! rare queries that must wait on an upstream otherwise (an alias whose
-//! target's addresses are not cached yet) are handed to the tokio runtime, which answers them through its own handle on
+//! target's addresses are not cached yet) are handed to the tokio runtime
+//! (`slow`), which answers them through its own handle on
 //! the same socket. Neither ever blocks the worker: when a limit is reached
 //! (memory budget, in-flight count, the client's rate, every upstream out of
 //! use: the policy is [`super::admission`]'s) the query is answered at once,
@@ -26,35 +27,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tracing::debug;
 
+use super::admission::{self, Denied};
 use super::cache::Found;
 use super::fast::{Fast, FastTable};
-use super::forward::SLOW_COST;
-use super::guard::Ticket;
-use super::handler::{Chase, Handler, Plan, Reply, Request, SharedHandler};
+use super::forward_zones::RouteId;
+use super::forwarding::Forwarding;
+use super::handler::{Handler, SharedHandler};
 use super::message::{must_drop, refused_from_raw, Transport};
 use super::mmsg::{sockaddr_to_std, Batch, WORKER_BATCH};
+use super::plan::{Pick, Plan, Request};
+use super::question::Question;
 use super::relay::{Outbox, Relay};
-use super::{admission, coalesce::Coalesce};
-use crate::metrics::{rcode_index, QueryKind};
+use super::slow::{slow, slow_answers, SlowJob};
+use crate::metrics::{rcode_index, Metrics, QueryKind};
 use crate::routes::Asker;
-use crate::shared::Shared;
 
 /// Receive buffer per datagram (queries are small; EDNS caps answers lower).
 const BUF: usize = 4096;
 /// How often a worker checks for shutdown while idle.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// A query handed to the runtime because it waits on an upstream.
-struct SlowJob {
-    plan: Plan,
-    raw: Vec<u8>,
-    peer: SocketAddr,
-    started: Instant,
-    handler: Arc<Handler>,
-    _ticket: Ticket,
-}
 
 /// Starts one worker thread per socket, and the runtime tasks that answer
 /// their slow queries. Must be called inside the tokio runtime. The relays
@@ -62,12 +54,12 @@ struct SlowJob {
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     handler: SharedHandler,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
     // One table of questions in flight for every worker's relay.
-    let coalesce = Arc::new(Coalesce::default());
+    let coalesce = Arc::new(super::coalesce::Coalesce::default());
     for (i, sock) in sockets.into_iter().enumerate() {
         // The worker blocks in recvmmsg (waking every IDLE_CHECK to look for
         // shutdown), so the socket stays in blocking mode; slow answers are
@@ -78,38 +70,21 @@ pub fn spawn(
         let sender = Arc::new(sock.try_clone()?);
         // Unbounded, but every job in it holds a ticket of the budget.
         let (tx, rx) = mpsc::unbounded_channel::<SlowJob>();
-        tokio::spawn(slow_answers(rx, sender));
-        let relay = Relay::new(
-            sock.try_clone()?,
-            shared.clone(),
-            handler.load().cache().clone(),
-            coalesce.clone(),
-        );
+        tokio::spawn(slow_answers(rx, sender, metrics.clone()));
+        let relay = Relay::new(sock.try_clone()?, metrics.clone(), coalesce.clone());
         let (r, relay_stop) = (relay.clone(), stop.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("dns-relay-{i}"))
                 .spawn(move || r.run(relay_stop))?,
         );
-        let (handler, shared, stop) = (handler.clone(), shared.clone(), stop.clone());
+        let (handler, metrics, stop) = (handler.clone(), metrics.clone(), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || Worker::new(sock, handler, shared, tx, relay).run(&stop))?;
+            .spawn(move || Worker::new(sock, handler, metrics, tx, relay).run(&stop))?;
         threads.push(t);
     }
     Ok(threads)
-}
-
-async fn slow_answers(mut rx: mpsc::UnboundedReceiver<SlowJob>, sock: Arc<UdpSocket>) {
-    while let Some(job) = rx.recv().await {
-        let sock = sock.clone();
-        tokio::spawn(async move {
-            if let Some(reply) = job.handler.complete(job.plan, &job.raw, Transport::Udp).await {
-                let _ = sock.send_to(&reply.bytes, job.peer);
-                job.handler.count(&reply, job.started.elapsed().as_secs_f64());
-            }
-        });
-    }
 }
 
 /// The snapshots a fast table was built from. Holding them (not just their
@@ -126,22 +101,45 @@ impl Generation {
 struct Worker {
     sock: UdpSocket,
     handler: SharedHandler,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     slow: mpsc::UnboundedSender<SlowJob>,
     relay: Arc<Relay>,
     table: Option<(Generation, FastTable)>,
     rx: Batch,
+    /// What the batch being answered writes.
+    out: Out,
+    /// Full batches received in a row.
+    full_streak: u32,
+    /// Queries received so far: a rotating reader alias's turn.
+    seq: u64,
+}
+
+/// What one batch writes: its answers, the queries it relays and its
+/// counts (added to the metrics once per batch).
+struct Out {
     tx: Batch,
+    /// Answers written so far.
+    n: usize,
     /// Queries relayed in this batch, sent together at its end.
     outbox: Outbox,
     /// Answers per [kind][rcode] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
     /// Cache hits, misses and stale answers in this batch.
     cached: [u64; 3],
-    /// Full batches received in a row.
-    full_streak: u32,
-    /// Queries received so far: a rotating reader alias's turn.
-    seq: u64,
+}
+
+/// What every query of one batch is answered with.
+struct BatchCx<'a> {
+    handler: &'a Arc<Handler>,
+    fwd: &'a Arc<Forwarding>,
+    table: &'a FastTable,
+    relay: &'a Relay,
+    slow: &'a mpsc::UnboundedSender<SlowJob>,
+    /// The cache's clock at the batch's start.
+    now: u64,
+    started: Instant,
+    /// Queries refused at a limit are dropped rather than answered.
+    overloaded: bool,
 }
 
 /// Full batches in a row (datagrams waiting behind them all along) after
@@ -152,22 +150,25 @@ impl Worker {
     fn new(
         sock: UdpSocket,
         handler: SharedHandler,
-        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
         slow: mpsc::UnboundedSender<SlowJob>,
         relay: Arc<Relay>,
     ) -> Worker {
         Worker {
             sock,
             handler,
-            shared,
+            metrics,
             slow,
             relay,
             table: None,
             rx: Batch::new(WORKER_BATCH, BUF),
-            tx: Batch::new(WORKER_BATCH, BUF),
-            outbox: Outbox::default(),
-            counts: [[0; 8]; 4],
-            cached: [0; 3],
+            out: Out {
+                tx: Batch::new(WORKER_BATCH, BUF),
+                n: 0,
+                outbox: Outbox::default(),
+                counts: [[0; 8]; 4],
+                cached: [0; 3],
+            },
             full_streak: 0,
             seq: 0,
         }
@@ -185,7 +186,7 @@ impl Worker {
 
     fn refresh_table(&mut self) {
         let h = self.handler.load_full();
-        let gen = Generation(h.clone(), self.shared.routes.load_full(), h.targets_snapshot());
+        let gen = Generation(h.clone(), h.answerer().routes(), h.answerer().addresses());
         if self.table.as_ref().is_some_and(|(g, _)| g.same(&gen)) {
             return;
         }
@@ -210,140 +211,173 @@ impl Worker {
         self.refresh_table();
         let started = Instant::now();
         let (gen, table) = self.table.as_ref().expect("built above");
-        let handler = gen.0.clone();
         self.relay.new_batch();
-        let cache = handler.cache().clone();
-        let now = cache.now();
-        let mut out = 0;
-        'queries: for i in 0..n {
-            let peer_addr = *self.rx.addr(i);
-            // A datagram larger than its slot is larger than any query we accept.
-            let Some(q) = self.rx.received(i) else { continue };
-            let q: &[u8] = q;
-            let Some(peer) = sockaddr_to_std(&peer_addr) else {
-                continue;
-            };
-            if !admission::allows(&handler, peer.ip()) {
-                if must_drop(q) {
-                    continue;
-                }
-                let r = refused_from_raw(q);
-                self.tx.buf_mut(out)[..r.len()].copy_from_slice(&r);
-                self.tx.address_reply(out, r.len(), &self.rx, i);
-                self.counts[QueryKind::Other as usize][rcode_index(5)] += 1;
-                out += 1;
-                continue;
-            }
-            // A rotating reader alias's turn: this worker's own count.
-            self.seq = self.seq.wrapping_add(1);
-            let asker = Asker {
-                seq: self.seq,
-                client: Some(peer.ip()),
-            };
-            // Alias and zone answers first: they never wait on anything.
-            let fast = match table.classify(q, self.tx.buf_mut(out), asker) {
-                Fast::Answer(len, kind) => Some((len, kind)),
-                Fast::Neither => None,
-                Fast::Forward(f) => 'forward: {
-                    // Forwarded names, without decoding: from the cache, or
-                    // relayed to their zone's upstreams, or refused at once
-                    // (a stale answer rather than SERVFAIL when the cache
-                    // has one). A name nothing forwards: the full path.
-                    let Ok(route) = admission::route(&handler, q) else {
-                        break 'forward None;
-                    };
-                    // A zone with `cache = false`: never from the cache.
-                    let caches = handler.forwarders().get(route).caches();
-                    let found = if caches {
-                        cache.answer(q, &f, f.udp_limit, now, self.tx.buf_mut(out))
-                    } else {
-                        Found::Off
-                    };
-                    let len = match found {
-                        Found::Fresh(len) => {
-                            self.cached[0] += 1;
-                            Some(len)
-                        }
-                        Found::Stale(len) => {
-                            self.cached[2] += 1;
-                            Some(len)
-                        }
-                        Found::Miss | Found::Off => {
-                            self.cached[1] += u64::from(found == Found::Miss);
-                            match self.relay.submit(&handler, route, q, peer, started, &mut self.outbox) {
-                                Ok(()) => None,
-                                Err(why) => {
-                                    let stale = if why.stale_ok() && caches {
-                                        cache.stale(q, &f, f.udp_limit, now, self.tx.buf_mut(out))
-                                    } else {
-                                        Found::Miss
-                                    };
-                                    match stale {
-                                        Found::Stale(len) => {
-                                            self.cached[2] += 1;
-                                            Some(len)
-                                        }
-                                        Found::Fresh(len) => {
-                                            self.cached[0] += 1;
-                                            Some(len)
-                                        }
-                                        _ if overloaded => None,
-                                        _ => table.refuse(q, &f, why.rcode().low(), self.tx.buf_mut(out)),
-                                    }
-                                }
-                            }
-                        }
-                    };
-                    if let Some(len) = len {
-                        self.tx.address_reply(out, len, &self.rx, i);
-                        let rcode = (self.tx.buf_mut(out)[3] & 0x0F) as u16;
-                        self.counts[QueryKind::Forwarded as usize][rcode_index(rcode)] += 1;
-                        out += 1;
-                    }
-                    continue 'queries;
-                }
-            };
-            let answer = match fast {
-                Some((alen, kind)) => Some((alen, kind)),
-                None => {
-                    let reply = match handler.plan_for(q, Transport::Udp, asker) {
-                        Plan::Reply(r) => Some(r),
-                        Plan::Drop => None,
-                        Plan::Forward(Request(req)) => {
-                            let submitted = admission::route(&handler, q).and_then(|route| {
-                                self.relay.submit(&handler, route, q, peer, started, &mut self.outbox)
-                            });
-                            match submitted {
-                                Ok(()) => None,
-                                // Under overload a refusal is dropped; a stale answer
-                                // (never SERVFAIL or REFUSED itself) is sent.
-                                Err(why) => admission::refusal(&handler, &req, q, why, Transport::Udp)
-                                    .filter(|r| !overloaded || r.rcode() != why.rcode().low() as u16),
-                            }
-                        }
-                        plan => slow(&self.slow, &handler, plan, q, peer, started),
-                    };
-                    match reply {
-                        Some(r) if r.bytes.len() <= BUF => {
-                            self.tx.buf_mut(out)[..r.bytes.len()].copy_from_slice(&r.bytes);
-                            Some((r.bytes.len(), r.kind))
-                        }
-                        _ => None,
-                    }
-                }
-            };
-            if let Some((alen, kind)) = answer {
-                self.tx.address_reply(out, alen, &self.rx, i);
-                let rcode = (self.tx.buf_mut(out)[3] & 0x0F) as u16;
-                self.counts[kind as usize][rcode_index(rcode)] += 1;
-                out += 1;
-            }
+        let fwd = gen.0.forwarding();
+        let cx = BatchCx {
+            handler: &gen.0,
+            fwd,
+            table,
+            relay: &self.relay,
+            slow: &self.slow,
+            now: fwd.cache().now(),
+            started,
+            overloaded,
+        };
+        for i in 0..n {
+            self.out.query(&cx, &mut self.rx, i, &mut self.seq);
         }
         table.flush_shares();
         // The upstream starts on the relayed queries, then the answers go.
-        self.outbox.flush();
-        self.tx.send(self.sock.as_raw_fd(), out);
-        let m = &self.shared.metrics;
+        self.out.outbox.flush();
+        self.out.tx.send(self.sock.as_raw_fd(), std::mem::take(&mut self.out.n));
+        self.out.publish(&self.metrics, started.elapsed().as_secs_f64());
+    }
+}
+
+impl Out {
+    /// Answers datagram `i` of `rx`, or relays it, or hands it to the
+    /// runtime. Alias and zone answers come first: they never wait on
+    /// anything. (The worker's hot loop: its helpers are inlined.)
+    #[inline]
+    fn query(&mut self, cx: &BatchCx<'_>, rx: &mut Batch, i: usize, seq: &mut u64) {
+        let peer_addr = *rx.addr(i);
+        // A datagram larger than its slot is larger than any query we accept.
+        let Some(q) = rx.received(i) else { return };
+        let q: &[u8] = q;
+        let Some(peer) = sockaddr_to_std(&peer_addr) else {
+            return;
+        };
+        if !admission::allows(cx.fwd, peer.ip()) {
+            if must_drop(q) {
+                return;
+            }
+            let r = refused_from_raw(q);
+            self.tx.buf_mut(self.n)[..r.len()].copy_from_slice(&r);
+            self.tx.address_reply(self.n, r.len(), rx, i);
+            self.counts[QueryKind::Other as usize][rcode_index(5)] += 1;
+            self.n += 1;
+            return;
+        }
+        // A rotating reader alias's turn: this worker's own count.
+        *seq = seq.wrapping_add(1);
+        let asker = Asker {
+            seq: *seq,
+            client: Some(peer.ip()),
+        };
+        let answer = match cx.table.classify(q, self.tx.buf_mut(self.n), asker) {
+            Fast::Answer(len, kind) => Some((len, kind)),
+            // Forwarded names, without decoding. A name nothing forwards:
+            // the full path.
+            Fast::Forward(f) => match admission::route(cx.fwd, q) {
+                Ok(route) => self
+                    .forwarded(cx, q, &f, route, peer)
+                    .map(|len| (len, QueryKind::Forwarded)),
+                Err(_) => self.full(cx, q, peer, asker),
+            },
+            Fast::Neither => self.full(cx, q, peer, asker),
+        };
+        if let Some((len, kind)) = answer {
+            self.tx.address_reply(self.n, len, rx, i);
+            let rcode = (self.tx.buf_mut(self.n)[3] & 0x0F) as u16;
+            self.counts[kind as usize][rcode_index(rcode)] += 1;
+            self.n += 1;
+        }
+    }
+
+    /// A forwarded name going to `route`: from the cache, or relayed to
+    /// its zone's upstreams (no answer now), or refused at once. The
+    /// answer's length, when one was written.
+    #[inline]
+    fn forwarded(
+        &mut self,
+        cx: &BatchCx<'_>,
+        q: &[u8],
+        f: &Question,
+        route: RouteId,
+        peer: SocketAddr,
+    ) -> Option<usize> {
+        // A zone with `cache = false`: never from the cache.
+        let caches = cx.fwd.zones().get(route).caches();
+        let found = if caches {
+            cx.fwd
+                .cache()
+                .answer(q, f, f.udp_limit, cx.now, self.tx.buf_mut(self.n))
+        } else {
+            Found::Off
+        };
+        match found {
+            Found::Fresh(len) => {
+                self.cached[0] += 1;
+                Some(len)
+            }
+            Found::Stale(len) => {
+                self.cached[2] += 1;
+                Some(len)
+            }
+            Found::Miss | Found::Off => {
+                self.cached[1] += u64::from(found == Found::Miss);
+                match cx.relay.submit(cx.fwd, route, q, peer, cx.started, &mut self.outbox) {
+                    Ok(()) => None,
+                    Err(why) => self.refused(cx, q, f, caches, why),
+                }
+            }
+        }
+    }
+
+    /// A forwarded name refused with `why`: a stale answer rather than
+    /// SERVFAIL when the cache has one; nothing under overload.
+    #[inline]
+    fn refused(&mut self, cx: &BatchCx<'_>, q: &[u8], f: &Question, caches: bool, why: Denied) -> Option<usize> {
+        let stale = if why.stale_ok() && caches {
+            cx.fwd.cache().stale(q, f, f.udp_limit, cx.now, self.tx.buf_mut(self.n))
+        } else {
+            Found::Miss
+        };
+        match stale {
+            Found::Stale(len) => {
+                self.cached[2] += 1;
+                Some(len)
+            }
+            Found::Fresh(len) => {
+                self.cached[0] += 1;
+                Some(len)
+            }
+            _ if cx.overloaded => None,
+            _ => cx.table.refuse(q, f, why.rcode().low(), self.tx.buf_mut(self.n)),
+        }
+    }
+
+    /// What the fast path does not answer: the full path's answer written
+    /// into the next slot, or the query relayed or handed to the runtime.
+    fn full(&mut self, cx: &BatchCx<'_>, q: &[u8], peer: SocketAddr, asker: Asker) -> Option<(usize, QueryKind)> {
+        let reply = match cx.handler.plan(q, Transport::Udp, Pick::Asked(asker)) {
+            Plan::Reply(r) => Some(r),
+            Plan::Drop => None,
+            Plan::Forward(Request(req)) => {
+                let submitted = admission::route(cx.fwd, q)
+                    .and_then(|route| cx.relay.submit(cx.fwd, route, q, peer, cx.started, &mut self.outbox));
+                match submitted {
+                    Ok(()) => None,
+                    // Under overload a refusal is dropped; a stale answer
+                    // (never SERVFAIL or REFUSED itself) is sent.
+                    Err(why) => admission::refusal(cx.fwd, &req, q, why, Transport::Udp)
+                        .filter(|r| !cx.overloaded || r.rcode() != why.rcode().low() as u16),
+                }
+            }
+            plan => slow(cx.slow, cx.fwd, plan, q, peer, cx.started),
+        };
+        match reply {
+            Some(r) if r.bytes.len() <= BUF => {
+                self.tx.buf_mut(self.n)[..r.bytes.len()].copy_from_slice(&r.bytes);
+                Some((r.bytes.len(), r.kind))
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds the batch's counts to the metrics (and clears them); `elapsed`
+    /// is the time the batch took.
+    fn publish(&mut self, m: &Metrics, elapsed: f64) {
         for (n, c) in self
             .cached
             .iter_mut()
@@ -353,7 +387,6 @@ impl Worker {
                 c.inc_by(std::mem::take(n));
             }
         }
-        let elapsed = started.elapsed().as_secs_f64();
         for (k, kind) in [
             QueryKind::Alias,
             QueryKind::Authoritative,
@@ -376,39 +409,5 @@ impl Worker {
             // One observation per batch and kind: the time the batch took.
             m.latency(kind, elapsed);
         }
-    }
-}
-
-/// Hands a query that waits on an upstream to the runtime (a chased alias
-/// target), if [`admission::admit`] lets it (the client's rate, the
-/// budget); otherwise returns the refusal to send at once.
-fn slow(
-    tx: &mpsc::UnboundedSender<SlowJob>,
-    handler: &Arc<Handler>,
-    plan: Plan,
-    q: &[u8],
-    peer: SocketAddr,
-    started: Instant,
-) -> Option<Reply> {
-    match admission::admit(handler, peer.ip(), SLOW_COST + q.len() as u64) {
-        Ok(ticket) => {
-            let job = SlowJob {
-                plan,
-                raw: q.to_vec(),
-                peer,
-                started,
-                handler: handler.clone(),
-                _ticket: ticket,
-            };
-            if tx.send(job).is_err() {
-                debug!("the runtime is gone; dropping a query");
-            }
-            None
-        }
-        Err(why) => match plan {
-            Plan::Forward(Request(req)) => admission::refusal(handler, &req, q, why, Transport::Udp),
-            Plan::Chase(Chase { req, .. }) => handler.refuse(&req, why.rcode(), Transport::Udp),
-            _ => None,
-        },
     }
 }
