@@ -25,6 +25,7 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use dns_sidecar::config::ServerId;
 use dns_sidecar::decision::{decide, State};
 use dns_sidecar::dns::{Pick, Plan, Transport};
 use dns_sidecar::observation::{Observation, ServerState};
@@ -107,7 +108,7 @@ fn answer_path(c: &mut Criterion) {
         }),
         rtt: Some(Duration::from_micros(30)),
     };
-    let round = [obs(0, false), obs(1, true)];
+    let round = [obs(ServerId::new(0), false), obs(ServerId::new(1), true)];
     let (state, _) = decide(&state, &round, &config, now);
     c.bench_function("decision/observe_2_servers", |b| {
         b.iter(|| decide(std::hint::black_box(&state), &round, &config, now))

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::config::{Config, Spread};
-use crate::decision::{Answer, State};
+use crate::decision::{Answer, AnswerKind, State};
 use crate::name::DnsName;
 
 /// What every alias answers right now, by canonical name (`prod.db.internal.`).
@@ -37,6 +37,18 @@ pub enum RouteAnswer {
     /// A CNAME to one member of a spreading reader alias's set, chosen per
     /// query ([`SpreadRoute::pick`]).
     Spread(SpreadRoute),
+}
+
+impl RouteAnswer {
+    /// The kind of this answer, labelled as the decision's
+    /// ([`Answer::kind`]): a spreading alias's member is a CNAME too.
+    pub fn kind(&self) -> AnswerKind {
+        match self {
+            RouteAnswer::Pending => AnswerKind::Pending,
+            RouteAnswer::Cname(_) | RouteAnswer::Spread(_) => AnswerKind::Cname,
+            RouteAnswer::Servfail => AnswerKind::Servfail,
+        }
+    }
 }
 
 /// One member of a spreading alias's set.
@@ -211,9 +223,7 @@ impl Routes {
     /// The snapshot for a decision state.
     pub fn from_state(config: &Config, state: &State) -> Routes {
         let aliases = config
-            .aliases
-            .iter()
-            .enumerate()
+            .enumerate_aliases()
             .map(|(i, a)| {
                 let answer = match state.answer(config, i) {
                     Answer::Pending => RouteAnswer::Pending,

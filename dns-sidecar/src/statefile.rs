@@ -63,8 +63,7 @@ pub enum StateFileError {
     Read { path: PathBuf, source: std::io::Error },
     /// Not a dns-sidecar state file: never overwritten.
     #[error(
-        "{path} is not a dns-sidecar state file (no \"format\": \"dns-sidecar-state\"); it is ignored and will \
-        not be overwritten: move it away or point [state] path elsewhere"
+        "{path} is not a dns-sidecar state file (no \"format\": \"dns-sidecar-state\"); it is ignored and will not be overwritten: move it away or point [state] path elsewhere"
     )]
     Foreign { path: PathBuf },
     /// Ours, but this build cannot use it: ignored, replaced at the next write.

@@ -4,19 +4,19 @@
 //! the pure [`select::excluded`]; the shares from the answer counters the
 //! query path keeps (`dns_sidecar_reader_answers_total`).
 
-use crate::config::Config;
+use crate::config::{AliasId, Config, ServerId};
 use crate::decision::{select, State};
 use crate::metrics::{AliasLabel, AliasServer, Metrics};
 use crate::status::{AliasStatus, Excluded, SetMember};
 
 /// The reader fields of alias `i`'s status (the rest default).
-pub(crate) fn reader(config: &Config, state: &State, i: usize, metrics: &Metrics) -> AliasStatus {
+pub(crate) fn reader(config: &Config, state: &State, i: AliasId, metrics: &Metrics) -> AliasStatus {
     let alias = &config.aliases[i];
     if !alias.role.reads_standbys() {
         return AliasStatus::default();
     }
     let set = state.answer_set(config, i);
-    let answered: Vec<usize> = set.iter().map(|&(s, _)| s).collect();
+    let answered: Vec<ServerId> = set.iter().map(|&(s, _)| s).collect();
     let counts: Vec<Option<u64>> = set
         .iter()
         .map(|&(s, _)| {
@@ -61,7 +61,7 @@ pub(crate) fn reader(config: &Config, state: &State, i: usize, metrics: &Metrics
 /// `dns_sidecar_reader_set_size` for every alias: how many servers DNS
 /// answers for it (a spreading alias's set; 1 or 0 for any other).
 pub(crate) fn set_sizes(config: &Config, state: &State, metrics: &Metrics) {
-    for (i, a) in config.aliases.iter().enumerate() {
+    for (i, a) in config.enumerate_aliases() {
         let label = AliasLabel {
             alias: a.name.to_string(),
         };

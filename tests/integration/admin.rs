@@ -143,9 +143,7 @@ async fn fake_engine(shared: Arc<Shared>, seen: Arc<Mutex<Vec<Override>>>, mut r
         };
         let server = |id: &str| {
             config
-                .servers
-                .iter()
-                .position(|s| s.id == id)
+                .server_id(id)
                 .ok_or_else(|| ControlError::UnknownServer(id.to_string()))
         };
         let result = match &req.op {

@@ -6,8 +6,11 @@
 //! applies defaults. Nothing downstream ever sees a string that still needs
 //! parsing. See the README's configuration reference for every key.
 
+mod alias;
 mod error;
+mod hint;
 mod identity;
+mod ids;
 mod password;
 mod raw;
 mod spread;
@@ -24,8 +27,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use alias::{Alias, Hook, MaxLag, NoMatchPolicy, Role, DEFAULT_HOOK_ENV};
 pub use error::{ConfigError, ConfigWarning, Located};
 pub use identity::{match_servers, Endpoint, Matched};
+pub use ids::{AliasId, Id, IdVec, ServerId};
 pub use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
 pub use spread::{Prefer, Spread, MAX_WEIGHT};
 pub use validate::forwards_to_self;
@@ -198,9 +203,6 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9153";
 /// The admin listener's port when `[admin] listen` gives an address only.
 pub const DEFAULT_ADMIN_PORT: u16 = 9153;
 
-/// Index of a server in [`Config::servers`].
-pub type ServerId = usize;
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsSettings {
     /// Each address is served over UDP and TCP.
@@ -332,119 +334,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alias {
-    pub name: DnsName,
-    pub ttl: u32,
-    pub role: Role,
-    /// Candidates in preference order for ties.
-    pub servers: Vec<ServerId>,
-    pub on_no_match: NoMatchPolicy,
-    pub on_change: Option<Hook>,
-    /// Reader aliases: standbys further behind the primary than this do not
-    /// match (see [`crate::decision::lag`]).
-    pub max_lag: MaxLag,
-    /// Reader aliases: one server, or a set answered in turn or per client.
-    pub spread: Spread,
-    /// Reader aliases: the weight of each of `servers` (same order; 1 each by
-    /// default). Weight 0: a backup, answered only when no weighted server is
-    /// in the set.
-    pub weights: Vec<u32>,
-    /// Reader aliases: list order, or the nearest by probe round-trip time.
-    pub prefer: Prefer,
-}
-
-/// How far behind the primary a standby may be and still be chosen by a
-/// reader alias (`standby`, `prefer-standby`, `read-only`). Unset: no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MaxLag {
-    /// WAL bytes between the newest primary position known and the
-    /// standby's replay position (`max_lag`).
-    pub bytes: Option<u64>,
-    /// How long ago the primary was last seen at or before the standby's
-    /// replay position (`max_lag_time`): zero while the standby has replayed
-    /// everything the primary had at its last probe, however idle the
-    /// primary is.
-    pub time: Option<Duration>,
-}
-
-impl MaxLag {
-    /// Whether any limit is set.
-    pub fn is_set(&self) -> bool {
-        self.bytes.is_some() || self.time.is_some()
-    }
-}
-
-/// A command run when an alias changes target.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hook {
-    /// Program and arguments; no shell is involved.
-    pub argv: Vec<String>,
-    pub timeout: Duration,
-    /// Variables passed from our environment (exact names, or `PREFIX*`);
-    /// everything else is cleared.
-    pub env: Vec<String>,
-}
-
-/// Variables a hook gets from our environment when `on_change_env` is unset.
-pub const DEFAULT_HOOK_ENV: [&str; 2] = ["PATH", "HOME"];
-
-/// Which server an alias follows, with libpq's `target_session_attrs` meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Accepts writes: not in recovery and `transaction_read_only` is off.
-    ReadWrite,
-    /// Not in recovery (may still be read-only, e.g. storage full).
-    Primary,
-    /// In recovery (a hot standby).
-    Standby,
-    /// A standby if any is up, otherwise any server.
-    PreferStandby,
-    /// `transaction_read_only` is on (a standby or a read-only primary).
-    ReadOnly,
-    /// Any reachable server.
-    Any,
-}
-
-impl Role {
-    /// Whether a lag limit applies: the roles that choose standbys for
-    /// reading.
-    pub fn reads_standbys(self) -> bool {
-        matches!(self, Role::Standby | Role::PreferStandby | Role::ReadOnly)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::ReadWrite => "read-write",
-            Role::Primary => "primary",
-            Role::Standby => "standby",
-            Role::PreferStandby => "prefer-standby",
-            Role::ReadOnly => "read-only",
-            Role::Any => "any",
-        }
-    }
-}
-
-/// What an alias answers when no candidate matches its role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NoMatchPolicy {
-    /// Keep answering the last target that matched (SERVFAIL if none ever did).
-    KeepLast,
-    /// Answer SERVFAIL so clients fail fast instead of reaching a wrong server.
-    Servfail,
-}
-
-impl NoMatchPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NoMatchPolicy::KeepLast => "keep-last",
-            NoMatchPolicy::Servfail => "servfail",
-        }
-    }
-}
-
 /// libpq's sslmode values that make sense for a health probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -471,6 +360,26 @@ pub enum Secrets {
 }
 
 impl Config {
+    /// Every server with its id, in file order.
+    pub fn enumerate_servers(&self) -> impl Iterator<Item = (ServerId, &Server)> + '_ {
+        self.servers.iter().enumerate().map(|(i, s)| (ServerId::new(i), s))
+    }
+
+    /// Every alias with its id, in file order.
+    pub fn enumerate_aliases(&self) -> impl Iterator<Item = (AliasId, &Alias)> + '_ {
+        self.aliases.iter().enumerate().map(|(i, a)| (AliasId::new(i), a))
+    }
+
+    /// The server whose id is `id`.
+    pub fn server_id(&self, id: &str) -> Option<ServerId> {
+        self.enumerate_servers().find(|(_, s)| s.id == id).map(|(s, _)| s)
+    }
+
+    /// The alias named `name`.
+    pub fn alias_id(&self, name: &DnsName) -> Option<AliasId> {
+        self.enumerate_aliases().find(|(_, a)| a.name == *name).map(|(i, _)| i)
+    }
+
     /// Reads and validates `path`; every secret must be readable.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::load_with(path, Secrets::Required).map(|(c, _)| c)
@@ -501,7 +410,7 @@ impl Config {
     ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let located = Located::at(path, text, e.span(), e.message().trim().to_string());
-            ConfigError::from(with_toml_hint(located))
+            ConfigError::from(hint::with_toml_hint(located))
         })?;
         validate::validate(path, text, raw, secrets)
     }
@@ -517,69 +426,4 @@ impl Config {
     pub fn alias(&self, name: &DnsName) -> Option<&Alias> {
         self.aliases.iter().find(|a| &a.name == name)
     }
-}
-
-/// Gives every message of the TOML parser a hint (what to write instead),
-/// and keeps `password` out of the "expected one of" lists: the key is
-/// parsed only to reject it with an explanation, it is never accepted.
-fn with_toml_hint(mut l: Located) -> Located {
-    if let Some((head, expected)) = l.message.split_once("expected one of ") {
-        let expected = expected.replace("`password`, ", "").replace(", `password`", "");
-        l.message = format!("{head}expected one of {expected}");
-    }
-    let m = l.message.as_str();
-    let snippet = l.snippet.as_deref().unwrap_or("").trim_start();
-    let hint = if m.contains("unknown field `password`") {
-        "passwords are never written in the config: use password_env or password_file in [probe] or [servers.<id>]; \
-            the admin listener takes token_env or token_file"
-            .to_string()
-    } else if m.starts_with("unknown field") {
-        "check the spelling against the README's configuration reference; the keys this table accepts are listed above"
-            .to_string()
-    } else if m.starts_with("unknown variant") {
-        "use one of the values listed above".to_string()
-    } else if m.starts_with("missing field `dns`") {
-        "every config needs a [dns] table, e.g. [dns] listen = [\"127.0.0.1:53\"]".to_string()
-    } else if let Some(field) = m.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-        format!("add `{field} = ...` to this table (see the README's configuration reference)")
-    } else if m.starts_with("duplicate key") || m.contains("duplicate key") {
-        "each key may appear once per table: remove one of them".to_string()
-    } else if m.contains("expected a sequence") && snippet.starts_with('[') && !snippet.starts_with("[[") {
-        "a list of tables is written with double brackets, e.g. [[zones]] and [[aliases]]".to_string()
-    } else if m.contains("duration") || m.contains("no unit") || m.contains("unknown unit") || m.contains("bare number")
-    {
-        "durations are strings with a unit: \"150ms\", \"5s\", \"2m\", \"1h\"".to_string()
-    } else if m.contains("TTL") {
-        "TTLs are whole seconds written as durations, e.g. ttl = \"5s\" (at most \"1d\" = \"24h\")".to_string()
-    } else if m.contains("not an IP address")
-        || m.contains("invalid IP address")
-        || m.contains("invalid socket address")
-    {
-        "addresses are IP literals, with a port where one is allowed: \"10.1.2.3\", \"127.0.0.1:5353\", \"[::1]:53\"; \
-            host names belong in `host`/`target`"
-            .to_string()
-    } else if m.contains("DNS name") || m.contains("label") || m.contains("use letters, digits") {
-        "names are DNS names such as \"pg-prod.example.com\" (letters, digits, `-`, `_`; the trailing dot is optional)"
-            .to_string()
-    } else if let Some(expected) = m
-        .strip_prefix("invalid type: ")
-        .and_then(|r| r.split_once(", expected "))
-        .map(|(_, e)| e)
-    {
-        let expected = match expected {
-            "u16" => "a whole number from 0 to 65535",
-            "u32" => "a whole number from 0 to 4294967295",
-            "a boolean" => "true or false",
-            "a sequence" => "a list, e.g. [\"a\", \"b\"]",
-            "a string" => "a string in double quotes",
-            e if e.starts_with("struct") || e.contains("map") => "a table",
-            e => e,
-        };
-        format!("this key takes {expected}; see the README's configuration reference for its format")
-    } else {
-        "this is not valid TOML here: `key = value` per line, strings in double quotes, tables as [name], lists of \
-            tables as [[name]]"
-            .to_string()
-    };
-    l.hint(hint)
 }

@@ -57,7 +57,7 @@ fn base_config_and_defaults() {
     assert_eq!(alias.ttl, 5);
     assert_eq!(alias.role, Role::ReadWrite);
     assert_eq!(alias.on_no_match, NoMatchPolicy::KeepLast);
-    assert_eq!(alias.servers, vec![0, 1]);
+    assert_eq!(alias.servers, vec![ServerId::new(0), ServerId::new(1)]);
     assert_eq!(alias.on_change, None);
     assert_eq!(c.admin.listen, Some("127.0.0.1:9153".parse().unwrap()));
     assert_eq!(c.admin.token, None);
@@ -101,7 +101,12 @@ fn overrides() {
     let a = &c.aliases[0];
     assert_eq!(
         (a.role, a.ttl, a.on_no_match, a.servers.clone()),
-        (Role::PreferStandby, 10, NoMatchPolicy::Servfail, vec![1, 0])
+        (
+            Role::PreferStandby,
+            10,
+            NoMatchPolicy::Servfail,
+            vec![ServerId::new(1), ServerId::new(0)]
+        )
     );
 }
 

@@ -55,8 +55,7 @@
 use std::time::Instant;
 
 use super::{timeline, truth, AliasState, Event, ServerHealth, State};
-use crate::config::{Config, Role, ServerId};
-use crate::observation::Observation;
+use crate::config::{AliasId, Config, IdVec, Role, ServerId};
 
 /// Why a writer alias will not move to a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,35 +126,30 @@ impl Bar<'_> {
                 match f.reason {
                     FenceReason::Superseded { by } => {
                         format!(
-                            "the alias left it{tl} for {}; it must be seen following the current primary as a \
-                            standby (rebuilt) or unfenced",
+                            "the alias left it{tl} for {}; it must be seen following the current primary as a standby (rebuilt) or unfenced",
                             id(by)
                         )
                     }
                     FenceReason::LostSplitBrain { winner } => {
                         format!(
-                            "it lost a split brain{tl} to {}; it must be seen following the current primary \
-                            as a standby (rebuilt) or unfenced",
+                            "it lost a split brain{tl} to {}; it must be seen following the current primary as a standby (rebuilt) or unfenced",
                             id(winner)
                         )
                     }
                     FenceReason::SameTimeline { holder } => {
                         format!(
-                            "it became writable{tl}, which {} already holds: it forked from an older primary; it \
-                            must be seen following the current primary as a standby (rebuilt) or unfenced",
+                            "it became writable{tl}, which {} already holds: it forked from an older primary; it must be seen following the current primary as a standby (rebuilt) or unfenced",
                             id(holder)
                         )
                     }
                     FenceReason::Inherited => format!(
-                        "it was fenced{tl} (the server it lost to is no longer \
-                        configured); it must be seen following the current primary as a standby (rebuilt) or unfenced"
+                        "it was fenced{tl} (the server it lost to is no longer configured); it must be seen following the current primary as a standby (rebuilt) or unfenced"
                     ),
                 }
             }
             Bar::OlderTimeline { timeline, floor } => {
                 format!(
-                    "its timeline {timeline} is older than timeline {floor} already seen on a candidate \
-                    (diverged: rebuild it, or unfence if the cluster was recreated)"
+                    "its timeline {timeline} is older than timeline {floor} already seen on a candidate (diverged: rebuild it, or unfence if the cluster was recreated)"
                 )
             }
         }
@@ -167,9 +161,23 @@ pub fn is_writer(role: Role) -> bool {
     matches!(role, Role::ReadWrite | Role::Primary)
 }
 
+impl State {
+    /// Why alias `alias` may not answer `server`, if it may not: the one
+    /// place that says "a writer alias, and the server is fenced or below its
+    /// floor". Readers are never barred (they obey the writers' truth
+    /// instead: see [`truth::diverged`]).
+    pub fn barred(&self, config: &Config, alias: AliasId, server: ServerId) -> Option<Bar<'_>> {
+        if !is_writer(config.aliases[alias].role) {
+            return None;
+        }
+        self.aliases[alias].bar(server, &self.servers)
+    }
+}
+
 impl AliasState {
-    /// Why `server` may not be chosen by this (writer) alias, if it may not.
-    pub fn bar<'a>(&'a self, server: ServerId, servers: &[ServerHealth]) -> Option<Bar<'a>> {
+    /// Why `server` may not be chosen by this alias, if it were a writer
+    /// alias (callers go through [`State::barred`], which asks the role).
+    fn bar<'a>(&'a self, server: ServerId, servers: &IdVec<ServerId, ServerHealth>) -> Option<Bar<'a>> {
         if let Some(f) = self.fence(server) {
             return Some(Bar::Fenced(f));
         }
@@ -196,97 +204,6 @@ impl AliasState {
     }
 }
 
-/// What the probes teach the fences, before any alias is decided: timelines
-/// seen on unfenced servers raise the floors, and servers seen following
-/// the alias's server (or followed by it) are released.
-pub(super) fn learn(
-    state: &mut State,
-    observations: &[Observation],
-    config: &Config,
-    now: Instant,
-    events: &mut Vec<Event>,
-) {
-    for o in observations {
-        let Ok(s) = &o.outcome else { continue };
-        for (i, alias) in config.aliases.iter().enumerate() {
-            if !is_writer(alias.role) || !alias.servers.contains(&o.server) {
-                continue;
-            }
-            let a = &mut state.aliases[i];
-            let holder = a.decided.filter(|&d| d != o.server);
-            let holder_tl = a.decided_timeline;
-            if let Some(t) = s.timeline.filter(|_| !s.in_recovery) {
-                if a.decided == Some(o.server) {
-                    a.decided_timeline = Some(t);
-                }
-                if let (Some(holder), Some(ht)) = (holder, holder_tl) {
-                    if t == ht {
-                        // Rule 4 before rule 5: the holder's timeline is not
-                        // "newer" for this server, whatever its old fence
-                        // says; a fence of another kind becomes this one.
-                        // The floor: `t` is the holder's timeline (truth).
-                        a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
-                        let fence = Fence {
-                            server: o.server,
-                            reason: FenceReason::SameTimeline { holder },
-                            since: now,
-                            timeline: Some(t),
-                        };
-                        same_timeline(state, config, i, fence, events);
-                        continue;
-                    }
-                }
-            }
-            // Evidence of a rebuild: in recovery *and* following the alias's
-            // current server (see `truth::follows`), not recovery alone.
-            let following = (state.aliases[i].decided)
-                .filter(|&p| p != o.server)
-                .filter(|&p| truth::follows(state, o.server, p));
-            // Promoted again since it was fenced, *and* the server that
-            // superseded it now follows it: the cluster moved back to it. A
-            // newer timeline alone is no rebuild (an old primary restored
-            // without pg_rewind and promoted by mistake reaches one too).
-            let followed = (state.aliases[i].decided)
-                .filter(|&d| d != o.server)
-                .filter(|&d| truth::follows(state, d, o.server));
-            let a = &mut state.aliases[i];
-            let pos = a.fences.iter().position(|f| f.server == o.server);
-            let newer = pos.is_some_and(|pos| match (s.timeline, a.fences[pos].timeline) {
-                (Some(now), Some(then)) if !s.in_recovery => now > then && followed.is_some(),
-                _ => false,
-            });
-            if let Some(pos) = pos.filter(|_| following.is_some() || newer) {
-                a.fences.remove(pos);
-                let reason = if let Some(p) = following {
-                    format!(
-                        "rebuilt as a standby: in recovery and following {} ({})",
-                        config.servers[p].id,
-                        s.describe()
-                    )
-                } else {
-                    format!(
-                        "promoted again since it was fenced (now {}), and {} follows it",
-                        s.describe(),
-                        followed.map_or("", |d| config.servers[d].id.as_str())
-                    )
-                };
-                events.push(Event::Unfenced {
-                    alias: i,
-                    server: o.server,
-                    reason,
-                });
-            }
-            // Rule 1: the floor is raised by servers the alias may follow; a
-            // fenced server's timeline is no truth (a fork promoted by
-            // mistake must not bar the healthy primary).
-            let a = &mut state.aliases[i];
-            if let Some(t) = s.timeline.filter(|_| !s.in_recovery && a.fence(o.server).is_none()) {
-                a.timeline_floor = Some(a.timeline_floor.map_or(t, |f| f.max(t)));
-            }
-        }
-    }
-}
-
 /// Rule 4: `fence.server` is writable on the timeline of the alias's own
 /// server: a fork. Whatever fence it had (typically "superseded" on the
 /// timeline the alias left it on) becomes this one, never lifted as
@@ -309,7 +226,7 @@ pub(super) fn learn(
 /// than the one it left (rules 1 and 2), so a fork of a server it left,
 /// on that server's timeline + 1, is on the holder's timeline (this rule) or
 /// below the floor (rule 1).
-fn same_timeline(state: &mut State, config: &Config, i: usize, fence: Fence, events: &mut Vec<Event>) {
+pub(super) fn same_timeline(state: &mut State, config: &Config, i: AliasId, fence: Fence, events: &mut Vec<Event>) {
     let a = &mut state.aliases[i];
     if let Some(pos) = a.fences.iter().position(|f| f.server == fence.server) {
         if matches!(a.fences[pos].reason, FenceReason::SameTimeline { .. }) {
@@ -326,7 +243,13 @@ fn same_timeline(state: &mut State, config: &Config, i: usize, fence: Fence, eve
 /// [`learn`] had no holder to compare it with) and never lost a split brain
 /// (drained meanwhile, so not a candidate then). Only servers with no fence
 /// yet: an existing one stands.
-pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
+pub(super) fn same_timeline_peers(
+    state: &mut State,
+    config: &Config,
+    i: AliasId,
+    now: Instant,
+    events: &mut Vec<Event>,
+) {
     let a = &state.aliases[i];
     let (Some(holder), Some(t)) = (a.decided, a.decided_timeline) else {
         return;
@@ -354,7 +277,7 @@ pub(super) fn same_timeline_peers(state: &mut State, config: &Config, i: usize, 
 
 /// The newest timeline any candidate of alias `i` is known to be on (used
 /// when an alias starts with no history, e.g. added by a reload).
-pub(super) fn initial_floor(state: &State, config: &Config, i: usize) -> Option<u32> {
+pub(super) fn initial_floor(state: &State, config: &Config, i: AliasId) -> Option<u32> {
     let alias = &config.aliases[i];
     if !is_writer(alias.role) {
         return None;
@@ -378,7 +301,7 @@ pub(super) fn initial_floor(state: &State, config: &Config, i: usize) -> Option<
 pub(super) fn report_held(
     state: &mut State,
     config: &Config,
-    i: usize,
+    i: AliasId,
     matching: &[ServerId],
     allowed: &[ServerId],
     events: &mut Vec<Event>,
@@ -390,7 +313,7 @@ pub(super) fn report_held(
     };
     let a = &state.aliases[i];
     for &s in held.iter().filter(|s| !a.held.contains(s)) {
-        if let Some(bar) = a.bar(s, &state.servers) {
+        if let Some(bar) = state.barred(config, i, s) {
             events.push(Event::FenceHeld {
                 alias: i,
                 server: s,
@@ -406,7 +329,7 @@ pub(super) fn report_held(
 pub(super) fn split_brain_losers(
     state: &mut State,
     config: &Config,
-    i: usize,
+    i: AliasId,
     matching: &[ServerId],
     chosen: ServerId,
     now: Instant,
@@ -442,7 +365,7 @@ pub(super) fn split_brain_losers(
 pub(super) fn superseded(
     state: &mut State,
     config: &Config,
-    i: usize,
+    i: AliasId,
     old: ServerId,
     new: ServerId,
     now: Instant,
@@ -460,7 +383,7 @@ pub(super) fn superseded(
     add(state, config, i, fence, events);
 }
 
-fn add(state: &mut State, config: &Config, i: usize, fence: Fence, events: &mut Vec<Event>) {
+fn add(state: &mut State, config: &Config, i: AliasId, fence: Fence, events: &mut Vec<Event>) {
     let server = fence.server;
     if state.aliases[i].add_fence(fence) {
         let a = &state.aliases[i];

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::snapshot::{capture, restore};
-use super::tests::{fail, following, primary, read_only_primary, standby, Sim, A, B};
+use super::tests::{fail, following, primary, read_only_primary, standby, Sim, A, ALIAS, B};
 use super::*;
 use crate::control::Override;
 use crate::observation::FailureKind;
@@ -19,7 +19,7 @@ fn held(s: &Sim) -> Option<(ServerId, String)> {
 }
 
 fn fenced(s: &Sim, server: ServerId) -> bool {
-    s.state.aliases[0].fence(server).is_some()
+    s.state.aliases[ALIAS].fence(server).is_some()
 }
 
 /// The issue's sequence: B promoted while A runs, then B dies. The alias must
@@ -34,7 +34,7 @@ fn split_brain_then_the_new_primary_dies() {
             Answer::Target(B)
         );
         assert!(fenced(&s, A), "A lost the split brain");
-        assert_eq!(s.state.aliases[0].timeline_floor, Some(2));
+        assert_eq!(s.state.aliases[ALIAS].timeline_floor, Some(2));
         assert_eq!(
             s.step(&[(A, primary(Some(1))), (B, fail(DOWN))]),
             expected,
@@ -180,7 +180,7 @@ fn a_newer_timeline_alone_does_not_lift_the_fence() {
         assert!(fenced(&s, A));
     }
     assert_eq!(
-        s.state.aliases[0].timeline_floor,
+        s.state.aliases[ALIAS].timeline_floor,
         Some(2),
         "a fenced server's timeline is no floor"
     );
@@ -338,9 +338,9 @@ fn restart_mid_failover_remembers_fences_and_the_floor() {
         t0 + Duration::from_secs_f64(u - 1000.0)
     });
     assert!(notes.is_empty(), "{notes:?}");
-    assert_eq!(state.aliases[0].fences, s.state.aliases[0].fences);
-    assert_eq!(state.aliases[0].timeline_floor, Some(2));
-    assert_eq!(state.aliases[0].target, Some(B));
+    assert_eq!(state.aliases[ALIAS].fences, s.state.aliases[ALIAS].fences);
+    assert_eq!(state.aliases[ALIAS].timeline_floor, Some(2));
+    assert_eq!(state.aliases[ALIAS].target, Some(B));
     s.state = state;
     s.now = start;
     assert_eq!(
@@ -382,8 +382,8 @@ fn restore_skips_what_the_config_no_longer_has() {
     );
     let (state, notes) = restore(&s.config, &r, s.now, |_| s.now);
     assert!(state.drained[A]);
-    assert_eq!(state.pins[0], Some(B));
-    assert_eq!(state.aliases[0].target, None);
+    assert_eq!(state.pins[ALIAS], Some(B));
+    assert_eq!(state.aliases[ALIAS].target, None);
     assert_eq!(notes.len(), 3, "{notes:?}");
 }
 
@@ -415,10 +415,10 @@ servers = ["a", "b"]
 "#;
     let new = Config::from_toml(Path::new("t.toml"), text).unwrap();
     let next = reconfigure(&s.state, &s.config, &new);
-    assert_eq!(next.aliases[0].fences, s.state.aliases[0].fences);
-    assert_eq!(next.aliases[0].timeline_floor, Some(2));
+    assert_eq!(next.aliases[ALIAS].fences, s.state.aliases[ALIAS].fences);
+    assert_eq!(next.aliases[ALIAS].timeline_floor, Some(2));
     assert_eq!(
-        next.aliases[1].timeline_floor,
+        next.aliases[AliasId::new(1)].timeline_floor,
         Some(2),
         "a new alias starts with what is known"
     );
@@ -427,9 +427,9 @@ servers = ["a", "b"]
         "settings changed: health kept until the new probers report"
     );
     let (next, _) = decide(&next, &[], &new, s.now);
-    assert_eq!(next.answer(&new, 0), Answer::Target(B));
+    assert_eq!(next.answer(&new, ALIAS), Answer::Target(B));
     assert_eq!(
-        next.answer(&new, 1),
+        next.answer(&new, AliasId::new(1)),
         Answer::Target(B),
         "the new alias does not pick the older timeline"
     );
@@ -453,7 +453,7 @@ fn a_standby_promoted_later_onto_the_same_timeline_is_a_fork() {
         "not to the fork"
     );
     assert!(matches!(
-        s.state.aliases[0].fence(A).map(|f| f.reason),
+        s.state.aliases[ALIAS].fence(A).map(|f| f.reason),
         Some(FenceReason::SameTimeline { holder: B })
     ));
     assert!(
@@ -527,7 +527,7 @@ fn a_fork_never_seen_in_recovery_while_the_new_primary_is_dead() {
 fn a_fork_seen_in_recovery_while_the_new_primary_is_dead() {
     let s = fork(false, true);
     assert!(matches!(
-        s.state.aliases[0].fence(A).map(|f| f.reason),
+        s.state.aliases[ALIAS].fence(A).map(|f| f.reason),
         Some(FenceReason::SameTimeline { holder: B })
     ));
 }
@@ -541,7 +541,7 @@ fn a_fork_never_seen_in_recovery_while_the_new_primary_is_alive() {
 fn a_fork_seen_in_recovery_while_the_new_primary_is_alive() {
     let s = fork(true, true);
     assert!(matches!(
-        s.state.aliases[0].fence(A).map(|f| f.reason),
+        s.state.aliases[ALIAS].fence(A).map(|f| f.reason),
         Some(FenceReason::SameTimeline { holder: B })
     ));
 }
@@ -583,12 +583,12 @@ fn fork_up_at_once(s: &mut Sim, b_alive: bool) {
             "step {step}: never the fork"
         );
         assert!(matches!(
-            s.state.aliases[0].fence(A).map(|f| (f.reason, f.timeline)),
+            s.state.aliases[ALIAS].fence(A).map(|f| (f.reason, f.timeline)),
             Some((FenceReason::SameTimeline { holder: B }, Some(2)))
         ));
         assert!(!fenced(s, B));
     }
-    let summary = s.state.candidates_summary(&s.config, 0);
+    let summary = s.state.candidates_summary(&s.config, ALIAS);
     assert!(
         summary.contains("a writable, timeline 2, fenced (it became writable on timeline 2, which b already holds"),
         "{summary}"
@@ -669,7 +669,7 @@ fn a_fork_drained_when_the_alias_chose_is_not_answered_once_undrained() {
         Answer::NoTarget
     );
     assert!(matches!(
-        s.state.aliases[0].fence(B).map(|f| (f.reason, f.timeline)),
+        s.state.aliases[ALIAS].fence(B).map(|f| (f.reason, f.timeline)),
         Some((FenceReason::SameTimeline { holder: A }, Some(2)))
     ));
 }
@@ -692,10 +692,10 @@ fn a_frozen_primary_failover_is_not_a_split_brain() {
         s.events
     );
     assert!(matches!(
-        s.state.aliases[0].fence(A).map(|f| f.reason),
+        s.state.aliases[ALIAS].fence(A).map(|f| f.reason),
         Some(FenceReason::Superseded { by: B })
     ));
-    assert!(s.state.aliases[0].split_brain.is_empty());
+    assert!(s.state.aliases[ALIAS].split_brain.is_empty());
     let (_, _, reason) = s.changed().unwrap();
     assert!(reason.contains("not a split brain"), "{reason}");
     // Thawed while still writable on timeline 1: now two live writers.

@@ -44,9 +44,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{damping, truth, Event, State};
+use super::{truth, State};
 use crate::config::{Config, MaxLag, ServerId};
-use crate::observation::Observation;
 
 /// Recent WAL positions of a primary: `(when last seen at it, position)`,
 /// oldest first, positions increasing. Entries are at least 1/32 of the
@@ -277,121 +276,6 @@ fn unknown(lag: &Lag, config: &Config) -> String {
             "its lag behind {} cannot be measured yet (no WAL position of it reported, or none recorded for the time)",
             config.servers[p].id
         ),
-    }
-}
-
-/// Records primary positions, then starts and ends lag episodes: a standby
-/// over its alias's limit is kept off at once; it qualifies again after
-/// `rise` good probes of it in a row within the limit.
-pub(super) fn learn(
-    state: &mut State,
-    observations: &[Observation],
-    config: &Config,
-    now: Instant,
-    round_done: bool,
-    events: &mut Vec<Event>,
-) {
-    if let Some(window) = window(config) {
-        for o in observations {
-            if let Ok(s) = &o.outcome {
-                match s.wal_lsn.filter(|_| !s.in_recovery) {
-                    Some(lsn) => state.servers[o.server].wal.record(o.at, lsn, window),
-                    None => state.servers[o.server].wal = WalHistory::default(),
-                }
-            }
-        }
-    }
-    for (i, alias) in config.aliases.iter().enumerate() {
-        if !alias.max_lag.is_set() {
-            continue;
-        }
-        for &s in &alias.servers {
-            let Some(lag) = measure(state, config, s, now) else {
-                // Not a standby (promoted, or never seen): lag does not apply.
-                state.aliases[i].lagging.retain(|l| l.server != s);
-                continue;
-            };
-            let diverged = truth::diverged(state, config, s);
-            let verdict = match check(&lag, &alias.max_lag, config) {
-                _ if diverged.is_some() => Verdict::Over(format!("diverged: {}", diverged.unwrap_or_default())),
-                // Before the first round a primary may simply not have
-                // reported yet: wait, without an episode.
-                Verdict::Over(reason) if lag.primary.is_none() && !round_done => Verdict::NotYet(reason),
-                v => v,
-            };
-            let probed = observations.iter().any(|o| o.server == s && o.outcome.is_ok());
-            let lagging = &mut state.aliases[i].lagging;
-            let at = lagging.iter().position(|l| l.server == s);
-            match (verdict, at) {
-                (Verdict::Over(reason), None) => {
-                    events.push(Event::LagExceeded {
-                        alias: i,
-                        server: s,
-                        reason: reason.clone(),
-                    });
-                    let at = lagging.partition_point(|l| l.server < s);
-                    lagging.insert(
-                        at,
-                        Lagging {
-                            server: s,
-                            good: 0,
-                            good_since: None,
-                            since: now,
-                            reason,
-                            pending: false,
-                        },
-                    );
-                }
-                (Verdict::Over(reason), Some(at)) => {
-                    let l = &mut lagging[at];
-                    if l.pending {
-                        events.push(Event::LagExceeded {
-                            alias: i,
-                            server: s,
-                            reason: reason.clone(),
-                        });
-                        l.pending = false;
-                    }
-                    l.good = 0;
-                    l.good_since = None;
-                    l.reason = reason;
-                }
-                (Verdict::NotYet(reason), None) => {
-                    let at = lagging.partition_point(|l| l.server < s);
-                    lagging.insert(
-                        at,
-                        Lagging {
-                            server: s,
-                            good: 0,
-                            good_since: None,
-                            since: now,
-                            reason,
-                            pending: true,
-                        },
-                    );
-                }
-                // Still kept off (an episode is not ended by not knowing).
-                (Verdict::NotYet(_), Some(_)) => {}
-                (Verdict::Within, Some(at)) if lagging[at].pending => {
-                    lagging.remove(at);
-                }
-                (Verdict::Within, Some(at)) if probed => {
-                    let l = &mut lagging[at];
-                    l.good += 1;
-                    let since = *l.good_since.get_or_insert(now);
-                    if damping::lasted(l.good, config.probe.rise, Some(since), now, config) {
-                        let l = lagging.remove(at);
-                        let within = describe(&lag, config);
-                        events.push(Event::LagRecovered {
-                            alias: i,
-                            server: s,
-                            reason: format!("{within} after {} good probe(s) in a row (was: {})", l.good, l.reason),
-                        });
-                    }
-                }
-                (Verdict::Within, _) => {}
-            }
-        }
     }
 }
 

@@ -4,12 +4,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::lag::{self, WalHistory};
-use super::tests::{fail, Sim, A, B};
+use super::tests::{fail, Sim, A, ALIAS, B};
 use super::*;
 use crate::control::Override;
 use crate::observation::{FailureKind, ProbeFailure};
 
-const C: ServerId = 2;
+const C: ServerId = ServerId::new(2);
 const MIB: u64 = 1 << 20;
 
 /// The decision tests' config (servers a and b, rise 2, one alias over
@@ -93,7 +93,7 @@ fn prefer_standby_falls_back_to_the_writer_and_returns_after_rise() {
         why.contains("b is too far behind the primary: 2.0 MiB behind a"),
         "{why}"
     );
-    assert_eq!(s.state.aliases[0].lagging.len(), 1);
+    assert_eq!(s.state.aliases[ALIAS].lagging.len(), 1);
     for _ in 0..3 {
         assert_eq!(
             s.step(&[(A, writer(1, 13 * MIB)), (B, replayed(10 * MIB))]),
@@ -121,7 +121,7 @@ fn prefer_standby_falls_back_to_the_writer_and_returns_after_rise() {
     let (server, reason) = recovered(&s).expect("reported");
     assert_eq!(server, B);
     assert!(reason.contains("after 2 good probe(s)"), "{reason}");
-    assert!(s.state.aliases[0].lagging.is_empty());
+    assert!(s.state.aliases[ALIAS].lagging.is_empty());
 }
 
 #[test]
@@ -201,7 +201,11 @@ fn read_only_role_keeps_read_only_primaries_and_drops_lagging_standbys() {
         "the read-only primary has no lag"
     );
     assert_eq!(
-        s.state.aliases[0].lagging.iter().map(|l| l.server).collect::<Vec<_>>(),
+        s.state.aliases[ALIAS]
+            .lagging
+            .iter()
+            .map(|l| l.server)
+            .collect::<Vec<_>>(),
         [B]
     );
     assert_eq!(
@@ -347,18 +351,18 @@ servers = ["d", "c"]
 "#;
     let mut s = Sim::with_config(Config::from_toml(Path::new("two.toml"), text).unwrap());
     s.step(&[
-        (0, writer(1, 5 * MIB)),
-        (1, replayed(5 * MIB)),
-        (2, writer(1, 900 * MIB)),
-        (3, replayed(900 * MIB)),
+        (ServerId::new(0), writer(1, 5 * MIB)),
+        (ServerId::new(1), replayed(5 * MIB)),
+        (ServerId::new(2), writer(1, 900 * MIB)),
+        (ServerId::new(3), replayed(900 * MIB)),
     ]);
-    let lag = lag::measure(&s.state, &s.config, 1, s.now).unwrap();
+    let lag = lag::measure(&s.state, &s.config, B, s.now).unwrap();
     assert_eq!(
         (lag.primary, lag.bytes),
-        (Some(0), Some(0)),
+        (Some(A), Some(0)),
         "b is measured against a (they share one-rw), not c"
     );
-    assert_eq!(s.state.answer(&s.config, 0), Answer::Target(1));
+    assert_eq!(s.state.answer(&s.config, ALIAS), Answer::Target(B));
 }
 
 #[test]
@@ -405,7 +409,7 @@ fn time_lag_under_steady_writes_is_about_a_probe_interval() {
         Answer::NoTarget
     );
     assert!(exceeded(&s).is_none(), "not an episode: {:?}", s.events);
-    assert!(s.state.aliases[0].lagging[0].pending);
+    assert!(s.state.aliases[ALIAS].lagging[0].pending);
     for i in 2..60u64 {
         assert_eq!(
             s.step(&[(A, writer(1, i * MIB)), (B, replayed(i * MIB - 300 * 1024))]),
@@ -484,15 +488,15 @@ fn a_pin_ignores_lag_and_a_reload_keeps_or_drops_the_episode() {
     let same = config("prefer-standby", "keep-last", "max_lag = \"2MiB\"", false);
     let next = reconfigure(&s.state, &s.config, &same);
     assert_eq!(
-        next.aliases[0].lagging.len(),
+        next.aliases[ALIAS].lagging.len(),
         1,
         "still kept off until it is back within the limit"
     );
     let none = config("prefer-standby", "keep-last", "", false);
     let next = reconfigure(&s.state, &s.config, &none);
-    assert!(next.aliases[0].lagging.is_empty(), "no limit any more");
+    assert!(next.aliases[ALIAS].lagging.is_empty(), "no limit any more");
     let (next, _) = decide(&next, &[], &none, s.now);
-    assert_eq!(next.answer(&none, 0), Answer::Target(B), "back to the standby");
+    assert_eq!(next.answer(&none, ALIAS), Answer::Target(B), "back to the standby");
 }
 
 #[test]
@@ -525,7 +529,7 @@ fn prod_and_ro() -> Sim {
 }
 
 fn ro(s: &Sim) -> Answer {
-    s.state.answer(&s.config, 1)
+    s.state.answer(&s.config, AliasId::new(1))
 }
 
 /// Issue 16's repro: `ro` moved to the primary while the standby's replay
@@ -560,7 +564,7 @@ fn a_reader_leaves_an_old_primary_the_writer_fenced() {
         let lag = lag::measure(&s.state, &s.config, A, s.now).unwrap();
         assert_eq!((lag.primary, lag.bytes), (Some(B), None), "no lag across branches");
     }
-    assert!(s.state.aliases[1]
+    assert!(s.state.aliases[AliasId::new(1)]
         .lagging
         .iter()
         .any(|l| l.server == A && l.reason.contains("diverged")));
@@ -598,11 +602,15 @@ fn a_standby_alias_without_a_limit_never_answers_a_fenced_server() {
     );
     let mut s = Sim::with_config(Config::from_toml(Path::new("sb.toml"), &text).unwrap_or_else(|e| panic!("{e}")));
     s.step(&[(A, writer(1, 10 * MIB)), (B, replayed(10 * MIB))]);
-    assert_eq!(s.state.answer(&s.config, 1), Answer::Target(B));
+    assert_eq!(s.state.answer(&s.config, AliasId::new(1)), Answer::Target(B));
     s.step(&[(A, fail(FailureKind::Definite)), (B, writer(2, 10 * MIB + 4096))]);
     for _ in 0..5 {
         s.step(&[(A, replayed(12 * MIB)), (B, writer(2, 11 * MIB))]);
-        assert_eq!(s.state.answer(&s.config, 1), Answer::NoTarget, "a is diverged");
+        assert_eq!(
+            s.state.answer(&s.config, AliasId::new(1)),
+            Answer::NoTarget,
+            "a is diverged"
+        );
     }
     // Rebuilt: its receiver streams from b and it replays b's position.
     let mut st = replayed(11 * MIB).unwrap();
@@ -610,5 +618,5 @@ fn a_standby_alias_without_a_limit_never_answers_a_fenced_server() {
     s.step(&[(A, Ok(st.clone())), (B, writer(2, 11 * MIB))]);
     assert!(truth::diverged(&s.state, &s.config, A).is_none());
     s.step(&[(A, Ok(st)), (B, writer(2, 11 * MIB))]);
-    assert_eq!(s.state.answer(&s.config, 1), Answer::Target(A));
+    assert_eq!(s.state.answer(&s.config, AliasId::new(1)), Answer::Target(A));
 }

@@ -40,10 +40,17 @@
 //!   start) nothing is decided: the alias is not answered from a guess.
 //! * A pin overrides all of the above.
 
+mod alias;
+mod answer;
 mod damping;
+mod event;
 pub mod fence;
+mod fence_learn;
 pub mod lag;
+mod lag_learn;
+mod observe;
 mod overrides;
+mod reason;
 mod reload;
 pub mod select;
 pub mod snapshot;
@@ -51,9 +58,11 @@ pub mod truth;
 
 use std::time::Instant;
 
-use crate::config::{Config, NoMatchPolicy, Prefer, Role, ServerId};
-use crate::observation::{FailureKind, Observation, ServerState};
+use crate::config::{AliasId, Config, IdVec, Role, ServerId};
+use crate::observation::{Observation, ServerState};
 
+pub use answer::{Answer, AnswerKind};
+pub use event::Event;
 pub use fence::{Bar, Fence, FenceReason};
 pub use overrides::apply_override;
 pub use reload::{reconfigure, reconfigure_noted, Dropped, ReloadNote};
@@ -63,12 +72,12 @@ pub use reload::{reconfigure, reconfigure_noted, Dropped, ReloadNote};
 pub struct State {
     pub started: Instant,
     pub first_round_done: bool,
-    pub servers: Vec<ServerHealth>,
-    pub aliases: Vec<AliasState>,
+    pub servers: IdVec<ServerId, ServerHealth>,
+    pub aliases: IdVec<AliasId, AliasState>,
     /// Manual pins, per alias (see [`apply_override`]).
-    pub pins: Vec<Option<ServerId>>,
+    pub pins: IdVec<AliasId, Option<ServerId>>,
     /// Manually drained servers: never chosen.
-    pub drained: Vec<bool>,
+    pub drained: IdVec<ServerId, bool>,
 }
 
 /// One server as the decision sees it.
@@ -137,214 +146,16 @@ pub struct AliasState {
     pub set: Vec<ServerId>,
 }
 
-/// Something worth a log line (and, later, a metric).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The first round closed; `missing` lists servers that had not reported.
-    FirstRound { missing: Vec<ServerId> },
-    TargetChanged {
-        alias: usize,
-        old: Option<ServerId>,
-        new: ServerId,
-        reason: String,
-    },
-    /// No candidate matches (or may be chosen). `last` is the decision's own
-    /// last choice; whether DNS still answers it (`keep-last`) or SERVFAIL
-    /// is [`State::answer`]'s to say, after the decision.
-    NoMatch {
-        alias: usize,
-        last: Option<ServerId>,
-        policy: NoMatchPolicy,
-    },
-    SplitBrain {
-        alias: usize,
-        writable: Vec<ServerId>,
-        chosen: ServerId,
-        by_timeline: bool,
-    },
-    /// The server may be chosen: its first good probe, or `rise` good probes
-    /// after a down episode that lasted `down_for`.
-    ServerUp {
-        server: ServerId,
-        state: String,
-        down_for: Option<std::time::Duration>,
-    },
-    /// A down episode began (once per episode, however many probes fail):
-    /// a server that was up failed definitely or `fall` times in a row, or
-    /// a server that was never up failed its probe (`was_up` false).
-    ServerDown {
-        server: ServerId,
-        error: String,
-        was_up: bool,
-    },
-    /// A manual override was applied; `summary` says what it did.
-    Override { summary: String },
-    /// A writer alias fenced `server` (it will not move there).
-    Fenced {
-        alias: usize,
-        server: ServerId,
-        reason: String,
-    },
-    /// A fence or the timeline floor kept the alias off `server`, which
-    /// otherwise matched its role. Once per episode.
-    FenceHeld {
-        alias: usize,
-        server: ServerId,
-        reason: String,
-    },
-    /// A fence was lifted (server seen following the alias's server, or by
-    /// an operator).
-    Unfenced {
-        alias: usize,
-        server: ServerId,
-        reason: String,
-    },
-    /// A reader alias keeps `server` off: it is further behind the primary
-    /// than the alias's lag limit (or its lag cannot be measured). Once per
-    /// episode.
-    LagExceeded {
-        alias: usize,
-        server: ServerId,
-        reason: String,
-    },
-    /// `server` is within the alias's lag limit again (after `rise` good probes).
-    LagRecovered {
-        alias: usize,
-        server: ServerId,
-        reason: String,
-    },
-    /// A spreading reader alias answers a different set of servers.
-    SetChanged {
-        alias: usize,
-        old: Vec<ServerId>,
-        new: Vec<ServerId>,
-    },
-}
-
-/// What the DNS side should answer for an alias right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// First probe round not finished.
-    Pending,
-    Target(ServerId),
-    /// No server matches and the policy (or the lack of any earlier target) says SERVFAIL.
-    NoTarget,
-}
-
 impl State {
     pub fn new(config: &Config, now: Instant) -> State {
         State {
             started: now,
             first_round_done: false,
-            servers: vec![ServerHealth::default(); config.servers.len()],
-            aliases: vec![AliasState::default(); config.aliases.len()],
-            pins: vec![None; config.aliases.len()],
-            drained: vec![false; config.servers.len()],
+            servers: IdVec::filled(ServerHealth::default(), config.servers.len()),
+            aliases: IdVec::filled(AliasState::default(), config.aliases.len()),
+            pins: IdVec::filled(None, config.aliases.len()),
+            drained: IdVec::filled(false, config.servers.len()),
         }
-    }
-
-    /// The answer for alias `i` under `config`'s policy.
-    pub fn answer(&self, config: &Config, i: usize) -> Answer {
-        let a = &self.aliases[i];
-        if let Some(p) = self.pins[i] {
-            return Answer::Target(p);
-        }
-        // Writers never answer a fenced server; readers never a diverged one
-        // (`keep-last` included).
-        let barred = |t: ServerId| match fence::is_writer(config.aliases[i].role) {
-            true => a.bar(t, &self.servers).is_some(),
-            false => truth::diverged(self, config, t).is_some(),
-        };
-        match a.target {
-            _ if !self.first_round_done => Answer::Pending,
-            Some(t) if self.drained[t] || barred(t) => Answer::NoTarget,
-            Some(t) if a.matched || config.aliases[i].on_no_match == NoMatchPolicy::KeepLast => Answer::Target(t),
-            _ => Answer::NoTarget,
-        }
-    }
-}
-
-impl State {
-    /// The servers alias `i` answers with their weights, when
-    /// [`State::answer`] is a target: that one alone, unless the alias
-    /// spreads (`rotate`, `client`) and matched at the last decision (not
-    /// pinned, not keeping its last target): then its whole set.
-    pub fn answer_set(&self, config: &Config, i: usize) -> Vec<(ServerId, u32)> {
-        let Answer::Target(t) = self.answer(config, i) else {
-            return Vec::new();
-        };
-        let alias = &config.aliases[i];
-        let a = &self.aliases[i];
-        if self.pins[i].is_some() || !alias.spread.is_set() || !a.matched || !a.set.contains(&t) {
-            return vec![(t, 1)];
-        }
-        let weight = |s: ServerId| {
-            let k = alias.servers.iter().position(|&x| x == s);
-            k.and_then(|k| alias.weights.get(k).copied()).unwrap_or(1)
-        };
-        (a.set.iter().copied())
-            .filter(|&s| !self.drained[s] && truth::diverged(self, config, s).is_none())
-            .map(|s| (s, weight(s)))
-            .collect()
-    }
-
-    /// Why alias `i` answers SERVFAIL when [`State::answer`] says
-    /// [`Answer::NoTarget`]: what the operator would ask first.
-    pub fn servfail_reason(&self, config: &Config, i: usize) -> String {
-        let alias = &config.aliases[i];
-        let a = &self.aliases[i];
-        let id = |s: ServerId| config.servers[s].id.as_str();
-        let bar = |t: ServerId| {
-            if fence::is_writer(alias.role) {
-                a.bar(t, &self.servers)
-            } else {
-                None
-            }
-        };
-        let last = match a.target {
-            Some(t) if self.drained[t] => format!("{} was drained by an operator", id(t)),
-            Some(t) => match bar(t) {
-                Some(b) => format!("{} is fenced: {}", id(t), b.describe(config)),
-                None if alias.on_no_match == NoMatchPolicy::Servfail => {
-                    format!("on_no_match = \"servfail\" (last target: {})", id(t))
-                }
-                None => format!("keep-last keeps {}", id(t)),
-            },
-            None if alias.on_no_match == NoMatchPolicy::Servfail => "on_no_match = \"servfail\"".to_string(),
-            None => "no candidate has matched since the start, so keep-last has nothing to keep".to_string(),
-        };
-        format!("{last}; candidates: {}", self.candidates_summary(config, i))
-    }
-
-    /// One phrase per candidate of alias `i`: why it is or is not chosen.
-    pub fn candidates_summary(&self, config: &Config, i: usize) -> String {
-        let alias = &config.aliases[i];
-        let a = &self.aliases[i];
-        alias
-            .servers
-            .iter()
-            .map(|&s| {
-                let h = &self.servers[s];
-                let id = config.servers[s].id.as_str();
-                let desc = h
-                    .last_state
-                    .as_ref()
-                    .map_or_else(|| "never probed successfully".to_string(), ServerState::describe);
-                if self.drained[s] {
-                    format!("{id} drained")
-                } else if !h.up {
-                    format!(
-                        "{id} down ({})",
-                        h.last_error.as_deref().unwrap_or("no probe result yet")
-                    )
-                } else if let Some(b) = fence::is_writer(alias.role).then(|| a.bar(s, &self.servers)).flatten() {
-                    format!("{id} {desc}, fenced ({})", b.describe(config))
-                } else {
-                    format!("{id} {desc}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
     }
 }
 
@@ -353,9 +164,9 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     let mut state = prev.clone();
     let mut events = Vec::new();
     for o in observations {
-        observe(&mut state.servers[o.server], o, config, &mut events);
+        observe::observe(&mut state.servers[o.server], o, config, &mut events);
     }
-    fence::learn(&mut state, observations, config, now, &mut events);
+    fence_learn::learn(&mut state, observations, config, now, &mut events);
     // Whether the first round was complete before these observations (a
     // primary may simply not have reported yet; see `lag`).
     let round_done = state.first_round_done;
@@ -363,8 +174,9 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
         let all = state.servers.iter().all(|s| s.reported);
         if all || now.duration_since(state.started) >= config.probe.deadline {
             state.first_round_done = true;
-            let missing = (0..state.servers.len())
-                .filter(|&s| !state.servers[s].reported)
+            let missing = (state.servers.iter_enumerated())
+                .filter(|(_, h)| !h.reported)
+                .map(|(s, _)| s)
                 .collect();
             events.push(Event::FirstRound { missing });
         }
@@ -372,83 +184,20 @@ pub fn decide(prev: &State, observations: &[Observation], config: &Config, now: 
     // Writer aliases first: reader aliases (and the lag they measure) take
     // the cluster's truth (the current primary, the fences) from their
     // decision of this very round (see [`truth`]).
-    let (writers, readers): (Vec<usize>, Vec<usize>) =
-        (0..config.aliases.len()).partition(|&i| fence::is_writer(config.aliases[i].role));
+    let (writers, readers): (Vec<AliasId>, Vec<AliasId>) =
+        (config.enumerate_aliases().map(|(i, _)| i)).partition(|&i| fence::is_writer(config.aliases[i].role));
     if state.first_round_done {
         for &i in &writers {
-            decide_alias(&mut state, config, i, now, &mut events);
+            alias::decide_alias(&mut state, config, i, now, &mut events);
         }
     }
-    lag::learn(&mut state, observations, config, now, round_done, &mut events);
+    lag_learn::learn(&mut state, observations, config, now, round_done, &mut events);
     if state.first_round_done {
         for &i in &readers {
-            decide_alias(&mut state, config, i, now, &mut events);
+            alias::decide_alias(&mut state, config, i, now, &mut events);
         }
     }
     (state, events)
-}
-
-fn observe(h: &mut ServerHealth, o: &Observation, config: &Config, events: &mut Vec<Event>) {
-    let first = !h.reported;
-    h.reported = true;
-    match &o.outcome {
-        Ok(s) => {
-            if h.consecutive_ok == 0 {
-                h.run_since = Some(o.at);
-            }
-            h.consecutive_ok += 1;
-            h.consecutive_fail = 0;
-            // The WAL receiver received more since the last good probe: it
-            // streams (evidence that lifts a fence; see `fence`, rule 5).
-            let before = h
-                .last_state
-                .as_ref()
-                .filter(|p| p.in_recovery)
-                .and_then(|p| p.received_lsn);
-            h.receiving = s.in_recovery && matches!((before, s.received_lsn), (Some(b), Some(n)) if n > b);
-            h.last_state = Some(s.clone());
-            if let Some(rtt) = o.rtt {
-                h.rtt.push(rtt);
-            }
-            h.last_success = Some(o.at);
-            h.last_error = None;
-            let rose = damping::lasted(h.consecutive_ok, config.probe.rise, h.run_since, o.at, config);
-            if !h.up && (first || rose) {
-                h.up = true;
-                let down_for = h.down_since.take().map(|t| o.at.saturating_duration_since(t));
-                events.push(Event::ServerUp {
-                    server: o.server,
-                    state: s.describe(),
-                    down_for,
-                });
-            }
-        }
-        Err(f) => {
-            if h.consecutive_fail == 0 {
-                h.run_since = Some(o.at);
-            }
-            h.consecutive_ok = 0;
-            h.consecutive_fail += 1;
-            h.receiving = false;
-            h.last_error = Some(f.message.clone());
-            let was_up = h.up;
-            let fell = damping::lasted(h.consecutive_fail, config.probe.fall, h.run_since, o.at, config);
-            if f.kind == FailureKind::Definite || fell {
-                h.up = false;
-                h.rtt.clear();
-            }
-            // Once per episode: the failure that leaves the server not up
-            // (damped failures of a server that is up are not an episode yet).
-            if !h.up && h.down_since.is_none() {
-                h.down_since = Some(o.at);
-                events.push(Event::ServerDown {
-                    server: o.server,
-                    error: f.message.clone(),
-                    was_up,
-                });
-            }
-        }
-    }
 }
 
 fn matches(h: &ServerHealth, role: Role) -> bool {
@@ -468,302 +217,8 @@ fn timeline(h: &ServerHealth) -> Option<u32> {
     h.last_state.as_ref().and_then(|s| s.timeline)
 }
 
-fn decide_alias(state: &mut State, config: &Config, i: usize, now: Instant, events: &mut Vec<Event>) {
-    let alias = &config.aliases[i];
-    let writer = fence::is_writer(alias.role);
-    // What clients are told now (a pin's server while pinned) and what the
-    // decision itself chose last: after an unpin the decision resumes from
-    // its own choice, and `keep-last` never keeps a server only a pin chose.
-    let answered = state.aliases[i].target;
-    let current = state.aliases[i].decided;
-    if let Some(pin) = state.pins[i] {
-        let a = &mut state.aliases[i];
-        a.matched = true;
-        a.held.clear();
-        if answered != Some(pin) {
-            let reason = format!("pinned to {} by an operator", config.servers[pin].id);
-            events.push(Event::TargetChanged {
-                alias: i,
-                old: answered,
-                new: pin,
-                reason: reason.clone(),
-            });
-            a.target = Some(pin);
-            a.since = Some(now);
-            a.reason = reason;
-        }
-        return;
-    }
-    let servers = &state.servers;
-    let drained = &state.drained;
-    // Every candidate that matches the role (split brains are judged on these)...
-    let a = &state.aliases[i];
-    let fresh = |s: ServerId| !a.lagging.iter().any(|l| l.server == s);
-    // Readers obey the writers' truth: never a diverged server.
-    let not_diverged = |s: ServerId| writer || truth::diverged(state, config, s).is_none();
-    let matching: Vec<ServerId> = alias
-        .servers
-        .iter()
-        .copied()
-        .filter(|&s| !drained[s] && matches(&servers[s], alias.role) && fresh(s) && not_diverged(s))
-        .collect();
-    // ... and those the fences allow.
-    let cands: Vec<ServerId> = matching
-        .iter()
-        .copied()
-        .filter(|&s| !writer || a.bar(s, servers).is_none())
-        .collect();
-    fence::report_held(state, config, i, &matching, &cands, events);
-
-    let keep_or_first = |set: &[ServerId]| match current {
-        Some(c) if set.contains(&c) => c,
-        _ => set[0],
-    };
-
-    // prefer-standby with no standby to answer: the writer alias's own
-    // choice, when a writer alias covers these servers (another writable
-    // one is not the primary: it lost, or is about to).
-    let cands = match alias.role {
-        Role::PreferStandby => prefer_standby_cands(state, config, cands),
-        _ => cands,
-    };
-
-    if cands.is_empty() {
-        let a = &mut state.aliases[i];
-        if a.target != current {
-            // Unpinned while nothing matches: back to the decision's own
-            // last choice (which `keep-last` keeps), not the pin's server.
-            a.target = current;
-            a.since = Some(now);
-            a.reason.clear();
-            if let Some(c) = current {
-                let reason = format!(
-                    "unpinned; no candidate is {}, keeping {} ({})",
-                    alias.role.as_str(),
-                    config.servers[c].id,
-                    alias.on_no_match.as_str()
-                );
-                events.push(Event::TargetChanged {
-                    alias: i,
-                    old: answered,
-                    new: c,
-                    reason: reason.clone(),
-                });
-                a.reason = reason;
-            }
-        }
-        if a.matched || current.is_none() && a.reason.is_empty() {
-            events.push(Event::NoMatch {
-                alias: i,
-                last: current,
-                policy: alias.on_no_match,
-            });
-        }
-        a.matched = false;
-        a.split_brain.clear();
-        set_changed(a, i, Vec::new(), events);
-        if a.reason.is_empty() {
-            let within = if a.lagging.is_empty() {
-                ""
-            } else {
-                " within the lag limit"
-            };
-            a.reason = format!("no candidate is {}{within}", alias.role.as_str());
-        }
-        return;
-    }
-
-    let servers = &state.servers;
-    let mut by_timeline = false;
-    // A split brain is two *live* writers: a server whose last probe failed
-    // is only remembered as writable (damping), e.g. a frozen old primary.
-    let live: Vec<ServerId> = (matching.iter().copied())
-        .filter(|&s| state.servers[s].consecutive_fail == 0)
-        .collect();
-    let chosen = match alias.role {
-        Role::ReadWrite | Role::Primary if matching.len() > 1 && live.len() <= 1 => {
-            // One live writer at most, and others only remembered: the newest
-            // known timeline among the allowed ones, as in a split brain, but
-            // nobody lost one (a server left is fenced as superseded).
-            newest_timeline(servers, &cands).unwrap_or_else(|| keep_or_first(&cands))
-        }
-        Role::ReadWrite | Role::Primary if matching.len() > 1 => {
-            // Fenced servers lost already; among the rest the newest timeline wins.
-            let chosen = newest_timeline(servers, &cands).unwrap_or_else(|| keep_or_first(&cands));
-            // Chosen for its timeline: every other writable one is known to be older.
-            by_timeline = timeline(&servers[chosen]).is_some_and(|t| {
-                matching
-                    .iter()
-                    .all(|&s| s == chosen || timeline(&servers[s]).is_some_and(|x| x < t))
-            });
-            if state.aliases[i].split_brain != matching {
-                events.push(Event::SplitBrain {
-                    alias: i,
-                    writable: matching.clone(),
-                    chosen,
-                    by_timeline,
-                });
-            }
-            fence::split_brain_losers(state, config, i, &matching, chosen, now, events);
-            chosen
-        }
-        _ if alias.spread.is_set() || alias.prefer == Prefer::Nearest => {
-            let prev = if alias.spread.is_set() {
-                state.aliases[i].set.clone()
-            } else {
-                Vec::new()
-            };
-            let median = |s: ServerId| state.servers[s].rtt.median();
-            let set = select::set(alias, &cands, median, &prev);
-            let chosen = select::lead(&set, current).unwrap_or_else(|| keep_or_first(&cands));
-            if alias.spread.is_set() {
-                set_changed(&mut state.aliases[i], i, set, events);
-            }
-            chosen
-        }
-        _ => keep_or_first(&cands),
-    };
-
-    let reason = if answered == Some(chosen) {
-        None
-    } else {
-        Some(change_reason(state, config, i, answered, chosen, by_timeline))
-    };
-    if let (Some(old), true) = (state.aliases[i].decided.filter(|&d| d != chosen), writer) {
-        fence::superseded(state, config, i, old, chosen, now, events);
-    }
-    let a = &mut state.aliases[i];
-    if a.decided != Some(chosen) {
-        a.decided_timeline = None;
-    }
-    a.decided = Some(chosen);
-    a.decided_timeline = timeline(&state.servers[chosen]).or(a.decided_timeline);
-    if writer {
-        // What the alias serves is part of what it has seen (an unfence may
-        // have reset the floor since this server last reported).
-        a.timeline_floor = a.timeline_floor.max(a.decided_timeline);
-    }
-    a.matched = true;
-    a.split_brain = if live.len() > 1 && writer { matching } else { Vec::new() };
-    if let Some(reason) = reason {
-        events.push(Event::TargetChanged {
-            alias: i,
-            old: answered,
-            new: chosen,
-            reason: reason.clone(),
-        });
-        a.target = Some(chosen);
-        a.since = Some(now);
-        a.reason = reason;
-    }
-    if writer {
-        fence::same_timeline_peers(state, config, i, now, events);
-    }
-}
-
-/// Records a spreading alias's new set; an event when it differs.
-fn set_changed(a: &mut AliasState, alias: usize, set: Vec<ServerId>, events: &mut Vec<Event>) {
-    if a.set != set {
-        events.push(Event::SetChanged {
-            alias,
-            old: std::mem::take(&mut a.set),
-            new: set.clone(),
-        });
-        a.set = set;
-    }
-}
-
-/// The one candidate on the strictly newest timeline, when every
-/// candidate's timeline is known.
-fn newest_timeline(servers: &[ServerHealth], cands: &[ServerId]) -> Option<ServerId> {
-    let t: Vec<u32> = cands.iter().map(|&s| timeline(&servers[s])).collect::<Option<_>>()?;
-    let max = *t.iter().max()?;
-    (t.iter().filter(|&&x| x == max).count() == 1).then(|| cands[t.iter().position(|&x| x == max).unwrap_or(0)])
-}
-
-/// `prefer-standby`'s candidates: the standbys among `cands` if any;
-/// otherwise, where a writer alias covers them, only its current primary
-/// (none while it answers none); otherwise `cands` as they are.
-fn prefer_standby_cands(state: &State, config: &Config, cands: Vec<ServerId>) -> Vec<ServerId> {
-    let standby = |s: ServerId| state.servers[s].last_state.as_ref().is_some_and(|st| st.in_recovery);
-    if cands.iter().any(|&s| standby(s)) {
-        return cands.into_iter().filter(|&s| standby(s)).collect();
-    }
-    if !cands.iter().any(|&s| truth::has_writer(config, s)) {
-        return cands;
-    }
-    cands
-        .iter()
-        .copied()
-        .filter(|&s| truth::current_primary(state, config, s) == Some(s))
-        .collect()
-}
-
-fn change_reason(
-    state: &State,
-    config: &Config,
-    i: usize,
-    old: Option<ServerId>,
-    new: ServerId,
-    by_timeline: bool,
-) -> String {
-    let alias = &config.aliases[i];
-    let id = |s: ServerId| config.servers[s].id.as_str();
-    let desc = |s: ServerId| {
-        state.servers[s]
-            .last_state
-            .as_ref()
-            .map_or_else(|| "unknown".to_string(), ServerState::describe)
-    };
-    let new_part = format!("{} is {}", id(new), desc(new));
-    let Some(old) = old else {
-        return format!("first decision: {new_part}");
-    };
-    let h = &state.servers[old];
-    if state.drained[old] {
-        return format!("{} was drained by an operator; {new_part}", id(old));
-    }
-    if by_timeline && matches(h, alias.role) {
-        return format!(
-            "split brain: {} and {} are both writable; {new_part} (newer timeline wins)",
-            id(old),
-            id(new)
-        );
-    }
-    if h.up && h.consecutive_fail > 0 && matches(h, alias.role) {
-        return format!(
-            "{} has failed its last {} probe(s) ({}; remembered as up through damping, not a split brain); \
-            {new_part}",
-            id(old),
-            h.consecutive_fail,
-            h.last_error.as_deref().unwrap_or("no answer")
-        );
-    }
-    if !h.up {
-        return format!(
-            "{} is down ({}); {new_part}",
-            id(old),
-            h.last_error.as_deref().unwrap_or("no answer")
-        );
-    }
-    if let Some(l) = state.aliases[i].lagging.iter().find(|l| l.server == old) {
-        return format!("{} is too far behind the primary: {}; {new_part}", id(old), l.reason);
-    }
-    if !matches(h, alias.role) {
-        return format!(
-            "{} is no longer {} (now {}); {new_part}",
-            id(old),
-            alias.role.as_str(),
-            desc(old)
-        );
-    }
-    if fence::is_writer(alias.role) {
-        if let Some(bar) = state.aliases[i].bar(old, &state.servers) {
-            return format!("{} is fenced: {}; {new_part}", id(old), bar.describe(config));
-        }
-    }
-    format!("{new_part}, preferred for {}", alias.role.as_str())
-}
+#[cfg(test)]
+mod fixture;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,6 @@
 //! invariants after every step.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -12,7 +11,7 @@ use proptest::prelude::*;
 use super::snapshot::{capture, restore, Remembered};
 use super::*;
 use crate::control::Override;
-use crate::observation::{FailureCause, ProbeFailure, ServerState};
+use crate::observation::{FailureCause, FailureKind, ProbeFailure, ServerState};
 
 const SERVERS: [&str; 3] = ["a", "b", "c"];
 const ALIASES: [&str; 5] = [
@@ -32,25 +31,7 @@ fn config(order: usize) -> Config {
     let lists = [["a", "b", "c"], ["c", "a", "b"]];
     let l = |i: usize| lists[(order + i) % 2].map(|s| format!("\"{s}\"")).join(", ");
     let text = format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[[zones]]
-name = "db.internal"
-[probe]
-user = "probe"
-sslmode = "require"
-interval = "100ms"
-deadline = "1s"
-fall = 3
-rise = 2
-[servers.a]
-target = "pg-a.test"
-[servers.b]
-target = "pg-b.test"
-[servers.c]
-target = "pg-c.test"
-[[aliases]]
+        r#"{}[[aliases]]
 name = "rw.db.internal"
 role = "read-write"
 on_no_match = "keep-last"
@@ -77,6 +58,7 @@ on_no_match = "servfail"
 servers = [{}]
 max_lag_time = "{}ms"
 "#,
+        fixture::header(3, &["a", "b", "c"]),
         l(0),
         l(1),
         l(0),
@@ -84,7 +66,7 @@ max_lag_time = "{}ms"
         l(0),
         MAX_LAG_TIME.as_millis()
     );
-    Config::from_toml(Path::new("prop.toml"), &text).unwrap()
+    fixture::parse("prop.toml", &text)
 }
 
 /// What a server really is (the model).
@@ -368,7 +350,7 @@ impl Cluster {
             }),
         };
         Observation {
-            server: s,
+            server: sid(s),
             at,
             latency: Duration::from_millis(1),
             outcome,
@@ -453,7 +435,7 @@ impl Instance {
             .iter()
             .map(|n| {
                 let i = self.config.aliases.iter().position(|a| a.name.as_str() == *n).unwrap();
-                self.state.answer(&self.config, i)
+                self.state.answer(&self.config, aid(i))
             })
             .collect()
     }
@@ -515,6 +497,17 @@ enum LagState {
     Over { good: u32 },
 }
 
+/// The product's id of the model's server `s` (the model numbers servers
+/// and aliases by position, as the config does).
+fn sid(s: usize) -> ServerId {
+    ServerId::new(s)
+}
+
+/// The product's id of the model's alias `a`.
+fn aid(a: usize) -> AliasId {
+    AliasId::new(a)
+}
+
 fn writer(alias: usize) -> bool {
     alias < 2
 }
@@ -523,12 +516,12 @@ impl Oracle {
     /// `round`: every observation of this probe round (the decision sees
     /// them all before it judges fences).
     fn observed(&mut self, o: &Observation, round: &[Observation]) {
-        self.reported[o.server] = true;
+        self.reported[o.server.index()] = true;
         let Ok(s) = &o.outcome else { return };
         // A server as last seen: this round's good probe, or the one before.
         let latest = |x: usize| {
             (round.iter().rev())
-                .find(|r| r.server == x && r.outcome.is_ok())
+                .find(|r| r.server.index() == x && r.outcome.is_ok())
                 .and_then(|r| r.outcome.as_ref().ok())
                 .or(self.last_obs[x].as_ref())
         };
@@ -544,22 +537,22 @@ impl Oracle {
             // now streams from.
             let followed = || {
                 self.last[a]
-                    .filter(|&l| l != o.server)
+                    .filter(|&l| l != o.server.index())
                     .and_then(latest)
                     .is_some_and(streaming)
             };
-            let lifted = match self.left[a].get(&o.server) {
+            let lifted = match self.left[a].get(&o.server.index()) {
                 Some(_) if s.in_recovery => streaming(s),
                 Some(Some(then)) => s.timeline.is_some_and(|now| now > *then) && followed(),
                 _ => false,
             };
             if lifted {
-                self.left[a].remove(&o.server);
+                self.left[a].remove(&o.server.index());
             }
             // Only a server never left raises what "newest" means.
             if let Some(tl) = s
                 .timeline
-                .filter(|_| !s.in_recovery && !self.ever_left[a].contains(&o.server))
+                .filter(|_| !s.in_recovery && !self.ever_left[a].contains(&o.server.index()))
             {
                 self.max_seen[a] = Some(self.max_seen[a].map_or(tl, |m| m.max(tl)));
             }
@@ -570,7 +563,7 @@ impl Oracle {
     /// own choice (issue 16: never another writable server), at its last
     /// good observation's position.
     fn reference(&self, inst: &Instance, s: usize) -> Option<(usize, u64)> {
-        let p = truth::current_primary(&inst.state, &inst.config, s)?;
+        let p = truth::current_primary(&inst.state, &inst.config, sid(s))?.index();
         Some((p, self.last_obs[p].as_ref().filter(|o| !o.in_recovery)?.wal_lsn?))
     }
 
@@ -580,7 +573,7 @@ impl Oracle {
     fn lag_step(&mut self, inst: &Instance, obs: &[Observation], first_round_done: bool) {
         for o in obs {
             let Ok(st) = &o.outcome else { continue };
-            let pos = &mut self.primary_positions[o.server];
+            let pos = &mut self.primary_positions[o.server.index()];
             match st.wal_lsn.filter(|_| !st.in_recovery) {
                 Some(lsn) => {
                     if pos.last().is_some_and(|&(_, l)| lsn < l) {
@@ -590,7 +583,7 @@ impl Oracle {
                 }
                 None => pos.clear(),
             }
-            self.last_obs[o.server] = Some(st.clone());
+            self.last_obs[o.server.index()] = Some(st.clone());
         }
         for s in 0..3 {
             let Some(replayed) = self.last_obs[s].as_ref().filter(|o| o.in_recovery).map(|o| o.wal_lsn) else {
@@ -598,7 +591,7 @@ impl Oracle {
                 continue;
             };
             let reference = self.reference(inst, s);
-            let diverged = truth::diverged(&inst.state, &inst.config, s).is_some();
+            let diverged = truth::diverged(&inst.state, &inst.config, sid(s)).is_some();
             let over = match (reference, replayed) {
                 _ if diverged => true,
                 (Some((_, p)), Some(r)) => p.saturating_sub(r) > MAX_LAG,
@@ -609,7 +602,7 @@ impl Oracle {
             // even before the first round (e.g. a fence restored from the
             // state file), and needs `RISE` good probes after it lifts.
             let waiting = reference.is_none() && !first_round_done && !diverged;
-            let probed = obs.iter().any(|o| o.server == s && o.outcome.is_ok());
+            let probed = obs.iter().any(|o| o.server.index() == s && o.outcome.is_ok());
             self.lag[s] = match (self.lag[s], over) {
                 (LagState::Fine, true) if waiting => LagState::Waiting,
                 (LagState::Waiting, true) if waiting => LagState::Waiting,
@@ -628,8 +621,12 @@ impl Oracle {
     /// `MAX_LAG_TIME` ago.
     fn check_lag(&self, inst: &Instance, a: usize, ans: &Answer) -> Result<(), TestCaseError> {
         let standby = |s: usize| self.last_obs[s].as_ref().is_some_and(|o| o.in_recovery);
-        match (a, ans) {
-            (3, &Answer::Target(s)) if standby(s) => {
+        let target = match ans {
+            Answer::Target(s) => Some(s.index()),
+            Answer::Pending | Answer::NoTarget => None,
+        };
+        match (a, target) {
+            (3, Some(s)) if standby(s) => {
                 prop_assert_eq!(
                     self.lag[s],
                     LagState::Fine,
@@ -641,20 +638,20 @@ impl Oracle {
                 let qualifies = (0..3).find(|&s| {
                     standby(s)
                         && self.lag[s] == LagState::Fine
-                        && inst.state.servers[s].up
-                        && !inst.state.drained[s]
-                        && truth::diverged(&inst.state, &inst.config, s).is_none()
+                        && inst.state.servers[sid(s)].up
+                        && !inst.state.drained[sid(s)]
+                        && truth::diverged(&inst.state, &inst.config, sid(s)).is_none()
                 });
                 if let Some(q) = qualifies {
                     prop_assert!(
-                        matches!(ans, Answer::Target(x) if standby(*x)),
+                        matches!(ans, Answer::Target(x) if standby(x.index())),
                         "alias 3 answers {:?} while standby {} qualifies",
                         ans,
                         q
                     );
                 }
             }
-            (4, &Answer::Target(s)) => {
+            (4, Some(s)) => {
                 let replayed = self.last_obs[s].as_ref().and_then(|o| o.wal_lsn);
                 let (Some(r), Some((p, _))) = (replayed, self.reference(inst, s)) else {
                     return Err(TestCaseError::fail(format!(
@@ -693,15 +690,19 @@ impl Oracle {
                 self.left[w]
             );
         }
-        let in_recovery = inst.state.servers[s]
+        let in_recovery = inst.state.servers[sid(s)]
             .last_state
             .as_ref()
             .is_some_and(|st| st.in_recovery);
         // (`keep-last` may keep a server that stopped matching its role.)
-        if !in_recovery && inst.state.aliases[a].matched {
-            let chosen = |w: usize| inst.state.aliases[w].decided.filter(|_| inst.state.aliases[w].matched);
+        if !in_recovery && inst.state.aliases[aid(a)].matched {
+            let chosen = |w: usize| {
+                inst.state.aliases[aid(w)]
+                    .decided
+                    .filter(|_| inst.state.aliases[aid(w)].matched)
+            };
             prop_assert!(
-                (0..3).any(|w| writer(w) && chosen(w) == Some(s)),
+                (0..3).any(|w| writer(w) && chosen(w) == Some(sid(s))),
                 "reader alias {} falls back to {}, no writer alias's own choice ({:?}, {:?})",
                 a,
                 s,
@@ -724,7 +725,7 @@ impl Oracle {
             Some(s) => {
                 self.left[a].remove(&s);
                 self.ever_left[a].remove(&s);
-                let tl = state.servers[s]
+                let tl = state.servers[sid(s)]
                     .last_state
                     .as_ref()
                     .filter(|x| !x.in_recovery)
@@ -748,7 +749,7 @@ impl Oracle {
             self.reported.iter().all(|r| *r) || self.started.is_some_and(|t| inst.now.duration_since(t) >= deadline);
         for (a, ans) in answers.iter().enumerate() {
             if let Some(p) = self.pins[a] {
-                prop_assert_eq!(ans, &Answer::Target(p), "a pin is always honoured (alias {})", a);
+                prop_assert_eq!(ans, &Answer::Target(sid(p)), "a pin is always honoured (alias {})", a);
                 continue;
             }
             if !first_round {
@@ -756,10 +757,12 @@ impl Oracle {
                 continue;
             }
             if let Answer::Target(s) = *ans {
+                let s = s.index();
                 prop_assert!(!self.drained[s], "drained server {} answered by alias {}", s, a);
             }
             self.check_lag(inst, a, ans)?;
             let Answer::Target(s) = *ans else { continue };
+            let s = s.index();
             if !writer(a) {
                 self.check_reader(inst, a, s)?;
                 continue;
@@ -772,7 +775,7 @@ impl Oracle {
             // numbers cannot tell from a rebuilt, promoted server; and
             // without timelines (revoked), where a fork seen in recovery
             // looks like a rebuilt standby (fence.rs, "Limits").
-            let h = &inst.state.servers[s];
+            let h = &inst.state.servers[sid(s)];
             let seen = self.fork_promoted[s].is_some_and(|t| h.last_success.is_some_and(|l| l > t));
             let fork_tl = match cluster.truth[s] {
                 Truth::Primary { tl, .. } if self.forks[a][s] && cluster.forked[s] && seen => Some(tl),
@@ -800,7 +803,7 @@ impl Oracle {
             if let (true, Some(t)) = (h.last_success == Some(inst.now), observed) {
                 self.followed[a] = Some((cluster.node[s], t));
             }
-            let tl = inst.state.servers[s]
+            let tl = inst.state.servers[sid(s)]
                 .last_state
                 .as_ref()
                 .filter(|x| !x.in_recovery)
@@ -825,15 +828,18 @@ impl Oracle {
             // Servers writable beside the answered one lost a split brain
             // (when both were just seen, not merely remembered).
             let role_ok = |x: usize| {
-                let h = &inst.state.servers[x];
+                let h = &inst.state.servers[sid(x)];
                 h.up && h.consecutive_fail == 0
                     && h.last_state
                         .as_ref()
                         .is_some_and(|st| if a == 0 { st.writable() } else { !st.in_recovery })
             };
-            if role_ok(s) && !inst.state.drained[s] {
-                for x in (0..3).filter(|&x| x != s && role_ok(x) && !inst.state.drained[x]) {
-                    let tl_then = inst.state.servers[x].last_state.as_ref().and_then(|st| st.timeline);
+            if role_ok(s) && !inst.state.drained[sid(s)] {
+                for x in (0..3).filter(|&x| x != s && role_ok(x) && !inst.state.drained[sid(x)]) {
+                    let tl_then = inst.state.servers[sid(x)]
+                        .last_state
+                        .as_ref()
+                        .and_then(|st| st.timeline);
                     self.left[a].entry(x).or_insert(tl_then);
                     self.ever_left[a].insert(x);
                 }
@@ -850,7 +856,7 @@ impl Oracle {
             // or not, until it is seen rebuilt (`left`).
             if let Some(t) = tl {
                 for x in (0..3).filter(|&x| x != s) {
-                    let h = &inst.state.servers[x];
+                    let h = &inst.state.servers[sid(x)];
                     let st = h.last_state.as_ref().filter(|st| h.up && !st.in_recovery);
                     if st.is_some_and(|st| st.timeline == Some(t)) {
                         self.left[a].entry(x).or_insert(Some(t));
@@ -877,7 +883,7 @@ impl Oracle {
                 self.last_tl[a] = tl;
             }
             if let Some(prev) = self.last[a].filter(|&p| p != s) {
-                let tl_then = inst.state.servers[prev]
+                let tl_then = inst.state.servers[sid(prev)]
                     .last_state
                     .as_ref()
                     .filter(|x| !x.in_recovery)
@@ -888,7 +894,7 @@ impl Oracle {
                 // before the move). Its timelines still count for nothing
                 // (`ever_left`): the decision asks for more evidence of
                 // following than the model's streaming.
-                let rebuilt = (inst.state.servers[prev].last_state.as_ref())
+                let rebuilt = (inst.state.servers[sid(prev)].last_state.as_ref())
                     .is_some_and(|x| x.in_recovery && x.received_lsn.is_some());
                 if !rebuilt {
                     self.left[a].insert(prev, tl_then);
@@ -1125,8 +1131,8 @@ proptest! {
             };
             for o in &obs {
                 match &o.outcome {
-                    Ok(st) if st.in_recovery => (rebuilt_unseen[o.server], promoted_unseen[o.server]) = (false, false),
-                    Ok(_) => seen_primary[o.server] = true,
+                    Ok(st) if st.in_recovery => (rebuilt_unseen[o.server.index()], promoted_unseen[o.server.index()]) = (false, false),
+                    Ok(_) => seen_primary[o.server.index()] = true,
                     Err(_) => {}
                 }
             }
@@ -1152,7 +1158,7 @@ proptest! {
                 }).collect();
                 let on_newest = (0..3).filter(|&s| matches!(cluster.truth[s], Truth::Primary { tl, .. } if tl == max_seen)).count();
                 if newest.len() == 1 && on_newest == 1 && !promoted_unseen[newest[0]] {
-                    let expected = Answer::Target(newest[0]);
+                    let expected = Answer::Target(sid(newest[0]));
                     prop_assert_eq!(&one.answers()[alias], &expected, "instance started first, alias {}", alias);
                     prop_assert_eq!(&two.answers()[alias], &expected, "instance started at step {}, alias \
                         {}", late, alias);

@@ -2,8 +2,10 @@
 
 use std::fmt;
 
-use super::{fence, State};
-use crate::config::{match_servers, Config, Matched, ServerId};
+use super::fence::{self, Fence};
+use super::lag::Lagging;
+use super::{AliasState, State};
+use crate::config::{match_servers, AliasId, Config, Matched, ServerId};
 
 /// Carries the decision state over a config reload (see [`reconfigure_noted`]).
 pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
@@ -30,13 +32,58 @@ pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Ve
         first_round_done: prev.first_round_done,
         ..State::new(new, prev.started)
     };
+    let map = carry_servers(prev, old, new, &mut state, &mut notes);
+    note_removed_aliases(prev, old, new, &mut notes);
+    for (i, na) in new.enumerate_aliases() {
+        let Some(o) = old.alias_id(&na.name) else {
+            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
+            continue;
+        };
+        let keep = |t: ServerId| map[t.index()].filter(|t| na.servers.contains(t));
+        note_dropped(prev, old, new, o, i, &map, &mut notes);
+        let mut a = prev.aliases[o].remap(keep);
+        // What the new config's alias no longer has a use for.
+        if !na.spread.is_set() {
+            a.set.clear();
+        }
+        if !na.max_lag.is_set() {
+            a.lagging.clear();
+        }
+        if a.target.is_none() {
+            a.matched = false;
+        }
+        let writer = fence::is_writer(na.role);
+        if !writer {
+            a.fences.clear();
+            a.held.clear();
+            a.timeline_floor = None;
+        }
+        state.aliases[i] = a;
+        state.pins[i] = prev.pins[o].and_then(keep);
+        if writer && state.aliases[i].timeline_floor.is_none() {
+            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
+        }
+    }
+    (state, notes)
+}
+
+/// Carries each server's health and drain to its new position; returns the
+/// map from old positions to new ones.
+fn carry_servers(
+    prev: &State,
+    old: &Config,
+    new: &Config,
+    state: &mut State,
+    notes: &mut Vec<ReloadNote>,
+) -> Vec<Option<ServerId>> {
     let matched = match_servers(&old.servers, &new.servers);
-    let map: Vec<Option<ServerId>> = matched.iter().map(|m| m.map(Matched::new_index)).collect();
-    for (o, m) in matched.iter().enumerate() {
+    let map: Vec<Option<ServerId>> = (matched.iter())
+        .map(|m| m.map(|m| ServerId::new(m.new_index())))
+        .collect();
+    for ((o, m), &n) in old.enumerate_servers().map(|(o, _)| o).zip(&matched).zip(&map) {
         let id = || old.servers[o].id.clone();
-        match *m {
-            Some(m) => {
-                let n = m.new_index();
+        match (*m, n) {
+            (Some(m), Some(n)) => {
                 state.servers[n] = prev.servers[o].clone();
                 state.drained[n] = prev.drained[o];
                 match m {
@@ -48,114 +95,131 @@ pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Ve
                     Matched::Same(_) => {}
                 }
             }
-            None if prev.drained[o] => notes.push(ReloadNote::DrainDropped { server: id() }),
-            None => {}
+            _ if prev.drained[o] => notes.push(ReloadNote::DrainDropped { server: id() }),
+            _ => {}
         }
     }
-    let name = |s: ServerId| old.servers[s].id.clone();
-    for (o, oa) in old.aliases.iter().enumerate() {
+    map
+}
+
+/// The fences of aliases the new config no longer has.
+fn note_removed_aliases(prev: &State, old: &Config, new: &Config, notes: &mut Vec<ReloadNote>) {
+    for (o, oa) in old.enumerate_aliases() {
         if new.aliases.iter().any(|a| a.name == oa.name) {
             continue;
         }
-        let alias = oa.name.to_string();
         for f in &prev.aliases[o].fences {
             notes.push(ReloadNote::FenceDropped {
-                alias: alias.clone(),
-                server: name(f.server),
+                alias: oa.name.to_string(),
+                server: old.servers[f.server].id.clone(),
                 kind: f.reason.kind(),
                 why: Dropped::AliasRemoved,
             });
         }
     }
-    for (i, na) in new.aliases.iter().enumerate() {
-        let Some(o) = old.aliases.iter().position(|a| a.name == na.name) else {
-            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
-            continue;
+}
+
+/// The fences and the pin of old alias `o` that new alias `i` (the same
+/// name) does not carry, with why.
+fn note_dropped(
+    prev: &State,
+    old: &Config,
+    new: &Config,
+    o: AliasId,
+    i: AliasId,
+    map: &[Option<ServerId>],
+    notes: &mut Vec<ReloadNote>,
+) {
+    let na = &new.aliases[i];
+    let name = |s: ServerId| old.servers[s].id.clone();
+    let kept = |t: ServerId| map[t.index()].is_some_and(|t| na.servers.contains(&t));
+    // Why `t` (an old server id) is not carried into this alias.
+    let why = |t: ServerId| match map[t.index()] {
+        None => Dropped::ServerRemoved,
+        Some(_) => Dropped::NotACandidate,
+    };
+    let alias = na.name.to_string();
+    let writer = fence::is_writer(na.role);
+    for f in &prev.aliases[o].fences {
+        let why = match kept(f.server) {
+            false => why(f.server),
+            true if !writer => Dropped::NotAWriter,
+            true => continue,
         };
-        let keep = |t: &ServerId| map[*t].filter(|t| na.servers.contains(t));
-        // Why `t` (an old server id) is not carried into this alias.
-        let why = |t: ServerId| match map[t] {
-            None => Dropped::ServerRemoved,
-            Some(_) => Dropped::NotACandidate,
-        };
-        let alias = na.name.to_string();
-        let writer = fence::is_writer(na.role);
-        for f in &prev.aliases[o].fences {
-            let why = match keep(&f.server) {
-                None => why(f.server),
-                Some(_) if !writer => Dropped::NotAWriter,
-                Some(_) => continue,
-            };
-            notes.push(ReloadNote::FenceDropped {
-                alias: alias.clone(),
-                server: name(f.server),
-                kind: f.reason.kind(),
-                why,
-            });
-        }
-        if let Some(p) = prev.pins[o].filter(|p| keep(p).is_none()) {
-            notes.push(ReloadNote::PinDropped {
-                alias: alias.clone(),
-                server: name(p),
-                why: why(p),
-            });
-        }
-        let mut a = prev.aliases[o].clone();
-        a.target = a.target.as_ref().and_then(keep);
-        a.decided = a.decided.as_ref().and_then(keep);
-        if a.decided.is_none() {
-            a.decided_timeline = None;
-        }
-        a.split_brain = a.split_brain.iter().filter_map(keep).collect();
-        a.held = a.held.iter().filter_map(keep).collect();
-        // A spreading alias's set, until the next decision re-forms it.
-        a.set = a.set.iter().filter_map(keep).collect();
-        if !na.spread.is_set() {
-            a.set.clear();
-        }
-        a.fences = a
-            .fences
-            .iter()
+        notes.push(ReloadNote::FenceDropped {
+            alias: alias.clone(),
+            server: name(f.server),
+            kind: f.reason.kind(),
+            why,
+        });
+    }
+    if let Some(p) = prev.pins[o].filter(|&p| !kept(p)) {
+        notes.push(ReloadNote::PinDropped {
+            alias,
+            server: name(p),
+            why: why(p),
+        });
+    }
+}
+
+impl AliasState {
+    /// This alias's state with every server renumbered by `keep` (those it
+    /// returns `None` for are dropped). Every field is named (no `..`): a
+    /// field added to [`AliasState`] that holds servers cannot be forgotten
+    /// by a reload.
+    fn remap(&self, keep: impl Fn(ServerId) -> Option<ServerId>) -> AliasState {
+        let AliasState {
+            target,
+            decided,
+            decided_timeline,
+            matched,
+            since,
+            reason,
+            split_brain,
+            timeline_floor,
+            fences,
+            held,
+            lagging,
+            set,
+        } = self;
+        let decided = decided.and_then(&keep);
+        let mut fences: Vec<Fence> = (fences.iter())
             .filter_map(|f| {
-                let server = keep(&f.server)?;
-                let reason = remap(f.reason, |s| keep(&s));
-                Some(fence::Fence {
+                let server = keep(f.server)?;
+                let reason = remap(f.reason, &keep);
+                Some(Fence {
                     server,
                     reason,
                     ..f.clone()
                 })
             })
             .collect();
-        a.fences.sort_by_key(|f| f.server);
-        a.lagging = a
-            .lagging
-            .iter()
+        fences.sort_by_key(|f| f.server);
+        let mut lagging: Vec<Lagging> = (lagging.iter())
             .filter_map(|l| {
-                Some(super::lag::Lagging {
-                    server: keep(&l.server)?,
+                Some(Lagging {
+                    server: keep(l.server)?,
                     ..l.clone()
                 })
             })
             .collect();
-        a.lagging.sort_by_key(|l| l.server);
-        if !na.max_lag.is_set() {
-            a.lagging.clear();
-        }
-        if a.target.is_none() {
-            a.matched = false;
-        }
-        if !writer {
-            a.fences.clear();
-            a.held.clear();
-            a.timeline_floor = None;
-        }
-        state.aliases[i] = a;
-        state.pins[i] = prev.pins[o].as_ref().and_then(keep);
-        if writer && state.aliases[i].timeline_floor.is_none() {
-            state.aliases[i].timeline_floor = fence::initial_floor(&state, new, i);
+        lagging.sort_by_key(|l| l.server);
+        AliasState {
+            target: target.and_then(&keep),
+            decided,
+            decided_timeline: decided.and(*decided_timeline),
+            matched: *matched,
+            since: *since,
+            reason: reason.clone(),
+            split_brain: split_brain.iter().filter_map(|&s| keep(s)).collect(),
+            timeline_floor: *timeline_floor,
+            fences,
+            held: held.iter().filter_map(|&s| keep(s)).collect(),
+            lagging,
+            // A spreading alias's set, until the next decision re-forms it.
+            set: set.iter().filter_map(|&s| keep(s)).collect(),
         }
     }
-    (state, notes)
 }
 
 /// Something a reload did to the decision state, for one log line each.
@@ -254,7 +318,7 @@ fn remap(r: fence::FenceReason, map: impl Fn(ServerId) -> Option<ServerId>) -> f
 mod tests {
     use std::path::Path;
 
-    use super::super::tests::{config_text, primary, standby, Sim, A, B};
+    use super::super::tests::{config_text, primary, standby, Sim, A, ALIAS, B};
     use super::super::{decide, Answer, Event, FenceReason};
     use super::*;
     use crate::control::Override;
@@ -268,7 +332,7 @@ mod tests {
             s.step(&[(A, primary(Some(1))), (B, primary(Some(2)))]),
             Answer::Target(B)
         );
-        assert!(s.state.aliases[0].fence(A).is_some(), "a lost the split brain");
+        assert!(s.state.aliases[ALIAS].fence(A).is_some(), "a lost the split brain");
         s.apply(Override::Drain { server: "a".into() }).unwrap();
         s.apply(Override::Pin {
             alias: "prod.db.internal".into(),
@@ -297,7 +361,7 @@ mod tests {
         let s = fenced();
         // `z` sorts after `b`: the renamed server changes index too.
         let new = renamed("z", r#"["b", "z"]"#);
-        let (z, b) = (1, 0);
+        let (z, b) = (ServerId::new(1), ServerId::new(0));
         assert_eq!(new.servers[z].id, "z");
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
         assert_eq!(
@@ -310,18 +374,18 @@ mod tests {
         assert_eq!(next.servers[z], s.state.servers[A], "health follows the rename");
         assert_eq!(next.servers[b], s.state.servers[B]);
         assert!(next.drained[z] && !next.drained[b], "the drain follows the rename");
-        assert_eq!(next.pins[0], Some(b));
-        let a = &next.aliases[0];
+        assert_eq!(next.pins[ALIAS], Some(b));
+        let a = &next.aliases[ALIAS];
         assert_eq!(a.target, Some(b));
         assert_eq!(a.fences.len(), 1, "{:?}", a.fences);
         assert_eq!(a.fences[0].server, z);
         assert_eq!(a.fences[0].reason, FenceReason::LostSplitBrain { winner: b });
-        assert_eq!(a.fences[0].since, s.state.aliases[0].fences[0].since);
+        assert_eq!(a.fences[0].since, s.state.aliases[ALIAS].fences[0].since);
         assert_eq!(a.timeline_floor, Some(2));
         // No blip: the next decision (no probe has reported since) answers
         // the same server and changes nothing.
         let (after, events) = decide(&next, &[], &new, s.now);
-        assert_eq!(after.answer(&new, 0), Answer::Target(b));
+        assert_eq!(after.answer(&new, ALIAS), Answer::Target(b));
         assert!(
             !events.iter().any(|e| matches!(e, Event::TargetChanged { .. })),
             "{events:?}"
@@ -336,7 +400,7 @@ mod tests {
         .unwrap();
         s2.apply(Override::Undrain { server: "z".into() }).unwrap();
         assert_eq!(s2.step(&[(b, standby()), (z, primary(Some(1)))]), Answer::Target(b));
-        assert!(s2.state.aliases[0].fence(z).is_some());
+        assert!(s2.state.aliases[ALIAS].fence(z).is_some());
     }
 
     #[test]
@@ -348,9 +412,12 @@ mod tests {
                 .replace("servers = [\"a\", \"b\"]", "servers = [\"b\", \"z\"]"),
         );
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
-        assert!(!next.servers[1].reported, "z is another server: no health yet");
-        assert!(!next.drained[1]);
-        assert!(next.aliases[0].fences.is_empty());
+        assert!(
+            !next.servers[ServerId::new(1)].reported,
+            "z is another server: no health yet"
+        );
+        assert!(!next.drained[ServerId::new(1)]);
+        assert!(next.aliases[ALIAS].fences.is_empty());
         assert_eq!(
             notes,
             [
@@ -377,7 +444,7 @@ mod tests {
         // a stays configured but leaves the alias.
         let new = renamed("a", r#"["b"]"#);
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
-        assert!(next.aliases[0].fences.is_empty());
+        assert!(next.aliases[ALIAS].fences.is_empty());
         assert_eq!(notes, [fence("prod.db.internal.", Dropped::NotACandidate)]);
         // The alias becomes a reader alias.
         let new = config(&config_text("read-only", "keep-last"));
@@ -390,7 +457,7 @@ mod tests {
         // The pinned server leaves the alias.
         let new = renamed("a", r#"["a"]"#);
         let (next, notes) = reconfigure_noted(&s.state, &s.config, &new);
-        assert_eq!(next.pins[0], None);
+        assert_eq!(next.pins[ALIAS], None);
         assert_eq!(
             notes,
             [ReloadNote::PinDropped {
@@ -400,12 +467,12 @@ mod tests {
             }]
         );
         assert!(
-            next.aliases[0]
+            next.aliases[ALIAS]
                 .fences
                 .iter()
                 .all(|f| f.reason == FenceReason::Inherited),
             "the fence on a stays; its winner is gone: {:?}",
-            next.aliases[0].fences
+            next.aliases[ALIAS].fences
         );
     }
 }

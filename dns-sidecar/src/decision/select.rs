@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{matches, truth, State};
-use crate::config::{Alias, Config, Prefer, Role, ServerId, Spread};
+use crate::config::{Alias, AliasId, Config, Prefer, Role, ServerId, Spread};
 
 /// How many recent round-trip times are kept per server.
 pub const RTT_WINDOW: usize = 5;
@@ -119,7 +119,7 @@ pub fn lead(set: &[ServerId], current: Option<ServerId>) -> Option<ServerId> {
 
 /// Why each candidate of reader alias `i` that DNS does not answer now is
 /// out (for `/status` and `dns-sidecar status`), given what it answers.
-pub fn excluded(state: &State, config: &Config, i: usize, answered: &[ServerId]) -> Vec<(ServerId, String)> {
+pub fn excluded(state: &State, config: &Config, i: AliasId, answered: &[ServerId]) -> Vec<(ServerId, String)> {
     let alias = &config.aliases[i];
     let a = &state.aliases[i];
     let id = |s: ServerId| config.servers[s].id.as_str();

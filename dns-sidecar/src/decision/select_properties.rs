@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::Spread;
+use crate::config::{Prefer, Spread};
 use crate::name::DnsName;
 use crate::observation::{FailureCause, FailureKind, ProbeFailure};
 use crate::routes::{Asker, RouteAnswer, Routes, SpreadRoute};
 
-const ALIAS: usize = 0;
+const ALIAS: AliasId = AliasId::new(0);
 const MIB: u64 = 1 << 20;
 
 /// Servers a (the primary), b, c, d; one standby alias over all four with
@@ -25,27 +25,7 @@ const MIB: u64 = 1 << 20;
 /// nothing matches (so every answer must match).
 fn config(spread: &str, prefer: &str, weights: &str) -> Config {
     let text = format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[[zones]]
-name = "db.internal"
-[probe]
-user = "probe"
-sslmode = "require"
-interval = "100ms"
-deadline = "1s"
-fall = 2
-rise = 2
-[servers.a]
-target = "pg-a.test"
-[servers.b]
-target = "pg-b.test"
-[servers.c]
-target = "pg-c.test"
-[servers.d]
-target = "pg-d.test"
-[[aliases]]
+        r#"{}[[aliases]]
 name = "ro.db.internal"
 role = "standby"
 on_no_match = "servfail"
@@ -54,9 +34,10 @@ max_lag = "1MiB"
 spread = "{spread}"
 prefer = "{prefer}"
 {weights}
-"#
+"#,
+        fixture::header(2, &["a", "b", "c", "d"])
     );
-    Config::from_toml(Path::new("t.toml"), &text).unwrap()
+    fixture::parse("t.toml", &text)
 }
 
 fn state(in_recovery: bool, wal: u64) -> ServerState {
@@ -72,9 +53,10 @@ fn state(in_recovery: bool, wal: u64) -> ServerState {
     }
 }
 
-fn obs(server: ServerId, at: Instant, outcome: Result<ServerState, ProbeFailure>, rtt: Duration) -> Observation {
+/// Server `server` (its position in the config) probed at `at`.
+fn obs(server: usize, at: Instant, outcome: Result<ServerState, ProbeFailure>, rtt: Duration) -> Observation {
     Observation {
-        server,
+        server: ServerId::new(server),
         at,
         latency: rtt,
         outcome,
@@ -147,7 +129,8 @@ fn run(config: &Config, steps: &[Step]) -> Result<State, TestCaseError> {
     for (n, (probes, drain)) in steps.iter().enumerate() {
         let now = t0 + Duration::from_millis(100 * (n as u64 + 1));
         if let Some(d) = drain {
-            st.drained[*d] = !st.drained[*d];
+            let d = ServerId::new(*d);
+            st.drained[d] = !st.drained[d];
         }
         let o: Vec<Observation> = probes
             .iter()
@@ -178,9 +161,15 @@ fn run(config: &Config, steps: &[Step]) -> Result<State, TestCaseError> {
         };
         let set = st.answer_set(config, ALIAS);
         for (s, _) in &set {
-            prop_assert!(matches(*s), "step {}: {} answered but does not match: {:?}", n, s, st);
+            prop_assert!(
+                matches(*s),
+                "step {}: {} answered but does not match: {:?}",
+                n,
+                s.index(),
+                st
+            );
         }
-        if st.first_round_done && (0..4).any(matches) {
+        if st.first_round_done && (0..4).map(ServerId::new).any(matches) {
             prop_assert!(
                 !set.is_empty(),
                 "step {}: a candidate matches but nothing is answered",
@@ -190,7 +179,7 @@ fn run(config: &Config, steps: &[Step]) -> Result<State, TestCaseError> {
         if config.aliases[ALIAS].spread.is_set() && !set.is_empty() {
             // The whole set: every matching candidate, or (nearest) the near
             // ones among them.
-            let all: Vec<ServerId> = (0..4).filter(|&s| matches(s)).collect();
+            let all: Vec<ServerId> = (0..4).map(ServerId::new).filter(|&s| matches(s)).collect();
             if config.aliases[ALIAS].prefer == Prefer::Order {
                 prop_assert_eq!(set.iter().map(|(s, _)| *s).collect::<Vec<_>>(), all);
             }
@@ -298,7 +287,7 @@ proptest! {
             } else if let Some(p) = &prev {
                 for s in p.symmetric_difference(&set) {
                     *flips.entry(*s).or_default() += 1;
-                    prop_assert!(flips[s] <= 1, "step {}: server {} flipped twice: {:?}", n, s, flips);
+                    prop_assert!(flips[s] <= 1, "step {}: server {} flipped twice: {:?}", n, s.index(), flips);
                 }
             }
             prev = Some(set);
@@ -325,8 +314,8 @@ proptest! {
             }
             st = decide(&st, &o, &config, now).0;
         }
-        prop_assert_eq!(st.aliases[ALIAS].target, Some(which));
-        prop_assert_eq!(st.answer_set(&config, ALIAS), vec![(which, 1)]);
+        prop_assert_eq!(st.aliases[ALIAS].target, Some(ServerId::new(which)));
+        prop_assert_eq!(st.answer_set(&config, ALIAS), vec![(ServerId::new(which), 1)]);
     }
 }
 
@@ -410,14 +399,15 @@ fn excluded_candidates_say_why() {
         ];
         st = decide(&st, &o, &config, now).0;
     }
-    assert_eq!(st.answer_set(&config, ALIAS), vec![(1, 1)]);
-    let why: BTreeMap<ServerId, String> = select::excluded(&st, &config, ALIAS, &[1]).into_iter().collect();
-    assert!(why[&0].starts_with("not standby (writable"), "{why:?}");
-    assert!(why[&2].starts_with("down (no answer"), "{why:?}");
-    assert!(why[&3].starts_with("lagging: 3.0 MiB behind a"), "{why:?}");
-    st.drained[1] = true;
+    let s = ServerId::new;
+    assert_eq!(st.answer_set(&config, ALIAS), vec![(s(1), 1)]);
+    let why: BTreeMap<ServerId, String> = select::excluded(&st, &config, ALIAS, &[s(1)]).into_iter().collect();
+    assert!(why[&s(0)].starts_with("not standby (writable"), "{why:?}");
+    assert!(why[&s(2)].starts_with("down (no answer"), "{why:?}");
+    assert!(why[&s(3)].starts_with("lagging: 3.0 MiB behind a"), "{why:?}");
+    st.drained[ServerId::new(1)] = true;
     let why: BTreeMap<ServerId, String> = select::excluded(&st, &config, ALIAS, &[]).into_iter().collect();
-    assert_eq!(why[&1], "drained by an operator");
+    assert_eq!(why[&s(1)], "drained by an operator");
 }
 
 /// A reload keeps a spreading alias's set by server (ids move), without
@@ -430,7 +420,7 @@ fn a_reload_remaps_the_set() {
     let ms = Duration::from_millis(1);
     let o: Vec<Observation> = (0..4).map(|s| obs(s, t0, Ok(state(s > 0, 64 * MIB)), ms)).collect();
     st = decide(&st, &o, &old, t0).0;
-    assert_eq!(st.aliases[ALIAS].set, vec![1, 2, 3]);
+    assert_eq!(st.aliases[ALIAS].set, [1, 2, 3].map(ServerId::new));
     let text = r#"
 [dns]
 listen = ["127.0.0.1:5353"]

@@ -82,6 +82,66 @@ pub struct RememberedFence {
     pub since: f64,
 }
 
+/// The part of one alias's state the state file keeps, as the decision
+/// holds it (by position). [`AliasState::kept`] is the one place that says
+/// which fields these are: [`capture`] writes exactly this, and
+/// [`State::kept_differs`] compares exactly this, so a new persisted field
+/// cannot be written without being compared (or the reverse).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kept<'a> {
+    pub target: Option<ServerId>,
+    pub decided: Option<ServerId>,
+    pub decided_timeline: Option<u32>,
+    pub since: Option<Instant>,
+    pub timeline_floor: Option<u32>,
+    pub fences: &'a [Fence],
+}
+
+impl AliasState {
+    /// What the state file keeps of this alias. Every field is named (no
+    /// `..`): a field added to [`AliasState`] does not compile here until it
+    /// is said to be kept or not.
+    pub fn kept(&self) -> Kept<'_> {
+        let AliasState {
+            target,
+            decided,
+            decided_timeline,
+            since,
+            timeline_floor,
+            fences,
+            // Re-learned at the first decision after a restart.
+            matched: _,
+            reason: _,
+            split_brain: _,
+            held: _,
+            lagging: _,
+            set: _,
+        } = self;
+        Kept {
+            target: *target,
+            decided: *decided,
+            decided_timeline: *decided_timeline,
+            since: *since,
+            timeline_floor: *timeline_floor,
+            fences,
+        }
+    }
+}
+
+impl State {
+    /// Whether `self` and `other` differ in what the state file keeps (the
+    /// engine writes the file only then).
+    pub fn kept_differs(&self, other: &State) -> bool {
+        self.pins != other.pins
+            || self.drained != other.drained
+            || !self
+                .aliases
+                .iter()
+                .map(AliasState::kept)
+                .eq(other.aliases.iter().map(AliasState::kept))
+    }
+}
+
 /// Captures what must survive a restart. `unix` maps the decision's clock to
 /// wall-clock seconds.
 pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) -> Remembered {
@@ -92,7 +152,8 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
         .zip(&state.aliases)
         .zip(&state.pins)
         .map(|((c, a), pin)| {
-            let fences = a
+            let kept = a.kept();
+            let fences = kept
                 .fences
                 .iter()
                 .map(|f| RememberedFence {
@@ -104,11 +165,11 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
                 })
                 .collect();
             let r = RememberedAlias {
-                target: a.target.map(id),
-                decided: a.decided.map(id),
-                decided_timeline: a.decided_timeline,
-                since: a.since.map(&unix),
-                timeline_floor: a.timeline_floor,
+                target: kept.target.map(id),
+                decided: kept.decided.map(id),
+                decided_timeline: kept.decided_timeline,
+                since: kept.since.map(&unix),
+                timeline_floor: kept.timeline_floor,
                 fences,
                 pinned: pin.map(id),
                 hooked: None,
@@ -119,8 +180,7 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
         .collect();
     let drained = state
         .drained
-        .iter()
-        .enumerate()
+        .iter_enumerated()
         .filter(|(_, d)| **d)
         .map(|(s, _)| id(s))
         .collect();
@@ -139,7 +199,7 @@ pub fn restore(
 ) -> (State, Vec<String>) {
     let mut state = State::new(config, now);
     let mut notes = Vec::new();
-    let server = |id: &str| config.servers.iter().position(|s| s.id == id);
+    let server = |id: &str| config.server_id(id);
     for id in &remembered.drained {
         match server(id) {
             Some(s) => state.drained[s] = true,
@@ -147,10 +207,7 @@ pub fn restore(
         }
     }
     for (name, r) in &remembered.aliases {
-        let Some(i) = DnsName::parse(name)
-            .ok()
-            .and_then(|n| config.aliases.iter().position(|a| a.name == n))
-        else {
+        let Some(i) = DnsName::parse(name).ok().and_then(|n| config.alias_id(&n)) else {
             notes.push(format!("alias `{name}` is no longer configured"));
             continue;
         };

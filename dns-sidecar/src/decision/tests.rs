@@ -6,7 +6,7 @@ use crate::control::{ControlError, Override};
 use crate::observation::{FailureCause, FailureKind, ProbeFailure};
 
 fn config(role: &str, policy: &str) -> Config {
-    Config::from_toml(Path::new("t.toml"), &config_text(role, policy)).unwrap()
+    fixture::parse("t.toml", &config_text(role, policy))
 }
 
 /// Servers a and b, probes every 100 ms (fall 3, rise 2), and one alias
@@ -14,33 +14,20 @@ fn config(role: &str, policy: &str) -> Config {
 /// last, so lines appended to the text belong to it.
 pub(super) fn config_text(role: &str, policy: &str) -> String {
     format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:5353"]
-[[zones]]
-name = "db.internal"
-[probe]
-user = "probe"
-sslmode = "require"
-interval = "100ms"
-deadline = "1s"
-fall = 3
-rise = 2
-[servers.a]
-target = "pg-a.test"
-[servers.b]
-target = "pg-b.test"
-[[aliases]]
+        r#"{}[[aliases]]
 name = "prod.db.internal"
 role = "{role}"
 on_no_match = "{policy}"
 servers = ["a", "b"]
-"#
+"#,
+        fixture::header(3, &["a", "b"])
     )
 }
 
-pub(super) const A: ServerId = 0;
-pub(super) const B: ServerId = 1;
+pub(super) const A: ServerId = ServerId::new(0);
+pub(super) const B: ServerId = ServerId::new(1);
+/// The test configs' first (usually only) alias.
+pub(super) const ALIAS: AliasId = AliasId::new(0);
 
 pub(super) fn primary(tl: Option<u32>) -> Result<ServerState, ProbeFailure> {
     Ok(ServerState {
@@ -138,7 +125,7 @@ impl Sim {
         let (state, events) = decide(&self.state, &obs, &self.config, self.now);
         self.state = state;
         self.events = events;
-        self.state.answer(&self.config, 0)
+        self.state.answer(&self.config, ALIAS)
     }
     pub fn changed(&self) -> Option<(Option<ServerId>, ServerId, String)> {
         self.events.iter().find_map(|e| match e {
@@ -310,7 +297,7 @@ fn ambiguous_failures_are_damped_definite_ones_are_not() {
 fn a_recovered_server_needs_rise_good_probes() {
     let mut s = Sim::new("standby", "servfail");
     s.step(&[(A, primary(Some(1))), (B, fail(FailureKind::Definite))]);
-    assert_eq!(s.state.answer(&s.config, 0), Answer::NoTarget);
+    assert_eq!(s.state.answer(&s.config, ALIAS), Answer::NoTarget);
     assert_eq!(
         s.step(&[(B, standby())]),
         Answer::NoTarget,
@@ -369,7 +356,7 @@ impl Sim {
         Ok(summary)
     }
     pub fn answer(&self) -> Answer {
-        self.state.answer(&self.config, 0)
+        self.state.answer(&self.config, ALIAS)
     }
 }
 
@@ -462,10 +449,10 @@ servers = ["b", "a"]
         "b changed: keeps its health until its new prober reports"
     );
     assert!(next.drained[B], "drains follow the server id");
-    assert_eq!(next.aliases[1].target, Some(A), "prod keeps its target");
-    assert_eq!(next.aliases[0].target, None, "the new alias starts without one");
+    assert_eq!(next.aliases[AliasId::new(1)].target, Some(A), "prod keeps its target");
+    assert_eq!(next.aliases[ALIAS].target, None, "the new alias starts without one");
     let (next, _) = decide(&next, &[], &new, s.now);
-    assert_eq!(next.answer(&new, 1), Answer::Target(A));
+    assert_eq!(next.answer(&new, AliasId::new(1)), Answer::Target(A));
 }
 
 fn downs(s: &Sim) -> Vec<(ServerId, bool)> {
@@ -551,8 +538,8 @@ fn servfail_reasons_say_why() {
     let mut s = Sim::new("read-write", "keep-last");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     let (st, _, _) = apply_override(&s.state, &s.config, &Override::Drain { server: "a".into() }, s.now).unwrap();
-    assert_eq!(st.answer(&s.config, 0), Answer::NoTarget);
-    let why = st.servfail_reason(&s.config, 0);
+    assert_eq!(st.answer(&s.config, ALIAS), Answer::NoTarget);
+    let why = st.servfail_reason(&s.config, ALIAS);
     assert!(
         why.starts_with("a was drained by an operator; candidates: a drained; b standby"),
         "{why}"
@@ -560,7 +547,7 @@ fn servfail_reasons_say_why() {
     let mut s = Sim::new("read-write", "servfail");
     s.step(&[(A, primary(Some(1))), (B, standby())]);
     s.step(&[(A, fail(FailureKind::Definite))]);
-    let why = s.state.servfail_reason(&s.config, 0);
+    let why = s.state.servfail_reason(&s.config, ALIAS);
     assert!(
         why.contains("on_no_match = \"servfail\"")
             && why.contains("a down (Definite failure)")
@@ -571,7 +558,7 @@ fn servfail_reasons_say_why() {
     s.step(&[(A, standby()), (B, standby())]);
     assert!(s
         .state
-        .servfail_reason(&s.config, 0)
+        .servfail_reason(&s.config, ALIAS)
         .contains("keep-last has nothing to keep"));
 }
 

@@ -30,11 +30,11 @@
 //! the primary's to the byte.
 
 use super::{fence, timeline, State};
-use crate::config::{Config, ServerId};
+use crate::config::{AliasId, Config, ServerId};
 
 /// Writer aliases that have `server` among their candidates, in config order.
-fn writers(config: &Config, server: ServerId) -> impl Iterator<Item = usize> + '_ {
-    (config.aliases.iter().enumerate())
+fn writers(config: &Config, server: ServerId) -> impl Iterator<Item = AliasId> + '_ {
+    (config.enumerate_aliases())
         .filter(move |(_, a)| fence::is_writer(a.role) && a.servers.contains(&server))
         .map(|(i, _)| i)
 }
@@ -48,7 +48,7 @@ pub fn current_primary(state: &State, config: &Config, server: ServerId) -> Opti
         let a = &state.aliases[i];
         let d = a.decided.filter(|_| a.matched)?;
         let st = state.servers[d].last_state.as_ref()?;
-        (!st.in_recovery && !state.drained[d] && a.bar(d, &state.servers).is_none()).then_some(d)
+        (!st.in_recovery && !state.drained[d] && state.barred(config, i, d).is_none()).then_some(d)
     })
 }
 
@@ -86,7 +86,7 @@ pub fn follows(state: &State, server: ServerId, primary: ServerId) -> bool {
 /// alias never answers it, and its lag is not measured.
 pub fn diverged(state: &State, config: &Config, server: ServerId) -> Option<String> {
     for i in writers(config, server) {
-        if let Some(b) = state.aliases[i].bar(server, &state.servers) {
+        if let Some(b) = state.barred(config, i, server) {
             return Some(format!("fenced by {}: {}", config.aliases[i].name, b.describe(config)));
         }
     }

@@ -22,8 +22,6 @@ mod publish;
 mod report;
 mod status;
 
-use persist::remembered_differs;
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
-use crate::config::Config;
+use crate::config::{AliasId, Config, IdVec, ServerId};
 use crate::control::ControlRequest;
 use crate::decision::snapshot::{capture, HookedTarget};
 use crate::decision::{apply_override, decide, reconfigure_noted, Answer, Event, State};
@@ -66,8 +64,8 @@ struct Engine {
     shared: Arc<Shared>,
     config: Arc<Config>,
     state: State,
-    index: HashMap<Arc<str>, usize>,
-    last_latency: Vec<Option<Duration>>,
+    index: HashMap<Arc<str>, ServerId>,
+    last_latency: IdVec<ServerId, Option<Duration>>,
     history: VecDeque<HistoryEntry>,
     hooks: mpsc::Sender<ToHooks>,
     /// Per alias, what is known of the external record its on-change hook
@@ -92,12 +90,7 @@ struct Engine {
 }
 
 /// What DNS answers for an alias, by server id (stable across reloads).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Served {
-    Pending,
-    Server(String),
-    Servfail,
-}
+type Served = Answer<String>;
 
 /// Runs until `shutdown` is true.
 pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
@@ -164,11 +157,9 @@ fn connect_result(connect: Result<(), FailureCause>) -> &'static str {
     }
 }
 
-fn index(config: &Config) -> HashMap<Arc<str>, usize> {
+fn index(config: &Config) -> HashMap<Arc<str>, ServerId> {
     config
-        .servers
-        .iter()
-        .enumerate()
+        .enumerate_servers()
         .map(|(i, s)| (Arc::from(s.id.as_str()), i))
         .collect()
 }
@@ -182,7 +173,7 @@ impl Engine {
         let mut e = Engine {
             state: State::new(&config, now),
             index: index(&config),
-            last_latency: vec![None; config.servers.len()],
+            last_latency: IdVec::filled(None, config.servers.len()),
             history: VecDeque::new(),
             hooks,
             hooked: BTreeMap::new(),
@@ -214,7 +205,7 @@ impl Engine {
             .retain(|name, _| config.aliases.iter().any(|a| a.name.as_str() == name));
         self.config = config;
         self.index = index(&self.config);
-        self.last_latency = vec![None; self.config.servers.len()];
+        self.last_latency = IdVec::filled(None, self.config.servers.len());
         self.record(HistoryKind::Reload, None, None, "configuration reloaded".to_string());
         if self.config.state.path != self.state_file {
             warn!("state file path changed in the config; it applies at the next restart");
@@ -225,8 +216,7 @@ impl Engine {
         // server, a renamed server's fences) is written now, not at the
         // next decision that happens to change the state (once: by
         // `commit` when the decision changes it too).
-        if capture(&self.state, &self.config, |t| self.unix(t)) != remembered && !remembered_differs(&self.state, &next)
-        {
+        if capture(&self.state, &self.config, |t| self.unix(t)) != remembered && !self.state.kept_differs(&next) {
             self.persist().await;
         }
         self.commit(next, events).await;
@@ -269,7 +259,7 @@ impl Engine {
     /// Takes a decision's result: persists what must survive a restart (when
     /// it changed), then logs, records and publishes.
     async fn commit(&mut self, next: State, events: Vec<Event>) {
-        let changed = remembered_differs(&self.state, &next);
+        let changed = self.state.kept_differs(&next);
         self.state = next;
         if changed {
             self.persist().await;
@@ -303,7 +293,7 @@ impl Engine {
             // Full channel: told again at the next decision.
             kept || self.hooks.try_send(ToHooks::Forget(name.clone())).is_err()
         });
-        for (i, a) in c.aliases.iter().enumerate() {
+        for (i, a) in c.enumerate_aliases() {
             let (Some(hook), Answer::Target(s)) = (&a.on_change, self.state.answer(&c, i)) else {
                 continue;
             };
@@ -347,11 +337,7 @@ impl Engine {
     }
 
     /// What alias `i` answers now.
-    fn served(&self, i: usize) -> Served {
-        match self.state.answer(&self.config, i) {
-            Answer::Pending => Served::Pending,
-            Answer::Target(s) => Served::Server(self.config.servers[s].id.clone()),
-            Answer::NoTarget => Served::Servfail,
-        }
+    fn served(&self, i: AliasId) -> Served {
+        (self.state.answer(&self.config, i)).map(|s| self.config.servers[s].id.clone())
     }
 }

@@ -7,7 +7,6 @@ use tracing::{error, info, warn};
 
 use super::Engine;
 use crate::decision::snapshot::{capture, restore};
-use crate::decision::State;
 use crate::hook::reconcile::{Confirmed, Record, ToHooks};
 use crate::metrics::ResultLabel;
 use crate::statefile;
@@ -16,20 +15,6 @@ use crate::status::HistoryKind;
 /// How long a decision waits for its state-file write before publishing
 /// anyway (a hung disk must not stop the alias from following a failover).
 const STATE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Whether two states differ in what the state file keeps.
-pub(super) fn remembered_differs(a: &State, b: &State) -> bool {
-    a.pins != b.pins
-        || a.drained != b.drained
-        || a.aliases.len() != b.aliases.len()
-        || a.aliases.iter().zip(&b.aliases).any(|(x, y)| {
-            x.target != y.target
-                || x.decided != y.decided
-                || x.decided_timeline != y.decided_timeline
-                || x.timeline_floor != y.timeline_floor
-                || x.fences != y.fences
-        })
-}
 
 impl Engine {
     /// Restores the state file's content, if there is one, before anything

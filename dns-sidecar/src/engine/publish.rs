@@ -18,7 +18,7 @@ impl Engine {
             self.shared.routes.store(Arc::new(routes));
         }
         let m = &self.shared.metrics;
-        for (i, s) in self.config.servers.iter().enumerate() {
+        for (i, s) in self.config.enumerate_servers() {
             let h = &self.state.servers[i];
             let l = ServerLabel { server: s.id.clone() };
             m.server_up.get_or_create(&l).set(h.up as i64);
@@ -26,7 +26,7 @@ impl Engine {
                 .get_or_create(&l)
                 .set(h.last_state.as_ref().is_some_and(|st| st.writable()) as i64);
         }
-        for (i, a) in self.config.aliases.iter().enumerate() {
+        for (i, a) in self.config.enumerate_aliases() {
             // What DNS answers: an alias answering SERVFAIL (drained or
             // fenced target, `servfail` policy, before the first round) has
             // no target, so `sum by (alias) (dns_sidecar_alias_target) == 0`.
@@ -44,9 +44,9 @@ impl Engine {
             }
         }
         crate::status_reader::set_sizes(&self.config, &self.state, m);
-        for (i, a) in self.config.aliases.iter().enumerate() {
+        for (i, a) in self.config.enumerate_aliases() {
             for &s in &a.servers {
-                let fenced = fence::is_writer(a.role) && self.state.aliases[i].bar(s, &self.state.servers).is_some();
+                let fenced = self.state.barred(&self.config, i, s).is_some();
                 m.fenced
                     .get_or_create(&AliasServer {
                         alias: a.name.to_string(),
@@ -79,7 +79,7 @@ impl Engine {
         if !st.first_round_done {
             return set;
         }
-        for (i, a) in self.config.aliases.iter().enumerate() {
+        for (i, a) in self.config.enumerate_aliases() {
             let s = &st.aliases[i];
             let target_failing = s
                 .target

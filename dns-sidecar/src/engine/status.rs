@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use super::Engine;
-use crate::decision::{fence, lag, Answer, Bar};
+use crate::config::{AliasId, ServerId};
+use crate::decision::{lag, Answer, AnswerKind, Bar};
 use crate::observation::format_lsn;
-use crate::routes::{RouteAnswer, Routes};
+use crate::routes::Routes;
 use crate::status::{AliasStatus, FenceStatus, LagStatus, ServerStatus, Status};
 
 impl Engine {
@@ -18,35 +19,31 @@ impl Engine {
         Status {
             ready: self.state.first_round_done,
             generated_at: self.unix(now),
-            aliases: (0..c.aliases.len()).map(|i| self.alias_status(routes, i)).collect(),
-            servers: (0..c.servers.len()).map(|i| self.server_status(i, now)).collect(),
+            aliases: c
+                .enumerate_aliases()
+                .map(|(i, _)| self.alias_status(routes, i))
+                .collect(),
+            servers: c.enumerate_servers().map(|(i, _)| self.server_status(i, now)).collect(),
             history: self.history.iter().cloned().collect(),
         }
     }
 
     /// Alias `i`'s entry in `/status`.
-    fn alias_status(&self, routes: &Routes, i: usize) -> AliasStatus {
+    fn alias_status(&self, routes: &Routes, i: AliasId) -> AliasStatus {
         let (c, st) = (&self.config, &self.state);
         let (a, s) = (&c.aliases[i], &st.aliases[i]);
         // Exactly what the published routes answer.
-        let route = routes.get(a.name.as_str()).map(|r| &r.answer);
-        let servfail = matches!(route, Some(RouteAnswer::Servfail));
-        let (answer, served) = match route {
-            Some(RouteAnswer::Cname(_) | RouteAnswer::Spread(_)) => (
-                "cname",
-                match st.answer(c, i) {
-                    Answer::Target(t) => Some(t),
-                    _ => None,
-                },
-            ),
-            Some(RouteAnswer::Servfail) => ("servfail", None),
-            _ => ("pending", None),
+        let kind = (routes.get(a.name.as_str())).map_or(AnswerKind::Pending, |r| r.answer.kind());
+        let servfail = kind == AnswerKind::Servfail;
+        let served = match (kind, st.answer(c, i)) {
+            (AnswerKind::Cname, Answer::Target(t)) => Some(t),
+            _ => None,
         };
         AliasStatus {
             name: a.name.to_string(),
             role: a.role.as_str().into(),
             ttl: a.ttl,
-            answer: answer.into(),
+            answer: kind.label().into(),
             server: served.map(|t| c.servers[t].id.clone()),
             target: served.map(|t| c.servers[t].target.to_string()),
             last_server: s.target.filter(|_| servfail).map(|t| c.servers[t].id.clone()),
@@ -73,7 +70,7 @@ impl Engine {
     }
 
     /// Server `i`'s entry in `/status`.
-    fn server_status(&self, i: usize, now: Instant) -> ServerStatus {
+    fn server_status(&self, i: ServerId, now: Instant) -> ServerStatus {
         let (c, st) = (&self.config, &self.state);
         let (s, h) = (&c.servers[i], &st.servers[i]);
         let ls = h.last_state.as_ref();
@@ -106,17 +103,14 @@ impl Engine {
     }
 
     /// Alias `i`'s fences and floor-barred servers, for `/status`.
-    pub(super) fn fence_status(&self, i: usize) -> Vec<FenceStatus> {
+    pub(super) fn fence_status(&self, i: AliasId) -> Vec<FenceStatus> {
         let (c, st) = (&self.config, &self.state);
-        if !fence::is_writer(c.aliases[i].role) {
-            return Vec::new();
-        }
         let a = &st.aliases[i];
         c.aliases[i]
             .servers
             .iter()
             .filter_map(|&s| {
-                let bar = a.bar(s, &st.servers)?;
+                let bar = st.barred(c, i, s)?;
                 let (kind, timeline, since) = match bar {
                     Bar::Fenced(f) => (f.reason.kind(), f.timeline, Some(self.unix(f.since))),
                     Bar::OlderTimeline { timeline, .. } => ("older-timeline", Some(timeline), None),

@@ -117,6 +117,7 @@ fn candidates(cx: &Ctx<'_>, a: &RawAlias, name: &DnsName, servers: &[Server]) ->
                 known,
             );
         };
+        let idx = ServerId::new(idx);
         if refs.contains(&idx) {
             return cx.err(
                 Some(sref.span()),

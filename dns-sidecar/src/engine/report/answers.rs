@@ -3,7 +3,8 @@
 
 use tracing::{error, warn};
 
-use crate::decision::Event;
+use crate::config::AliasId;
+use crate::decision::{Answer, Event};
 use crate::engine::{Engine, Served};
 use crate::status::HistoryKind;
 
@@ -13,35 +14,35 @@ impl Engine {
     /// or fence line, which carry the answer), and remembers every answer.
     pub(in crate::engine) fn log_unexplained_answers(&mut self, events: &[Event]) {
         let c = self.config.clone();
-        for (i, a) in c.aliases.iter().enumerate() {
+        for (i, a) in c.enumerate_aliases() {
             let now = self.served(i);
             let before = self
                 .served
                 .insert(a.name.to_string(), now.clone())
-                .unwrap_or(Served::Pending);
-            if now == before || now == Served::Pending || self.explained(events, i, &now) {
+                .unwrap_or(Answer::Pending);
+            if now == before || now == Answer::Pending || self.explained(events, i, &now) {
                 continue;
             }
             match &now {
-                Served::Servfail => self.answers_servfail(i),
-                Served::Server(id) => self.answers_again(i, id),
-                Served::Pending => {}
+                Answer::NoTarget => self.answers_servfail(i),
+                Answer::Target(id) => self.answers_again(i, id),
+                Answer::Pending => {}
             }
         }
     }
 
     /// Whether one of `events` already says that alias `i` answers `now`.
-    fn explained(&self, events: &[Event], i: usize, now: &Served) -> bool {
+    fn explained(&self, events: &[Event], i: AliasId, now: &Served) -> bool {
         events.iter().any(|e| match e {
             Event::TargetChanged { alias, new, .. } => {
-                *alias == i && *now == Served::Server(self.config.servers[*new].id.clone())
+                *alias == i && *now == Answer::Target(self.config.servers[*new].id.clone())
             }
             Event::NoMatch { alias, .. } | Event::FenceHeld { alias, .. } => *alias == i,
             _ => false,
         })
     }
 
-    fn answers_servfail(&mut self, i: usize) {
+    fn answers_servfail(&mut self, i: AliasId) {
         let c = self.config.clone();
         let name = c.aliases[i].name.as_str();
         let reason = self.state.servfail_reason(&c, i);
@@ -55,7 +56,7 @@ impl Engine {
         self.record(HistoryKind::AnswerChanged, Some(name.into()), None, message);
     }
 
-    fn answers_again(&mut self, i: usize, id: &str) {
+    fn answers_again(&mut self, i: AliasId, id: &str) {
         let c = self.config.clone();
         let name = c.aliases[i].name.as_str();
         let target = c.servers.iter().find(|s| s.id == id).map_or("", |s| s.target.as_str());

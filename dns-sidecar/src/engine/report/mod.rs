@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use tracing::{error, info, warn};
 
 use super::Engine;
-use crate::config::{NoMatchPolicy, ServerId};
+use crate::config::{AliasId, NoMatchPolicy, ServerId};
 use crate::decision::{Answer, Event};
 use crate::metrics::AliasLabel;
 use crate::status::{HistoryEntry, HistoryKind, HISTORY_LEN};
@@ -90,7 +90,7 @@ impl Engine {
     }
 
     /// Records an event about one server of one alias, in the history.
-    fn record_pair(&mut self, kind: HistoryKind, alias: usize, server: ServerId, message: String) {
+    fn record_pair(&mut self, kind: HistoryKind, alias: AliasId, server: ServerId, message: String) {
         let c = &self.config;
         let (alias, server) = (c.aliases[alias].name.to_string(), c.servers[server].id.clone());
         self.record(kind, Some(alias), Some(server), message);
@@ -112,7 +112,7 @@ impl Engine {
         self.record(HistoryKind::FirstRound, None, None, message);
     }
 
-    fn target_changed(&mut self, a: usize, old: Option<ServerId>, new: ServerId, reason: &str) {
+    fn target_changed(&mut self, a: AliasId, old: Option<ServerId>, new: ServerId, reason: &str) {
         let c = self.config.clone();
         let server = |s: ServerId| c.servers[s].id.as_str();
         let target = c.servers[new].target.as_str();
@@ -131,7 +131,7 @@ impl Engine {
         self.record_pair(HistoryKind::TargetChanged, a, new, message);
     }
 
-    fn no_match(&mut self, a: usize, policy: NoMatchPolicy) {
+    fn no_match(&mut self, a: AliasId, policy: NoMatchPolicy) {
         let c = self.config.clone();
         // Says what DNS answers now, not what the policy would like.
         let served = self.state.answer(&c, a);
@@ -169,7 +169,7 @@ impl Engine {
         );
     }
 
-    fn split_brain(&mut self, a: usize, writable: &[ServerId], chosen: ServerId, by_timeline: bool) {
+    fn split_brain(&mut self, a: AliasId, writable: &[ServerId], chosen: ServerId, by_timeline: bool) {
         let c = self.config.clone();
         let names: Vec<&str> = writable.iter().map(|&s| c.servers[s].id.as_str()).collect();
         let by = if by_timeline {
@@ -190,7 +190,7 @@ impl Engine {
         self.record_pair(HistoryKind::SplitBrain, a, chosen, message);
     }
 
-    fn fenced(&mut self, a: usize, s: ServerId, reason: &str) {
+    fn fenced(&mut self, a: AliasId, s: ServerId, reason: &str) {
         let c = &self.config;
         warn!(
             alias = c.aliases[a].name.as_str(),
@@ -202,7 +202,7 @@ impl Engine {
         self.record_pair(HistoryKind::Fenced, a, s, reason.to_string());
     }
 
-    fn fence_held(&mut self, a: usize, s: ServerId, reason: &str) {
+    fn fence_held(&mut self, a: AliasId, s: ServerId, reason: &str) {
         // `server` is the fenced one; `serving` what DNS answers instead.
         let (answer, serving, _) = self.answer_fields(a);
         let c = &self.config;
@@ -218,7 +218,7 @@ impl Engine {
         self.record_pair(HistoryKind::FenceHeld, a, s, reason.to_string());
     }
 
-    fn unfenced(&mut self, a: usize, s: ServerId, reason: &str) {
+    fn unfenced(&mut self, a: AliasId, s: ServerId, reason: &str) {
         let c = &self.config;
         info!(
             alias = c.aliases[a].name.as_str(),
@@ -229,7 +229,7 @@ impl Engine {
         self.record_pair(HistoryKind::Unfenced, a, s, reason.to_string());
     }
 
-    fn lag_exceeded(&mut self, a: usize, s: ServerId, reason: &str) {
+    fn lag_exceeded(&mut self, a: AliasId, s: ServerId, reason: &str) {
         let c = &self.config;
         warn!(
             alias = c.aliases[a].name.as_str(),
@@ -240,7 +240,7 @@ impl Engine {
         self.record_pair(HistoryKind::LagExceeded, a, s, reason.to_string());
     }
 
-    fn lag_recovered(&mut self, a: usize, s: ServerId, reason: &str) {
+    fn lag_recovered(&mut self, a: AliasId, s: ServerId, reason: &str) {
         let c = &self.config;
         info!(
             alias = c.aliases[a].name.as_str(),
@@ -251,7 +251,7 @@ impl Engine {
         self.record_pair(HistoryKind::LagRecovered, a, s, reason.to_string());
     }
 
-    fn set_changed(&mut self, a: usize, old: &[ServerId], new: &[ServerId]) {
+    fn set_changed(&mut self, a: AliasId, old: &[ServerId], new: &[ServerId]) {
         let c = &self.config;
         let ids = |v: &[ServerId]| {
             v.iter()
@@ -276,15 +276,15 @@ impl Engine {
     }
 
     /// The `answer`, `server` and `target` of alias `i` for a log line.
-    pub(super) fn answer_fields(&self, i: usize) -> (&'static str, String, String) {
-        match self.state.answer(&self.config, i) {
+    pub(super) fn answer_fields(&self, i: AliasId) -> (&'static str, String, String) {
+        let answer = self.state.answer(&self.config, i);
+        match answer {
             Answer::Target(s) => (
-                "cname",
+                answer.kind().label(),
                 self.config.servers[s].id.clone(),
                 self.config.servers[s].target.to_string(),
             ),
-            Answer::NoTarget => ("servfail", "-".into(), "-".into()),
-            Answer::Pending => ("pending", "-".into(), "-".into()),
+            Answer::NoTarget | Answer::Pending => (answer.kind().label(), "-".into(), "-".into()),
         }
     }
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use tracing::{info, warn};
 
+use crate::decision::Answer;
 use crate::decision::ReloadNote;
-use crate::engine::{Engine, Served};
+use crate::engine::Engine;
 use crate::status::HistoryKind;
 
 impl Engine {
@@ -33,7 +34,7 @@ impl Engine {
         self.episodes.rename(&pairs);
         let renamed: HashMap<&str, &str> = pairs.into_iter().collect();
         for served in self.served.values_mut() {
-            if let Served::Server(id) = served {
+            if let Answer::Target(id) = served {
                 if let Some(new) = renamed.get(id.as_str()) {
                     *id = new.to_string();
                 }
