@@ -10,34 +10,41 @@
 //! [`run`] starts all of it on listeners the caller bound, so tests run the
 //! real server on port 0 and the binary stays a thin wrapper.
 
-pub mod admin;
+// The public API (see the module doc): the entry points of the binary and
+// the admin CLI, the config and the admin API's types.
 pub mod client;
 pub mod config;
 pub mod control;
-pub mod credential;
 pub mod daemon;
-pub mod decision;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod dns;
-pub mod engine;
-pub mod episodes;
-#[cfg(feature = "testing")]
-pub mod failpoint;
-pub mod hook;
-mod listeners;
-pub mod metrics;
-pub mod name;
-pub mod observation;
-pub mod probe;
-pub mod routes;
-pub mod shared;
-pub mod shutdown;
-pub mod statefile;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+// Everything else is the crate's own: private, so that the compiler reports
+// what nothing uses.
+mod admin;
+mod credential;
+mod decision;
+mod dns;
+mod engine;
+mod episodes;
+#[cfg(feature = "testing")]
+mod failpoint;
+mod hook;
+mod listeners;
+mod metrics;
+mod name;
+mod observation;
+mod probe;
+mod routes;
+mod shared;
+mod shutdown;
+mod statefile;
 mod status_reader;
-pub mod supervise;
-pub mod wallclock;
+mod supervise;
+mod wallclock;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,13 +59,14 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::metrics::ResultLabel;
 use crate::probe::supervisor::{Probers, SetupError};
-use crate::shared::Shared;
 use crate::supervise::{Death, Supervisor};
 
+pub use dns::lower_priority;
 #[cfg(test)]
 use listeners::bind_group;
 use listeners::to_tokio;
-pub use listeners::{udp_workers, Listeners};
+pub use listeners::Listeners;
+pub use shared::Shared;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -39,7 +39,6 @@ impl ProbeReport {
         Observation {
             server: index,
             at: self.at,
-            latency: self.latency,
             outcome: self.outcome,
             rtt: self.rtt,
         }
@@ -53,8 +52,6 @@ pub struct Observation {
     pub server: ServerId,
     /// When the probe finished.
     pub at: Instant,
-    /// How long the probe took (connect included when it connected).
-    pub latency: Duration,
     pub outcome: Result<ServerState, ProbeFailure>,
     /// The probe query's round trip on an open connection (see
     /// [`ProbeReport::rtt`]).

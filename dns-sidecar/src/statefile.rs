@@ -192,7 +192,8 @@ impl Writer {
 }
 
 /// Writes `state` to `path` atomically (one write of its own; see [`Writer`]
-/// for writes that may overlap).
+/// for writes that may overlap); the tests' shorthand.
+#[cfg(test)]
 pub fn store(path: &Path, state: &Remembered, written_at: f64) -> Result<(), StateFileError> {
     Temp::write(path, &body(state, written_at))?.rename()
 }

@@ -10,7 +10,7 @@ mod alias;
 mod error;
 mod hint;
 mod identity;
-mod ids;
+pub(crate) mod ids;
 mod password;
 mod raw;
 mod spread;
@@ -27,14 +27,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use alias::{Alias, Hook, MaxLag, NoMatchPolicy, Role, DEFAULT_HOOK_ENV};
+// Public: what the binary and the tests name (the config, its errors, the
+// secrets it reads); the rest is the crate's own.
+pub(crate) use alias::{Alias, Hook, MaxLag, NoMatchPolicy, Role, DEFAULT_HOOK_ENV};
 pub use error::{ConfigError, ConfigWarning, Located};
-pub use identity::{match_servers, Endpoint, Matched};
-pub use ids::{AliasId, Id, IdVec, ServerId};
-pub use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
-pub use spread::{Prefer, Spread, MAX_WEIGHT};
-pub use validate::forwards_to_self;
-pub use values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl, MAX_TTL};
+pub(crate) use identity::{match_servers, Matched};
+pub(crate) use ids::{AliasId, IdVec, ServerId};
+pub(crate) use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
+pub(crate) use spread::{Prefer, Spread, MAX_WEIGHT};
+pub(crate) use validate::forwards_to_self;
+pub(crate) use values::{Cidr, HumanDuration, Ttl, MAX_TTL};
 
 use crate::name::DnsName;
 

@@ -63,9 +63,13 @@ use crate::observation::{Observation, ServerState};
 
 pub use answer::{Answer, AnswerKind};
 pub use event::Event;
-pub use fence::{Bar, Fence, FenceReason};
+#[cfg(test)]
+pub use fence::FenceReason;
+pub use fence::{Bar, Fence};
 pub use overrides::apply_override;
-pub use reload::{reconfigure, reconfigure_noted, Dropped, ReloadNote};
+#[cfg(test)]
+pub use reload::reconfigure;
+pub use reload::{reconfigure_noted, ReloadNote};
 
 /// Everything the decision remembers between calls.
 #[derive(Debug, Clone, PartialEq)]

@@ -117,7 +117,6 @@ impl Sim {
             .map(|(s, o)| Observation {
                 server: *s,
                 at: self.now,
-                latency: Duration::from_millis(1),
                 outcome: o.clone(),
                 rtt: None,
             })

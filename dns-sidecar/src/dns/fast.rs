@@ -204,7 +204,9 @@ impl FastTable {
     /// Whether `q` is an ordinary query (as [`FastTable::answer`] accepts
     /// them) for a name outside every zone, which the full path would
     /// forward. Lets the UDP worker relay it, or refuse it under a limit,
-    /// without decoding it.
+    /// without decoding it. (The worker calls [`FastTable::classify`]; this
+    /// is the fuzz targets' and the tests'.)
+    #[cfg(any(test, feature = "testing"))]
     pub fn forwardable(&self, q: &[u8]) -> Option<Question> {
         self.forwardable_parsed(q, self.parse(q)?)
     }
@@ -260,13 +262,16 @@ impl FastTable {
     /// Answers `q` into `out` when it is an ordinary query this table covers.
     /// Returns the answer's length and kind.
     /// A spreading alias answers as for [`Asker::NONE`] (see
-    /// [`FastTable::answer_for`]).
+    /// [`FastTable::answer_for`]). The fixture's, the fuzz targets' and the
+    /// benches' entry (the worker calls [`FastTable::classify`]).
+    #[cfg(any(test, feature = "testing"))]
     pub fn answer(&self, q: &[u8], out: &mut [u8]) -> Option<(usize, QueryKind)> {
         self.answer_for(q, out, Asker::NONE)
     }
 
     /// [`FastTable::answer`], a spreading alias answering `asker`'s member
     /// (what [`Handler::plan`] answers for the same asker).
+    #[cfg(any(test, feature = "testing"))]
     pub fn answer_for(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Option<(usize, QueryKind)> {
         self.answer_parsed(q, &self.parse(q)?, out, asker)
     }

@@ -82,10 +82,13 @@ mod zone;
 pub(crate) use guard::Guard;
 pub use handler::Handler;
 pub(crate) use handler::{ProcessWide, SharedHandler};
-pub use message::Transport;
 pub use names::NameConversion;
+// What the micro-benchmarks and the fuzz targets drive (crate::testing).
+#[cfg(any(test, feature = "testing"))]
+pub use message::Transport;
+#[cfg(any(test, feature = "testing"))]
 pub use plan::{Pick, Plan};
-pub use question::{question, Question};
-pub use reply::Reply;
+#[cfg(any(test, feature = "testing"))]
+pub use question::question;
 pub use sched::lower_priority;
 pub(crate) use server::serve;

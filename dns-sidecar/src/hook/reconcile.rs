@@ -242,18 +242,14 @@ impl Reconciler {
             .min()
     }
 
-    /// The aliases whose record differs from what DNS answers.
+    /// The aliases whose record differs from what DNS answers (for tests).
+    #[cfg(test)]
     pub fn pending(&self) -> Vec<&str> {
         self.slots
             .iter()
             .filter(|(_, s)| Self::due(s))
             .map(|(a, _)| a.as_str())
             .collect()
-    }
-
-    /// What is known of `alias`'s external record.
-    pub fn record(&self, alias: &str) -> Option<&Record> {
-        Some(&self.slots.get(alias)?.record)
     }
 }
 

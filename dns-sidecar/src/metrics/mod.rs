@@ -25,11 +25,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 
-pub use exposition::{Exposition, CLASSIC_CONTENT_TYPE, CONTENT_TYPE};
+pub use exposition::Exposition;
 pub use labels::{
     rcode_index, AliasLabel, AliasServer, CredentialResult, KindLabel, KindRcode, Limited, ProbeResult, QueryKind,
-    ReasonLabel, ResultLabel, ServerLabel, UpstreamAddr, UpstreamLabel, ADMIN_REFUSED_RESULTS, CONNECT_RESULTS,
-    HOOK_RESULTS, PROBE_RESULTS, RELOAD_RESULTS, STATE_WRITE_RESULTS, UPSTREAM_ERROR_KINDS,
+    ReasonLabel, ResultLabel, ServerLabel, UpstreamAddr, UpstreamLabel,
 };
 use labels::{CREDENTIAL_RESULTS, CREDENTIAL_SOURCES, KINDS, LIMITED, RCODES};
 

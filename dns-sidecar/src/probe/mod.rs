@@ -108,6 +108,9 @@ struct ConnectAttempt {
 }
 
 impl Prober {
+    /// A prober of `server`, reading its `sslrootcert` file (for tests; the
+    /// supervisor reads the file itself, see [`Prober::with_roots`]).
+    #[cfg(test)]
     pub fn new(server: &Server, timing: ProbeTiming) -> Result<Prober, TlsSetupError> {
         Prober::with_roots(server, timing, tls::read_roots(&server.conn)?.as_deref())
     }

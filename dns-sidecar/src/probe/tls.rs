@@ -36,12 +36,6 @@ pub fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
     }
 }
 
-/// Builds the connector for `c` (reading its `sslrootcert` file) and the
-/// `sslmode` to give tokio-postgres.
-pub fn connector(c: &ConnSettings) -> Result<(MakeTlsConnector, tokio_postgres::config::SslMode), TlsSetupError> {
-    connector_with(c, read_roots(c)?.as_deref())
-}
-
 /// Builds the connector for `c` with `roots`, the contents of its
 /// `sslrootcert` file ([`read_roots`]).
 pub fn connector_with(

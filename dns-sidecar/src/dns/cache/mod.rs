@@ -114,7 +114,8 @@ use key::{cacheable, key_of};
 use shard::{lock, Shard};
 use write::{write, Ttls};
 
-pub use due::prefetch_window;
+#[cfg(test)]
+use due::prefetch_window;
 pub(super) use key::{entry_key, KEY_MAX};
 pub use stale::STALE_TTL;
 
