@@ -10,6 +10,8 @@
 //! [`run`] starts all of it on listeners the caller bound, so tests run the
 //! real server on port 0 and the binary stays a thin wrapper.
 
+#![cfg_attr(feature = "testing", warn(unreachable_pub))]
+
 // The public API (see the module doc): the entry points of the binary and
 // the admin CLI, the config and the admin API's types.
 pub mod client;

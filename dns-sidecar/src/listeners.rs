@@ -61,7 +61,7 @@ impl Listeners {
 
 /// UDP worker threads (and sockets) per listen address: one per CPU this
 /// process may run on (so `taskset -c 1` gives one), at most 8.
-pub fn udp_workers() -> usize {
+pub(crate) fn udp_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 

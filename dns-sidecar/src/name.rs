@@ -89,7 +89,7 @@ impl DnsName {
 /// equals `zone` or lies below it, label by label (`xdb.internal.` is not
 /// below `db.internal.`). The one containment check on names in text form:
 /// [`DnsName::is_within`] and the DNS handler's zone lookup both use it.
-pub fn within(name: &str, zone: &str) -> bool {
+pub(crate) fn within(name: &str, zone: &str) -> bool {
     if zone == "." {
         return true;
     }

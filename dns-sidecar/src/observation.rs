@@ -15,7 +15,7 @@ use crate::config::ServerId;
 
 /// One finished probe of one server, as its prober reports it.
 #[derive(Debug, Clone)]
-pub struct ProbeReport {
+pub(crate) struct ProbeReport {
     /// The server's id (its key under `[servers]`), stable across reloads.
     pub server: Arc<str>,
     /// When the probe finished.
@@ -35,7 +35,7 @@ pub struct ProbeReport {
 impl ProbeReport {
     /// The report as an observation of the server at `index` in the config
     /// in force (the caller looked the id up).
-    pub fn observation(self, index: ServerId) -> Observation {
+    pub(crate) fn observation(self, index: ServerId) -> Observation {
         Observation {
             server: index,
             at: self.at,
@@ -123,14 +123,14 @@ impl ServerState {
 }
 
 /// Parses PostgreSQL's text form of an LSN (`16/B374D848`) into a byte offset.
-pub fn parse_lsn(s: &str) -> Option<u64> {
+pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
     let (hi, lo) = (u32::from_str_radix(hi, 16).ok()?, u32::from_str_radix(lo, 16).ok()?);
     Some(u64::from(hi) << 32 | u64::from(lo))
 }
 
 /// An LSN in PostgreSQL's text form.
-pub fn format_lsn(lsn: u64) -> String {
+pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 

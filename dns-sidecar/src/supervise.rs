@@ -173,7 +173,7 @@ impl Supervisor {
 }
 
 /// The text of a panic payload (`panic!` gives `&str` or `String`).
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -59,7 +59,7 @@ use crate::metrics::ResultLabel;
 use crate::control::Control;
 use crate::shared::Shared;
 
-pub use guard::Denied;
+pub(crate) use guard::Denied;
 
 /// Connections the kernel queues for the accept loop.
 const ACCEPT_BACKLOG: i32 = 1024;

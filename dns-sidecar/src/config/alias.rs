@@ -63,7 +63,7 @@ pub struct Hook {
 }
 
 /// Variables a hook gets from our environment when `on_change_env` is unset.
-pub const DEFAULT_HOOK_ENV: [&str; 2] = ["PATH", "HOME"];
+pub(crate) const DEFAULT_HOOK_ENV: [&str; 2] = ["PATH", "HOME"];
 
 /// Which server an alias follows, with libpq's `target_session_attrs` meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -50,7 +50,7 @@ impl ConnSettings {
 
 /// How an old server was matched to a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Matched {
+pub(crate) enum Matched {
     /// Same id, same endpoint.
     Same(usize),
     /// Same endpoint under another id.
@@ -61,7 +61,7 @@ pub enum Matched {
 
 impl Matched {
     /// The index of the new server.
-    pub fn new_index(self) -> usize {
+    pub(crate) fn new_index(self) -> usize {
         match self {
             Matched::Same(n) | Matched::Renamed(n) | Matched::Moved(n) => n,
         }
@@ -69,7 +69,7 @@ impl Matched {
 }
 
 /// For each server of `old` (by index), the server of `new` it is, if any.
-pub fn match_servers(old: &[Server], new: &[Server]) -> Vec<Option<Matched>> {
+pub(crate) fn match_servers(old: &[Server], new: &[Server]) -> Vec<Option<Matched>> {
     let mut map: Vec<Option<Matched>> = vec![None; old.len()];
     let mut taken = vec![false; new.len()];
     for (o, os) in old.iter().enumerate() {

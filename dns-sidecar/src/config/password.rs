@@ -87,4 +87,4 @@ impl EntraIdentity {
 }
 
 /// Default `password_refresh`.
-pub const DEFAULT_PASSWORD_REFRESH: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_PASSWORD_REFRESH: Duration = Duration::from_secs(600);

@@ -15,7 +15,7 @@ use crate::name::DnsName;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     /// Where the DNS server listens.
     pub dns: RawDns,
     /// Where queries outside the sidecar's zones go.
@@ -52,7 +52,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCache {
+pub(super) struct RawCache {
     /// Cache forwarded answers (default true).
     pub enabled: Option<bool>,
     /// Answers held at most (default 10000).
@@ -77,14 +77,14 @@ pub struct RawCache {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawState {
+pub(super) struct RawState {
     /// The state file (absolute path; its directory must be writable).
     pub path: Spanned<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     /// Memory budget for everything that grows with traffic (default 16MiB).
     pub memory: Option<Spanned<ByteSize>>,
     /// Forwarded queries waiting on upstreams at once (default 2048).
@@ -105,7 +105,7 @@ pub struct RawLimits {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     /// Serve the admin endpoints (default true).
     pub enabled: Option<bool>,
     /// Address of the admin HTTP listener (default 127.0.0.1:9153).
@@ -128,7 +128,7 @@ pub struct RawAdmin {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDns {
+pub(super) struct RawDns {
     /// Addresses to serve on, UDP and TCP each (`"0.0.0.0:53"`, `"127.0.0.1:5353"`).
     pub listen: Spanned<Vec<DnsAddr>>,
     /// Largest UDP answer we send to EDNS clients (bytes, 512..=4096).
@@ -141,7 +141,7 @@ pub struct RawDns {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpstream {
+pub(super) struct RawUpstream {
     /// Resolvers tried in order (Azure: `"168.63.129.16"`).
     pub servers: Spanned<Vec<DnsAddr>>,
     /// How long to wait for one upstream before trying the next (at most 5s).
@@ -159,7 +159,7 @@ pub struct RawUpstream {
 /// `[[forward]]`: one zone sent to its own resolvers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawForward {
+pub(super) struct RawForward {
     /// The zone, e.g. `"corp.example.com."` (it and every name below it).
     pub zone: Spanned<DnsName>,
     /// Resolvers tried in order.
@@ -180,7 +180,7 @@ pub struct RawForward {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawZone {
+pub(super) struct RawZone {
     /// The zone apex, e.g. `"db.internal."`.
     pub name: Spanned<DnsName>,
     /// NS records served at the apex (default `ns.<zone>`; an empty list is
@@ -204,42 +204,42 @@ pub struct RawZone {
 /// Declares a raw table that also carries the connection settings, because
 /// serde's `flatten` cannot be combined with `deny_unknown_fields`.
 macro_rules! with_conn_fields {
-    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident: $t:ty,)* }) => {
+    ($(#[$m:meta])* pub(crate) struct $name:ident { $($(#[$fm:meta])* pub(crate) $f:ident: $t:ty,)* }) => {
         $(#[$m])*
-        pub struct $name {
-            $($(#[$fm])* pub $f: $t,)*
+        pub(crate) struct $name {
+            $($(#[$fm])* pub(crate) $f: $t,)*
             /// TCP port (default 5432).
-            pub port: Option<u16>,
+            pub(crate) port: Option<u16>,
             /// Role the probe logs in as.
-            pub user: Option<String>,
+            pub(crate) user: Option<String>,
             /// Database to connect to (default `postgres`).
-            pub dbname: Option<String>,
+            pub(crate) dbname: Option<String>,
             /// libpq-style sslmode (default `verify-full`).
-            pub sslmode: Option<SslMode>,
+            pub(crate) sslmode: Option<SslMode>,
             /// CA bundle (PEM) to verify the server with, or `"system"` for the OS store.
-            pub sslrootcert: Option<Spanned<String>>,
+            pub(crate) sslrootcert: Option<Spanned<String>>,
             /// Environment variable that holds the password.
-            pub password_env: Option<Spanned<String>>,
+            pub(crate) password_env: Option<Spanned<String>>,
             /// File that holds the password (trailing newline ignored); read
             /// again when it changes and when the server refuses the password.
-            pub password_file: Option<Spanned<PathBuf>>,
+            pub(crate) password_file: Option<Spanned<PathBuf>>,
             /// Command (argv, no shell) whose standard output is the password or token.
-            pub password_command: Option<Spanned<Vec<String>>>,
+            pub(crate) password_command: Option<Spanned<Vec<String>>>,
             /// How often `password_command` runs again (default 10m).
-            pub password_refresh: Option<Spanned<HumanDuration>>,
+            pub(crate) password_refresh: Option<Spanned<HumanDuration>>,
             /// Microsoft Entra ID token source: `managed-identity` or `workload-identity`.
-            pub entra_identity: Option<Spanned<EntraIdentity>>,
+            pub(crate) entra_identity: Option<Spanned<EntraIdentity>>,
             /// MI: the user-assigned identity's client id; WI: overrides `AZURE_CLIENT_ID`.
-            pub entra_client_id: Option<Spanned<String>>,
+            pub(crate) entra_client_id: Option<Spanned<String>>,
             /// Not supported: accepted by the parser only to explain why.
-            pub password: Option<Spanned<toml::Value>>,
+            pub(crate) password: Option<Spanned<toml::Value>>,
             /// `application_name` shown in pg_stat_activity (default `dns-sidecar`).
-            pub application_name: Option<String>,
+            pub(crate) application_name: Option<String>,
         }
 
         impl $name {
             /// The connection settings of this table.
-            pub fn conn(&self) -> RawConn {
+            pub(crate) fn conn(&self) -> RawConn {
                 RawConn {
                     port: self.port,
                     user: self.user.clone(),
@@ -262,25 +262,25 @@ macro_rules! with_conn_fields {
 
 /// Connection settings: `[probe]` gives defaults, each server may override.
 #[derive(Debug, Default, Clone)]
-pub struct RawConn {
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub dbname: Option<String>,
-    pub sslmode: Option<SslMode>,
-    pub sslrootcert: Option<Spanned<String>>,
-    pub password_env: Option<Spanned<String>>,
-    pub password_file: Option<Spanned<PathBuf>>,
-    pub password_command: Option<Spanned<Vec<String>>>,
-    pub password_refresh: Option<Spanned<HumanDuration>>,
-    pub entra_identity: Option<Spanned<EntraIdentity>>,
-    pub entra_client_id: Option<Spanned<String>>,
-    pub password: Option<Spanned<toml::Value>>,
-    pub application_name: Option<String>,
+pub(super) struct RawConn {
+    pub(crate) port: Option<u16>,
+    pub(crate) user: Option<String>,
+    pub(crate) dbname: Option<String>,
+    pub(crate) sslmode: Option<SslMode>,
+    pub(crate) sslrootcert: Option<Spanned<String>>,
+    pub(crate) password_env: Option<Spanned<String>>,
+    pub(crate) password_file: Option<Spanned<PathBuf>>,
+    pub(crate) password_command: Option<Spanned<Vec<String>>>,
+    pub(crate) password_refresh: Option<Spanned<HumanDuration>>,
+    pub(crate) entra_identity: Option<Spanned<EntraIdentity>>,
+    pub(crate) entra_client_id: Option<Spanned<String>>,
+    pub(crate) password: Option<Spanned<toml::Value>>,
+    pub(crate) application_name: Option<String>,
 }
 
 impl RawConn {
     /// Fields set here win over `defaults`.
-    pub fn or(self, defaults: RawConn) -> RawConn {
+    pub(super) fn or(self, defaults: RawConn) -> RawConn {
         // A server that names its own password source replaces [probe]'s,
         // with its qualifiers (`password_refresh`, `entra_client_id`); a
         // server that names none may still override [probe]'s qualifiers.
@@ -329,40 +329,40 @@ impl RawConn {
 with_conn_fields! {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct RawProbe {
+    pub(crate) struct RawProbe {
         /// Time between probes of one server.
-        pub interval: Option<Spanned<HumanDuration>>,
+        pub(crate) interval: Option<Spanned<HumanDuration>>,
         /// Time between probes of a server while an alias that may use it has
         /// no matching target (an incident).
-        pub incident_interval: Option<Spanned<HumanDuration>>,
+        pub(crate) incident_interval: Option<Spanned<HumanDuration>>,
         /// Hard limit on one probe (connect + TLS + auth + query).
-        pub deadline: Option<Spanned<HumanDuration>>,
+        pub(crate) deadline: Option<Spanned<HumanDuration>>,
         /// How often a probe uses a brand-new connection instead of the kept one.
-        pub fresh_connection_interval: Option<HumanDuration>,
+        pub(crate) fresh_connection_interval: Option<HumanDuration>,
         /// Consecutive failed probes before a server counts as down.
-        pub fall: Option<Spanned<u32>>,
+        pub(crate) fall: Option<Spanned<u32>>,
         /// Consecutive good probes before a server that was down counts as up.
-        pub rise: Option<Spanned<u32>>,
+        pub(crate) rise: Option<Spanned<u32>>,
     }
 }
 
 with_conn_fields! {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct RawServer {
+    pub(crate) struct RawServer {
         /// The DNS name the alias's CNAME points at.
-        pub target: Spanned<DnsName>,
+        pub(crate) target: Spanned<DnsName>,
         /// Host name the probe connects to and verifies the certificate against
         /// (default: `target` without the trailing dot).
-        pub host: Option<String>,
+        pub(crate) host: Option<String>,
         /// IP address to connect to instead of resolving `host` (libpq `hostaddr`).
-        pub hostaddr: Option<std::net::IpAddr>,
+        pub(crate) hostaddr: Option<std::net::IpAddr>,
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAlias {
+pub(super) struct RawAlias {
     /// The stable name applications use, e.g. `"prod.db.internal."`.
     pub name: Spanned<DnsName>,
     /// Which server to follow, named like libpq's `target_session_attrs`.

@@ -60,7 +60,7 @@ impl Prefer {
 
 /// The largest weight: keeps a rotation's schedule (the sum of the
 /// weights) short enough to precompute.
-pub const MAX_WEIGHT: u32 = 100;
+pub(crate) const MAX_WEIGHT: u32 = 100;
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 /// A duration written with a unit: `150ms`, `5s`, `2m`, `1h`, `1d` (fractions allowed:
 /// `1.5s`). A bare number is refused because `interval = 100` is ambiguous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub Duration);
 
 impl FromStr for HumanDuration {
     type Err = String;
@@ -64,10 +64,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A TTL in whole seconds, written like a duration (`"5s"`, `"1m"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ttl(pub u32);
+pub(crate) struct Ttl(pub u32);
 
 /// The largest TTL we accept; anything longer defeats the point of the sidecar.
-pub const MAX_TTL: u32 = 86_400;
+pub(crate) const MAX_TTL: u32 = 86_400;
 
 impl<'de> Deserialize<'de> for Ttl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -90,7 +90,7 @@ impl<'de> Deserialize<'de> for Ttl {
 /// A socket address where the port may be left out (`"168.63.129.16"` means
 /// port 53). IPv6 addresses with a port are written `"[::1]:5353"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DnsAddr(pub SocketAddr);
+pub(super) struct DnsAddr(pub SocketAddr);
 
 impl FromStr for DnsAddr {
     type Err = String;
@@ -116,7 +116,7 @@ impl<'de> Deserialize<'de> for DnsAddr {
 
 /// A size in bytes: `"16MiB"`, `"512KiB"`, `"1GiB"` or a bare number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
+pub(super) struct ByteSize(pub u64);
 
 impl FromStr for ByteSize {
     type Err = String;

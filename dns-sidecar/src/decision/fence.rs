@@ -157,7 +157,7 @@ impl Bar<'_> {
 }
 
 /// Whether fencing applies to aliases of `role`: the ones that send writes.
-pub fn is_writer(role: Role) -> bool {
+pub(crate) fn is_writer(role: Role) -> bool {
     matches!(role, Role::ReadWrite | Role::Primary)
 }
 

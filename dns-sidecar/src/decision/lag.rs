@@ -110,7 +110,7 @@ impl WalHistory {
 
 /// How far a standby is behind its primary, as far as the probes tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lag {
+pub(crate) struct Lag {
     /// The primary it is measured against (`None`: no primary position known).
     pub primary: Option<ServerId>,
     /// WAL bytes behind (`None`: unknown).
@@ -140,7 +140,7 @@ pub struct Lagging {
 
 /// A standby's lag against an alias's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Within,
     /// Not measurable yet; see [`Lagging::pending`].
     NotYet(String),
@@ -149,7 +149,7 @@ pub enum Verdict {
 }
 
 /// The longest `max_lag_time` of any alias: how long primary positions are kept.
-pub fn window(config: &Config) -> Option<Duration> {
+pub(crate) fn window(config: &Config) -> Option<Duration> {
     config.aliases.iter().filter_map(|a| a.max_lag.time).max()
 }
 
@@ -159,7 +159,7 @@ pub fn window(config: &Config) -> Option<Duration> {
 /// servers that share an alias with it, one not in recovery whose last good
 /// probe gave a WAL position; the newest timeline wins, then the highest
 /// position.
-pub fn reference(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
+pub(crate) fn reference(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
     if truth::has_writer(config, server) {
         return truth::current_primary(state, config, server).filter(|&p| {
             state.servers[p]
@@ -185,7 +185,7 @@ pub fn reference(state: &State, config: &Config, server: ServerId) -> Option<Ser
 /// How far `server` is behind its primary; `None` unless its last good probe
 /// saw it in recovery. A diverged standby (see [`super::truth::diverged`])
 /// has no lag: positions on another branch are not comparable.
-pub fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -> Option<Lag> {
+pub(crate) fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -> Option<Lag> {
     let st = state.servers[server].last_state.as_ref().filter(|st| st.in_recovery)?;
     let primary = reference(state, config, server);
     if truth::diverged(state, config, server).is_some() {
@@ -213,7 +213,7 @@ pub fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -
 }
 
 /// Whether `lag` is within `limit`, and if not, why (for logs and `/status`).
-pub fn check(lag: &Lag, limit: &MaxLag, config: &Config) -> Verdict {
+pub(crate) fn check(lag: &Lag, limit: &MaxLag, config: &Config) -> Verdict {
     let of = |p: Option<ServerId>| p.map_or("the primary", |p| config.servers[p].id.as_str());
     if let Some(max) = limit.bytes {
         match lag.bytes {
@@ -280,7 +280,7 @@ fn unknown(lag: &Lag, config: &Config) -> String {
 }
 
 /// `12.0 KiB / 0.3s behind east` (the parts that are known).
-pub fn describe(lag: &Lag, config: &Config) -> String {
+pub(crate) fn describe(lag: &Lag, config: &Config) -> String {
     let mut parts = Vec::new();
     if let Some(b) = lag.bytes {
         parts.push(bytes(b));

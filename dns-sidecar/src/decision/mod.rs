@@ -44,32 +44,32 @@ mod alias;
 mod answer;
 mod damping;
 mod event;
-pub mod fence;
+pub(crate) mod fence;
 mod fence_learn;
-pub mod lag;
+pub(crate) mod lag;
 mod lag_learn;
 mod observe;
 mod overrides;
 mod reason;
 mod reload;
-pub mod select;
-pub mod snapshot;
-pub mod truth;
+pub(crate) mod select;
+pub(crate) mod snapshot;
+pub(crate) mod truth;
 
 use std::time::Instant;
 
 use crate::config::{AliasId, Config, IdVec, Role, ServerId};
 use crate::observation::{Observation, ServerState};
 
-pub use answer::{Answer, AnswerKind};
-pub use event::Event;
+pub(crate) use answer::{Answer, AnswerKind};
+pub(crate) use event::Event;
 #[cfg(test)]
-pub use fence::FenceReason;
-pub use fence::{Bar, Fence};
-pub use overrides::apply_override;
+pub(crate) use fence::FenceReason;
+pub(crate) use fence::{Bar, Fence};
+pub(crate) use overrides::apply_override;
 #[cfg(test)]
-pub use reload::reconfigure;
-pub use reload::{reconfigure_noted, ReloadNote};
+pub(crate) use reload::reconfigure;
+pub(crate) use reload::{reconfigure_noted, ReloadNote};
 
 /// Everything the decision remembers between calls.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,7 +20,7 @@ use crate::name::DnsName;
 /// What the state file holds (besides its format header).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Remembered {
+pub(crate) struct Remembered {
     /// By canonical alias name (`prod.db.internal.`).
     pub aliases: BTreeMap<String, RememberedAlias>,
     /// Drained server ids.
@@ -30,7 +30,7 @@ pub struct Remembered {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RememberedAlias {
+pub(crate) struct RememberedAlias {
     /// Server id the alias answered.
     pub target: Option<String>,
     /// Server id the decision last chose itself (differs from `target` while pinned).
@@ -62,7 +62,7 @@ pub struct RememberedAlias {
 /// A target as an on-change hook set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HookedTarget {
+pub(crate) struct HookedTarget {
     /// Server id.
     pub server: String,
     /// The server's `target` DNS name (canonical, with the final dot).
@@ -71,7 +71,7 @@ pub struct HookedTarget {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RememberedFence {
+pub(crate) struct RememberedFence {
     pub server: String,
     /// `superseded`, `lost-split-brain`, `same-timeline` or `inherited`.
     pub reason: String,
@@ -144,7 +144,7 @@ impl State {
 
 /// Captures what must survive a restart. `unix` maps the decision's clock to
 /// wall-clock seconds.
-pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) -> Remembered {
+pub(crate) fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) -> Remembered {
     let id = |s: ServerId| config.servers[s].id.clone();
     let aliases = config
         .aliases
@@ -191,7 +191,7 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
 /// what `remembered` says restored. Names the config no longer has are
 /// skipped and listed in the returned notes. `instant` maps wall-clock
 /// seconds back to the decision's clock.
-pub fn restore(
+pub(crate) fn restore(
     config: &Config,
     remembered: &Remembered,
     now: Instant,

@@ -38,9 +38,9 @@ use super::message::Transport;
 use crate::metrics::CacheMetrics;
 
 /// Refreshes waiting to be sent, at most.
-pub const QUEUE: usize = 256;
+pub(crate) const QUEUE: usize = 256;
 /// Refreshes waiting on upstreams at once, at most.
-pub const CONCURRENT: usize = 32;
+pub(crate) const CONCURRENT: usize = 32;
 
 /// The bounded queue of refreshes between the cache (any thread) and
 /// [`run`] (the runtime).

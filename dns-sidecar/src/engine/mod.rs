@@ -44,13 +44,13 @@ use crate::status::{HistoryEntry, HistoryKind};
 use crate::wallclock::WallClock;
 
 /// A new config for the engine; the sender learns when it is in force.
-pub struct Reconfigure {
+pub(crate) struct Reconfigure {
     pub config: Arc<Config>,
     pub done: oneshot::Sender<()>,
 }
 
 /// The engine's inputs.
-pub struct Inputs {
+pub(crate) struct Inputs {
     pub observations: mpsc::Receiver<ProbeReport>,
     pub control: mpsc::Receiver<ControlRequest>,
     pub reconfigure: mpsc::Receiver<Reconfigure>,
@@ -93,7 +93,7 @@ struct Engine {
 type Served = Answer<String>;
 
 /// Runs until `shutdown` is true.
-pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
     let mut e = Engine::new(shared, inputs.hooks.clone(), Instant::now());
     // With no servers (fleet mode: a sidecar that only forwards) there is
     // no probe round to wait for: ready at once.

@@ -7,19 +7,19 @@
 use prometheus_client::encoding::EncodeLabelSet;
 
 /// Probe results (`dns_sidecar_probes_total{result}`).
-pub const PROBE_RESULTS: [&str; 3] = ["ok", "timeout", "error"];
+pub(super) const PROBE_RESULTS: [&str; 3] = ["ok", "timeout", "error"];
 /// Results of the probes' new connections (`dns_sidecar_probe_connects_total{result}`).
-pub const CONNECT_RESULTS: [&str; 5] = ["ok", "refused", "closed", "timeout", "error"];
+pub(super) const CONNECT_RESULTS: [&str; 5] = ["ok", "refused", "closed", "timeout", "error"];
 /// Upstream failure kinds (`dns_sidecar_upstream_errors_total{kind}`).
-pub const UPSTREAM_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
+pub(super) const UPSTREAM_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
 /// Reload results (`dns_sidecar_config_reloads_total{result}`).
-pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+pub(super) const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
 /// Hook results (`dns_sidecar_hook_runs_total{result}`).
-pub const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
+pub(super) const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
 /// State file write results (`dns_sidecar_state_writes_total{result}`).
-pub const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
+pub(super) const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
 /// Values of `dns_sidecar_admin_refused_total{result}`.
-pub const ADMIN_REFUSED_RESULTS: [&str; 8] = [
+pub(super) const ADMIN_REFUSED_RESULTS: [&str; 8] = [
     "request_timeout",
     "max_connections",
     "evicted",
@@ -52,7 +52,7 @@ pub(super) const RCODES: [&str; 8] = [
 ];
 
 /// Index into `RCODES` for a 12-bit rcode.
-pub fn rcode_index(rcode: u16) -> usize {
+pub(crate) fn rcode_index(rcode: u16) -> usize {
     match rcode {
         0..=5 => rcode as usize,
         16 => 6,
@@ -98,13 +98,13 @@ pub(super) const LIMITED: [&str; 9] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindRcode {
+pub(crate) struct KindRcode {
     pub kind: String,
     pub rcode: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub(crate) struct KindLabel {
     pub kind: String,
 }
 
@@ -162,6 +162,6 @@ pub struct UpstreamAddr {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
+pub(crate) struct ReasonLabel {
     pub reason: String,
 }

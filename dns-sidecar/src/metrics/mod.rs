@@ -25,8 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 
-pub use exposition::Exposition;
-pub use labels::{
+pub(crate) use exposition::Exposition;
+pub(crate) use labels::{
     rcode_index, AliasLabel, AliasServer, CredentialResult, KindLabel, KindRcode, Limited, ProbeResult, QueryKind,
     ReasonLabel, ResultLabel, ServerLabel, UpstreamAddr, UpstreamLabel,
 };

@@ -24,7 +24,7 @@ pub enum TlsSetupError {
 /// for the system store). Read once per prober build, and again at every
 /// reload: a reload compares the contents, so a CA file replaced in place
 /// (same path, new certificates) takes effect on SIGHUP.
-pub fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
+pub(crate) fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
     match &c.sslrootcert {
         RootCert::System => Ok(None),
         RootCert::File(path) => std::fs::read_to_string(path)
@@ -38,7 +38,7 @@ pub fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
 
 /// Builds the connector for `c` with `roots`, the contents of its
 /// `sslrootcert` file ([`read_roots`]).
-pub fn connector_with(
+pub(crate) fn connector_with(
     c: &ConnSettings,
     roots: Option<&str>,
 ) -> Result<(MakeTlsConnector, tokio_postgres::config::SslMode), TlsSetupError> {

@@ -117,15 +117,15 @@ use write::{write, Ttls};
 #[cfg(test)]
 use due::prefetch_window;
 pub(super) use key::{entry_key, KEY_MAX};
-pub use stale::STALE_TTL;
+pub(crate) use stale::STALE_TTL;
 
 /// Shards (each with its own lock and an even share of the bounds).
-pub const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 /// Largest answer kept (the largest the sidecar relays over UDP).
-pub const MAX_ANSWER: usize = 4096;
+pub(crate) const MAX_ANSWER: usize = 4096;
 /// Bytes counted per entry besides its answer, key and TTL offsets: the
 /// entry itself, its slot in the map, the allocator's header.
-pub const ENTRY_OVERHEAD: u64 = 96;
+pub(crate) const ENTRY_OVERHEAD: u64 = 96;
 
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use super::{Cache, Found};
 
 /// TTL of stale answers, and how long one is given before the upstream is
 /// asked again (RFC 8767 section 4 recommends 30 s).
-pub const STALE_TTL: u32 = 30;
+pub(crate) const STALE_TTL: u32 = 30;
 
 impl Entry {
     /// May be answered stale at `now` (whether or not the upstream failed).
