@@ -24,7 +24,7 @@ pub struct Status {
 }
 
 /// How many decision events `/status` keeps.
-pub const HISTORY_LEN: usize = 100;
+pub(crate) const HISTORY_LEN: usize = 100;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct AliasStatus {

@@ -11,7 +11,7 @@ use super::ClientError;
 use crate::config::DEFAULT_ADMIN_LISTEN;
 
 /// Environment variable holding the admin token itself (`--token-file` wins).
-pub const TOKEN_ENV: &str = "DNS_SIDECAR_ADMIN_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "DNS_SIDECAR_ADMIN_TOKEN";
 
 /// Longest `--timeout` honoured: a typo like `--timeout 1e9` must not make a
 /// HEALTHCHECK hang for decades.
@@ -36,7 +36,7 @@ impl Conn {
     /// The bearer token: the token file if given (an unreadable or empty
     /// file is an error, not "no token": the operator asked for it), else
     /// `DNS_SIDECAR_ADMIN_TOKEN` if set and not blank, else none.
-    pub fn token(&self) -> Result<Option<String>, ClientError> {
+    pub(crate) fn token(&self) -> Result<Option<String>, ClientError> {
         match &self.token_file {
             Some(path) => {
                 let t = std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile {
@@ -58,7 +58,7 @@ impl Conn {
 
     /// `--timeout` as a duration; `None` (keep the client's default) when it
     /// is not a positive finite number.
-    pub fn timeout(&self) -> Option<Duration> {
+    pub(crate) fn timeout(&self) -> Option<Duration> {
         (self.timeout.is_finite() && self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout.min(MAX_TIMEOUT)))
     }
 }

@@ -31,7 +31,7 @@ pub struct Located {
 
 impl Located {
     /// Builds an error at byte `span` of `source`.
-    pub fn at(
+    pub(crate) fn at(
         path: &std::path::Path,
         source: &str,
         span: Option<std::ops::Range<usize>>,
@@ -58,7 +58,7 @@ impl Located {
         }
     }
 
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }

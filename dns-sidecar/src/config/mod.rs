@@ -107,14 +107,14 @@ impl Default for CacheSettings {
 }
 
 /// Most answers `[cache] max_entries` accepts.
-pub const MAX_CACHE_ENTRIES: u32 = 1_000_000;
+pub(crate) const MAX_CACHE_ENTRIES: u32 = 1_000_000;
 /// Longest `[cache] servfail_ttl` (RFC 9520 allows up to 5 minutes; a
 /// forwarder in front of one resolver wants seconds).
-pub const MAX_SERVFAIL_TTL: u32 = 30;
+pub(crate) const MAX_SERVFAIL_TTL: u32 = 30;
 /// Largest `[cache] prefetch_hits`.
-pub const MAX_PREFETCH_HITS: u32 = 1_000_000;
+pub(crate) const MAX_PREFETCH_HITS: u32 = 1_000_000;
 /// Longest `[cache] max_stale` (RFC 8767 suggests a cap of 7 days).
-pub const MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where the decision state that safety depends on (fences, timeline
 /// floors, targets, pins and drains) is kept across restarts.
@@ -163,7 +163,7 @@ impl Default for Limits {
 
 /// Most forwarded queries in flight we accept in `[limits]` (IDs are 16 bits
 /// per relay; staying far below keeps picking a free one cheap).
-pub const MAX_FORWARD_IN_FLIGHT: u32 = 16384;
+pub(crate) const MAX_FORWARD_IN_FLIGHT: u32 = 16384;
 
 /// The admin HTTP listener.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,7 +203,7 @@ impl Default for AdminSettings {
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9153";
 
 /// The admin listener's port when `[admin] listen` gives an address only.
-pub const DEFAULT_ADMIN_PORT: u16 = 9153;
+pub(crate) const DEFAULT_ADMIN_PORT: u16 = 9153;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsSettings {
@@ -240,7 +240,7 @@ pub struct ForwardZone {
 }
 
 /// The zone label of the `[upstream]` default (metrics, health).
-pub const DEFAULT_ZONE: &str = ".";
+pub(crate) const DEFAULT_ZONE: &str = ".";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Zone {
@@ -363,12 +363,12 @@ pub enum Secrets {
 
 impl Config {
     /// Every server with its id, in file order.
-    pub fn enumerate_servers(&self) -> impl Iterator<Item = (ServerId, &Server)> + '_ {
+    pub(crate) fn enumerate_servers(&self) -> impl Iterator<Item = (ServerId, &Server)> + '_ {
         self.servers.iter().enumerate().map(|(i, s)| (ServerId::new(i), s))
     }
 
     /// Every alias with its id, in file order.
-    pub fn enumerate_aliases(&self) -> impl Iterator<Item = (AliasId, &Alias)> + '_ {
+    pub(crate) fn enumerate_aliases(&self) -> impl Iterator<Item = (AliasId, &Alias)> + '_ {
         self.aliases.iter().enumerate().map(|(i, a)| (AliasId::new(i), a))
     }
 
@@ -378,12 +378,12 @@ impl Config {
     }
 
     /// The alias named `name`.
-    pub fn alias_id(&self, name: &DnsName) -> Option<AliasId> {
+    pub(crate) fn alias_id(&self, name: &DnsName) -> Option<AliasId> {
         self.enumerate_aliases().find(|(_, a)| a.name == *name).map(|(i, _)| i)
     }
 
     /// Reads and validates `path`; every secret must be readable.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::load_with(path, Secrets::Required).map(|(c, _)| c)
     }
 

@@ -299,7 +299,7 @@ pub(crate) fn describe(lag: &Lag, config: &Config) -> String {
 }
 
 /// A byte count for people: `512 B`, `12.0 KiB`, `16.0 MiB`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
