@@ -4,7 +4,7 @@
 //! operator knows something the probes do not). A drained server is never
 //! chosen, not even by `keep-last`. Unfencing lifts the fences that keep a
 //! writer alias off servers it left or that lost a split brain (see
-//! [`crate::decision::fence`]). Pins and drains last until undone or until a config
+//! `crate::decision::fence`). Pins and drains last until undone or until a config
 //! reload removes the alias or server; every change is logged and shown in
 //! `/status`.
 

@@ -33,7 +33,7 @@ impl Listeners {
     }
 
     /// Binds DNS listeners only (no admin listener), with one UDP socket
-    /// per worker thread on each address (see [`udp_workers`]).
+    /// per worker thread on each address (see `udp_workers`).
     pub fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners, RunError> {
         let mut l = Listeners {
             udp: Vec::new(),

@@ -64,6 +64,9 @@ impl Conn {
 }
 
 /// The subcommands that talk to a running sidecar.
+// The doc comments below are clap's `--help` text, printed as written:
+// `[servers.<id>]` names a TOML table there, not an HTML tag.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum AdminCommand {
     /// Show what every alias answers and why, the servers, and recent decisions.

@@ -22,7 +22,7 @@
 //!    included, because dropping a fence is the unsafe direction.
 //!
 //! Everything else is removed (old side) or new (new side). Both the decision
-//! ([`crate::decision::reconfigure`]) and the probers
+//! ([`crate::decision::reconfigure_noted`]) and the probers
 //! ([`crate::probe::supervisor`]) use this one rule.
 
 use std::net::IpAddr;

@@ -1,6 +1,6 @@
 //! Configuration: one TOML file, parsed once into typed values.
 //!
-//! [`Config::load`] reads the file, lets serde check shapes and single values
+//! `Config::load` reads the file, lets serde check shapes and single values
 //! (with line numbers from the TOML parser), then `validate` resolves
 //! cross-references (alias -> servers, alias -> zone), reads secrets and
 //! applies defaults. Nothing downstream ever sees a string that still needs
@@ -52,7 +52,7 @@ pub struct Config {
     pub forward: Vec<ForwardZone>,
     pub zones: Vec<Zone>,
     pub probe: ProbeTiming,
-    /// Index in this vector is the server's [`ServerId`].
+    /// Index in this vector is the server's `ServerId`.
     pub servers: Vec<Server>,
     pub aliases: Vec<Alias>,
     pub admin: AdminSettings,
@@ -61,7 +61,7 @@ pub struct Config {
     pub cache: CacheSettings,
 }
 
-/// The cache of forwarded answers (`[cache]`; see [`crate::dns::cache`]).
+/// The cache of forwarded answers (`[cache]`; see `crate::dns::cache`).
 /// Its bytes are bounded by `max_bytes`, on their own: they are not part of
 /// the `[limits] memory` budget, so a full cache never refuses a query and
 /// a burst of queries never empties the cache.
@@ -84,7 +84,7 @@ pub struct CacheSettings {
     /// How long after expiry an entry may still be served stale.
     pub max_stale: Duration,
     /// Refresh an entry hit at least `prefetch_hits` times when it is hit
-    /// in the last tenth of its lifetime (see [`crate::dns::cache`]).
+    /// in the last tenth of its lifetime (see `crate::dns::cache`).
     pub prefetch: bool,
     pub prefetch_hits: u32,
 }
@@ -418,7 +418,7 @@ impl Config {
     }
 
     /// Every upstream list with its zone label: the `[upstream]` default
-    /// (zone [`DEFAULT_ZONE`]) first, then each `[[forward]]` zone.
+    /// (zone `DEFAULT_ZONE`, ".") first, then each `[[forward]]` zone.
     pub fn upstreams(&self) -> impl Iterator<Item = (&str, &UpstreamSettings)> {
         let default = self.upstream.iter().map(|u| (DEFAULT_ZONE, u));
         default.chain(self.forward.iter().map(|f| (f.zone.as_str(), &f.upstream)))

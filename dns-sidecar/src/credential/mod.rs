@@ -5,7 +5,7 @@
 //! background task per distinct source ([`Registry`]) fetches it and keeps it
 //! fresh:
 //! * `password_env`: fixed, no task;
-//! * `password_file` ([`file`]): read at start, again when the file changes
+//! * `password_file` ([`mod@file`]): read at start, again when the file changes
 //!   and when the server refuses the password;
 //! * `password_command` ([`command`]): run at start, every `password_refresh`
 //!   and when the server refuses the password;

@@ -240,7 +240,7 @@ pub(super) fn same_timeline(state: &mut State, config: &Config, i: AliasId, fenc
 /// Rule 4 from the other side: the alias's server is settled (chosen, its
 /// timeline known), and a server already writable on that timeline is a fork
 /// too, although it was probed before the alias had that server (so
-/// [`learn`] had no holder to compare it with) and never lost a split brain
+/// [`crate::decision::fence_learn::learn`] had no holder to compare it with) and never lost a split brain
 /// (drained meanwhile, so not a candidate then). Only servers with no fence
 /// yet: an existing one stands.
 pub(super) fn same_timeline_peers(

@@ -8,7 +8,7 @@ use crate::observation::ServerState;
 
 impl State {
     /// Why alias `i` answers SERVFAIL when [`State::answer`] says
-    /// [`Answer::NoTarget`]: what the operator would ask first.
+    /// [`super::Answer::NoTarget`]: what the operator would ask first.
     pub fn servfail_reason(&self, config: &Config, i: AliasId) -> String {
         let alias = &config.aliases[i];
         let a = &self.aliases[i];

@@ -4,7 +4,7 @@
 //! handler (the hickory-based path, [`Handler::plan`]) for the complete answer
 //! to a synthetic query per alias and type (A, AAAA, CNAME, ANY), per RD and per EDNS
 //! variant (none, EDNS, EDNS with DO), and for a NXDOMAIN in each zone. At
-//! query time [`FastTable::answer`] checks that the query is ordinary, looks
+//! query time [`FastTable::classify`] checks that the query is ordinary, looks
 //! the name up without allocating, copies the stored answer and patches the
 //! ID, RD and CD (and, for NXDOMAIN, the question and the compression
 //! pointers into it). Anything unusual (upper-case letters, which change
@@ -212,8 +212,8 @@ impl FastTable {
     }
 
     /// What the UDP worker does with `q`, reading it once: an answer written
-    /// into `out` ([`FastTable::answer`]), a name to forward
-    /// ([`FastTable::forwardable`]), or neither (the full path decides).
+    /// into `out` (as `FastTable::answer` does), a name to forward
+    /// (as `FastTable::forwardable` says), or neither (the full path decides).
     /// `asker` chooses a spreading alias's member, as in
     /// [`Handler::plan`].
     pub fn classify(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Fast {

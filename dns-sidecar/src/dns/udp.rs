@@ -122,7 +122,7 @@ struct Out {
     n: usize,
     /// Queries relayed in this batch, sent together at its end.
     outbox: Outbox,
-    /// Answers per [kind][rcode] in this batch, added to the metrics once.
+    /// Answers per \[kind\]\[rcode\] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
     /// Cache hits, misses and stale answers in this batch.
     cached: [u64; 3],

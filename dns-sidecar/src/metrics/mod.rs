@@ -97,7 +97,7 @@ pub struct Metrics {
     /// `[reason]` handles (see [`Limited`]).
     limited: Vec<Counter>,
     pub probes: Family<ProbeResult, Counter>,
-    /// New probe connections by server and [`CONNECT_RESULTS`].
+    /// New probe connections by server and [`labels::CONNECT_RESULTS`].
     pub probe_connects: Family<ProbeResult, Counter>,
     pub probe_latency: LatencyFamily<ServerLabel>,
     pub server_up: Family<ServerLabel, Gauge>,

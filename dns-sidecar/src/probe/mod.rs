@@ -115,7 +115,7 @@ impl Prober {
         Prober::with_roots(server, timing, tls::read_roots(&server.conn)?.as_deref())
     }
 
-    /// [`Prober::new`] with the contents of the server's `sslrootcert` file
+    /// `Prober::new` with the contents of the server's `sslrootcert` file
     /// already read ([`tls::read_roots`]), so the caller knows exactly which
     /// trust anchors this prober verifies with.
     pub(crate) fn with_roots(

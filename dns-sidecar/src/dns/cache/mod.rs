@@ -45,7 +45,7 @@
 //!
 //! **Prefetch** (`prefetch`, `prefetch_hits`). Each entry counts its fresh
 //! hits. A fresh hit on an entry hit at least `prefetch_hits` times, with
-//! less than [`prefetch_window`] of its lifetime left, makes it due: the
+//! less than [`due::prefetch_window`] of its lifetime left, makes it due: the
 //! hit is answered as usual, and the query is offered (once per entry, never
 //! waited on) to [`super::prefetch`], which refreshes the entry in the
 //! background. The refreshed answer is a new entry (new lifetime, hits from

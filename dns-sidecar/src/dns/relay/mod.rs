@@ -1,7 +1,7 @@
 //! Forwarding for the UDP workers, without the async runtime.
 //!
 //! Each UDP worker owns a relay: a small pool of upstream-facing sockets on
-//! random ports (replaced regularly, see [`ROTATE_AFTER`]), a table of
+//! random ports (replaced regularly, see `pool::ROTATE_AFTER`), a table of
 //! pending queries keyed by a random upstream ID, and a thread that receives
 //! upstream answers in batches (`recvmmsg`), matches them to their query
 //! (ID, the socket it was sent from, the upstream's address and the
