@@ -49,15 +49,15 @@ use reconcile::{Confirmed, Reconciler, ToHooks};
 /// `DNS_SIDECAR_REASON`.
 #[derive(Debug, Clone)]
 pub(crate) struct HookRun {
-    pub hook: Hook,
+    pub(crate) hook: Hook,
     /// Larger than every run's before it.
-    pub seq: u64,
-    pub alias: String,
-    pub old_server: Option<String>,
-    pub old_target: Option<String>,
-    pub new_server: String,
-    pub new_target: String,
-    pub reason: String,
+    pub(crate) seq: u64,
+    pub(crate) alias: String,
+    pub(crate) old_server: Option<String>,
+    pub(crate) old_target: Option<String>,
+    pub(crate) new_server: String,
+    pub(crate) new_target: String,
+    pub(crate) reason: String,
 }
 
 /// Runs hooks as the engine's messages on `rx` require, until `shutdown`.

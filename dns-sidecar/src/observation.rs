@@ -17,19 +17,19 @@ use crate::config::ServerId;
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeReport {
     /// The server's id (its key under `[servers]`), stable across reloads.
-    pub server: Arc<str>,
+    pub(crate) server: Arc<str>,
     /// When the probe finished.
-    pub at: Instant,
+    pub(crate) at: Instant,
     /// How long the probe took (connect included when it connected).
-    pub latency: Duration,
-    pub outcome: Result<ServerState, ProbeFailure>,
+    pub(crate) latency: Duration,
+    pub(crate) outcome: Result<ServerState, ProbeFailure>,
     /// Whether the probe opened a new connection (`None`: it used the kept
     /// one) and whether that connect (TCP, TLS, login) succeeded; counted by
     /// `dns_sidecar_probe_connects_total`.
-    pub connect: Option<Result<(), FailureCause>>,
+    pub(crate) connect: Option<Result<(), FailureCause>>,
     /// How long the probe query took on an open connection (connect, TLS
     /// and login excluded): the round trip `prefer = "nearest"` compares.
-    pub rtt: Option<Duration>,
+    pub(crate) rtt: Option<Duration>,
 }
 
 impl ProbeReport {
@@ -95,12 +95,12 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         !self.in_recovery && !self.read_only
     }
 
     /// Short description for logs: `writable, timeline 2` / `standby, lag 0 B`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let role = if self.writable() {
             "writable"
         } else if self.in_recovery {
@@ -138,17 +138,17 @@ pub(crate) fn format_lsn(lsn: u64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeFailure {
     /// How sure: decides how fast the server counts as down.
-    pub kind: FailureKind,
+    pub(crate) kind: FailureKind,
     /// What happened, for code that must tell failures apart (the probe
     /// metric's `timeout` label); never parse `message` for that.
-    pub cause: FailureCause,
+    pub(crate) cause: FailureCause,
     /// What happened, for humans: logs, `/status` and the history.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// How sure a failure makes us that the server is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The server certainly is not serving: connection refused or closed, or it
     /// said it is shutting down / starting up. Counts as down at once.
     Definite,
@@ -161,7 +161,7 @@ pub enum FailureKind {
 /// can be definite on a first attempt and ambiguous on a retry (see
 /// `probe::query::classify_retry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureCause {
+pub(crate) enum FailureCause {
     /// No answer within the probe deadline (a frozen server, a black-holed
     /// network path); the prober gave up and dropped the connection.
     Timeout,

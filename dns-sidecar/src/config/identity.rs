@@ -31,15 +31,15 @@ use super::{ConnSettings, Server};
 
 /// The endpoint a server is identified by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Endpoint<'a> {
-    pub host: &'a str,
-    pub hostaddr: Option<IpAddr>,
-    pub port: u16,
+pub(crate) struct Endpoint<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) hostaddr: Option<IpAddr>,
+    pub(crate) port: u16,
 }
 
 impl ConnSettings {
     /// The endpoint this connection reaches (see the module docs).
-    pub fn endpoint(&self) -> Endpoint<'_> {
+    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
         Endpoint {
             host: &self.host,
             hostaddr: self.hostaddr,

@@ -34,7 +34,7 @@ pub enum PasswordSource {
 
 impl PasswordSource {
     /// What to call the source in messages and metric labels, e.g. `managed-identity`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             PasswordSource::Env { .. } => "env",
             PasswordSource::File(_) => "file",
@@ -78,7 +78,7 @@ pub enum EntraIdentity {
 }
 
 impl EntraIdentity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EntraIdentity::ManagedIdentity => "managed-identity",
             EntraIdentity::WorkloadIdentity => "workload-identity",

@@ -167,14 +167,14 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// `10.1.2.3/8` is reported rather than silently widened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
+    pub(crate) addr: IpAddr,
+    pub(crate) prefix: u8,
 }
 
 impl Cidr {
     /// Whether `ip` lies in this network (an IPv4 address mapped into IPv6
     /// counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
@@ -189,7 +189,7 @@ impl Cidr {
     }
 
     /// The loopback networks, the default allow list.
-    pub fn loopback() -> Vec<Cidr> {
+    pub(crate) fn loopback() -> Vec<Cidr> {
         vec![
             Cidr {
                 addr: IpAddr::from([127, 0, 0, 0]),

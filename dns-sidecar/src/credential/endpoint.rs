@@ -28,12 +28,12 @@ pub(crate) const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com/";
 /// An endpoint: scheme, host, port and path (no query).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Url {
-    pub tls: bool,
+    pub(crate) tls: bool,
     /// A name or an IP literal (without brackets).
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Starts with `/`.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 impl Url {
@@ -125,9 +125,9 @@ fn var(name: &str) -> Option<String> {
 /// Managed identity through the instance metadata service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Imds {
-    pub url: Url,
+    pub(crate) url: Url,
     /// A user-assigned identity's client id (`None`: the system-assigned one).
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 }
 
 impl Imds {
@@ -155,10 +155,10 @@ impl Imds {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Workload {
     /// `{AZURE_AUTHORITY_HOST}{tenant}/oauth2/v2.0/token`.
-    pub url: Url,
-    pub client_id: String,
+    pub(crate) url: Url,
+    pub(crate) client_id: String,
     /// The projected service-account token (rotated by the kubelet; read at every fetch).
-    pub token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
 }
 
 impl Workload {

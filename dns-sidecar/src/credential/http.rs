@@ -21,18 +21,18 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 /// A status and body.
 #[derive(Debug)]
 pub(super) struct Response {
-    pub status: u16,
-    pub body: Bytes,
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
 }
 
 /// A request: `GET` without a body, or `POST` with a form body.
 pub(super) struct Request<'a> {
-    pub method: &'static str,
+    pub(crate) method: &'static str,
     /// Path and query.
-    pub target: String,
-    pub headers: &'a [(&'a str, &'a str)],
+    pub(crate) target: String,
+    pub(crate) headers: &'a [(&'a str, &'a str)],
     /// `application/x-www-form-urlencoded` body.
-    pub form: Option<String>,
+    pub(crate) form: Option<String>,
 }
 
 /// Sends `req` to `url` on a fresh connection.

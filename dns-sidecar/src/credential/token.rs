@@ -10,8 +10,8 @@ use crate::config::Secret;
 /// A token and how long it lives from when it was received.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Token {
-    pub secret: Secret,
-    pub lifetime: Duration,
+    pub(crate) secret: Secret,
+    pub(crate) lifetime: Duration,
 }
 
 /// Seconds as the endpoints write them: IMDS sends strings (`"86399"`),

@@ -53,12 +53,12 @@ use crate::config::{Config, MaxLag, ServerId};
 /// kept, so a standby behind every entry is known to be more than the window
 /// behind. Bounded: at most 35 entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WalHistory(VecDeque<(Instant, u64)>);
+pub(crate) struct WalHistory(VecDeque<(Instant, u64)>);
 
 impl WalHistory {
     /// The primary was at `lsn` at `at`. `window` is the longest
     /// `max_lag_time` configured.
-    pub fn record(&mut self, at: Instant, lsn: u64, window: Duration) {
+    pub(crate) fn record(&mut self, at: Instant, lsn: u64, window: Duration) {
         match self.0.back_mut() {
             // Went backwards: another lineage (a server rebuilt and promoted);
             // what was kept says nothing about it.
@@ -88,7 +88,7 @@ impl WalHistory {
     /// `replayed`: `Ok(Duration::ZERO)` when `replayed` is at or past the
     /// newest position; `Err(d)` when it is behind every entry (more than `d`
     /// behind); `None` when nothing was recorded.
-    pub fn behind(&self, replayed: u64, now: Instant) -> Option<Result<Duration, Duration>> {
+    pub(crate) fn behind(&self, replayed: u64, now: Instant) -> Option<Result<Duration, Duration>> {
         let &(_, newest) = self.0.back()?;
         if replayed >= newest {
             return Some(Ok(Duration::ZERO));
@@ -99,12 +99,10 @@ impl WalHistory {
         })
     }
 
-    pub fn len(&self) -> usize {
+    /// Samples kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -112,30 +110,30 @@ impl WalHistory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Lag {
     /// The primary it is measured against (`None`: no primary position known).
-    pub primary: Option<ServerId>,
+    pub(crate) primary: Option<ServerId>,
     /// WAL bytes behind (`None`: unknown).
-    pub bytes: Option<u64>,
+    pub(crate) bytes: Option<u64>,
     /// Time behind: `Ok(exactly)`, `Err(more than)`; `None`: unknown (no
     /// history of the primary's positions, e.g. no `max_lag_time` anywhere).
-    pub time: Option<Result<Duration, Duration>>,
+    pub(crate) time: Option<Result<Duration, Duration>>,
 }
 
 /// A standby an alias keeps off for its lag.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lagging {
-    pub server: ServerId,
+pub(crate) struct Lagging {
+    pub(crate) server: ServerId,
     /// Good probes in a row within the limit since it was last over it.
-    pub good: u32,
+    pub(crate) good: u32,
     /// When the first of those `good` probes was seen: `rise` is judged in
     /// time as well as in probes (see `decision::damping`).
-    pub good_since: Option<Instant>,
-    pub since: Instant,
+    pub(crate) good_since: Option<Instant>,
+    pub(crate) since: Instant,
     /// Why, as last measured: e.g. `20.0 MiB behind east (max_lag 16.0 MiB)`.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Not measurable yet (the time needs a second probe of the primary):
     /// no episode was reported, and the first measurement within the limit
     /// lets it in without `rise`.
-    pub pending: bool,
+    pub(crate) pending: bool,
 }
 
 /// A standby's lag against an alias's limit.

@@ -31,8 +31,8 @@ pub(crate) const RTT_WINDOW: usize = 5;
 /// A margin: `pct` percent of the reference, and at least `min`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Margin {
-    pub pct: u32,
-    pub min: Duration,
+    pub(crate) pct: u32,
+    pub(crate) min: Duration,
 }
 
 /// A candidate joins the near group within this of the best median.
@@ -56,23 +56,23 @@ impl Margin {
 
 /// The last [`RTT_WINDOW`] round-trip times of one server's probe query.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RttWindow(VecDeque<Duration>);
+pub(crate) struct RttWindow(VecDeque<Duration>);
 
 impl RttWindow {
-    pub fn push(&mut self, rtt: Duration) {
+    pub(crate) fn push(&mut self, rtt: Duration) {
         if self.0.len() == RTT_WINDOW {
             self.0.pop_front();
         }
         self.0.push_back(rtt);
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
 
     /// The median (the lower middle one of an even count); `None` before
     /// the first sample.
-    pub fn median(&self) -> Option<Duration> {
+    pub(crate) fn median(&self) -> Option<Duration> {
         let mut v: Vec<Duration> = self.0.iter().copied().collect();
         v.sort();
         v.get(v.len().saturating_sub(1) / 2).copied()

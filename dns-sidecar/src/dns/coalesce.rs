@@ -44,11 +44,11 @@ pub(super) type Key = Box<[u8]>;
 
 /// A client waiting on another query's answer.
 pub(super) struct Waiter {
-    pub client: SocketAddr,
+    pub(crate) client: SocketAddr,
     /// Its query as sent (its ID, question case and flags).
-    pub query: Box<[u8]>,
-    pub started: Instant,
-    pub _ticket: Ticket,
+    pub(crate) query: Box<[u8]>,
+    pub(crate) started: Instant,
+    pub(crate) _ticket: Ticket,
 }
 
 /// What [`Coalesce::join`] did.

@@ -75,7 +75,7 @@ struct NxTail {
 }
 
 /// What [`FastTable::classify`] found.
-pub enum Fast {
+pub(crate) enum Fast {
     /// An answer of this length and kind was written.
     Answer(usize, QueryKind),
     /// An ordinary query for a name outside every zone.
@@ -134,7 +134,7 @@ fn full_member_answer(handler: &Handler, query: &[u8], k: usize) -> Option<Vec<u
 impl FastTable {
     /// Precomputes answers with the full path of `handler`, which reads the
     /// current routes and targets snapshots.
-    pub fn build(handler: &Handler, routes: &Routes) -> FastTable {
+    pub(crate) fn build(handler: &Handler, routes: &Routes) -> FastTable {
         let mut t = FastTable {
             max_udp: handler.answerer().encoder().max_udp(),
             ..Default::default()
@@ -207,7 +207,7 @@ impl FastTable {
     /// without decoding it. (The worker calls [`FastTable::classify`]; this
     /// is the fuzz targets' and the tests'.)
     #[cfg(any(test, feature = "testing"))]
-    pub fn forwardable(&self, q: &[u8]) -> Option<Question> {
+    pub(crate) fn forwardable(&self, q: &[u8]) -> Option<Question> {
         self.forwardable_parsed(q, self.parse(q)?)
     }
 
@@ -216,7 +216,7 @@ impl FastTable {
     /// (as `FastTable::forwardable` says), or neither (the full path decides).
     /// `asker` chooses a spreading alias's member, as in
     /// [`Handler::plan`].
-    pub fn classify(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Fast {
+    pub(crate) fn classify(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Fast {
         let Some(p) = self.parse(q) else { return Fast::Neither };
         if let Some((len, kind)) = self.answer_parsed(q, &p, out, asker) {
             return Fast::Answer(len, kind);
@@ -244,7 +244,7 @@ impl FastTable {
 
     /// The full path's answer with `rcode` (SERVFAIL or REFUSED) to a
     /// forwardable query, written into `out`; returns its length.
-    pub fn refuse(&self, q: &[u8], f: &Question, rcode: u8, out: &mut [u8]) -> Option<usize> {
+    pub(crate) fn refuse(&self, q: &[u8], f: &Question, rcode: u8, out: &mut [u8]) -> Option<usize> {
         let t = self.refusals.as_ref()?[f.edns].as_ref()?;
         let qend = f.end();
         let len = qend + t.tail.len();
@@ -278,7 +278,7 @@ impl FastTable {
 
     /// Adds the answers counted per spreading alias and server since the
     /// last call to their series (once per batch).
-    pub fn flush_shares(&self) {
+    pub(crate) fn flush_shares(&self) {
         if !self.spreading {
             return;
         }

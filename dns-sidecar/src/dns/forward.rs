@@ -58,8 +58,8 @@ pub(crate) enum ForwardError {
 /// One upstream and its health.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
-    pub addr: SocketAddr,
-    pub state: Arc<UpstreamState>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) state: Arc<UpstreamState>,
 }
 
 /// One zone's upstream client (the `[upstream]` default's, or a

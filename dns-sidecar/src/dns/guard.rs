@@ -26,8 +26,8 @@ pub(crate) struct Guard {
     used: AtomicU64,
     /// Queries waiting on an upstream.
     in_flight: AtomicUsize,
-    pub rate: RateLimiter,
-    pub health: Health,
+    pub(crate) rate: RateLimiter,
+    pub(crate) health: Health,
     metrics: Arc<Metrics>,
 }
 

@@ -34,17 +34,17 @@ use crate::config::Config;
 pub(crate) struct Cached {
     /// NOERROR or NXDOMAIN; SERVFAIL when the target was never resolved
     /// because the upstream failed (retried every second).
-    pub rcode: ResponseCode,
+    pub(crate) rcode: ResponseCode,
     /// The answer section as the upstream sent it (may hold a CNAME chain).
-    pub answers: Vec<Record>,
+    pub(crate) answers: Vec<Record>,
     /// When it should be refreshed.
-    pub refresh_at: Instant,
+    pub(crate) refresh_at: Instant,
 }
 
 /// The snapshot: (lower-case target with dot, type) -> answer.
 #[derive(Debug, Default)]
 pub(crate) struct Targets {
-    pub entries: HashMap<(String, RecordType), Cached>,
+    pub(crate) entries: HashMap<(String, RecordType), Cached>,
 }
 
 pub(crate) type SharedTargets = Arc<ArcSwap<Targets>>;

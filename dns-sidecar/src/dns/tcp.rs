@@ -50,7 +50,7 @@ pub(super) const CONN_COST: u64 = 4096;
 pub(super) struct Registry {
     inner: Mutex<Inner>,
     /// Signalled when the last connection closes (for shutdown).
-    pub empty: Notify,
+    pub(crate) empty: Notify,
 }
 
 #[derive(Default)]
@@ -71,7 +71,7 @@ struct Entry {
 pub(super) struct Place {
     id: u64,
     registry: Arc<Registry>,
-    pub close: Arc<Notify>,
+    pub(crate) close: Arc<Notify>,
 }
 
 impl Registry {

@@ -10,14 +10,14 @@ use crate::config::{Config, Zone};
 #[derive(Debug)]
 pub(super) struct ZoneData {
     /// Canonical text (`db.internal.`), for suffix matching.
-    pub apex_text: String,
-    pub soa: Record,
-    pub ns: Vec<Record>,
+    pub(crate) apex_text: String,
+    pub(crate) soa: Record,
+    pub(crate) ns: Vec<Record>,
     /// Names that exist in the zone only because an alias lies below them
     /// (empty non-terminals): they answer NODATA, not NXDOMAIN.
-    pub empty_non_terminals: Vec<String>,
+    pub(crate) empty_non_terminals: Vec<String>,
     /// The SOA MNAME, RNAME and NS names (canonical text).
-    pub own_names: Vec<String>,
+    pub(crate) own_names: Vec<String>,
     negative_ttl: u32,
 }
 

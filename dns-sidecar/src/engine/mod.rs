@@ -45,19 +45,19 @@ use crate::wallclock::WallClock;
 
 /// A new config for the engine; the sender learns when it is in force.
 pub(crate) struct Reconfigure {
-    pub config: Arc<Config>,
-    pub done: oneshot::Sender<()>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) done: oneshot::Sender<()>,
 }
 
 /// The engine's inputs.
 pub(crate) struct Inputs {
-    pub observations: mpsc::Receiver<ProbeReport>,
-    pub control: mpsc::Receiver<ControlRequest>,
-    pub reconfigure: mpsc::Receiver<Reconfigure>,
-    pub hooks: mpsc::Sender<ToHooks>,
+    pub(crate) observations: mpsc::Receiver<ProbeReport>,
+    pub(crate) control: mpsc::Receiver<ControlRequest>,
+    pub(crate) reconfigure: mpsc::Receiver<Reconfigure>,
+    pub(crate) hooks: mpsc::Sender<ToHooks>,
     /// What the hook runner knows of each external record (it goes to the
     /// state file; the sender, if any, learns when it is written).
-    pub hooks_confirmed: mpsc::Receiver<(Confirmed, Option<oneshot::Sender<()>>)>,
+    pub(crate) hooks_confirmed: mpsc::Receiver<(Confirmed, Option<oneshot::Sender<()>>)>,
 }
 
 struct Engine {

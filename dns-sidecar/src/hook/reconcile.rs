@@ -41,9 +41,9 @@ pub(crate) enum ToHooks {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Record {
     /// The last target whose hook succeeded.
-    pub hooked: Option<HookedTarget>,
+    pub(crate) hooked: Option<HookedTarget>,
     /// A target a run that has not succeeded may have set since.
-    pub unsure: Option<HookedTarget>,
+    pub(crate) unsure: Option<HookedTarget>,
 }
 
 impl Record {
@@ -57,8 +57,8 @@ impl Record {
 /// once the record saying it may change the external one is persisted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Confirmed {
-    pub alias: String,
-    pub record: Record,
+    pub(crate) alias: String,
+    pub(crate) record: Record,
 }
 
 /// The first wait after a failed run; it doubles per failure in a row, up

@@ -62,7 +62,7 @@ pub(crate) fn rcode_index(rcode: u16) -> usize {
 
 /// Why the DNS side refused work (`dns_sidecar_limited_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
+pub(crate) enum Limited {
     /// The client is not in `[dns] allow` (answered REFUSED / connection closed).
     Acl = 0,
     /// The client exceeded `forward_rate` (answered REFUSED).
@@ -99,69 +99,69 @@ pub(super) const LIMITED: [&str; 9] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindRcode {
-    pub kind: String,
-    pub rcode: String,
+    pub(crate) kind: String,
+    pub(crate) rcode: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServerLabel {
-    pub server: String,
+pub(crate) struct ServerLabel {
+    pub(crate) server: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeResult {
-    pub server: String,
+pub(crate) struct ProbeResult {
+    pub(crate) server: String,
     /// `ok`, `timeout` or `error`.
-    pub result: String,
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AliasLabel {
-    pub alias: String,
+pub(crate) struct AliasLabel {
+    pub(crate) alias: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AliasServer {
-    pub alias: String,
-    pub server: String,
+pub(crate) struct AliasServer {
+    pub(crate) alias: String,
+    pub(crate) server: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabel {
-    pub upstream: String,
+pub(crate) struct UpstreamLabel {
+    pub(crate) upstream: String,
     /// The forward zone whose upstream it is (`.`: `[upstream]`).
-    pub zone: String,
+    pub(crate) zone: String,
     /// `timeout` or `error`.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 /// `dns_sidecar_credential_refreshes_total{source, result}`: `source` is
 /// the password source's kind (`file`, `command`, `managed-identity`,
 /// `workload-identity`), `result` is `ok` or `error`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CredentialResult {
-    pub source: String,
-    pub result: String,
+pub(crate) struct CredentialResult {
+    pub(crate) source: String,
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: String,
+pub(crate) struct ResultLabel {
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamAddr {
-    pub upstream: String,
+pub(crate) struct UpstreamAddr {
+    pub(crate) upstream: String,
     /// The forward zone whose upstream it is (`.`: `[upstream]`).
-    pub zone: String,
+    pub(crate) zone: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
-    pub reason: String,
+    pub(crate) reason: String,
 }

@@ -39,9 +39,9 @@ struct Running {
 #[derive(Debug, thiserror::Error)]
 #[error("server `{server}`: {source}")]
 pub struct SetupError {
-    pub server: String,
+    pub(crate) server: String,
     #[source]
-    pub source: TlsSetupError,
+    pub(crate) source: TlsSetupError,
 }
 
 pub(crate) struct Probers {
@@ -234,10 +234,10 @@ impl Probers {
 /// What [`Probers::sync`] did, by server id.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct SyncReport {
-    pub started: Vec<String>,
+    pub(crate) started: Vec<String>,
     /// `id (reason)`: a new prober (and connection) for the same server.
-    pub restarted: Vec<String>,
+    pub(crate) restarted: Vec<String>,
     /// `old -> new`: the same prober and connection under a new id.
-    pub renamed: Vec<String>,
-    pub stopped: Vec<String>,
+    pub(crate) renamed: Vec<String>,
+    pub(crate) stopped: Vec<String>,
 }

@@ -9,7 +9,7 @@ use crate::config::{ConnSettings, RootCert, SslMode};
 
 /// Why a TLS connector could not be built (bad CA file).
 #[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
+pub(crate) enum TlsSetupError {
     #[error("cannot read sslrootcert {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("sslrootcert {path} holds no usable PEM certificate: {source}")]

@@ -45,11 +45,11 @@ pub(super) fn check(
 /// The keys `[upstream]` and each `[[forward]]` share, as written;
 /// `table` names the table in messages (`upstream`, `forward`).
 pub(super) struct Fields<'a> {
-    pub table: &'a str,
-    pub servers: &'a Spanned<Vec<DnsAddr>>,
-    pub timeout: &'a Option<Spanned<HumanDuration>>,
-    pub max_fails: &'a Option<Spanned<u32>>,
-    pub health_check: &'a Option<Spanned<HumanDuration>>,
+    pub(crate) table: &'a str,
+    pub(crate) servers: &'a Spanned<Vec<DnsAddr>>,
+    pub(crate) timeout: &'a Option<Spanned<HumanDuration>>,
+    pub(crate) max_fails: &'a Option<Spanned<u32>>,
+    pub(crate) health_check: &'a Option<Spanned<HumanDuration>>,
 }
 
 /// Checks the shared keys and applies their defaults; `empty_hint` is the

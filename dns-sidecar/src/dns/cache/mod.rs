@@ -157,7 +157,7 @@ pub struct Cache {
 
 impl Cache {
     /// A cache on the real clock.
-    pub fn new(settings: &CacheSettings, metrics: CacheMetrics) -> Cache {
+    pub(crate) fn new(settings: &CacheSettings, metrics: CacheMetrics) -> Cache {
         Cache::with_clock(settings, metrics, Clock::Real(Instant::now()))
     }
 
@@ -185,11 +185,11 @@ impl Cache {
     }
 
     #[inline]
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    pub fn metrics(&self) -> &CacheMetrics {
+    pub(crate) fn metrics(&self) -> &CacheMetrics {
         &self.metrics
     }
 
@@ -202,7 +202,7 @@ impl Cache {
     /// settings empty the cache (its entries were kept under the old
     /// ones); otherwise it is kept, but for names now at or below one of
     /// `zones` (a zone added by a reload answers them from now on).
-    pub fn configure(&self, settings: &CacheSettings, zones: Vec<Vec<u8>>) {
+    pub(crate) fn configure(&self, settings: &CacheSettings, zones: Vec<Vec<u8>>) {
         let changed = **self.settings.load() != *settings;
         self.settings.store(Arc::new(settings.clone()));
         self.enabled.store(settings.enabled, Ordering::Relaxed);
@@ -219,7 +219,7 @@ impl Cache {
     }
 
     /// [`Cache::configure`] with `config`'s `[cache]` and zones.
-    pub fn configure_from(&self, config: &crate::config::Config) {
+    pub(crate) fn configure_from(&self, config: &crate::config::Config) {
         self.configure(
             &config.cache,
             config
@@ -232,7 +232,7 @@ impl Cache {
 
     /// Removes every entry, or (with `below`, a lower-case wire-form name)
     /// the entries for that name and the names below it. Returns how many.
-    pub fn flush(&self, below: Option<&[u8]>) -> usize {
+    pub(crate) fn flush(&self, below: Option<&[u8]>) -> usize {
         let below: Option<Vec<Vec<u8>>> = below.map(|b| vec![b.to_vec()]);
         let hit = |name: &[u8]| below.as_ref().is_none_or(|b| within_any(b, name));
         self.shards

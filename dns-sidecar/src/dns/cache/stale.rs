@@ -39,7 +39,7 @@ impl Cache {
     /// The upstream failed for `q`: answers from an entry that expired less
     /// than `max_stale` ago (or a fresh one stored meanwhile), and answers
     /// it stale without asking the upstream for the next [`STALE_TTL`] s.
-    pub fn stale(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
+    pub(crate) fn stale(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
         self.with_entry(q, qn, |e, l| {
             if e.fresh(now) {
                 return write(e, q, qn, limit, Ttls::Aged(e.age(now)), out).map_or(Found::Miss, Found::Fresh);
