@@ -51,14 +51,14 @@ pub struct Config {
     /// `[[forward]]`: zones with their own upstreams, in file order.
     pub forward: Vec<ForwardZone>,
     pub zones: Vec<Zone>,
-    pub probe: ProbeTiming,
+    pub(crate) probe: ProbeTiming,
     /// Index in this vector is the server's `ServerId`.
     pub servers: Vec<Server>,
     pub aliases: Vec<Alias>,
     pub admin: AdminSettings,
-    pub state: StateSettings,
-    pub limits: Limits,
-    pub cache: CacheSettings,
+    pub(crate) state: StateSettings,
+    pub(crate) limits: Limits,
+    pub(crate) cache: CacheSettings,
 }
 
 /// The cache of forwarded answers (`[cache]`; see `crate::dns::cache`).
@@ -121,7 +121,7 @@ pub(crate) const MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
     /// `None`: kept in memory only (a restart forgets it; logged at start).
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 /// Bounds on everything that grows with traffic (`[limits]`). When one is
@@ -131,19 +131,19 @@ pub struct StateSettings {
 pub struct Limits {
     /// Bytes that traffic-driven state may hold: forwarded queries waiting on
     /// upstreams, per-query upstream sockets, TCP connections and their buffers.
-    pub memory: u64,
+    pub(crate) memory: u64,
     /// Forwarded queries (and alias target lookups) waiting on upstreams at once.
-    pub forward_in_flight: usize,
+    pub(crate) forward_in_flight: usize,
     /// Forwarded queries per second per client (IPv4 address, IPv6 /64); 0 = off.
-    pub forward_rate: u32,
+    pub(crate) forward_rate: u32,
     /// Tokens a client may burst above `forward_rate`.
-    pub forward_burst: u32,
-    pub tcp_connections: usize,
-    pub tcp_connections_per_client: usize,
+    pub(crate) forward_burst: u32,
+    pub(crate) tcp_connections: usize,
+    pub(crate) tcp_connections_per_client: usize,
     /// Time a TCP connection may go without a complete query.
-    pub tcp_idle_timeout: Duration,
+    pub(crate) tcp_idle_timeout: Duration,
     /// Time an answer may take to be written to a TCP client.
-    pub tcp_write_timeout: Duration,
+    pub(crate) tcp_write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -180,7 +180,7 @@ pub struct AdminSettings {
     /// Open admin connections; more are closed at once.
     pub max_connections: usize,
     /// Time a request's body may take to arrive once its headers are in.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// Open admin connections per client address.
     pub max_connections_per_client: usize,
 }
@@ -210,10 +210,10 @@ pub struct DnsSettings {
     /// Each address is served over UDP and TCP.
     pub listen: Vec<SocketAddr>,
     /// Largest UDP answer for EDNS clients; clients without EDNS get 512.
-    pub max_udp_payload: u16,
+    pub(crate) max_udp_payload: u16,
     /// Client networks that may query; others get REFUSED (UDP) or a closed
     /// connection (TCP).
-    pub allow: Vec<Cidr>,
+    pub(crate) allow: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,11 +221,11 @@ pub struct UpstreamSettings {
     pub servers: Vec<SocketAddr>,
     /// Per upstream attempt (at most `validate::upstream::MAX_TIMEOUT`); the
     /// client gets SERVFAIL after all attempts fail.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Failed health checks in a row that take an upstream out of use.
-    pub max_fails: u32,
+    pub(crate) max_fails: u32,
     /// How often an upstream out of use is health-checked.
-    pub health_check: Duration,
+    pub(crate) health_check: Duration,
 }
 
 /// A `[[forward]]` zone: its names (matched by the longest suffix, on label
@@ -245,29 +245,29 @@ pub(crate) const DEFAULT_ZONE: &str = ".";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Zone {
     pub name: DnsName,
-    pub nameservers: Vec<DnsName>,
-    pub hostmaster: DnsName,
-    pub ttl: u32,
-    pub negative_ttl: u32,
-    pub serial: u32,
+    pub(crate) nameservers: Vec<DnsName>,
+    pub(crate) hostmaster: DnsName,
+    pub(crate) ttl: u32,
+    pub(crate) negative_ttl: u32,
+    pub(crate) serial: u32,
 }
 
 /// Probe timing and damping, shared by all servers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeTiming {
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Time between probes of a server while it is in the incident set
     /// ([`crate::shared::Shared::incident`]): an alias that lost its target
     /// wants the next writable server seen within milliseconds, not within a
     /// full `interval`. At most `interval`.
-    pub incident_interval: Duration,
-    pub deadline: Duration,
-    pub fresh_connection_interval: Duration,
+    pub(crate) incident_interval: Duration,
+    pub(crate) deadline: Duration,
+    pub(crate) fresh_connection_interval: Duration,
     /// Consecutive ambiguous failures (timeouts, TLS or auth errors) before a
     /// server counts as down. A refused or closed connection counts at once.
-    pub fall: u32,
+    pub(crate) fall: u32,
     /// Consecutive good probes before a server that was down is eligible again.
-    pub rise: u32,
+    pub(crate) rise: u32,
 }
 
 impl Default for ProbeTiming {
@@ -288,24 +288,24 @@ pub struct Server {
     /// The key of its `[servers.<id>]` table.
     pub id: String,
     /// What the alias's CNAME points at.
-    pub target: DnsName,
-    pub conn: ConnSettings,
+    pub(crate) target: DnsName,
+    pub(crate) conn: ConnSettings,
 }
 
 /// How to reach and log in to one server. `Debug` never shows the password.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnSettings {
     /// Host name for TLS verification (and for connecting when `hostaddr` is unset).
-    pub host: String,
-    pub hostaddr: Option<IpAddr>,
-    pub port: u16,
-    pub user: String,
-    pub dbname: String,
-    pub sslmode: SslMode,
-    pub sslrootcert: RootCert,
+    pub(crate) host: String,
+    pub(crate) hostaddr: Option<IpAddr>,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) dbname: String,
+    pub(crate) sslmode: SslMode,
+    pub(crate) sslrootcert: RootCert,
     /// Where the password comes from (`None`: no password is sent).
-    pub password: Option<PasswordSource>,
-    pub application_name: String,
+    pub(crate) password: Option<PasswordSource>,
+    pub(crate) application_name: String,
 }
 
 /// Where TLS trust anchors come from.
@@ -325,7 +325,7 @@ impl Secret {
     pub fn new(s: String) -> Self {
         Secret(s)
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -422,10 +422,5 @@ impl Config {
     pub fn upstreams(&self) -> impl Iterator<Item = (&str, &UpstreamSettings)> {
         let default = self.upstream.iter().map(|u| (DEFAULT_ZONE, u));
         default.chain(self.forward.iter().map(|f| (f.zone.as_str(), &f.upstream)))
-    }
-
-    /// The alias whose name equals `name`.
-    pub fn alias(&self, name: &DnsName) -> Option<&Alias> {
-        self.aliases.iter().find(|a| &a.name == name)
     }
 }

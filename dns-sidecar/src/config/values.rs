@@ -166,7 +166,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// address means that one address. Host bits must be zero, so a typo such as
 /// `10.1.2.3/8` is reported rather than silently widened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     pub(crate) addr: IpAddr,
     pub(crate) prefix: u8,
 }
