@@ -68,7 +68,7 @@ impl Control {
     }
 
     /// Applies `op` and waits for the engine's answer.
-    pub async fn apply(&self, op: Override) -> Result<String, ControlError> {
+    pub(crate) async fn apply(&self, op: Override) -> Result<String, ControlError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(ControlRequest { op, reply })

@@ -54,7 +54,7 @@ impl Listeners {
     }
 
     /// The admin listener's address actually bound, when there is one.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 }

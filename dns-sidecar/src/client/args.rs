@@ -22,14 +22,14 @@ const MAX_TIMEOUT: f64 = 3600.0;
 pub struct Conn {
     /// Address of the admin listener (`host:port`).
     #[arg(long = "admin", value_name = "ADDR", env = "DNS_SIDECAR_ADMIN", default_value = DEFAULT_ADMIN_LISTEN)]
-    pub admin: String,
+    pub(crate) admin: String,
     /// File holding the admin bearer token (else the DNS_SIDECAR_ADMIN_TOKEN
     /// environment variable, else none).
     #[arg(long, value_name = "FILE", env = "DNS_SIDECAR_ADMIN_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    pub timeout: f64,
+    pub(crate) timeout: f64,
 }
 
 impl Conn {

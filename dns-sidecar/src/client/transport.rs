@@ -33,10 +33,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
-    pub reason: String,
+    pub(crate) reason: String,
     /// Names as received (lower case from hyper); look them up with
     /// [`Response::header`].
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -101,7 +101,7 @@ impl Client {
         self
     }
 
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
