@@ -25,11 +25,11 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use dns_sidecar::config::ServerId;
-use dns_sidecar::decision::{decide, State};
-use dns_sidecar::dns::{Pick, Plan, Transport};
-use dns_sidecar::observation::{Observation, ServerState};
-use dns_sidecar::routes::Asker;
+use dns_sidecar::testing::Asker;
+use dns_sidecar::testing::ServerId;
+use dns_sidecar::testing::{decide, State};
+use dns_sidecar::testing::{Observation, ServerState};
+use dns_sidecar::testing::{Pick, Plan, Transport};
 
 fn query(name: &str) -> Vec<u8> {
     let mut m = Message::query();
@@ -40,14 +40,14 @@ fn query(name: &str) -> Vec<u8> {
 }
 
 fn answer_path(c: &mut Criterion) {
-    let (config, handler, table) = dns_sidecar::dns::fixture::fixture();
+    let (config, handler, table) = dns_sidecar::testing::fixture::fixture();
     let alias = query("prod.db.test.");
     let nx = query("nope12345.db.test.");
     let mut out = vec![0u8; 4096];
     c.bench_function("fast/alias_a", |b| {
         b.iter(|| table.answer(std::hint::black_box(&alias), &mut out).unwrap())
     });
-    let spread = query(dns_sidecar::dns::fixture::SPREAD);
+    let spread = query(dns_sidecar::testing::fixture::SPREAD);
     let mut seq = 0u64;
     c.bench_function("fast/spread_rotate_a", |b| {
         b.iter(|| {
@@ -95,7 +95,6 @@ fn answer_path(c: &mut Criterion) {
     let obs = |server, in_recovery| Observation {
         server,
         at: now,
-        latency: Duration::from_micros(30),
         outcome: Ok(ServerState {
             in_recovery,
             read_only: in_recovery,
@@ -129,7 +128,9 @@ fn answer_to(q: &[u8]) -> Vec<u8> {
 }
 
 fn forward_hits(c: &mut Criterion) {
-    use dns_sidecar::dns::fixture::{fixture_with, forwarded_from_cache, forwarded_from_cache_unrouted, keep, CONFIG};
+    use dns_sidecar::testing::fixture::{
+        fixture_with, forwarded_from_cache, forwarded_from_cache_unrouted, keep, CONFIG,
+    };
     let zones = (0..5)
         .map(|i| {
             format!(

@@ -4,7 +4,7 @@
 //! operator knows something the probes do not). A drained server is never
 //! chosen, not even by `keep-last`. Unfencing lifts the fences that keep a
 //! writer alias off servers it left or that lost a split brain (see
-//! [`crate::decision::fence`]). Pins and drains last until undone or until a config
+//! `crate::decision::fence`). Pins and drains last until undone or until a config
 //! reload removes the alias or server; every change is logged and shown in
 //! `/status`.
 
@@ -68,7 +68,7 @@ impl Control {
     }
 
     /// Applies `op` and waits for the engine's answer.
-    pub async fn apply(&self, op: Override) -> Result<String, ControlError> {
+    pub(crate) async fn apply(&self, op: Override) -> Result<String, ControlError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(ControlRequest { op, reply })

@@ -4,7 +4,7 @@
 //! (an invalid file is rejected with the reason logged, and the old config
 //! keeps serving); SIGTERM and SIGINT stop gracefully.
 //!
-//! A long-lived task that dies (see [`crate::supervise`]) stops the service
+//! A long-lived task that dies (see `crate::supervise`) stops the service
 //! too, and `run` returns [`DaemonError::Died`]: the binary then exits with
 //! [`EXIT_TASK_DIED`] so that systemd (`Restart=on-failure`) or the kubelet
 //! restarts the process.

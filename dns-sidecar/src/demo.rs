@@ -25,7 +25,7 @@ use crate::routes::{RouteAnswer, Routes};
 use crate::{Listeners, RunError};
 
 /// The demo's config, with `{placeholders}` filled in at run time.
-pub const TEMPLATE: &str = include_str!("../../config/demo.toml.in");
+pub(crate) const TEMPLATE: &str = include_str!("../../config/demo.toml.in");
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -58,7 +58,7 @@ const WRITER_ALIAS: &str = "prod.demo.internal.";
 const PROMOTED_TARGET: &str = "pg-west.servers.demo.";
 
 /// Values substituted into [`TEMPLATE`].
-pub struct DemoValues<'a> {
+pub(crate) struct DemoValues<'a> {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub upstream: Option<SocketAddr>,
@@ -69,7 +69,7 @@ pub struct DemoValues<'a> {
 }
 
 /// Renders the demo config.
-pub fn render(v: &DemoValues<'_>) -> String {
+pub(crate) fn render(v: &DemoValues<'_>) -> String {
     let upstream = match v.upstream {
         Some(u) => format!("[upstream]\nservers = [\"{u}\"]\ntimeout = \"1s\""),
         None => "# no [upstream]: dnsmasq is not installed, names outside the zone are REFUSED".to_string(),

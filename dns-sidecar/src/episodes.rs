@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// At most one "server down" line per server per window.
-pub const WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const WINDOW: Duration = Duration::from_secs(30);
 
 /// A line to log.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Line {
+pub(crate) enum Line {
     /// A down episode began at `since`; `flaps` earlier short episodes
     /// were not logged (they began and ended within the window).
     Down {
@@ -60,13 +60,13 @@ struct Track {
 /// Per-server state of the rate limit, keyed by server id (so it survives
 /// reloads that reorder servers).
 #[derive(Debug, Default)]
-pub struct Episodes {
+pub(crate) struct Episodes {
     servers: HashMap<String, Track>,
 }
 
 impl Episodes {
     /// A down episode began.
-    pub fn down(&mut self, server: &str, reason: &str, was_up: bool, now: Instant) -> Option<Line> {
+    pub(crate) fn down(&mut self, server: &str, reason: &str, was_up: bool, now: Instant) -> Option<Line> {
         let t = self.servers.entry(server.to_string()).or_default();
         if t.last_down_line
             .is_some_and(|last| now.saturating_duration_since(last) < WINDOW)
@@ -88,7 +88,7 @@ impl Episodes {
     }
 
     /// The server is up (first time, or after a down episode of `down_for`).
-    pub fn up(&mut self, server: &str, state: &str, down_for: Option<Duration>) -> Option<Line> {
+    pub(crate) fn up(&mut self, server: &str, state: &str, down_for: Option<Duration>) -> Option<Line> {
         let t = self.servers.entry(server.to_string()).or_default();
         if t.pending.take().is_some() {
             // A flap: counted, said when the window ends.
@@ -103,7 +103,7 @@ impl Episodes {
 
     /// Lines due because a window ended: a pending down episode still going
     /// on, or flaps that ended with the server up. Call often (every decision).
-    pub fn tick(&mut self, now: Instant) -> Vec<Line> {
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Line> {
         let mut out = Vec::new();
         let mut servers: Vec<(&String, &mut Track)> = self.servers.iter_mut().collect();
         servers.sort_by(|a, b| a.0.cmp(b.0));
@@ -136,7 +136,7 @@ impl Episodes {
 
     /// Moves each `(old, new)` server's state to its new id (a reload renamed
     /// it; swaps included), so a renamed server's rate limit carries on.
-    pub fn rename(&mut self, renames: &[(&str, &str)]) {
+    pub(crate) fn rename(&mut self, renames: &[(&str, &str)]) {
         let moved: Vec<(&str, Option<Track>)> = renames.iter().map(|(o, n)| (*n, self.servers.remove(*o))).collect();
         for (new, track) in moved {
             if let Some(t) = track {
@@ -146,7 +146,7 @@ impl Episodes {
     }
 
     /// Forgets servers no longer configured.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.servers.retain(|k, _| keep(k));
     }
 }

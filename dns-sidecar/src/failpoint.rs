@@ -9,10 +9,10 @@
 use std::path::Path;
 
 /// Environment variable naming the task and its trigger file.
-pub const VAR: &str = "DNS_SIDECAR_FAILPOINT";
+pub(crate) const VAR: &str = "DNS_SIDECAR_FAILPOINT";
 
 /// Panics when this task's trigger file exists.
-pub fn check(task: &str) {
+pub(crate) fn check(task: &str) {
     let Ok(spec) = std::env::var(VAR) else { return };
     if let Some((t, path)) = spec.split_once(':') {
         if t == task && Path::new(path).exists() {

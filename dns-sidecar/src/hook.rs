@@ -27,7 +27,7 @@
 
 #[cfg(test)]
 mod properties;
-pub mod reconcile;
+pub(crate) mod reconcile;
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -48,16 +48,16 @@ use reconcile::{Confirmed, Reconciler, ToHooks};
 /// succeeded), `DNS_SIDECAR_NEW_SERVER`, `DNS_SIDECAR_NEW_TARGET` and
 /// `DNS_SIDECAR_REASON`.
 #[derive(Debug, Clone)]
-pub struct HookRun {
-    pub hook: Hook,
+pub(crate) struct HookRun {
+    pub(crate) hook: Hook,
     /// Larger than every run's before it.
-    pub seq: u64,
-    pub alias: String,
-    pub old_server: Option<String>,
-    pub old_target: Option<String>,
-    pub new_server: String,
-    pub new_target: String,
-    pub reason: String,
+    pub(crate) seq: u64,
+    pub(crate) alias: String,
+    pub(crate) old_server: Option<String>,
+    pub(crate) old_target: Option<String>,
+    pub(crate) new_server: String,
+    pub(crate) new_target: String,
+    pub(crate) reason: String,
 }
 
 /// Runs hooks as the engine's messages on `rx` require, until `shutdown`.
@@ -66,7 +66,7 @@ pub struct HookRun {
 /// the run in progress is killed with its process group and reaped. The
 /// channel is drained continuously (also while a hook runs), so the engine
 /// never finds it full.
-pub async fn runner(
+pub(crate) async fn runner(
     mut rx: mpsc::Receiver<ToHooks>,
     confirmed: mpsc::Sender<(Confirmed, Option<oneshot::Sender<()>>)>,
     shared: Arc<Shared>,
@@ -190,7 +190,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HookError {
+pub(crate) enum HookError {
     #[error("cannot start `{program}`: {source}")]
     Spawn { program: String, source: std::io::Error },
     #[error("killed (with its process group) after its timeout of {0:?}")]
@@ -208,7 +208,7 @@ pub enum HookError {
 
 /// The variables of our environment that `patterns` lets through
 /// (exact names, or `PREFIX*`).
-pub fn passed_env(patterns: &[String]) -> Vec<(String, String)> {
+pub(crate) fn passed_env(patterns: &[String]) -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(k, _)| {
             patterns.iter().any(|p| match p.strip_suffix('*') {

@@ -2,42 +2,78 @@
 //! PostgreSQL server across failovers.
 //!
 //! Data flows one way:
-//! config -> one [`probe::Prober`] task per server -> [`engine`] running the
-//! pure [`decision::decide`] -> an immutable [`routes::Routes`] snapshot in an
-//! `ArcSwap` -> the [`dns`] handler, which only reads the snapshot. The admin
-//! listener reads the status snapshot and sends overrides to the engine.
+//! config -> one prober task per server (`probe`) -> the engine (`engine`)
+//! running the pure decision (`decision::decide`) -> an immutable routes
+//! snapshot (`routes::Routes`) in an `ArcSwap` -> the DNS side (`dns`), which
+//! only reads the snapshot. The admin listener reads the status snapshot and
+//! sends overrides to the engine.
 //!
 //! [`run`] starts all of it on listeners the caller bound, so tests run the
 //! real server on port 0 and the binary stays a thin wrapper.
+//!
+//! # The public API
+//!
+//! Small on purpose: everything else is private to the crate, so that the
+//! compiler reports what nothing uses (and, with the `testing` feature, warns
+//! of a `pub` item nothing outside can reach: new items are `pub(crate)`
+//! unless exported here). Its users:
+//!
+//! - **The binary** (`src/main.rs`): [`daemon::run`] (`dns-sidecar run`),
+//!   [`client`] (`dns-sidecar admin ...`), `demo` (`dns-sidecar demo`,
+//!   feature `demo`), [`config::Config`] (`dns-sidecar check-config`) and
+//!   [`lower_priority`] for its runtime's threads.
+//! - **Embedders and the integration tests** (`tests/integration`): [`start`]
+//!   / [`run`] on [`Listeners`], the [`Running`] sidecar (its [`Shared`]
+//!   state, [`control::Control`], reload and stop), the admin API's client
+//!   ([`client::Client`]) and its JSON ([`status`], [`control::Override`]).
+//! - **Tests, benches and the fuzz crate only**: `testing` (feature
+//!   `testing`, never in the product): the admin listener alone, the
+//!   decision, the DNS side's fixture and fuzz targets, the cache on a
+//!   manual clock.
+//!
+//! The testbed (`tests/testbed`) does not use this crate: the crate uses it.
 
-pub mod admin;
+#![cfg_attr(feature = "testing", warn(unreachable_pub))]
+// `testing` re-exports internals (the decision, the cache, the DNS side's
+// plan) whose docs link to their private neighbours; those links are for
+// contributors and resolve in `cargo doc --document-private-items`.
+#![cfg_attr(feature = "testing", allow(rustdoc::private_intra_doc_links))]
+
+// The public API (see the module doc): the entry points of the binary and
+// the admin CLI, the config and the admin API's types.
 pub mod client;
 pub mod config;
 pub mod control;
-pub mod credential;
 pub mod daemon;
-pub mod decision;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod dns;
-pub mod engine;
-pub mod episodes;
-#[cfg(feature = "testing")]
-pub mod failpoint;
-pub mod hook;
-mod listeners;
-pub mod metrics;
-pub mod name;
-pub mod observation;
-pub mod probe;
-pub mod routes;
-pub mod shared;
-pub mod shutdown;
-pub mod statefile;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+// Everything else is the crate's own: private, so that the compiler reports
+// what nothing uses.
+mod admin;
+mod credential;
+mod decision;
+mod dns;
+mod engine;
+mod episodes;
+#[cfg(feature = "testing")]
+mod failpoint;
+mod hook;
+mod listeners;
+mod metrics;
+mod name;
+mod observation;
+mod probe;
+mod routes;
+mod shared;
+mod shutdown;
+mod statefile;
 mod status_reader;
-pub mod supervise;
-pub mod wallclock;
+mod supervise;
+mod wallclock;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,13 +88,14 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::metrics::ResultLabel;
 use crate::probe::supervisor::{Probers, SetupError};
-use crate::shared::Shared;
 use crate::supervise::{Death, Supervisor};
 
+pub use dns::lower_priority;
 #[cfg(test)]
 use listeners::bind_group;
 use listeners::to_tokio;
-pub use listeners::{udp_workers, Listeners};
+pub use listeners::Listeners;
+pub use shared::Shared;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -315,7 +352,7 @@ impl Running {
     /// should [`Running::stop`] it and exit non-zero. Never resolves
     /// otherwise.
     /// The death named is the cause when one can be told: a panic reported
-    /// within [`SETTLE`] of the first death wins over an end (tasks whose
+    /// within `SETTLE` (100 ms) of the first death wins over an end (tasks whose
     /// channels a panicking task dropped may end, and be reported, first).
     pub async fn died(&mut self) -> Death {
         let Some(first) = self.deaths.recv().await else {
@@ -330,7 +367,7 @@ impl Running {
     }
 
     /// The supervisor of this sidecar's tasks: wrap a task in
-    /// [`Supervisor::watch`] to have its death reported by [`Running::died`].
+    /// `Supervisor::watch` to have its death reported by [`Running::died`].
     pub fn supervisor(&self) -> &Supervisor {
         &self.supervisor
     }

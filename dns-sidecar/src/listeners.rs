@@ -33,7 +33,7 @@ impl Listeners {
     }
 
     /// Binds DNS listeners only (no admin listener), with one UDP socket
-    /// per worker thread on each address (see [`udp_workers`]).
+    /// per worker thread on each address (see `udp_workers`).
     pub fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners, RunError> {
         let mut l = Listeners {
             udp: Vec::new(),
@@ -54,14 +54,14 @@ impl Listeners {
     }
 
     /// The admin listener's address actually bound, when there is one.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 }
 
 /// UDP worker threads (and sockets) per listen address: one per CPU this
 /// process may run on (so `taskset -c 1` gives one), at most 8.
-pub fn udp_workers() -> usize {
+pub(crate) fn udp_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 

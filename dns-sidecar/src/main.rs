@@ -61,7 +61,7 @@ enum Command {
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(|| dns_sidecar::dns::lower_priority(5))
+        .on_thread_start(|| dns_sidecar::lower_priority(5))
         .build()
 }
 

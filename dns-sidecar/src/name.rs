@@ -14,7 +14,7 @@ pub struct DnsName(String);
 
 /// Why a string is not a usable DNS name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum NameError {
+pub(crate) enum NameError {
     #[error("a DNS name cannot be empty")]
     Empty,
     #[error("`{0}` is longer than 253 characters")]
@@ -29,7 +29,7 @@ pub enum NameError {
 
 impl DnsName {
     /// Parses `s`, accepting it with or without the trailing dot.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, NameError> {
         let trimmed = s.strip_suffix('.').unwrap_or(s);
         if trimmed.is_empty() {
             if s == "." {
@@ -66,17 +66,17 @@ impl DnsName {
     }
 
     /// The name without its trailing dot, as a PostgreSQL `host` would be written.
-    pub fn without_dot(&self) -> &str {
+    pub(crate) fn without_dot(&self) -> &str {
         self.0.strip_suffix('.').unwrap_or(&self.0)
     }
 
     /// Whether `self` equals `zone` or lies below it.
-    pub fn is_within(&self, zone: &DnsName) -> bool {
+    pub(crate) fn is_within(&self, zone: &DnsName) -> bool {
         within(&self.0, &zone.0)
     }
 
     /// Number of labels (the root has none).
-    pub fn label_count(&self) -> usize {
+    pub(crate) fn label_count(&self) -> usize {
         if self.0 == "." {
             0
         } else {
@@ -89,7 +89,7 @@ impl DnsName {
 /// equals `zone` or lies below it, label by label (`xdb.internal.` is not
 /// below `db.internal.`). The one containment check on names in text form:
 /// [`DnsName::is_within`] and the DNS handler's zone lookup both use it.
-pub fn within(name: &str, zone: &str) -> bool {
+pub(crate) fn within(name: &str, zone: &str) -> bool {
     if zone == "." {
         return true;
     }

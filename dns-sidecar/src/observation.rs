@@ -15,31 +15,30 @@ use crate::config::ServerId;
 
 /// One finished probe of one server, as its prober reports it.
 #[derive(Debug, Clone)]
-pub struct ProbeReport {
+pub(crate) struct ProbeReport {
     /// The server's id (its key under `[servers]`), stable across reloads.
-    pub server: Arc<str>,
+    pub(crate) server: Arc<str>,
     /// When the probe finished.
-    pub at: Instant,
+    pub(crate) at: Instant,
     /// How long the probe took (connect included when it connected).
-    pub latency: Duration,
-    pub outcome: Result<ServerState, ProbeFailure>,
+    pub(crate) latency: Duration,
+    pub(crate) outcome: Result<ServerState, ProbeFailure>,
     /// Whether the probe opened a new connection (`None`: it used the kept
     /// one) and whether that connect (TCP, TLS, login) succeeded; counted by
     /// `dns_sidecar_probe_connects_total`.
-    pub connect: Option<Result<(), FailureCause>>,
+    pub(crate) connect: Option<Result<(), FailureCause>>,
     /// How long the probe query took on an open connection (connect, TLS
     /// and login excluded): the round trip `prefer = "nearest"` compares.
-    pub rtt: Option<Duration>,
+    pub(crate) rtt: Option<Duration>,
 }
 
 impl ProbeReport {
     /// The report as an observation of the server at `index` in the config
     /// in force (the caller looked the id up).
-    pub fn observation(self, index: ServerId) -> Observation {
+    pub(crate) fn observation(self, index: ServerId) -> Observation {
         Observation {
             server: index,
             at: self.at,
-            latency: self.latency,
             outcome: self.outcome,
             rtt: self.rtt,
         }
@@ -53,8 +52,6 @@ pub struct Observation {
     pub server: ServerId,
     /// When the probe finished.
     pub at: Instant,
-    /// How long the probe took (connect included when it connected).
-    pub latency: Duration,
     pub outcome: Result<ServerState, ProbeFailure>,
     /// The probe query's round trip on an open connection (see
     /// [`ProbeReport::rtt`]).
@@ -98,12 +95,12 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         !self.in_recovery && !self.read_only
     }
 
     /// Short description for logs: `writable, timeline 2` / `standby, lag 0 B`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let role = if self.writable() {
             "writable"
         } else if self.in_recovery {
@@ -126,14 +123,14 @@ impl ServerState {
 }
 
 /// Parses PostgreSQL's text form of an LSN (`16/B374D848`) into a byte offset.
-pub fn parse_lsn(s: &str) -> Option<u64> {
+pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
     let (hi, lo) = (u32::from_str_radix(hi, 16).ok()?, u32::from_str_radix(lo, 16).ok()?);
     Some(u64::from(hi) << 32 | u64::from(lo))
 }
 
 /// An LSN in PostgreSQL's text form.
-pub fn format_lsn(lsn: u64) -> String {
+pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
@@ -141,17 +138,17 @@ pub fn format_lsn(lsn: u64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeFailure {
     /// How sure: decides how fast the server counts as down.
-    pub kind: FailureKind,
+    pub(crate) kind: FailureKind,
     /// What happened, for code that must tell failures apart (the probe
     /// metric's `timeout` label); never parse `message` for that.
-    pub cause: FailureCause,
+    pub(crate) cause: FailureCause,
     /// What happened, for humans: logs, `/status` and the history.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// How sure a failure makes us that the server is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The server certainly is not serving: connection refused or closed, or it
     /// said it is shutting down / starting up. Counts as down at once.
     Definite,
@@ -164,7 +161,7 @@ pub enum FailureKind {
 /// can be definite on a first attempt and ambiguous on a retry (see
 /// `probe::query::classify_retry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureCause {
+pub(crate) enum FailureCause {
     /// No answer within the probe deadline (a frozen server, a black-holed
     /// network path); the prober gave up and dropped the connection.
     Timeout,

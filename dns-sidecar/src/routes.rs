@@ -16,18 +16,18 @@ use crate::name::DnsName;
 
 /// What every alias answers right now, by canonical name (`prod.db.internal.`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Routes {
-    pub aliases: HashMap<String, AliasRoute>,
+pub(crate) struct Routes {
+    pub(crate) aliases: HashMap<String, AliasRoute>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AliasRoute {
-    pub ttl: u32,
-    pub answer: RouteAnswer,
+pub(crate) struct AliasRoute {
+    pub(crate) ttl: u32,
+    pub(crate) answer: RouteAnswer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteAnswer {
+pub(crate) enum RouteAnswer {
     /// The first probe round has not finished: SERVFAIL rather than a guess.
     Pending,
     /// CNAME to this name.
@@ -42,7 +42,7 @@ pub enum RouteAnswer {
 impl RouteAnswer {
     /// The kind of this answer, labelled as the decision's
     /// ([`Answer::kind`]): a spreading alias's member is a CNAME too.
-    pub fn kind(&self) -> AnswerKind {
+    pub(crate) fn kind(&self) -> AnswerKind {
         match self {
             RouteAnswer::Pending => AnswerKind::Pending,
             RouteAnswer::Cname(_) | RouteAnswer::Spread(_) => AnswerKind::Cname,
@@ -53,12 +53,12 @@ impl RouteAnswer {
 
 /// One member of a spreading alias's set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
+pub(crate) struct Member {
     /// The server's id.
-    pub server: String,
-    pub target: DnsName,
+    pub(crate) server: String,
+    pub(crate) target: DnsName,
     /// As configured; 0 answers only while no member has a weight.
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// The member's rendezvous hashing seed (from its target name, so that
     /// every sidecar sends a client to the same server).
     seed: u64,
@@ -68,10 +68,10 @@ pub struct Member {
 /// place for the policy: the full path and the fast path both call
 /// [`SpreadRoute::pick`], so they choose alike for the same query.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpreadRoute {
-    pub spread: Spread,
+pub(crate) struct SpreadRoute {
+    pub(crate) spread: Spread,
     /// In the set's order (nearest first with `prefer = "nearest"`).
-    pub members: Vec<Member>,
+    pub(crate) members: Vec<Member>,
     /// `rotate`: member indexes in smooth weighted round-robin order, one
     /// cycle (as many entries as the weights add up to).
     schedule: Vec<u16>,
@@ -87,13 +87,15 @@ pub struct Asker {
 }
 
 impl Asker {
-    /// An unknown client's first query.
-    pub const NONE: Asker = Asker { seq: 0, client: None };
+    /// An unknown client's first query (the fixture's, the fuzz targets' and
+    /// the benches' asker).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) const NONE: Asker = Asker { seq: 0, client: None };
 }
 
 impl SpreadRoute {
     /// `members` (each with its configured weight), answered by `spread`.
-    pub fn new(spread: Spread, members: Vec<(String, DnsName, u32)>) -> SpreadRoute {
+    pub(crate) fn new(spread: Spread, members: Vec<(String, DnsName, u32)>) -> SpreadRoute {
         let members: Vec<Member> = members
             .into_iter()
             .map(|(server, target, weight)| Member {
@@ -114,7 +116,7 @@ impl SpreadRoute {
     /// The member answering `asker`: `rotate` by `seq` along the schedule,
     /// `client` by weighted rendezvous hashing of the client's address
     /// (IPv4 /32, IPv6 /64). No allocation, no lock, no shared write.
-    pub fn pick(&self, asker: Asker) -> usize {
+    pub(crate) fn pick(&self, asker: Asker) -> usize {
         match self.spread {
             Spread::Rotate | Spread::First => match self.schedule.len() {
                 0 => 0,
@@ -203,7 +205,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl Routes {
     /// Every alias pending: what is served before the first round.
-    pub fn pending(config: &Config) -> Routes {
+    pub(crate) fn pending(config: &Config) -> Routes {
         let aliases = config
             .aliases
             .iter()
@@ -221,7 +223,7 @@ impl Routes {
     }
 
     /// The snapshot for a decision state.
-    pub fn from_state(config: &Config, state: &State) -> Routes {
+    pub(crate) fn from_state(config: &Config, state: &State) -> Routes {
         let aliases = config
             .enumerate_aliases()
             .map(|(i, a)| {
@@ -243,7 +245,7 @@ impl Routes {
     }
 
     /// The answer for `name` (canonical form).
-    pub fn get(&self, name: &str) -> Option<&AliasRoute> {
+    pub(crate) fn get(&self, name: &str) -> Option<&AliasRoute> {
         self.aliases.get(name)
     }
 }

@@ -20,7 +20,7 @@ pub struct Shared {
     /// The config in force (replaced on reload).
     pub config: Arc<ArcSwap<Config>>,
     /// What aliases answer; written by the engine, read by the DNS handler.
-    pub routes: Arc<ArcSwap<Routes>>,
+    pub(crate) routes: Arc<ArcSwap<Routes>>,
     /// The `/status` document; written by the engine, read by the admin listener.
     pub status: ArcSwap<Status>,
     pub metrics: Arc<Metrics>,
@@ -31,9 +31,9 @@ pub struct Shared {
     pub incident: watch::Sender<Arc<BTreeSet<String>>>,
     /// The cache of forwarded answers, once the DNS side has started (the
     /// admin listener's `/cache/flush` empties it).
-    pub cache: std::sync::OnceLock<Arc<crate::dns::cache::Cache>>,
+    pub(crate) cache: std::sync::OnceLock<Arc<crate::dns::cache::Cache>>,
     /// What `/healthz` says: failed by the first task death, or by a stop.
-    pub health: Arc<crate::supervise::Health>,
+    pub(crate) health: Arc<crate::supervise::Health>,
 }
 
 impl Shared {

@@ -33,12 +33,12 @@ use serde::{Deserialize, Serialize};
 use crate::decision::snapshot::Remembered;
 
 /// The value of the file's `format` field.
-pub const FORMAT: &str = "dns-sidecar-state";
+pub(crate) const FORMAT: &str = "dns-sidecar-state";
 /// The file layout this build reads and writes.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// The latest time a file may hold (the end of the year 9999, Unix
 /// seconds): anything later, negative or not finite is damage.
-pub const MAX_UNIX: f64 = 253_402_300_799.0;
+pub(crate) const MAX_UNIX: f64 = 253_402_300_799.0;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +58,7 @@ struct Header {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateFileError {
+pub(crate) enum StateFileError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     /// Not a dns-sidecar state file: never overwritten.
@@ -75,13 +75,13 @@ pub enum StateFileError {
 
 impl StateFileError {
     /// Whether the file at the path may be replaced by our own.
-    pub fn may_overwrite(&self) -> bool {
+    pub(crate) fn may_overwrite(&self) -> bool {
         !matches!(self, StateFileError::Foreign { .. } | StateFileError::Read { .. })
     }
 }
 
 /// Reads `path`. `Ok(None)` when there is no file (or an empty one).
-pub fn load(path: &Path) -> Result<Option<Remembered>, StateFileError> {
+pub(crate) fn load(path: &Path) -> Result<Option<Remembered>, StateFileError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -145,7 +145,7 @@ fn check_time(field: &str, value: f64) -> Result<(), String> {
 /// lands (is renamed into place) only if no later generation landed before
 /// it. One per engine, shared with the blocking threads that write.
 #[derive(Debug, Default)]
-pub struct Writer {
+pub(crate) struct Writer {
     next: AtomicU64,
     /// The generation of the file in place.
     landed: Mutex<u64>,
@@ -153,7 +153,7 @@ pub struct Writer {
 
 /// What became of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
+pub(crate) enum Stored {
     Written,
     /// A later generation landed first; this one was dropped.
     Superseded,
@@ -161,13 +161,13 @@ pub enum Stored {
 
 impl Writer {
     /// The next generation, in the order the caller decides its writes.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Writes `state` to `path` atomically, unless a later generation has
     /// landed by the time this one is ready to.
-    pub fn store(
+    pub(crate) fn store(
         &self,
         path: &Path,
         generation: u64,
@@ -192,8 +192,9 @@ impl Writer {
 }
 
 /// Writes `state` to `path` atomically (one write of its own; see [`Writer`]
-/// for writes that may overlap).
-pub fn store(path: &Path, state: &Remembered, written_at: f64) -> Result<(), StateFileError> {
+/// for writes that may overlap); the tests' shorthand.
+#[cfg(test)]
+pub(crate) fn store(path: &Path, state: &Remembered, written_at: f64) -> Result<(), StateFileError> {
     Temp::write(path, &body(state, written_at))?.rename()
 }
 

@@ -19,12 +19,12 @@ pub struct Status {
     pub generated_at: UnixTime,
     pub aliases: Vec<AliasStatus>,
     pub servers: Vec<ServerStatus>,
-    /// Newest last; at most [`HISTORY_LEN`] entries.
+    /// Newest last; at most `HISTORY_LEN` (100) entries.
     pub history: Vec<HistoryEntry>,
 }
 
 /// How many decision events `/status` keeps.
-pub const HISTORY_LEN: usize = 100;
+pub(crate) const HISTORY_LEN: usize = 100;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct AliasStatus {
@@ -181,7 +181,7 @@ pub struct ServerStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct HistoryEntry {
     pub at: UnixTime,
-    /// One of [`HistoryKind`]'s wire strings. A string, not the enum, on
+    /// One of `HistoryKind`'s wire strings. A string, not the enum, on
     /// the wire: `dns-sidecar status` may read a newer sidecar's `/status`
     /// and must still show a kind it does not know.
     pub kind: String,

@@ -30,11 +30,11 @@ use tracing::error;
 pub struct Death {
     /// Which task, e.g. `engine`, `prober a`, `dns-udp-0 thread`.
     pub task: String,
-    pub cause: Cause,
+    pub(crate) cause: Cause,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// It returned although nothing asked it to stop.
     Ended,
     /// It panicked, with the panic's message.
@@ -53,7 +53,7 @@ impl std::fmt::Display for Death {
 /// What `/healthz` reports: healthy until the first task death, or while
 /// stopping. Read by the admin listener, written by the supervisor.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// The first death, or the first panic after it (see [`Health::fail`]).
     failed: Mutex<Option<Death>>,
     stopping: std::sync::atomic::AtomicBool,
@@ -61,7 +61,7 @@ pub struct Health {
 
 impl Health {
     /// `Err(reason)` once a task died or the process is stopping.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if let Some(why) = &*self.failed.lock().unwrap_or_else(PoisonError::into_inner) {
             return Err(format!("failing: {why}; the process is exiting"));
         }
@@ -85,12 +85,12 @@ impl Health {
     }
 
     /// The death `/healthz` names, if any.
-    pub fn death(&self) -> Option<Death> {
+    pub(crate) fn death(&self) -> Option<Death> {
         self.failed.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Marks the process as going down (a graceful stop).
-    pub fn set_stopping(&self) {
+    pub(crate) fn set_stopping(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -107,13 +107,16 @@ pub struct Supervisor {
 impl Supervisor {
     /// `stop` is the process-wide stop signal; `health` is failed at the
     /// first death.
-    pub fn new(stop: watch::Receiver<bool>, health: Arc<Health>) -> (Supervisor, mpsc::UnboundedReceiver<Death>) {
+    pub(crate) fn new(
+        stop: watch::Receiver<bool>,
+        health: Arc<Health>,
+    ) -> (Supervisor, mpsc::UnboundedReceiver<Death>) {
         let (deaths, rx) = mpsc::unbounded_channel();
         (Supervisor { deaths, stop, health }, rx)
     }
 
     /// Whether the process-wide stop was requested.
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
 
@@ -129,7 +132,12 @@ impl Supervisor {
     /// Like [`Supervisor::watch`] for a task that also has a stop signal of
     /// its own (a prober stopped by a reload): its end after that signal is
     /// not a death.
-    pub fn watch_stoppable<F>(&self, task: impl Into<String>, own: Option<watch::Receiver<bool>>, fut: F) -> Watched<F>
+    pub(crate) fn watch_stoppable<F>(
+        &self,
+        task: impl Into<String>,
+        own: Option<watch::Receiver<bool>>,
+        fut: F,
+    ) -> Watched<F>
     where
         F: Future<Output = ()>,
     {
@@ -144,7 +152,7 @@ impl Supervisor {
     /// Reports that `task` ended; ignored (a normal end) when stopping or
     /// when `own_stop` says it was asked to stop. A panic during a stop is
     /// still logged.
-    pub fn report(&self, task: &str, cause: Cause, own_stop: Option<&watch::Receiver<bool>>) {
+    pub(crate) fn report(&self, task: &str, cause: Cause, own_stop: Option<&watch::Receiver<bool>>) {
         let asked = self.stopping() || own_stop.is_some_and(|s| *s.borrow());
         let death = Death {
             task: task.to_string(),
@@ -163,7 +171,7 @@ impl Supervisor {
 
     /// Reports a finished std thread by its join result (the panic payload
     /// when it panicked).
-    pub fn report_thread(&self, task: &str, joined: std::thread::Result<()>) {
+    pub(crate) fn report_thread(&self, task: &str, joined: std::thread::Result<()>) {
         let cause = match joined {
             Ok(()) => Cause::Ended,
             Err(payload) => Cause::Panicked(panic_message(payload.as_ref())),
@@ -173,7 +181,7 @@ impl Supervisor {
 }
 
 /// The text of a panic payload (`panic!` gives `&str` or `String`).
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy)]
-pub struct WallClock {
+pub(crate) struct WallClock {
     instant: Instant,
     /// Unix seconds at `instant`.
     unix: f64,
@@ -17,19 +17,20 @@ pub struct WallClock {
 
 impl WallClock {
     /// `instant` and `system` read at (about) the same moment.
-    pub fn new(instant: Instant, system: SystemTime) -> WallClock {
+    pub(crate) fn new(instant: Instant, system: SystemTime) -> WallClock {
         let unix = system.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         WallClock { instant, unix }
     }
 
-    /// Now.
-    pub fn now() -> WallClock {
+    /// Now (for tests; the engine pairs its own readings).
+    #[cfg(test)]
+    pub(crate) fn now() -> WallClock {
         WallClock::new(Instant::now(), SystemTime::now())
     }
 
     /// The `Instant` of Unix time `unix`: at most the epoch, and the epoch
     /// itself when the value cannot be represented (or is not a number).
-    pub fn instant(&self, unix: f64) -> Instant {
+    pub(crate) fn instant(&self, unix: f64) -> Instant {
         let before = self.unix - unix;
         if before.is_nan() || before <= 0.0 {
             return self.instant;
@@ -41,7 +42,7 @@ impl WallClock {
     }
 
     /// Unix seconds of `at` (0 rather than before 1970).
-    pub fn unix(&self, at: Instant) -> f64 {
+    pub(crate) fn unix(&self, at: Instant) -> f64 {
         let t = match at.checked_duration_since(self.instant) {
             Some(after) => self.unix + after.as_secs_f64(),
             None => self.unix - self.instant.saturating_duration_since(at).as_secs_f64(),

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dns_sidecar::dns::fuzz::config(data);
+    dns_sidecar::testing::fuzz::config(data);
 });

@@ -12,12 +12,12 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dns_sidecar::admin;
 use dns_sidecar::client::{Client, Response};
 use dns_sidecar::config::{Config, Secret};
 use dns_sidecar::control::{Control, ControlError, ControlRequest, Override};
-use dns_sidecar::shared::Shared;
 use dns_sidecar::status::{AliasStatus, FenceStatus, HistoryEntry, ServerStatus, Status};
+use dns_sidecar::testing::admin;
+use dns_sidecar::Shared;
 use tokio::sync::{mpsc, watch};
 
 use crate::support::env::{tempdir, Env};

@@ -25,9 +25,9 @@
 use std::time::Duration;
 
 use dns_sidecar::config::CacheSettings;
-use dns_sidecar::dns::cache::{Cache, Found};
-use dns_sidecar::dns::question;
-use dns_sidecar::metrics::CacheMetrics;
+use dns_sidecar::testing::question;
+use dns_sidecar::testing::CacheMetrics;
+use dns_sidecar::testing::{Cache, Found};
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};

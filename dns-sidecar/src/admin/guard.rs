@@ -22,7 +22,7 @@ use crate::config::Secret;
 
 /// Why an override was not let through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// 401: a token is configured and the request did not carry it.
     #[error(
         "missing `Authorization: Bearer <token>` header; this admin listener requires the token from [admin] token_file/token_env"
@@ -46,7 +46,7 @@ pub enum Denied {
 
 impl Denied {
     /// The HTTP status for this refusal.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Denied::MissingToken | Denied::WrongToken => 401,
             Denied::NotLoopback { .. } | Denied::FromBrowser => 403,
@@ -60,7 +60,7 @@ impl Denied {
 const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "x-envoy-external-address"];
 
 /// Decides whether `peer` with `headers` may send an override.
-pub fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Denied> {
+pub(super) fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Denied> {
     let Some(token) = token else {
         // A proxy on the same host (a service-mesh sidecar, a reverse
         // proxy) connects from loopback on behalf of someone else; it says
@@ -89,7 +89,7 @@ pub fn authorize(token: Option<&Secret>, headers: &HeaderMap, peer: SocketAddr) 
 }
 
 /// Refuses requests a browser could have sent on a web page's behalf.
-pub fn not_from_a_browser(headers: &HeaderMap) -> Result<(), Denied> {
+pub(super) fn not_from_a_browser(headers: &HeaderMap) -> Result<(), Denied> {
     if headers.contains_key(header::ORIGIN) {
         return Err(Denied::FromBrowser);
     }

@@ -59,12 +59,7 @@ use crate::metrics::ResultLabel;
 use crate::control::Control;
 use crate::shared::Shared;
 
-pub use guard::{authorize, Denied};
-
-/// The content type of `/metrics` for clients that ask for OpenMetrics
-/// (Prometheus does); others get the classic text format (see
-/// [`crate::metrics::Exposition`]).
-pub const METRICS_CONTENT_TYPE: &str = crate::metrics::CONTENT_TYPE;
+pub(crate) use guard::Denied;
 
 /// Connections the kernel queues for the accept loop.
 const ACCEPT_BACKLOG: i32 = 1024;

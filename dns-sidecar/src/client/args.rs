@@ -11,7 +11,7 @@ use super::ClientError;
 use crate::config::DEFAULT_ADMIN_LISTEN;
 
 /// Environment variable holding the admin token itself (`--token-file` wins).
-pub const TOKEN_ENV: &str = "DNS_SIDECAR_ADMIN_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "DNS_SIDECAR_ADMIN_TOKEN";
 
 /// Longest `--timeout` honoured: a typo like `--timeout 1e9` must not make a
 /// HEALTHCHECK hang for decades.
@@ -22,21 +22,21 @@ const MAX_TIMEOUT: f64 = 3600.0;
 pub struct Conn {
     /// Address of the admin listener (`host:port`).
     #[arg(long = "admin", value_name = "ADDR", env = "DNS_SIDECAR_ADMIN", default_value = DEFAULT_ADMIN_LISTEN)]
-    pub admin: String,
+    pub(crate) admin: String,
     /// File holding the admin bearer token (else the DNS_SIDECAR_ADMIN_TOKEN
     /// environment variable, else none).
     #[arg(long, value_name = "FILE", env = "DNS_SIDECAR_ADMIN_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    pub timeout: f64,
+    pub(crate) timeout: f64,
 }
 
 impl Conn {
     /// The bearer token: the token file if given (an unreadable or empty
     /// file is an error, not "no token": the operator asked for it), else
     /// `DNS_SIDECAR_ADMIN_TOKEN` if set and not blank, else none.
-    pub fn token(&self) -> Result<Option<String>, ClientError> {
+    pub(crate) fn token(&self) -> Result<Option<String>, ClientError> {
         match &self.token_file {
             Some(path) => {
                 let t = std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile {
@@ -58,12 +58,15 @@ impl Conn {
 
     /// `--timeout` as a duration; `None` (keep the client's default) when it
     /// is not a positive finite number.
-    pub fn timeout(&self) -> Option<Duration> {
+    pub(crate) fn timeout(&self) -> Option<Duration> {
         (self.timeout.is_finite() && self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout.min(MAX_TIMEOUT)))
     }
 }
 
 /// The subcommands that talk to a running sidecar.
+// The doc comments below are clap's `--help` text, printed as written:
+// `[servers.<id>]` names a TOML table there, not an HTML tag.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum AdminCommand {
     /// Show what every alias answers and why, the servers, and recent decisions.

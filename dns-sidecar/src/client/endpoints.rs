@@ -18,7 +18,7 @@ impl Client {
     }
 
     /// `GET /readyz`: whether the sidecar is ready, and what it said.
-    pub fn ready(&self) -> Result<(bool, String), ClientError> {
+    pub(crate) fn ready(&self) -> Result<(bool, String), ClientError> {
         let r = self.get("/readyz")?;
         match r.status {
             200 => Ok((true, r.body)),

@@ -26,9 +26,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::control::Override;
 
-pub use args::{AdminCommand, Conn, TOKEN_ENV};
+pub use args::AdminCommand;
 pub use error::ClientError;
-pub use render::{ago, bytes, render_status};
+pub(crate) use render::render_status;
 pub use transport::{Client, Response};
 
 /// Runs one CLI command, printing to `out`. `Ok(false)` means "ran, but the

@@ -9,13 +9,13 @@ use std::fmt::Write as _;
 use crate::status::{AliasStatus, HistoryEntry, ServerStatus, Status};
 
 /// "0 B", "12.0 KiB", "3.4 MiB".
-pub use crate::decision::lag::bytes;
+pub(crate) use crate::decision::lag::bytes;
 
 /// How many history entries `status` shows.
 const HISTORY_SHOWN: usize = 10;
 
 /// "12s ago", "3m05s ago", "2h10m ago", "4d ago"; `-` for none.
-pub fn ago(then: Option<f64>, now: f64) -> String {
+pub(crate) fn ago(then: Option<f64>, now: f64) -> String {
     let Some(then) = then else { return "-".into() };
     let d = now - then;
     if !d.is_finite() || d < 1.0 {
@@ -107,7 +107,7 @@ fn reader_rows(s: &Status) -> Vec<Vec<String>> {
 
 /// The human-readable `status` output: a headline, then one section per
 /// table (the optional ones only when they have rows).
-pub fn render_status(s: &Status, addr: &str, now: f64) -> String {
+pub(crate) fn render_status(s: &Status, addr: &str, now: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -33,10 +33,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
-    pub reason: String,
+    pub(crate) reason: String,
     /// Names as received (lower case from hyper); look them up with
     /// [`Response::header`].
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -88,7 +88,7 @@ impl Client {
     }
 
     /// From the CLI flags: reads the token file or `DNS_SIDECAR_ADMIN_TOKEN`.
-    pub fn from_conn(conn: &Conn) -> Result<Client, ClientError> {
+    pub(crate) fn from_conn(conn: &Conn) -> Result<Client, ClientError> {
         let mut c = Client::new(&conn.admin, conn.token()?);
         if let Some(t) = conn.timeout() {
             c.timeout = t;
@@ -101,7 +101,7 @@ impl Client {
         self
     }
 
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
@@ -111,7 +111,7 @@ impl Client {
     }
 
     /// `POST path` with a JSON body and the bearer token, if any.
-    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<Response, ClientError> {
+    pub(crate) fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<Response, ClientError> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
         self.request("POST", path, &headers, Some(body.to_string().as_bytes()))

@@ -11,64 +11,64 @@ use crate::name::DnsName;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alias {
     pub name: DnsName,
-    pub ttl: u32,
-    pub role: Role,
+    pub(crate) ttl: u32,
+    pub(crate) role: Role,
     /// Candidates in preference order for ties.
     pub servers: Vec<ServerId>,
-    pub on_no_match: NoMatchPolicy,
-    pub on_change: Option<Hook>,
+    pub(crate) on_no_match: NoMatchPolicy,
+    pub(crate) on_change: Option<Hook>,
     /// Reader aliases: standbys further behind the primary than this do not
     /// match (see [`crate::decision::lag`]).
-    pub max_lag: MaxLag,
+    pub(crate) max_lag: MaxLag,
     /// Reader aliases: one server, or a set answered in turn or per client.
-    pub spread: Spread,
+    pub(crate) spread: Spread,
     /// Reader aliases: the weight of each of `servers` (same order; 1 each by
     /// default). Weight 0: a backup, answered only when no weighted server is
     /// in the set.
-    pub weights: Vec<u32>,
+    pub(crate) weights: Vec<u32>,
     /// Reader aliases: list order, or the nearest by probe round-trip time.
-    pub prefer: Prefer,
+    pub(crate) prefer: Prefer,
 }
 
 /// How far behind the primary a standby may be and still be chosen by a
 /// reader alias (`standby`, `prefer-standby`, `read-only`). Unset: no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MaxLag {
+pub(crate) struct MaxLag {
     /// WAL bytes between the newest primary position known and the
     /// standby's replay position (`max_lag`).
-    pub bytes: Option<u64>,
+    pub(crate) bytes: Option<u64>,
     /// How long ago the primary was last seen at or before the standby's
     /// replay position (`max_lag_time`): zero while the standby has replayed
     /// everything the primary had at its last probe, however idle the
     /// primary is.
-    pub time: Option<Duration>,
+    pub(crate) time: Option<Duration>,
 }
 
 impl MaxLag {
     /// Whether any limit is set.
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.bytes.is_some() || self.time.is_some()
     }
 }
 
 /// A command run when an alias changes target.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Hook {
+pub(crate) struct Hook {
     /// Program and arguments; no shell is involved.
-    pub argv: Vec<String>,
-    pub timeout: Duration,
+    pub(crate) argv: Vec<String>,
+    pub(crate) timeout: Duration,
     /// Variables passed from our environment (exact names, or `PREFIX*`);
     /// everything else is cleared.
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
 }
 
 /// Variables a hook gets from our environment when `on_change_env` is unset.
-pub const DEFAULT_HOOK_ENV: [&str; 2] = ["PATH", "HOME"];
+pub(crate) const DEFAULT_HOOK_ENV: [&str; 2] = ["PATH", "HOME"];
 
 /// Which server an alias follows, with libpq's `target_session_attrs` meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Role {
+pub(crate) enum Role {
     /// Accepts writes: not in recovery and `transaction_read_only` is off.
     ReadWrite,
     /// Not in recovery (may still be read-only, e.g. storage full).
@@ -86,11 +86,11 @@ pub enum Role {
 impl Role {
     /// Whether a lag limit applies: the roles that choose standbys for
     /// reading.
-    pub fn reads_standbys(self) -> bool {
+    pub(crate) fn reads_standbys(self) -> bool {
         matches!(self, Role::Standby | Role::PreferStandby | Role::ReadOnly)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::ReadWrite => "read-write",
             Role::Primary => "primary",
@@ -113,7 +113,7 @@ pub enum NoMatchPolicy {
 }
 
 impl NoMatchPolicy {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NoMatchPolicy::KeepLast => "keep-last",
             NoMatchPolicy::Servfail => "servfail",

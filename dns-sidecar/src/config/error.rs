@@ -20,18 +20,18 @@ pub enum ConfigError {
 /// One problem at one place in the file.
 #[derive(Debug)]
 pub struct Located {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// 1-based line and column, when the problem has a place in the file.
-    pub line: Option<(usize, usize)>,
+    pub(crate) line: Option<(usize, usize)>,
     /// The source line, shown under the message.
-    pub snippet: Option<String>,
-    pub message: String,
-    pub hint: Option<String>,
+    pub(crate) snippet: Option<String>,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
 }
 
 impl Located {
     /// Builds an error at byte `span` of `source`.
-    pub fn at(
+    pub(crate) fn at(
         path: &std::path::Path,
         source: &str,
         span: Option<std::ops::Range<usize>>,
@@ -58,7 +58,7 @@ impl Located {
         }
     }
 
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }

@@ -22,7 +22,7 @@
 //!    included, because dropping a fence is the unsafe direction.
 //!
 //! Everything else is removed (old side) or new (new side). Both the decision
-//! ([`crate::decision::reconfigure`]) and the probers
+//! ([`crate::decision::reconfigure_noted`]) and the probers
 //! ([`crate::probe::supervisor`]) use this one rule.
 
 use std::net::IpAddr;
@@ -31,15 +31,15 @@ use super::{ConnSettings, Server};
 
 /// The endpoint a server is identified by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Endpoint<'a> {
-    pub host: &'a str,
-    pub hostaddr: Option<IpAddr>,
-    pub port: u16,
+pub(crate) struct Endpoint<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) hostaddr: Option<IpAddr>,
+    pub(crate) port: u16,
 }
 
 impl ConnSettings {
     /// The endpoint this connection reaches (see the module docs).
-    pub fn endpoint(&self) -> Endpoint<'_> {
+    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
         Endpoint {
             host: &self.host,
             hostaddr: self.hostaddr,
@@ -50,7 +50,7 @@ impl ConnSettings {
 
 /// How an old server was matched to a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Matched {
+pub(crate) enum Matched {
     /// Same id, same endpoint.
     Same(usize),
     /// Same endpoint under another id.
@@ -61,7 +61,7 @@ pub enum Matched {
 
 impl Matched {
     /// The index of the new server.
-    pub fn new_index(self) -> usize {
+    pub(crate) fn new_index(self) -> usize {
         match self {
             Matched::Same(n) | Matched::Renamed(n) | Matched::Moved(n) => n,
         }
@@ -69,7 +69,7 @@ impl Matched {
 }
 
 /// For each server of `old` (by index), the server of `new` it is, if any.
-pub fn match_servers(old: &[Server], new: &[Server]) -> Vec<Option<Matched>> {
+pub(crate) fn match_servers(old: &[Server], new: &[Server]) -> Vec<Option<Matched>> {
     let mut map: Vec<Option<Matched>> = vec![None; old.len()];
     let mut taken = vec![false; new.len()];
     for (o, os) in old.iter().enumerate() {

@@ -44,7 +44,7 @@ macro_rules! id {
                 $name(index as u32)
             }
             /// Its position in the config's list.
-            pub const fn index(self) -> usize {
+            pub(crate) const fn index(self) -> usize {
                 self.0 as usize
             }
         }
@@ -99,27 +99,19 @@ pub struct IdVec<I, T> {
 
 impl<I: Id, T> IdVec<I, T> {
     /// `n` copies of `value` (one per server or per alias).
-    pub fn filled(value: T, n: usize) -> Self
+    pub(crate) fn filled(value: T, n: usize) -> Self
     where
         T: Clone,
     {
         vec![value; n].into()
     }
 
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
         self.items.iter()
     }
 
     /// Every entry with its id, in order.
-    pub fn iter_enumerated(&self) -> impl Iterator<Item = (I, &T)> {
+    pub(crate) fn iter_enumerated(&self) -> impl Iterator<Item = (I, &T)> {
         self.items.iter().enumerate().map(|(i, t)| (I::from_index(i), t))
     }
 }

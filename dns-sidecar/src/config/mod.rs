@@ -1,6 +1,6 @@
 //! Configuration: one TOML file, parsed once into typed values.
 //!
-//! [`Config::load`] reads the file, lets serde check shapes and single values
+//! `Config::load` reads the file, lets serde check shapes and single values
 //! (with line numbers from the TOML parser), then `validate` resolves
 //! cross-references (alias -> servers, alias -> zone), reads secrets and
 //! applies defaults. Nothing downstream ever sees a string that still needs
@@ -10,7 +10,7 @@ mod alias;
 mod error;
 mod hint;
 mod identity;
-mod ids;
+pub(crate) mod ids;
 mod password;
 mod raw;
 mod spread;
@@ -27,14 +27,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use alias::{Alias, Hook, MaxLag, NoMatchPolicy, Role, DEFAULT_HOOK_ENV};
+// Public: what the binary and the tests name (the config, its errors, the
+// secrets it reads); the rest is the crate's own.
+pub(crate) use alias::{Alias, Hook, MaxLag, NoMatchPolicy, Role, DEFAULT_HOOK_ENV};
 pub use error::{ConfigError, ConfigWarning, Located};
-pub use identity::{match_servers, Endpoint, Matched};
-pub use ids::{AliasId, Id, IdVec, ServerId};
-pub use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
-pub use spread::{Prefer, Spread, MAX_WEIGHT};
-pub use validate::forwards_to_self;
-pub use values::{ByteSize, Cidr, DnsAddr, HumanDuration, Ttl, MAX_TTL};
+pub(crate) use identity::{match_servers, Matched};
+pub(crate) use ids::{AliasId, IdVec, ServerId};
+pub(crate) use password::{EntraIdentity, PasswordSource, DEFAULT_PASSWORD_REFRESH};
+pub(crate) use spread::{Prefer, Spread, MAX_WEIGHT};
+pub(crate) use validate::forwards_to_self;
+pub(crate) use values::{Cidr, HumanDuration, Ttl, MAX_TTL};
 
 use crate::name::DnsName;
 
@@ -49,17 +51,17 @@ pub struct Config {
     /// `[[forward]]`: zones with their own upstreams, in file order.
     pub forward: Vec<ForwardZone>,
     pub zones: Vec<Zone>,
-    pub probe: ProbeTiming,
-    /// Index in this vector is the server's [`ServerId`].
+    pub(crate) probe: ProbeTiming,
+    /// Index in this vector is the server's `ServerId`.
     pub servers: Vec<Server>,
     pub aliases: Vec<Alias>,
     pub admin: AdminSettings,
-    pub state: StateSettings,
-    pub limits: Limits,
-    pub cache: CacheSettings,
+    pub(crate) state: StateSettings,
+    pub(crate) limits: Limits,
+    pub(crate) cache: CacheSettings,
 }
 
-/// The cache of forwarded answers (`[cache]`; see [`crate::dns::cache`]).
+/// The cache of forwarded answers (`[cache]`; see `crate::dns::cache`).
 /// Its bytes are bounded by `max_bytes`, on their own: they are not part of
 /// the `[limits] memory` budget, so a full cache never refuses a query and
 /// a burst of queries never empties the cache.
@@ -82,7 +84,7 @@ pub struct CacheSettings {
     /// How long after expiry an entry may still be served stale.
     pub max_stale: Duration,
     /// Refresh an entry hit at least `prefetch_hits` times when it is hit
-    /// in the last tenth of its lifetime (see [`crate::dns::cache`]).
+    /// in the last tenth of its lifetime (see `crate::dns::cache`).
     pub prefetch: bool,
     pub prefetch_hits: u32,
 }
@@ -105,21 +107,21 @@ impl Default for CacheSettings {
 }
 
 /// Most answers `[cache] max_entries` accepts.
-pub const MAX_CACHE_ENTRIES: u32 = 1_000_000;
+pub(crate) const MAX_CACHE_ENTRIES: u32 = 1_000_000;
 /// Longest `[cache] servfail_ttl` (RFC 9520 allows up to 5 minutes; a
 /// forwarder in front of one resolver wants seconds).
-pub const MAX_SERVFAIL_TTL: u32 = 30;
+pub(crate) const MAX_SERVFAIL_TTL: u32 = 30;
 /// Largest `[cache] prefetch_hits`.
-pub const MAX_PREFETCH_HITS: u32 = 1_000_000;
+pub(crate) const MAX_PREFETCH_HITS: u32 = 1_000_000;
 /// Longest `[cache] max_stale` (RFC 8767 suggests a cap of 7 days).
-pub const MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const MAX_STALE: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where the decision state that safety depends on (fences, timeline
 /// floors, targets, pins and drains) is kept across restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
     /// `None`: kept in memory only (a restart forgets it; logged at start).
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 /// Bounds on everything that grows with traffic (`[limits]`). When one is
@@ -129,19 +131,19 @@ pub struct StateSettings {
 pub struct Limits {
     /// Bytes that traffic-driven state may hold: forwarded queries waiting on
     /// upstreams, per-query upstream sockets, TCP connections and their buffers.
-    pub memory: u64,
+    pub(crate) memory: u64,
     /// Forwarded queries (and alias target lookups) waiting on upstreams at once.
-    pub forward_in_flight: usize,
+    pub(crate) forward_in_flight: usize,
     /// Forwarded queries per second per client (IPv4 address, IPv6 /64); 0 = off.
-    pub forward_rate: u32,
+    pub(crate) forward_rate: u32,
     /// Tokens a client may burst above `forward_rate`.
-    pub forward_burst: u32,
-    pub tcp_connections: usize,
-    pub tcp_connections_per_client: usize,
+    pub(crate) forward_burst: u32,
+    pub(crate) tcp_connections: usize,
+    pub(crate) tcp_connections_per_client: usize,
     /// Time a TCP connection may go without a complete query.
-    pub tcp_idle_timeout: Duration,
+    pub(crate) tcp_idle_timeout: Duration,
     /// Time an answer may take to be written to a TCP client.
-    pub tcp_write_timeout: Duration,
+    pub(crate) tcp_write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -161,7 +163,7 @@ impl Default for Limits {
 
 /// Most forwarded queries in flight we accept in `[limits]` (IDs are 16 bits
 /// per relay; staying far below keeps picking a free one cheap).
-pub const MAX_FORWARD_IN_FLIGHT: u32 = 16384;
+pub(crate) const MAX_FORWARD_IN_FLIGHT: u32 = 16384;
 
 /// The admin HTTP listener.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +180,7 @@ pub struct AdminSettings {
     /// Open admin connections; more are closed at once.
     pub max_connections: usize,
     /// Time a request's body may take to arrive once its headers are in.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// Open admin connections per client address.
     pub max_connections_per_client: usize,
 }
@@ -201,17 +203,17 @@ impl Default for AdminSettings {
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9153";
 
 /// The admin listener's port when `[admin] listen` gives an address only.
-pub const DEFAULT_ADMIN_PORT: u16 = 9153;
+pub(crate) const DEFAULT_ADMIN_PORT: u16 = 9153;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsSettings {
     /// Each address is served over UDP and TCP.
     pub listen: Vec<SocketAddr>,
     /// Largest UDP answer for EDNS clients; clients without EDNS get 512.
-    pub max_udp_payload: u16,
+    pub(crate) max_udp_payload: u16,
     /// Client networks that may query; others get REFUSED (UDP) or a closed
     /// connection (TCP).
-    pub allow: Vec<Cidr>,
+    pub(crate) allow: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,11 +221,11 @@ pub struct UpstreamSettings {
     pub servers: Vec<SocketAddr>,
     /// Per upstream attempt (at most `validate::upstream::MAX_TIMEOUT`); the
     /// client gets SERVFAIL after all attempts fail.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Failed health checks in a row that take an upstream out of use.
-    pub max_fails: u32,
+    pub(crate) max_fails: u32,
     /// How often an upstream out of use is health-checked.
-    pub health_check: Duration,
+    pub(crate) health_check: Duration,
 }
 
 /// A `[[forward]]` zone: its names (matched by the longest suffix, on label
@@ -238,34 +240,34 @@ pub struct ForwardZone {
 }
 
 /// The zone label of the `[upstream]` default (metrics, health).
-pub const DEFAULT_ZONE: &str = ".";
+pub(crate) const DEFAULT_ZONE: &str = ".";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Zone {
     pub name: DnsName,
-    pub nameservers: Vec<DnsName>,
-    pub hostmaster: DnsName,
-    pub ttl: u32,
-    pub negative_ttl: u32,
-    pub serial: u32,
+    pub(crate) nameservers: Vec<DnsName>,
+    pub(crate) hostmaster: DnsName,
+    pub(crate) ttl: u32,
+    pub(crate) negative_ttl: u32,
+    pub(crate) serial: u32,
 }
 
 /// Probe timing and damping, shared by all servers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeTiming {
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Time between probes of a server while it is in the incident set
     /// ([`crate::shared::Shared::incident`]): an alias that lost its target
     /// wants the next writable server seen within milliseconds, not within a
     /// full `interval`. At most `interval`.
-    pub incident_interval: Duration,
-    pub deadline: Duration,
-    pub fresh_connection_interval: Duration,
+    pub(crate) incident_interval: Duration,
+    pub(crate) deadline: Duration,
+    pub(crate) fresh_connection_interval: Duration,
     /// Consecutive ambiguous failures (timeouts, TLS or auth errors) before a
     /// server counts as down. A refused or closed connection counts at once.
-    pub fall: u32,
+    pub(crate) fall: u32,
     /// Consecutive good probes before a server that was down is eligible again.
-    pub rise: u32,
+    pub(crate) rise: u32,
 }
 
 impl Default for ProbeTiming {
@@ -286,24 +288,24 @@ pub struct Server {
     /// The key of its `[servers.<id>]` table.
     pub id: String,
     /// What the alias's CNAME points at.
-    pub target: DnsName,
-    pub conn: ConnSettings,
+    pub(crate) target: DnsName,
+    pub(crate) conn: ConnSettings,
 }
 
 /// How to reach and log in to one server. `Debug` never shows the password.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnSettings {
     /// Host name for TLS verification (and for connecting when `hostaddr` is unset).
-    pub host: String,
-    pub hostaddr: Option<IpAddr>,
-    pub port: u16,
-    pub user: String,
-    pub dbname: String,
-    pub sslmode: SslMode,
-    pub sslrootcert: RootCert,
+    pub(crate) host: String,
+    pub(crate) hostaddr: Option<IpAddr>,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) dbname: String,
+    pub(crate) sslmode: SslMode,
+    pub(crate) sslrootcert: RootCert,
     /// Where the password comes from (`None`: no password is sent).
-    pub password: Option<PasswordSource>,
-    pub application_name: String,
+    pub(crate) password: Option<PasswordSource>,
+    pub(crate) application_name: String,
 }
 
 /// Where TLS trust anchors come from.
@@ -323,7 +325,7 @@ impl Secret {
     pub fn new(s: String) -> Self {
         Secret(s)
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -361,12 +363,12 @@ pub enum Secrets {
 
 impl Config {
     /// Every server with its id, in file order.
-    pub fn enumerate_servers(&self) -> impl Iterator<Item = (ServerId, &Server)> + '_ {
+    pub(crate) fn enumerate_servers(&self) -> impl Iterator<Item = (ServerId, &Server)> + '_ {
         self.servers.iter().enumerate().map(|(i, s)| (ServerId::new(i), s))
     }
 
     /// Every alias with its id, in file order.
-    pub fn enumerate_aliases(&self) -> impl Iterator<Item = (AliasId, &Alias)> + '_ {
+    pub(crate) fn enumerate_aliases(&self) -> impl Iterator<Item = (AliasId, &Alias)> + '_ {
         self.aliases.iter().enumerate().map(|(i, a)| (AliasId::new(i), a))
     }
 
@@ -376,12 +378,12 @@ impl Config {
     }
 
     /// The alias named `name`.
-    pub fn alias_id(&self, name: &DnsName) -> Option<AliasId> {
+    pub(crate) fn alias_id(&self, name: &DnsName) -> Option<AliasId> {
         self.enumerate_aliases().find(|(_, a)| a.name == *name).map(|(i, _)| i)
     }
 
     /// Reads and validates `path`; every secret must be readable.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::load_with(path, Secrets::Required).map(|(c, _)| c)
     }
 
@@ -416,14 +418,9 @@ impl Config {
     }
 
     /// Every upstream list with its zone label: the `[upstream]` default
-    /// (zone [`DEFAULT_ZONE`]) first, then each `[[forward]]` zone.
+    /// (zone `DEFAULT_ZONE`, ".") first, then each `[[forward]]` zone.
     pub fn upstreams(&self) -> impl Iterator<Item = (&str, &UpstreamSettings)> {
         let default = self.upstream.iter().map(|u| (DEFAULT_ZONE, u));
         default.chain(self.forward.iter().map(|f| (f.zone.as_str(), &f.upstream)))
-    }
-
-    /// The alias whose name equals `name`.
-    pub fn alias(&self, name: &DnsName) -> Option<&Alias> {
-        self.aliases.iter().find(|a| &a.name == name)
     }
 }

@@ -14,7 +14,7 @@ use super::Secret;
 /// One server's password source. Two servers with equal sources share one
 /// refresher (and one token).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PasswordSource {
+pub(crate) enum PasswordSource {
     /// `password_env`: read once, at start and at every reload.
     Env { var: String, value: Secret },
     /// `password_file`: read at start, again when it changes and when the
@@ -34,7 +34,7 @@ pub enum PasswordSource {
 
 impl PasswordSource {
     /// What to call the source in messages and metric labels, e.g. `managed-identity`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             PasswordSource::Env { .. } => "env",
             PasswordSource::File(_) => "file",
@@ -68,7 +68,7 @@ impl fmt::Display for PasswordSource {
 /// `entra_identity`: which Azure identity asks Entra ID for the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum EntraIdentity {
+pub(crate) enum EntraIdentity {
     /// The VM's / scale set's / AKS node's identity, from the instance
     /// metadata service (IMDS).
     ManagedIdentity,
@@ -78,7 +78,7 @@ pub enum EntraIdentity {
 }
 
 impl EntraIdentity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EntraIdentity::ManagedIdentity => "managed-identity",
             EntraIdentity::WorkloadIdentity => "workload-identity",
@@ -87,4 +87,4 @@ impl EntraIdentity {
 }
 
 /// Default `password_refresh`.
-pub const DEFAULT_PASSWORD_REFRESH: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_PASSWORD_REFRESH: Duration = Duration::from_secs(600);

@@ -15,231 +15,231 @@ use crate::name::DnsName;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     /// Where the DNS server listens.
-    pub dns: RawDns,
+    pub(crate) dns: RawDns,
     /// Where queries outside the sidecar's zones go.
     #[serde(default)]
-    pub upstream: Option<RawUpstream>,
+    pub(crate) upstream: Option<RawUpstream>,
     /// Zones the sidecar is authoritative for (the aliases live in them).
     #[serde(default)]
-    pub zones: Vec<RawZone>,
+    pub(crate) zones: Vec<RawZone>,
     /// Zones forwarded to their own upstreams (longest suffix wins).
     #[serde(default)]
-    pub forward: Vec<RawForward>,
+    pub(crate) forward: Vec<RawForward>,
     /// Probe timing and damping, and connection defaults for every server.
     #[serde(default)]
-    pub probe: RawProbe,
+    pub(crate) probe: RawProbe,
     /// PostgreSQL servers, keyed by an id that aliases refer to.
     #[serde(default)]
-    pub servers: BTreeMap<String, Spanned<RawServer>>,
+    pub(crate) servers: BTreeMap<String, Spanned<RawServer>>,
     /// The stable names that follow a server of the chosen role.
     #[serde(default)]
-    pub aliases: Vec<RawAlias>,
+    pub(crate) aliases: Vec<RawAlias>,
     /// The admin HTTP listener (metrics, health, status, overrides).
     #[serde(default)]
-    pub admin: Option<RawAdmin>,
+    pub(crate) admin: Option<RawAdmin>,
     /// Where the decision's safety state (fences, timelines) is kept across restarts.
     #[serde(default)]
-    pub state: Option<RawState>,
+    pub(crate) state: Option<RawState>,
     /// Bounds on everything that grows with traffic.
     #[serde(default)]
-    pub limits: RawLimits,
+    pub(crate) limits: RawLimits,
     /// The cache of forwarded answers.
     #[serde(default)]
-    pub cache: RawCache,
+    pub(crate) cache: RawCache,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCache {
+pub(super) struct RawCache {
     /// Cache forwarded answers (default true).
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// Answers held at most (default 10000).
-    pub max_entries: Option<Spanned<u32>>,
+    pub(crate) max_entries: Option<Spanned<u32>>,
     /// Bytes the cached answers may take at most (default 4MiB).
-    pub max_bytes: Option<Spanned<ByteSize>>,
+    pub(crate) max_bytes: Option<Spanned<ByteSize>>,
     /// Longest time a positive answer is kept, whatever its TTL (default 1h).
-    pub max_ttl: Option<Spanned<Ttl>>,
+    pub(crate) max_ttl: Option<Spanned<Ttl>>,
     /// Longest time a negative answer (NXDOMAIN, NODATA) is kept (default 5m).
-    pub max_negative_ttl: Option<Spanned<Ttl>>,
+    pub(crate) max_negative_ttl: Option<Spanned<Ttl>>,
     /// How long an upstream's SERVFAIL is kept (default 5s; 0s = never).
-    pub servfail_ttl: Option<Spanned<Ttl>>,
+    pub(crate) servfail_ttl: Option<Spanned<Ttl>>,
     /// Answer from an expired entry when the upstream fails (RFC 8767; default true).
-    pub serve_stale: Option<bool>,
+    pub(crate) serve_stale: Option<bool>,
     /// How long after it expired an entry may still be served stale (default 1d).
-    pub max_stale: Option<Spanned<HumanDuration>>,
+    pub(crate) max_stale: Option<Spanned<HumanDuration>>,
     /// Refresh popular entries shortly before they expire (default true).
-    pub prefetch: Option<bool>,
+    pub(crate) prefetch: Option<bool>,
     /// Hits an entry needs within its lifetime to be refreshed (default 3).
-    pub prefetch_hits: Option<Spanned<u32>>,
+    pub(crate) prefetch_hits: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawState {
+pub(super) struct RawState {
     /// The state file (absolute path; its directory must be writable).
-    pub path: Spanned<PathBuf>,
+    pub(crate) path: Spanned<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     /// Memory budget for everything that grows with traffic (default 16MiB).
-    pub memory: Option<Spanned<ByteSize>>,
+    pub(crate) memory: Option<Spanned<ByteSize>>,
     /// Forwarded queries waiting on upstreams at once (default 2048).
-    pub forward_in_flight: Option<Spanned<u32>>,
+    pub(crate) forward_in_flight: Option<Spanned<u32>>,
     /// Forwarded queries per second per client address (IPv6: per /64); 0 = no limit.
-    pub forward_rate: Option<Spanned<u32>>,
+    pub(crate) forward_rate: Option<Spanned<u32>>,
     /// Burst allowed above `forward_rate` (default 2 x forward_rate).
-    pub forward_burst: Option<Spanned<u32>>,
+    pub(crate) forward_burst: Option<Spanned<u32>>,
     /// Open DNS TCP connections (default 512).
-    pub tcp_connections: Option<Spanned<u32>>,
+    pub(crate) tcp_connections: Option<Spanned<u32>>,
     /// Open DNS TCP connections per client address (default 16).
-    pub tcp_connections_per_client: Option<Spanned<u32>>,
+    pub(crate) tcp_connections_per_client: Option<Spanned<u32>>,
     /// A TCP connection without a complete query for this long is closed.
-    pub tcp_idle_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) tcp_idle_timeout: Option<Spanned<HumanDuration>>,
     /// A TCP answer the client does not take within this time closes the connection.
-    pub tcp_write_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) tcp_write_timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     /// Serve the admin endpoints (default true).
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// Address of the admin HTTP listener (default 127.0.0.1:9153).
-    pub listen: Option<Spanned<String>>,
+    pub(crate) listen: Option<Spanned<String>>,
     /// Environment variable holding the bearer token for overrides.
-    pub token_env: Option<Spanned<String>>,
+    pub(crate) token_env: Option<Spanned<String>>,
     /// File holding the bearer token for overrides.
-    pub token_file: Option<Spanned<PathBuf>>,
+    pub(crate) token_file: Option<Spanned<PathBuf>>,
     /// Time a client has to send a request's headers (default 5s).
-    pub header_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) header_timeout: Option<Spanned<HumanDuration>>,
     /// Time a request may take from its headers to the answer (default 10s).
-    pub request_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) request_timeout: Option<Spanned<HumanDuration>>,
     /// Open admin connections (default 32).
-    pub max_connections: Option<Spanned<u32>>,
+    pub(crate) max_connections: Option<Spanned<u32>>,
     /// Time a request's body may take once its headers are in (default 2s).
-    pub body_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) body_timeout: Option<Spanned<HumanDuration>>,
     /// Open admin connections per client address (default 8).
-    pub max_connections_per_client: Option<Spanned<u32>>,
+    pub(crate) max_connections_per_client: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDns {
+pub(super) struct RawDns {
     /// Addresses to serve on, UDP and TCP each (`"0.0.0.0:53"`, `"127.0.0.1:5353"`).
-    pub listen: Spanned<Vec<DnsAddr>>,
+    pub(crate) listen: Spanned<Vec<DnsAddr>>,
     /// Largest UDP answer we send to EDNS clients (bytes, 512..=4096).
     #[serde(default)]
-    pub max_udp_payload: Option<Spanned<u16>>,
+    pub(crate) max_udp_payload: Option<Spanned<u16>>,
     /// Client networks that may query (default: loopback only).
     #[serde(default)]
-    pub allow: Option<Spanned<Vec<Cidr>>>,
+    pub(crate) allow: Option<Spanned<Vec<Cidr>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpstream {
+pub(super) struct RawUpstream {
     /// Resolvers tried in order (Azure: `"168.63.129.16"`).
-    pub servers: Spanned<Vec<DnsAddr>>,
+    pub(crate) servers: Spanned<Vec<DnsAddr>>,
     /// How long to wait for one upstream before trying the next (at most 5s).
     #[serde(default)]
-    pub timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) timeout: Option<Spanned<HumanDuration>>,
     /// Failed health checks in a row after which an upstream is taken out
     /// of use until it answers again (default 5).
     #[serde(default)]
-    pub max_fails: Option<Spanned<u32>>,
+    pub(crate) max_fails: Option<Spanned<u32>>,
     /// How often an upstream taken out of use is health-checked (default 1s).
     #[serde(default)]
-    pub health_check: Option<Spanned<HumanDuration>>,
+    pub(crate) health_check: Option<Spanned<HumanDuration>>,
 }
 
 /// `[[forward]]`: one zone sent to its own resolvers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawForward {
+pub(super) struct RawForward {
     /// The zone, e.g. `"corp.example.com."` (it and every name below it).
-    pub zone: Spanned<DnsName>,
+    pub(crate) zone: Spanned<DnsName>,
     /// Resolvers tried in order.
-    pub servers: Spanned<Vec<DnsAddr>>,
+    pub(crate) servers: Spanned<Vec<DnsAddr>>,
     /// As `[upstream] timeout`.
     #[serde(default)]
-    pub timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) timeout: Option<Spanned<HumanDuration>>,
     /// As `[upstream] max_fails`.
     #[serde(default)]
-    pub max_fails: Option<Spanned<u32>>,
+    pub(crate) max_fails: Option<Spanned<u32>>,
     /// As `[upstream] health_check`.
     #[serde(default)]
-    pub health_check: Option<Spanned<HumanDuration>>,
+    pub(crate) health_check: Option<Spanned<HumanDuration>>,
     /// Whether this zone's answers are cached (default true).
     #[serde(default)]
-    pub cache: Option<bool>,
+    pub(crate) cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawZone {
+pub(super) struct RawZone {
     /// The zone apex, e.g. `"db.internal."`.
-    pub name: Spanned<DnsName>,
+    pub(crate) name: Spanned<DnsName>,
     /// NS records served at the apex (default `ns.<zone>`; an empty list is
     /// rejected rather than silently replaced by the default).
     #[serde(default)]
-    pub nameservers: Option<Spanned<Vec<DnsName>>>,
+    pub(crate) nameservers: Option<Spanned<Vec<DnsName>>>,
     /// SOA RNAME, the mailbox as a name (default `hostmaster.<zone>`).
     #[serde(default)]
-    pub hostmaster: Option<DnsName>,
+    pub(crate) hostmaster: Option<DnsName>,
     /// TTL of the SOA and NS records.
     #[serde(default)]
-    pub ttl: Option<Ttl>,
+    pub(crate) ttl: Option<Ttl>,
     /// How long resolvers may cache NXDOMAIN/NODATA (SOA MINIMUM).
     #[serde(default)]
-    pub negative_ttl: Option<Ttl>,
+    pub(crate) negative_ttl: Option<Ttl>,
     /// SOA serial (default 1).
     #[serde(default)]
-    pub serial: Option<u32>,
+    pub(crate) serial: Option<u32>,
 }
 
 /// Declares a raw table that also carries the connection settings, because
 /// serde's `flatten` cannot be combined with `deny_unknown_fields`.
 macro_rules! with_conn_fields {
-    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident: $t:ty,)* }) => {
+    ($(#[$m:meta])* pub(crate) struct $name:ident { $($(#[$fm:meta])* pub(crate) $f:ident: $t:ty,)* }) => {
         $(#[$m])*
-        pub struct $name {
-            $($(#[$fm])* pub $f: $t,)*
+        pub(crate) struct $name {
+            $($(#[$fm])* pub(crate) $f: $t,)*
             /// TCP port (default 5432).
-            pub port: Option<u16>,
+            pub(crate) port: Option<u16>,
             /// Role the probe logs in as.
-            pub user: Option<String>,
+            pub(crate) user: Option<String>,
             /// Database to connect to (default `postgres`).
-            pub dbname: Option<String>,
+            pub(crate) dbname: Option<String>,
             /// libpq-style sslmode (default `verify-full`).
-            pub sslmode: Option<SslMode>,
+            pub(crate) sslmode: Option<SslMode>,
             /// CA bundle (PEM) to verify the server with, or `"system"` for the OS store.
-            pub sslrootcert: Option<Spanned<String>>,
+            pub(crate) sslrootcert: Option<Spanned<String>>,
             /// Environment variable that holds the password.
-            pub password_env: Option<Spanned<String>>,
+            pub(crate) password_env: Option<Spanned<String>>,
             /// File that holds the password (trailing newline ignored); read
             /// again when it changes and when the server refuses the password.
-            pub password_file: Option<Spanned<PathBuf>>,
+            pub(crate) password_file: Option<Spanned<PathBuf>>,
             /// Command (argv, no shell) whose standard output is the password or token.
-            pub password_command: Option<Spanned<Vec<String>>>,
+            pub(crate) password_command: Option<Spanned<Vec<String>>>,
             /// How often `password_command` runs again (default 10m).
-            pub password_refresh: Option<Spanned<HumanDuration>>,
+            pub(crate) password_refresh: Option<Spanned<HumanDuration>>,
             /// Microsoft Entra ID token source: `managed-identity` or `workload-identity`.
-            pub entra_identity: Option<Spanned<EntraIdentity>>,
+            pub(crate) entra_identity: Option<Spanned<EntraIdentity>>,
             /// MI: the user-assigned identity's client id; WI: overrides `AZURE_CLIENT_ID`.
-            pub entra_client_id: Option<Spanned<String>>,
+            pub(crate) entra_client_id: Option<Spanned<String>>,
             /// Not supported: accepted by the parser only to explain why.
-            pub password: Option<Spanned<toml::Value>>,
+            pub(crate) password: Option<Spanned<toml::Value>>,
             /// `application_name` shown in pg_stat_activity (default `dns-sidecar`).
-            pub application_name: Option<String>,
+            pub(crate) application_name: Option<String>,
         }
 
         impl $name {
             /// The connection settings of this table.
-            pub fn conn(&self) -> RawConn {
+            pub(crate) fn conn(&self) -> RawConn {
                 RawConn {
                     port: self.port,
                     user: self.user.clone(),
@@ -262,25 +262,25 @@ macro_rules! with_conn_fields {
 
 /// Connection settings: `[probe]` gives defaults, each server may override.
 #[derive(Debug, Default, Clone)]
-pub struct RawConn {
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub dbname: Option<String>,
-    pub sslmode: Option<SslMode>,
-    pub sslrootcert: Option<Spanned<String>>,
-    pub password_env: Option<Spanned<String>>,
-    pub password_file: Option<Spanned<PathBuf>>,
-    pub password_command: Option<Spanned<Vec<String>>>,
-    pub password_refresh: Option<Spanned<HumanDuration>>,
-    pub entra_identity: Option<Spanned<EntraIdentity>>,
-    pub entra_client_id: Option<Spanned<String>>,
-    pub password: Option<Spanned<toml::Value>>,
-    pub application_name: Option<String>,
+pub(super) struct RawConn {
+    pub(crate) port: Option<u16>,
+    pub(crate) user: Option<String>,
+    pub(crate) dbname: Option<String>,
+    pub(crate) sslmode: Option<SslMode>,
+    pub(crate) sslrootcert: Option<Spanned<String>>,
+    pub(crate) password_env: Option<Spanned<String>>,
+    pub(crate) password_file: Option<Spanned<PathBuf>>,
+    pub(crate) password_command: Option<Spanned<Vec<String>>>,
+    pub(crate) password_refresh: Option<Spanned<HumanDuration>>,
+    pub(crate) entra_identity: Option<Spanned<EntraIdentity>>,
+    pub(crate) entra_client_id: Option<Spanned<String>>,
+    pub(crate) password: Option<Spanned<toml::Value>>,
+    pub(crate) application_name: Option<String>,
 }
 
 impl RawConn {
     /// Fields set here win over `defaults`.
-    pub fn or(self, defaults: RawConn) -> RawConn {
+    pub(super) fn or(self, defaults: RawConn) -> RawConn {
         // A server that names its own password source replaces [probe]'s,
         // with its qualifiers (`password_refresh`, `entra_client_id`); a
         // server that names none may still override [probe]'s qualifiers.
@@ -329,78 +329,78 @@ impl RawConn {
 with_conn_fields! {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct RawProbe {
+    pub(crate) struct RawProbe {
         /// Time between probes of one server.
-        pub interval: Option<Spanned<HumanDuration>>,
+        pub(crate) interval: Option<Spanned<HumanDuration>>,
         /// Time between probes of a server while an alias that may use it has
         /// no matching target (an incident).
-        pub incident_interval: Option<Spanned<HumanDuration>>,
+        pub(crate) incident_interval: Option<Spanned<HumanDuration>>,
         /// Hard limit on one probe (connect + TLS + auth + query).
-        pub deadline: Option<Spanned<HumanDuration>>,
+        pub(crate) deadline: Option<Spanned<HumanDuration>>,
         /// How often a probe uses a brand-new connection instead of the kept one.
-        pub fresh_connection_interval: Option<HumanDuration>,
+        pub(crate) fresh_connection_interval: Option<HumanDuration>,
         /// Consecutive failed probes before a server counts as down.
-        pub fall: Option<Spanned<u32>>,
+        pub(crate) fall: Option<Spanned<u32>>,
         /// Consecutive good probes before a server that was down counts as up.
-        pub rise: Option<Spanned<u32>>,
+        pub(crate) rise: Option<Spanned<u32>>,
     }
 }
 
 with_conn_fields! {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct RawServer {
+    pub(crate) struct RawServer {
         /// The DNS name the alias's CNAME points at.
-        pub target: Spanned<DnsName>,
+        pub(crate) target: Spanned<DnsName>,
         /// Host name the probe connects to and verifies the certificate against
         /// (default: `target` without the trailing dot).
-        pub host: Option<String>,
+        pub(crate) host: Option<String>,
         /// IP address to connect to instead of resolving `host` (libpq `hostaddr`).
-        pub hostaddr: Option<std::net::IpAddr>,
+        pub(crate) hostaddr: Option<std::net::IpAddr>,
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAlias {
+pub(super) struct RawAlias {
     /// The stable name applications use, e.g. `"prod.db.internal."`.
-    pub name: Spanned<DnsName>,
+    pub(crate) name: Spanned<DnsName>,
     /// Which server to follow, named like libpq's `target_session_attrs`.
     #[serde(default)]
-    pub role: Option<Role>,
+    pub(crate) role: Option<Role>,
     /// TTL of the CNAME answer (default 5s).
     #[serde(default)]
-    pub ttl: Option<Ttl>,
+    pub(crate) ttl: Option<Ttl>,
     /// Candidate server ids, in order of preference for ties.
-    pub servers: Spanned<Vec<Spanned<String>>>,
+    pub(crate) servers: Spanned<Vec<Spanned<String>>>,
     /// What to answer when no server matches the role.
     #[serde(default)]
-    pub on_no_match: Option<NoMatchPolicy>,
+    pub(crate) on_no_match: Option<NoMatchPolicy>,
     /// Command (argv, no shell) run when the alias changes target.
     #[serde(default)]
-    pub on_change: Option<Spanned<Vec<String>>>,
+    pub(crate) on_change: Option<Spanned<Vec<String>>>,
     /// Time limit for `on_change` (default 30s).
     #[serde(default)]
-    pub on_change_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) on_change_timeout: Option<Spanned<HumanDuration>>,
     /// Reader aliases: how many bytes of WAL a standby may be behind the
     /// primary and still be chosen.
     #[serde(default)]
-    pub max_lag: Option<Spanned<ByteSize>>,
+    pub(crate) max_lag: Option<Spanned<ByteSize>>,
     /// Reader aliases: how long ago the primary may have been at the position
     /// a standby has replayed, for the standby still to be chosen.
     #[serde(default)]
-    pub max_lag_time: Option<Spanned<HumanDuration>>,
+    pub(crate) max_lag_time: Option<Spanned<HumanDuration>>,
     /// Environment variables passed to `on_change` (default PATH and HOME);
     /// `PREFIX_*` passes every variable starting with `PREFIX_`.
     #[serde(default)]
-    pub on_change_env: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) on_change_env: Option<Spanned<Vec<Spanned<String>>>>,
     /// Reader aliases: `"first"` (default), `"rotate"` or `"client"`.
     #[serde(default)]
-    pub spread: Option<Spanned<Spread>>,
+    pub(crate) spread: Option<Spanned<Spread>>,
     /// Reader aliases: weight per server id (default 1 each).
     #[serde(default)]
-    pub weights: Option<Spanned<BTreeMap<Spanned<String>, Spanned<u32>>>>,
+    pub(crate) weights: Option<Spanned<BTreeMap<Spanned<String>, Spanned<u32>>>>,
     /// Reader aliases: `"order"` (default) or `"nearest"`.
     #[serde(default)]
-    pub prefer: Option<Spanned<Prefer>>,
+    pub(crate) prefer: Option<Spanned<Prefer>>,
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// How a reader alias spreads its answers over the candidates that match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum Spread {
+pub(crate) enum Spread {
     /// One server: the first that matches (today's behaviour; with
     /// `prefer = "nearest"`, the nearest that matches).
     #[default]
@@ -23,7 +23,7 @@ pub enum Spread {
 }
 
 impl Spread {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Spread::First => "first",
             Spread::Rotate => "rotate",
@@ -32,7 +32,7 @@ impl Spread {
     }
 
     /// Whether answers go to several servers (a set), not one.
-    pub fn is_set(self) -> bool {
+    pub(crate) fn is_set(self) -> bool {
         self != Spread::First
     }
 }
@@ -40,7 +40,7 @@ impl Spread {
 /// Which matching candidates a reader alias prefers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum Prefer {
+pub(crate) enum Prefer {
     /// The alias's `servers` order (today's behaviour).
     #[default]
     Order,
@@ -50,7 +50,7 @@ pub enum Prefer {
 }
 
 impl Prefer {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Prefer::Order => "order",
             Prefer::Nearest => "nearest",
@@ -60,7 +60,7 @@ impl Prefer {
 
 /// The largest weight: keeps a rotation's schedule (the sum of the
 /// weights) short enough to precompute.
-pub const MAX_WEIGHT: u32 = 100;
+pub(crate) const MAX_WEIGHT: u32 = 100;
 
 #[cfg(test)]
 mod tests {

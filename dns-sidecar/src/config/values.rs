@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 /// A duration written with a unit: `150ms`, `5s`, `2m`, `1h`, `1d` (fractions allowed:
 /// `1.5s`). A bare number is refused because `interval = 100` is ambiguous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub Duration);
 
 impl FromStr for HumanDuration {
     type Err = String;
@@ -64,10 +64,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A TTL in whole seconds, written like a duration (`"5s"`, `"1m"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ttl(pub u32);
+pub(crate) struct Ttl(pub u32);
 
 /// The largest TTL we accept; anything longer defeats the point of the sidecar.
-pub const MAX_TTL: u32 = 86_400;
+pub(crate) const MAX_TTL: u32 = 86_400;
 
 impl<'de> Deserialize<'de> for Ttl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -90,7 +90,7 @@ impl<'de> Deserialize<'de> for Ttl {
 /// A socket address where the port may be left out (`"168.63.129.16"` means
 /// port 53). IPv6 addresses with a port are written `"[::1]:5353"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DnsAddr(pub SocketAddr);
+pub(super) struct DnsAddr(pub SocketAddr);
 
 impl FromStr for DnsAddr {
     type Err = String;
@@ -116,7 +116,7 @@ impl<'de> Deserialize<'de> for DnsAddr {
 
 /// A size in bytes: `"16MiB"`, `"512KiB"`, `"1GiB"` or a bare number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
+pub(super) struct ByteSize(pub u64);
 
 impl FromStr for ByteSize {
     type Err = String;
@@ -166,15 +166,15 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// address means that one address. Host bits must be zero, so a typo such as
 /// `10.1.2.3/8` is reported rather than silently widened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
+pub(crate) struct Cidr {
+    pub(crate) addr: IpAddr,
+    pub(crate) prefix: u8,
 }
 
 impl Cidr {
     /// Whether `ip` lies in this network (an IPv4 address mapped into IPv6
     /// counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
@@ -189,7 +189,7 @@ impl Cidr {
     }
 
     /// The loopback networks, the default allow list.
-    pub fn loopback() -> Vec<Cidr> {
+    pub(crate) fn loopback() -> Vec<Cidr> {
         vec![
             Cidr {
                 addr: IpAddr::from([127, 0, 0, 0]),

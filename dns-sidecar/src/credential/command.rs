@@ -12,10 +12,10 @@ use super::token::first_line;
 use crate::config::Secret;
 
 /// How long one run may take.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `argv` once.
-pub async fn run(argv: &[String], timeout: Duration) -> Result<Secret, String> {
+pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Secret, String> {
     let (program, args) = argv.split_first().ok_or("password_command is empty")?;
     let child = tokio::process::Command::new(program)
         .args(args)

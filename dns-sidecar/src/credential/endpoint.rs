@@ -13,33 +13,33 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 /// The instance metadata service's address (link-local, reached without a proxy).
-pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub(crate) const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Its token path.
-pub const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
+pub(crate) const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 /// The variable that replaces `http://169.254.169.254` (as in the Azure SDKs).
-pub const IMDS_OVERRIDE: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
+pub(crate) const IMDS_OVERRIDE: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
 /// The resource Azure Database for PostgreSQL accepts tokens for.
-pub const RESOURCE: &str = "https://ossrdbms-aad.database.windows.net";
+pub(crate) const RESOURCE: &str = "https://ossrdbms-aad.database.windows.net";
 /// The same as an OAuth 2.0 v2 scope.
-pub const SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
+pub(crate) const SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
 /// Entra ID's public-cloud authority host.
-pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com/";
+pub(crate) const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com/";
 
 /// An endpoint: scheme, host, port and path (no query).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub tls: bool,
+pub(crate) struct Url {
+    pub(crate) tls: bool,
     /// A name or an IP literal (without brackets).
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Starts with `/`.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 impl Url {
     /// Parses `text`, allowing plain http to loopback addresses only, or to
     /// the metadata address when `imds_default` (no override is set).
-    pub fn parse(text: &str, imds_default: bool) -> Result<Url, String> {
+    pub(crate) fn parse(text: &str, imds_default: bool) -> Result<Url, String> {
         let (tls, rest) = if let Some(r) = text.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = text.strip_prefix("http://") {
@@ -90,7 +90,7 @@ impl Url {
     }
 
     /// `host:port` for the `Host` header.
-    pub fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -105,7 +105,7 @@ impl Url {
 
 /// Percent-encodes everything but RFC 3986's unreserved characters (query
 /// values and `application/x-www-form-urlencoded` fields).
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -124,15 +124,15 @@ fn var(name: &str) -> Option<String> {
 
 /// Managed identity through the instance metadata service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Imds {
-    pub url: Url,
+pub(crate) struct Imds {
+    pub(crate) url: Url,
     /// A user-assigned identity's client id (`None`: the system-assigned one).
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 }
 
 impl Imds {
     /// From `AZURE_POD_IDENTITY_AUTHORITY_HOST` (or the metadata address).
-    pub fn from_env(client_id: Option<String>) -> Result<Imds, String> {
+    pub(crate) fn from_env(client_id: Option<String>) -> Result<Imds, String> {
         let url = match var(IMDS_OVERRIDE) {
             Some(base) => Url::parse(&format!("{}{IMDS_PATH}", base.trim().trim_end_matches('/')), false)
                 .map_err(|e| format!("{IMDS_OVERRIDE}: {e}"))?,
@@ -142,7 +142,7 @@ impl Imds {
     }
 
     /// The request target: path and query.
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         let mut t = format!("{}?api-version=2018-02-01&resource={}", self.url.path, encode(RESOURCE));
         if let Some(id) = &self.client_id {
             t.push_str(&format!("&client_id={}", encode(id)));
@@ -153,18 +153,18 @@ impl Imds {
 
 /// AKS workload identity: the variables the webhook injects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Workload {
+pub(crate) struct Workload {
     /// `{AZURE_AUTHORITY_HOST}{tenant}/oauth2/v2.0/token`.
-    pub url: Url,
-    pub client_id: String,
+    pub(crate) url: Url,
+    pub(crate) client_id: String,
     /// The projected service-account token (rotated by the kubelet; read at every fetch).
-    pub token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
 }
 
 impl Workload {
     /// From `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` (unless `client_id` is
     /// given), `AZURE_FEDERATED_TOKEN_FILE` and `AZURE_AUTHORITY_HOST`.
-    pub fn from_env(client_id: Option<String>) -> Result<Workload, String> {
+    pub(crate) fn from_env(client_id: Option<String>) -> Result<Workload, String> {
         let tenant = var("AZURE_TENANT_ID");
         let client_id = client_id.or_else(|| var("AZURE_CLIENT_ID"));
         let file = var("AZURE_FEDERATED_TOKEN_FILE");

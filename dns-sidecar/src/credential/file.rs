@@ -29,23 +29,23 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 /// A password file and the version last read.
 #[derive(Debug)]
-pub struct Watched {
+pub(crate) struct Watched {
     path: PathBuf,
     seen: Option<Stamp>,
 }
 
 impl Watched {
-    pub fn new(path: PathBuf) -> Watched {
+    pub(crate) fn new(path: PathBuf) -> Watched {
         Watched { path, seen: None }
     }
 
     /// Whether the file looks different from the version last read.
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         stamp(&self.path) != self.seen
     }
 
     /// Reads the password (trailing newline ignored; empty is an error).
-    pub fn read(&mut self) -> Result<Secret, String> {
+    pub(crate) fn read(&mut self) -> Result<Secret, String> {
         let before = stamp(&self.path);
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| format!("cannot read password_file `{}`: {e}", self.path.display()))?;

@@ -16,27 +16,27 @@ use super::endpoint::Url;
 const MAX_BODY: usize = 256 * 1024;
 
 /// Time for the connect, TLS, request and answer together.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A status and body.
 #[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub body: Bytes,
+pub(super) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
 }
 
 /// A request: `GET` without a body, or `POST` with a form body.
-pub struct Request<'a> {
-    pub method: &'static str,
+pub(super) struct Request<'a> {
+    pub(crate) method: &'static str,
     /// Path and query.
-    pub target: String,
-    pub headers: &'a [(&'a str, &'a str)],
+    pub(crate) target: String,
+    pub(crate) headers: &'a [(&'a str, &'a str)],
     /// `application/x-www-form-urlencoded` body.
-    pub form: Option<String>,
+    pub(crate) form: Option<String>,
 }
 
 /// Sends `req` to `url` on a fresh connection.
-pub async fn send(url: &Url, req: Request<'_>) -> Result<Response, String> {
+pub(super) async fn send(url: &Url, req: Request<'_>) -> Result<Response, String> {
     tokio::time::timeout(TIMEOUT, send_now(url, req))
         .await
         .unwrap_or_else(|_| Err(format!("no answer from {} within {TIMEOUT:?}", url.authority())))

@@ -7,7 +7,7 @@ use super::http::{self, Request};
 use super::token::{self, Token};
 
 /// Asks the metadata service for a token.
-pub async fn fetch(imds: &Imds) -> Result<Token, String> {
+pub(crate) async fn fetch(imds: &Imds) -> Result<Token, String> {
     let r = http::send(
         &imds.url,
         Request {

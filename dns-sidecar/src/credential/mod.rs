@@ -5,7 +5,7 @@
 //! background task per distinct source ([`Registry`]) fetches it and keeps it
 //! fresh:
 //! * `password_env`: fixed, no task;
-//! * `password_file` ([`file`]): read at start, again when the file changes
+//! * `password_file` ([`mod@file`]): read at start, again when the file changes
 //!   and when the server refuses the password;
 //! * `password_command` ([`command`]): run at start, every `password_refresh`
 //!   and when the server refuses the password;
@@ -19,14 +19,14 @@
 //! value is never logged, never in `/status` and never given to hooks:
 //! [`Secret`]'s `Debug` prints `***`, and errors describe, never quote.
 
-pub mod command;
-pub mod endpoint;
-pub mod file;
+pub(crate) mod command;
+pub(crate) mod endpoint;
+pub(crate) mod file;
 mod http;
-pub mod imds;
+pub(crate) mod imds;
 mod refresher;
-pub mod token;
-pub mod workload;
+pub(crate) mod token;
+pub(crate) mod workload;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,10 +44,10 @@ use crate::supervise::Supervisor;
 use refresher::{Fetcher, Refresher};
 
 /// Least time between two fetches asked for by refusals.
-pub const REFUSAL_GAP: Duration = Duration::from_secs(3);
+pub(crate) const REFUSAL_GAP: Duration = Duration::from_secs(3);
 
 /// How often a password file is checked for a change.
-pub const FILE_POLL: Duration = Duration::from_secs(1);
+pub(crate) const FILE_POLL: Duration = Duration::from_secs(1);
 
 /// Longest wait between two attempts of a failing refresh.
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -73,7 +73,7 @@ struct Slot {
 
 /// A prober's handle on its password source. Cheap to clone.
 #[derive(Clone)]
-pub struct Credential {
+pub(crate) struct Credential {
     slot: Arc<Slot>,
 }
 
@@ -99,7 +99,7 @@ impl Credential {
     /// A handle without a refresher: `password_env`'s value, a password
     /// file read now; other sources have no value (used by probers built
     /// outside a [`Registry`], e.g. in tests).
-    pub fn detached(source: &PasswordSource) -> Credential {
+    pub(crate) fn detached(source: &PasswordSource) -> Credential {
         let c = Credential::new(source);
         match source {
             PasswordSource::Env { value, .. } => c.set(value.clone(), None),
@@ -135,7 +135,7 @@ impl Credential {
     /// first probe of a prober waits here (bounded by its deadline): it
     /// cannot log in before, and reporting "no token yet" would mark a
     /// healthy server down at every start.
-    pub async fn first_fetch(&self) {
+    pub(crate) async fn first_fetch(&self) {
         loop {
             let updated = self.slot.updated.notified();
             if !self.pending() {
@@ -146,7 +146,7 @@ impl Credential {
     }
 
     /// The password to log in with now, or why there is none (never waits).
-    pub fn current(&self) -> Result<Secret, String> {
+    pub(crate) fn current(&self) -> Result<Secret, String> {
         let problem = self.slot.problem.load_full();
         let source = &self.slot.source;
         match self.slot.value.load_full() {
@@ -166,17 +166,17 @@ impl Credential {
     }
 
     /// The server refused the password: fetch a new one (rate-limited).
-    pub fn refused(&self) {
+    pub(crate) fn refused(&self) {
         self.slot.refused.notify_one();
     }
 
     /// The source, for messages (`managed identity`).
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.slot.source
     }
 
     /// Why the last refresh failed, if it did.
-    pub fn problem(&self) -> Option<String> {
+    pub(crate) fn problem(&self) -> Option<String> {
         self.slot.problem.load_full().map(|p| (*p).clone())
     }
 }
@@ -185,7 +185,7 @@ impl Credential {
 /// minutes before it expires, whichever comes first, but not before half
 /// of its life (a short-lived token would otherwise be fetched
 /// continuously), and not more often than every 500 ms.
-pub fn refresh_after(lifetime: Duration) -> Duration {
+pub(crate) fn refresh_after(lifetime: Duration) -> Duration {
     let two_thirds = lifetime * 2 / 3;
     let early = lifetime.saturating_sub(Duration::from_secs(300));
     two_thirds.min(early).max(lifetime / 2).max(Duration::from_millis(500))
@@ -195,7 +195,7 @@ pub fn refresh_after(lifetime: Duration) -> Duration {
 /// up to 30 s, but, while the current token still has `remaining` life,
 /// at most a third of it (at least 200 ms), so a short outage is bridged
 /// before the token expires.
-pub fn retry_after(failures: u32, remaining: Option<Duration>) -> Duration {
+pub(crate) fn retry_after(failures: u32, remaining: Option<Duration>) -> Duration {
     let exp = Duration::from_secs(1 << failures.saturating_sub(1).min(5)).min(MAX_RETRY);
     match remaining {
         Some(r) if !r.is_zero() => exp.min((r / 3).max(Duration::from_millis(200))),
@@ -205,24 +205,24 @@ pub fn retry_after(failures: u32, remaining: Option<Duration>) -> Duration {
 
 /// At most one attempt per `gap`.
 #[derive(Debug, Clone)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     gap: Duration,
     last: Option<Instant>,
 }
 
 impl RateLimit {
-    pub fn new(gap: Duration) -> RateLimit {
+    pub(crate) fn new(gap: Duration) -> RateLimit {
         RateLimit { gap, last: None }
     }
 
     /// Records an attempt at `now`.
-    pub fn note(&mut self, now: Instant) {
+    pub(crate) fn note(&mut self, now: Instant) {
         self.last = Some(now);
     }
 
     /// `Ok` (and recorded) if an attempt may start at `now`, else the
     /// instant from which it may.
-    pub fn allow(&mut self, now: Instant) -> Result<(), Instant> {
+    pub(crate) fn allow(&mut self, now: Instant) -> Result<(), Instant> {
         match self.last {
             Some(l) if now < l + self.gap => Err(l + self.gap),
             _ => {
@@ -236,24 +236,24 @@ impl RateLimit {
 /// Failures in a row: the first of an episode is reported (WARN), the
 /// others are not, and the success that ends it is (INFO).
 #[derive(Debug, Default)]
-pub struct Episode {
+pub(crate) struct Episode {
     failures: u32,
 }
 
 impl Episode {
     /// A failure; whether it starts an episode.
-    pub fn failed(&mut self) -> bool {
+    pub(crate) fn failed(&mut self) -> bool {
         self.failures += 1;
         self.failures == 1
     }
 
     /// A success; the number of failures of the episode it ends, if any.
-    pub fn succeeded(&mut self) -> Option<u32> {
+    pub(crate) fn succeeded(&mut self) -> Option<u32> {
         let n = std::mem::take(&mut self.failures);
         (n > 0).then_some(n)
     }
 
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 }
@@ -264,14 +264,14 @@ struct Running {
 }
 
 /// One refresher task per distinct source, shared by the servers that use it.
-pub struct Registry {
+pub(crate) struct Registry {
     running: HashMap<PasswordSource, Running>,
     supervisor: Supervisor,
     metrics: Family<CredentialResult, Counter>,
 }
 
 impl Registry {
-    pub fn new(supervisor: Supervisor, metrics: Family<CredentialResult, Counter>) -> Registry {
+    pub(crate) fn new(supervisor: Supervisor, metrics: Family<CredentialResult, Counter>) -> Registry {
         Registry {
             running: HashMap::new(),
             supervisor,
@@ -280,7 +280,7 @@ impl Registry {
     }
 
     /// The handle on `source`, starting its refresher if none runs.
-    pub fn get(&mut self, source: &PasswordSource) -> Credential {
+    pub(crate) fn get(&mut self, source: &PasswordSource) -> Credential {
         if let PasswordSource::Env { .. } = source {
             return Credential::detached(source);
         }
@@ -343,7 +343,7 @@ impl Registry {
     }
 
     /// Stops the refreshers of sources not in `used`.
-    pub fn retain<'a>(&mut self, used: impl IntoIterator<Item = &'a PasswordSource>) {
+    pub(crate) fn retain<'a>(&mut self, used: impl IntoIterator<Item = &'a PasswordSource>) {
         let used: Vec<&PasswordSource> = used.into_iter().collect();
         self.running.retain(|s, r| {
             let keep = used.contains(&s);
@@ -355,7 +355,7 @@ impl Registry {
     }
 
     /// Stops every refresher.
-    pub fn stop_all(&mut self) {
+    pub(crate) fn stop_all(&mut self) {
         self.retain([]);
     }
 }

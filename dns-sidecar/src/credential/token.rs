@@ -9,9 +9,9 @@ use crate::config::Secret;
 
 /// A token and how long it lives from when it was received.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Token {
-    pub secret: Secret,
-    pub lifetime: Duration,
+pub(crate) struct Token {
+    pub(crate) secret: Secret,
+    pub(crate) lifetime: Duration,
 }
 
 /// Seconds as the endpoints write them: IMDS sends strings (`"86399"`),
@@ -25,7 +25,7 @@ fn seconds(v: &Value) -> Option<u64> {
 }
 
 /// Parses a 2xx answer; `now_unix` is the wall clock, for `expires_on`.
-pub fn parse(body: &[u8], now_unix: u64) -> Result<Token, String> {
+pub(crate) fn parse(body: &[u8], now_unix: u64) -> Result<Token, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON".to_string())?;
     let token = v
         .get("access_token")
@@ -50,7 +50,7 @@ pub fn parse(body: &[u8], now_unix: u64) -> Result<Token, String> {
 }
 
 /// Seconds since the Unix epoch, for `expires_on`.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -58,7 +58,7 @@ pub fn unix_now() -> u64 {
 
 /// Describes an error answer: `error: error_description` when it is OAuth
 /// JSON, else the start of the body.
-pub fn describe_error(status: u16, body: &[u8]) -> String {
+pub(crate) fn describe_error(status: u16, body: &[u8]) -> String {
     let v: Option<Value> = serde_json::from_slice(body).ok();
     let field = |k: &str| {
         v.as_ref()
@@ -80,7 +80,7 @@ pub fn describe_error(status: u16, body: &[u8]) -> String {
 }
 
 /// The first line of `s`, at most `max` characters.
-pub fn first_line(s: &str, max: usize) -> String {
+pub(crate) fn first_line(s: &str, max: usize) -> String {
     let line = s.trim().lines().next().unwrap_or("");
     match line.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &line[..i]),

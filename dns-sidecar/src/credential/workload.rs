@@ -8,7 +8,7 @@ use super::http::{self, Request};
 use super::token::{self, Token};
 
 /// The form body of the exchange.
-pub fn form(w: &Workload, assertion: &str) -> String {
+pub(crate) fn form(w: &Workload, assertion: &str) -> String {
     [
         ("grant_type", "client_credentials"),
         ("client_id", w.client_id.as_str()),
@@ -26,7 +26,7 @@ pub fn form(w: &Workload, assertion: &str) -> String {
 }
 
 /// Exchanges the federated token for an access token.
-pub async fn fetch(w: &Workload) -> Result<Token, String> {
+pub(crate) async fn fetch(w: &Workload) -> Result<Token, String> {
     let assertion = std::fs::read_to_string(&w.token_file).map_err(|e| {
         format!(
             "cannot read AZURE_FEDERATED_TOKEN_FILE `{}`: {e}",

@@ -9,7 +9,7 @@ use crate::config::{AliasId, Config, NoMatchPolicy, ServerId};
 /// named by its [`ServerId`] in the decision, and by its id (a name, which
 /// survives a reload) where the engine remembers what was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer<S = ServerId> {
+pub(crate) enum Answer<S = ServerId> {
     /// First probe round not finished.
     Pending,
     Target(S),
@@ -21,7 +21,7 @@ pub enum Answer<S = ServerId> {
 /// "cname"`). The routes snapshot's answers have the same kinds
 /// ([`crate::routes::RouteAnswer::kind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnswerKind {
+pub(crate) enum AnswerKind {
     /// Nothing yet: SERVFAIL until the first probe round closes.
     Pending,
     /// A CNAME to a server (one, or one of a spreading alias's set).
@@ -32,7 +32,7 @@ pub enum AnswerKind {
 
 impl AnswerKind {
     /// The label: `pending`, `cname` or `servfail`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             AnswerKind::Pending => "pending",
             AnswerKind::Cname => "cname",
@@ -42,7 +42,7 @@ impl AnswerKind {
 }
 
 impl<S> Answer<S> {
-    pub fn kind(&self) -> AnswerKind {
+    pub(crate) fn kind(&self) -> AnswerKind {
         match self {
             Answer::Pending => AnswerKind::Pending,
             Answer::Target(_) => AnswerKind::Cname,
@@ -51,7 +51,7 @@ impl<S> Answer<S> {
     }
 
     /// The same answer with its server named by `f`.
-    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Answer<T> {
+    pub(crate) fn map<T>(self, f: impl FnOnce(S) -> T) -> Answer<T> {
         match self {
             Answer::Pending => Answer::Pending,
             Answer::Target(s) => Answer::Target(f(s)),
@@ -62,7 +62,7 @@ impl<S> Answer<S> {
 
 impl State {
     /// The answer for alias `i` under `config`'s policy.
-    pub fn answer(&self, config: &Config, i: AliasId) -> Answer {
+    pub(crate) fn answer(&self, config: &Config, i: AliasId) -> Answer {
         let a = &self.aliases[i];
         if let Some(p) = self.pins[i] {
             return Answer::Target(p);
@@ -85,7 +85,7 @@ impl State {
     /// [`State::answer`] is a target: that one alone, unless the alias
     /// spreads (`rotate`, `client`) and matched at the last decision (not
     /// pinned, not keeping its last target): then its whole set.
-    pub fn answer_set(&self, config: &Config, i: AliasId) -> Vec<(ServerId, u32)> {
+    pub(crate) fn answer_set(&self, config: &Config, i: AliasId) -> Vec<(ServerId, u32)> {
         let Answer::Target(t) = self.answer(config, i) else {
             return Vec::new();
         };

@@ -59,17 +59,17 @@ use crate::config::{AliasId, Config, IdVec, Role, ServerId};
 
 /// Why a writer alias will not move to a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    pub server: ServerId,
-    pub reason: FenceReason,
-    pub since: Instant,
+pub(crate) struct Fence {
+    pub(crate) server: ServerId,
+    pub(crate) reason: FenceReason,
+    pub(crate) since: Instant,
     /// The server's timeline when it was fenced, if known: a newer one later
     /// proves it has been through recovery and a promote since.
-    pub timeline: Option<u32>,
+    pub(crate) timeline: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FenceReason {
+pub(crate) enum FenceReason {
     /// The alias moved from this server to `by` (a promote, a failover).
     Superseded { by: ServerId },
     /// This server was writable at the same time as `winner`, which was chosen.
@@ -85,7 +85,7 @@ pub enum FenceReason {
 
 impl FenceReason {
     /// Short machine-friendly name, for `/status` and the state file.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             FenceReason::Superseded { .. } => "superseded",
             FenceReason::LostSplitBrain { .. } => "lost-split-brain",
@@ -95,7 +95,7 @@ impl FenceReason {
     }
 
     /// The other server involved, if any.
-    pub fn other(&self) -> Option<ServerId> {
+    pub(crate) fn other(&self) -> Option<ServerId> {
         match *self {
             FenceReason::Superseded { by } => Some(by),
             FenceReason::LostSplitBrain { winner } => Some(winner),
@@ -107,7 +107,7 @@ impl FenceReason {
 
 /// Why a server is barred from a writer alias right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bar<'a> {
+pub(crate) enum Bar<'a> {
     Fenced(&'a Fence),
     /// Its timeline is older than the newest one seen on a candidate.
     OlderTimeline {
@@ -118,7 +118,7 @@ pub enum Bar<'a> {
 
 impl Bar<'_> {
     /// One line for logs and `/status`.
-    pub fn describe(&self, config: &Config) -> String {
+    pub(crate) fn describe(&self, config: &Config) -> String {
         let id = |s: ServerId| config.servers[s].id.as_str();
         match self {
             Bar::Fenced(f) => {
@@ -157,7 +157,7 @@ impl Bar<'_> {
 }
 
 /// Whether fencing applies to aliases of `role`: the ones that send writes.
-pub fn is_writer(role: Role) -> bool {
+pub(crate) fn is_writer(role: Role) -> bool {
     matches!(role, Role::ReadWrite | Role::Primary)
 }
 
@@ -166,7 +166,7 @@ impl State {
     /// place that says "a writer alias, and the server is fenced or below its
     /// floor". Readers are never barred (they obey the writers' truth
     /// instead: see [`truth::diverged`]).
-    pub fn barred(&self, config: &Config, alias: AliasId, server: ServerId) -> Option<Bar<'_>> {
+    pub(crate) fn barred(&self, config: &Config, alias: AliasId, server: ServerId) -> Option<Bar<'_>> {
         if !is_writer(config.aliases[alias].role) {
             return None;
         }
@@ -189,7 +189,7 @@ impl AliasState {
         }
     }
 
-    pub fn fence(&self, server: ServerId) -> Option<&Fence> {
+    pub(crate) fn fence(&self, server: ServerId) -> Option<&Fence> {
         self.fences.iter().find(|f| f.server == server)
     }
 
@@ -240,7 +240,7 @@ pub(super) fn same_timeline(state: &mut State, config: &Config, i: AliasId, fenc
 /// Rule 4 from the other side: the alias's server is settled (chosen, its
 /// timeline known), and a server already writable on that timeline is a fork
 /// too, although it was probed before the alias had that server (so
-/// [`learn`] had no holder to compare it with) and never lost a split brain
+/// [`crate::decision::fence_learn::learn`] had no holder to compare it with) and never lost a split brain
 /// (drained meanwhile, so not a candidate then). Only servers with no fence
 /// yet: an existing one stands.
 pub(super) fn same_timeline_peers(

@@ -53,12 +53,12 @@ use crate::config::{Config, MaxLag, ServerId};
 /// kept, so a standby behind every entry is known to be more than the window
 /// behind. Bounded: at most 35 entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WalHistory(VecDeque<(Instant, u64)>);
+pub(crate) struct WalHistory(VecDeque<(Instant, u64)>);
 
 impl WalHistory {
     /// The primary was at `lsn` at `at`. `window` is the longest
     /// `max_lag_time` configured.
-    pub fn record(&mut self, at: Instant, lsn: u64, window: Duration) {
+    pub(crate) fn record(&mut self, at: Instant, lsn: u64, window: Duration) {
         match self.0.back_mut() {
             // Went backwards: another lineage (a server rebuilt and promoted);
             // what was kept says nothing about it.
@@ -88,7 +88,7 @@ impl WalHistory {
     /// `replayed`: `Ok(Duration::ZERO)` when `replayed` is at or past the
     /// newest position; `Err(d)` when it is behind every entry (more than `d`
     /// behind); `None` when nothing was recorded.
-    pub fn behind(&self, replayed: u64, now: Instant) -> Option<Result<Duration, Duration>> {
+    pub(crate) fn behind(&self, replayed: u64, now: Instant) -> Option<Result<Duration, Duration>> {
         let &(_, newest) = self.0.back()?;
         if replayed >= newest {
             return Some(Ok(Duration::ZERO));
@@ -99,48 +99,46 @@ impl WalHistory {
         })
     }
 
-    pub fn len(&self) -> usize {
+    /// Samples kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
 /// How far a standby is behind its primary, as far as the probes tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lag {
+pub(crate) struct Lag {
     /// The primary it is measured against (`None`: no primary position known).
-    pub primary: Option<ServerId>,
+    pub(crate) primary: Option<ServerId>,
     /// WAL bytes behind (`None`: unknown).
-    pub bytes: Option<u64>,
+    pub(crate) bytes: Option<u64>,
     /// Time behind: `Ok(exactly)`, `Err(more than)`; `None`: unknown (no
     /// history of the primary's positions, e.g. no `max_lag_time` anywhere).
-    pub time: Option<Result<Duration, Duration>>,
+    pub(crate) time: Option<Result<Duration, Duration>>,
 }
 
 /// A standby an alias keeps off for its lag.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lagging {
-    pub server: ServerId,
+pub(crate) struct Lagging {
+    pub(crate) server: ServerId,
     /// Good probes in a row within the limit since it was last over it.
-    pub good: u32,
+    pub(crate) good: u32,
     /// When the first of those `good` probes was seen: `rise` is judged in
     /// time as well as in probes (see `decision::damping`).
-    pub good_since: Option<Instant>,
-    pub since: Instant,
+    pub(crate) good_since: Option<Instant>,
+    pub(crate) since: Instant,
     /// Why, as last measured: e.g. `20.0 MiB behind east (max_lag 16.0 MiB)`.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Not measurable yet (the time needs a second probe of the primary):
     /// no episode was reported, and the first measurement within the limit
     /// lets it in without `rise`.
-    pub pending: bool,
+    pub(crate) pending: bool,
 }
 
 /// A standby's lag against an alias's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Within,
     /// Not measurable yet; see [`Lagging::pending`].
     NotYet(String),
@@ -149,7 +147,7 @@ pub enum Verdict {
 }
 
 /// The longest `max_lag_time` of any alias: how long primary positions are kept.
-pub fn window(config: &Config) -> Option<Duration> {
+pub(crate) fn window(config: &Config) -> Option<Duration> {
     config.aliases.iter().filter_map(|a| a.max_lag.time).max()
 }
 
@@ -159,7 +157,7 @@ pub fn window(config: &Config) -> Option<Duration> {
 /// servers that share an alias with it, one not in recovery whose last good
 /// probe gave a WAL position; the newest timeline wins, then the highest
 /// position.
-pub fn reference(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
+pub(crate) fn reference(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
     if truth::has_writer(config, server) {
         return truth::current_primary(state, config, server).filter(|&p| {
             state.servers[p]
@@ -185,7 +183,7 @@ pub fn reference(state: &State, config: &Config, server: ServerId) -> Option<Ser
 /// How far `server` is behind its primary; `None` unless its last good probe
 /// saw it in recovery. A diverged standby (see [`super::truth::diverged`])
 /// has no lag: positions on another branch are not comparable.
-pub fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -> Option<Lag> {
+pub(crate) fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -> Option<Lag> {
     let st = state.servers[server].last_state.as_ref().filter(|st| st.in_recovery)?;
     let primary = reference(state, config, server);
     if truth::diverged(state, config, server).is_some() {
@@ -213,7 +211,7 @@ pub fn measure(state: &State, config: &Config, server: ServerId, now: Instant) -
 }
 
 /// Whether `lag` is within `limit`, and if not, why (for logs and `/status`).
-pub fn check(lag: &Lag, limit: &MaxLag, config: &Config) -> Verdict {
+pub(crate) fn check(lag: &Lag, limit: &MaxLag, config: &Config) -> Verdict {
     let of = |p: Option<ServerId>| p.map_or("the primary", |p| config.servers[p].id.as_str());
     if let Some(max) = limit.bytes {
         match lag.bytes {
@@ -280,7 +278,7 @@ fn unknown(lag: &Lag, config: &Config) -> String {
 }
 
 /// `12.0 KiB / 0.3s behind east` (the parts that are known).
-pub fn describe(lag: &Lag, config: &Config) -> String {
+pub(crate) fn describe(lag: &Lag, config: &Config) -> String {
     let mut parts = Vec::new();
     if let Some(b) = lag.bytes {
         parts.push(bytes(b));
@@ -299,7 +297,7 @@ pub fn describe(lag: &Lag, config: &Config) -> String {
 }
 
 /// A byte count for people: `512 B`, `12.0 KiB`, `16.0 MiB`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");

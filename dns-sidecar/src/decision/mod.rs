@@ -44,106 +44,110 @@ mod alias;
 mod answer;
 mod damping;
 mod event;
-pub mod fence;
+pub(crate) mod fence;
 mod fence_learn;
-pub mod lag;
+pub(crate) mod lag;
 mod lag_learn;
 mod observe;
 mod overrides;
 mod reason;
 mod reload;
-pub mod select;
-pub mod snapshot;
-pub mod truth;
+pub(crate) mod select;
+pub(crate) mod snapshot;
+pub(crate) mod truth;
 
 use std::time::Instant;
 
 use crate::config::{AliasId, Config, IdVec, Role, ServerId};
 use crate::observation::{Observation, ServerState};
 
-pub use answer::{Answer, AnswerKind};
-pub use event::Event;
-pub use fence::{Bar, Fence, FenceReason};
-pub use overrides::apply_override;
-pub use reload::{reconfigure, reconfigure_noted, Dropped, ReloadNote};
+pub(crate) use answer::{Answer, AnswerKind};
+pub(crate) use event::Event;
+#[cfg(test)]
+pub(crate) use fence::FenceReason;
+pub(crate) use fence::{Bar, Fence};
+pub(crate) use overrides::apply_override;
+#[cfg(test)]
+pub(crate) use reload::reconfigure;
+pub(crate) use reload::{reconfigure_noted, ReloadNote};
 
 /// Everything the decision remembers between calls.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {
-    pub started: Instant,
-    pub first_round_done: bool,
-    pub servers: IdVec<ServerId, ServerHealth>,
-    pub aliases: IdVec<AliasId, AliasState>,
+    pub(crate) started: Instant,
+    pub(crate) first_round_done: bool,
+    pub(crate) servers: IdVec<ServerId, ServerHealth>,
+    pub(crate) aliases: IdVec<AliasId, AliasState>,
     /// Manual pins, per alias (see [`apply_override`]).
-    pub pins: IdVec<AliasId, Option<ServerId>>,
+    pub(crate) pins: IdVec<AliasId, Option<ServerId>>,
     /// Manually drained servers: never chosen.
-    pub drained: IdVec<ServerId, bool>,
+    pub(crate) drained: IdVec<ServerId, bool>,
 }
 
 /// One server as the decision sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServerHealth {
+pub(crate) struct ServerHealth {
     /// Whether it may be chosen (see the module rules).
-    pub up: bool,
+    pub(crate) up: bool,
     /// The last good probe's state (kept while down, for status output).
-    pub last_state: Option<ServerState>,
-    pub last_error: Option<String>,
-    pub last_success: Option<Instant>,
-    pub reported: bool,
-    pub consecutive_ok: u32,
-    pub consecutive_fail: u32,
+    pub(crate) last_state: Option<ServerState>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_success: Option<Instant>,
+    pub(crate) reported: bool,
+    pub(crate) consecutive_ok: u32,
+    pub(crate) consecutive_fail: u32,
     /// When the current *down episode* began: set (and reported, once) at
     /// the first failure that leaves the server not up, cleared when it is
     /// up again. A server never up counts as down from its first failure.
-    pub down_since: Option<Instant>,
+    pub(crate) down_since: Option<Instant>,
     /// When the current run of good probes (or of failed ones) began: the
     /// first probe of the run. `fall` and `rise` are judged on its length
     /// in time as well as in probes (see [`damping`]).
-    pub run_since: Option<Instant>,
+    pub(crate) run_since: Option<Instant>,
     /// Its last good probe saw it in recovery with its WAL receiver having
     /// received more than at the good probe before (it streams).
-    pub receiving: bool,
+    pub(crate) receiving: bool,
     /// Recent WAL positions while it is a primary (kept only when some
     /// alias has a `max_lag_time`; see [`lag::WalHistory`]).
-    pub wal: lag::WalHistory,
+    pub(crate) wal: lag::WalHistory,
     /// Round-trip times of its recent probe queries (`prefer = "nearest"`;
     /// cleared while it is down).
-    pub rtt: select::RttWindow,
+    pub(crate) rtt: select::RttWindow,
 }
 
 /// One alias's current choice, and what it must remember to stay safe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AliasState {
+pub(crate) struct AliasState {
     /// What the alias answers (the pin's server while pinned).
-    pub target: Option<ServerId>,
+    pub(crate) target: Option<ServerId>,
     /// The last target the decision itself chose (not a pin). Writer aliases
     /// fence it when they move on, pinned or not in between.
-    pub decided: Option<ServerId>,
+    pub(crate) decided: Option<ServerId>,
     /// The timeline `decided` was last seen on (kept across restarts, when
     /// the server itself may not have reported yet).
-    pub decided_timeline: Option<u32>,
+    pub(crate) decided_timeline: Option<u32>,
     /// Whether `target` matched the role at the last decision.
-    pub matched: bool,
-    pub since: Option<Instant>,
-    pub reason: String,
+    pub(crate) matched: bool,
+    pub(crate) since: Option<Instant>,
+    pub(crate) reason: String,
     /// The writable servers seen together at the last decision (split brain).
-    pub split_brain: Vec<ServerId>,
+    pub(crate) split_brain: Vec<ServerId>,
     /// Writer aliases: the newest timeline seen on any candidate (served or
     /// not). Candidates on an older timeline are never chosen.
-    pub timeline_floor: Option<u32>,
+    pub(crate) timeline_floor: Option<u32>,
     /// Writer aliases: servers the alias must not move to (sorted by server).
-    pub fences: Vec<Fence>,
+    pub(crate) fences: Vec<Fence>,
     /// Servers that match the role but are kept off by a fence or the floor
     /// while no other candidate is allowed (so the episode is reported once,
     /// not on every probe).
-    pub held: Vec<ServerId>,
+    pub(crate) held: Vec<ServerId>,
     /// Reader aliases with a lag limit: standbys kept off for their lag
     /// (sorted by server).
-    pub lagging: Vec<lag::Lagging>,
+    pub(crate) lagging: Vec<lag::Lagging>,
     /// Spreading reader aliases (`rotate`, `client`): the servers answered
     /// in turn, `target` (the lead) among them; empty while none matches
     /// and for other aliases (see [`select`]).
-    pub set: Vec<ServerId>,
+    pub(crate) set: Vec<ServerId>,
 }
 
 impl State {

@@ -11,7 +11,7 @@ use crate::name::DnsName;
 
 /// Applies a manual override and re-decides at once. Returns the new state,
 /// the events and a one-line summary for the operator.
-pub fn apply_override(
+pub(crate) fn apply_override(
     prev: &State,
     config: &Config,
     op: &Override,

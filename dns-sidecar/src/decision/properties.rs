@@ -352,7 +352,6 @@ impl Cluster {
         Observation {
             server: sid(s),
             at,
-            latency: Duration::from_millis(1),
             outcome,
             rtt: None,
         }

@@ -8,8 +8,8 @@ use crate::observation::ServerState;
 
 impl State {
     /// Why alias `i` answers SERVFAIL when [`State::answer`] says
-    /// [`Answer::NoTarget`]: what the operator would ask first.
-    pub fn servfail_reason(&self, config: &Config, i: AliasId) -> String {
+    /// [`super::Answer::NoTarget`]: what the operator would ask first.
+    pub(crate) fn servfail_reason(&self, config: &Config, i: AliasId) -> String {
         let alias = &config.aliases[i];
         let a = &self.aliases[i];
         let id = |s: ServerId| config.servers[s].id.as_str();
@@ -29,7 +29,7 @@ impl State {
     }
 
     /// One phrase per candidate of alias `i`: why it is or is not chosen.
-    pub fn candidates_summary(&self, config: &Config, i: AliasId) -> String {
+    pub(crate) fn candidates_summary(&self, config: &Config, i: AliasId) -> String {
         let alias = &config.aliases[i];
         alias
             .servers

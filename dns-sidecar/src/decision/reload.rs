@@ -7,8 +7,10 @@ use super::lag::Lagging;
 use super::{AliasState, State};
 use crate::config::{match_servers, AliasId, Config, Matched, ServerId};
 
-/// Carries the decision state over a config reload (see [`reconfigure_noted`]).
-pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
+/// Carries the decision state over a config reload (see [`reconfigure_noted`]);
+/// the tests' shorthand (the engine reports the notes).
+#[cfg(test)]
+pub(crate) fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
     reconfigure_noted(prev, old, new).0
 }
 
@@ -25,7 +27,7 @@ pub fn reconfigure(prev: &State, old: &Config, new: &Config) -> State {
 ///
 /// The notes say what an operator must hear about: renames and moves, and
 /// every fence, pin and drain the new config dropped, with why.
-pub fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Vec<ReloadNote>) {
+pub(crate) fn reconfigure_noted(prev: &State, old: &Config, new: &Config) -> (State, Vec<ReloadNote>) {
     let mut notes = Vec::new();
     let mut state = State {
         started: prev.started,
@@ -224,7 +226,7 @@ impl AliasState {
 
 /// Something a reload did to the decision state, for one log line each.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadNote {
+pub(crate) enum ReloadNote {
     /// The same endpoint under a new id: health, fences, drain and pins
     /// follow it.
     Renamed {
@@ -256,7 +258,7 @@ pub enum ReloadNote {
 
 /// Why a reload dropped a fence or a pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
+pub(crate) enum Dropped {
     /// The server is no longer configured (no server with its id or its endpoint).
     ServerRemoved,
     /// The server is no longer one of the alias's servers.

@@ -26,53 +26,53 @@ use super::{matches, truth, State};
 use crate::config::{Alias, AliasId, Config, Prefer, Role, ServerId, Spread};
 
 /// How many recent round-trip times are kept per server.
-pub const RTT_WINDOW: usize = 5;
+pub(crate) const RTT_WINDOW: usize = 5;
 
 /// A margin: `pct` percent of the reference, and at least `min`.
 #[derive(Debug, Clone, Copy)]
-pub struct Margin {
-    pub pct: u32,
-    pub min: Duration,
+pub(crate) struct Margin {
+    pub(crate) pct: u32,
+    pub(crate) min: Duration,
 }
 
 /// A candidate joins the near group within this of the best median.
-pub const ENTER: Margin = Margin {
+pub(crate) const ENTER: Margin = Margin {
     pct: 25,
     min: Duration::from_millis(2),
 };
 
 /// A member leaves the near group beyond this of the best median.
-pub const LEAVE: Margin = Margin {
+pub(crate) const LEAVE: Margin = Margin {
     pct: 50,
     min: Duration::from_millis(4),
 };
 
 impl Margin {
     /// Whether `x` is within this margin of `best`.
-    pub fn admits(self, best: Duration, x: Duration) -> bool {
+    pub(crate) fn admits(self, best: Duration, x: Duration) -> bool {
         x <= best + (best * self.pct / 100).max(self.min)
     }
 }
 
 /// The last [`RTT_WINDOW`] round-trip times of one server's probe query.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RttWindow(VecDeque<Duration>);
+pub(crate) struct RttWindow(VecDeque<Duration>);
 
 impl RttWindow {
-    pub fn push(&mut self, rtt: Duration) {
+    pub(crate) fn push(&mut self, rtt: Duration) {
         if self.0.len() == RTT_WINDOW {
             self.0.pop_front();
         }
         self.0.push_back(rtt);
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
 
     /// The median (the lower middle one of an even count); `None` before
     /// the first sample.
-    pub fn median(&self) -> Option<Duration> {
+    pub(crate) fn median(&self) -> Option<Duration> {
         let mut v: Vec<Duration> = self.0.iter().copied().collect();
         v.sort();
         v.get(v.len().saturating_sub(1) / 2).copied()
@@ -81,7 +81,7 @@ impl RttWindow {
 
 /// The alias's set among `cands` (the matching candidates, in the alias's
 /// order), given each server's median round-trip time and the previous set.
-pub fn set(
+pub(crate) fn set(
     alias: &Alias,
     cands: &[ServerId],
     median: impl Fn(ServerId) -> Option<Duration>,
@@ -110,7 +110,7 @@ pub fn set(
 /// The lead server of `set`: the current one while it is in the set (so
 /// the lead, which a `first` alias answers and a hook is told, changes only
 /// when it must), else the set's first.
-pub fn lead(set: &[ServerId], current: Option<ServerId>) -> Option<ServerId> {
+pub(crate) fn lead(set: &[ServerId], current: Option<ServerId>) -> Option<ServerId> {
     match current {
         Some(c) if set.contains(&c) => Some(c),
         _ => set.first().copied(),
@@ -119,7 +119,7 @@ pub fn lead(set: &[ServerId], current: Option<ServerId>) -> Option<ServerId> {
 
 /// Why each candidate of reader alias `i` that DNS does not answer now is
 /// out (for `/status` and `dns-sidecar status`), given what it answers.
-pub fn excluded(state: &State, config: &Config, i: AliasId, answered: &[ServerId]) -> Vec<(ServerId, String)> {
+pub(crate) fn excluded(state: &State, config: &Config, i: AliasId, answered: &[ServerId]) -> Vec<(ServerId, String)> {
     let alias = &config.aliases[i];
     let a = &state.aliases[i];
     let id = |s: ServerId| config.servers[s].id.as_str();

@@ -58,7 +58,6 @@ fn obs(server: usize, at: Instant, outcome: Result<ServerState, ProbeFailure>, r
     Observation {
         server: ServerId::new(server),
         at,
-        latency: rtt,
         outcome,
         rtt: Some(rtt),
     }

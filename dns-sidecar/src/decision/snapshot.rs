@@ -20,66 +20,66 @@ use crate::name::DnsName;
 /// What the state file holds (besides its format header).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Remembered {
+pub(crate) struct Remembered {
     /// By canonical alias name (`prod.db.internal.`).
-    pub aliases: BTreeMap<String, RememberedAlias>,
+    pub(crate) aliases: BTreeMap<String, RememberedAlias>,
     /// Drained server ids.
     #[serde(default)]
-    pub drained: Vec<String>,
+    pub(crate) drained: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RememberedAlias {
+pub(crate) struct RememberedAlias {
     /// Server id the alias answered.
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     /// Server id the decision last chose itself (differs from `target` while pinned).
     #[serde(default)]
-    pub decided: Option<String>,
+    pub(crate) decided: Option<String>,
     /// The timeline `decided` was last seen on.
     #[serde(default)]
-    pub decided_timeline: Option<u32>,
+    pub(crate) decided_timeline: Option<u32>,
     /// Unix time (seconds) since when.
-    pub since: Option<f64>,
-    pub timeline_floor: Option<u32>,
+    pub(crate) since: Option<f64>,
+    pub(crate) timeline_floor: Option<u32>,
     #[serde(default)]
-    pub fences: Vec<RememberedFence>,
-    pub pinned: Option<String>,
+    pub(crate) fences: Vec<RememberedFence>,
+    pub(crate) pinned: Option<String>,
     /// The last target whose on-change hook succeeded: what the external
     /// record holds, as far as the sidecar knows. Absent in files written
     /// before it existed (and when no hook ever succeeded): then a hook runs
     /// at the first answer. Kept by the engine, not the decision (see
     /// [`crate::hook::reconcile`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hooked: Option<HookedTarget>,
+    pub(crate) hooked: Option<HookedTarget>,
     /// Set while the external record is not known: a hook run that has not
     /// succeeded (started, failed, timed out, killed) may have set this
     /// target. A hook then runs at start whatever DNS answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hook_unsure: Option<HookedTarget>,
+    pub(crate) hook_unsure: Option<HookedTarget>,
 }
 
 /// A target as an on-change hook set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HookedTarget {
+pub(crate) struct HookedTarget {
     /// Server id.
-    pub server: String,
+    pub(crate) server: String,
     /// The server's `target` DNS name (canonical, with the final dot).
-    pub target: String,
+    pub(crate) target: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RememberedFence {
-    pub server: String,
+pub(crate) struct RememberedFence {
+    pub(crate) server: String,
     /// `superseded`, `lost-split-brain`, `same-timeline` or `inherited`.
-    pub reason: String,
+    pub(crate) reason: String,
     /// The server it was superseded by / lost to.
-    pub other: Option<String>,
-    pub timeline: Option<u32>,
+    pub(crate) other: Option<String>,
+    pub(crate) timeline: Option<u32>,
     /// Unix time (seconds).
-    pub since: f64,
+    pub(crate) since: f64,
 }
 
 /// The part of one alias's state the state file keeps, as the decision
@@ -88,20 +88,20 @@ pub struct RememberedFence {
 /// [`State::kept_differs`] compares exactly this, so a new persisted field
 /// cannot be written without being compared (or the reverse).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Kept<'a> {
-    pub target: Option<ServerId>,
-    pub decided: Option<ServerId>,
-    pub decided_timeline: Option<u32>,
-    pub since: Option<Instant>,
-    pub timeline_floor: Option<u32>,
-    pub fences: &'a [Fence],
+pub(crate) struct Kept<'a> {
+    pub(crate) target: Option<ServerId>,
+    pub(crate) decided: Option<ServerId>,
+    pub(crate) decided_timeline: Option<u32>,
+    pub(crate) since: Option<Instant>,
+    pub(crate) timeline_floor: Option<u32>,
+    pub(crate) fences: &'a [Fence],
 }
 
 impl AliasState {
     /// What the state file keeps of this alias. Every field is named (no
     /// `..`): a field added to [`AliasState`] does not compile here until it
     /// is said to be kept or not.
-    pub fn kept(&self) -> Kept<'_> {
+    pub(crate) fn kept(&self) -> Kept<'_> {
         let AliasState {
             target,
             decided,
@@ -131,7 +131,7 @@ impl AliasState {
 impl State {
     /// Whether `self` and `other` differ in what the state file keeps (the
     /// engine writes the file only then).
-    pub fn kept_differs(&self, other: &State) -> bool {
+    pub(crate) fn kept_differs(&self, other: &State) -> bool {
         self.pins != other.pins
             || self.drained != other.drained
             || !self
@@ -144,7 +144,7 @@ impl State {
 
 /// Captures what must survive a restart. `unix` maps the decision's clock to
 /// wall-clock seconds.
-pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) -> Remembered {
+pub(crate) fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) -> Remembered {
     let id = |s: ServerId| config.servers[s].id.clone();
     let aliases = config
         .aliases
@@ -191,7 +191,7 @@ pub fn capture(state: &State, config: &Config, unix: impl Fn(Instant) -> f64) ->
 /// what `remembered` says restored. Names the config no longer has are
 /// skipped and listed in the returned notes. `instant` maps wall-clock
 /// seconds back to the decision's clock.
-pub fn restore(
+pub(crate) fn restore(
     config: &Config,
     remembered: &Remembered,
     now: Instant,

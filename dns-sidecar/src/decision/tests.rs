@@ -94,10 +94,10 @@ pub(super) struct Sim {
 }
 
 impl Sim {
-    pub fn new(role: &str, policy: &str) -> Sim {
+    pub(super) fn new(role: &str, policy: &str) -> Sim {
         Sim::with_config(config(role, policy))
     }
-    pub fn with_config(config: Config) -> Sim {
+    pub(super) fn with_config(config: Config) -> Sim {
         let now = Instant::now();
         Sim {
             state: State::new(&config, now),
@@ -106,18 +106,17 @@ impl Sim {
             events: Vec::new(),
         }
     }
-    pub fn step(&mut self, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
+    pub(super) fn step(&mut self, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
         self.step_after(Duration::from_millis(100), obs)
     }
     /// A step `dt` after the last one (the incident cadence probes faster).
-    pub fn step_after(&mut self, dt: Duration, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
+    pub(super) fn step_after(&mut self, dt: Duration, obs: &[(ServerId, Result<ServerState, ProbeFailure>)]) -> Answer {
         self.now += dt;
         let obs: Vec<Observation> = obs
             .iter()
             .map(|(s, o)| Observation {
                 server: *s,
                 at: self.now,
-                latency: Duration::from_millis(1),
                 outcome: o.clone(),
                 rtt: None,
             })
@@ -127,7 +126,7 @@ impl Sim {
         self.events = events;
         self.state.answer(&self.config, ALIAS)
     }
-    pub fn changed(&self) -> Option<(Option<ServerId>, ServerId, String)> {
+    pub(super) fn changed(&self) -> Option<(Option<ServerId>, ServerId, String)> {
         self.events.iter().find_map(|e| match e {
             Event::TargetChanged { old, new, reason, .. } => Some((*old, *new, reason.clone())),
             _ => None,
@@ -349,13 +348,13 @@ fn pin(alias: &str, server: &str) -> Override {
 }
 
 impl Sim {
-    pub fn apply(&mut self, op: Override) -> Result<String, ControlError> {
+    pub(super) fn apply(&mut self, op: Override) -> Result<String, ControlError> {
         let (state, events, summary) = apply_override(&self.state, &self.config, &op, self.now)?;
         self.state = state;
         self.events = events;
         Ok(summary)
     }
-    pub fn answer(&self) -> Answer {
+    pub(super) fn answer(&self) -> Answer {
         self.state.answer(&self.config, ALIAS)
     }
 }

@@ -43,7 +43,7 @@ fn writers(config: &Config, server: ServerId) -> impl Iterator<Item = AliasId> +
 /// alias that has `server` among its candidates chose and still answers (not
 /// in recovery, not fenced, not below its floor); `None` when no writer alias
 /// covers `server` or it answers none.
-pub fn current_primary(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
+pub(crate) fn current_primary(state: &State, config: &Config, server: ServerId) -> Option<ServerId> {
     writers(config, server).find_map(|i| {
         let a = &state.aliases[i];
         let d = a.decided.filter(|_| a.matched)?;
@@ -54,12 +54,12 @@ pub fn current_primary(state: &State, config: &Config, server: ServerId) -> Opti
 
 /// Whether a writer alias covers `server` (so readers take their primary
 /// from it rather than judging on their own).
-pub fn has_writer(config: &Config, server: ServerId) -> bool {
+pub(crate) fn has_writer(config: &Config, server: ServerId) -> bool {
     writers(config, server).next().is_some()
 }
 
 /// Whether `server`, in recovery, follows `primary` (see the module doc).
-pub fn follows(state: &State, server: ServerId, primary: ServerId) -> bool {
+pub(crate) fn follows(state: &State, server: ServerId, primary: ServerId) -> bool {
     let h = &state.servers[server];
     let (Some(st), Some(p)) = (h.last_state.as_ref(), state.servers[primary].last_state.as_ref()) else {
         return false;
@@ -84,7 +84,7 @@ pub fn follows(state: &State, server: ServerId, primary: ServerId) -> bool {
 
 /// Why `server` has diverged from its cluster's truth, if it has: a reader
 /// alias never answers it, and its lag is not measured.
-pub fn diverged(state: &State, config: &Config, server: ServerId) -> Option<String> {
+pub(crate) fn diverged(state: &State, config: &Config, server: ServerId) -> Option<String> {
     for i in writers(config, server) {
         if let Some(b) = state.barred(config, i, server) {
             return Some(format!("fenced by {}: {}", config.aliases[i].name, b.describe(config)));

@@ -49,7 +49,7 @@ use crate::metrics::Limited;
 
 /// Why a query that needs an upstream is not sent to one now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(super) enum Denied {
     /// Over the client's `forward_rate`.
     Rate,
     /// `forward_in_flight` queries already wait on upstreams.
@@ -66,7 +66,7 @@ pub enum Denied {
 impl Denied {
     /// The answer's rcode: REFUSED over the rate and for a name nothing
     /// forwards (as the full path answers it), SERVFAIL otherwise.
-    pub fn rcode(self) -> ResponseCode {
+    pub(super) fn rcode(self) -> ResponseCode {
         match self {
             Denied::Rate | Denied::NoUpstream => ResponseCode::Refused,
             _ => ResponseCode::ServFail,
@@ -74,7 +74,7 @@ impl Denied {
     }
 
     /// Whether a stale answer from the cache may be sent instead.
-    pub fn stale_ok(self) -> bool {
+    pub(super) fn stale_ok(self) -> bool {
         !matches!(self, Denied::Rate | Denied::NoUpstream)
     }
 
@@ -91,7 +91,7 @@ impl Denied {
 /// Whether a client at `ip` may query at all (`[dns] allow`); a refusal
 /// is counted.
 #[inline]
-pub fn allows(f: &Forwarding, ip: IpAddr) -> bool {
+pub(super) fn allows(f: &Forwarding, ip: IpAddr) -> bool {
     let ok = super::guard::allowed(f.allow(), ip);
     if !ok {
         f.guard().refused(Limited::Acl);
@@ -102,7 +102,7 @@ pub fn allows(f: &Forwarding, ip: IpAddr) -> bool {
 /// Admits a query from `client` that will wait on an upstream, holding
 /// `bytes` of the budget while it waits: the client's rate, then an
 /// in-flight slot and the bytes. The refusal is counted.
-pub fn admit(f: &Forwarding, client: IpAddr, bytes: u64) -> Result<Ticket, Denied> {
+pub(super) fn admit(f: &Forwarding, client: IpAddr, bytes: u64) -> Result<Ticket, Denied> {
     let g = f.guard();
     let limits = f.limits();
     if !g.rate.allow(client, limits.forward_rate, limits.forward_burst) {
@@ -122,7 +122,7 @@ pub fn admit(f: &Forwarding, client: IpAddr, bytes: u64) -> Result<Ticket, Denie
 /// less than half of `forward_in_flight` and of `memory` is in use, so
 /// that refreshes never take what client misses need. Refusals here are counted by
 /// the prefetcher, not as a client's.
-pub fn admit_refresh(f: &Forwarding, bytes: u64) -> Result<Ticket, Denied> {
+pub(super) fn admit_refresh(f: &Forwarding, bytes: u64) -> Result<Ticket, Denied> {
     let g = f.guard();
     let limits = f.limits();
     if g.in_flight() >= limits.forward_in_flight / 2 || g.used() + bytes > limits.memory / 2 {
@@ -138,7 +138,7 @@ pub fn admit_refresh(f: &Forwarding, bytes: u64) -> Result<Ticket, Denied> {
 /// [`Denied::NoUpstream`] when none, not counted as a limit (the full path
 /// answers such a name REFUSED too).
 #[inline]
-pub fn route(f: &Forwarding, raw: &[u8]) -> Result<RouteId, Denied> {
+pub(super) fn route(f: &Forwarding, raw: &[u8]) -> Result<RouteId, Denied> {
     f.route(raw).ok_or(Denied::NoUpstream)
 }
 
@@ -147,7 +147,11 @@ pub fn route(f: &Forwarding, raw: &[u8]) -> Result<RouteId, Denied> {
 /// cache has one: then [`Denied::Down`], and the caller sends it); without
 /// one, the first upstream due a trial (see [`super::health`]). A refusal
 /// is counted.
-pub fn first_upstream(f: &Forwarding, upstreams: &[Upstream], stale: impl FnOnce() -> bool) -> Result<usize, Denied> {
+pub(super) fn first_upstream(
+    f: &Forwarding,
+    upstreams: &[Upstream],
+    stale: impl FnOnce() -> bool,
+) -> Result<usize, Denied> {
     let found = pick(upstreams, &f.guard().health, stale);
     if let Err(why) = found {
         f.guard().refused(why.limited());
@@ -157,7 +161,7 @@ pub fn first_upstream(f: &Forwarding, upstreams: &[Upstream], stale: impl FnOnce
 
 /// [`first_upstream`] without counting (the runtime's forwarder counts
 /// through its caller).
-pub fn pick(upstreams: &[Upstream], health: &Health, stale: impl FnOnce() -> bool) -> Result<usize, Denied> {
+pub(super) fn pick(upstreams: &[Upstream], health: &Health, stale: impl FnOnce() -> bool) -> Result<usize, Denied> {
     if upstreams.is_empty() {
         return Err(Denied::NoUpstream);
     }
@@ -175,13 +179,13 @@ pub fn pick(upstreams: &[Upstream], health: &Health, stale: impl FnOnce() -> boo
 }
 
 /// Whether every upstream is out of use.
-pub fn all_down(upstreams: &[Upstream]) -> bool {
+pub(super) fn all_down(upstreams: &[Upstream]) -> bool {
     upstreams.iter().all(|u| u.state.is_down())
 }
 
 /// The next upstream in use after `tried`, for a query whose upstream timed
 /// out (no trial: a query gets one trial at most).
-pub fn next_upstream(upstreams: &[Upstream], tried: usize) -> Option<usize> {
+pub(super) fn next_upstream(upstreams: &[Upstream], tried: usize) -> Option<usize> {
     (tried + 1..upstreams.len()).find(|&i| !upstreams[i].state.is_down())
 }
 
@@ -189,7 +193,7 @@ pub fn next_upstream(upstreams: &[Upstream], tried: usize) -> Option<usize> {
 /// stale answer from the cache when there is one (RFC 8767): SERVFAIL and
 /// REFUSED say the upstream could not answer.
 #[inline]
-pub fn stale_instead(rcode: u8) -> bool {
+pub(super) fn stale_instead(rcode: u8) -> bool {
     matches!(rcode & 0x0F, 2 | 5)
 }
 
@@ -198,14 +202,14 @@ pub fn stale_instead(rcode: u8) -> bool {
 /// cache, `[cache] servfail_ttl`), so that the name's next queries are
 /// answered at once rather than each waiting on the upstream. A name that
 /// can still be answered stale is not replaced (the cache's rule).
-pub fn remember_timeout(f: &Forwarding, raw: &[u8], servfail: &[u8]) {
+pub(super) fn remember_timeout(f: &Forwarding, raw: &[u8], servfail: &[u8]) {
     f.keep(raw, servfail);
 }
 
 /// The answer to a query refused with `why` (decoded as `req`, raw `raw`):
 /// a stale answer from the cache when allowed and there is one, else
 /// `why`'s rcode.
-pub fn refusal(
+pub(super) fn refusal(
     f: &Forwarding,
     req: &hickory_proto::op::Message,
     raw: &[u8],

@@ -36,23 +36,23 @@ use super::message::HEADER_LEN;
 use super::question::Question;
 
 /// Clients that may wait on one upstream query besides the first.
-pub const MAX_WAITERS: usize = 64;
+pub(super) const MAX_WAITERS: usize = 64;
 const SHARDS: usize = 16;
 
 /// The coalescing key of a query (see the module doc).
-pub type Key = Box<[u8]>;
+pub(super) type Key = Box<[u8]>;
 
 /// A client waiting on another query's answer.
-pub struct Waiter {
-    pub client: SocketAddr,
+pub(super) struct Waiter {
+    pub(crate) client: SocketAddr,
     /// Its query as sent (its ID, question case and flags).
-    pub query: Box<[u8]>,
-    pub started: Instant,
-    pub _ticket: Ticket,
+    pub(crate) query: Box<[u8]>,
+    pub(crate) started: Instant,
+    pub(crate) _ticket: Ticket,
 }
 
 /// What [`Coalesce::join`] did.
-pub enum Joined {
+pub(super) enum Joined {
     /// The first for its question: send it upstream (the waiter is given
     /// back), and [`Coalesce::take`] the waiters with its key when it is
     /// answered or fails.
@@ -67,7 +67,7 @@ pub enum Joined {
 /// One shard: the questions in flight (by key) and who waits on each.
 type Shard = HashMap<Key, Vec<Waiter>>;
 
-pub struct Coalesce {
+pub(super) struct Coalesce {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
 }
@@ -89,7 +89,7 @@ impl Coalesce {
 
     /// Registers the query of `w` (read as `qn`), received on the listening
     /// address `local`: leader, waiter, or alone.
-    pub fn join(&self, qn: &Question, local: SocketAddr, w: Waiter) -> Joined {
+    pub(super) fn join(&self, qn: &Question, local: SocketAddr, w: Waiter) -> Joined {
         if !qn.plain {
             return Joined::Alone(w);
         }
@@ -118,13 +118,13 @@ impl Coalesce {
         }
     }
     /// The query registered as `key` is done: its waiters, to be answered.
-    pub fn take(&self, key: &[u8]) -> Vec<Waiter> {
+    pub(super) fn take(&self, key: &[u8]) -> Vec<Waiter> {
         self.shard(key).remove(key).unwrap_or_default()
     }
 
     /// Questions in flight.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
@@ -135,7 +135,7 @@ impl Coalesce {
 /// `answer` (the upstream's, to another client's identical question) made
 /// the answer to `query`: its ID, question name as asked and RD bit. Returns
 /// false when the answer is too short to carry the question.
-pub fn adapt(answer: &mut [u8], query: &[u8], qn: &Question) -> bool {
+pub(super) fn adapt(answer: &mut [u8], query: &[u8], qn: &Question) -> bool {
     if answer.len() < qn.qname_end || query.len() < qn.qname_end {
         return false;
     }

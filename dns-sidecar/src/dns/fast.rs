@@ -4,7 +4,7 @@
 //! handler (the hickory-based path, [`Handler::plan`]) for the complete answer
 //! to a synthetic query per alias and type (A, AAAA, CNAME, ANY), per RD and per EDNS
 //! variant (none, EDNS, EDNS with DO), and for a NXDOMAIN in each zone. At
-//! query time [`FastTable::answer`] checks that the query is ordinary, looks
+//! query time [`FastTable::classify`] checks that the query is ordinary, looks
 //! the name up without allocating, copies the stored answer and patches the
 //! ID, RD and CD (and, for NXDOMAIN, the question and the compression
 //! pointers into it). Anything unusual (upper-case letters, which change
@@ -75,7 +75,7 @@ struct NxTail {
 }
 
 /// What [`FastTable::classify`] found.
-pub enum Fast {
+pub(crate) enum Fast {
     /// An answer of this length and kind was written.
     Answer(usize, QueryKind),
     /// An ordinary query for a name outside every zone.
@@ -134,7 +134,7 @@ fn full_member_answer(handler: &Handler, query: &[u8], k: usize) -> Option<Vec<u
 impl FastTable {
     /// Precomputes answers with the full path of `handler`, which reads the
     /// current routes and targets snapshots.
-    pub fn build(handler: &Handler, routes: &Routes) -> FastTable {
+    pub(crate) fn build(handler: &Handler, routes: &Routes) -> FastTable {
         let mut t = FastTable {
             max_udp: handler.answerer().encoder().max_udp(),
             ..Default::default()
@@ -204,17 +204,19 @@ impl FastTable {
     /// Whether `q` is an ordinary query (as [`FastTable::answer`] accepts
     /// them) for a name outside every zone, which the full path would
     /// forward. Lets the UDP worker relay it, or refuse it under a limit,
-    /// without decoding it.
-    pub fn forwardable(&self, q: &[u8]) -> Option<Question> {
+    /// without decoding it. (The worker calls [`FastTable::classify`]; this
+    /// is the fuzz targets' and the tests'.)
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn forwardable(&self, q: &[u8]) -> Option<Question> {
         self.forwardable_parsed(q, self.parse(q)?)
     }
 
     /// What the UDP worker does with `q`, reading it once: an answer written
-    /// into `out` ([`FastTable::answer`]), a name to forward
-    /// ([`FastTable::forwardable`]), or neither (the full path decides).
+    /// into `out` (as `FastTable::answer` does), a name to forward
+    /// (as `FastTable::forwardable` says), or neither (the full path decides).
     /// `asker` chooses a spreading alias's member, as in
     /// [`Handler::plan`].
-    pub fn classify(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Fast {
+    pub(crate) fn classify(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Fast {
         let Some(p) = self.parse(q) else { return Fast::Neither };
         if let Some((len, kind)) = self.answer_parsed(q, &p, out, asker) {
             return Fast::Answer(len, kind);
@@ -242,7 +244,7 @@ impl FastTable {
 
     /// The full path's answer with `rcode` (SERVFAIL or REFUSED) to a
     /// forwardable query, written into `out`; returns its length.
-    pub fn refuse(&self, q: &[u8], f: &Question, rcode: u8, out: &mut [u8]) -> Option<usize> {
+    pub(crate) fn refuse(&self, q: &[u8], f: &Question, rcode: u8, out: &mut [u8]) -> Option<usize> {
         let t = self.refusals.as_ref()?[f.edns].as_ref()?;
         let qend = f.end();
         let len = qend + t.tail.len();
@@ -260,20 +262,23 @@ impl FastTable {
     /// Answers `q` into `out` when it is an ordinary query this table covers.
     /// Returns the answer's length and kind.
     /// A spreading alias answers as for [`Asker::NONE`] (see
-    /// [`FastTable::answer_for`]).
+    /// [`FastTable::answer_for`]). The fixture's, the fuzz targets' and the
+    /// benches' entry (the worker calls [`FastTable::classify`]).
+    #[cfg(any(test, feature = "testing"))]
     pub fn answer(&self, q: &[u8], out: &mut [u8]) -> Option<(usize, QueryKind)> {
         self.answer_for(q, out, Asker::NONE)
     }
 
     /// [`FastTable::answer`], a spreading alias answering `asker`'s member
     /// (what [`Handler::plan`] answers for the same asker).
+    #[cfg(any(test, feature = "testing"))]
     pub fn answer_for(&self, q: &[u8], out: &mut [u8], asker: Asker) -> Option<(usize, QueryKind)> {
         self.answer_parsed(q, &self.parse(q)?, out, asker)
     }
 
     /// Adds the answers counted per spreading alias and server since the
     /// last call to their series (once per batch).
-    pub fn flush_shares(&self) {
+    pub(crate) fn flush_shares(&self) {
         if !self.spreading {
             return;
         }

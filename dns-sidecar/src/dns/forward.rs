@@ -29,16 +29,16 @@ use crate::config::UpstreamSettings;
 /// Largest upstream answer taken over UDP; a bigger one is answered with
 /// TC set so the client retries over TCP (our own answers never exceed
 /// 4096 bytes either).
-pub const MAX_UDP_ANSWER: usize = 4096;
+pub(super) const MAX_UDP_ANSWER: usize = 4096;
 
 /// Bytes charged per query answered through the runtime (UDP queries handed
 /// over by a worker, TCP queries that wait on an upstream): its task, a
 /// socket and a receive buffer of [`MAX_UDP_ANSWER`] bytes, the parsed query.
-pub const SLOW_COST: u64 = 16 * 1024;
+pub(super) const SLOW_COST: u64 = 16 * 1024;
 
 /// Why no upstream answered.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     #[error("upstream {addr} did not answer within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error("upstream {addr}: {source}")]
@@ -57,15 +57,15 @@ pub enum ForwardError {
 
 /// One upstream and its health.
 #[derive(Debug, Clone)]
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub state: Arc<UpstreamState>,
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    pub(crate) state: Arc<UpstreamState>,
 }
 
 /// One zone's upstream client (the `[upstream]` default's, or a
 /// `[[forward]]` zone's: see [`super::forward_zones`]).
 #[derive(Clone)]
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     /// The zone's name (`.` for the default): its metrics and logs label.
     zone: Arc<str>,
     /// Whether its answers may be cached (`[[forward]] cache`).
@@ -93,7 +93,7 @@ impl Forwarder {
     /// [`super::health`]). Without (the background target refresher), it
     /// keeps no health and suspects nothing: the refresher serves stale
     /// answers instead.
-    pub fn new(zone: &str, settings: &UpstreamSettings, cache: bool, guard: Option<&Arc<Guard>>) -> Forwarder {
+    pub(crate) fn new(zone: &str, settings: &UpstreamSettings, cache: bool, guard: Option<&Arc<Guard>>) -> Forwarder {
         let states = match guard {
             Some(g) => {
                 let (states, fresh) = g.health.zone(zone, &settings.servers);
@@ -125,33 +125,33 @@ impl Forwarder {
     }
 
     /// The zone label (`.` for `[upstream]`).
-    pub fn zone(&self) -> &str {
+    pub(crate) fn zone(&self) -> &str {
         &self.zone
     }
 
     /// Whether this zone's answers may be kept in, and answered from, the
     /// cache (`[[forward]] cache`; always true for `[upstream]`).
-    pub fn caches(&self) -> bool {
+    pub(crate) fn caches(&self) -> bool {
         self.cache
     }
 
-    pub fn upstreams(&self) -> &Arc<[Upstream]> {
+    pub(crate) fn upstreams(&self) -> &Arc<[Upstream]> {
         &self.upstreams
     }
 
     /// Whether every upstream is out of use (see [`admission::all_down`]).
-    pub fn all_down(&self) -> bool {
+    pub(crate) fn all_down(&self) -> bool {
         self.guard.is_some() && admission::all_down(&self.upstreams)
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// Records the outcome of one client query at `u`: an answer shows it
     /// is alive; a timeout (or send error) only makes it suspect, which has
     /// it health-checked at once: the name may be the one at fault.
-    pub fn record(&self, u: &Upstream, ok: bool) {
+    pub(crate) fn record(&self, u: &Upstream, ok: bool) {
         if let Some(g) = &self.guard {
             if ok {
                 u.state.success(&self.zone, u.addr, g.metrics());
@@ -164,7 +164,7 @@ impl Forwarder {
     /// A health check: asks `addr` for the root's NS over UDP; any answer
     /// (whatever its rcode) shows it is alive, as CoreDNS's forward plugin
     /// does; `max_fails` checks in a row without one take it out of use.
-    pub async fn check(&self, u: &Upstream) -> bool {
+    pub(crate) async fn check(&self, u: &Upstream) -> bool {
         let q = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
         let ok = self.udp(u.addr, &q, Instant::now() + self.check_timeout).await.is_ok();
         match (&self.guard, ok) {
@@ -179,7 +179,7 @@ impl Forwarder {
     /// raw answer with the query's own ID. Over UDP a truncated answer is
     /// returned as is when the client asked over UDP (it will retry over TCP),
     /// and retried over TCP when the client is already on TCP.
-    pub async fn forward(&self, query: &[u8], transport: Transport) -> Result<Vec<u8>, ForwardError> {
+    pub(crate) async fn forward(&self, query: &[u8], transport: Transport) -> Result<Vec<u8>, ForwardError> {
         // The first upstream in use (or due a trial when none is), then the
         // next ones in use: the admission policy, as the relays apply it.
         let first = match &self.guard {

@@ -22,10 +22,10 @@ use crate::config::{Config, DEFAULT_ZONE};
 
 /// Which forwarder of a [`ForwardZones`] a query goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteId(u16);
+pub(crate) struct RouteId(u16);
 
 /// The forwarders of one config: the default and each forward zone.
-pub struct ForwardZones {
+pub(crate) struct ForwardZones {
     /// Lower-case wire names of the `[[forward]]` zones; `forwarders[i + 1]`
     /// is zone `i`'s.
     zones: Box<[Box<[u8]>]>,
@@ -35,7 +35,7 @@ pub struct ForwardZones {
 
 impl ForwardZones {
     /// The forwarders of `config`; `guard` as [`Forwarder::new`] takes it.
-    pub fn new(config: &Config, guard: Option<&Arc<Guard>>) -> ForwardZones {
+    pub(crate) fn new(config: &Config, guard: Option<&Arc<Guard>>) -> ForwardZones {
         let default = config
             .upstream
             .as_ref()
@@ -53,7 +53,7 @@ impl ForwardZones {
     }
 
     /// Whether any name is forwarded at all.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.forwarders.iter().any(Option::is_some)
     }
 
@@ -61,7 +61,7 @@ impl ForwardZones {
     /// as sent) is forwarded: `None` when it matches no zone and there is
     /// no `[upstream]`.
     #[inline]
-    pub fn route(&self, name: &[u8]) -> Option<RouteId> {
+    pub(crate) fn route(&self, name: &[u8]) -> Option<RouteId> {
         let id = if self.zones.is_empty() {
             0
         } else {
@@ -71,14 +71,14 @@ impl ForwardZones {
     }
 
     /// The forwarder of `id` (from [`ForwardZones::route`] on this table).
-    pub fn get(&self, id: RouteId) -> &Forwarder {
+    pub(crate) fn get(&self, id: RouteId) -> &Forwarder {
         self.forwarders[id.0 as usize]
             .as_ref()
             .expect("route() only returns configured forwarders")
     }
 
     /// Every forwarder (the health checks ask them all).
-    pub fn all(&self) -> impl Iterator<Item = &Forwarder> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Forwarder> {
         self.forwarders.iter().flatten()
     }
 }
@@ -110,7 +110,7 @@ fn longest(zones: &[Box<[u8]>], name: &[u8]) -> Option<usize> {
 /// compressed) and well formed: `raw[12..end]`, its terminating root label
 /// included.
 #[inline]
-pub fn qname(raw: &[u8]) -> Option<&[u8]> {
+pub(super) fn qname(raw: &[u8]) -> Option<&[u8]> {
     let mut i = super::message::HEADER_LEN;
     loop {
         let len = *raw.get(i)? as usize;

@@ -14,26 +14,26 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use super::health::{Health, UpstreamState};
+pub(crate) use super::health::{Health, UpstreamState};
 use crate::config::{Cidr, Limits};
 use crate::metrics::{Limited, Metrics};
 
 /// Process-wide counters shared by the UDP workers, relays, slow path and
 /// TCP connections. Limits come from the handler in force (so a reload
 /// changes them); the counts live here so they survive a reload.
-pub struct Guard {
+pub(crate) struct Guard {
     /// Bytes reserved by live [`Ticket`]s.
     used: AtomicU64,
     /// Queries waiting on an upstream.
     in_flight: AtomicUsize,
-    pub rate: RateLimiter,
-    pub health: Health,
+    pub(crate) rate: RateLimiter,
+    pub(crate) health: Health,
     metrics: Arc<Metrics>,
 }
 
 /// Why a query or connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The memory budget is used up.
     Memory,
     /// Too many queries wait on upstreams.
@@ -41,7 +41,7 @@ pub enum Refusal {
 }
 
 impl Guard {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Guard> {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Arc<Guard> {
         Arc::new(Guard {
             used: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -51,18 +51,18 @@ impl Guard {
         })
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// Counts one refusal.
-    pub fn refused(&self, why: Limited) {
+    pub(crate) fn refused(&self, why: Limited) {
         self.metrics().limited(why);
     }
 
     /// Reserves `bytes` of the budget and one in-flight slot for a query
     /// that will wait on an upstream.
-    pub fn try_forward(self: &Arc<Self>, bytes: u64, limits: &Limits) -> Result<Ticket, Refusal> {
+    pub(crate) fn try_forward(self: &Arc<Self>, bytes: u64, limits: &Limits) -> Result<Ticket, Refusal> {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed);
         if n >= limits.forward_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -82,7 +82,7 @@ impl Guard {
     }
 
     /// Reserves `bytes` of the budget.
-    pub fn try_bytes(self: &Arc<Self>, bytes: u64, limits: &Limits) -> Result<Ticket, Refusal> {
+    pub(crate) fn try_bytes(self: &Arc<Self>, bytes: u64, limits: &Limits) -> Result<Ticket, Refusal> {
         let before = self.used.fetch_add(bytes, Ordering::Relaxed);
         if before + bytes > limits.memory {
             self.used.fetch_sub(bytes, Ordering::Relaxed);
@@ -97,18 +97,18 @@ impl Guard {
     }
 
     /// Bytes reserved now.
-    pub fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Queries waiting on upstreams now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 }
 
 /// A reservation; dropping it gives the bytes (and the in-flight slot) back.
-pub struct Ticket {
+pub(crate) struct Ticket {
     guard: Arc<Guard>,
     bytes: u64,
     flight: bool,
@@ -116,7 +116,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// Grows the reservation by `more` bytes, if the budget allows.
-    pub fn grow(&mut self, more: u64, limits: &Limits) -> Result<(), Refusal> {
+    pub(crate) fn grow(&mut self, more: u64, limits: &Limits) -> Result<(), Refusal> {
         let t = self.guard.try_bytes(more, limits)?;
         self.bytes += t.bytes;
         std::mem::forget(t);
@@ -124,7 +124,7 @@ impl Ticket {
     }
 
     /// Shrinks the reservation to `bytes` (never grows it).
-    pub fn shrink_to(&mut self, bytes: u64) {
+    pub(crate) fn shrink_to(&mut self, bytes: u64) {
         if bytes < self.bytes {
             self.guard.used.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
             self.bytes = bytes;
@@ -142,7 +142,7 @@ impl Drop for Ticket {
 }
 
 /// Whether `ip` may query, by the allow list.
-pub fn allowed(allow: &[Cidr], ip: IpAddr) -> bool {
+pub(crate) fn allowed(allow: &[Cidr], ip: IpAddr) -> bool {
     allow.iter().any(|c| c.contains(ip))
 }
 
@@ -151,7 +151,7 @@ pub fn allowed(allow: &[Cidr], ip: IpAddr) -> bool {
 /// of sources (a spoofed flood from many addresses only shares buckets).
 /// Each slot is one atomic word: the time of the last update (ms, wrapping)
 /// and the tokens spent (in 1/64), so an untouched slot is a full bucket.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     slots: Box<[AtomicU64]>,
     key: std::collections::hash_map::RandomState,
     epoch: Instant,
@@ -161,7 +161,7 @@ const RATE_BUCKETS: usize = 16384;
 const UNIT: u64 = 64;
 
 impl RateLimiter {
-    pub fn new(n: usize) -> RateLimiter {
+    pub(crate) fn new(n: usize) -> RateLimiter {
         RateLimiter {
             slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
             key: Default::default(),
@@ -171,7 +171,7 @@ impl RateLimiter {
 
     /// Takes one token for `ip` (IPv6: its /64); false when the bucket is empty.
     /// `rate` 0 means no limit.
-    pub fn allow(&self, ip: IpAddr, rate: u32, burst: u32) -> bool {
+    pub(crate) fn allow(&self, ip: IpAddr, rate: u32, burst: u32) -> bool {
         if rate == 0 {
             return true;
         }

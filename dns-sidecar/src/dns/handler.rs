@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::routes::Routes;
 
 /// The handler in force; swapped whole on a config reload.
-pub type SharedHandler = Arc<ArcSwap<Handler>>;
+pub(crate) type SharedHandler = Arc<ArcSwap<Handler>>;
 
 /// What the DNS side keeps across reloads, and every handler is built on.
 pub(crate) struct ProcessWide {

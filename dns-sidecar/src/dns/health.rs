@@ -35,14 +35,14 @@ use crate::metrics::Metrics;
 
 /// While every upstream is out of use, one query per upstream this often is
 /// still sent to it.
-pub const TRIAL_EVERY: Duration = Duration::from_millis(250);
+pub(super) const TRIAL_EVERY: Duration = Duration::from_millis(250);
 /// Suspicion-triggered health checks of one upstream start at most this
 /// often (a wave of timeouts asks once, not once per query).
 const SUSPECT_GAP: Duration = Duration::from_millis(50);
 
 /// Health of one upstream, shared by every forwarder and relay.
 #[derive(Debug, Default)]
-pub struct UpstreamState {
+pub(crate) struct UpstreamState {
     /// Failed health checks in a row.
     fails: AtomicU32,
     down: AtomicBool,
@@ -54,13 +54,13 @@ pub struct UpstreamState {
 }
 
 impl UpstreamState {
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
     }
 
     /// An answer arrived (to a client query or a health check): the
     /// upstream (of forward zone `zone`) is usable.
-    pub fn success(&self, zone: &str, addr: SocketAddr, metrics: &Metrics) {
+    pub(crate) fn success(&self, zone: &str, addr: SocketAddr, metrics: &Metrics) {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
@@ -75,13 +75,13 @@ impl UpstreamState {
     /// A client query timed out (or could not be sent): the upstream may be
     /// sick, or only the name. Returns whether this is news (the health
     /// task should be woken).
-    pub fn suspect(&self) -> bool {
+    pub(crate) fn suspect(&self) -> bool {
         !self.suspect.load(Ordering::Relaxed) && !self.suspect.swap(true, Ordering::Relaxed)
     }
 
     /// A health check got no answer: after `max_fails` in a row the upstream
     /// is taken out of use.
-    pub fn check_failed(&self, zone: &str, addr: SocketAddr, max_fails: u32, metrics: &Metrics) {
+    pub(crate) fn check_failed(&self, zone: &str, addr: SocketAddr, max_fails: u32, metrics: &Metrics) {
         let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= max_fails && !self.down.swap(true, Ordering::Relaxed) {
             warn!(upstream = %addr, zone, failed_checks = n, "upstream taken out of use after failed health checks; forwarding to it only as a trial while no upstream of its zone is in use");
@@ -96,7 +96,7 @@ impl UpstreamState {
     }
 
     /// Takes this upstream's trial slot (see the module doc) at `now_ms`.
-    pub fn try_trial(&self, now_ms: u64) -> bool {
+    pub(crate) fn try_trial(&self, now_ms: u64) -> bool {
         let every = TRIAL_EVERY.as_millis() as u64;
         let last = self.last_trial.load(Ordering::Relaxed);
         (last == 0 || now_ms + 1 >= last + every)
@@ -112,7 +112,7 @@ impl UpstreamState {
 /// resolver listed by two zones has two states (one zone's dead domain
 /// cannot take the other's resolver out of use). Also wakes the health task
 /// when a query makes an upstream suspect.
-pub struct Health {
+pub(crate) struct Health {
     map: Mutex<HashMap<Box<str>, ZoneHealth>>,
     wake: Notify,
     epoch: Instant,
@@ -139,7 +139,7 @@ impl Health {
     /// when its list is unchanged (a reload keeps a zone's health), fresh
     /// ones (every upstream in use) when the list changed or the zone is
     /// new. Returns whether they are fresh.
-    pub fn zone(&self, zone: &str, servers: &[SocketAddr]) -> (Vec<Arc<UpstreamState>>, bool) {
+    pub(crate) fn zone(&self, zone: &str, servers: &[SocketAddr]) -> (Vec<Arc<UpstreamState>>, bool) {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(z) = m.get(zone).filter(|z| z.servers == servers) {
             return (z.states.clone(), false);
@@ -154,21 +154,21 @@ impl Health {
     }
 
     /// Forgets the zones not in `keep` (after a reload removed them).
-    pub fn retain<'a>(&self, keep: impl Iterator<Item = &'a str>) {
+    pub(crate) fn retain<'a>(&self, keep: impl Iterator<Item = &'a str>) {
         let keep: Vec<&str> = keep.collect();
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
         m.retain(|z, _| keep.contains(&&**z));
     }
 
     /// A query to `u` timed out: have it health-checked soon.
-    pub fn suspect(&self, u: &UpstreamState) {
+    pub(crate) fn suspect(&self, u: &UpstreamState) {
         if u.suspect() {
             self.wake.notify_one();
         }
     }
 
     /// Milliseconds since this table was made (the trial clock).
-    pub fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 }

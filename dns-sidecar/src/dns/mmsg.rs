@@ -13,13 +13,13 @@ use tracing::debug;
 
 /// Datagrams per `recvmmsg` of a UDP worker; also the most queries one
 /// worker batch can hand to its relay.
-pub const WORKER_BATCH: usize = 64;
+pub(super) const WORKER_BATCH: usize = 64;
 
 /// `count` datagram slots of `size` bytes each, with the C structures that
 /// point into them. The pointers target the Vecs' heap storage, which never
 /// moves (nothing is pushed or resized after `new`), so a `Batch` may itself
 /// be moved.
-pub struct Batch {
+pub(super) struct Batch {
     bufs: Vec<Box<[u8]>>,
     addrs: Vec<libc::sockaddr_storage>,
     iov: Vec<libc::iovec>,
@@ -30,7 +30,7 @@ pub struct Batch {
 unsafe impl Send for Batch {}
 
 impl Batch {
-    pub fn new(count: usize, size: usize) -> Batch {
+    pub(super) fn new(count: usize, size: usize) -> Batch {
         // One zeroed allocation each (not clones), so pages only become
         // resident once a datagram has used them.
         let mut bufs: Vec<Box<[u8]>> = (0..count).map(|_| vec![0u8; size].into_boxed_slice()).collect();
@@ -57,13 +57,13 @@ impl Batch {
     /// socket's read timeout), then takes whatever else is already queued
     /// (`MSG_WAITFORONE`). Returns how many arrived (0 on timeout or error).
     #[inline]
-    pub fn recv(&mut self, fd: RawFd) -> usize {
+    pub(super) fn recv(&mut self, fd: RawFd) -> usize {
         self.recv_flags(fd, libc::MSG_WAITFORONE)
     }
 
     /// Like [`Batch::recv`], but never blocks (for sockets found readable by `poll`).
     #[inline]
-    pub fn recv_nowait(&mut self, fd: RawFd) -> usize {
+    pub(super) fn recv_nowait(&mut self, fd: RawFd) -> usize {
         self.recv_flags(fd, libc::MSG_DONTWAIT)
     }
 
@@ -89,18 +89,18 @@ impl Batch {
     }
 
     /// Whether the `i`-th datagram was larger than its slot (cut off).
-    pub fn truncated(&self, i: usize) -> bool {
+    pub(super) fn truncated(&self, i: usize) -> bool {
         self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
     }
 
     /// The `i`-th received datagram as far as it fit in its slot.
-    pub fn data(&mut self, i: usize) -> &mut [u8] {
+    pub(super) fn data(&mut self, i: usize) -> &mut [u8] {
         let len = (self.msgs[i].msg_len as usize).min(self.bufs[i].len());
         &mut self.bufs[i][..len]
     }
 
     /// The `i`-th received datagram; `None` if it did not fit its slot.
-    pub fn received(&mut self, i: usize) -> Option<&mut [u8]> {
+    pub(super) fn received(&mut self, i: usize) -> Option<&mut [u8]> {
         let m = &self.msgs[i];
         if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             return None;
@@ -110,25 +110,25 @@ impl Batch {
     }
 
     /// The sender of the `i`-th datagram.
-    pub fn addr(&self, i: usize) -> &libc::sockaddr_storage {
+    pub(super) fn addr(&self, i: usize) -> &libc::sockaddr_storage {
         &self.addrs[i]
     }
 
     /// Slot `i`'s whole buffer, to write an answer into.
-    pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
+    pub(super) fn buf_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.bufs[i]
     }
 
     /// Makes slot `i` an outgoing datagram of `len` bytes to the sender of
     /// datagram `j` of `from`.
-    pub fn address_reply(&mut self, i: usize, len: usize, from: &Batch, j: usize) {
+    pub(super) fn address_reply(&mut self, i: usize, len: usize, from: &Batch, j: usize) {
         self.iov[i].iov_len = len;
         self.addrs[i] = from.addrs[j];
         self.msgs[i].msg_hdr.msg_namelen = from.msgs[j].msg_hdr.msg_namelen;
     }
 
     /// Makes slot `i` an outgoing datagram of `len` bytes to `to`.
-    pub fn address_to(&mut self, i: usize, len: usize, to: std::net::SocketAddr) {
+    pub(super) fn address_to(&mut self, i: usize, len: usize, to: std::net::SocketAddr) {
         self.iov[i].iov_len = len;
         let sa = socket2::SockAddr::from(to);
         // SAFETY: a SockAddr's storage is a sockaddr_storage of `len()` valid bytes.
@@ -137,13 +137,13 @@ impl Batch {
     }
 
     /// Slots in the batch.
-    pub fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.bufs.len()
     }
 
     /// Sends slots `0..count` with `sendmmsg`, retrying briefly while the
     /// send buffer is full and skipping a destination that errors.
-    pub fn send(&mut self, fd: RawFd, count: usize) {
+    pub(super) fn send(&mut self, fd: RawFd, count: usize) {
         let mut sent = 0;
         let mut retries = 0;
         while sent < count {
@@ -181,7 +181,7 @@ impl Batch {
 // Per datagram on the UDP hot path; `#[inline]` keeps it inlinable into
 // the worker, as when it lived in udp.rs.
 #[inline]
-pub fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(super) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.

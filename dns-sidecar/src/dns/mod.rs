@@ -45,10 +45,10 @@
 
 mod admission;
 mod answerer;
-pub mod cache;
+pub(crate) mod cache;
 mod coalesce;
 mod complete;
-pub mod fast;
+pub(crate) mod fast;
 #[cfg(test)]
 mod fast_tests;
 #[cfg(any(test, feature = "testing"))]
@@ -67,7 +67,7 @@ mod message;
 mod mmsg;
 pub(crate) mod names;
 mod plan;
-pub mod prefetch;
+pub(crate) mod prefetch;
 mod question;
 mod relay;
 mod reply;
@@ -80,12 +80,15 @@ mod udp;
 mod zone;
 
 pub(crate) use guard::Guard;
-pub use handler::Handler;
+pub(crate) use handler::Handler;
 pub(crate) use handler::{ProcessWide, SharedHandler};
+pub(crate) use names::NameConversion;
+// What the micro-benchmarks and the fuzz targets drive (crate::testing).
+#[cfg(any(test, feature = "testing"))]
 pub use message::Transport;
-pub use names::NameConversion;
+#[cfg(any(test, feature = "testing"))]
 pub use plan::{Pick, Plan};
-pub use question::{question, Question};
-pub use reply::Reply;
+#[cfg(any(test, feature = "testing"))]
+pub use question::question;
 pub use sched::lower_priority;
 pub(crate) use server::serve;

@@ -38,9 +38,9 @@ use super::message::Transport;
 use crate::metrics::CacheMetrics;
 
 /// Refreshes waiting to be sent, at most.
-pub const QUEUE: usize = 256;
+pub(crate) const QUEUE: usize = 256;
 /// Refreshes waiting on upstreams at once, at most.
-pub const CONCURRENT: usize = 32;
+pub(crate) const CONCURRENT: usize = 32;
 
 /// The bounded queue of refreshes between the cache (any thread) and
 /// [`run`] (the runtime).
@@ -62,7 +62,7 @@ impl Default for Queue {
 impl Queue {
     /// Offers the refresh of `query`'s entry without waiting; a full queue
     /// (or one nobody takes from) drops it, counted.
-    pub fn offer(&self, query: &[u8], m: &CacheMetrics) {
+    pub(crate) fn offer(&self, query: &[u8], m: &CacheMetrics) {
         if self.tx.try_send(query.into()).is_err() {
             m.prefetch_dropped.inc();
         }
@@ -79,7 +79,9 @@ impl Queue {
 pub struct Refreshes(mpsc::Receiver<Box<[u8]>>);
 
 impl Refreshes {
-    /// The next refresh, if one is waiting.
+    /// The next refresh, if one is waiting (the tests' and the load test's
+    /// replay; the prefetcher awaits them).
+    #[cfg(any(test, feature = "testing"))]
     pub fn try_next(&mut self) -> Option<Box<[u8]>> {
         self.0.try_recv().ok()
     }

@@ -13,28 +13,28 @@ use super::message::{client_udp_limit, HEADER_LEN};
 #[derive(Debug, Clone, Copy)]
 pub struct Question {
     /// End of the question name (the name is `q[HEADER_LEN..qname_end]`).
-    pub qname_end: usize,
-    pub qtype: u16,
+    pub(crate) qname_end: usize,
+    pub(crate) qtype: u16,
     /// 0 = no EDNS, 1 = EDNS, 2 = EDNS with DO.
-    pub edns: usize,
+    pub(crate) edns: usize,
     /// Largest UDP answer this client takes (its EDNS size, at least 512,
     /// at most ours; 512 without EDNS): [`client_udp_limit`].
-    pub udp_limit: usize,
+    pub(crate) udp_limit: usize,
     /// Ours (`[dns] max_udp_payload`): what our OPT record advertises.
-    pub max_udp: u16,
+    pub(crate) max_udp: u16,
     /// RD: the client asked for recursion. Only such queries are answered
     /// from, or fill, the cache of forwarded answers.
-    pub rd: bool,
+    pub(crate) rd: bool,
     /// The name has upper-case letters (0x20 randomisation).
-    pub upper: bool,
+    pub(crate) upper: bool,
     /// The OPT record, if any, carries no options other than a cookie or
     /// padding (nothing that makes the answer specific to this client).
-    pub plain: bool,
+    pub(crate) plain: bool,
 }
 
 impl Question {
     /// End of the question section (name, type, class).
-    pub fn end(&self) -> usize {
+    pub(crate) fn end(&self) -> usize {
         self.qname_end + 4
     }
 }

@@ -14,13 +14,13 @@ use crate::metrics::{Metrics, QueryKind};
 
 /// Bytes to send, and what kind of query they answer (for metrics).
 pub struct Reply {
-    pub bytes: Vec<u8>,
-    pub kind: QueryKind,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) kind: QueryKind,
 }
 
 impl Reply {
     /// The rcode in the answer's header (low 4 bits; enough for metrics).
-    pub fn rcode(&self) -> u16 {
+    pub(crate) fn rcode(&self) -> u16 {
         self.bytes.get(3).map_or(0, |b| (b & 0x0F) as u16)
     }
 

@@ -31,7 +31,7 @@ const THREAD_CHECK: Duration = Duration::from_millis(200);
 /// health-checked by a task of their own, off the query path. Every thread
 /// and task started here is supervised by `sup`: one that ends before the
 /// shutdown is reported by name.
-pub async fn serve(
+pub(crate) async fn serve(
     sup: Supervisor,
     handler: SharedHandler,
     config: Arc<ArcSwap<Config>>,

@@ -31,23 +31,23 @@ use crate::config::Config;
 
 /// One cached upstream answer for (target, type).
 #[derive(Debug, Clone)]
-pub struct Cached {
+pub(crate) struct Cached {
     /// NOERROR or NXDOMAIN; SERVFAIL when the target was never resolved
     /// because the upstream failed (retried every second).
-    pub rcode: ResponseCode,
+    pub(crate) rcode: ResponseCode,
     /// The answer section as the upstream sent it (may hold a CNAME chain).
-    pub answers: Vec<Record>,
+    pub(crate) answers: Vec<Record>,
     /// When it should be refreshed.
-    pub refresh_at: Instant,
+    pub(crate) refresh_at: Instant,
 }
 
 /// The snapshot: (lower-case target with dot, type) -> answer.
 #[derive(Debug, Default)]
-pub struct Targets {
-    pub entries: HashMap<(String, RecordType), Cached>,
+pub(crate) struct Targets {
+    pub(crate) entries: HashMap<(String, RecordType), Cached>,
 }
 
-pub type SharedTargets = Arc<ArcSwap<Targets>>;
+pub(crate) type SharedTargets = Arc<ArcSwap<Targets>>;
 
 const MAX_REFRESH: Duration = Duration::from_secs(30);
 const MIN_REFRESH: Duration = Duration::from_secs(1);
@@ -69,7 +69,7 @@ pub(super) fn query(name: &Name, qtype: RecordType) -> Result<Vec<u8>, ForwardEr
 }
 
 /// Resolves `name`/`qtype` through `fwd` (retrying over TCP when truncated).
-pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<Message, ForwardError> {
+pub(crate) async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<Message, ForwardError> {
     let bytes = query(name, qtype)?;
     // `Tcp` here means: retry over TCP if the UDP answer is truncated.
     let answer = fwd.forward(&bytes, Transport::Tcp).await?;
@@ -78,7 +78,11 @@ pub async fn resolve(fwd: &Forwarder, name: &Name, qtype: RecordType) -> Result<
 
 /// Keeps `targets` fresh for every target in the config in force (`config`,
 /// replaced on reload) until shutdown.
-pub async fn refresher(config: Arc<ArcSwap<Config>>, targets: SharedTargets, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn refresher(
+    config: Arc<ArcSwap<Config>>,
+    targets: SharedTargets,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let config = config.load_full();
         // Each target through its own zone's upstreams (`[[forward]]`).

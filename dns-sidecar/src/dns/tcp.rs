@@ -40,17 +40,17 @@ static TCP_QUERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 /// Largest query accepted over TCP; a longer length prefix closes the
 /// connection (queries are a few dozen bytes; UDP takes at most 4096 too).
-pub const MAX_QUERY: usize = 4096;
+pub(super) const MAX_QUERY: usize = 4096;
 /// Bytes charged per open connection besides its buffers (task, socket
 /// state, tokio's registration).
-pub const CONN_COST: u64 = 4096;
+pub(super) const CONN_COST: u64 = 4096;
 
 /// The open connections, for the caps and idle eviction.
 #[derive(Default)]
-pub struct Registry {
+pub(super) struct Registry {
     inner: Mutex<Inner>,
     /// Signalled when the last connection closes (for shutdown).
-    pub empty: Notify,
+    pub(crate) empty: Notify,
 }
 
 #[derive(Default)]
@@ -68,10 +68,10 @@ struct Entry {
 }
 
 /// A connection's place in the registry; dropping it frees the place.
-pub struct Place {
+pub(super) struct Place {
     id: u64,
     registry: Arc<Registry>,
-    pub close: Arc<Notify>,
+    pub(crate) close: Arc<Notify>,
 }
 
 impl Registry {
@@ -80,18 +80,18 @@ impl Registry {
     }
 
     /// Open connections.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.lock().conns.len()
     }
 
     /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Admits a connection from `ip`, evicting the longest-idle one when the
     /// global cap is reached.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize, per_client: usize) -> Result<Place, Limited> {
+    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize, per_client: usize) -> Result<Place, Limited> {
         let mut inner = self.lock();
         if inner.per_client.get(&ip).copied().unwrap_or(0) >= per_client {
             return Err(Limited::TcpPerClient);
@@ -161,7 +161,7 @@ impl Drop for Place {
 }
 
 /// Accepts connections until shutdown, each answered on a task of its own.
-pub async fn accept_loop(
+pub(super) async fn accept_loop(
     listener: TcpListener,
     handler: SharedHandler,
     metrics: Arc<Metrics>,

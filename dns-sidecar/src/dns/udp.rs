@@ -51,7 +51,7 @@ const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// Starts one worker thread per socket, and the runtime tasks that answer
 /// their slow queries. Must be called inside the tokio runtime. The relays
 /// and workers reach the guard through the handler in force.
-pub fn spawn(
+pub(super) fn spawn(
     sockets: Vec<UdpSocket>,
     handler: SharedHandler,
     metrics: Arc<Metrics>,
@@ -122,7 +122,7 @@ struct Out {
     n: usize,
     /// Queries relayed in this batch, sent together at its end.
     outbox: Outbox,
-    /// Answers per [kind][rcode] in this batch, added to the metrics once.
+    /// Answers per \[kind\]\[rcode\] in this batch, added to the metrics once.
     counts: [[u64; 8]; 4],
     /// Cache hits, misses and stale answers in this batch.
     cached: [u64; 3],

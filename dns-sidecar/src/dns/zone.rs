@@ -8,21 +8,21 @@ use crate::config::{Config, Zone};
 
 /// One zone, ready to answer from.
 #[derive(Debug)]
-pub struct ZoneData {
+pub(super) struct ZoneData {
     /// Canonical text (`db.internal.`), for suffix matching.
-    pub apex_text: String,
-    pub soa: Record,
-    pub ns: Vec<Record>,
+    pub(crate) apex_text: String,
+    pub(crate) soa: Record,
+    pub(crate) ns: Vec<Record>,
     /// Names that exist in the zone only because an alias lies below them
     /// (empty non-terminals): they answer NODATA, not NXDOMAIN.
-    pub empty_non_terminals: Vec<String>,
+    pub(crate) empty_non_terminals: Vec<String>,
     /// The SOA MNAME, RNAME and NS names (canonical text).
-    pub own_names: Vec<String>,
+    pub(crate) own_names: Vec<String>,
     negative_ttl: u32,
 }
 
 impl ZoneData {
-    pub fn build(zone: &Zone, config: &Config) -> Result<ZoneData, NameConversion> {
+    pub(super) fn build(zone: &Zone, config: &Config) -> Result<ZoneData, NameConversion> {
         let apex = wire_name(zone.name.as_str())?;
         let mname = wire_name(zone.nameservers[0].as_str())?;
         let rname = wire_name(zone.hostmaster.as_str())?;
@@ -67,7 +67,7 @@ impl ZoneData {
     /// The SOA as it appears in the authority section of a negative answer:
     /// its TTL is min(SOA TTL, MINIMUM), which resolvers use as the negative
     /// caching time (RFC 2308).
-    pub fn negative_soa(&self) -> Record {
+    pub(super) fn negative_soa(&self) -> Record {
         let mut r = self.soa.clone();
         r.ttl = self.negative_ttl;
         r
@@ -75,6 +75,6 @@ impl ZoneData {
 }
 
 /// A CNAME record from `owner` (as the client asked it) to `target`.
-pub fn cname(owner: &Name, target: &Name, ttl: u32) -> Record {
+pub(super) fn cname(owner: &Name, target: &Name, ttl: u32) -> Record {
     Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target.clone())))
 }

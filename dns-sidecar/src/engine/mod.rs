@@ -44,20 +44,20 @@ use crate::status::{HistoryEntry, HistoryKind};
 use crate::wallclock::WallClock;
 
 /// A new config for the engine; the sender learns when it is in force.
-pub struct Reconfigure {
-    pub config: Arc<Config>,
-    pub done: oneshot::Sender<()>,
+pub(crate) struct Reconfigure {
+    pub(crate) config: Arc<Config>,
+    pub(crate) done: oneshot::Sender<()>,
 }
 
 /// The engine's inputs.
-pub struct Inputs {
-    pub observations: mpsc::Receiver<ProbeReport>,
-    pub control: mpsc::Receiver<ControlRequest>,
-    pub reconfigure: mpsc::Receiver<Reconfigure>,
-    pub hooks: mpsc::Sender<ToHooks>,
+pub(crate) struct Inputs {
+    pub(crate) observations: mpsc::Receiver<ProbeReport>,
+    pub(crate) control: mpsc::Receiver<ControlRequest>,
+    pub(crate) reconfigure: mpsc::Receiver<Reconfigure>,
+    pub(crate) hooks: mpsc::Sender<ToHooks>,
     /// What the hook runner knows of each external record (it goes to the
     /// state file; the sender, if any, learns when it is written).
-    pub hooks_confirmed: mpsc::Receiver<(Confirmed, Option<oneshot::Sender<()>>)>,
+    pub(crate) hooks_confirmed: mpsc::Receiver<(Confirmed, Option<oneshot::Sender<()>>)>,
 }
 
 struct Engine {
@@ -93,7 +93,7 @@ struct Engine {
 type Served = Answer<String>;
 
 /// Runs until `shutdown` is true.
-pub async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
     let mut e = Engine::new(shared, inputs.hooks.clone(), Instant::now());
     // With no servers (fleet mode: a sidecar that only forwards) there is
     // no probe round to wait for: ready at once.

@@ -23,7 +23,7 @@ use crate::decision::snapshot::HookedTarget;
 
 /// What the engine tells the hook runner.
 #[derive(Debug, Clone)]
-pub enum ToHooks {
+pub(crate) enum ToHooks {
     /// At start, before anything else: the records of the state file.
     Restored(Vec<(String, Record)>),
     /// Alias `alias` answers `new` (with this hook configured).
@@ -39,11 +39,11 @@ pub enum ToHooks {
 
 /// What is known of an alias's external record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     /// The last target whose hook succeeded.
-    pub hooked: Option<HookedTarget>,
+    pub(crate) hooked: Option<HookedTarget>,
     /// A target a run that has not succeeded may have set since.
-    pub unsure: Option<HookedTarget>,
+    pub(crate) unsure: Option<HookedTarget>,
 }
 
 impl Record {
@@ -56,15 +56,15 @@ impl Record {
 /// An alias's record changed: the engine persists it (a run starts only
 /// once the record saying it may change the external one is persisted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Confirmed {
-    pub alias: String,
-    pub record: Record,
+pub(crate) struct Confirmed {
+    pub(crate) alias: String,
+    pub(crate) record: Record,
 }
 
 /// The first wait after a failed run; it doubles per failure in a row, up
 /// to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -92,7 +92,7 @@ struct Running {
 }
 
 #[derive(Debug)]
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     slots: BTreeMap<String, Slot>,
     running: Option<Running>,
     last_seq: u64,
@@ -102,7 +102,7 @@ pub struct Reconciler {
 impl Reconciler {
     /// `first_seq`: the sequence number of the first run (the runner takes
     /// it from the wall clock, so numbers also grow across restarts).
-    pub fn new(first_seq: u64) -> Reconciler {
+    pub(crate) fn new(first_seq: u64) -> Reconciler {
         Reconciler {
             slots: BTreeMap::new(),
             running: None,
@@ -111,7 +111,7 @@ impl Reconciler {
         }
     }
 
-    pub fn apply(&mut self, msg: ToHooks) {
+    pub(crate) fn apply(&mut self, msg: ToHooks) {
         match msg {
             ToHooks::Restored(records) => {
                 for (alias, r) in records {
@@ -159,7 +159,7 @@ impl Reconciler {
 
     /// The next run to start at `now`, if one is due and none is running,
     /// with the alias's record as it must be persisted before the run starts.
-    pub fn next(&mut self, now: Instant) -> Option<(HookRun, Confirmed)> {
+    pub(crate) fn next(&mut self, now: Instant) -> Option<(HookRun, Confirmed)> {
         if self.running.is_some() {
             return None;
         }
@@ -209,7 +209,7 @@ impl Reconciler {
 
     /// Run `seq` ended (`ok`: the hook succeeded). Returns the new record to
     /// persist on success.
-    pub fn finished(&mut self, seq: u64, ok: bool, now: Instant) -> Option<Confirmed> {
+    pub(crate) fn finished(&mut self, seq: u64, ok: bool, now: Instant) -> Option<Confirmed> {
         let run = self.running.take_if(|r| r.seq == seq)?;
         let slot = self.slots.entry(run.alias.clone()).or_default();
         if ok {
@@ -234,7 +234,7 @@ impl Reconciler {
     }
 
     /// When a run waiting for its back-off becomes due (the earliest).
-    pub fn next_retry(&self) -> Option<Instant> {
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
         self.slots
             .values()
             .filter(|s| Self::due(s))
@@ -242,23 +242,19 @@ impl Reconciler {
             .min()
     }
 
-    /// The aliases whose record differs from what DNS answers.
-    pub fn pending(&self) -> Vec<&str> {
+    /// The aliases whose record differs from what DNS answers (for tests).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> Vec<&str> {
         self.slots
             .iter()
             .filter(|(_, s)| Self::due(s))
             .map(|(a, _)| a.as_str())
             .collect()
     }
-
-    /// What is known of `alias`'s external record.
-    pub fn record(&self, alias: &str) -> Option<&Record> {
-        Some(&self.slots.get(alias)?.record)
-    }
 }
 
 /// The wait before retrying after `failures` failed runs in a row.
-pub fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let doubled = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
     doubled.min(MAX_BACKOFF)
 }

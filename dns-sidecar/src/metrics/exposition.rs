@@ -11,13 +11,13 @@
 use super::Metrics;
 
 /// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The content type of [`Metrics::encode_classic`]'s output.
-pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(super) const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The two text formats `/metrics` serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exposition {
+pub(crate) enum Exposition {
     OpenMetrics,
     Classic,
 }
@@ -25,7 +25,7 @@ pub enum Exposition {
 impl Exposition {
     /// OpenMetrics when the `Accept` header names it (with a non-zero
     /// quality), else the classic format.
-    pub fn negotiate(accept: Option<&str>) -> Exposition {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Exposition {
         let wants = accept.is_some_and(|a| {
             a.split(',').any(|part| {
                 let mut params = part.split(';').map(str::trim);
@@ -42,7 +42,7 @@ impl Exposition {
         }
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Exposition::OpenMetrics => CONTENT_TYPE,
             Exposition::Classic => CLASSIC_CONTENT_TYPE,
@@ -52,7 +52,7 @@ impl Exposition {
 
 impl Metrics {
     /// The exposition in `format`.
-    pub fn render(&self, format: Exposition) -> String {
+    pub(crate) fn render(&self, format: Exposition) -> String {
         match format {
             Exposition::OpenMetrics => self.encode(),
             Exposition::Classic => self.encode_classic(),
@@ -63,7 +63,7 @@ impl Metrics {
     /// with counters' `# HELP`/`# TYPE` named like their `_total` samples,
     /// and without `# UNIT` and `# EOF` lines. Gauges and histograms are
     /// written alike in both formats.
-    pub fn encode_classic(&self) -> String {
+    pub(crate) fn encode_classic(&self) -> String {
         let om = self.encode();
         let counters: std::collections::HashSet<&str> = om
             .lines()

@@ -7,19 +7,19 @@
 use prometheus_client::encoding::EncodeLabelSet;
 
 /// Probe results (`dns_sidecar_probes_total{result}`).
-pub const PROBE_RESULTS: [&str; 3] = ["ok", "timeout", "error"];
+pub(super) const PROBE_RESULTS: [&str; 3] = ["ok", "timeout", "error"];
 /// Results of the probes' new connections (`dns_sidecar_probe_connects_total{result}`).
-pub const CONNECT_RESULTS: [&str; 5] = ["ok", "refused", "closed", "timeout", "error"];
+pub(super) const CONNECT_RESULTS: [&str; 5] = ["ok", "refused", "closed", "timeout", "error"];
 /// Upstream failure kinds (`dns_sidecar_upstream_errors_total{kind}`).
-pub const UPSTREAM_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
+pub(super) const UPSTREAM_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
 /// Reload results (`dns_sidecar_config_reloads_total{result}`).
-pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+pub(super) const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
 /// Hook results (`dns_sidecar_hook_runs_total{result}`).
-pub const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
+pub(super) const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
 /// State file write results (`dns_sidecar_state_writes_total{result}`).
-pub const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
+pub(super) const STATE_WRITE_RESULTS: [&str; 2] = ["ok", "error"];
 /// Values of `dns_sidecar_admin_refused_total{result}`.
-pub const ADMIN_REFUSED_RESULTS: [&str; 8] = [
+pub(super) const ADMIN_REFUSED_RESULTS: [&str; 8] = [
     "request_timeout",
     "max_connections",
     "evicted",
@@ -52,7 +52,7 @@ pub(super) const RCODES: [&str; 8] = [
 ];
 
 /// Index into `RCODES` for a 12-bit rcode.
-pub fn rcode_index(rcode: u16) -> usize {
+pub(crate) fn rcode_index(rcode: u16) -> usize {
     match rcode {
         0..=5 => rcode as usize,
         16 => 6,
@@ -62,7 +62,7 @@ pub fn rcode_index(rcode: u16) -> usize {
 
 /// Why the DNS side refused work (`dns_sidecar_limited_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
+pub(crate) enum Limited {
     /// The client is not in `[dns] allow` (answered REFUSED / connection closed).
     Acl = 0,
     /// The client exceeded `forward_rate` (answered REFUSED).
@@ -98,70 +98,70 @@ pub(super) const LIMITED: [&str; 9] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindRcode {
-    pub kind: String,
-    pub rcode: String,
+pub(crate) struct KindRcode {
+    pub(crate) kind: String,
+    pub(crate) rcode: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: String,
+pub(crate) struct KindLabel {
+    pub(crate) kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServerLabel {
-    pub server: String,
+pub(crate) struct ServerLabel {
+    pub(crate) server: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeResult {
-    pub server: String,
+pub(crate) struct ProbeResult {
+    pub(crate) server: String,
     /// `ok`, `timeout` or `error`.
-    pub result: String,
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AliasLabel {
-    pub alias: String,
+pub(crate) struct AliasLabel {
+    pub(crate) alias: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AliasServer {
-    pub alias: String,
-    pub server: String,
+pub(crate) struct AliasServer {
+    pub(crate) alias: String,
+    pub(crate) server: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabel {
-    pub upstream: String,
+pub(crate) struct UpstreamLabel {
+    pub(crate) upstream: String,
     /// The forward zone whose upstream it is (`.`: `[upstream]`).
-    pub zone: String,
+    pub(crate) zone: String,
     /// `timeout` or `error`.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 /// `dns_sidecar_credential_refreshes_total{source, result}`: `source` is
 /// the password source's kind (`file`, `command`, `managed-identity`,
 /// `workload-identity`), `result` is `ok` or `error`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CredentialResult {
-    pub source: String,
-    pub result: String,
+pub(crate) struct CredentialResult {
+    pub(crate) source: String,
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: String,
+pub(crate) struct ResultLabel {
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamAddr {
-    pub upstream: String,
+pub(crate) struct UpstreamAddr {
+    pub(crate) upstream: String,
     /// The forward zone whose upstream it is (`.`: `[upstream]`).
-    pub zone: String,
+    pub(crate) zone: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: String,
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: String,
 }

@@ -25,11 +25,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 
-pub use exposition::{Exposition, CLASSIC_CONTENT_TYPE, CONTENT_TYPE};
-pub use labels::{
+pub(crate) use exposition::Exposition;
+pub(crate) use labels::{
     rcode_index, AliasLabel, AliasServer, CredentialResult, KindLabel, KindRcode, Limited, ProbeResult, QueryKind,
-    ReasonLabel, ResultLabel, ServerLabel, UpstreamAddr, UpstreamLabel, ADMIN_REFUSED_RESULTS, CONNECT_RESULTS,
-    HOOK_RESULTS, PROBE_RESULTS, RELOAD_RESULTS, STATE_WRITE_RESULTS, UPSTREAM_ERROR_KINDS,
+    ReasonLabel, ResultLabel, ServerLabel, UpstreamAddr, UpstreamLabel,
 };
 use labels::{CREDENTIAL_RESULTS, CREDENTIAL_SOURCES, KINDS, LIMITED, RCODES};
 
@@ -97,63 +96,63 @@ pub struct Metrics {
     answer_latency: Vec<Histogram>,
     /// `[reason]` handles (see [`Limited`]).
     limited: Vec<Counter>,
-    pub probes: Family<ProbeResult, Counter>,
-    /// New probe connections by server and [`CONNECT_RESULTS`].
-    pub probe_connects: Family<ProbeResult, Counter>,
-    pub probe_latency: LatencyFamily<ServerLabel>,
-    pub server_up: Family<ServerLabel, Gauge>,
-    pub server_writable: Family<ServerLabel, Gauge>,
-    pub alias_target: Family<AliasServer, Gauge>,
-    pub target_changes: Family<AliasLabel, Counter>,
-    pub split_brain: Family<AliasLabel, Counter>,
-    pub no_match: Family<AliasLabel, Counter>,
-    pub upstream_errors: Family<UpstreamLabel, Counter>,
-    pub reloads: Family<ResultLabel, Counter>,
-    pub hook_runs: Family<ResultLabel, Counter>,
-    pub overrides: Gauge,
-    pub ready: Gauge,
-    pub fenced: Family<AliasServer, Gauge>,
-    pub fences: Family<AliasLabel, Counter>,
-    pub fence_holds: Family<AliasLabel, Counter>,
-    pub state_writes: Family<ResultLabel, Counter>,
-    pub upstream_health: Family<UpstreamAddr, Gauge>,
-    pub memory_used: Gauge,
-    pub in_flight: Gauge,
-    pub tcp_connections: Gauge,
-    pub admin_refused: Family<ResultLabel, Counter>,
-    pub cache: CacheMetrics,
+    pub(crate) probes: Family<ProbeResult, Counter>,
+    /// New probe connections by server and [`labels::CONNECT_RESULTS`].
+    pub(crate) probe_connects: Family<ProbeResult, Counter>,
+    pub(crate) probe_latency: LatencyFamily<ServerLabel>,
+    pub(crate) server_up: Family<ServerLabel, Gauge>,
+    pub(crate) server_writable: Family<ServerLabel, Gauge>,
+    pub(crate) alias_target: Family<AliasServer, Gauge>,
+    pub(crate) target_changes: Family<AliasLabel, Counter>,
+    pub(crate) split_brain: Family<AliasLabel, Counter>,
+    pub(crate) no_match: Family<AliasLabel, Counter>,
+    pub(crate) upstream_errors: Family<UpstreamLabel, Counter>,
+    pub(crate) reloads: Family<ResultLabel, Counter>,
+    pub(crate) hook_runs: Family<ResultLabel, Counter>,
+    pub(crate) overrides: Gauge,
+    pub(crate) ready: Gauge,
+    pub(crate) fenced: Family<AliasServer, Gauge>,
+    pub(crate) fences: Family<AliasLabel, Counter>,
+    pub(crate) fence_holds: Family<AliasLabel, Counter>,
+    pub(crate) state_writes: Family<ResultLabel, Counter>,
+    pub(crate) upstream_health: Family<UpstreamAddr, Gauge>,
+    pub(crate) memory_used: Gauge,
+    pub(crate) in_flight: Gauge,
+    pub(crate) tcp_connections: Gauge,
+    pub(crate) admin_refused: Family<ResultLabel, Counter>,
+    pub(crate) cache: CacheMetrics,
     /// Spreading reader aliases: answers per alias and server, set sizes.
-    pub reader: ReaderMetrics,
+    pub(crate) reader: ReaderMetrics,
     /// Fetches of probe passwords and tokens (see [`crate::credential`]).
-    pub credential_refreshes: Family<CredentialResult, Counter>,
+    pub(crate) credential_refreshes: Family<CredentialResult, Counter>,
 }
 
 /// Spreading reader aliases (`spread = "rotate" | "client"`). The query path
 /// adds to handles taken once per fast table, never through the family.
 #[derive(Clone, Debug, Default)]
-pub struct ReaderMetrics {
-    pub answers: Family<AliasServer, Counter>,
-    pub set_size: Family<AliasLabel, Gauge>,
+pub(crate) struct ReaderMetrics {
+    pub(crate) answers: Family<AliasServer, Counter>,
+    pub(crate) set_size: Family<AliasLabel, Gauge>,
 }
 
 /// The forwarding cache's series (handles shared with [`crate::dns::cache::Cache`]).
 #[derive(Clone, Debug, Default)]
 pub struct CacheMetrics {
     /// Forwarded queries answered from a fresh entry.
-    pub hits: Counter,
+    pub(crate) hits: Counter,
     /// Forwarded queries the cache could not answer (sent upstream).
-    pub misses: Counter,
+    pub(crate) misses: Counter,
     /// Answers from expired entries because the upstream failed (RFC 8767).
-    pub stale: Counter,
+    pub(crate) stale: Counter,
     /// Entries removed to make room while they could still be served.
-    pub evictions: Counter,
-    pub entries: Gauge,
-    pub bytes: Gauge,
+    pub(crate) evictions: Counter,
+    pub(crate) entries: Gauge,
+    pub(crate) bytes: Gauge,
     /// Refreshes of popular entries sent upstream before they expired.
-    pub prefetches: Counter,
+    pub(crate) prefetches: Counter,
     /// Refreshes that came due but were not sent (queue full, a limit,
     /// every upstream out of use).
-    pub prefetch_dropped: Counter,
+    pub(crate) prefetch_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -169,7 +168,7 @@ impl Metrics {
     /// Longer than 80 lines on purpose: the table is the one place each
     /// metric is declared and its order is the exposition's, so it stays in
     /// one piece, next to the assembly that hands its handles out.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("dns_sidecar");
         metric_table! { registry;
             queries = "queries", "DNS queries answered, by kind and rcode", Family::<KindRcode, Counter>::default();
@@ -266,24 +265,24 @@ impl Metrics {
 
     /// Counts one answered query (query path: two atomic adds, no lock).
     #[inline]
-    pub fn answered(&self, kind: QueryKind, rcode: u16) {
+    pub(crate) fn answered(&self, kind: QueryKind, rcode: u16) {
         self.queries[kind as usize][rcode_index(rcode)].inc();
     }
 
     /// Counts `n` answers of one kind and rcode index (see [`rcode_index`]).
     #[inline]
-    pub fn answered_n(&self, kind: QueryKind, rcode_index: usize, n: u64) {
+    pub(crate) fn answered_n(&self, kind: QueryKind, rcode_index: usize, n: u64) {
         self.queries[kind as usize][rcode_index].inc_by(n);
     }
 
     /// Counts one refusal by a limit.
     #[inline]
-    pub fn limited(&self, why: Limited) {
+    pub(crate) fn limited(&self, why: Limited) {
         self.limited[why as usize].inc();
     }
 
     /// Sets whether an upstream of forward zone `zone` is in use.
-    pub fn upstream_up(&self, zone: &str, addr: std::net::SocketAddr, up: bool) {
+    pub(crate) fn upstream_up(&self, zone: &str, addr: std::net::SocketAddr, up: bool) {
         self.upstream_health
             .get_or_create(&UpstreamAddr {
                 upstream: addr.to_string(),
@@ -294,7 +293,7 @@ impl Metrics {
 
     /// Records how long an answer took.
     #[inline]
-    pub fn latency(&self, kind: QueryKind, seconds: f64) {
+    pub(crate) fn latency(&self, kind: QueryKind, seconds: f64) {
         self.answer_latency[kind as usize].observe(seconds);
     }
 }

@@ -17,7 +17,7 @@ impl Metrics {
     /// Creates, at 0, every series whose labels `config` determines, so that
     /// alerts see them before their first event. Idempotent (existing series
     /// keep their values); call at start and after each reload.
-    pub fn prepare(&self, config: &Config) {
+    pub(crate) fn prepare(&self, config: &Config) {
         let result = |r: &str| ResultLabel { result: r.into() };
         for r in RELOAD_RESULTS {
             let _ = self.reloads.get_or_create(&result(r));
@@ -100,7 +100,7 @@ impl Metrics {
     /// Removes the series of servers, aliases and upstreams that `old` had
     /// and `new` does not (after a reload), so no alert fires on a name that
     /// is gone, and a gauge never keeps a value nobody updates.
-    pub fn forget(&self, old: &Config, new: &Config) {
+    pub(crate) fn forget(&self, old: &Config, new: &Config) {
         for s in old.servers.iter().filter(|s| !new.servers.iter().any(|n| n.id == s.id)) {
             let l = ServerLabel { server: s.id.clone() };
             for r in PROBE_RESULTS {

@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 /// The longest wait between two connects to a failing server: about one
 /// attempt every 2 s once the backoff has grown (after ~1 s at a 10 ms
 /// incident interval).
-pub const CAP: Duration = Duration::from_secs(2);
+pub(super) const CAP: Duration = Duration::from_secs(2);
 
 /// The factor each wait is multiplied by, drawn anew for each wait.
-pub const JITTER: RangeInclusive<f64> = 0.75..=1.0;
+pub(super) const JITTER: RangeInclusive<f64> = 0.75..=1.0;
 
 /// Consecutive failed connects of one server, and when the next may start.
 #[derive(Debug, Clone, Default)]
-pub struct ConnectBackoff {
+pub(super) struct ConnectBackoff {
     failures: u32,
     not_before: Option<Instant>,
 }
@@ -39,36 +39,36 @@ pub struct ConnectBackoff {
 impl ConnectBackoff {
     /// The wait after `failures` consecutive failures (at least one), before
     /// jitter: `base`, `2 * base`, `4 * base`, ... up to [`CAP`].
-    pub fn delay(base: Duration, failures: u32) -> Duration {
+    pub(super) fn delay(base: Duration, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(31);
         base.saturating_mul(1 << doublings).min(CAP)
     }
 
     /// A probe that opened a new connection at `started` failed; `jitter` is
     /// a factor in [`JITTER`] ([`draw_jitter`] in production).
-    pub fn failed(&mut self, started: Instant, base: Duration, jitter: f64) {
+    pub(super) fn failed(&mut self, started: Instant, base: Duration, jitter: f64) {
         self.failures = self.failures.saturating_add(1);
         let wait = Self::delay(base, self.failures).mul_f64(jitter.clamp(0.0, 1.0));
         self.not_before = Some(started + wait);
     }
 
     /// A probe on a new connection succeeded: the next failure starts over.
-    pub fn succeeded(&mut self) {
+    pub(super) fn succeeded(&mut self) {
         *self = ConnectBackoff::default();
     }
 
     /// When the next new connection may be opened (`None`: at once).
-    pub fn not_before(&self) -> Option<Instant> {
+    pub(super) fn not_before(&self) -> Option<Instant> {
         self.not_before
     }
 
     /// Consecutive failed connects.
-    pub fn failures(&self) -> u32 {
+    pub(super) fn failures(&self) -> u32 {
         self.failures
     }
 }
 
 /// A jitter factor in [`JITTER`].
-pub fn draw_jitter() -> f64 {
+pub(super) fn draw_jitter() -> f64 {
     rand::random_range(JITTER)
 }

@@ -28,8 +28,8 @@
 mod backoff;
 mod cadence;
 mod query;
-pub mod supervisor;
-pub mod tls;
+pub(crate) mod supervisor;
+pub(crate) mod tls;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ use crate::observation::{FailureCause, FailureKind, ProbeFailure, ProbeReport, S
 use backoff::ConnectBackoff;
 use cadence::Cadence;
 
-pub use tls::TlsSetupError;
+pub(crate) use tls::TlsSetupError;
 
 /// A probe's connection, with the task that drives it.
 struct Kept {
@@ -74,10 +74,10 @@ impl Kept {
 
 /// The servers to probe at the incident interval; see
 /// [`crate::shared::Shared::incident`].
-pub type IncidentSet = watch::Receiver<Arc<BTreeSet<String>>>;
+pub(crate) type IncidentSet = watch::Receiver<Arc<BTreeSet<String>>>;
 
 /// Probes one server until `shutdown` flips to true.
-pub struct Prober {
+pub(crate) struct Prober {
     name: Arc<str>,
     /// The server's id after a reload renamed it (see [`Prober::follow_renames`]).
     renames: Option<watch::Receiver<Arc<str>>>,
@@ -108,14 +108,21 @@ struct ConnectAttempt {
 }
 
 impl Prober {
-    pub fn new(server: &Server, timing: ProbeTiming) -> Result<Prober, TlsSetupError> {
+    /// A prober of `server`, reading its `sslrootcert` file (for tests; the
+    /// supervisor reads the file itself, see [`Prober::with_roots`]).
+    #[cfg(test)]
+    pub(crate) fn new(server: &Server, timing: ProbeTiming) -> Result<Prober, TlsSetupError> {
         Prober::with_roots(server, timing, tls::read_roots(&server.conn)?.as_deref())
     }
 
-    /// [`Prober::new`] with the contents of the server's `sslrootcert` file
+    /// `Prober::new` with the contents of the server's `sslrootcert` file
     /// already read ([`tls::read_roots`]), so the caller knows exactly which
     /// trust anchors this prober verifies with.
-    pub fn with_roots(server: &Server, timing: ProbeTiming, roots: Option<&str>) -> Result<Prober, TlsSetupError> {
+    pub(crate) fn with_roots(
+        server: &Server,
+        timing: ProbeTiming,
+        roots: Option<&str>,
+    ) -> Result<Prober, TlsSetupError> {
         let c = &server.conn;
         let (tls, mode) = tls::connector_with(c, roots)?;
         let mut pg = tokio_postgres::Config::new();
@@ -146,7 +153,7 @@ impl Prober {
 
     /// Makes the prober take its password from `credential` (a shared,
     /// refreshed source; see [`crate::credential::Registry`]).
-    pub fn with_credential(mut self, credential: Credential) -> Prober {
+    pub(crate) fn with_credential(mut self, credential: Credential) -> Prober {
         self.credential = Some(credential);
         self
     }
@@ -187,7 +194,7 @@ impl Prober {
     /// Makes the prober take the server's new id from `names` when a reload
     /// renames the server (same endpoint, see [`crate::config::match_servers`]),
     /// so it keeps its connection and its reports follow the new name.
-    pub fn follow_renames(mut self, names: watch::Receiver<Arc<str>>) -> Prober {
+    pub(crate) fn follow_renames(mut self, names: watch::Receiver<Arc<str>>) -> Prober {
         self.renames = Some(names);
         self
     }
@@ -210,7 +217,7 @@ impl Prober {
     /// `interval`. Probes never overlap: the next one starts after the last
     /// one finished or hit its deadline. A probe that has to open a new
     /// connection also waits for the connect backoff ([`backoff`]).
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         tx: mpsc::Sender<ProbeReport>,
         mut shutdown: watch::Receiver<bool>,

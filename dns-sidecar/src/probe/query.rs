@@ -22,7 +22,7 @@ use crate::observation::{FailureCause, FailureKind, ProbeFailure, ServerState};
 ///   streams) and the timeline it receives on (visible only to roles with
 ///   `pg_read_all_stats`, NULL otherwise); both say whether a fenced server
 ///   follows the current primary (`decision::fence`, rule 5).
-pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
+pub(super) const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
      CASE WHEN pg_is_in_recovery() \
@@ -33,11 +33,11 @@ pub const FULL: &str = "SELECT pg_is_in_recovery(), current_setting('transaction
 
 /// Fallback when the WAL functions are not allowed for the probe role (some
 /// managed services revoke them): everything but the timeline, lag and position.
-pub const BASIC: &str =
+pub(super) const BASIC: &str =
     "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), NULL, NULL, NULL, NULL, NULL";
 
 /// Runs `sql` (one of the above) and parses its single row.
-pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgres::Error> {
+pub(super) async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgres::Error> {
     let msgs = client.simple_query(sql).await?;
     let row = msgs.iter().find_map(|m| match m {
         SimpleQueryMessage::Row(r) => Some(r),
@@ -57,14 +57,14 @@ pub async fn run(client: &Client, sql: &str) -> Result<ServerState, tokio_postgr
 }
 
 /// Whether the error says the probe role may not call a function.
-pub fn is_permission_denied(e: &tokio_postgres::Error) -> bool {
+pub(super) fn is_permission_denied(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
 }
 
 /// Turns a driver error into a failure, deciding whether the server is
 /// certainly gone (refused, closed, shutting down) or it might be a blip, and
 /// naming its [`FailureCause`].
-pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
+pub(super) fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
     let definite_sql = [
         SqlState::ADMIN_SHUTDOWN,
         SqlState::CRASH_SHUTDOWN,
@@ -128,7 +128,7 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
 /// definite (its cause stays what it was). Someone is ending sessions (an operator, an idle timeout), which
 /// does not prove the server is down; a server that is going away refuses
 /// the next connection or says it is shutting down, which stays definite.
-pub fn classify_retry(e: &tokio_postgres::Error) -> ProbeFailure {
+pub(super) fn classify_retry(e: &tokio_postgres::Error) -> ProbeFailure {
     let mut f = classify(e);
     if e.is_closed() || e.code() == Some(&SqlState::ADMIN_SHUTDOWN) {
         f.kind = FailureKind::Ambiguous;

@@ -39,12 +39,12 @@ struct Running {
 #[derive(Debug, thiserror::Error)]
 #[error("server `{server}`: {source}")]
 pub struct SetupError {
-    pub server: String,
+    pub(crate) server: String,
     #[source]
-    pub source: TlsSetupError,
+    pub(crate) source: TlsSetupError,
 }
 
-pub struct Probers {
+pub(crate) struct Probers {
     running: HashMap<String, Running>,
     /// Handed (cloned) to every prober; see [`crate::shared::Shared::incident`].
     incident: IncidentSet,
@@ -74,7 +74,7 @@ impl Probers {
     /// No probers yet; each one started later follows `incident` and is
     /// watched by `supervisor` (as are the password refreshers, which count
     /// their fetches in `credential_metrics`).
-    pub fn new(
+    pub(crate) fn new(
         incident: IncidentSet,
         supervisor: Supervisor,
         credential_metrics: Family<CredentialResult, Counter>,
@@ -93,7 +93,7 @@ impl Probers {
     /// same `sslrootcert` contents (the file is read again here, so a CA
     /// replaced in place is picked up by a reload whose config text did not
     /// change). Fails without changing anything if one cannot be built.
-    pub fn sync(&mut self, config: &Config, tx: &mpsc::Sender<ProbeReport>) -> Result<SyncReport, SetupError> {
+    pub(crate) fn sync(&mut self, config: &Config, tx: &mpsc::Sender<ProbeReport>) -> Result<SyncReport, SetupError> {
         let mut ids: Vec<String> = self.running.keys().cloned().collect();
         ids.sort();
         let plans = self.plans(config, &ids)?;
@@ -220,7 +220,7 @@ impl Probers {
     }
 
     /// Stops every prober and waits for them to close their connections.
-    pub async fn stop_all(&mut self) {
+    pub(crate) async fn stop_all(&mut self) {
         for r in self.running.values() {
             let _ = r.stop.send(true);
         }
@@ -233,11 +233,11 @@ impl Probers {
 
 /// What [`Probers::sync`] did, by server id.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    pub started: Vec<String>,
+pub(crate) struct SyncReport {
+    pub(crate) started: Vec<String>,
     /// `id (reason)`: a new prober (and connection) for the same server.
-    pub restarted: Vec<String>,
+    pub(crate) restarted: Vec<String>,
     /// `old -> new`: the same prober and connection under a new id.
-    pub renamed: Vec<String>,
-    pub stopped: Vec<String>,
+    pub(crate) renamed: Vec<String>,
+    pub(crate) stopped: Vec<String>,
 }

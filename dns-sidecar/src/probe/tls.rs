@@ -9,7 +9,7 @@ use crate::config::{ConnSettings, RootCert, SslMode};
 
 /// Why a TLS connector could not be built (bad CA file).
 #[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
+pub(crate) enum TlsSetupError {
     #[error("cannot read sslrootcert {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("sslrootcert {path} holds no usable PEM certificate: {source}")]
@@ -24,7 +24,7 @@ pub enum TlsSetupError {
 /// for the system store). Read once per prober build, and again at every
 /// reload: a reload compares the contents, so a CA file replaced in place
 /// (same path, new certificates) takes effect on SIGHUP.
-pub fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
+pub(crate) fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
     match &c.sslrootcert {
         RootCert::System => Ok(None),
         RootCert::File(path) => std::fs::read_to_string(path)
@@ -36,15 +36,9 @@ pub fn read_roots(c: &ConnSettings) -> Result<Option<String>, TlsSetupError> {
     }
 }
 
-/// Builds the connector for `c` (reading its `sslrootcert` file) and the
-/// `sslmode` to give tokio-postgres.
-pub fn connector(c: &ConnSettings) -> Result<(MakeTlsConnector, tokio_postgres::config::SslMode), TlsSetupError> {
-    connector_with(c, read_roots(c)?.as_deref())
-}
-
 /// Builds the connector for `c` with `roots`, the contents of its
 /// `sslrootcert` file ([`read_roots`]).
-pub fn connector_with(
+pub(crate) fn connector_with(
     c: &ConnSettings,
     roots: Option<&str>,
 ) -> Result<(MakeTlsConnector, tokio_postgres::config::SslMode), TlsSetupError> {

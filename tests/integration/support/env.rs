@@ -193,11 +193,6 @@ impl Env {
         Self::build(true, opts, |_| {}).await
     }
 
-    /// [`Env::start_opts`], running `setup` on the servers before the sidecar starts.
-    pub async fn start_opts_with(opts: Options, setup: impl FnOnce(&PgPair) + Send + 'static) -> Env {
-        Self::build(true, opts, setup).await
-    }
-
     async fn build(with_pg: bool, opts: Options, setup: impl FnOnce(&PgPair) + Send + 'static) -> Env {
         let trio = opts.trio;
         let pair = if with_pg {

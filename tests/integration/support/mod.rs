@@ -1,6 +1,5 @@
-//! Shared test fixtures.
-
-#![allow(dead_code)]
+//! Shared test fixtures (no `allow(dead_code)`: the compiler reports a
+//! helper no test uses).
 
 pub mod dig;
 pub mod env;

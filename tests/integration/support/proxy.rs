@@ -68,8 +68,6 @@ impl Inner {
 pub struct Proxy {
     /// Where clients connect (127.0.0.1, random port).
     pub addr: SocketAddr,
-    /// Where it forwards to.
-    pub backend: SocketAddr,
     mode: watch::Sender<Mode>,
     inner: Arc<Inner>,
     fillers: Mutex<Vec<std::net::TcpStream>>,
@@ -112,7 +110,6 @@ impl Proxy {
             .unwrap();
         Proxy {
             addr,
-            backend,
             mode,
             inner,
             fillers: Mutex::default(),
@@ -136,14 +133,6 @@ impl Proxy {
         self.inner
             .latency_us
             .store(latency.as_micros().try_into().unwrap_or(u64::MAX), Ordering::SeqCst);
-    }
-
-    pub fn latency(&self) -> Duration {
-        self.inner.latency()
-    }
-
-    pub fn mode(&self) -> Mode {
-        *self.mode.borrow()
     }
 
     /// Client connections accepted and forwarded so far.

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use dns_sidecar::config::Config;
 use std::sync::Arc;
 
-use dns_sidecar::shared::Shared;
+use dns_sidecar::Shared;
 use dns_sidecar::{Listeners, RunError};
 
 pub struct Sidecar {

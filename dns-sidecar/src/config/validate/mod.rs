@@ -32,7 +32,7 @@ use super::raw::{RawAdmin, RawConfig};
 use super::{Config, ConfigError, ConfigWarning, HumanDuration, Secrets};
 use ctx::Ctx;
 
-pub use upstream::forwards_to_self;
+pub(crate) use upstream::forwards_to_self;
 
 pub(super) fn validate(
     path: &Path,

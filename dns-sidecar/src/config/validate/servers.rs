@@ -14,13 +14,13 @@ use crate::name::DnsName;
 
 /// The servers, in the order of their ids (which is their [`crate::config::ServerId`]).
 pub(super) struct Servers {
-    pub list: Vec<Server>,
+    pub(crate) list: Vec<Server>,
     /// Where each server's `target` is written, for checks that need the
     /// aliases (see [`super::aliases::targets_are_not_aliases`]).
-    pub target_spans: Vec<Range<usize>>,
+    pub(crate) target_spans: Vec<Range<usize>>,
     /// The environment variables that hold probe passwords (they must never
     /// reach a hook).
-    pub secret_vars: Vec<String>,
+    pub(crate) secret_vars: Vec<String>,
 }
 
 pub(super) fn check(

@@ -15,7 +15,7 @@ use crate::config::{ConfigError, UpstreamSettings};
 /// Longest `[upstream] timeout`. A stub resolver gives up on a query after a
 /// few seconds (glibc: 5 s), so an answer later than this reaches nobody,
 /// while every query waiting for it holds an in-flight slot and its bytes.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `listen`: this sidecar's own DNS addresses, which must not be an upstream.
 pub(super) fn check(
@@ -45,11 +45,11 @@ pub(super) fn check(
 /// The keys `[upstream]` and each `[[forward]]` share, as written;
 /// `table` names the table in messages (`upstream`, `forward`).
 pub(super) struct Fields<'a> {
-    pub table: &'a str,
-    pub servers: &'a Spanned<Vec<DnsAddr>>,
-    pub timeout: &'a Option<Spanned<HumanDuration>>,
-    pub max_fails: &'a Option<Spanned<u32>>,
-    pub health_check: &'a Option<Spanned<HumanDuration>>,
+    pub(crate) table: &'a str,
+    pub(crate) servers: &'a Spanned<Vec<DnsAddr>>,
+    pub(crate) timeout: &'a Option<Spanned<HumanDuration>>,
+    pub(crate) max_fails: &'a Option<Spanned<u32>>,
+    pub(crate) health_check: &'a Option<Spanned<HumanDuration>>,
 }
 
 /// Checks the shared keys and applies their defaults; `empty_hint` is the
@@ -155,7 +155,7 @@ fn timeout(cx: &Ctx<'_>, f: &Fields<'_>) -> Result<Duration, ConfigError> {
 }
 
 /// True when a query sent to `upstream` would arrive at listener `listen`.
-pub fn forwards_to_self(listen: SocketAddr, upstream: SocketAddr) -> bool {
+pub(crate) fn forwards_to_self(listen: SocketAddr, upstream: SocketAddr) -> bool {
     listen.port() == upstream.port()
         && (listen.ip() == upstream.ip()
             || (listen.ip().is_unspecified() && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))

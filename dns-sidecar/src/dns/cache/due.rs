@@ -12,7 +12,7 @@ use super::evict::ShardLimits;
 /// second (half the lifetime for a 1-second entry), as CoreDNS's default
 /// 10% rounds up to a whole second; so the refresh has time to come back
 /// before the entry expires.
-pub fn prefetch_window(lifetime: u32) -> u64 {
+pub(super) fn prefetch_window(lifetime: u32) -> u64 {
     let life = u64::from(lifetime) * 1000;
     (life / 10).max(1000.min(life / 2))
 }

@@ -37,7 +37,7 @@ pub(super) struct Entry {
     /// Fresh hits since it was stored (saturating): its popularity.
     pub(super) hits: u32,
     /// Its refresh was offered (at most once per entry: see
-    /// [`super::prefetch_window`]).
+    /// [`super::due::prefetch_window`]).
     pub(super) prefetched: bool,
 }
 

@@ -45,7 +45,7 @@
 //!
 //! **Prefetch** (`prefetch`, `prefetch_hits`). Each entry counts its fresh
 //! hits. A fresh hit on an entry hit at least `prefetch_hits` times, with
-//! less than [`prefetch_window`] of its lifetime left, makes it due: the
+//! less than [`due::prefetch_window`] of its lifetime left, makes it due: the
 //! hit is answered as usual, and the query is offered (once per entry, never
 //! waited on) to [`super::prefetch`], which refreshes the entry in the
 //! background. The refreshed answer is a new entry (new lifetime, hits from
@@ -114,17 +114,18 @@ use key::{cacheable, key_of};
 use shard::{lock, Shard};
 use write::{write, Ttls};
 
-pub use due::prefetch_window;
+#[cfg(test)]
+use due::prefetch_window;
 pub(super) use key::{entry_key, KEY_MAX};
-pub use stale::STALE_TTL;
+pub(crate) use stale::STALE_TTL;
 
 /// Shards (each with its own lock and an even share of the bounds).
-pub const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 /// Largest answer kept (the largest the sidecar relays over UDP).
-pub const MAX_ANSWER: usize = 4096;
+pub(crate) const MAX_ANSWER: usize = 4096;
 /// Bytes counted per entry besides its answer, key and TTL offsets: the
 /// entry itself, its slot in the map, the allocator's header.
-pub const ENTRY_OVERHEAD: u64 = 96;
+pub(crate) const ENTRY_OVERHEAD: u64 = 96;
 
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ pub struct Cache {
 
 impl Cache {
     /// A cache on the real clock.
-    pub fn new(settings: &CacheSettings, metrics: CacheMetrics) -> Cache {
+    pub(crate) fn new(settings: &CacheSettings, metrics: CacheMetrics) -> Cache {
         Cache::with_clock(settings, metrics, Clock::Real(Instant::now()))
     }
 
@@ -184,11 +185,11 @@ impl Cache {
     }
 
     #[inline]
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    pub fn metrics(&self) -> &CacheMetrics {
+    pub(crate) fn metrics(&self) -> &CacheMetrics {
         &self.metrics
     }
 
@@ -201,7 +202,7 @@ impl Cache {
     /// settings empty the cache (its entries were kept under the old
     /// ones); otherwise it is kept, but for names now at or below one of
     /// `zones` (a zone added by a reload answers them from now on).
-    pub fn configure(&self, settings: &CacheSettings, zones: Vec<Vec<u8>>) {
+    pub(crate) fn configure(&self, settings: &CacheSettings, zones: Vec<Vec<u8>>) {
         let changed = **self.settings.load() != *settings;
         self.settings.store(Arc::new(settings.clone()));
         self.enabled.store(settings.enabled, Ordering::Relaxed);
@@ -218,7 +219,7 @@ impl Cache {
     }
 
     /// [`Cache::configure`] with `config`'s `[cache]` and zones.
-    pub fn configure_from(&self, config: &crate::config::Config) {
+    pub(crate) fn configure_from(&self, config: &crate::config::Config) {
         self.configure(
             &config.cache,
             config
@@ -231,7 +232,7 @@ impl Cache {
 
     /// Removes every entry, or (with `below`, a lower-case wire-form name)
     /// the entries for that name and the names below it. Returns how many.
-    pub fn flush(&self, below: Option<&[u8]>) -> usize {
+    pub(crate) fn flush(&self, below: Option<&[u8]>) -> usize {
         let below: Option<Vec<Vec<u8>>> = below.map(|b| vec![b.to_vec()]);
         let hit = |name: &[u8]| below.as_ref().is_none_or(|b| within_any(b, name));
         self.shards

@@ -18,7 +18,7 @@ use super::{Cache, Found};
 
 /// TTL of stale answers, and how long one is given before the upstream is
 /// asked again (RFC 8767 section 4 recommends 30 s).
-pub const STALE_TTL: u32 = 30;
+pub(crate) const STALE_TTL: u32 = 30;
 
 impl Entry {
     /// May be answered stale at `now` (whether or not the upstream failed).
@@ -39,7 +39,7 @@ impl Cache {
     /// The upstream failed for `q`: answers from an entry that expired less
     /// than `max_stale` ago (or a fresh one stored meanwhile), and answers
     /// it stale without asking the upstream for the next [`STALE_TTL`] s.
-    pub fn stale(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
+    pub(crate) fn stale(&self, q: &[u8], qn: &Question, limit: usize, now: u64, out: &mut [u8]) -> Found {
         self.with_entry(q, qn, |e, l| {
             if e.fresh(now) {
                 return write(e, q, qn, limit, Ttls::Aged(e.age(now)), out).map_or(Found::Miss, Found::Fresh);

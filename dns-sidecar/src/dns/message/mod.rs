@@ -13,9 +13,9 @@ mod wire;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 
-pub use raw::{formerr_from_raw, refused_from_raw, truncated_raw};
+pub(super) use raw::{formerr_from_raw, refused_from_raw, truncated_raw};
 pub(super) use wire::skip_name;
-pub use wire::{check_wire, must_drop, question_end, same_question};
+pub(super) use wire::{check_wire, must_drop, question_end, same_question};
 
 /// How the query arrived, which bounds the answer size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +25,13 @@ pub enum Transport {
 }
 
 /// The fixed DNS header is 12 bytes.
-pub const HEADER_LEN: usize = 12;
+pub(super) const HEADER_LEN: usize = 12;
 /// Clients without EDNS get at most this much over UDP (RFC 1035).
-pub const CLASSIC_UDP_LIMIT: usize = 512;
+pub(super) const CLASSIC_UDP_LIMIT: usize = 512;
 
 /// A response skeleton for `req`: same ID, opcode, RD and CD, QR set, the
 /// question echoed exactly as asked (case included).
-pub fn response_to(req: &Message, code: ResponseCode, recursion_available: bool) -> Message {
+pub(super) fn response_to(req: &Message, code: ResponseCode, recursion_available: bool) -> Message {
     let mut m = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
     m.metadata.recursion_desired = req.metadata.recursion_desired;
     m.metadata.checking_disabled = req.metadata.checking_disabled;
@@ -46,7 +46,7 @@ pub fn response_to(req: &Message, code: ResponseCode, recursion_available: bool)
 /// (RFC 1035). The one place this is decided: the full path, the fast
 /// path, the cache and the relay all ask it, so an answer larger than this
 /// is sent with TC wherever it comes from.
-pub fn client_udp_limit(payload: Option<u16>, ours: u16) -> usize {
+pub(super) fn client_udp_limit(payload: Option<u16>, ours: u16) -> usize {
     match payload {
         Some(p) => p.max(512).min(ours) as usize,
         None => CLASSIC_UDP_LIMIT,
@@ -54,13 +54,13 @@ pub fn client_udp_limit(payload: Option<u16>, ours: u16) -> usize {
 }
 
 /// Largest UDP answer this client accepts ([`client_udp_limit`]).
-pub fn udp_limit(req: &Message, ours: u16) -> usize {
+pub(super) fn udp_limit(req: &Message, ours: u16) -> usize {
     client_udp_limit(req.edns.as_ref().map(|e| e.max_payload()), ours)
 }
 
 /// Adds our OPT record when the query had one (RFC 6891 requires it), with
 /// the DO bit copied (RFC 3225).
-pub fn echo_edns(req: &Message, resp: &mut Message, ours: u16) {
+pub(super) fn echo_edns(req: &Message, resp: &mut Message, ours: u16) {
     if let Some(q) = &req.edns {
         let mut e = Edns::new();
         e.set_max_payload(ours);
@@ -72,7 +72,7 @@ pub fn echo_edns(req: &Message, resp: &mut Message, ours: u16) {
 
 /// Encodes `resp`; over UDP, an answer that does not fit becomes header +
 /// question (+ OPT) with TC set, so the client retries over TCP.
-pub fn encode(resp: &Message, limit: Option<usize>) -> Option<Vec<u8>> {
+pub(super) fn encode(resp: &Message, limit: Option<usize>) -> Option<Vec<u8>> {
     let bytes = match resp.to_vec() {
         Ok(b) => b,
         Err(e) => {
@@ -106,7 +106,7 @@ pub fn encode(resp: &Message, limit: Option<usize>) -> Option<Vec<u8>> {
 }
 
 /// The size limit for a transport: UDP is bounded, TCP is not.
-pub fn limit_for(transport: Transport, req: &Message, ours: u16) -> Option<usize> {
+pub(super) fn limit_for(transport: Transport, req: &Message, ours: u16) -> Option<usize> {
     match transport {
         Transport::Udp => Some(udp_limit(req, ours)),
         Transport::Tcp => None,
@@ -114,6 +114,6 @@ pub fn limit_for(transport: Transport, req: &Message, ours: u16) -> Option<usize
 }
 
 /// Whether the query uses an opcode we serve.
-pub fn is_query(req: &Message) -> bool {
+pub(super) fn is_query(req: &Message) -> bool {
     req.metadata.op_code == OpCode::Query
 }

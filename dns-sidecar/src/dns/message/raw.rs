@@ -9,7 +9,7 @@ use super::{question_end, HEADER_LEN};
 
 /// FORMERR for a query we could not parse: ID, opcode and RD copied from the
 /// raw header, nothing else (we cannot trust the rest).
-pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
     let mut out = raw[..HEADER_LEN].to_vec();
     out[2] = 0x80 | (raw[2] & 0x79); // QR, opcode, RD; clear AA and TC
     out[3] = ResponseCode::FormErr.low();
@@ -20,7 +20,7 @@ pub fn formerr_from_raw(raw: &[u8]) -> Vec<u8> {
 /// REFUSED for a client that may not query, built from the raw bytes without
 /// decoding them: header (ID, opcode, RD, CD) and the question when it is a
 /// plain one; never longer than the query, so it amplifies nothing.
-pub fn refused_from_raw(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn refused_from_raw(raw: &[u8]) -> Vec<u8> {
     let question = (u16::from_be_bytes([raw[4], raw[5]]) == 1)
         .then(|| question_end(raw))
         .flatten();
@@ -41,7 +41,7 @@ pub fn refused_from_raw(raw: &[u8]) -> Vec<u8> {
 /// copied) when the query had EDNS. What a client gets over UDP when the
 /// answer does not fit its limit: it retries over TCP. The same bytes as
 /// the full path's [`super::encode`] of an empty truncated response.
-pub fn truncated_raw(q: &[u8], qn: &Question, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn truncated_raw(q: &[u8], qn: &Question, out: &mut [u8]) -> Option<usize> {
     let qend = qn.end();
     let len = qend + if qn.edns > 0 { 11 } else { 0 };
     if len > out.len() || q.len() < qend {

@@ -7,13 +7,13 @@ use super::HEADER_LEN;
 /// A datagram we must never answer: too short to carry a header, or a
 /// response (QR set). Answering responses would let two servers bounce
 /// packets between each other forever (and reflect spoofed traffic).
-pub fn must_drop(raw: &[u8]) -> bool {
+pub(crate) fn must_drop(raw: &[u8]) -> bool {
     raw.len() < HEADER_LEN || raw[2] & 0x80 != 0
 }
 
 /// Why a message is malformed, beyond what the decoder checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Malformed {
+pub(crate) enum Malformed {
     /// A section count runs past the end of the message.
     Short,
     /// A question name uses a compression pointer (there is nothing before
@@ -32,7 +32,7 @@ pub enum Malformed {
 /// Walks the whole message as the wire format says, without allocating:
 /// the checks hickory's decoder does not make (an EDNS option longer than its
 /// OPT record, a second OPT, a compressed question) answer FORMERR.
-pub fn check_wire(raw: &[u8]) -> Result<(), Malformed> {
+pub(crate) fn check_wire(raw: &[u8]) -> Result<(), Malformed> {
     if raw.len() < HEADER_LEN {
         return Err(Malformed::Short);
     }
@@ -126,7 +126,7 @@ pub(crate) fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, Malformed> {
 }
 
 /// End of the first question of an uncompressed query.
-pub fn question_end(msg: &[u8]) -> Option<usize> {
+pub(crate) fn question_end(msg: &[u8]) -> Option<usize> {
     let mut i = 12;
     loop {
         let len = *msg.get(i)? as usize;
@@ -147,7 +147,7 @@ pub fn question_end(msg: &[u8]) -> Option<usize> {
 /// ASCII case (0x20 randomisation), and the type and class equal byte for
 /// byte. Every upstream answer is matched with this before it is relayed,
 /// kept or used.
-pub fn same_question(query: &[u8], answer: &[u8]) -> bool {
+pub(crate) fn same_question(query: &[u8], answer: &[u8]) -> bool {
     let Some(end) = question_end(query) else { return false };
     answer.len() >= end
         && answer[4..6] == query[4..6]

@@ -1,7 +1,7 @@
 //! Forwarding for the UDP workers, without the async runtime.
 //!
 //! Each UDP worker owns a relay: a small pool of upstream-facing sockets on
-//! random ports (replaced regularly, see [`ROTATE_AFTER`]), a table of
+//! random ports (replaced regularly, see `pool::ROTATE_AFTER`), a table of
 //! pending queries keyed by a random upstream ID, and a thread that receives
 //! upstream answers in batches (`recvmmsg`), matches them to their query
 //! (ID, the socket it was sent from, the upstream's address and the
@@ -57,7 +57,7 @@ const SWEEP: Duration = Duration::from_millis(20);
 /// Bytes charged to the budget per pending query, besides the query itself
 /// (the entry, its table and deadline-queue slots, its coalescing key,
 /// allocator overhead); a query waiting on another's is charged the same.
-pub const PENDING_COST: u64 = 512;
+pub(super) const PENDING_COST: u64 = 512;
 
 struct Pending {
     client: SocketAddr,
@@ -79,7 +79,7 @@ struct Pending {
     _ticket: Ticket,
 }
 
-pub struct Relay {
+pub(super) struct Relay {
     client: UdpSocket,
     /// The listening address `client` is bound to (what its answers leave
     /// from: queries coalesce only with others received on it).
@@ -92,7 +92,7 @@ pub struct Relay {
 
 impl Relay {
     /// A relay answering through `client` (a handle on the worker's socket).
-    pub fn new(client: UdpSocket, metrics: Arc<Metrics>, coalesce: Arc<Coalesce>) -> Arc<Relay> {
+    pub(super) fn new(client: UdpSocket, metrics: Arc<Metrics>, coalesce: Arc<Coalesce>) -> Arc<Relay> {
         let state = State {
             pending: HashMap::default(),
             deadlines: BTreeSet::new(),
@@ -153,7 +153,7 @@ impl Relay {
 
     /// A new worker batch begins: its queries go out from the next socket of
     /// the pool (the pool still turns, batch by batch).
-    pub fn new_batch(&self) {
+    pub(super) fn new_batch(&self) {
         self.lock().current = [None; 2];
     }
 
@@ -163,7 +163,7 @@ impl Relay {
     /// from [`admission::route`]; in use, or due a trial) and puts it in
     /// `outbox` (sent at the end of the worker's batch). The refusal,
     /// counted, says how to answer at once.
-    pub fn submit(
+    pub(super) fn submit(
         &self,
         forwarding: &Arc<Forwarding>,
         route: RouteId,
@@ -239,7 +239,7 @@ impl Relay {
 
     /// Receives upstream answers until `stop` is set and nothing is pending
     /// (or five seconds have passed since `stop`).
-    pub fn run(self: Arc<Relay>, stop: Arc<AtomicBool>) {
+    pub(super) fn run(self: Arc<Relay>, stop: Arc<AtomicBool>) {
         // Below the UDP workers: when the relay and a worker compete for a
         // CPU (a flood of forwarded names), the worker, which answers the
         // aliases, wins. Lowering our own priority needs no privilege.

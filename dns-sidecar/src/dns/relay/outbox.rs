@@ -15,7 +15,7 @@ const OUT_SLOT: usize = 512;
 /// The queries a UDP worker relays in one batch: sent together, one
 /// `sendmmsg` per upstream socket (normally one: a batch uses one socket
 /// per address family), when the batch is done.
-pub struct Outbox {
+pub(crate) struct Outbox {
     batch: Batch,
     sock: Option<Arc<UdpSocket>>,
     n: usize,
@@ -55,7 +55,7 @@ impl Outbox {
 
     /// Sends what was added. A failed send is a timeout later (the pending
     /// query moves to the next upstream or gets SERVFAIL).
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if let Some(sock) = self.sock.take() {
             self.batch.send(sock.as_raw_fd(), self.n);
         }
