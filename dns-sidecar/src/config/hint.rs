@@ -13,8 +13,7 @@ pub(super) fn with_toml_hint(mut l: Located) -> Located {
     let m = l.message.as_str();
     let snippet = l.snippet.as_deref().unwrap_or("").trim_start();
     let hint = if m.contains("unknown field `password`") {
-        "passwords are never written in the config: use password_env or password_file in [probe] or [servers.<id>]; \
-            the admin listener takes token_env or token_file"
+        "passwords are never written in the config: use password_env or password_file in [probe] or [servers.<id>]; the admin listener takes token_env or token_file"
             .to_string()
     } else if m.starts_with("unknown field") {
         "check the spelling against the README's configuration reference; the keys this table accepts are listed above"
@@ -38,8 +37,7 @@ pub(super) fn with_toml_hint(mut l: Located) -> Located {
         || m.contains("invalid IP address")
         || m.contains("invalid socket address")
     {
-        "addresses are IP literals, with a port where one is allowed: \"10.1.2.3\", \"127.0.0.1:5353\", \"[::1]:53\"; \
-            host names belong in `host`/`target`"
+        "addresses are IP literals, with a port where one is allowed: \"10.1.2.3\", \"127.0.0.1:5353\", \"[::1]:53\"; host names belong in `host`/`target`"
             .to_string()
     } else if m.contains("DNS name") || m.contains("label") || m.contains("use letters, digits") {
         "names are DNS names such as \"pg-prod.example.com\" (letters, digits, `-`, `_`; the trailing dot is optional)"
@@ -60,8 +58,7 @@ pub(super) fn with_toml_hint(mut l: Located) -> Located {
         };
         format!("this key takes {expected}; see the README's configuration reference for its format")
     } else {
-        "this is not valid TOML here: `key = value` per line, strings in double quotes, tables as [name], lists of \
-            tables as [[name]]"
+        "this is not valid TOML here: `key = value` per line, strings in double quotes, tables as [name], lists of tables as [[name]]"
             .to_string()
     };
     l.hint(hint)

@@ -149,16 +149,14 @@ fn max_lag(cx: &Ctx<'_>, a: &RawAlias, name: &DnsName, role: Role, probe: &Probe
                 "alias `{name}` has role `{}`, which never chooses a standby, so a lag limit cannot apply",
                 role.as_str()
             ),
-            "use max_lag / max_lag_time on a reader alias (role = \"prefer-standby\", \
-            \"standby\" or \"read-only\"), or remove it",
+            "use max_lag / max_lag_time on a reader alias (role = \"prefer-standby\", \"standby\" or \"read-only\"), or remove it",
         );
     }
     if let (Some(0), Some(b)) = (limit.bytes, &a.max_lag) {
         return cx.err(
             Some(b.span()),
             "`max_lag` must be more than zero",
-            "the primary writes between two probes, so 0 would exclude every standby most of the time; \
-            e.g. max_lag = \"16MiB\"",
+            "the primary writes between two probes, so 0 would exclude every standby most of the time; e.g. max_lag = \"16MiB\"",
         );
     }
     let shortest = probe.interval * 2;
@@ -168,8 +166,7 @@ fn max_lag(cx: &Ctx<'_>, a: &RawAlias, name: &DnsName, role: Role, probe: &Probe
                 Some(raw.span()),
                 format!("`max_lag_time` of {t:?} is shorter than two probe intervals ({shortest:?})"),
                 format!(
-                    "the lag is measured from the probes, which are up to one interval old each; \
-                    use at least {shortest:?}, e.g. max_lag_time = \"5s\""
+                    "the lag is measured from the probes, which are up to one interval old each; use at least {shortest:?}, e.g. max_lag_time = \"5s\""
                 ),
             );
         }
@@ -199,8 +196,7 @@ fn spread(
                 "alias `{name}` has role `{}`: spread, weights and prefer apply only to reader aliases",
                 role.as_str()
             ),
-            "an alias that writes (read-write, primary) or follows any server must answer exactly one server at a \
-            time, the one the decision chose; use them on a role = \"standby\", \"prefer-standby\" or \"read-only\" alias",
+            "an alias that writes (read-write, primary) or follows any server must answer exactly one server at a time, the one the decision chose; use them on a role = \"standby\", \"prefer-standby\" or \"read-only\" alias",
         );
     }
     let spread = a.spread.as_ref().map_or(Spread::First, |s| *s.get_ref());
@@ -241,8 +237,7 @@ fn spread(
         return cx.err(
             Some(raw.span()),
             format!("alias `{name}` has weight 0 for every server"),
-            "weight 0 marks a backup, answered only when no weighted server matches; \
-            give at least one server a weight",
+            "weight 0 marks a backup, answered only when no weighted server matches; give at least one server a weight",
         );
     }
     Ok((spread, weights, prefer))
@@ -260,9 +255,7 @@ pub(super) fn targets_are_not_aliases(cx: &Ctx<'_>, servers: &Servers, aliases: 
                     "server `{}` has target `{}`, which is an alias; the alias would answer a CNAME to an alias",
                     s.id, a.name
                 ),
-                "`target` is the server's own DNS name \
-                (e.g. \"pg-prod-eastus.privatelink.postgres.database.azure.com\"); \
-                the alias is the name applications use",
+                "`target` is the server's own DNS name (e.g. \"pg-prod-eastus.privatelink.postgres.database.azure.com\"); the alias is the name applications use",
             );
         }
     }
