@@ -305,6 +305,20 @@ impl Out {
         } else {
             Found::Off
         };
+        if let Some(len) = self.count_cached(found) {
+            return Some(len);
+        }
+        self.cached[1] += u64::from(found == Found::Miss);
+        match cx.relay.submit(cx.fwd, route, q, peer, cx.started, &mut self.outbox) {
+            Ok(()) => None,
+            Err(why) => self.refused(cx, q, f, caches, why),
+        }
+    }
+
+    /// Counts an answer the cache wrote (fresh or stale) and gives its
+    /// length; `None` when it wrote none.
+    #[inline]
+    fn count_cached(&mut self, found: Found) -> Option<usize> {
         match found {
             Found::Fresh(len) => {
                 self.cached[0] += 1;
@@ -314,13 +328,7 @@ impl Out {
                 self.cached[2] += 1;
                 Some(len)
             }
-            Found::Miss | Found::Off => {
-                self.cached[1] += u64::from(found == Found::Miss);
-                match cx.relay.submit(cx.fwd, route, q, peer, cx.started, &mut self.outbox) {
-                    Ok(()) => None,
-                    Err(why) => self.refused(cx, q, f, caches, why),
-                }
-            }
+            Found::Miss | Found::Off => None,
         }
     }
 
@@ -333,18 +341,13 @@ impl Out {
         } else {
             Found::Miss
         };
-        match stale {
-            Found::Stale(len) => {
-                self.cached[2] += 1;
-                Some(len)
-            }
-            Found::Fresh(len) => {
-                self.cached[0] += 1;
-                Some(len)
-            }
-            _ if cx.overloaded => None,
-            _ => cx.table.refuse(q, f, why.rcode().low(), self.tx.buf_mut(self.n)),
+        if let Some(len) = self.count_cached(stale) {
+            return Some(len);
         }
+        if cx.overloaded {
+            return None;
+        }
+        cx.table.refuse(q, f, why.rcode().low(), self.tx.buf_mut(self.n))
     }
 
     /// What the fast path does not answer: the full path's answer written
