@@ -23,6 +23,8 @@ use dns_sidecar::config::{Config, Secrets, DEFAULT_ADMIN_LISTEN};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::support::links::check_links;
+
 // ------------------------------------------------------------------ helpers
 
 fn repo() -> PathBuf {
@@ -1288,24 +1290,6 @@ fn azure_resolver_rule_matches_the_forwarder_zone() {
 
 // ---------------------------------------------------------------- the docs
 
-/// GitHub's anchor for a Markdown heading.
-fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
-fn anchors(md: &str) -> BTreeSet<String> {
-    md.lines()
-        .filter(|l| l.starts_with('#'))
-        .map(|l| slug(l.trim_start_matches('#')))
-        .collect()
-}
-
 /// Every relative link of the deploy docs (`[text](path#anchor)`) names a
 /// file that exists and, with an anchor, a heading of it.
 #[test]
@@ -1313,34 +1297,7 @@ fn deploy_docs_links_resolve() {
     let mut n = 0;
     for doc in ["README.md", "azure/README.md"] {
         let path = deploy(doc);
-        let text = read(&path);
-        for (i, _) in text.match_indices("](") {
-            let rest = &text[i + 2..];
-            let target = &rest[..rest.find(')').unwrap_or_else(|| panic!("{doc}: unclosed link"))];
-            if target.contains("://") || target.contains(' ') {
-                continue;
-            }
-            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
-            let linked = if file.is_empty() {
-                path.clone()
-            } else {
-                path.parent().unwrap().join(file)
-            };
-            assert!(
-                linked.exists(),
-                "{doc}: link to {target}: {} does not exist",
-                linked.display()
-            );
-            if !anchor.is_empty() {
-                let headings = anchors(&read(&linked));
-                assert!(
-                    headings.contains(anchor),
-                    "{doc}: link to {target}: no such heading in {}",
-                    linked.display()
-                );
-            }
-            n += 1;
-        }
+        n += check_links(doc, &path, &read(&path));
     }
     assert!(n >= 20, "only {n} links");
 }

@@ -26,6 +26,7 @@ use testbed::{PairOptions, PgBinaries, PgPair};
 
 use crate::logs::{free_port, wait_until};
 use crate::support::env::{tempdir, upstream};
+use crate::support::links::check_links;
 use crate::support::raw;
 
 /// Commands the walk does not run, by prefix, and why. Keep it short: each
@@ -653,32 +654,6 @@ fn every_command_and_flag_the_readme_mentions_exists() {
     assert!(checked >= 10, "only {checked} mentions checked");
 }
 
-/// A heading's anchor, as GitHub makes it: lower case, punctuation other
-/// than `-` and `_` dropped, spaces to `-`.
-fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
-/// The anchors of a Markdown file's headings (outside code blocks).
-fn anchors(md: &str) -> BTreeSet<String> {
-    let mut in_block = false;
-    let mut out = BTreeSet::new();
-    for l in md.lines() {
-        if l.starts_with("```") {
-            in_block = !in_block;
-        } else if !in_block && l.starts_with('#') {
-            out.insert(slug(l.trim_start_matches('#')));
-        }
-    }
-    out
-}
-
 /// Every relative link of the README and docs/ (`[text](path#anchor)`,
 /// outside code blocks) names a file that exists and, with an anchor, a
 /// heading of it; `(#anchor)` alone, a heading of the same page.
@@ -686,48 +661,7 @@ fn anchors(md: &str) -> BTreeSet<String> {
 fn every_link_of_the_readme_and_docs_resolves() {
     let mut n = 0;
     for (page, md) in pages() {
-        let path = root().join(page);
-        let mut in_block = false;
-        for (i, l) in md.lines().enumerate() {
-            if l.starts_with("```") {
-                in_block = !in_block;
-            }
-            if in_block {
-                continue;
-            }
-            for (j, _) in l.match_indices("](") {
-                let rest = &l[j + 2..];
-                let end = rest
-                    .find(')')
-                    .unwrap_or_else(|| panic!("{page}:{}: unclosed link", i + 1));
-                let target = &rest[..end];
-                if target.contains("://") || target.contains(' ') {
-                    continue;
-                }
-                let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
-                let linked = if file.is_empty() {
-                    path.clone()
-                } else {
-                    path.parent().unwrap().join(file)
-                };
-                assert!(
-                    linked.exists(),
-                    "{page}:{}: link to {target}: {} does not exist",
-                    i + 1,
-                    linked.display()
-                );
-                if !anchor.is_empty() {
-                    let headings = anchors(&std::fs::read_to_string(&linked).unwrap());
-                    assert!(
-                        headings.contains(anchor),
-                        "{page}:{}: link to {target}: no such heading in {}",
-                        i + 1,
-                        linked.display()
-                    );
-                }
-                n += 1;
-            }
-        }
+        n += check_links(page, &root().join(page), &md);
     }
     assert!(n >= 40, "only {n} links");
 }

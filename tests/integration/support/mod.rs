@@ -3,6 +3,7 @@
 
 pub mod dig;
 pub mod env;
+pub mod links;
 pub mod metrics;
 pub mod proxy;
 pub mod raw;
