@@ -654,7 +654,9 @@ fn run(args: Args) -> Result<bool> {
     // machine state (measured one mix after the other, minutes apart, the
     // rounds' spread alone exceeded the 5% being checked).
     let single_file = dir.join("mix-r-single.txt");
-    fs::write(&single_file, Mix::A.data(&args, &zipf))?;
+    if mixes.contains(&Mix::R) {
+        fs::write(&single_file, Mix::A.data(&args, &zipf))?;
+    }
     for (mix, file) in &data_files {
         let label = |s: &Server, q: u32, paired: &str| {
             let q = if args.outstanding.len() > 1 {
